@@ -1,0 +1,1 @@
+"""The ``openpista`` command line."""

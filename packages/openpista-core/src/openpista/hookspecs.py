@@ -1,0 +1,94 @@
+"""The plugin hooks of openpista: this module is the plugin author's manual.
+
+A plugin is any module registered under the ``openpista`` entry-point group that defines
+functions decorated with :data:`openpista.hookimpl` and named after the hooks below. Each
+hook receives only the arguments it declares, so a plugin may leave out the ones it does
+not need. Registration hooks get a ``register`` callback: call it once per thing you
+provide. Built-in tools and providers are ordinary plugins written the same way
+(``openpista.builtins``).
+
+Keep the plugin module cheap to import: import the SDK you wrap inside the function that
+needs it, never at module top level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from openpista.channels import ChannelFactory
+    from openpista.config import Settings
+    from openpista.providers.base import ProviderPreset
+    from openpista.skills.base import SkillRunner
+    from openpista.tools.base import Tool
+
+PROJECT_NAME = "openpista"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_providers(register: Callable[[ProviderPreset], None]) -> None:
+    """Offer LLM provider presets.
+
+    Call ``register(ProviderPreset(...))`` once per preset. The preset's ``name`` (and each
+    of its ``aliases``) is what users write in ``[agent] provider = "..."``. Two plugins
+    registering the same name is an error reported by ``openpista plugins``; the first one
+    loaded wins.
+    """
+
+
+@hookspec
+def register_tools(register: Callable[[Tool], None], config: Settings) -> None:
+    """Offer tools to the LLM.
+
+    Call ``register(tool)`` for each :class:`openpista.tools.base.Tool`. Tool names are
+    dotted (``system.run``, ``browser.click``); the registry rejects a name whose wire form
+    (dots become underscores) collides with one already registered. ``config`` is the whole
+    configuration: read your options from ``config.tools.<name>`` and skip registering
+    when your tool is disabled there.
+    """
+
+
+@hookspec
+def register_channels(register: Callable[[str, ChannelFactory], None], config: Settings) -> None:
+    """Offer channel adapters to the gateway.
+
+    Call ``register(name, factory)``; the gateway builds the adapter with
+    ``factory(config.channels[name], config)`` when ``[channels.<name>]`` has
+    ``enabled = true``. See :class:`openpista.channels.ChannelAdapter` for the contract.
+    """
+
+
+@hookspec
+def register_skill_runners(register: Callable[[str, SkillRunner], None]) -> None:
+    """Offer execution modes for skills.
+
+    Call ``register(mode, runner)``; a skill whose front matter says ``mode: <mode>`` is run
+    by that runner. Core registers ``subprocess``.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add sub-commands to the ``openpista`` command line.
+
+    Decorate functions with ``@cli.command()``; import heavy dependencies inside them so
+    that ``openpista --help`` stays fast.
+    """
+
+
+@hookspec
+async def daemon_started(config: Settings, services: dict[str, Any]) -> None:
+    """Called once the daemon serves; ``services`` maps names to running components."""
+
+
+@hookspec
+async def daemon_stopping(config: Settings, services: dict[str, Any]) -> None:
+    """Called when the daemon begins shutting down, before channels are closed."""

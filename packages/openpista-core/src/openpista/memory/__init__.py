@@ -1,0 +1,1 @@
+"""Conversation memory on SQLAlchemy (SQLite by default, PostgreSQL by URL)."""

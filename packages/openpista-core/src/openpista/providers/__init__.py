@@ -1,0 +1,1 @@
+"""LLM providers: the contract (:mod:`.base`) and the litellm-backed presets."""

@@ -1,0 +1,1 @@
+"""Test helpers for openpista and its plugins: contract suites and the LLM emulator."""

@@ -1,0 +1,34 @@
+"""What a tool is: a name, a description, a JSON Schema and an async handler."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ToolError(Exception):
+    """Raised by a tool handler to report a failure to the LLM as an error result."""
+
+
+ToolHandler = Callable[..., Awaitable[str]]
+"""An async callable taking the validated arguments as keywords and returning text."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool the LLM can call.
+
+    ``parameters`` is the JSON Schema of the arguments object; the handler receives the
+    arguments as keyword arguments after validation against it. Build one from a typed
+    function with :func:`openpista.tools.registry.tool`.
+    """
+
+    name: str
+    description: str
+    handler: ToolHandler
+    parameters: dict[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+    validator: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Checks and converts raw arguments; raises ``ValueError`` with a readable message."""
