@@ -1,0 +1,53 @@
+"""Developer sessions. `scripts/test` runs lint, typecheck and tests in the project's .venv.
+
+Run a session in the current environment with `nox --no-venv -s NAME`, or let nox build
+its own virtualenv with plain `nox -s NAME`.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+PACKAGES = ["-e", "packages/openpista-core", "-e", ".[all,dev]", "-c", "constraints.txt"]
+
+
+def _install(session: nox.Session) -> None:
+    if session.venv_backend != "none":
+        session.install(*PACKAGES)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint rules and formatting, zero warnings."""
+    _install(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on core."""
+    _install(session)
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite: unit, integration (SQLite, PostgreSQL) and end-to-end."""
+    _install(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """Only the end-to-end tests that drive the installed `openpista` command."""
+    _install(session)
+    session.run("pytest", "-m", "e2e", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: start-up time and RSS, end-to-end latency, agent overhead per round."""
+    _install(session)
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,149 @@
+"""The agent: a ReAct loop of LLM requests and tool rounds over one stored session.
+
+One turn: the user's text is stored, the LLM is asked with the session's history and the
+tools, the tool calls it makes run (concurrently within a round) and their results are
+stored and sent back, until the LLM answers with text or ``max_tool_rounds`` is reached.
+Every message, tool call and tool result is persisted before the answer is returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from openpista.models import AgentResponse, Message, ToolCall, ToolResult, Usage
+from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolSpec
+
+if TYPE_CHECKING:
+    from openpista.memory.store import MemoryStore
+    from openpista.providers.base import LlmProvider
+    from openpista.tools.registry import ToolRegistry
+
+ERROR_PREFIX = "❌ "
+
+
+@dataclass(frozen=True)
+class ToolStarted:
+    """A tool call is about to run."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ToolFinished:
+    """A tool call has finished (``result.is_error`` tells how)."""
+
+    result: ToolResult
+
+
+AgentEvent = TextDelta | ToolStarted | ToolFinished
+EventSink = Callable[[AgentEvent], Awaitable[None] | None]
+
+
+def round_limit_message(rounds: int) -> str:
+    """What the user reads when the loop stops at ``max_tool_rounds``."""
+    return (
+        f"⚠️ I stopped after {rounds} tool rounds without reaching a final answer "
+        f"(limit: agent.max_tool_rounds = {rounds}). Ask me to continue, or raise the limit."
+    )
+
+
+class Agent:
+    """Runs turns for sessions stored in ``memory``, answering with ``provider``.
+
+    ``context`` returns extra system-prompt text (the skills' context); it is called on
+    every request so that the LLM always sees it.
+    """
+
+    def __init__(
+        self,
+        provider: LlmProvider,
+        tools: ToolRegistry,
+        memory: MemoryStore,
+        *,
+        system_prompt: str = "",
+        max_tool_rounds: int = 10,
+        context: Callable[[], str] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.tools = tools
+        self.memory = memory
+        self.system_prompt = system_prompt
+        self.max_tool_rounds = max_tool_rounds
+        self.context = context
+
+    def _system_message(self) -> Message:
+        parts = [self.system_prompt, self.context() if self.context else ""]
+        return Message(role="system", content="\n\n".join(p for p in parts if p))
+
+    async def run_turn(
+        self, session_id: str, text: str, on_event: EventSink | None = None
+    ) -> AgentResponse:
+        """Answer ``text`` in session ``session_id`` (created when missing).
+
+        Provider failures come back as a response with ``is_error`` set and a message that
+        starts with ❌; the history stays as stored so far.
+        """
+        await self.memory.ensure_session(session_id)
+        history = await self.memory.load_messages(session_id)
+        user = Message(role="user", content=text)
+        await self.memory.append_message(session_id, user)
+        history.append(user)
+        usage = Usage()
+        specs = self.tools.specs()
+        try:
+            rounds = 0
+            while True:
+                result = await self._ask(history, specs, on_event)
+                usage = usage + result.usage
+                reply = Message(role="assistant", content=result.text, tool_calls=result.tool_calls)
+                if not result.tool_calls:
+                    await self.memory.append_message(session_id, reply)
+                    return AgentResponse(session_id=session_id, text=result.text, usage=usage)
+                if rounds == self.max_tool_rounds:
+                    break  # the unanswered calls are not stored: history stays well-formed
+                rounds += 1
+                results = await self._run_tools(result.tool_calls, on_event)
+                tool_messages = [Message(role="tool", tool_result=r) for r in results]
+                await self.memory.append_messages(session_id, [reply, *tool_messages])
+                history.extend([reply, *tool_messages])
+        except ProviderError as exc:
+            return AgentResponse(
+                session_id=session_id, text=ERROR_PREFIX + str(exc), is_error=True, usage=usage
+            )
+        notice = Message(role="assistant", content=round_limit_message(self.max_tool_rounds))
+        await self.memory.append_message(session_id, notice)
+        return AgentResponse(session_id=session_id, text=notice.content, usage=usage)
+
+    async def _ask(
+        self, history: list[Message], specs: list[ToolSpec], on_event: EventSink | None
+    ) -> ChatResult:
+        messages = [self._system_message(), *history]
+        final: ChatResult | None = None
+        async for event in self.provider.stream(messages, specs):
+            if isinstance(event, ChatResult):
+                final = event
+            elif isinstance(event, TextDelta) and on_event is not None:
+                await _emit(on_event, event)
+        if final is None:
+            raise ProviderError("other", "the provider ended its answer without a result")
+        return final
+
+    async def _run_tools(
+        self, calls: list[ToolCall], on_event: EventSink | None
+    ) -> list[ToolResult]:
+        if on_event is not None:
+            for call in calls:
+                await _emit(on_event, ToolStarted(call))
+        results = await self.tools.dispatch_many(calls)
+        if on_event is not None:
+            for result in results:
+                await _emit(on_event, ToolFinished(result))
+        return results
+
+
+async def _emit(sink: EventSink, event: AgentEvent) -> None:
+    outcome = sink(event)
+    if outcome is not None:
+        await outcome

@@ -1,0 +1,117 @@
+"""The ``openpista`` command.
+
+Start-up must stay fast: this module imports only click. Sub-commands live in their own
+modules and are imported when invoked; plugin commands are loaded when the command line
+asks for a name that is not built in, or for the list of commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+from typing import Any
+
+import click
+
+from openpista._version import __version__
+
+# name -> (module:function, one-line help shown by --help without importing the module)
+BUILTIN_COMMANDS = {
+    "run": ("openpista.cli.run:run", "Send one message to the agent and print its answer."),
+    "model": ("openpista.cli.model:model", "List the LLM providers and models, or test one."),
+    "plugins": ("openpista.cli.plugins:plugins", "List plugins and what each registered."),
+    "sessions": ("openpista.cli.sessions:sessions", "List stored conversation sessions."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose built-in commands are imported on use and plugins load on demand."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plugins_loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        from openpista.plugins import PluginHost
+
+        host = PluginHost.load(builtins=False)
+        host.collect("register_commands", lambda *_: "", cli=self)
+        for problem in host.problems:
+            click.echo(f"warning: {problem}", err=True)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return sorted({*BUILTIN_COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = BUILTIN_COMMANDS.get(cmd_name)
+        if target is not None:
+            module_name, attr = target[0].split(":")
+            command: click.Command = getattr(import_module(module_name), attr)
+            return command
+        self._load_plugin_commands()
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._load_plugin_commands()
+        rows = [(name, short) for name, (_, short) in BUILTIN_COMMANDS.items()]
+        rows += [(name, cmd.get_short_help_str()) for name, cmd in self.commands.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
+
+class CliState:
+    """Shared by all sub-commands: the config path, loaded on first use."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._settings: Any = None
+
+    def settings(self) -> Any:
+        """The loaded :class:`openpista.config.Settings`; exits with a clear error if invalid."""
+        if self._settings is None:
+            from openpista.config import ConfigError, load_config
+
+            try:
+                self._settings = load_config(self.config_path)
+            except ConfigError as exc:
+                fail(str(exc), code=2)
+        return self._settings
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print ``❌ message`` to stderr and exit with ``code``."""
+    click.echo(f"❌ {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="openpista")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    envvar="OPENPISTA_CONFIG",
+    metavar="PATH",
+    help="Config file (default: ~/.openpista/config.toml; env OPENPISTA_CONFIG).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """openpista: an autonomous AI agent that acts on this computer for you.
+
+    \b
+    Examples:
+      openpista run -e "list the files in /tmp"
+      openpista run -s work -e "and now count them"
+      openpista model test
+      openpista plugins --json
+    """
+    ctx.obj = CliState(config_path)
+
+
+def main() -> None:
+    """Entry point of the ``openpista`` console script."""
+    cli(prog_name="openpista")

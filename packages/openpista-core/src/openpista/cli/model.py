@@ -1,0 +1,132 @@
+"""``openpista model``: list providers and models, test the configured one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from openpista.cli.main import CliState, fail
+
+if TYPE_CHECKING:
+    from openpista.config import Settings
+    from openpista.providers.base import ProviderPreset
+    from openpista.providers.registry import ProviderRegistry
+
+TEST_PROMPT = "Reply with exactly one word: pong"
+
+
+@click.group()
+def model() -> None:
+    """List the LLM providers and models, or test one."""
+
+
+def _registry() -> ProviderRegistry:
+    from openpista.plugins import PluginHost
+    from openpista.runtime import build_providers
+
+    return build_providers(PluginHost.load())
+
+
+def _key_status(preset: ProviderPreset, settings: Settings) -> str:
+    if not preset.requires_api_key:
+        return "no key needed"
+    if settings.provider_settings(preset.name).api_key:
+        return "key in config"
+    for var in preset.api_key_env:
+        if os.environ.get(var):
+            return f"key from ${var}"
+    return f"no key (set ${preset.api_key_env[0]})" if preset.api_key_env else "no key"
+
+
+@model.command("list")
+@click.option("-p", "--provider", metavar="NAME", help="Only this provider.")
+@click.option("-r", "--remote", is_flag=True, help="Ask the provider's API for its models.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_obj
+def list_models(state: CliState, provider: str | None, remote: bool, as_json: bool) -> None:
+    """List provider presets, their default and well-known models, and key status.
+
+    The current choice ([agent] provider and model) is marked with '*'. With --remote the
+    provider's API is asked for the models it serves (needs a key and the network).
+    """
+    from openpista.config import ConfigError
+    from openpista.providers.base import ProviderError
+
+    settings = state.settings()
+    registry = _registry()
+    try:
+        names = [registry.get(provider).name] if provider else registry.names()
+    except ConfigError as exc:
+        fail(str(exc))
+    current = registry.get(settings.agent.provider).name if settings.agent.provider in registry.names() else None
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        preset = registry.get(name)
+        configured = settings.provider_settings(name).model
+        models = list(dict.fromkeys([configured or preset.default_model, *preset.models]))
+        if remote:
+            try:
+                llm = registry.build(settings, name)
+                models = asyncio.run(llm.list_models())
+            except (ProviderError, ConfigError) as exc:
+                fail(f"{name}: {exc}")
+        rows.append(
+            {
+                "provider": name,
+                "aliases": list(preset.aliases),
+                "current": name == current,
+                "default_model": configured or preset.default_model,
+                "key": _key_status(preset, settings),
+                "models": models,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        aliases = f" (alias: {', '.join(row['aliases'])})" if row["aliases"] else ""
+        click.echo(f"{mark} {row['provider']}{aliases}  [{row['key']}]")
+        for name in row["models"]:
+            default = "  (default)" if name == row["default_model"] else ""
+            click.echo(f"    {name}{default}")
+
+
+@model.command("test")
+@click.argument("model_name", metavar="[MODEL]", required=False)
+@click.option("-p", "--provider", metavar="NAME", help="Provider preset (default: [agent] provider).")
+@click.pass_obj
+def test_model(state: CliState, model_name: str | None, provider: str | None) -> None:
+    """Send a one-word prompt to MODEL (default: the configured one) and report the result.
+
+    Exits 0 when the model answered, 1 with the reason and the fix when it did not.
+    """
+    from openpista.config import ConfigError
+    from openpista.models import Message
+    from openpista.providers.base import ProviderError
+
+    settings = state.settings()
+    registry = _registry()
+    try:
+        llm = registry.build(settings, provider, model_name)
+    except (ProviderError, ConfigError) as exc:
+        fail(str(exc))
+    click.echo(f"Testing {llm.name} / {llm.model} ...", err=True)
+    started = time.perf_counter()
+    try:
+        result = asyncio.run(llm.complete([Message(role="user", content=TEST_PROMPT)], []))
+    except ProviderError as exc:
+        fail(str(exc))
+    elapsed = time.perf_counter() - started
+    answer = result.text.strip().replace("\n", " ")[:200] or "(empty answer)"
+    click.echo(f"✓ {llm.name}/{llm.model} answered in {elapsed:.2f} s: {answer}")
+    tokens = result.usage.total_tokens
+    if tokens:
+        click.echo(f"  tokens: {result.usage.prompt_tokens} in, {result.usage.completion_tokens} out")
+    sys.exit(0)

@@ -1,0 +1,165 @@
+"""Contract test suites that plugin packages subclass.
+
+Each class holds pytest tests that any conforming tool, provider or channel adapter must
+pass. Subclass it in your own test module, fill in the ``make_*`` methods (and the few
+attributes documented on each class), and pytest collects the inherited tests::
+
+    from openpista.testing.contracts import ToolContract
+
+    class TestGreetTool(ToolContract):
+        valid_arguments = {"name": "Ada"}
+
+        def make_tool(self):
+            return greet_tool
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from openpista.models import AgentResponse, ChannelEvent, Message, ToolCall
+from openpista.naming import WIRE_NAME_MAX, wire_name
+from openpista.providers.base import ChatResult, LlmProvider, ProviderError, TextDelta, ToolSpec
+
+if TYPE_CHECKING:
+    from openpista.channels import ChannelAdapter
+    from openpista.testing.emulator import LlmEmulator
+    from openpista.tools.base import Tool
+
+
+class ToolContract:
+    """Every tool: a wire-safe name, a description, an object schema, errors as results.
+
+    Set ``valid_arguments`` (arguments that make the tool succeed) and, if the tool has
+    required or typed arguments, ``invalid_arguments`` (arguments it must refuse).
+    """
+
+    valid_arguments: ClassVar[dict[str, Any]] = {}
+    invalid_arguments: ClassVar[dict[str, Any] | None] = None
+
+    def make_tool(self) -> Tool:
+        """Return the tool under test."""
+        raise NotImplementedError
+
+    def test_name_is_wire_safe(self) -> None:
+        name = self.make_tool().name
+        assert name, "a tool needs a name"
+        assert len(wire_name(name)) <= WIRE_NAME_MAX
+        assert wire_name(name) == name.replace(".", "_"), f"{name!r} has characters LLM APIs refuse"
+
+    def test_has_description(self) -> None:
+        assert self.make_tool().description.strip(), "the LLM picks tools by their description"
+
+    def test_parameters_are_an_object_schema(self) -> None:
+        schema = self.make_tool().parameters
+        assert schema.get("type") == "object"
+        assert isinstance(schema.get("properties", {}), dict)
+
+    async def test_valid_arguments_succeed(self) -> None:
+        result = await self._dispatch(self.valid_arguments)
+        assert not result.is_error, result.output
+        assert isinstance(result.output, str)
+
+    async def test_invalid_arguments_are_an_error_result(self) -> None:
+        if self.invalid_arguments is None:
+            return
+        result = await self._dispatch(self.invalid_arguments)
+        assert result.is_error
+        assert result.output.strip()
+
+    async def _dispatch(self, arguments: dict[str, Any]) -> Any:
+        from openpista.tools.registry import ToolRegistry
+
+        tool = self.make_tool()
+        registry = ToolRegistry()
+        registry.register(tool)
+        return await registry.dispatch(ToolCall(id="contract", name=tool.name, arguments=arguments))
+
+
+class ProviderContract:
+    """Every LLM provider, driven against the LLM emulator (the ``llm_emulator`` fixture).
+
+    Implement ``make_provider(emulator, api_key)`` returning a provider that talks to the
+    emulator's wire format; the emulator checks ``api_key``.
+    """
+
+    def make_provider(self, emulator: LlmEmulator, api_key: str) -> LlmProvider:
+        """Return a provider pointed at ``emulator``, authenticating with ``api_key``."""
+        raise NotImplementedError
+
+    async def test_streams_text_then_one_result(self, llm_emulator: LlmEmulator) -> None:
+        llm_emulator.reply_text("Hello from the contract")
+        provider = self.make_provider(llm_emulator, llm_emulator.api_key or "test-key")
+        events = [e async for e in provider.stream([Message(role="user", content="hi")], [])]
+        assert isinstance(events[-1], ChatResult)
+        assert sum(isinstance(e, ChatResult) for e in events) == 1
+        streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
+        assert streamed == events[-1].text == "Hello from the contract"
+
+    async def test_tool_calls_use_internal_names(self, llm_emulator: LlmEmulator) -> None:
+        llm_emulator.reply_tool_calls([("contract_echo", {"text": "ping"})])
+        provider = self.make_provider(llm_emulator, llm_emulator.api_key or "test-key")
+        spec = ToolSpec(
+            name="contract.echo",
+            description="Echo text back.",
+            parameters={"type": "object", "properties": {"text": {"type": "string"}}},
+        )
+        result = await provider.complete([Message(role="user", content="echo ping")], [spec])
+        assert [(c.name, c.arguments) for c in result.tool_calls] == [
+            ("contract.echo", {"text": "ping"})
+        ]
+
+    async def test_rejected_key_is_a_provider_error(self, llm_emulator: LlmEmulator) -> None:
+        llm_emulator.reply_error(401, "invalid api key")
+        provider = self.make_provider(llm_emulator, "wrong-key")
+        try:
+            await provider.complete([Message(role="user", content="hi")], [])
+        except ProviderError as exc:
+            assert exc.kind == "auth"
+            assert "wrong-key" not in str(exc), "never show the key"
+        else:
+            raise AssertionError("a 401 must raise ProviderError")
+
+
+class ChannelContract:
+    """Every channel adapter: native message in -> ChannelEvent; response -> native out.
+
+    Implement ``make_adapter()``, ``deliver(adapter, text)`` (send ``text`` to the adapter
+    through its native protocol, as a user would) and ``received(adapter)`` (what the user
+    has been shown so far, as a list of texts).
+    """
+
+    timeout: ClassVar[float] = 10.0
+
+    async def make_adapter(self) -> ChannelAdapter:
+        """Return a configured, not yet started adapter."""
+        raise NotImplementedError
+
+    async def deliver(self, adapter: ChannelAdapter, text: str) -> None:
+        """Send ``text`` to the adapter the way a user of this messenger would."""
+        raise NotImplementedError
+
+    async def received(self, adapter: ChannelAdapter) -> list[str]:
+        """Texts the user has been shown so far."""
+        raise NotImplementedError
+
+    async def test_round_trip(self) -> None:
+        adapter = await self.make_adapter()
+        assert adapter.channel_prefix.endswith(":")
+        inbound: asyncio.Queue[ChannelEvent] = asyncio.Queue()
+        await adapter.start(inbound)
+        try:
+            await self.deliver(adapter, "contract ping")
+            event = await asyncio.wait_for(inbound.get(), self.timeout)
+            assert event.text == "contract ping"
+            assert event.channel_id.startswith(adapter.channel_prefix)
+            await adapter.send(AgentResponse(channel_id=event.channel_id, text="contract pong"))
+            for _ in range(int(self.timeout / 0.05)):
+                if any("contract pong" in text for text in await self.received(adapter)):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the response never reached the user")
+        finally:
+            await adapter.stop()

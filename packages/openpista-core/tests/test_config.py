@@ -1,0 +1,119 @@
+"""Configuration: file + environment, defaults, and errors that name the file and key."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from openpista.config import ConfigError, Settings, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "config.example.toml"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("OPENPISTA_CONFIG", "OPENPISTA_PROVIDER", "OPENPISTA_MODEL", "OPENPISTA_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("OPENPISTA_DATABASE_URL", raising=False)
+
+
+def test_no_file_means_defaults() -> None:
+    settings = load_config()
+    assert settings.agent.provider == "openai"
+    assert settings.agent.max_tool_rounds == 10
+    assert settings.tools.system_run.timeout == 30
+    assert settings.source_path is None
+
+
+def test_file_values_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[agent]\nprovider = "anthropic"\nmax_tool_rounds = 3\n')
+    settings = load_config(path)
+    assert (settings.agent.provider, settings.agent.max_tool_rounds) == ("anthropic", 3)
+    assert settings.source_path == path
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[agent]\nmax_tool_rounds = 3\n[providers.openai]\nmodel = "a"\n')
+    monkeypatch.setenv("OPENPISTA_AGENT__MAX_TOOL_ROUNDS", "7")
+    monkeypatch.setenv("OPENPISTA_PROVIDERS__OPENAI__API_KEY", "sk-env")
+    monkeypatch.setenv("OPENPISTA_WORKSPACE", "~/ws")
+    settings = load_config(path)
+    assert settings.agent.max_tool_rounds == 7
+    openai = settings.provider_settings("openai")
+    assert openai.model == "a"
+    assert openai.api_key is not None and openai.api_key.get_secret_value() == "sk-env"
+    assert settings.workspace == tmp_path / "ws"
+
+
+def test_invalid_value_names_file_key_and_expectation(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[agent]\nmax_tool_rounds = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "agent.max_tool_rounds" in message
+    assert "greater than or equal to 1" in message
+
+
+def test_unknown_key_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[agent]\nmax_tool_round = 5\n")
+    with pytest.raises(ConfigError, match=r"agent\.max_tool_round: unknown option"):
+        load_config(path)
+
+
+def test_corrupt_toml_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[agent\nprovider = 'x'\n")
+    with pytest.raises(ConfigError, match=re.escape(str(path)) + r": not valid TOML: .*line 1"):
+        load_config(path)
+
+
+def test_binary_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_openpista_config_variable_selects_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "other.toml"
+    path.write_text('[agent]\nprovider = "ollama"\n')
+    monkeypatch.setenv("OPENPISTA_CONFIG", str(path))
+    assert load_config().agent.provider == "ollama"
+
+
+def test_example_config_is_valid_and_shows_the_defaults() -> None:
+    example = load_config(EXAMPLE)
+    defaults = Settings()
+    assert example.agent == defaults.agent
+    assert example.database == defaults.database
+    assert example.tools == defaults.tools
+    assert example.skills == defaults.skills
+
+
+def test_example_config_documents_every_option() -> None:
+    text = EXAMPLE.read_text()
+    data = tomllib.loads(text)
+    for section in ("agent", "database", "skills"):
+        model = getattr(Settings(), section)
+        for key in type(model).model_fields:
+            assert re.search(rf"^#? ?{key} =", text, re.M), f"[{section}] {key} is not documented"
+    for key in type(Settings().tools.system_run).model_fields:
+        assert key in data["tools"]["system_run"], f"[tools.system_run] {key} is not documented"
+    for key in ("model", "api_key", "base_url", "timeout", "max_retries", "retry_base_delay"):
+        assert re.search(rf"^#? ?{key} =", text, re.M), f"provider option {key} is not documented"
