@@ -1,0 +1,133 @@
+"""openpista benchmarks: print start-up, end-to-end and per-round figures.
+
+Run with ``nox --no-venv -s bench`` (or ``.venv/bin/python benchmarks/run.py``). Figures are
+printed, never asserted. Each measurement repeats and reports the median (and the max RSS).
+
+- ``openpista --help``: wall time and peak RSS of the command, in a fresh process.
+- ``openpista run -e``: one message end to end (process start, config, plugins, migrations,
+  litellm, one LLM round trip to the local emulator, SQLite writes).
+- agent overhead per tool round: an in-process agent against an instant scripted LLM, with
+  a no-op tool and real SQLite memory, so what is measured is the loop itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from openpista.testing.cli import OPENPISTA, Cli
+from openpista.testing.emulator import LlmEmulator
+
+
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one child process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {process.stderr.read().decode() if process.stderr else ''}")
+    return elapsed, usage.ru_maxrss
+
+
+def report(name: str, samples: list[tuple[float, int]]) -> None:
+    times = [t for t, _ in samples]
+    rss = max(r for _, r in samples)
+    print(
+        f"{name:<38} median {statistics.median(times) * 1000:8.1f} ms"
+        f"   min {min(times) * 1000:8.1f} ms   peak RSS {rss / 1024:6.1f} MiB   (n={len(samples)})"
+    )
+
+
+def bench_help(repeat: int, cli: Cli) -> None:
+    report("openpista --help", [run_measured([str(OPENPISTA), "--help"], cli.env) for _ in range(repeat)])
+
+
+def bench_run(repeat: int, cli: Cli) -> None:
+    samples = [run_measured([str(OPENPISTA), "run", "-q", "-e", "hello"], cli.env) for _ in range(repeat)]
+    report("openpista run -e (emulated LLM)", samples)
+
+
+class InstantProvider:
+    """An LLM that answers at once: ``rounds`` tool calls, then text."""
+
+    name = "instant"
+    model = "instant"
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self.calls = 0
+
+    async def stream(self, messages: list[object], tools: list[object]) -> AsyncIterator[object]:
+        from openpista.models import ToolCall
+        from openpista.providers.base import ChatResult
+
+        self.calls += 1
+        if self.calls % (self.rounds + 1):
+            yield ChatResult(tool_calls=[ToolCall(id=f"c{self.calls}", name="bench.noop")])
+        else:
+            yield ChatResult(text="done")
+
+    async def complete(self, messages: list[object], tools: list[object]) -> object:
+        raise NotImplementedError
+
+    async def list_models(self) -> list[str]:
+        return [self.model]
+
+
+async def _agent_overhead(turns: int, rounds: int, db: Path) -> list[float]:
+    from openpista.agent import Agent
+    from openpista.memory.store import MemoryStore
+    from openpista.tools.registry import ToolRegistry, tool
+
+    @tool("bench.noop")
+    async def noop() -> str:
+        """Do nothing."""
+        return "ok"
+
+    registry = ToolRegistry()
+    registry.register(noop)
+    store = await MemoryStore.open(f"sqlite+aiosqlite:///{db}")
+    agent = Agent(InstantProvider(rounds), registry, store, max_tool_rounds=rounds)  # type: ignore[arg-type]
+    per_round = []
+    try:
+        for turn in range(turns):
+            started = time.perf_counter()
+            await agent.run_turn(f"bench-{turn}", "go")
+            per_round.append((time.perf_counter() - started) / rounds)
+    finally:
+        await store.close()
+    return per_round
+
+
+def bench_agent_overhead(turns: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        per_round = asyncio.run(_agent_overhead(turns, rounds, Path(tmp) / "bench.db"))
+    print(
+        f"{'agent overhead per tool round':<38} median {statistics.median(per_round) * 1000:8.2f} ms"
+        f"   min {min(per_round) * 1000:8.2f} ms   ({turns} turns x {rounds} rounds, SQLite)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--repeat", type=int, default=5, help="samples per measurement")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, LlmEmulator(default_reply="Hello!") as emulator:
+        cli = Cli.isolated(Path(tmp), emulator)
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
+        bench_help(args.repeat * 2, cli)
+        bench_run(args.repeat, cli)
+        bench_agent_overhead(turns=args.repeat * 4, rounds=5)
+
+
+if __name__ == "__main__":
+    main()

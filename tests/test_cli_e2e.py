@@ -1,0 +1,233 @@
+"""End to end: the installed ``openpista`` command against the LLM emulator, real bash, SQLite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista.testing.cli import Cli
+from openpista.testing.emulator import LlmEmulator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.e2e
+
+
+def tool_outputs(body: dict[str, Any]) -> list[str]:
+    """The tool results the agent sent back in an OpenAI chat request."""
+    return [m["content"] for m in body["messages"] if m["role"] == "tool"]
+
+
+def echo_last_tool_output(body: dict[str, Any]) -> str:
+    return "The tool said:\n" + tool_outputs(body)[-1]
+
+
+def sessions(cli: Cli) -> list[dict[str, Any]]:
+    listing = cli("sessions", "--json")
+    assert listing.returncode == 0, listing.stderr
+    result: list[dict[str, Any]] = json.loads(listing.stdout)
+    return result
+
+
+def test_run_lists_files_with_the_shell_tool_and_stores_the_session(
+    cli: Cli, llm_emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    target = tmp_path / "listing"
+    target.mkdir()
+    (target / "needle-4711.txt").write_text("x")
+    llm_emulator.reply_tool_calls([("system_run", {"command": f"ls {target}"})])
+    llm_emulator.reply(echo_last_tool_output)
+
+    done = cli("run", "-e", f"list the files in {target}")
+
+    assert done.returncode == 0, done.stderr
+    assert "needle-4711.txt" in done.stdout
+    assert "⚙ system.run" in done.stderr
+    assert "session: " in done.stderr
+    first_request = llm_emulator.requests[0].json
+    assert first_request["messages"][-1] == {
+        "role": "user",
+        "content": f"list the files in {target}",
+    }
+    assert "system_run" in [tool["function"]["name"] for tool in first_request["tools"]]
+    [stored] = sessions(cli)
+    assert stored["messages"] == 4  # user, assistant tool call, tool result, answer
+
+
+def test_session_continues_with_its_history(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_text("Nice to meet you, Ada.")
+    llm_emulator.reply_text("You are Ada.")
+    assert cli("run", "-s", "chat-1", "-e", "I am Ada").returncode == 0
+    second = cli("run", "-s", "chat-1", "-e", "who am I?")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "You are Ada."
+    history = [(m["role"], m["content"]) for m in llm_emulator.requests[1].json["messages"][1:]]
+    assert history == [
+        ("user", "I am Ada"),
+        ("assistant", "Nice to meet you, Ada."),
+        ("user", "who am I?"),
+    ]
+    assert [s["id"] for s in sessions(cli)] == ["chat-1"]
+
+
+def test_message_from_standard_input(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply(lambda body: "echo: " + body["messages"][-1]["content"])
+    done = cli("run", "-e", "-", stdin="hello from a pipe")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "echo: hello from a pipe"
+
+
+def test_rejected_key_is_a_clear_error_not_a_trace(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_error(401, "Incorrect API key provided")
+    done = cli("run", "-e", "hi")
+    assert done.returncode == 1
+    assert done.stderr.lstrip().startswith("❌")
+    assert "OPENAI_API_KEY" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "test-key" not in done.stderr + done.stdout
+
+
+def test_missing_key_explains_how_to_fix_it(make_cli: Any, llm_emulator: LlmEmulator) -> None:
+    cli = make_cli(None)
+    cli.write_config(f'[database]\nurl = "sqlite+aiosqlite:///{cli.home / "m.db"}"\n')
+    done = cli("run", "-e", "hi")
+    assert done.returncode == 1
+    assert "❌" in done.stderr
+    assert "OPENAI_API_KEY" in done.stderr
+    assert "ollama" in done.stderr.lower()
+    assert "Traceback" not in done.stderr
+    assert llm_emulator.requests == []
+
+
+def test_corrupt_config_names_the_file(cli: Cli) -> None:
+    cli.write_config("[agent\nprovider = 1\n")
+    done = cli("run", "-e", "hi")
+    assert done.returncode == 2
+    assert f"❌ {cli.config}: not valid TOML" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_round_limit_stops_and_says_so(make_cli: Any, llm_emulator: LlmEmulator) -> None:
+    cli = make_cli(llm_emulator, "max_tool_rounds = 2")
+    for _ in range(3):
+        llm_emulator.reply_tool_calls([("system_run", {"command": "echo again"})])
+    done = cli("run", "-e", "loop forever")
+    assert done.returncode == 0, done.stderr
+    assert "stopped after 2 tool rounds" in done.stdout
+    assert len(llm_emulator.requests) == 3
+    [stored] = sessions(cli)
+    assert stored["messages"] == 1 + 2 * 2 + 1  # user, 2 x (call + result), notice
+
+
+def test_malformed_arguments_hanging_tool_and_huge_output_are_survivable(
+    make_cli: Any, llm_emulator: LlmEmulator
+) -> None:
+    cli = make_cli(llm_emulator)
+    llm_emulator.reply_tool_calls([("system_run", "{not json")])
+    llm_emulator.reply_tool_calls([("system_run", {"command": "sleep 60", "timeout": 0.5})])
+    llm_emulator.reply_tool_calls(
+        [("system_run", {"command": "head -c 200000 /dev/zero | tr '\\0' x"})]
+    )
+    llm_emulator.reply_text("survived")
+    done = cli("run", "-e", "stress the tools")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "survived"
+    malformed, hung, huge = (tool_outputs(r.json)[-1] for r in llm_emulator.requests[1:4])
+    assert "JSON" in malformed
+    assert "timed out" in hung
+    assert "truncated" in huge
+    assert len(huge) < 11_000
+    [stored] = sessions(cli)
+    assert stored["messages"] == 1 + 3 * 2 + 1
+
+
+def test_skill_from_the_workspace_runs_as_a_tool(make_cli: Any, llm_emulator: LlmEmulator) -> None:
+    cli = make_cli(llm_emulator)
+    cli.env["OPENPISTA_WORKSPACE"] = str(REPO_ROOT / "skills")
+    llm_emulator.reply_tool_calls([("skill_word-stats", {"text": "one two two"})])
+    llm_emulator.reply(echo_last_tool_output)
+    done = cli("run", "-e", "count the words in: one two two")
+    assert done.returncode == 0, done.stderr
+    assert '"words": 3' in done.stdout
+    system_prompt = llm_emulator.requests[0].json["messages"][0]["content"]
+    assert "word-stats" in system_prompt
+
+
+def test_broken_skill_is_a_warning_and_the_run_goes_on(
+    make_cli: Any, llm_emulator: LlmEmulator
+) -> None:
+    cli = make_cli(llm_emulator)
+    broken = cli.home / "workspace" / "broken"
+    broken.mkdir()
+    (broken / "SKILL.md").write_bytes(b"---\nname: [unclosed\n---\n\xff\xfe")
+    llm_emulator.reply_text("fine")
+    done = cli("run", "-e", "hi")
+    assert done.returncode == 0, done.stderr
+    assert "warning:" in done.stderr
+    assert "SKILL.md" in done.stderr
+    assert done.stdout.strip() == "fine"
+
+
+def test_model_test_and_list(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_text("pong")
+    tested = cli("model", "test")
+    assert tested.returncode == 0, tested.stderr
+    assert "✓ openai/gpt-4o-mini answered" in tested.stdout
+    assert tested.stdout.rstrip().endswith("pong") or "pong" in tested.stdout
+    listed = cli("model", "list", "--json")
+    rows = {row["provider"]: row for row in json.loads(listed.stdout)}
+    assert {"openai", "anthropic", "together", "ollama", "openrouter", "custom"} <= set(rows)
+    assert rows["openai"]["current"] is True
+    assert rows["openai"]["key"] == "key in config"
+
+
+def test_model_test_reports_an_unknown_model(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_error(404, "The model `nope` does not exist")
+    done = cli("model", "test", "nope")
+    assert done.returncode == 1
+    assert "❌" in done.stderr
+    assert "nope" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_plugins_lists_builtins_with_what_they_registered(cli: Cli) -> None:
+    done = cli("plugins", "--json")
+    assert done.returncode == 0, done.stderr
+    reports = {r["name"]: r for r in json.loads(done.stdout)}
+    assert reports["tools"]["registered"]["tools"] == ["system.run"]
+    assert "openai" in reports["providers"]["registered"]["providers"]
+    assert reports["skills"]["registered"]["skill_runners"] == ["subprocess"]
+    assert all(r["builtin"] and not r["errors"] for r in reports.values())
+
+
+def test_version_and_help() -> None:
+    version = subprocess.run(
+        [sys.executable, "-m", "openpista.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert version.returncode == 0
+    assert version.stdout.startswith("openpista, version ")
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    code = (
+        "import sys\n"
+        "from openpista.cli.main import cli\n"
+        "try:\n"
+        "    cli(['--help'], prog_name='openpista')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('litellm', 'openai', 'sqlalchemy', 'pydantic', 'httpx')\n"
+        "print('HEAVY', [m for m in heavy if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "run " in done.stdout
+    assert "plugins " in done.stdout
+    assert "HEAVY []" in done.stdout

@@ -1,0 +1,132 @@
+"""A third-party plugin, built from the example in docs/plugins.md, is found and used.
+
+The distribution is built with hatchling into a wheel and installed into a private
+directory on the subprocess's PYTHONPATH, so entry-point discovery works exactly as for a
+``pip install``-ed plugin without touching the test environment.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from openpista.testing.cli import Cli
+from openpista.testing.emulator import LlmEmulator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.e2e
+
+BROKEN_PLUGIN = {
+    "pyproject.toml": """
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "openpista-broken"
+version = "0.0.1"
+
+[project.entry-points.openpista]
+broken = "openpista_broken"
+
+[tool.hatch.build.targets.wheel]
+packages = ["openpista_broken"]
+""",
+    "openpista_broken/__init__.py": "import module_that_does_not_exist  # noqa: F401\n",
+}
+
+
+def files_from_docs() -> dict[str, str]:
+    """The code blocks of docs/plugins.md that carry a ``title="<path>"``."""
+    text = (REPO_ROOT / "docs" / "plugins.md").read_text()
+    blocks = re.findall(r'```\w+ title="([^"]+)"\n(.*?)```', text, re.S)
+    return dict(blocks)
+
+
+def install(files: dict[str, str], workdir: Path, site: Path) -> None:
+    for name, content in files.items():
+        path = workdir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(workdir),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    install(files_from_docs(), tmp_path / "hello", site)
+    install(BROKEN_PLUGIN, tmp_path / "broken", site)
+    return site
+
+
+def with_site(cli: Cli, site: Path, load: str | None) -> Cli:
+    cli.env["PYTHONPATH"] = str(site)
+    cli.env.pop("OPENPISTA_LOAD_PLUGINS", None)
+    if load is not None:
+        cli.env["OPENPISTA_LOAD_PLUGINS"] = load
+    return cli
+
+
+def test_docs_example_has_both_files() -> None:
+    assert set(files_from_docs()) == {"pyproject.toml", "openpista_hello/__init__.py"}
+
+
+def test_plugin_is_listed_and_a_broken_one_is_reported(cli: Cli, plugin_site: Path) -> None:
+    done = with_site(cli, plugin_site, None)("plugins", "--json")
+    assert done.returncode == 0, done.stderr
+    reports = {r["name"]: r for r in json.loads(done.stdout)}
+    hello = reports["hello"]
+    assert (hello["distribution"], hello["version"]) == ("openpista-hello", "0.1.0")
+    assert hello["registered"]["tools"] == ["hello.greet"]
+    assert not hello["errors"]
+    assert "ModuleNotFoundError" in reports["broken"]["errors"][0]
+
+
+def test_plugin_tool_is_offered_to_the_llm_and_runs(
+    cli: Cli, plugin_site: Path, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_tool_calls([("hello_greet", {"name": "Ada"})])
+    llm_emulator.reply(
+        lambda body: [m for m in body["messages"] if m["role"] == "tool"][-1]["content"]
+    )
+    done = with_site(cli, plugin_site, "hello")("run", "-e", "greet Ada")
+    assert done.returncode == 0, done.stderr
+    assert "Hello, Ada! (from the hello plugin)" in done.stdout
+    offered = [t["function"] for t in llm_emulator.requests[0].json["tools"]]
+    greet = next(f for f in offered if f["name"] == "hello_greet")
+    assert greet["description"] == "Greet someone by name."
+    assert greet["parameters"]["properties"]["name"]["type"] == "string"
+    assert greet["parameters"]["required"] == ["name"]
+
+
+def test_load_plugins_variable_selects_plugins(cli: Cli, plugin_site: Path) -> None:
+    only_hello = with_site(cli, plugin_site, "hello")("plugins", "--json")
+    names = {r["name"] for r in json.loads(only_hello.stdout)}
+    assert "hello" in names
+    assert "broken" not in names
+    none = with_site(cli, plugin_site, "")("plugins", "--json")
+    names = {r["name"] for r in json.loads(none.stdout)}
+    assert not {"hello", "broken"} & names
+    assert {"tools", "providers", "skills"} <= names
