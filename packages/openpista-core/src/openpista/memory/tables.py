@@ -1,0 +1,121 @@
+"""SQLAlchemy models of the memory database, at the newest schema revision.
+
+The Alembic revisions in ``openpista/memory/migrations/versions`` are the source of truth for
+the schema on disk; these models describe the result of applying all of them (``head``) and
+are what the store queries. A change here needs a new revision beside it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Longest session id and title accepted; the store checks them before writing so that
+# SQLite (which ignores VARCHAR lengths) and PostgreSQL reject the same input.
+SESSION_ID_MAX_LENGTH = 255
+TITLE_MAX_LENGTH = 500
+
+# Alembic's bookkeeping table; named for openpista so that a PostgreSQL database shared with
+# another Alembic-managed application keeps the two histories apart.
+VERSION_TABLE = "openpista_schema_version"
+
+# Constraint names that Alembic can refer to on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always read back timezone-aware, in UTC.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no time zones, so values are converted to
+    UTC and stored naive (SQLAlchemy's fixed-width ISO text, which also sorts correctly),
+    then marked as UTC again when read. Naive input is taken to be UTC already.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# The plain ``json`` type on PostgreSQL (not ``jsonb``) keeps the document as written: key
+# order and number spelling survive, so a session reloads exactly as stored.
+StoredJSON = JSON(none_as_null=True)
+
+# 64-bit ids on PostgreSQL; SQLite only auto-increments a column declared INTEGER.
+MessageId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the memory tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class SessionRow(Base):
+    """One conversation."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(SESSION_ID_MAX_LENGTH), primary_key=True)
+    title: Mapped[str | None] = mapped_column(String(TITLE_MAX_LENGTH), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (Index("ix_sessions_updated_at", "updated_at"),)
+
+
+class MessageRow(Base):
+    """One message of a conversation; ``id`` gives the insertion order."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(MessageId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        String(SESSION_ID_MAX_LENGTH),
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    content: Mapped[str] = mapped_column(Text(), nullable=False)
+    # List of ToolCall dumps; NULL when the message has no tool calls.
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(StoredJSON, nullable=True)
+    # One ToolResult dump; NULL except on ``tool`` messages.
+    tool_result: Mapped[dict[str, Any] | None] = mapped_column(StoredJSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (Index("ix_messages_session_id_id", "session_id", "id"),)

@@ -1,0 +1,627 @@
+"""The conversation memory, on a real SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from openpista.memory import (
+    MemoryStore,
+    MemoryStoreError,
+    SessionExistsError,
+    SessionNotFoundError,
+    expand_database_url,
+    upgrade_database,
+)
+from openpista.memory.store import alembic_config, create_engine_for
+from openpista.memory.tables import VERSION_TABLE, UTCDateTime
+from openpista.models import Message, ToolCall, ToolResult
+from openpista.testing.postgres import PostgresServer
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, or a fresh database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/memory.db"
+    url: str = request.getfixturevalue("fresh_postgres_url")
+    return url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[MemoryStore]:
+    async with await MemoryStore.open(database_url) as opened:
+        yield opened
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/memory.db"
+
+
+def conversation() -> list[Message]:
+    """A turn with everything a session holds: unicode, tool calls, tool results."""
+    return [
+        Message(role="system", content="You are openpista."),
+        Message(role="user", content="안녕하세요 — list files in ~/café 🐍\nmerci\u0301 \u202eabc"),
+        Message(
+            role="assistant",
+            content="",
+            tool_calls=[
+                ToolCall(
+                    id="call_1",
+                    name="system.run",
+                    arguments={
+                        "command": "ls -la ~/café",
+                        "zeta": 1,
+                        "alpha": {"nested": [1, 2.5, -0.0, 1e-300, None, True, "ü"], "empty": {}},
+                        "big": 2**70,
+                        "text": 'quote " backslash \\ tab \t newline \n nul \x00',
+                    },
+                ),
+                ToolCall(
+                    id="call_2",
+                    name="browser.open",
+                    arguments={},
+                    raw_arguments='{"url": "https://exa',  # the LLM sent broken JSON
+                ),
+            ],
+        ),
+        Message(
+            role="tool",
+            content="",
+            tool_result=ToolResult(
+                call_id="call_1", name="system.run", output="total 0\n한글.txt\n", is_error=False
+            ),
+        ),
+        Message(
+            role="tool",
+            tool_result=ToolResult(
+                call_id="call_2",
+                name="browser.open",
+                output="❌ arguments are not JSON",
+                is_error=True,
+            ),
+        ),
+        Message(role="assistant", content="Done: one file, 한글.txt."),
+    ]
+
+
+# -- opening, URLs, migrations ------------------------------------------------------------------
+
+
+def test_expand_database_url_expands_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert expand_database_url("sqlite+aiosqlite:///~/.openpista/memory.db") == (
+        f"sqlite+aiosqlite:///{tmp_path}/.openpista/memory.db"
+    )
+    postgres = "postgresql+asyncpg://me:p%40ss@db.example:5432/openpista"
+    assert expand_database_url(postgres) == postgres
+
+
+async def test_open_expands_home_and_creates_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    async with await MemoryStore.open("sqlite+aiosqlite:///~/.openpista/memory.db") as store:
+        await store.create_session("s")
+    assert (tmp_path / ".openpista" / "memory.db").is_file()
+
+
+async def test_bare_sqlite_url_gets_the_async_driver(tmp_path: Path) -> None:
+    async with await MemoryStore.open(f"sqlite:///{tmp_path}/m.db") as store:
+        assert store.engine.url.drivername == "sqlite+aiosqlite"
+        assert await store.schema_revision() == HEAD
+
+
+async def test_unusable_urls_get_clear_errors() -> None:
+    with pytest.raises(MemoryStoreError, match="in-memory SQLite"):
+        await MemoryStore.open("sqlite+aiosqlite://")
+    with pytest.raises(MemoryStoreError, match="not a valid database URL") as caught:
+        await MemoryStore.open("not a url with secret-password")
+    assert "secret-password" not in str(caught.value)
+
+
+@pytest.mark.postgres
+async def test_refused_connection_is_a_clear_error(postgres_server: PostgresServer) -> None:
+    # Neither the role nor the database exists: the server refuses the connection.
+    url = f"postgresql+asyncpg://nobody:secret@127.0.0.1:{postgres_server.port}/no_such_db"
+    with pytest.raises(MemoryStoreError, match="cannot open the memory database") as caught:
+        await MemoryStore.open(url)
+    assert "secret" not in str(caught.value)
+
+
+async def test_fresh_database_is_migrated_to_head(store: MemoryStore) -> None:
+    assert HEAD == "0002"
+    assert await store.schema_revision() == HEAD
+
+    def describe(conn: sa.Connection) -> tuple[set[str], set[str], set[str]]:
+        inspector = sa.inspect(conn)
+        columns = {c["name"] for c in inspector.get_columns("sessions")}
+        indexes = {i["name"] or "" for i in inspector.get_indexes("messages")}
+        indexes |= {i["name"] or "" for i in inspector.get_indexes("sessions")}
+        return set(inspector.get_table_names()), columns, indexes
+
+    async with store.engine.connect() as conn:
+        tables, columns, indexes = await conn.run_sync(describe)
+    assert {"sessions", "messages", VERSION_TABLE} <= tables
+    assert {"id", "title", "created_at", "updated_at"} <= columns
+    assert {"ix_messages_session_id_id", "ix_sessions_updated_at"} <= indexes
+
+
+async def test_reopening_a_database_keeps_everything(database_url: str) -> None:
+    original = conversation()
+    async with await MemoryStore.open(database_url) as store:
+        await store.create_session("s", title="kept")
+        await store.append_messages("s", original)
+    async with await MemoryStore.open(database_url) as store:
+        assert await store.schema_revision() == HEAD
+        assert await store.load_messages("s") == original
+        info = await store.get_session("s")
+        assert info is not None
+        assert (info.title, info.message_count) == ("kept", len(original))
+
+
+async def _insert_at_revision_0001(engine: AsyncEngine) -> datetime:
+    """Write a session and two messages the way a revision-0001 openpista did."""
+    sessions = sa.table(
+        "sessions",
+        sa.column("id", sa.String),
+        sa.column("created_at", UTCDateTime()),
+        sa.column("updated_at", UTCDateTime()),
+    )
+    messages = sa.table(
+        "messages",
+        sa.column("session_id", sa.String),
+        sa.column("role", sa.String),
+        sa.column("content", sa.Text),
+        sa.column("tool_calls", sa.JSON),
+        sa.column("tool_result", sa.JSON),
+        sa.column("created_at", UTCDateTime()),
+    )
+    stamp = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    async with engine.begin() as conn:
+        await conn.execute(sa.insert(sessions).values(id="old", created_at=stamp, updated_at=stamp))
+        await conn.execute(
+            sa.insert(messages),
+            [
+                {
+                    "session_id": "old",
+                    "role": "user",
+                    "content": "from the old schema",
+                    "tool_calls": None,
+                    "tool_result": None,
+                    "created_at": stamp,
+                },
+                {
+                    "session_id": "old",
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {"id": "c", "name": "system.run", "arguments": {"command": "ls"}}
+                    ],
+                    "tool_result": None,
+                    "created_at": stamp,
+                },
+            ],
+        )
+    return stamp
+
+
+async def test_older_schema_is_upgraded_in_place(database_url: str) -> None:
+    await upgrade_database(database_url, "0001")
+    engine = create_engine_for(database_url)
+    try:
+        async with engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in sa.inspect(c).get_columns("sessions")}
+            )
+        assert "title" not in columns
+        stamp = await _insert_at_revision_0001(engine)
+    finally:
+        await engine.dispose()
+
+    async with await MemoryStore.open(database_url) as store:
+        assert await store.schema_revision() == HEAD
+        info = await store.get_session("old")
+        assert info is not None
+        assert (info.title, info.created_at, info.message_count) == (None, stamp, 2)
+        assert await store.load_messages("old") == [
+            Message(role="user", content="from the old schema", created_at=stamp),
+            Message(
+                role="assistant",
+                tool_calls=[ToolCall(id="c", name="system.run", arguments={"command": "ls"})],
+                created_at=stamp,
+            ),
+        ]
+        # The new column is usable on old and new rows alike.
+        await store.set_title("old", "named after the upgrade")
+        await store.create_session("new", title="born with a title")
+        listed = await store.list_sessions()
+        assert [(s.id, s.title) for s in listed] == [
+            ("new", "born with a title"),
+            ("old", "named after the upgrade"),
+        ]
+
+
+async def test_downgrade_and_upgrade_keep_messages(store: MemoryStore) -> None:
+    await store.create_session("s", title="t")
+    await store.append_messages("s", conversation())
+
+    def downgrade(conn: sa.Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0001")
+
+    async with store.engine.begin() as conn:
+        await conn.run_sync(downgrade)
+    assert await store.schema_revision() == "0001"
+    async with store.engine.connect() as conn:
+        count = await conn.scalar(sa.text("SELECT count(*) FROM messages"))
+    assert count == len(conversation())
+
+    async with await MemoryStore.open(store.engine.url.render_as_string(False)) as reopened:
+        assert await reopened.schema_revision() == HEAD
+        assert len(await reopened.load_messages("s")) == len(conversation())
+
+
+async def test_database_from_a_newer_openpista_is_refused(database_url: str) -> None:
+    async with await MemoryStore.open(database_url) as store, store.engine.begin() as conn:
+        await conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
+    with pytest.raises(MemoryStoreError, match="newer openpista"):
+        await MemoryStore.open(database_url)
+
+
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    async with await MemoryStore.open(sqlite_url(tmp_path)) as store:
+        async with store.engine.connect() as conn:
+
+            async def pragma(name: str) -> object:
+                return (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+
+            assert await pragma("journal_mode") == "wal"
+            assert await pragma("foreign_keys") == 1
+            assert await pragma("synchronous") == 2  # FULL
+            assert await pragma("busy_timeout") == 30_000
+        await store.create_session("s")
+        # WAL is a property of the file, seen by any other program that opens it.
+        other = sqlite3.connect(tmp_path / "memory.db")
+        try:
+            assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        finally:
+            other.close()
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+
+async def test_create_get_list_touch(store: MemoryStore) -> None:
+    first = await store.create_session("first", title="First")
+    second = await store.create_session("second")
+    third = await store.create_session()
+
+    assert len(third.id) == 32
+    int(third.id, 16)  # a uuid4 hex
+    assert first.title == "First"
+    assert second.title is None
+    for info in (first, second, third):
+        assert info.created_at.tzinfo is not None
+        assert info.created_at.utcoffset() == timedelta(0)
+        assert info.created_at == info.updated_at
+        assert info.message_count == 0
+
+    assert await store.get_session("first") == first
+    assert await store.get_session("missing") is None
+    assert [s.id for s in await store.list_sessions()] == [third.id, "second", "first"]
+    assert [s.id for s in await store.list_sessions(limit=2)] == [third.id, "second"]
+
+    await store.touch_session("first")
+    listed = await store.list_sessions()
+    assert [s.id for s in listed] == ["first", third.id, "second"]
+    touched = listed[0]
+    assert touched.updated_at > first.updated_at
+    assert touched.created_at == first.created_at
+
+    await store.append_message("second", Message(role="user", content="hi"))
+    listed = await store.list_sessions()
+    assert [s.id for s in listed] == ["second", "first", third.id]
+    assert listed[0].message_count == 1
+
+
+async def test_duplicate_create_is_an_error(store: MemoryStore) -> None:
+    await store.create_session("dup", title="original")
+    with pytest.raises(SessionExistsError, match="session 'dup' already exists"):
+        await store.create_session("dup", title="other")
+    info = await store.get_session("dup")
+    assert info is not None
+    assert info.title == "original"
+
+
+async def test_ensure_session_gets_or_creates(store: MemoryStore) -> None:
+    created = await store.ensure_session("chat", title="Chat")
+    assert created.title == "Chat"
+    again = await store.ensure_session("chat", title="ignored")
+    assert again == created
+    # Many tasks racing to ensure the same session all get it, and it exists once.
+    raced = await asyncio.gather(*(store.ensure_session("race") for _ in range(10)))
+    assert len({info.created_at for info in raced}) == 1
+
+
+async def test_missing_sessions(store: MemoryStore) -> None:
+    message = Message(role="user", content="lost?")
+    with pytest.raises(SessionNotFoundError, match="'nope'"):
+        await store.append_message("nope", message)
+    with pytest.raises(SessionNotFoundError):
+        await store.append_messages("nope", [])
+    with pytest.raises(SessionNotFoundError):
+        await store.load_messages("nope")
+    with pytest.raises(SessionNotFoundError):
+        await store.touch_session("nope")
+    with pytest.raises(SessionNotFoundError):
+        await store.set_title("nope", "x")
+    assert await store.get_session("nope") is None
+    assert issubclass(SessionNotFoundError, MemoryStoreError)
+    assert not issubclass(MemoryStoreError, MemoryError)
+
+
+async def test_delete_session_removes_its_messages(store: MemoryStore) -> None:
+    await store.create_session("gone")
+    await store.create_session("kept")
+    await store.append_messages("gone", conversation())
+    await store.append_messages("kept", conversation()[:2])
+    assert await store.delete_session("gone") is True
+    assert await store.delete_session("gone") is False
+    assert await store.get_session("gone") is None
+    async with store.engine.connect() as conn:
+        count = await conn.scalar(sa.text("SELECT count(*) FROM messages"))
+    assert count == 2
+    # The id can be used again, starting empty.
+    await store.create_session("gone")
+    assert await store.load_messages("gone") == []
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+async def test_round_trip_is_exact(store: MemoryStore) -> None:
+    await store.create_session("s")
+    original = conversation()
+    await store.append_messages("s", original[:3])
+    await store.append_message("s", original[3])
+    await store.append_messages("s", original[4:])
+
+    loaded = await store.load_messages("s")
+    assert loaded == original
+    # Byte for byte as JSON: key order, float spelling, big ints, unicode, escapes.
+    assert [m.model_dump_json() for m in loaded] == [m.model_dump_json() for m in original]
+    assert list(loaded[2].tool_calls[0].arguments) == ["command", "zeta", "alpha", "big", "text"]
+    assert loaded[2].tool_calls[1].raw_arguments == '{"url": "https://exa'
+    assert loaded[4].tool_result is not None
+    assert loaded[4].tool_result.is_error is True
+    for message in loaded:
+        assert message.created_at.utcoffset() == timedelta(0)
+    info = await store.get_session("s")
+    assert info is not None
+    assert info.message_count == len(original)
+
+
+async def test_timestamps_come_back_as_utc(store: MemoryStore) -> None:
+    await store.create_session("s")
+    seoul = datetime(2025, 6, 1, 9, 30, 0, 123456, tzinfo=timezone(timedelta(hours=9)))
+    naive = datetime(2025, 6, 1, 0, 30, 0, 654321)
+    await store.append_messages(
+        "s",
+        [
+            Message(role="user", content="aware", created_at=seoul),
+            Message(role="user", content="naive means UTC", created_at=naive),
+        ],
+    )
+    aware, from_naive = await store.load_messages("s")
+    assert aware.created_at == seoul
+    assert aware.created_at.tzinfo == UTC
+    assert from_naive.created_at == naive.replace(tzinfo=UTC)
+
+
+async def test_huge_and_odd_content_round_trips(store: MemoryStore) -> None:
+    await store.create_session("s")
+    huge = ("0123456789abcdef" * 65_536) + "끝"  # a little over 1 MiB
+    odd_arguments = {"lone surrogate": "\ud800", "nul": "a\x00b", "emoji": "🧪" * 1000}
+    messages = [
+        Message(
+            role="tool", content=huge, tool_result=ToolResult(call_id="c", name="x", output=huge)
+        ),
+        Message(role="assistant", tool_calls=[ToolCall(id="c", name="x", arguments=odd_arguments)]),
+        Message(role="user", content=""),
+    ]
+    await store.append_messages("s", messages)
+    assert await store.load_messages("s") == messages
+
+
+async def test_bad_input_is_refused_and_history_kept(store: MemoryStore) -> None:
+    await store.create_session("s")
+    kept = [Message(role="user", content="kept")]
+    await store.append_messages("s", kept)
+
+    for bad_id, reason in [
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("x" * 256, "256 characters long; the limit is 255"),
+        ("tab\there", "control characters"),
+    ]:
+        with pytest.raises(MemoryStoreError, match=reason):
+            await store.create_session(bad_id)
+        with pytest.raises(MemoryStoreError, match=reason):
+            await store.append_messages(bad_id, kept)
+    with pytest.raises(MemoryStoreError, match="must be a string"):
+        await store.get_session(42)  # type: ignore[arg-type]  # the mistake under test
+    assert (await store.create_session("y" * 255)).id == "y" * 255
+
+    with pytest.raises(MemoryStoreError, match="title is 501 characters long"):
+        await store.create_session("titled", title="t" * 501)
+
+    # One bad message in a batch: nothing of the batch is written.
+    batch = [
+        Message(role="user", content="fine"),
+        Message(role="tool", content="binary\x00output"),
+        Message(role="user", content="also fine"),
+    ]
+    with pytest.raises(MemoryStoreError, match="content of message 1 contains a NUL character"):
+        await store.append_messages("s", batch)
+    with pytest.raises(MemoryStoreError, match="not valid Unicode"):
+        await store.append_message("s", Message(role="user", content="half \ud83d"))
+    with pytest.raises(MemoryStoreError, match="use append_message for one"):
+        await store.append_messages("s", Message(role="user", content="x"))  # type: ignore[arg-type]
+    with pytest.raises(MemoryStoreError, match="message 0 is a dict"):
+        await store.append_messages("s", [{"role": "user"}])  # type: ignore[list-item]
+    with pytest.raises(MemoryStoreError, match="positive integer"):
+        await store.list_sessions(limit=0)
+
+    assert await store.load_messages("s") == kept
+    assert [s.id for s in await store.list_sessions()] == ["y" * 255, "s"]
+
+
+async def test_concurrent_appends_to_different_sessions(store: MemoryStore) -> None:
+    sessions = [f"session-{n}" for n in range(8)]
+    for sid in sessions:
+        await store.create_session(sid)
+
+    async def chat(sid: str) -> None:
+        for turn in range(15):
+            await store.append_messages(
+                sid,
+                [
+                    Message(role="user", content=f"{sid} question {turn}"),
+                    Message(role="assistant", content=f"{sid} answer {turn}"),
+                ],
+            )
+
+    await asyncio.gather(*(chat(sid) for sid in sessions))
+    for sid in sessions:
+        contents = [m.content for m in await store.load_messages(sid)]
+        assert contents == [
+            f"{sid} {kind} {turn}" for turn in range(15) for kind in ("question", "answer")
+        ]
+    assert {s.message_count for s in await store.list_sessions()} == {30}
+
+
+async def test_two_stores_share_one_database(database_url: str) -> None:
+    # Two openers (like two processes) writing at once: the second waits, nothing is lost.
+    async with (
+        await MemoryStore.open(database_url) as one,
+        await MemoryStore.open(database_url) as two,
+    ):
+        await one.create_session("a")
+        await two.create_session("b")
+
+        async def write(store: MemoryStore, sid: str) -> None:
+            for n in range(20):
+                await store.append_message(sid, Message(role="user", content=str(n)))
+
+        await asyncio.gather(write(one, "a"), write(two, "b"), write(one, "b"), write(two, "a"))
+        for store in (one, two):
+            for sid in ("a", "b"):
+                assert len(await store.load_messages(sid)) == 40
+
+
+async def test_closed_store_refuses_work(database_url: str) -> None:
+    store = await MemoryStore.open(database_url)
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(MemoryStoreError, match="closed"):
+        await store.list_sessions()
+
+
+# -- durability ---------------------------------------------------------------------------------
+
+WRITER = """
+import asyncio, sys
+from openpista.memory import MemoryStore
+from openpista.models import Message
+
+async def main(url: str) -> None:
+    async with await MemoryStore.open(url) as store:
+        await store.ensure_session("stream")
+        batch = 0
+        while True:
+            await store.append_messages(
+                "stream", [Message(role="user", content=f"{batch}-{part}") for part in range(3)]
+            )
+            print(batch, flush=True)  # only after the commit returned
+            batch += 1
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_sigkill_mid_stream_loses_no_committed_message(
+    database_url: str, tmp_path: Path
+) -> None:
+    stderr_path = tmp_path / "writer.stderr"
+    with stderr_path.open("wb") as stderr:
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WRITER,
+            database_url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+    assert writer.stdout is not None
+    committed = -1
+    try:
+        # A safety net against a hung writer, not a timing assertion.
+        async with asyncio.timeout(120):
+            while committed < 40:
+                line = await writer.stdout.readline()
+                if not line:
+                    pytest.fail(f"writer exited early:\n{stderr_path.read_text()}")
+                committed = int(line)
+    finally:
+        writer.kill()  # SIGKILL, while it is in the middle of its next batches
+        await writer.wait()
+    assert writer.returncode == -9
+
+    async with await MemoryStore.open(database_url) as store:
+        contents = [m.content for m in await store.load_messages("stream")]
+    # Every batch that was reported committed is there, in order; a batch that was being
+    # written at the kill is there completely or not at all.
+    assert len(contents) % 3 == 0
+    batches = len(contents) // 3
+    assert batches >= committed + 1
+    assert contents == [f"{batch}-{part}" for batch in range(batches) for part in range(3)]
+
+    if database_url.startswith("sqlite"):
+        check = sqlite3.connect(tmp_path / "memory.db")
+        try:
+            assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        finally:
+            check.close()
+
+
+# -- the PostgreSQL helper ----------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_postgres_server_cleans_up_after_itself() -> None:
+    with PostgresServer() as server:
+        data_dir = server._tmp
+        assert data_dir is not None
+        assert data_dir.is_dir()
+        url = server.url
+        assert url.startswith("postgresql+asyncpg://openpista@127.0.0.1:")
+        assert server.create_database("extra").endswith("/extra")
+    assert not data_dir.exists()
+    assert server.port == 0
+    assert os.path.basename(url) == "openpista"
