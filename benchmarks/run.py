@@ -34,7 +34,9 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {process.stderr.read().decode() if process.stderr else ''}")
+        raise SystemExit(
+            f"{' '.join(argv)} failed: {process.stderr.read().decode() if process.stderr else ''}"
+        )
     return elapsed, usage.ru_maxrss
 
 
@@ -48,11 +50,16 @@ def report(name: str, samples: list[tuple[float, int]]) -> None:
 
 
 def bench_help(repeat: int, cli: Cli) -> None:
-    report("openpista --help", [run_measured([str(OPENPISTA), "--help"], cli.env) for _ in range(repeat)])
+    report(
+        "openpista --help",
+        [run_measured([str(OPENPISTA), "--help"], cli.env) for _ in range(repeat)],
+    )
 
 
 def bench_run(repeat: int, cli: Cli) -> None:
-    samples = [run_measured([str(OPENPISTA), "run", "-q", "-e", "hello"], cli.env) for _ in range(repeat)]
+    samples = [
+        run_measured([str(OPENPISTA), "run", "-q", "-e", "hello"], cli.env) for _ in range(repeat)
+    ]
     report("openpista run -e (emulated LLM)", samples)
 
 
@@ -111,8 +118,9 @@ async def _agent_overhead(turns: int, rounds: int, db: Path) -> list[float]:
 def bench_agent_overhead(turns: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         per_round = asyncio.run(_agent_overhead(turns, rounds, Path(tmp) / "bench.db"))
+    label = "agent overhead per tool round"
     print(
-        f"{'agent overhead per tool round':<38} median {statistics.median(per_round) * 1000:8.2f} ms"
+        f"{label:<38} median {statistics.median(per_round) * 1000:8.2f} ms"
         f"   min {min(per_round) * 1000:8.2f} ms   ({turns} turns x {rounds} rounds, SQLite)"
     )
 

@@ -108,7 +108,9 @@ async def test_tool_round_trip_is_persisted_exactly(
     assert [m.role for m in stored] == ["user", "assistant", "tool", "assistant"]
     call = stored[1].tool_calls[0]
     assert (call.name, call.arguments) == ("test.echo", {"text": "ping"})
-    assert stored[2].tool_result == ToolResult(call_id=call.id, name="test.echo", output="echo: ping")
+    assert stored[2].tool_result == ToolResult(
+        call_id=call.id, name="test.echo", output="echo: ping"
+    )
     wire = llm_emulator.requests[1].json["messages"]
     assert wire[0] == {"role": "system", "content": "You are a test agent."}
     assert wire[-1]["role"] == "tool"
@@ -215,6 +217,16 @@ async def test_sessions_do_not_mix(make_agent: MakeAgent, llm_emulator: LlmEmula
     await agent.run_turn("b", "beta")
     second = llm_emulator.requests[1].json["messages"]
     assert [m["content"] for m in second[1:]] == ["beta"]
+
+
+async def test_text_no_database_can_store_is_made_safe(
+    make_agent: MakeAgent, llm_emulator: LlmEmulator, memory: MemoryStore
+) -> None:
+    llm_emulator.reply_text("a\x00b")
+    response = await make_agent().run_turn("s1", "nul\x00 and lone \ud800 surrogate")
+    assert response.text == "a\x00b"
+    stored = [m.content for m in await memory.load_messages("s1")]
+    assert stored == ["nul\ufffd and lone \ufffd surrogate", "a\ufffdb"]
 
 
 def test_stored_messages_round_trip_through_the_model() -> None:

@@ -47,7 +47,8 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert settings.agent.max_tool_rounds == 7
     openai = settings.provider_settings("openai")
     assert openai.model == "a"
-    assert openai.api_key is not None and openai.api_key.get_secret_value() == "sk-env"
+    assert openai.api_key is not None
+    assert openai.api_key.get_secret_value() == "sk-env"
     assert settings.workspace == tmp_path / "ws"
 
 

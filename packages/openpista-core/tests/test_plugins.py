@@ -48,7 +48,9 @@ def test_misspelled_hook_is_reported_with_a_suggestion() -> None:
     host = PluginHost.load(builtins=False, entry_points=False)
     plugin = MisspelledPlugin()
     report = host.add("typo", plugin)
-    assert report.errors == ["implements unknown hook 'register_tool' (did you mean 'register_tools'?)"]
+    assert report.errors == [
+        "implements unknown hook 'register_tool' (did you mean 'register_tools'?)"
+    ]
     assert not host.pm.is_registered(plugin)
     assert host.problems == [f"plugin typo: {report.errors[0]}"]
 

@@ -48,7 +48,27 @@ _LAZY = {
     "tool": "openpista.tools.registry",
 }
 
-__all__ = ["__version__", "hookimpl", *_LAZY]
+__all__ = [  # noqa: RUF022 (grouped like _LAZY)
+    "__version__",
+    "hookimpl",
+    "ChannelAdapter",
+    "AgentResponse",
+    "Attachment",
+    "ChannelEvent",
+    "Message",
+    "ToolCall",
+    "ToolResult",
+    "Usage",
+    "LlmProvider",
+    "ProviderError",
+    "ProviderPreset",
+    "ToolSpec",
+    "Skill",
+    "SkillRunner",
+    "Tool",
+    "ToolError",
+    "tool",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ Every message, tool call and tool result is persisted before the answer is retur
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
     from openpista.tools.registry import ToolRegistry
 
 ERROR_PREFIX = "❌ "
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` with what no database stores (NUL, lone surrogates) replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ class Agent:
         """
         await self.memory.ensure_session(session_id)
         history = await self.memory.load_messages(session_id)
-        user = Message(role="user", content=text)
+        user = Message(role="user", content=storable(text))
         await self.memory.append_message(session_id, user)
         history.append(user)
         usage = Usage()
@@ -97,7 +104,9 @@ class Agent:
             while True:
                 result = await self._ask(history, specs, on_event)
                 usage = usage + result.usage
-                reply = Message(role="assistant", content=result.text, tool_calls=result.tool_calls)
+                reply = Message(
+                    role="assistant", content=storable(result.text), tool_calls=result.tool_calls
+                )
                 if not result.tool_calls:
                     await self.memory.append_message(session_id, reply)
                     return AgentResponse(session_id=session_id, text=result.text, usage=usage)

@@ -124,7 +124,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment beats the file; keyword arguments beat both.
-        return (init_settings, _ShortEnvSource(settings_cls), env_settings, _FileSource(settings_cls))
+        return (
+            init_settings,
+            _ShortEnvSource(settings_cls),
+            env_settings,
+            _FileSource(settings_cls),
+        )
 
     def provider_settings(self, name: str) -> ProviderSettings:
         """Settings of provider ``name``, defaults when the config has no section for it."""
@@ -136,15 +141,15 @@ class Settings(BaseSettings):
         return self.agent.workspace.expanduser()
 
 
-_file_data: ContextVar[dict[str, Any]] = ContextVar("openpista_config_file_data", default={})
+_file_data: ContextVar[dict[str, Any] | None] = ContextVar("openpista_config_file", default=None)
 
 
 class _FileSource(PydanticBaseSettingsSource):
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return _file_data.get().get(field_name), field_name, False
+        return (_file_data.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_file_data.get())
+        return dict(_file_data.get() or {})
 
 
 class _ShortEnvSource(PydanticBaseSettingsSource):
@@ -190,7 +195,10 @@ def load_config(path: Path | str | None = None) -> Settings:
     if config_path.exists():
         data = read_toml(config_path)
     elif explicit:
-        raise ConfigError(f"{config_path}: config file not found (run `openpista init` or fix the path)")
+        raise ConfigError(
+            f"{config_path}: config file not found "
+            "(check the path, or copy config.example.toml there)"
+        )
     token = _file_data.set(data)
     try:
         settings = Settings()

@@ -143,7 +143,7 @@ class PluginHost:
         except (pluggy.PluginValidationError, ValueError) as exc:
             report.errors.append(f"invalid plugin: {exc}")
             return report
-        report.hooks = sorted(impl.name for impl in self._impls_of(name))
+        report.hooks = self._hooks_of(name)
         return report
 
     def _unknown_hooks(self, plugin: object) -> list[str]:
@@ -156,16 +156,15 @@ class PluginHost:
             problems.append(f"implements unknown hook {attr!r}{hint}")
         return problems
 
-    def _impls_of(self, plugin_name: str) -> list[Any]:
-        impls = []
-        for hook_name in HOOK_NAMES:
-            caller = getattr(self.pm.hook, hook_name)
-            impls.extend(
-                _NamedImpl(hook_name, impl)
-                for impl in caller.get_hookimpls()
-                if impl.plugin_name == plugin_name
+    def _hooks_of(self, plugin_name: str) -> list[str]:
+        return sorted(
+            hook_name
+            for hook_name in HOOK_NAMES
+            if any(
+                impl.plugin_name == plugin_name
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls()
             )
-        return impls
+        )
 
     def collect(
         self, hook_name: str, describe: Callable[..., str], **kwargs: Any
@@ -211,12 +210,6 @@ class PluginHost:
     def problems(self) -> list[str]:
         """Every plugin problem as one line each, for warnings at start-up."""
         return [f"plugin {r.name}: {e}" for r in self.reports.values() for e in r.errors]
-
-
-@dataclass(frozen=True)
-class _NamedImpl:
-    name: str
-    impl: Any
 
 
 def _registered_kind(hook_name: str) -> str:

@@ -64,7 +64,8 @@ def list_models(state: CliState, provider: str | None, remote: bool, as_json: bo
         names = [registry.get(provider).name] if provider else registry.names()
     except ConfigError as exc:
         fail(str(exc))
-    current = registry.get(settings.agent.provider).name if settings.agent.provider in registry.names() else None
+    chosen = settings.agent.provider
+    current = registry.get(chosen).name if chosen in registry.names() else None
     rows: list[dict[str, Any]] = []
     for name in names:
         preset = registry.get(name)
@@ -100,7 +101,9 @@ def list_models(state: CliState, provider: str | None, remote: bool, as_json: bo
 
 @model.command("test")
 @click.argument("model_name", metavar="[MODEL]", required=False)
-@click.option("-p", "--provider", metavar="NAME", help="Provider preset (default: [agent] provider).")
+@click.option(
+    "-p", "--provider", metavar="NAME", help="Provider preset (default: [agent] provider)."
+)
 @click.pass_obj
 def test_model(state: CliState, model_name: str | None, provider: str | None) -> None:
     """Send a one-word prompt to MODEL (default: the configured one) and report the result.
@@ -128,5 +131,7 @@ def test_model(state: CliState, model_name: str | None, provider: str | None) ->
     click.echo(f"✓ {llm.name}/{llm.model} answered in {elapsed:.2f} s: {answer}")
     tokens = result.usage.total_tokens
     if tokens:
-        click.echo(f"  tokens: {result.usage.prompt_tokens} in, {result.usage.completion_tokens} out")
+        click.echo(
+            f"  tokens: {result.usage.prompt_tokens} in, {result.usage.completion_tokens} out"
+        )
     sys.exit(0)

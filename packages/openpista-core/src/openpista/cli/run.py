@@ -21,8 +21,12 @@ from openpista.cli.main import CliState, fail
     help="The message to send. '-' reads it from standard input.",
 )
 @click.option("-s", "--session", metavar="ID", help="Continue (or create) the stored session ID.")
-@click.option("-p", "--provider", metavar="NAME", help="Provider preset (default: [agent] provider).")
-@click.option("-m", "--model", metavar="MODEL", help="Model (default: the provider's configured one).")
+@click.option(
+    "-p", "--provider", metavar="NAME", help="Provider preset (default: [agent] provider)."
+)
+@click.option(
+    "-m", "--model", metavar="MODEL", help="Model (default: the provider's configured one)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Do not show tool calls on standard error.")
 @click.pass_obj
 def run(

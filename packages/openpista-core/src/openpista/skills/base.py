@@ -36,4 +36,10 @@ class SkillRunner(Protocol):
     :class:`openpista.tools.base.ToolError` carrying what the skill printed to stderr.
     """
 
-    async def run(self, skill: Skill, arguments: dict[str, Any], timeout: float) -> str: ...
+    # The runner enforces the timeout on its own process, hence the parameter.
+    async def run(
+        self,
+        skill: Skill,
+        arguments: dict[str, Any],
+        timeout: float,  # noqa: ASYNC109
+    ) -> str: ...

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import pytest
+
 from openpista.models import AgentResponse, ChannelEvent, Message, ToolCall
 from openpista.naming import WIRE_NAME_MAX, wire_name
 from openpista.providers.base import ChatResult, LlmProvider, ProviderError, TextDelta, ToolSpec
@@ -113,13 +115,10 @@ class ProviderContract:
     async def test_rejected_key_is_a_provider_error(self, llm_emulator: LlmEmulator) -> None:
         llm_emulator.reply_error(401, "invalid api key")
         provider = self.make_provider(llm_emulator, "wrong-key")
-        try:
+        with pytest.raises(ProviderError) as failure:
             await provider.complete([Message(role="user", content="hi")], [])
-        except ProviderError as exc:
-            assert exc.kind == "auth"
-            assert "wrong-key" not in str(exc), "never show the key"
-        else:
-            raise AssertionError("a 401 must raise ProviderError")
+        assert failure.value.kind == "auth"
+        assert "wrong-key" not in str(failure.value), "never show the key"
 
 
 class ChannelContract:

@@ -27,8 +27,6 @@ class Tool:
     name: str
     description: str
     handler: ToolHandler
-    parameters: dict[str, Any] = field(
-        default_factory=lambda: {"type": "object", "properties": {}}
-    )
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
     validator: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     """Checks and converts raw arguments; raises ``ValueError`` with a readable message."""
