@@ -1,0 +1,504 @@
+"""An :class:`~openpista.providers.base.LlmProvider` on top of litellm.
+
+litellm speaks every backend's wire format; this module adds what openpista needs on top:
+OpenAI-format messages built from :class:`~openpista.models.Message`, wire-safe tool names
+mapped back to internal ones, retries of rate limits with exponential backoff (tenacity),
+and errors turned into :class:`~openpista.providers.base.ProviderError` messages that name
+the fix. litellm is imported on first use only: importing it costs about two seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from openpista.models import Message, ToolCall, Usage
+from openpista.naming import wire_name
+from openpista.providers.base import (
+    ChatResult,
+    ProviderError,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolSpec,
+)
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from openpista.config import ProviderSettings
+
+log = logging.getLogger(__name__)
+
+_READONLY_WARNING = r"Items? .* on TypedDict class .* using the `ReadOnly` qualifier"
+
+ModelsApi = Literal["openai", "anthropic", "ollama"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How litellm reaches one preset's API.
+
+    ``prefix`` is litellm's provider prefix (``openai/``); ``key_env`` the environment
+    variables named in error messages; ``models_api`` the dialect of the endpoint that lists
+    models (None: only ``static_models``); ``local`` marks servers the user runs themselves.
+    """
+
+    preset: str
+    prefix: str
+    key_env: tuple[str, ...] = ()
+    needs_key: bool = True
+    models_api: ModelsApi | None = "openai"
+    local: bool = False
+    static_models: tuple[str, ...] = ()
+
+
+class LiteLLMProvider:
+    """A provider preset served through litellm (see :class:`Backend`)."""
+
+    def __init__(self, backend: Backend, settings: ProviderSettings, model: str) -> None:
+        self.name = backend.preset
+        self.model = model
+        self.backend = backend
+        self.settings = settings
+
+    async def stream(
+        self, messages: list[Message], tools: list[ToolSpec]
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream the answer: text and tool-call deltas, then one :class:`ChatResult`."""
+        wire_tools, names = _wire_tools(tools)
+        response = await self._call(messages, wire_tools, stream=True)
+        text: list[str] = []
+        calls = _ToolCallAssembler(names)
+        usage = Usage()
+        try:
+            async for chunk in response:
+                usage = _usage(getattr(chunk, "usage", None)) or usage
+                for choice in chunk.choices[:1]:
+                    delta = choice.delta
+                    if delta.content:
+                        text.append(delta.content)
+                        yield TextDelta(delta.content)
+                    for fragment in delta.tool_calls or ():
+                        yield calls.add(fragment)
+        except Exception as exc:
+            raise self._failure(exc) from None
+        finally:
+            await _close(response)
+        yield ChatResult(text="".join(text), tool_calls=calls.finish(), usage=usage)
+
+    async def complete(self, messages: list[Message], tools: list[ToolSpec]) -> ChatResult:
+        """Send the conversation and return the whole answer (no streaming)."""
+        wire_tools, names = _wire_tools(tools)
+        response = await self._call(messages, wire_tools, stream=False)
+        try:
+            message = response.choices[0].message
+            calls = [
+                _tool_call(call.id, call.function.name, call.function.arguments, names)
+                for call in message.tool_calls or ()
+            ]
+            usage = _usage(getattr(response, "usage", None)) or Usage()
+            return ChatResult(text=message.content or "", tool_calls=calls, usage=usage)
+        except Exception as exc:
+            raise self._failure(exc) from None
+
+    async def list_models(self) -> list[str]:
+        """Models the API lists (``GET .../models``), else the preset's well-known ones."""
+        base = self.settings.base_url
+        if self.backend.models_api is None or not base:
+            return list(self.backend.static_models)
+        try:
+            return await _fetch_models(
+                self.backend.models_api, base, self._api_key(), self.settings.timeout
+            )
+        except Exception as exc:
+            raise self._failure(exc) from None
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _call(
+        self, messages: list[Message], wire_tools: list[dict[str, Any]], *, stream: bool
+    ) -> Any:
+        """One litellm request, rate limits retried with exponential backoff."""
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+        # The first import takes seconds: do it off the event loop so other sessions go on.
+        litellm = _litellm() if "litellm" in sys.modules else await asyncio.to_thread(_litellm)
+        options: dict[str, Any] = {
+            "model": f"{self.backend.prefix}{self.model}",
+            "messages": to_wire_messages(messages),
+            "api_key": self._api_key(),
+            "api_base": self.settings.base_url,
+            "timeout": self.settings.timeout,
+            # Retries are ours (below), so that only rate limits are retried, and only as
+            # often as the settings say; neither litellm nor the openai client retry.
+            "num_retries": 0,
+            "max_retries": 0,
+            "drop_params": True,
+        }
+        if wire_tools:
+            options["tools"] = wire_tools
+        if stream:
+            options |= {"stream": True, "stream_options": {"include_usage": True}}
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_rate_limit),
+            stop=stop_after_attempt(self.settings.max_retries + 1),
+            wait=_backoff(self.settings.retry_base_delay),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await litellm.acompletion(**options)
+        except Exception as exc:
+            raise self._failure(exc) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _api_key(self) -> str | None:
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
+        # A keyless backend gets a placeholder: otherwise litellm would fall back to
+        # OPENAI_API_KEY and send the user's OpenAI key to a local or custom server.
+        return key or (None if self.backend.needs_key else "none")
+
+    def _failure(self, exc: BaseException) -> ProviderError:
+        if isinstance(exc, ProviderError):
+            return exc
+        log.debug("%s request failed: %s", self.name, type(exc).__name__)
+        return _describe(_Failure.of(exc), self)
+
+
+def _litellm() -> ModuleType:
+    """litellm, imported on first use, with its network side effects turned off."""
+    # litellm's types make pydantic warn (once, lazily, mid-stream) about TypedDict ReadOnly
+    # items: noise for the user. Re-added on each call because test runners reset filters.
+    warnings.filterwarnings("ignore", _READONLY_WARNING, UserWarning)
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    # Token counting for some models (Together's Llama) would fetch a tokenizer from
+    # Hugging Face on every call; the bundled tiktoken estimate is good enough.
+    litellm.disable_hf_tokenizer_download = True
+    return litellm
+
+
+def to_wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """The conversation in OpenAI chat format (litellm translates it for other APIs)."""
+    wire: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool" and message.tool_result is not None:
+            result = message.tool_result
+            wire.append({"role": "tool", "tool_call_id": result.call_id, "content": result.output})
+        elif message.role == "assistant" and message.tool_calls:
+            calls = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    # The decoded arguments, so that a malformed original is not sent back
+                    # (litellm's Anthropic translation would fail to parse it).
+                    "function": {
+                        "name": wire_name(call.name),
+                        "arguments": json.dumps(call.arguments),
+                    },
+                }
+                for call in message.tool_calls
+            ]
+            wire.append(
+                {"role": "assistant", "content": message.content or None, "tool_calls": calls}
+            )
+        else:
+            role = "user" if message.role == "tool" else message.role
+            wire.append({"role": role, "content": message.content})
+    return wire
+
+
+def _wire_tools(tools: list[ToolSpec]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Tools in OpenAI format, and the map from wire names back to internal names."""
+    names = {wire_name(tool.name): tool.name for tool in tools}
+    wire = [
+        {
+            "type": "function",
+            "function": {
+                "name": wire_name(tool.name),
+                "description": tool.description,
+                "parameters": tool.parameters,
+            },
+        }
+        for tool in tools
+    ]
+    return wire, names
+
+
+def _tool_call(
+    call_id: str | None, name: str | None, arguments: str | None, names: dict[str, str]
+) -> ToolCall:
+    """A finished tool call: internal name, decoded arguments (raw text kept if not an object)."""
+    text = arguments or ""
+    decoded = _json(text) if text.strip() else {}
+    if isinstance(decoded, str):
+        # Double-encoded (the object sent as a JSON string): some models do this, and
+        # litellm re-encodes an Anthropic tool input that is a string.
+        text, decoded = decoded, _json(decoded)
+    wire = name or ""
+    if isinstance(decoded, dict):
+        return ToolCall(id=call_id or "", name=names.get(wire, wire), arguments=decoded)
+    return ToolCall(id=call_id or "", name=names.get(wire, wire), raw_arguments=text)
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+class _ToolCallAssembler:
+    """Collects streamed tool-call fragments into whole calls.
+
+    Calls are numbered in the order they first appear, whatever index the API gives them.
+    """
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self._names = names
+        self._slots: dict[int, int] = {}
+        self._calls: list[list[str | None]] = []  # [id, wire name, arguments]
+
+    def add(self, fragment: Any) -> ToolCallDelta:
+        slot = self._slots.setdefault(getattr(fragment, "index", None) or 0, len(self._slots))
+        if slot == len(self._calls):
+            self._calls.append([None, None, ""])
+        call = self._calls[slot]
+        function = getattr(fragment, "function", None)
+        name = getattr(function, "name", None) or None
+        arguments = getattr(function, "arguments", None) or ""
+        call[0] = call[0] or getattr(fragment, "id", None) or None
+        call[1] = call[1] or name
+        call[2] = f"{call[2]}{arguments}"
+        shown = self._names.get(name, name) if name else None
+        return ToolCallDelta(
+            index=slot, id=getattr(fragment, "id", None) or None, name=shown, arguments=arguments
+        )
+
+    def finish(self) -> list[ToolCall]:
+        return [_tool_call(call_id, name, args, self._names) for call_id, name, args in self._calls]
+
+
+def _usage(usage: Any) -> Usage | None:
+    if usage is None:
+        return None
+    return Usage(
+        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+    )
+
+
+async def _close(response: Any) -> None:
+    # Release the HTTP connection even when the consumer stops reading early.
+    close = getattr(response, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # closing is best effort; the answer is already complete
+            log.debug("closing the %s stream failed", type(response).__name__)
+
+
+def _is_rate_limit(exc: BaseException) -> bool:
+    return getattr(exc, "status_code", None) == 429
+
+
+def _backoff(base_delay: float) -> Any:
+    """Wait ``base_delay * 2**n`` seconds, or what the server's ``retry-after`` asks (capped)."""
+    from tenacity import RetryCallState, wait_exponential
+
+    exponential = wait_exponential(multiplier=base_delay, max=60)
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        asked = _Failure.of(error).retry_after if error else None
+        if asked is not None:
+            return min(asked, 60.0)
+        return float(exponential(state))
+
+    return wait
+
+
+async def _fetch_models(api: ModelsApi, base: str, key: str | None, limit: float) -> list[str]:
+    """Ask the API which models it serves; raises httpx errors for :func:`_describe`."""
+    import httpx
+
+    root = base.rstrip("/")
+    headers: dict[str, str] = {}
+    if api == "anthropic":
+        url = f"{root}/v1/models"
+        headers = {"x-api-key": key or "", "anthropic-version": "2023-06-01"}
+    elif api == "ollama":
+        url = f"{root}/api/tags"
+    else:
+        url = f"{root}/models"
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(timeout=limit) as client:
+        response = await client.get(url, headers=headers)
+        response.raise_for_status()
+    data = response.json()
+    # OpenAI and Anthropic answer {"data": [{"id"}]}, Together a bare list,
+    # Ollama {"models": [{"name"}]}.
+    items = (data.get("data") or data.get("models") or []) if isinstance(data, dict) else data
+    found = (item.get("id") or item.get("name") for item in items if isinstance(item, dict))
+    return sorted(str(name) for name in found if name)
+
+
+# -- errors: what went wrong, phrased with the fix ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """What an exception chain (litellm -> openai/httpx -> socket) says about a failure."""
+
+    status: int | None
+    detail: str
+    retry_after: float | None
+    connect: bool
+    timeout: bool
+
+    @classmethod
+    def of(cls, exc: BaseException) -> _Failure:
+        import httpx
+
+        openai = sys.modules.get("openai")  # loaded with litellm; never imported just for this
+        timeout_types: tuple[type[BaseException], ...] = (httpx.TimeoutException, TimeoutError)
+        connect_types: tuple[type[BaseException], ...] = (
+            httpx.ConnectError,
+            ConnectionError,
+            socket.gaierror,
+        )
+        if openai is not None:
+            timeout_types += (openai.APITimeoutError,)
+            connect_types += (openai.APIConnectionError,)
+        chain = list(_chain(exc))
+        timeout = any(isinstance(e, timeout_types) for e in chain)
+        connect = not timeout and any(isinstance(e, connect_types) for e in chain)
+        status = getattr(exc, "status_code", None)
+        responses = [
+            r for e in chain if isinstance(r := getattr(e, "response", None), httpx.Response)
+        ]
+        if not isinstance(status, int):
+            status = responses[0].status_code if responses else None
+        retry_after = next((_seconds(r.headers.get("retry-after")) for r in responses), None)
+        return cls(status, _detail(chain, responses), retry_after, connect, timeout)
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:  # an HTTP date: rare enough to fall back to our own backoff
+        return None
+
+
+def _detail(chain: list[BaseException], responses: list[Any]) -> str:
+    """The server's own error message if one can be found, else the exception's text."""
+    for exc in chain:
+        body = getattr(exc, "body", None)
+        message = body.get("message") if isinstance(body, dict) else None
+        if isinstance(message, str):
+            return message
+    for response in responses:
+        try:
+            text = response.text
+        except Exception:  # a streamed body that was never read
+            continue
+        if text.strip():
+            return _error_message(text)
+    text = str(chain[0]) if chain else ""
+    # litellm wraps the server's text: "litellm.XError: AnthropicException - b'{...}'. Handle ..."
+    text = re.sub(r"^(litellm\.\w+: )+(\w+: )?(\w+Exception - )?", "", text)
+    text = re.sub(r"\. Handle with `litellm\.\w+`\.$", "", text)
+    text = re.sub(r"^b'(.*)'$", r"\1", text)
+    return _error_message(text)
+
+
+def _error_message(text: str) -> str:
+    """``error.message`` of an OpenAI or Anthropic error body, else the text itself."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    error = data.get("error") if isinstance(data, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else text
+
+
+def _describe(failure: _Failure, provider: LiteLLMProvider) -> ProviderError:
+    """The user-facing :class:`ProviderError` for ``failure``: what happened and the fix."""
+    preset, settings, backend = provider.name, provider.settings, provider.backend
+    section = f"[providers.{preset}]"
+    status = failure.status
+    detail = _clean(failure.detail, provider._api_key())
+    if failure.timeout:
+        message = (
+            f"{preset} did not answer within {settings.timeout:g} s: try again, "
+            f"or raise {section} timeout"
+        )
+        return ProviderError("timeout", message)
+    if failure.connect:
+        where = settings.base_url or f"the {preset} API"
+        fix = (
+            f"is the server running? Start it (for Ollama: `ollama serve`) "
+            f"or fix {section} base_url"
+            if backend.local
+            else f"check the network connection and {section} base_url"
+        )
+        return ProviderError("unreachable", f"cannot reach {preset} at {where}: {fix}")
+    if status in (401, 403):
+        env = (
+            f"set {backend.key_env[0]} or {section} api_key"
+            if backend.key_env
+            else f"set {section} api_key"
+        )
+        message = (
+            f"the API key for {preset} was rejected (HTTP {status}): {env}, "
+            "or run `openpista auth login`"
+        )
+        return ProviderError("auth", message, status=status)
+    if status == 404:
+        message = (
+            f"{preset} does not know the model '{provider.model}' (HTTP 404): choose another with "
+            f"[agent] model or --model (`openpista model list` shows them)"
+        )
+        return ProviderError("not_found", message, status=status)
+    if status == 429:
+        message = (
+            f"{preset} is rate-limiting requests (HTTP 429), still after {settings.max_retries} "
+            f"retries: wait a minute and try again, or raise {section} max_retries ({detail})"
+        )
+        return ProviderError("rate_limit", message, status=status)
+    if status in (400, 413, 422):
+        return ProviderError(
+            "bad_request", f"{preset} rejected the request (HTTP {status}): {detail}", status=status
+        )
+    shown = f"HTTP {status}" if status else "no HTTP status"
+    return ProviderError("other", f"{preset} failed ({shown}): {detail}", status=status)
+
+
+def _clean(text: str, secret: str | None) -> str:
+    """One short line, the API key blanked out."""
+    if secret and len(secret) > 3:
+        text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else f"{text[:297]}..."

@@ -1,0 +1,604 @@
+"""A local LLM server that speaks the OpenAI and Anthropic wire formats, for tests and benchmarks.
+
+The real client library (litellm, the openai SDK, httpx) runs unchanged against it::
+
+    with LlmEmulator() as emu:
+        emu.reply_text("hello")
+        emu.reply_tool_calls([("system_run", {"command": "ls /tmp"})])
+        emu.reply_error(429, "slow down", retry_after=0)
+        ...  # point the client at emu.openai_base_url / emu.anthropic_base_url
+        assert emu.requests[0].json["model"] == "gpt-4o-mini"
+
+Replies are served first in, first out; when none is queued the ``default_reply`` answers
+(text "OK" unless configured), so a benchmark gets an instant LLM. Every request is
+recorded in :attr:`LlmEmulator.requests`.
+
+Run it standalone with ``python -m openpista.testing.emulator --port 0 [--reply TEXT]``: it
+prints its base URL and serves until killed. starlette and uvicorn (the ``testing`` extra)
+are imported only when a server starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+Api = Literal["openai", "anthropic"]
+Arguments = dict[str, Any] | str
+"""Tool-call arguments: a JSON object, or raw text sent as is (to emulate malformed JSON)."""
+
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TextReply:
+    """Answer with ``text``, streamed in pieces of ``chunk_size`` characters."""
+
+    text: str
+    usage: tuple[int, int] | None = None
+    delay: float = 0.0
+    chunk_size: int = 4
+
+
+@dataclass(frozen=True)
+class ToolCallsReply:
+    """Ask for tool calls ``(wire_name, arguments)``, optionally after some ``text``."""
+
+    calls: list[tuple[str, Arguments]]
+    text: str = ""
+    usage: tuple[int, int] | None = None
+    delay: float = 0.0
+    chunk_size: int = 8
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """Fail with HTTP ``status`` and the API's error body (or ``raw_body`` verbatim)."""
+
+    status: int
+    message: str = "error"
+    retry_after: float | None = None
+    raw_body: str | None = None
+    delay: float = 0.0
+
+
+Reply = TextReply | ToolCallsReply | ErrorReply
+ReplyFunction = Callable[[dict[str, Any]], "Reply | str"]
+"""Gets the parsed request JSON, returns a reply (a plain string is a text reply)."""
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the emulator received it (header names lower-case)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+
+
+class LlmEmulator:
+    """An OpenAI + Anthropic compatible server on 127.0.0.1 in a background thread.
+
+    ``api_key`` turns on the auth check (``Authorization: Bearer`` or ``x-api-key``);
+    ``models`` is what ``GET /v1/models`` lists.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        default_reply: Reply | str = "OK",
+        models: tuple[str, ...] = ("gpt-4o-mini", "claude-3-5-haiku-latest"),
+        port: int = 0,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.api_key = api_key
+        self.default_reply: Reply | ReplyFunction = _as_reply(default_reply)
+        self.models = models
+        self.max_body_bytes = max_body_bytes
+        self.requests: list[RecordedRequest] = []
+        self._port = port
+        self._queue: collections.deque[Reply | ReplyFunction] = collections.deque()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    # -- scripting -------------------------------------------------------------------------
+
+    def reply(self, reply: Reply | ReplyFunction | str) -> None:
+        """Queue a reply: a :data:`Reply`, a plain text, or a function of the request JSON."""
+        with self._lock:
+            self._queue.append(_as_reply(reply) if isinstance(reply, str) else reply)
+
+    def reply_text(self, text: str, **options: Any) -> None:
+        """Queue a text answer (options as in :class:`TextReply`)."""
+        self.reply(TextReply(text, **options))
+
+    def reply_tool_calls(self, calls: list[tuple[str, Arguments]], **options: Any) -> None:
+        """Queue a tool-call answer (options as in :class:`ToolCallsReply`)."""
+        self.reply(ToolCallsReply(list(calls), **options))
+
+    def reply_error(self, status: int, message: str = "error", **options: Any) -> None:
+        """Queue an error answer (options as in :class:`ErrorReply`)."""
+        self.reply(ErrorReply(status, message, **options))
+
+    @property
+    def pending(self) -> int:
+        """Replies queued and not served yet."""
+        with self._lock:
+            return len(self._queue)
+
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        with self._lock:
+            scripted = self._queue.popleft() if self._queue else self.default_reply
+        if callable(scripted):
+            answer = scripted(body)
+            return TextReply(answer) if isinstance(answer, str) else answer
+        return scripted
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (known once started)."""
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``: the Anthropic ``api_base`` (the server root)."""
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """``http://127.0.0.1:<port>/v1``: the OpenAI ``base_url``."""
+        return f"{self.base_url}/v1"
+
+    anthropic_base_url = base_url
+
+    def start(self) -> LlmEmulator:
+        """Bind a port and serve in a background thread; returns self."""
+        import uvicorn
+
+        if self._thread is not None:
+            return self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._port))
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.asgi_app(),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name=f"llm-emulator:{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the LLM emulator did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread to end."""
+        if self._thread is None:
+            return
+        self._server.should_exit = True
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+        self._thread.join(timeout=10)
+        self._thread = None
+        self._loop = self._wake = None
+
+    def __enter__(self) -> LlmEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def asgi_app(self) -> Any:
+        """The starlette application (for mounting it elsewhere)."""
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
+                Route("/chat/completions", self._chat_completions, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/models", self._models, methods=["GET"]),
+            ]
+        )
+
+    async def _chat_completions(self, request: Request) -> Response:
+        return await self._handle(request, "openai", ("model", "messages"))
+
+    async def _messages(self, request: Request) -> Response:
+        return await self._handle(request, "anthropic", ("model", "messages", "max_tokens"))
+
+    async def _models(self, request: Request) -> Response:
+        from starlette.responses import JSONResponse
+
+        api: Api = "anthropic" if "anthropic-version" in request.headers else "openai"
+        self._record(request, None)
+        if not self._authorized(request):
+            return _unauthorized(api)
+        if api == "anthropic":
+            data = [
+                {"type": "model", "id": m, "display_name": m, "created_at": "2024-01-01T00:00:00Z"}
+                for m in self.models
+            ]
+            first, last = (self.models[0], self.models[-1]) if self.models else (None, None)
+            return JSONResponse(
+                {"data": data, "has_more": False, "first_id": first, "last_id": last}
+            )
+        listing = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "emulator"} for m in self.models
+        ]
+        return JSONResponse({"object": "list", "data": listing})
+
+    async def _handle(self, request: Request, api: Api, required: tuple[str, ...]) -> Response:
+        body, problem = await self._read_json(request)
+        self._record(request, body)
+        if problem is not None:
+            return _error_response(api, 400, problem)
+        if not self._authorized(request):
+            return _unauthorized(api)
+        assert isinstance(body, dict)
+        missing = [key for key in required if key not in body]
+        if missing or not isinstance(body.get("messages"), list):
+            return _error_response(api, 400, f"{(missing or ['messages'])[0]}: field required")
+        try:
+            reply = self._next_reply(body)
+        except Exception as exc:  # a broken test callback must not kill the server
+            return _error_response(api, 500, f"emulator reply function failed: {exc!r}")
+        await self._sleep(reply.delay)
+        if isinstance(reply, ErrorReply):
+            return _error_response(
+                api, reply.status, reply.message, reply.retry_after, reply.raw_body
+            )
+        answer = _Answer.build(reply, body, f"{next(self._ids):06d}")
+        render = _OPENAI if api == "openai" else _ANTHROPIC
+        if body.get("stream"):
+            from starlette.responses import StreamingResponse
+
+            include_usage = api == "anthropic" or bool(
+                (body.get("stream_options") or {}).get("include_usage")
+            )
+            events = render.stream(answer, include_usage)
+            return StreamingResponse(_sse(events), media_type="text/event-stream")
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(render.whole(answer))
+
+    async def _read_json(self, request: Request) -> tuple[Any, str | None]:
+        size = 0
+        chunks: list[bytes] = []
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None, f"request body too large (over {self.max_body_bytes} bytes)"
+            chunks.append(chunk)
+        try:
+            body = json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return None, f"request body is not valid JSON: {exc}"
+        if not isinstance(body, dict):
+            return body, "request body must be a JSON object"
+        return body, None
+
+    def _record(self, request: Request, body: Any) -> None:
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        with self._lock:
+            self.requests.append(RecordedRequest(request.method, request.url.path, headers, body))
+
+    def _authorized(self, request: Request) -> bool:
+        if self.api_key is None:
+            return True
+        bearer = request.headers.get("authorization", "")
+        return self.api_key in (request.headers.get("x-api-key"), bearer.removeprefix("Bearer "))
+
+    async def _sleep(self, delay: float) -> None:
+        if delay <= 0:
+            return
+        # Wake early on stop(), so that a long scripted delay does not hold up shutdown.
+        if self._wake is None:
+            self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+
+def _as_reply(reply: Reply | ReplyFunction | str) -> Reply | ReplyFunction:
+    return TextReply(reply) if isinstance(reply, str) else reply
+
+
+# -- rendering: one neutral answer, two wire formats -------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Call:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A reply resolved for one request: ids assigned, arguments serialised, usage counted."""
+
+    id: str
+    model: str
+    text: str
+    calls: list[_Call]
+    prompt_tokens: int
+    completion_tokens: int
+    chunk_size: int
+
+    @classmethod
+    def build(cls, reply: TextReply | ToolCallsReply, body: dict[str, Any], serial: str) -> _Answer:
+        calls = []
+        if isinstance(reply, ToolCallsReply):
+            for n, (name, args) in enumerate(reply.calls):
+                text = args if isinstance(args, str) else json.dumps(args)
+                calls.append(_Call(f"call_{serial}_{n}", name, text))
+        # Rough token counts (about four characters a token): enough to check plumbing.
+        prompt = max(1, len(json.dumps(body.get("messages", []))) // 4)
+        completion = max(1, (len(reply.text) + sum(len(c.arguments) for c in calls)) // 4)
+        if reply.usage is not None:
+            prompt, completion = reply.usage
+        return cls(
+            serial,
+            str(body.get("model", "")),
+            reply.text,
+            calls,
+            prompt,
+            completion,
+            reply.chunk_size,
+        )
+
+    def pieces(self, text: str) -> list[str]:
+        """``text`` cut into the fragments a stream delivers."""
+        size = max(1, self.chunk_size)
+        return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+SseEvent = tuple[str | None, dict[str, Any] | str]
+"""An SSE event name (None for OpenAI's unnamed events) and its data."""
+
+
+async def _sse(events: Iterator[SseEvent]) -> AsyncIterator[bytes]:
+    for name, data in events:
+        payload = data if isinstance(data, str) else json.dumps(data)
+        head = f"event: {name}\n" if name else ""
+        yield f"{head}data: {payload}\n\n".encode()
+
+
+class _OpenAIFormat:
+    """``POST /v1/chat/completions``."""
+
+    def whole(self, a: _Answer) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": a.text or None}
+        if a.calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in a.calls
+            ]
+        return {
+            **self._head(a, "chat.completion"),
+            "choices": [{"index": 0, "message": message, "finish_reason": self._finish(a)}],
+            "usage": self._usage(a),
+        }
+
+    def stream(self, a: _Answer, include_usage: bool) -> Iterator[SseEvent]:
+        yield None, self._chunk(a, {"role": "assistant", "content": ""})
+        for piece in a.pieces(a.text):
+            yield None, self._chunk(a, {"content": piece})
+        for index, call in enumerate(a.calls):
+            start = {"index": index, "id": call.id, "type": "function",
+                     "function": {"name": call.name, "arguments": ""}}  # fmt: skip
+            yield None, self._chunk(a, {"tool_calls": [start]})
+            for piece in a.pieces(call.arguments):
+                fragment = {"index": index, "function": {"arguments": piece}}
+                yield None, self._chunk(a, {"tool_calls": [fragment]})
+        yield None, self._chunk(a, {}, self._finish(a))
+        if include_usage:
+            yield (
+                None,
+                {**self._head(a, "chat.completion.chunk"), "choices": [], "usage": self._usage(a)},
+            )
+        yield None, "[DONE]"
+
+    def _head(self, a: _Answer, kind: str) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{a.id}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": a.model,
+        }
+
+    def _chunk(
+        self, a: _Answer, delta: dict[str, Any], finish: str | None = None
+    ) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return {**self._head(a, "chat.completion.chunk"), "choices": [choice]}
+
+    def _finish(self, a: _Answer) -> str:
+        return "tool_calls" if a.calls else "stop"
+
+    def _usage(self, a: _Answer) -> dict[str, int]:
+        total = a.prompt_tokens + a.completion_tokens
+        return {"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens,
+                "total_tokens": total}  # fmt: skip
+
+
+class _AnthropicFormat:
+    """``POST /v1/messages``."""
+
+    def whole(self, a: _Answer) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": a.text}] if a.text else []
+        content += [{**self._tool_block(c), "input": _input(c.arguments)} for c in a.calls]
+        return {
+            **self._message(a),
+            "content": content,
+            "stop_reason": self._stop(a),
+            "usage": {"input_tokens": a.prompt_tokens, "output_tokens": a.completion_tokens},
+        }
+
+    def stream(self, a: _Answer, include_usage: bool) -> Iterator[SseEvent]:
+        start = {**self._message(a), "content": [], "stop_reason": None,
+                 "usage": {"input_tokens": a.prompt_tokens, "output_tokens": 1}}  # fmt: skip
+        yield "message_start", {"type": "message_start", "message": start}
+        index = 0
+        if a.text:
+            block = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": piece} for piece in a.pieces(a.text)]
+            yield from self._block(index, block, deltas)
+            index += 1
+        yield "ping", {"type": "ping"}
+        for call in a.calls:
+            deltas = [
+                {"type": "input_json_delta", "partial_json": p} for p in a.pieces(call.arguments)
+            ]
+            yield from self._block(index, {**self._tool_block(call), "input": {}}, deltas)
+            index += 1
+        delta = {"stop_reason": self._stop(a), "stop_sequence": None}
+        usage = {"output_tokens": a.completion_tokens}
+        yield "message_delta", {"type": "message_delta", "delta": delta, "usage": usage}
+        yield "message_stop", {"type": "message_stop"}
+
+    def _block(
+        self, index: int, block: dict[str, Any], deltas: list[dict[str, Any]]
+    ) -> Iterator[SseEvent]:
+        yield "content_block_start", {"type": "content_block_start", "index": index,
+                                      "content_block": block}  # fmt: skip
+        for delta in deltas:
+            yield "content_block_delta", {"type": "content_block_delta", "index": index,
+                                          "delta": delta}  # fmt: skip
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+
+    def _message(self, a: _Answer) -> dict[str, Any]:
+        return {"id": f"msg_{a.id}", "type": "message", "role": "assistant", "model": a.model,
+                "stop_sequence": None}  # fmt: skip
+
+    def _tool_block(self, call: _Call) -> dict[str, Any]:
+        return {"type": "tool_use", "id": call.id.replace("call_", "toolu_"), "name": call.name}
+
+    def _stop(self, a: _Answer) -> str:
+        return "tool_use" if a.calls else "end_turn"
+
+
+def _input(arguments: str) -> Any:
+    # The real API always sends an object; a malformed scripted value goes out as a string.
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+_OPENAI = _OpenAIFormat()
+_ANTHROPIC = _AnthropicFormat()
+
+_OPENAI_ERRORS = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "unsupported_country_region_territory"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def _error_response(
+    api: Api,
+    status: int,
+    message: str,
+    retry_after: float | None = None,
+    raw_body: str | None = None,
+) -> Response:
+    """The documented error body of ``api`` for ``status``."""
+    from starlette.responses import JSONResponse, Response
+
+    headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else {}
+    if raw_body is not None:
+        return Response(raw_body, status_code=status, headers=headers, media_type="text/html")
+    body: dict[str, Any]
+    if api == "anthropic":
+        kind = _ANTHROPIC_ERRORS.get(status, "api_error")
+        body = {"type": "error", "error": {"type": kind, "message": message}}
+    else:
+        kind, code = _OPENAI_ERRORS.get(status, ("server_error", None))
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _unauthorized(api: Api) -> Response:
+    message = "invalid x-api-key" if api == "anthropic" else "Incorrect API key provided"
+    return _error_response(api, 401, message)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m openpista.testing.emulator``: serve until killed, base URL on stdout."""
+    parser = argparse.ArgumentParser(
+        description="A local OpenAI/Anthropic-compatible LLM emulator."
+    )
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
+    parser.add_argument("--reply", default="OK", help="text of every answer (default: OK)")
+    parser.add_argument("--api-key", default=None, help="require this API key")
+    args = parser.parse_args(argv)
+    emulator = LlmEmulator(api_key=args.api_key, default_reply=args.reply, port=args.port)
+    with emulator:
+        print(emulator.base_url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The openpista pytest plugin (entry point ``pytest11``): fixtures shared by every package.
+
+Kept tiny, with lazy imports: pytest loads it in every run of every package, including
+environments without the ``testing`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from openpista.testing.emulator import LlmEmulator
+
+
+@pytest.fixture
+def llm_emulator() -> Iterator[LlmEmulator]:
+    """A started :class:`~openpista.testing.emulator.LlmEmulator`, stopped after the test."""
+    from openpista.testing.emulator import LlmEmulator
+
+    with LlmEmulator() as emulator:
+        yield emulator

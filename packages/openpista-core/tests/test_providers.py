@@ -1,0 +1,475 @@
+"""Providers: the real litellm against the LLM emulator, in OpenAI and Anthropic wire formats."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pluggy
+import pytest
+from pydantic import SecretStr
+
+import openpista.builtins.providers
+import openpista.hookspecs
+from openpista.config import AgentSettings, ConfigError, ProviderSettings, Settings
+from openpista.models import Message, ToolCall, ToolResult
+from openpista.providers.base import (
+    ChatResult,
+    LlmProvider,
+    ProviderError,
+    ProviderPreset,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolSpec,
+)
+from openpista.providers.litellm_provider import LiteLLMProvider
+from openpista.providers.registry import ProviderRegistry
+from openpista.testing.contracts import ProviderContract
+from openpista.testing.emulator import LlmEmulator
+
+KEY = "sk-test-secret-0123456789"
+RUN = ToolSpec(
+    name="system.run",
+    description="Run a shell command.",
+    parameters={"type": "object", "properties": {"command": {"type": "string"}}},
+)
+HI = [Message(role="user", content="hi")]
+
+
+def registry() -> ProviderRegistry:
+    pm = pluggy.PluginManager("openpista")
+    pm.add_hookspecs(openpista.hookspecs)
+    pm.register(openpista.builtins.providers)
+    return ProviderRegistry.from_plugins(pm)
+
+
+def base_url(emu: LlmEmulator, api: str) -> str:
+    return emu.openai_base_url if api == "openai" else emu.base_url
+
+
+def make(emu: LlmEmulator, api: str, **options: Any) -> LlmProvider:
+    """A provider of preset ``api`` pointed at the emulator (no retries unless asked)."""
+    section = {"base_url": base_url(emu, api), "api_key": KEY, "max_retries": 0, "timeout": 10}
+    section |= {"retry_base_delay": 0} | options
+    settings = Settings(
+        agent=AgentSettings(provider=api),
+        providers={api: ProviderSettings.model_validate(section)},
+    )
+    return registry().build(settings)
+
+
+async def collect(provider: LlmProvider, messages: list[Message] = HI) -> list[StreamEvent]:
+    return [event async for event in provider.stream(messages, [RUN])]
+
+
+async def ask(provider: LlmProvider, streaming: bool) -> ChatResult:
+    if not streaming:
+        return await provider.complete(HI, [RUN])
+    events = await collect(provider)
+    assert isinstance(events[-1], ChatResult)
+    return events[-1]
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def api(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+streaming = pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+
+async def test_text_complete(llm_emulator: LlmEmulator, api: str) -> None:
+    llm_emulator.reply_text("Hello there", usage=(21, 5))
+    result = await make(llm_emulator, api).complete(HI, [])
+    assert result.text == "Hello there"
+    assert result.tool_calls == []
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (21, 5)
+
+
+async def test_text_stream_arrives_in_order(llm_emulator: LlmEmulator, api: str) -> None:
+    llm_emulator.reply_text("one two three four five", chunk_size=4, usage=(9, 6))
+    events = await collect(make(llm_emulator, api))
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    assert len(deltas) > 3
+    assert "".join(deltas) == "one two three four five"
+    assert [type(e) for e in events].count(ChatResult) == 1
+    result = events[-1]
+    assert isinstance(result, ChatResult)
+    assert result.text == "one two three four five"
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (9, 6)
+    request = llm_emulator.requests[-1]
+    assert request.json["stream"] is True
+    assert request.json["model"] == (
+        "gpt-4o-mini" if api == "openai" else "claude-3-5-haiku-latest"
+    )
+
+
+@streaming
+async def test_several_tool_calls_map_back_to_internal_names(
+    llm_emulator: LlmEmulator, api: str, streaming: bool
+) -> None:
+    calls: list[tuple[str, dict[str, Any] | str]] = [
+        ("system_run", {"command": "ls /tmp"}),
+        ("other_tool", {"n": 2}),
+    ]
+    llm_emulator.reply_tool_calls(calls, text="Looking.", chunk_size=5)
+    result = await ask(make(llm_emulator, api), streaming)
+    assert [(c.name, c.arguments, c.raw_arguments) for c in result.tool_calls] == [
+        ("system.run", {"command": "ls /tmp"}, None),
+        ("other_tool", {"n": 2}, None),  # an unknown wire name passes through unchanged
+    ]
+    assert all(c.id for c in result.tool_calls)
+    assert len({c.id for c in result.tool_calls}) == 2
+    assert result.text == "Looking."
+    offered = llm_emulator.requests[-1].json["tools"]
+    assert "system.run" not in json.dumps(offered)
+    assert "system_run" in json.dumps(offered)
+
+
+async def test_tool_call_deltas(llm_emulator: LlmEmulator, api: str) -> None:
+    llm_emulator.reply_tool_calls([("system_run", {"command": "ls"}), ("system_run", {})])
+    events = await collect(make(llm_emulator, api))
+    deltas = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert [d.index for d in deltas if d.name] == [0, 1]
+    assert {d.name for d in deltas if d.name} == {"system.run"}
+    first = "".join(d.arguments for d in deltas if d.index == 0)
+    assert json.loads(first) == {"command": "ls"}
+
+
+@streaming
+async def test_malformed_tool_arguments_are_kept_raw(
+    llm_emulator: LlmEmulator, api: str, streaming: bool
+) -> None:
+    llm_emulator.reply_tool_calls([("system_run", '{"command": "ls'), ("system_run", "[1, 2]")])
+    result = await ask(make(llm_emulator, api), streaming)
+    broken, not_object = result.tool_calls
+    assert broken.name == "system.run"
+    assert broken.arguments == {}
+    assert broken.raw_arguments is not None
+    assert '"command": "ls' in broken.raw_arguments
+    assert not_object.arguments == {}
+    assert not_object.raw_arguments is not None
+    assert "1, 2" in not_object.raw_arguments
+
+
+async def test_tool_round_trip_conversation(llm_emulator: LlmEmulator, api: str) -> None:
+    def echo_tool_result(request: dict[str, Any]) -> str:
+        last = request["messages"][-1]
+        if last["role"] == "tool":  # OpenAI format
+            return f"saw {last['content']}"
+        block = last["content"][-1]  # Anthropic: a user turn holding a tool_result block
+        assert block["type"] == "tool_result"
+        content = block["content"]
+        return f"saw {content if isinstance(content, str) else content[0]['text']}"
+
+    llm_emulator.reply(echo_tool_result)
+    call = ToolCall(id="call_1", name="system.run", arguments={"command": "ls"})
+    broken = ToolCall(id="call_2", name="system.run", raw_arguments="{oops")
+    conversation = [
+        Message(role="system", content="be brief"),
+        Message(role="user", content="list /tmp"),
+        Message(role="assistant", content="", tool_calls=[call, broken]),
+        Message(
+            role="tool", tool_result=ToolResult(call_id="call_1", name="system.run", output="a.txt")
+        ),
+        Message(
+            role="tool",
+            tool_result=ToolResult(
+                call_id="call_2", name="system.run", output="bad arguments", is_error=True
+            ),
+        ),
+    ]
+    result = await make(llm_emulator, api).complete(conversation, [RUN])
+    assert result.text == "saw bad arguments"
+    sent = json.dumps(llm_emulator.requests[-1].json)
+    assert "system_run" in sent
+    assert "system.run" not in sent
+    assert "be brief" in sent
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+async def failure(provider: LlmProvider, streaming: bool) -> ProviderError:
+    with pytest.raises(ProviderError) as caught:
+        await ask(provider, streaming)
+    error = caught.value
+    assert KEY not in str(error), "never show the API key"
+    assert "Traceback" not in str(error)
+    return error
+
+
+@streaming
+@pytest.mark.parametrize("status", [401, 403])
+async def test_rejected_key(
+    llm_emulator: LlmEmulator, api: str, streaming: bool, status: int
+) -> None:
+    llm_emulator.reply_error(status, f"bad key {KEY}")
+    error = await failure(make(llm_emulator, api), streaming)
+    assert (error.kind, error.status) == ("auth", status)
+    env = "OPENAI_API_KEY" if api == "openai" else "ANTHROPIC_API_KEY"
+    for part in (f"HTTP {status}", env, f"[providers.{api}] api_key", "openpista auth login"):
+        assert part in str(error)
+
+
+@streaming
+async def test_unknown_model(llm_emulator: LlmEmulator, api: str, streaming: bool) -> None:
+    llm_emulator.reply_error(404, "The model does not exist")
+    error = await failure(make(llm_emulator, api, model="gpt-99"), streaming)
+    assert error.kind == "not_found"
+    assert "'gpt-99'" in str(error)
+    assert "openpista model list" in str(error)
+
+
+@streaming
+async def test_rate_limit_retried_then_succeeds(
+    llm_emulator: LlmEmulator, api: str, streaming: bool
+) -> None:
+    llm_emulator.reply_error(429, "slow down", retry_after=0)
+    llm_emulator.reply_error(429, "slow down")
+    llm_emulator.reply_text("finally")
+    result = await ask(make(llm_emulator, api, max_retries=2), streaming)
+    assert result.text == "finally"
+    assert len(llm_emulator.requests) == 3
+
+
+@streaming
+async def test_rate_limit_exhausted(llm_emulator: LlmEmulator, api: str, streaming: bool) -> None:
+    for _ in range(3):
+        llm_emulator.reply_error(429, "slow down", retry_after=0)
+    llm_emulator.reply_text("too late")
+    error = await failure(make(llm_emulator, api, max_retries=2), streaming)
+    assert error.kind == "rate_limit"
+    assert "2 retries" in str(error)
+    assert f"[providers.{api}] max_retries" in str(error)
+    assert len(llm_emulator.requests) == 3
+
+
+async def test_other_errors_are_not_retried(llm_emulator: LlmEmulator, api: str) -> None:
+    llm_emulator.reply_error(500, "boom")
+    error = await failure(make(llm_emulator, api, max_retries=3), streaming=False)
+    assert (error.kind, error.status) == ("other", 500)
+    assert len(llm_emulator.requests) == 1
+
+
+@streaming
+async def test_server_error_with_garbage_body(
+    llm_emulator: LlmEmulator, api: str, streaming: bool
+) -> None:
+    llm_emulator.reply_error(500, raw_body="<html><body>502 Bad Gateway \x00\xff</body></html>")
+    error = await failure(make(llm_emulator, api), streaming)
+    assert error.kind == "other"
+    assert "HTTP 500" in str(error)
+    assert "Bad Gateway" in str(error)
+
+
+async def test_bad_request(llm_emulator: LlmEmulator, api: str) -> None:
+    llm_emulator.reply_error(400, "messages: too many tokens")
+    error = await failure(make(llm_emulator, api), streaming=True)
+    assert error.kind == "bad_request"
+    assert "too many tokens" in str(error)
+
+
+@streaming
+async def test_unreachable_server(api: str, streaming: bool) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago and has no listener now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}" + ("/v1" if api == "openai" else "")
+    settings = Settings(
+        agent=AgentSettings(provider=api),
+        providers={api: ProviderSettings(base_url=url, api_key=SecretStr(KEY), max_retries=0)},
+    )
+    error = await failure(registry().build(settings), streaming)
+    assert error.kind == "unreachable"
+    assert url in str(error)
+    assert "base_url" in str(error)
+
+
+@streaming
+async def test_timeout(llm_emulator: LlmEmulator, api: str, streaming: bool) -> None:
+    llm_emulator.reply_text("late", delay=3)
+    error = await failure(make(llm_emulator, api, timeout=0.5), streaming)
+    assert error.kind == "timeout"
+    assert "0.5 s" in str(error)
+    assert f"[providers.{api}] timeout" in str(error)
+
+
+async def test_wrong_key_against_checking_server(api: str) -> None:
+    with LlmEmulator(api_key="the-right-key") as emu:
+        error = await failure(make(emu, api), streaming=True)
+        assert error.kind == "auth"
+
+
+# -- other presets, model listing ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["together", "openrouter", "custom"])
+async def test_openai_compatible_presets(llm_emulator: LlmEmulator, preset: str) -> None:
+    llm_emulator.reply_text(f"hello from {preset}")
+    settings = Settings(
+        agent=AgentSettings(provider=preset, model="some/model"),
+        providers={
+            preset: ProviderSettings(base_url=llm_emulator.openai_base_url, api_key=SecretStr(KEY))
+        },
+    )
+    provider = registry().build(settings)
+    assert (provider.name, provider.model) == (preset, "some/model")
+    assert (await provider.complete(HI, [])).text == f"hello from {preset}"
+    assert llm_emulator.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_keyless_custom_server_never_gets_the_openai_key(
+    llm_emulator: LlmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-users-real-openai-key")
+    settings = Settings(
+        agent=AgentSettings(provider="custom"),
+        providers={"custom": ProviderSettings(base_url=llm_emulator.openai_base_url)},
+    )
+    await registry().build(settings).complete(HI, [])
+    assert "sk-users-real-openai-key" not in json.dumps(llm_emulator.requests[-1].headers)
+
+
+async def test_list_models(llm_emulator: LlmEmulator, api: str) -> None:
+    models = await make(llm_emulator, api).list_models()
+    assert models == sorted(llm_emulator.models)
+    assert llm_emulator.requests[-1].path == "/v1/models"
+
+
+async def test_list_models_errors_name_the_fix(api: str) -> None:
+    with LlmEmulator(api_key="the-right-key") as emu:
+        with pytest.raises(ProviderError) as caught:
+            await make(emu, api).list_models()
+        assert caught.value.kind == "auth"
+        assert KEY not in str(caught.value)
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+
+def test_registry_names_aliases_and_unknown() -> None:
+    providers = registry()
+    assert providers.names() == [
+        "openai",
+        "anthropic",
+        "together",
+        "ollama",
+        "openrouter",
+        "custom",
+    ]
+    assert providers.get("claude").name == "anthropic"
+    assert "Claude" in providers
+    assert providers.problems == []
+    with pytest.raises(ConfigError, match=r"unknown provider 'gemini'; available: openai, "):
+        providers.get("gemini")
+
+
+def test_duplicate_preset_is_a_problem_and_first_wins() -> None:
+    providers = registry()
+    original = providers.get("openai")
+    impostor = ProviderPreset(
+        name="openai", factory=original.factory, default_model="x", aliases=("claude",)
+    )
+    providers.register(impostor)
+    providers.register(
+        ProviderPreset(
+            name="mine", factory=original.factory, default_model="y", aliases=("claude",)
+        )
+    )
+    assert providers.get("openai") is original
+    assert providers.get("claude").name == "anthropic"
+    assert len(providers.problems) == 2
+    assert "'openai' is registered twice" in providers.problems[0]
+    assert "alias 'claude'" in providers.problems[1]
+
+
+def test_model_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    section = {"openai": ProviderSettings(model="from-section")}
+    agent = AgentSettings(provider="openai", model="from-agent")
+    providers = registry()
+    assert providers.build(Settings(agent=agent, providers=section)).model == "from-agent"
+    assert providers.build(Settings(agent=agent, providers=section), model="cli").model == "cli"
+    no_agent_model = Settings(agent=AgentSettings(provider="openai"), providers=section)
+    assert providers.build(no_agent_model).model == "from-section"
+    # [agent] model belongs to [agent] provider, not to another preset built by name.
+    assert providers.build(Settings(agent=agent), "claude").model == "claude-3-5-haiku-latest"
+
+
+def test_key_from_environment_and_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOGETHERAI_API_KEY", raising=False)
+    monkeypatch.setenv("TOGETHER_API_KEY", "from-env")
+    from_env = registry().build(Settings(agent=AgentSettings(provider="together")))
+    assert isinstance(from_env, LiteLLMProvider)
+    assert from_env.settings.api_key == SecretStr("from-env")
+    assert from_env.settings.base_url == "https://api.together.xyz/v1"
+    section = ProviderSettings(api_key=SecretStr("from-config"))
+    configured = Settings(agent=AgentSettings(provider="together"), providers={"together": section})
+    from_config = registry().build(configured)
+    assert isinstance(from_config, LiteLLMProvider)
+    assert from_config.settings.api_key == SecretStr("from-config")
+
+
+def test_missing_key_explains_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ProviderError) as caught:
+        registry().build(Settings(agent=AgentSettings(provider="claude")))
+    error = caught.value
+    assert error.kind == "config"
+    message = str(error)
+    assert len(message.splitlines()) == 3
+    for part in (
+        "openpista auth login",
+        "ANTHROPIC_API_KEY",
+        "Ollama",
+        '[agent] provider = "ollama"',
+    ):
+        assert part in message
+
+
+def test_ollama_needs_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = registry().build(Settings(agent=AgentSettings(provider="ollama")))
+    assert (provider.name, provider.model) == ("ollama", "llama3.1")
+
+
+def test_custom_requires_base_url() -> None:
+    with pytest.raises(ProviderError) as caught:
+        registry().build(Settings(agent=AgentSettings(provider="custom")))
+    assert caught.value.kind == "config"
+    assert "[providers.custom] base_url" in str(caught.value)
+
+
+def test_importing_providers_does_not_import_litellm() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import openpista.providers.litellm_provider, openpista.providers.registry
+        import openpista.providers.presets, openpista.builtins.providers
+        assert "litellm" not in sys.modules, "litellm imported eagerly"
+        assert "openai" not in sys.modules, "openai imported eagerly"
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- the shared contract suite ------------------------------------------------------------------
+
+
+class TestOpenAIContract(ProviderContract):
+    def make_provider(self, emulator: LlmEmulator, api_key: str) -> LlmProvider:
+        return make(emulator, "openai", api_key=api_key)
+
+
+class TestAnthropicContract(ProviderContract):
+    def make_provider(self, emulator: LlmEmulator, api_key: str) -> LlmProvider:
+        return make(emulator, "anthropic", api_key=api_key)
