@@ -8,6 +8,7 @@ Every message, tool call and tool result is persisted before the answer is retur
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ class ToolFinished:
 
 AgentEvent = TextDelta | ToolStarted | ToolFinished
 EventSink = Callable[[AgentEvent], Awaitable[None] | None]
+ToolGuard = Callable[[ToolCall], Awaitable[str | None]]
+"""Decides whether a tool call may run: ``None`` allows it, a text denies it (and says why).
+
+The gateway builds one per turn from the tool policy and the channel (asking the user when
+the policy says ``ask``)."""
 
 
 def round_limit_message(rounds: int) -> str:
@@ -85,9 +91,16 @@ class Agent:
         return Message(role="system", content="\n\n".join(p for p in parts if p))
 
     async def run_turn(
-        self, session_id: str, text: str, on_event: EventSink | None = None
+        self,
+        session_id: str,
+        text: str,
+        on_event: EventSink | None = None,
+        guard: ToolGuard | None = None,
     ) -> AgentResponse:
         """Answer ``text`` in session ``session_id`` (created when missing).
+
+        ``guard`` is asked before each tool call runs; a denied call gives the LLM an error
+        result saying why.
 
         Provider failures come back as a response with ``is_error`` set and a message that
         starts with ❌; the history stays as stored so far.
@@ -113,7 +126,7 @@ class Agent:
                 if rounds == self.max_tool_rounds:
                     break  # the unanswered calls are not stored: history stays well-formed
                 rounds += 1
-                results = await self._run_tools(result.tool_calls, on_event)
+                results = await self._run_tools(result.tool_calls, on_event, guard)
                 tool_messages = [Message(role="tool", tool_result=r) for r in results]
                 await self.memory.append_messages(session_id, [reply, *tool_messages])
                 history.extend([reply, *tool_messages])
@@ -140,16 +153,23 @@ class Agent:
         return final
 
     async def _run_tools(
-        self, calls: list[ToolCall], on_event: EventSink | None
+        self, calls: list[ToolCall], on_event: EventSink | None, guard: ToolGuard | None
     ) -> list[ToolResult]:
         if on_event is not None:
             for call in calls:
                 await _emit(on_event, ToolStarted(call))
-        results = await self.tools.dispatch_many(calls)
+        results = await asyncio.gather(*(self._run_tool(call, guard) for call in calls))
         if on_event is not None:
             for result in results:
                 await _emit(on_event, ToolFinished(result))
         return results
+
+
+    async def _run_tool(self, call: ToolCall, guard: ToolGuard | None) -> ToolResult:
+        denial = await guard(call) if guard is not None else None
+        if denial is not None:
+            return ToolResult(call_id=call.id, name=call.name, output=denial, is_error=True)
+        return await self.tools.dispatch(call)
 
 
 async def _emit(sink: EventSink, event: AgentEvent) -> None:

@@ -12,7 +12,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
@@ -96,6 +96,56 @@ class SkillsSettings(_Section):
     timeout: float = Field(default=60.0, gt=0)
 
 
+class GatewaySettings(_Section):
+    """``[gateway]``: the daemon started by ``openpista start``."""
+
+    queue_size: int = Field(default=1000, ge=1)
+    shutdown_deadline: float = Field(default=30.0, ge=0)
+    pid_file: Path = Path(f"{DEFAULT_HOME}/openpista.pid")
+    restart_max_delay: float = Field(default=60.0, gt=0)
+
+
+class CronEntry(_Section):
+    """One ``[[cron]]`` entry: send ``message`` to the agent on ``schedule`` (a cron
+    expression), the answer delivered to the channel id ``channel``."""
+
+    schedule: str
+    channel: str
+    message: str
+    name: str | None = None
+    enabled: bool = True
+
+
+PolicyAction = Literal["allow", "ask", "deny"]
+
+
+class PolicyRule(_Section):
+    """One ``[[policy.rules]]`` entry; the first rule that matches a tool call decides.
+
+    ``tool`` is a glob on the tool name (``system.run``, ``browser.*``); ``command`` a glob
+    on the command of ``system.run`` calls; ``channels`` limits the rule to channel-id
+    prefixes (empty: every channel).
+    """
+
+    tool: str = "*"
+    command: str | None = None
+    channels: list[str] = Field(default_factory=list)
+    action: PolicyAction
+
+
+class PolicySettings(_Section):
+    """``[policy]``: which tool calls run, which need the user's approval, which never run.
+
+    When no rule matches, ``local`` applies to local channels (``cli:``, ``tui:``, ``cron:``)
+    and ``remote`` to every other channel.
+    """
+
+    local: PolicyAction = "allow"
+    remote: PolicyAction = "ask"
+    approval_timeout: float = Field(default=120.0, gt=0)
+    rules: list[PolicyRule] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -111,6 +161,9 @@ class Settings(BaseSettings):
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     skills: SkillsSettings = Field(default_factory=SkillsSettings)
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    cron: list[CronEntry] = Field(default_factory=list)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
 
     source_path: Path | None = Field(default=None, exclude=True)
 

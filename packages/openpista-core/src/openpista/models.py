@@ -95,8 +95,33 @@ class ChannelEvent(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class ApprovalRequest(BaseModel):
+    """The agent asks the user whether a tool call may run (policy ``ask``).
+
+    Channels with buttons render approve/deny buttons; every channel also accepts the text
+    answers ``/approve ID`` and ``/deny ID`` (the id may be left out when only one request
+    is pending). No answer within ``timeout`` seconds means deny.
+    """
+
+    id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+    timeout: float = 120.0
+
+    def prompt(self) -> str:
+        """The request as plain text, for channels without buttons."""
+        args = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items())
+        why = f" ({self.reason})" if self.reason else ""
+        return (
+            f"🔐 Approval needed{why}: {self.tool}({args})\n"
+            f"Reply /approve {self.id} or /deny {self.id} within {self.timeout:.0f} s."
+        )
+
+
 class AgentResponse(BaseModel):
-    """What goes back to a channel: final ``text``, or a streamed ``delta`` chunk."""
+    """What goes back to a channel: final ``text``, a streamed ``delta`` chunk, or an
+    ``approval`` request that the user must answer."""
 
     channel_id: str = ""
     session_id: str = ""
@@ -105,3 +130,4 @@ class AgentResponse(BaseModel):
     is_error: bool = False
     attachments: list[Attachment] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
+    approval: ApprovalRequest | None = None
