@@ -121,7 +121,11 @@ class ApprovalRequest(BaseModel):
 
 class AgentResponse(BaseModel):
     """What goes back to a channel: final ``text``, a streamed ``delta`` chunk, or an
-    ``approval`` request that the user must answer."""
+    ``approval`` request that the user must answer.
+
+    Streaming adapters also receive progress: ``delta`` responses carrying ``tool_call``
+    when a tool starts and ``tool_result`` when it ends (their ``text`` is empty).
+    """
 
     channel_id: str = ""
     session_id: str = ""
@@ -131,3 +135,5 @@ class AgentResponse(BaseModel):
     attachments: list[Attachment] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     approval: ApprovalRequest | None = None
+    tool_call: ToolCall | None = None
+    tool_result: ToolResult | None = None

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-Api = Literal["openai", "anthropic"]
+Api = Literal["openai", "anthropic", "ollama"]
 Arguments = dict[str, Any] | str
 """Tool-call arguments: a JSON object, or raw text sent as is (to emulate malformed JSON)."""
 
@@ -243,6 +243,8 @@ class LlmEmulator:
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/models", self._models, methods=["GET"]),
+                Route("/api/chat", self._ollama_chat, methods=["POST"]),
+                Route("/api/tags", self._ollama_tags, methods=["GET"]),
             ]
         )
 
@@ -251,6 +253,16 @@ class LlmEmulator:
 
     async def _messages(self, request: Request) -> Response:
         return await self._handle(request, "anthropic", ("model", "messages", "max_tokens"))
+
+    async def _ollama_chat(self, request: Request) -> Response:
+        return await self._handle(request, "ollama", ("model", "messages"))
+
+    async def _ollama_tags(self, request: Request) -> Response:
+        from starlette.responses import JSONResponse
+
+        self._record(request, None)
+        models = [{"name": m, "model": m, "size": 0, "digest": ""} for m in self.models]
+        return JSONResponse({"models": models})
 
     async def _models(self, request: Request) -> Response:
         from starlette.responses import JSONResponse
@@ -294,15 +306,16 @@ class LlmEmulator:
                 api, reply.status, reply.message, reply.retry_after, reply.raw_body
             )
         answer = _Answer.build(reply, body, f"{next(self._ids):06d}")
-        render = _OPENAI if api == "openai" else _ANTHROPIC
-        if body.get("stream"):
+        render = _FORMATS[api]
+        # Ollama streams unless told otherwise; the others only when asked.
+        if body.get("stream", api == "ollama"):
             from starlette.responses import StreamingResponse
 
-            include_usage = api == "anthropic" or bool(
+            include_usage = api != "openai" or bool(
                 (body.get("stream_options") or {}).get("include_usage")
             )
             events = render.stream(answer, include_usage)
-            return StreamingResponse(_sse(events), media_type="text/event-stream")
+            return StreamingResponse(_encode(events, api), media_type=_MEDIA_TYPES[api])
         from starlette.responses import JSONResponse
 
         return JSONResponse(render.whole(answer))
@@ -402,11 +415,22 @@ SseEvent = tuple[str | None, dict[str, Any] | str]
 """An SSE event name (None for OpenAI's unnamed events) and its data."""
 
 
-async def _sse(events: Iterator[SseEvent]) -> AsyncIterator[bytes]:
+_MEDIA_TYPES = {
+    "openai": "text/event-stream",
+    "anthropic": "text/event-stream",
+    "ollama": "application/x-ndjson",
+}
+
+
+async def _encode(events: Iterator[SseEvent], api: Api) -> AsyncIterator[bytes]:
+    """Server-sent events, or for Ollama one JSON object a line."""
     for name, data in events:
         payload = data if isinstance(data, str) else json.dumps(data)
-        head = f"event: {name}\n" if name else ""
-        yield f"{head}data: {payload}\n\n".encode()
+        if api == "ollama":
+            yield f"{payload}\n".encode()
+        else:
+            head = f"event: {name}\n" if name else ""
+            yield f"{head}data: {payload}\n\n".encode()
 
 
 class _OpenAIFormat:
@@ -535,8 +559,37 @@ def _input(arguments: str) -> Any:
         return arguments
 
 
-_OPENAI = _OpenAIFormat()
-_ANTHROPIC = _AnthropicFormat()
+class _OllamaFormat:
+    """``POST /api/chat`` (Ollama's native API); tool calls arrive whole, arguments as objects."""
+
+    def whole(self, a: _Answer) -> dict[str, Any]:
+        return self._line(a, a.text, a.calls, done=True)
+
+    def stream(self, a: _Answer, include_usage: bool) -> Iterator[SseEvent]:
+        for piece in a.pieces(a.text):
+            yield None, self._line(a, piece, [], done=False)
+        if a.calls:
+            yield None, self._line(a, "", a.calls, done=False)
+        yield None, self._line(a, "", [], done=True)
+
+    def _line(self, a: _Answer, text: str, calls: list[_Call], *, done: bool) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message["tool_calls"] = [
+                {"function": {"name": c.name, "arguments": _input(c.arguments)}} for c in calls
+            ]
+        line = {"model": a.model, "created_at": "2024-01-01T00:00:00Z", "message": message}
+        if not done:
+            return {**line, "done": False}
+        return {**line, "done": True, "done_reason": "stop",
+                "prompt_eval_count": a.prompt_tokens, "eval_count": a.completion_tokens}  # fmt: skip
+
+
+_FORMATS: dict[Api, _OpenAIFormat | _AnthropicFormat | _OllamaFormat] = {
+    "openai": _OpenAIFormat(),
+    "anthropic": _AnthropicFormat(),
+    "ollama": _OllamaFormat(),
+}
 
 _OPENAI_ERRORS = {
     400: ("invalid_request_error", None),
@@ -570,7 +623,9 @@ def _error_response(
     if raw_body is not None:
         return Response(raw_body, status_code=status, headers=headers, media_type="text/html")
     body: dict[str, Any]
-    if api == "anthropic":
+    if api == "ollama":
+        body = {"error": message}
+    elif api == "anthropic":
         kind = _ANTHROPIC_ERRORS.get(status, "api_error")
         body = {"type": "error", "error": {"type": kind, "message": message}}
     else:
