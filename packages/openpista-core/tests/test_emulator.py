@@ -221,3 +221,21 @@ def test_standalone_command() -> None:
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_ollama_native_chat(llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_text("hey", chunk_size=2)
+    llm_emulator.reply_tool_calls([("system_run", {"command": "ls"})])
+    lines = post(llm_emulator, "/api/chat", CHAT).text.splitlines()  # streams by default
+    chunks = [json.loads(line) for line in lines]
+    assert "".join(c["message"]["content"] for c in chunks) == "hey"
+    assert [c["done"] for c in chunks] == [False, False, True]
+    assert chunks[-1]["eval_count"] > 0
+    whole = post(llm_emulator, "/api/chat", {**CHAT, "stream": False}).json()
+    assert whole["message"]["tool_calls"] == [
+        {"function": {"name": "system_run", "arguments": {"command": "ls"}}}
+    ]
+    llm_emulator.reply_error(404, "model 'x' not found")
+    assert post(llm_emulator, "/api/chat", CHAT).json() == {"error": "model 'x' not found"}
+    tags = httpx.get(f"{llm_emulator.base_url}/api/tags").json()
+    assert [m["name"] for m in tags["models"]] == list(llm_emulator.models)

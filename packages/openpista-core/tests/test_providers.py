@@ -353,6 +353,58 @@ async def test_list_models_errors_name_the_fix(api: str) -> None:
         assert KEY not in str(caught.value)
 
 
+# -- ollama (its native /api/chat, not the OpenAI dialect) ----------------------------------------
+
+
+def ollama(emu: LlmEmulator) -> LlmProvider:
+    section = ProviderSettings(base_url=emu.base_url, max_retries=0, timeout=10)
+    settings = Settings(agent=AgentSettings(provider="ollama"), providers={"ollama": section})
+    return registry().build(settings)
+
+
+async def test_ollama_text_and_usage(llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_text("local answer", usage=(7, 3))
+    events = await collect(ollama(llm_emulator))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "local answer"
+    result = events[-1]
+    assert isinstance(result, ChatResult)
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (7, 3)
+    assert llm_emulator.requests[-1].path == "/api/chat"
+
+
+@streaming
+async def test_ollama_tool_calls(llm_emulator: LlmEmulator, streaming: bool) -> None:
+    llm_emulator.reply_tool_calls([("system_run", {"command": "ls"}), ("system_run", "{bad")])
+    result = await ask(ollama(llm_emulator), streaming)
+    good, bad = result.tool_calls
+    assert (good.name, good.arguments) == ("system.run", {"command": "ls"})
+    assert (bad.name, bad.arguments, bad.raw_arguments) == ("system.run", {}, "{bad")
+    assert good.id
+    assert bad.id
+    assert good.id != bad.id
+
+
+async def test_ollama_unknown_model_and_listing(llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_error(404, "model 'llama3.1' not found, try pulling it first")
+    error = await failure(ollama(llm_emulator), streaming=True)
+    assert error.kind == "not_found"
+    assert "'llama3.1'" in str(error)
+    assert await ollama(llm_emulator).list_models() == sorted(llm_emulator.models)
+    assert llm_emulator.requests[-1].path == "/api/tags"
+
+
+async def test_ollama_not_running() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    section = ProviderSettings(base_url=url, max_retries=0)
+    settings = Settings(agent=AgentSettings(provider="ollama"), providers={"ollama": section})
+    error = await failure(registry().build(settings), streaming=True)
+    assert error.kind == "unreachable"
+    assert "ollama serve" in str(error)
+    assert url in str(error)
+
+
 # -- registry -----------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import sys
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -249,9 +250,12 @@ def _tool_call(
         # litellm re-encodes an Anthropic tool input that is a string.
         text, decoded = decoded, _json(decoded)
     wire = name or ""
+    # A tool result must name its call; litellm leaves some calls without an id (Ollama's
+    # when the arguments are not valid JSON).
+    call_id = call_id or f"call_{uuid.uuid4().hex[:16]}"
     if isinstance(decoded, dict):
-        return ToolCall(id=call_id or "", name=names.get(wire, wire), arguments=decoded)
-    return ToolCall(id=call_id or "", name=names.get(wire, wire), raw_arguments=text)
+        return ToolCall(id=call_id, name=names.get(wire, wire), arguments=decoded)
+    return ToolCall(id=call_id, name=names.get(wire, wire), raw_arguments=text)
 
 
 def _json(text: str) -> Any:

@@ -1,4 +1,8 @@
-"""A local LLM server that speaks the OpenAI and Anthropic wire formats, for tests and benchmarks.
+"""A local LLM server speaking the OpenAI, Anthropic and Ollama wire formats, for tests.
+
+Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI), ``POST /v1/messages``
+(Anthropic; ``GET /v1/models`` with an ``anthropic-version`` header), ``POST /api/chat`` and
+``GET /api/tags`` (Ollama). Tool names in scripted replies are wire names (``system_run``).
 
 The real client library (litellm, the openai SDK, httpx) runs unchanged against it::
 
@@ -94,7 +98,7 @@ class RecordedRequest:
 
 
 class LlmEmulator:
-    """An OpenAI + Anthropic compatible server on 127.0.0.1 in a background thread.
+    """An OpenAI, Anthropic and Ollama compatible server on 127.0.0.1 in a background thread.
 
     ``api_key`` turns on the auth check (``Authorization: Bearer`` or ``x-api-key``);
     ``models`` is what ``GET /v1/models`` lists.
@@ -581,8 +585,8 @@ class _OllamaFormat:
         line = {"model": a.model, "created_at": "2024-01-01T00:00:00Z", "message": message}
         if not done:
             return {**line, "done": False}
-        return {**line, "done": True, "done_reason": "stop",
-                "prompt_eval_count": a.prompt_tokens, "eval_count": a.completion_tokens}  # fmt: skip
+        counts = {"prompt_eval_count": a.prompt_tokens, "eval_count": a.completion_tokens}
+        return {**line, "done": True, "done_reason": "stop", **counts}
 
 
 _FORMATS: dict[Api, _OpenAIFormat | _AnthropicFormat | _OllamaFormat] = {
