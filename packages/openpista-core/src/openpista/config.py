@@ -100,6 +100,7 @@ class GatewaySettings(_Section):
     """``[gateway]``: the daemon started by ``openpista start``."""
 
     queue_size: int = Field(default=1000, ge=1)
+    max_concurrent_turns: int = Field(default=256, ge=1)
     shutdown_deadline: float = Field(default=30.0, ge=0)
     pid_file: Path = Path(f"{DEFAULT_HOME}/openpista.pid")
     restart_max_delay: float = Field(default=60.0, gt=0)

@@ -17,6 +17,9 @@ from openpista._version import __version__
 
 # name -> (module:function, one-line help shown by --help without importing the module)
 BUILTIN_COMMANDS = {
+    "start": ("openpista.cli.start:start", "Run the agent daemon with every enabled channel."),
+    "status": ("openpista.cli.start:status", "Tell whether the daemon runs (PID, uptime)."),
+    "init": ("openpista.cli.init:init", "Write a starter config, step by step."),
     "run": ("openpista.cli.run:run", "Send one message to the agent and print its answer."),
     "model": ("openpista.cli.model:model", "List the LLM providers and models, or test one."),
     "plugins": ("openpista.cli.plugins:plugins", "List plugins and what each registered."),

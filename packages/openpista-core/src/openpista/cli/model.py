@@ -65,7 +65,7 @@ def list_models(state: CliState, provider: str | None, remote: bool, as_json: bo
     except ConfigError as exc:
         fail(str(exc))
     chosen = settings.agent.provider
-    current = registry.get(chosen).name if chosen in registry.names() else None
+    current = registry.get(chosen).name if chosen in registry else None
     rows: list[dict[str, Any]] = []
     for name in names:
         preset = registry.get(name)

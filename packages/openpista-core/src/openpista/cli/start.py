@@ -1,0 +1,91 @@
+"""``openpista start`` and ``openpista status``: the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+
+import click
+
+from openpista.cli.main import CliState, fail
+
+
+@click.command()
+@click.option(
+    "--no-terminal",
+    is_flag=True,
+    help="Do not read messages from this terminal (serve only the other channels).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what the daemon does (to stderr).")
+@click.pass_obj
+def start(state: CliState, no_terminal: bool, verbose: bool) -> None:
+    """Run the agent daemon: every enabled channel, cron, until Ctrl-C or SIGTERM.
+
+    The terminal channel reads messages from standard input (also from a pipe) and answers
+    on standard output; /quit ends it, and the daemon too when it is the only channel.
+    Only one daemon runs at a time (PID file: [gateway] pid_file).
+
+    \b
+    Examples:
+      openpista start
+      printf 'what time is it?\\n' | openpista start
+      openpista start --no-terminal      # with Telegram, web, ... enabled
+    """
+    from openpista.gateway.daemon import DaemonRunningError, serve
+
+    settings = state.settings()
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code = asyncio.run(serve(settings, terminal=not no_terminal))
+    except DaemonRunningError as exc:
+        fail(str(exc))
+    except Exception as exc:  # a clear last word instead of a trace
+        fail(f"{type(exc).__name__}: {exc}")
+    sys.exit(code)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def status(state: CliState, as_json: bool) -> None:
+    """Tell whether the daemon runs: PID, uptime and enabled channels.
+
+    Exits 0 when it runs and 3 when it does not.
+    """
+    from openpista.gateway.daemon import PidFile
+
+    settings = state.settings()
+    running = PidFile(settings.gateway.pid_file).state()
+    if as_json:
+        info = (
+            {
+                "running": True,
+                "pid": running.pid,
+                "uptime": round(running.uptime, 1),
+                "channels": running.channels,
+            }
+            if running
+            else {"running": False}
+        )
+        click.echo(json.dumps(info))
+    elif running is None:
+        click.echo("openpista is not running (start it with `openpista start`).")
+    else:
+        click.echo(
+            f"openpista is running: PID {running.pid}, up {_duration(running.uptime)}, "
+            f"channels: {', '.join(running.channels) or 'none'}"
+        )
+    sys.exit(0 if running else 3)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    units = ((days, "d"), (hours, "h"), (minutes, "m"))
+    return " ".join([*(f"{n}{unit}" for n, unit in units if n), f"{secs}s"])

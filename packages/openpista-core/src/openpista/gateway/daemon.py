@@ -1,0 +1,239 @@
+"""The daemon of ``openpista start``: PID file, channels, cron, signals, graceful shutdown.
+
+The PID file holds the process id; a state file beside it (``.json``) holds the start time
+and the enabled channels for ``openpista status``. A PID file naming a process that no
+longer runs is stale and replaced. SIGTERM and Ctrl-C stop accepting messages, give
+in-flight turns ``[gateway] shutdown_deadline`` seconds, cancel the rest, close memory and
+the channels, remove both files and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from openpista.models import ChannelEvent
+
+if TYPE_CHECKING:
+    from openpista.channels import ChannelAdapter
+    from openpista.config import CronEntry, Settings
+    from openpista.plugins import PluginHost
+
+log = logging.getLogger(__name__)
+
+FIRST_RUN_HELP = """\
+No LLM provider is ready ({reason}). Fix it one of three ways:
+  1. export OPENAI_API_KEY=sk-...   (or ANTHROPIC_API_KEY with OPENPISTA_PROVIDER=anthropic)
+  2. openpista init                 (writes ~/.openpista/config.toml step by step)
+  3. a local OpenAI-compatible server: OPENPISTA_PROVIDER=ollama OPENPISTA_MODEL=llama3.2"""
+
+
+class DaemonRunningError(RuntimeError):
+    """Another daemon holds the PID file."""
+
+
+@dataclass(frozen=True)
+class DaemonState:
+    """What ``openpista status`` reports about a running daemon."""
+
+    pid: int
+    started_at: float
+    channels: list[str]
+
+    @property
+    def uptime(self) -> float:
+        return max(0.0, time.time() - self.started_at)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+class PidFile:
+    """The PID file and its state file; :meth:`acquire` refuses while another daemon runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.expanduser()
+        self.state_path = self.path.with_suffix(".json")
+
+    def running_pid(self) -> int | None:
+        """The PID of a running daemon, or None (no file, garbage, or a stale PID)."""
+        try:
+            pid = int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid > 0 and _alive(pid) else None
+
+    def acquire(self, channels: list[str]) -> None:
+        """Write our PID (atomically, exclusive) and state; replace a stale file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                pid = self.running_pid()
+                if pid is not None and pid != os.getpid():
+                    raise DaemonRunningError(
+                        f"openpista is already running (PID {pid}, PID file {self.path}); "
+                        "stop it first with `kill "
+                        f"{pid}`"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{os.getpid()}\n")
+            state = {"pid": os.getpid(), "started_at": time.time(), "channels": channels}
+            self.state_path.write_text(json.dumps(state))
+            return
+        raise DaemonRunningError(f"cannot take the PID file {self.path}")
+
+    def release(self) -> None:
+        """Remove both files if they are ours."""
+        with contextlib.suppress(OSError, ValueError):
+            if int(self.path.read_text().strip()) == os.getpid():
+                self.path.unlink()
+                self.state_path.unlink(missing_ok=True)
+
+    def state(self) -> DaemonState | None:
+        """The running daemon's state, or None when it does not run."""
+        pid = self.running_pid()
+        if pid is None:
+            return None
+        try:
+            data: dict[str, Any] = json.loads(self.state_path.read_text())
+            return DaemonState(pid, float(data["started_at"]), list(data["channels"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return DaemonState(pid, time.time(), [])
+
+
+def enabled_channels(host: PluginHost, settings: Settings) -> dict[str, Any]:
+    """Channel factories whose ``[channels.<name>]`` is enabled (``cli`` is by default)."""
+    factories: dict[str, Any] = {}
+    for plugin_name, (name, factory) in host.collect(
+        "register_channels", lambda name, _f: name, config=settings
+    ):
+        if name in factories:
+            host.report_error(plugin_name, f"channel {name!r} is already provided")
+            continue
+        table = settings.channels.get(name, {})
+        if table.get("enabled", name == "cli"):
+            factories[name] = factory
+    return factories
+
+
+async def serve(settings: Settings, *, terminal: bool = True) -> int:
+    """Run the daemon until a signal or the last channel closes; returns the exit code.
+
+    ``terminal=False`` leaves out the terminal channel (for a daemon without a console).
+    """
+    from openpista.gateway.approvals import ApprovalBroker
+    from openpista.gateway.gateway import Gateway
+    from openpista.plugins import PluginHost
+    from openpista.policy import ToolPolicy
+    from openpista.runtime import Runtime
+    from openpista.scheduler import CronScheduler, validate_cron
+
+    validate_cron(settings.cron)
+    pid_file = PidFile(settings.gateway.pid_file)
+    if (pid := pid_file.running_pid()) is not None:
+        raise DaemonRunningError(f"openpista is already running (PID {pid}, {pid_file.path})")
+    host = PluginHost.load()
+    runtime = await Runtime.open(settings, host)
+    stopped = asyncio.Event()
+    try:
+        for problem in runtime.problems:
+            log.warning("%s", problem)
+        try:
+            runtime.agent()
+        except Exception as exc:
+            print(FIRST_RUN_HELP.format(reason=exc))
+            return 1
+        factories = enabled_channels(host, settings)
+        if not terminal:
+            factories.pop("cli", None)
+        adapters = _build_adapters(factories, settings, stopped)
+        if not adapters:
+            print("No channel is enabled: enable one in [channels.<name>] (see openpista plugins).")
+            return 1
+        broker = ApprovalBroker(
+            runtime.memory, ToolPolicy(settings.policy), settings.policy.approval_timeout
+        )
+        gateway = Gateway(runtime, adapters, approvals=broker)
+        pid_file.acquire([a.name for a in adapters])
+        try:
+            return await _run(gateway, settings, host, stopped, CronScheduler)
+        finally:
+            pid_file.release()
+    finally:
+        await runtime.close()
+
+
+def _build_adapters(
+    factories: dict[str, Any], settings: Settings, stopped: asyncio.Event
+) -> list[ChannelAdapter]:
+    adapters = []
+    for name, factory in factories.items():
+        adapter = factory(settings.channels.get(name, {}), settings)
+        if name == "cli" and len(factories) == 1:
+            # The terminal is the only way in: when it closes, so does the daemon.
+            adapter.on_close = stopped.set
+        adapters.append(adapter)
+    return adapters
+
+
+async def _run(
+    gateway: Any, settings: Settings, host: PluginHost, stopped: asyncio.Event, scheduler_cls: Any
+) -> int:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+
+    async def dispatch(entry: CronEntry) -> None:
+        await gateway.submit(
+            ChannelEvent(
+                channel_id=entry.channel,
+                sender="cron",
+                text=entry.message,
+                metadata={"cron": entry.name or entry.schedule},
+            )
+        )
+
+    scheduler = scheduler_cls(settings.cron, dispatch)
+    await gateway.start()
+    cron_task = asyncio.create_task(scheduler.run())
+    services = {"gateway": gateway, "scheduler": scheduler, "memory": gateway.runtime.memory}
+    await _call_hooks(host.pm.hook.daemon_started(config=settings, services=services))
+    log.info("openpista serves: %s", ", ".join(a.name for a in gateway.adapters))
+    try:
+        await stopped.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await _call_hooks(host.pm.hook.daemon_stopping(config=settings, services=services))
+        await scheduler.stop()
+        cron_task.cancel()
+        await asyncio.gather(cron_task, return_exceptions=True)
+        await gateway.stop()
+    return 0
+
+
+async def _call_hooks(results: list[Any]) -> None:
+    for outcome in await asyncio.gather(
+        *(r for r in results if asyncio.iscoroutine(r)), return_exceptions=True
+    ):
+        if isinstance(outcome, Exception):
+            log.error("plugin hook failed: %s: %s", type(outcome).__name__, outcome)

@@ -1,0 +1,250 @@
+"""The gateway: adapters put events on one bounded queue; turns run; answers go back.
+
+Every event is routed to its chat's session (:class:`ChannelRouter`); one turn runs at a
+time per session and turns of different sessions run concurrently, up to
+``[gateway] max_concurrent_turns``. When that many turns are in flight the dispatcher stops
+taking events, the queue fills up and adapters wait in :meth:`Gateway.submit`: backpressure
+instead of unbounded growth.
+
+Adapters are supervised: one whose start fails, or whose ``wait_closed()`` raises, is logged
+and restarted with exponential backoff while the others keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from openpista.agent import ERROR_PREFIX, AgentEvent, ToolFinished, ToolStarted
+from openpista.gateway.router import ChannelRouter
+from openpista.models import AgentResponse, ChannelEvent
+from openpista.providers.base import TextDelta
+
+if TYPE_CHECKING:
+    from openpista.agent import Agent, ToolGuard
+    from openpista.channels import ChannelAdapter
+    from openpista.gateway.approvals import ApprovalBroker
+    from openpista.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class GatewayClosedError(RuntimeError):
+    """Raised by :meth:`Gateway.submit` once the gateway is shutting down."""
+
+
+class Gateway:
+    """Runs agent turns for events from any adapter and sends the answers back."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        adapters: Sequence[ChannelAdapter] = (),
+        *,
+        approvals: ApprovalBroker | None = None,
+    ) -> None:
+        settings = runtime.settings.gateway
+        self.runtime = runtime
+        self.router = ChannelRouter(runtime.memory)
+        self.approvals = approvals
+        self.adapters: list[ChannelAdapter] = list(adapters)
+        self.queue: asyncio.Queue[ChannelEvent] = asyncio.Queue(maxsize=settings.queue_size)
+        self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
+        self._turns: set[asyncio.Task[AgentResponse]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._provider: str | None = None
+        self._model: str | None = None
+        self._agent: Agent | None = None
+
+    # -- model ----------------------------------------------------------------------------
+
+    @property
+    def agent(self) -> Agent:
+        """The agent answering turns (built on first use from ``[agent]``)."""
+        if self._agent is None:
+            self._agent = self.runtime.agent(self._provider, self._model)
+        return self._agent
+
+    def set_model(self, provider: str | None, model: str | None) -> None:
+        """Answer from now on with ``provider``/``model`` (raises if it cannot be built)."""
+        self._agent = self.runtime.agent(provider, model)
+        self._provider, self._model = provider, model
+
+    @property
+    def current_model(self) -> tuple[str, str]:
+        """``(provider, model)`` of the agent."""
+        return self.agent.provider.name, self.agent.provider.model
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every adapter under supervision, and the dispatcher."""
+        for adapter in self.adapters:
+            self._tasks.append(asyncio.create_task(self._supervise(adapter)))
+        self._tasks.append(asyncio.create_task(self._dispatch()))
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop accepting, let in-flight turns finish within ``deadline`` seconds, then
+        cancel what is left, and stop the adapters."""
+        self._closing = True
+        if deadline is None:
+            deadline = self.runtime.settings.gateway.shutdown_deadline
+        for task in self._tasks:
+            task.cancel()
+        if self._turns:
+            _, unfinished = await asyncio.wait(set(self._turns), timeout=deadline)
+            for turn in unfinished:
+                turn.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        if self.approvals is not None:
+            await self.approvals.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for adapter in self.adapters:
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("channel %s failed to stop", adapter.name)
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def submit(self, event: ChannelEvent) -> None:
+        """Queue an event for the agent; waits while the queue is full."""
+        if self._closing:
+            raise GatewayClosedError("openpista is shutting down")
+        await self.queue.put(event)
+
+    async def _dispatch(self) -> None:
+        while True:
+            event = await self.queue.get()
+            await self._slots.acquire()
+            turn = asyncio.create_task(self._guarded(event))
+            self._turns.add(turn)
+            turn.add_done_callback(self._turn_done)
+
+    def _turn_done(self, turn: asyncio.Task[AgentResponse]) -> None:
+        self._turns.discard(turn)
+        self._slots.release()
+
+    async def _guarded(self, event: ChannelEvent) -> AgentResponse:
+        try:
+            return await self.handle(event)
+        except Exception as exc:  # the daemon outlives any one turn
+            log.exception("turn for %s failed", event.channel_id)
+            response = AgentResponse(
+                channel_id=event.channel_id,
+                text=f"{ERROR_PREFIX}internal error: {type(exc).__name__}: {exc}",
+                is_error=True,
+            )
+            await self.deliver(response)
+            return response
+
+    async def handle(self, event: ChannelEvent) -> AgentResponse:
+        """Run one turn for ``event`` now; deltas, progress and the answer go to its adapter.
+
+        ``/approve`` and ``/deny`` answers are given to the approval broker instead.
+        """
+        if self.approvals is not None:
+            confirmation = self.approvals.answer(event.channel_id, event.text)
+            if confirmation is not None:
+                reply = AgentResponse(channel_id=event.channel_id, text=confirmation)
+                await self.deliver(reply)
+                return reply
+        session_id = event.session_id or await self.router.session_for(event.channel_id)
+        adapter = self.adapter_for(event.channel_id)
+        on_event = self._forwarder(event.channel_id, session_id, adapter)
+        guard = self._guard(session_id, event.channel_id)
+        async with self.router.lock(session_id):
+            try:
+                agent = self.agent
+            except Exception as exc:  # no provider configured, unknown preset, ...
+                response = AgentResponse(text=f"{ERROR_PREFIX}{exc}", is_error=True)
+            else:
+                response = await agent.run_turn(session_id, event.text, on_event, guard)
+        response = response.model_copy(
+            update={"channel_id": event.channel_id, "session_id": session_id}
+        )
+        await self.deliver(response)
+        return response
+
+    def _guard(self, session_id: str, channel_id: str) -> ToolGuard | None:
+        if self.approvals is None:
+            return None
+        return self.approvals.guard(session_id, channel_id, self.deliver)
+
+    def _forwarder(
+        self, channel_id: str, session_id: str, adapter: ChannelAdapter | None
+    ) -> Callable[[AgentEvent], Awaitable[None]] | None:
+        if adapter is None or not adapter.supports_streaming:
+            return None
+
+        async def forward(event: AgentEvent) -> None:
+            base: dict[str, Any] = {"channel_id": channel_id, "session_id": session_id}
+            if isinstance(event, TextDelta):
+                progress = AgentResponse(**base, delta=True, text=event.text)
+            elif isinstance(event, ToolStarted):
+                progress = AgentResponse(**base, delta=True, tool_call=event.call)
+            elif isinstance(event, ToolFinished):
+                progress = AgentResponse(**base, delta=True, tool_result=event.result)
+            await self._send(adapter, progress)
+
+        return forward
+
+    # -- adapters -------------------------------------------------------------------------
+
+    def adapter_for(self, channel_id: str) -> ChannelAdapter | None:
+        """The adapter owning ``channel_id`` (longest matching prefix), if any."""
+        owners = [a for a in self.adapters if channel_id.startswith(a.channel_prefix)]
+        return max(owners, key=lambda a: len(a.channel_prefix), default=None)
+
+    async def deliver(self, response: AgentResponse) -> None:
+        """Send ``response`` to the adapter owning its channel id (logged if none does)."""
+        adapter = self.adapter_for(response.channel_id)
+        if adapter is None:
+            log.warning("no enabled channel owns %r; answer dropped", response.channel_id)
+            return
+        await self._send(adapter, response)
+
+    async def _send(self, adapter: ChannelAdapter, response: AgentResponse) -> None:
+        try:
+            await adapter.send(response)
+        except Exception:  # a broken channel must not break the turn
+            log.exception("channel %s failed to send", adapter.name)
+
+    async def _supervise(self, adapter: ChannelAdapter) -> None:
+        from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+        def report(state: Any) -> None:
+            delay = state.next_action.sleep if state.next_action else 0.0
+            log.error(
+                "channel %s failed (%s); restarting in %.1f s",
+                adapter.name,
+                state.outcome.exception() if state.outcome else "?",
+                delay,
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(
+                multiplier=0.5, max=self.runtime.settings.gateway.restart_max_delay
+            ),
+            before_sleep=report,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._serve(adapter)
+
+    async def _serve(self, adapter: ChannelAdapter) -> None:
+        """Start ``adapter`` and wait until it closes; on failure stop it and re-raise."""
+        try:
+            await adapter.start(self.queue)
+            wait_closed = getattr(adapter, "wait_closed", None)
+            if wait_closed is not None:
+                await wait_closed()  # returns when it closed on its own (end of input)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await adapter.stop()
+            raise
