@@ -18,6 +18,6 @@ def test_every_hook_has_a_section_in_the_plugin_guide() -> None:
 def test_readme_quick_start_has_the_two_commands() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     assert "## Quick start" in readme
-    assert "scripts/install && .venv/bin/openpista" in readme
+    assert "scripts/install && .venv/bin/openpista start\n" in readme
     assert "\nscripts/test\n" in readme
     assert (REPO_ROOT / ".ci" / "run").read_text().rstrip().endswith("exec scripts/test")

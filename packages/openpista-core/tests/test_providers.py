@@ -216,7 +216,7 @@ async def test_rejected_key(
     error = await failure(make(llm_emulator, api), streaming)
     assert (error.kind, error.status) == ("auth", status)
     env = "OPENAI_API_KEY" if api == "openai" else "ANTHROPIC_API_KEY"
-    for part in (f"HTTP {status}", env, f"[providers.{api}] api_key", "openpista auth login"):
+    for part in (f"HTTP {status}", env, f"[providers.{api}] api_key"):
         assert part in str(error)
 
 
@@ -481,7 +481,7 @@ def test_missing_key_explains_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     message = str(error)
     assert len(message.splitlines()) == 3
     for part in (
-        "openpista auth login",
+        "openpista init",
         "ANTHROPIC_API_KEY",
         "Ollama",
         '[agent] provider = "ollama"',

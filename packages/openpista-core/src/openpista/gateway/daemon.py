@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +29,6 @@ if TYPE_CHECKING:
     from openpista.plugins import PluginHost
 
 log = logging.getLogger(__name__)
-
-FIRST_RUN_HELP = """\
-No LLM provider is ready ({reason}). Fix it one of three ways:
-  1. export OPENAI_API_KEY=sk-...   (or ANTHROPIC_API_KEY with OPENPISTA_PROVIDER=anthropic)
-  2. openpista init                 (writes ~/.openpista/config.toml step by step)
-  3. a local OpenAI-compatible server: OPENPISTA_PROVIDER=ollama OPENPISTA_MODEL=llama3.2"""
-
 
 class DaemonRunningError(RuntimeError):
     """Another daemon holds the PID file."""
@@ -159,15 +153,19 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
             log.warning("%s", problem)
         try:
             runtime.agent()
-        except Exception as exc:
-            print(FIRST_RUN_HELP.format(reason=exc))
+        except Exception as exc:  # first run: no key, no server; the message names the fix
+            print(f"❌ {exc}", file=sys.stderr)
             return 1
         factories = enabled_channels(host, settings)
         if not terminal:
             factories.pop("cli", None)
         adapters = _build_adapters(factories, settings, stopped)
         if not adapters:
-            print("No channel is enabled: enable one in [channels.<name>] (see openpista plugins).")
+            print(
+                "❌ no channel is enabled: set enabled = true in a [channels.<name>] table "
+                "(`openpista plugins` lists the channels)",
+                file=sys.stderr,
+            )
             return 1
         broker = ApprovalBroker(
             runtime.memory, ToolPolicy(settings.policy), settings.policy.approval_timeout

@@ -475,10 +475,7 @@ def _describe(failure: _Failure, provider: LiteLLMProvider) -> ProviderError:
             if backend.key_env
             else f"set {section} api_key"
         )
-        message = (
-            f"the API key for {preset} was rejected (HTTP {status}): {env}, "
-            "or run `openpista auth login`"
-        )
+        message = f"the API key for {preset} was rejected (HTTP {status}): {env}"
         return ProviderError("auth", message, status=status)
     if status == 404:
         message = (

@@ -109,7 +109,7 @@ def _missing_key(preset: ProviderPreset) -> str:
     env = " or ".join(preset.api_key_env) or "an API key"
     return (
         f"no API key for {preset.name}. Either:\n"
-        f"  run `openpista auth login`, or set {env} (or [providers.{preset.name}] api_key),\n"
+        f"  set {env} (or [providers.{preset.name}] api_key), or run `openpista init`,\n"
         '  or use a local OpenAI-compatible server such as Ollama: [agent] provider = "ollama"'
     )
 

@@ -1,0 +1,249 @@
+"""The gateway with real SQLite, the real litellm against the emulator, loopback adapters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from openpista.config import GatewaySettings, ProviderSettings, Settings
+from openpista.gateway.gateway import Gateway, GatewayClosedError
+from openpista.models import ChannelEvent
+from openpista.plugins import PluginHost
+from openpista.runtime import Runtime
+from openpista.testing.adapters import LoopbackAdapter
+from openpista.testing.emulator import LlmEmulator
+from openpista.tools.registry import tool
+
+OpenGateway = Callable[..., Awaitable[Gateway]]
+
+
+def make_settings(tmp_path: Path, emulator: LlmEmulator, **gateway: object) -> Settings:
+    return Settings(
+        agent={"workspace": tmp_path / "ws"},  # type: ignore[arg-type]
+        database={"url": f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"},  # type: ignore[arg-type]
+        providers={
+            "openai": ProviderSettings(
+                api_key="k",  # type: ignore[arg-type]
+                base_url=emulator.openai_base_url,
+                retry_base_delay=0,
+            )
+        },
+        gateway=GatewaySettings(restart_max_delay=1, **gateway),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def open_gateway(
+    tmp_path: Path, llm_emulator: LlmEmulator
+) -> AsyncIterator[OpenGateway]:
+    opened: list[Gateway] = []
+
+    async def open_(*adapters: LoopbackAdapter, settings: Settings | None = None) -> Gateway:
+        settings = settings or make_settings(tmp_path, llm_emulator)
+        runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
+        gateway = Gateway(runtime, adapters)
+        await gateway.start()
+        opened.append(gateway)
+        return gateway
+
+    yield open_
+    for gateway in opened:
+        await gateway.stop(deadline=0)
+        await gateway.runtime.close()
+
+
+async def test_answers_go_back_to_the_owning_adapter(
+    open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("for a")
+    a, b = LoopbackAdapter("a:"), LoopbackAdapter("b:")
+    await open_gateway(a, b)
+    await a.say("1", "hello")
+    answer = await a.answer("1")
+    assert (answer.channel_id, answer.text, answer.is_error) == ("a:1", "for a", False)
+    assert answer.session_id
+    assert not b.sent
+
+
+async def test_only_streaming_adapters_get_deltas(
+    open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("streamed text here", chunk_size=3)
+    llm_emulator.reply_text("whole text", chunk_size=3)
+    live, plain = LoopbackAdapter("live:"), LoopbackAdapter("plain:", streaming=False)
+    await open_gateway(live, plain)
+    await live.say("x", "hi")
+    await live.answer("x")
+    await plain.say("y", "hi")
+    await plain.answer("y")
+    deltas = [r.text for r in live.sent["live:x"] if r.delta]
+    assert len(deltas) > 1
+    assert "".join(deltas) == "streamed text here"
+    assert [r.delta for r in plain.sent["plain:y"]] == [False]
+
+
+async def test_a_chat_keeps_its_session_across_restarts(
+    open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("Hi Ada")
+    llm_emulator.reply_text("You are Ada")
+    first = LoopbackAdapter("t:")
+    gateway = await open_gateway(first)
+    await first.say("42", "I am Ada")
+    session = (await first.answer("42")).session_id
+    await gateway.stop(deadline=0)
+    await gateway.runtime.close()
+    second = LoopbackAdapter("t:")
+    await open_gateway(second)
+    await second.say("42", "who am I?")
+    answer = await second.answer("42")
+    assert answer.session_id == session
+    history = [m["content"] for m in llm_emulator.requests[1].json["messages"][1:]]
+    assert history == ["I am Ada", "Hi Ada", "who am I?"]
+
+
+async def test_sessions_run_concurrently(
+    open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    arrived = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    @tool("test.meet")
+    async def meet(me: str, other: str) -> str:
+        """Wait for the other chat."""
+        arrived[me].set()
+        await arrived[other].wait()
+        return "met"
+
+    llm_emulator.reply_tool_calls([("test_meet", {"me": "a", "other": "b"})])
+    llm_emulator.reply_tool_calls([("test_meet", {"me": "b", "other": "a"})])
+    adapter = LoopbackAdapter("c:")
+    gateway = await open_gateway(adapter)
+    gateway.runtime.toolbox.tools.register(meet)
+    await adapter.say("a", "meet b")
+    await adapter.say("b", "meet a")
+    # Sequential turns would wait for each other forever.
+    assert (await adapter.answer("a")).text == "OK"
+    assert (await adapter.answer("b")).text == "OK"
+
+
+async def test_one_turn_at_a_time_per_session(
+    open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    @tool("test.hold")
+    async def hold() -> str:
+        """Hold the turn until released."""
+        started.set()
+        await release.wait()
+        return "released"
+
+    llm_emulator.reply_tool_calls([("test_hold", {})])
+    llm_emulator.reply_text("first done")
+    llm_emulator.reply_text("second done")
+    adapter = LoopbackAdapter("s:")
+    gateway = await open_gateway(adapter)
+    gateway.runtime.toolbox.tools.register(hold)
+    await adapter.say("same", "first")
+    await started.wait()
+    await adapter.say("same", "second")
+    await asyncio.sleep(0.3)  # room for a wrong implementation to start the second turn
+    assert len(llm_emulator.requests) == 1
+    release.set()
+    assert (await adapter.answer("same")).text == "first done"
+    assert (await adapter.answer("same")).text == "second done"
+
+
+async def test_a_full_gateway_makes_submitters_wait(
+    tmp_path: Path, open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    release = asyncio.Event()
+
+    @tool("test.block")
+    async def block() -> str:
+        """Block until released."""
+        await release.wait()
+        return "unblocked"
+
+    settings = make_settings(tmp_path, llm_emulator, queue_size=1, max_concurrent_turns=1)
+    llm_emulator.reply_tool_calls([("test_block", {})])
+    adapter = LoopbackAdapter("q:")
+    gateway = await open_gateway(adapter, settings=settings)
+    gateway.runtime.toolbox.tools.register(block)
+    for chat in ("1", "2", "3"):
+        await gateway.submit(ChannelEvent(channel_id=f"q:{chat}", sender=chat, text="go"))
+    fourth = asyncio.create_task(
+        gateway.submit(ChannelEvent(channel_id="q:4", sender="4", text="go"))
+    )
+    await asyncio.sleep(0.3)
+    assert not fourth.done(), "the fourth message should wait: one turn running, one queued"
+    release.set()
+    await asyncio.wait_for(fourth, 30)
+    for chat in ("1", "2", "3", "4"):
+        assert not (await adapter.answer(chat)).is_error
+
+
+async def test_a_failing_channel_is_restarted_while_others_serve(
+    open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    flaky, steady = LoopbackAdapter("flaky:", fail_starts=2), LoopbackAdapter("steady:")
+    await open_gateway(flaky, steady)
+    await steady.say("1", "still there?")
+    assert (await steady.answer("1")).text == "OK"
+    for _ in range(200):
+        if flaky.starts == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert flaky.starts == 3
+    await flaky.say("1", "back?")
+    assert (await flaky.answer("1")).text == "OK"
+
+
+async def test_provider_problems_reach_the_user_prefixed_with_a_cross(
+    tmp_path: Path,
+    open_gateway: OpenGateway,
+    llm_emulator: LlmEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings = make_settings(tmp_path, llm_emulator)
+    settings.providers.clear()  # no key anywhere: the agent cannot be built
+    adapter = LoopbackAdapter("e:")
+    await open_gateway(adapter, settings=settings)
+    await adapter.say("1", "hi")
+    answer = await adapter.answer("1")
+    assert answer.is_error
+    assert answer.text.startswith("❌ ")
+    assert "OPENAI_API_KEY" in answer.text
+    assert llm_emulator.requests == []
+
+
+async def test_shutdown_cancels_stuck_turns_and_keeps_history_consistent(
+    tmp_path: Path, open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    started = asyncio.Event()
+
+    @tool("test.forever")
+    async def forever() -> str:
+        """Never returns."""
+        started.set()
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    llm_emulator.reply_tool_calls([("test_forever", {})])
+    adapter = LoopbackAdapter("d:")
+    gateway = await open_gateway(adapter)
+    gateway.runtime.toolbox.tools.register(forever)
+    await adapter.say("1", "hang")
+    await started.wait()
+    session = await gateway.router.session_for("d:1")
+    await gateway.stop(deadline=0.1)
+    with pytest.raises(GatewayClosedError):
+        await gateway.submit(ChannelEvent(channel_id="d:1", sender="1", text="late"))
+    stored = await gateway.runtime.memory.load_messages(session)
+    assert [m.role for m in stored] == ["user"]  # no tool call without its result
+    assert adapter.stopped

@@ -1,0 +1,235 @@
+"""End to end: ``openpista start`` as a real process, driven through its terminal channel."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista.testing.cli import OPENPISTA, Cli
+from openpista.testing.emulator import LlmEmulator
+
+pytestmark = pytest.mark.e2e
+
+DEADLINE = 60.0
+
+
+class Daemon:
+    """A running ``openpista start`` with its stdin open and its output collected."""
+
+    def __init__(self, cli: Cli, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [str(OPENPISTA), "start", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli.env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        for stream, sink in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr)):
+            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
+
+    def _pump(self, stream: Any, sink: list[str]) -> None:
+        for line in stream:
+            sink.append(line)
+            self.lines.put(line)
+
+    def send(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+
+    def wait_for(self, needle: str, timeout: float = DEADLINE) -> str:
+        """Wait until a line of stdout or stderr contains ``needle``."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            if needle in line:
+                return line
+        raise AssertionError(f"{needle!r} never appeared; output:\n{self.output()}")
+
+    def output(self) -> str:
+        return "".join(self.stdout) + "\n--- stderr ---\n" + "".join(self.stderr)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.process.wait(timeout=DEADLINE)
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(cli: Cli, *args: str) -> Daemon:
+        daemon = Daemon(cli, *args)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
+
+
+def pid_file(cli: Cli) -> Path:
+    return cli.home / ".openpista" / "openpista.pid"
+
+
+def wait_running(cli: Cli, daemon: Daemon) -> dict[str, Any]:
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        status = cli("status", "--json")
+        if status.returncode == 0:
+            info: dict[str, Any] = json.loads(status.stdout)
+            return info
+        assert daemon.process.poll() is None, daemon.output()
+        time.sleep(0.2)
+    raise AssertionError("the daemon never reported running")
+
+
+def test_piped_conversation_answers_and_exits_at_end_of_input(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply(lambda body: "echo: " + body["messages"][-1]["content"])
+    done = subprocess.run(
+        [str(OPENPISTA), "start"],
+        input="hello daemon\n",
+        capture_output=True,
+        text=True,
+        env=cli.env,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "echo: hello daemon" in done.stdout
+    assert not pid_file(cli).exists()
+
+
+def test_lifecycle_status_second_start_and_sigterm(
+    cli: Cli, llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
+) -> None:
+    llm_emulator.reply_text("pong")
+    daemon = daemons(cli)
+    info = wait_running(cli, daemon)
+    assert info["pid"] == daemon.process.pid
+    assert info["channels"] == ["cli"]
+    assert int(pid_file(cli).read_text()) == daemon.process.pid
+    second = cli("start", stdin="")
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    assert str(daemon.process.pid) in second.stderr
+    daemon.send("ping")
+    daemon.wait_for("pong")
+    assert daemon.stop() == 0
+    assert not pid_file(cli).exists()
+    stopped = cli("status")
+    assert stopped.returncode == 3
+    assert "not running" in stopped.stdout
+
+
+def test_stale_pid_file_is_replaced(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    stale = pid_file(cli)
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale.write_text(f"{dead.pid}\n")
+    llm_emulator.reply_text("fresh start")
+    done = cli("start", stdin="hi\n")
+    assert done.returncode == 0, done.stderr
+    assert "fresh start" in done.stdout
+
+
+def test_sigterm_mid_turn_leaves_a_consistent_history(
+    make_cli: Callable[..., Cli], llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
+) -> None:
+    cli = make_cli(llm_emulator)
+    cli.config.write_text(cli.config.read_text() + "\n[gateway]\nshutdown_deadline = 0.5\n")
+    llm_emulator.reply_tool_calls([("system_run", {"command": "sleep 30"})])
+    daemon = daemons(cli)
+    daemon.send("sleep for a while")
+    daemon.wait_for("⚙ system.run")
+    assert daemon.stop() == 0, daemon.output()
+    [session] = json.loads(cli("sessions", "--json").stdout)
+    assert session["messages"] == 1  # the user's message; no tool call without its result
+    llm_emulator.reply_text("back again")
+    again = cli("start", stdin="still there?\n")
+    assert again.returncode == 0, again.stderr
+    assert "back again" in again.stdout
+    history = [m["content"] for m in llm_emulator.requests[-1].json["messages"][1:]]
+    assert history == ["sleep for a while", "still there?"]
+
+
+def test_restart_keeps_the_terminal_on_its_session(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_text("Hi Ada")
+    llm_emulator.reply_text("You are Ada")
+    assert cli("start", stdin="I am Ada\n").returncode == 0
+    second = cli("start", stdin="who am I?\n")
+    assert "You are Ada" in second.stdout
+    history = [m["content"] for m in llm_emulator.requests[1].json["messages"][1:]]
+    assert history == ["I am Ada", "Hi Ada", "who am I?"]
+
+
+def test_cron_message_is_answered_in_its_channel(
+    make_cli: Callable[..., Cli], llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
+) -> None:
+    cli = make_cli(llm_emulator)
+    cli.config.write_text(
+        cli.config.read_text()
+        + '\n[[cron]]\nname = "tick"\nschedule = "* * * * * *"\n'
+        + 'channel = "cli:local"\nmessage = "cron ping"\n'
+    )
+    llm_emulator.reply(lambda body: "answer to " + body["messages"][-1]["content"])
+    daemon = daemons(cli)
+    daemon.wait_for("answer to cron ping")
+    assert daemon.stop() == 0
+    listing = cli("cron", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert "tick" in listing.stdout
+
+
+def test_first_run_without_a_provider_explains_the_fix(make_cli: Callable[..., Cli]) -> None:
+    cli = make_cli(None)
+    cli.config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{cli.home / "m.db"}"\n')
+    done = cli("start", stdin="")
+    assert done.returncode == 1
+    assert "OPENAI_API_KEY" in done.stdout + done.stderr
+    assert "openpista init" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert not pid_file(cli).exists()
+
+
+def test_init_writes_a_private_config_that_works(make_cli: Callable[..., Cli]) -> None:
+    cli = make_cli(None)
+    cli.config.unlink(missing_ok=True)
+    done = cli("init", "--yes", "--provider", "ollama", "--model", "llama3.2")
+    assert done.returncode == 0, done.stderr
+    assert os.stat(cli.config).st_mode & 0o777 == 0o600
+    text = cli.config.read_text()
+    assert 'provider = "ollama"' in text
+    assert "token = " in text
+    again = cli("init", "--yes")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    listed = cli("model", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    current = [row["provider"] for row in json.loads(listed.stdout) if row["current"]]
+    assert current == ["ollama"]
