@@ -24,6 +24,7 @@ BUILTIN_COMMANDS = {
     "model": ("openpista.cli.model:model", "List the LLM providers and models, or test one."),
     "plugins": ("openpista.cli.plugins:plugins", "List plugins and what each registered."),
     "sessions": ("openpista.cli.sessions:sessions", "List stored conversation sessions."),
+    "cron": ("openpista.cli.cron:cron", "Show scheduled messages and their next run times."),
 }
 
 
