@@ -107,8 +107,8 @@ class GatewaySettings(_Section):
 
 
 class CronEntry(_Section):
-    """One ``[[cron]]`` entry: send ``message`` to the agent on ``schedule`` (a cron
-    expression), the answer delivered to the channel id ``channel``."""
+    """One ``[[cron]]`` entry: send ``message`` to the agent on ``schedule`` (a cron expression
+    in local time: 5 fields, or 6 with seconds first), the answer delivered to ``channel``."""
 
     schedule: str
     channel: str
