@@ -82,10 +82,16 @@ class Gateway:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start every adapter under supervision, and the dispatcher."""
-        for adapter in self.adapters:
-            self._tasks.append(asyncio.create_task(self._supervise(adapter)))
+        """Start every adapter under supervision, and the dispatcher.
+
+        Returns once each adapter has made its first start attempt (a failed one is retried
+        in the background).
+        """
+        attempts = [asyncio.Event() for _ in self.adapters]
+        for adapter, attempted in zip(self.adapters, attempts, strict=True):
+            self._tasks.append(asyncio.create_task(self._supervise(adapter, attempted)))
         self._tasks.append(asyncio.create_task(self._dispatch()))
+        await asyncio.gather(*(attempted.wait() for attempted in attempts))
 
     async def stop(self, deadline: float | None = None) -> None:
         """Stop accepting, let in-flight turns finish within ``deadline`` seconds, then
@@ -214,7 +220,7 @@ class Gateway:
         except Exception:  # a broken channel must not break the turn
             log.exception("channel %s failed to send", adapter.name)
 
-    async def _supervise(self, adapter: ChannelAdapter) -> None:
+    async def _supervise(self, adapter: ChannelAdapter, attempted: asyncio.Event) -> None:
         from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
         def report(state: Any) -> None:
@@ -235,12 +241,15 @@ class Gateway:
         )
         async for attempt in retrying:
             with attempt:
-                await self._serve(adapter)
+                await self._serve(adapter, attempted)
 
-    async def _serve(self, adapter: ChannelAdapter) -> None:
+    async def _serve(self, adapter: ChannelAdapter, attempted: asyncio.Event) -> None:
         """Start ``adapter`` and wait until it closes; on failure stop it and re-raise."""
         try:
-            await adapter.start(self.queue)
+            try:
+                await adapter.start(self.queue)
+            finally:
+                attempted.set()
             wait_closed = getattr(adapter, "wait_closed", None)
             if wait_closed is not None:
                 await wait_closed()  # returns when it closed on its own (end of input)
