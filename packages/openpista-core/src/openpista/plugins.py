@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "openpista.builtins.providers",
     "openpista.builtins.tools",
     "openpista.builtins.skills",
+    "openpista.builtins.channels",
 )
 HOOK_NAMES = frozenset(
     name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "openpista_spec")

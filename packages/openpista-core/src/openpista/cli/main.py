@@ -25,6 +25,7 @@ BUILTIN_COMMANDS = {
     "plugins": ("openpista.cli.plugins:plugins", "List plugins and what each registered."),
     "sessions": ("openpista.cli.sessions:sessions", "List stored conversation sessions."),
     "cron": ("openpista.cli.cron:cron", "Show scheduled messages and their next run times."),
+    "tui": ("openpista.cli.tui:tui", "Full-screen terminal chat with the agent."),
 }
 
 
@@ -92,7 +93,12 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    invoke_without_command=True,  # `openpista -s ID` opens the TUI
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, "-V", "--version", prog_name="openpista")
 @click.option(
     "-c",
@@ -102,8 +108,14 @@ def fail(message: str, code: int = 1) -> None:
     metavar="PATH",
     help="Config file (default: ~/.openpista/config.toml; env OPENPISTA_CONFIG).",
 )
+@click.option(
+    "-s",
+    "--session",
+    metavar="ID",
+    help="Open the full-screen chat (openpista tui) on session ID.",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, session: str | None) -> None:
     """openpista: an autonomous AI agent that acts on this computer for you.
 
     \b
@@ -112,8 +124,20 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
       openpista run -s work -e "and now count them"
       openpista model test
       openpista plugins --json
+      openpista -s work          (full-screen chat on session "work")
     """
     ctx.obj = CliState(config_path)
+    if ctx.invoked_subcommand is not None:
+        if session is not None:
+            raise click.UsageError("-s ID without a command opens the TUI; give -s after it")
+        return
+    if session is None:
+        click.echo(ctx.get_help())
+        return
+    assert isinstance(ctx.command, click.Group)
+    tui = ctx.command.get_command(ctx, "tui")
+    assert tui is not None
+    ctx.invoke(tui, session=session)
 
 
 def main() -> None:

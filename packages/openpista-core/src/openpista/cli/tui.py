@@ -1,0 +1,41 @@
+"""``openpista tui``: the full-screen terminal chat (prompt-toolkit, imported on use)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from openpista.cli.main import CliState, fail
+
+
+@click.command()
+@click.option("-s", "--session", metavar="ID", help="Open session ID (created when missing).")
+@click.option(
+    "-p", "--provider", metavar="NAME", help="Provider preset (default: [agent] provider)."
+)
+@click.option(
+    "-m", "--model", metavar="MODEL", help="Model (default: the provider's configured one)."
+)
+@click.pass_obj
+def tui(state: CliState, session: str | None, provider: str | None, model: str | None) -> None:
+    """Chat with the agent in a full-screen terminal view.
+
+    The home screen lists recent sessions, the model and whether it has an API key; Enter
+    opens a session, n starts a new one. In a chat, answers stream in, tool calls show as
+    they run, and slash commands (/help, /model, /session, /clear, /login, /quit) do the
+    rest. `openpista -s ID` is a shortcut for `openpista tui -s ID`.
+
+    \b
+    Examples:
+      openpista tui
+      openpista tui -s work
+      openpista -s work
+    """
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail("openpista tui needs a terminal; use `openpista run -e TEXT` in scripts")
+    settings = state.settings()
+    from openpista.tui.app import run_tui
+
+    asyncio.run(run_tui(settings, session, provider, model))

@@ -1,0 +1,249 @@
+"""The terminal channel of ``openpista start``: standard input in, standard output out.
+
+Each non-empty input line is one message (channel id ``cli:local``). ``/quit``, ``/exit``
+or the end of input closes the channel and calls ``on_close`` (the daemon stops when the
+terminal is its only channel). Answers stream to standard output as they arrive; tool
+progress goes to standard error, dimmed on a terminal.
+
+Input is read by a thread with ``select`` + ``os.read`` on the file descriptor, which works
+the same for a TTY, a pipe and a redirected file, never blocks the event loop, and never
+sets ``O_NONBLOCK`` on a descriptor that a TTY shares with standard output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import getpass
+import json
+import os
+import select
+import sys
+import threading
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from openpista.models import AgentResponse, ChannelEvent
+
+if TYPE_CHECKING:
+    from openpista.config import Settings
+
+CHANNEL_ID = "cli:local"
+QUIT_COMMANDS = frozenset({"/quit", "/exit"})
+_POLL_SECONDS = 0.2  # how soon the reader thread notices stop()
+
+
+class CliAdapter:
+    """Chat with the agent on this process's standard input and output.
+
+    ``stdin`` may be a file object or a file descriptor; ``stdout``/``stderr`` are text
+    streams (defaults: the process's own). ``on_close`` is called once when the user ends
+    the conversation (``/quit``, ``/exit``, end of input); it may return an awaitable.
+    """
+
+    name = "cli"
+    channel_prefix = "cli:"
+    supports_streaming = True
+
+    def __init__(
+        self,
+        *,
+        stdin: IO[Any] | int | None = None,
+        stdout: IO[str] | None = None,
+        stderr: IO[str] | None = None,
+        sender: str | None = None,
+        on_close: Callable[[], object] | None = None,
+    ) -> None:
+        self.stdin = sys.stdin if stdin is None else stdin
+        self.console = Console(stdout or sys.stdout, stderr or sys.stderr)
+        self.sender = sender or _user_name()
+        self.on_close = on_close
+        self._closed = asyncio.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Future[Any] | None = None
+
+    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+        """Start reading lines; returns at once."""
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self._stopping.clear()
+        self._closed = asyncio.Event()
+        fd = self.stdin if isinstance(self.stdin, int) else self.stdin.fileno()
+        self._thread = threading.Thread(
+            target=_read_lines,
+            args=(fd, loop, lines, self._stopping),
+            name="openpista-cli-stdin",
+            daemon=True,  # a blocked read must never hold the process open
+        )
+        self._thread.start()
+        self._consumer = asyncio.create_task(self._consume(lines, inbound))
+
+    async def wait_closed(self) -> None:
+        """Return once the user has ended the conversation (the gateway supervises this)."""
+        await self._closed.wait()
+
+    async def stop(self) -> None:
+        """Stop reading; what was already written stays."""
+        self._stopping.set()
+        consumer = self._consumer
+        if consumer is not None and consumer is not asyncio.current_task():
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+        thread = self._thread
+        if thread is not None:
+            # os.read returns quickly after select said ready; never wait for long.
+            await asyncio.to_thread(thread.join, _POLL_SECONDS * 5)
+        self.console.end_line()
+
+    async def send(self, response: AgentResponse) -> None:
+        """Write one response: a streamed chunk, tool progress, an approval or the answer."""
+        key = response.session_id or response.channel_id
+        console = self.console
+        if response.approval is not None:
+            console.line(response.approval.prompt())
+        elif response.tool_call is not None:
+            console.finish_stream(key)  # a tool round splits the answer
+            call = response.tool_call
+            args = json.dumps(call.arguments, ensure_ascii=False)
+            console.line(f"⚙ {call.name} {clip(args)}", err=True, dim=True)
+        elif response.tool_result is not None:
+            console.finish_stream(key)
+            result = response.tool_result
+            mark = "✗" if result.is_error else "✓"
+            first = result.output.strip().splitlines()[:1]
+            console.line(f"{mark} {result.name}: {clip(first[0] if first else '')}", True, True)
+        elif response.delta:
+            console.stream(key, response.text)
+        else:
+            streamed = console.finish_stream(key)
+            if response.is_error:
+                console.line(response.text, err=True)
+            elif response.text and response.text != streamed:
+                console.line(response.text)  # not streamed, or a notice after the stream
+
+    async def _consume(
+        self, lines: asyncio.Queue[str | None], inbound: asyncio.Queue[ChannelEvent]
+    ) -> None:
+        while True:
+            line = await lines.get()
+            if line is None or line.strip() in QUIT_COMMANDS:
+                break
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
+            await inbound.put(ChannelEvent(channel_id=CHANNEL_ID, sender=self.sender, text=text))
+        # Let the dispatcher take what is queued, so that the last lines of a piped input
+        # are answered before on_close shuts the daemon down.
+        while not inbound.empty():  # noqa: ASYNC110 (a queue signals no "taken" event)
+            await asyncio.sleep(0.01)
+        self._stopping.set()
+        self._closed.set()
+        if self.on_close is not None:
+            outcome = self.on_close()
+            if asyncio.isfuture(outcome) or asyncio.iscoroutine(outcome):
+                self._close_task = asyncio.ensure_future(outcome)
+
+
+def create_cli_adapter(table: dict[str, Any], config: Settings) -> CliAdapter:
+    """The ``[channels.cli]`` factory: options ``enabled`` (default true) and ``sender``."""
+    sender = table.get("sender")
+    return CliAdapter(sender=str(sender) if sender else None)
+
+
+class Console:
+    """One line-oriented writer for the terminal, so that interleaved answers never share
+    a line: output from another source first ends the line that a stream left open."""
+
+    def __init__(self, stdout: IO[str], stderr: IO[str]) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self._open: str | None = None  # the source whose streamed line is unfinished
+        self._streamed: dict[str, list[str]] = {}
+
+    def stream(self, key: str, text: str) -> None:
+        """Write a chunk of ``key``'s answer as it arrives."""
+        if not text:
+            return
+        if self._open not in (None, key):
+            self.end_line()
+        self._streamed.setdefault(key, []).append(text)
+        self.stdout.write(text)
+        self.stdout.flush()
+        self._open = None if text.endswith("\n") else key
+
+    def finish_stream(self, key: str) -> str:
+        """End ``key``'s stream; returns what it streamed since it last ended."""
+        if self._open == key:
+            self.end_line()
+        return "".join(self._streamed.pop(key, []))
+
+    def line(self, text: str, err: bool = False, dim: bool = False) -> None:
+        """Write ``text`` as whole lines on standard output (or error)."""
+        self.end_line()
+        stream = self.stderr if err else self.stdout
+        if dim and _is_tty(stream):
+            text = f"\x1b[2m{text}\x1b[0m"
+        stream.write(text if text.endswith("\n") else text + "\n")
+        stream.flush()
+
+    def end_line(self) -> None:
+        """Finish a streamed line left open, if any."""
+        if self._open is not None:
+            self._open = None
+            self.stdout.write("\n")
+            self.stdout.flush()
+
+
+def clip(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _read_lines(
+    fd: int,
+    loop: asyncio.AbstractEventLoop,
+    lines: asyncio.Queue[str | None],
+    stopping: threading.Event,
+) -> None:
+    """Thread body: read ``fd`` until end of input or ``stopping``; hand over whole lines."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+
+    def hand_over(item: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(lines.put_nowait, item)
+
+    try:
+        while not stopping.is_set():
+            ready, _, _ = select.select([fd], [], [], _POLL_SECONDS)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            pending += decoder.decode(chunk, final=not chunk)
+            *complete, pending = pending.split("\n")
+            for line in complete:
+                hand_over(line)
+            if not chunk:
+                if pending:
+                    hand_over(pending)
+                break
+    except (OSError, ValueError):
+        pass  # a closed descriptor is the end of input
+    hand_over(None)
+
+
+def _is_tty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "local"

@@ -1,0 +1,305 @@
+"""The prompt-toolkit application: keys become actions, the state is rendered, effects run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from prompt_toolkit.application import Application
+from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.data_structures import Point
+from prompt_toolkit.document import Document
+from prompt_toolkit.filters import Condition
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.layout import ConditionalContainer, HSplit, Layout, Window
+from prompt_toolkit.layout.controls import BufferControl, FormattedTextControl
+from prompt_toolkit.layout.dimension import Dimension
+
+from openpista.tui import view
+from openpista.tui.adapter import TuiAdapter
+from openpista.tui.effects import EffectRunner
+from openpista.tui.state import (
+    Action,
+    Effect,
+    Failed,
+    GoHome,
+    HistoryNext,
+    HistoryPrev,
+    LoadHome,
+    MoveSelection,
+    NewSession,
+    OpenSelected,
+    OpenSession,
+    Quit,
+    ResponseReceived,
+    Scroll,
+    State,
+    Submit,
+)
+from openpista.tui.update import update
+
+if TYPE_CHECKING:
+    from openpista.config import Settings
+    from openpista.gateway.gateway import Gateway
+    from openpista.runtime import Runtime
+
+PAGE = 10  # lines per PageUp/PageDown
+
+
+class TuiApp:
+    """One full-screen chat over ``gateway``; build it, then ``await run(session)``."""
+
+    def __init__(self, runtime: Runtime, gateway: Gateway, state: State | None = None) -> None:
+        self.state = state or State()
+        self.runtime = runtime
+        self.gateway = gateway
+        self.adapter = TuiAdapter(lambda response: self.dispatch(ResponseReceived(response)))
+        self.effects = EffectRunner(runtime, gateway, self.dispatch, _user_name(), self._exit)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.input = Buffer(multiline=True)
+        self.application: Application[None] = self._build()
+
+    # -- data flow ----------------------------------------------------------------------
+
+    def dispatch(self, action: Action) -> None:
+        """Apply ``action``, sync the widgets with the new state, start its effects."""
+        before = self.state
+        self.state, effects = update(before, action)
+        if self.state.input_rev != before.input_rev:
+            self.input.set_document(Document(self.state.input), bypass_readonly=True)
+        if self.state.screen != before.screen:
+            self._focus()
+        for effect in effects:
+            self.spawn(effect)
+        self.application.invalidate()
+
+    def spawn(self, effect: Effect) -> None:
+        """Run ``effect`` in the background (its outcome comes back as an action)."""
+        self._track(self.effects.run(effect))
+
+    def _track(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self, session_id: str | None = None) -> None:
+        """Show the home screen (or ``session_id``'s chat) until the user quits."""
+        self.spawn(LoadHome())
+        if session_id is not None:
+            self.spawn(OpenSession(session_id))
+        try:
+            await self.application.run_async()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _exit(self) -> None:
+        future = self.application.future
+        if future is not None and not future.done():
+            self.application.exit()
+
+    # -- widgets ------------------------------------------------------------------------
+
+    def _build(self) -> Application[None]:
+        is_home = Condition(lambda: self.state.screen == "home")
+        is_chat = ~is_home
+        self.home_window = Window(
+            FormattedTextControl(lambda: view.home(self.state), focusable=True),
+            wrap_lines=True,
+        )
+        self.chat_window = Window(
+            FormattedTextControl(
+                lambda: view.scrollback(self.state),
+                get_cursor_position=self._scroll_position,
+                focusable=False,
+            ),
+            wrap_lines=True,
+        )
+        self.input_window = Window(
+            BufferControl(buffer=self.input),
+            height=Dimension(min=1, max=8),
+            dont_extend_height=True,
+            wrap_lines=True,
+            get_line_prefix=lambda line, wrap: "› " if line == 0 and not wrap else "  ",
+        )
+        body = HSplit(
+            [
+                Window(FormattedTextControl(lambda: view.header(self.state)), height=1),
+                ConditionalContainer(self.home_window, filter=is_home),
+                ConditionalContainer(
+                    HSplit(
+                        [
+                            self.chat_window,
+                            Window(height=1, char="─", style="class:rule"),
+                            self.input_window,
+                        ]
+                    ),
+                    filter=is_chat,
+                ),
+                Window(FormattedTextControl(lambda: view.toolbar(self.state)), height=1),
+            ]
+        )
+        return Application(
+            layout=Layout(body, focused_element=self.home_window),
+            key_bindings=self._keys(is_home, is_chat),
+            style=view.STYLE,
+            full_screen=True,
+            mouse_support=False,  # keep the terminal's own selection and copy
+        )
+
+    def _scroll_position(self) -> Point:
+        # The window keeps the cursor line visible: pointing it at the last line (minus
+        # what the user scrolled up) keeps the newest text on screen.
+        last = view.line_count(view.scrollback(self.state)) - 1
+        return Point(x=0, y=max(0, last - self.state.scroll))
+
+    def _focus(self) -> None:
+        target = self.input_window if self.state.screen == "chat" else self.home_window
+        self.application.layout.focus(target)
+
+    def _keys(self, is_home: Condition, is_chat: Any) -> KeyBindings:
+        kb = KeyBindings()
+        dispatch = self.dispatch
+        empty_input = Condition(lambda: not self.input.text)
+
+        @kb.add("c-c")
+        @kb.add("c-d", filter=is_home | empty_input)
+        @kb.add("q", filter=is_home)
+        def _quit(event: KeyPressEvent) -> None:
+            dispatch(Quit())
+
+        @kb.add("up", filter=is_home)
+        @kb.add("k", filter=is_home)
+        def _up(event: KeyPressEvent) -> None:
+            dispatch(MoveSelection(-1))
+
+        @kb.add("down", filter=is_home)
+        @kb.add("j", filter=is_home)
+        def _down(event: KeyPressEvent) -> None:
+            dispatch(MoveSelection(1))
+
+        @kb.add("enter", filter=is_home)
+        def _open(event: KeyPressEvent) -> None:
+            dispatch(OpenSelected())
+
+        @kb.add("n", filter=is_home)
+        def _new(event: KeyPressEvent) -> None:
+            dispatch(NewSession())
+
+        @kb.add("enter", filter=is_chat)
+        def _send(event: KeyPressEvent) -> None:
+            dispatch(Submit(self.input.text))
+
+        @kb.add("escape", "enter", filter=is_chat)
+        def _newline(event: KeyPressEvent) -> None:
+            self.input.insert_text("\n")
+
+        @kb.add("escape", filter=is_chat & empty_input)
+        def _home(event: KeyPressEvent) -> None:
+            dispatch(GoHome())
+
+        @kb.add("up", filter=is_chat)
+        def _previous(event: KeyPressEvent) -> None:
+            if self.input.document.cursor_position_row > 0:
+                self.input.cursor_up()
+            else:
+                dispatch(HistoryPrev(self.input.text))
+
+        @kb.add("down", filter=is_chat)
+        def _next(event: KeyPressEvent) -> None:
+            document = self.input.document
+            if document.cursor_position_row < document.line_count - 1:
+                self.input.cursor_down()
+            else:
+                dispatch(HistoryNext(self.input.text))
+
+        @kb.add("pageup", filter=is_chat)
+        def _page_up(event: KeyPressEvent) -> None:
+            dispatch(Scroll(PAGE))
+
+        @kb.add("pagedown", filter=is_chat)
+        def _page_down(event: KeyPressEvent) -> None:
+            dispatch(Scroll(-PAGE))
+
+        return kb
+
+
+async def run_tui(
+    settings: Settings,
+    session_id: str | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+) -> None:
+    """Open the runtime and a gateway with the TUI's channel, and run the app."""
+    from openpista.gateway.gateway import Gateway
+    from openpista.runtime import Runtime
+
+    runtime = await Runtime.open(settings)
+    try:
+        gateway = Gateway(runtime, approvals=approval_broker(runtime))
+        problems = list(runtime.problems)
+        if provider or model:
+            try:
+                gateway.set_model(provider, model)
+            except Exception as exc:
+                problems.append(f"-p/-m: {exc}")
+        state = State(
+            config_path=str(settings.source_path or "~/.openpista/config.toml"),
+            warnings=tuple(problems),
+        )
+        app = TuiApp(runtime, gateway, state)
+        gateway.adapters.append(app.adapter)
+        # Log records written to the terminal would tear the full-screen view apart.
+        handler = ChatLogHandler(app)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        await gateway.start()
+        try:
+            await app.run(session_id)
+        finally:
+            await gateway.stop(deadline=2.0)  # the user asked to leave: do not linger
+            root.removeHandler(handler)
+    finally:
+        await runtime.close()
+
+
+class ChatLogHandler(logging.Handler):
+    """Shows warnings and errors logged while the app runs as error lines in the chat."""
+
+    def __init__(self, app: TuiApp) -> None:
+        super().__init__(logging.WARNING)
+        self.app = app
+        self.loop = asyncio.get_running_loop()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        action = Failed(f"{record.levelname.lower()}: {record.getMessage()}")
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            self.loop.call_soon_threadsafe(self.app.dispatch, action)
+
+
+def approval_broker(runtime: Runtime) -> Any:
+    """The ``ask`` side of the tool policy, as the daemon builds it (``None`` until the
+    approval modules exist, in which case tools run as the policy's allow rules say)."""
+    from importlib import import_module
+
+    try:
+        approvals = import_module("openpista.gateway.approvals")
+        policy = import_module("openpista.policy")
+    except ImportError:
+        return None
+    settings = runtime.settings.policy
+    return approvals.ApprovalBroker(
+        runtime.memory, policy.ToolPolicy(settings), settings.approval_timeout
+    )
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "local"

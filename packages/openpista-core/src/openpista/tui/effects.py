@@ -1,0 +1,131 @@
+"""Running the TUI's effects against the runtime and the gateway; outcomes become actions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from openpista.models import ChannelEvent
+from openpista.tui.adapter import CHANNEL_ID
+from openpista.tui.state import (
+    Action,
+    Effect,
+    Exit,
+    Failed,
+    HomeLoaded,
+    LoadHome,
+    ModelChanged,
+    ModelInfo,
+    OpenSession,
+    SendMessage,
+    SessionOpened,
+    SessionRow,
+    SwitchModel,
+)
+
+if TYPE_CHECKING:
+    from openpista.gateway.gateway import Gateway
+    from openpista.runtime import Runtime
+
+SESSIONS_SHOWN = 20
+
+
+def model_info(runtime: Runtime, gateway: Gateway) -> ModelInfo:
+    """The model answering and its key status; works when no key is configured yet."""
+    from openpista.cli.model import _key_status
+    from openpista.config import ConfigError
+
+    settings, registry = runtime.settings, runtime.providers
+    try:
+        provider, model = gateway.current_model
+    except Exception:  # no key yet: show what would answer, /login explains the fix
+        provider, model = settings.agent.provider, settings.agent.model or ""
+    try:
+        preset = registry.get(provider)
+    except ConfigError:
+        return ModelInfo(provider, model, "unknown provider", (), tuple(registry.names()))
+    model = model or settings.provider_settings(preset.name).model or preset.default_model
+    return ModelInfo(
+        provider=preset.name,
+        model=model,
+        key_status=_key_status(preset, settings),
+        key_env=preset.api_key_env,
+        providers=tuple(registry.names()),
+    )
+
+
+class EffectRunner:
+    """Runs one effect at a time on request; each outcome is handed to ``dispatch``."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        gateway: Gateway,
+        dispatch: Callable[[Action], None],
+        sender: str,
+        exit_app: Callable[[], None],
+    ) -> None:
+        self.runtime = runtime
+        self.gateway = gateway
+        self.dispatch = dispatch
+        self.sender = sender
+        self.exit_app = exit_app
+
+    async def run(self, effect: Effect) -> None:
+        """Run ``effect``; a failure becomes a :class:`Failed` action, never a crash."""
+        try:
+            outcome = await self._run(effect)
+        except Exception as exc:
+            outcome = Failed(str(exc) or type(exc).__name__)
+        if outcome is not None:
+            self.dispatch(outcome)
+
+    async def _run(self, effect: Effect) -> Action | None:
+        if isinstance(effect, LoadHome):
+            return await self.load_home()
+        if isinstance(effect, OpenSession):
+            return await self.open_session(effect.session_id)
+        if isinstance(effect, SendMessage):
+            event = ChannelEvent(
+                channel_id=CHANNEL_ID,
+                session_id=effect.session_id,
+                sender=self.sender,
+                text=effect.text,
+            )
+            await self.gateway.submit(event)
+            return None
+        if isinstance(effect, SwitchModel):
+            self.gateway.set_model(effect.provider, effect.model)
+            return ModelChanged(model_info(self.runtime, self.gateway))
+        if isinstance(effect, Exit):
+            self.exit_app()
+            return None
+        raise TypeError(f"unknown effect {effect!r}")
+
+    async def load_home(self) -> HomeLoaded:
+        """The recent sessions and the model."""
+        found = await self.runtime.memory.list_sessions(limit=SESSIONS_SHOWN)
+        rows = tuple(
+            SessionRow(
+                id=s.id,
+                title=s.title,
+                updated=s.updated_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+                messages=s.message_count,
+            )
+            for s in found
+        )
+        return HomeLoaded(rows, model_info(self.runtime, self.gateway))
+
+    async def open_session(self, session_id: str | None) -> SessionOpened:
+        """Open ``session_id`` (a new id when ``None``) and load its stored messages.
+
+        Nothing is written: every event names its session, and the agent creates the
+        session with the first message, so a chat left empty leaves no trace.
+        """
+        memory = self.runtime.memory
+        if session_id is None:
+            return SessionOpened(uuid.uuid4().hex)
+        if await memory.get_session(session_id) is None:
+            return SessionOpened(session_id)
+        return SessionOpened(session_id, tuple(await memory.load_messages(session_id)))

@@ -1,0 +1,228 @@
+"""What the TUI shows, what can happen to it, and what it asks the outside world to do.
+
+Data flows one way: an :data:`Action` goes through :func:`openpista.tui.update.update`,
+which returns the next :class:`State` and a list of :data:`Effect` values; the app runs
+the effects (database, gateway) and feeds their outcome back as actions; the view renders
+the state. Everything here is plain immutable data, so screens are tested without a
+terminal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from openpista.models import AgentResponse, Message
+
+Screen = Literal["home", "chat"]
+EntryKind = Literal["user", "assistant", "tool", "notice", "error", "approval"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One block of the chat scrollback."""
+
+    kind: EntryKind
+    text: str
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """A stored session as listed on the home screen."""
+
+    id: str
+    title: str | None = None
+    updated: str = ""
+    messages: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The provider and model answering, and whether a key is available for it."""
+
+    provider: str = ""
+    model: str = ""
+    key_status: str = ""
+    key_env: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()  # every known preset name, for /model
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything the TUI renders."""
+
+    screen: Screen = "home"
+    model: ModelInfo = field(default_factory=ModelInfo)
+    config_path: str = "~/.openpista/config.toml"
+    warnings: tuple[str, ...] = ()  # start-up problems, shown on the home screen
+    sessions: tuple[SessionRow, ...] = ()
+    selected: int = 0  # home screen cursor; 0 is "new session", i is sessions[i - 1]
+    session_id: str | None = None
+    entries: tuple[Entry, ...] = ()
+    streaming: str = ""  # answer text arrived since the last block was closed
+    pending: int = 0  # events sent whose final answer has not come back yet
+    approvals: tuple[str, ...] = ()  # ids of approval requests not answered yet
+    scroll: int = 0  # lines scrolled up from the bottom of the scrollback
+    input: str = ""
+    input_rev: int = 0  # bumped when update() replaces the input text
+    history: tuple[str, ...] = ()
+    history_pos: int | None = None  # None: editing the draft, not a history entry
+    draft: str = ""
+    quitting: bool = False
+
+    @property
+    def busy(self) -> bool:
+        """True while the agent works on something this chat sent."""
+        return self.pending > 0
+
+
+# -- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HomeLoaded:
+    """Recent sessions and the model, read at start-up."""
+
+    sessions: tuple[SessionRow, ...]
+    model: ModelInfo
+
+
+@dataclass(frozen=True)
+class MoveSelection:
+    """Up/down on the home screen."""
+
+    delta: int
+
+
+@dataclass(frozen=True)
+class OpenSelected:
+    """Enter on the home screen."""
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """``n`` on the home screen."""
+
+
+@dataclass(frozen=True)
+class GoHome:
+    """Back to the home screen (Escape on an empty input)."""
+
+
+@dataclass(frozen=True)
+class SessionOpened:
+    """The chat now shows ``session_id``; ``messages`` are its stored ones."""
+
+    session_id: str
+    messages: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Enter in the input: a message or a slash command."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class HistoryPrev:
+    """Up in the input (on its first line); ``current`` is what the input holds."""
+
+    current: str
+
+
+@dataclass(frozen=True)
+class HistoryNext:
+    """Down in the input (on its last line)."""
+
+    current: str
+
+
+@dataclass(frozen=True)
+class Scroll:
+    """Page up (positive) or down (negative) in the scrollback."""
+
+    lines: int
+
+
+@dataclass(frozen=True)
+class ResponseReceived:
+    """The gateway sent something for this chat."""
+
+    response: AgentResponse
+
+
+@dataclass(frozen=True)
+class ModelChanged:
+    """``/model`` switched the provider/model."""
+
+    model: ModelInfo
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An effect did not work; ``message`` says why."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Quit:
+    """Ctrl-C, Ctrl-D or ``q``."""
+
+
+Action = (
+    HomeLoaded
+    | MoveSelection
+    | OpenSelected
+    | NewSession
+    | GoHome
+    | SessionOpened
+    | Submit
+    | HistoryPrev
+    | HistoryNext
+    | Scroll
+    | ResponseReceived
+    | ModelChanged
+    | Failed
+    | Quit
+)
+
+
+# -- effects ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadHome:
+    """Read the recent sessions and the model for the home screen."""
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    """Show ``session_id`` (a new session when ``None``) with its stored messages."""
+
+    session_id: str | None
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    """Submit ``text`` to the gateway for ``session_id``."""
+
+    session_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SwitchModel:
+    """Ask the gateway to answer with ``provider``/``model``."""
+
+    provider: str | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class Exit:
+    """Leave the application."""
+
+
+Effect = LoadHome | OpenSession | SendMessage | SwitchModel | Exit

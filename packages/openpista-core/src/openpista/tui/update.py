@@ -1,0 +1,329 @@
+"""The TUI's one state transition: ``update(state, action) -> (state, effects)``. Pure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from functools import singledispatch
+
+from openpista.models import AgentResponse, Message, ToolCall, ToolResult
+from openpista.tui.state import (
+    Action,
+    Effect,
+    Entry,
+    EntryKind,
+    Exit,
+    Failed,
+    GoHome,
+    HistoryNext,
+    HistoryPrev,
+    HomeLoaded,
+    LoadHome,
+    ModelChanged,
+    MoveSelection,
+    NewSession,
+    OpenSelected,
+    OpenSession,
+    Quit,
+    ResponseReceived,
+    Scroll,
+    SendMessage,
+    SessionOpened,
+    State,
+    Submit,
+    SwitchModel,
+)
+
+Result = tuple[State, list[Effect]]
+
+HELP = """\
+Slash commands:
+  /help                     this help
+  /login                    how to give the provider its API key
+  /model [provider[/model]] show the model, or switch to another one
+  /session [ID]             show this chat's session, or switch to session ID
+  /clear                    start a new session in this chat
+  /approve ID, /deny ID     answer a tool approval request
+  /quit, /exit              leave
+Keys: Enter sends, Esc Enter (or Alt-Enter) inserts a new line, Up/Down browse what you
+sent, PageUp/PageDown scroll, Escape on an empty input goes back to the session list,
+Ctrl-D quits."""
+
+
+def update(state: State, action: Action) -> Result:
+    """The next state after ``action``, and the effects the app must run."""
+    return _update(action, state)
+
+
+@singledispatch
+def _update(action: object, state: State) -> Result:
+    raise TypeError(f"unknown action {action!r}")
+
+
+@_update.register
+def _(action: HomeLoaded, state: State) -> Result:
+    return replace(state, sessions=action.sessions, model=action.model, selected=0), []
+
+
+@_update.register
+def _(action: MoveSelection, state: State) -> Result:
+    last = len(state.sessions)  # row 0 is "new session"
+    return replace(state, selected=max(0, min(last, state.selected + action.delta))), []
+
+
+@_update.register
+def _(action: OpenSelected, state: State) -> Result:
+    if state.selected == 0:
+        return state, [OpenSession(None)]
+    return state, [OpenSession(state.sessions[state.selected - 1].id)]
+
+
+@_update.register
+def _(action: NewSession, state: State) -> Result:
+    return state, [OpenSession(None)]
+
+
+@_update.register
+def _(action: GoHome, state: State) -> Result:
+    return replace(state, screen="home"), [LoadHome()]
+
+
+@_update.register
+def _(action: SessionOpened, state: State) -> Result:
+    entries = tuple(e for m in action.messages for e in message_entries(m))
+    notice = Entry("notice", f"session {action.session_id} · /help lists the commands")
+    opened = replace(
+        state,
+        screen="chat",
+        session_id=action.session_id,
+        entries=(*entries, notice),
+        streaming="",
+        scroll=0,
+        approvals=(),
+    )
+    return opened, []
+
+
+@_update.register
+def _(action: Submit, state: State) -> Result:
+    text = action.text.strip()
+    if not text:
+        return state, []
+    history = state.history
+    if history[-1:] != (action.text,):  # a repeat is kept once
+        history = (*history, action.text)
+    state = replace(
+        state,
+        history=history,
+        history_pos=None,
+        draft="",
+        input="",
+        input_rev=state.input_rev + 1,
+        scroll=0,
+    )
+    if text.startswith("/"):
+        return _slash(state, text)
+    return _send(state, action.text, shown=action.text)
+
+
+@_update.register
+def _(action: HistoryPrev, state: State) -> Result:
+    if not state.history:
+        return state, []
+    if state.history_pos is None:
+        pos, draft = len(state.history) - 1, action.current
+    else:
+        pos, draft = max(0, state.history_pos - 1), state.draft
+    return _show_input(replace(state, history_pos=pos, draft=draft), state.history[pos]), []
+
+
+@_update.register
+def _(action: HistoryNext, state: State) -> Result:
+    if state.history_pos is None:
+        return state, []
+    if state.history_pos + 1 < len(state.history):
+        pos = state.history_pos + 1
+        return _show_input(replace(state, history_pos=pos), state.history[pos]), []
+    return _show_input(replace(state, history_pos=None, draft=""), state.draft), []
+
+
+@_update.register
+def _(action: Scroll, state: State) -> Result:
+    return replace(state, scroll=max(0, state.scroll + action.lines)), []
+
+
+@_update.register
+def _(action: ResponseReceived, state: State) -> Result:
+    return _response(state, action.response), []
+
+
+@_update.register
+def _(action: ModelChanged, state: State) -> Result:
+    model = action.model
+    text = f"now answering with {model.provider}/{model.model} ({model.key_status})"
+    return _add(replace(state, model=model), Entry("notice", text)), []
+
+
+@_update.register
+def _(action: Failed, state: State) -> Result:
+    if state.screen == "home":  # no scrollback there: list it with the warnings
+        return replace(state, warnings=(*state.warnings, action.message)), []
+    return _add(state, Entry("error", _as_error(action.message))), []
+
+
+@_update.register
+def _(action: Quit, state: State) -> Result:
+    return replace(state, quitting=True), [Exit()]
+
+
+# -- slash commands -----------------------------------------------------------------------
+
+
+def _slash(state: State, text: str) -> Result:
+    command, _, argument = text.partition(" ")
+    argument = argument.strip()
+    command = command.lower()
+    if command in ("/quit", "/exit"):
+        return replace(state, quitting=True), [Exit()]
+    if command == "/help":
+        return _add(state, Entry("notice", HELP)), []
+    if command == "/login":
+        return _add(state, Entry("notice", login_help(state))), []
+    if command == "/model":
+        return _model_command(state, argument)
+    if command == "/session":
+        if not argument:
+            return _add(state, Entry("notice", f"session: {state.session_id}")), []
+        return state, [OpenSession(argument)]
+    if command == "/clear":
+        return state, [OpenSession(None)]
+    if command in ("/approve", "/deny"):
+        # The gateway answers these itself, even while a turn waits for the answer.
+        approvals = state.approvals[1:] if not argument else state.approvals
+        approvals = tuple(a for a in approvals if a != argument)
+        return _send(replace(state, approvals=approvals), text, shown=text)
+    message = f"unknown command {command}; /help lists the commands"
+    return _add(state, Entry("error", _as_error(message))), []
+
+
+def _model_command(state: State, argument: str) -> Result:
+    model = state.model
+    if not argument:
+        text = (
+            f"model: {model.provider}/{model.model} ({model.key_status})\n"
+            f"switch with /model PROVIDER[/MODEL]; providers: {', '.join(model.providers)}"
+        )
+        return _add(state, Entry("notice", text)), []
+    provider, _, name = argument.partition("/")
+    known = {p.lower() for p in model.providers}
+    if "/" not in argument and provider.lower() not in known and model.provider:
+        # A bare model name (``/model gpt-4o``) is a model of the current provider.
+        return state, [SwitchModel(model.provider, argument)]
+    return state, [SwitchModel(provider or None, name or None)]
+
+
+def login_help(state: State) -> str:
+    """How to give the current provider its key (``openpista auth login`` comes later)."""
+    model = state.model
+    provider = model.provider or "PROVIDER"
+    lines = [
+        f"{provider}: {model.key_status or 'unknown key status'}",
+        "`openpista auth login` is not available yet (it comes in a later release).",
+        "For now, give the key in one of these ways, then restart openpista:",
+    ]
+    for var in model.key_env:
+        lines.append(f"  export {var}=...")
+    lines.append(f'  or in {state.config_path}:  [providers.{provider}]  api_key = "..."')
+    lines.append('A local server needs no key: [agent] provider = "ollama".')
+    return "\n".join(lines)
+
+
+# -- responses ---------------------------------------------------------------------------
+
+
+def _response(state: State, response: AgentResponse) -> State:
+    final = not response.delta and response.approval is None
+    pending = max(0, state.pending - 1) if final else state.pending
+    if response.session_id and response.session_id != state.session_id:
+        return replace(state, pending=pending)  # a turn of a session this chat has left
+    if response.approval is not None:
+        request = response.approval
+        state = replace(state, approvals=(*state.approvals, request.id))
+        return _add(_close_stream(state), Entry("approval", request.prompt()))
+    if response.tool_call is not None:
+        return _add(_close_stream(state), Entry("tool", tool_call_line(response.tool_call)))
+    if response.tool_result is not None:
+        line = tool_result_line(response.tool_result)
+        return _add(_close_stream(state), Entry("tool", line))
+    if response.delta:
+        return replace(state, streaming=state.streaming + response.text)
+    state = replace(state, pending=pending)
+    if response.is_error:
+        return _add(_close_stream(state), Entry("error", _as_error(response.text)))
+    streamed = state.streaming
+    state = _close_stream(state)
+    if response.text and response.text != streamed:
+        kind: EntryKind = "assistant" if response.session_id else "notice"  # e.g. "approved"
+        state = _add(state, Entry(kind, response.text))
+    return state
+
+
+def _close_stream(state: State) -> State:
+    """Turn the streamed text so far into an assistant block."""
+    if not state.streaming:
+        return state
+    return _add(replace(state, streaming=""), Entry("assistant", state.streaming))
+
+
+def message_entries(message: Message) -> list[Entry]:
+    """How a stored message appears in the scrollback (tool traffic in one line each)."""
+    entries: list[Entry] = []
+    if message.role == "user":
+        entries.append(Entry("user", message.content))
+    elif message.role == "assistant":
+        if message.content:
+            entries.append(Entry("assistant", message.content))
+        entries.extend(Entry("tool", tool_call_line(call)) for call in message.tool_calls)
+    elif message.role == "tool" and message.tool_result is not None:
+        entries.append(Entry("tool", tool_result_line(message.tool_result)))
+    return entries
+
+
+def tool_call_line(call: ToolCall) -> str:
+    """``⚙ system.run {"command": "ls"}``, clipped."""
+    return _clip(f"⚙ {call.name} {json.dumps(call.arguments, ensure_ascii=False)}")
+
+
+def tool_result_line(result: ToolResult) -> str:
+    """``✓ system.run: first line of the output``, clipped."""
+    mark = "✗" if result.is_error else "✓"
+    first = result.output.strip().splitlines()[:1]
+    return _clip(f"{mark} {result.name}: {first[0] if first else ''}")
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _send(state: State, text: str, shown: str) -> Result:
+    session_id = state.session_id
+    if session_id is None:
+        return _add(state, Entry("error", "❌ no session is open")), []
+    state = _add(_close_stream(state), Entry("user", shown))
+    return replace(state, pending=state.pending + 1), [SendMessage(session_id, text)]
+
+
+def _add(state: State, entry: Entry) -> State:
+    return replace(state, entries=(*state.entries, entry), scroll=0)
+
+
+def _show_input(state: State, text: str) -> State:
+    return replace(state, input=text, input_rev=state.input_rev + 1)
+
+
+def _as_error(text: str) -> str:
+    return text if text.startswith("❌") else f"❌ {text}"
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

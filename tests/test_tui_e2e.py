@@ -1,0 +1,194 @@
+"""End to end: the installed ``openpista tui`` in a pseudo-terminal against the LLM emulator.
+
+The terminal is the stdlib's ``pty``; what the application draws is replayed on a small
+screen model (cursor moves, erases, text), because prompt-toolkit redraws only the cells
+that changed and a raw byte search would miss text split by those skips.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from openpista.testing.cli import OPENPISTA, Cli
+from openpista.testing.emulator import LlmEmulator
+
+pytestmark = pytest.mark.e2e
+
+ROWS, COLS = 30, 100
+DEADLINE = 60.0  # generous: the first turn imports litellm
+_TOKEN = re.compile(
+    r"\x1b\[([?>=]?)([0-9;]*)([@-~])"  # CSI
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC (window title)
+    r"|\x1b[()][0-9A-Za-z]|\x1b[=>78cDEM]"  # charset selection, keypad modes, misc
+    r"|[\r\n\x08\x07]|[^\x1b\r\n\x08\x07]",
+    re.DOTALL,
+)
+
+
+class Screen:
+    """Just enough of a VT100 to read what a full-screen application shows."""
+
+    def __init__(self, rows: int, cols: int) -> None:
+        self.rows, self.cols = rows, cols
+        self.cells = [[" "] * cols for _ in range(rows)]
+        self.y = self.x = 0
+
+    def feed(self, data: str) -> None:
+        for match in _TOKEN.finditer(data):
+            token = match.group(0)
+            if match.group(3) is not None:
+                self._csi(match.group(1), match.group(2), match.group(3))
+            elif token == "\r":
+                self.x = 0
+            elif token == "\n":
+                self._line_feed()
+            elif token == "\x08":
+                self.x = max(0, self.x - 1)
+            elif len(token) == 1 and token >= " ":
+                self.cells[self.y][min(self.x, self.cols - 1)] = token
+                self.x = min(self.x + 1, self.cols - 1)
+
+    def _line_feed(self) -> None:
+        if self.y == self.rows - 1:
+            self.cells = [*self.cells[1:], [" "] * self.cols]
+        else:
+            self.y += 1
+
+    def _csi(self, private: str, params: str, final: str) -> None:
+        if private:
+            return  # modes (cursor visibility, alternate screen, bracketed paste)
+        numbers = [int(p) if p else 0 for p in params.split(";")] if params else []
+        n = max(1, numbers[0]) if numbers else 1
+        if final == "A":
+            self.y = max(0, self.y - n)
+        elif final == "B":
+            self.y = min(self.rows - 1, self.y + n)
+        elif final == "C":
+            self.x = min(self.cols - 1, self.x + n)
+        elif final == "D":
+            self.x = max(0, self.x - n)
+        elif final in "Hf":
+            row = numbers[0] if numbers else 1
+            col = numbers[1] if len(numbers) > 1 else 1
+            self.y = min(self.rows - 1, max(1, row) - 1)
+            self.x = min(self.cols - 1, max(1, col) - 1)
+        elif final == "J":
+            mode = numbers[0] if numbers else 0
+            if mode in (2, 3):
+                self.cells = [[" "] * self.cols for _ in range(self.rows)]
+            elif mode == 0:
+                self.cells[self.y][self.x :] = [" "] * (self.cols - self.x)
+                for row in range(self.y + 1, self.rows):
+                    self.cells[row] = [" "] * self.cols
+        elif final == "K":
+            mode = numbers[0] if numbers else 0
+            if mode == 0:
+                self.cells[self.y][self.x :] = [" "] * (self.cols - self.x)
+            elif mode == 2:
+                self.cells[self.y] = [" "] * self.cols
+
+    def text(self) -> str:
+        return "\n".join("".join(row).rstrip() for row in self.cells)
+
+
+class Terminal:
+    """``openpista ARGS`` running on the slave side of a pseudo-terminal."""
+
+    def __init__(self, cli: Cli, *args: str) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        env = {**cli.env, "TERM": "xterm-256color", "COLUMNS": str(COLS), "LINES": str(ROWS)}
+        self.process = subprocess.Popen(
+            [str(OPENPISTA), *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.screen = Screen(ROWS, COLS)
+        self.raw = b""
+
+    def _pump(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:  # the process closed the terminal
+            return
+        self.raw += chunk
+        self.screen.feed(chunk.decode("utf-8", errors="replace"))
+
+    def wait_for(self, needle: str, timeout: float = DEADLINE) -> str:
+        """Read the terminal until ``needle`` is on screen; fail with the screen if not."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if needle in self.screen.text():
+                return self.screen.text()
+            if self.process.poll() is not None:
+                self._pump(0.1)
+                break
+            self._pump(0.1)
+        if needle in self.screen.text():
+            return self.screen.text()
+        raise AssertionError(f"{needle!r} not on screen:\n{self.screen.text()}")
+
+    def send(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def wait_exit(self, timeout: float = 20) -> int:
+        end = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < end:
+            self._pump(0.1)
+        return self.process.wait(timeout=1)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        os.close(self.master)
+
+
+@pytest.fixture
+def terminal(cli: Cli) -> Iterator[Terminal]:
+    term = Terminal(cli, "tui")
+    yield term
+    term.close()
+
+
+def test_tui_chats_with_the_agent_and_quits(
+    terminal: Terminal, cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("Bonjour from the emulator, 4711 times.", chunk_size=5)
+
+    home = terminal.wait_for("+ new session")
+    assert "openai/gpt-4o-mini" in home
+    assert "key in config" in home
+    terminal.send("n")
+    terminal.wait_for("/help lists the commands")
+    terminal.send("hello tui\r")
+    screen = terminal.wait_for("Bonjour from the emulator, 4711 times.")
+    assert "you › hello tui" in screen
+    terminal.send("/quit\r")
+    assert terminal.wait_exit() == 0
+
+    assert llm_emulator.requests[0].json["messages"][-1] == {"role": "user", "content": "hello tui"}
+    listing = cli("sessions", "--json")
+    assert listing.returncode == 0, listing.stderr
+    [stored] = json.loads(listing.stdout)
+    assert stored["messages"] == 2
+    assert b"Traceback" not in terminal.raw
