@@ -78,7 +78,7 @@ class InstantProvider:
         from openpista.providers.base import ChatResult
 
         self.calls += 1
-        if self.calls % (self.rounds + 1):
+        if self.rounds and self.calls % (self.rounds + 1):
             yield ChatResult(tool_calls=[ToolCall(id=f"c{self.calls}", name="bench.noop")])
         else:
             yield ChatResult(text="done")
@@ -125,6 +125,53 @@ def bench_agent_overhead(turns: int, rounds: int) -> None:
     )
 
 
+async def _gateway_round(sessions: int, db: Path) -> tuple[float, list[float]]:
+    from openpista.agent import Agent
+    from openpista.config import Settings
+    from openpista.gateway.gateway import Gateway
+    from openpista.plugins import PluginHost
+    from openpista.runtime import Runtime
+    from openpista.testing.adapters import LoopbackAdapter
+
+    settings = Settings(database={"url": f"sqlite+aiosqlite:///{db}"})  # type: ignore[arg-type]
+    runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
+    agent = Agent(InstantProvider(rounds=0), runtime.toolbox.tools, runtime.memory)  # type: ignore[arg-type]
+    adapter = LoopbackAdapter("bench:")
+    gateway = Gateway(runtime, [adapter], agent=agent)
+    await gateway.start()
+
+    async def one(chat: str) -> float:
+        started = time.perf_counter()
+        await adapter.say(chat, "hello")
+        await adapter.answer(chat, timeout=600)
+        return time.perf_counter() - started
+
+    try:
+        await asyncio.gather(*(one(f"warm{i}") for i in range(min(sessions, 10))))
+        started = time.perf_counter()
+        latencies = await asyncio.gather(*(one(str(i)) for i in range(sessions)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await gateway.stop(deadline=0)
+        await runtime.close()
+    return elapsed, list(latencies)
+
+
+def bench_gateway(session_counts: tuple[int, ...]) -> None:
+    """Messages per second through the gateway with an instant LLM, N sessions at once."""
+    for sessions in session_counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            elapsed, latencies = asyncio.run(_gateway_round(sessions, Path(tmp) / "gw.db"))
+        latencies.sort()
+        p50 = latencies[len(latencies) // 2] * 1000
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+        label = f"gateway, {sessions} concurrent sessions"
+        print(
+            f"{label:<38} {sessions / elapsed:8.0f} msg/s   p50 {p50:8.1f} ms   p99 {p99:8.1f} ms"
+            "   (instant LLM, SQLite)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--repeat", type=int, default=5, help="samples per measurement")
@@ -135,6 +182,7 @@ def main() -> None:
         bench_help(args.repeat * 2, cli)
         bench_run(args.repeat, cli)
         bench_agent_overhead(turns=args.repeat * 4, rounds=5)
+        bench_gateway((1, 100, 1000))
 
 
 if __name__ == "__main__":

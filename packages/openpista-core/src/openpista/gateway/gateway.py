@@ -45,7 +45,9 @@ class Gateway:
         adapters: Sequence[ChannelAdapter] = (),
         *,
         approvals: ApprovalBroker | None = None,
+        agent: Agent | None = None,
     ) -> None:
+        """``agent`` replaces the one built from ``[agent]`` (embedding, benchmarks)."""
         settings = runtime.settings.gateway
         self.runtime = runtime
         self.router = ChannelRouter(runtime.memory)
@@ -58,7 +60,7 @@ class Gateway:
         self._closing = False
         self._provider: str | None = None
         self._model: str | None = None
-        self._agent: Agent | None = None
+        self._agent: Agent | None = agent
 
     # -- model ----------------------------------------------------------------------------
 
