@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from alembic import command
 from alembic.config import Config
@@ -33,16 +33,24 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from pydantic import ValidationError
 from sqlalchemy import Connection, Row, Select, delete, event, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from openpista.memory.tables import (
+    CHANNEL_ID_MAX_LENGTH,
+    DECISION_ACTIONS,
+    DECISION_SOURCES,
     SESSION_ID_MAX_LENGTH,
     TITLE_MAX_LENGTH,
+    TOOL_NAME_MAX_LENGTH,
     VERSION_TABLE,
+    ChannelSessionRow,
     MessageRow,
     SessionRow,
+    ToolDecisionRow,
 )
 from openpista.models import Message, utc_now
 
@@ -52,6 +60,7 @@ __all__ = [
     "SessionExistsError",
     "SessionInfo",
     "SessionNotFoundError",
+    "ToolDecision",
     "alembic_config",
     "create_engine_for",
     "expand_database_url",
@@ -92,6 +101,29 @@ class SessionInfo:
     created_at: datetime
     updated_at: datetime
     message_count: int
+
+
+DecisionAction = Literal["allow", "deny"]
+DecisionSource = Literal["policy", "user", "timeout"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDecision:
+    """One entry of the tool-policy audit trail: whether a tool call ran and who decided.
+
+    ``decided_by`` is ``policy`` (a rule or the default), ``user`` (an ``/approve`` or
+    ``/deny`` answer) or ``timeout`` (no answer in time); ``created_at`` is UTC.
+    """
+
+    id: int
+    session_id: str
+    channel_id: str
+    tool: str
+    arguments: dict[str, Any]
+    action: DecisionAction
+    decided_by: DecisionSource
+    detail: str
+    created_at: datetime
 
 
 def expand_database_url(url: str) -> str:
@@ -310,12 +342,15 @@ class MemoryStore:
                 raise SessionNotFoundError(f"no session {sid!r}")
 
     async def delete_session(self, session_id: str) -> bool:
-        """Delete the session and its messages; ``False`` if it did not exist."""
+        """Delete the session, its messages, channel bindings and tool decisions;
+        ``False`` if it did not exist."""
         sid = _check_session_id(session_id)
         async with self._transaction(f"deleting session {sid!r}", write=True) as conn:
             # Explicit rather than relying on ON DELETE CASCADE, which SQLite honours only on
             # connections with foreign keys enabled (a database may be opened by other tools).
             await conn.execute(delete(MessageRow).where(MessageRow.session_id == sid))
+            await conn.execute(delete(ChannelSessionRow).where(ChannelSessionRow.session_id == sid))
+            await conn.execute(delete(ToolDecisionRow).where(ToolDecisionRow.session_id == sid))
             result = await conn.execute(delete(SessionRow).where(SessionRow.id == sid))
             return result.rowcount > 0
 
@@ -370,6 +405,148 @@ class MemoryStore:
                 raise SessionNotFoundError(f"cannot load session {sid!r}: no such session")
             rows = (await conn.execute(query)).all()
         return [_to_message(sid, row) for row in rows]
+
+    # -- channels ---------------------------------------------------------------------------
+
+    async def bind_channel(self, channel_id: str, session_id: str) -> None:
+        """Make ``channel_id`` (a chat, e.g. ``telegram:42``) talk to ``session_id``.
+
+        Replaces an earlier binding of the channel; the session is created (untitled) when
+        it does not exist. Both happen in one transaction.
+        """
+        cid = _check_channel_id(channel_id)
+        sid = _check_session_id(session_id)
+        now = self._now()
+        async with self._transaction(f"binding channel {cid!r}", write=True) as conn:
+            upsert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            await conn.execute(
+                upsert(SessionRow)
+                .values(id=sid, title=None, created_at=now, updated_at=now)
+                .on_conflict_do_nothing(index_elements=[SessionRow.id])
+            )
+            bind = upsert(ChannelSessionRow).values(channel_id=cid, session_id=sid, updated_at=now)
+            await conn.execute(
+                bind.on_conflict_do_update(
+                    index_elements=[ChannelSessionRow.channel_id],
+                    set_={"session_id": sid, "updated_at": now},
+                )
+            )
+
+    async def ensure_channel(self, channel_id: str, session_id: str) -> str:
+        """The session ``channel_id`` is bound to; if it is not bound yet, it is bound to
+        ``session_id`` (created when missing) and that is returned.
+
+        Atomic: of several tasks or processes that ensure one channel at the same time,
+        all get the same session, and no session is left behind by the losers.
+        """
+        cid = _check_channel_id(channel_id)
+        sid = _check_session_id(session_id)
+        query = select(ChannelSessionRow.session_id).where(ChannelSessionRow.channel_id == cid)
+        now = self._now()
+        async with self._transaction(f"binding channel {cid!r}", write=True) as conn:
+            bound = await conn.scalar(query)
+            if bound is not None:
+                return bound
+            upsert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            created = await conn.execute(
+                upsert(SessionRow)
+                .values(id=sid, title=None, created_at=now, updated_at=now)
+                .on_conflict_do_nothing(index_elements=[SessionRow.id])
+            )
+            bind = await conn.execute(
+                upsert(ChannelSessionRow)
+                .values(channel_id=cid, session_id=sid, updated_at=now)
+                .on_conflict_do_nothing(index_elements=[ChannelSessionRow.channel_id])
+            )
+            if bind.rowcount:
+                return sid
+            # Another process bound the channel in between (PostgreSQL; SQLite serializes
+            # writers): use its session and drop the one made here for nothing.
+            if created.rowcount:
+                await conn.execute(delete(SessionRow).where(SessionRow.id == sid))
+            winner = await conn.scalar(query)
+        if winner is None:
+            raise MemoryStoreError(f"channel {cid!r} was bound and unbound meanwhile; try again")
+        return winner
+
+    async def session_for_channel(self, channel_id: str) -> str | None:
+        """The session ``channel_id`` is bound to, or ``None`` if it is not bound."""
+        cid = _check_channel_id(channel_id)
+        query = select(ChannelSessionRow.session_id).where(ChannelSessionRow.channel_id == cid)
+        async with self._transaction(f"reading channel {cid!r}", write=False) as conn:
+            return await conn.scalar(query)
+
+    # -- tool decisions -----------------------------------------------------------------------
+
+    async def record_decision(
+        self,
+        session_id: str,
+        channel_id: str,
+        tool: str,
+        arguments: dict[str, Any],
+        action: DecisionAction,
+        decided_by: DecisionSource,
+        detail: str = "",
+    ) -> ToolDecision:
+        """Append a tool-policy decision to the session's audit trail and return it.
+
+        Raises :class:`SessionNotFoundError` if the session does not exist.
+        """
+        sid = _check_session_id(session_id)
+        row: dict[str, Any] = {
+            "session_id": sid,
+            "channel_id": _check_channel_id(channel_id),
+            "tool": _check_tool_name(tool),
+            "arguments": dict(_check_arguments(arguments)),
+            "action": _check_choice(action, DECISION_ACTIONS, "decision action"),
+            "decided_by": _check_choice(decided_by, DECISION_SOURCES, "decided_by"),
+            "detail": _check_detail(detail),
+        }
+        async with self._transaction(f"recording a decision in {sid!r}", write=True) as conn:
+            found = await conn.scalar(select(SessionRow.id).where(SessionRow.id == sid))
+            if found is None:
+                raise SessionNotFoundError(
+                    f"cannot record a decision in session {sid!r}: no such session"
+                )
+            row["created_at"] = self._now()
+            result = await conn.execute(insert(ToolDecisionRow).values(**row))
+            decision_id = (result.inserted_primary_key or (None,))[0]
+        if not isinstance(decision_id, int):
+            raise MemoryStoreError(f"the database gave no id for the decision: {decision_id!r}")
+        return ToolDecision(id=decision_id, **row)
+
+    async def list_decisions(self, session_id: str) -> list[ToolDecision]:
+        """The session's tool-policy decisions, oldest first.
+
+        Raises :class:`SessionNotFoundError` if the session does not exist.
+        """
+        sid = _check_session_id(session_id)
+        query = (
+            select(ToolDecisionRow)
+            .where(ToolDecisionRow.session_id == sid)
+            .order_by(ToolDecisionRow.id)
+        )
+        async with self._transaction(f"listing decisions of {sid!r}", write=False) as conn:
+            found = await conn.scalar(select(SessionRow.id).where(SessionRow.id == sid))
+            if found is None:
+                raise SessionNotFoundError(
+                    f"cannot list decisions of session {sid!r}: no such session"
+                )
+            rows = (await conn.execute(query)).all()
+        return [
+            ToolDecision(
+                id=row.id,
+                session_id=row.session_id,
+                channel_id=row.channel_id,
+                tool=row.tool,
+                arguments=row.arguments,
+                action=row.action,
+                decided_by=row.decided_by,
+                detail=row.detail,
+                created_at=row.created_at,
+            )
+            for row in rows
+        ]
 
     # -- internals --------------------------------------------------------------------------
 
@@ -508,18 +685,52 @@ async def _migrate(engine: AsyncEngine, revision: str) -> None:
 
 
 def _check_session_id(session_id: object) -> str:
-    if not isinstance(session_id, str):
-        raise MemoryStoreError(f"session id must be a string, not {type(session_id).__name__}")
-    if not session_id.strip():
-        raise MemoryStoreError("session id must not be empty")
-    if len(session_id) > SESSION_ID_MAX_LENGTH:
-        raise MemoryStoreError(
-            f"session id is {len(session_id)} characters long; the limit is {SESSION_ID_MAX_LENGTH}"
-        )
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in session_id):
-        raise MemoryStoreError(f"session id {session_id!r} contains control characters")
-    _check_text(session_id, "session id")
-    return session_id
+    return _check_identifier(session_id, "session id", SESSION_ID_MAX_LENGTH)
+
+
+def _check_channel_id(channel_id: object) -> str:
+    return _check_identifier(channel_id, "channel id", CHANNEL_ID_MAX_LENGTH)
+
+
+def _check_tool_name(tool: object) -> str:
+    return _check_identifier(tool, "tool name", TOOL_NAME_MAX_LENGTH)
+
+
+def _check_identifier(value: object, what: str, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise MemoryStoreError(f"{what} must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise MemoryStoreError(f"{what} must not be empty")
+    if len(value) > max_length:
+        raise MemoryStoreError(f"{what} is {len(value)} characters long; the limit is {max_length}")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise MemoryStoreError(f"{what} {value!r} contains control characters")
+    _check_text(value, what)
+    return value
+
+
+def _check_choice(value: object, choices: tuple[str, ...], what: str) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise MemoryStoreError(f"{what} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _check_arguments(arguments: object) -> dict[str, Any]:
+    if not isinstance(arguments, dict):
+        raise MemoryStoreError(f"tool arguments must be a dict, not {type(arguments).__name__}")
+    try:
+        # Stored as escaped ASCII JSON: any JSON-able value is storable, NUL included.
+        json.dumps(arguments, allow_nan=False)  # PostgreSQL's json has no NaN or Infinity
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise MemoryStoreError(f"tool arguments are not storable as JSON: {exc}") from None
+    return arguments
+
+
+def _check_detail(detail: object) -> str:
+    if not isinstance(detail, str):
+        raise MemoryStoreError(f"decision detail must be a string, not {type(detail).__name__}")
+    _check_text(detail, "decision detail")
+    return detail
 
 
 def _check_title(title: object) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     Dialect,
     ForeignKey,
@@ -119,3 +120,55 @@ class MessageRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
     __table_args__ = (Index("ix_messages_session_id_id", "session_id", "id"),)
+
+
+# Longest channel id and tool name accepted (checked by the store, like session ids).
+CHANNEL_ID_MAX_LENGTH = 255
+TOOL_NAME_MAX_LENGTH = 255
+
+# The values of ``tool_decisions.action`` and ``tool_decisions.decided_by``.
+DECISION_ACTIONS = ("allow", "deny")
+DECISION_SOURCES = ("policy", "user", "timeout")
+
+
+class ChannelSessionRow(Base):
+    """Which session a chat (channel id, e.g. ``telegram:42``) talks to."""
+
+    __tablename__ = "channel_sessions"
+
+    channel_id: Mapped[str] = mapped_column(String(CHANNEL_ID_MAX_LENGTH), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        String(SESSION_ID_MAX_LENGTH),
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (Index("ix_channel_sessions_session_id", "session_id"),)
+
+
+class ToolDecisionRow(Base):
+    """The audit trail of the tool policy: one row per tool call that was allowed or denied,
+    and who decided (the policy, the user, or nobody in time); ``id`` gives the order."""
+
+    __tablename__ = "tool_decisions"
+
+    id: Mapped[int] = mapped_column(MessageId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        String(SESSION_ID_MAX_LENGTH),
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+    channel_id: Mapped[str] = mapped_column(String(CHANNEL_ID_MAX_LENGTH), nullable=False)
+    tool: Mapped[str] = mapped_column(String(TOOL_NAME_MAX_LENGTH), nullable=False)
+    arguments: Mapped[dict[str, Any]] = mapped_column(StoredJSON, nullable=False)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    decided_by: Mapped[str] = mapped_column(String(16), nullable=False)
+    detail: Mapped[str] = mapped_column(Text(), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("action IN ('allow', 'deny')", name="action"),
+        CheckConstraint("decided_by IN ('policy', 'user', 'timeout')", name="decided_by"),
+        Index("ix_tool_decisions_session_id_id", "session_id", "id"),
+    )
