@@ -143,7 +143,7 @@ async def _gateway_round(sessions: int, db: Path) -> tuple[float, list[float]]:
     async def one(chat: str) -> float:
         started = time.perf_counter()
         await adapter.say(chat, "hello")
-        await adapter.answer(chat, timeout=600)
+        await adapter.answer(chat, wait=600)
         return time.perf_counter() - started
 
     try:

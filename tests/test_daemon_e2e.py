@@ -38,7 +38,8 @@ class Daemon:
         self.lines: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
-        for stream, sink in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr)):
+        streams = ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))
+        for stream, sink in streams:
             threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
 
     def _pump(self, stream: Any, sink: list[str]) -> None:

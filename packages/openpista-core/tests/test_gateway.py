@@ -36,9 +36,7 @@ def make_settings(tmp_path: Path, emulator: LlmEmulator, **gateway: object) -> S
 
 
 @pytest.fixture
-async def open_gateway(
-    tmp_path: Path, llm_emulator: LlmEmulator
-) -> AsyncIterator[OpenGateway]:
+async def open_gateway(tmp_path: Path, llm_emulator: LlmEmulator) -> AsyncIterator[OpenGateway]:
     opened: list[Gateway] = []
 
     async def open_(*adapters: LoopbackAdapter, settings: Settings | None = None) -> Gateway:

@@ -144,7 +144,7 @@ async def test_refused_connection_is_a_clear_error(postgres_server: PostgresServ
 
 
 async def test_fresh_database_is_migrated_to_head(store: MemoryStore) -> None:
-    assert HEAD == "0002"
+    assert HEAD == "0003"
     assert await store.schema_revision() == HEAD
 
     def describe(conn: sa.Connection) -> tuple[set[str], set[str], set[str]]:

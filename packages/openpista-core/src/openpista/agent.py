@@ -164,7 +164,6 @@ class Agent:
                 await _emit(on_event, ToolFinished(result))
         return results
 
-
     async def _run_tool(self, call: ToolCall, guard: ToolGuard | None) -> ToolResult:
         denial = await guard(call) if guard is not None else None
         if denial is not None:

@@ -44,13 +44,14 @@ def init(
     """
     import tomli_w
 
-    from openpista.config import default_config_path
+    from openpista.config import Settings, default_config_path
     from openpista.plugins import PluginHost
     from openpista.runtime import build_providers
 
     path = Path(state.config_path).expanduser() if state.config_path else default_config_path()
     if path.exists() and not force:
         fail(f"{path} already exists; use --force to replace it", code=1)
+    settings = state.settings() if path.exists() else Settings()  # the file is ours to write
     host = PluginHost.load()
     registry = build_providers(host)
     names = registry.names()
@@ -75,7 +76,7 @@ def init(
         {
             name
             for _, (name, _f) in host.collect(
-                "register_channels", lambda name, _f: name, config=state.settings()
+                "register_channels", lambda name, _f: name, config=settings
             )
         }
         | set(TOKEN_CHANNELS)

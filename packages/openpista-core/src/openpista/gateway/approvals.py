@@ -23,11 +23,11 @@ from openpista.agent import ToolGuard, storable
 from openpista.memory.store import DecisionAction, DecisionSource, MemoryStoreError
 from openpista.memory.tables import TOOL_NAME_MAX_LENGTH
 from openpista.models import AgentResponse, ApprovalRequest, ToolCall
-from openpista.policy import COMMAND_TOOL
+from openpista.policy import COMMAND_TOOL, ToolPolicy
 
 if TYPE_CHECKING:
+    from openpista.config import PolicySettings
     from openpista.memory.store import MemoryStore
-    from openpista.policy import ToolPolicy
 
 __all__ = ["ApprovalBroker", "Send"]
 
@@ -73,6 +73,11 @@ class ApprovalBroker:
         self._pending: dict[str, _Pending] = {}  # request id -> request
         self._asking: set[_Pending] = set()  # guards between asking and recording
         self._closed = False
+
+    @classmethod
+    def from_settings(cls, memory: MemoryStore, settings: PolicySettings) -> ApprovalBroker:
+        """The broker for ``[policy]``: its rules, defaults and approval timeout."""
+        return cls(memory, ToolPolicy(settings), settings.approval_timeout)
 
     def guard(self, session_id: str, channel_id: str, send: Send) -> ToolGuard:
         """The tool guard for one turn of ``session_id`` that came from ``channel_id``.

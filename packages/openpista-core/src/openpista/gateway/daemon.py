@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class DaemonRunningError(RuntimeError):
     """Another daemon holds the PID file."""
 
@@ -137,7 +138,6 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
     from openpista.gateway.approvals import ApprovalBroker
     from openpista.gateway.gateway import Gateway
     from openpista.plugins import PluginHost
-    from openpista.policy import ToolPolicy
     from openpista.runtime import Runtime
     from openpista.scheduler import CronScheduler, validate_cron
 
@@ -167,9 +167,7 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
                 file=sys.stderr,
             )
             return 1
-        broker = ApprovalBroker(
-            runtime.memory, ToolPolicy(settings.policy), settings.policy.approval_timeout
-        )
+        broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
         gateway = Gateway(runtime, adapters, approvals=broker)
         pid_file.acquire([a.name for a in adapters])
         try:
@@ -197,8 +195,14 @@ async def _run(
     gateway: Any, settings: Settings, host: PluginHost, stopped: asyncio.Event, scheduler_cls: Any
 ) -> int:
     loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+
+    def on_signal() -> None:
+        signalled.set()
+        stopped.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopped.set)
+        loop.add_signal_handler(signum, on_signal)
 
     async def dispatch(entry: CronEntry) -> None:
         await gateway.submit(
@@ -225,7 +229,8 @@ async def _run(
         await scheduler.stop()
         cron_task.cancel()
         await asyncio.gather(cron_task, return_exceptions=True)
-        await gateway.stop()
+        # A signal gives turns the configured deadline; a closed terminal lets them finish.
+        await gateway.stop(drain=not signalled.is_set())
     return 0
 
 

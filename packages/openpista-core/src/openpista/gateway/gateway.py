@@ -95,21 +95,23 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._dispatch()))
         await asyncio.gather(*(attempted.wait() for attempted in attempts))
 
-    async def stop(self, deadline: float | None = None) -> None:
-        """Stop accepting, let in-flight turns finish within ``deadline`` seconds, then
+    async def stop(self, deadline: float | None = None, *, drain: bool = False) -> None:
+        """Stop accepting, let in-flight turns finish within ``deadline`` seconds (default
+        ``[gateway] shutdown_deadline``; with ``drain``, however long they take), then
         cancel what is left, and stop the adapters."""
         self._closing = True
-        if deadline is None:
+        if deadline is None and not drain:
             deadline = self.runtime.settings.gateway.shutdown_deadline
         for task in self._tasks:
             task.cancel()
+        if self.approvals is not None:
+            # Turns waiting for an answer end now, denied and recorded, not cancelled.
+            await self.approvals.close()
         if self._turns:
             _, unfinished = await asyncio.wait(set(self._turns), timeout=deadline)
             for turn in unfinished:
                 turn.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
-        if self.approvals is not None:
-            await self.approvals.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for adapter in self.adapters:
             try:

@@ -28,10 +28,8 @@ class ChannelRouter:
         """The session of ``channel_id``; a new one is created and stored on first use."""
         session_id = self._cache.get(channel_id)
         if session_id is None:
-            session_id = await self.memory.session_for_channel(channel_id)
-            if session_id is None:
-                session_id = uuid.uuid4().hex
-                await self.memory.bind_channel(channel_id, session_id)
+            # Atomic in the database: concurrent first messages get one session, not two.
+            session_id = await self.memory.ensure_channel(channel_id, uuid.uuid4().hex)
             self._cache[channel_id] = session_id
         return session_id
 

@@ -48,6 +48,6 @@ class LoopbackAdapter:
         event = ChannelEvent(channel_id=self.channel_prefix + chat, sender=chat, text=text)
         await self._inbound.put(event)
 
-    async def answer(self, chat: str, timeout: float = 30.0) -> AgentResponse:
+    async def answer(self, chat: str, wait: float = 30.0) -> AgentResponse:
         """The next final (non-delta) response sent to chat ``chat``."""
-        return await asyncio.wait_for(self._finals[self.channel_prefix + chat].get(), timeout)
+        return await asyncio.wait_for(self._finals[self.channel_prefix + chat].get(), wait)

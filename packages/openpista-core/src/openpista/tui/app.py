@@ -236,12 +236,14 @@ async def run_tui(
     model: str | None = None,
 ) -> None:
     """Open the runtime and a gateway with the TUI's channel, and run the app."""
+    from openpista.gateway.approvals import ApprovalBroker
     from openpista.gateway.gateway import Gateway
     from openpista.runtime import Runtime
 
     runtime = await Runtime.open(settings)
     try:
-        gateway = Gateway(runtime, approvals=approval_broker(runtime))
+        approvals = ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
+        gateway = Gateway(runtime, approvals=approvals)
         problems = list(runtime.problems)
         if provider or model:
             try:
@@ -280,22 +282,6 @@ class ChatLogHandler(logging.Handler):
         action = Failed(f"{record.levelname.lower()}: {record.getMessage()}")
         with contextlib.suppress(RuntimeError):  # the loop has closed
             self.loop.call_soon_threadsafe(self.app.dispatch, action)
-
-
-def approval_broker(runtime: Runtime) -> Any:
-    """The ``ask`` side of the tool policy, as the daemon builds it (``None`` until the
-    approval modules exist, in which case tools run as the policy's allow rules say)."""
-    from importlib import import_module
-
-    try:
-        approvals = import_module("openpista.gateway.approvals")
-        policy = import_module("openpista.policy")
-    except ImportError:
-        return None
-    settings = runtime.settings.policy
-    return approvals.ApprovalBroker(
-        runtime.memory, policy.ToolPolicy(settings), settings.approval_timeout
-    )
 
 
 def _user_name() -> str:
