@@ -245,3 +245,45 @@ async def test_shutdown_cancels_stuck_turns_and_keeps_history_consistent(
     stored = await gateway.runtime.memory.load_messages(session)
     assert [m.role for m in stored] == ["user"]  # no tool call without its result
     assert adapter.stopped
+
+
+async def test_remote_tool_call_waits_for_the_users_approval(
+    tmp_path: Path, llm_emulator: LlmEmulator
+) -> None:
+    from openpista.gateway.approvals import ApprovalBroker
+
+    marker = tmp_path / "approved-run"
+    llm_emulator.reply_tool_calls([("system_run", {"command": f"touch {marker}"})])
+    llm_emulator.reply(lambda body: body["messages"][-1]["content"])
+    settings = make_settings(tmp_path, llm_emulator)
+    runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
+    adapter = LoopbackAdapter("remote:")  # not a local prefix: the default policy asks
+    broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
+    gateway = Gateway(runtime, [adapter], approvals=broker)
+    await gateway.start()
+    try:
+        await adapter.say("7", "make the file")
+        for _ in range(400):
+            requests = [r.approval for r in adapter.sent["remote:7"] if r.approval]
+            if requests:
+                break
+            await asyncio.sleep(0.05)
+        [request] = requests
+        assert request.tool == "system.run"
+        assert not marker.exists()
+        await adapter.say("7", "/approve")
+        confirmation = await adapter.answer("7")
+        assert request.id in confirmation.text
+        answer = await adapter.answer("7")
+        assert "exit code: 0" in answer.text
+        assert marker.exists()
+        session = await gateway.router.session_for("remote:7")
+        [decision] = await runtime.memory.list_decisions(session)
+        assert (decision.tool, decision.action, decision.decided_by) == (
+            "system.run",
+            "allow",
+            "user",
+        )
+    finally:
+        await gateway.stop(deadline=0)
+        await runtime.close()
