@@ -105,12 +105,15 @@ def test_example_config_is_valid_and_shows_the_defaults() -> None:
     assert example.database == defaults.database
     assert example.tools == defaults.tools
     assert example.skills == defaults.skills
+    assert example.gateway == defaults.gateway
+    assert example.policy == defaults.policy
+    assert example.cron == defaults.cron == []
 
 
 def test_example_config_documents_every_option() -> None:
     text = EXAMPLE.read_text()
     data = tomllib.loads(text)
-    for section in ("agent", "database", "skills"):
+    for section in ("agent", "database", "skills", "gateway", "policy"):
         model = getattr(Settings(), section)
         for key in type(model).model_fields:
             assert re.search(rf"^#? ?{key} =", text, re.M), f"[{section}] {key} is not documented"
@@ -118,3 +121,7 @@ def test_example_config_documents_every_option() -> None:
         assert key in data["tools"]["system_run"], f"[tools.system_run] {key} is not documented"
     for key in ("model", "api_key", "base_url", "timeout", "max_retries", "retry_base_delay"):
         assert re.search(rf"^#? ?{key} =", text, re.M), f"provider option {key} is not documented"
+    for key in ("name", "schedule", "channel", "message", "enabled"):
+        assert re.search(rf"^# {key} =", text, re.M), f"[[cron]] {key} is not documented"
+    for key in ("tool", "command", "channels", "action"):
+        assert f"{key} = " in text, f"[[policy.rules]] {key} is not documented"
