@@ -54,23 +54,10 @@ def install(files: dict[str, str], workdir: Path, site: Path) -> None:
         path = workdir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(site),
-            str(workdir),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+    command += ["--no-build-isolation", "--no-index", "--target", str(site), str(workdir)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"pip could not install {workdir.name}:\n{done.stderr}"
 
 
 @pytest.fixture
