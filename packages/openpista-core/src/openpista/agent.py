@@ -105,10 +105,8 @@ class Agent:
         Provider failures come back as a response with ``is_error`` set and a message that
         starts with ❌; the history stays as stored so far.
         """
-        await self.memory.ensure_session(session_id)
-        history = await self.memory.load_messages(session_id)
         user = Message(role="user", content=storable(text))
-        await self.memory.append_message(session_id, user)
+        history = await self.memory.start_turn(session_id, user)
         history.append(user)
         usage = Usage()
         specs = self.tools.specs()
