@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from openpista.agent import Agent, AgentEvent, ToolFinished, ToolStarted
-from openpista.config import ProviderSettings, Settings
 from openpista.memory.store import MemoryStore
 from openpista.models import Message, ToolCall, ToolResult
 from openpista.plugins import PluginHost
 from openpista.providers.base import TextDelta
 from openpista.runtime import build_providers
+from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
 from openpista.tools.base import ToolError
 from openpista.tools.registry import ToolRegistry, tool
@@ -33,16 +33,7 @@ async def memory(tmp_path: Path) -> AsyncIterator[MemoryStore]:
 @pytest.fixture
 def make_agent(llm_emulator: LlmEmulator, memory: MemoryStore) -> MakeAgent:
     def make(*tools: Any, max_tool_rounds: int = 10, context: str = "") -> Agent:
-        settings = Settings(
-            providers={
-                "openai": ProviderSettings(
-                    api_key="test-key",  # type: ignore[arg-type]
-                    base_url=llm_emulator.openai_base_url,
-                    retry_base_delay=0,
-                    timeout=20,
-                )
-            }
-        )
+        settings = emulator_settings(llm_emulator, Path("/nonexistent"))
         provider = build_providers(PluginHost.load(entry_points=False)).build(settings, "openai")
         return Agent(
             provider,

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from openpista.agent import Agent, ToolGuard
-from openpista.config import PolicySettings, ProviderSettings, Settings, SystemRunSettings
+from openpista.config import PolicySettings, SystemRunSettings
 from openpista.gateway.approvals import ApprovalBroker
 from openpista.memory.store import MemoryStore
 from openpista.models import AgentResponse, ApprovalRequest, ToolCall, utc_now
 from openpista.plugins import PluginHost
 from openpista.policy import ToolPolicy
 from openpista.runtime import build_providers
+from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
 from openpista.tools.registry import ToolRegistry
 from openpista.tools.system_run import make_system_run_tool
@@ -351,16 +352,7 @@ def test_timeout_must_be_positive(tmp_path: Path) -> None:
 
 
 def make_agent(llm_emulator: LlmEmulator, memory: MemoryStore, workspace: Path) -> Agent:
-    settings = Settings(
-        providers={
-            "openai": ProviderSettings(
-                api_key="test-key",  # type: ignore[arg-type]
-                base_url=llm_emulator.openai_base_url,
-                retry_base_delay=0,
-                timeout=20,
-            )
-        }
-    )
+    settings = emulator_settings(llm_emulator, workspace)
     provider = build_providers(PluginHost.load(entry_points=False)).build(settings, "openai")
     tools = ToolRegistry([make_system_run_tool(SystemRunSettings(), workspace)])
     return Agent(provider, tools, memory, system_prompt="You are a test agent.")

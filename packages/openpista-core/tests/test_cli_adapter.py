@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from openpista.builtins import channels
-from openpista.config import ProviderSettings, Settings
+from openpista.config import Settings
 from openpista.gateway.cli_adapter import CHANNEL_ID, CliAdapter, create_cli_adapter
 from openpista.gateway.gateway import Gateway
 from openpista.models import AgentResponse, ApprovalRequest, ChannelEvent, ToolCall, ToolResult
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
+from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
 
 
@@ -190,17 +191,7 @@ async def test_piped_lines_are_answered_through_the_gateway_before_it_closes(
 ) -> None:
     llm_emulator.reply_text("first answer", chunk_size=3)
     llm_emulator.reply_text("second answer", chunk_size=3)
-    settings = Settings(
-        agent={"workspace": tmp_path / "ws"},  # type: ignore[arg-type]
-        database={"url": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"},  # type: ignore[arg-type]
-        providers={
-            "openai": ProviderSettings(
-                api_key="k",  # type: ignore[arg-type]
-                base_url=llm_emulator.openai_base_url,
-                retry_base_delay=0,
-            )
-        },
-    )
+    settings = emulator_settings(llm_emulator, tmp_path)
     runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
     read_fd, write_fd = os.pipe()
     stdout, stderr = io.StringIO(), io.StringIO()

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from openpista.config import GatewaySettings, ProviderSettings, Settings
+from openpista.config import GatewaySettings, Settings
 from openpista.gateway.gateway import Gateway, GatewayClosedError
 from openpista.models import ChannelEvent
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
 from openpista.testing.adapters import LoopbackAdapter
+from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
 from openpista.tools.registry import tool
 
@@ -21,18 +22,9 @@ OpenGateway = Callable[..., Awaitable[Gateway]]
 
 
 def make_settings(tmp_path: Path, emulator: LlmEmulator, **gateway: object) -> Settings:
-    return Settings(
-        agent={"workspace": tmp_path / "ws"},  # type: ignore[arg-type]
-        database={"url": f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"},  # type: ignore[arg-type]
-        providers={
-            "openai": ProviderSettings(
-                api_key="k",  # type: ignore[arg-type]
-                base_url=emulator.openai_base_url,
-                retry_base_delay=0,
-            )
-        },
-        gateway=GatewaySettings(restart_max_delay=1, **gateway),  # type: ignore[arg-type]
-    )
+    settings = emulator_settings(emulator, tmp_path)
+    settings.gateway = GatewaySettings(restart_max_delay=1, **gateway)  # type: ignore[arg-type]
+    return settings
 
 
 @pytest.fixture

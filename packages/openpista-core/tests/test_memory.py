@@ -6,7 +6,6 @@ import asyncio
 import os
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -30,21 +29,6 @@ from openpista.models import Message, ToolCall, ToolResult
 from openpista.testing.postgres import PostgresServer
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database: a SQLite file, or a fresh database on the test PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/memory.db"
-    url: str = request.getfixturevalue("fresh_postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[MemoryStore]:
-    async with await MemoryStore.open(database_url) as opened:
-        yield opened
 
 
 def sqlite_url(tmp_path: Path) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,21 +17,6 @@ from openpista.memory.tables import UTCDateTime
 from openpista.models import Message
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database: a SQLite file, or a fresh database on the test PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/memory.db"
-    url: str = request.getfixturevalue("fresh_postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[MemoryStore]:
-    async with await MemoryStore.open(database_url) as opened:
-        yield opened
 
 
 async def table_names(store: MemoryStore) -> set[str]:

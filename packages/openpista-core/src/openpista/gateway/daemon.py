@@ -48,7 +48,8 @@ class DaemonState:
         return max(0.0, time.time() - self.started_at)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (also when it belongs to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,7 +72,7 @@ class PidFile:
             pid = int(self.path.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if pid > 0 and _alive(pid) else None
+        return pid if pid > 0 and pid_alive(pid) else None
 
     def acquire(self, channels: list[str]) -> None:
         """Write our PID (atomically, exclusive) and state; replace a stale file."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from openpista.config import Settings
     from openpista.testing.emulator import LlmEmulator
 
 OPENPISTA = Path(sys.executable).parent / "openpista"
@@ -20,6 +22,13 @@ KEY_VARIABLES = (
     "TOGETHER_API_KEY",
     "OPENROUTER_API_KEY",
 )
+
+
+def emulator_settings(emulator: LlmEmulator, home: Path, agent_options: str = "") -> Settings:
+    """The :func:`emulator_config` file as :class:`Settings`, for in-process tests."""
+    from openpista.config import Settings
+
+    return Settings(**tomllib.loads(emulator_config(emulator, home, agent_options)))
 
 
 def emulator_config(emulator: LlmEmulator, home: Path, agent_options: str = "") -> str:

@@ -38,6 +38,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from openpista.gateway.daemon import pid_alive
+
 __all__ = ["PostgresNotAvailableError", "PostgresServer", "PostgresStartError", "find_bindir"]
 
 _INSTALL_HINT = (
@@ -397,7 +399,7 @@ def _remove_abandoned_clusters() -> None:
             owner = int(owner_file.read_text())
         except (OSError, ValueError):
             continue
-        if _alive(owner):
+        if pid_alive(owner):
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):
             postmaster = int((directory / "data" / "postmaster.pid").read_text().split()[0])
@@ -406,13 +408,3 @@ def _remove_abandoned_clusters() -> None:
             if str(directory / "data").encode() in cmdline:
                 os.kill(postmaster, signal.SIGKILL)
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
