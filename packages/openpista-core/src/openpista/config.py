@@ -147,6 +147,16 @@ class PolicySettings(_Section):
     rules: list[PolicyRule] = Field(default_factory=list)
 
 
+class AuthProviderSettings(_Section):
+    """``[auth.<provider>]``: override the sign-in table of ``openpista auth login``."""
+
+    client_id: str | None = None
+    authorize_url: str | None = None
+    token_url: str | None = None
+    scopes: list[str] | None = None
+    callback_port: int | None = Field(default=None, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -165,6 +175,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     cron: list[CronEntry] = Field(default_factory=list)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    auth: dict[str, AuthProviderSettings] = Field(default_factory=dict)
 
     source_path: Path | None = Field(default=None, exclude=True)
 

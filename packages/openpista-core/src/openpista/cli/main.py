@@ -26,6 +26,7 @@ BUILTIN_COMMANDS = {
     "sessions": ("openpista.cli.sessions:sessions", "List stored conversation sessions."),
     "cron": ("openpista.cli.cron:cron", "Show scheduled messages and their next run times."),
     "tui": ("openpista.cli.tui:tui", "Full-screen terminal chat with the agent."),
+    "auth": ("openpista.cli.auth:auth", "Log in to providers, show or remove stored credentials."),
 }
 
 

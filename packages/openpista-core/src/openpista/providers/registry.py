@@ -72,7 +72,8 @@ class ProviderRegistry:
 
         The model is, in order: ``model``, ``[agent] model`` (when ``name`` is the agent's
         provider), ``[providers.<name>] model``, the preset's default. The key is
-        ``[providers.<name>] api_key``, else the preset's environment variables. Raises
+        ``[providers.<name>] api_key``, else the credential stored by ``openpista auth login``,
+        else the preset's environment variables. Raises
         :class:`ConfigError` for an unknown name and :class:`ProviderError` (kind
         ``config``) when a required key or base URL is missing.
         """
@@ -84,7 +85,10 @@ class ProviderRegistry:
         if section.base_url is None and preset.default_base_url:
             update["base_url"] = preset.default_base_url
         if section.api_key is None:
-            key = next((os.environ[env] for env in preset.api_key_env if os.environ.get(env)), None)
+            stored = stored_key(preset) if preset.requires_api_key or preset.api_key_env else None
+            key = stored or next(
+                (os.environ[env] for env in preset.api_key_env if os.environ.get(env)), None
+            )
             update["api_key"] = SecretStr(key) if key else None
         resolved = section.model_copy(update=update)
         if preset.requires_base_url and not resolved.base_url:
@@ -105,11 +109,23 @@ def _section(settings: Settings, preset: ProviderPreset) -> ProviderSettings:
     return settings.provider_settings(preset.name)
 
 
+def stored_key(preset: ProviderPreset) -> str | None:
+    """The key or access token ``openpista auth login`` stored for ``preset`` (or an alias)."""
+    from openpista.auth.credentials import CredentialStore
+
+    stored = CredentialStore().load()
+    for name in (preset.name, *preset.aliases):
+        if name in stored:
+            return stored[name].secret
+    return None
+
+
 def _missing_key(preset: ProviderPreset) -> str:
     env = " or ".join(preset.api_key_env) or "an API key"
     return (
         f"no API key for {preset.name}. Either:\n"
-        f"  set {env} (or [providers.{preset.name}] api_key), or run `openpista init`,\n"
+        f"  set {env} (or [providers.{preset.name}] api_key), run "
+        f"`openpista auth login {preset.name}` or `openpista init`,\n"
         '  or use a local OpenAI-compatible server such as Ollama: [agent] provider = "ollama"'
     )
 

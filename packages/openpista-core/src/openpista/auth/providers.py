@@ -1,0 +1,75 @@
+"""How each provider signs users in: one table per provider, overridable in ``[auth.<name>]``.
+
+``flavor`` is the protocol: ``oauth2`` is RFC 6749 Authorization Code with PKCE (S256)
+(OpenAI's ChatGPT sign-in, as used by the Codex CLI); ``openrouter`` is OpenRouter's PKCE
+variant, whose exchange returns a long-lived API key instead of tokens. A provider that is
+not in :data:`OAUTH_PROVIDERS` takes an API key only (Anthropic's consumer terms forbid
+Claude subscription tokens in third-party tools, so there is deliberately no entry for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from openpista.config import Settings
+
+Flavor = Literal["oauth2", "openrouter"]
+
+
+@dataclass(frozen=True)
+class OAuthProvider:
+    """Endpoints, client id and scopes of one provider's sign-in."""
+
+    name: str
+    flavor: Flavor
+    client_id: str
+    authorize_url: str
+    token_url: str
+    scopes: tuple[str, ...] = ()
+    callback_port: int = 0  # 0: a random free port on 127.0.0.1
+    callback_path: str = "/auth/callback"
+    extra_params: tuple[tuple[str, str], ...] = ()
+
+
+OAUTH_PROVIDERS: dict[str, OAuthProvider] = {
+    "openai": OAuthProvider(
+        name="openai",
+        flavor="oauth2",
+        # The public client of OpenAI's Codex CLI; its registered redirect is port 1455.
+        client_id="app_EMoamEEZ73f0CkXaXp7hrann",
+        authorize_url="https://auth.openai.com/oauth/authorize",
+        token_url="https://auth.openai.com/oauth/token",
+        scopes=("openid", "profile", "email", "offline_access"),
+        callback_port=1455,
+        callback_path="/auth/callback",
+        extra_params=(
+            ("id_token_add_organizations", "true"),
+            ("codex_cli_simplified_flow", "true"),
+        ),
+    ),
+    "openrouter": OAuthProvider(
+        name="openrouter",
+        flavor="openrouter",
+        client_id="openpista",
+        authorize_url="https://openrouter.ai/auth",
+        token_url="https://openrouter.ai/api/v1/auth/keys",
+        callback_port=0,
+        callback_path="/callback",
+    ),
+}
+
+
+def oauth_provider(name: str, settings: Settings | None = None) -> OAuthProvider | None:
+    """The sign-in table of ``name`` with ``[auth.<name>]`` applied; ``None``: API key only."""
+    base = OAUTH_PROVIDERS.get(name)
+    if base is None:
+        return None
+    override = settings.auth.get(name) if settings is not None else None
+    if override is None:
+        return base
+    changes = override.model_dump(exclude_none=True)
+    if "scopes" in changes:
+        changes["scopes"] = tuple(changes["scopes"])
+    return replace(base, **changes)

@@ -1,0 +1,269 @@
+"""``openpista auth``: log in to providers, show or remove stored credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from openpista.cli.main import CliState, fail
+
+if TYPE_CHECKING:
+    from openpista.auth.credentials import Credential
+    from openpista.config import Settings
+    from openpista.providers.base import ProviderPreset
+    from openpista.providers.registry import ProviderRegistry
+
+
+@click.group()
+def auth() -> None:
+    """Log in to providers, show or remove stored credentials.
+
+    \b
+    Examples:
+      openpista auth login openai              (ChatGPT sign-in in the browser)
+      openpista auth login openai --no-browser (paste the redirected URL)
+      openpista auth login anthropic           (asks for the API key, hidden)
+      echo "$KEY" | openpista auth login together --api-key-stdin
+      openpista auth status --json
+      openpista auth logout openai
+    """
+
+
+def _registry() -> ProviderRegistry:
+    from openpista.plugins import PluginHost
+    from openpista.runtime import build_providers
+
+    return build_providers(PluginHost.load())
+
+
+def _store() -> Any:
+    from openpista.auth.credentials import CredentialStore
+
+    return CredentialStore()
+
+
+def _load(store: Any) -> dict[str, Credential]:
+    from openpista.auth.credentials import AuthError
+
+    try:
+        loaded: dict[str, Credential] = store.load()
+    except AuthError as exc:
+        fail(str(exc), code=2)
+    return loaded
+
+
+def _expiry(credential: Credential | None) -> str | None:
+    if credential is None or credential.expires_at is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(credential.expires_at))
+
+
+def _status_row(
+    preset: ProviderPreset, settings: Settings, stored: dict[str, Credential]
+) -> dict[str, Any]:
+    from openpista.auth.providers import oauth_provider
+
+    credential = next((stored[n] for n in (preset.name, *preset.aliases) if n in stored), None)
+    env = next((var for var in preset.api_key_env if os.environ.get(var)), None)
+    if settings.provider_settings(preset.name).api_key is not None:
+        source, kind = "config", "api_key"
+    elif credential is not None:
+        source, kind = "stored", credential.kind
+    elif env is not None:
+        source, kind = "env", "api_key"
+    else:
+        source, kind = "none", None
+    expired = credential is not None and source == "stored" and credential.expires_within(0)
+    return {
+        "provider": preset.name,
+        "source": source,
+        "kind": kind,
+        "env": env if source == "env" else None,
+        "expires_at": _expiry(credential) if source == "stored" else None,
+        "expired": expired,
+        "needs_key": preset.requires_api_key,
+        "login_methods": ["oauth", "api_key"]
+        if oauth_provider(preset.name) is not None
+        else ["api_key"],
+    }
+
+
+@auth.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def status(state: CliState, as_json: bool) -> None:
+    """Show every provider: where its key comes from (config, stored, env, none) and expiry."""
+    settings = state.settings()
+    registry = _registry()
+    stored = _load(_store())
+    rows = [_status_row(registry.get(name), settings, stored) for name in registry.names()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        detail = {
+            "config": "key in config",
+            "stored": f"stored {row['kind']}",
+            "env": f"key from ${row['env']}",
+            "none": "not logged in" if row["needs_key"] else "no key needed",
+        }[row["source"]]
+        if row["expires_at"]:
+            word = "expired" if row["expired"] else "expires"
+            detail += f", {word} {row['expires_at']}"
+        click.echo(f"{row['provider']:<12} {detail}")
+
+
+@auth.command("logout")
+@click.argument("provider", required=False)
+@click.pass_obj
+def logout(state: CliState, provider: str | None) -> None:
+    """Remove the stored credential of PROVIDER (of every provider when none is given)."""
+    from openpista.auth.credentials import AuthError
+
+    name = _resolve(provider) if provider else None
+    try:
+        removed = _store().remove(name)
+    except AuthError as exc:
+        fail(str(exc), code=2)
+    if not removed:
+        click.echo(f"nothing stored for {name}" if name else "no stored credentials")
+        return
+    click.echo(f"removed the stored credential of {', '.join(removed)}")
+
+
+def _resolve(provider: str) -> str:
+    from openpista.config import ConfigError
+
+    try:
+        return _registry().get(provider).name
+    except ConfigError as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() exits
+
+
+def _pick(settings: Settings) -> str:
+    registry = _registry()
+    stored = _load(_store())
+    names = [n for n in registry.names() if registry.get(n).requires_api_key]
+    click.echo("Providers:")
+    for index, name in enumerate(names, 1):
+        row = _status_row(registry.get(name), settings, stored)
+        methods = " or ".join(m.replace("_", " ") for m in row["login_methods"])
+        click.echo(f"  {index}. {name:<12} ({methods}; now: {row['source']})", err=True)
+    choice = click.prompt("Provider (number or name)", err=True).strip()
+    if choice.isdigit() and 1 <= int(choice) <= len(names):
+        return names[int(choice) - 1]
+    return _resolve(choice)
+
+
+@auth.command("login")
+@click.argument("provider", required=False)
+@click.option("--api-key", "api_key", metavar="KEY", help="Store this API key (visible in ps!).")
+@click.option("--api-key-stdin", is_flag=True, help="Read the API key from standard input.")
+@click.option(
+    "--method",
+    type=click.Choice(["oauth", "api-key"]),
+    help="Sign in with OAuth or store an API key (default: OAuth where the provider has it).",
+)
+@click.option(
+    "--no-browser",
+    is_flag=True,
+    help="Print the sign-in URL and read the redirected URL (or code) from standard input.",
+)
+@click.option(
+    "--timeout", default=300.0, show_default=True, help="Seconds to wait for the browser."
+)
+@click.pass_obj
+def login(
+    state: CliState,
+    provider: str | None,
+    api_key: str | None,
+    api_key_stdin: bool,
+    method: str | None,
+    no_browser: bool,
+    timeout: float,
+) -> None:
+    """Log in to PROVIDER (asked when not given) and store the credential (mode 0600).
+
+    OpenAI (ChatGPT sign-in) and OpenRouter use OAuth 2.0 with PKCE in the browser; every
+    provider accepts an API key. Anthropic takes an API key only: its consumer terms forbid
+    Claude subscription sign-in in third-party tools.
+    """
+    from openpista.auth.credentials import AuthError, Credential
+    from openpista.auth.providers import oauth_provider
+
+    settings = state.settings()
+    name = _resolve(provider) if provider else _pick(settings)
+    table = oauth_provider(name, settings)
+    use_key = api_key is not None or api_key_stdin or method == "api-key" or table is None
+    if method == "oauth" and table is None:
+        fail(f"{name} has no OAuth sign-in in openpista; log in with an API key instead")
+    store = _store()
+    _load(store)  # refuse a bad file before asking for anything
+    if use_key:
+        key = _read_key(name, api_key, api_key_stdin)
+        credential = Credential(kind="api_key", api_key=key)
+    else:
+        assert table is not None
+        try:
+            credential = asyncio.run(_oauth(table, no_browser, timeout))
+        except AuthError as exc:
+            fail(str(exc))
+    try:
+        store.set(name, credential)
+    except AuthError as exc:
+        fail(str(exc), code=2)
+    expiry = _expiry(credential)
+    click.echo(
+        f"✅ logged in to {name} ({credential.kind.replace('_', ' ')}"
+        + (f", expires {expiry}" if expiry else "")
+        + f"); stored in {store.path}"
+    )
+
+
+def _read_key(name: str, api_key: str | None, from_stdin: bool) -> str:
+    if from_stdin:
+        key = sys.stdin.readline().strip()
+    elif api_key is not None:
+        key = api_key.strip()
+    else:
+        key = click.prompt(f"{name} API key", hide_input=True, err=True).strip()
+    if not key:
+        fail("the API key is empty; nothing was stored")
+    return key
+
+
+async def _oauth(table: Any, no_browser: bool, wait_seconds: float) -> Credential:
+    import httpx
+
+    from openpista.auth.oauth import login_with_browser, login_with_paste
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        if no_browser:
+
+            def show(url: str) -> None:
+                click.echo("Open this URL in a browser on any machine and sign in:", err=True)
+                click.echo(url)
+                click.echo(
+                    "Then paste the address the browser was sent to (it may fail to load; "
+                    "copy it from the address bar), or just the code:",
+                    err=True,
+                )
+
+            return await login_with_paste(table, show, lambda: sys.stdin.readline(), client=client)
+
+        def open_browser(url: str) -> None:
+            import webbrowser
+
+            click.echo(f"Opening the browser to sign in; if it does not open, visit:\n{url}")
+            webbrowser.open(url)
+
+        return await login_with_browser(
+            table, open_browser, client=client, wait_seconds=wait_seconds
+        )
