@@ -417,12 +417,17 @@ def test_registry_names_aliases_and_unknown() -> None:
         "ollama",
         "openrouter",
         "custom",
+        "github_copilot",
+        "gemini",
+        "vercel_ai_gateway",
+        "azure",
+        "bedrock",
     ]
     assert providers.get("claude").name == "anthropic"
     assert "Claude" in providers
     assert providers.problems == []
-    with pytest.raises(ConfigError, match=r"unknown provider 'gemini'; available: openai, "):
-        providers.get("gemini")
+    with pytest.raises(ConfigError, match=r"unknown provider 'grok'; available: openai, "):
+        providers.get("grok")
 
 
 def test_duplicate_preset_is_a_problem_and_first_wins() -> None:

@@ -54,6 +54,15 @@ class ProviderSettings(_Section):
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
     retry_base_delay: float = Field(default=1.0, ge=0)
+    # Provider-specific options (docs/providers.md): openai's wire API ("responses" is
+    # POST {base_url}/responses), anthropic's auth header ("bearer": the api_key is sent as
+    # `Authorization: Bearer` with the oauth beta), the ChatGPT account (`chatgpt-account-id`
+    # header, else read from id_token's claims) and azure's api-version.
+    api: Literal["chat", "responses"] = "chat"
+    auth_header: Literal["x-api-key", "bearer"] = "x-api-key"
+    account_id: str | None = None
+    id_token: SecretStr | None = None
+    api_version: str | None = None
 
 
 class AgentSettings(_Section):

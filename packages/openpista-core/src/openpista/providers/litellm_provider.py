@@ -44,6 +44,10 @@ _READONLY_WARNING = r"Items? .* on TypedDict class .* using the `ReadOnly` quali
 
 ModelsApi = Literal["openai", "anthropic", "ollama"]
 
+ANTHROPIC_OAUTH_BETA = "oauth-2025-04-20"
+BEARER_PLACEHOLDER = "bearer-mode"
+"""What litellm sends as x-api-key in Anthropic bearer mode (it cannot omit the header)."""
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -61,6 +65,9 @@ class Backend:
     models_api: ModelsApi | None = "openai"
     local: bool = False
     static_models: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    keyless_placeholder: bool = True
+    """Send a placeholder key when there is none (False: let litellm find its own credentials)."""
 
 
 class LiteLLMProvider:
@@ -119,7 +126,11 @@ class LiteLLMProvider:
             return list(self.backend.static_models)
         try:
             return await _fetch_models(
-                self.backend.models_api, base, self._api_key(), self.settings.timeout
+                self.backend.models_api,
+                base,
+                None if self._bearer() else self._api_key(),
+                self.settings.timeout,
+                self._headers(),
             )
         except Exception as exc:
             raise self._failure(exc) from None
@@ -146,6 +157,11 @@ class LiteLLMProvider:
             "max_retries": 0,
             "drop_params": True,
         }
+        headers = self._headers()
+        if headers:
+            options["extra_headers"] = headers
+        if self.settings.api_version:
+            options["api_version"] = self.settings.api_version
         if wire_tools:
             options["tools"] = wire_tools
         if stream:
@@ -166,9 +182,31 @@ class LiteLLMProvider:
 
     def _api_key(self) -> str | None:
         key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
+        if key and self._bearer():
+            # litellm always sends its api_key as x-api-key to Anthropic (only sk-ant-oat
+            # tokens become a Bearer): give it a placeholder, the token goes in _headers().
+            return BEARER_PLACEHOLDER
         # A keyless backend gets a placeholder: otherwise litellm would fall back to
         # OPENAI_API_KEY and send the user's OpenAI key to a local or custom server.
-        return key or (None if self.backend.needs_key else "none")
+        if key or self.backend.needs_key or not self.backend.keyless_placeholder:
+            return key
+        return "none"
+
+    def _secret(self) -> str | None:
+        """The configured key or token itself (what must never appear in messages)."""
+        return self.settings.api_key.get_secret_value() if self.settings.api_key else None
+
+    def _bearer(self) -> bool:
+        return self.backend.models_api == "anthropic" and self.settings.auth_header == "bearer"
+
+    def _headers(self) -> dict[str, str]:
+        """Extra request headers: the preset's own, and the Anthropic bearer-mode ones."""
+        headers = dict(self.backend.headers)
+        token = self._secret()
+        if token and self._bearer():
+            headers["Authorization"] = f"Bearer {token}"
+            headers["anthropic-beta"] = ANTHROPIC_OAUTH_BETA
+        return headers
 
     def _failure(self, exc: BaseException) -> ProviderError:
         if isinstance(exc, ProviderError):
@@ -183,6 +221,8 @@ def _litellm() -> ModuleType:
     # items: noise for the user. Re-added on each call because test runners reset filters.
     warnings.filterwarnings("ignore", _READONLY_WARNING, UserWarning)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # Otherwise litellm fetches its Anthropic beta-header table from GitHub on first use.
+    os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
     import litellm
 
     litellm.suppress_debug_info = True
@@ -335,7 +375,13 @@ def _backoff(base_delay: float) -> Any:
     return wait
 
 
-async def _fetch_models(api: ModelsApi, base: str, key: str | None, limit: float) -> list[str]:
+async def _fetch_models(
+    api: ModelsApi,
+    base: str,
+    key: str | None,
+    limit: float,
+    extra: dict[str, str] | None = None,
+) -> list[str]:
     """Ask the API which models it serves; raises httpx errors for :func:`_describe`."""
     import httpx
 
@@ -343,12 +389,13 @@ async def _fetch_models(api: ModelsApi, base: str, key: str | None, limit: float
     headers: dict[str, str] = {}
     if api == "anthropic":
         url = f"{root}/v1/models"
-        headers = {"x-api-key": key or "", "anthropic-version": "2023-06-01"}
+        headers = {"anthropic-version": "2023-06-01"} | ({"x-api-key": key} if key else {})
     elif api == "ollama":
         url = f"{root}/api/tags"
     else:
         url = f"{root}/models"
         headers = {"authorization": f"Bearer {key}"} if key else {}
+    headers |= extra or {}
     async with httpx.AsyncClient(timeout=limit) as client:
         response = await client.get(url, headers=headers)
         response.raise_for_status()
@@ -453,7 +500,7 @@ def _describe(failure: _Failure, provider: LiteLLMProvider) -> ProviderError:
     preset, settings, backend = provider.name, provider.settings, provider.backend
     section = f"[providers.{preset}]"
     status = failure.status
-    detail = _clean(failure.detail, provider._api_key())
+    detail = _clean(failure.detail, provider._secret())
     if failure.timeout:
         message = (
             f"{preset} did not answer within {settings.timeout:g} s: try again, "

@@ -29,6 +29,9 @@ def litellm_preset(
     models_api: ModelsApi | None = "openai",
     local: bool = False,
     models: tuple[str, ...] = (),
+    headers: tuple[tuple[str, str], ...] = (),
+    keyless_placeholder: bool = True,
+    responses: bool = False,
 ) -> ProviderPreset:
     """A :class:`ProviderPreset` whose factory builds a :class:`LiteLLMProvider`."""
     backend = Backend(
@@ -39,13 +42,20 @@ def litellm_preset(
         models_api=models_api,
         local=local,
         static_models=models or (default_model,),
+        headers=headers,
+        keyless_placeholder=keyless_placeholder,
     )
 
     def factory(settings: ProviderSettings, model: str | None) -> LlmProvider:
         # The registry fills base_url too; this keeps a direct factory call equally complete.
         if settings.base_url is None and base_url is not None:
             settings = settings.model_copy(update={"base_url": base_url})
-        return LiteLLMProvider(backend, settings, model or settings.model or default_model)
+        chosen = model or settings.model or default_model
+        if responses and settings.api == "responses":
+            from openpista.providers.responses import ResponsesProvider
+
+            return ResponsesProvider(backend, settings, chosen)
+        return LiteLLMProvider(backend, settings, chosen)
 
     return ProviderPreset(
         name=name,
@@ -62,7 +72,88 @@ def litellm_preset(
 
 
 def builtin_presets() -> list[ProviderPreset]:
-    """Every preset core ships: openai, anthropic, together, ollama, openrouter, custom."""
+    """Every preset core ships: openai, anthropic, together, ollama, openrouter, custom,
+    and the extended credential slots (:func:`extended_presets`)."""
+    return [*_core_presets(), *extended_presets()]
+
+
+def extended_presets() -> list[ProviderPreset]:
+    """GitHub Copilot, Google Gemini, Vercel AI Gateway, Azure OpenAI and AWS Bedrock."""
+    return [
+        litellm_preset(
+            "github_copilot",
+            # Copilot's chat API is OpenAI-compatible; the key is a Copilot session token
+            # (from `openpista auth login github_copilot` or GITHUB_COPILOT_TOKEN).
+            prefix="openai/",
+            default_model="gpt-4o",
+            description="GitHub Copilot subscription (api.githubcopilot.com)",
+            aliases=("copilot",),
+            api_key_env=("GITHUB_COPILOT_TOKEN",),
+            base_url="https://api.githubcopilot.com",
+            headers=COPILOT_HEADERS,
+            models=("gpt-4o", "gpt-4.1", "claude-sonnet-4", "gemini-2.0-flash-001"),
+        ),
+        litellm_preset(
+            "gemini",
+            prefix="gemini/",
+            default_model="gemini-2.0-flash",
+            description="Google Gemini API (AI Studio key)",
+            aliases=("google",),
+            api_key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+            models_api=None,
+            models=("gemini-2.0-flash", "gemini-2.5-flash", "gemini-2.5-pro"),
+        ),
+        litellm_preset(
+            "vercel_ai_gateway",
+            prefix="openai/",
+            default_model="openai/gpt-4o-mini",
+            description="Vercel AI Gateway (ai-gateway.vercel.sh)",
+            aliases=("vercel",),
+            api_key_env=("AI_GATEWAY_API_KEY", "VERCEL_AI_GATEWAY_API_KEY"),
+            base_url="https://ai-gateway.vercel.sh/v1",
+            models=("openai/gpt-4o-mini", "anthropic/claude-3.5-haiku", "google/gemini-2.0-flash"),
+        ),
+        litellm_preset(
+            "azure",
+            # model = the deployment name; base_url = https://<resource>.openai.azure.com;
+            # [providers.azure] api_version (else AZURE_API_VERSION, else litellm's default).
+            prefix="azure/",
+            default_model="gpt-4o-mini",
+            description="Azure OpenAI ([providers.azure] base_url = your resource endpoint)",
+            api_key_env=("AZURE_API_KEY", "AZURE_OPENAI_API_KEY"),
+            requires_base_url=True,
+            models_api=None,
+            models=("gpt-4o-mini", "gpt-4o"),
+        ),
+        litellm_preset(
+            "bedrock",
+            # Credentials are AWS's own (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile,
+            # AWS_REGION_NAME), read by litellm; an api_key is sent as a Bedrock API key.
+            prefix="bedrock/",
+            default_model="anthropic.claude-3-5-haiku-20241022-v1:0",
+            description="AWS Bedrock (AWS credentials from the environment)",
+            aliases=("aws",),
+            api_key_env=("AWS_BEARER_TOKEN_BEDROCK",),
+            requires_api_key=False,
+            keyless_placeholder=False,
+            models_api=None,
+            models=(
+                "anthropic.claude-3-5-haiku-20241022-v1:0",
+                "anthropic.claude-3-7-sonnet-20250219-v1:0",
+                "amazon.nova-pro-v1:0",
+            ),
+        ),
+    ]
+
+
+COPILOT_HEADERS = (
+    ("Copilot-Integration-Id", "vscode-chat"),
+    ("Editor-Version", "openpista/1"),
+)
+"""Headers api.githubcopilot.com requires of every chat request."""
+
+
+def _core_presets() -> list[ProviderPreset]:
     return [
         litellm_preset(
             "openai",
@@ -72,6 +163,7 @@ def builtin_presets() -> list[ProviderPreset]:
             api_key_env=("OPENAI_API_KEY",),
             base_url="https://api.openai.com/v1",
             models=("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "o4-mini"),
+            responses=True,  # [providers.openai] api = "responses"
         ),
         litellm_preset(
             "anthropic",

@@ -1,6 +1,9 @@
 """A local LLM server speaking the OpenAI, Anthropic and Ollama wire formats, for tests.
 
-Routes: ``POST /v1/chat/completions`` and ``GET /v1/models`` (OpenAI), ``POST /v1/messages``
+Routes: ``POST /v1/chat/completions``, ``POST /v1/responses`` (the Responses API: SSE events
+``response.created``, ``response.output_item.added``/``done``, ``response.output_text.delta``,
+``response.function_call_arguments.delta``/``done``, ``response.completed`` with usage) and
+``GET /v1/models`` (OpenAI), ``POST /v1/messages``
 (Anthropic; ``GET /v1/models`` with an ``anthropic-version`` header), ``POST /api/chat`` and
 ``GET /api/tags`` (Ollama). Tool names in scripted replies are wire names (``system_run``).
 
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-Api = Literal["openai", "anthropic", "ollama"]
+Api = Literal["openai", "responses", "anthropic", "ollama"]
 Arguments = dict[str, Any] | str
 """Tool-call arguments: a JSON object, or raw text sent as is (to emulate malformed JSON)."""
 
@@ -244,6 +247,8 @@ class LlmEmulator:
             routes=[
                 Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
                 Route("/chat/completions", self._chat_completions, methods=["POST"]),
+                Route("/v1/responses", self._responses, methods=["POST"]),
+                Route("/responses", self._responses, methods=["POST"]),
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/models", self._models, methods=["GET"]),
@@ -254,6 +259,9 @@ class LlmEmulator:
 
     async def _chat_completions(self, request: Request) -> Response:
         return await self._handle(request, "openai", ("model", "messages"))
+
+    async def _responses(self, request: Request) -> Response:
+        return await self._handle(request, "responses", ("model", "input"))
 
     async def _messages(self, request: Request) -> Response:
         return await self._handle(request, "anthropic", ("model", "messages", "max_tokens"))
@@ -298,8 +306,9 @@ class LlmEmulator:
             return _unauthorized(api)
         assert isinstance(body, dict)
         missing = [key for key in required if key not in body]
-        if missing or not isinstance(body.get("messages"), list):
-            return _error_response(api, 400, f"{(missing or ['messages'])[0]}: field required")
+        conversation = required[1]
+        if missing or not isinstance(body.get(conversation), list | str):
+            return _error_response(api, 400, f"{(missing or [conversation])[0]}: field required")
         try:
             reply = self._next_reply(body)
         except Exception as exc:  # a broken test callback must not kill the server
@@ -395,7 +404,7 @@ class _Answer:
                 text = args if isinstance(args, str) else json.dumps(args)
                 calls.append(_Call(f"call_{serial}_{n}", name, text))
         # Rough token counts (about four characters a token): enough to check plumbing.
-        prompt = max(1, len(json.dumps(body.get("messages", []))) // 4)
+        prompt = max(1, len(json.dumps(body.get("messages", body.get("input", [])))) // 4)
         completion = max(1, (len(reply.text) + sum(len(c.arguments) for c in calls)) // 4)
         if reply.usage is not None:
             prompt, completion = reply.usage
@@ -421,6 +430,7 @@ SseEvent = tuple[str | None, dict[str, Any] | str]
 
 _MEDIA_TYPES = {
     "openai": "text/event-stream",
+    "responses": "text/event-stream",
     "anthropic": "text/event-stream",
     "ollama": "application/x-ndjson",
 }
@@ -497,6 +507,71 @@ class _OpenAIFormat:
         total = a.prompt_tokens + a.completion_tokens
         return {"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens,
                 "total_tokens": total}  # fmt: skip
+
+
+class _ResponsesFormat:
+    """``POST /v1/responses`` (OpenAI's Responses API)."""
+
+    def whole(self, a: _Answer) -> dict[str, Any]:
+        output = ([self._message(a, a.text)] if a.text else []) + [
+            self._call(a, n, c, c.arguments) for n, c in enumerate(a.calls)
+        ]
+        return self._response(a, "completed", output, usage=True)
+
+    def stream(self, a: _Answer, include_usage: bool) -> Iterator[SseEvent]:
+        sequence = itertools.count()
+
+        def event(kind: str, **data: Any) -> SseEvent:
+            return kind, {"type": kind, "sequence_number": next(sequence), **data}
+
+        yield event("response.created", response=self._response(a, "in_progress", []))
+        yield event("response.in_progress", response=self._response(a, "in_progress", []))
+        output: list[dict[str, Any]] = []
+        if a.text:
+            item_id = f"msg_{a.id}"
+            where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+            started = {**self._message(a, ""), "status": "in_progress", "content": []}
+            yield event("response.output_item.added", output_index=0, item=started)
+            part = {"type": "output_text", "text": "", "annotations": []}
+            yield event("response.content_part.added", part=part,
+                        item_id=item_id, output_index=0, content_index=0)  # fmt: skip
+            for piece in a.pieces(a.text):
+                yield event("response.output_text.delta", delta=piece, **where)
+            yield event("response.output_text.done", text=a.text, **where)
+            yield event("response.content_part.done", part={**part, "text": a.text}, **where)
+            output.append(self._message(a, a.text))
+            yield event("response.output_item.done", output_index=0, item=output[-1])
+        for n, call in enumerate(a.calls):
+            index = len(output)
+            item = self._call(a, n, call, "")
+            yield event("response.output_item.added", output_index=index,
+                        item={**item, "status": "in_progress"})  # fmt: skip
+            for piece in a.pieces(call.arguments):
+                yield event("response.function_call_arguments.delta", item_id=item["id"],
+                            output_index=index, delta=piece)  # fmt: skip
+            yield event("response.function_call_arguments.done", item_id=item["id"],
+                        output_index=index, arguments=call.arguments)  # fmt: skip
+            output.append(self._call(a, n, call, call.arguments))
+            yield event("response.output_item.done", output_index=index, item=output[-1])
+        yield event("response.completed", response=self._response(a, "completed", output, True))
+
+    def _response(
+        self, a: _Answer, status: str, output: list[dict[str, Any]], usage: bool = False
+    ) -> dict[str, Any]:
+        counts = {"input_tokens": a.prompt_tokens, "output_tokens": a.completion_tokens,
+                  "total_tokens": a.prompt_tokens + a.completion_tokens}  # fmt: skip
+        return {"id": f"resp_{a.id}", "object": "response", "created_at": int(time.time()),
+                "status": status, "model": a.model, "output": output,
+                "usage": counts if usage else None}  # fmt: skip
+
+    def _message(self, a: _Answer, text: str) -> dict[str, Any]:
+        content = [{"type": "output_text", "text": text, "annotations": []}]
+        return {"type": "message", "id": f"msg_{a.id}", "status": "completed",
+                "role": "assistant", "content": content}  # fmt: skip
+
+    def _call(self, a: _Answer, n: int, call: _Call, arguments: str) -> dict[str, Any]:
+        return {"type": "function_call", "id": f"fc_{a.id}_{n}", "call_id": call.id,
+                "name": call.name, "arguments": arguments, "status": "completed"}  # fmt: skip
 
 
 class _AnthropicFormat:
@@ -589,8 +664,9 @@ class _OllamaFormat:
         return {**line, "done": True, "done_reason": "stop", **counts}
 
 
-_FORMATS: dict[Api, _OpenAIFormat | _AnthropicFormat | _OllamaFormat] = {
+_FORMATS: dict[Api, _OpenAIFormat | _ResponsesFormat | _AnthropicFormat | _OllamaFormat] = {
     "openai": _OpenAIFormat(),
+    "responses": _ResponsesFormat(),
     "anthropic": _AnthropicFormat(),
     "ollama": _OllamaFormat(),
 }
