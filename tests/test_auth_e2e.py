@@ -143,3 +143,18 @@ def test_oauth_paste_login_through_the_command(auth_cli: Cli, oauth: OAuthEmulat
 
     assert auth_cli("auth", "logout").returncode == 0
     assert _status(auth_cli)["openai"]["source"] == "none"
+
+
+def test_copilot_device_login_through_the_command(
+    make_cli: Callable[..., Cli], oauth: OAuthEmulator
+) -> None:
+    cli = make_cli(None)
+    cli.write_config(oauth.config("github_copilot"))
+    done = cli("auth", "login", "github_copilot")
+    assert done.returncode == 0, done.stderr
+    assert f"Open {oauth.base_url}/login/device and enter the code WDJB-MJHT" in done.stdout
+    assert "logged in to github_copilot (oauth, expires" in done.stdout
+    assert oauth.calls["copilot"] == 1
+    stored = (cli.home / ".openpista" / "credentials.toml").read_text()
+    assert 'refresh_token = "gho_' in stored
+    assert "gho_" not in done.stdout + done.stderr

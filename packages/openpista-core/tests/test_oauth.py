@@ -15,12 +15,16 @@ import pytest
 
 from openpista.auth.credentials import AuthError, Credential, CredentialStore
 from openpista.auth.oauth import (
+    DeviceCode,
     exchange_code,
     login_with_browser,
+    login_with_device,
     login_with_paste,
     parse_callback,
+    poll_device,
     s256,
     start_authorization,
+    start_device,
 )
 from openpista.auth.providers import OAuthProvider, oauth_provider
 from openpista.auth.refresh import Refresher
@@ -236,3 +240,70 @@ def test_parse_callback_accepts_bare_code_and_query(emu: OAuthEmulator) -> None:
     assert parse_callback(f"/auth/callback?{query}", request) == "c1"
     with pytest.raises(AuthError, match="no code"):
         parse_callback("", request)
+
+
+def _copilot(emu: OAuthEmulator) -> OAuthProvider:
+    table = oauth_provider(
+        "github_copilot",
+        Settings(
+            auth={
+                "github_copilot": AuthProviderSettings(
+                    client_id=emu.client_id,
+                    authorize_url=f"{emu.base_url}/login/device/code",
+                    token_url=emu.token_url,
+                    exchange_url=f"{emu.base_url}/copilot_internal/v2/token",
+                )
+            }
+        ),
+    )
+    assert table is not None
+    assert table.flavor == "device"
+    return table
+
+
+async def test_copilot_device_flow_and_refresh(emu: OAuthEmulator, tmp_path: Path) -> None:
+    shown: list[DeviceCode] = []
+    emu.pending_polls = 3
+    async with httpx.AsyncClient() as client:
+        credential = await login_with_device(_copilot(emu), shown.append, client=client)
+    assert shown[0].user_code == "WDJB-MJHT"
+    assert emu.calls["device_code"] == 1
+    assert emu.calls["copilot"] == 1
+    assert credential.access_token is not None
+    assert emu.token_valid(credential.access_token)
+    assert credential.refresh_token is not None
+    assert credential.refresh_token.startswith("gho_")
+
+    store = CredentialStore(tmp_path / "credentials.toml")
+    store.set("github_copilot", replace(credential, expires_at=time.time() + 60))
+    settings = Settings(
+        auth={
+            "github_copilot": AuthProviderSettings(
+                client_id=emu.client_id,
+                authorize_url=f"{emu.base_url}/login/device/code",
+                token_url=emu.token_url,
+                exchange_url=f"{emu.base_url}/copilot_internal/v2/token",
+            )
+        }
+    )
+    fresh = await Refresher(store, settings).fresh_credential("github_copilot")
+    assert fresh is not None
+    assert fresh.access_token != credential.access_token
+    assert emu.calls["copilot"] == 2
+
+    emu.revoke_refresh_tokens()
+    store.set("github_copilot", replace(fresh, expires_at=time.time() - 1))
+    with pytest.raises(AuthError, match="log in again with `openpista auth login github_copilot`"):
+        await Refresher(store, settings).fresh_credential("github_copilot")
+
+
+async def test_device_flow_denied_or_expired(emu: OAuthEmulator) -> None:
+    table = _copilot(emu)
+    async with httpx.AsyncClient() as client:
+        device = await start_device(table, client)
+        gone = replace(device, device_code="dc-unknown")
+        with pytest.raises(AuthError, match="the code expired"):
+            await poll_device(table, gone, client)
+        wrong = replace(table, client_id="someone-else")
+        with pytest.raises(AuthError, match="invalid_client"):
+            await start_device(wrong, client)

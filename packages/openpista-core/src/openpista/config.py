@@ -164,6 +164,7 @@ class AuthProviderSettings(_Section):
     token_url: str | None = None
     scopes: list[str] | None = None
     callback_port: int | None = Field(default=None, ge=0, le=65535)
+    exchange_url: str | None = None
 
 
 class Settings(BaseSettings):

@@ -149,6 +149,8 @@ async def refresh_tokens(
     """Use the refresh token; raises :class:`AuthError` when the provider refuses it."""
     if not credential.refresh_token:
         raise AuthError(f"{provider.name}: the stored login has no refresh token")
+    if provider.flavor == "device":
+        return await copilot_exchange(provider, credential.refresh_token, client)
     body = await _post(
         client,
         provider,
@@ -332,3 +334,158 @@ async def login_with_paste(
     show(request.url)
     code = parse_callback(await asyncio.to_thread(read), request)
     return await exchange_code(request, code, client)
+
+
+# -- the device-code flow (RFC 8628) and the Copilot token exchange ----------------------------
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+@dataclass(frozen=True, repr=False)
+class DeviceCode:
+    """What the user is shown: open ``verification_uri`` and enter ``user_code``."""
+
+    device_code: str
+    user_code: str
+    verification_uri: str
+    interval: float
+    expires_in: float
+
+    def __repr__(self) -> str:
+        return f"DeviceCode(user_code={self.user_code!r}, uri={self.verification_uri!r})"
+
+
+async def start_device(provider: OAuthProvider, client: httpx.AsyncClient) -> DeviceCode:
+    """Ask the device authorization endpoint for a device code and a user code."""
+    body = await _form(
+        client,
+        provider,
+        provider.authorize_url,
+        {"client_id": provider.client_id, "scope": " ".join(provider.scopes)},
+    )
+    try:
+        return DeviceCode(
+            device_code=str(body["device_code"]),
+            user_code=str(body["user_code"]),
+            verification_uri=str(body["verification_uri"]),
+            interval=float(body.get("interval", 5)),
+            expires_in=float(body.get("expires_in", 900)),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise AuthError(f"{provider.name}: the device authorization answer is incomplete") from None
+
+
+async def poll_device(
+    provider: OAuthProvider,
+    device: DeviceCode,
+    client: httpx.AsyncClient,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> str:
+    """Poll the token endpoint until the user approved; returns the access token."""
+    interval = device.interval
+    deadline = time.monotonic() + device.expires_in
+    while time.monotonic() < deadline:
+        await sleep(interval)
+        body = await _form(
+            client,
+            provider,
+            provider.token_url,
+            {
+                "client_id": provider.client_id,
+                "device_code": device.device_code,
+                "grant_type": DEVICE_GRANT,
+            },
+            allow_error=True,
+        )
+        token = body.get("access_token")
+        if isinstance(token, str) and token:
+            return token
+        error = body.get("error")
+        if error == "authorization_pending":
+            continue
+        if error == "slow_down":
+            interval += 5
+            continue
+        reason = {"access_denied": "the sign-in was denied", "expired_token": "the code expired"}
+        raise AuthError(
+            f"{provider.name}: {reason.get(str(error), f'the token endpoint said {error}')}; "
+            f"run `openpista auth login {provider.name}` again"
+        )
+    raise AuthError(
+        f"{provider.name}: the code expired before the sign-in was approved; "
+        f"run `openpista auth login {provider.name}` again"
+    )
+
+
+async def copilot_exchange(
+    provider: OAuthProvider, github_token: str, client: httpx.AsyncClient
+) -> Credential:
+    """Trade the GitHub token for a Copilot session token (the GitHub token is kept to
+    refresh it: it is stored as the refresh token)."""
+    try:
+        response = await client.get(
+            provider.exchange_url,
+            headers={"Authorization": f"token {github_token}", "Accept": "application/json"},
+        )
+    except httpx.HTTPError as exc:
+        raise AuthError(
+            f"{provider.name}: cannot reach {provider.exchange_url} ({type(exc).__name__})"
+        ) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400 or not isinstance(body, dict) or not body.get("token"):
+        detail = body.get("message") if isinstance(body, dict) else None
+        raise AuthError(
+            f"{provider.name}: the Copilot token exchange was refused "
+            f"(HTTP {response.status_code}{f', {detail}' if detail else ''})"
+        )
+    expires = body.get("expires_at")
+    return Credential(
+        kind="oauth",
+        access_token=str(body["token"]),
+        refresh_token=github_token,
+        expires_at=float(expires) if isinstance(expires, int | float) else None,
+    )
+
+
+async def login_with_device(
+    provider: OAuthProvider,
+    show: Callable[[DeviceCode], object],
+    *,
+    client: httpx.AsyncClient,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> Credential:
+    """The whole device flow: show the user code, wait for approval, exchange the token."""
+    device = await start_device(provider, client)
+    show(device)
+    github_token = await poll_device(provider, device, client, sleep)
+    log.info("%s: device sign-in approved, exchanging the token", provider.name)
+    return await copilot_exchange(provider, github_token, client)
+
+
+async def _form(
+    client: httpx.AsyncClient,
+    provider: OAuthProvider,
+    url: str,
+    data: dict[str, str],
+    *,
+    allow_error: bool = False,
+) -> dict[str, Any]:
+    try:
+        response = await client.post(url, data=data, headers={"Accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise AuthError(f"{provider.name}: cannot reach {url} ({type(exc).__name__})") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise AuthError(f"{provider.name}: {url} answered HTTP {response.status_code}, not JSON")
+    if response.status_code >= 400 and not (allow_error and "error" in body):
+        raise AuthError(
+            f"{provider.name}: {url} refused the request "
+            f"(HTTP {response.status_code}, {body.get('error', 'no detail')})"
+        )
+    return body

@@ -2,7 +2,10 @@
 
 ``flavor`` is the protocol: ``oauth2`` is RFC 6749 Authorization Code with PKCE (S256)
 (OpenAI's ChatGPT sign-in, as used by the Codex CLI); ``openrouter`` is OpenRouter's PKCE
-variant, whose exchange returns a long-lived API key instead of tokens. A provider that is
+variant, whose exchange returns a long-lived API key instead of tokens; ``device`` is the
+OAuth device-code flow (RFC 8628, GitHub), whose token is then exchanged at ``exchange_url``
+for a short-lived Copilot session token (for it ``authorize_url`` is the device authorization
+endpoint, and refreshing means exchanging the GitHub token again). A provider that is
 not in :data:`OAUTH_PROVIDERS` takes an API key only (Anthropic's consumer terms forbid
 Claude subscription tokens in third-party tools, so there is deliberately no entry for it).
 """
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from openpista.config import Settings
 
-Flavor = Literal["oauth2", "openrouter"]
+Flavor = Literal["oauth2", "openrouter", "device"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class OAuthProvider:
     callback_port: int = 0  # 0: a random free port on 127.0.0.1
     callback_path: str = "/auth/callback"
     extra_params: tuple[tuple[str, str], ...] = ()
+    exchange_url: str = ""
 
 
 OAUTH_PROVIDERS: dict[str, OAuthProvider] = {
@@ -48,6 +52,16 @@ OAUTH_PROVIDERS: dict[str, OAuthProvider] = {
             ("id_token_add_organizations", "true"),
             ("codex_cli_simplified_flow", "true"),
         ),
+    ),
+    "github_copilot": OAuthProvider(
+        name="github_copilot",
+        flavor="device",
+        # The public GitHub OAuth app of the Copilot editor plugins.
+        client_id="Iv1.b507a08c87ecfe98",
+        authorize_url="https://github.com/login/device/code",
+        token_url="https://github.com/login/oauth/access_token",
+        scopes=("read:user",),
+        exchange_url="https://api.github.com/copilot_internal/v2/token",
     ),
     "openrouter": OAuthProvider(
         name="openrouter",

@@ -138,8 +138,11 @@ def logout(state: CliState, provider: str | None) -> None:
 
 
 def _resolve(provider: str) -> str:
+    from openpista.auth.providers import OAUTH_PROVIDERS
     from openpista.config import ConfigError
 
+    if provider in OAUTH_PROVIDERS:  # a sign-in openpista knows, even without its preset
+        return provider
     try:
         return _registry().get(provider).name
     except ConfigError as exc:
@@ -242,9 +245,21 @@ def _read_key(name: str, api_key: str | None, from_stdin: bool) -> str:
 async def _oauth(table: Any, no_browser: bool, wait_seconds: float) -> Credential:
     import httpx
 
-    from openpista.auth.oauth import login_with_browser, login_with_paste
+    from openpista.auth.oauth import (
+        DeviceCode,
+        login_with_browser,
+        login_with_device,
+        login_with_paste,
+    )
 
     async with httpx.AsyncClient(timeout=30) as client:
+        if table.flavor == "device":
+
+            def show_code(device: DeviceCode) -> None:
+                click.echo(f"Open {device.verification_uri} and enter the code {device.user_code}")
+                click.echo("Waiting for the sign-in to be approved...", err=True)
+
+            return await login_with_device(table, show_code, client=client)
         if no_browser:
 
             def show(url: str) -> None:

@@ -10,6 +10,10 @@ Routes:
   ``refresh_token`` grants; errors are RFC 6749 section 5.2 bodies.
 - ``GET /auth`` and ``POST /api/v1/auth/keys``: OpenRouter's PKCE variant (the exchange
   returns ``{"key": ...}``).
+- ``POST /login/device/code``, the device-code grant on ``POST /oauth/token`` (answers
+  ``authorization_pending`` :attr:`OAuthEmulator.pending_polls` times, then approves) and
+  ``GET /copilot_internal/v2/token`` (``Authorization: token <github token>``): GitHub's
+  device flow and the Copilot session token exchange.
 
 Test controls: :attr:`OAuthEmulator.expires_in` (lifetime of issued access tokens),
 :meth:`expire_all` (every issued access token expires now), :meth:`revoke_refresh_tokens`
@@ -63,7 +67,15 @@ class OAuthEmulator:
         self.client_id = client_id
         self.expires_in = expires_in
         self.account_id = "acct-emulated-123"
-        self.calls: dict[str, int] = {"authorization_code": 0, "refresh_token": 0, "keys": 0}
+        self.calls: dict[str, int] = {
+            "authorization_code": 0,
+            "refresh_token": 0,
+            "keys": 0,
+            "device_code": 0,
+            "copilot": 0,
+        }
+        self.pending_polls = 2
+        self._devices: dict[str, int] = {}  # device code -> polls left before approval
         self.issued = _Issued()
         self._codes: dict[str, _Grant] = {}
         self._lock = threading.Lock()
@@ -114,6 +126,13 @@ class OAuthEmulator:
 
     def config(self, provider: str = "openai") -> str:
         """``[auth.<provider>]`` TOML pointing ``provider``'s sign-in at this server."""
+        if provider == "github_copilot":
+            return (
+                f'[auth.{provider}]\nclient_id = "{self.client_id}"\n'
+                f'authorize_url = "{self.base_url}/login/device/code"\n'
+                f'token_url = "{self.token_url}"\n'
+                f'exchange_url = "{self.base_url}/copilot_internal/v2/token"\n'
+            )
         if provider == "openrouter":
             urls = (self.openrouter_authorize_url, self.openrouter_keys_url)
         else:
@@ -176,6 +195,8 @@ class OAuthEmulator:
                 Route("/oauth/token", self._token, methods=["POST"]),
                 Route("/auth", self._openrouter_authorize, methods=["GET"]),
                 Route("/api/v1/auth/keys", self._openrouter_keys, methods=["POST"]),
+                Route("/login/device/code", self._device_code, methods=["POST"]),
+                Route("/copilot_internal/v2/token", self._copilot_token, methods=["GET"]),
             ]
         )
 
@@ -206,6 +227,8 @@ class OAuthEmulator:
             return self._code_grant(data)
         if grant_type == "refresh_token":
             return self._refresh_grant(data)
+        if grant_type == "urn:ietf:params:oauth:grant-type:device_code":
+            return self._device_grant(data)
         return _error("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
 
     def _code_grant(self, data: dict[str, str]) -> Response:
@@ -287,6 +310,64 @@ class OAuthEmulator:
             return _error("invalid_grant", "PKCE verification failed", 403)
         self.calls["keys"] += 1
         return JSONResponse({"key": f"sk-or-v1-{secrets.token_hex(16)}", "user_id": "user-1"})
+
+    async def _device_code(self, request: Request) -> Response:
+        from starlette.responses import JSONResponse
+
+        form = await request.form()
+        if form.get("client_id") != self.client_id:
+            return _error("invalid_client", "unknown client_id", 401)
+        device = f"dc-{secrets.token_hex(8)}"
+        with self._lock:
+            self._devices[device] = self.pending_polls
+        return JSONResponse(
+            {
+                "device_code": device,
+                "user_code": "WDJB-MJHT",
+                "verification_uri": f"{self.base_url}/login/device",
+                "expires_in": 900,
+                "interval": 0,
+            }
+        )
+
+    def _device_grant(self, data: dict[str, str]) -> Response:
+        from starlette.responses import JSONResponse
+
+        if data.get("client_id") != self.client_id:
+            return _error("invalid_client", "unknown client_id", 401)
+        device = data.get("device_code", "")
+        with self._lock:
+            left = self._devices.get(device)
+            if left is not None and left > 0:
+                self._devices[device] = left - 1
+            elif left is not None:
+                del self._devices[device]  # a device code is redeemed once
+        if left is None:
+            return _error("expired_token", "unknown or expired device code")
+        if left > 0:
+            return _error("authorization_pending", "the user has not approved yet")
+        self.calls["device_code"] += 1
+        token = f"gho_{secrets.token_hex(12)}"
+        with self._lock:
+            self.issued.refresh_tokens.add(token)  # revoke_refresh_tokens() revokes it too
+        return JSONResponse({"access_token": token, "token_type": "bearer", "scope": "read:user"})
+
+    async def _copilot_token(self, request: Request) -> Response:
+        from starlette.responses import JSONResponse
+
+        header = request.headers.get("authorization", "")
+        token = header.removeprefix("token ").strip()
+        with self._lock:
+            known = header.startswith("token ") and token in self.issued.refresh_tokens
+        if not known:
+            return JSONResponse({"message": "Bad credentials"}, status_code=401)
+        self.calls["copilot"] += 1
+        n = next(self._serial)
+        session = f"tid={n};exp={secrets.token_hex(8)}"
+        expires = time.time() + self.expires_in
+        with self._lock:
+            self.issued.access_tokens[session] = expires
+        return JSONResponse({"token": session, "expires_at": int(expires), "refresh_in": 1500})
 
     def _new_code(self, redirect_uri: str, challenge: str, scope: str) -> str:
         code = f"code-{secrets.token_hex(8)}"
