@@ -102,6 +102,11 @@ async def test_loopback_login(emu: OAuthEmulator) -> None:
     assert credential.expires_at is not None
     assert abs(credential.expires_at - (time.time() + 3600)) < 60
     assert emu.calls["authorization_code"] == 1
+    # The id_token was traded for an API key, which is what the provider is given.
+    assert emu.calls["token_exchange"] == 1
+    assert credential.api_key is not None
+    assert credential.api_key.startswith("sk-proj-")
+    assert credential.secret == credential.api_key
 
 
 async def test_paste_login(emu: OAuthEmulator) -> None:
@@ -186,6 +191,7 @@ async def test_refresh_before_expiry_once_per_provider(emu: OAuthEmulator, tmp_p
     assert fresh.access_token is not None
     assert emu.token_valid(fresh.access_token)
     assert fresh.account_id == emu.account_id  # kept from the first id_token
+    assert fresh.api_key == first.api_key  # the exchanged API key is kept
     assert store.get("openai") == fresh
     assert await refresher.fresh_credential("anthropic") is None
 
@@ -224,6 +230,7 @@ async def test_no_secret_in_logs(
     for secret in (
         first.access_token,
         first.refresh_token,
+        first.api_key,
         fresh.access_token,
         fresh.refresh_token,
     ):

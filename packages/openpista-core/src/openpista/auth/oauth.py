@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -140,7 +140,39 @@ async def exchange_code(
             "code_verifier": request.verifier,
         },
     )
-    return _tokens(provider, body, None)
+    credential = _tokens(provider, body, None)
+    if provider.api_key_exchange and credential.id_token:
+        key = await exchange_id_token(provider, credential.id_token, client)
+        credential = replace(credential, api_key=key)
+    return credential
+
+
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+
+async def exchange_id_token(
+    provider: OAuthProvider, id_token: str, client: httpx.AsyncClient
+) -> str | None:
+    """Trade the id_token for an API key billed to the subscription (RFC 8693 token
+    exchange, as OpenAI's Codex CLI does). ``None`` when refused: the login still stands,
+    with the access token only."""
+    try:
+        body = await _post(
+            client,
+            provider,
+            data={
+                "grant_type": TOKEN_EXCHANGE_GRANT,
+                "client_id": provider.client_id,
+                "requested_token": "openai-api-key",
+                "subject_token": id_token,
+                "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
+            },
+        )
+    except AuthError as exc:
+        log.warning("%s: no API key from the id_token exchange (%s)", provider.name, exc)
+        return None
+    key = body.get("access_token")
+    return key if isinstance(key, str) and key else None
 
 
 async def refresh_tokens(
@@ -203,6 +235,7 @@ def _tokens(
     refresh = body.get("refresh_token") or (previous.refresh_token if previous else None)
     return Credential(
         kind="oauth",
+        api_key=previous.api_key if previous else None,
         access_token=access,
         refresh_token=refresh if isinstance(refresh, str) else None,
         expires_at=expires_at,

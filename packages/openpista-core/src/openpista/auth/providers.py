@@ -35,6 +35,7 @@ class OAuthProvider:
     callback_path: str = "/auth/callback"
     extra_params: tuple[tuple[str, str], ...] = ()
     exchange_url: str = ""
+    api_key_exchange: bool = False  # trade the id_token for an API key (OpenAI)
 
 
 OAUTH_PROVIDERS: dict[str, OAuthProvider] = {
@@ -52,6 +53,7 @@ OAUTH_PROVIDERS: dict[str, OAuthProvider] = {
             ("id_token_add_organizations", "true"),
             ("codex_cli_simplified_flow", "true"),
         ),
+        api_key_exchange=True,
     ),
     "github_copilot": OAuthProvider(
         name="github_copilot",

@@ -73,7 +73,9 @@ class OAuthEmulator:
             "keys": 0,
             "device_code": 0,
             "copilot": 0,
+            "token_exchange": 0,
         }
+        self._id_tokens: set[str] = set()
         self.pending_polls = 2
         self._devices: dict[str, int] = {}  # device code -> polls left before approval
         self.issued = _Issued()
@@ -229,6 +231,8 @@ class OAuthEmulator:
             return self._refresh_grant(data)
         if grant_type == "urn:ietf:params:oauth:grant-type:device_code":
             return self._device_grant(data)
+        if grant_type == "urn:ietf:params:oauth:grant-type:token-exchange":
+            return self._token_exchange(data)
         return _error("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
 
     def _code_grant(self, data: dict[str, str]) -> Response:
@@ -277,11 +281,31 @@ class OAuthEmulator:
         if with_id_token:
             body["id_token"] = _unsigned_jwt(
                 {
-                    "sub": "user-1",
+                    "sub": f"user-1-{n}",
                     "https://api.openai.com/auth": {"chatgpt_account_id": self.account_id},
                 }
             )
+            with self._lock:
+                self._id_tokens.add(body["id_token"])
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    def _token_exchange(self, data: dict[str, str]) -> Response:
+        from starlette.responses import JSONResponse
+
+        if data.get("client_id") != self.client_id:
+            return _error("invalid_client", "unknown client_id", 401)
+        if data.get("requested_token") != "openai-api-key":
+            return _error("invalid_request", "requested_token must be openai-api-key")
+        if data.get("subject_token_type") != "urn:ietf:params:oauth:token-type:id_token":
+            return _error("invalid_request", "subject_token_type must be an id_token")
+        with self._lock:
+            known = data.get("subject_token") in self._id_tokens
+        if not known:
+            return _error("invalid_grant", "unknown subject_token")
+        self.calls["token_exchange"] += 1
+        return JSONResponse(
+            {"access_token": f"sk-proj-{secrets.token_hex(16)}", "token_type": "Bearer"}
+        )
 
     async def _openrouter_authorize(self, request: Request) -> Response:
         from starlette.responses import RedirectResponse
