@@ -122,6 +122,10 @@ def test_registry_key_order(store: CredentialStore, monkeypatch: pytest.MonkeyPa
     assert _key(registry, Settings()) == "from-env"
     store.set("openai", Credential(kind="api_key", api_key="from-store"))
     assert _key(registry, Settings()) == "from-store"
+    store.set("openai", Credential(kind="oauth", access_token="from-login", account_id="acct-1"))
+    assert _key(registry, Settings()) == "from-login"
+    signed_in = registry.build(Settings(), "openai")
+    assert signed_in.settings.account_id == "acct-1"  # type: ignore[attr-defined]
     configured = Settings(providers={"openai": ProviderSettings(api_key=SecretStr("from-config"))})
     assert _key(registry, configured) == "from-config"
     monkeypatch.delenv("OPENAI_API_KEY")

@@ -13,6 +13,7 @@ from openpista.providers.base import LlmProvider, ProviderError, ProviderPreset
 if TYPE_CHECKING:
     import pluggy
 
+    from openpista.auth.credentials import Credential
     from openpista.config import ProviderSettings, Settings
 
 
@@ -84,8 +85,12 @@ class ProviderRegistry:
         update: dict[str, object] = {"model": chosen}
         if section.base_url is None and preset.default_base_url:
             update["base_url"] = preset.default_base_url
+        wants_key = preset.requires_api_key or bool(preset.api_key_env)
+        credential = stored_credential(preset) if wants_key else None
+        if credential is not None and section.account_id is None and credential.account_id:
+            update["account_id"] = credential.account_id  # ChatGPT subscription sign-in
         if section.api_key is None:
-            stored = stored_key(preset) if preset.requires_api_key or preset.api_key_env else None
+            stored = credential.secret if credential is not None else None
             key = stored or next(
                 (os.environ[env] for env in preset.api_key_env if os.environ.get(env)), None
             )
@@ -109,15 +114,12 @@ def _section(settings: Settings, preset: ProviderPreset) -> ProviderSettings:
     return settings.provider_settings(preset.name)
 
 
-def stored_key(preset: ProviderPreset) -> str | None:
-    """The key or access token ``openpista auth login`` stored for ``preset`` (or an alias)."""
+def stored_credential(preset: ProviderPreset) -> Credential | None:
+    """What ``openpista auth login`` stored for ``preset`` (or one of its aliases)."""
     from openpista.auth.credentials import CredentialStore
 
     stored = CredentialStore().load()
-    for name in (preset.name, *preset.aliases):
-        if name in stored:
-            return stored[name].secret
-    return None
+    return next((stored[n] for n in (preset.name, *preset.aliases) if n in stored), None)
 
 
 def _missing_key(preset: ProviderPreset) -> str:
