@@ -33,12 +33,13 @@ import collections
 import contextlib
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from openpista.testing._server import serve_in_thread
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -184,34 +185,11 @@ class LlmEmulator:
 
     def start(self) -> LlmEmulator:
         """Bind a port and serve in a background thread; returns self."""
-        import uvicorn
-
         if self._thread is not None:
             return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._port))
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.asgi_app(),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
+        self._server, self._thread, self._port = serve_in_thread(
+            self.asgi_app(), name="LLM emulator", port=self._port
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [sock]},
-            name=f"llm-emulator:{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the LLM emulator did not start")
-            time.sleep(0.005)
         return self
 
     def stop(self) -> None:

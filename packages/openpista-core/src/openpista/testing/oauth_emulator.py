@@ -30,12 +30,13 @@ import hashlib
 import itertools
 import json
 import secrets
-import socket
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from openpista.testing._server import serve_in_thread
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -145,26 +146,11 @@ class OAuthEmulator:
         )
 
     def start(self) -> OAuthEmulator:
-        import uvicorn
-
         if self._thread is not None:
             return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.asgi_app(), log_level="warning", access_log=False, lifespan="off"
+        self._server, self._thread, self._port = serve_in_thread(
+            self.asgi_app(), name="OAuth emulator"
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="oauth-emulator", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the OAuth emulator did not start")
-            time.sleep(0.005)
         return self
 
     def stop(self) -> None:
