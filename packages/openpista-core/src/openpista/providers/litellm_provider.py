@@ -141,8 +141,6 @@ class LiteLLMProvider:
         self, messages: list[Message], wire_tools: list[dict[str, Any]], *, stream: bool
     ) -> Any:
         """One litellm request, rate limits retried with exponential backoff."""
-        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
-
         # The first import takes seconds: do it off the event loop so other sessions go on.
         litellm = _litellm() if "litellm" in sys.modules else await asyncio.to_thread(_litellm)
         options: dict[str, Any] = {
@@ -166,6 +164,13 @@ class LiteLLMProvider:
             options["tools"] = wire_tools
         if stream:
             options |= {"stream": True, "stream_options": {"include_usage": True}}
+        return await self._retrying(litellm.acompletion, options)
+
+    async def _retrying(self, request: Any, options: dict[str, Any]) -> Any:
+        """``await request(**options)``, rate limits retried with exponential backoff;
+        failures become :class:`ProviderError`."""
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_rate_limit),
             stop=stop_after_attempt(self.settings.max_retries + 1),
@@ -175,7 +180,7 @@ class LiteLLMProvider:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await litellm.acompletion(**options)
+                    return await request(**options)
         except Exception as exc:
             raise self._failure(exc) from None
         raise AssertionError("unreachable: tenacity either returns or raises")

@@ -35,10 +35,8 @@ from openpista.providers.base import (
 )
 from openpista.providers.litellm_provider import (
     LiteLLMProvider,
-    _backoff,
     _clean,
     _close,
-    _is_rate_limit,
     _litellm,
     _tool_call,
 )
@@ -255,8 +253,6 @@ class ResponsesProvider(LiteLLMProvider):
     async def _request(
         self, messages: list[Message], wire_tools: list[dict[str, Any]], *, stream: bool
     ) -> Any:
-        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
-
         litellm = _litellm() if "litellm" in sys.modules else await asyncio.to_thread(_litellm)
         _quiet()
         instructions, items = to_responses_input(messages)
@@ -279,19 +275,7 @@ class ResponsesProvider(LiteLLMProvider):
             options["extra_headers"] = headers
         if "chatgpt-account-id" in headers:
             options["store"] = False  # the subscription backend keeps no server-side state
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_rate_limit),
-            stop=stop_after_attempt(self.settings.max_retries + 1),
-            wait=_backoff(self.settings.retry_base_delay),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await litellm.aresponses(**options)
-        except Exception as exc:
-            raise self._failure(exc) from None
-        raise AssertionError("unreachable: tenacity either returns or raises")
+        return await self._retrying(litellm.aresponses, options)
 
 
 def _quiet() -> None:
