@@ -6,10 +6,14 @@ its own virtualenv with plain `nox -s NAME`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
-PACKAGES = ["-e", "packages/openpista-core", "-e", ".[all,dev]", "-c", "constraints.txt"]
+EDITABLES = [arg for path in sorted(Path("packages").iterdir()) for arg in ("-e", str(path))]
+PACKAGES = [*EDITABLES, "-e", ".[all,dev]", "-c", "constraints.txt"]
+BENCHMARKS = sorted(str(path) for path in Path("benchmarks").glob("*.py"))
 
 
 def _install(session: nox.Session) -> None:
@@ -27,7 +31,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on core."""
+    """mypy --strict on core and every plugin package."""
     _install(session)
     session.run("mypy")
 
@@ -48,6 +52,7 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: start-up time and RSS, end-to-end latency, agent overhead per round."""
+    """Every script of benchmarks/: start-up, latency, throughput; figures printed."""
     _install(session)
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    for script in BENCHMARKS:
+        session.run("python", script, *session.posargs)

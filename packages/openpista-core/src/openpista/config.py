@@ -240,6 +240,15 @@ class _ShortEnvSource(PydanticBaseSettingsSource):
         return found
 
 
+def home_dir() -> Path:
+    """Where openpista keeps its state: ``$OPENPISTA_HOME`` if set, else ``~/.openpista``.
+
+    Plugins keep their files here too (certificates, caches, downloads), each in a
+    sub-directory named after the plugin. The directory is not created.
+    """
+    return Path(os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME).expanduser()
+
+
 def default_config_path() -> Path:
     """``$OPENPISTA_CONFIG`` if set, else ``~/.openpista/config.toml``."""
     return Path(os.environ.get("OPENPISTA_CONFIG") or f"{DEFAULT_HOME}/config.toml").expanduser()

@@ -19,12 +19,24 @@ def utc_now() -> datetime:
 
 
 class Attachment(BaseModel):
-    """A file sent with a message: inline base64 ``data`` or a ``url``."""
+    """A file sent with a message: inline base64 ``data``, a ``url``, or a local ``path``.
+
+    Channel adapters save what users send (photos, documents) and set ``path`` (and
+    ``data`` for images small enough to show the LLM); tools that produce files (screenshots)
+    return them the same way. Images with ``data`` are shown to the LLM; every attachment is
+    named to it with its path, so that tools can open the file.
+    """
 
     name: str
     mime_type: str = "application/octet-stream"
     data: str | None = None
     url: str | None = None
+    path: str | None = None
+
+    @property
+    def is_image(self) -> bool:
+        """Whether this is a picture (``image/*``)."""
+        return self.mime_type.startswith("image/")
 
 
 class ToolCall(BaseModel):
@@ -48,6 +60,7 @@ class ToolResult(BaseModel):
     name: str
     output: str
     is_error: bool = False
+    attachments: list[Attachment] = Field(default_factory=list)
 
 
 Role = Literal["system", "user", "assistant", "tool"]

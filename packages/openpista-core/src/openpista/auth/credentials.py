@@ -18,10 +18,8 @@ with an error naming the file and the fix; it is never silently rewritten.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import tempfile
 import time
 import tomllib
 from dataclasses import asdict, dataclass, fields
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from openpista.config import DEFAULT_HOME, ConfigError
+from openpista.files import write_private
 
 CREDENTIALS_ENV = "OPENPISTA_CREDENTIALS"
 CredentialKind = Literal["api_key", "oauth"]
@@ -186,18 +185,5 @@ class CredentialStore:
     def _write(self, entries: dict[str, Credential]) -> None:
         import tomli_w
 
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         text = tomli_w.dumps({name: cred.to_dict() for name, cred in sorted(entries.items())})
-        # mkstemp creates the file with mode 0600 in the same directory: os.replace is atomic.
-        fd, temp = tempfile.mkstemp(prefix=".credentials.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        write_private(self.path, text)

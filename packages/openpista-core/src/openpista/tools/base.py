@@ -6,13 +6,28 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from openpista.models import Attachment
+
 
 class ToolError(Exception):
     """Raised by a tool handler to report a failure to the LLM as an error result."""
 
 
-ToolHandler = Callable[..., Awaitable[str]]
-"""An async callable taking the validated arguments as keywords and returning text."""
+@dataclass(frozen=True)
+class ToolOutput:
+    """What a handler returns when it produces files as well as text (a screenshot).
+
+    Images among ``attachments`` are shown to the LLM after the tool result and sent to the
+    user with the turn's answer (``AgentResponse.attachments``).
+    """
+
+    text: str
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+ToolHandler = Callable[..., Awaitable["str | ToolOutput"]]
+"""An async callable taking the validated arguments as keywords and returning text (or a
+:class:`ToolOutput` with attachments)."""
 
 
 @dataclass(frozen=True)

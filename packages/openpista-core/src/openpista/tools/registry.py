@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from openpista.models import ToolCall, ToolResult
 from openpista.naming import wire_name
 from openpista.providers.base import ToolSpec
-from openpista.tools.base import Tool, ToolError
+from openpista.tools.base import Tool, ToolError, ToolOutput
 
 _SHOWN_RAW_CHARS = 200
 _SHOWN_INPUT_CHARS = 80
@@ -28,7 +28,7 @@ _DATA_KEYWORDS = frozenset({"default", "examples", "const", "enum"})
 
 def tool(
     name: str, description: str | None = None
-) -> Callable[[Callable[..., Awaitable[str]]], Tool]:
+) -> Callable[[Callable[..., Awaitable[str | ToolOutput]]], Tool]:
     """Turn a typed ``async def`` into a :class:`Tool` named ``name``.
 
     The JSON Schema of the arguments comes from the keyword parameters' type hints
@@ -43,9 +43,11 @@ def tool(
         async def add(a: int, b: int = 1) -> str:
             \"\"\"Add two integers.\"\"\"
             return str(a + b)
+
+    Return a :class:`~openpista.tools.base.ToolOutput` to hand back files as well.
     """
 
-    def decorate(func: Callable[..., Awaitable[str]]) -> Tool:
+    def decorate(func: Callable[..., Awaitable[str | ToolOutput]]) -> Tool:
         if not inspect.iscoroutinefunction(func):
             raise TypeError(f"tool {name}: the handler must be an async function")
         text = description if description is not None else inspect.getdoc(func)
@@ -219,6 +221,10 @@ class ToolRegistry:
             raise
         except Exception as exc:
             return _error(call, f"tool {found.name} failed: {type(exc).__name__}: {exc}")
+        if isinstance(output, ToolOutput):
+            return ToolResult(
+                call_id=call.id, name=call.name, output=output.text, attachments=output.attachments
+            )
         # Third-party handlers are not type-checked; keep the contract of text out.
         text = output if isinstance(output, str) else str(output)
         return ToolResult(call_id=call.id, name=call.name, output=text)

@@ -1,0 +1,1 @@
+"""Browser tools for openpista: Chromium over the DevTools protocol."""

@@ -1,0 +1,1 @@
+"""Desktop tools for openpista: screen, OCR, mouse, keyboard, clipboard, notify."""

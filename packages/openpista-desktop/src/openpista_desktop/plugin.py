@@ -1,0 +1,1 @@
+"""The openpista plugin module of openpista-desktop (entry point ``desktop``)."""

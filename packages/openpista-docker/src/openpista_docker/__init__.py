@@ -1,0 +1,1 @@
+"""Docker sandbox for openpista: isolated per-task workers (container.run)."""

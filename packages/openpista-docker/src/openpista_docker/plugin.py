@@ -1,0 +1,1 @@
+"""The openpista plugin module of openpista-docker (entry point ``docker``)."""

@@ -1,0 +1,1 @@
+"""Mobile channel for openpista over QUIC (aioquic server and client)."""

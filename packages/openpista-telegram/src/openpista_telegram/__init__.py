@@ -1,0 +1,1 @@
+"""Telegram channel for openpista (aiogram 3, long polling or webhook)."""

@@ -1,0 +1,1 @@
+"""WASM skill sandbox for openpista (wasmtime, WASI)."""

@@ -1,0 +1,1 @@
+"""Web channel for openpista: WebSocket server and a mobile-first browser chat."""

@@ -1,0 +1,1 @@
+"""WhatsApp Business Cloud API channel for openpista (signed webhook + Graph API)."""

@@ -1,0 +1,1 @@
+"""The openpista plugin module of openpista-whatsapp (entry point ``whatsapp``)."""
