@@ -11,13 +11,14 @@ import pytest
 
 from openpista.agent import Agent, AgentEvent, ToolFinished, ToolStarted
 from openpista.memory.store import MemoryStore
-from openpista.models import Message, ToolCall, ToolResult
+from openpista.models import Attachment, Message, ToolCall, ToolResult
 from openpista.plugins import PluginHost
 from openpista.providers.base import TextDelta
 from openpista.runtime import build_providers
 from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
-from openpista.tools.base import ToolError
+from openpista.tools.base import ToolError, ToolOutput
+from openpista.tools.context import TurnContext, current_turn
 from openpista.tools.registry import ToolRegistry, tool
 
 MakeAgent = Callable[..., Agent]
@@ -226,3 +227,59 @@ def test_stored_messages_round_trip_through_the_model() -> None:
         tool_calls=[ToolCall(id="1", name="a.b", arguments={"x": [1, {"y": "ü"}]})],
     )
     assert Message.model_validate(message.model_dump(mode="json")) == message
+
+
+PIXEL = (  # a 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=="
+)
+
+
+async def test_pictures_the_user_sends_are_shown_once_and_stored_by_path(
+    make_agent: MakeAgent, llm_emulator: LlmEmulator, memory: MemoryStore
+) -> None:
+    llm_emulator.reply_text("a red dot")
+    llm_emulator.reply_text("still a red dot")
+    photo = Attachment(name="dot.png", mime_type="image/png", data=PIXEL, path="/in/dot.png")
+    agent = make_agent()
+    await agent.run_turn("s1", "what is this?", attachments=[photo])
+    content = llm_emulator.requests[0].json["messages"][-1]["content"]
+    assert content[0] == {
+        "type": "text",
+        "text": "what is this?\n[attachment: dot.png (image/png) at /in/dot.png]",
+    }
+    assert content[1]["image_url"]["url"] == f"data:image/png;base64,{PIXEL}"
+    stored = await memory.load_messages("s1")
+    assert stored[0].content.endswith("at /in/dot.png]")
+    assert stored[0].attachments == [], "the picture's data is not stored"
+    await agent.run_turn("s1", "and now?")
+    earlier = llm_emulator.requests[1].json["messages"][1]
+    assert isinstance(earlier["content"], str), "an old picture is named, not sent again"
+
+
+async def test_files_tools_produce_reach_the_llm_and_the_answer(
+    make_agent: MakeAgent, llm_emulator: LlmEmulator, memory: MemoryStore
+) -> None:
+    seen: list[TurnContext | None] = []
+
+    @tool("test.snap")
+    async def snap() -> ToolOutput:
+        """Takes a picture."""
+        seen.append(current_turn())
+        shot = Attachment(name="shot.png", mime_type="image/png", data=PIXEL)
+        return ToolOutput("took a screenshot", [shot])
+
+    llm_emulator.reply_tool_calls([("test_snap", {})])
+    llm_emulator.reply_text("here it is")
+    response = await make_agent(snap).run_turn("s1", "snap", channel_id="web:abc")
+    assert [a.name for a in response.attachments] == ["shot.png"]
+    assert seen == [TurnContext("s1", "web:abc")]
+    assert current_turn() is None, "the context ends with the turn"
+    wire = llm_emulator.requests[1].json["messages"]
+    assert wire[-2]["role"] == "tool"
+    assert wire[-2]["content"] == "took a screenshot"
+    assert wire[-1]["role"] == "user"
+    assert wire[-1]["content"][1]["image_url"]["url"].endswith(PIXEL)
+    stored = await memory.load_messages("s1")
+    result = stored[2].tool_result
+    assert result is not None
+    assert [(a.name, a.data) for a in result.attachments] == [("shot.png", None)]

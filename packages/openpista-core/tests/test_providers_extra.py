@@ -15,7 +15,7 @@ from pydantic import SecretStr
 import openpista.builtins.providers
 import openpista.hookspecs
 from openpista.config import AgentSettings, ProviderSettings, Settings
-from openpista.models import Message, ToolCall, ToolResult
+from openpista.models import Attachment, Message, ToolCall, ToolResult
 from openpista.providers.base import (
     ChatResult,
     LlmProvider,
@@ -272,6 +272,22 @@ def test_responses_input_mapping() -> None:
         "arguments": json.dumps({"command": "ls /tmp"}),
     }
     assert items[-1] == {"type": "function_call_output", "call_id": "call_2", "output": "b"}
+
+
+def test_responses_input_carries_pictures_as_input_images() -> None:
+    picture = Attachment(name="a.png", mime_type="image/png", data="AAAA")
+    shot = ToolResult(call_id="c1", name="screen.capture", output="ok", attachments=[picture])
+    _, items = to_responses_input(
+        [
+            Message(role="user", content="look", attachments=[picture]),
+            Message(role="tool", tool_result=shot),
+        ]
+    )
+    image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}
+    assert items[0]["content"] == [{"type": "input_text", "text": "look"}, image]
+    assert items[1]["type"] == "function_call_output"
+    assert items[2]["role"] == "user"
+    assert items[2]["content"][1] == image
 
 
 # -- ChatGPT subscription mode -------------------------------------------------------------------

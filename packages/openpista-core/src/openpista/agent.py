@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from openpista.models import AgentResponse, Message, ToolCall, ToolResult, Usage
+from openpista.models import AgentResponse, Attachment, Message, ToolCall, ToolResult, Usage
 from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolSpec
+from openpista.tools.context import TurnContext, reset_turn, set_turn
 
 if TYPE_CHECKING:
     from openpista.memory.store import MemoryStore
@@ -96,19 +97,40 @@ class Agent:
         text: str,
         on_event: EventSink | None = None,
         guard: ToolGuard | None = None,
+        *,
+        attachments: Sequence[Attachment] = (),
+        channel_id: str = "",
     ) -> AgentResponse:
         """Answer ``text`` in session ``session_id`` (created when missing).
 
-        ``guard`` is asked before each tool call runs; a denied call gives the LLM an error
-        result saying why.
+        ``attachments`` are the files the user sent (their pictures are shown to the LLM,
+        every file is named with its path); files that tools produce come back in the
+        response's ``attachments``. ``guard`` is asked before each tool call runs; a denied
+        call gives the LLM an error result saying why. Tools can learn the session and
+        ``channel_id`` from :func:`openpista.tools.context.current_turn`.
 
         Provider failures come back as a response with ``is_error`` set and a message that
         starts with ❌; the history stays as stored so far.
         """
-        user = Message(role="user", content=storable(text))
+        content = "\n".join([text, *(a.describe() for a in attachments)])
+        user = Message(role="user", content=storable(content), attachments=list(attachments))
         history = await self.memory.start_turn(session_id, user)
         history.append(user)
+        token = set_turn(TurnContext(session_id, channel_id))
+        try:
+            return await self._loop(session_id, history, on_event, guard)
+        finally:
+            reset_turn(token)
+
+    async def _loop(
+        self,
+        session_id: str,
+        history: list[Message],
+        on_event: EventSink | None,
+        guard: ToolGuard | None,
+    ) -> AgentResponse:
         usage = Usage()
+        produced: list[Attachment] = []
         specs = self.tools.specs()
         try:
             rounds = 0
@@ -120,21 +142,33 @@ class Agent:
                 )
                 if not result.tool_calls:
                     await self.memory.append_message(session_id, reply)
-                    return AgentResponse(session_id=session_id, text=result.text, usage=usage)
+                    return AgentResponse(
+                        session_id=session_id,
+                        text=result.text,
+                        usage=usage,
+                        attachments=produced,
+                    )
                 if rounds == self.max_tool_rounds:
                     break  # the unanswered calls are not stored: history stays well-formed
                 rounds += 1
                 results = await self._run_tools(result.tool_calls, on_event, guard)
+                produced += [a for r in results for a in r.attachments]
                 tool_messages = [Message(role="tool", tool_result=r) for r in results]
                 await self.memory.append_messages(session_id, [reply, *tool_messages])
                 history.extend([reply, *tool_messages])
         except ProviderError as exc:
             return AgentResponse(
-                session_id=session_id, text=ERROR_PREFIX + str(exc), is_error=True, usage=usage
+                session_id=session_id,
+                text=ERROR_PREFIX + str(exc),
+                is_error=True,
+                usage=usage,
+                attachments=produced,
             )
         notice = Message(role="assistant", content=round_limit_message(self.max_tool_rounds))
         await self.memory.append_message(session_id, notice)
-        return AgentResponse(session_id=session_id, text=notice.content, usage=usage)
+        return AgentResponse(
+            session_id=session_id, text=notice.content, usage=usage, attachments=produced
+        )
 
     async def _ask(
         self, history: list[Message], specs: list[ToolSpec], on_event: EventSink | None

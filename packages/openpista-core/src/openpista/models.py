@@ -38,6 +38,15 @@ class Attachment(BaseModel):
         """Whether this is a picture (``image/*``)."""
         return self.mime_type.startswith("image/")
 
+    def data_url(self) -> str:
+        """The inline data as a ``data:`` URL (how LLM APIs take images)."""
+        return f"data:{self.mime_type};base64,{self.data or ''}"
+
+    def describe(self) -> str:
+        """One line naming the file for the LLM: name, type and where to find it."""
+        where = self.path or self.url
+        return f"[attachment: {self.name} ({self.mime_type})" + (f" at {where}]" if where else "]")
+
 
 class ToolCall(BaseModel):
     """One tool invocation requested by the LLM.
@@ -77,7 +86,15 @@ class Message(BaseModel):
     content: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     tool_result: ToolResult | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
+    """Files sent with a user message. Not stored: the stored text names them (with their
+    paths), and their image data is shown to the LLM only in the turn they arrive."""
     created_at: datetime = Field(default_factory=utc_now)
+
+    def images(self) -> list[Attachment]:
+        """The pictures of this message (or of its tool result) that carry inline data."""
+        found = self.tool_result.attachments if self.tool_result else self.attachments
+        return [a for a in found if a.is_image and a.data]
 
 
 class Usage(BaseModel):

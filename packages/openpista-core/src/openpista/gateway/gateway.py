@@ -173,7 +173,14 @@ class Gateway:
             except Exception as exc:  # no provider configured, unknown preset, ...
                 response = AgentResponse(text=f"{ERROR_PREFIX}{exc}", is_error=True)
             else:
-                response = await agent.run_turn(session_id, event.text, on_event, guard)
+                response = await agent.run_turn(
+                    session_id,
+                    event.text,
+                    on_event,
+                    guard,
+                    attachments=event.attachments,
+                    channel_id=event.channel_id,
+                )
         response = response.model_copy(
             update={"channel_id": event.channel_id, "session_id": session_id}
         )

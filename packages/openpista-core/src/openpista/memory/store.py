@@ -803,8 +803,12 @@ def _message_row(sid: str, message: object, index: int) -> dict[str, Any]:
         raise MemoryStoreError(f"message {index} is a {type(message).__name__}, not a Message")
     _check_text(message.content, f"content of message {index}")
     tool_calls = [call.model_dump(mode="json") for call in message.tool_calls]
+    # Files are stored by name and path; their inline data is for the turn they came in.
+    without_data = {"attachments": {"__all__": {"data"}}}
     tool_result = (
-        None if message.tool_result is None else message.tool_result.model_dump(mode="json")
+        None
+        if message.tool_result is None
+        else message.tool_result.model_dump(mode="json", exclude=without_data)
     )
     return {
         "session_id": sid,

@@ -238,12 +238,23 @@ def _litellm() -> ModuleType:
 
 
 def to_wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
-    """The conversation in OpenAI chat format (litellm translates it for other APIs)."""
+    """The conversation in OpenAI chat format (litellm translates it for other APIs).
+
+    Pictures sent by the user become image parts of their message; pictures returned by
+    tools (which a ``tool`` message cannot carry) follow the tool results as a user message.
+    """
     wire: list[dict[str, Any]] = []
-    for message in messages:
+    tool_images: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
         if message.role == "tool" and message.tool_result is not None:
             result = message.tool_result
             wire.append({"role": "tool", "tool_call_id": result.call_id, "content": result.output})
+            tool_images += _image_parts(message)
+            following = messages[index + 1] if index + 1 < len(messages) else None
+            if tool_images and (following is None or following.role != "tool"):
+                text = {"type": "text", "text": "Images returned by the tools above:"}
+                wire.append({"role": "user", "content": [text, *tool_images]})
+                tool_images = []
         elif message.role == "assistant" and message.tool_calls:
             calls = [
                 {
@@ -263,8 +274,17 @@ def to_wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
             )
         else:
             role = "user" if message.role == "tool" else message.role
-            wire.append({"role": role, "content": message.content})
+            images = _image_parts(message)
+            if images:
+                text = {"type": "text", "text": message.content}
+                wire.append({"role": role, "content": [text, *images]})
+            else:
+                wire.append({"role": role, "content": message.content})
     return wire
+
+
+def _image_parts(message: Message) -> list[dict[str, Any]]:
+    return [{"type": "image_url", "image_url": {"url": a.data_url()}} for a in message.images()]
 
 
 def _wire_tools(tools: list[ToolSpec]) -> tuple[list[dict[str, Any]], dict[str, str]]:

@@ -86,8 +86,20 @@ def to_responses_input(messages: list[Message]) -> tuple[str | None, list[dict[s
             ]
         else:
             role = "user" if message.role == "tool" else message.role
-            items.append({"role": role, "content": message.content})
+            items.append({"role": role, "content": _content(message)})
+        if message.role == "tool" and message.images():
+            items.append({"role": "user", "content": _content(message, "Images from the tool:")})
     return ("\n\n".join(system) or None), items
+
+
+def _content(message: Message, text: str | None = None) -> str | list[dict[str, Any]]:
+    """A message's text, with its pictures as ``input_image`` parts when it has any."""
+    images = message.images()
+    text = message.content if text is None else text
+    if not images:
+        return text
+    parts: list[dict[str, Any]] = [{"type": "input_text", "text": text}]
+    return parts + [{"type": "input_image", "image_url": a.data_url()} for a in images]
 
 
 def _tools(tools: list[ToolSpec]) -> tuple[list[dict[str, Any]], dict[str, str]]:
