@@ -93,3 +93,30 @@ def test_builtin_plugins_register_core_tools_providers_and_runner() -> None:
 def test_load_plugins_variable(value: str | None, expected: set[str] | None) -> None:
     environ = {} if value is None else {"OPENPISTA_LOAD_PLUGINS": value}
     assert selected_plugin_names(environ) == expected
+
+
+async def test_closing_the_runtime_lets_plugins_release_what_they_opened(tmp_path: Any) -> None:
+    from openpista.config import Settings
+    from openpista.runtime import Runtime
+
+    closed: list[str] = []
+
+    class Releasing:
+        @hookimpl
+        async def runtime_closing(self, config: Settings) -> None:
+            closed.append(config.agent.provider)
+
+    class Failing:
+        @hookimpl
+        async def runtime_closing(self) -> None:
+            raise RuntimeError("cannot close")
+
+    host = PluginHost.load(entry_points=False)
+    host.add("releasing", Releasing())
+    host.add("failing", Failing())
+    settings = Settings.model_validate(
+        {"database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"}}
+    )
+    runtime = await Runtime.open(settings, host)
+    await runtime.close()
+    assert closed == ["openai"], "a failing plugin does not keep the others from closing"

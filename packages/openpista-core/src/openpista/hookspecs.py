@@ -92,3 +92,10 @@ async def daemon_started(config: Settings, services: dict[str, Any]) -> None:
 @hookspec
 async def daemon_stopping(config: Settings, services: dict[str, Any]) -> None:
     """Called when the daemon begins shutting down, before channels are closed."""
+
+
+@hookspec
+async def runtime_closing(config: Settings) -> None:
+    """Called when openpista closes (``openpista run``, the TUI, the daemon, after its
+    channels stopped): release the processes and connections your plugin opened (a browser,
+    a Docker client). Called once per run, whether or not your tools were used."""

@@ -13,7 +13,9 @@ Built-in plugins always load.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from typing import Any
 import pluggy
 
 from openpista import hookspecs
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "openpista"
 LOAD_PLUGINS_ENV = "OPENPISTA_LOAD_PLUGINS"
@@ -221,3 +225,12 @@ def _module_name(plugin: object) -> str:
     if isinstance(plugin, ModuleType):
         return plugin.__name__
     return f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+
+
+async def call_async_hooks(results: list[Any]) -> None:
+    """Await what async hook implementations returned; a failing plugin is logged, not fatal."""
+    for outcome in await asyncio.gather(
+        *(r for r in results if asyncio.iscoroutine(r)), return_exceptions=True
+    ):
+        if isinstance(outcome, Exception):
+            log.error("plugin hook failed: %s: %s", type(outcome).__name__, outcome)

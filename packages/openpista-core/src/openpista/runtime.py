@@ -117,8 +117,13 @@ class Runtime:
         )
 
     async def close(self) -> None:
-        """Close memory (flushes and releases the database)."""
-        await self.memory.close()
+        """Let plugins release what they opened (``runtime_closing``), then close memory."""
+        from openpista.plugins import call_async_hooks
+
+        try:
+            await call_async_hooks(self.host.pm.hook.runtime_closing(config=self.settings))
+        finally:
+            await self.memory.close()
 
     async def __aenter__(self) -> Runtime:
         return self

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openpista.models import ChannelEvent
+from openpista.plugins import call_async_hooks
 
 if TYPE_CHECKING:
     from openpista.channels import ChannelAdapter
@@ -219,25 +220,17 @@ async def _run(
     await gateway.start()
     cron_task = asyncio.create_task(scheduler.run())
     services = {"gateway": gateway, "scheduler": scheduler, "memory": gateway.runtime.memory}
-    await _call_hooks(host.pm.hook.daemon_started(config=settings, services=services))
+    await call_async_hooks(host.pm.hook.daemon_started(config=settings, services=services))
     log.info("openpista serves: %s", ", ".join(a.name for a in gateway.adapters))
     try:
         await stopped.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        await _call_hooks(host.pm.hook.daemon_stopping(config=settings, services=services))
+        await call_async_hooks(host.pm.hook.daemon_stopping(config=settings, services=services))
         await scheduler.stop()
         cron_task.cancel()
         await asyncio.gather(cron_task, return_exceptions=True)
         # A signal gives turns the configured deadline; a closed terminal lets them finish.
         await gateway.stop(drain=not signalled.is_set())
     return 0
-
-
-async def _call_hooks(results: list[Any]) -> None:
-    for outcome in await asyncio.gather(
-        *(r for r in results if asyncio.iscoroutine(r)), return_exceptions=True
-    ):
-        if isinstance(outcome, Exception):
-            log.error("plugin hook failed: %s: %s", type(outcome).__name__, outcome)
