@@ -86,11 +86,14 @@ class ProviderRegistry:
         if section.base_url is None and preset.default_base_url:
             update["base_url"] = preset.default_base_url
         wants_key = preset.requires_api_key or bool(preset.api_key_env)
-        credential = stored_credential(preset) if wants_key else None
+        login = stored_credential(preset) if wants_key else None
+        credential = login[1] if login is not None else None
         if credential is not None and section.account_id is None and credential.account_id:
             update["account_id"] = credential.account_id  # ChatGPT subscription sign-in
+        from_login = False
         if section.api_key is None:
             stored = credential.secret if credential is not None else None
+            from_login = stored is not None
             key = stored or next(
                 (os.environ[env] for env in preset.api_key_env if os.environ.get(env)), None
             )
@@ -100,7 +103,22 @@ class ProviderRegistry:
             raise ProviderError("config", _missing_base_url(preset))
         if preset.requires_api_key and resolved.api_key is None:
             raise ProviderError("config", _missing_key(preset))
-        return preset.factory(resolved, chosen)
+        provider = preset.factory(resolved, chosen)
+        if not (from_login and login is not None and login[1].kind == "oauth"):
+            return provider
+        # An OAuth login expires: keep it fresh for as long as this provider is used.
+        from openpista.providers.refreshing import RefreshingProvider
+
+        def rebuild(token: str) -> LlmProvider:
+            return preset.factory(resolved.model_copy(update={"api_key": SecretStr(token)}), chosen)
+
+        return RefreshingProvider(
+            provider,
+            credential_name=login[0],
+            token=login[1].secret or "",
+            rebuild=rebuild,
+            settings=settings,
+        )
 
     def _is_agent_provider(self, settings: Settings, preset: ProviderPreset) -> bool:
         return self._lookup.get(settings.agent.provider.lower()) is preset
@@ -114,12 +132,13 @@ def _section(settings: Settings, preset: ProviderPreset) -> ProviderSettings:
     return settings.provider_settings(preset.name)
 
 
-def stored_credential(preset: ProviderPreset) -> Credential | None:
-    """What ``openpista auth login`` stored for ``preset`` (or one of its aliases)."""
+def stored_credential(preset: ProviderPreset) -> tuple[str, Credential] | None:
+    """What ``openpista auth login`` stored for ``preset`` (or one of its aliases), with the
+    name it is stored under."""
     from openpista.auth.credentials import CredentialStore
 
     stored = CredentialStore().load()
-    return next((stored[n] for n in (preset.name, *preset.aliases) if n in stored), None)
+    return next(((n, stored[n]) for n in (preset.name, *preset.aliases) if n in stored), None)
 
 
 def _missing_key(preset: ProviderPreset) -> str:
