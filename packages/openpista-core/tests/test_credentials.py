@@ -13,6 +13,7 @@ from openpista.auth.credentials import AuthError, Credential, CredentialStore
 from openpista.config import ConfigError, ProviderSettings, Settings
 from openpista.providers.base import ProviderError
 from openpista.providers.presets import builtin_presets
+from openpista.providers.refreshing import RefreshingProvider
 from openpista.providers.registry import ProviderRegistry
 
 SECRET = "sk-very-secret-0123456789"
@@ -125,7 +126,8 @@ def test_registry_key_order(store: CredentialStore, monkeypatch: pytest.MonkeyPa
     store.set("openai", Credential(kind="oauth", access_token="from-login", account_id="acct-1"))
     assert _key(registry, Settings()) == "from-login"
     signed_in = registry.build(Settings(), "openai")
-    assert signed_in.settings.account_id == "acct-1"  # type: ignore[attr-defined]
+    assert isinstance(signed_in, RefreshingProvider), "a login is kept fresh"
+    assert signed_in.inner.settings.account_id == "acct-1"  # type: ignore[attr-defined]
     configured = Settings(providers={"openai": ProviderSettings(api_key=SecretStr("from-config"))})
     assert _key(registry, configured) == "from-config"
     monkeypatch.delenv("OPENAI_API_KEY")
@@ -143,6 +145,8 @@ def test_registry_key_order(store: CredentialStore, monkeypatch: pytest.MonkeyPa
 
 def _key(registry: ProviderRegistry, settings: Settings) -> str:
     provider = registry.build(settings, "openai")
+    if isinstance(provider, RefreshingProvider):
+        provider = provider.inner
     key = provider.settings.api_key  # type: ignore[attr-defined]
     assert key is not None
     return str(key.get_secret_value())
