@@ -1,0 +1,437 @@
+"""The WhatsApp channel: Meta's signed webhook in, the Graph API out.
+
+Channel ids are ``whatsapp:{sender}`` (the sender's number as WhatsApp gives it: digits
+only) when one business number is configured, and ``whatsapp:{phone_number_id}:{sender}``
+when there are several, so that the same person writing to two numbers has two
+conversations and every reply goes out from the number the message arrived on.
+
+The webhook (starlette on uvicorn, in the daemon's event loop) answers Meta within
+milliseconds: it checks the size, then the ``X-Hub-Signature-256`` signature of the raw body,
+then parses, and leaves the work (media downloads, access checks, queueing for the agent)
+to a background task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
+from openpista.agent import ERROR_PREFIX
+from openpista.config import home_dir
+from openpista.models import AgentResponse, Attachment, ChannelEvent
+from openpista_whatsapp.config import WhatsAppConfig, load_whatsapp_config
+from openpista_whatsapp.graph import GraphClient, GraphError
+from openpista_whatsapp.media import attachment_message, fetch_attachment
+from openpista_whatsapp.messages import (
+    approval_message,
+    split_text,
+    template_message,
+    text_message,
+)
+from openpista_whatsapp.payload import Delivery, Inbound, Status, parse_webhook
+from openpista_whatsapp.signature import HEADER, verify
+from openpista_whatsapp.state import ConversationWindows, StatusLog, TtlSet
+
+if TYPE_CHECKING:
+    import httpx
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from openpista.config import Settings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "whatsapp:"
+_STOP_GRACE = 5.0
+
+
+class WhatsAppAdapter:
+    """Serves Meta's webhook for every configured business number and answers through the
+    Graph API. ``state_dir`` (default ``<home>/whatsapp``) holds media, windows, statuses;
+    ``transport`` replaces httpx's network transport (tests)."""
+
+    name = "whatsapp"
+    channel_prefix = PREFIX
+    supports_streaming = False
+
+    def __init__(
+        self,
+        config: WhatsAppConfig,
+        *,
+        state_dir: Path | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.numbers = [n.phone_number_id for n in config.numbers]
+        self.state_dir = state_dir or home_dir() / "whatsapp"
+        self.access = AccessControl(
+            "whatsapp",
+            config.allowed_numbers,
+            open_to_all=config.open_to_all,
+            pairing=PairingBook("whatsapp", self.state_dir.parent / "access" / "whatsapp.json"),
+        )
+        self.seen = TtlSet(config.dedup_size, config.dedup_ttl)
+        self.refused = TtlSet(config.dedup_size, config.refusal_interval)
+        self.windows = ConversationWindows(self.state_dir / "windows.json")
+        self.statuses = StatusLog(self.state_dir / "statuses.jsonl")
+        self.port: int | None = None
+        self._transport = transport
+        self._graph: GraphClient | None = None
+        self._inbound: asyncio.Queue[ChannelEvent] | None = None
+        self._server: Any = None
+        self._serving: asyncio.Task[None] | None = None
+        self._work: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # -- channel ids ----------------------------------------------------------------------
+
+    def channel_id(self, phone_number_id: str, sender: str) -> str:
+        """The channel id of ``sender``'s conversation with ``phone_number_id``."""
+        if len(self.numbers) > 1:
+            return f"{PREFIX}{phone_number_id}:{sender}"
+        return f"{PREFIX}{sender}"
+
+    def route(self, channel_id: str) -> tuple[str, str]:
+        """``(phone_number_id, recipient)`` of a channel id; :class:`ValueError` if invalid.
+
+        ``whatsapp:{recipient}`` goes out from the first configured number.
+        """
+        if not channel_id.startswith(PREFIX):
+            raise ValueError(f"{channel_id!r} is not a WhatsApp channel id")
+        parts = channel_id[len(PREFIX) :].split(":")
+        number, recipient = (self.numbers[0], parts[0]) if len(parts) == 1 else parts[:2]
+        if len(parts) > 2 or number not in self.numbers:
+            raise ValueError(f"{channel_id!r}: no configured phone number id {number!r}")
+        if not recipient.isdigit():
+            raise ValueError(f"{channel_id!r}: {recipient!r} is not a phone number")
+        return number, recipient
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+        """Listen for the webhook; returns once it accepts connections (see :attr:`port`)."""
+        import uvicorn
+
+        self._inbound = inbound
+        self._stopping = False
+        self._graph = GraphClient(self.config, self._transport)
+        host, port = self.config.webhook_host, self.config.webhook_port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            await self._graph.close()
+            raise RuntimeError(
+                f"whatsapp: cannot listen on {host}:{port} ({exc.strerror}); "
+                "change channels.whatsapp.webhook_host / webhook_port"
+            ) from None
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.asgi_app(),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        self._server = _make_server(config)
+        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._serving.done():
+                sock.close()
+                await self._graph.close()
+                raise RuntimeError("whatsapp: the webhook server failed to start")
+            await asyncio.sleep(0.01)
+        log.info(
+            "whatsapp: webhook on %s:%d%s for %d number(s)",
+            host,
+            self.port,
+            self.config.webhook_path,
+            len(self.numbers),
+        )
+
+    async def wait_closed(self) -> None:
+        """Return when :meth:`stop` ends the server; raise when it died on its own."""
+        if self._serving is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._serving)
+        if not self._stopping:
+            raise RuntimeError("whatsapp: the webhook server stopped unexpectedly")
+
+    async def stop(self) -> None:
+        """Stop the webhook, cancel unfinished background work, close the HTTP client."""
+        self._stopping = True
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(self._serving), _STOP_GRACE)
+            except (TimeoutError, Exception):
+                self._server.force_exit = True
+                self._serving.cancel()
+                await asyncio.gather(self._serving, return_exceptions=True)
+        for task in list(self._work):
+            task.cancel()
+        await asyncio.gather(*self._work, return_exceptions=True)
+        if self._graph is not None:
+            await self._graph.close()
+        self._server = self._serving = self._graph = None
+
+    # -- webhook --------------------------------------------------------------------------
+
+    def asgi_app(self) -> Any:
+        """The starlette application of the webhook (``GET``/``POST`` on ``webhook_path``)."""
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        path = self.config.webhook_path
+        return Starlette(
+            routes=[
+                Route(path, self._verify_subscription, methods=["GET"]),
+                Route(path, self._receive, methods=["POST"]),
+            ]
+        )
+
+    async def _verify_subscription(self, request: Request) -> Response:
+        from starlette.responses import PlainTextResponse
+
+        query = request.query_params
+        token = query.get("hub.verify_token", "")
+        challenge = query.get("hub.challenge", "")
+        expected = self.config.secret("verify_token")
+        if (
+            query.get("hub.mode") == "subscribe"
+            and challenge
+            and hmac.compare_digest(token.encode(), expected.encode())
+        ):
+            log.info("whatsapp: webhook subscription verified")
+            return PlainTextResponse(challenge[:256])
+        log.warning("whatsapp: webhook verification refused (wrong mode or verify token)")
+        return PlainTextResponse("verification failed", status_code=403)
+
+    async def _receive(self, request: Request) -> Response:
+        from starlette.responses import PlainTextResponse
+
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return PlainTextResponse(f"body larger than {limit} bytes", status_code=413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return PlainTextResponse(f"body larger than {limit} bytes", status_code=413)
+        signature = request.headers.get(HEADER)
+        if not signature:
+            log.warning("whatsapp: webhook POST without %s refused", HEADER)
+            return PlainTextResponse(f"missing {HEADER}", status_code=401)
+        if not verify(bytes(body), signature, self.config.secret("app_secret")):
+            log.warning("whatsapp: webhook POST with a wrong signature refused")
+            return PlainTextResponse("invalid signature", status_code=403)
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return PlainTextResponse("body is not valid JSON", status_code=400)
+        delivery = parse_webhook(data)
+        for reason in delivery.ignored:
+            log.warning("whatsapp: ignored %s", reason)
+        if delivery.messages or delivery.statuses:
+            task = asyncio.create_task(self._process(delivery))
+            self._work.add(task)
+            task.add_done_callback(self._work.discard)
+        return PlainTextResponse("EVENT_RECEIVED")
+
+    # -- incoming -------------------------------------------------------------------------
+
+    async def _process(self, delivery: Delivery) -> None:
+        for status in delivery.statuses:
+            self._record_status(status)
+        for message in delivery.messages:
+            try:
+                await self._handle(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad message must not stop the others
+                log.exception("whatsapp: failed to handle message %s", message.message_id)
+
+    def _record_status(self, status: Status) -> None:
+        self.statuses.append(
+            {
+                "phone_number_id": status.phone_number_id,
+                "message_id": status.message_id,
+                "status": status.status,
+                "recipient": status.recipient,
+                "timestamp": status.timestamp,
+                "errors": status.errors,
+            }
+        )
+        if status.status == "failed":
+            reasons = "; ".join(
+                f"{e.get('code')} {e.get('title') or e.get('message') or ''}".strip()
+                for e in status.errors
+            )
+            log.error(
+                "whatsapp: message %s to %s failed: %s",
+                status.message_id,
+                status.recipient,
+                reasons or "no reason given",
+            )
+
+    async def _handle(self, message: Inbound) -> None:
+        number, sender = message.phone_number_id, message.sender
+        if not self.seen.add(f"{number}:{message.message_id}"):
+            log.info("whatsapp: duplicate delivery of %s ignored", message.message_id)
+            return
+        if number not in self.numbers:
+            log.warning("whatsapp: message for unconfigured phone number id %s ignored", number)
+            return
+        if message.kind != "reaction":
+            self.windows.user_wrote(number, sender, message.timestamp)
+        if not self.access.is_allowed(sender):
+            await self._refuse(message)
+            return
+        if message.kind == "reaction":
+            log.info("whatsapp: %s %s", sender, message.text)
+            return
+        text, attachments = message.text, []
+        if message.media is not None:
+            try:
+                attachments.append(await self._fetch(message))
+            except (GraphError, OSError) as exc:
+                log.error("whatsapp: cannot fetch %s %s: %s", message.kind, message.media.id, exc)
+                text += f"\n({message.kind} could not be downloaded: {exc})"
+        metadata = {
+            "phone_number_id": number,
+            "message_id": message.message_id,
+            "type": message.kind,
+            "name": message.name,
+            "reply_id": message.reply_id,
+            "context_id": message.context_id,
+        }
+        event = ChannelEvent(
+            channel_id=self.channel_id(number, sender),
+            sender=sender,
+            text=text,
+            attachments=attachments,
+            metadata={k: v for k, v in metadata.items() if v is not None},
+        )
+        assert self._inbound is not None
+        await self._inbound.put(event)
+
+    async def _fetch(self, message: Inbound) -> Attachment:
+        assert self._graph is not None
+        assert message.media is not None
+        folder = self.state_dir / "media"
+        return await fetch_attachment(self._graph, self.config, message, message.media, folder)
+
+    async def _refuse(self, message: Inbound) -> None:
+        paired = self.access.try_pair(message.sender, message.text)
+        if paired is None:
+            log.warning("whatsapp: message from unknown number %s refused", message.sender)
+            if not self.refused.add(f"{message.phone_number_id}:{message.sender}"):
+                return
+            reply = REFUSAL
+        else:
+            reply = PAIRED if paired else PAIRING_FAILED
+        await self._send_all(
+            message.phone_number_id, message.sender, [text_message(message.sender, reply)]
+        )
+
+    # -- outgoing -------------------------------------------------------------------------
+
+    async def send(self, response: AgentResponse) -> None:
+        """Deliver a final answer, an approval request (buttons) and attachments.
+
+        Outside the 24-hour window only the configured template may be sent; failures are
+        logged with Meta's error code and never raised to the gateway.
+        """
+        if response.delta:
+            return
+        try:
+            number, to = self.route(response.channel_id)
+        except ValueError as exc:
+            log.error("whatsapp: answer dropped: %s", exc)
+            return
+        if not self.windows.is_open(number, to):
+            await self._send_template(number, to, response)
+            return
+        messages: list[dict[str, Any]] = []
+        if response.approval is not None:
+            messages.append(approval_message(to, response.approval))
+        elif response.text.strip():
+            messages.extend(text_message(to, part) for part in split_text(response.text))
+        for attachment in response.attachments:
+            try:
+                messages.append(await self._attachment(number, to, attachment))
+            except (GraphError, ValueError) as exc:
+                log.error("whatsapp: cannot send attachment %s: %s", attachment.name, exc)
+                note = f"{ERROR_PREFIX}could not send {attachment.name}: {exc}"
+                messages.append(text_message(to, note[:4096]))
+        await self._send_all(number, to, messages)
+
+    async def _attachment(self, number: str, to: str, attachment: Attachment) -> dict[str, Any]:
+        assert self._graph is not None
+        return await attachment_message(self._graph, number, to, attachment)
+
+    async def _send_template(self, number: str, to: str, response: AgentResponse) -> None:
+        name = self.config.template_name
+        if not name:
+            log.error(
+                "whatsapp: %s has not written to %s in 24 hours and "
+                "channels.whatsapp.template_name is not set: answer dropped",
+                to,
+                number,
+            )
+            return
+        parameters = [response.text or "-"] if self.config.template_text_parameter else None
+        template = template_message(to, name, self.config.template_language, parameters)
+        log.info("whatsapp: %s is outside the 24-hour window: sending template %r", to, name)
+        await self._send_all(number, to, [template])
+
+    async def _send_all(self, number: str, to: str, messages: list[dict[str, Any]]) -> None:
+        if self._graph is None:
+            log.error("whatsapp: not started; %d message(s) to %s dropped", len(messages), to)
+            return
+        for message in messages:
+            try:
+                await self._graph.send(number, message)
+            except GraphError as exc:
+                kind = "transient, retries exhausted" if exc.retryable else "permanent"
+                log.error(
+                    "whatsapp: cannot send a %s message from %s to %s (%s): %s%s",
+                    message.get("type"),
+                    number,
+                    to,
+                    kind,
+                    exc,
+                    f" [fbtrace_id {exc.fbtrace_id}]" if exc.fbtrace_id else "",
+                )
+                return
+
+
+def create_whatsapp_adapter(table: dict[str, Any], config: Settings) -> WhatsAppAdapter:
+    """The ``[channels.whatsapp]`` factory (options in config.example.toml)."""
+    return WhatsAppAdapter(load_whatsapp_config(table))
+
+
+def _make_server(config: Any) -> Any:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn without its signal handlers: the daemon owns SIGINT/SIGTERM."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer(config)
