@@ -1,0 +1,177 @@
+"""The ``mobile`` channel: the QUIC endpoint as a gateway adapter (channel ``mobile:{device}``).
+
+Answers find their stream by channel id: the turns of one session run one at a time, in
+the order their messages arrived, so every response of ``mobile:{device}`` belongs to the
+oldest request of that device still waiting (first in, first out); the final response
+ends that request's stream. ``/approve`` and ``/deny`` messages are answered at once by
+the gateway, outside that order, so they wait in a queue of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import sys
+import uuid
+from collections import defaultdict, deque
+from typing import TYPE_CHECKING, Any
+
+from openpista.config import ConfigError
+from openpista.models import AgentResponse, Attachment, ChannelEvent
+from openpista_mobile.certs import load_or_create, state_dir
+from openpista_mobile.protocol import ErrorCode, FrameError, error_frame
+from openpista_mobile.server import MessageRequest, QuicServer, ResponseStream, ServerOptions
+from openpista_mobile.settings import TOKEN_ENV, MobileSettings, TokenBook, parse_settings
+
+if TYPE_CHECKING:
+    from openpista.config import Settings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "mobile:"
+APPROVAL_COMMAND = re.compile(r"\s*/(approve|deny)\b", re.IGNORECASE)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def channel_id(device_id: str) -> str:
+    """The channel id of a device: the same on every connection, so its session survives."""
+    return f"{PREFIX}{device_id}"
+
+
+class MobileAdapter:
+    """Serves mobile clients (and sandbox workers) over QUIC."""
+
+    name = "mobile"
+    channel_prefix = PREFIX
+    supports_streaming = True
+
+    def __init__(self, settings: MobileSettings) -> None:
+        self.settings = settings
+        self.tokens = TokenBook(settings.token_table())
+        self.server: QuicServer | None = None
+        self.fingerprint = ""
+        self._inbound: asyncio.Queue[ChannelEvent] | None = None
+        self._turns: dict[str, deque[ResponseStream]] = defaultdict(deque)
+        self._controls: dict[str, deque[ResponseStream]] = defaultdict(deque)
+
+    @property
+    def port(self) -> int:
+        """The bound UDP port."""
+        if self.server is None:
+            raise RuntimeError("the mobile channel is not running")
+        return self.server.port
+
+    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+        """Load (or make) the certificate and serve; returns once the socket is bound."""
+        self._inbound = inbound
+        certificate = await asyncio.to_thread(load_or_create, self.settings.cert, self.settings.key)
+        self.fingerprint = certificate.fingerprint
+        options = ServerOptions(
+            host=self.settings.host,
+            port=self.settings.port,
+            cert=str(certificate.cert),
+            key=str(certificate.key),
+            tokens=self.tokens,
+            max_frame_bytes=self.settings.max_frame_bytes,
+            max_streams=self.settings.max_streams,
+            idle_timeout=self.settings.idle_timeout,
+            replay_window=self.settings.replay_window,
+        )
+        server = QuicServer(options, self._on_message)
+        await server.start()
+        self.server = server
+        notice = (
+            f"mobile: QUIC on udp {self.settings.host}:{server.port} for "
+            f"{len(self.tokens)} device(s); certificate SHA-256 {certificate.fingerprint}"
+        )
+        log.info("%s", notice)
+        print(notice, file=sys.stderr, flush=True)
+
+    async def stop(self) -> None:
+        """Close every connection and the socket."""
+        server, self.server = self.server, None
+        if server is not None:
+            await server.close()
+        self._turns.clear()
+        self._controls.clear()
+
+    async def send(self, response: AgentResponse) -> None:
+        """Send ``response`` on the stream of the request it answers."""
+        channel = response.channel_id
+        turns, controls = self._turns[channel], self._controls[channel]
+        progress = response.delta or response.approval is not None
+        # The gateway answers /approve and /deny without a session id; turns always have one.
+        control_reply = not progress and not response.session_id and not response.is_error
+        first, second = (controls, turns) if control_reply else (turns, controls)
+        queue = first or second
+        if not queue:
+            log.warning("mobile: no request of %s awaits this answer; dropped", channel)
+            return
+        stream = queue[0] if progress else queue.popleft()
+        frame = {"type": "response", **response.model_dump(mode="json")}
+        if not stream.send(frame, end=not progress) and not progress:
+            log.info(
+                "mobile: %s left before its answer arrived (it is kept in the history)", channel
+            )
+
+    async def _on_message(self, request: MessageRequest) -> None:
+        inbound = self._inbound
+        if inbound is None:
+            request.stream.finish(error_frame(ErrorCode.UNAVAILABLE, "the channel is stopping"))
+            return
+        try:
+            attachments = [_save(request.device_id, a) for a in request.frame.attachments]
+        except FrameError as exc:
+            request.stream.finish(exc.frame())
+            return
+        channel = channel_id(request.device_id)
+        metadata: dict[str, Any] = {"early_data": request.early}
+        if request.frame.request_id:
+            metadata["request_id"] = request.frame.request_id
+        event = ChannelEvent(
+            channel_id=channel,
+            sender=request.device_id,
+            text=request.frame.text,
+            attachments=attachments,
+            metadata=metadata,
+        )
+        waiting = self._controls if APPROVAL_COMMAND.match(event.text) else self._turns
+        waiting[channel].append(request.stream)
+        await inbound.put(event)
+
+
+def _save(device_id: str, attachment: Attachment) -> Attachment:
+    """Store an uploaded file under ``<home>/mobile/uploads/<device>/`` and name it there."""
+    if attachment.path is not None:
+        raise FrameError(ErrorCode.BAD_FRAME, "attachments carry data or a url, never a path")
+    if attachment.data is None:
+        if attachment.url is None:
+            raise FrameError(ErrorCode.BAD_FRAME, "an attachment needs data or a url")
+        return attachment
+    try:
+        content = base64.b64decode(attachment.data, validate=True)
+    except (binascii.Error, ValueError):
+        raise FrameError(ErrorCode.BAD_FRAME, "attachment data is not base64") from None
+    folder = state_dir() / "uploads" / device_id
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = _UNSAFE.sub("_", attachment.name)[-80:] or "file"
+    path = folder / f"{uuid.uuid4().hex[:12]}-{name}"
+    path.write_bytes(content)
+    return attachment.model_copy(
+        update={"path": str(path), "data": attachment.data if attachment.is_image else None}
+    )
+
+
+def create_mobile_adapter(table: dict[str, Any], config: Settings) -> MobileAdapter:
+    """The ``[channels.mobile]`` factory."""
+    settings = parse_settings(table)
+    adapter = MobileAdapter(settings)
+    if not len(adapter.tokens):
+        raise ConfigError(
+            '[channels.mobile]: no device may connect: add tokens = { phone = "..." } '
+            f"(make a token with: openssl rand -hex 16) or set {TOKEN_ENV}"
+        )
+    return adapter

@@ -1,0 +1,415 @@
+"""A reusable async client of the mobile channel (``openpista connect`` is built on it).
+
+::
+
+    client = await MobileClient.connect("quic://host:4433", token=..., device_id="phone",
+                                        fingerprint="AB:CD:...")
+    async for response in client.ask("what is the load average?"):
+        print(response.text, end="" if response.delta else "\\n")
+    await client.close()
+
+Session tickets are kept under ``<home>/mobile/tickets/`` (one per server, device and trust
+setting), so the next connection sends its first request as 0-RTT early data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from openpista.files import write_private
+from openpista.models import AgentResponse, Attachment
+from openpista.workers import WorkerReport
+from openpista_mobile.certs import fingerprint_of, normalize_fingerprint, state_dir
+from openpista_mobile.protocol import (
+    ALPN,
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_PORT,
+    AppError,
+    FrameDecoder,
+    FrameError,
+    encode_frame,
+)
+
+if TYPE_CHECKING:
+    from aioquic.quic.events import QuicEvent
+    from aioquic.tls import SessionTicket
+
+log = logging.getLogger(__name__)
+
+PIN_MISMATCH = 0x1FF  # client closes: the server's certificate is not the pinned one
+_End = None
+
+
+class MobileError(Exception):
+    """The server refused a request (``code``: an error-frame code or a QUIC error number)."""
+
+    def __init__(self, code: str | int, message: str) -> None:
+        super().__init__(f"{message} ({code})")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """``quic://host:port`` taken apart."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        """Read ``quic://host[:port]`` (port 4433 by default); ValueError if it is not one."""
+        parts = urlsplit(url if "://" in url else f"quic://{url}")
+        if parts.scheme != "quic" or not parts.hostname:
+            raise ValueError(f"{url!r} is not a quic://host:port address")
+        try:
+            port = parts.port or DEFAULT_PORT
+        except ValueError:
+            raise ValueError(f"{url!r} has an invalid port") from None
+        return cls(parts.hostname, port)
+
+
+class TicketFile:
+    """One stored session ticket (JSON, mode 0600); each ticket is used once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def take(self) -> SessionTicket | None:
+        """The stored ticket, removed from disk (the server accepts it only once)."""
+        from aioquic.tls import CipherSuite, SessionTicket
+
+        try:
+            data = json.loads(self.path.read_text())
+            self.path.unlink()
+            ticket = SessionTicket(
+                age_add=int(data["age_add"]),
+                cipher_suite=CipherSuite(int(data["cipher_suite"])),
+                not_valid_after=datetime.datetime.fromisoformat(data["not_valid_after"]),
+                not_valid_before=datetime.datetime.fromisoformat(data["not_valid_before"]),
+                resumption_secret=bytes.fromhex(data["resumption_secret"]),
+                server_name=str(data["server_name"]),
+                ticket=bytes.fromhex(data["ticket"]),
+                max_early_data_size=data.get("max_early_data_size"),
+                other_extensions=[
+                    (int(kind), bytes.fromhex(value)) for kind, value in data["other_extensions"]
+                ],
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("mobile: ignoring the unreadable session ticket %s: %s", self.path, exc)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            return None
+        return ticket if ticket.is_valid else None
+
+    def store(self, ticket: SessionTicket) -> None:
+        data = {
+            "age_add": ticket.age_add,
+            "cipher_suite": int(ticket.cipher_suite),
+            "not_valid_after": ticket.not_valid_after.isoformat(),
+            "not_valid_before": ticket.not_valid_before.isoformat(),
+            "resumption_secret": ticket.resumption_secret.hex(),
+            "server_name": ticket.server_name,
+            "ticket": ticket.ticket.hex(),
+            "max_early_data_size": ticket.max_early_data_size,
+            "other_extensions": [[kind, value.hex()] for kind, value in ticket.other_extensions],
+        }
+        try:
+            write_private(self.path, json.dumps(data))
+        except OSError as exc:
+            log.warning("mobile: cannot keep the session ticket %s: %s", self.path, exc)
+
+
+def _client_protocol_class() -> type[Any]:
+    from aioquic.asyncio.protocol import QuicConnectionProtocol
+    from aioquic.quic import events
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    class _ClientProtocol(QuicConnectionProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.pin: str | None = None
+            self.max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
+            self.streams: dict[int, tuple[FrameDecoder, asyncio.Queue[Any]]] = {}
+            self.handshake: asyncio.Future[tuple[bool, bool]] = asyncio.Future()
+            # A failed handshake is raised by connect() or handshake(); never "unretrieved".
+            self.handshake.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self.terminated: MobileError | None = None
+
+        def open_stream(self) -> tuple[int, asyncio.Queue[Any]]:
+            if self.terminated is not None:
+                raise self.terminated
+            stream_id = self._quic.get_next_available_stream_id()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            self.streams[stream_id] = (FrameDecoder(self.max_frame_bytes), queue)
+            return stream_id, queue
+
+        def quic_event_received(self, event: QuicEvent) -> None:
+            if isinstance(event, events.HandshakeCompleted):
+                self._handshake_completed(event)
+            elif isinstance(event, events.StreamDataReceived):
+                entry = self.streams.get(event.stream_id)
+                if entry is None:
+                    return
+                decoder, queue = entry
+                for frame in decoder.feed(event.data):
+                    if isinstance(frame, FrameError):
+                        queue.put_nowait(MobileError(frame.code, frame.message))
+                    else:
+                        queue.put_nowait(frame)
+                if event.end_stream:
+                    queue.put_nowait(_End)
+                    del self.streams[event.stream_id]
+            elif isinstance(event, events.StreamReset):
+                entry = self.streams.pop(event.stream_id, None)
+                if entry is not None:
+                    entry[1].put_nowait(_stream_error(event.error_code))
+            elif isinstance(event, events.ConnectionTerminated):
+                error = self.terminated or _connection_error(event.error_code, event.reason_phrase)
+                self.terminated = error
+                if not self.handshake.done():
+                    self.handshake.set_exception(error)
+                for _, queue in self.streams.values():
+                    queue.put_nowait(error)
+                self.streams.clear()
+
+        def _handshake_completed(self, event: Any) -> None:
+            if self.pin is not None and not event.session_resumed:
+                # A resumed session proves the server holds the ticket of a connection
+                # whose certificate was checked; a full handshake shows the certificate.
+                certificate = self._quic.tls._peer_certificate
+                der = certificate.public_bytes(Encoding.DER) if certificate else b""
+                seen = fingerprint_of(der)
+                if seen != self.pin:
+                    self.terminated = MobileError(
+                        "certificate",
+                        f"the server's certificate fingerprint is {seen}, not the pinned one",
+                    )
+                    self.close(error_code=PIN_MISMATCH, reason_phrase="certificate mismatch")
+                    return
+            if not self.handshake.done():
+                self.handshake.set_result((event.early_data_accepted, event.session_resumed))
+
+    return _ClientProtocol
+
+
+def _stream_error(code: int) -> MobileError:
+    if code == AppError.AUTH_REQUIRED:
+        return MobileError(code, "the server wants an auth frame first")
+    if code == AppError.FRAME_TOO_LARGE:
+        return MobileError(code, "the request was too large")
+    return MobileError(code, "the server reset the request")
+
+
+def _connection_error(code: int, reason: str) -> MobileError:
+    if code == AppError.UNAUTHORIZED:
+        return MobileError(code, "the server refused the device id or token")
+    if code == AppError.SHUTTING_DOWN:
+        return MobileError(code, "the server is shutting down")
+    return MobileError(code, f"the connection closed{': ' + reason if reason else ''}")
+
+
+class MobileClient:
+    """One QUIC connection to a mobile endpoint."""
+
+    def __init__(self) -> None:
+        self.endpoint: Endpoint | None = None
+        self.device_id: str | None = None
+        self._token: str | None = None
+        self._protocol: Any = None
+        self._exit: contextlib.AsyncExitStack | None = None
+        self.resumed_with_ticket = False
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        token: str | None = None,
+        device_id: str | None = None,
+        *,
+        fingerprint: str | None = None,
+        insecure: bool = False,
+        cafile: str | Path | None = None,
+        tickets: Path | None = None,
+        early_data: bool = True,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> MobileClient:
+        """Connect to ``quic://host:port``.
+
+        Trust: ``fingerprint`` pins the server certificate's SHA-256; ``cafile`` verifies it
+        against a CA bundle; ``insecure`` trusts anything (testing only); none of them uses
+        the system's CAs. With a stored session ticket and ``early_data`` the handshake is
+        not waited for: the first request travels as 0-RTT data. ``token``/``device_id``
+        may be left out by a client that only sends worker reports.
+        """
+        from aioquic.asyncio.client import connect
+        from aioquic.quic.configuration import QuicConfiguration
+
+        client = cls()
+        endpoint = Endpoint.parse(url)
+        client.endpoint, client.device_id, client._token = endpoint, device_id, token
+        pin = normalize_fingerprint(fingerprint) if fingerprint else None
+        configuration = QuicConfiguration(is_client=True, alpn_protocols=[ALPN])
+        if pin is not None or insecure:
+            configuration.verify_mode = ssl.CERT_NONE
+        elif cafile is not None:
+            configuration.load_verify_locations(cafile=str(cafile))
+        else:
+            configuration.load_verify_locations(cafile=ssl.get_default_verify_paths().cafile)
+        trust = pin or (f"ca:{cafile}" if cafile else "insecure" if insecure else "system")
+        key = f"{endpoint.host}:{endpoint.port}|{device_id}|{trust}"
+        folder = tickets or state_dir() / "tickets"
+        ticket_file = TicketFile(folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json")
+        ticket = ticket_file.take() if early_data else None
+        configuration.session_ticket = ticket
+        client.resumed_with_ticket = ticket is not None
+
+        protocol_class = _client_protocol_class()
+
+        def create(*args: Any, **kwargs: Any) -> Any:
+            protocol = protocol_class(*args, **kwargs)
+            protocol.pin = pin
+            return protocol
+
+        stack = contextlib.AsyncExitStack()
+        try:
+            client._protocol = await asyncio.wait_for(
+                stack.enter_async_context(
+                    connect(
+                        endpoint.host,
+                        endpoint.port,
+                        configuration=configuration,
+                        create_protocol=create,
+                        session_ticket_handler=ticket_file.store,
+                        wait_connected=ticket is None,
+                    )
+                ),
+                timeout,
+            )
+            if ticket is None:
+                await client.handshake()
+        except BaseException:
+            await stack.aclose()
+            raise
+        client._exit = stack
+        return client
+
+    async def handshake(self) -> tuple[bool, bool]:
+        """Wait for the handshake: ``(early_data_accepted, session_resumed)``."""
+        result: tuple[bool, bool] = await asyncio.shield(self._connection().handshake)
+        return result
+
+    @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether the server took our 0-RTT data (None until the handshake is done)."""
+        future = self._connection().handshake
+        if not future.done() or future.exception() is not None:
+            return None
+        accepted: bool = future.result()[0]
+        return accepted
+
+    async def check(self) -> dict[str, Any]:
+        """Authenticate without asking anything: the server's ``auth_ok`` frame."""
+        frames = [f async for f in self._exchange([self._auth()])]
+        if not frames or frames[-1].get("type") != "auth_ok":
+            raise MobileError("protocol", f"unexpected answer to auth: {frames!r}")
+        return frames[-1]
+
+    async def ask(
+        self,
+        text: str,
+        attachments: Sequence[Attachment] = (),
+        *,
+        request_id: str | None = None,
+    ) -> AsyncIterator[AgentResponse]:
+        """Send a message on a new stream; yields deltas, approvals, then the final answer.
+
+        Every request carries a ``request_id`` (a fresh one by default): the server never
+        runs the same id twice, which is what makes 0-RTT replays harmless.
+        """
+        frame = {
+            "type": "message",
+            "text": text,
+            "attachments": [a.model_dump(mode="json", exclude_none=True) for a in attachments],
+            "request_id": request_id or uuid.uuid4().hex,
+        }
+        async for reply in self._exchange([self._auth(), frame]):
+            if reply.get("type") != "response":
+                raise MobileError("protocol", f"unexpected frame {reply.get('type')!r}")
+            yield AgentResponse.model_validate(reply)
+
+    async def answer(self, text: str, **kwargs: Any) -> AgentResponse:
+        """The final response to ``text`` (deltas are dropped)."""
+        final: AgentResponse | None = None
+        async for response in self.ask(text, **kwargs):
+            final = response
+        if final is None:
+            raise MobileError("protocol", "the stream ended without an answer")
+        return final
+
+    async def report(self, token: str, report: WorkerReport) -> None:
+        """Deliver a sandbox worker's report with its per-task token."""
+        frame = {"type": "worker_report", "token": token, "report": report.model_dump(mode="json")}
+        frames = [f async for f in self._exchange([frame])]
+        if not frames or frames[-1].get("type") != "worker_ack":
+            raise MobileError("protocol", f"unexpected answer to a worker report: {frames!r}")
+
+    async def close(self) -> None:
+        """Close the connection."""
+        stack, self._exit = self._exit, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> MobileClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _connection(self) -> Any:
+        if self._protocol is None:
+            raise MobileError("closed", "not connected")
+        return self._protocol
+
+    def _auth(self) -> dict[str, Any]:
+        if self._token is None or self.device_id is None:
+            raise MobileError("auth", "this client has no device id and token")
+        return {"type": "auth", "device_id": self.device_id, "token": self._token}
+
+    async def _exchange(self, frames: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Open a stream, send ``frames`` and end our side; yield the server's frames."""
+        protocol = self._connection()
+        stream_id, queue = protocol.open_stream()
+        payload = b"".join(encode_frame(frame) for frame in frames)
+        protocol._quic.send_stream_data(stream_id, payload, end_stream=True)
+        protocol.transmit()
+        while True:
+            item = await queue.get()
+            if item is _End:
+                return
+            if isinstance(item, MobileError):
+                raise item
+            if item.get("type") == "error":
+                raise MobileError(str(item.get("code")), str(item.get("message")))
+            yield item
+
+
+def encode_attachment(path: Path, mime_type: str) -> Attachment:
+    """A local file as an inline attachment for :meth:`MobileClient.ask`."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return Attachment(name=path.name, mime_type=mime_type, data=data)

@@ -1,0 +1,99 @@
+"""Fixtures: a real gateway (SQLite, litellm against the LLM emulator) serving the mobile
+channel on loopback, and real aioquic clients pinned to its certificate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista.config import GatewaySettings, Settings
+from openpista.gateway.approvals import ApprovalBroker
+from openpista.gateway.gateway import Gateway
+from openpista.plugins import PluginHost
+from openpista.runtime import Runtime
+from openpista.testing.cli import emulator_settings
+from openpista.testing.emulator import LlmEmulator
+from openpista_mobile.adapter import MobileAdapter
+from openpista_mobile.client import MobileClient
+from openpista_mobile.settings import parse_settings
+
+PHONE_TOKEN = "phone-token-0123456789abcdef"
+TABLET_TOKEN = "tablet-token-0123456789abcdef"
+
+Connect = Callable[..., Awaitable[MobileClient]]
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Certificates, tickets and uploads go to a per-test home."""
+    state = tmp_path / "home"
+    monkeypatch.setenv("OPENPISTA_HOME", str(state))
+    monkeypatch.delenv("OPENPISTA_MOBILE_TOKEN", raising=False)
+    return state
+
+
+def mobile_table(**options: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": 0,
+        "tokens": {"phone": PHONE_TOKEN, "tablet": TABLET_TOKEN},
+    }
+    table.update(options)
+    return table
+
+
+@pytest.fixture
+def settings(tmp_path: Path, llm_emulator: LlmEmulator) -> Settings:
+    settings = emulator_settings(llm_emulator, tmp_path)
+    settings.gateway = GatewaySettings(restart_max_delay=1)
+    return settings
+
+
+@pytest.fixture
+async def serve(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[MobileAdapter]]]:
+    """Start a gateway with a mobile adapter built from ``mobile_table(**options)``."""
+    opened: list[Gateway] = []
+
+    async def start(**options: Any) -> MobileAdapter:
+        adapter = MobileAdapter(parse_settings(mobile_table(**options)))
+        runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
+        broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
+        gateway = Gateway(runtime, [adapter], approvals=broker)
+        await gateway.start()
+        opened.append(gateway)
+        return adapter
+
+    yield start
+    for gateway in opened:
+        await gateway.stop(deadline=0)
+        await gateway.runtime.close()
+
+
+@pytest.fixture
+async def mobile(serve: Callable[..., Awaitable[MobileAdapter]]) -> MobileAdapter:
+    return await serve()
+
+
+@pytest.fixture
+async def connect(mobile: MobileAdapter, tmp_path: Path) -> AsyncIterator[Connect]:
+    """Open clients to the ``mobile`` adapter (pinned; the phone's token by default)."""
+    clients: list[MobileClient] = []
+
+    async def open_(
+        device: str = "phone", token: str = PHONE_TOKEN, **options: Any
+    ) -> MobileClient:
+        options.setdefault("fingerprint", mobile.fingerprint)
+        options.setdefault("tickets", tmp_path / "tickets")
+        client = await MobileClient.connect(
+            f"quic://127.0.0.1:{mobile.port}", token, device, **options
+        )
+        clients.append(client)
+        return client
+
+    yield open_
+    for client in clients:
+        await client.close()
