@@ -1,0 +1,175 @@
+"""One isolated run of a WASI command module: wasmtime store, WASI context, limits, capture.
+
+The guest sees: its arguments on stdin, ``argv = [skill name]``, no environment variables,
+the workspace read-only both as ``/workspace`` and as the current directory, and nothing
+else (WASI preview 1 has no sockets; no other directory is mounted). Stdout and stderr are
+captured in memory up to a cap. Time is bounded by epoch interruption and memory by the
+store's limiter.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import wasmtime
+
+from openpista_wasm.settings import Limits
+
+GUEST_WORKSPACE = "/workspace"
+TICK_SECONDS = 0.01
+"""Resolution of the time bound: the engine's epoch advances this often while a run is on."""
+
+
+class EpochTicker:
+    """Advances the engine epoch every :data:`TICK_SECONDS` while at least one run is active.
+
+    Deadlines are counted in ticks after the current epoch, so runs of one engine may
+    overlap; the thread exists only while someone needs it.
+    """
+
+    def __init__(self, engine: wasmtime.Engine) -> None:
+        self.engine = engine
+        self._active = 0
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None
+
+    def acquire(self) -> None:
+        """Start ticking (or keep ticking) for one more run."""
+        with self._lock:
+            self._active += 1
+            if self._stop is None:
+                self._stop = threading.Event()
+                threading.Thread(
+                    target=self._tick, args=(self._stop,), name="wasm-epoch", daemon=True
+                ).start()
+
+    def release(self) -> None:
+        """One run ended; the thread stops when none is left."""
+        with self._lock:
+            self._active -= 1
+            if self._active == 0 and self._stop is not None:
+                self._stop.set()
+                self._stop = None
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(TICK_SECONDS):
+            self.engine.increment_epoch()
+
+
+class _Capture:
+    """Collects one output stream, keeping at most ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.overflowed = False
+
+    def write(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if len(chunk) > room:
+            self.overflowed = True
+        self.data += chunk[: max(room, 0)]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run did. ``exit_code`` is ``None`` when it trapped or could not start."""
+
+    stdout: bytes
+    stderr: bytes
+    stdout_overflowed: bool
+    exit_code: int | None = None
+    trap: wasmtime.TrapCode | None = None
+    trap_message: str = ""
+    start_error: str = ""
+    memory_bytes: int = 0
+
+    @property
+    def interrupted(self) -> bool:
+        """The time bound stopped the run."""
+        return self.trap is wasmtime.TrapCode.INTERRUPT
+
+
+def execute(
+    engine: wasmtime.Engine,
+    module: wasmtime.Module,
+    *,
+    program: str,
+    stdin: bytes,
+    workspace: Path,
+    limits: Limits,
+    max_stdout_bytes: int,
+    max_stderr_bytes: int = 65_536,
+) -> Outcome:
+    """Run ``module``'s ``_start`` once in a fresh store; blocks the calling thread.
+
+    The caller keeps an :class:`EpochTicker` running, otherwise the time bound never fires.
+    """
+    stdout = _Capture(max_stdout_bytes)
+    stderr = _Capture(max_stderr_bytes)
+    exit_code: int | None = None
+    trap: wasmtime.TrapCode | None = None
+    trap_message = start_error = ""
+    memory_bytes = 0
+    with tempfile.TemporaryDirectory(prefix="openpista-wasm-") as scratch:
+        # WASI preview 1 reads stdin from a file; the arguments are written there.
+        stdin_path = Path(scratch) / "stdin.json"
+        stdin_path.write_bytes(stdin)
+        store = wasmtime.Store(engine)
+        linker = wasmtime.Linker(engine)
+        try:
+            store.set_limits(memory_size=limits.memory_bytes)
+            store.set_epoch_deadline(max(1, round(limits.timeout / TICK_SECONDS)))
+            wasi = wasmtime.WasiConfig()
+            wasi.argv = [program]
+            wasi.stdin_file = str(stdin_path)
+            wasi.stdout_custom = stdout.write
+            wasi.stderr_custom = stderr.write
+            if workspace.is_dir():
+                for guest in (GUEST_WORKSPACE, "."):
+                    wasi.preopen_dir(str(workspace), guest, fs_mutable=False)
+            store.set_wasi(wasi)
+            linker.define_wasi()
+            instance: wasmtime.Instance | None = None
+            try:
+                instance = linker.instantiate(store, module)
+                start = instance.exports(store).get("_start")
+                if not isinstance(start, wasmtime.Func):
+                    start_error = "the module exports no `_start` function (not a WASI command)"
+                else:
+                    start(store)
+                    exit_code = 0
+            except wasmtime.ExitTrap as exc:
+                exit_code = exc.code
+            except wasmtime.Trap as exc:
+                trap = exc.trap_code
+                trap_message = exc.message
+            except wasmtime.WasmtimeError as exc:
+                start_error = _first_line(str(exc))
+            if instance is not None:
+                memory = instance.exports(store).get("memory")
+                if isinstance(memory, wasmtime.Memory):
+                    memory_bytes = memory.data_len(store)
+        finally:
+            # Explicit closes: a store with custom output callbacks dropped at interpreter
+            # exit can make wasmtime panic.
+            linker.close()
+            store.close()
+    return Outcome(
+        stdout=bytes(stdout.data),
+        stderr=bytes(stderr.data),
+        stdout_overflowed=stdout.overflowed,
+        exit_code=exit_code,
+        trap=trap,
+        trap_message=trap_message,
+        start_error=start_error,
+        memory_bytes=memory_bytes,
+    )
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
