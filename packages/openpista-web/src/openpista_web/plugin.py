@@ -1,1 +1,55 @@
-"""The openpista plugin module of openpista-web (entry point ``web``)."""
+"""The openpista plugin module of openpista-web (entry point ``web``).
+
+Registers the ``web`` channel, the ``openpista web`` commands, and hands the running
+gateway to the web adapters when the daemon starts (for ``/model``, ``/session``, ``/clear``
+and the history shown after a reload). Heavy imports (starlette, uvicorn) happen only when
+the channel is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from openpista import hookimpl
+
+if TYPE_CHECKING:
+    import click
+
+    from openpista.channels import ChannelAdapter, ChannelFactory
+    from openpista.config import Settings
+
+
+def create_web_adapter(table: dict[str, Any], config: Settings) -> ChannelAdapter:
+    """The ``[channels.web]`` factory (options: docs/channels/web.md)."""
+    from openpista_web.adapter import WebAdapter
+    from openpista_web.auth import resolve_token
+    from openpista_web.settings import WebSettings
+
+    settings = WebSettings.from_table(table)
+    token, _ = resolve_token(settings)
+    return WebAdapter(settings, token)
+
+
+@hookimpl
+def register_channels(register: Callable[[str, ChannelFactory], None], config: Settings) -> None:
+    register("web", create_web_adapter)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from openpista_web.cli import web
+
+    cli.add_command(web)
+
+
+@hookimpl
+async def daemon_started(config: Settings, services: dict[str, Any]) -> None:
+    gateway = services.get("gateway")
+    if gateway is None:
+        return
+    from openpista_web.adapter import WebAdapter
+
+    for adapter in gateway.adapters:
+        if isinstance(adapter, WebAdapter):
+            adapter.gateway = gateway

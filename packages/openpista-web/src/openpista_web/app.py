@@ -1,0 +1,110 @@
+"""The HTTP side of the web channel: the starlette app serving the client and the socket.
+
+Static files come from the bundled ``static/`` folder or ``static_dir``; they are compressed
+on the fly (brotli, else gzip) and served with an ETag and ``Cache-Control: no-cache``, so a
+browser revalidates cheaply (304) and never runs a stale client after an upgrade.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from openpista_web.auth import token_matches
+
+if TYPE_CHECKING:
+    from openpista_web.settings import WebSettings
+
+BUNDLED_STATIC = Path(__file__).parent / "static"
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws: wss:; "
+    "style-src 'self'; script-src 'self'; manifest-src 'self'; worker-src 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+
+mimetypes.add_type("application/manifest+json", ".webmanifest")
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("image/svg+xml", ".svg")
+
+
+class ShellHeaders:
+    """Adds cache and security headers to every HTTP response of the static client."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Cache-Control", "no-cache")
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("Content-Security-Policy", CSP)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def build_app(
+    settings: WebSettings,
+    token: str,
+    socket_endpoint: Callable[[WebSocket], Awaitable[None]],
+) -> Starlette:
+    """The app: ``/ws`` (the chat socket), ``/api/health``, ``/api/auth``, and the client."""
+    from brotli_asgi import BrotliMiddleware  # type: ignore[import-untyped]
+
+    static_dir = settings.static_dir or BUNDLED_STATIC
+    if not (static_dir / "index.html").is_file():
+        from openpista.config import ConfigError
+
+        raise ConfigError(f"[channels.web] static_dir {static_dir} has no index.html")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def check_token(request: Request) -> Response:
+        """``POST`` with ``Authorization: Bearer TOKEN``: 204 when right, 401 when not.
+
+        The client asks after a refused handshake (browsers hide the HTTP status of a
+        WebSocket refusal) to tell a wrong token from a server that is down.
+        """
+        scheme, _, offered = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token_matches(offered.strip(), token):
+            return Response(status_code=204)
+        return JSONResponse({"error": "wrong or missing token"}, status_code=401)
+
+    routes = [
+        WebSocketRoute("/ws", socket_endpoint),
+        Route("/api/health", health, methods=["GET"]),
+        Route("/api/auth", check_token, methods=["POST"]),
+        Mount("/", app=ShellHeaders(StaticFiles(directory=static_dir, html=True))),
+    ]
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        ),
+        Middleware(BrotliMiddleware, minimum_size=512, gzip_fallback=True),
+    ]
+    return Starlette(routes=routes, middleware=middleware)

@@ -1,0 +1,50 @@
+"""Helpers for tests and benchmarks of the web channel: a client speaking its protocol.
+
+Uses the ``websockets`` client (a dependency of this package, through uvicorn's server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin, Subprotocol
+
+from openpista_web.auth import SUBPROTOCOL, TOKEN_PREFIX
+
+
+def open_socket(
+    port: int,
+    client: str,
+    token: str | None,
+    *,
+    query: str = "",
+    origin: str | None = None,
+    host: str = "127.0.0.1",
+) -> Any:
+    """``async with open_socket(...) as ws``: a connection to ``/ws`` as a browser makes it."""
+    protocols = [Subprotocol(SUBPROTOCOL)]
+    if token is not None:
+        protocols.append(Subprotocol(TOKEN_PREFIX + token))
+    return connect(
+        f"ws://{host}:{port}/ws?client={client}{query}",
+        subprotocols=protocols,
+        origin=Origin(origin) if origin else None,
+        max_size=None,
+        open_timeout=10,
+    )
+
+
+async def next_frame(ws: ClientConnection, kind: str | None = None, timeout: float = 10) -> Any:
+    """The next frame (the next of type ``kind``, skipping others) as a dict."""
+    while True:
+        data = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if kind is None or data["type"] == kind:
+            return data
+
+
+async def greeted(ws: ClientConnection) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``hello`` and ``history`` frames that open a fresh connection."""
+    return await next_frame(ws, "hello"), await next_frame(ws, "history")

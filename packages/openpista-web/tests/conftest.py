@@ -1,0 +1,75 @@
+"""Fixtures of the web channel's tests: a real uvicorn on loopback, a real WebSocket client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista.models import ChannelEvent
+
+from openpista_web.adapter import WebAdapter
+from openpista_web.settings import WebSettings
+from openpista_web.testing import open_socket
+
+TOKEN = "test-token-Zq8vN3kL0pXr"
+CLIENT = "client-0001"
+
+
+class Served:
+    """A started web adapter and the queue its events land on."""
+
+    def __init__(self, adapter: WebAdapter, inbound: asyncio.Queue[ChannelEvent]) -> None:
+        self.adapter = adapter
+        self.inbound = inbound
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.adapter.port}"
+
+    def connect(
+        self,
+        client: str = CLIENT,
+        *,
+        token: str | None = TOKEN,
+        query: str = "",
+        origin: str | None = None,
+    ) -> Any:
+        return open_socket(self.adapter.port, client, token, query=query, origin=origin)
+
+    async def event(self, timeout: float = 10) -> ChannelEvent:
+        return await asyncio.wait_for(self.inbound.get(), timeout)
+
+
+Serve = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+def web_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("OPENPISTA_HOME", str(home))
+    monkeypatch.delenv("OPENPISTA_WEB_TOKEN", raising=False)
+    monkeypatch.delenv("OPENPISTA_WEB_PORT", raising=False)
+    return home
+
+
+@pytest.fixture
+async def serve_web(web_home: Path) -> AsyncIterator[Serve]:
+    """Start web adapters on a free port (options as in ``[channels.web]``); stopped after."""
+    started: list[WebAdapter] = []
+
+    async def start(gateway: Any = None, **options: Any) -> Served:
+        options.setdefault("port", 0)
+        settings = WebSettings.from_table({"enabled": True, **options}, environ={})
+        adapter = WebAdapter(settings, TOKEN, gateway=gateway, upload_dir=web_home / "uploads")
+        inbound: asyncio.Queue[ChannelEvent] = asyncio.Queue()
+        await adapter.start(inbound)
+        started.append(adapter)
+        return Served(adapter, inbound)
+
+    yield start
+    for adapter in started:
+        await adapter.stop()

@@ -1,0 +1,309 @@
+"""The WebSocket endpoint on a real uvicorn: auth, frames, limits, heartbeat, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from openpista.models import AgentResponse, ApprovalRequest, Attachment
+
+from openpista_web.testing import greeted
+from openpista_web.testing import next_frame as frame
+
+CLIENT = "client-0001"
+TOKEN = "test-token-Zq8vN3kL0pXr"
+Serve = Callable[..., Awaitable[Any]]
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
+
+
+async def test_token_in_subprotocol_is_accepted_and_protocol_selected(serve_web: Serve) -> None:
+    served = await serve_web()
+    async with served.connect() as ws:
+        assert ws.subprotocol == "openpista.v1"
+        hello, history = await greeted(ws)
+    assert hello["client_id"] == CLIENT
+    assert hello["channel_id"] == f"web:{CLIENT}"
+    assert hello["max_frame_bytes"] == served.adapter.settings.max_frame_bytes
+    assert history["messages"] == []
+
+
+async def test_token_in_query_is_accepted(serve_web: Serve) -> None:
+    served = await serve_web()
+    async with served.connect(token=None, query=f"&token={TOKEN}") as ws:
+        hello, _ = await greeted(ws)
+    assert hello["client_id"] == CLIENT
+
+
+@pytest.mark.parametrize(
+    ("token", "client", "query"),
+    [
+        (None, CLIENT, ""),  # missing
+        ("wrong-token", CLIENT, ""),  # wrong
+        (TOKEN[:-1], CLIENT, ""),  # a prefix of the right one
+        (None, CLIENT, "&token=nope"),  # wrong, in the query
+        (TOKEN, "short", ""),  # invalid client id
+        (TOKEN, "bad/../id!", ""),
+    ],
+)
+async def test_refused_before_upgrade(
+    serve_web: Serve, token: str | None, client: str, query: str
+) -> None:
+    served = await serve_web()
+    with pytest.raises(InvalidStatus) as refused:
+        async with served.connect(client, token=token, query=query):
+            pass
+    assert refused.value.response.status_code == 403
+    assert served.inbound.empty()
+
+
+async def test_foreign_origin_is_refused_unless_listed(serve_web: Serve) -> None:
+    served = await serve_web(cors_origins=["https://app.example"])
+    with pytest.raises(InvalidStatus):
+        async with served.connect(origin="https://evil.example"):
+            pass
+    async with served.connect(origin="https://app.example") as ws:
+        await greeted(ws)
+    async with served.connect(origin=served.http) as ws:  # the page the server itself serves
+        await greeted(ws)
+
+
+async def test_tokens_never_logged(serve_web: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    served = await serve_web()
+    async with served.connect(token=None, query=f"&token={TOKEN}") as ws:
+        await greeted(ws)
+    async with served.connect() as ws:
+        await greeted(ws)
+    for wrong in ("wrong-secret-1", None):
+        with pytest.raises(InvalidStatus):
+            async with served.connect(token=wrong, query="&token=wrong-secret-2"):
+                pass
+    with pytest.raises(InvalidStatus):
+        async with served.connect("x", query=f"&token={TOKEN}"):
+            pass
+    # Everything the server side logged (the test's own client logs its requests: left out).
+    logged = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("websockets.client")
+    )
+    assert "WebSocket" in logged  # uvicorn did log the requests...
+    for secret in (TOKEN, "wrong-secret-1", "wrong-secret-2"):
+        assert secret not in logged  # ...without the tokens
+
+
+async def test_message_becomes_event_and_responses_stream_back(serve_web: Serve) -> None:
+    served = await serve_web()
+    async with served.connect() as ws:
+        await greeted(ws)
+        await ws.send('{"type": "message", "text": "  hello agent  "}')
+        event = await served.event()
+        assert (event.channel_id, event.sender, event.text) == (f"web:{CLIENT}", CLIENT, "hello agent")
+        for part in ("Hel", "lo"):
+            await served.adapter.send(AgentResponse(channel_id=event.channel_id, text=part, delta=True))
+        await served.adapter.send(AgentResponse(channel_id=event.channel_id, text="Hello"))
+        frames = [await frame(ws, "response") for _ in range(3)]
+    assert [f["response"]["text"] for f in frames] == ["Hel", "lo", "Hello"]
+    assert [f["response"]["delta"] for f in frames] == [True, True, False]
+    assert [f["seq"] for f in frames] == [1, 2, 3]
+
+
+async def test_approval_buttons_become_approve_and_deny_commands(serve_web: Serve) -> None:
+    served = await serve_web()
+    async with served.connect() as ws:
+        await greeted(ws)
+        request = ApprovalRequest(id="a1b2", tool="system.run", arguments={"command": "ls"})
+        await served.adapter.send(AgentResponse(channel_id=f"web:{CLIENT}", approval=request))
+        shown = await frame(ws, "response")
+        assert shown["response"]["approval"]["id"] == "a1b2"
+        await ws.send('{"type": "approval", "id": "a1b2", "approve": true}')
+        assert (await served.event()).text == "/approve a1b2"
+        await ws.send('{"type": "approval", "id": "a1b2", "approve": false}')
+        assert (await served.event()).text == "/deny a1b2"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"type": "teleport"}', "unknown frame type 'teleport'"),
+        ('{"type": "message", "text": 5}', "'text' must be a string"),
+        ('{"type": "message", "text": "   "}', "empty"),
+        ('{"type": "approval", "id": "x y", "approve": true}', "'id'"),
+        ('{"type": "approval", "id": "x", "approve": "yes"}', "'approve'"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_connection_survives(
+    serve_web: Serve, raw: str, expected: str
+) -> None:
+    served = await serve_web()
+    async with served.connect() as ws:
+        await greeted(ws)
+        await ws.send(raw)
+        error = await frame(ws)
+        assert error["type"] == "error"
+        assert expected in error["message"]
+        await ws.send('{"type": "ping"}')
+        assert (await frame(ws))["type"] == "pong"
+        await ws.send(b'{"type": "message", "text": "binary frames work too"}')
+        assert (await served.event()).text == "binary frames work too"
+
+
+async def test_frame_over_the_limit_is_refused_and_the_connection_survives(
+    serve_web: Serve,
+) -> None:
+    served = await serve_web(max_frame_bytes=4096)
+    async with served.connect() as ws:
+        await greeted(ws)
+        await ws.send('{"type": "message", "text": "' + "x" * 5000 + '"}')
+        error = await frame(ws, "error")
+        assert "frame too large" in error["message"]
+        await ws.send('{"type": "message", "text": "still here"}')
+        assert (await served.event()).text == "still here"
+
+
+async def test_huge_frame_closes_only_that_connection(serve_web: Serve) -> None:
+    served = await serve_web(max_frame_bytes=4096)
+    async with served.connect() as ws:
+        await greeted(ws)
+        await ws.send("x" * 100_000)  # past the protocol limit (4 x max_frame_bytes)
+        with pytest.raises(ConnectionClosed) as closed:
+            await frame(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    async with served.connect() as ws:  # the server is fine
+        await greeted(ws)
+
+
+async def test_images_are_saved_and_sent_inline(serve_web: Serve, web_home: Path) -> None:
+    served = await serve_web()
+    async with served.connect() as ws:
+        await greeted(ws)
+        image = {"name": "cat photo.png", "mime_type": "image/png", "data": PNG}
+        await ws.send(
+            '{"type": "message", "text": "", "attachments": [' + str(image).replace("'", '"') + "]}"
+        )
+        event = await served.event()
+    [attachment] = event.attachments
+    assert attachment.mime_type == "image/png"
+    assert attachment.name == "cat_photo.png"
+    assert attachment.data == PNG
+    assert attachment.path is not None
+    saved = Path(attachment.path)
+    assert saved.parent == web_home / "uploads" / CLIENT
+    assert saved.read_bytes() == base64.b64decode(PNG)
+    assert saved.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("attachment", "expected"),
+    [
+        ({"name": "a", "mime_type": "image/png", "data": "!!notbase64"}, "not valid base64"),
+        ({"name": "a", "mime_type": "text/html", "data": PNG}, "only images"),
+        ({"name": "a", "mime_type": "image/png", "data": "A" * 8000}, "image too large"),
+        ({"name": "a", "mime_type": "image/png"}, "must be strings"),
+        ("just a string", "expected an object"),
+    ],
+)
+async def test_bad_images_are_refused(
+    serve_web: Serve, attachment: object, expected: str
+) -> None:
+    import json
+
+    served = await serve_web(max_image_bytes=4096)
+    async with served.connect() as ws:
+        await greeted(ws)
+        await ws.send(json.dumps({"type": "message", "text": "hi", "attachments": [attachment]}))
+        error = await frame(ws, "error")
+    assert expected in error["message"]
+    assert served.inbound.empty()
+
+
+async def test_silent_client_is_closed_by_the_idle_timeout(serve_web: Serve) -> None:
+    served = await serve_web(ping_interval=0.3, ping_timeout=0.3)
+    async with served.connect() as ws:
+        await greeted(ws)
+        with pytest.raises(ConnectionClosed) as closed:
+            await frame(ws, timeout=20)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+
+
+async def test_client_pings_keep_the_connection_alive(serve_web: Serve) -> None:
+    served = await serve_web(ping_interval=0.3, ping_timeout=0.3)
+    async with served.connect() as ws:
+        await greeted(ws)
+        for _ in range(6):  # 6 x 0.2 s > the 0.6 s idle timeout
+            await asyncio.sleep(0.2)
+            await ws.send('{"type": "ping"}')
+            assert (await frame(ws))["type"] == "pong"
+        await ws.send('{"type": "message", "text": "alive"}')
+        assert (await served.event()).text == "alive"
+
+
+async def test_reconnect_resumes_missed_frames(serve_web: Serve) -> None:
+    served = await serve_web()
+    channel = f"web:{CLIENT}"
+    async with served.connect() as ws:
+        hello, _ = await greeted(ws)
+        await served.adapter.send(AgentResponse(channel_id=channel, text="one"))
+        seen = await frame(ws, "response")
+    # Offline: these wait in the backlog.
+    await served.adapter.send(AgentResponse(channel_id=channel, text="two", delta=True))
+    await served.adapter.send(AgentResponse(channel_id=channel, text="two"))
+    query = f"&since={seen['seq']}&epoch={hello['epoch']}"
+    async with served.connect(query=query) as ws:
+        again = await frame(ws, "hello")
+        replayed = [await frame(ws) for _ in range(2)]
+    assert again["seq"] == 3
+    assert [(f["type"], f["response"]["text"]) for f in replayed] == [
+        ("response", "two"),
+        ("response", "two"),
+    ]
+    # From another server run (epoch), nothing is replayed: the history is sent instead.
+    async with served.connect(query=f"&since=1&epoch=other") as ws:
+        await frame(ws, "hello")
+        assert (await frame(ws))["type"] == "history"
+
+
+async def test_every_tab_of_a_client_gets_the_answer(serve_web: Serve) -> None:
+    served = await serve_web()
+    async with served.connect() as one, served.connect() as two:
+        await greeted(one)
+        await greeted(two)
+        await served.adapter.send(AgentResponse(channel_id=f"web:{CLIENT}", text="to both"))
+        assert (await frame(one, "response"))["response"]["text"] == "to both"
+        assert (await frame(two, "response"))["response"]["text"] == "to both"
+
+
+async def test_image_files_from_tools_are_sent_inline(serve_web: Serve, tmp_path: Path) -> None:
+    served = await serve_web()
+    shot = tmp_path / "shot.png"
+    shot.write_bytes(base64.b64decode(PNG))
+    async with served.connect() as ws:
+        await greeted(ws)
+        answer = AgentResponse(
+            channel_id=f"web:{CLIENT}",
+            text="here",
+            attachments=[Attachment(name="shot.png", mime_type="image/png", path=str(shot))],
+        )
+        await served.adapter.send(answer)
+        shown = await frame(ws, "response")
+    assert shown["response"]["attachments"][0]["data"] == PNG
+
+
+async def test_stop_closes_connections_and_frees_the_port(serve_web: Serve) -> None:
+    served = await serve_web()
+    port = served.adapter.port
+    async with served.connect() as ws:
+        await greeted(ws)
+        await served.adapter.stop()
+        with pytest.raises(ConnectionClosed):
+            await frame(ws)
+    again = await serve_web(port=port)
+    async with again.connect() as ws:
+        await greeted(ws)
