@@ -56,6 +56,10 @@ def test_api_key_login_status_logout(auth_cli: Cli) -> None:
     text = cli("auth", "status")
     assert "together     stored api_key" in text.stdout
     assert "key from $OPENAI_API_KEY" in text.stdout
+    listed = cli("model", "list", "--json")
+    keys = {row["provider"]: row["key"] for row in json.loads(listed.stdout)}
+    assert keys["together"] == "stored api_key", "model list sees the stored login"
+    assert keys["openrouter"].startswith("no key: set $OPENROUTER_API_KEY or run `openpista auth")
 
     done = cli("auth", "logout", "together")
     assert done.returncode == 0

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,7 +14,6 @@ from openpista.cli.main import CliState, fail
 if TYPE_CHECKING:
     from openpista.auth.credentials import Credential
     from openpista.config import Settings
-    from openpista.providers.base import ProviderPreset
     from openpista.providers.registry import ProviderRegistry
 
 
@@ -58,65 +55,22 @@ def _load(store: Any) -> dict[str, Credential]:
     return loaded
 
 
-def _expiry(credential: Credential | None) -> str | None:
-    if credential is None or credential.expires_at is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(credential.expires_at))
-
-
-def _status_row(
-    preset: ProviderPreset, settings: Settings, stored: dict[str, Credential]
-) -> dict[str, Any]:
-    from openpista.auth.providers import oauth_provider
-
-    credential = next((stored[n] for n in (preset.name, *preset.aliases) if n in stored), None)
-    env = next((var for var in preset.api_key_env if os.environ.get(var)), None)
-    if settings.provider_settings(preset.name).api_key is not None:
-        source, kind = "config", "api_key"
-    elif credential is not None:
-        source, kind = "stored", credential.kind
-    elif env is not None:
-        source, kind = "env", "api_key"
-    else:
-        source, kind = "none", None
-    expired = credential is not None and source == "stored" and credential.expires_within(0)
-    return {
-        "provider": preset.name,
-        "source": source,
-        "kind": kind,
-        "env": env if source == "env" else None,
-        "expires_at": _expiry(credential) if source == "stored" else None,
-        "expired": expired,
-        "needs_key": preset.requires_api_key,
-        "login_methods": ["oauth", "api_key"]
-        if oauth_provider(preset.name) is not None
-        else ["api_key"],
-    }
-
-
 @auth.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_obj
 def status(state: CliState, as_json: bool) -> None:
     """Show every provider: where its key comes from (config, stored, env, none) and expiry."""
+    from openpista.auth.status import describe_key, key_status
+
     settings = state.settings()
     registry = _registry()
     stored = _load(_store())
-    rows = [_status_row(registry.get(name), settings, stored) for name in registry.names()]
+    rows = [key_status(registry.get(name), settings, stored) for name in registry.names()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        detail = {
-            "config": "key in config",
-            "stored": f"stored {row['kind']}",
-            "env": f"key from ${row['env']}",
-            "none": "not logged in" if row["needs_key"] else "no key needed",
-        }[row["source"]]
-        if row["expires_at"]:
-            word = "expired" if row["expired"] else "expires"
-            detail += f", {word} {row['expires_at']}"
-        click.echo(f"{row['provider']:<12} {detail}")
+        click.echo(f"{row['provider']:<12} {describe_key(row)}")
 
 
 @auth.command("logout")
@@ -151,12 +105,14 @@ def _resolve(provider: str) -> str:
 
 
 def _pick(settings: Settings) -> str:
+    from openpista.auth.status import key_status
+
     registry = _registry()
     stored = _load(_store())
     names = [n for n in registry.names() if registry.get(n).requires_api_key]
     click.echo("Providers:")
     for index, name in enumerate(names, 1):
-        row = _status_row(registry.get(name), settings, stored)
+        row = key_status(registry.get(name), settings, stored)
         methods = " or ".join(m.replace("_", " ") for m in row["login_methods"])
         click.echo(f"  {index}. {name:<12} ({methods}; now: {row['source']})", err=True)
     choice = click.prompt("Provider (number or name)", err=True).strip()
@@ -200,6 +156,7 @@ def login(
     """
     from openpista.auth.credentials import AuthError, Credential
     from openpista.auth.providers import oauth_provider
+    from openpista.auth.status import expiry_text
 
     settings = state.settings()
     name = _resolve(provider) if provider else _pick(settings)
@@ -222,7 +179,7 @@ def login(
         store.set(name, credential)
     except AuthError as exc:
         fail(str(exc), code=2)
-    expiry = _expiry(credential)
+    expiry = expiry_text(credential)
     click.echo(
         f"✅ logged in to {name} ({credential.kind.replace('_', ' ')}"
         + (f", expires {expiry}" if expiry else "")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -14,8 +13,6 @@ import click
 from openpista.cli.main import CliState, fail
 
 if TYPE_CHECKING:
-    from openpista.config import Settings
-    from openpista.providers.base import ProviderPreset
     from openpista.providers.registry import ProviderRegistry
 
 TEST_PROMPT = "Reply with exactly one word: pong"
@@ -33,17 +30,6 @@ def _registry() -> ProviderRegistry:
     return build_providers(PluginHost.load())
 
 
-def _key_status(preset: ProviderPreset, settings: Settings) -> str:
-    if not preset.requires_api_key:
-        return "no key needed"
-    if settings.provider_settings(preset.name).api_key:
-        return "key in config"
-    for var in preset.api_key_env:
-        if os.environ.get(var):
-            return f"key from ${var}"
-    return f"no key (set ${preset.api_key_env[0]})" if preset.api_key_env else "no key"
-
-
 @model.command("list")
 @click.option("-p", "--provider", metavar="NAME", help="Only this provider.")
 @click.option("-r", "--remote", is_flag=True, help="Ask the provider's API for its models.")
@@ -55,11 +41,13 @@ def list_models(state: CliState, provider: str | None, remote: bool, as_json: bo
     The current choice ([agent] provider and model) is marked with '*'. With --remote the
     provider's API is asked for the models it serves (needs a key and the network).
     """
+    from openpista.auth.status import key_summary, stored_logins
     from openpista.config import ConfigError
     from openpista.providers.base import ProviderError
 
     settings = state.settings()
     registry = _registry()
+    stored = stored_logins()
     try:
         names = [registry.get(provider).name] if provider else registry.names()
     except ConfigError as exc:
@@ -83,7 +71,7 @@ def list_models(state: CliState, provider: str | None, remote: bool, as_json: bo
                 "aliases": list(preset.aliases),
                 "current": name == current,
                 "default_model": configured or preset.default_model,
-                "key": _key_status(preset, settings),
+                "key": key_summary(preset, settings, stored),
                 "models": models,
             }
         )

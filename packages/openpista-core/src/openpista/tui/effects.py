@@ -33,7 +33,7 @@ SESSIONS_SHOWN = 20
 
 def model_info(runtime: Runtime, gateway: Gateway) -> ModelInfo:
     """The model answering and its key status; works when no key is configured yet."""
-    from openpista.cli.model import _key_status
+    from openpista.auth.status import key_summary, stored_logins
     from openpista.config import ConfigError
 
     settings, registry = runtime.settings, runtime.providers
@@ -49,7 +49,7 @@ def model_info(runtime: Runtime, gateway: Gateway) -> ModelInfo:
     return ModelInfo(
         provider=preset.name,
         model=model,
-        key_status=_key_status(preset, settings),
+        key_status=key_summary(preset, settings, stored_logins()),
         key_env=preset.api_key_env,
         providers=tuple(registry.names()),
     )
