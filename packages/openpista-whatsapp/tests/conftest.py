@@ -63,8 +63,9 @@ class Running:
         body, headers = signed_post(payload, secret)
         return await self.http.post(self.url, content=body, headers=headers)
 
-    async def event(self, timeout: float = 10.0) -> ChannelEvent:
-        return await asyncio.wait_for(self.inbound.get(), timeout)
+    async def event(self) -> ChannelEvent:
+        """The next event the adapter queued for the gateway."""
+        return await asyncio.wait_for(self.inbound.get(), 10)
 
     async def settle(self) -> None:
         """Wait until the webhook's background work is done."""

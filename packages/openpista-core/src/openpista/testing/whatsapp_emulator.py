@@ -25,6 +25,7 @@ Errors use Graph's shape ``{"error": {"message", "type", "code", "error_subcode"
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hashlib
 import hmac
@@ -122,13 +123,14 @@ class WhatsAppEmulator:
             self.media[media_id] = StoredMedia(data, mime_type)
         return media_id
 
-    def wait_for_sent(self, count: int, timeout: float = 10.0) -> list[SentMessage]:
-        """Block until at least ``count`` messages were sent; returns them all."""
+    async def wait_for_sent(self, count: int, timeout: float = 10.0) -> list[SentMessage]:
+        """Wait (without blocking the event loop) until at least ``count`` messages were
+        sent; returns them all."""
         deadline = time.monotonic() + timeout
         while len(self.sent) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(self.sent)} message(s) sent, expected {count}")
-            time.sleep(0.01)
+            await asyncio.sleep(0.01)
         return list(self.sent)
 
     # -- lifecycle ------------------------------------------------------------------------
