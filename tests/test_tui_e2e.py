@@ -192,3 +192,24 @@ def test_tui_chats_with_the_agent_and_quits(
     [stored] = json.loads(listing.stdout)
     assert stored["messages"] == 2
     assert b"Traceback" not in terminal.raw
+
+
+def test_login_steps_aside_for_the_auth_picker_and_comes_back(
+    terminal: Terminal, cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    terminal.wait_for("+ new session")
+    terminal.send("n")
+    terminal.wait_for("/help lists the commands")
+    terminal.send("/login\r")
+    terminal.wait_for("Provider (number or name)")
+    terminal.send("together\r")
+    terminal.wait_for("together API key")
+    terminal.send("tg-secret-from-the-tui\r")
+    screen = terminal.wait_for("now answering with openai/gpt-4o-mini")
+    assert "tg-secret-from-the-tui" not in screen, "the key is typed hidden"
+    stored = cli("auth", "status", "--json")
+    rows = {row["provider"]: row for row in json.loads(stored.stdout)}
+    assert rows["together"]["source"] == "stored"
+    terminal.send("/quit\r")
+    assert terminal.wait_exit() == 0
+    assert b"Traceback" not in terminal.raw

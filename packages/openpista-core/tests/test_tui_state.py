@@ -20,6 +20,7 @@ from openpista.tui.state import (
     HistoryPrev,
     HomeLoaded,
     LoadHome,
+    Login,
     ModelChanged,
     ModelInfo,
     MoveSelection,
@@ -238,15 +239,10 @@ def test_help_lists_the_commands() -> None:
         assert command in last(state).text
 
 
-def test_login_explains_env_var_and_config_and_that_auth_login_comes_later() -> None:
-    state, effects = run(chat(config_path="/home/me/.openpista/config.toml"), Submit("/login"))
-    assert effects == []
-    text = last(state).text
-    assert "export OPENAI_API_KEY=" in text
-    assert "[providers.openai]" in text
-    assert "api_key" in text
-    assert "/home/me/.openpista/config.toml" in text
-    assert "openpista auth login` is not available yet" in text
+def test_login_runs_the_auth_login_picker_for_the_named_or_any_provider() -> None:
+    state, effects = run(chat(), Submit("/login"))
+    assert effects == [Login(None)]
+    assert run(state, Submit("/login together"))[1] == [Login("together")]
 
 
 @pytest.mark.parametrize(

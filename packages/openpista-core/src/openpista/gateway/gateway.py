@@ -76,6 +76,10 @@ class Gateway:
         self._agent = self.runtime.agent(provider, model)
         self._provider, self._model = provider, model
 
+    def reload_model(self) -> None:
+        """Build the agent again with the current choice (after a login changed the keys)."""
+        self.set_model(self._provider, self._model)
+
     @property
     def current_model(self) -> tuple[str, str]:
         """``(provider, model)`` of the agent."""

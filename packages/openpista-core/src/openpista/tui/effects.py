@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -15,6 +17,7 @@ from openpista.tui.state import (
     Failed,
     HomeLoaded,
     LoadHome,
+    Login,
     ModelChanged,
     ModelInfo,
     OpenSession,
@@ -98,10 +101,31 @@ class EffectRunner:
         if isinstance(effect, SwitchModel):
             self.gateway.set_model(effect.provider, effect.model)
             return ModelChanged(model_info(self.runtime, self.gateway))
+        if isinstance(effect, Login):
+            return await self.login(effect.provider)
         if isinstance(effect, Exit):
             self.exit_app()
             return None
         raise TypeError(f"unknown effect {effect!r}")
+
+    async def login(self, provider: str | None) -> Action:
+        """Run ``openpista auth login`` on the terminal while the TUI steps aside, then
+        rebuild the agent so that the next message uses the new key."""
+        from prompt_toolkit.application import run_in_terminal
+
+        config = self.runtime.settings.source_path
+        argv = [sys.executable, "-m", "openpista.cli"]
+        argv += ["--config", str(config)] if config else []
+        argv += ["auth", "login", *([provider] if provider else [])]
+
+        def run_login() -> int:
+            return subprocess.run(argv, check=False).returncode
+
+        code = await run_in_terminal(run_login, in_executor=True)
+        if code != 0:
+            return Failed(f"login did not complete (exit status {code}); try /login again")
+        self.gateway.reload_model()
+        return ModelChanged(model_info(self.runtime, self.gateway))
 
     async def load_home(self) -> HomeLoaded:
         """The recent sessions and the model."""

@@ -225,4 +225,12 @@ class Exit:
     """Leave the application."""
 
 
-Effect = LoadHome | OpenSession | SendMessage | SwitchModel | Exit
+@dataclass(frozen=True)
+class Login:
+    """Step aside and run ``openpista auth login [provider]`` (its picker) in the terminal,
+    then answer with the new key."""
+
+    provider: str | None
+
+
+Effect = LoadHome | OpenSession | SendMessage | SwitchModel | Login | Exit

@@ -19,6 +19,7 @@ from openpista.tui.state import (
     HistoryPrev,
     HomeLoaded,
     LoadHome,
+    Login,
     ModelChanged,
     MoveSelection,
     NewSession,
@@ -39,7 +40,7 @@ Result = tuple[State, list[Effect]]
 HELP = """\
 Slash commands:
   /help                     this help
-  /login                    how to give the provider its API key
+  /login [PROVIDER]         log in (API key or sign-in), as `openpista auth login`
   /model [provider[/model]] show the model, or switch to another one
   /session [ID]             show this chat's session, or switch to session ID
   /clear                    start a new session in this chat
@@ -188,7 +189,7 @@ def _slash(state: State, text: str) -> Result:
     if command == "/help":
         return _add(state, Entry("notice", HELP)), []
     if command == "/login":
-        return _add(state, Entry("notice", login_help(state))), []
+        return state, [Login(argument or None)]
     if command == "/model":
         return _model_command(state, argument)
     if command == "/session":
@@ -220,22 +221,6 @@ def _model_command(state: State, argument: str) -> Result:
         # A bare model name (``/model gpt-4o``) is a model of the current provider.
         return state, [SwitchModel(model.provider, argument)]
     return state, [SwitchModel(provider or None, name or None)]
-
-
-def login_help(state: State) -> str:
-    """How to give the current provider its key (``openpista auth login`` comes later)."""
-    model = state.model
-    provider = model.provider or "PROVIDER"
-    lines = [
-        f"{provider}: {model.key_status or 'unknown key status'}",
-        "`openpista auth login` is not available yet (it comes in a later release).",
-        "For now, give the key in one of these ways, then restart openpista:",
-    ]
-    for var in model.key_env:
-        lines.append(f"  export {var}=...")
-    lines.append(f'  or in {state.config_path}:  [providers.{provider}]  api_key = "..."')
-    lines.append('A local server needs no key: [agent] provider = "ollama".')
-    return "\n".join(lines)
 
 
 # -- responses ---------------------------------------------------------------------------

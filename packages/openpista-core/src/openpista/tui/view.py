@@ -58,7 +58,7 @@ def home(state: State) -> StyleAndTextTuples:
         ("", "\n"),
     ]
     if model.key_status.startswith("no key"):
-        out.append(("class:dim", "  Open a session and type /login to see how to add a key.\n\n"))
+        out.append(("class:dim", "  Type /login (in a session) to add a key or sign in.\n\n"))
     for warning in state.warnings:
         out.append(("class:warn", f"  warning: {warning}\n"))
     if state.warnings:
