@@ -1,0 +1,64 @@
+"""``[tools.browser]``: the options of the browser tools."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from openpista.config import ConfigError
+
+if TYPE_CHECKING:
+    from openpista.config import Settings
+
+SECTION = "browser"
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+"""Executables looked up on ``PATH`` when ``executable`` is not set, in this order."""
+
+
+class BrowserSettings(BaseModel):
+    """``[tools.browser]`` (documented in config.example.toml and docs/tools.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    executable: str | None = None
+    display: str | None = None
+    headless: bool | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    element_timeout: float = Field(default=5.0, gt=0)
+    idle_close: float = Field(default=300.0, ge=0)
+    max_text_chars: int = Field(default=10_000, ge=100)
+    viewport_width: int = Field(default=1280, ge=100, le=8192)
+    viewport_height: int = Field(default=720, ge=100, le=8192)
+    args: list[str] = Field(default_factory=list)
+
+    @property
+    def is_headless(self) -> bool:
+        """Headless unless a display is configured (``headless`` overrides either way)."""
+        return self.display is None if self.headless is None else self.headless
+
+    def find_executable(self) -> str | None:
+        """The configured browser, or the first Chromium/Chrome on ``PATH``; ``None``: none."""
+        if self.executable is not None:
+            return shutil.which(self.executable) or self.executable
+        for name in BROWSER_NAMES:
+            found = shutil.which(name)
+            if found:
+                return found
+        return None
+
+
+def browser_settings(config: Settings) -> BrowserSettings:
+    """Read ``[tools.browser]`` from ``config``; a bad option raises :class:`ConfigError`."""
+    raw = (config.tools.model_extra or {}).get(SECTION) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[tools.{SECTION}] must be a table, not {type(raw).__name__}")
+    try:
+        return BrowserSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"[tools.{SECTION}] {problems}") from None

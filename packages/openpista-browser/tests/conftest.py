@@ -1,0 +1,149 @@
+"""Fixtures for openpista-browser: a small web site on loopback and a browser manager.
+
+The browser is Debian's real Chromium (``chromium``), driven headless by Playwright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from openpista.testing._server import serve_in_thread
+from openpista.tools.registry import ToolRegistry
+from openpista_browser.manager import BrowserManager
+from openpista_browser.settings import BrowserSettings
+from openpista_browser.tools import make_browser_tools
+
+HOME = """<!doctype html><title>Build status</title>
+<h1>Build status</h1>
+<p id="status">The build is green</p>
+<button onclick="document.getElementById('status').textContent = 'Rebuild requested'">
+Rebuild</button>
+<a href="/second">Details</a>
+"""
+SECOND = "<!doctype html><title>Details</title><p>All 42 checks passed</p>"
+FORM = """<!doctype html><title>Search</title>
+<form action="/result"><input id="q" name="q"><button>Go</button></form>"""
+RED = """<!doctype html><title>Red</title>
+<style>body { margin: 0; background: white }
+#box { width: 400px; height: 300px; background: rgb(255, 0, 0) }
+#tall { height: 3000px }</style>
+<div id="box"></div><div id="tall"></div>"""
+LONG_WORD = "pistachio "
+
+
+async def _result(request: Request) -> Response:
+    query = html.escape(request.query_params.get("q", ""))
+    return HTMLResponse(f"<!doctype html><title>Result</title><p>You searched for: {query}</p>")
+
+
+async def _long(request: Request) -> Response:
+    return HTMLResponse(f"<!doctype html><p>START {LONG_WORD * 5000} END</p>")
+
+
+async def _slow(request: Request) -> Response:
+    await asyncio.sleep(5)
+    return HTMLResponse("<p>late</p>")
+
+
+def _static(body: str) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        return HTMLResponse(body)
+
+    return endpoint
+
+
+@pytest.fixture(scope="session")
+def site() -> Iterator[str]:
+    """Base URL (``http://127.0.0.1:PORT``) of the test pages."""
+    app = Starlette(
+        routes=[
+            Route("/", _static(HOME)),
+            Route("/second", _static(SECOND)),
+            Route("/form", _static(FORM)),
+            Route("/result", _result),
+            Route("/red", _static(RED)),
+            Route("/long", _long),
+            Route("/slow", _slow),
+        ]
+    )
+    server, thread, port = serve_in_thread(app, name="browser test site")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join()
+
+
+@pytest.fixture
+def browser_settings() -> BrowserSettings:
+    """Settings for the tests: headless Chromium, short waits, no idle closing."""
+    return BrowserSettings(timeout=10, element_timeout=1, idle_close=0)
+
+
+@pytest.fixture
+async def manager(browser_settings: BrowserSettings) -> AsyncIterator[BrowserManager]:
+    """A browser manager, closed (browser quit) after the test."""
+    manager = BrowserManager(browser_settings)
+    yield manager
+    await manager.close()
+
+
+@pytest.fixture
+def registry(manager: BrowserManager) -> ToolRegistry:
+    """A tool registry holding the browser tools (errors come back as the LLM sees them)."""
+    return ToolRegistry(make_browser_tools(manager))
+
+
+def _chromium_pids() -> list[int]:
+    """Live Chromium processes started by this test process (under Playwright's driver)."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            command = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(parent)
+        if state != "Z":  # a zombie is dead, only not yet reaped
+            names[int(entry.name)] = command
+
+    def descends_from_us(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid, name in names.items() if "chrom" in name and descends_from_us(pid)]
+
+
+@pytest.fixture
+def chromium_pids() -> Callable[[], list[int]]:
+    """Returns the live Chromium processes under this test process."""
+    return _chromium_pids
+
+
+async def _wait_until(condition: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in 10 s")
+
+
+@pytest.fixture
+def wait_until() -> Callable[[Callable[[], bool]], Awaitable[None]]:
+    """Polls a condition for up to 10 s (an AssertionError when it never holds)."""
+    return _wait_until
