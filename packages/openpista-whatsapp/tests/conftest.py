@@ -95,6 +95,12 @@ def options(graph: WhatsAppEmulator, **overrides: Any) -> dict[str, Any]:
     return table
 
 
+@pytest.fixture
+def whatsapp_table(graph: WhatsAppEmulator) -> Callable[..., dict[str, Any]]:
+    """``whatsapp_table(**overrides)``: a ``[channels.whatsapp]`` table for the emulator."""
+    return lambda **overrides: options(graph, **overrides)
+
+
 StartAdapter = Callable[..., Awaitable[Running]]
 
 
