@@ -376,6 +376,23 @@ def test_extended_presets_take_keys_from_the_environment(
     assert getattr(provider, "settings").api_key.get_secret_value() == "from-env"  # noqa: B009
 
 
+async def test_azure_streams_from_its_deployment_with_api_key_header(
+    llm_emulator: LlmEmulator,
+) -> None:
+    emu_root = llm_emulator.openai_base_url.removesuffix("/v1")
+    llm_emulator.reply_tool_calls([("system_run", {"command": "uptime"})])
+    provider = build(
+        "azure", base_url=emu_root, api_key=KEY, api_version="2024-10-21", model="my-deploy"
+    )
+    _, result = await streamed(provider, HI)
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [
+        ("system.run", {"command": "uptime"})
+    ]
+    request = llm_emulator.requests[-1]
+    assert request.path == "/openai/deployments/my-deploy/chat/completions"
+    assert request.headers["api-key"] == KEY
+
+
 def test_azure_needs_its_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_API_KEY", "k")
     with pytest.raises(ProviderError) as caught:

@@ -3,7 +3,8 @@
 Routes: ``POST /v1/chat/completions``, ``POST /v1/responses`` (the Responses API: SSE events
 ``response.created``, ``response.output_item.added``/``done``, ``response.output_text.delta``,
 ``response.function_call_arguments.delta``/``done``, ``response.completed`` with usage) and
-``GET /v1/models`` (OpenAI), ``POST /v1/messages``
+``GET /v1/models`` (OpenAI), ``POST /openai/deployments/{name}/chat/completions`` (Azure
+OpenAI: ``api-version`` query, ``api-key`` header), ``POST /v1/messages``
 (Anthropic; ``GET /v1/models`` with an ``anthropic-version`` header), ``POST /api/chat`` and
 ``GET /api/tags`` (Ollama). Tool names in scripted replies are wire names (``system_run``).
 
@@ -224,6 +225,11 @@ class LlmEmulator:
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
+                Route(
+                    "/openai/deployments/{deployment}/chat/completions",
+                    self._azure_chat_completions,
+                    methods=["POST"],
+                ),
                 Route("/chat/completions", self._chat_completions, methods=["POST"]),
                 Route("/v1/responses", self._responses, methods=["POST"]),
                 Route("/responses", self._responses, methods=["POST"]),
@@ -237,6 +243,13 @@ class LlmEmulator:
 
     async def _chat_completions(self, request: Request) -> Response:
         return await self._handle(request, "openai", ("model", "messages"))
+
+    async def _azure_chat_completions(self, request: Request) -> Response:
+        """Azure OpenAI: the deployment in the path, ``api-version`` required, ``api-key``."""
+        if not request.query_params.get("api-version"):
+            self._record(request, None)
+            return _error_response("openai", 404, "Resource not found (no api-version given)")
+        return await self._handle(request, "openai", ("messages", "messages"))
 
     async def _responses(self, request: Request) -> Response:
         return await self._handle(request, "responses", ("model", "input"))
@@ -336,7 +349,8 @@ class LlmEmulator:
         if self.api_key is None:
             return True
         bearer = request.headers.get("authorization", "")
-        return self.api_key in (request.headers.get("x-api-key"), bearer.removeprefix("Bearer "))
+        keys = (request.headers.get(h) for h in ("x-api-key", "api-key"))
+        return self.api_key in (*keys, bearer.removeprefix("Bearer "))
 
     async def _sleep(self, delay: float) -> None:
         if delay <= 0:
