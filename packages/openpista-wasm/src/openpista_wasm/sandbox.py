@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +56,15 @@ class EpochTicker:
                 self._stop = None
 
     def _tick(self, stop: threading.Event) -> None:
+        # Ticks follow the clock, not the number of wake-ups: a late wake-up (busy machine)
+        # catches up, so a deadline of N ticks is N * TICK_SECONDS of wall time.
+        started = time.monotonic()
+        issued = 0
         while not stop.wait(TICK_SECONDS):
-            self.engine.increment_epoch()
+            due = int((time.monotonic() - started) / TICK_SECONDS)
+            for _ in range(due - issued):
+                self.engine.increment_epoch()
+            issued = max(issued, due)
 
 
 class _Capture:
