@@ -31,7 +31,7 @@ from openpista.providers.responses import (
     chatgpt_account_id,
     to_responses_input,
 )
-from openpista.testing.emulator import LlmEmulator
+from openpista.testing.emulator import LlmEmulator, TextReply
 
 KEY = "sk-test-secret-0123456789"
 RUN = ToolSpec(
@@ -260,6 +260,21 @@ async def test_responses_rate_limit_retried(llm_emulator: LlmEmulator) -> None:
     )
     assert result.text == "finally"
     assert len(llm_emulator.requests) == 2
+
+
+async def test_responses_failing_mid_stream_is_a_clear_error(llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply(TextReply("Half an ans", fail_with=f"overloaded while serving {KEY}"))
+    provider = responses(llm_emulator)
+    deltas: list[str] = []
+    with pytest.raises(ProviderError) as caught:
+        async for event in provider.stream(HI, []):
+            if isinstance(event, TextDelta):
+                deltas.append(event.text)
+    assert "".join(deltas) == "Half an ans", "what arrived before the failure was streamed"
+    message = str(caught.value)
+    assert message.startswith("openai failed (HTTP 500): overloaded while serving ***")
+    assert "Original exception" not in message
+    assert KEY not in message, "a key echoed by the server is not repeated"
 
 
 def test_responses_input_mapping() -> None:

@@ -570,8 +570,9 @@ def _describe(failure: _Failure, provider: LiteLLMProvider) -> ProviderError:
 
 
 def _clean(text: str, secret: str | None) -> str:
-    """One short line, the API key blanked out."""
+    """One short line, the API key blanked out (and litellm's repeat of the message cut)."""
     if secret and len(secret) > 3:
         text = text.replace(secret, "***")
+    text = text.split(" Original exception:", 1)[0]
     text = " ".join(text.split())
     return text if len(text) <= 300 else f"{text[:297]}..."

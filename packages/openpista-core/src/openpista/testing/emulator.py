@@ -57,12 +57,18 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class TextReply:
-    """Answer with ``text``, streamed in pieces of ``chunk_size`` characters."""
+    """Answer with ``text``, streamed in pieces of ``chunk_size`` characters.
+
+    ``fail_with`` (Responses API streams only) ends the stream after the text with a
+    ``response.failed`` event carrying that message, as the API does when a response breaks
+    off half way.
+    """
 
     text: str
     usage: tuple[int, int] | None = None
     delay: float = 0.0
     chunk_size: int = 4
+    fail_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -387,6 +393,7 @@ class _Answer:
     prompt_tokens: int
     completion_tokens: int
     chunk_size: int
+    fail_with: str | None = None
 
     @classmethod
     def build(cls, reply: TextReply | ToolCallsReply, body: dict[str, Any], serial: str) -> _Answer:
@@ -408,6 +415,7 @@ class _Answer:
             prompt,
             completion,
             reply.chunk_size,
+            reply.fail_with if isinstance(reply, TextReply) else None,
         )
 
     def pieces(self, text: str) -> list[str]:
@@ -531,6 +539,11 @@ class _ResponsesFormat:
                 yield event("response.output_text.delta", delta=piece, **where)
             yield event("response.output_text.done", text=a.text, **where)
             yield event("response.content_part.done", part={**part, "text": a.text}, **where)
+            if a.fail_with is not None:  # the response breaks off half way
+                error = {"code": "server_error", "message": a.fail_with}
+                failed = {**self._response(a, "failed", []), "error": error}
+                yield event("response.failed", response=failed)
+                return
             output.append(self._message(a, a.text))
             yield event("response.output_item.done", output_index=0, item=output[-1])
         for n, call in enumerate(a.calls):
