@@ -266,10 +266,14 @@ async def test_responses_failing_mid_stream_is_a_clear_error(llm_emulator: LlmEm
     llm_emulator.reply(TextReply("Half an ans", fail_with=f"overloaded while serving {KEY}"))
     provider = responses(llm_emulator)
     deltas: list[str] = []
-    with pytest.raises(ProviderError) as caught:
+
+    async def read_all() -> None:
         async for event in provider.stream(HI, []):
             if isinstance(event, TextDelta):
                 deltas.append(event.text)
+
+    with pytest.raises(ProviderError) as caught:
+        await read_all()
     assert "".join(deltas) == "Half an ans", "what arrived before the failure was streamed"
     message = str(caught.value)
     assert message.startswith("openai failed (HTTP 500): overloaded while serving ***")
