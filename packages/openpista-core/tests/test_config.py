@@ -125,3 +125,11 @@ def test_example_config_documents_every_option() -> None:
         assert re.search(rf"^# {key} =", text, re.M), f"[[cron]] {key} is not documented"
     for key in ("tool", "command", "channels", "action"):
         assert f"{key} = " in text, f"[[policy.rules]] {key} is not documented"
+
+
+def test_plugin_runners_keep_their_options_under_skills(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[skills]\ntimeout = 5\n[skills.wasm]\nmemory_mb = 32\n")
+    skills = load_config(path).skills
+    assert skills.timeout == 5
+    assert skills.model_extra == {"wasm": {"memory_mb": 32}}

@@ -315,3 +315,21 @@ def test_builtin_plugin_registers_the_subprocess_runner() -> None:
     register_skill_runners(found.__setitem__)
     assert list(found) == ["subprocess"]
     assert isinstance(found["subprocess"], SubprocessSkillRunner)
+
+
+def test_an_image_means_docker_and_main_wasm_is_an_entry(tmp_path: Path) -> None:
+    from openpista.skills.loader import SkillLoader
+
+    boxed = tmp_path / "boxed"
+    boxed.mkdir()
+    (boxed / "SKILL.md").write_text("---\nname: boxed\nimage: busybox\n---\nRuns in a box.\n")
+    (boxed / "run.sh").write_text("echo hi\n")
+    wasm = tmp_path / "tiny"
+    wasm.mkdir()
+    (wasm / "SKILL.md").write_text("---\nname: tiny\nmode: wasm\nmemory_mb: 8\n---\nTiny.\n")
+    (wasm / "main.wasm").write_bytes(b"\0asm\1\0\0\0")
+    found = {s.name: s for s in SkillLoader(tmp_path).discover().skills}
+    assert found["boxed"].mode == "docker"
+    assert found["boxed"].metadata == {"image": "busybox"}
+    assert found["tiny"].entry == wasm / "main.wasm"
+    assert found["tiny"].metadata == {"memory_mb": 8}

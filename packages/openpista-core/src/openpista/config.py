@@ -98,8 +98,11 @@ class ToolsSettings(BaseModel):
     system_run: SystemRunSettings = Field(default_factory=SystemRunSettings)
 
 
-class SkillsSettings(_Section):
-    """``[skills]``: skills found under the workspace."""
+class SkillsSettings(BaseModel):
+    """``[skills]``: skills found under the workspace; plugin runners keep their options in
+    ``[skills.<mode>]`` (e.g. ``[skills.wasm]``)."""
+
+    model_config = ConfigDict(extra="allow")
 
     enabled: bool = True
     timeout: float = Field(default=60.0, gt=0)

@@ -67,11 +67,12 @@ def register_channels(register: Callable[[str, ChannelFactory], None], config: S
 
 
 @hookspec
-def register_skill_runners(register: Callable[[str, SkillRunner], None]) -> None:
+def register_skill_runners(register: Callable[[str, SkillRunner], None], config: Settings) -> None:
     """Offer execution modes for skills.
 
     Call ``register(mode, runner)``; a skill whose front matter says ``mode: <mode>`` is run
-    by that runner. Core registers ``subprocess``.
+    by that runner. Core registers ``subprocess``. ``config`` is the whole configuration: a
+    runner reads its options from ``[skills.<mode>]`` (``config.skills.model_extra``).
     """
 
 

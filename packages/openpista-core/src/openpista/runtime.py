@@ -41,7 +41,9 @@ def build_toolbox(host: PluginHost, settings: Settings) -> Toolbox:
         except ValueError as exc:
             host.report_error(plugin_name, str(exc))
     runners: dict[str, SkillRunner] = {}
-    for plugin_name, (mode, runner) in host.collect("register_skill_runners", _runner_label):
+    for plugin_name, (mode, runner) in host.collect(
+        "register_skill_runners", _runner_label, config=settings
+    ):
         if mode in runners:
             host.report_error(plugin_name, f"skill mode {mode!r} is already provided")
             continue

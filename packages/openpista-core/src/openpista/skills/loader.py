@@ -23,7 +23,7 @@ from openpista.skills.base import Skill, SkillRunner
 from openpista.tools.base import Tool, ToolError
 
 SKILL_FILE = "SKILL.md"
-ENTRY_FILES = ("run.sh", "main.py")
+ENTRY_FILES = ("run.sh", "main.py", "main.wasm")
 SKIPPED_DIRS = frozenset({".venv", "venv", "node_modules", "__pycache__"})
 PLUGIN_FOR_MODE = {"docker": "openpista-docker", "wasm": "openpista-wasm"}
 _KNOWN_KEYS = frozenset({"name", "description", "mode", "parameters", "entry"})
@@ -110,7 +110,8 @@ def load_skill(skill_file: Path) -> Skill:
     if not name:
         raise SkillProblem("`name` is empty")
     description = _text_field(front, "description", "") or _first_paragraph(body)
-    mode = _text_field(front, "mode", "subprocess")
+    # A skill naming a container image runs in the Docker sandbox unless it says otherwise.
+    mode = _text_field(front, "mode", "docker" if front.get("image") else "subprocess")
     return Skill(
         name=name,
         description=description,
