@@ -35,6 +35,12 @@ def build_wasm(source: Path, output: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clang_build() -> Callable[[Path, Path], Path]:
+    """``build(source, output)``: compile C to WASI with the command of skills/README.md."""
+    return build_wasm
+
+
+@pytest.fixture(scope="session")
 def guests(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """Builds ``guests/<name>.c`` once per session and returns the ``.wasm`` path."""
     out = tmp_path_factory.mktemp("guests")

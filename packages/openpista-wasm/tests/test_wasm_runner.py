@@ -20,7 +20,8 @@ MakeSkill = Callable[..., Skill]
 
 async def test_hello_round_trip(runner: WasmSkillRunner, hello: Skill) -> None:
     assert hello.mode == "wasm"
-    assert hello.entry is not None and hello.entry.name == "hello.wasm"
+    assert hello.entry is not None
+    assert hello.entry.name == "hello.wasm"
     output = await runner.run(hello, {"name": 'Ada "the first" Lovelace'}, 60)
     assert output == 'Hello, Ada "the first" Lovelace! (from WebAssembly)'
     assert await runner.run(hello, {}, 60) == "Hello, world! (from WebAssembly)"
@@ -164,7 +165,7 @@ async def test_non_zero_exit_is_an_error_with_stderr(
 
 
 async def test_guest_reported_error_is_a_tool_error(runner: WasmSkillRunner, hello: Skill) -> None:
-    with pytest.raises(ToolError, match="Cannot read missing.txt: No such file or directory"):
+    with pytest.raises(ToolError, match=r"Cannot read missing\.txt: No such file or directory"):
         await runner.run(hello, {"file": "missing.txt"}, 60)
 
 
@@ -194,7 +195,7 @@ async def test_not_a_wasm_module(
     fake = tmp_path / "fake.wasm"
     fake.write_bytes(b"\0asm garbage")
     skill = make_skill("fake", fake)
-    with pytest.raises(ToolError, match="fake.wasm is not a valid WebAssembly module"):
+    with pytest.raises(ToolError, match=r"fake\.wasm is not a valid WebAssembly module"):
         await runner.run(skill, {}, 60)
 
 
@@ -218,7 +219,7 @@ async def test_module_needing_more_memory_than_the_cap_cannot_start(
     big = tmp_path / "big.wasm"
     big.write_bytes(wasmtime.wat2wasm('(module (memory 256) (func (export "_start")))'))
     skill = make_skill("big", big, "memory_mb: 4\n")
-    with pytest.raises(ToolError, match="skill big cannot start: .*its memory cap is 4 MB"):
+    with pytest.raises(ToolError, match=r"skill big cannot start: .*its memory cap is 4 MB"):
         await runner.run(skill, {}, 60)
 
 
@@ -229,7 +230,7 @@ async def test_entry_must_be_a_wasm_file(runner: WasmSkillRunner, workspace: Pat
     folder.mkdir()
     (folder / "run.sh").write_text("echo hi\n")
     (folder / "SKILL.md").write_text("---\nmode: wasm\n---\nA script.\n")
-    with pytest.raises(ToolError, match="needs a .wasm entry"):
+    with pytest.raises(ToolError, match=r"needs a \.wasm entry"):
         await runner.run(load_skill(folder / "SKILL.md"), {}, 60)
 
 

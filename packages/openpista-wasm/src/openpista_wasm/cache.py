@@ -14,7 +14,6 @@ import logging
 import platform
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -22,19 +21,11 @@ import wasmtime
 
 from openpista.files import write_private
 from openpista.tools.base import ToolError
+from openpista_wasm.stats import CacheStats
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".cwasm"
-
-
-@dataclass
-class CacheStats:
-    """How modules were obtained: compiled, read from the disk cache, or already in memory."""
-
-    compiled: int = 0
-    loaded_from_disk: int = 0
-    reused_in_memory: int = 0
 
 
 def engine_fingerprint(options: Mapping[str, object]) -> str:
@@ -47,11 +38,17 @@ class ModuleCache:
     """Turns ``.wasm`` files into :class:`wasmtime.Module` objects of ``engine``, compiling
     each distinct module at most once (``directory=None`` keeps the cache in memory only)."""
 
-    def __init__(self, engine: wasmtime.Engine, fingerprint: str, directory: Path | None) -> None:
+    def __init__(
+        self,
+        engine: wasmtime.Engine,
+        fingerprint: str,
+        directory: Path | None,
+        stats: CacheStats | None = None,
+    ) -> None:
         self.engine = engine
         self.fingerprint = fingerprint
         self.directory = directory
-        self.stats = CacheStats()
+        self.stats = stats or CacheStats()
         self._modules: dict[str, wasmtime.Module] = {}
         self._lock = threading.Lock()
 

@@ -17,9 +17,9 @@ from openpista.skills.base import Skill
 from openpista.tools.base import ToolError
 from openpista.tools.process import CapturedText
 from openpista_wasm.settings import Limits, WasmSettings, limits_for
+from openpista_wasm.stats import CacheStats
 
 if TYPE_CHECKING:
-    from openpista_wasm.cache import ModuleCache
     from openpista_wasm.sandbox import Outcome
 
 _SHOWN_CHARS = 300
@@ -38,11 +38,8 @@ class WasmSkillRunner:
         self.workspace = workspace
         self._lock = threading.Lock()
         self._parts: _Engine | None = None
-
-    @property
-    def cache(self) -> ModuleCache:
-        """The :class:`openpista_wasm.cache.ModuleCache` (compile statistics in ``.stats``)."""
-        return self._engine().cache
+        self.stats = CacheStats()
+        """How modules were obtained (compiled, from the disk cache, reused), over all runs."""
 
     # ``timeout`` belongs to the SkillRunner contract: it caps the skill's own bound.
     async def run(self, skill: Skill, arguments: dict[str, Any], timeout: float) -> str:  # noqa: ASYNC109
@@ -72,18 +69,12 @@ class WasmSkillRunner:
         if parts is not None:
             parts.retire()
 
-    def _engine(self) -> _Engine:
-        with self._lock:
-            if self._parts is None:
-                self._parts = _Engine(self.settings)
-            return self._parts
-
     def _run_blocking(self, skill: Skill, stdin: bytes, limits: Limits) -> str:
         from openpista_wasm.sandbox import execute
 
         assert skill.entry is not None
         with self._lock:
-            parts = self._parts or _Engine(self.settings)
+            parts = self._parts or _Engine(self.settings, self.stats)
             self._parts = parts
             parts.enter()
         try:
@@ -164,7 +155,7 @@ def parse_result(name: str, stdout: bytes) -> tuple[str, bool]:
 class _Engine:
     """A wasmtime engine with epoch interruption, its module cache and epoch ticker."""
 
-    def __init__(self, settings: WasmSettings) -> None:
+    def __init__(self, settings: WasmSettings, stats: CacheStats) -> None:
         import wasmtime
 
         from openpista_wasm.cache import ModuleCache, engine_fingerprint
@@ -175,7 +166,7 @@ class _Engine:
         config.epoch_interruption = options["epoch_interruption"]
         self.engine = wasmtime.Engine(config)
         directory = settings.resolved_cache_dir() if settings.cache else None
-        self.cache = ModuleCache(self.engine, engine_fingerprint(options), directory)
+        self.cache = ModuleCache(self.engine, engine_fingerprint(options), directory, stats)
         self.ticker = EpochTicker(self.engine)
         self.users = 0
         self._retired = False

@@ -1,0 +1,61 @@
+"""The plugin module: registration, cheap import, configuration and closing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from openpista.config import ConfigError, Settings
+from openpista.plugins import PluginHost
+from openpista.runtime import build_toolbox
+from openpista_wasm.runner import WasmSkillRunner
+from openpista_wasm.settings import WasmSettings
+
+
+def test_plugin_import_and_registration_do_not_load_wasmtime() -> None:
+    code = (
+        "import sys\n"
+        "from openpista.plugins import PluginHost\n"
+        "from openpista.config import Settings\n"
+        "from openpista.runtime import build_toolbox\n"
+        "host = PluginHost.load(environ={'OPENPISTA_LOAD_PLUGINS': 'wasm'})\n"
+        "toolbox = build_toolbox(host, Settings(agent={'workspace': '/nonexistent'}))\n"
+        "print(type(toolbox.runners['wasm']).__name__, 'wasmtime' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["WasmSkillRunner", "False"]
+
+
+async def test_runtime_closing_releases_the_runner(tmp_path: Path) -> None:
+    from openpista_wasm import plugin
+
+    host = PluginHost.load(environ={"OPENPISTA_LOAD_PLUGINS": "wasm"})
+    settings = Settings(agent={"workspace": str(tmp_path)})
+    toolbox = build_toolbox(host, settings)
+    runner = toolbox.runners["wasm"]
+    assert isinstance(runner, WasmSkillRunner)
+    assert runner in plugin._runners
+    await plugin.runtime_closing(settings)
+    assert runner not in plugin._runners
+
+
+def test_settings_defaults_and_validation(tmp_path: Path) -> None:
+    defaults = WasmSettings.from_table(None)
+    assert (defaults.timeout, defaults.memory_mb, defaults.cache) == (30.0, 64, True)
+    custom = WasmSettings.from_table({"timeout": 2, "memory_mb": 8, "cache_dir": str(tmp_path)})
+    assert custom.resolved_cache_dir() == tmp_path
+    with pytest.raises(ConfigError, match=r"skills\.wasm\.memory_mb: .*less than or equal to 4096"):
+        WasmSettings.from_table({"memory_mb": 10_000})
+    with pytest.raises(ConfigError, match=r"skills\.wasm\.colour: Extra inputs"):
+        WasmSettings.from_table({"colour": "red"})
+
+
+def test_default_cache_dir_is_under_the_openpista_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OPENPISTA_HOME", str(tmp_path))
+    assert WasmSettings().resolved_cache_dir() == tmp_path / "wasm" / "cache"
