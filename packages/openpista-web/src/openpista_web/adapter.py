@@ -168,10 +168,10 @@ class WebAdapter:
 
     async def wait_closed(self) -> None:
         """Return when stopped; raise when the server ended on its own (the gateway restarts)."""
-        if self._task is None:
+        task = self._task
+        if task is None:
             return
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._task)
+        await asyncio.wait({task})  # a cancelled caller stops waiting; the server goes on
         if not self._stopping:
             raise RuntimeError("the web server stopped unexpectedly")
 

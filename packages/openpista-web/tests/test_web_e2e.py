@@ -1,0 +1,214 @@
+"""End to end: a real ``openpista start`` with the web channel, driven by headless Chromium
+(Debian's, through Playwright): sign in by link, chat with streamed answers, reload, survive a
+daemon restart, send an image. A screenshot is kept as a test artifact."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from openpista.testing.cli import OPENPISTA, Cli, emulator_config
+from openpista.testing.emulator import LlmEmulator
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "e2e-token-4hQ9xWm2"
+DEADLINE = 30_000  # ms, for the browser's waits
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Daemon:
+    """``openpista start --no-terminal`` with the web channel on ``port``."""
+
+    def __init__(self, cli: Cli, port: int) -> None:
+        self.cli, self.port = cli, port
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        log = open(self.cli.home / "daemon.log", "a")  # noqa: SIM115 (closed with the process)
+        self.process = subprocess.Popen(
+            [str(OPENPISTA), "start", "--no-terminal", "-v"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.cli.env,
+            text=True,
+        )
+        log.close()
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            assert self.process.poll() is None, self.output()
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/api/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("the web channel never answered:\n" + self.output())
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def output(self) -> str:
+        return (self.cli.home / "daemon.log").read_text()
+
+
+@pytest.fixture
+def daemon(llm_emulator: LlmEmulator, tmp_path: Path) -> Iterator[Daemon]:
+    cli = Cli.isolated(tmp_path, llm_emulator)
+    cli.env["OPENPISTA_LOAD_PLUGINS"] = "web"
+    port = free_port()
+    cli.write_config(
+        emulator_config(llm_emulator, tmp_path)
+        + f'\n[channels.web]\nenabled = true\nport = {port}\ntoken = "{TOKEN}"\n'
+    )
+    running = Daemon(cli, port)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+    assert TOKEN not in running.output()
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 390, "height": 780},  # a phone
+        )
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+def save_artifact(page: Any, tmp_path: Path, name: str) -> Path:
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    target = os.environ.get("OPENPISTA_ARTIFACTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(target) / name)
+    return shot
+
+
+def test_chat_in_a_real_browser(
+    daemon: Daemon, page: Any, llm_emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    base = f"http://127.0.0.1:{daemon.port}/"
+    page.goto(base + f"#token={TOKEN}")
+    status = page.locator("#status")
+    expect(status).to_have_text("online", timeout=DEADLINE)
+    assert TOKEN not in page.url  # the link's token left the address bar
+    assert page.evaluate("localStorage.getItem('openpista.token')") == TOKEN
+    client_id = page.evaluate("localStorage.getItem('openpista.client')")
+    session = page.evaluate("document.body.dataset.session")
+    assert session
+
+    # A streamed answer is rendered piece by piece.
+    page.evaluate(
+        """() => { window.updates = 0;
+        new MutationObserver(() => window.updates++).observe(document.getElementById('log'),
+            {subtree: true, childList: true, characterData: true}); }"""
+    )
+    llm_emulator.reply_text("Streaming works in the browser, piece by piece.", chunk_size=2)
+    page.locator("#input").fill("hello from chromium")
+    page.keyboard.press("Enter")
+    answer = page.locator(".msg.bot").last
+    expect(answer).to_have_text("Streaming works in the browser, piece by piece.", timeout=DEADLINE)
+    assert page.evaluate("window.updates") > 5
+    expect(page.locator(".msg.user")).to_have_text("hello from chromium")
+
+    # A reload keeps the browser's id, its session and the conversation.
+    page.reload()
+    expect(status).to_have_text("online", timeout=DEADLINE)
+    assert page.evaluate("localStorage.getItem('openpista.client')") == client_id
+    assert page.evaluate("document.body.dataset.session") == session
+    expect(page.locator(".msg.user")).to_have_text("hello from chromium")
+    expect(page.locator(".msg.bot")).to_have_text(
+        "Streaming works in the browser, piece by piece."
+    )
+
+    # The daemon goes away: the page says so, then reconnects on its own.
+    daemon.stop()
+    expect(status).to_have_attribute("data-state", "offline", timeout=DEADLINE)
+    daemon.start()
+    expect(status).to_have_text("online", timeout=DEADLINE)
+    llm_emulator.reply(lambda body: f"back with {len(body['messages'])} messages")
+    page.locator("#input").fill("are you back?")
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.bot").last).to_have_text("back with 4 messages", timeout=DEADLINE)
+    assert page.evaluate("document.body.dataset.session") == session
+
+    # An image, picked with the file input, reaches the LLM and shows in the chat.
+    picture = tmp_path / "dot.png"
+    picture.write_bytes((Path(__file__).parents[1] / "src/openpista_web/static/icon-192.png").read_bytes())
+    page.set_input_files("#attach", str(picture))
+    expect(page.locator("#previews img")).to_have_count(1, timeout=DEADLINE)
+    llm_emulator.reply_text("A green speech bubble.")
+    page.locator("#input").fill("what is this?")
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.bot").last).to_have_text("A green speech bubble.", timeout=DEADLINE)
+    expect(page.locator(".msg.user img")).to_have_count(1)
+    sent = str(llm_emulator.requests[-1].json)
+    assert base64.b64encode(picture.read_bytes()).decode()[:200] in sent
+
+    # Slash commands answer in the page.
+    page.locator("#input").fill("/session")
+    page.keyboard.press("Enter")
+    expect(page.locator(".note").last).to_have_text(f"session: {session}", timeout=DEADLINE)
+
+    shot = save_artifact(page, tmp_path, "web-chat.png")
+    assert shot.stat().st_size > 1000
+
+
+def test_wrong_token_asks_to_sign_in(daemon: Daemon, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"http://127.0.0.1:{daemon.port}/#token=not-the-token")
+    expect(page.locator("#status")).to_have_attribute("data-state", "signed-out", timeout=DEADLINE)
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#login-error")).to_contain_text("refused")
+    page.locator("#token").fill(TOKEN)
+    page.locator("#login button").click()
+    expect(page.locator("#status")).to_have_text("online", timeout=DEADLINE)

@@ -1,0 +1,145 @@
+"""The web channel in a real gateway (SQLite memory, the LLM emulator): sessions, commands,
+history after a reload, streamed answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista.gateway.gateway import Gateway
+from openpista.plugins import PluginHost
+from openpista.runtime import Runtime
+from openpista.testing.cli import emulator_settings
+from openpista.testing.emulator import LlmEmulator
+
+from openpista_web.testing import greeted, next_frame
+
+Serve = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def gateway(llm_emulator: LlmEmulator, tmp_path: Path) -> AsyncIterator[Gateway]:
+    (tmp_path / "workspace").mkdir()
+    runtime = await Runtime.open(
+        emulator_settings(llm_emulator, tmp_path), PluginHost.load(entry_points=False)
+    )
+    gw = Gateway(runtime, [])
+    try:
+        yield gw
+    finally:
+        await gw.stop(deadline=0)
+        await runtime.close()
+
+
+async def serve_in(gateway: Gateway, serve_web: Serve, **options: Any) -> Any:
+    served = await serve_web(gateway=gateway, **options)
+    gateway.adapters.append(served.adapter)
+    served.inbound = gateway.queue
+    await gateway.start()
+    return served
+
+
+async def answer(ws: Any) -> tuple[list[str], dict[str, Any]]:
+    """Streamed chunks and the final response of one turn."""
+    chunks = []
+    while True:
+        response = (await next_frame(ws, "response", timeout=30))["response"]
+        if not response["delta"]:
+            return chunks, response
+        chunks.append(response["text"])
+
+
+async def test_streamed_answer_and_stable_session_across_reconnects(
+    gateway: Gateway, serve_web: Serve, llm_emulator: LlmEmulator
+) -> None:
+    served = await serve_in(gateway, serve_web)
+    llm_emulator.reply_text("The answer is forty-two.", chunk_size=3)
+    async with served.connect() as ws:
+        hello, history = await greeted(ws)
+        session = hello["session_id"]
+        assert session and history["session_id"] == session
+        await ws.send('{"type": "message", "text": "what is the answer?"}')
+        chunks, final = await answer(ws)
+    assert len(chunks) > 1 and "".join(chunks) == "The answer is forty-two."
+    assert final["text"] == "The answer is forty-two."
+    assert final["session_id"] == session
+    # A reload (a fresh connection of the same browser) keeps the session and shows it.
+    async with served.connect() as ws:
+        hello, history = await greeted(ws)
+        assert hello["session_id"] == session
+        assert history["messages"] == [
+            {"role": "user", "text": "what is the answer?"},
+            {"role": "assistant", "text": "The answer is forty-two."},
+        ]
+        llm_emulator.reply(lambda body: f"{len(body['messages'])} messages")
+        await ws.send('{"type": "message", "text": "and now?"}')
+        _, final = await answer(ws)
+    assert final["text"] == "4 messages"  # system, the first exchange, this question
+
+
+async def test_session_clear_and_switch(gateway: Gateway, serve_web: Serve) -> None:
+    served = await serve_in(gateway, serve_web)
+    async with served.connect() as ws:
+        hello, _ = await greeted(ws)
+        first = hello["session_id"]
+        await ws.send('{"type": "message", "text": "/session"}')
+        assert (await next_frame(ws, "notice"))["text"] == f"session: {first}"
+        await ws.send('{"type": "message", "text": "/clear"}')
+        notice = await next_frame(ws, "notice")
+        moved = await next_frame(ws, "session")
+        assert moved["session_id"] != first and moved["messages"] == []
+        assert notice["text"] == f"new session {moved['session_id']}"
+        await ws.send('{"type": "message", "text": "/session ' + first + '"}')
+        await next_frame(ws, "notice")
+        assert (await next_frame(ws, "session"))["session_id"] == first
+        await ws.send('{"type": "message", "text": "/session bad id!"}')
+        refused = await next_frame(ws, "notice")
+        assert refused["is_error"] and refused["text"].startswith("❌")
+    async with served.connect() as ws:
+        hello, _ = await greeted(ws)
+        assert hello["session_id"] == first
+
+
+async def test_model_shows_and_switches(gateway: Gateway, serve_web: Serve) -> None:
+    served = await serve_in(gateway, serve_web)
+    async with served.connect() as ws:
+        await greeted(ws)
+        await ws.send('{"type": "message", "text": "/model"}')
+        assert "model: openai/gpt-4o-mini" in (await next_frame(ws, "notice"))["text"]
+        await ws.send('{"type": "message", "text": "/model gpt-4o"}')
+        assert (await next_frame(ws, "notice"))["text"] == "model: openai/gpt-4o"
+        assert gateway.current_model == ("openai", "gpt-4o")
+        await ws.send('{"type": "message", "text": "/model no-such-provider/x"}')
+        assert (await next_frame(ws, "notice"))["text"].startswith("❌ cannot switch")
+        await ws.send('{"type": "message", "text": "/help"}')
+        assert "/clear" in (await next_frame(ws, "notice"))["text"]
+
+
+async def test_commands_without_a_gateway_say_what_they_need(serve_web: Serve) -> None:
+    served = await serve_web()
+    async with served.connect() as ws:
+        hello, _ = await greeted(ws)
+        assert hello["commands"] is False
+        await ws.send('{"type": "message", "text": "/model"}')
+        notice = await next_frame(ws, "notice")
+    assert notice["is_error"] and "needs the openpista daemon" in notice["text"]
+
+
+async def test_image_reaches_the_llm(
+    gateway: Gateway, serve_web: Serve, llm_emulator: LlmEmulator
+) -> None:
+    import base64
+    import json
+
+    served = await serve_in(gateway, serve_web)
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\1" * 32).decode()
+    async with served.connect() as ws:
+        await greeted(ws)
+        image = {"name": "p.png", "mime_type": "image/png", "data": png}
+        await ws.send(json.dumps({"type": "message", "text": "see", "attachments": [image]}))
+        await answer(ws)
+    sent = json.dumps(llm_emulator.requests[-1].json)
+    assert png in sent
