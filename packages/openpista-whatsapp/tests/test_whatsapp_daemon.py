@@ -97,7 +97,7 @@ async def test_openpista_start_serves_whatsapp(tmp_path: Path, llm_emulator: Llm
                     text_payload("111111", "4915550001", "hello daemon"), "daemon-secret"
                 )
                 assert (await http.post(url, content=body, headers=headers)).status_code == 200
-                (sent,) = await graph.wait_for_sent(1, timeout=60)
+                (sent,) = await graph.wait_for_sent(1, wait=60)
                 assert sent.body["text"]["body"] == "answered by the daemon"
         finally:
             daemon.send_signal(signal.SIGTERM)

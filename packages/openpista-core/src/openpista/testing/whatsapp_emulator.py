@@ -123,10 +123,10 @@ class WhatsAppEmulator:
             self.media[media_id] = StoredMedia(data, mime_type)
         return media_id
 
-    async def wait_for_sent(self, count: int, timeout: float = 30.0) -> list[SentMessage]:
+    async def wait_for_sent(self, count: int, wait: float = 30.0) -> list[SentMessage]:
         """Wait (without blocking the event loop) until at least ``count`` messages were
         sent; returns them all."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         while len(self.sent) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(self.sent)} message(s) sent, expected {count}")
