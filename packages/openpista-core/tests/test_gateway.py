@@ -75,6 +75,17 @@ async def test_only_streaming_adapters_get_deltas(
     assert [r.delta for r in plain.sent["plain:y"]] == [False]
 
 
+async def test_every_answer_of_a_turn_names_its_request(
+    open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("streamed text here", chunk_size=3)
+    live = LoopbackAdapter("live:")
+    await open_gateway(live)
+    await live.say("x", "hi", request_id="r-42")
+    await live.answer("x")
+    assert {r.request_id for r in live.sent["live:x"]} == {"r-42"}
+
+
 async def test_a_chat_keeps_its_session_across_restarts(
     open_gateway: OpenGateway, llm_emulator: LlmEmulator
 ) -> None:

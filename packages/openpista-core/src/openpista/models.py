@@ -167,3 +167,7 @@ class AgentResponse(BaseModel):
     approval: ApprovalRequest | None = None
     tool_call: ToolCall | None = None
     tool_result: ToolResult | None = None
+    request_id: str | None = None
+    """The ``request_id`` of the event this answers (from ``ChannelEvent.metadata``), on
+    every delta, approval and final answer of its turn: adapters that multiplex several
+    requests on one connection route answers by it."""

@@ -161,16 +161,20 @@ class Gateway:
 
         ``/approve`` and ``/deny`` answers are given to the approval broker instead.
         """
+        request_id = event.metadata.get("request_id")
+        request_id = request_id if isinstance(request_id, str) else None
         if self.approvals is not None:
             confirmation = self.approvals.answer(event.channel_id, event.text)
             if confirmation is not None:
-                reply = AgentResponse(channel_id=event.channel_id, text=confirmation)
+                reply = AgentResponse(
+                    channel_id=event.channel_id, text=confirmation, request_id=request_id
+                )
                 await self.deliver(reply)
                 return reply
         session_id = event.session_id or await self.router.session_for(event.channel_id)
         adapter = self.adapter_for(event.channel_id)
-        on_event = self._forwarder(event.channel_id, session_id, adapter)
-        guard = self._guard(session_id, event.channel_id)
+        on_event = self._forwarder(event.channel_id, session_id, adapter, request_id)
+        guard = self._guard(session_id, event.channel_id, request_id)
         async with self.router.lock(session_id):
             try:
                 agent = self.agent
@@ -186,24 +190,40 @@ class Gateway:
                     channel_id=event.channel_id,
                 )
         response = response.model_copy(
-            update={"channel_id": event.channel_id, "session_id": session_id}
+            update={
+                "channel_id": event.channel_id,
+                "session_id": session_id,
+                "request_id": request_id,
+            }
         )
         await self.deliver(response)
         return response
 
-    def _guard(self, session_id: str, channel_id: str) -> ToolGuard | None:
+    def _guard(self, session_id: str, channel_id: str, request_id: str | None) -> ToolGuard | None:
         if self.approvals is None:
             return None
-        return self.approvals.guard(session_id, channel_id, self.deliver)
+
+        async def deliver(response: AgentResponse) -> None:
+            await self.deliver(response.model_copy(update={"request_id": request_id}))
+
+        return self.approvals.guard(session_id, channel_id, deliver)
 
     def _forwarder(
-        self, channel_id: str, session_id: str, adapter: ChannelAdapter | None
+        self,
+        channel_id: str,
+        session_id: str,
+        adapter: ChannelAdapter | None,
+        request_id: str | None,
     ) -> Callable[[AgentEvent], Awaitable[None]] | None:
         if adapter is None or not adapter.supports_streaming:
             return None
 
         async def forward(event: AgentEvent) -> None:
-            base: dict[str, Any] = {"channel_id": channel_id, "session_id": session_id}
+            base: dict[str, Any] = {
+                "channel_id": channel_id,
+                "session_id": session_id,
+                "request_id": request_id,
+            }
             if isinstance(event, TextDelta):
                 progress = AgentResponse(**base, delta=True, text=event.text)
             elif isinstance(event, ToolStarted):

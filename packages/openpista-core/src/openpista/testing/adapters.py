@@ -41,11 +41,13 @@ class LoopbackAdapter:
         if not response.delta and response.approval is None:
             self._finals[response.channel_id].put_nowait(response)
 
-    async def say(self, chat: str, text: str) -> None:
+    async def say(self, chat: str, text: str, **metadata: object) -> None:
         """Send ``text`` from chat ``chat`` (channel id ``<prefix><chat>``), as a user would."""
         if self._inbound is None:
             raise RuntimeError(f"adapter {self.name} is not started")
-        event = ChannelEvent(channel_id=self.channel_prefix + chat, sender=chat, text=text)
+        event = ChannelEvent(
+            channel_id=self.channel_prefix + chat, sender=chat, text=text, metadata=metadata
+        )
         await self._inbound.put(event)
 
     async def answer(self, chat: str, wait: float = 30.0) -> AgentResponse:
