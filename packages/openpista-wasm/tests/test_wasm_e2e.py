@@ -56,6 +56,17 @@ def test_agent_runs_the_hello_wasm_skill(wasm_cli: Cli, llm_emulator: LlmEmulato
     assert cached.stat().st_mtime_ns == written
 
 
+def test_the_skill_reads_the_workspace_named_in_the_config(
+    wasm_cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    (wasm_cli.home / "workspace" / "todo.txt").write_text("buy oat milk\nfeed the cat\n")
+    llm_emulator.reply_tool_calls([("skill_hello-wasm", {"name": "Cy", "file": "todo.txt"})])
+    llm_emulator.reply(echo_last_tool_output)
+    done = wasm_cli("run", "-e", "what is first in todo.txt?")
+    assert done.returncode == 0, done.stderr
+    assert "The first line of todo.txt is: buy oat milk" in done.stdout
+
+
 def test_a_runaway_skill_is_a_tool_error_and_the_turn_goes_on(
     wasm_cli: Cli, llm_emulator: LlmEmulator, guests: Callable[[str], Path]
 ) -> None:

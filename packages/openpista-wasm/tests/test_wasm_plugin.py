@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from openpista.config import ConfigError, Settings
 from openpista.plugins import PluginHost
 from openpista.runtime import build_toolbox
+from openpista.skills.base import Skill
+from openpista.tools.base import ToolError
 from openpista_wasm.runner import WasmSkillRunner
 from openpista_wasm.settings import WasmSettings
 
@@ -41,6 +44,31 @@ async def test_runtime_closing_releases_the_runner(tmp_path: Path) -> None:
     assert runner in plugin._runners
     await plugin.runtime_closing(settings)
     assert runner not in plugin._runners
+
+
+async def test_skills_wasm_table_configures_the_runner(
+    tmp_path: Path, guests: Callable[[str], Path], make_skill: Callable[..., Skill]
+) -> None:
+    host = PluginHost.load(environ={"OPENPISTA_LOAD_PLUGINS": "wasm"})
+    table = {"memory_mb": 8, "timeout": 7, "cache_dir": str(tmp_path / "c")}
+    settings = Settings(agent={"workspace": str(tmp_path)}, skills={"wasm": table})
+    runner = build_toolbox(host, settings).runners["wasm"]
+    assert isinstance(runner, WasmSkillRunner)
+    try:
+        assert runner.workspace == tmp_path
+        assert (runner.settings.memory_mb, runner.settings.timeout) == (8, 7)
+        with pytest.raises(ToolError, match="of its 8 MB cap"):
+            await runner.run(make_skill("bomb", guests("memory_bomb")), {}, 60)
+    finally:
+        runner.close()
+
+
+def test_a_bad_skills_wasm_table_is_a_plugin_problem(tmp_path: Path) -> None:
+    host = PluginHost.load(environ={"OPENPISTA_LOAD_PLUGINS": "wasm"})
+    settings = Settings(agent={"workspace": str(tmp_path)}, skills={"wasm": {"timeout": -1}})
+    toolbox = build_toolbox(host, settings)
+    assert "wasm" not in toolbox.runners
+    assert any("skills.wasm.timeout" in problem for problem in toolbox.problems)
 
 
 def test_settings_defaults_and_validation(tmp_path: Path) -> None:

@@ -19,11 +19,17 @@ _runners: list[WasmSkillRunner] = []
 
 
 @hookimpl
-def register_skill_runners(register: Callable[[str, SkillRunner], None]) -> None:
-    """Register the runner of ``mode: wasm`` skills."""
-    from openpista_wasm.runner import WasmSkillRunner
+def register_skill_runners(register: Callable[[str, SkillRunner], None], config: Settings) -> None:
+    """Register the runner of ``mode: wasm`` skills, configured by ``[skills.wasm]``.
 
-    runner = WasmSkillRunner()
+    The guests see ``config.workspace`` read-only. An invalid ``[skills.wasm]`` table raises
+    :class:`openpista.config.ConfigError` (reported as a plugin problem).
+    """
+    from openpista_wasm.runner import WasmSkillRunner
+    from openpista_wasm.settings import WasmSettings
+
+    table = (config.skills.model_extra or {}).get("wasm")
+    runner = WasmSkillRunner(WasmSettings.from_table(table), workspace=config.workspace)
     _runners.append(runner)
     register("wasm", runner)
 

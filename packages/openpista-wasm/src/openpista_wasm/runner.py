@@ -30,7 +30,8 @@ _STOP_GRACE_SECONDS = 5.0
 
 
 class WasmSkillRunner:
-    """Runs ``mode: wasm`` skills. One wasmtime engine (and its module cache) per runner,
+    """Runs ``mode: wasm`` skills with the workspace ``workspace`` mounted read-only (``None``:
+    each skill sees its own folder). One wasmtime engine (and its module cache) per runner,
     created on first use; :meth:`close` releases them."""
 
     def __init__(self, settings: WasmSettings | None = None, workspace: Path | None = None) -> None:

@@ -33,6 +33,8 @@ class WasmSettings(BaseModel):
     def from_table(cls, table: Mapping[str, Any] | None) -> WasmSettings:
         """Validate a ``[skills.wasm]`` table; a bad value raises :class:`ConfigError`."""
         try:
+            if table is not None and not isinstance(table, Mapping):
+                raise ConfigError("[skills.wasm] must be a table of options")
             return cls.model_validate(dict(table or {}))
         except ValidationError as exc:
             problems = "; ".join(
