@@ -1,0 +1,59 @@
+"""``[tools.desktop]``: the options of the desktop tools."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from openpista.config import ConfigError
+from openpista.tools.base import ToolError
+
+if TYPE_CHECKING:
+    from openpista.config import Settings
+
+SECTION = "desktop"
+NO_DISPLAY = (
+    "no graphical display: the desktop tools need an X11 display; start openpista with "
+    'DISPLAY set or set [tools.desktop] display (e.g. ":0"; Xvfb works on a headless machine)'
+)
+
+
+class DesktopSettings(BaseModel):
+    """``[tools.desktop]`` (documented in config.example.toml and docs/tools.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    display: str | None = None
+    allow_input: bool = True
+    max_width: int = Field(default=1920, ge=0)
+    ocr_language: str = "eng"
+    max_text_chars: int = Field(default=10_000, ge=100)
+    timeout: float = Field(default=10.0, gt=0)
+
+    def display_name(self) -> str:
+        """The X display to use: ``display``, else ``$DISPLAY``; a ToolError when neither."""
+        name = self.display or os.environ.get("DISPLAY")
+        if not name:
+            raise ToolError(NO_DISPLAY)
+        return name
+
+    def environment(self) -> dict[str, str]:
+        """The process environment with ``DISPLAY`` set, for helper programs."""
+        return {**os.environ, "DISPLAY": self.display_name()}
+
+
+def desktop_settings(config: Settings) -> DesktopSettings:
+    """Read ``[tools.desktop]`` from ``config``; a bad option raises :class:`ConfigError`."""
+    raw = (config.tools.model_extra or {}).get(SECTION) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[tools.{SECTION}] must be a table, not {type(raw).__name__}")
+    try:
+        return DesktopSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"[tools.{SECTION}] {problems}") from None

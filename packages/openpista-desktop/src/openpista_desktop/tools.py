@@ -1,0 +1,169 @@
+"""The desktop tools: screen.*, mouse.*, keyboard.*, system.clipboard and system.notify."""
+
+# No ``from __future__ import annotations``: the tool decorator evaluates the parameter
+# annotations, which use names of this module.
+
+import asyncio
+import base64
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from openpista.models import Attachment
+from openpista.tools.base import Tool, ToolOutput
+from openpista.tools.process import CapturedText
+from openpista.tools.registry import tool
+from openpista_desktop import inputs, screen
+from openpista_desktop.clipboard import read_clipboard, write_clipboard
+from openpista_desktop.notify import notify
+from openpista_desktop.settings import DesktopSettings
+
+RegionArgument = Annotated[
+    list[int] | None,
+    Field(
+        min_length=4,
+        max_length=4,
+        description="[x, y, width, height] of the part of the screen (default: all of it).",
+    ),
+]
+
+
+def make_desktop_tools(settings: DesktopSettings) -> list[Tool]:
+    """The desktop tools; mouse and keyboard only when ``settings.allow_input``."""
+    made = [*_screen_tools(settings), *_system_tools(settings)]
+    if settings.allow_input:
+        made.extend(_input_tools(settings))
+    return made
+
+
+def _screen_tools(settings: DesktopSettings) -> list[Tool]:
+    @tool("screen.capture")
+    async def capture(
+        region: RegionArgument = None,
+        max_width: Annotated[
+            int | None,
+            Field(ge=16, description=f"Scale down to this width (default {settings.max_width})."),
+        ] = None,
+    ) -> ToolOutput:
+        """Take a PNG screenshot of the screen (or a region); it is shown to you and the user.
+
+        Coordinates in the picture are screen pixels unless it was scaled down (see result).
+        """
+        display = settings.display_name()
+        shot = await asyncio.to_thread(screen.grab, display, _region(region))
+        limit = max_width if max_width is not None else settings.max_width
+        png, size = await asyncio.to_thread(screen.to_png, shot.image, limit)
+        x, y, width, height = shot.region
+        scaled = "" if size == (width, height) else f", scaled to {size[0]}x{size[1]}"
+        return ToolOutput(
+            text=(
+                f"Screenshot of display {display} (screen {shot.screen[0]}x{shot.screen[1]}), "
+                f"region [{x}, {y}, {width}, {height}]{scaled}"
+            ),
+            attachments=[
+                Attachment(
+                    name="screen.png",
+                    mime_type="image/png",
+                    data=base64.b64encode(png).decode("ascii"),
+                )
+            ],
+        )
+
+    @tool("screen.ocr")
+    async def ocr(region: RegionArgument = None) -> str:
+        """Read the text shown on the screen (or in a region) with OCR (Tesseract)."""
+        display = settings.display_name()
+        shot = await asyncio.to_thread(screen.grab, display, _region(region))
+        text = await asyncio.to_thread(
+            screen.read_text, shot.image, settings.ocr_language, settings.timeout
+        )
+        if not text:
+            return "(no text found)"
+        middle = len(text) // 2
+        clipped = CapturedText(head=text[:middle], tail=text[middle:])
+        return clipped.clipped(settings.max_text_chars).render()
+
+    return [capture, ocr]
+
+
+def _system_tools(settings: DesktopSettings) -> list[Tool]:
+    @tool("system.clipboard")
+    async def clipboard(
+        text: Annotated[
+            str | None,
+            Field(description="Text to put on the clipboard; leave out to read the clipboard."),
+        ] = None,
+    ) -> str:
+        """Read the clipboard's text, or replace it with `text`."""
+        env = settings.environment()
+        if text is None:
+            current = await read_clipboard(env, settings.timeout)
+            return current if current is not None else "(the clipboard is empty)"
+        await write_clipboard(text, env, settings.timeout)
+        return f"Copied {len(text)} characters to the clipboard"
+
+    @tool("system.notify")
+    async def notify_user(
+        title: Annotated[str, Field(min_length=1, description="The notification's headline.")],
+        body: Annotated[str, Field(description="More text under the headline.")] = "",
+        urgency: Annotated[
+            Literal["low", "normal", "critical"], Field(description="How insistent it is.")
+        ] = "normal",
+    ) -> str:
+        """Show a desktop notification to the user sitting at this computer."""
+        await notify(title, body, urgency, settings.environment(), settings.timeout)
+        return f"Notification shown: {title}"
+
+    return [clipboard, notify_user]
+
+
+def _input_tools(settings: DesktopSettings) -> list[Tool]:
+    lock = asyncio.Lock()  # one input action at a time: pyautogui is not thread-safe
+
+    async def drive(action: str, *args: object) -> str:
+        gui = await asyncio.to_thread(inputs.pyautogui_for, settings.display_name())
+        async with lock:
+            return str(await asyncio.to_thread(getattr(inputs, action), gui, *args))
+
+    @tool("mouse.move")
+    async def mouse_move(
+        x: Annotated[int, Field(ge=0, description="Screen x in pixels (0 is the left edge).")],
+        y: Annotated[int, Field(ge=0, description="Screen y in pixels (0 is the top edge).")],
+    ) -> str:
+        """Move the mouse pointer to a point of the screen."""
+        return await drive("move", x, y)
+
+    @tool("mouse.click")
+    async def mouse_click(
+        x: Annotated[int | None, Field(ge=0, description="Screen x (default: pointer).")] = None,
+        y: Annotated[int | None, Field(ge=0, description="Screen y (default: pointer).")] = None,
+        button: Annotated[Literal["left", "middle", "right"], Field()] = "left",
+        clicks: Annotated[int, Field(ge=1, le=3, description="2 for a double click.")] = 1,
+    ) -> str:
+        """Click a mouse button at a point of the screen (or where the pointer is)."""
+        return await drive("click", x, y, button, clicks)
+
+    @tool("keyboard.type")
+    async def keyboard_type(
+        text: Annotated[str, Field(min_length=1, description="The text to type.")],
+    ) -> str:
+        """Type text into the focused window, key by key (\\n presses Enter)."""
+        return await drive("type_text", text)
+
+    @tool("keyboard.press")
+    async def keyboard_press(
+        keys: Annotated[
+            str, Field(min_length=1, description="A key or combination: enter, ctrl+c, alt+f4.")
+        ],
+    ) -> str:
+        """Press a key or a key combination (keys joined with +, held down in order)."""
+        return await drive("press", keys)
+
+    return [mouse_move, mouse_click, keyboard_type, keyboard_press]
+
+
+def _region(region: list[int] | None) -> screen.Region | None:
+    if not region:
+        return None
+    x, y, width, height = region  # validated: exactly four
+    return (x, y, width, height)
