@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,3 +88,17 @@ def test_default_cache_dir_is_under_the_openpista_home(
 ) -> None:
     monkeypatch.setenv("OPENPISTA_HOME", str(tmp_path))
     assert WasmSettings().resolved_cache_dir() == tmp_path / "wasm" / "cache"
+
+
+def test_config_example_documents_every_option_with_its_default() -> None:
+    example = (Path(__file__).resolve().parents[3] / "config.example.toml").read_text()
+    section = example.split("# --- openpista-wasm ---")[1].split("\n# --- ")[0]
+    uncommented = "\n".join(
+        line[2:] for line in section.splitlines() if line.startswith("# ") and "=" in line
+    )
+    table = tomllib.loads("[skills.wasm]\n" + uncommented)["skills"]["wasm"]
+    assert set(table) == set(WasmSettings.model_fields)
+    documented = WasmSettings.from_table(table)
+    assert documented.model_dump(exclude={"cache_dir"}) == WasmSettings().model_dump(
+        exclude={"cache_dir"}
+    )

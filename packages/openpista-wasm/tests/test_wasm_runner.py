@@ -100,6 +100,18 @@ async def test_event_loop_stays_free_while_a_module_runs(
     assert ticks > 5
 
 
+async def test_a_guest_blocked_in_a_host_call_is_abandoned(
+    guests: Guests, make_skill: MakeSkill, workspace: Path
+) -> None:
+    skill = make_skill("sleeper", guests("sleeper"), "timeout: 0.2\n")
+    impatient = WasmSkillRunner(WasmSettings(cache=False), workspace, stop_grace=0.3)
+    try:
+        with pytest.raises(ToolError, match=r"skill sleeper did not stop within 0\.2 s"):
+            await impatient.run(skill, {}, 60)
+    finally:
+        impatient.close()  # deferred until the sleeping run returns
+
+
 async def test_memory_bomb_is_stopped_by_the_cap(
     runner: WasmSkillRunner, guests: Guests, make_skill: MakeSkill
 ) -> None:
@@ -220,6 +232,23 @@ async def test_module_needing_more_memory_than_the_cap_cannot_start(
     big.write_bytes(wasmtime.wat2wasm('(module (memory 256) (func (export "_start")))'))
     skill = make_skill("big", big, "memory_mb: 4\n")
     with pytest.raises(ToolError, match=r"skill big cannot start: .*its memory cap is 4 MB"):
+        await runner.run(skill, {}, 60)
+
+
+async def test_imports_other_than_wasi_are_refused(
+    make_skill: MakeSkill, runner: WasmSkillRunner, tmp_path: Path
+) -> None:
+    import wasmtime
+
+    module = tmp_path / "escape.wasm"
+    module.write_bytes(
+        wasmtime.wat2wasm(
+            '(module (import "env" "system" (func)) (memory (export "memory") 1)'
+            ' (func (export "_start")))'
+        )
+    )
+    skill = make_skill("escape", module)
+    with pytest.raises(ToolError, match=r"skill escape cannot start: .*env::system"):
         await runner.run(skill, {}, 60)
 
 

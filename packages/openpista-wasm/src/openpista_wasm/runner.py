@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 _SHOWN_CHARS = 300
 """How much of malformed stdout an error message quotes."""
 _STDERR_SHOWN_CHARS = 2_000
-_STOP_GRACE_SECONDS = 5.0
-"""How long past its bound a run may take before the caller stops waiting for it."""
 
 
 class WasmSkillRunner:
@@ -34,9 +32,16 @@ class WasmSkillRunner:
     each skill sees its own folder). One wasmtime engine (and its module cache) per runner,
     created on first use; :meth:`close` releases them."""
 
-    def __init__(self, settings: WasmSettings | None = None, workspace: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: WasmSettings | None = None,
+        workspace: Path | None = None,
+        stop_grace: float = 5.0,
+    ) -> None:
         self.settings = settings or WasmSettings()
         self.workspace = workspace
+        self.stop_grace = stop_grace
+        """How long past its bound a run may take before the caller stops waiting for it."""
         self._lock = threading.Lock()
         self._parts: _Engine | None = None
         self.stats = CacheStats()
@@ -54,7 +59,7 @@ class WasmSkillRunner:
         stdin = json.dumps(arguments, ensure_ascii=False).encode()
         work = asyncio.to_thread(self._run_blocking, skill, stdin, limits)
         try:
-            return await asyncio.wait_for(work, limits.timeout + _STOP_GRACE_SECONDS)
+            return await asyncio.wait_for(work, limits.timeout + self.stop_grace)
         except TimeoutError:
             # Epoch interruption cannot stop a guest blocked in a host call; stop waiting.
             raise ToolError(
