@@ -14,12 +14,9 @@ to a background task.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,11 +43,11 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from openpista.config import Settings
+    from openpista.serving import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
 PREFIX = "whatsapp:"
-_STOP_GRACE = 5.0
 
 
 class WhatsAppAdapter:
@@ -86,8 +83,7 @@ class WhatsAppAdapter:
         self._transport = transport
         self._graph: GraphClient | None = None
         self._inbound: asyncio.Queue[ChannelEvent] | None = None
-        self._server: Any = None
-        self._serving: asyncio.Task[None] | None = None
+        self._server: EmbeddedServer | None = None
         self._work: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -118,40 +114,21 @@ class WhatsAppAdapter:
 
     async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
         """Listen for the webhook; returns once it accepts connections (see :attr:`port`)."""
-        import uvicorn
+        from openpista.serving import EmbeddedServer, bind_tcp
 
         self._inbound = inbound
         self._stopping = False
         self._graph = GraphClient(self.config, self._transport)
         host, port = self.config.webhook_host, self.config.webhook_port
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        server = EmbeddedServer(self.asgi_app(), name="whatsapp webhook", grace=1)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
+            await server.start(
+                bind_tcp(host, port, option="channels.whatsapp.webhook_host / webhook_port")
+            )
+        except (OSError, RuntimeError) as exc:
             await self._graph.close()
-            raise RuntimeError(
-                f"whatsapp: cannot listen on {host}:{port} ({exc.strerror}); "
-                "change channels.whatsapp.webhook_host / webhook_port"
-            ) from None
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.asgi_app(),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = _make_server(config)
-        self._serving = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._serving.done():
-                sock.close()
-                await self._graph.close()
-                raise RuntimeError("whatsapp: the webhook server failed to start")
-            await asyncio.sleep(0.01)
+            raise RuntimeError(f"whatsapp: {exc}") from None
+        self._server, self.port = server, server.port
         log.info(
             "whatsapp: webhook on %s:%d%s for %d number(s)",
             host,
@@ -162,30 +139,20 @@ class WhatsAppAdapter:
 
     async def wait_closed(self) -> None:
         """Return when :meth:`stop` ends the server; raise when it died on its own."""
-        if self._serving is None:
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.shield(self._serving)
-        if not self._stopping:
-            raise RuntimeError("whatsapp: the webhook server stopped unexpectedly")
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def stop(self) -> None:
         """Stop the webhook, cancel unfinished background work, close the HTTP client."""
         self._stopping = True
-        if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
-            try:
-                await asyncio.wait_for(asyncio.shield(self._serving), _STOP_GRACE)
-            except (TimeoutError, Exception):
-                self._server.force_exit = True
-                self._serving.cancel()
-                await asyncio.gather(self._serving, return_exceptions=True)
+        if self._server is not None:
+            await self._server.stop()
         for task in list(self._work):
             task.cancel()
         await asyncio.gather(*self._work, return_exceptions=True)
         if self._graph is not None:
             await self._graph.close()
-        self._server = self._serving = self._graph = None
+        self._server = self._graph = None
 
     # -- webhook --------------------------------------------------------------------------
 
@@ -422,16 +389,3 @@ class WhatsAppAdapter:
 def create_whatsapp_adapter(table: dict[str, Any], config: Settings) -> WhatsAppAdapter:
     """The ``[channels.whatsapp]`` factory (options in config.example.toml)."""
     return WhatsAppAdapter(load_whatsapp_config(table))
-
-
-def _make_server(config: Any) -> Any:
-    import uvicorn
-
-    class QuietServer(uvicorn.Server):
-        """uvicorn without its signal handlers: the daemon owns SIGINT/SIGTERM."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    return QuietServer(config)

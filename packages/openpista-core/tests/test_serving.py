@@ -1,0 +1,63 @@
+"""uvicorn embedded in the event loop: start, serve, stop, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from openpista.serving import EmbeddedServer, bind_tcp
+
+
+async def hello(request: object) -> PlainTextResponse:
+    return PlainTextResponse("hello")
+
+
+APP = Starlette(routes=[Route("/", hello)])
+
+
+async def test_serves_until_stopped_and_leaves_signals_to_the_daemon() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    server = EmbeddedServer(APP, name="test server")
+    await server.start(bind_tcp("127.0.0.1", 0))
+    assert server.port > 0
+    assert signal.getsignal(signal.SIGTERM) == before
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"http://127.0.0.1:{server.port}/")
+    assert response.text == "hello"
+    waiting = asyncio.create_task(server.wait_closed())
+    await server.stop()
+    await asyncio.wait_for(waiting, 10)  # a stop is not an error
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient() as client:
+            await client.get(f"http://127.0.0.1:{server.port or 1}/")
+
+
+async def test_a_server_that_dies_is_reported_by_wait_closed() -> None:
+    server = EmbeddedServer(APP, name="test server")
+    await server.start(bind_tcp("127.0.0.1", 0))
+    server._server.should_exit = True  # uvicorn ends without stop(): a crash for the gateway
+    with pytest.raises(RuntimeError, match="test server stopped unexpectedly"):
+        await asyncio.wait_for(server.wait_closed(), 10)
+    await server.stop()
+
+
+def test_a_port_in_use_names_the_option_to_change() -> None:
+    taken = bind_tcp("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*change web\.port"):
+            bind_tcp("127.0.0.1", taken.getsockname()[1], option="web.port")
+    finally:
+        taken.close()
+
+
+async def test_a_server_that_cannot_start_says_so() -> None:
+    server = EmbeddedServer(APP, name="tls server", ssl_certfile="/nonexistent/cert.pem")
+    with pytest.raises(RuntimeError, match="tls server could not start"):
+        await server.start(bind_tcp("127.0.0.1", 0))
+    assert server.socket is None
