@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from openpista.models import ChannelEvent
-
 from openpista_web.adapter import WebAdapter
 from openpista_web.settings import WebSettings
 from openpista_web.testing import open_socket
@@ -40,8 +39,8 @@ class Served:
     ) -> Any:
         return open_socket(self.adapter.port, client, token, query=query, origin=origin)
 
-    async def event(self, timeout: float = 10) -> ChannelEvent:
-        return await asyncio.wait_for(self.inbound.get(), timeout)
+    async def event(self) -> ChannelEvent:
+        return await asyncio.wait_for(self.inbound.get(), 10)
 
 
 Serve = Callable[..., Awaitable[Served]]

@@ -165,9 +165,7 @@ def test_chat_in_a_real_browser(
     assert page.evaluate("localStorage.getItem('openpista.client')") == client_id
     assert page.evaluate("document.body.dataset.session") == session
     expect(page.locator(".msg.user")).to_have_text("hello from chromium")
-    expect(page.locator(".msg.bot")).to_have_text(
-        "Streaming works in the browser, piece by piece."
-    )
+    expect(page.locator(".msg.bot")).to_have_text("Streaming works in the browser, piece by piece.")
 
     # The daemon goes away: the page says so, then reconnects on its own.
     daemon.stop()
@@ -182,7 +180,9 @@ def test_chat_in_a_real_browser(
 
     # An image, picked with the file input, reaches the LLM and shows in the chat.
     picture = tmp_path / "dot.png"
-    picture.write_bytes((Path(__file__).parents[1] / "src/openpista_web/static/icon-192.png").read_bytes())
+    picture.write_bytes(
+        (Path(__file__).parents[1] / "src/openpista_web/static/icon-192.png").read_bytes()
+    )
     page.set_input_files("#attach", str(picture))
     expect(page.locator("#previews img")).to_have_count(1, timeout=DEADLINE)
     llm_emulator.reply_text("A green speech bubble.")

@@ -14,7 +14,6 @@ from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
 from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
-
 from openpista_web.testing import greeted, next_frame
 
 Serve = Callable[..., Awaitable[Any]]
@@ -46,7 +45,7 @@ async def answer(ws: Any) -> tuple[list[str], dict[str, Any]]:
     """Streamed chunks and the final response of one turn."""
     chunks = []
     while True:
-        response = (await next_frame(ws, "response", timeout=30))["response"]
+        response = (await next_frame(ws, "response", wait=30))["response"]
         if not response["delta"]:
             return chunks, response
         chunks.append(response["text"])
@@ -60,10 +59,12 @@ async def test_streamed_answer_and_stable_session_across_reconnects(
     async with served.connect() as ws:
         hello, history = await greeted(ws)
         session = hello["session_id"]
-        assert session and history["session_id"] == session
+        assert session
+        assert history["session_id"] == session
         await ws.send('{"type": "message", "text": "what is the answer?"}')
         chunks, final = await answer(ws)
-    assert len(chunks) > 1 and "".join(chunks) == "The answer is forty-two."
+    assert len(chunks) > 1
+    assert "".join(chunks) == "The answer is forty-two."
     assert final["text"] == "The answer is forty-two."
     assert final["session_id"] == session
     # A reload (a fresh connection of the same browser) keeps the session and shows it.
@@ -90,14 +91,16 @@ async def test_session_clear_and_switch(gateway: Gateway, serve_web: Serve) -> N
         await ws.send('{"type": "message", "text": "/clear"}')
         notice = await next_frame(ws, "notice")
         moved = await next_frame(ws, "session")
-        assert moved["session_id"] != first and moved["messages"] == []
+        assert moved["session_id"] != first
+        assert moved["messages"] == []
         assert notice["text"] == f"new session {moved['session_id']}"
         await ws.send('{"type": "message", "text": "/session ' + first + '"}')
         await next_frame(ws, "notice")
         assert (await next_frame(ws, "session"))["session_id"] == first
         await ws.send('{"type": "message", "text": "/session bad id!"}')
         refused = await next_frame(ws, "notice")
-        assert refused["is_error"] and refused["text"].startswith("❌")
+        assert refused["is_error"]
+        assert refused["text"].startswith("❌")
     async with served.connect() as ws:
         hello, _ = await greeted(ws)
         assert hello["session_id"] == first
@@ -125,7 +128,8 @@ async def test_commands_without_a_gateway_say_what_they_need(serve_web: Serve) -
         assert hello["commands"] is False
         await ws.send('{"type": "message", "text": "/model"}')
         notice = await next_frame(ws, "notice")
-    assert notice["is_error"] and "needs the openpista daemon" in notice["text"]
+    assert notice["is_error"]
+    assert "needs the openpista daemon" in notice["text"]
 
 
 async def test_image_reaches_the_llm(

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from openpista.config import ConfigError
-
 from openpista_web.app import BUNDLED_STATIC
 
 Serve = Callable[..., Awaitable[Any]]
@@ -48,18 +47,20 @@ async def test_index_is_served_compressed_with_cache_headers(serve_web: Serve) -
 async def test_compressed_bodies_decode_to_the_files(serve_web: Serve) -> None:
     served = await serve_web()
     raw = (BUNDLED_STATIC / "app.js").read_bytes()
-    async with httpx.AsyncClient() as http:
-        async with http.stream(
-            "GET", served.http + "/app.js", headers={"Accept-Encoding": "br"}
-        ) as response:
-            body = b"".join([chunk async for chunk in response.aiter_raw()])
-            assert response.headers["content-type"].startswith("text/javascript")
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream("GET", served.http + "/app.js", headers={"Accept-Encoding": "br"}) as response,
+    ):
+        body = b"".join([chunk async for chunk in response.aiter_raw()])
+        assert response.headers["content-type"].startswith("text/javascript")
     assert brotli.decompress(body) == raw
-    async with httpx.AsyncClient() as http:
-        async with http.stream(
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream(
             "GET", served.http + "/style.css", headers={"Accept-Encoding": "gzip"}
-        ) as response:
-            body = b"".join([chunk async for chunk in response.aiter_raw()])
+        ) as response,
+    ):
+        body = b"".join([chunk async for chunk in response.aiter_raw()])
     assert gzip.decompress(body) == (BUNDLED_STATIC / "style.css").read_bytes()
 
 
@@ -86,7 +87,7 @@ async def test_static_dir_overrides_the_bundled_client(serve_web: Serve, tmp_pat
 
 
 async def test_static_dir_without_index_is_a_config_error(serve_web: Serve, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no index.html"):
+    with pytest.raises(ConfigError, match=r"no index\.html"):
         await serve_web(static_dir=str(tmp_path))
 
 

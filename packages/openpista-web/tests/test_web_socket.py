@@ -13,7 +13,6 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from openpista.models import AgentResponse, ApprovalRequest, Attachment
-
 from openpista_web.testing import greeted
 from openpista_web.testing import next_frame as frame
 
@@ -76,6 +75,7 @@ async def test_foreign_origin_is_refused_unless_listed(serve_web: Serve) -> None
 
 async def test_tokens_never_logged(serve_web: Serve, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="uvicorn.error")  # other tests' servers raise it
     served = await serve_web()
     async with served.connect(token=None, query=f"&token={TOKEN}") as ws:
         await greeted(ws)
@@ -103,9 +103,15 @@ async def test_message_becomes_event_and_responses_stream_back(serve_web: Serve)
         await greeted(ws)
         await ws.send('{"type": "message", "text": "  hello agent  "}')
         event = await served.event()
-        assert (event.channel_id, event.sender, event.text) == (f"web:{CLIENT}", CLIENT, "hello agent")
+        assert (event.channel_id, event.sender, event.text) == (
+            f"web:{CLIENT}",
+            CLIENT,
+            "hello agent",
+        )
         for part in ("Hel", "lo"):
-            await served.adapter.send(AgentResponse(channel_id=event.channel_id, text=part, delta=True))
+            await served.adapter.send(
+                AgentResponse(channel_id=event.channel_id, text=part, delta=True)
+            )
         await served.adapter.send(AgentResponse(channel_id=event.channel_id, text="Hello"))
         frames = [await frame(ws, "response") for _ in range(3)]
     assert [f["response"]["text"] for f in frames] == ["Hel", "lo", "Hello"]
@@ -175,7 +181,8 @@ async def test_huge_frame_closes_only_that_connection(serve_web: Serve) -> None:
         await ws.send("x" * 100_000)  # past the protocol limit (4 x max_frame_bytes)
         with pytest.raises(ConnectionClosed) as closed:
             await frame(ws)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1009
     async with served.connect() as ws:  # the server is fine
         await greeted(ws)
 
@@ -196,8 +203,8 @@ async def test_images_are_saved_and_sent_inline(serve_web: Serve, web_home: Path
     assert attachment.path is not None
     saved = Path(attachment.path)
     assert saved.parent == web_home / "uploads" / CLIENT
-    assert saved.read_bytes() == base64.b64decode(PNG)
-    assert saved.stat().st_mode & 0o777 == 0o600
+    assert await asyncio.to_thread(saved.read_bytes) == base64.b64decode(PNG)
+    assert (await asyncio.to_thread(saved.stat)).st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize(
@@ -210,9 +217,7 @@ async def test_images_are_saved_and_sent_inline(serve_web: Serve, web_home: Path
         ("just a string", "expected an object"),
     ],
 )
-async def test_bad_images_are_refused(
-    serve_web: Serve, attachment: object, expected: str
-) -> None:
+async def test_bad_images_are_refused(serve_web: Serve, attachment: object, expected: str) -> None:
     import json
 
     served = await serve_web(max_image_bytes=4096)
@@ -229,8 +234,9 @@ async def test_silent_client_is_closed_by_the_idle_timeout(serve_web: Serve) -> 
     async with served.connect() as ws:
         await greeted(ws)
         with pytest.raises(ConnectionClosed) as closed:
-            await frame(ws, timeout=20)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+            await frame(ws, wait=20)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4408
 
 
 async def test_client_pings_keep_the_connection_alive(serve_web: Serve) -> None:
@@ -265,7 +271,7 @@ async def test_reconnect_resumes_missed_frames(serve_web: Serve) -> None:
         ("response", "two"),
     ]
     # From another server run (epoch), nothing is replayed: the history is sent instead.
-    async with served.connect(query=f"&since=1&epoch=other") as ws:
+    async with served.connect(query="&since=1&epoch=other") as ws:
         await frame(ws, "hello")
         assert (await frame(ws))["type"] == "history"
 

@@ -25,7 +25,6 @@ import uvicorn
 from openpista.config import home_dir
 from openpista.files import write_private
 from openpista.models import AgentResponse, Attachment, ChannelEvent
-
 from openpista_web.auth import SUBPROTOCOL, TOKEN_PREFIX, offered_token, token_matches
 from openpista_web.commands import is_command, run_command
 from openpista_web.hub import Client, ClientHub
@@ -42,9 +41,9 @@ from openpista_web.protocol import (
 )
 
 if TYPE_CHECKING:
-    from openpista.gateway.gateway import Gateway
     from starlette.websockets import WebSocket
 
+    from openpista.gateway.gateway import Gateway
     from openpista_web.settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -156,9 +155,7 @@ class WebAdapter:
             if self._task.done():
                 await self._failed_start()
             await asyncio.sleep(0.01)
-        log.info(
-            "web channel serves %s (open it with the link of `openpista web link`)", self.url
-        )
+        log.info("web channel serves %s (open it with the link of `openpista web link`)", self.url)
 
     async def _failed_start(self) -> None:
         assert self._task is not None
@@ -279,9 +276,7 @@ class WebAdapter:
     async def _receive_loop(self, websocket: WebSocket, client: Client) -> None:
         while True:
             try:
-                message = await asyncio.wait_for(
-                    websocket.receive(), self.settings.idle_timeout
-                )
+                message = await asyncio.wait_for(websocket.receive(), self.settings.idle_timeout)
             except TimeoutError:
                 await websocket.close(CLOSE_IDLE, "no heartbeat")
                 return
@@ -305,7 +300,9 @@ class WebAdapter:
             await self.hub.send(client, websocket, encode("pong"))
             return
         if isinstance(frame, ApprovalFrame):
-            await self._submit(ChannelEvent(channel_id=channel_id, sender=client.id, text=frame.as_text()))
+            await self._submit(
+                ChannelEvent(channel_id=channel_id, sender=client.id, text=frame.as_text())
+            )
             return
         if is_command(frame.text) and not frame.attachments:
             result = await run_command(self.gateway, channel_id, frame.text)
@@ -361,7 +358,7 @@ class WebAdapter:
         return {"session_id": session_id, "messages": messages[-HISTORY_MESSAGES:]}
 
 
-class _Server(uvicorn.Server):  # type: ignore[misc]
+class _Server(uvicorn.Server):
     """uvicorn's server without its signal handlers: the daemon owns SIGINT and SIGTERM."""
 
     @contextlib.contextmanager

@@ -69,7 +69,7 @@ def build_app(
     socket_endpoint: Callable[[WebSocket], Awaitable[None]],
 ) -> Starlette:
     """The app: ``/ws`` (the chat socket), ``/api/health``, ``/api/auth``, and the client."""
-    from brotli_asgi import BrotliMiddleware  # type: ignore[import-untyped]
+    from brotli_asgi import BrotliMiddleware
 
     static_dir = settings.static_dir or BUNDLED_STATIC
     if not (static_dir / "index.html").is_file():

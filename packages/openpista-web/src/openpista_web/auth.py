@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 from openpista.config import home_dir
 from openpista.files import write_private
-
 from openpista_web.settings import WebSettings
 
 SUBPROTOCOL = "openpista.v1"

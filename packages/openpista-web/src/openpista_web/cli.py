@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from openpista.cli.main import CliState, fail
+
+if TYPE_CHECKING:
+    from openpista_web.settings import WebSettings
 
 
 @click.group()
@@ -12,9 +17,8 @@ def web() -> None:
     """The web channel (browser chat): sign-in link and token."""
 
 
-def _settings(state: CliState) -> object:
+def _settings(state: CliState) -> WebSettings:
     from openpista.config import ConfigError
-
     from openpista_web.settings import WebSettings
 
     try:
@@ -35,10 +39,8 @@ def link(state: CliState, host: str | None) -> None:
     generated and stored in ~/.openpista/web/token when the config sets none.
     """
     from openpista_web.auth import pairing_link, resolve_token
-    from openpista_web.settings import WebSettings
 
     settings = _settings(state)
-    assert isinstance(settings, WebSettings)
     token, source = resolve_token(settings)
     click.echo(pairing_link(settings, token, host))
     click.echo(f"(token from {source}; anyone with this link can use your agent)", err=True)
@@ -52,10 +54,8 @@ def link(state: CliState, host: str | None) -> None:
 def token(state: CliState, rotate: bool) -> None:
     """Print the web channel's token (or make a new one with --rotate)."""
     from openpista_web.auth import resolve_token, token_file
-    from openpista_web.settings import WebSettings
 
     settings = _settings(state)
-    assert isinstance(settings, WebSettings)
     if rotate:
         if settings.token is not None:
             fail("the token is set in the config or OPENPISTA_WEB_TOKEN: change it there")

@@ -37,10 +37,11 @@ def open_socket(
     )
 
 
-async def next_frame(ws: ClientConnection, kind: str | None = None, timeout: float = 10) -> Any:
-    """The next frame (the next of type ``kind``, skipping others) as a dict."""
+async def next_frame(ws: ClientConnection, kind: str | None = None, wait: float = 10) -> Any:
+    """The next frame (the next of type ``kind``, skipping others) as a dict; waits at most
+    ``wait`` seconds for each."""
     while True:
-        data = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        data = json.loads(await asyncio.wait_for(ws.recv(), wait))
         if kind is None or data["type"] == kind:
             return data
 
