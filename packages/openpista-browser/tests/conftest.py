@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import html
 import os
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,21 @@ async def _wait_until(condition: Callable[[], bool]) -> None:
 def wait_until() -> Callable[[Callable[[], bool]], Awaitable[None]]:
     """Polls a condition for up to 10 s (an AssertionError when it never holds)."""
     return _wait_until
+
+
+@pytest.fixture
+def virtual_display() -> Iterator[str]:
+    """An Xvfb screen (it picks a free display number); yields ``:N``."""
+    read, write = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        pass_fds=[write],
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write)
+    try:
+        with os.fdopen(read) as numbers:
+            yield ":" + numbers.readline().strip()
+    finally:
+        server.terminate()
+        server.wait(10)

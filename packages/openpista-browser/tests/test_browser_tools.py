@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
 import signal
 import socket
+import subprocess
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -230,3 +232,24 @@ async def test_missing_executable_is_a_clear_error() -> None:
         await manager.close()
     assert result.is_error
     assert result.output.startswith("cannot start the browser /nonexistent/chrome: ")
+
+
+async def test_with_a_display_the_browser_window_is_shown(site: str, virtual_display: str) -> None:
+    manager = BrowserManager(BrowserSettings(element_timeout=1, display=virtual_display))
+    try:
+        assert not manager.settings.is_headless
+        registry = ToolRegistry(make_browser_tools(manager))
+        await ok(registry, "browser.navigate", url=site + "/red")
+        windows = await asyncio.to_thread(
+            subprocess.run,
+            ["xdotool", "search", "--onlyvisible", "--class", "chromium"],
+            env={**os.environ, "DISPLAY": virtual_display},
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        assert windows.stdout.split(), "a visible Chromium window on the virtual screen"
+        shot = await ok(registry, "browser.screenshot")
+        assert shot.attachments[0].data
+    finally:
+        await manager.close()
