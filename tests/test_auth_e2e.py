@@ -71,6 +71,25 @@ def test_api_key_login_status_logout(auth_cli: Cli) -> None:
         assert "sk-from-env" not in output
 
 
+def test_the_picker_finds_providers_by_number_name_or_part_and_asks_the_method(
+    auth_cli: Cli,
+) -> None:
+    # "open" matches openai and openrouter: asked again; "router" is one; 2 = an API key.
+    done = auth_cli("auth", "login", stdin="open\nnothing-like-it\nrouter\n2\nor-key-1\n")
+    assert done.returncode == 0, done.stderr
+    assert "several match 'open': openai, openrouter" in done.stderr
+    assert "no provider matches 'nothing-like-it'" in done.stderr
+    assert "with 1) sign-in in the browser (OAuth) or 2) an API key" in done.stderr
+    assert "logged in to openrouter (api key)" in done.stdout
+    assert _status(auth_cli)["openrouter"]["kind"] == "api_key"
+    by_number = auth_cli("auth", "login", stdin="1\n2\nsk-by-number\n")
+    assert by_number.returncode == 0, by_number.stderr
+    assert "logged in to openai" in by_number.stdout
+    gave_up = auth_cli("auth", "login", stdin="qq\nqqq\nqqqq\n")
+    assert gave_up.returncode == 1
+    assert "no provider chosen" in gave_up.stderr
+
+
 def test_anthropic_takes_an_api_key_only(auth_cli: Cli) -> None:
     refused = auth_cli("auth", "login", "claude", "--method", "oauth")
     assert refused.returncode == 1

@@ -201,8 +201,8 @@ def test_login_steps_aside_for_the_auth_picker_and_comes_back(
     terminal.send("n")
     terminal.wait_for("/help lists the commands")
     terminal.send("/login\r")
-    terminal.wait_for("Provider (number or name)")
-    terminal.send("together\r")
+    terminal.wait_for("Provider (number, name or part of a name)")
+    terminal.send("tog\r")  # part of a name is enough
     terminal.wait_for("together API key")
     terminal.send("tg-secret-from-the-tui\r")
     screen = terminal.wait_for("now answering with openai/gpt-4o-mini")

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from openpista.providers.registry import ProviderRegistry
 
 
+PICK_ATTEMPTS = 3
+
+
 @click.group()
 def auth() -> None:
     """Log in to providers, show or remove stored credentials.
@@ -105,20 +108,43 @@ def _resolve(provider: str) -> str:
 
 
 def _pick(settings: Settings) -> str:
+    """Ask which provider to log in to: by number, name, alias, or part of a name."""
     from openpista.auth.status import key_status
 
     registry = _registry()
     stored = _load(_store())
     names = [n for n in registry.names() if registry.get(n).requires_api_key]
-    click.echo("Providers:")
+    click.echo("Providers:", err=True)
     for index, name in enumerate(names, 1):
         row = key_status(registry.get(name), settings, stored)
         methods = " or ".join(m.replace("_", " ") for m in row["login_methods"])
         click.echo(f"  {index}. {name:<12} ({methods}; now: {row['source']})", err=True)
-    choice = click.prompt("Provider (number or name)", err=True).strip()
-    if choice.isdigit() and 1 <= int(choice) <= len(names):
-        return names[int(choice) - 1]
-    return _resolve(choice)
+    for _ in range(PICK_ATTEMPTS):
+        choice = click.prompt("Provider (number, name or part of a name)", err=True).strip()
+        if choice.isdigit() and 1 <= int(choice) <= len(names):
+            return names[int(choice) - 1]
+        if choice in registry:
+            return registry.get(choice).name
+        matches = [n for n in names if choice.lower() in n.lower()]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            click.echo(f"  several match {choice!r}: {', '.join(matches)}", err=True)
+        else:
+            click.echo(f"  no provider matches {choice!r}", err=True)
+    fail("no provider chosen")
+    raise AssertionError  # unreachable: fail() exits
+
+
+def _ask_method(name: str) -> str:
+    """Interactive login to a provider with both methods: OAuth sign-in or an API key."""
+    answer = click.prompt(
+        f"Log in to {name} with 1) sign-in in the browser (OAuth) or 2) an API key",
+        type=click.Choice(["1", "2"]),
+        default="1",
+        err=True,
+    )
+    return "oauth" if answer == "1" else "api-key"
 
 
 @auth.command("login")
@@ -161,6 +187,9 @@ def login(
     settings = state.settings()
     name = _resolve(provider) if provider else _pick(settings)
     table = oauth_provider(name, settings)
+    chose_nothing = method is None and api_key is None and not api_key_stdin
+    if provider is None and table is not None and chose_nothing:
+        method = _ask_method(name)
     use_key = api_key is not None or api_key_stdin or method == "api-key" or table is None
     if method == "oauth" and table is None:
         fail(f"{name} has no OAuth sign-in in openpista; log in with an API key instead")
