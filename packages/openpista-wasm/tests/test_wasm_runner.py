@@ -306,3 +306,16 @@ def test_malformed_output_quote_is_short() -> None:
     with pytest.raises(ToolError) as failure:
         parse_result("skill s", b"z" * 10_000)
     assert len(str(failure.value)) < 500
+
+
+async def test_close_stops_the_epoch_thread(workspace: Path, hello: Skill) -> None:
+    import threading
+
+    runner = WasmSkillRunner(WasmSettings(cache=False), workspace)
+    await runner.run(hello, {}, 60)
+    assert any(thread.name == "wasm-epoch" for thread in threading.enumerate())
+    runner.close()
+    assert not any(thread.name == "wasm-epoch" for thread in threading.enumerate())
+    # A closed runner starts again on the next call.
+    assert await runner.run(hello, {"name": "again"}, 60) == "Hello, again! (from WebAssembly)"
+    runner.close()

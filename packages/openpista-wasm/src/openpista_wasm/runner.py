@@ -200,6 +200,7 @@ class _Engine:
             self._close()
 
     def _close(self) -> None:
+        self.ticker.close()
         self.cache.close()
         self.engine.close()
 

@@ -22,45 +22,62 @@ from openpista_wasm.settings import Limits
 GUEST_WORKSPACE = "/workspace"
 TICK_SECONDS = 0.01
 """Resolution of the time bound: the engine's epoch advances this often while a run is on."""
+LINGER_SECONDS = 2.0
+"""How long the epoch thread outlives the last run, ready for the next one."""
 
 
 class EpochTicker:
-    """Advances the engine epoch every :data:`TICK_SECONDS` while at least one run is active.
+    """Advances the engine epoch every :data:`TICK_SECONDS` while runs are active.
 
     Deadlines are counted in ticks after the current epoch, so runs of one engine may
-    overlap; the thread exists only while someone needs it.
+    overlap. The thread lingers :data:`LINGER_SECONDS` after the last run (starting a thread
+    per call would cost more than the call) and :meth:`close` stops it for good.
     """
 
     def __init__(self, engine: wasmtime.Engine) -> None:
         self.engine = engine
         self._active = 0
+        self._idle_since = 0.0
+        self._closed = False
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._stop: threading.Event | None = None
 
     def acquire(self) -> None:
-        """Start ticking (or keep ticking) for one more run."""
+        """Make sure the epoch advances for one more run."""
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the epoch ticker is closed")
             self._active += 1
-            if self._stop is None:
-                self._stop = threading.Event()
-                threading.Thread(
-                    target=self._tick, args=(self._stop,), name="wasm-epoch", daemon=True
-                ).start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
+                self._thread.start()
 
     def release(self) -> None:
-        """One run ended; the thread stops when none is left."""
+        """One run ended."""
         with self._lock:
             self._active -= 1
-            if self._active == 0 and self._stop is not None:
-                self._stop.set()
-                self._stop = None
+            self._idle_since = time.monotonic()
 
-    def _tick(self, stop: threading.Event) -> None:
+    def close(self) -> None:
+        """Stop the thread (before the engine is closed)."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _tick(self) -> None:
         # Ticks follow the clock, not the number of wake-ups: a late wake-up (busy machine)
         # catches up, so a deadline of N ticks is N * TICK_SECONDS of wall time.
         started = time.monotonic()
         issued = 0
-        while not stop.wait(TICK_SECONDS):
+        while True:
+            time.sleep(TICK_SECONDS)
+            with self._lock:
+                idle = self._active == 0
+                if self._closed or (idle and time.monotonic() - self._idle_since > LINGER_SECONDS):
+                    self._thread = None
+                    return
             due = int((time.monotonic() - started) / TICK_SECONDS)
             for _ in range(due - issued):
                 self.engine.increment_epoch()
@@ -122,10 +139,10 @@ def execute(
     trap: wasmtime.TrapCode | None = None
     trap_message = start_error = ""
     memory_bytes = 0
-    with tempfile.TemporaryDirectory(prefix="openpista-wasm-") as scratch:
-        # WASI preview 1 reads stdin from a file; the arguments are written there.
-        stdin_path = Path(scratch) / "stdin.json"
-        stdin_path.write_bytes(stdin)
+    # WASI preview 1 reads stdin from a file; the arguments are written to a private one.
+    with tempfile.NamedTemporaryFile(prefix="openpista-wasm-", suffix=".json") as stdin_file:
+        stdin_file.write(stdin)
+        stdin_file.flush()
         store = wasmtime.Store(engine)
         linker = wasmtime.Linker(engine)
         try:
@@ -133,7 +150,7 @@ def execute(
             store.set_epoch_deadline(max(1, round(limits.timeout / TICK_SECONDS)))
             wasi = wasmtime.WasiConfig()
             wasi.argv = [program]
-            wasi.stdin_file = str(stdin_path)
+            wasi.stdin_file = stdin_file.name
             wasi.stdout_custom = stdout.write
             wasi.stderr_custom = stderr.write
             if workspace.is_dir():
