@@ -3,11 +3,28 @@ loopback, the real gateway, litellm talking to the LLM emulator."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import logging
+import socket
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from openpista.config import Settings
+from openpista.models import AgentResponse, Attachment
 from openpista.testing.emulator import LlmEmulator
+from openpista.workers import WorkerReport, worker_hub
 from openpista_mobile.adapter import MobileAdapter
-from openpista_mobile.client import MobileClient
+from openpista_mobile.client import MobileClient, MobileError
+from openpista_mobile.protocol import AppError, ErrorCode, encode_frame
+
+PHONE_TOKEN = "phone-token-0123456789abcdef"
+TABLET_TOKEN = "tablet-token-0123456789abcdef"
 
 Connect = Callable[..., Awaitable[MobileClient]]
 
@@ -22,5 +39,291 @@ async def test_a_message_gets_a_streamed_answer_on_its_stream(
     assert len(deltas) > 1
     assert "".join(deltas) == "hello from the agent"
     final = responses[-1]
-    assert (final.delta, final.text, final.channel_id) == (False, "hello from the agent", "mobile:phone")
+    assert (final.delta, final.text, final.channel_id) == (
+        False,
+        "hello from the agent",
+        "mobile:phone",
+    )
     assert final.session_id
+
+
+async def test_wrong_token_or_unknown_device_closes_the_connection_without_logging_it(
+    connect: Connect,
+    llm_emulator: LlmEmulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "not-the-phone-token-xyz"
+    for device, token in (("phone", wrong), ("stranger", PHONE_TOKEN)):
+        intruder = await connect(device, token)
+        with pytest.raises(MobileError) as refused:
+            await intruder.answer("rm -rf /")
+        assert refused.value.code == AppError.UNAUTHORIZED
+    assert not llm_emulator.requests, "a refused device reached the agent"
+    assert "refused a connection" in caplog.text
+    assert wrong not in caplog.text
+    assert PHONE_TOKEN not in caplog.text
+    llm_emulator.reply_text("still serving")
+    friend = await connect()
+    assert (await friend.answer("hi")).text == "still serving"
+
+
+async def test_a_stream_without_auth_is_reset_and_the_connection_survives(
+    connect: Connect, llm_emulator: LlmEmulator
+) -> None:
+    client = await connect()
+    with pytest.raises(MobileError) as refused:
+        [f async for f in client.exchange([{"type": "message", "text": "hi", "request_id": "1"}])]
+    assert refused.value.code == AppError.AUTH_REQUIRED
+    llm_emulator.reply_text("after auth")
+    assert (await client.answer("hi")).text == "after auth"
+    # Once a stream authenticated the connection, later streams may skip the auth frame.
+    llm_emulator.reply_text("no auth frame needed now")
+    frames = [f async for f in client.exchange([{"type": "message", "text": "again"}])]
+    assert frames[-1]["text"] == "no auth frame needed now"
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"\x00\x00\x00\x05{nope", ErrorCode.BAD_JSON),
+        (b"\x00\x00\x00\x02\xff\xfe", ErrorCode.BAD_JSON),
+        (encode_frame({"type": "message"}) + b"", ErrorCode.BAD_FRAME),  # empty message
+        (b"\x00\x00\x00\x02[]", ErrorCode.BAD_FRAME),
+        (encode_frame({"type": "telepathy"}), ErrorCode.UNKNOWN_TYPE),
+        (encode_frame({"type": "message", "text": 5}), ErrorCode.BAD_FRAME),
+        (
+            encode_frame(
+                {"type": "message", "text": "x", "attachments": [{"name": "a", "path": "/etc"}]}
+            ),
+            ErrorCode.BAD_FRAME,
+        ),
+        (b"\x00\x00\x00\x09{}", ErrorCode.BAD_FRAME),  # the stream ends inside a frame
+    ],
+)
+async def test_malformed_frames_get_an_error_frame_and_the_connection_survives(
+    connect: Connect, llm_emulator: LlmEmulator, payload: bytes, code: str
+) -> None:
+    client = await connect()
+    await client.check()
+    with pytest.raises(MobileError) as refused:
+        [f async for f in client.exchange_raw(payload)]
+    assert refused.value.code == code
+    llm_emulator.reply_text("fine")
+    assert (await client.answer("still there?")).text == "fine"
+    assert len(llm_emulator.requests) == 1
+
+
+async def test_an_oversized_frame_is_refused_and_the_connection_survives(
+    serve: Callable[..., Awaitable[MobileAdapter]], tmp_path: Path, llm_emulator: LlmEmulator
+) -> None:
+    adapter = await serve(max_frame_bytes=2048)
+    client = await MobileClient.connect(
+        f"quic://127.0.0.1:{adapter.port}",
+        PHONE_TOKEN,
+        "phone",
+        fingerprint=adapter.fingerprint,
+        tickets=tmp_path / "t",
+    )
+    try:
+        with pytest.raises(MobileError) as refused:
+            await client.answer("x" * 5000)
+        assert refused.value.code == ErrorCode.FRAME_TOO_LARGE
+        header_only = b"\xff\xff\xff\xff"  # claims 4 GiB: refused before any body arrives
+        with pytest.raises(MobileError) as refused:
+            [f async for f in client.exchange_raw(header_only)]
+        assert refused.value.code == ErrorCode.FRAME_TOO_LARGE
+        llm_emulator.reply_text("small is fine")
+        assert (await client.answer("small")).text == "small is fine"
+    finally:
+        await client.close()
+
+
+async def test_a_slow_tool_does_not_block_another_device(
+    connect: Connect, llm_emulator: LlmEmulator, settings: Settings, tmp_path: Path
+) -> None:
+    settings.policy.remote = "allow"
+    flag = tmp_path / "go"
+    wait_for_flag = f"while [ ! -e {flag} ]; do sleep 0.05; done; echo released"
+    llm_emulator.reply_tool_calls([("system_run", {"command": wait_for_flag})])
+    llm_emulator.reply_text("fast answer")
+    llm_emulator.reply_text("slow answer")
+    phone, tablet = await connect(), await connect("tablet", TABLET_TOKEN)
+    progress: list[AgentResponse] = []
+    tool_running = asyncio.Event()
+
+    async def slow_question() -> AgentResponse:
+        async for response in phone.ask("slow question"):
+            progress.append(response)
+            if response.tool_call is not None:
+                tool_running.set()
+        return progress[-1]
+
+    slow = asyncio.create_task(slow_question())
+    await asyncio.wait_for(tool_running.wait(), 60)
+    fast = await tablet.answer("fast question")
+    assert fast.text == "fast answer"
+    assert not slow.done()
+    flag.touch()
+    assert (await slow).text == "slow answer"
+
+
+async def test_an_approval_is_answered_on_another_stream_of_the_same_connection(
+    connect: Connect, llm_emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    marker = tmp_path / "approved.txt"
+    llm_emulator.reply_tool_calls([("system_run", {"command": f"touch {marker}"})])
+    llm_emulator.reply_text("touched it")
+    client = await connect()
+    seen: list[AgentResponse] = []
+    confirmations: list[AgentResponse] = []
+    async for response in client.ask("touch the file"):
+        seen.append(response)
+        if response.approval is not None:
+            confirmations.append(await client.answer(f"/approve {response.approval.id}"))
+    assert confirmations[0].text.startswith("✅ approved system.run")
+    assert seen[-1].text == "touched it"
+    assert any(r.tool_result is not None and not r.tool_result.is_error for r in seen)
+    assert marker.exists()
+
+
+async def test_reconnecting_and_migrating_keep_the_session(
+    connect: Connect, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("noted")
+    llm_emulator.reply_text("it was 42")
+    llm_emulator.reply_text("still here")
+    first = await connect()
+    first_answer = await first.answer("remember 42")
+    await first.close()
+    second = await connect(early_data=False)
+    second_answer = await second.answer("what was the number?")
+    assert second_answer.session_id == first_answer.session_id
+    history = [m["content"] for m in llm_emulator.requests[1].json["messages"]]
+    assert "remember 42" in history
+    assert "noted" in history
+    # Connection migration: the phone changes network (new UDP socket, new address and
+    # connection id) in the middle of the conversation.
+    await migrate(second)
+    third_answer = await second.answer("still there?")
+    assert (third_answer.text, third_answer.session_id) == ("still here", first_answer.session_id)
+
+
+async def migrate(client: MobileClient) -> None:
+    """Move the client's connection to a fresh UDP socket (what a network change does)."""
+    protocol: Any = client._protocol
+    old = protocol._transport
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", 0, 0, 0))
+    await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+    protocol.change_connection_id()
+    old.close()
+    await protocol.ping()
+
+
+VANISHING_PHONE = """
+import asyncio, sys
+from openpista_mobile.client import MobileClient
+
+async def main(port, fingerprint, token):
+    client = await MobileClient.connect(
+        f"quic://127.0.0.1:{port}", token, "phone", fingerprint=fingerprint, early_data=False
+    )
+    async for response in client.ask("tell me a story"):
+        print("streaming", flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_client_that_vanishes_mid_answer_does_not_disturb_others(
+    serve: Callable[..., Awaitable[MobileAdapter]],
+    llm_emulator: LlmEmulator,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.INFO)
+    mobile = await serve(idle_timeout=1)
+    llm_emulator.reply_text("a long answer nobody reads " * 20, chunk_size=5)
+    llm_emulator.reply_text("tablet answer")
+    phone = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        VANISHING_PHONE,
+        str(mobile.port),
+        mobile.fingerprint,
+        PHONE_TOKEN,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert phone.stdout is not None
+        assert await asyncio.wait_for(phone.stdout.readline(), 60) == b"streaming\n"
+    finally:
+        phone.kill()  # the phone is gone mid-answer: no goodbye, its socket just disappears
+        await phone.wait()
+
+    async def tablet_says(text: str) -> str:
+        async with await MobileClient.connect(
+            f"quic://127.0.0.1:{mobile.port}",
+            TABLET_TOKEN,
+            "tablet",
+            fingerprint=mobile.fingerprint,
+            tickets=tmp_path / "tickets",
+        ) as tablet:
+            return (await tablet.answer(text)).text
+
+    assert await tablet_says("hello") == "tablet answer"
+    # The dead phone's connection times out (its pending answer kept it alive until then).
+    for _ in range(400):
+        if "device phone disconnected" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    assert "device phone disconnected" in caplog.text
+    llm_emulator.reply_text("still serving")
+    assert await tablet_says("again") == "still serving"
+
+
+async def test_worker_reports_reach_the_hub_and_wrong_tokens_are_refused(
+    connect: Connect,
+) -> None:
+    hub = worker_hub()
+    grant = hub.open_task("session-1", "mobile:phone", ttl=60)
+    try:
+        worker = await connect(device=None, token=None)  # workers have no device token
+        bad = WorkerReport(task_id=grant.task_id, output="forged")
+        with pytest.raises(MobileError) as refused:
+            await worker.report("wrong-token", bad)
+        assert refused.value.code == ErrorCode.WORKER_REFUSED
+        report = WorkerReport(task_id=grant.task_id, output="42 files", exit_code=0)
+        await worker.report(grant.token, report)
+        received = await hub.wait(grant.task_id, timeout=10)
+        assert (received.output, received.exit_code) == ("42 files", 0)
+        with pytest.raises(MobileError) as again:
+            await worker.report(grant.token, report)
+        assert again.value.code == ErrorCode.WORKER_REFUSED
+    finally:
+        hub.revoke(grant.task_id)
+    with pytest.raises(MobileError) as revoked:
+        await worker.report(grant.token, report)
+    assert revoked.value.code == ErrorCode.WORKER_REFUSED
+
+
+async def test_attachments_are_saved_for_the_agent(
+    connect: Connect, llm_emulator: LlmEmulator, home: Path
+) -> None:
+    llm_emulator.reply_text("got the file")
+    client = await connect()
+    note = Attachment(
+        name="../../notes.txt", mime_type="text/plain", data=base64.b64encode(b"hi").decode()
+    )
+    final = await client.answer("read this", attachments=[note])
+    assert final.text == "got the file"
+    (saved,) = (home / "mobile" / "uploads" / "phone").iterdir()
+    assert saved.read_bytes() == b"hi"
+    assert saved.name.endswith("notes.txt")
+    assert ".." not in saved.name
+    prompt = llm_emulator.requests[0].json["messages"][-1]["content"]
+    assert str(saved) in json.dumps(prompt)

@@ -17,6 +17,7 @@ import re
 import sys
 import uuid
 from collections import defaultdict, deque
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from openpista.config import ConfigError
@@ -157,7 +158,7 @@ def _save(device_id: str, attachment: Attachment) -> Attachment:
         raise FrameError(ErrorCode.BAD_FRAME, "attachment data is not base64") from None
     folder = state_dir() / "uploads" / device_id
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = _UNSAFE.sub("_", attachment.name)[-80:] or "file"
+    name = _UNSAFE.sub("_", PurePosixPath(attachment.name).name).lstrip(".")[-80:] or "file"
     path = folder / f"{uuid.uuid4().hex[:12]}-{name}"
     path.write_bytes(content)
     return attachment.model_copy(

@@ -69,12 +69,17 @@ async def _session(
 ) -> int:
     from openpista_mobile.client import MobileClient, MobileError
 
-    try:
-        client = await MobileClient.connect(
-            url, token, device, fingerprint=fingerprint, insecure=insecure, cafile=cafile
-        )
-    except (MobileError, OSError, ValueError, TimeoutError) as exc:
-        click.echo(f"❌ cannot connect to {url}: {exc or type(exc).__name__}", err=True)
+    async def open_() -> MobileClient | None:
+        try:
+            return await MobileClient.connect(
+                url, token, device, fingerprint=fingerprint, insecure=insecure, cafile=cafile
+            )
+        except (MobileError, OSError, ValueError, TimeoutError) as exc:
+            click.echo(f"❌ cannot connect to {url}: {exc or type(exc).__name__}", err=True)
+            return None
+
+    client = await open_()
+    if client is None:
         return 1
     try:
         if text is not None:
@@ -89,8 +94,15 @@ async def _session(
                 break
             if line.strip() in ("/quit", "/exit"):
                 break
-            if line.strip():
-                code = await _ask(client, line, interactive=sys.stdin.isatty())
+            if not line.strip():
+                continue
+            if client.closed:  # the server dropped the idle connection: resume (0-RTT)
+                await client.close()
+                reopened = await open_()
+                if reopened is None:
+                    return 1
+                client = reopened
+            code = await _ask(client, line, interactive=sys.stdin.isatty())
         return code
     except MobileError as exc:
         click.echo(f"❌ {exc}", err=True)

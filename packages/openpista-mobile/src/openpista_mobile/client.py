@@ -310,9 +310,20 @@ class MobileClient:
         return client
 
     async def handshake(self) -> tuple[bool, bool]:
-        """Wait for the handshake: ``(early_data_accepted, session_resumed)``."""
-        result: tuple[bool, bool] = await asyncio.shield(self._connection().handshake)
+        """Wait for the handshake: ``(early_data_accepted, session_resumed)``.
+
+        After a 0-RTT connect nothing is sent before the first request (so that it rides
+        in the first flight); this starts the handshake if no request did.
+        """
+        protocol = self._connection()
+        protocol.transmit()
+        result: tuple[bool, bool] = await asyncio.shield(protocol.handshake)
         return result
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has ended (closed, timed out, or refused)."""
+        return self._protocol is None or self._protocol.terminated is not None
 
     @property
     def early_data_accepted(self) -> bool | None:
@@ -325,7 +336,7 @@ class MobileClient:
 
     async def check(self) -> dict[str, Any]:
         """Authenticate without asking anything: the server's ``auth_ok`` frame."""
-        frames = [f async for f in self._exchange([self._auth()])]
+        frames = [f async for f in self.exchange([self._auth()])]
         if not frames or frames[-1].get("type") != "auth_ok":
             raise MobileError("protocol", f"unexpected answer to auth: {frames!r}")
         return frames[-1]
@@ -348,7 +359,7 @@ class MobileClient:
             "attachments": [a.model_dump(mode="json", exclude_none=True) for a in attachments],
             "request_id": request_id or uuid.uuid4().hex,
         }
-        async for reply in self._exchange([self._auth(), frame]):
+        async for reply in self.exchange([self._auth(), frame]):
             if reply.get("type") != "response":
                 raise MobileError("protocol", f"unexpected frame {reply.get('type')!r}")
             yield AgentResponse.model_validate(reply)
@@ -365,7 +376,7 @@ class MobileClient:
     async def report(self, token: str, report: WorkerReport) -> None:
         """Deliver a sandbox worker's report with its per-task token."""
         frame = {"type": "worker_report", "token": token, "report": report.model_dump(mode="json")}
-        frames = [f async for f in self._exchange([frame])]
+        frames = [f async for f in self.exchange([frame])]
         if not frames or frames[-1].get("type") != "worker_ack":
             raise MobileError("protocol", f"unexpected answer to a worker report: {frames!r}")
 
@@ -391,11 +402,15 @@ class MobileClient:
             raise MobileError("auth", "this client has no device id and token")
         return {"type": "auth", "device_id": self.device_id, "token": self._token}
 
-    async def _exchange(self, frames: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        """Open a stream, send ``frames`` and end our side; yield the server's frames."""
+    def exchange(self, frames: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Open a stream, send ``frames`` and end our side; yield the server's frames
+        (an error frame raises :class:`MobileError`)."""
+        return self.exchange_raw(b"".join(encode_frame(frame) for frame in frames))
+
+    async def exchange_raw(self, payload: bytes) -> AsyncIterator[dict[str, Any]]:
+        """:meth:`exchange` with bytes as they are (for testing servers with bad input)."""
         protocol = self._connection()
         stream_id, queue = protocol.open_stream()
-        payload = b"".join(encode_frame(frame) for frame in frames)
         protocol._quic.send_stream_data(stream_id, payload, end_stream=True)
         protocol.transmit()
         while True:

@@ -214,6 +214,21 @@ def _make_session_class() -> type[Any]:
             self.handshake_done = False
             self._streams: dict[int, _Stream] = {}
             self._tasks: set[asyncio.Task[None]] = set()
+            self._keepalive = self._loop.call_later(self._ping_interval, self._ping)
+
+        @property
+        def _ping_interval(self) -> float:
+            return max(0.1, self.server.options.idle_timeout / 3)
+
+        def _ping(self) -> None:
+            """While a request waits for its answer (a slow tool), keep the connection from
+            timing out: an idle client is dropped, a waiting one is not."""
+            if self.closed:
+                return
+            if any(s.requested and not s.response.finished for s in self._streams.values()):
+                self.quic.send_ping(0)
+                self.transmit()
+            self._keepalive = self._loop.call_later(self._ping_interval, self._ping)
 
         # -- events ------------------------------------------------------------------
 
@@ -228,6 +243,7 @@ def _make_session_class() -> type[Any]:
                     state.response.finished = True  # the client gave up on this request
             elif isinstance(event, events.ConnectionTerminated):
                 self.closed = True
+                self._keepalive.cancel()
                 self.server.sessions.discard(self)
                 if self.device_id:
                     log.info("mobile: device %s disconnected", self.device_id)
@@ -413,6 +429,7 @@ def _make_session_class() -> type[Any]:
             return f"{address[0]}:{address[1]}" if address else "?"
 
         def shutdown(self) -> None:
+            self._keepalive.cancel()
             for task in self._tasks:
                 task.cancel()
             if not self.closed:
