@@ -133,3 +133,24 @@ def test_plugin_runners_keep_their_options_under_skills(tmp_path: Path) -> None:
     skills = load_config(path).skills
     assert skills.timeout == 5
     assert skills.model_extra == {"wasm": {"memory_mb": 32}}
+
+
+def test_plugin_options_validate_a_table_and_name_each_bad_option() -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    from openpista.config import plugin_options
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        port: int = 8080
+        token: str = ""
+
+    assert plugin_options("channels.web", None, Options) == Options()
+    assert plugin_options("channels.web", {"port": 1}, Options).port == 1
+    with pytest.raises(ConfigError) as caught:
+        plugin_options("channels.web", {"port": "x", "tokn": "a"}, Options)
+    message = str(caught.value)
+    assert message.startswith("[channels.web] port: ")
+    assert "tokn: unknown option" in message
+    with pytest.raises(ConfigError, match=r"\[tools.browser\] must be a table of options, not int"):
+        plugin_options("tools.browser", 3, Options)

@@ -237,7 +237,7 @@ def test_input_tools_can_be_switched_off() -> None:
     names = {item.name for item in make_desktop_tools(settings)}
     assert names == {"screen.capture", "screen.ocr", "system.clipboard", "system.notify"}
     assert not names & INPUT_TOOLS
-    with pytest.raises(ConfigError, match=r"\[tools.desktop\] allow_imput: Extra inputs"):
+    with pytest.raises(ConfigError, match=r"\[tools.desktop\] allow_imput: unknown option"):
         desktop_settings(Settings(tools={"desktop": {"allow_imput": False}}))
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from openpista.config import ConfigError
+from openpista.config import plugin_options
 
 if TYPE_CHECKING:
     from openpista.config import Settings
@@ -52,13 +52,6 @@ class BrowserSettings(BaseModel):
 
 def browser_settings(config: Settings) -> BrowserSettings:
     """Read ``[tools.browser]`` from ``config``; a bad option raises :class:`ConfigError`."""
-    raw = (config.tools.model_extra or {}).get(SECTION) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"[tools.{SECTION}] must be a table, not {type(raw).__name__}")
-    try:
-        return BrowserSettings.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"[tools.{SECTION}] {problems}") from None
+    return plugin_options(
+        f"tools.{SECTION}", (config.tools.model_extra or {}).get(SECTION), BrowserSettings
+    )

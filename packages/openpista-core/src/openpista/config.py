@@ -12,7 +12,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
@@ -21,6 +21,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 DEFAULT_HOME = "~/.openpista"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///~/.openpista/memory.db"
@@ -295,6 +297,30 @@ def load_config(path: Path | str | None = None) -> Settings:
         _file_data.reset(token)
     settings.source_path = config_path if data else None
     return settings
+
+
+def plugin_options(section: str, table: object, model: type[OptionsT]) -> OptionsT:
+    """Validate a plugin's table (``section`` such as ``"tools.browser"``) into ``model``.
+
+    ``None`` (no table) gives the defaults. Anything wrong raises :class:`ConfigError` that
+    names each bad option as ``[section] option: problem``, e.g. for
+    ``plugin_options("channels.web", settings.channels.get("web"), WebSettings)``.
+    """
+    if table is None:
+        table = {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table of options, not {type(table).__name__}")
+    try:
+        return model.model_validate(table)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "table"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"{key}: unknown option; see config.example.toml")
+            else:
+                problems.append(f"{key}: {error['msg']}")
+        raise ConfigError(f"[{section}] " + "; ".join(problems)) from None
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

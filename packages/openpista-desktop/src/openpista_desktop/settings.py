@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from openpista.config import ConfigError
+from openpista.config import plugin_options
 from openpista.tools.base import ToolError
 
 if TYPE_CHECKING:
@@ -47,13 +47,6 @@ class DesktopSettings(BaseModel):
 
 def desktop_settings(config: Settings) -> DesktopSettings:
     """Read ``[tools.desktop]`` from ``config``; a bad option raises :class:`ConfigError`."""
-    raw = (config.tools.model_extra or {}).get(SECTION) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"[tools.{SECTION}] must be a table, not {type(raw).__name__}")
-    try:
-        return DesktopSettings.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"[tools.{SECTION}] {problems}") from None
+    return plugin_options(
+        f"tools.{SECTION}", (config.tools.model_extra or {}).get(SECTION), DesktopSettings
+    )
