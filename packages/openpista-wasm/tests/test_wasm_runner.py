@@ -119,7 +119,7 @@ async def test_memory_bomb_is_stopped_by_the_cap(
     with pytest.raises(ToolError) as failure:
         await runner.run(skill, {}, 60)
     message = str(failure.value)
-    assert "skill bomb crashed: wasm trap (unreachable)" in message
+    assert "skill bomb crashed: wasm trap (unreachable): wasm `unreachable`" in message
     assert "of its 8 MB cap (an allocation was refused" in message
     assert "out of memory after" in message  # the guest's stderr
 
@@ -147,7 +147,10 @@ async def test_bad_json_output_is_a_tool_error_quoting_it(
 
 @pytest.mark.parametrize(
     ("arguments", "code"),
-    [({}, "unreachable"), ({"mode": "oob"}, "memory out of bounds")],
+    [
+        ({}, "unreachable): wasm `unreachable` instruction executed"),
+        ({"mode": "oob"}, "memory out of bounds): out of bounds memory access"),
+    ],
 )
 async def test_traps_are_tool_errors_naming_the_trap(
     runner: WasmSkillRunner,
@@ -160,7 +163,7 @@ async def test_traps_are_tool_errors_naming_the_trap(
     with pytest.raises(ToolError) as failure:
         await runner.run(skill, arguments, 60)
     message = str(failure.value)
-    assert f"skill trapper crashed: wasm trap ({code})" in message
+    assert f"skill trapper crashed: wasm trap ({code}" in message
     assert "about to trap" in message
     assert "MB cap" not in message
     # A trap leaves the runner usable.

@@ -25,11 +25,13 @@ def register_skill_runners(register: Callable[[str, SkillRunner], None], config:
     The guests see ``config.workspace`` read-only. An invalid ``[skills.wasm]`` table raises
     :class:`openpista.config.ConfigError` (reported as a plugin problem).
     """
+    from openpista.config import plugin_options
     from openpista_wasm.runner import WasmSkillRunner
     from openpista_wasm.settings import WasmSettings
 
     table = (config.skills.model_extra or {}).get("wasm")
-    runner = WasmSkillRunner(WasmSettings.from_table(table), workspace=config.workspace)
+    settings = plugin_options("skills.wasm", table, WasmSettings)
+    runner = WasmSkillRunner(settings, workspace=config.workspace)
     _runners.append(runner)
     register("wasm", runner)
 

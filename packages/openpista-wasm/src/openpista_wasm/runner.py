@@ -119,8 +119,7 @@ class WasmSkillRunner:
         if outcome.exit_code is None:
             code = outcome.trap.name.lower().replace("_", " ") if outcome.trap else "trap"
             raise ToolError(
-                f"{name} crashed: wasm trap ({code}): {_first_line(outcome.trap_message)}"
-                f"{near_cap}{detail}"
+                f"{name} crashed: wasm trap ({code}): {outcome.trap_message}{near_cap}{detail}"
             )
         if outcome.exit_code != 0:
             raise ToolError(f"{name} exited with code {outcome.exit_code}{near_cap}{detail}")
@@ -220,11 +219,6 @@ def _memory_hint(error: str, limits: Limits) -> str:
     if "memory" not in error.lower():
         return ""
     return f" (its memory cap is {limits.memory_mb:g} MB: raise `memory_mb`)"
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "no message"
 
 
 def _quote(text: str) -> str:

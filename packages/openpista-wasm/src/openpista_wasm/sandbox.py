@@ -109,6 +109,7 @@ class Outcome:
     exit_code: int | None = None
     trap: wasmtime.TrapCode | None = None
     trap_message: str = ""
+    """Why it trapped (one line, without the backtrace)."""
     start_error: str = ""
     memory_bytes: int = 0
 
@@ -171,7 +172,7 @@ def execute(
                 exit_code = exc.code
             except wasmtime.Trap as exc:
                 trap = exc.trap_code
-                trap_message = exc.message
+                trap_message = _trap_reason(exc.message)
             except wasmtime.WasmtimeError as exc:
                 start_error = _first_line(str(exc))
             if instance is not None:
@@ -193,6 +194,15 @@ def execute(
         start_error=start_error,
         memory_bytes=memory_bytes,
     )
+
+
+def _trap_reason(message: str) -> str:
+    """The cause of a trap without its backtrace: wasmtime's ``wasm trap: ...`` line."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "wasm trap: " in line:
+            return line.split("wasm trap: ", 1)[1]
+    return lines[-1] if lines else "no message"
 
 
 def _first_line(text: str) -> str:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from openpista.config import ConfigError, home_dir
+from openpista.config import home_dir
 from openpista.skills.base import Skill
 from openpista.tools.base import ToolError
 
@@ -28,20 +26,6 @@ class WasmSettings(BaseModel):
     max_stdout_bytes: int = Field(default=1_048_576, ge=1024)
     cache: bool = True
     cache_dir: Path | None = None
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any] | None) -> WasmSettings:
-        """Validate a ``[skills.wasm]`` table; a bad value raises :class:`ConfigError`."""
-        try:
-            if table is not None and not isinstance(table, Mapping):
-                raise ConfigError("[skills.wasm] must be a table of options")
-            return cls.model_validate(dict(table or {}))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"skills.wasm.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-                for error in exc.errors()
-            )
-            raise ConfigError(f"invalid [skills.wasm] configuration: {problems}") from None
 
     def resolved_cache_dir(self) -> Path:
         """Where compiled modules are kept: ``cache_dir`` or ``home_dir()/wasm/cache``."""
