@@ -211,6 +211,7 @@ def _make_session_class() -> type[Any]:
             self.quic = quic
             self.device_id: str | None = None
             self.closed = False
+            self.refused = False
             self.handshake_done = False
             self._streams: dict[int, _Stream] = {}
             self._tasks: set[asyncio.Task[None]] = set()
@@ -235,6 +236,8 @@ def _make_session_class() -> type[Any]:
         def quic_event_received(self, event: QuicEvent) -> None:
             if isinstance(event, events.HandshakeCompleted):
                 self.handshake_done = True
+                if self.refused:
+                    self._close_unauthorized()
             elif isinstance(event, events.StreamDataReceived):
                 self._data(event.stream_id, event.data, event.end_stream)
             elif isinstance(event, events.StreamReset | events.StopSendingReceived):
@@ -256,8 +259,10 @@ def _make_session_class() -> type[Any]:
                 decoder = FrameDecoder(self.server.options.max_frame_bytes)
                 state = _Stream(decoder, ResponseStream(self, stream_id))
                 self._streams[stream_id] = state
+            if self.refused:
+                return
             for frame in state.decoder.feed(data):
-                if state.response.finished or self.closed:
+                if state.response.finished or self.closed or self.refused:
                     break
                 self._frame(state, frame)
             if state.decoder.broken and not self.closed:
@@ -421,6 +426,13 @@ def _make_session_class() -> type[Any]:
 
         def _unauthorized(self, why: str) -> None:
             log.warning("mobile: refused a connection from %s: %s", self._peer(), why)
+            self.refused = True
+            if self.handshake_done:
+                self._close_unauthorized()
+            # else after the handshake: before it (0-RTT), QUIC turns an application close
+            # into a bare transport error and the client could not tell why.
+
+        def _close_unauthorized(self) -> None:
             self.close(error_code=AppError.UNAUTHORIZED, reason_phrase="unauthorized")
             self.closed = True
 
