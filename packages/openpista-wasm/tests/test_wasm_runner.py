@@ -322,3 +322,28 @@ async def test_close_stops_the_epoch_thread(workspace: Path, hello: Skill) -> No
     # A closed runner starts again on the next call.
     assert await runner.run(hello, {"name": "again"}, 60) == "Hello, again! (from WebAssembly)"
     runner.close()
+
+
+async def test_runs_overlap_with_their_own_deadlines(
+    runner: WasmSkillRunner, guests: Guests, make_skill: MakeSkill, hello: Skill
+) -> None:
+    spin = make_skill("spin", guests("spin"), "timeout: 1\n")
+    spinning = asyncio.create_task(runner.run(spin, {}, 60))
+    greetings = [await runner.run(hello, {"name": str(n)}, 60) for n in range(5)]
+    assert greetings == [f"Hello, {n}! (from WebAssembly)" for n in range(5)]
+    assert not spinning.done()
+    with pytest.raises(ToolError, match="time bound"):
+        await spinning
+
+
+async def test_main_wasm_is_the_default_entry(runner: WasmSkillRunner, workspace: Path) -> None:
+    from openpista.skills.loader import load_skill
+
+    folder = workspace / "plain"
+    folder.mkdir()
+    (folder / "main.wasm").write_bytes(
+        (Path(__file__).parents[3] / "skills/hello-wasm/hello.wasm").read_bytes()
+    )
+    (folder / "SKILL.md").write_text("---\nmode: wasm\n---\nGreets.\n")
+    skill = load_skill(folder / "SKILL.md")
+    assert await runner.run(skill, {"name": "main"}, 60) == "Hello, main! (from WebAssembly)"
