@@ -67,26 +67,27 @@ def test_the_skill_reads_the_workspace_named_in_the_config(
     assert "The first line of todo.txt is: buy oat milk" in done.stdout
 
 
-def test_a_runaway_skill_is_a_tool_error_and_the_turn_goes_on(
+def test_runaway_and_crashing_skills_are_tool_errors_and_the_process_goes_on(
     wasm_cli: Cli, llm_emulator: LlmEmulator, guests: Callable[[str], Path]
 ) -> None:
-    folder = wasm_cli.home / "workspace" / "spin"
-    folder.mkdir()
-    shutil.copy(guests("spin"), folder / "spin.wasm")
-    (folder / "SKILL.md").write_text(
-        "---\nmode: wasm\nentry: spin.wasm\ntimeout: 0.5\n---\nSpins forever.\n"
-    )
+    for name, front_matter in [("spin", "timeout: 0.5\n"), ("memory_bomb", "memory_mb: 8\n")]:
+        folder = wasm_cli.home / "workspace" / name
+        folder.mkdir()
+        shutil.copy(guests(name), folder / "main.wasm")
+        (folder / "SKILL.md").write_text(f"---\nmode: wasm\n{front_matter}---\nMisbehaves.\n")
     llm_emulator.reply_tool_calls([("skill_spin", {})])
-    llm_emulator.reply(echo_last_tool_output)
+    llm_emulator.reply_tool_calls([("skill_memory_bomb", {})])
     llm_emulator.reply_tool_calls([("skill_hello-wasm", {})])
-    llm_emulator.reply(echo_last_tool_output)
+    llm_emulator.reply(lambda body: "\n=====\n".join(tool_outputs(body)))
 
-    done = wasm_cli("run", "-e", "spin")
+    done = wasm_cli("run", "-e", "try all three")
 
     assert done.returncode == 0, done.stderr
-    assert "skill spin ran longer than its 0.5 s time bound and was stopped" in done.stdout
-    later = wasm_cli("run", "-e", "hello")
-    assert "Hello, world! (from WebAssembly)" in later.stdout
+    spin, bomb, hello = done.stdout.strip().split("\n=====\n")
+    assert "skill spin ran longer than its 0.5 s time bound and was stopped" in spin
+    assert "skill memory_bomb crashed: wasm trap (unreachable)" in bomb
+    assert "of its 8 MB cap" in bomb
+    assert hello.strip() == "Hello, world! (from WebAssembly)"
 
 
 def test_without_the_plugin_the_skill_says_what_to_install(
