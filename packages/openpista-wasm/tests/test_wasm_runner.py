@@ -49,6 +49,23 @@ async def test_nothing_outside_the_workspace_is_visible(
     assert "secret" not in message
 
 
+async def test_symlinks_cannot_lead_out_of_the_workspace(
+    runner: WasmSkillRunner, hello: Skill, workspace: Path
+) -> None:
+    secret = workspace.parent / "secret.txt"
+    secret.write_text("the secret\n")
+    (workspace / "inside-link").symlink_to("notes.txt")
+    (workspace / "relative-escape").symlink_to("../secret.txt")
+    (workspace / "absolute-escape").symlink_to(secret)
+    inside = await runner.run(hello, {"file": "inside-link"}, 60)
+    assert inside.endswith("is: first line of the notes")
+    for link in ("relative-escape", "absolute-escape"):
+        with pytest.raises(ToolError) as failure:
+            await runner.run(hello, {"file": link}, 60)
+        assert f"Cannot read {link}: Operation not permitted" in str(failure.value)
+        assert "the secret" not in str(failure.value)
+
+
 async def test_write_attempts_are_refused(
     runner: WasmSkillRunner, guests: Guests, make_skill: MakeSkill, workspace: Path
 ) -> None:
