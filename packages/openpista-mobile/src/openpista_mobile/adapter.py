@@ -16,7 +16,6 @@ import logging
 import re
 import sys
 import uuid
-from collections import defaultdict, deque
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX = "mobile:"
-APPROVAL_COMMAND = re.compile(r"\s*/(approve|deny)\b", re.IGNORECASE)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -55,8 +53,8 @@ class MobileAdapter:
         self.server: QuicServer | None = None
         self.fingerprint = ""
         self._inbound: asyncio.Queue[ChannelEvent] | None = None
-        self._turns: dict[str, deque[ResponseStream]] = defaultdict(deque)
-        self._controls: dict[str, deque[ResponseStream]] = defaultdict(deque)
+        # The stream awaiting each request's answers, by (channel id, request id).
+        self._streams: dict[tuple[str, str], ResponseStream] = {}
 
     @property
     def port(self) -> int:
@@ -96,22 +94,17 @@ class MobileAdapter:
         server, self.server = self.server, None
         if server is not None:
             await server.close()
-        self._turns.clear()
-        self._controls.clear()
+        self._streams.clear()
 
     async def send(self, response: AgentResponse) -> None:
-        """Send ``response`` on the stream of the request it answers."""
+        """Send ``response`` on the stream of the request it answers (its ``request_id``)."""
         channel = response.channel_id
-        turns, controls = self._turns[channel], self._controls[channel]
+        key = (channel, response.request_id or "")
         progress = response.delta or response.approval is not None
-        # The gateway answers /approve and /deny without a session id; turns always have one.
-        control_reply = not progress and not response.session_id and not response.is_error
-        first, second = (controls, turns) if control_reply else (turns, controls)
-        queue = first or second
-        if not queue:
+        stream = self._streams.get(key) if progress else self._streams.pop(key, None)
+        if stream is None:
             log.warning("mobile: no request of %s awaits this answer; dropped", channel)
             return
-        stream = queue[0] if progress else queue.popleft()
         frame = {"type": "response", **response.model_dump(mode="json")}
         if not stream.send(frame, end=not progress) and not progress:
             log.info(
@@ -129,9 +122,9 @@ class MobileAdapter:
             request.stream.finish(exc.frame())
             return
         channel = channel_id(request.device_id)
-        metadata: dict[str, Any] = {"early_data": request.early}
-        if request.frame.request_id:
-            metadata["request_id"] = request.frame.request_id
+        # The gateway copies request_id onto every answer; the client's own id when it gave one.
+        request_id = request.frame.request_id or f"server-{uuid.uuid4().hex}"
+        metadata: dict[str, Any] = {"early_data": request.early, "request_id": request_id}
         event = ChannelEvent(
             channel_id=channel,
             sender=request.device_id,
@@ -139,8 +132,7 @@ class MobileAdapter:
             attachments=attachments,
             metadata=metadata,
         )
-        waiting = self._controls if APPROVAL_COMMAND.match(event.text) else self._turns
-        waiting[channel].append(request.stream)
+        self._streams[(channel, request_id)] = request.stream
         await inbound.put(event)
 
 
