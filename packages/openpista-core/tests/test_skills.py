@@ -326,10 +326,11 @@ def test_an_image_means_docker_and_main_wasm_is_an_entry(tmp_path: Path) -> None
     (boxed / "run.sh").write_text("echo hi\n")
     wasm = tmp_path / "tiny"
     wasm.mkdir()
-    (wasm / "SKILL.md").write_text("---\nname: tiny\nmode: wasm\nmemory_mb: 8\n---\nTiny.\n")
+    (wasm / "SKILL.md").write_text("---\nname: tiny\nmemory_mb: 8\n---\nTiny.\n")
     (wasm / "main.wasm").write_bytes(b"\0asm\1\0\0\0")
     found = {s.name: s for s in SkillLoader(tmp_path).discover().skills}
     assert found["boxed"].mode == "docker"
     assert found["boxed"].metadata == {"image": "busybox"}
     assert found["tiny"].entry == wasm / "main.wasm"
+    assert found["tiny"].mode == "wasm", "a .wasm entry means the WASM sandbox"
     assert found["tiny"].metadata == {"memory_mb": 8}

@@ -110,15 +110,23 @@ def load_skill(skill_file: Path) -> Skill:
     if not name:
         raise SkillProblem("`name` is empty")
     description = _text_field(front, "description", "") or _first_paragraph(body)
-    # A skill naming a container image runs in the Docker sandbox unless it says otherwise.
-    mode = _text_field(front, "mode", "docker" if front.get("image") else "subprocess")
+    entry = _entry(front, folder)
+    # Unless it says otherwise, a skill naming a container image runs in the Docker sandbox
+    # and a WebAssembly entry runs in the WASM sandbox.
+    if front.get("image"):
+        default_mode = "docker"
+    elif entry is not None and entry.suffix == ".wasm":
+        default_mode = "wasm"
+    else:
+        default_mode = "subprocess"
+    mode = _text_field(front, "mode", default_mode)
     return Skill(
         name=name,
         description=description,
         path=folder,
         body=body.strip(),
         mode=mode,
-        entry=_entry(front, folder),
+        entry=entry,
         parameters=_parameters(front),
         metadata={key: value for key, value in front.items() if key not in _KNOWN_KEYS},
     )
