@@ -1,0 +1,172 @@
+"""The local worker endpoint: HTTP on a unix socket that sandboxed workers report to.
+
+Containers have no network, so the socket's directory is bind-mounted (read-only) into each
+container at :data:`CONTAINER_DIR`. A worker sends ``POST /report`` with its
+:class:`~openpista.workers.WorkerReport` as JSON and its task secret in
+``Authorization: Bearer <token>``; the endpoint hands it to :func:`openpista.workers.worker_hub`,
+which checks the secret. Answers: 200 accepted, 400 malformed, 401 no credential,
+403 wrong/expired/revoked credential or already reported, 413 too large, 404/405 elsewhere.
+The directory also holds ``report``, a stdlib-only Python client (:mod:`openpista_docker.report`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from openpista.workers import WorkerAuthError, WorkerHub, WorkerReport
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+log = logging.getLogger(__name__)
+
+CONTAINER_DIR = "/run/openpista"
+"""Where the endpoint's directory appears inside a container."""
+SOCKET_NAME = "worker.sock"
+HELPER_NAME = "report"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def build_app(hub: WorkerHub, max_bytes: int) -> Starlette:
+    """The ASGI app of the endpoint: ``POST /report`` into ``hub``."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    def refuse(status: int, message: str) -> Response:
+        return JSONResponse({"ok": False, "error": message}, status_code=status)
+
+    async def report(request: Request) -> Response:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return refuse(401, "missing credential: send `Authorization: Bearer <task token>`")
+        try:
+            body = await _read_limited(request, max_bytes)
+        except _TooLarge:
+            return refuse(413, f"report larger than {max_bytes} bytes")
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return refuse(400, f"the report is not JSON: {exc}")
+        try:
+            parsed = WorkerReport.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'report'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            return refuse(400, f"invalid report: {problems}")
+        try:
+            grant = hub.submit(token.strip(), parsed)
+        except WorkerAuthError as exc:
+            log.warning("worker report refused for task %s: %s", parsed.task_id[:32], exc)
+            return refuse(403, f"report refused: {exc}")
+        log.info("worker report accepted for task %s (session %s)", grant.task_id, grant.session_id)
+        return JSONResponse({"ok": True, "task_id": grant.task_id})
+
+    return Starlette(routes=[Route("/report", report, methods=["POST"])])
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class WorkerEndpoint:
+    """uvicorn serving :func:`build_app` on a unix socket, in the running event loop."""
+
+    def __init__(self, hub: WorkerHub, max_bytes: int, socket_path: Path | None = None) -> None:
+        self.hub = hub
+        self.max_bytes = max_bytes
+        self._own_dir = socket_path is None
+        self.directory = (
+            socket_path.expanduser().parent
+            if socket_path is not None
+            else Path(tempfile.mkdtemp(prefix="openpista-docker-"))
+        )
+        self.socket_path = socket_path.expanduser() if socket_path else self.directory / SOCKET_NAME
+        self._server: object | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the server accepts reports."""
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Create the socket (and the helper next to it) and serve until :meth:`stop`."""
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            # The daemon owns SIGINT and SIGTERM, not uvicorn.
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Workers run as another user: they must reach the socket; the token guards it.
+        self.directory.chmod(0o755)
+        self._install_helper()
+        self.socket_path.unlink(missing_ok=True)
+        config = uvicorn.Config(
+            build_app(self.hub, self.max_bytes),
+            uds=str(self.socket_path),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        server = _Server(config)
+        self._server = server
+        self._task = asyncio.create_task(server.serve(), name="openpista-docker-endpoint")
+        while not server.started:
+            if self._task.done():
+                error = None if self._task.cancelled() else self._task.exception()
+                raise RuntimeError(f"the worker endpoint could not start: {error or 'exited'}")
+            await asyncio.sleep(0.01)
+        log.info("worker endpoint listens on %s", self.socket_path)
+
+    def _install_helper(self) -> None:
+        helper = self.directory / HELPER_NAME
+        shutil.copyfile(Path(__file__).with_name("report.py"), helper)
+        helper.chmod(0o755)
+
+    async def stop(self) -> None:
+        """Stop serving and remove the socket (and the directory if it was made here)."""
+        server, task = self._server, self._task
+        self._server = self._task = None
+        if server is not None:
+            server.should_exit = True  # type: ignore[attr-defined]
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 5)
+            except (TimeoutError, Exception):
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self.socket_path.unlink(missing_ok=True)
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)

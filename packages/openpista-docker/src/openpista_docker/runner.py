@@ -1,0 +1,99 @@
+"""The ``docker`` skill runner: a skill's entry runs in a fresh container of its ``image:``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from openpista.skills.base import Skill
+from openpista.tools.base import ToolError
+from openpista.tools.context import current_turn
+from openpista_docker.render import check_memory, files_section, report_section
+from openpista_docker.sandbox import DockerSandbox, Mount, TaskSpec
+from openpista_docker.settings import limits_for_skill
+
+SKILL_DIR = "/skill"
+MAX_ARGUMENT_BYTES = 100_000
+"""The JSON arguments travel as one command-line argument (capped at 128 KiB by Linux)."""
+_STDERR_SHOWN_CHARS = 2_000
+
+
+class DockerSkillRunner:
+    """Runs ``mode: docker`` skills (and skills naming an ``image:``).
+
+    The skill folder is mounted read-only at ``/skill``; ``run.sh`` runs with ``sh``,
+    ``main.py`` with ``python3``, any other entry directly, with the arguments as one JSON
+    object in the first command-line argument. The front matter may set every limit of
+    ``[tools.docker]`` (``image``, ``timeout``, ``memory_mb``, ``cpus``, ``pids_limit``,
+    ``network``, ``user``, ``read_only_root``, ``tmpfs_mb``, ``workspace``); ``timeout`` is
+    cut to the ``[skills] timeout``. Stdout is the result.
+    """
+
+    def __init__(self, sandbox: DockerSandbox) -> None:
+        self.sandbox = sandbox
+
+    # ``timeout`` belongs to the SkillRunner contract; the sandbox enforces it.
+    async def run(self, skill: Skill, arguments: dict[str, Any], timeout: float) -> str:  # noqa: ASYNC109
+        """Run ``skill`` in a container; a failure, OOM or timeout raises :class:`ToolError`."""
+        if skill.entry is None:
+            raise ToolError(f"skill {skill.name} has no run.sh or main.py to run")
+        limits = limits_for_skill(skill, self.sandbox.settings)
+        limits = limits.model_copy(update={"timeout": min(limits.timeout, timeout)})
+        payload = json.dumps(arguments, ensure_ascii=False)
+        if len(payload.encode()) > MAX_ARGUMENT_BYTES:
+            raise ToolError(
+                f"skill {skill.name}: the arguments are larger than {MAX_ARGUMENT_BYTES:,} bytes; "
+                "pass a file of the workspace instead"
+            )
+        relative = skill.entry.resolve().relative_to(skill.path.resolve()).as_posix()
+        container_entry = f"{SKILL_DIR}/{relative}"
+        spec = TaskSpec(
+            argv=[*_interpreter(skill.entry.suffix, "sh", "python3"), container_entry, payload],
+            limits=limits,
+            env={"OPENPISTA_SKILL_DIR": SKILL_DIR},
+            mounts=(Mount(skill.path.resolve(), SKILL_DIR),),
+            host_argv=[
+                *_interpreter(skill.entry.suffix, "bash", sys.executable),
+                str(skill.entry),
+                payload,
+            ],
+            host_cwd=skill.path,
+            host_env={"OPENPISTA_SKILL_DIR": str(skill.path)},
+        )
+        turn = current_turn()
+        result = await self.sandbox.run(
+            spec,
+            turn.session_id if turn else f"skill.{skill.name}",
+            turn.channel_id if turn else "",
+        )
+        max_chars = self.sandbox.settings.max_output_chars
+        check_memory(result, limits, max_chars)
+        process = result.process
+        stderr = process.stderr.clipped(_STDERR_SHOWN_CHARS).render().strip()
+        if process.timed_out:
+            raise ToolError(
+                f"skill {skill.name} timed out after {limits.timeout:g} s and was killed"
+                + (f"; stderr:\n{stderr}" if stderr else "")
+            )
+        if process.exit_code != 0:
+            raise ToolError(
+                f"skill {skill.name} failed with exit code {process.exit_code}"
+                + (f"; stderr:\n{stderr}" if stderr else " (nothing on stderr)")
+            )
+        parts = [*result.warnings, process.stdout.render().strip() or "(the skill printed nothing)"]
+        files = files_section(result)
+        if files:
+            parts.append(files)
+        report = report_section(result)
+        if report:
+            parts.append(report)
+        return "\n".join(parts)
+
+
+def _interpreter(suffix: str, shell: str, python: str) -> list[str]:
+    if suffix == ".sh":
+        return [shell]
+    if suffix == ".py":
+        return [python]
+    return []

@@ -1,0 +1,524 @@
+"""One task, one fresh container: create, credential, run, collect, destroy, revoke.
+
+:class:`DockerSandbox` talks to the Docker Engine through the ``docker`` SDK (never the
+``docker`` CLI). Every task gets a new container, labelled ``openpista.task=<id>`` and
+``openpista.owner=<pid>@<host>``, limited as :class:`~openpista_docker.settings.SandboxLimits`
+says, with the task's credential from :func:`openpista.workers.worker_hub` in its environment.
+The container is removed and the credential revoked when the task ends, whatever the outcome.
+When no engine answers, the task runs as a host subprocess (``fallback = "subprocess"``, with
+a warning) or is refused (``fallback = "refuse"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import logging
+import mimetypes
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from openpista.models import Attachment
+from openpista.tools.base import ToolError
+from openpista.tools.process import ProcessResult, _StreamCapture, run_process
+from openpista.workers import WorkerHub, WorkerReport, worker_hub
+from openpista_docker.endpoint import CONTAINER_DIR, WorkerEndpoint
+from openpista_docker.settings import DockerSettings, SandboxLimits
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+log = logging.getLogger(__name__)
+
+TASK_LABEL = "openpista.task"
+OWNER_LABEL = "openpista.owner"
+OUT_DIR = "/out"
+WORKSPACE_DIR = "/workspace"
+_REPORT_GRACE = 60.0
+"""Seconds a credential outlives the time limit (it is revoked at the end anyway)."""
+
+
+class DockerUnavailable(Exception):
+    """No Docker engine answers at the configured address."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path shown inside the container."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What to run: ``argv`` in the container, ``host_argv`` when it falls back to the host."""
+
+    argv: list[str]
+    limits: SandboxLimits
+    workdir: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    host_argv: list[str] | None = None
+    host_cwd: Path | None = None
+    host_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A file the task left in ``/out``; ``attachment`` is ``None`` when only listed."""
+
+    name: str
+    size: int
+    attachment: Attachment | None = None
+
+
+@dataclass
+class TaskResult:
+    """How a task ended: its process result, files, worker report and warnings."""
+
+    task_id: str
+    mode: Literal["docker", "subprocess"]
+    process: ProcessResult
+    oom_killed: bool = False
+    files: list[OutputFile] = field(default_factory=list)
+    files_omitted: int = 0
+    report: WorkerReport | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def owner_label() -> str:
+    """This process, as written in the ``openpista.owner`` label."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+class DockerSandbox:
+    """Runs tasks in fresh containers of one Docker engine (shared by tool and skill runner)."""
+
+    def __init__(
+        self, settings: DockerSettings, workspace: Path, hub: WorkerHub | None = None
+    ) -> None:
+        self.settings = settings
+        self.workspace = workspace
+        self.hub = hub or worker_hub()
+        self._client: docker.DockerClient | None = None
+        self._endpoint: WorkerEndpoint | None = None
+        self._endpoint_lock: asyncio.Lock | None = None
+        self._running: set[str] = set()
+
+    # -- the engine ---------------------------------------------------------------------
+
+    def _connect(self) -> docker.DockerClient:
+        import docker
+        import requests
+
+        if self._client is not None:
+            return self._client
+        where = self.settings.docker_host or os.environ.get("DOCKER_HOST") or "the default socket"
+        try:
+            if self.settings.docker_host:
+                client = docker.DockerClient(base_url=self.settings.docker_host, timeout=60)
+            else:
+                client = docker.from_env(timeout=60)
+            client.ping()
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            raise DockerUnavailable(f"no Docker engine answers at {where}: {exc}") from None
+        self._client = client
+        return client
+
+    async def endpoint(self) -> WorkerEndpoint:
+        """The worker endpoint, started on first use."""
+        if self._endpoint_lock is None:
+            self._endpoint_lock = asyncio.Lock()
+        async with self._endpoint_lock:
+            if self._endpoint is None or not self._endpoint.running:
+                endpoint = WorkerEndpoint(
+                    self.hub, self.settings.max_report_bytes, self.settings.report_socket
+                )
+                await endpoint.start()
+                self._endpoint = endpoint
+            return self._endpoint
+
+    async def close(self) -> None:
+        """Stop the endpoint and close the engine connection."""
+        if self._endpoint is not None:
+            await self._endpoint.stop()
+            self._endpoint = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- one task ----------------------------------------------------------------------
+
+    async def run(self, spec: TaskSpec, session_id: str, channel_id: str = "") -> TaskResult:
+        """Run ``spec`` as one task of ``session_id``; raises :class:`ToolError` when it
+        cannot run (image missing, daemon absent with ``fallback = "refuse"``)."""
+        grant = self.hub.open_task(session_id, channel_id, ttl=spec.limits.timeout + _REPORT_GRACE)
+        self._running.add(grant.task_id)
+        try:
+            try:
+                client = await asyncio.to_thread(self._connect)
+            except DockerUnavailable as exc:
+                if self.settings.fallback == "refuse":
+                    raise ToolError(
+                        f'{exc}; the task did not run ([tools.docker] fallback = "refuse")'
+                    ) from None
+                warning = (
+                    f"WARNING: {exc}. The task ran WITHOUT the Docker sandbox, as a plain "
+                    "subprocess on the host (no isolation, no CPU/memory/network limits; "
+                    'set [tools.docker] fallback = "refuse" to refuse instead)'
+                )
+                log.warning("%s", warning)
+                result = await self._run_subprocess(spec, grant.task_id, grant.token)
+                result.warnings.insert(0, warning)
+            else:
+                result = await self._run_container(client, spec, grant.task_id, grant.token)
+            result.report = await self._report(grant.task_id)
+            return result
+        finally:
+            self.hub.revoke(grant.task_id)
+            self._running.discard(grant.task_id)
+
+    async def _report(self, task_id: str) -> WorkerReport | None:
+        try:
+            return await self.hub.wait(task_id, timeout=0)
+        except (TimeoutError, KeyError, asyncio.CancelledError):
+            return None
+
+    def _worker_env(self, task_id: str, token: str, socket_path: str, out: str) -> dict[str, str]:
+        return {
+            "OPENPISTA_TASK_ID": task_id,
+            "OPENPISTA_TASK_TOKEN": token,
+            "OPENPISTA_REPORT_SOCKET": socket_path,
+            "OPENPISTA_OUT": out,
+        }
+
+    async def _run_container(
+        self, client: docker.DockerClient, spec: TaskSpec, task_id: str, token: str
+    ) -> TaskResult:
+        endpoint = await self.endpoint()
+        out_dir = _make_out_dir()
+        try:
+            options = self._create_options(spec, task_id, token, endpoint, out_dir)
+            warnings: list[str] = []
+            container = await asyncio.to_thread(self._create, client, spec.limits, options)
+            try:
+                try:
+                    await asyncio.to_thread(container.start)
+                except Exception as exc:
+                    if not (spec.limits.read_only_root and "read-only" in str(exc)):
+                        raise ToolError(f"the container did not start: {exc}") from None
+                    await asyncio.to_thread(container.remove, force=True)
+                    options["read_only"] = False
+                    container = await asyncio.to_thread(self._create, client, spec.limits, options)
+                    await asyncio.to_thread(container.start)
+                    warnings.append(
+                        f"image {spec.limits.image} cannot run with a read-only root file "
+                        "system; it ran with a writable one"
+                    )
+                status = await asyncio.to_thread(self._wait, container, spec.limits.timeout)
+                return await asyncio.to_thread(self._collect, container, task_id, status, warnings)
+            finally:
+                await asyncio.shield(asyncio.to_thread(self._remove, container))
+        finally:
+            _remove_out_dir(out_dir)
+
+    def _create_options(
+        self, spec: TaskSpec, task_id: str, token: str, endpoint: WorkerEndpoint, out_dir: Path
+    ) -> dict[str, Any]:
+        from docker.types import Mount as DockerMount
+
+        limits = spec.limits
+        mounts = [
+            DockerMount(OUT_DIR, str(out_dir), type="bind"),
+            DockerMount(CONTAINER_DIR, str(endpoint.directory), type="bind", read_only=True),
+        ]
+        if limits.workspace != "none" and self.workspace.is_dir():
+            mounts.append(
+                DockerMount(
+                    WORKSPACE_DIR,
+                    str(self.workspace.resolve()),
+                    type="bind",
+                    read_only=limits.workspace == "ro",
+                )
+            )
+        for extra in spec.mounts:
+            mounts.append(
+                DockerMount(extra.target, str(extra.source), type="bind", read_only=extra.read_only)
+            )
+        socket_path = f"{CONTAINER_DIR}/{endpoint.socket_path.name}"
+        env = {"HOME": "/tmp", **spec.env, **self._worker_env(task_id, token, socket_path, OUT_DIR)}
+        memory = f"{limits.memory_mb}m"
+        return {
+            "command": spec.argv,
+            "user": limits.user,
+            "working_dir": spec.workdir
+            or (WORKSPACE_DIR if limits.workspace != "none" else "/tmp"),
+            "environment": env,
+            "labels": {TASK_LABEL: task_id, OWNER_LABEL: owner_label()},
+            "network_mode": limits.network,
+            "mem_limit": memory,
+            "memswap_limit": memory,
+            "nano_cpus": int(limits.cpus * 1e9),
+            "pids_limit": limits.pids_limit,
+            "read_only": limits.read_only_root,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "tmpfs": {"/tmp": f"rw,size={limits.tmpfs_mb}m"},
+            "mounts": mounts,
+            "stop_signal": "SIGKILL",
+        }
+
+    def _create(
+        self, client: docker.DockerClient, limits: SandboxLimits, options: dict[str, Any]
+    ) -> Container:
+        import docker
+
+        try:
+            return client.containers.create(limits.image, **options)
+        except docker.errors.ImageNotFound:
+            if not self.settings.pull:
+                raise ToolError(
+                    f"image {limits.image} is not on the Docker engine and [tools.docker] "
+                    "pull = false; build or import it first (see docs/sandbox.md)"
+                ) from None
+        except docker.errors.APIError as exc:
+            raise ToolError(f"cannot create the container: {exc.explanation or exc}") from None
+        try:
+            client.images.pull(limits.image)
+        except docker.errors.DockerException as exc:
+            raise ToolError(
+                f"image {limits.image} is not on the Docker engine and cannot be pulled "
+                f"({exc}); build or import it first (see docs/sandbox.md)"
+            ) from None
+        return client.containers.create(limits.image, **options)
+
+    def _wait(self, container: Container, timeout: float) -> int | None:
+        """The exit code, or ``None`` when the time limit killed the container."""
+        import docker
+        import requests
+
+        try:
+            return int(container.wait(timeout=timeout)["StatusCode"])
+        except requests.RequestException:
+            pass
+        with contextlib.suppress(docker.errors.APIError):
+            container.kill()
+        with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+            container.wait(timeout=30)
+        return None
+
+    def _collect(
+        self, container: Container, task_id: str, status: int | None, warnings: list[str]
+    ) -> TaskResult:
+        max_chars = self.settings.max_output_chars
+        out, err = _StreamCapture(max_chars), _StreamCapture(max_chars)
+        for capture, which in ((out, "stdout"), (err, "stderr")):
+            for chunk in container.logs(
+                stdout=which == "stdout", stderr=which == "stderr", stream=True
+            ):
+                capture.feed(chunk)
+        container.reload()
+        state = container.attrs.get("State", {})
+        process = ProcessResult(
+            exit_code=status if status is not None else state.get("ExitCode"),
+            stdout=out.result(),
+            stderr=err.result(),
+            timed_out=status is None,
+        )
+        files = self._files_from_archive(container)
+        return TaskResult(
+            task_id=task_id,
+            mode="docker",
+            process=process,
+            oom_killed=bool(state.get("OOMKilled")),
+            files=files.files,
+            files_omitted=files.omitted,
+            warnings=warnings,
+        )
+
+    def _files_from_archive(self, container: Container) -> _FileCollector:
+        import docker
+
+        collector = _FileCollector(self.settings.max_files, self.settings.max_attachment_bytes)
+        try:
+            chunks, _ = container.get_archive(f"{OUT_DIR}/.")
+        except docker.errors.NotFound:
+            return collector
+        with tarfile.open(fileobj=_ChunkReader(iter(chunks)), mode="r|") as tar:
+            for member in tar:
+                if member.isfile():
+                    name = member.name.removeprefix("./")
+                    collector.add(name, member.size, partial(_read_member, tar, member))
+        return collector
+
+    def _remove(self, container: Container) -> None:
+        import docker
+        import requests
+
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            log.warning("could not remove container %s: %s", container.short_id, exc)
+
+    # -- without Docker ------------------------------------------------------------------
+
+    async def _run_subprocess(self, spec: TaskSpec, task_id: str, token: str) -> TaskResult:
+        endpoint = await self.endpoint()
+        out_dir = _make_out_dir()
+        try:
+            env = {
+                **os.environ,
+                **spec.env,
+                **spec.host_env,
+                **self._worker_env(task_id, token, str(endpoint.socket_path), str(out_dir)),
+            }
+            cwd = spec.host_cwd or (self.workspace if self.workspace.is_dir() else None)
+            try:
+                process = await run_process(
+                    spec.host_argv or spec.argv,
+                    cwd=cwd,
+                    env=env,
+                    timeout=spec.limits.timeout,
+                    max_chars=self.settings.max_output_chars,
+                )
+            except OSError as exc:
+                raise ToolError(f"cannot start the task: {exc.strerror or exc}") from None
+            collector = await asyncio.to_thread(self._files_from_dir, out_dir)
+            return TaskResult(
+                task_id=task_id,
+                mode="subprocess",
+                process=process,
+                files=collector.files,
+                files_omitted=collector.omitted,
+            )
+        finally:
+            _remove_out_dir(out_dir)
+
+    def _files_from_dir(self, out_dir: Path) -> _FileCollector:
+        collector = _FileCollector(self.settings.max_files, self.settings.max_attachment_bytes)
+        for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+            collector.add(str(path.relative_to(out_dir)), path.stat().st_size, path.read_bytes)
+        return collector
+
+    # -- leaks -------------------------------------------------------------------------
+
+    async def remove_orphans(self) -> list[str]:
+        """Remove containers left by a crashed openpista on this host; their names.
+
+        A labelled container is kept when it belongs to a running task of this process,
+        to another live openpista process, or to another host.
+        """
+        try:
+            client = await asyncio.to_thread(self._connect)
+        except DockerUnavailable as exc:
+            log.info("orphan clean-up skipped: %s", exc)
+            return []
+        return await asyncio.to_thread(self._remove_orphans, client)
+
+    def _remove_orphans(self, client: docker.DockerClient) -> list[str]:
+        removed = []
+        host = socket.gethostname()
+        for container in client.containers.list(all=True, filters={"label": TASK_LABEL}):
+            labels = container.labels or {}
+            pid_text, _, owner_host = labels.get(OWNER_LABEL, "").partition("@")
+            if owner_host and owner_host != host:
+                continue
+            pid = int(pid_text) if pid_text.isdigit() else 0
+            if pid == os.getpid():
+                if labels.get(TASK_LABEL) in self._running:
+                    continue
+            elif pid and _alive(pid):
+                continue
+            self._remove(container)
+            removed.append(container.name or container.short_id)
+            log.warning(
+                "removed orphan container %s (task %s)", container.name, labels.get(TASK_LABEL)
+            )
+        return removed
+
+
+def _make_out_dir() -> Path:
+    """A fresh host directory for ``/out``, writable by the worker's (other) user, inside a
+    private (0700) directory that :func:`_remove_out_dir` deletes."""
+    out_dir = Path(tempfile.mkdtemp(prefix="openpista-out-")) / "out"
+    out_dir.mkdir()
+    out_dir.chmod(0o777)
+    return out_dir
+
+
+def _remove_out_dir(out_dir: Path) -> None:
+    shutil.rmtree(out_dir.parent, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _FileCollector:
+    """Lists the first ``max_files`` files, attached while they fit in ``max_bytes``."""
+
+    def __init__(self, max_files: int, max_bytes: int) -> None:
+        self.max_files = max_files
+        self.budget = max_bytes
+        self.files: list[OutputFile] = []
+        self.omitted = 0
+
+    def add(self, name: str, size: int, read: Callable[[], bytes]) -> None:
+        if len(self.files) >= self.max_files:
+            self.omitted += 1
+            return
+        attachment = None
+        if size <= self.budget:
+            self.budget -= size
+            mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            data = base64.b64encode(read()).decode()
+            attachment = Attachment(name=name, mime_type=mime, data=data)
+        self.files.append(OutputFile(name, size, attachment))
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    handle = tar.extractfile(member)
+    return handle.read() if handle is not None else b""
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over the byte chunks the SDK streams (``get_archive``)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size

@@ -1,0 +1,84 @@
+"""Options of the Docker sandbox: ``[tools.docker]``, overridden per skill in ``SKILL.md``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from openpista.config import ConfigError
+from openpista.tools.base import ToolError
+
+if TYPE_CHECKING:
+    from openpista.config import Settings
+    from openpista.skills.base import Skill
+
+DEFAULT_IMAGE = "debian:bookworm-slim"
+
+
+class SandboxLimits(BaseModel):
+    """What one container gets; every field may also be set in a skill's front matter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(default=DEFAULT_IMAGE, min_length=1)
+    timeout: float = Field(default=60.0, gt=0)
+    cpus: float = Field(default=1.0, gt=0)
+    memory_mb: int = Field(default=512, ge=6)
+    pids_limit: int = Field(default=256, ge=1)
+    network: str = "none"
+    user: str = "65534:65534"
+    read_only_root: bool = True
+    tmpfs_mb: int = Field(default=64, ge=1)
+    workspace: Literal["ro", "rw", "none"] = "ro"
+
+
+class DockerSettings(SandboxLimits):
+    """``[tools.docker]``: the ``container.run`` tool and the runner of ``mode: docker`` skills."""
+
+    enabled: bool = True
+    docker_host: str | None = None
+    fallback: Literal["subprocess", "refuse"] = "subprocess"
+    pull: bool = True
+    max_output_chars: int = Field(default=10_000, ge=100)
+    max_files: int = Field(default=20, ge=0)
+    max_attachment_bytes: int = Field(default=5_000_000, ge=0)
+    max_report_bytes: int = Field(default=8_000_000, ge=1024)
+    report_socket: Path | None = None
+    stop_grace: float = Field(default=1.0, ge=0)
+
+    @classmethod
+    def from_config(cls, config: Settings) -> DockerSettings:
+        """Validate ``[tools.docker]``; a bad value raises :class:`ConfigError` naming it."""
+        table: Any = (config.tools.model_extra or {}).get("docker") or {}
+        if not isinstance(table, dict):
+            raise ConfigError("[tools.docker] must be a table")
+        try:
+            return cls.model_validate(table)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid [tools.docker] configuration: {_problems(exc)}") from None
+
+    def limits(self) -> SandboxLimits:
+        """The defaults every container starts from."""
+        return SandboxLimits.model_validate(
+            self.model_dump(include=set(SandboxLimits.model_fields))
+        )
+
+
+def limits_for_skill(skill: Skill, settings: DockerSettings) -> SandboxLimits:
+    """The limits of ``skill``: its front matter's keys (``image``, ``memory_mb``...) over the
+    ``[tools.docker]`` defaults. A bad value raises :class:`ToolError` naming the key."""
+    overrides = {k: v for k, v in skill.metadata.items() if k in SandboxLimits.model_fields}
+    try:
+        return SandboxLimits.model_validate({**settings.limits().model_dump(), **overrides})
+    except ValidationError as exc:
+        raise ToolError(
+            f"skill {skill.name}: invalid SKILL.md front matter: {_problems(exc)}"
+        ) from None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )

@@ -1,0 +1,78 @@
+"""The ``container.run`` tool: run a command in a fresh, isolated container."""
+
+# No ``from __future__ import annotations``: the tool's annotations are evaluated by the
+# ``@tool`` decorator and refer to names of the factory.
+
+from typing import Annotated
+
+from pydantic import Field
+
+from openpista.tools.base import Tool, ToolError, ToolOutput
+from openpista.tools.context import current_turn
+from openpista.tools.registry import tool
+from openpista_docker.render import attachments, check_memory, render
+from openpista_docker.sandbox import OUT_DIR, WORKSPACE_DIR, DockerSandbox, TaskSpec
+
+NAME = "container.run"
+DESCRIPTION = (
+    "Run a shell command (`sh -c`) in a fresh, isolated Docker container that is destroyed "
+    "afterwards: use it for heavy or risky work. The container has no network, sees the "
+    f"workspace read-only at {WORKSPACE_DIR}, runs as an unprivileged user with CPU, memory, "
+    f"process and time limits, and can write to /tmp and {OUT_DIR}. Returns the exit code, "
+    f"stdout and stderr (long output is cut in the middle) and the files left in {OUT_DIR} "
+    "(attached). Default image: {image}; default time limit: {timeout:g} s."
+)
+
+
+def make_container_run_tool(sandbox: DockerSandbox) -> Tool:
+    """Build ``container.run`` on ``sandbox`` (its settings give the defaults)."""
+    settings = sandbox.settings
+
+    @tool(NAME, description=DESCRIPTION.format(image=settings.image, timeout=settings.timeout))
+    async def container_run(
+        command: Annotated[str, Field(description="The shell command line to run.")],
+        image: Annotated[
+            str | None, Field(min_length=1, description="Container image (default: configured).")
+        ] = None,
+        # The LLM-facing argument; the sandbox kills the container when it expires.
+        timeout: Annotated[  # noqa: ASYNC109
+            float | None, Field(gt=0, description="Seconds before the container is killed.")
+        ] = None,
+        workdir: Annotated[
+            str | None,
+            Field(description=f"Working directory inside the container (default {WORKSPACE_DIR})."),
+        ] = None,
+        env: Annotated[
+            dict[str, str] | None, Field(description="Extra environment variables.")
+        ] = None,
+    ) -> ToolOutput:
+        if not command.strip():
+            raise ToolError("command is empty")
+        if workdir is not None and not workdir.startswith("/"):
+            raise ToolError(
+                f"workdir must be an absolute path inside the container, not {workdir!r}"
+            )
+        overrides: dict[str, object] = {}
+        if image is not None:
+            overrides["image"] = image
+        if timeout is not None:
+            overrides["timeout"] = timeout
+        limits = settings.limits().model_copy(update=overrides)
+        spec = TaskSpec(
+            argv=["/bin/sh", "-c", command],
+            limits=limits,
+            workdir=workdir,
+            env=dict(env or {}),
+            host_argv=["/bin/sh", "-c", command],
+        )
+        turn = current_turn()
+        result = await sandbox.run(
+            spec, turn.session_id if turn else "container.run", turn.channel_id if turn else ""
+        )
+        check_memory(result, limits, settings.max_output_chars)
+        return ToolOutput(
+            text=render(result, limits, settings.max_output_chars),
+            attachments=attachments(result),
+        )
+
+    return container_run
