@@ -73,7 +73,8 @@ async def test_the_memory_limit_is_enforced(
     assert result.is_error
     assert "the container ran out of memory (limit 32 MB) and was killed" in result.output
     small = await call(sandbox, command="dd if=/dev/zero of=/dev/null bs=4M count=1 && echo fine")
-    assert not small.is_error and "fine" in small.output
+    assert not small.is_error
+    assert "fine" in small.output
     assert labelled(client) == []
 
 
@@ -91,7 +92,8 @@ async def test_the_workspace_is_readable_but_not_writable(
     )
     assert "buy oat milk\n/workspace" in result.output
     assert "Read-only file system" in result.output
-    assert sorted(p.name for p in workspace.iterdir()) == ["notes.txt"]
+    assert not (workspace / "new.txt").exists()
+    assert (workspace / "notes.txt").exists()
 
 
 async def test_the_worker_is_unprivileged_and_the_root_is_read_only(
@@ -117,7 +119,8 @@ async def test_arguments_image_workdir_and_env(
     assert missing.is_error
     assert "image openpista-no-such-image:1 is not on the Docker engine" in missing.output
     relative = await call(sandbox, command="true", workdir="tmp")
-    assert relative.is_error and "absolute" in relative.output
+    assert relative.is_error
+    assert "absolute" in relative.output
 
 
 async def test_the_credential_is_injected_and_revoked_when_the_task_ends(
@@ -166,4 +169,4 @@ async def test_refuse_instead_of_falling_back(
     sandbox = make_sandbox(docker_host=f"unix://{tmp_path}/no-docker.sock", fallback="refuse")
     result = await call(sandbox, command="touch /tmp/should-not-run")
     assert result.is_error
-    assert "the task did not run ([tools.docker] fallback = \"refuse\")" in result.output
+    assert 'the task did not run ([tools.docker] fallback = "refuse")' in result.output

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 BUSYBOX = Path("/bin/busybox")
 BASE_IMAGE = "openpista-test-busybox:latest"
+PYTHON_IMAGE = "openpista-test-python:latest"
 _START_SECONDS = 30.0
 _STOP_SECONDS = 20.0
 _PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"
@@ -173,8 +174,9 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
-def busybox_rootfs() -> bytes:
-    """A tarball of a minimal root file system: busybox, its applet links, passwd, /tmp."""
+def busybox_rootfs(with_python: bool = False) -> bytes:
+    """A tarball of a minimal root file system: busybox, its applet links, passwd, /tmp;
+    ``with_python`` adds the host's Debian ``python3`` (binary, libraries, standard library)."""
     if not BUSYBOX.is_file():
         raise DockerdError(f"{BUSYBOX} is missing (Debian package busybox-static)")
     listing = subprocess.run(
@@ -197,7 +199,33 @@ def busybox_rootfs() -> bytes:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
+        if with_python:
+            _add_python(tar)
     return buffer.getvalue()
+
+
+_PYTHON = Path("/usr/bin/python3.11")
+_PYTHON_SKIPPED = frozenset(
+    {"test", "idlelib", "tkinter", "ensurepip", "lib2to3", "dist-packages", "site-packages"}
+)
+
+
+def _add_python(tar: tarfile.TarFile) -> None:
+    if not _PYTHON.is_file():
+        raise DockerdError(f"{_PYTHON} is missing (Debian package python3.11-minimal)")
+    libraries = subprocess.run(["ldd", str(_PYTHON)], capture_output=True, text=True, check=True)
+    for line in libraries.stdout.splitlines():
+        path = line.split("=>")[-1].split("(")[0].strip()
+        if path.startswith("/"):
+            tar.add(os.path.realpath(path), path.lstrip("/"))
+    tar.add(str(_PYTHON), "usr/bin/python3")
+    stdlib = _PYTHON.parent.parent / "lib" / "python3.11"
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        parts = set(Path(info.name).parts)
+        return None if parts & _PYTHON_SKIPPED or "__pycache__" in parts else info
+
+    tar.add(str(stdlib), str(stdlib).lstrip("/"), filter=keep)
 
 
 _DIRECTORIES = (
@@ -212,10 +240,14 @@ _DIRECTORIES = (
 )
 
 
-def import_busybox_image(client: docker.DockerClient, tag: str = BASE_IMAGE) -> str:
-    """``docker import`` the busybox rootfs as ``tag`` and return the tag."""
+def import_busybox_image(
+    client: docker.DockerClient, tag: str = BASE_IMAGE, with_python: bool = False
+) -> str:
+    """``docker import`` the busybox rootfs (see :func:`busybox_rootfs`) as ``tag``."""
     repository, _, version = tag.partition(":")
-    client.api.import_image_from_data(busybox_rootfs(), repository=repository, tag=version or None)
+    client.api.import_image_from_data(
+        busybox_rootfs(with_python), repository=repository, tag=version or None
+    )
     return tag
 
 

@@ -1,0 +1,185 @@
+"""Worker reports: the unix-socket endpoint, the ``report`` helper, inside and outside Docker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from openpista.models import ToolResult
+from openpista.workers import WorkerHub
+from openpista_docker.endpoint import WorkerEndpoint
+from openpista_docker.sandbox import DockerSandbox
+from openpista_docker.testing import PYTHON_IMAGE, PrivateDockerd, import_busybox_image
+
+Call = Callable[..., Awaitable[ToolResult]]
+
+
+@pytest.fixture(scope="session")
+def python_image(engine: PrivateDockerd) -> str:
+    """busybox plus the host's python3: an image that can run the ``report`` helper."""
+    client = engine.client()
+    try:
+        return import_busybox_image(client, PYTHON_IMAGE, with_python=True)
+    finally:
+        client.close()
+
+
+def uds_client(socket_path: Path) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(uds=str(socket_path)), base_url="http://worker"
+    )
+
+
+async def test_a_worker_reports_from_inside_its_container(
+    make_sandbox: Callable[..., DockerSandbox], call: Call, python_image: str
+) -> None:
+    sandbox = make_sandbox(image=python_image)
+    result = await call(
+        sandbox,
+        command="echo 42 > /tmp/answer.txt;"
+        " python3 /run/openpista/report --exit-code 0 --file /tmp/answer.txt 'the answer is 42'",
+    )
+    assert result.output.startswith("exit code: 0\n--- stdout ---\n")
+    assert '"ok":true' in result.output
+    assert "--- worker report (status ok, exit code 0) ---\nthe answer is 42" in result.output
+    [answer] = result.attachments
+    assert answer.name == "answer.txt"
+    assert answer.mime_type == "text/plain"
+
+
+async def test_a_report_with_a_wrong_token_is_refused_inside_the_container(
+    make_sandbox: Callable[..., DockerSandbox], call: Call, python_image: str
+) -> None:
+    sandbox = make_sandbox(image=python_image)
+    result = await call(
+        sandbox, command="OPENPISTA_TASK_TOKEN=forged python3 /run/openpista/report 'fake'"
+    )
+    assert result.output.startswith("exit code: 1\n")
+    assert "report refused: unknown task or wrong credential" in result.output
+    assert "worker report" not in result.output
+
+
+async def test_a_report_after_the_task_ended_is_refused(sandbox: DockerSandbox, call: Call) -> None:
+    result = await call(sandbox, command="echo $OPENPISTA_TASK_ID $OPENPISTA_TASK_TOKEN")
+    task_id, token = result.output.split("--- stdout ---\n")[1].split()[:2]
+    endpoint = await sandbox.endpoint()
+    async with uds_client(endpoint.socket_path) as client:
+        late = await client.post(
+            "/report",
+            json={"task_id": task_id, "output": "late"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert late.status_code == 403
+    assert late.json() == {"ok": False, "error": "report refused: unknown task or wrong credential"}
+
+
+async def test_the_subprocess_fallback_reports_through_the_same_endpoint(
+    make_sandbox: Callable[..., DockerSandbox], call: Call, tmp_path: Path
+) -> None:
+    sandbox = make_sandbox(docker_host=f"unix://{tmp_path}/none.sock")
+    result = await call(
+        sandbox,
+        command='python3 "$(dirname "$OPENPISTA_REPORT_SOCKET")/report" --status error - <<EOF\n'
+        "half done\nEOF",
+    )
+    assert result.output.startswith("WARNING: no Docker engine answers")
+    assert "--- worker report (status error) ---\nhalf done" in result.output
+
+
+@pytest.fixture
+async def endpoint(tmp_path: Path) -> AsyncIterator[WorkerEndpoint]:
+    served = WorkerEndpoint(WorkerHub(), max_bytes=4096, socket_path=tmp_path / "w.sock")
+    await served.start()
+    yield served
+    await served.stop()
+
+
+async def test_the_endpoint_accepts_one_authenticated_report(endpoint: WorkerEndpoint) -> None:
+    grant = endpoint.hub.open_task("session-1", "cli:local")
+    report = {"task_id": grant.task_id, "output": "done", "exit_code": 0}
+    async with uds_client(endpoint.socket_path) as client:
+        accepted = await client.post(
+            "/report", json=report, headers={"Authorization": f"Bearer {grant.token}"}
+        )
+        again = await client.post(
+            "/report", json=report, headers={"Authorization": f"Bearer {grant.token}"}
+        )
+    assert accepted.status_code == 200
+    assert accepted.json() == {"ok": True, "task_id": grant.task_id}
+    assert (await endpoint.hub.wait(grant.task_id, timeout=1)).output == "done"
+    assert again.status_code == 403
+    assert "already reported" in again.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "error"),
+    [
+        ({}, b"{}", 401, "missing credential"),
+        ({"Authorization": "Basic abc"}, b"{}", 401, "missing credential"),
+        ({"Authorization": "Bearer wrong"}, None, 403, "unknown task or wrong credential"),
+        ({"Authorization": "Bearer wrong"}, b"{not json", 400, "not JSON"),
+        ({"Authorization": "Bearer wrong"}, b"\xff\xfe", 400, "not JSON"),
+        ({"Authorization": "Bearer wrong"}, b'{"output": 1}', 400, "invalid report"),
+        ({"Authorization": "Bearer wrong"}, b"[1, 2]", 400, "invalid report"),
+        ({"Authorization": "Bearer wrong"}, b"x" * 5000, 413, "larger than 4096 bytes"),
+    ],
+)
+async def test_the_endpoint_refuses_bad_requests(
+    endpoint: WorkerEndpoint,
+    headers: dict[str, str],
+    body: bytes | None,
+    status: int,
+    error: str,
+) -> None:
+    grant = endpoint.hub.open_task("session-1")
+    content = body if body is not None else json.dumps({"task_id": grant.task_id}).encode()
+    async with uds_client(endpoint.socket_path) as client:
+        answer = await client.post("/report", content=content, headers=headers)
+    assert answer.status_code == status
+    assert error in answer.json()["error"]
+    # Nothing was accepted: the task still waits for its real worker.
+    assert [g.task_id for g in endpoint.hub.open_tasks()] == [grant.task_id]
+    with pytest.raises(TimeoutError):
+        await endpoint.hub.wait(grant.task_id, timeout=0)
+
+
+async def test_an_oversized_streamed_body_is_refused(endpoint: WorkerEndpoint) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 1000
+
+    async with uds_client(endpoint.socket_path) as client:
+        answer = await client.post(
+            "/report", content=chunks(), headers={"Authorization": "Bearer t"}
+        )
+    assert answer.status_code == 413
+
+
+async def test_other_paths_and_methods_are_refused(endpoint: WorkerEndpoint) -> None:
+    async with uds_client(endpoint.socket_path) as client:
+        assert (await client.get("/report")).status_code == 405
+        assert (await client.post("/other")).status_code == 404
+
+
+async def test_tokens_never_reach_the_logs(
+    endpoint: WorkerEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    grant = endpoint.hub.open_task("session-1")
+    with caplog.at_level(logging.DEBUG):
+        async with uds_client(endpoint.socket_path) as client:
+            for token in ("forged-secret-value", grant.token):
+                await client.post(
+                    "/report",
+                    json={"task_id": grant.task_id, "output": "x"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+    text = caplog.text
+    assert "worker report refused" in text
+    assert "worker report accepted" in text
+    assert "forged-secret-value" not in text
+    assert grant.token not in text
