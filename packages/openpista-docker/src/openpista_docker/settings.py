@@ -46,7 +46,6 @@ class DockerSettings(SandboxLimits):
     max_attachment_bytes: int = Field(default=5_000_000, ge=0)
     max_report_bytes: int = Field(default=8_000_000, ge=1024)
     report_socket: Path | None = None
-    stop_grace: float = Field(default=1.0, ge=0)
 
     @classmethod
     def from_config(cls, config: Settings) -> DockerSettings:
