@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ import pytest
 from openpista.models import ToolResult
 from openpista.workers import WorkerAuthError, WorkerReport, worker_hub
 from openpista_docker.sandbox import TASK_LABEL, DockerSandbox
+from openpista_docker.testing import PrivateDockerd, import_busybox_image
 
 Call = Callable[..., Awaitable[ToolResult]]
 
@@ -170,3 +172,39 @@ async def test_refuse_instead_of_falling_back(
     result = await call(sandbox, command="touch /tmp/should-not-run")
     assert result.is_error
     assert 'the task did not run ([tools.docker] fallback = "refuse")' in result.output
+
+
+async def test_a_cancelled_task_removes_its_container_and_revokes_its_credential(
+    sandbox: DockerSandbox, call: Call, client: docker.DockerClient
+) -> None:
+    running = asyncio.create_task(call(sandbox, command="sleep 60", timeout=120))
+    for _ in range(400):
+        if labelled(client):
+            break
+        await asyncio.sleep(0.025)
+    assert [c.status for c in labelled(client)] == ["running"]
+    assert len(worker_hub().open_tasks()) == 1
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert labelled(client) == []
+    assert worker_hub().open_tasks() == []
+
+
+async def test_an_engine_that_vanishes_is_a_clear_error_then_the_fallback(
+    make_sandbox: Callable[..., DockerSandbox], call: Call
+) -> None:
+    engine = PrivateDockerd.start()
+    try:
+        client = engine.client()
+        image = import_busybox_image(client)
+        client.close()
+        sandbox = make_sandbox(docker_host=engine.host, image=image)
+        assert "hi" in (await call(sandbox, command="echo hi")).output
+    finally:
+        engine.stop()
+    failed = await call(sandbox, command="echo again")
+    assert failed.is_error
+    assert failed.output.startswith("the Docker engine failed to run the task: ")
+    fallback = await call(sandbox, command="echo on the host")
+    assert fallback.output.startswith("WARNING: no Docker engine answers")

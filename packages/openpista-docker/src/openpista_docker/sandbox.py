@@ -208,30 +208,25 @@ class DockerSandbox:
     async def _run_container(
         self, client: docker.DockerClient, spec: TaskSpec, task_id: str, token: str
     ) -> TaskResult:
+        import docker
+        import requests
+
         endpoint = await self.endpoint()
         out_dir = _make_out_dir()
         try:
             options = self._create_options(spec, task_id, token, endpoint, out_dir)
-            warnings: list[str] = []
             container = await asyncio.to_thread(self._create, client, spec.limits, options)
             try:
-                try:
-                    await asyncio.to_thread(container.start)
-                except Exception as exc:
-                    if not (spec.limits.read_only_root and "read-only" in str(exc)):
-                        raise ToolError(f"the container did not start: {exc}") from None
-                    await asyncio.to_thread(container.remove, force=True)
-                    options["read_only"] = False
-                    container = await asyncio.to_thread(self._create, client, spec.limits, options)
-                    await asyncio.to_thread(container.start)
-                    warnings.append(
-                        f"image {spec.limits.image} cannot run with a read-only root file "
-                        "system; it ran with a writable one"
-                    )
+                await asyncio.to_thread(container.start)
                 status = await asyncio.to_thread(self._wait, container, spec.limits.timeout)
-                return await asyncio.to_thread(self._collect, container, task_id, status, warnings)
+                return await asyncio.to_thread(self._collect, container, task_id, status)
             finally:
                 await asyncio.shield(asyncio.to_thread(self._remove, container))
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            # The engine may be gone: connect afresh (or fall back) on the next task.
+            self._client = None
+            explanation = getattr(exc, "explanation", None) or exc
+            raise ToolError(f"the Docker engine failed to run the task: {explanation}") from None
         finally:
             _remove_out_dir(out_dir)
 
@@ -320,9 +315,7 @@ class DockerSandbox:
             container.wait(timeout=30)
         return None
 
-    def _collect(
-        self, container: Container, task_id: str, status: int | None, warnings: list[str]
-    ) -> TaskResult:
+    def _collect(self, container: Container, task_id: str, status: int | None) -> TaskResult:
         max_chars = self.settings.max_output_chars
         out, err = _StreamCapture(max_chars), _StreamCapture(max_chars)
         for capture, which in ((out, "stdout"), (err, "stderr")):
@@ -346,7 +339,6 @@ class DockerSandbox:
             oom_killed=bool(state.get("OOMKilled")),
             files=files.files,
             files_omitted=files.omitted,
-            warnings=warnings,
         )
 
     def _files_from_archive(self, container: Container) -> _FileCollector:
