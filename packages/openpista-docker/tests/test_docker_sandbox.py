@@ -179,7 +179,7 @@ async def test_a_cancelled_task_removes_its_container_and_revokes_its_credential
 ) -> None:
     running = asyncio.create_task(call(sandbox, command="sleep 60", timeout=120))
     for _ in range(400):
-        if labelled(client):
+        if [c.status for c in labelled(client)] == ["running"]:
             break
         await asyncio.sleep(0.025)
     assert [c.status for c in labelled(client)] == ["running"]

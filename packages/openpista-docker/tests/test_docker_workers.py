@@ -92,11 +92,12 @@ async def test_the_subprocess_fallback_reports_through_the_same_endpoint(
 
 
 @pytest.fixture
-async def endpoint(tmp_path: Path) -> AsyncIterator[WorkerEndpoint]:
-    served = WorkerEndpoint(WorkerHub(), max_bytes=4096, socket_path=tmp_path / "w.sock")
+async def endpoint() -> AsyncIterator[WorkerEndpoint]:
+    served = WorkerEndpoint(WorkerHub(), max_bytes=4096)
     await served.start()
     yield served
     await served.stop()
+    assert not served.directory.exists()
 
 
 async def test_the_endpoint_accepts_one_authenticated_report(endpoint: WorkerEndpoint) -> None:

@@ -99,16 +99,12 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 class WorkerEndpoint:
     """uvicorn serving :func:`build_app` on a unix socket, in the running event loop."""
 
-    def __init__(self, hub: WorkerHub, max_bytes: int, socket_path: Path | None = None) -> None:
+    def __init__(self, hub: WorkerHub, max_bytes: int) -> None:
         self.hub = hub
         self.max_bytes = max_bytes
-        self._own_dir = socket_path is None
-        self.directory = (
-            socket_path.expanduser().parent
-            if socket_path is not None
-            else Path(tempfile.mkdtemp(prefix="openpista-docker-"))
-        )
-        self.socket_path = socket_path.expanduser() if socket_path else self.directory / SOCKET_NAME
+        # A directory of its own: all of it is visible (read-only) inside every container.
+        self.directory = Path(tempfile.mkdtemp(prefix="openpista-docker-"))
+        self.socket_path = self.directory / SOCKET_NAME
         self._server: object | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -127,7 +123,6 @@ class WorkerEndpoint:
             def capture_signals(self) -> Iterator[None]:
                 yield
 
-        self.directory.mkdir(parents=True, exist_ok=True)
         # Workers run as another user: they must reach the socket; the token guards it.
         self.directory.chmod(0o755)
         self._install_helper()
@@ -156,7 +151,7 @@ class WorkerEndpoint:
         helper.chmod(0o755)
 
     async def stop(self) -> None:
-        """Stop serving and remove the socket (and the directory if it was made here)."""
+        """Stop serving and remove the directory with the socket and the helper."""
         server, task = self._server, self._task
         self._server = self._task = None
         if server is not None:
@@ -167,6 +162,4 @@ class WorkerEndpoint:
             except (TimeoutError, Exception):
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self.socket_path.unlink(missing_ok=True)
-        if self._own_dir:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -144,9 +144,7 @@ class DockerSandbox:
             self._endpoint_lock = asyncio.Lock()
         async with self._endpoint_lock:
             if self._endpoint is None or not self._endpoint.running:
-                endpoint = WorkerEndpoint(
-                    self.hub, self.settings.max_report_bytes, self.settings.report_socket
-                )
+                endpoint = WorkerEndpoint(self.hub, self.settings.max_report_bytes)
                 await endpoint.start()
                 self._endpoint = endpoint
             return self._endpoint

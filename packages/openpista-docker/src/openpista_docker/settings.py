@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,7 +44,6 @@ class DockerSettings(SandboxLimits):
     max_files: int = Field(default=20, ge=0)
     max_attachment_bytes: int = Field(default=5_000_000, ge=0)
     max_report_bytes: int = Field(default=8_000_000, ge=1024)
-    report_socket: Path | None = None
 
     @classmethod
     def from_config(cls, config: Settings) -> DockerSettings:
