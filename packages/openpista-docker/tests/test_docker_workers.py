@@ -149,6 +149,18 @@ async def test_the_endpoint_refuses_bad_requests(
         await endpoint.hub.wait(grant.task_id, timeout=0)
 
 
+async def test_an_expired_credential_is_refused(endpoint: WorkerEndpoint) -> None:
+    grant = endpoint.hub.open_task("session-1", ttl=-1)
+    async with uds_client(endpoint.socket_path) as client:
+        answer = await client.post(
+            "/report",
+            json={"task_id": grant.task_id, "output": "late"},
+            headers={"Authorization": f"Bearer {grant.token}"},
+        )
+    assert answer.status_code == 403
+    assert answer.json()["error"] == "report refused: the task's credential has expired"
+
+
 async def test_an_oversized_streamed_body_is_refused(endpoint: WorkerEndpoint) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(10):
