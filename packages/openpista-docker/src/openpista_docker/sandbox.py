@@ -45,6 +45,7 @@ TASK_LABEL = "openpista.task"
 OWNER_LABEL = "openpista.owner"
 OUT_DIR = "/out"
 WORKSPACE_DIR = "/workspace"
+_LOG_MAX_SIZE = "20m"
 _REPORT_GRACE = 60.0
 """Seconds a credential outlives the time limit (it is revoked at the end anyway)."""
 
@@ -190,9 +191,10 @@ class DockerSandbox:
             self._running.discard(grant.task_id)
 
     async def _report(self, task_id: str) -> WorkerReport | None:
+        """The report the worker sent while its task ran, if any (the task is still open)."""
         try:
             return await self.hub.wait(task_id, timeout=0)
-        except (TimeoutError, KeyError, asyncio.CancelledError):
+        except TimeoutError:
             return None
 
     def _worker_env(self, task_id: str, token: str, socket_path: str, out: str) -> dict[str, str]:
@@ -272,6 +274,8 @@ class DockerSandbox:
             "tmpfs": {"/tmp": f"rw,size={limits.tmpfs_mb}m"},
             "mounts": mounts,
             "stop_signal": "SIGKILL",
+            # Bounded logs: a task printing without end must not fill the engine's disk.
+            "log_config": {"type": "json-file", "config": {"max-size": _LOG_MAX_SIZE}},
         }
 
     def _create(
@@ -401,7 +405,7 @@ class DockerSandbox:
 
     def _files_from_dir(self, out_dir: Path) -> _FileCollector:
         collector = _FileCollector(self.settings.max_files, self.settings.max_attachment_bytes)
-        for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+        for path in sorted(p for p in out_dir.rglob("*") if p.is_file() and not p.is_symlink()):
             collector.add(str(path.relative_to(out_dir)), path.stat().st_size, path.read_bytes)
         return collector
 
