@@ -13,7 +13,7 @@ import nox
 nox.options.sessions = ["lint", "typecheck", "tests"]
 EDITABLES = [arg for path in sorted(Path("packages").iterdir()) for arg in ("-e", str(path))]
 PACKAGES = [*EDITABLES, "-e", ".[all,dev]", "-c", "constraints.txt"]
-BENCHMARKS = sorted(str(path) for path in Path("benchmarks").glob("*.py"))
+BENCHMARKS = ["benchmarks/run.py", *sorted(str(p) for p in Path("benchmarks").glob("bench_*.py"))]
 
 
 def _install(session: nox.Session) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from openpista.models import Attachment
 from openpista.tools.base import ToolError
-from openpista.tools.process import ProcessResult, _StreamCapture, run_process
+from openpista.tools.process import ProcessResult, StreamCapture, run_process
 from openpista.workers import WorkerHub, WorkerReport, worker_hub
 from openpista_docker.endpoint import CONTAINER_DIR, WorkerEndpoint
 from openpista_docker.settings import DockerSettings, SandboxLimits
@@ -319,7 +319,7 @@ class DockerSandbox:
 
     def _collect(self, container: Container, task_id: str, status: int | None) -> TaskResult:
         max_chars = self.settings.max_output_chars
-        out, err = _StreamCapture(max_chars), _StreamCapture(max_chars)
+        out, err = StreamCapture(max_chars), StreamCapture(max_chars)
         for capture, which in ((out, "stdout"), (err, "stderr")):
             for chunk in container.logs(
                 stdout=which == "stdout", stderr=which == "stderr", stream=True

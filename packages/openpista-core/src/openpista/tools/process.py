@@ -86,7 +86,7 @@ class ProcessResult:
     timed_out: bool = False
 
 
-class _StreamCapture:
+class StreamCapture:
     """Decodes a byte stream incrementally, keeping only its first and last characters.
 
     Decoding as it arrives (``errors="replace"``) counts dropped *characters* exactly,
@@ -131,7 +131,7 @@ class _StreamCapture:
         return CapturedText("".join(self._head), "".join(self._tail), self._dropped)
 
 
-async def _pump(stream: asyncio.StreamReader | None, capture: _StreamCapture) -> None:
+async def _pump(stream: asyncio.StreamReader | None, capture: StreamCapture) -> None:
     if stream is None:
         return
     while chunk := await stream.read(_CHUNK):
@@ -233,7 +233,7 @@ async def run_process(
         with contextlib.suppress(OSError):
             await _kill_group(await creation, kill_grace)
         raise
-    out, err = _StreamCapture(max_chars), _StreamCapture(max_chars)
+    out, err = StreamCapture(max_chars), StreamCapture(max_chars)
     io_tasks = [
         asyncio.create_task(_pump(process.stdout, out)),
         asyncio.create_task(_pump(process.stderr, err)),

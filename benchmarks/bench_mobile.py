@@ -1,6 +1,6 @@
 """Mobile channel load: QUIC round trips per second and latency, 1 and 100 connections.
 
-Run with ``.venv/bin/python benchmarks/mobile.py`` (``nox --no-venv -s bench`` runs it too).
+Run with ``.venv/bin/python benchmarks/bench_mobile.py`` (``nox --no-venv -s bench`` runs it too).
 A real aioquic server serves the mobile channel inside a real gateway (SQLite memory, an
 instant LLM); each client opens its own pinned QUIC connection, then sends ``--messages``
 small messages one after another, each timed from send to the final answer. The same
@@ -14,13 +14,11 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from run import InstantProvider
+from run import InstantProvider  # the instant LLM of the gateway benchmark (same folder)
 
 TOKEN = "bench-token-0123456789abcdef"
 
@@ -96,7 +94,7 @@ def bench_mobile(client_counts: tuple[int, ...], messages: int) -> None:
 
 def bench_web_for_comparison(client_counts: tuple[int, ...], messages: int) -> None:
     try:
-        from web import bench_web
+        from bench_web import bench_web
 
         import openpista_web  # noqa: F401
     except ImportError:

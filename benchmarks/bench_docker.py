@@ -1,6 +1,6 @@
 """openpista-docker benchmark: one ``container.run`` task, create to result, vs subprocess mode.
 
-Run with ``nox --no-venv -s bench`` (or ``.venv/bin/python benchmarks/docker.py``). Starts a
+Run with ``nox --no-venv -s bench`` (or ``.venv/bin/python benchmarks/bench_docker.py``). Starts a
 private ``dockerd`` (host-safe flags, busybox image made with ``docker import``, the same code
 as the tests: :mod:`openpista_docker.testing`) and stops it at the end. Figures are printed,
 never asserted: the median and max of each measurement.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,10 +68,6 @@ async def main(rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    # This script is named docker.py: take its folder off the path before the docker SDK is
-    # imported (lazily, by the sandbox), or `import docker` would find this file.
-    here = Path(__file__).parent.resolve()
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="tasks per mode (default 20)")
     asyncio.run(main(parser.parse_args().rounds))

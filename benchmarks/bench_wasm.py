@@ -1,6 +1,6 @@
 """WASM skills: hello-wasm cold (compile), warm (cached) and as a native subprocess.
 
-Run with ``nox --no-venv -s bench`` (or ``.venv/bin/python benchmarks/wasm.py``). Figures are
+Run with ``nox --no-venv -s bench`` (or ``.venv/bin/python benchmarks/bench_wasm.py``). Figures are
 printed, never asserted. Each figure is the median of ``--repeat`` samples of one tool call
 through the runner's ``run`` (what the agent awaits):
 
