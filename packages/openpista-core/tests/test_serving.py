@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import stat
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from openpista.serving import EmbeddedServer, bind_tcp
+from openpista.serving import EmbeddedServer, bind_tcp, bind_unix
 
 
 async def hello(request: object) -> PlainTextResponse:
@@ -61,3 +63,18 @@ async def test_a_server_that_cannot_start_says_so() -> None:
     with pytest.raises(RuntimeError, match="tls server could not start"):
         await server.start(bind_tcp("127.0.0.1", 0))
     assert server.socket is None
+
+
+async def test_serves_on_a_unix_socket_with_the_mode_asked(tmp_path: Path) -> None:
+    path = tmp_path / "api.sock"
+    path.write_text("stale")  # a file left by a crash is replaced
+    server = EmbeddedServer(APP, name="unix server")
+    await server.start(bind_unix(path, mode=0o660))
+    try:
+        assert server.port == 0
+        assert stat.S_IMODE(path.stat().st_mode) == 0o660
+        transport = httpx.AsyncHTTPTransport(uds=str(path))
+        async with httpx.AsyncClient(transport=transport) as client:
+            assert (await client.get("http://worker/")).text == "hello"
+    finally:
+        await server.stop()

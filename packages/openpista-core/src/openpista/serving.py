@@ -21,6 +21,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,20 @@ def bind_tcp(host: str, port: int, *, option: str = "port") -> socket.socket:
         raise OSError(
             exc.errno, f"cannot listen on {host}:{port} ({exc.strerror}); change {option}"
         ) from None
+    return sock
+
+
+def bind_unix(path: Path, *, mode: int = 0o600) -> socket.socket:
+    """A listening unix socket at ``path`` (a stale file there is replaced), with ``mode``."""
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        path.chmod(mode)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {path} ({exc.strerror})") from None
     return sock
 
 

@@ -11,13 +11,10 @@ The directory also holds ``report``, a stdlib-only Python client (:mod:`openpist
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +26,8 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
+
+    from openpista.serving import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
@@ -105,44 +104,25 @@ class WorkerEndpoint:
         # A directory of its own: all of it is visible (read-only) inside every container.
         self.directory = Path(tempfile.mkdtemp(prefix="openpista-docker-"))
         self.socket_path = self.directory / SOCKET_NAME
-        self._server: object | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: EmbeddedServer | None = None
 
     @property
     def running(self) -> bool:
         """Whether the server accepts reports."""
-        return self._task is not None and not self._task.done()
+        return self._server is not None
 
     async def start(self) -> None:
         """Create the socket (and the helper next to it) and serve until :meth:`stop`."""
-        import uvicorn
-
-        class _Server(uvicorn.Server):
-            # The daemon owns SIGINT and SIGTERM, not uvicorn.
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                yield
+        from openpista.serving import EmbeddedServer, bind_unix
 
         # Workers run as another user: they must reach the socket; the token guards it.
         self.directory.chmod(0o755)
         self._install_helper()
-        self.socket_path.unlink(missing_ok=True)
-        config = uvicorn.Config(
-            build_app(self.hub, self.max_bytes),
-            uds=str(self.socket_path),
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
+        server = EmbeddedServer(
+            build_app(self.hub, self.max_bytes), name="worker endpoint", grace=1
         )
-        server = _Server(config)
+        await server.start(bind_unix(self.socket_path, mode=0o666))
         self._server = server
-        self._task = asyncio.create_task(server.serve(), name="openpista-docker-endpoint")
-        while not server.started:
-            if self._task.done():
-                error = None if self._task.cancelled() else self._task.exception()
-                raise RuntimeError(f"the worker endpoint could not start: {error or 'exited'}")
-            await asyncio.sleep(0.01)
         log.info("worker endpoint listens on %s", self.socket_path)
 
     def _install_helper(self) -> None:
@@ -152,14 +132,7 @@ class WorkerEndpoint:
 
     async def stop(self) -> None:
         """Stop serving and remove the directory with the socket and the helper."""
-        server, task = self._server, self._task
-        self._server = self._task = None
+        server, self._server = self._server, None
         if server is not None:
-            server.should_exit = True  # type: ignore[attr-defined]
-        if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 5)
-            except (TimeoutError, Exception):
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await server.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
