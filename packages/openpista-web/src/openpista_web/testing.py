@@ -46,6 +46,6 @@ async def next_frame(ws: ClientConnection, kind: str | None = None, wait: float 
             return data
 
 
-async def greeted(ws: ClientConnection) -> tuple[dict[str, Any], dict[str, Any]]:
+async def greeted(ws: ClientConnection, wait: float = 10) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``hello`` and ``history`` frames that open a fresh connection."""
-    return await next_frame(ws, "hello"), await next_frame(ws, "history")
+    return await next_frame(ws, "hello", wait), await next_frame(ws, "history", wait)
