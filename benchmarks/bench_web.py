@@ -1,6 +1,6 @@
 """Web channel load: N concurrent WebSocket clients chatting with an instant LLM.
 
-Run with ``.venv/bin/python benchmarks/web.py`` (``nox --no-venv -s bench`` runs it too).
+Run with ``.venv/bin/python benchmarks/bench_web.py`` (``nox --no-venv -s bench`` runs it too).
 A real uvicorn on 127.0.0.1 serves the web channel inside a real gateway (SQLite memory);
 each client opens its own connection (token handshake), then sends ``--messages`` messages
 one after another, each timed from send to the final answer. Figures are printed, never
@@ -14,13 +14,11 @@ import asyncio
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from run import InstantProvider
+from run import InstantProvider  # the instant LLM of the gateway benchmark (same folder)
 
 TOKEN = "bench-token"
 
