@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import re
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import uvicorn
 
 from openpista.config import home_dir
 from openpista.files import write_private
@@ -44,6 +40,7 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
     from openpista.gateway.gateway import Gateway
+    from openpista.serving import EmbeddedServer
     from openpista_web.settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -103,19 +100,16 @@ class WebAdapter:
         )
         self._token = token
         self._inbound: asyncio.Queue[ChannelEvent] | None = None
-        self._server: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._socket: socket.socket | None = None
-        self._stopping = False
+        self._server: EmbeddedServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
         """The port the server listens on (useful with ``port = 0``)."""
-        if self._socket is None:
+        if self._server is None:
             raise RuntimeError("the web channel is not started")
-        return int(self._socket.getsockname()[1])
+        return self._server.port
 
     @property
     def url(self) -> str:
@@ -127,69 +121,36 @@ class WebAdapter:
 
     async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
         """Bind, start uvicorn in this event loop and return once it accepts connections."""
+        from openpista.serving import EmbeddedServer, bind_tcp
         from openpista_web.app import build_app
 
         self._inbound = inbound
-        self._stopping = False
         settings = self.settings
-        app = build_app(settings, self._token, self._socket_endpoint)
         _redact_uvicorn_logs()
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
+        server = EmbeddedServer(
+            build_app(settings, self._token, self._socket_endpoint),
+            name="the web channel",
             ws_max_size=settings.max_frame_bytes * 4,
             ws_ping_interval=settings.ping_interval,
             ws_ping_timeout=settings.ping_timeout,
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-            timeout_graceful_shutdown=2,
             proxy_headers=False,
         )
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        self._socket = socket.create_server((settings.host, settings.port), family=family)
-        self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        while not self._server.started:
-            if self._task.done():
-                await self._failed_start()
-            await asyncio.sleep(0.01)
+        await server.start(bind_tcp(settings.host, settings.port, option="channels.web.port"))
+        self._server = server
         log.info("web channel serves %s (open it with the link of `openpista web link`)", self.url)
-
-    async def _failed_start(self) -> None:
-        assert self._task is not None
-        error = self._task.exception() if not self._task.cancelled() else None
-        self._close_socket()
-        raise RuntimeError(f"the web channel could not start: {error or 'uvicorn exited'}")
 
     async def wait_closed(self) -> None:
         """Return when stopped; raise when the server ended on its own (the gateway restarts)."""
-        task = self._task
-        if task is None:
-            return
-        await asyncio.wait({task})  # a cancelled caller stops waiting; the server goes on
-        if not self._stopping:
-            raise RuntimeError("the web server stopped unexpectedly")
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def stop(self) -> None:
         """Close every connection and stop listening."""
-        self._stopping = True
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), 10)
-            except (TimeoutError, Exception):
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
-        self._close_socket()
-        self._task = self._server = None
-
-    def _close_socket(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop()
 
     # -- outbound -------------------------------------------------------------------------
 
@@ -356,11 +317,3 @@ class WebAdapter:
                 if message.role in ("user", "assistant") and message.content.strip():
                     messages.append({"role": message.role, "text": message.content})
         return {"session_id": session_id, "messages": messages[-HISTORY_MESSAGES:]}
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server without its signal handlers: the daemon owns SIGINT and SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
