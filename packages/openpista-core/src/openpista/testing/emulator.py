@@ -40,11 +40,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from openpista.testing._server import serve_in_thread
+from openpista.testing._server import ThreadedServer
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -108,12 +106,15 @@ class RecordedRequest:
     json: Any
 
 
-class LlmEmulator:
+class LlmEmulator(ThreadedServer):
     """An OpenAI, Anthropic and Ollama compatible server on 127.0.0.1 in a background thread.
 
     ``api_key`` turns on the auth check (``Authorization: Bearer`` or ``x-api-key``);
-    ``models`` is what ``GET /v1/models`` lists.
+    ``models`` is what ``GET /v1/models`` lists. ``base_url`` is the server root (the
+    Anthropic ``api_base``).
     """
+
+    name = "LLM emulator"
 
     def __init__(
         self,
@@ -124,17 +125,15 @@ class LlmEmulator:
         port: int = 0,
         max_body_bytes: int = DEFAULT_MAX_BODY,
     ) -> None:
+        super().__init__(port)
         self.api_key = api_key
         self.default_reply: Reply | ReplyFunction = _as_reply(default_reply)
         self.models = models
         self.max_body_bytes = max_body_bytes
         self.requests: list[RecordedRequest] = []
-        self._port = port
         self._queue: collections.deque[Reply | ReplyFunction] = collections.deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
 
@@ -174,52 +173,21 @@ class LlmEmulator:
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        """The port the server listens on (known once started)."""
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``: the Anthropic ``api_base`` (the server root)."""
-        return f"http://127.0.0.1:{self._port}"
-
-    @property
     def openai_base_url(self) -> str:
         """``http://127.0.0.1:<port>/v1``: the OpenAI ``base_url``."""
         return f"{self.base_url}/v1"
 
-    anthropic_base_url = base_url
-
-    def start(self) -> LlmEmulator:
-        """Bind a port and serve in a background thread; returns self."""
-        if self._thread is not None:
-            return self
-        self._server, self._thread, self._port = serve_in_thread(
-            self.asgi_app(), name="LLM emulator", port=self._port
-        )
-        return self
+    @property
+    def anthropic_base_url(self) -> str:
+        """The server root: the Anthropic ``api_base``."""
+        return self.base_url
 
     def stop(self) -> None:
-        """Stop serving and wait for the thread to end."""
-        if self._thread is None:
-            return
-        self._server.should_exit = True
+        """Stop serving (waking replies that sleep) and wait for the thread to end."""
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
-        self._thread.join(timeout=10)
-        self._thread = None
+        super().stop()
         self._loop = self._wake = None
-
-    def __enter__(self) -> LlmEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- HTTP ------------------------------------------------------------------------------
 

@@ -36,11 +36,9 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from openpista.testing._server import serve_in_thread
+from openpista.testing._server import ThreadedServer
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -61,10 +59,13 @@ class _Issued:
     refresh_tokens: set[str] = field(default_factory=set)
 
 
-class OAuthEmulator:
+class OAuthEmulator(ThreadedServer):
     """The server on 127.0.0.1 in a background thread. Counts grants in :attr:`calls`."""
 
+    name = "OAuth emulator"
+
     def __init__(self, *, client_id: str = CLIENT_ID, expires_in: int = 3600) -> None:
+        super().__init__()
         self.client_id = client_id
         self.expires_in = expires_in
         self.account_id = "acct-emulated-123"
@@ -83,9 +84,6 @@ class OAuthEmulator:
         self._codes: dict[str, _Grant] = {}
         self._lock = threading.Lock()
         self._serial = itertools.count(1)
-        self._port = 0
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -106,10 +104,6 @@ class OAuthEmulator:
             return self.issued.access_tokens.get(token, 0.0) > time.time()
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
 
     @property
     def authorize_url(self) -> str:
@@ -144,32 +138,6 @@ class OAuthEmulator:
             f'[auth.{provider}]\nclient_id = "{self.client_id}"\nauthorize_url = "{urls[0]}"\n'
             f'token_url = "{urls[1]}"\ncallback_port = 0\n'
         )
-
-    def start(self) -> OAuthEmulator:
-        if self._thread is not None:
-            return self
-        self._server, self._thread, self._port = serve_in_thread(
-            self.asgi_app(), name="OAuth emulator"
-        )
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._thread = None
-
-    def __enter__(self) -> OAuthEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- HTTP ------------------------------------------------------------------------------
 

@@ -36,11 +36,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from openpista.testing._server import serve_in_thread
+from openpista.testing._server import ThreadedServer
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -76,8 +74,11 @@ class StoredMedia:
     phone_number_id: str = ""
 
 
-class WhatsAppEmulator:
-    """The Graph API on 127.0.0.1 in a background thread."""
+class WhatsAppEmulator(ThreadedServer):
+    """The Graph API on 127.0.0.1 in a background thread (``base_url`` is the channel's
+    ``base_url`` option)."""
+
+    name = "WhatsApp emulator"
 
     def __init__(
         self,
@@ -86,6 +87,7 @@ class WhatsAppEmulator:
         phone_number_ids: tuple[str, ...] | list[str] = ("111111",),
         templates: tuple[str, ...] | list[str] = ("hello_world",),
     ) -> None:
+        super().__init__()
         self.access_token = access_token
         self.phone_number_ids = set(phone_number_ids)
         self.templates = set(templates)
@@ -95,9 +97,6 @@ class WhatsAppEmulator:
         self._errors: collections.deque[ScriptedError] = collections.deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
 
     # -- scripting ------------------------------------------------------------------------
 
@@ -132,39 +131,6 @@ class WhatsAppEmulator:
                 raise AssertionError(f"{len(self.sent)} message(s) sent, expected {count}")
             await asyncio.sleep(0.01)
         return list(self.sent)
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``: the ``base_url`` option of the channel."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> WhatsAppEmulator:
-        """Serve in a background thread; returns self."""
-        if self._thread is None:
-            self._server, self._thread, self.port = serve_in_thread(
-                self.asgi_app(), name="WhatsApp emulator"
-            )
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> WhatsAppEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- HTTP -----------------------------------------------------------------------------
 
