@@ -31,7 +31,7 @@ from openpista.auth.refresh import Refresher
 from openpista.config import AuthProviderSettings, ProviderSettings, Settings
 from openpista.models import Message
 from openpista.plugins import PluginHost
-from openpista.providers.base import ProviderError
+from openpista.providers.base import LlmProvider, ProviderError
 from openpista.runtime import build_providers
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.oauth_emulator import OAuthEmulator
@@ -321,30 +321,36 @@ async def test_device_flow_denied_or_expired(emu: OAuthEmulator) -> None:
             await start_device(wrong, client)
 
 
-async def test_a_running_provider_refreshes_its_login_before_a_request(
-    emu: OAuthEmulator,
-    llm_emulator: LlmEmulator,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A daemon built its provider from a login long ago; the token is renewed in flight."""
+@pytest.fixture
+async def signed_in(
+    emu: OAuthEmulator, llm_emulator: LlmEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[CredentialStore, Credential, LlmProvider]:
+    """A stored ChatGPT login (an access token, no API key) and the provider built from it."""
     monkeypatch.setenv("OPENPISTA_CREDENTIALS", str(tmp_path / "credentials.toml"))
     store = CredentialStore()
-    login = await _stored_login(emu, store)
-    store.set("openai", replace(login, api_key=None, expires_at=time.time() + 3600))
+    login = replace(await _stored_login(emu, store), api_key=None, expires_at=time.time() + 3600)
+    store.set("openai", login)
     settings = _settings(emu).model_copy(
         update={"providers": {"openai": ProviderSettings(base_url=llm_emulator.openai_base_url)}}
     )
     provider = build_providers(PluginHost.load(entry_points=False)).build(settings, "openai")
+    return store, login, provider
+
+
+async def test_a_running_provider_refreshes_its_login_before_a_request(
+    emu: OAuthEmulator,
+    llm_emulator: LlmEmulator,
+    signed_in: tuple[CredentialStore, Credential, LlmProvider],
+) -> None:
+    """A daemon built its provider from a login long ago; the token is renewed in flight."""
+    store, login, provider = signed_in
     llm_emulator.reply_text("first")
     llm_emulator.reply_text("second")
     await provider.complete([Message(role="user", content="hi")], [])
     assert emu.calls["refresh_token"] == 0
     assert llm_emulator.requests[0].headers["authorization"] == f"Bearer {login.access_token}"
 
-    stored = store.get("openai")
-    assert stored is not None
-    store.set("openai", replace(stored, expires_at=time.time() + 60))  # about to expire
+    store.set("openai", replace(login, expires_at=time.time() + 60))  # about to expire
     await provider.complete([Message(role="user", content="again")], [])
     assert emu.calls["refresh_token"] == 1
     renewed = store.get("openai")
@@ -356,19 +362,11 @@ async def test_a_running_provider_refreshes_its_login_before_a_request(
 async def test_a_failed_refresh_in_flight_asks_to_log_in_again(
     emu: OAuthEmulator,
     llm_emulator: LlmEmulator,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    signed_in: tuple[CredentialStore, Credential, LlmProvider],
 ) -> None:
-    monkeypatch.setenv("OPENPISTA_CREDENTIALS", str(tmp_path / "credentials.toml"))
-    store = CredentialStore()
-    login = await _stored_login(emu, store)
-    store.set("openai", replace(login, api_key=None, expires_at=time.time() + 3600))
-    settings = _settings(emu).model_copy(
-        update={"providers": {"openai": ProviderSettings(base_url=llm_emulator.openai_base_url)}}
-    )
-    provider = build_providers(PluginHost.load(entry_points=False)).build(settings, "openai")
+    store, login, provider = signed_in
     emu.revoke_refresh_tokens()
-    store.set("openai", replace(login, api_key=None, expires_at=time.time() - 1))
+    store.set("openai", replace(login, expires_at=time.time() - 1))
     with pytest.raises(ProviderError, match="openpista auth login openai") as info:
         await provider.complete([Message(role="user", content="hi")], [])
     assert info.value.kind == "auth"
