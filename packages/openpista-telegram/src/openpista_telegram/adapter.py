@@ -1,0 +1,467 @@
+"""The Telegram channel: aiogram long polling in, Bot API calls out.
+
+One session per chat (channel id ``telegram:{chat_id}``). Only allowed or paired users reach
+the agent; everyone else gets :data:`~openpista.access.REFUSAL`. In groups the bot answers
+only when mentioned (``@botname``) or replied to. Answers are plain text (no parse mode:
+model output can never break a send), cut at 4,096 characters on paragraph, line or word
+boundaries; "typing" shows while the agent works; approval requests get Approve / Deny
+buttons. Bot API failures are retried (429 after ``retry_after``, 5xx with backoff); a 403
+(the user blocked the bot) marks the chat until it writes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
+from openpista.agent import ERROR_PREFIX
+from openpista.models import AgentResponse, ApprovalRequest, Attachment, ChannelEvent
+from openpista_telegram import media
+from openpista_telegram.api import (
+    AIOGRAM_LOGGERS,
+    RedactToken,
+    Retrying,
+    redact,
+    save_bot_info,
+)
+from openpista_telegram.config import SECTION, TOKEN_VARIABLE, TelegramSettings, parse_settings
+from openpista_telegram.text import split_message
+
+if TYPE_CHECKING:
+    from aiogram import Bot, Dispatcher
+    from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, User
+
+    from openpista.config import Settings
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "telegram"
+PREFIX = "telegram:"
+GREETING = "👋 openpista is listening: send a message, a photo or a document."
+UNSUPPORTED = f"{ERROR_PREFIX}openpista reads text, photos and documents; not this kind of message."
+_BUTTON = re.compile(r"^(approve|deny):([0-9A-Za-z]{1,32})$")
+_TYPING_LIMIT = 30 * 60.0  # a turn that takes longer stops showing "typing"
+_STOP_WAIT = 10.0
+
+
+class TelegramAdapter:
+    """The ``telegram`` channel adapter (see the module docstring)."""
+
+    name = CHANNEL
+    channel_prefix = PREFIX
+    supports_streaming = False  # Telegram shows whole messages; only final answers are sent
+
+    def __init__(self, settings: TelegramSettings, pairing: PairingBook | None = None) -> None:
+        self.settings = settings
+        self.access = AccessControl(
+            CHANNEL,
+            settings.allowed_users,
+            open_to_all=settings.open_to_all,
+            pairing=pairing or PairingBook(CHANNEL),
+        )
+        self.retrying = Retrying(
+            settings.max_retries, settings.retry_base_delay, settings.max_retry_after
+        )
+        self.blocked: set[int] = set()
+        """Chats whose user blocked the bot (403); cleared when they write again."""
+        self.username: str | None = None
+        self.bot_id: int | None = None
+        self._token = settings.secret()
+        self._redact = RedactToken(self._token)
+        self._bot: Bot | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._polling: asyncio.Task[None] | None = None
+        self._inbound: asyncio.Queue[ChannelEvent] | None = None
+        self._working: dict[int, int] = {}  # chat -> turns in flight
+        self._typing: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+        """Check the token (getMe), then poll for updates in the background."""
+        from aiogram import Bot, Dispatcher
+        from aiogram.client.session.aiohttp import AiohttpSession
+        from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
+
+        self._install_redaction()
+        self._inbound = inbound
+        self._stopping = False
+        api = (
+            TelegramAPIServer.from_base(self.settings.api_base)
+            if self.settings.api_base
+            else (PRODUCTION)
+        )
+        session = AiohttpSession(api=api, timeout=self.settings.request_timeout)
+        bot = Bot(self._token, session=session)
+        try:
+            me = await self._get_me(bot)
+            await self.retrying.call(
+                lambda: bot.delete_webhook(drop_pending_updates=False), "deleteWebhook"
+            )
+        except BaseException:
+            await session.close()
+            raise
+        self.username, self.bot_id = me.username, me.id
+        save_bot_info(me.id, me.username)
+        dispatcher = Dispatcher()
+        dispatcher.message.register(self._on_message)
+        dispatcher.callback_query.register(self._on_callback)
+        self._bot, self._dispatcher = bot, dispatcher
+        self._polling = asyncio.create_task(
+            dispatcher.start_polling(
+                bot,
+                polling_timeout=self.settings.poll_timeout,
+                handle_as_tasks=False,  # one update at a time: a chat's messages keep order
+                handle_signals=False,  # the daemon owns SIGINT/SIGTERM
+                allowed_updates=["message", "callback_query"],
+            ),
+            name="openpista-telegram-polling",
+        )
+        log.info("telegram: polling as @%s", me.username)
+
+    async def wait_closed(self) -> None:
+        """Wait while polling runs; raises if it ended without :meth:`stop` (the gateway
+        then restarts the channel)."""
+        polling = self._polling
+        if polling is None:
+            return
+        await asyncio.shield(polling)
+        if not self._stopping:
+            raise ConnectionError("telegram polling ended unexpectedly")
+
+    async def stop(self) -> None:
+        """Stop polling, stop "typing", close the HTTP session."""
+        self._stopping = True
+        for task in self._typing.values():
+            task.cancel()
+        await asyncio.gather(*self._typing.values(), return_exceptions=True)
+        self._typing.clear()
+        self._working.clear()
+        polling, dispatcher = self._polling, self._dispatcher
+        if polling is not None and not polling.done() and dispatcher is not None:
+            try:
+                await asyncio.wait_for(dispatcher.stop_polling(), _STOP_WAIT)
+            except (RuntimeError, TimeoutError):  # not started yet, or stuck: cancel it
+                polling.cancel()
+        if polling is not None:
+            await asyncio.gather(polling, return_exceptions=True)
+        if self._bot is not None:
+            await self._bot.session.close()
+        self._polling = self._dispatcher = self._bot = None
+        self._remove_redaction()
+
+    # -- out ------------------------------------------------------------------------------
+
+    async def send(self, response: AgentResponse) -> None:
+        """Deliver an answer, an error or an approval request to its chat."""
+        chat_id = _chat_of(response.channel_id)
+        bot = self._bot
+        if chat_id is None or bot is None:
+            log.warning(
+                "telegram: cannot deliver to %r (not running or not a chat)", response.channel_id
+            )
+            return
+        if response.delta:
+            return
+        if response.approval is not None:
+            await self._send_approval(bot, chat_id, response.approval)
+            return
+        self._done_working(chat_id)
+        if chat_id in self.blocked:
+            log.warning("telegram: chat %s blocked the bot; answer dropped", chat_id)
+            return
+        try:
+            for part in split_message(response.text):
+                await self._api(lambda p=part: bot.send_message(chat_id, p), "sendMessage")
+            for attachment in response.attachments:
+                await self._send_file(bot, chat_id, attachment)
+        except _Blocked:
+            return
+
+    async def _send_approval(self, bot: Bot, chat_id: int, request: ApprovalRequest) -> None:
+        if chat_id in self.blocked:
+            raise ConnectionError(f"telegram chat {chat_id} blocked the bot")
+        markup = _approval_buttons(request.id)
+        text = split_message(request.prompt())[0]
+        try:
+            await self._api(
+                lambda: bot.send_message(chat_id, text, reply_markup=markup), "sendMessage"
+            )
+        except _Blocked:
+            raise ConnectionError(f"telegram chat {chat_id} blocked the bot") from None
+
+    async def _send_file(self, bot: Bot, chat_id: int, attachment: Attachment) -> None:
+        from aiogram.exceptions import TelegramBadRequest
+        from aiogram.types import BufferedInputFile
+
+        try:
+            method, content = media.outgoing(attachment)
+        except (OSError, ValueError, media.MediaError) as exc:
+            await self._notice(bot, chat_id, f"could not send {attachment.name}: {exc}")
+            return
+        name = media.safe_name(attachment.name)
+        file: Any = BufferedInputFile(content, name) if isinstance(content, bytes) else content
+        if method == "sendPhoto":
+            try:
+                await self._api(lambda: bot.send_photo(chat_id, file), "sendPhoto")
+                return
+            except TelegramBadRequest as exc:  # not a picture Telegram can show: as a file
+                log.info(
+                    "telegram: %s refused as a photo (%s); sending it as a document", name, exc
+                )
+        try:
+            await self._api(lambda: bot.send_document(chat_id, file), "sendDocument")
+        except TelegramBadRequest as exc:
+            await self._notice(bot, chat_id, f"could not send {name}: {exc.message}")
+
+    async def _notice(self, bot: Bot, chat_id: int, text: str) -> None:
+        await self._api(lambda: bot.send_message(chat_id, ERROR_PREFIX + text), "sendMessage")
+
+    async def _api(self, make: Any, what: str) -> Any:
+        """A Bot API call with retries; a 403 marks the chat and raises :class:`_Blocked`."""
+        from aiogram.exceptions import TelegramForbiddenError
+
+        try:
+            return await self.retrying.call(make, what)
+        except TelegramForbiddenError as exc:
+            chat_id = getattr(exc.method, "chat_id", None)
+            if isinstance(chat_id, int):
+                self.blocked.add(chat_id)
+                self._done_working(chat_id, all_turns=True)
+            log.warning(
+                "telegram: %s to chat %s refused (403: %s); chat marked as blocked",
+                what,
+                chat_id,
+                exc.message,
+            )
+            raise _Blocked from None
+
+    # -- in -------------------------------------------------------------------------------
+
+    async def _on_message(self, message: Message) -> None:
+        with contextlib.suppress(_Blocked):  # already logged and marked
+            await self._handle_message(message)
+
+    async def _handle_message(self, message: Message) -> None:
+        user, chat = message.from_user, message.chat
+        if user is None or user.is_bot or self._bot is None:
+            return  # channel posts, other bots, service messages
+        private = chat.type == "private"
+        if not private and not self._addressed(message):
+            return
+        text = self._strip_mention(message.text or message.caption or "")
+        bot = self._bot
+        if not self.access.is_allowed(user.id, user.username):
+            await self._refuse(bot, message, user, text, private)
+            return
+        self.blocked.discard(chat.id)
+        if private and text.strip().lower() in ("/start", "/start@" + (self.username or "")):
+            await self._api(lambda: message.answer(GREETING), "sendMessage")
+            return
+        try:
+            attachments = await media.download(bot, message, self.settings, self.retrying)
+        except Exception as exc:  # too big, download failed: say so, forward nothing
+            reason = redact(str(exc), self._token)
+            log.warning("telegram: file from chat %s not taken: %s", chat.id, reason)
+            await self._api(
+                lambda: message.answer(f"{ERROR_PREFIX}could not take your file: {reason}"),
+                "sendMessage",
+            )
+            return
+        if not text.strip() and not attachments:
+            await self._api(lambda: message.answer(UNSUPPORTED), "sendMessage")
+            return
+        metadata = {
+            "username": user.username,
+            "chat_type": chat.type,
+            "message_id": message.message_id,
+        }
+        await self._forward(chat.id, str(user.id), text, attachments, metadata)
+
+    async def _refuse(
+        self, bot: Bot, message: Message, user: User, text: str, private: bool
+    ) -> None:
+        outcome = self.access.try_pair(user.id, text) if private else None
+        reply = {True: PAIRED, False: PAIRING_FAILED, None: REFUSAL}[outcome]
+        if outcome is None:
+            log.info("telegram: refused user %s in chat %s", user.id, message.chat.id)
+        else:
+            log.info(
+                "telegram: pairing of user %s %s", user.id, "succeeded" if outcome else "failed"
+            )
+        await self._api(lambda: message.answer(reply), "sendMessage")
+
+    async def _on_callback(self, query: CallbackQuery) -> None:
+        with contextlib.suppress(_Blocked):
+            await self._handle_callback(query)
+
+    async def _handle_callback(self, query: CallbackQuery) -> None:
+        from aiogram.types import Message
+
+        bot = self._bot
+        if bot is None:
+            return
+        user, message = query.from_user, query.message
+        match = _BUTTON.match(query.data or "")
+
+        async def answer(text: str) -> None:
+            await self._api(lambda: query.answer(text), "answerCallbackQuery")
+
+        if not self.access.is_allowed(user.id, user.username):
+            log.info("telegram: refused a button press by user %s", user.id)
+            await answer(REFUSAL[:200])
+            return
+        if match is None or message is None:
+            await answer("This button is no longer valid.")
+            return
+        verb, request_id = match.groups()
+        await answer("Approved" if verb == "approve" else "Denied")
+        if isinstance(message, Message):  # remove the buttons: they were used
+            with contextlib.suppress(Exception):
+                await bot.edit_message_reply_markup(
+                    chat_id=message.chat.id, message_id=message.message_id, reply_markup=None
+                )
+        await self._forward(
+            message.chat.id,
+            str(user.id),
+            f"/{verb} {request_id}",
+            [],
+            {"username": user.username, "callback": True},
+        )
+
+    async def _forward(
+        self,
+        chat_id: int,
+        sender: str,
+        text: str,
+        attachments: list[Attachment],
+        metadata: dict[str, Any],
+    ) -> None:
+        inbound = self._inbound
+        if inbound is None:
+            return
+        event = ChannelEvent(
+            channel_id=f"{PREFIX}{chat_id}",
+            sender=sender,
+            text=text,
+            attachments=attachments,
+            metadata=metadata,
+        )
+        self._start_working(chat_id)
+        await inbound.put(event)
+
+    # -- groups ---------------------------------------------------------------------------
+
+    def _addressed(self, message: Message) -> bool:
+        """Whether a group message is meant for the bot: a mention, a command for it, or a
+        reply to one of its messages."""
+        replied = message.reply_to_message
+        if replied is not None and replied.from_user and replied.from_user.id == self.bot_id:
+            return True
+        text = message.text or message.caption or ""
+        handle = f"@{self.username or ''}".lower()
+        for entity in message.entities or message.caption_entities or []:
+            if entity.type == "text_mention" and entity.user and entity.user.id == self.bot_id:
+                return True
+            part = entity.extract_from(text).lower()
+            if entity.type == "mention" and part == handle:
+                return True
+            if entity.type == "bot_command" and part.endswith(handle):
+                return True
+        return False
+
+    def _strip_mention(self, text: str) -> str:
+        if not self.username:
+            return text
+        return re.sub(rf"@{re.escape(self.username)}\b", "", text, flags=re.IGNORECASE).strip()
+
+    # -- typing ---------------------------------------------------------------------------
+
+    def _start_working(self, chat_id: int) -> None:
+        self._working[chat_id] = self._working.get(chat_id, 0) + 1
+        task = self._typing.get(chat_id)
+        if task is None or task.done():
+            self._typing[chat_id] = asyncio.create_task(self._keep_typing(chat_id))
+
+    def _done_working(self, chat_id: int, all_turns: bool = False) -> None:
+        left = 0 if all_turns else self._working.get(chat_id, 0) - 1
+        if left > 0:
+            self._working[chat_id] = left
+            return
+        self._working.pop(chat_id, None)
+        task = self._typing.pop(chat_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def _keep_typing(self, chat_id: int) -> None:
+        """Show "typing" every ``typing_interval`` seconds until the answer is sent."""
+        from aiogram.exceptions import TelegramAPIError
+
+        bot = self._bot
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _TYPING_LIMIT
+        while bot is not None and loop.time() < deadline:
+            try:
+                await bot.send_chat_action(chat_id, "typing")
+            except TelegramAPIError as exc:  # cosmetic: never retried, never fatal
+                log.debug("telegram: typing in %s failed: %s", chat_id, exc)
+            await asyncio.sleep(self.settings.typing_interval)
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _get_me(self, bot: Bot) -> User:
+        from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
+
+        try:
+            return await self.retrying.call(bot.get_me, "getMe")
+        except TelegramUnauthorizedError:
+            raise ConnectionError(
+                f"Telegram refused the bot token (401 Unauthorized): check [{SECTION}] token "
+                f"or {TOKEN_VARIABLE}"
+            ) from None
+        except TelegramAPIError as exc:
+            where = self.settings.api_base or "the Telegram Bot API"
+            detail = redact(f"{type(exc).__name__}: {exc}", self._token)
+            raise ConnectionError(f"cannot reach {where}: {detail}") from None
+
+    def _install_redaction(self) -> None:
+        for name in (*AIOGRAM_LOGGERS, __name__, "openpista_telegram.api"):
+            logging.getLogger(name).addFilter(self._redact)
+
+    def _remove_redaction(self) -> None:
+        for name in (*AIOGRAM_LOGGERS, __name__, "openpista_telegram.api"):
+            logging.getLogger(name).removeFilter(self._redact)
+
+
+class _Blocked(Exception):
+    """The chat's user blocked the bot (403); already logged and marked."""
+
+
+def _chat_of(channel_id: str) -> int | None:
+    try:
+        return int(channel_id.removeprefix(PREFIX)) if channel_id.startswith(PREFIX) else None
+    except ValueError:
+        return None
+
+
+def _approval_buttons(request_id: str) -> InlineKeyboardMarkup:
+    from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(text="✅ Approve", callback_data=f"approve:{request_id}"),
+                InlineKeyboardButton(text="🚫 Deny", callback_data=f"deny:{request_id}"),
+            ]
+        ]
+    )
+
+
+def create_telegram_adapter(table: dict[str, Any], config: Settings) -> TelegramAdapter:
+    """The ``[channels.telegram]`` factory (options: config.example.toml)."""
+    return TelegramAdapter(parse_settings(table))

@@ -1,0 +1,90 @@
+"""The ``[channels.telegram]`` options, validated (every option is in config.example.toml)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from openpista.config import ConfigError, home_dir, plugin_options
+
+SECTION = "channels.telegram"
+TOKEN_VARIABLE = "TELEGRAM_BOT_TOKEN"
+# What @BotFather hands out: the bot's numeric id, a colon, and a secret part.
+_TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
+
+
+class TelegramSettings(BaseModel):
+    """The Telegram channel's configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    token: SecretStr | None = None
+    api_base: str | None = None
+    """Bot API server root (default: Telegram's own); a local Bot API server or an emulator."""
+    allowed_users: list[str | int] = Field(default_factory=list)
+    open_to_all: bool = False
+    mode: Literal["polling"] = "polling"
+    poll_timeout: int = Field(default=30, ge=1, le=50)
+    files_dir: Path | None = None
+    max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    inline_image_bytes: int = Field(default=5 * 1024 * 1024, ge=0)
+    """Pictures up to this size are also shown to the LLM inline (base64)."""
+    max_retries: int = Field(default=5, ge=0)
+    retry_base_delay: float = Field(default=1.0, ge=0)
+    max_retry_after: float = Field(default=60.0, gt=0)
+    request_timeout: float = Field(default=60.0, gt=0)
+    typing_interval: float = Field(default=4.0, gt=0)
+
+    @field_validator("api_base")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8081")
+        return value.rstrip("/") if value else None
+
+    @field_validator("allowed_users")
+    @classmethod
+    def _users(cls, value: list[str | int]) -> list[str | int]:
+        for user in value:
+            if isinstance(user, str) and not re.fullmatch(r"@?\w{1,64}|-?\d+", user.strip()):
+                raise ValueError(f"{user!r} is neither a numeric user id nor a @username")
+        return value
+
+    @property
+    def downloads(self) -> Path:
+        """Where received photos and documents are saved."""
+        return (self.files_dir or home_dir() / "telegram" / "files").expanduser()
+
+    def secret(self) -> str:
+        """The bot token (checked to be present by :func:`parse_settings`)."""
+        return self.token.get_secret_value() if self.token else ""
+
+
+def parse_settings(table: dict[str, Any] | None, *, need_token: bool = True) -> TelegramSettings:
+    """Validate ``[channels.telegram]``; ``TELEGRAM_BOT_TOKEN`` overrides ``token``.
+
+    Raises :class:`~openpista.config.ConfigError` naming the bad option (never the token).
+    """
+    settings = plugin_options(SECTION, table, TelegramSettings)
+    from_env = os.environ.get(TOKEN_VARIABLE, "").strip()
+    if from_env:
+        settings.token = SecretStr(from_env)
+    if need_token:
+        token = settings.secret().strip()
+        if not token:
+            raise ConfigError(
+                f"[{SECTION}] token: missing; create a bot with @BotFather and put its token "
+                f"here or in the {TOKEN_VARIABLE} environment variable"
+            )
+        if not _TOKEN_SHAPE.match(token):
+            raise ConfigError(
+                f"[{SECTION}] token: does not look like a bot token (expected "
+                "<digits>:<letters>, as @BotFather gives it)"
+            )
+        settings.token = SecretStr(token)
+    return settings

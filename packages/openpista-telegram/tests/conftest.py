@@ -1,0 +1,105 @@
+"""Fixtures: the Telegram Bot API emulator, and a real gateway (SQLite, litellm against the
+LLM emulator) serving the real aiogram-based channel against it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista.config import GatewaySettings, PolicySettings, Settings
+from openpista.gateway.approvals import ApprovalBroker
+from openpista.gateway.gateway import Gateway
+from openpista.plugins import PluginHost
+from openpista.runtime import Runtime
+from openpista.testing.cli import emulator_settings
+from openpista.testing.emulator import LlmEmulator
+from openpista.testing.telegram_emulator import TelegramEmulator, User
+from openpista_telegram.adapter import TelegramAdapter
+from openpista_telegram.config import parse_settings
+
+ALICE = User(4201, "alice", "Alice")  # allowed by id
+BOB = User(4202, "bob", "Bob")  # allowed by username
+MALLORY = User(6666, "mallory", "Mallory")  # a stranger
+
+Serve = Callable[..., Awaitable[TelegramAdapter]]
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Pairing files, downloads and the bot's name go to a per-test home."""
+    state = tmp_path / "home"
+    monkeypatch.setenv("OPENPISTA_HOME", str(state))
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    return state
+
+
+@pytest.fixture
+def alice() -> User:
+    """Allowed by numeric id."""
+    return ALICE
+
+
+@pytest.fixture
+def bob() -> User:
+    """Allowed by @username."""
+    return BOB
+
+
+@pytest.fixture
+def mallory() -> User:
+    """A stranger."""
+    return MALLORY
+
+
+@pytest.fixture
+def telegram() -> Iterator[TelegramEmulator]:
+    with TelegramEmulator() as emulator:
+        yield emulator
+
+
+def telegram_table(telegram: TelegramEmulator, **options: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "enabled": True,
+        "token": telegram.token,
+        "api_base": telegram.base_url,
+        "allowed_users": [ALICE.id, "@bob"],
+        "poll_timeout": 5,
+        "retry_base_delay": 0.01,
+        "typing_interval": 0.2,
+    }
+    table.update(options)
+    return table
+
+
+@pytest.fixture
+def settings(tmp_path: Path, llm_emulator: LlmEmulator) -> Settings:
+    settings = emulator_settings(llm_emulator, tmp_path)
+    settings.gateway = GatewaySettings(restart_max_delay=1)
+    settings.policy = PolicySettings(remote="allow", approval_timeout=30)
+    return settings
+
+
+@pytest.fixture
+async def serve(settings: Settings, telegram: TelegramEmulator) -> AsyncIterator[Serve]:
+    """Start a gateway with a Telegram adapter built from ``telegram_table(**options)``;
+    ``policy=`` replaces the tool policy."""
+    opened: list[Gateway] = []
+
+    async def start(policy: PolicySettings | None = None, **options: Any) -> TelegramAdapter:
+        if policy is not None:
+            settings.policy = policy
+        adapter = TelegramAdapter(parse_settings(telegram_table(telegram, **options)))
+        runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
+        broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
+        gateway = Gateway(runtime, [adapter], approvals=broker)
+        await gateway.start()
+        opened.append(gateway)
+        return adapter
+
+    yield start
+    for gateway in opened:
+        await gateway.stop(deadline=0)
+        await gateway.runtime.close()
