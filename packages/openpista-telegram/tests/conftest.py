@@ -75,6 +75,12 @@ def telegram_table(telegram: TelegramEmulator, **options: Any) -> dict[str, Any]
 
 
 @pytest.fixture
+def table(telegram: TelegramEmulator) -> Callable[..., dict[str, Any]]:
+    """``table(**options)``: a ``[channels.telegram]`` table pointing at the emulator."""
+    return lambda **options: telegram_table(telegram, **options)
+
+
+@pytest.fixture
 def settings(tmp_path: Path, llm_emulator: LlmEmulator) -> Settings:
     settings = emulator_settings(llm_emulator, tmp_path)
     settings.gateway = GatewaySettings(restart_max_delay=1)

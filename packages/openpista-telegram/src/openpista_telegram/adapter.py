@@ -85,8 +85,9 @@ class TelegramAdapter:
     async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
         """Check the token (getMe), then poll for updates in the background."""
         from aiogram import Bot, Dispatcher
-        from aiogram.client.session.aiohttp import AiohttpSession
         from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
+
+        from openpista_telegram.session import TolerantSession
 
         self._install_redaction()
         self._inbound = inbound
@@ -96,7 +97,7 @@ class TelegramAdapter:
             if self.settings.api_base
             else (PRODUCTION)
         )
-        session = AiohttpSession(api=api, timeout=self.settings.request_timeout)
+        session = TolerantSession(api=api, timeout=self.settings.request_timeout)
         bot = Bot(self._token, session=session)
         try:
             me = await self._get_me(bot)

@@ -263,8 +263,8 @@ class TelegramEmulator(ThreadedServer):
         retry_after: int | None = None,
         times: int = 1,
     ) -> None:
-        """Answer the next ``times`` calls of ``method`` (``"any"``: any but getUpdates)
-        with a Bot API error."""
+        """Answer the next ``times`` calls of ``method`` (``"any"``: any but ``getUpdates``,
+        which fails only when named) with a Bot API error."""
         with self._lock:
             for _ in range(times):
                 self._errors.append(ScriptedError(status, description, method, retry_after))
@@ -355,11 +355,14 @@ class TelegramEmulator(ThreadedServer):
         }
 
     def _scripted(self, method: str) -> Response | None:
-        if method == "getUpdates":
-            return None
         now = time.monotonic()
         with self._lock:
             until = self._retry_until.get(method, 0.0)
+            if method == "getUpdates":  # only errors scripted for it by name
+                if self._errors and self._errors[0].method == method:
+                    error = self._errors.popleft()
+                    return api_error(error.status, error.description, error.retry_after)
+                return None
             if now < until:
                 self.early_retries += 1
                 wait = max(1, int(until - now + 0.999))
