@@ -1,0 +1,78 @@
+"""Options, reply splitting, file names and the cost of importing the plugin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from openpista.config import ConfigError
+from openpista_telegram.config import parse_settings
+from openpista_telegram.media import safe_name
+from openpista_telegram.text import split_message, utf16_length
+
+TOKEN = "123:abcDEF_-ghi"
+
+
+def test_split_prefers_paragraphs_then_lines_then_words() -> None:
+    assert split_message("short") == ["short"]
+    assert split_message("aaaa\n\nbbbb\ncccc", limit=12) == ["aaaa", "bbbb\ncccc"]
+    assert split_message("aaaa bbbb\ncccc dddd", limit=12) == ["aaaa bbbb", "cccc dddd"]
+    assert split_message("aaaa bbbb cccc", limit=10) == ["aaaa bbbb", "cccc"]
+    assert split_message("x" * 25, limit=10) == ["x" * 10, "x" * 10, "x" * 5]
+    assert split_message("   \n\n  ") == []
+
+
+def test_split_counts_utf16_units() -> None:
+    text = "🙂" * 3000  # 6,000 UTF-16 units
+    parts = split_message(text)
+    assert [utf16_length(p) for p in parts] == [4096, 1904]
+    assert "".join(parts) == text
+
+
+def test_token_from_environment_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    settings = parse_settings({"enabled": True, "token": "1:overridden"})
+    assert settings.secret() == TOKEN
+    assert settings.mode == "polling"
+    assert not settings.open_to_all
+    assert settings.downloads.name == "files"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({}, "[channels.telegram] token: missing"),
+        ({"token": "not a token"}, "token: does not look like a bot token"),
+        ({"token": TOKEN, "mode": "webhook"}, "[channels.telegram] mode: Input should be"),
+        ({"token": TOKEN, "tokn": "x"}, "tokn: unknown option"),
+        ({"token": TOKEN, "api_base": "ftp://x"}, "api_base: Value error, must be an http(s)"),
+        ({"token": TOKEN, "allowed_users": ["a b"]}, "neither a numeric user id nor a @username"),
+        ({"token": TOKEN, "poll_timeout": 0}, "poll_timeout: Input should be greater"),
+    ],
+)
+def test_bad_options_are_named(
+    monkeypatch: pytest.MonkeyPatch, table: dict[str, object], message: str
+) -> None:
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    with pytest.raises(ConfigError) as failure:
+        parse_settings(table)
+    assert message in str(failure.value)
+    assert "not a token" not in str(failure.value)
+
+
+def test_received_file_names_stay_in_their_folder() -> None:
+    assert safe_name("../../etc/passwd") == "passwd"
+    assert safe_name("..\\..\\boot.ini") == "boot.ini"
+    assert safe_name("my report (1).pdf") == "my_report_1_.pdf"
+    assert safe_name("...") == "file"
+    assert len(safe_name("a" * 500 + ".txt")) == 100
+
+
+def test_plugin_module_does_not_import_aiogram() -> None:
+    code = (
+        "import sys, openpista_telegram.plugin, openpista_telegram.cli; "
+        "sys.exit('aiogram' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
