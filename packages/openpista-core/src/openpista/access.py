@@ -28,7 +28,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from openpista.config import home_dir
 from openpista.files import write_private
 
 log = logging.getLogger(__name__)
@@ -58,6 +57,8 @@ class PairingBook:
     """
 
     def __init__(self, channel: str, path: Path | None = None) -> None:
+        from openpista.config import home_dir  # pydantic-settings: kept off `--help`'s path
+
         self.channel = channel
         self.path = path or home_dir() / "access" / f"{channel}.json"
 
