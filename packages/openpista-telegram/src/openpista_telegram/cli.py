@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from openpista.access import PairingBook
-from openpista_telegram.api import load_bot_info
 
 CHANNEL = "telegram"
 
@@ -40,6 +39,8 @@ def pair(ttl: int) -> None:
     minutes = ttl // 60
     click.echo(f"Pairing code: {code}   (valid {minutes} min, once)")
     click.echo(f"Send it to the bot in a private chat:  /pair {code}")
+    from openpista_telegram.api import load_bot_info  # the config stays off --help's path
+
     username = load_bot_info().get("username")
     if isinstance(username, str) and username:
         click.echo(f"Or open: https://t.me/{username}?start={code}")
