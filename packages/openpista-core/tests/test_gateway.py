@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from openpista.runtime import Runtime
 from openpista.testing.adapters import LoopbackAdapter
 from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
+from openpista.testing.gateways import Gateways
 from openpista.tools.registry import tool
 
 OpenGateway = Callable[..., Awaitable[Gateway]]
@@ -28,21 +29,12 @@ def make_settings(tmp_path: Path, emulator: LlmEmulator, **gateway: object) -> S
 
 
 @pytest.fixture
-async def open_gateway(tmp_path: Path, llm_emulator: LlmEmulator) -> AsyncIterator[OpenGateway]:
-    opened: list[Gateway] = []
-
+def open_gateway(tmp_path: Path, llm_emulator: LlmEmulator, gateways: Gateways) -> OpenGateway:
     async def open_(*adapters: LoopbackAdapter, settings: Settings | None = None) -> Gateway:
         settings = settings or make_settings(tmp_path, llm_emulator)
-        runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
-        gateway = Gateway(runtime, adapters)
-        await gateway.start()
-        opened.append(gateway)
-        return gateway
+        return await gateways.start(settings, *adapters, approvals=False)
 
-    yield open_
-    for gateway in opened:
-        await gateway.stop(deadline=0)
-        await gateway.runtime.close()
+    return open_
 
 
 async def test_answers_go_back_to_the_owning_adapter(

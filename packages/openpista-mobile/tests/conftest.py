@@ -10,12 +10,9 @@ from typing import Any
 import pytest
 
 from openpista.config import GatewaySettings, Settings
-from openpista.gateway.approvals import ApprovalBroker
-from openpista.gateway.gateway import Gateway
-from openpista.plugins import PluginHost
-from openpista.runtime import Runtime
 from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
+from openpista.testing.gateways import Gateways
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient
 from openpista_mobile.settings import parse_settings
@@ -54,23 +51,15 @@ def settings(tmp_path: Path, llm_emulator: LlmEmulator) -> Settings:
 
 
 @pytest.fixture
-async def serve(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[MobileAdapter]]]:
+def serve(settings: Settings, gateways: Gateways) -> Callable[..., Awaitable[MobileAdapter]]:
     """Start a gateway with a mobile adapter built from ``mobile_table(**options)``."""
-    opened: list[Gateway] = []
 
     async def start(**options: Any) -> MobileAdapter:
         adapter = MobileAdapter(parse_settings(mobile_table(**options)))
-        runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
-        broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
-        gateway = Gateway(runtime, [adapter], approvals=broker)
-        await gateway.start()
-        opened.append(gateway)
+        await gateways.start(settings, adapter)
         return adapter
 
-    yield start
-    for gateway in opened:
-        await gateway.stop(deadline=0)
-        await gateway.runtime.close()
+    return start
 
 
 @pytest.fixture

@@ -3,19 +3,16 @@ LLM emulator) serving the real aiogram-based channel against it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from openpista.config import GatewaySettings, PolicySettings, Settings
-from openpista.gateway.approvals import ApprovalBroker
-from openpista.gateway.gateway import Gateway
-from openpista.plugins import PluginHost
-from openpista.runtime import Runtime
 from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
+from openpista.testing.gateways import Gateways
 from openpista.testing.telegram_emulator import TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
 from openpista_telegram.config import parse_settings
@@ -89,23 +86,15 @@ def settings(tmp_path: Path, llm_emulator: LlmEmulator) -> Settings:
 
 
 @pytest.fixture
-async def serve(settings: Settings, telegram: TelegramEmulator) -> AsyncIterator[Serve]:
+def serve(settings: Settings, telegram: TelegramEmulator, gateways: Gateways) -> Serve:
     """Start a gateway with a Telegram adapter built from ``telegram_table(**options)``;
     ``policy=`` replaces the tool policy."""
-    opened: list[Gateway] = []
 
     async def start(policy: PolicySettings | None = None, **options: Any) -> TelegramAdapter:
         if policy is not None:
             settings.policy = policy
         adapter = TelegramAdapter(parse_settings(telegram_table(telegram, **options)))
-        runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
-        broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
-        gateway = Gateway(runtime, [adapter], approvals=broker)
-        await gateway.start()
-        opened.append(gateway)
+        await gateways.start(settings, adapter)
         return adapter
 
-    yield start
-    for gateway in opened:
-        await gateway.stop(deadline=0)
-        await gateway.runtime.close()
+    return start

@@ -11,13 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from openpista.gateway.approvals import ApprovalBroker
 from openpista.gateway.gateway import Gateway
-from openpista.plugins import PluginHost
-from openpista.runtime import Runtime
 from openpista.testing.cli import emulator_settings
 from openpista.testing.contracts import ChannelContract
 from openpista.testing.emulator import LlmEmulator
+from openpista.testing.gateways import Gateways
 from openpista.testing.whatsapp_emulator import (
     WhatsAppEmulator,
     message,
@@ -54,19 +52,14 @@ async def deployment(
     tmp_path: Path,
     llm_emulator: LlmEmulator,
     whatsapp_table: Callable[..., dict[str, Any]],
+    gateways: Gateways,
 ) -> AsyncIterator[Deployment]:
     table = whatsapp_table(allowed_numbers=[USER, OTHER])
-    settings = emulator_settings(llm_emulator, tmp_path)
-    runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
     adapter = WhatsAppAdapter(load_whatsapp_config(table))
-    broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
-    gateway = Gateway(runtime, [adapter], approvals=broker)
-    await gateway.start()
+    gateway = await gateways.start(emulator_settings(llm_emulator, tmp_path), adapter)
     deployed = Deployment(gateway, adapter, table["app_secret"])
     yield deployed
     await deployed.http.aclose()
-    await gateway.stop(deadline=0)
-    await runtime.close()
 
 
 async def test_a_signed_message_is_answered_on_whatsapp(

@@ -6,13 +6,14 @@ environments without the ``testing`` extra.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
     from openpista.testing.emulator import LlmEmulator
+    from openpista.testing.gateways import Gateways
 
 
 @pytest.fixture
@@ -22,3 +23,13 @@ def llm_emulator() -> Iterator[LlmEmulator]:
 
     with LlmEmulator() as emulator:
         yield emulator
+
+
+@pytest.fixture
+async def gateways() -> AsyncIterator[Gateways]:
+    """Start real gateways with ``await gateways.start(settings, *adapters)``; all are
+    stopped after the test (:class:`~openpista.testing.gateways.Gateways`)."""
+    from openpista.testing.gateways import Gateways
+
+    async with Gateways() as opened:
+        yield opened
