@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -23,13 +24,17 @@ def open_socket(
     query: str = "",
     origin: str | None = None,
     host: str = "127.0.0.1",
+    tls: ssl.SSLContext | None = None,
 ) -> Any:
-    """``async with open_socket(...) as ws``: a connection to ``/ws`` as a browser makes it."""
+    """``async with open_socket(...) as ws``: a connection to ``/ws`` as a browser makes it
+    (``wss://`` trusting ``tls`` when given)."""
     protocols = [Subprotocol(SUBPROTOCOL)]
     if token is not None:
         protocols.append(Subprotocol(TOKEN_PREFIX + token))
+    scheme = "wss" if tls is not None else "ws"
     return connect(
-        f"ws://{host}:{port}/ws?client={client}{query}",
+        f"{scheme}://{host}:{port}/ws?client={client}{query}",
+        ssl=tls,
         subprotocols=protocols,
         origin=Origin(origin) if origin else None,
         max_size=None,
