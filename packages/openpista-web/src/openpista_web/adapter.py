@@ -2,7 +2,8 @@
 
 One WebSocket connection per browser tab at ``/ws``. The handshake must carry the token
 (sub-protocol ``openpista.token.<TOKEN>`` or ``?token=``) and the browser's ``client``
-id; anything else is refused before the upgrade (HTTP 403). Each browser is the chat
+id; anything else is refused before the upgrade (HTTP 403), and an address with too many
+wrong tokens is refused (HTTP 429) before any token is compared. Each browser is the chat
 ``web:<client_id>``. See ``docs/channels/web.md`` for the frames.
 """
 
@@ -21,9 +22,11 @@ from urllib.parse import urlsplit
 from openpista.config import home_dir
 from openpista.files import write_private
 from openpista.models import AgentResponse, Attachment, ChannelEvent
+from openpista_web.app import build_app, too_many_attempts
 from openpista_web.auth import SUBPROTOCOL, TOKEN_PREFIX, offered_token, token_matches
 from openpista_web.commands import is_command, run_command
 from openpista_web.hub import Client, ClientHub
+from openpista_web.limiter import AuthFailureLimiter
 from openpista_web.protocol import (
     CLIENT_ID,
     ApprovalFrame,
@@ -98,6 +101,9 @@ class WebAdapter:
         self.limits = Limits(
             settings.max_frame_bytes, settings.max_image_bytes, settings.max_attachments
         )
+        self.auth_limiter = AuthFailureLimiter(
+            settings.max_auth_failures, settings.auth_failure_window
+        )
         self._token = token
         self._inbound: asyncio.Queue[ChannelEvent] | None = None
         self._server: EmbeddedServer | None = None
@@ -122,13 +128,12 @@ class WebAdapter:
     async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
         """Bind, start uvicorn in this event loop and return once it accepts connections."""
         from openpista.serving import EmbeddedServer, bind_tcp
-        from openpista_web.app import build_app
 
         self._inbound = inbound
         settings = self.settings
         _redact_uvicorn_logs()
         server = EmbeddedServer(
-            build_app(settings, self._token, self._socket_endpoint),
+            build_app(settings, self._token, self._socket_endpoint, self.auth_limiter),
             name="the web channel",
             ws_max_size=settings.max_frame_bytes * 4,
             ws_ping_interval=settings.ping_interval,
@@ -179,14 +184,18 @@ class WebAdapter:
     # -- the socket -----------------------------------------------------------------------
 
     async def _socket_endpoint(self, websocket: WebSocket) -> None:
+        host = websocket.client.host if websocket.client else None
+        wait = self.auth_limiter.retry_after(host)
+        if wait:  # too many wrong tokens from there: no token is even compared
+            await websocket.send_denial_response(too_many_attempts(wait))
+            return
         offered = list(websocket.scope.get("subprotocols", []))
         token = offered_token(offered, websocket.query_params.get("token"))
         client_id = websocket.query_params.get("client", "")
-        if (
-            not self._origin_allowed(websocket)
-            or not token_matches(token, self._token)
-            or not CLIENT_ID.match(client_id)
-        ):
+        token_ok = token_matches(token, self._token)
+        if not token_ok:
+            self.auth_limiter.failed(host)
+        if not token_ok or not self._origin_allowed(websocket) or not CLIENT_ID.match(client_id):
             await websocket.close(code=4401)  # before accept: uvicorn answers HTTP 403
             return
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket
 from openpista_web.auth import token_matches
 
 if TYPE_CHECKING:
+    from openpista_web.limiter import AuthFailureLimiter
     from openpista_web.settings import WebSettings
 
 BUNDLED_STATIC = Path(__file__).parent / "static"
@@ -63,12 +64,25 @@ class ShellHeaders:
         await self.app(scope, receive, with_headers)
 
 
+def too_many_attempts(retry_after: int) -> Response:
+    """The answer to an address refused by the wrong-token limiter (HTTP 429)."""
+    return JSONResponse(
+        {"error": "too many wrong tokens from this address; try again later"},
+        status_code=429,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def build_app(
     settings: WebSettings,
     token: str,
     socket_endpoint: Callable[[WebSocket], Awaitable[None]],
+    limiter: AuthFailureLimiter,
 ) -> Starlette:
-    """The app: ``/ws`` (the chat socket), ``/api/health``, ``/api/auth``, and the client."""
+    """The app: ``/ws`` (the chat socket), ``/api/health``, ``/api/auth``, and the client.
+
+    Wrong tokens at ``/api/auth`` count in ``limiter`` like those of ``/ws``.
+    """
     from brotli_asgi import BrotliMiddleware
 
     static_dir = settings.static_dir or BUNDLED_STATIC
@@ -84,11 +98,17 @@ def build_app(
         """``POST`` with ``Authorization: Bearer TOKEN``: 204 when right, 401 when not.
 
         The client asks after a refused handshake (browsers hide the HTTP status of a
-        WebSocket refusal) to tell a wrong token from a server that is down.
+        WebSocket refusal) to tell a wrong token from a server that is down. An address
+        with too many wrong tokens gets 429 before any comparison.
         """
+        host = request.client.host if request.client else None
+        wait = limiter.retry_after(host)
+        if wait:
+            return too_many_attempts(wait)
         scheme, _, offered = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token_matches(offered.strip(), token):
             return Response(status_code=204)
+        limiter.failed(host)
         return JSONResponse({"error": "wrong or missing token"}, status_code=401)
 
     routes = [

@@ -34,6 +34,8 @@ class WebSettings(BaseModel):
     max_attachments: int = Field(default=4, ge=0)
     ping_interval: float = Field(default=20.0, gt=0)
     ping_timeout: float = Field(default=20.0, gt=0)
+    max_auth_failures: int = Field(default=10, ge=0)
+    auth_failure_window: float = Field(default=300.0, gt=0)
 
     @field_validator("static_dir", "tls_cert", "tls_key")
     @classmethod
