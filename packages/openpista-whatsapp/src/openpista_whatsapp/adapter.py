@@ -33,6 +33,7 @@ from openpista_whatsapp.messages import (
     template_message,
     text_message,
 )
+from openpista_whatsapp.notices import OperatorNotices
 from openpista_whatsapp.payload import Delivery, Inbound, Status, parse_webhook
 from openpista_whatsapp.signature import HEADER, verify
 from openpista_whatsapp.state import ConversationWindows, StatusLog, TtlSet
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from openpista.config import Settings
+    from openpista.gateway.gateway import Gateway
     from openpista.serving import EmbeddedServer
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,10 @@ PREFIX = "whatsapp:"
 class WhatsAppAdapter:
     """Serves Meta's webhook for every configured business number and answers through the
     Graph API. ``state_dir`` (default ``<home>/whatsapp``) holds media, windows, statuses;
-    ``transport`` replaces httpx's network transport (tests)."""
+    ``transport`` replaces httpx's network transport (tests).
+
+    ``gateway`` (the plugin's ``daemon_started`` hook attaches the daemon's) carries the
+    notices about failed sends to ``operator_channel`` when that is configured."""
 
     name = "whatsapp"
     channel_prefix = PREFIX
@@ -79,6 +84,8 @@ class WhatsAppAdapter:
         self.refused = TtlSet(config.dedup_size, config.refusal_interval)
         self.windows = ConversationWindows(self.state_dir / "windows.json")
         self.statuses = StatusLog(self.state_dir / "statuses.jsonl")
+        self.gateway: Gateway | None = None
+        self.notices = OperatorNotices(config.operator_channel) if config.operator_channel else None
         self.port: int | None = None
         self._transport = transport
         self._graph: GraphClient | None = None
@@ -359,6 +366,12 @@ class WhatsAppAdapter:
                 to,
                 number,
             )
+            await self._tell_operator(
+                number,
+                to,
+                "no-template",
+                "outside the 24-hour window and channels.whatsapp.template_name is not set",
+            )
             return
         parameters = [response.text or "-"] if self.config.template_text_parameter else None
         template = template_message(to, name, self.config.template_language, parameters)
@@ -383,7 +396,30 @@ class WhatsAppAdapter:
                     exc,
                     f" [fbtrace_id {exc.fbtrace_id}]" if exc.fbtrace_id else "",
                 )
+                key = f"graph-{exc.code}" if exc.code else f"{kind}: {exc}"
+                await self._tell_operator(number, to, key, f"{exc} ({kind})")
                 return
+
+    async def _tell_operator(self, number: str, to: str, key: str, reason: str) -> None:
+        """Notify ``operator_channel`` (rate-limited per ``key``) that ``to`` missed an answer.
+
+        Failures of sends to the operator's own WhatsApp chat are only logged (no loop).
+        """
+        if self.notices is None:
+            return
+        if self.gateway is None:
+            log.warning(
+                "whatsapp: no gateway to reach %s; failure only logged", self.notices.channel_id
+            )
+            return
+        try:
+            if self.route(self.notices.channel_id) == (number, to):
+                return
+        except ValueError:
+            pass  # the operator is on another channel
+        notice = self.notices.notice(to, key, reason)
+        if notice is not None:
+            await self.gateway.deliver(notice)
 
 
 def create_whatsapp_adapter(table: dict[str, Any], config: Settings) -> WhatsAppAdapter:

@@ -77,6 +77,18 @@ class WhatsAppConfig(BaseModel):
     refusal_interval: float = Field(default=3600.0, ge=0)
     dedup_ttl: float = Field(default=86400.0, gt=0)
     dedup_size: int = Field(default=10_000, ge=1)
+    operator_channel: str | None = None
+
+    @field_validator("operator_channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        name, colon, chat = value.partition(":")
+        if not (name and colon and chat):
+            raise ValueError("must be a channel id such as 'telegram:123456'")
+        return value
 
     @field_validator("phone_number_id", mode="before")
     @classmethod
