@@ -45,7 +45,15 @@ def test_token_from_environment_and_defaults(monkeypatch: pytest.MonkeyPatch) ->
     [
         ({}, "[channels.telegram] token: missing"),
         ({"token": "not a token"}, "token: does not look like a bot token"),
-        ({"token": TOKEN, "mode": "webhook"}, "[channels.telegram] mode: Input should be"),
+        ({"token": TOKEN, "mode": "push"}, "[channels.telegram] mode: Input should be"),
+        ({"token": TOKEN, "mode": "webhook"}, 'webhook_url: mode = "webhook" needs the public'),
+        (
+            {"token": TOKEN, "mode": "webhook", "webhook_url": "http://bot.example.org/t"},
+            "webhook_url: Telegram posts only to https:// URLs",
+        ),
+        ({"token": TOKEN, "webhook_secret": "has space"}, "webhook_secret: Value error, must be"),
+        ({"token": TOKEN, "webhook_path": "hook"}, "webhook_path: Value error, must start"),
+        ({"token": TOKEN, "max_webhook_bytes": 10}, "max_webhook_bytes: Input should be"),
         ({"token": TOKEN, "tokn": "x"}, "tokn: unknown option"),
         ({"token": TOKEN, "api_base": "ftp://x"}, "api_base: Value error, must be an http(s)"),
         ({"token": TOKEN, "allowed_users": ["a b"]}, "neither a numeric user id nor a @username"),

@@ -1,4 +1,4 @@
-"""The Telegram channel: aiogram long polling in, Bot API calls out.
+"""The Telegram channel: aiogram long polling (or a webhook) in, Bot API calls out.
 
 One session per chat (channel id ``telegram:{chat_id}``). Only allowed or paired users reach
 the agent; everyone else gets :data:`~openpista.access.REFUSAL`. In groups the bot answers
@@ -30,6 +30,7 @@ from openpista_telegram.api import (
 )
 from openpista_telegram.config import SECTION, TOKEN_VARIABLE, TelegramSettings, parse_settings
 from openpista_telegram.text import split_message
+from openpista_telegram.webhook import ALLOWED_UPDATES, WebhookReceiver
 
 if TYPE_CHECKING:
     from aiogram import Bot, Dispatcher
@@ -46,6 +47,12 @@ UNSUPPORTED = f"{ERROR_PREFIX}openpista reads text, photos and documents; not th
 _BUTTON = re.compile(r"^(approve|deny):([0-9A-Za-z]{1,32})$")
 _TYPING_LIMIT = 30 * 60.0  # a turn that takes longer stops showing "typing"
 _STOP_WAIT = 10.0
+_REDACTED_LOGGERS = (
+    *AIOGRAM_LOGGERS,
+    __name__,
+    "openpista_telegram.api",
+    "openpista_telegram.webhook",
+)
 
 
 class TelegramAdapter:
@@ -75,6 +82,7 @@ class TelegramAdapter:
         self._bot: Bot | None = None
         self._dispatcher: Dispatcher | None = None
         self._polling: asyncio.Task[None] | None = None
+        self._webhook: WebhookReceiver | None = None
         self._inbound: asyncio.Queue[ChannelEvent] | None = None
         self._working: dict[int, int] = {}  # chat -> turns in flight
         self._typing: dict[int, asyncio.Task[None]] = {}
@@ -83,7 +91,8 @@ class TelegramAdapter:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
-        """Check the token (getMe), then poll for updates in the background."""
+        """Check the token (getMe), then poll for updates in the background, or (mode
+        ``webhook``) listen on the webhook and register it with ``setWebhook``."""
         from aiogram import Bot, Dispatcher
         from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 
@@ -101,33 +110,83 @@ class TelegramAdapter:
         bot = Bot(self._token, session=session)
         try:
             me = await self._get_me(bot)
-            await self.retrying.call(
-                lambda: bot.delete_webhook(drop_pending_updates=False), "deleteWebhook"
-            )
+            dispatcher = Dispatcher()
+            dispatcher.message.register(self._on_message)
+            dispatcher.callback_query.register(self._on_callback)
+            self._bot, self._dispatcher = bot, dispatcher
+            if self.settings.mode == "webhook":
+                await self._start_webhook(bot)
+            else:
+                await self._start_polling(bot, dispatcher)
         except BaseException:
+            if self._webhook is not None:
+                await self._webhook.stop()
+            self._webhook = self._bot = self._dispatcher = None
             await session.close()
             raise
         self.username, self.bot_id = me.username, me.id
         save_bot_info(me.id, me.username)
-        dispatcher = Dispatcher()
-        dispatcher.message.register(self._on_message)
-        dispatcher.callback_query.register(self._on_callback)
-        self._bot, self._dispatcher = bot, dispatcher
+        log.info("telegram: %s as @%s", self.settings.mode, me.username)
+
+    async def _start_polling(self, bot: Bot, dispatcher: Dispatcher) -> None:
+        await self.retrying.call(
+            lambda: bot.delete_webhook(drop_pending_updates=False), "deleteWebhook"
+        )
         self._polling = asyncio.create_task(
             dispatcher.start_polling(
                 bot,
                 polling_timeout=self.settings.poll_timeout,
                 handle_as_tasks=False,  # one update at a time: a chat's messages keep order
                 handle_signals=False,  # the daemon owns SIGINT/SIGTERM
-                allowed_updates=["message", "callback_query"],
+                allowed_updates=list(ALLOWED_UPDATES),
             ),
             name="openpista-telegram-polling",
         )
-        log.info("telegram: polling as @%s", me.username)
+
+    async def _start_webhook(self, bot: Bot) -> None:
+        """Listen first, then tell Telegram where to post (so no delivery finds no one)."""
+        from aiogram.exceptions import TelegramAPIError
+
+        try:
+            secret = self.settings.webhook_token()
+        except OSError as exc:
+            raise RuntimeError(f"telegram: cannot keep the webhook secret: {exc}") from None
+        if secret not in self._redact.secrets:
+            self._redact.secrets.append(secret)
+        self._webhook = WebhookReceiver(self.settings, secret, self._feed)
+        await self._webhook.start()
+        url = self.settings.webhook_url or ""
+        try:
+            await self.retrying.call(
+                lambda: bot.set_webhook(
+                    url,
+                    secret_token=secret,
+                    allowed_updates=list(ALLOWED_UPDATES),
+                    drop_pending_updates=False,
+                ),
+                "setWebhook",
+            )
+        except TelegramAPIError as exc:
+            detail = redact(redact(str(exc), self._token), secret)
+            raise ConnectionError(f"Telegram refused the webhook {url}: {detail}") from None
+
+    async def _feed(self, raw: dict[str, Any]) -> None:
+        """Handle one update received on the webhook, like a polled one."""
+        from openpista_telegram.session import parse_update
+
+        bot, dispatcher = self._bot, self._dispatcher
+        if bot is None or dispatcher is None:
+            return
+        update = parse_update(raw, bot)
+        if update is not None:
+            await dispatcher.feed_update(bot, update)
 
     async def wait_closed(self) -> None:
-        """Wait while polling runs; raises if it ended without :meth:`stop` (the gateway
-        then restarts the channel)."""
+        """Wait while polling (or the webhook) runs; raises if it ended without :meth:`stop`
+        (the gateway then restarts the channel)."""
+        if self._webhook is not None:
+            await self._webhook.wait_closed()
+            return
         polling = self._polling
         if polling is None:
             return
@@ -136,8 +195,14 @@ class TelegramAdapter:
             raise ConnectionError("telegram polling ended unexpectedly")
 
     async def stop(self) -> None:
-        """Stop polling, stop "typing", close the HTTP session."""
+        """Stop polling or the webhook, stop "typing", close the HTTP session.
+
+        The webhook stays registered with Telegram, which keeps (and retries) updates until
+        the channel listens again; polling mode removes it when it starts.
+        """
         self._stopping = True
+        if self._webhook is not None:
+            await self._webhook.stop()
         for task in self._typing.values():
             task.cancel()
         await asyncio.gather(*self._typing.values(), return_exceptions=True)
@@ -153,7 +218,7 @@ class TelegramAdapter:
             await asyncio.gather(polling, return_exceptions=True)
         if self._bot is not None:
             await self._bot.session.close()
-        self._polling = self._dispatcher = self._bot = None
+        self._polling = self._dispatcher = self._bot = self._webhook = None
         self._remove_redaction()
 
     # -- out ------------------------------------------------------------------------------
@@ -431,11 +496,11 @@ class TelegramAdapter:
             raise ConnectionError(f"cannot reach {where}: {detail}") from None
 
     def _install_redaction(self) -> None:
-        for name in (*AIOGRAM_LOGGERS, __name__, "openpista_telegram.api"):
+        for name in _REDACTED_LOGGERS:
             logging.getLogger(name).addFilter(self._redact)
 
     def _remove_redaction(self) -> None:
-        for name in (*AIOGRAM_LOGGERS, __name__, "openpista_telegram.api"):
+        for name in _REDACTED_LOGGERS:
             logging.getLogger(name).removeFilter(self._redact)
 
 

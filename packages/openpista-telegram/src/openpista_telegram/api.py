@@ -74,22 +74,28 @@ class Retrying:
 
 
 class RedactToken(logging.Filter):
-    """Replaces the bot token in log records with ``<token>``."""
+    """Replaces the bot token (and other ``secrets``) in log records with ``<token>``."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, *secrets: str) -> None:
         super().__init__()
-        self.token = token
+        self.secrets = [secret for secret in secrets if secret]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.token:
+        if not self.secrets:
             return True
         message = record.getMessage()
-        if self.token in message:
-            record.msg, record.args = message.replace(self.token, "<token>"), None
+        if any(secret in message for secret in self.secrets):
+            record.msg, record.args = _hide(message, self.secrets), None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info, record.exc_text = None, text.replace(self.token, "<token>")
+            record.exc_info, record.exc_text = None, _hide(text, self.secrets)
         return True
+
+
+def _hide(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "<token>")
+    return text
 
 
 def redact(text: str, token: str) -> str:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from openpista.config import ConfigError, home_dir, plugin_options
+from openpista.files import write_private
 
 SECTION = "channels.telegram"
 TOKEN_VARIABLE = "TELEGRAM_BOT_TOKEN"
 # What @BotFather hands out: the bot's numeric id, a colon, and a secret part.
 _TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
+# What setWebhook accepts as secret_token.
+_SECRET_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
 class TelegramSettings(BaseModel):
@@ -28,7 +32,15 @@ class TelegramSettings(BaseModel):
     """Bot API server root (default: Telegram's own); a local Bot API server or an emulator."""
     allowed_users: list[str | int] = Field(default_factory=list)
     open_to_all: bool = False
-    mode: Literal["polling"] = "polling"
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str | None = None
+    """The public HTTPS URL Telegram posts updates to (mode ``webhook``)."""
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = Field(default=8443, ge=0, le=65535)
+    webhook_path: str = "/telegram/webhook"
+    webhook_secret: SecretStr | None = None
+    """Sent as ``secret_token``; generated and kept under ``home_dir()/telegram/`` if unset."""
+    max_webhook_bytes: int = Field(default=1024 * 1024, ge=1024)
     poll_timeout: int = Field(default=30, ge=1, le=50)
     files_dir: Path | None = None
     max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
@@ -47,6 +59,20 @@ class TelegramSettings(BaseModel):
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:8081")
         return value.rstrip("/") if value else None
 
+    @field_validator("webhook_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _SECRET_SHAPE.match(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters A-Z, a-z, 0-9, _ and -")
+        return value
+
     @field_validator("allowed_users")
     @classmethod
     def _users(cls, value: list[str | int]) -> list[str | int]:
@@ -63,6 +89,22 @@ class TelegramSettings(BaseModel):
     def secret(self) -> str:
         """The bot token (checked to be present by :func:`parse_settings`)."""
         return self.token.get_secret_value() if self.token else ""
+
+    def webhook_token(self) -> str:
+        """``webhook_secret``, else the one kept in ``home_dir()/telegram/webhook_secret``
+        (created on first use, mode 0600)."""
+        if self.webhook_secret is not None:
+            return self.webhook_secret.get_secret_value()
+        path = home_dir() / "telegram" / "webhook_secret"
+        try:
+            kept = path.read_text().strip()
+        except FileNotFoundError:
+            kept = ""
+        if _SECRET_SHAPE.match(kept):
+            return kept
+        token = secrets.token_urlsafe(32)  # letters, digits, '_' and '-': what Telegram takes
+        write_private(path, token)
+        return token
 
 
 def parse_settings(table: dict[str, Any] | None, *, need_token: bool = True) -> TelegramSettings:
@@ -87,4 +129,20 @@ def parse_settings(table: dict[str, Any] | None, *, need_token: bool = True) -> 
                 "<digits>:<letters>, as @BotFather gives it)"
             )
         settings.token = SecretStr(token)
+    if settings.mode == "webhook":
+        _check_webhook(settings)
     return settings
+
+
+def _check_webhook(settings: TelegramSettings) -> None:
+    url = settings.webhook_url or ""
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(
+            f'[{SECTION}] webhook_url: mode = "webhook" needs the public https:// URL '
+            "Telegram posts updates to"
+        )
+    if not url.startswith("https://") and settings.api_base is None:
+        raise ConfigError(
+            f"[{SECTION}] webhook_url: Telegram posts only to https:// URLs (plain http works "
+            "only with a local Bot API server set in api_base)"
+        )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import mimetypes
 import re
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from openpista.models import Attachment
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
     from aiogram import Bot
     from aiogram.types import Message
 
@@ -74,7 +76,10 @@ async def download(
         folder = settings.downloads / str(message.chat.id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         target = folder / f"{message.message_id}-{item.name}"
-        await retrying.call(partial(bot.download_file, info.file_path, target), "file download")
+        await retrying.call(
+            partial(_download_capped, bot, info.file_path, target, item.name, limit),
+            "file download",
+        )
         data = None
         if item.mime_type.startswith("image/"):
             size = target.stat().st_size
@@ -84,6 +89,36 @@ async def download(
             Attachment(name=item.name, mime_type=item.mime_type, path=str(target), data=data)
         )
     return attachments
+
+
+async def _download_capped(bot: Bot, path: str, target: Path, name: str, limit: int) -> None:
+    """Stream ``path`` into ``target``, refusing it once more than ``limit`` bytes arrived
+    (whatever size Telegram reported); a failed download leaves no file behind."""
+    with _CappedFile(target, name, limit) as sink:
+        try:
+            await bot.download_file(path, sink, seek=False)
+        except BaseException:
+            sink.discard()
+            raise
+
+
+class _CappedFile(io.FileIO):
+    """A file opened for writing that raises :class:`MediaError` past ``limit`` bytes."""
+
+    def __init__(self, path: Path, name: str, limit: int) -> None:
+        super().__init__(path, "wb")
+        self.display_name, self.limit, self.received = name, limit, 0
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        self.received += len(memoryview(data))
+        if self.received > self.limit:
+            raise MediaError(f"{self.display_name} is larger than the limit of {_mb(self.limit)}")
+        return super().write(data)
+
+    def discard(self) -> None:
+        """Close and delete the (partial) file."""
+        self.close()
+        Path(self.name).unlink(missing_ok=True)
 
 
 def outgoing(attachment: Attachment) -> tuple[str, bytes | str]:

@@ -51,18 +51,25 @@ def _without_malformed(content: str, bot: Bot) -> str:
         return content
     kept = []
     for raw in updates:
-        try:
-            Update.model_validate(raw, context={"bot": bot})
+        if parse_update(raw, bot) is not None:
             kept.append(raw)
-        except ValidationError as exc:
-            update_id = raw.get("update_id") if isinstance(raw, dict) else None
-            log.warning(
-                "telegram: skipped malformed update %s (%d problems, first: %s)",
-                update_id,
-                exc.error_count(),
-                exc.errors()[0]["msg"] if exc.errors() else "?",
-            )
-            if isinstance(update_id, int):
-                kept.append({"update_id": update_id})
+        elif isinstance(raw, dict) and isinstance(raw.get("update_id"), int):
+            kept.append({"update_id": raw["update_id"]})
     data["result"] = kept
     return json.dumps(data)
+
+
+def parse_update(raw: Any, bot: Bot) -> Update | None:
+    """``raw`` as an aiogram :class:`Update` bound to ``bot``; ``None`` (and a warning) when
+    it does not parse."""
+    try:
+        return Update.model_validate(raw, context={"bot": bot})
+    except ValidationError as exc:
+        update_id = raw.get("update_id") if isinstance(raw, dict) else None
+        log.warning(
+            "telegram: skipped malformed update %s (%d problems, first: %s)",
+            update_id,
+            exc.error_count(),
+            exc.errors()[0]["msg"] if exc.errors() else "?",
+        )
+        return None

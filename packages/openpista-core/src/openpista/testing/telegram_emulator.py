@@ -2,7 +2,8 @@
 
 Routes: ``POST|GET /bot{token}/{method}`` (form-encoded, multipart or JSON parameters) and
 ``GET /file/bot{token}/{path}`` (downloads). Methods: ``getMe``, ``getUpdates`` (long poll
-with ``offset``/``timeout``/``limit``), ``deleteWebhook``, ``sendMessage`` (text of 1 to
+with ``offset``/``timeout``/``limit``; 409 while a webhook is set), ``setWebhook``,
+``deleteWebhook``, ``getWebhookInfo``, ``sendMessage`` (text of 1 to
 4,096 UTF-16 units; ``parse_mode`` entities are checked, so unescaped model output fails as
 it does on Telegram), ``sendChatAction``, ``sendPhoto``, ``sendDocument``, ``getFile``,
 ``answerCallbackQuery`` and ``editMessageReplyMarkup``. Every failure uses the Bot API's
@@ -16,7 +17,13 @@ Tests act as users with :meth:`TelegramEmulator.send_text`, :meth:`~TelegramEmul
 :attr:`~TelegramEmulator.callback_answers`, and script failures with
 :meth:`~TelegramEmulator.fail_next` (``429`` with ``retry_after``: a request that comes back
 before the wait is over is answered 429 again and counted in
-:attr:`~TelegramEmulator.early_retries`) and :meth:`~TelegramEmulator.block` (403)::
+:attr:`~TelegramEmulator.early_retries`) and :meth:`~TelegramEmulator.block` (403).
+
+Webhooks work as on Telegram: once the bot called ``setWebhook``, queued updates are POSTed
+(real HTTP over loopback, in order, one at a time, with ``X-Telegram-Bot-Api-Secret-Token``)
+to the registered URL and dropped on a 2xx answer, else retried; :attr:`webhook_calls` and
+:attr:`deliveries` record what happened, and :meth:`post_to_webhook` sends any body with any
+headers for tests of refusals::
 
     with TelegramEmulator() as telegram:
         telegram.send_text(42, "hello")          # config: api_base = telegram.base_url
@@ -28,11 +35,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import hmac
+import http.client
 import itertools
 import json
 import re
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +55,9 @@ DEFAULT_TOKEN = "123456789:AAEmulatorTokenForTestsOnly-0123456789"
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
 DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile refuses bigger files
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+_SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_RETRY_DELIVERY = 0.1  # seconds before a refused webhook delivery is tried again
 CHAT_ACTIONS = frozenset(
     {
         "typing",
@@ -113,6 +125,7 @@ class _File:
     data: bytes
     path: str
     unique_id: str
+    reported: int | None  # file_size getFile tells (None: left out)
 
 
 class TelegramEmulator(ThreadedServer):
@@ -145,6 +158,13 @@ class TelegramEmulator(ThreadedServer):
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._closing = threading.Event()
+        self.webhook: dict[str, Any] | None = None
+        """The registered webhook: ``url``, ``secret_token``, ``allowed_updates``."""
+        self.webhook_calls: list[tuple[str, dict[str, Any]]] = []  # (method, parameters)
+        self.deliveries: list[tuple[int, int]] = []  # (update_id, HTTP status) of each POST
+        self._news = threading.Condition(self._lock)
+        self._deliverer: threading.Thread | None = None
+        self._last_delivery_error: tuple[int, str] | None = None
 
     # -- users ----------------------------------------------------------------------------
 
@@ -198,17 +218,21 @@ class TelegramEmulator(ThreadedServer):
         caption: str | None = None,
         user: User | None = None,
         size: int | None = None,
+        hide_size: bool = False,
     ) -> dict[str, Any]:
-        """A user sends a file; ``size`` overrides the ``file_size`` Telegram reports."""
+        """A user sends a file; ``size`` overrides the ``file_size`` Telegram reports (in the
+        message and in ``getFile``), ``hide_size`` leaves it out of both."""
         message = self._message(chat_id, user, "private")
-        file_id = self._store(data, "documents")
+        reported = None if hide_size else len(data) if size is None else size
+        file_id = self._store(data, "documents", reported)
         message["document"] = {
             "file_id": file_id,
             "file_unique_id": self._files[file_id].unique_id,
             "file_name": file_name,
             "mime_type": mime_type,
-            "file_size": len(data) if size is None else size,
         }
+        if reported is not None:
+            message["document"]["file_size"] = reported
         if caption:
             message["caption"] = caption
         return self.inject({"message": message})
@@ -247,6 +271,7 @@ class TelegramEmulator(ThreadedServer):
         with self._lock:
             update = {"update_id": next(self._ids) + 1000, **update}
             self._updates.append(update)
+            self._news.notify_all()
         return update
 
     def bot_user(self) -> dict[str, Any]:
@@ -300,9 +325,68 @@ class TelegramEmulator(ThreadedServer):
     # -- lifecycle ------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop serving (long polls in progress end at once)."""
+        """Stop serving (long polls in progress end at once) and delivering to a webhook."""
         self._closing.set()
+        with self._lock:
+            self._news.notify_all()
+        if self._deliverer is not None:
+            self._deliverer.join(timeout=15)
+            self._deliverer = None
         super().stop()
+
+    # -- webhook --------------------------------------------------------------------------
+
+    async def post_to_webhook(
+        self, body: bytes | dict[str, Any], *, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        """POST ``body`` (a dict is sent as JSON) to the registered webhook URL; ``headers``
+        replace the default ones (the registered secret token). Returns (status, text)."""
+        with self._lock:
+            webhook = self.webhook
+        if webhook is None:
+            raise AssertionError("no webhook registered (the bot did not call setWebhook)")
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        if headers is None:
+            headers = _secret_header(webhook)
+        return await asyncio.to_thread(_post, webhook["url"], data, headers)
+
+    async def wait_for_webhook(self, wait: float = 30.0) -> dict[str, Any]:
+        """Wait until the bot registered a webhook; returns it."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self._lock:
+                if self.webhook is not None:
+                    return dict(self.webhook)
+            if time.monotonic() > deadline:
+                raise AssertionError("the bot never called setWebhook")
+            await asyncio.sleep(0.01)
+
+    def _deliver_forever(self) -> None:
+        """Telegram's side of a webhook: POST pending updates in order until stopped."""
+        while not self._closing.is_set():
+            with self._lock:
+                webhook = self.webhook
+                update = self._updates[0] if webhook is not None and self._updates else None
+                if update is None:
+                    self._news.wait(timeout=0.5)
+                    continue
+                assert webhook is not None
+                if not any(kind in update for kind in webhook["allowed_updates"]):
+                    self._updates.pop(0)  # not a kind the bot asked for: never sent
+                    continue
+            body = json.dumps(update).encode()
+            try:
+                status, text = _post(webhook["url"], body, _secret_header(webhook))
+            except OSError as exc:
+                status, text = 0, f"Connection failed: {exc}"
+            with self._lock:
+                self.deliveries.append((update["update_id"], status))
+                if 200 <= status < 300:
+                    if self._updates and self._updates[0] is update:
+                        self._updates.pop(0)
+                    continue
+                self._last_delivery_error = (int(time.time()), f"Wrong response: {status} {text}")
+            self._closing.wait(_RETRY_DELIVERY)
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -344,7 +428,9 @@ class TelegramEmulator(ThreadedServer):
         return {
             "getme": self._get_me,
             "getupdates": self._get_updates,
+            "setwebhook": self._set_webhook,
             "deletewebhook": self._delete_webhook,
+            "getwebhookinfo": self._get_webhook_info,
             "sendmessage": self._send_message,
             "sendchataction": self._send_chat_action,
             "sendphoto": self._send_photo,
@@ -382,13 +468,64 @@ class TelegramEmulator(ThreadedServer):
             "supports_inline_queries": False,
         }
 
-    async def _delete_webhook(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
+    async def _set_webhook(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
+        url = str(params.get("url") or "")
+        if not url:
+            return await self._delete_webhook(params, files)
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise _ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided")
+        secret = params.get("secret_token")
+        if secret is not None and not _SECRET_TOKEN.match(str(secret)):
+            raise _ApiError(400, "Bad Request: secret token contains unallowed characters")
+        allowed = _json_param(params.get("allowed_updates")) or ["message", "callback_query"]
+        with self._lock:
+            self.webhook_calls.append(("setWebhook", dict(params)))
+            if _flag(params.get("drop_pending_updates")):
+                self._updates.clear()
+            self.webhook = {"url": url, "secret_token": secret, "allowed_updates": allowed}
+            self._last_delivery_error = None
+            if self._deliverer is None:
+                self._deliverer = threading.Thread(
+                    target=self._deliver_forever, name=f"{self.name} webhook", daemon=True
+                )
+                self._deliverer.start()
+            self._news.notify_all()
         return True
+
+    async def _delete_webhook(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
+        with self._lock:
+            self.webhook_calls.append(("deleteWebhook", dict(params)))
+            self.webhook = None
+            if _flag(params.get("drop_pending_updates")):
+                self._updates.clear()
+        return True
+
+    async def _get_webhook_info(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
+        with self._lock:
+            self.webhook_calls.append(("getWebhookInfo", dict(params)))
+            webhook, error = self.webhook, self._last_delivery_error
+            info: dict[str, Any] = {
+                "url": webhook["url"] if webhook else "",
+                "has_custom_certificate": False,
+                "pending_update_count": len(self._updates),
+            }
+        if webhook is not None:
+            info["allowed_updates"] = webhook["allowed_updates"]
+        if error is not None:
+            info["last_error_date"], info["last_error_message"] = error
+        return info
 
     async def _get_updates(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
         offset = _int(params.get("offset"), "offset", default=0)
         timeout = min(_int(params.get("timeout"), "timeout", default=0), 50)
         limit = min(max(_int(params.get("limit"), "limit", default=100), 1), 100)
+        with self._lock:
+            if self.webhook is not None:
+                raise _ApiError(
+                    409,
+                    "Conflict: can't use getUpdates method while webhook is active; "
+                    "use deleteWebhook to delete the webhook first",
+                )
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
@@ -442,12 +579,14 @@ class TelegramEmulator(ThreadedServer):
             raise _ApiError(400, "Bad Request: invalid file_id")
         if len(stored.data) > DOWNLOAD_LIMIT:
             raise _ApiError(400, "Bad Request: file is too big")
-        return {
+        info: dict[str, Any] = {
             "file_id": file_id,
             "file_unique_id": stored.unique_id,
-            "file_size": len(stored.data),
             "file_path": stored.path,
         }
+        if stored.reported is not None:
+            info["file_size"] = stored.reported
+        return info
 
     async def _answer_callback(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
         query_id = str(params.get("callback_query_id") or "")
@@ -513,12 +652,15 @@ class TelegramEmulator(ThreadedServer):
             "text": mine[-1].text if mine else "…",
         }
 
-    def _store(self, data: bytes, folder: str) -> str:
+    def _store(self, data: bytes, folder: str, reported: int | None = -1) -> str:
+        """Keep a file; ``reported`` is the size getFile tells (-1: the real one)."""
         number = next(self._ids)
         file_id = f"FILE{number:06d}"
         extension = ".jpg" if folder == "photos" else ""
+        size = len(data) if reported == -1 else reported
+        path = f"{folder}/file_{number}{extension}"
         with self._lock:
-            self._files[file_id] = _File(data, f"{folder}/file_{number}{extension}", f"U{number}")
+            self._files[file_id] = _File(data, path, f"U{number}", size)
         return file_id
 
     def _chat(self, params: dict[str, Any]) -> int:
@@ -639,6 +781,41 @@ async def _parameters(request: Request) -> tuple[dict[str, Any], dict[str, tuple
             else:
                 params[key] = value
     return params, files
+
+
+def _secret_header(webhook: dict[str, Any]) -> dict[str, str]:
+    secret = webhook.get("secret_token")
+    return {SECRET_HEADER: str(secret)} if secret else {}
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    """A real HTTP POST (no proxy) of a JSON ``body``; returns (status, text)."""
+    parts = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        connection.request("POST", target, body, {"Content-Type": "application/json", **headers})
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def _json_param(value: Any) -> Any:
+    """A parameter sent JSON-encoded in a form (lists, objects) or as JSON itself."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise _ApiError(400, "Bad Request: can't parse JSON parameter") from None
+    return value
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
 
 
 def _int(value: Any, name: str, default: int | None = None) -> int:
