@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +87,23 @@ def test_plugin_module_does_not_import_aiogram() -> None:
         "sys.exit('aiogram' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_config_example_documents_every_option() -> None:
+    """The ``[channels.telegram]`` section of config.example.toml names every option, and its
+    values (uncommented) are valid."""
+    from openpista_telegram.config import TelegramSettings
+
+    example = Path(__file__).resolve().parents[3] / "config.example.toml"
+    text = example.read_text()
+    start = text.index("# --- openpista-telegram ")
+    section = text[start : text.index("# --- ", start + 10)]
+    lines = [
+        line.removeprefix("# ") for line in section.splitlines() if re.match(r"^# [a-z_]+ = ", line)
+    ]
+    table = tomllib.loads("\n".join(lines))
+    assert set(table) == set(TelegramSettings.model_fields)
+    table["mode"] = "webhook"  # the webhook options are checked too
+    table["token"] = TOKEN  # the example's is elided
+    settings = parse_settings(table)
+    assert settings.webhook_url == "https://bot.example.org/telegram/webhook"
