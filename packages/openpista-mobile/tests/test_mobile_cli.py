@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import queue
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +33,15 @@ def free_udp_port() -> int:
 @pytest.fixture
 def daemon(tmp_path: Path, llm_emulator: LlmEmulator) -> Iterator[tuple[Cli, int, str]]:
     """``openpista start --no-terminal`` with the mobile channel on a free UDP port."""
+    with running_daemon(tmp_path, llm_emulator) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running_daemon(
+    tmp_path: Path, llm_emulator: LlmEmulator, extra_config: str = ""
+) -> Iterator[tuple[Cli, int, str]]:
+    """The daemon of :func:`daemon`, with ``extra_config`` appended to its config."""
     cli = Cli.isolated(tmp_path, llm_emulator)
     cli.env.update(OPENPISTA_LOAD_PLUGINS="mobile", OPENPISTA_HOME=str(tmp_path / "state"))
     port = free_udp_port()
@@ -44,6 +57,7 @@ host = "127.0.0.1"
 port = {port}
 tokens = {{ laptop = "{TOKEN}" }}
 """
+        + extra_config
     )
     process = subprocess.Popen(
         [str(OPENPISTA), "start", "--no-terminal"],
@@ -113,6 +127,73 @@ def test_connect_one_shot_against_a_running_daemon(
     assert mismatch.returncode == 1
     assert "fingerprint" in mismatch.stderr
     assert len(llm_emulator.requests) == 1
+
+
+@pytest.mark.e2e
+def test_the_interactive_client_shows_pushed_cron_answers(
+    tmp_path: Path, llm_emulator: LlmEmulator
+) -> None:
+    def reply(body: dict[str, object]) -> str:
+        asked = json.dumps(body["messages"])
+        return "pong" if "ping" in asked.rsplit("daily report", 1)[-1] else "all disks fine"
+
+    llm_emulator.default_reply = reply
+    cron = '\n[[cron]]\nschedule = "*/2 * * * * *"\nchannel = "mobile:laptop"\n'
+    cron += 'message = "daily report"\n'
+    with running_daemon(tmp_path, llm_emulator, cron) as (cli, port, fingerprint):
+        args = ["connect", f"quic://127.0.0.1:{port}", "--device", "laptop", "--token", TOKEN]
+        client = subprocess.Popen(
+            [str(OPENPISTA), *args, "--fingerprint", fingerprint],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli.env,
+        )
+        try:
+            lines = output_lines(client)
+            pushed = wait_for_line(lines, "📬 push:")
+            assert pushed.endswith("📬 push: all disks fine")
+            assert client.stdin is not None
+            client.stdin.write("ping\n")
+            client.stdin.flush()
+            assert wait_for_line(lines, "pong").endswith("pong")  # the prompt loop goes on
+            client.stdin.write("/quit\n")
+            client.stdin.flush()
+            assert client.wait(timeout=60) == 0
+        finally:
+            client.kill()
+            client.wait()
+        one_shot = cli(*args, "--fingerprint", fingerprint, "-e", "ping")
+        assert one_shot.returncode == 0, one_shot.stderr
+        assert one_shot.stdout.strip() == "pong"  # -e mode prints no pushes
+
+
+def output_lines(process: subprocess.Popen[str]) -> queue.Queue[str]:
+    """The lines ``process`` writes to standard output, read by a thread."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def wait_for_line(lines: queue.Queue[str], needle: str) -> str:
+    deadline = time.monotonic() + 60
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if needle in line:
+            return line
+        seen.append(line)
+    raise AssertionError(f"no line with {needle!r} in {seen!r}")
 
 
 def test_connect_explains_bad_arguments(tmp_path: Path) -> None:

@@ -5,6 +5,13 @@ the order their messages arrived, so every response of ``mobile:{device}`` belon
 oldest request of that device still waiting (first in, first out); the final response
 ends that request's stream. ``/approve`` and ``/deny`` messages are answered at once by
 the gateway, outside that order, so they wait in a queue of their own.
+
+An answer whose stream is gone (its connection closed, or the client reset the stream)
+or that answers no request of this device at all (a ``[[cron]]`` entry whose channel is
+``mobile:{device}``) is *pushed*: its final response, or an approval request, goes to
+every live connection of the device; with none, it waits in a small per-device outbox
+(``outbox_size``, in memory) delivered after the device's next authentication. Deltas
+(text chunks, tool progress) are never pushed: the final response holds the whole text.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 import re
 import sys
 import uuid
+from collections import deque
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +63,9 @@ class MobileAdapter:
         self._inbound: asyncio.Queue[ChannelEvent] | None = None
         # The stream awaiting each request's answers, by (channel id, request id).
         self._streams: dict[tuple[str, str], ResponseStream] = {}
+        # Pushes waiting for a device to connect, and each device's last push number.
+        self._outbox: dict[str, deque[dict[str, Any]]] = {}
+        self._pushed: dict[str, int] = {}
 
     @property
     def port(self) -> int:
@@ -79,7 +90,7 @@ class MobileAdapter:
             idle_timeout=self.settings.idle_timeout,
             replay_window=self.settings.replay_window,
         )
-        server = QuicServer(options, self._on_message)
+        server = QuicServer(options, self._on_message, self._deliver_outbox)
         await server.start()
         self.server = server
         notice = (
@@ -97,19 +108,59 @@ class MobileAdapter:
         self._streams.clear()
 
     async def send(self, response: AgentResponse) -> None:
-        """Send ``response`` on the stream of the request it answers (its ``request_id``)."""
+        """Send ``response`` on the stream of the request it answers (its ``request_id``),
+        else push it to the device (final answers and approval requests only)."""
         channel = response.channel_id
         key = (channel, response.request_id or "")
         progress = response.delta or response.approval is not None
         stream = self._streams.get(key) if progress else self._streams.pop(key, None)
-        if stream is None:
-            log.warning("mobile: no request of %s awaits this answer; dropped", channel)
-            return
         frame = {"type": "response", **response.model_dump(mode="json")}
-        if not stream.send(frame, end=not progress) and not progress:
-            log.info(
-                "mobile: %s left before its answer arrived (it is kept in the history)", channel
+        if stream is not None and stream.send(frame, end=not progress):
+            return
+        if response.delta:
+            log.debug(
+                "mobile: no stream of %s awaits this delta; the final answer is pushed", channel
             )
+            return
+        self._push(channel.removeprefix(PREFIX), response)
+
+    def _push(self, device: str, response: AgentResponse) -> None:
+        """Push ``response`` to the live connections of ``device``, else keep it for later."""
+        if not self.tokens.knows(device):
+            log.warning("mobile: no device %r is configured; an answer for it is dropped", device)
+            return
+        number = self._pushed.get(device, 0) + 1
+        self._pushed[device] = number
+        frame = {"type": "push", "seq": number, "response": response.model_dump(mode="json")}
+        if self.server is not None and self.server.push(device, frame):
+            log.info("mobile: pushed answer %d to device %s", number, device)
+            return
+        outbox = self._outbox.setdefault(device, deque())
+        if self.settings.outbox_size == 0:
+            log.info("mobile: device %s is offline and outbox_size = 0; push dropped", device)
+            return
+        if len(outbox) >= self.settings.outbox_size:
+            dropped = outbox.popleft()
+            log.warning(
+                "mobile: the outbox of device %s is full (%d); dropped its oldest push %d",
+                device,
+                self.settings.outbox_size,
+                dropped["seq"],
+            )
+        outbox.append(frame)
+        log.info("mobile: device %s is offline; push %d kept in its outbox", device, number)
+
+    def _deliver_outbox(self, device: str) -> None:
+        """A connection of ``device`` authenticated: push what waited, oldest first."""
+        outbox = self._outbox.pop(device, None)
+        if not outbox or self.server is None:
+            return
+        while outbox:
+            if not self.server.push(device, outbox[0]):
+                self._outbox[device] = outbox  # the connection went away meanwhile
+                return
+            outbox.popleft()
+        log.info("mobile: delivered the outbox of device %s", device)
 
     async def _on_message(self, request: MessageRequest) -> None:
         inbound = self._inbound

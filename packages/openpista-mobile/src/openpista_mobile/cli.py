@@ -7,10 +7,17 @@ import json
 import os
 import secrets
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import click
 
+if TYPE_CHECKING:
+    from openpista.models import AgentResponse
+    from openpista_mobile.client import MobileClient
+
 TOKEN_HELP = "Device token (or set OPENPISTA_MOBILE_TOKEN)."
+RECONNECT_DELAY = 5.0  # seconds between attempts to reach an unreachable server
 
 
 @click.command()
@@ -36,7 +43,9 @@ def connect(
 
     URL is quic://HOST[:PORT] (port 4433 by default). Answers stream as they are written;
     tool calls are shown on standard error. Approval requests are asked at the prompt; in
-    -e mode, answer them from another terminal with -e "/approve ID".
+    -e mode, answer them from another terminal with -e "/approve ID". The interactive
+    prompt also shows answers the server pushes (cron entries for mobile:DEVICE, answers
+    that outlived an earlier connection) as "📬 push: ..."; -e mode ignores them.
 
     \b
     Examples:
@@ -69,23 +78,35 @@ async def _session(
 ) -> int:
     from openpista_mobile.client import MobileClient, MobileError
 
-    async def open_() -> MobileClient | None:
+    async def open_(quiet: bool = False) -> MobileClient | None:
         try:
             return await MobileClient.connect(
                 url, token, device, fingerprint=fingerprint, insecure=insecure, cafile=cafile
             )
         except (MobileError, OSError, ValueError, TimeoutError) as exc:
-            click.echo(f"❌ cannot connect to {url}: {exc or type(exc).__name__}", err=True)
+            if not quiet:
+                click.echo(f"❌ cannot connect to {url}: {exc or type(exc).__name__}", err=True)
             return None
 
-    client = await open_()
-    if client is None:
-        return 1
-    try:
-        if text is not None:
+    if text is not None:  # one-shot: pushes are not shown
+        client = await open_()
+        if client is None:
+            return 1
+        try:
             return await _ask(client, text, interactive=False)
-        info = await client.check()
-        click.echo(f"connected to {url} as {info['channel_id']} (/quit to leave)", err=True)
+        except MobileError as exc:
+            click.echo(f"❌ {exc}", err=True)
+            return 1
+        finally:
+            await client.close()
+    link = _Link(open_)
+    listener: asyncio.Task[None] | None = None
+    try:
+        if await link.ensure() is None:
+            return 1
+        click.echo(f"connected to {url} as mobile:{device} (/quit to leave)", err=True)
+        pushes = _PushPrinter()
+        listener = asyncio.create_task(_listen(link, pushes))
         code = 0
         while True:
             try:
@@ -96,19 +117,102 @@ async def _session(
                 break
             if not line.strip():
                 continue
-            if client.closed:  # the server dropped the idle connection: resume (0-RTT)
-                await client.close()
-                reopened = await open_()
-                if reopened is None:
-                    return 1
-                client = reopened
-            code = await _ask(client, line, interactive=sys.stdin.isatty())
+            current = await link.ensure()  # the server dropped an idle connection: resume
+            if current is None:
+                return 1
+            pushes.hold()
+            try:
+                code = await _ask(current, line, interactive=sys.stdin.isatty())
+            finally:
+                pushes.release()
         return code
     except MobileError as exc:
         click.echo(f"❌ {exc}", err=True)
         return 1
     finally:
-        await client.close()
+        if listener is not None:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        await link.close()
+
+
+class _Link:
+    """The interactive client's connection: reopened (0-RTT) when the server drops it and
+    authenticated at once, so that pushed answers (and the device's outbox) flow to it."""
+
+    def __init__(self, open_: Callable[[bool], Awaitable[MobileClient | None]]) -> None:
+        self._open = open_
+        self._lock = asyncio.Lock()
+        self.client: MobileClient | None = None
+
+    async def ensure(self, quiet: bool = False) -> MobileClient | None:
+        """The live client (reconnecting if needed), or None if the server is unreachable."""
+        async with self._lock:
+            if self.client is not None and not self.client.closed:
+                return self.client
+            await self.close()
+            client = await self._open(quiet)
+            if client is not None:
+                self.client = client
+                await client.check()
+            return client
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            await client.close()
+
+
+class _PushPrinter:
+    """Prints pushed answers marked ``📬 push:``; held back while an answer streams."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._held: list[AgentResponse] = []
+
+    def hold(self) -> None:
+        self._busy = True
+
+    def release(self) -> None:
+        self._busy = False
+        held, self._held = self._held, []
+        for response in held:
+            self._print(response, prompt=False)
+
+    def show(self, response: AgentResponse) -> None:
+        if self._busy:
+            self._held.append(response)
+        else:
+            self._print(response, prompt=True)
+
+    @staticmethod
+    def _print(response: AgentResponse, *, prompt: bool) -> None:
+        if response.approval is not None:
+            approval = response.approval
+            body = f"{approval.prompt()} (answer /approve {approval.id} or /deny {approval.id})"
+        else:
+            body = response.text
+        lines = [f"📬 push: {body}"]
+        lines += [f"📎 {attachment.describe()}" for attachment in response.attachments]
+        # At the prompt: overwrite the "> " already shown, then show it again.
+        sys.stdout.write("\r" + "\n".join(lines) + ("\n> " if prompt else "\n"))
+        sys.stdout.flush()
+
+
+async def _listen(link: _Link, printer: _PushPrinter) -> None:
+    """Show pushes as they arrive; reconnect when the connection ends."""
+    from openpista_mobile.client import MobileError
+
+    while True:
+        try:
+            client = await link.ensure(quiet=True)
+        except MobileError:
+            client = None
+        if client is None:
+            await asyncio.sleep(RECONNECT_DELAY)
+            continue
+        async for response in client.pushed():
+            printer.show(response)
 
 
 async def _ask(client: object, text: str, *, interactive: bool) -> int:

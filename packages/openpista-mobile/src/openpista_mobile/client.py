@@ -6,6 +6,8 @@
                                         fingerprint="AB:CD:...")
     async for response in client.ask("what is the load average?"):
         print(response.text, end="" if response.delta else "\\n")
+    async for response in client.pushed():  # answers the server pushes (cron, ...)
+        print("pushed:", response.text)
     await client.close()
 
 Session tickets are kept under ``<home>/mobile/tickets/`` (one per server, device and trust
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PIN_MISMATCH = 0x1FF  # client closes: the server's certificate is not the pinned one
+MAX_UNREAD_PUSHES = 1000  # pushes kept for pushed(); beyond it the oldest are dropped
 _End = None
 
 
@@ -150,6 +153,8 @@ def _client_protocol_class() -> type[Any]:
             # A failed handshake is raised by connect() or handshake(); never "unretrieved".
             self.handshake.add_done_callback(lambda f: f.cancelled() or f.exception())
             self.terminated: MobileError | None = None
+            self.pushes: asyncio.Queue[AgentResponse | None] = asyncio.Queue()
+            self.push_streams: dict[int, FrameDecoder] = {}
 
         def open_stream(self) -> tuple[int, asyncio.Queue[Any]]:
             if self.terminated is not None:
@@ -165,6 +170,8 @@ def _client_protocol_class() -> type[Any]:
             elif isinstance(event, events.StreamDataReceived):
                 entry = self.streams.get(event.stream_id)
                 if entry is None:
+                    if event.stream_id % 4 == 3:  # server-initiated unidirectional: a push
+                        self._push_data(event.stream_id, event.data, event.end_stream)
                     return
                 decoder, queue = entry
                 for frame in decoder.feed(event.data):
@@ -187,6 +194,21 @@ def _client_protocol_class() -> type[Any]:
                 for _, queue in self.streams.values():
                     queue.put_nowait(error)
                 self.streams.clear()
+                self.push_streams.clear()
+                self.pushes.put_nowait(_End)
+
+        def _push_data(self, stream_id: int, data: bytes, end: bool) -> None:
+            decoder = self.push_streams.setdefault(stream_id, FrameDecoder(self.max_frame_bytes))
+            for frame in decoder.feed(data):
+                response = _pushed_response(frame)
+                if response is None:
+                    continue
+                if self.pushes.qsize() >= MAX_UNREAD_PUSHES:
+                    dropped = self.pushes.get_nowait()
+                    log.warning("mobile: nobody reads pushes; dropped %r", dropped)
+                self.pushes.put_nowait(response)
+            if end or decoder.broken:
+                del self.push_streams[stream_id]
 
         def _handshake_completed(self, event: Any) -> None:
             if self.pin is not None and not event.session_resumed:
@@ -206,6 +228,18 @@ def _client_protocol_class() -> type[Any]:
                 self.handshake.set_result((event.early_data_accepted, event.session_resumed))
 
     return _ClientProtocol
+
+
+def _pushed_response(frame: dict[str, Any] | FrameError) -> AgentResponse | None:
+    """The response a ``push`` frame carries (None, logged, for anything else)."""
+    if isinstance(frame, FrameError) or frame.get("type") != "push":
+        log.warning("mobile: ignoring a server stream that is not a push: %r", frame)
+        return None
+    try:
+        return AgentResponse.model_validate(frame.get("response"))
+    except ValueError as exc:
+        log.warning("mobile: ignoring a malformed push: %s", exc)
+        return None
 
 
 def _stream_error(code: int) -> MobileError:
@@ -372,6 +406,27 @@ class MobileClient:
         if final is None:
             raise MobileError("protocol", "the stream ended without an answer")
         return final
+
+    async def pushed(self) -> AsyncIterator[AgentResponse]:
+        """The responses the server pushes (answers of no request on this connection: cron
+        entries, answers that outlived an earlier connection, approval requests of those),
+        in arrival order; ends when the connection does.
+
+        Pushes go only to connections that authenticated (:meth:`check` or any request).
+        Ones arriving before anybody iterates are kept (the last 1000).
+        """
+        queue = self._connection().pushes
+        while True:
+            item = await queue.get()
+            if item is _End:
+                queue.put_nowait(_End)  # every other reader ends too
+                return
+            yield item
+
+    @property
+    def unread_pushes(self) -> int:
+        """Pushed responses received and not yet taken by :meth:`pushed`."""
+        return int(self._connection().pushes.qsize())
 
     async def report(self, token: str, report: WorkerReport) -> None:
         """Deliver a sandbox worker's report with its per-task token."""

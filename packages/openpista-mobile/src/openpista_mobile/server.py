@@ -2,7 +2,9 @@
 
 Every bidirectional stream carries one request: an optional ``auth`` frame, then one
 ``message`` (or a ``worker_report``); the answer comes back on the same stream, which the
-server ends (FIN) after the final frame. The wire protocol is in docs/channels/mobile.md.
+server ends (FIN) after the final frame. Answers nobody waits for on a stream are pushed:
+one ``push`` frame on a server-initiated unidirectional stream (:meth:`QuicServer.push`).
+The wire protocol is in docs/channels/mobile.md.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class MessageRequest:
 
 
 MessageHandler = Callable[[MessageRequest], Awaitable[None]]
+AuthHandler = Callable[[Any], None]
 
 
 class ResponseStream:
@@ -238,6 +241,8 @@ def _make_session_class() -> type[Any]:
                 self.handshake_done = True
                 if self.refused:
                     self._close_unauthorized()
+                elif self.device_id is not None:  # authenticated in 0-RTT data
+                    self.server.authenticated(self)
             elif isinstance(event, events.StreamDataReceived):
                 self._data(event.stream_id, event.data, event.end_stream)
             elif isinstance(event, events.StreamReset | events.StopSendingReceived):
@@ -327,6 +332,8 @@ def _make_session_class() -> type[Any]:
             if self.device_id is None:
                 self.device_id = auth.device_id
                 log.info("mobile: device %s connected from %s", auth.device_id, self._peer())
+                if self.handshake_done:  # else once it is (pushes wait for 1-RTT keys)
+                    self.server.authenticated(self)
             elif self.device_id != auth.device_id:
                 state.response.finish(
                     error_frame(
@@ -436,6 +443,29 @@ def _make_session_class() -> type[Any]:
             self.close(error_code=AppError.UNAUTHORIZED, reason_phrase="unauthorized")
             self.closed = True
 
+        @property
+        def live(self) -> bool:
+            """Whether pushes can go to this connection: authenticated, handshake done,
+            not closed."""
+            return (
+                self.device_id is not None
+                and self.handshake_done
+                and not self.closed
+                and not self.refused
+            )
+
+        def push(self, frame: dict[str, Any]) -> bool:
+            """Send ``frame`` alone on a new server-initiated unidirectional stream."""
+            if not self.live:
+                return False
+            stream_id = self.quic.get_next_available_stream_id(is_unidirectional=True)
+            try:
+                self.quic.send_stream_data(stream_id, encode_frame(frame), end_stream=True)
+            except ValueError:
+                return False
+            self.transmit()
+            return True
+
         def _peer(self) -> str:
             address = self.quic._network_paths[0].addr if self.quic._network_paths else None
             return f"{address[0]}:{address[1]}" if address else "?"
@@ -476,13 +506,32 @@ class QuicServer:
     :class:`ResponseStream` from then on and must end it.
     """
 
-    def __init__(self, options: ServerOptions, handler: MessageHandler) -> None:
+    def __init__(
+        self,
+        options: ServerOptions,
+        handler: MessageHandler,
+        on_authenticated: Callable[[str], None] | None = None,
+    ) -> None:
         self.options = options
         self.handler = handler
+        self.on_authenticated = on_authenticated
         self.replay = ReplayGuard(options.replay_window)
         self.sessions: set[Any] = set()
         self._endpoint: AioQuicServer | None = None
         self._transport: asyncio.DatagramTransport | None = None
+
+    def authenticated(self, session: Any) -> None:
+        """A connection became live for pushes as ``session.device_id``."""
+        if self.on_authenticated is not None:
+            self.on_authenticated(session.device_id)
+
+    def push(self, device_id: str, frame: dict[str, Any]) -> int:
+        """Push ``frame`` to every live connection of ``device_id``; how many took it."""
+        return sum(
+            1
+            for session in list(self.sessions)
+            if session.device_id == device_id and session.push(frame)
+        )
 
     @property
     def port(self) -> int:

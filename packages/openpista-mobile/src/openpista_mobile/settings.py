@@ -35,6 +35,7 @@ class MobileSettings(BaseModel):
     max_streams: int = Field(default=100, ge=1, le=10_000)
     idle_timeout: float = Field(default=60.0, gt=0)
     replay_window: int = Field(default=4096, ge=16)
+    outbox_size: int = Field(default=50, ge=0, le=10_000)
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -118,6 +119,10 @@ class TokenBook:
 
     def __len__(self) -> int:
         return len(self._tokens)
+
+    def knows(self, device: str) -> bool:
+        """Whether ``device`` has a token (may ever connect)."""
+        return device in self._tokens
 
     def check(self, device: str, token: str) -> bool:
         """Whether ``token`` is the token of ``device``."""
