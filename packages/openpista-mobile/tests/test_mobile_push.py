@@ -157,3 +157,28 @@ async def test_an_answer_for_an_unknown_device_is_dropped_with_a_log_line(
     llm_emulator.reply_text("for nobody")
     await gateways.opened[0].handle(cron("report", device="ghost"))
     assert "no device 'ghost' is configured" in caplog.text
+
+
+async def test_a_full_outbox_arrives_in_order_and_a_burst_of_live_pushes_arrives_whole(
+    serve: Callable[..., Awaitable[MobileAdapter]], tmp_path: Path
+) -> None:
+    mobile = await serve(outbox_size=300)
+    count = 300  # aioquic grants 128 unidirectional streams at first: credit must be renewed
+    for number in range(count):
+        await mobile.send(AgentResponse(channel_id="mobile:phone", text=f"kept {number}"))
+    async with await MobileClient.connect(
+        f"quic://127.0.0.1:{mobile.port}",
+        PHONE_TOKEN,
+        "phone",
+        fingerprint=mobile.fingerprint,
+        tickets=tmp_path / "tickets",
+    ) as phone:
+        await phone.check()
+        pushes = phone.pushed()
+        kept = [await asyncio.wait_for(anext(pushes), 60) for _ in range(count)]
+        assert [r.text for r in kept] == [f"kept {number}" for number in range(count)]
+        for number in range(count):  # live: one stream each, so possibly reordered
+            await mobile.send(AgentResponse(channel_id="mobile:phone", text=f"live {number}"))
+        live = [await asyncio.wait_for(anext(pushes), 60) for _ in range(count)]
+        await pushes.aclose()
+    assert sorted(r.text for r in live) == sorted(f"live {number}" for number in range(count))

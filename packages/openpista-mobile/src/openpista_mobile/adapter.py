@@ -132,7 +132,7 @@ class MobileAdapter:
         number = self._pushed.get(device, 0) + 1
         self._pushed[device] = number
         frame = {"type": "push", "seq": number, "response": response.model_dump(mode="json")}
-        if self.server is not None and self.server.push(device, frame):
+        if self.server is not None and self.server.push(device, [frame]):
             log.info("mobile: pushed answer %d to device %s", number, device)
             return
         outbox = self._outbox.setdefault(device, deque())
@@ -151,16 +151,13 @@ class MobileAdapter:
         log.info("mobile: device %s is offline; push %d kept in its outbox", device, number)
 
     def _deliver_outbox(self, device: str) -> None:
-        """A connection of ``device`` authenticated: push what waited, oldest first."""
-        outbox = self._outbox.pop(device, None)
-        if not outbox or self.server is None:
+        """A connection of ``device`` authenticated: push what waited, oldest first, on
+        one stream (so that it arrives in order)."""
+        outbox = self._outbox.get(device)
+        if not outbox or self.server is None or not self.server.push(device, list(outbox)):
             return
-        while outbox:
-            if not self.server.push(device, outbox[0]):
-                self._outbox[device] = outbox  # the connection went away meanwhile
-                return
-            outbox.popleft()
-        log.info("mobile: delivered the outbox of device %s", device)
+        del self._outbox[device]
+        log.info("mobile: delivered %d waiting push(es) to device %s", len(outbox), device)
 
     async def _on_message(self, request: MessageRequest) -> None:
         inbound = self._inbound

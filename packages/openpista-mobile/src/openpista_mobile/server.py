@@ -3,7 +3,7 @@
 Every bidirectional stream carries one request: an optional ``auth`` frame, then one
 ``message`` (or a ``worker_report``); the answer comes back on the same stream, which the
 server ends (FIN) after the final frame. Answers nobody waits for on a stream are pushed:
-one ``push`` frame on a server-initiated unidirectional stream (:meth:`QuicServer.push`).
+``push`` frames on a server-initiated unidirectional stream (:meth:`QuicServer.push`).
 The wire protocol is in docs/channels/mobile.md.
 """
 
@@ -454,13 +454,14 @@ def _make_session_class() -> type[Any]:
                 and not self.refused
             )
 
-        def push(self, frame: dict[str, Any]) -> bool:
-            """Send ``frame`` alone on a new server-initiated unidirectional stream."""
+        def push(self, frames: list[dict[str, Any]]) -> bool:
+            """Send ``frames`` in order on a new server-initiated unidirectional stream."""
             if not self.live:
                 return False
             stream_id = self.quic.get_next_available_stream_id(is_unidirectional=True)
+            data = b"".join(encode_frame(frame) for frame in frames)
             try:
-                self.quic.send_stream_data(stream_id, encode_frame(frame), end_stream=True)
+                self.quic.send_stream_data(stream_id, data, end_stream=True)
             except ValueError:
                 return False
             self.transmit()
@@ -525,12 +526,13 @@ class QuicServer:
         if self.on_authenticated is not None:
             self.on_authenticated(session.device_id)
 
-    def push(self, device_id: str, frame: dict[str, Any]) -> int:
-        """Push ``frame`` to every live connection of ``device_id``; how many took it."""
+    def push(self, device_id: str, frames: list[dict[str, Any]]) -> int:
+        """Push ``frames`` (in order, on one stream per connection) to every live
+        connection of ``device_id``; how many connections took them."""
         return sum(
             1
             for session in list(self.sessions)
-            if session.device_id == device_id and session.push(frame)
+            if session.device_id == device_id and session.push(frames)
         )
 
     @property
