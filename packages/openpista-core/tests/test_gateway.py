@@ -282,3 +282,14 @@ async def test_remote_tool_call_waits_for_the_users_approval(
     finally:
         await gateway.stop(deadline=0)
         await runtime.close()
+
+
+async def test_adapters_that_declare_a_gateway_attribute_get_the_one_serving_them(
+    open_gateway: OpenGateway,
+) -> None:
+    wants = LoopbackAdapter("wants:")
+    wants.gateway = None  # type: ignore[attr-defined]
+    plain = LoopbackAdapter("plain:")
+    gateway = await open_gateway(wants, plain)
+    assert wants.gateway is gateway  # type: ignore[attr-defined]
+    assert not hasattr(plain, "gateway"), "adapters that do not ask are left alone"

@@ -16,7 +16,6 @@ from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.gateways import Gateways
 from openpista.testing.whatsapp_emulator import WhatsAppEmulator
-from openpista_whatsapp import plugin
 from openpista_whatsapp.adapter import WhatsAppAdapter
 from openpista_whatsapp.config import load_whatsapp_config
 
@@ -70,8 +69,7 @@ def start_ops(
         ops = LoopbackAdapter("ops:")
         settings = emulator_settings(llm_emulator, tmp_path)
         gateway = await gateways.start(settings, adapter, ops)
-        await plugin.daemon_started(config=settings, services={"gateway": gateway})
-        assert adapter.gateway is gateway  # the hook handed it over
+        assert adapter.gateway is gateway  # the gateway hands itself over
         clock = Clock()
         if adapter.notices is not None:
             adapter.notices.clock = clock

@@ -21,6 +21,10 @@ class ChannelAdapter(Protocol):
     ``inbound`` and returns once the adapter is serving; ``stop`` releases everything.
     ``send`` delivers one response; adapters with ``supports_streaming`` also receive
     ``delta`` chunks before the final text.
+
+    An adapter that needs the gateway serving it (to read a session's history, switch the
+    model, or deliver to another channel) declares an attribute ``gateway = None``; the
+    :class:`~openpista.gateway.gateway.Gateway` sets it to itself.
     """
 
     name: str

@@ -79,7 +79,7 @@ class WebAdapter:
     """Serves the browser client and its WebSocket; implements ``ChannelAdapter``.
 
     ``gateway`` (optional) enables ``/session``, ``/clear`` and ``/model`` and the history
-    shown after a reload; the plugin's ``daemon_started`` hook attaches the daemon's.
+    shown after a reload; the gateway serving the adapter sets it.
     """
 
     name = "web"

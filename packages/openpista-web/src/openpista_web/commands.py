@@ -1,7 +1,7 @@
 """The slash commands a browser can type: ``/help``, ``/session``, ``/clear``, ``/model``.
 
 They act on the running gateway (its router and model), which the daemon hands to the
-adapter when it starts (``daemon_started``). Any other text, ``/approve`` and ``/deny``
+adapter (it sets ``adapter.gateway``). Any other text, ``/approve`` and ``/deny``
 included, goes to the gateway as a message.
 """
 

@@ -1,9 +1,8 @@
 """The openpista plugin module of openpista-web (entry point ``web``).
 
-Registers the ``web`` channel, the ``openpista web`` commands, and hands the running
-gateway to the web adapters when the daemon starts (for ``/model``, ``/session``, ``/clear``
-and the history shown after a reload). Heavy imports (starlette, uvicorn) happen only when
-the channel is built.
+Registers the ``web`` channel and the ``openpista web`` commands. The gateway serving the
+adapter hands itself over (for ``/model``, ``/session``, ``/clear`` and the history shown
+after a reload). Heavy imports (starlette, uvicorn) happen only when the channel is built.
 """
 
 from __future__ import annotations
@@ -41,15 +40,3 @@ def register_commands(cli: click.Group) -> None:
     from openpista_web.cli import web
 
     cli.add_command(web)
-
-
-@hookimpl
-async def daemon_started(config: Settings, services: dict[str, Any]) -> None:
-    gateway = services.get("gateway")
-    if gateway is None:
-        return
-    from openpista_web.adapter import WebAdapter
-
-    for adapter in gateway.adapters:
-        if isinstance(adapter, WebAdapter):
-            adapter.gateway = gateway

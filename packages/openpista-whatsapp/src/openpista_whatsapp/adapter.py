@@ -57,7 +57,7 @@ class WhatsAppAdapter:
     Graph API. ``state_dir`` (default ``<home>/whatsapp``) holds media, windows, statuses;
     ``transport`` replaces httpx's network transport (tests).
 
-    ``gateway`` (the plugin's ``daemon_started`` hook attaches the daemon's) carries the
+    ``gateway`` (set by the gateway serving the adapter) carries the
     notices about failed sends to ``operator_channel`` when that is configured."""
 
     name = "whatsapp"

@@ -31,19 +31,6 @@ def register_channels(register: Callable[[str, ChannelFactory], None], config: S
 
 
 @hookimpl
-async def daemon_started(config: Settings, services: dict[str, Any]) -> None:
-    """Give the WhatsApp adapters the gateway: it carries notices to ``operator_channel``."""
-    gateway = services.get("gateway")
-    if gateway is None:
-        return
-    from openpista_whatsapp.adapter import WhatsAppAdapter
-
-    for adapter in gateway.adapters:
-        if isinstance(adapter, WhatsAppAdapter):
-            adapter.gateway = gateway
-
-
-@hookimpl
 def register_commands(cli: click.Group) -> None:
     """``openpista whatsapp pair``: a one-time code that lets a new number in."""
     import click

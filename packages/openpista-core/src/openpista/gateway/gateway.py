@@ -53,6 +53,11 @@ class Gateway:
         self.router = ChannelRouter(runtime.memory)
         self.approvals = approvals
         self.adapters: list[ChannelAdapter] = list(adapters)
+        for adapter in self.adapters:
+            # Adapters that need the gateway (history, /model, notices to other channels)
+            # declare a ``gateway`` attribute; the gateway serving them fills it in.
+            if hasattr(adapter, "gateway") and getattr(adapter, "gateway", None) is None:
+                adapter.gateway = self
         self.queue: asyncio.Queue[ChannelEvent] = asyncio.Queue(maxsize=settings.queue_size)
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
         self._turns: set[asyncio.Task[AgentResponse]] = set()
