@@ -26,13 +26,12 @@ def render(result: TaskResult, limits: SandboxLimits, max_chars: int) -> str:
     if result.process.timed_out and result.mode == "docker":
         sections.append(f"time limit of {limits.timeout:g} s reached: the container was killed")
     sections.append(format_result(result.process, limits.timeout, max_chars))
-    files = files_section(result)
-    if files:
-        sections.append(files)
-    report = report_section(result)
-    if report:
-        sections.append(report)
-    return "\n".join(sections)
+    return "\n".join([*sections, *collected_sections(result)])
+
+
+def collected_sections(result: TaskResult) -> list[str]:
+    """What came back besides the output: the files of ``/out`` and the worker's report."""
+    return [section for section in (files_section(result), report_section(result)) if section]
 
 
 def report_section(result: TaskResult) -> str:

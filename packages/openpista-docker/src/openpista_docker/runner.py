@@ -7,16 +7,16 @@ import sys
 from typing import Any
 
 from openpista.skills.base import Skill
+from openpista.skills.subprocess_runner import skill_output
 from openpista.tools.base import ToolError
 from openpista.tools.context import current_turn
-from openpista_docker.render import check_memory, files_section, report_section
+from openpista_docker.render import check_memory, collected_sections
 from openpista_docker.sandbox import DockerSandbox, Mount, TaskSpec
 from openpista_docker.settings import limits_for_skill
 
 SKILL_DIR = "/skill"
 MAX_ARGUMENT_BYTES = 100_000
 """The JSON arguments travel as one command-line argument (capped at 128 KiB by Linux)."""
-_STDERR_SHOWN_CHARS = 2_000
 
 
 class DockerSkillRunner:
@@ -69,26 +69,8 @@ class DockerSkillRunner:
         )
         max_chars = self.sandbox.settings.max_output_chars
         check_memory(result, limits, max_chars)
-        process = result.process
-        stderr = process.stderr.clipped(_STDERR_SHOWN_CHARS).render().strip()
-        if process.timed_out:
-            raise ToolError(
-                f"skill {skill.name} timed out after {limits.timeout:g} s and was killed"
-                + (f"; stderr:\n{stderr}" if stderr else "")
-            )
-        if process.exit_code != 0:
-            raise ToolError(
-                f"skill {skill.name} failed with exit code {process.exit_code}"
-                + (f"; stderr:\n{stderr}" if stderr else " (nothing on stderr)")
-            )
-        parts = [*result.warnings, process.stdout.render().strip() or "(the skill printed nothing)"]
-        files = files_section(result)
-        if files:
-            parts.append(files)
-        report = report_section(result)
-        if report:
-            parts.append(report)
-        return "\n".join(parts)
+        output = skill_output(skill.name, result.process, limits.timeout)
+        return "\n".join([*result.warnings, output, *collected_sections(result)])
 
 
 def _interpreter(suffix: str, shell: str, python: str) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from openpista.skills.base import Skill
 from openpista.tools.base import ToolError
-from openpista.tools.process import run_process
+from openpista.tools.process import ProcessResult, run_process
 
 MAX_ARGV_JSON_BYTES = 100_000
 """Larger arguments travel on stdin only (one argv string is capped at 128 KiB on Linux)."""
@@ -52,19 +52,25 @@ class SubprocessSkillRunner:
             )
         except OSError as exc:
             raise ToolError(f"skill {skill.name} cannot start: {exc.strerror or exc}") from None
-        stderr = result.stderr.clipped(_STDERR_SHOWN_CHARS).render().strip()
-        if result.timed_out:
-            raise ToolError(
-                f"skill {skill.name} timed out after {timeout:g} s and was killed"
-                + (f"; stderr:\n{stderr}" if stderr else "")
-            )
-        if result.exit_code != 0:
-            raise ToolError(
-                f"skill {skill.name} failed with exit code {result.exit_code}"
-                + (f"; stderr:\n{stderr}" if stderr else " (nothing on stderr)")
-            )
-        output = result.stdout.render().strip()
-        return output or "(the skill printed nothing)"
+        return skill_output(skill.name, result, timeout)
+
+
+def skill_output(name: str, result: ProcessResult, timeout: float) -> str:
+    """What a skill's run gives the LLM: its standard output, or a :class:`ToolError` for a
+    timeout or a non-zero exit carrying (the start of) its standard error. Runners of other
+    execution modes (docker) use it too."""
+    stderr = result.stderr.clipped(_STDERR_SHOWN_CHARS).render().strip()
+    if result.timed_out:
+        raise ToolError(
+            f"skill {name} timed out after {timeout:g} s and was killed"
+            + (f"; stderr:\n{stderr}" if stderr else "")
+        )
+    if result.exit_code != 0:
+        raise ToolError(
+            f"skill {name} failed with exit code {result.exit_code}"
+            + (f"; stderr:\n{stderr}" if stderr else " (nothing on stderr)")
+        )
+    return result.stdout.render().strip() or "(the skill printed nothing)"
 
 
 def _interpreter(skill: Skill) -> list[str]:
