@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from openpista import jsonsafe
 from openpista.access import REFUSAL
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.telegram_emulator import SECRET_HEADER, TelegramEmulator, User
@@ -208,3 +209,31 @@ async def test_download_is_capped_by_received_bytes(
     folder = home / "telegram" / "files" / str(alice.id)
     assert list(folder.iterdir()) == []  # the partial file is gone
     assert llm_emulator.requests == []
+
+
+async def test_deeply_nested_json_is_refused_with_400_and_one_log_line(
+    serve: Serve,
+    telegram: TelegramEmulator,
+    llm_emulator: LlmEmulator,
+    alice: User,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jsonsafe, "_last_logged", {})  # no quiet spell left by other tests
+    llm_emulator.reply_text("unharmed")
+    await serve_webhook(serve, telegram)
+    caplog.set_level(logging.WARNING)
+    caplog.clear()
+    nested = b'{"update_id": 5, "message": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    for _ in range(3):
+        status, text = await telegram.post_to_webhook(nested)
+        assert status == 400
+        assert "nested too deeply" in text
+    too_deep = b'{"update_id": 6, "message": {"x": ' + b"[" * 70 + b"]" * 70 + b"}}"
+    assert (await telegram.post_to_webhook(too_deep))[0] == 400
+    refusals = [r for r in caplog.records if "refused a body" in r.getMessage()]
+    assert len(refusals) == 1  # rate-limited: one line, not one per POST
+    assert all(r.exc_info is None for r in caplog.records)  # no traceback
+    telegram.send_text(alice.id, "still there?", user=alice)
+    [reply] = await telegram.wait_for_sent(1, chat_id=alice.id)
+    assert reply.text == "unharmed"

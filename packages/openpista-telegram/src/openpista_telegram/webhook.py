@@ -2,7 +2,8 @@
 
 The endpoint (uvicorn in the daemon's loop, :class:`openpista.serving.EmbeddedServer`) checks
 ``X-Telegram-Bot-Api-Secret-Token`` first (missing: 401, wrong: 403, nothing is read further),
-then the body size (413 above ``max_webhook_bytes``) and the JSON (400), and answers 200 at
+then the body size (413 above ``max_webhook_bytes``) and the JSON (400 when malformed or
+nested deeper than :data:`openpista.jsonsafe.MAX_DEPTH`), and answers 200 at
 once. Accepted updates wait in a bounded queue (full: 503, Telegram delivers again later) and
 are handed one at a time, in arrival order, to the same handling as long polling.
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+from openpista import jsonsafe
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -113,9 +115,10 @@ class WebhookReceiver:
             if len(body) > limit:
                 return too_big
         try:
-            update = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return PlainTextResponse("body is not valid JSON", status_code=400)
+            update = jsonsafe.loads(body, max_bytes=limit)
+        except jsonsafe.JsonInputError as error:
+            jsonsafe.log_rejected(log, "telegram webhook", error)
+            return PlainTextResponse(f"body is not acceptable JSON: {error}", status_code=400)
         if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
             return PlainTextResponse("not an update (no integer update_id)", status_code=400)
         if not any(kind in update for kind in ALLOWED_UPDATES):
