@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from openpista import jsonsafe
 from openpista.models import AgentResponse, ApprovalRequest, Attachment
 from openpista_web.testing import greeted
 from openpista_web.testing import next_frame as frame
@@ -136,7 +138,7 @@ async def test_approval_buttons_become_approve_and_deny_commands(serve_web: Serv
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("{not json", "not JSON"),
+        ("{not json", "malformed frame: malformed JSON"),
         ("[1, 2]", "JSON object"),
         ('{"type": "teleport"}', "unknown frame type 'teleport'"),
         ('{"type": "message", "text": 5}', "'text' must be a string"),
@@ -159,6 +161,35 @@ async def test_bad_frames_get_an_error_and_the_connection_survives(
         assert (await frame(ws))["type"] == "pong"
         await ws.send(b'{"type": "message", "text": "binary frames work too"}')
         assert (await served.event()).text == "binary frames work too"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 1000 + "]" * 1000,
+        '{"type": "message", "text": "hi", "attachments": ' + "[" * 1000 + "]" * 1000 + "}",
+        '{"a":' * 1000 + "1" + "}" * 1000,
+        "[" * 100_000,  # unterminated too
+    ],
+)
+async def test_deeply_nested_json_gets_an_error_frame_and_the_connection_stays(
+    serve_web: Serve, raw: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jsonsafe, "_last_logged", {})  # this test's line is not rate-limited away
+    served = await serve_web()
+    async with served.connect() as ws:
+        await greeted(ws)
+        with caplog.at_level(logging.WARNING, logger="openpista_web.adapter"):
+            await ws.send(raw)
+            error = await frame(ws)
+        assert error["type"] == "error"
+        assert error["message"].startswith("malformed frame:")
+        await ws.send('{"type": "message", "text": "after the nesting"}')
+        assert (await served.event()).text == "after the nesting"
+    assert served.inbound.empty()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "openpista_web.adapter"]
+    assert line.startswith("web channel: refused a body: malformed frame:")
+    assert "\n" not in line
 
 
 async def test_frame_over_the_limit_is_refused_and_the_connection_survives(
@@ -229,14 +260,55 @@ async def test_bad_images_are_refused(serve_web: Serve, attachment: object, expe
     assert served.inbound.empty()
 
 
-async def test_silent_client_is_closed_by_the_idle_timeout(serve_web: Serve) -> None:
-    served = await serve_web(ping_interval=0.3, ping_timeout=0.3)
-    async with served.connect() as ws:
+async def test_protocol_pongs_alone_keep_a_client_connected(serve_web: Serve) -> None:
+    """A client that never sends an app ``ping`` but answers WebSocket pings stays."""
+    served = await serve_web(ping_interval=0.2, ping_timeout=0.2)
+    url = f"ws://127.0.0.1:{served.adapter.port}/ws?client={CLIENT}&token={TOKEN}"
+    async with connect(url, ping_interval=None, open_timeout=10) as ws:  # no pings of its own
         await greeted(ws)
-        with pytest.raises(ConnectionClosed) as closed:
-            await frame(ws, wait=20)
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 4408
+        await asyncio.sleep(2.0)  # five ping intervals, far past ping_interval + ping_timeout
+        await ws.send('{"type": "message", "text": "still connected"}')
+        assert (await served.event()).text == "still connected"
+
+
+async def test_client_that_never_answers_pings_is_closed(serve_web: Serve) -> None:
+    """A raw socket that completes the handshake and then never answers: closed with 1011."""
+    served = await serve_web(ping_interval=0.2, ping_timeout=0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.adapter.port)
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    writer.write(
+        (
+            f"GET /ws?client={CLIENT}&token={TOKEN} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{served.adapter.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 101")
+    received = await asyncio.wait_for(reader.read(), 10)  # until the server closes the TCP
+    writer.close()
+    frames = server_frames(received)
+    assert 0x9 in [opcode for opcode, _ in frames]  # it was pinged...
+    closes = [payload for opcode, payload in frames if opcode == 0x8]
+    assert closes, frames  # ...and, never answering, closed
+    assert int.from_bytes(closes[0][:2], "big") == 1011
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each unmasked frame in ``data`` (RFC 6455 section 5.2)."""
+    frames, at = [], 0
+    while at + 2 <= len(data):
+        opcode, length = data[at] & 0x0F, data[at + 1] & 0x7F
+        at += 2
+        if length == 126:
+            length, at = int.from_bytes(data[at : at + 2], "big"), at + 2
+        elif length == 127:
+            length, at = int.from_bytes(data[at : at + 8], "big"), at + 8
+        frames.append((opcode, data[at : at + length]))
+        at += length
+    return frames
 
 
 async def test_client_pings_keep_the_connection_alive(serve_web: Serve) -> None:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from openpista.config import home_dir
 from openpista.files import write_private
+from openpista.jsonsafe import log_rejected
 from openpista.models import AgentResponse, Attachment, ChannelEvent
 from openpista_web.app import build_app, too_many_attempts
 from openpista_web.auth import SUBPROTOCOL, TOKEN_PREFIX, offered_token, token_matches
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "web:"
 HISTORY_MESSAGES = 100  # messages of the session shown to a browser that (re)loads
-CLOSE_IDLE = 4408  # no frame (not even a ping) within ping_interval + ping_timeout
 _SECRET_IN_TEXT = re.compile(r"(token=|" + re.escape(TOKEN_PREFIX) + r")[^&\s\"']*")
 
 
@@ -244,12 +244,11 @@ class WebAdapter:
         await self.hub.send(client, websocket, encode("history", seq=client.seq, **history))
 
     async def _receive_loop(self, websocket: WebSocket, client: Client) -> None:
+        """Frames until the client leaves. Liveness is uvicorn's: it pings every
+        ``ping_interval`` and closes a connection whose pong is ``ping_timeout`` late (1011),
+        so a client that answers protocol pings needs no app-level ``ping`` of its own."""
         while True:
-            try:
-                message = await asyncio.wait_for(websocket.receive(), self.settings.idle_timeout)
-            except TimeoutError:
-                await websocket.close(CLOSE_IDLE, "no heartbeat")
-                return
+            message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
             raw = message.get("text")
@@ -258,6 +257,7 @@ class WebAdapter:
             try:
                 frame = parse_frame(raw, self.limits)
             except FrameError as exc:
+                log_rejected(log, "web channel", exc)
                 await self.hub.send(client, websocket, encode("error", message=str(exc)))
                 continue
             await self._handle(websocket, client, frame)

@@ -8,7 +8,8 @@ Client to server (text frames, one JSON object each)::
 
 Server to client: ``hello`` (once per connection), ``response`` (a core ``AgentResponse`` in
 ``"response"``, with a sequence number ``seq`` for resuming), ``history``, ``notice``,
-``pong`` and ``error``. Bad frames get an ``error`` frame; the connection stays open.
+``pong`` and ``error``. Bad frames (malformed or deeply nested JSON included) get an
+``error`` frame; the connection stays open.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from openpista.jsonsafe import JsonInputError, loads
 from openpista.models import AgentResponse, Attachment
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -74,9 +76,9 @@ def parse_frame(raw: str | bytes, limits: Limits) -> ClientFrame:
     if size > limits.max_frame_bytes:
         raise FrameError(f"frame too large: {size} bytes, the limit is {limits.max_frame_bytes}")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise FrameError("malformed frame: not JSON") from None
+        data = loads(raw)
+    except JsonInputError as exc:  # not JSON, or nested too deeply: never a RecursionError
+        raise FrameError(f"malformed frame: {exc}") from None
     if not isinstance(data, dict):
         raise FrameError("malformed frame: expected a JSON object")
     kind = data.get("type")

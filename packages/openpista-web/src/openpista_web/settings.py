@@ -47,11 +47,6 @@ class WebSettings(BaseModel):
         """Whether uvicorn serves HTTPS/WSS itself."""
         return self.tls_cert is not None
 
-    @property
-    def idle_timeout(self) -> float:
-        """Seconds without any frame from a client before its connection is closed."""
-        return self.ping_interval + self.ping_timeout
-
     @classmethod
     def from_table(
         cls, table: Mapping[str, Any], environ: Mapping[str, str] | None = None
