@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from openpista import jsonsafe
 from openpista.access import PAIRED, REFUSAL, PairingBook
 from openpista.models import AgentResponse, ApprovalRequest, Attachment
 from openpista.testing.whatsapp_emulator import (
@@ -101,6 +102,26 @@ async def test_malformed_json_is_a_400(start_adapter: Start) -> None:
     for body in (b"{not json", b"\xff\xfe", b""):
         answer = await wa.post(body)
         assert answer.status_code == 400
+    ok = await wa.post(text_payload(wa.number, wa.user, "still alive"))
+    assert ok.status_code == 200
+    assert (await wa.event()).text == "still alive"
+
+
+async def test_deeply_nested_json_is_a_400_with_one_log_line(
+    start_adapter: Start, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jsonsafe, "_last_logged", {})  # no quiet spell left by other tests
+    wa = await start_adapter()
+    caplog.set_level(logging.WARNING)
+    nested = b'{"object": "whatsapp_business_account", "entry": ' + b"[" * 1000 + b"]" * 1000
+    for body in (nested + b"}", b'{"entry": [{"changes": ' + b"[" * 70 + b"]" * 70 + b"}]}"):
+        for _ in range(2):
+            answer = await wa.post(body)
+            assert answer.status_code == 400
+            assert "nested too deeply" in answer.text
+    refusals = [r for r in caplog.records if "refused a body" in r.getMessage()]
+    assert len(refusals) == 1  # rate-limited: one line, not one per POST
+    assert all(r.exc_info is None for r in caplog.records)  # no traceback
     ok = await wa.post(text_payload(wa.number, wa.user, "still alive"))
     assert ok.status_code == 200
     assert (await wa.event()).text == "still alive"

@@ -7,19 +7,20 @@ conversations and every reply goes out from the number the message arrived on.
 
 The webhook (starlette on uvicorn, in the daemon's event loop) answers Meta within
 milliseconds: it checks the size, then the ``X-Hub-Signature-256`` signature of the raw body,
-then parses, and leaves the work (media downloads, access checks, queueing for the agent)
-to a background task.
+then parses (:func:`openpista.jsonsafe.loads`: malformed or too deeply nested JSON is a
+400), and leaves the work (media downloads, access checks, queueing for the agent) to a
+background task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from openpista import jsonsafe
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
 from openpista.agent import ERROR_PREFIX
 from openpista.config import home_dir
@@ -213,9 +214,10 @@ class WhatsAppAdapter:
             log.warning("whatsapp: webhook POST with a wrong signature refused")
             return PlainTextResponse("invalid signature", status_code=403)
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return PlainTextResponse("body is not valid JSON", status_code=400)
+            data = jsonsafe.loads(body, max_bytes=limit)
+        except jsonsafe.JsonInputError as error:
+            jsonsafe.log_rejected(log, "whatsapp webhook", error)
+            return PlainTextResponse(f"body is not acceptable JSON: {error}", status_code=400)
         delivery = parse_webhook(data)
         for reason in delivery.ignored:
             log.warning("whatsapp: ignored %s", reason)
