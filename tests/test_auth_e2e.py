@@ -54,7 +54,7 @@ def test_api_key_login_status_logout(auth_cli: Cli) -> None:
     cli.env["OPENAI_API_KEY"] = "sk-from-env"
     assert _status(cli)["openai"]["source"] == "env"
     text = cli("auth", "status")
-    assert "together     stored api_key" in text.stdout
+    assert "together           stored api_key" in text.stdout
     assert "key from $OPENAI_API_KEY" in text.stdout
     listed = cli("model", "list", "--json")
     keys = {row["provider"]: row["key"] for row in json.loads(listed.stdout)}
@@ -181,3 +181,25 @@ def test_copilot_device_login_through_the_command(
     stored = (cli.home / ".openpista" / "credentials.toml").read_text()
     assert 'refresh_token = "gho_' in stored
     assert "gho_" not in done.stdout + done.stderr
+
+
+def test_status_columns_line_up_for_long_and_short_provider_names(make_cli: Any) -> None:
+    cli = make_cli(None)
+    cli.write_config("")
+    cli.env["OPENAI_API_KEY"] = "sk-from-env"
+    done = cli("auth", "status")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # The longest built-in name is vercel_ai_gateway (17): every detail starts at column 19.
+    assert "openai             key from $OPENAI_API_KEY" in lines
+    assert "vercel_ai_gateway  not logged in" in lines
+    assert "azure              not logged in" in lines
+    assert "bedrock            no key needed" in lines
+    assert {line.index(detail) for line, detail in zip(lines, _details(cli), strict=True)} == {19}
+
+
+def _details(cli: Cli) -> list[str]:
+    from openpista.auth.status import describe_key
+
+    done = cli("auth", "status", "--json")
+    return [describe_key(row) for row in json.loads(done.stdout)]

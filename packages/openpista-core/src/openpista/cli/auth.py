@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from openpista.cli.main import CliState, fail
+from openpista.cli.main import CliState, columns, fail
 
 if TYPE_CHECKING:
     from openpista.auth.credentials import Credential
@@ -72,8 +72,8 @@ def status(state: CliState, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
-        click.echo(f"{row['provider']:<12} {describe_key(row)}")
+    for line in columns([(row["provider"], describe_key(row)) for row in rows]):
+        click.echo(line)
 
 
 @auth.command("logout")

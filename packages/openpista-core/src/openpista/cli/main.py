@@ -88,6 +88,18 @@ class CliState:
         return self._settings
 
 
+def columns(rows: list[tuple[str, ...]], gap: int = 2) -> list[str]:
+    """``rows`` as lines of left-aligned columns, each as wide as its longest cell."""
+    widths = [
+        max(len(row[i]) for row in rows if i < len(row))
+        for i in range(max(map(len, rows), default=0))
+    ]
+    return [
+        (" " * gap).join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in rows
+    ]
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print ``❌ message`` to stderr and exit with ``code``."""
     click.echo(f"❌ {message}", err=True)
