@@ -25,7 +25,7 @@ def test_config_minimal_and_defaults() -> None:
     config = load_whatsapp_config(BASE)
     assert [n.phone_number_id for n in config.numbers] == ["111"]
     assert config.graph_api_version == "v21.0"
-    assert config.webhook_host == "0.0.0.0"
+    assert config.webhook_host == "127.0.0.1"  # plain HTTP: only a local proxy reaches it
     assert not config.open_to_all
 
 

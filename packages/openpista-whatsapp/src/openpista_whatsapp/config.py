@@ -55,7 +55,7 @@ class WhatsAppConfig(BaseModel):
     access_token: SecretStr | None = None
     verify_token: SecretStr | None = None
     app_secret: SecretStr | None = None
-    webhook_host: str = "0.0.0.0"  # Meta must reach the webhook
+    webhook_host: str = "127.0.0.1"  # Meta reaches it through a TLS reverse proxy
     webhook_port: int = Field(default=8090, ge=0, le=65535)
     webhook_path: str = "/webhook"
     graph_api_version: str = "v21.0"
