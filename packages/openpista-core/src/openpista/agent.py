@@ -67,7 +67,8 @@ class Agent:
     """Runs turns for sessions stored in ``memory``, answering with ``provider``.
 
     ``context`` returns extra system-prompt text (the skills' context); it is called on
-    every request so that the LLM always sees it.
+    every request so that the LLM always sees it. ``history_window`` caps how many stored
+    messages a turn reads and sends (``None``: all of them).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class Agent:
         system_prompt: str = "",
         max_tool_rounds: int = 10,
         context: Callable[[], str] | None = None,
+        history_window: int | None = None,
     ) -> None:
         self.provider = provider
         self.tools = tools
@@ -86,6 +88,7 @@ class Agent:
         self.system_prompt = system_prompt
         self.max_tool_rounds = max_tool_rounds
         self.context = context
+        self.history_window = history_window
 
     def _system_message(self) -> Message:
         parts = [self.system_prompt, self.context() if self.context else ""]
@@ -114,7 +117,7 @@ class Agent:
         """
         content = "\n".join([text, *(a.describe() for a in attachments)])
         user = Message(role="user", content=storable(content), attachments=list(attachments))
-        history = await self.memory.start_turn(session_id, user)
+        history = await self.memory.start_turn(session_id, user, self.history_window)
         history.append(user)
         token = set_turn(TurnContext(session_id, channel_id))
         try:

@@ -73,6 +73,7 @@ class AgentSettings(_Section):
     provider: str = "openai"
     model: str | None = None
     max_tool_rounds: int = Field(default=10, ge=1)
+    history_window: int = Field(default=200, ge=1)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     workspace: Path = Path(f"{DEFAULT_HOME}/workspace")
 

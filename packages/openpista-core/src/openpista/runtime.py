@@ -115,6 +115,7 @@ class Runtime:
             self.memory,
             system_prompt=self.settings.agent.system_prompt,
             max_tool_rounds=self.settings.agent.max_tool_rounds,
+            history_window=self.settings.agent.history_window,
             context=lambda: context,
         )
 

@@ -67,6 +67,7 @@ __all__ = [
     "alembic_config",
     "create_engine_for",
     "expand_database_url",
+    "recent_window",
     "upgrade_database",
 ]
 
@@ -306,8 +307,7 @@ class MemoryStore:
 
     async def list_sessions(self, limit: int = 50) -> list[SessionInfo]:
         """Up to ``limit`` sessions, the most recently updated first."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise MemoryStoreError(f"limit must be a positive integer, not {limit!r}")
+        _check_limit(limit)
         query = (
             _session_query()
             .order_by(SessionRow.updated_at.desc(), SessionRow.id.desc())
@@ -400,10 +400,32 @@ class MemoryStore:
                 raise SessionNotFoundError(f"cannot load session {sid!r}: no such session")
             return await _history(conn, sid)
 
-    async def start_turn(self, session_id: str, message: Message) -> list[Message]:
-        """Begin a turn: create the session if needed, append ``message`` and return the
-        history before it, all in one transaction (one round trip instead of four)."""
+    async def load_recent(self, session_id: str, limit: int) -> list[Message]:
+        """The newest messages of the session, at most ``limit``, oldest first, starting
+        at a user message (see :func:`recent_window`).
+
+        Reads only the tail (the ``(session_id, id)`` index), however long the session is.
+        Raises :class:`SessionNotFoundError` if the session does not exist.
+        """
         sid = _check_session_id(session_id)
+        _check_limit(limit)
+        async with self._transaction(f"loading session {sid!r}", write=False) as conn:
+            found = await conn.scalar(select(SessionRow.id).where(SessionRow.id == sid))
+            if found is None:
+                raise SessionNotFoundError(f"cannot load session {sid!r}: no such session")
+            return await _history(conn, sid, limit)
+
+    async def start_turn(
+        self, session_id: str, message: Message, history_limit: int | None = None
+    ) -> list[Message]:
+        """Begin a turn: create the session if needed, append ``message`` and return the
+        history before it, all in one transaction (one round trip instead of four).
+
+        With ``history_limit``, only the newest messages are read, as :meth:`load_recent`.
+        """
+        sid = _check_session_id(session_id)
+        if history_limit is not None:
+            _check_limit(history_limit)
         row = _message_row(sid, message, 0)
         now = self._now()
         async with self._transaction(f"starting a turn in {sid!r}", write=True) as conn:
@@ -413,7 +435,7 @@ class MemoryStore:
                 .values(id=sid, title=None, created_at=now, updated_at=now)
                 .on_conflict_do_update(index_elements=[SessionRow.id], set_={"updated_at": now})
             )
-            history = await _history(conn, sid)
+            history = await _history(conn, sid, history_limit)
             await conn.execute(insert(MessageRow), [row])
         return history
 
@@ -608,21 +630,39 @@ class MemoryStore:
 # -- helpers --------------------------------------------------------------------------------
 
 
-async def _history(conn: AsyncConnection, sid: str) -> list[Message]:
-    query = (
-        select(
-            MessageRow.id,
-            MessageRow.role,
-            MessageRow.content,
-            MessageRow.tool_calls,
-            MessageRow.tool_result,
-            MessageRow.created_at,
-        )
-        .where(MessageRow.session_id == sid)
-        .order_by(MessageRow.id)
+def recent_window(messages: list[Message]) -> list[Message]:
+    """The tail ``messages`` with what comes before its first user message left out, so that
+    no tool result is separated from the call that asked for it and the conversation starts
+    the way every provider accepts. Without a user message, leading tool results go."""
+    for start, message in enumerate(messages):
+        if message.role == "user":
+            return messages[start:]
+    start = 0
+    while start < len(messages) and messages[start].role == "tool":
+        start += 1
+    return messages[start:]
+
+
+async def _history(conn: AsyncConnection, sid: str, limit: int | None = None) -> list[Message]:
+    columns = (
+        MessageRow.id,
+        MessageRow.role,
+        MessageRow.content,
+        MessageRow.tool_calls,
+        MessageRow.tool_result,
+        MessageRow.created_at,
     )
-    rows = (await conn.execute(query)).all()
-    return [_to_message(sid, row) for row in rows]
+    query = select(*columns).where(MessageRow.session_id == sid)
+    if limit is None:
+        rows = (await conn.execute(query.order_by(MessageRow.id))).all()
+        return [_to_message(sid, row) for row in rows]
+    tail = (await conn.execute(query.order_by(MessageRow.id.desc()).limit(limit))).all()
+    return recent_window([_to_message(sid, row) for row in reversed(tail)])
+
+
+def _check_limit(limit: object) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise MemoryStoreError(f"limit must be a positive integer, not {limit!r}")
 
 
 def _parse_url(url: str) -> URL:
