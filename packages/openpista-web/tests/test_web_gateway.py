@@ -95,7 +95,9 @@ async def test_session_clear_and_switch(gateway: Gateway, serve_web: Serve) -> N
         assert moved["messages"] == []
         assert notice["text"] == f"new session {moved['session_id']}"
         await ws.send('{"type": "message", "text": "/session ' + first + '"}')
-        await next_frame(ws, "notice")
+        assert (await next_frame(ws, "notice"))[
+            "text"
+        ] == f"switched to session {first} (0 messages)"
         assert (await next_frame(ws, "session"))["session_id"] == first
         await ws.send('{"type": "message", "text": "/session bad id!"}')
         refused = await next_frame(ws, "notice")
@@ -104,6 +106,37 @@ async def test_session_clear_and_switch(gateway: Gateway, serve_web: Serve) -> N
     async with served.connect() as ws:
         hello, _ = await greeted(ws)
         assert hello["session_id"] == first
+
+
+async def test_an_unknown_session_id_is_said_to_be_new_with_the_likely_meant_one(
+    gateway: Gateway, serve_web: Serve, llm_emulator: LlmEmulator
+) -> None:
+    served = await serve_in(gateway, serve_web)
+    llm_emulator.reply_text("noted")
+    async with served.connect() as ws:
+        hello, _ = await greeted(ws)
+        first = hello["session_id"]
+        await ws.send('{"type": "message", "text": "remember the milk"}')
+        await answer(ws)
+        typo = first[:-1] + ("0" if first[-1] != "0" else "1")
+        await ws.send('{"type": "message", "text": "/session ' + typo + '"}')
+        notice = await next_frame(ws, "notice")
+        assert not notice["is_error"]
+        assert notice["text"] == (
+            f"new session {typo}: no session had this id, so it starts empty\n"
+            f"Did you mean /session {first} ?"
+        )
+        assert (await next_frame(ws, "session"))["messages"] == []
+        await ws.send('{"type": "message", "text": "/session scratch-pad"}')
+        notice = await next_frame(ws, "notice")
+        assert (
+            notice["text"] == "new session scratch-pad: no session had this id, so it starts empty"
+        )
+        await ws.send('{"type": "message", "text": "/session ' + first + '"}')
+        notice = await next_frame(ws, "notice")
+        assert notice["text"] == f"switched to session {first} (2 messages)"
+        moved = await next_frame(ws, "session")
+        assert [m["text"] for m in moved["messages"]] == ["remember the milk", "noted"]
 
 
 async def test_model_shows_and_switches(gateway: Gateway, serve_web: Serve) -> None:

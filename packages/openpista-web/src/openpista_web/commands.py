@@ -7,6 +7,7 @@ included, goes to the gateway as a message.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,12 +19,14 @@ if TYPE_CHECKING:
 
 COMMANDS = ("/help", "/session", "/clear", "/model")
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+TYPO_SCAN = 200  # recent sessions an unknown ``/session ID`` is compared with
+TYPO_CUTOFF = 0.85  # difflib similarity from which an unknown id counts as a typo
 HELP = """Commands:
   /help                      this help
   /model                     show the model answering
   /model PROVIDER[/MODEL]    switch the model (for every chat of this agent)
   /session                   show this chat's session id
-  /session ID                switch this chat to session ID
+  /session ID                switch this chat to session ID (says when it is new)
   /clear                     start a new session in this chat
   /approve ID, /deny ID      answer an approval request (the buttons do it too)"""
 
@@ -50,18 +53,42 @@ async def run_command(gateway: Gateway | None, channel_id: str, text: str) -> Co
         return CommandResult(HELP)
     if gateway is None:
         return _error(f"{command} needs the openpista daemon (`openpista start`)")
-    router = gateway.router
-    if command == "/session":
+    if command == "/model":
+        return _model(gateway, argument)
+    from openpista.memory.store import MemoryStoreError
+
+    try:
+        if command == "/clear":
+            session_id = await gateway.router.new_session(channel_id)
+            return CommandResult(f"new session {session_id}", session_id=session_id)
         if not argument:
-            return CommandResult(f"session: {await router.session_for(channel_id)}")
-        if not SESSION_ID.match(argument):
-            return _error("a session id has letters, digits and . _ : - only")
-        await router.bind(channel_id, argument)
-        return CommandResult(f"switched to session {argument}", session_id=argument)
-    if command == "/clear":
-        session_id = await router.new_session(channel_id)
-        return CommandResult(f"new session {session_id}", session_id=session_id)
-    return _model(gateway, argument)
+            return CommandResult(f"session: {await gateway.router.session_for(channel_id)}")
+        return await _switch(gateway, channel_id, argument)
+    except MemoryStoreError as exc:  # the database is unwell: say so, keep the connection
+        return _error(f"{command} failed: {exc}")
+
+
+async def _switch(gateway: Gateway, channel_id: str, session_id: str) -> CommandResult:
+    """``/session ID``: switch, saying whether ``ID`` is new (and what it may be a typo of)."""
+    if not SESSION_ID.match(session_id):
+        return _error("a session id has letters, digits and . _ : - only")
+    memory = gateway.runtime.memory
+    found = await memory.get_session(session_id)
+    if found is not None:
+        await gateway.router.bind(channel_id, session_id)
+        count = found.message_count
+        return CommandResult(
+            f"switched to session {session_id} ({count} message{'' if count == 1 else 's'})",
+            session_id=session_id,
+        )
+    known = [info.id for info in await memory.list_sessions(limit=TYPO_SCAN)]
+    close = difflib.get_close_matches(session_id, known, n=1, cutoff=TYPO_CUTOFF)
+    await gateway.router.bind(channel_id, session_id)
+    hint = f"\nDid you mean /session {close[0]} ?" if close else ""
+    return CommandResult(
+        f"new session {session_id}: no session had this id, so it starts empty{hint}",
+        session_id=session_id,
+    )
 
 
 def _model(gateway: Gateway, argument: str) -> CommandResult:
