@@ -13,6 +13,7 @@ import click
 from openpista.cli.main import CliState, fail
 
 if TYPE_CHECKING:
+    from openpista.providers.base import ChatResult, LlmProvider
     from openpista.providers.registry import ProviderRegistry
 
 TEST_PROMPT = "Reply with exactly one word: pong"
@@ -99,7 +100,6 @@ def test_model(state: CliState, model_name: str | None, provider: str | None) ->
     Exits 0 when the model answered, 1 with the reason and the fix when it did not.
     """
     from openpista.config import ConfigError
-    from openpista.models import Message
     from openpista.providers.base import ProviderError
 
     settings = state.settings()
@@ -109,17 +109,31 @@ def test_model(state: CliState, model_name: str | None, provider: str | None) ->
     except (ProviderError, ConfigError) as exc:
         fail(str(exc))
     click.echo(f"Testing {llm.name} / {llm.model} ...", err=True)
-    started = time.perf_counter()
     try:
-        result = asyncio.run(llm.complete([Message(role="user", content=TEST_PROMPT)], []))
+        result, startup, round_trip = asyncio.run(_timed_test(llm))
     except ProviderError as exc:
         fail(str(exc))
-    elapsed = time.perf_counter() - started
     answer = result.text.strip().replace("\n", " ")[:200] or "(empty answer)"
-    click.echo(f"✓ {llm.name}/{llm.model} answered in {elapsed:.2f} s: {answer}")
+    click.echo(
+        f"✓ {llm.name}/{llm.model} answered in {round_trip:.2f} s "
+        f"(request round trip; start-up {startup:.2f} s not counted): {answer}"
+    )
     tokens = result.usage.total_tokens
     if tokens:
         click.echo(
             f"  tokens: {result.usage.prompt_tokens} in, {result.usage.completion_tokens} out"
         )
     sys.exit(0)
+
+
+async def _timed_test(llm: LlmProvider) -> tuple[ChatResult, float, float]:
+    """The test prompt's answer, the start-up time (``prepare``) and the round trip's time."""
+    from openpista.models import Message
+
+    started = time.perf_counter()
+    prepare = getattr(llm, "prepare", None)
+    if prepare is not None:
+        await prepare()
+    sent = time.perf_counter()
+    result = await llm.complete([Message(role="user", content=TEST_PROMPT)], [])
+    return result, sent - started, time.perf_counter() - sent

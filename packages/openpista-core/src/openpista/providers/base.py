@@ -59,7 +59,12 @@ StreamEvent = TextDelta | ToolCallDelta | ChatResult
 
 @runtime_checkable
 class LlmProvider(Protocol):
-    """An LLM backend. ``name`` is the preset name, ``model`` the model it talks to."""
+    """An LLM backend. ``name`` is the preset name, ``model`` the model it talks to.
+
+    A provider whose first request pays a start-up cost (importing a client library) may
+    also define ``async prepare()``, which pays it up front: ``openpista model test`` calls
+    it before timing the request's round trip.
+    """
 
     name: str
     model: str

@@ -119,6 +119,12 @@ class LiteLLMProvider:
         except Exception as exc:
             raise self._failure(exc) from None
 
+    async def prepare(self) -> None:
+        """Import litellm (seconds, off the event loop) so that the next request times only
+        its round trip (``openpista model test``)."""
+        if "litellm" not in sys.modules:
+            await asyncio.to_thread(_litellm)
+
     async def list_models(self) -> list[str]:
         """Models the API lists (``GET .../models``), else the preset's well-known ones."""
         base = self.settings.base_url

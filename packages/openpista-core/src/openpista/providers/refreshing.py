@@ -69,6 +69,12 @@ class RefreshingProvider:
         """:meth:`LlmProvider.complete` with a token refreshed first when it expires soon."""
         return await (await self._current()).complete(messages, tools)
 
+    async def prepare(self) -> None:
+        """The wrapped provider's ``prepare`` (see :class:`LlmProvider`), if it has one."""
+        prepare = getattr(self.inner, "prepare", None)
+        if prepare is not None:
+            await prepare()
+
     async def list_models(self) -> list[str]:
         """:meth:`LlmProvider.list_models` with a fresh token."""
         return await (await self._current()).list_models()
