@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from openpista.config import PolicyRule, PolicySettings, load_config
-from openpista.policy import PolicyDecision, ToolPolicy, is_compound_command, is_local_channel
+from openpista.policy import PolicyDecision, ToolPolicy, is_literal_command, is_local_channel
 
 
 def policy(*rules: dict[str, Any], local: str = "allow", remote: str = "ask") -> ToolPolicy:
@@ -145,12 +145,10 @@ def test_command_globs_match_the_whole_command(pattern: str, command: str, match
         "ls < /etc/shadow",
         "ls <(rm -rf ~)",
         "(rm -rf ~)",
-        "python -c 'print(1)'",
-        "ls 'quoted; still refused'",
     ],
 )
 def test_chained_commands_never_match_an_allow_rule(command: str) -> None:
-    assert is_compound_command(command)
+    assert not is_literal_command(command)
     rules = policy({"tool": "system.run", "command": "ls*", "action": "allow"}, remote="ask")
     decision = rules.decide("system.run", run(command), "telegram:1")
     assert decision.action == "ask"
@@ -158,6 +156,16 @@ def test_chained_commands_never_match_an_allow_rule(command: str) -> None:
     # Also not on a local channel whose default is deny.
     strict = policy({"tool": "*", "command": "*", "action": "allow"}, local="deny")
     assert strict.decide("system.run", run(command), "cli:x").action == "deny"
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["grep 'a|b' notes.txt", "ls 'quoted; (still) <text>'", 'echo "a && b" \'c|d\'', "ls '*.txt'"],
+)
+def test_quoted_operators_and_globs_are_plain_text(command: str) -> None:
+    assert is_literal_command(command)
+    rules = policy({"tool": "system.run", "command": "* *", "action": "allow"}, remote="deny")
+    assert rules.decide("system.run", run(command), "telegram:1").action == "allow"
 
 
 def test_a_chained_command_falls_through_to_later_rules() -> None:

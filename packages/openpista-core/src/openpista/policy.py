@@ -1,4 +1,4 @@
-"""The tool policy: whether a tool call runs (``allow``), never runs (``deny``) or needs the
+r"""The tool policy: whether a tool call runs (``allow``), never runs (``deny``) or needs the
 user's approval first (``ask``), configured in ``[policy]``.
 
 Rules (``[[policy.rules]]``) are tried in order and the first that matches decides:
@@ -11,15 +11,39 @@ Rules (``[[policy.rules]]``) are tried in order and the first that matches decid
   no other tool.
 - ``channels``: channel-id prefixes (``telegram:``, ``telegram:42``); empty means every channel.
 
-**Compound commands never match an ``allow`` rule.** A command that contains a shell
-control operator, a subshell or a substitution (``;``, ``&``, ``&&``, ``|``, ``||``, a
-backtick, ``$(``, ``(``, ``)``, ``<``, ``>``, a newline or carriage return) could run more
-than the allowed prefix says:
-``ls; rm -rf ~`` starts with ``ls``. Such a command skips every ``allow`` rule that has a
-``command`` glob and falls through to the next rules and the default; this also applies when
-the operator is quoted (``grep 'a|b' f``), which errs on the safe side. ``deny`` and ``ask``
-rules match a compound command when their glob matches the whole command *or* any of its
-parts, so ``command = "rm *"`` denies ``ls; rm -rf ~``.
+**Only a literal command matches an ``allow`` rule.** The glob sees the command's text,
+bash sees much more: ``ls ${x:=$'a[\x24\x28touch pwned\x29]'}$[x]`` starts with ``ls``
+and runs ``touch``. So a command matches an ``allow`` rule with a ``command`` glob only when
+it is *one simple command whose words are all literal* (checked by an allowlist, see
+:func:`is_literal_command`):
+
+- words are separated by spaces and made of ASCII letters, digits and ``-_./,:=+@%``;
+- ``'...'`` and ``"..."`` quote any printable ASCII except ``$``, a backtick, ``\`` and
+  ``!`` (so ``grep 'a|b' f`` is literal: the quotes make ``|`` plain text);
+- ``~`` is allowed where it means the home directory (``~``, ``~/x``) or where bash leaves
+  it alone (``file~``); ``~user``, ``~+`` are not literal;
+- the first word is not an assignment (``LD_PRELOAD=x ls``) and not a shell builtin that
+  runs its arguments as code (``eval``, ``source``, ``.``, ``command``, ``exec``, ...).
+
+Everything else is not literal: any ``$`` (parameters, ``$(...)``, ``$[...]``, ``$'\x..'``,
+``${x@P}``), backticks, ``;``, ``&``, ``|``, redirections, ``<(...)``, ``(``, ``{a,b}``,
+``!``, ``#``, backslashes, tabs, newlines inside the command, control characters and
+every non-ASCII character. Such a command skips every ``allow`` rule that has a
+``command`` glob and falls through to the next rules and the default (``ask`` or ``deny``).
+
+**Globs in the command.** An unquoted ``*``, ``?``, ``[`` or ``]`` in the command is a
+bash glob: bash replaces it with file names, and a file named ``-rf`` or ``--output=x``
+becomes an option. Such a command matches an ``allow`` rule only when the rule spells
+each of those characters as a literal (``command = "ls [*].txt"`` allows ``ls *.txt``);
+a wildcard of the rule never stands for one (``ls *`` does not allow ``ls *.txt``; quote
+it, ``ls '*.txt'``, to mean the text itself).
+
+An ``allow`` rule trusts the program with every argument its glob admits: ``git *`` also
+admits ``git -c core.pager='sh -c ...' log``. Allow narrow globs (``git status``,
+``ls -la *``).
+
+``deny`` and ``ask`` rules match a command when their glob matches the whole command *or*
+any part of it cut at shell operators, so ``command = "rm *"`` denies ``ls; rm -rf ~``.
 
 A ``deny`` rule on a command is a best-effort blocklist, not a sandbox: the shell has many
 spellings of one command (``/bin/rm``, ``r''m``, ``{rm,-rf,~}``). To be safe, let the
@@ -36,6 +60,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +71,7 @@ __all__ = [
     "LOCAL_CHANNEL_PREFIXES",
     "PolicyDecision",
     "ToolPolicy",
-    "is_compound_command",
+    "is_literal_command",
     "is_local_channel",
 ]
 
@@ -58,17 +83,86 @@ COMMAND_TOOL = "system.run"
 LOCAL_CHANNEL_PREFIXES = ("cli:", "tui:", "cron:")
 """Channel-id prefixes of channels on the machine itself (``policy.local`` applies)."""
 
-# Shell control operators, redirections and substitutions: with any of these a command can
-# do more than its first word says. Deliberately broad (quotes are not parsed).
-_COMPOUND = re.compile(r"[;&|`()<>\n\r]")
-# How a compound command is cut into parts for deny/ask rules (over-splitting is harmless:
-# a part is only ever used to match *more* deny/ask rules).
+# What an unquoted word may be made of; everything else means more than its text says.
+_WORD_CHARS = frozenset(string.ascii_letters + string.digits + "-_./,:=+@%")
+_GLOB_CHARS = frozenset("*?[]")
+# Inside quotes: printable ASCII (space to "~") except what bash still expands there, the
+# backslash and "!" (history expansion inside double quotes in interactive shells).
+_QUOTED_BANNED = frozenset("$`\\!")
+_QUOTES = frozenset("'\"")
+# Shell words that run their arguments (or what they build from them) as shell code, or
+# turn them into arithmetic; a literal command never starts with one.
+_CODE_WORDS = frozenset(
+    {
+        ".", "alias", "bind", "builtin", "command", "coproc", "declare", "enable", "eval",
+        "exec", "export", "fc", "function", "let", "local", "mapfile", "readarray",
+        "readonly", "source", "time", "trap", "typeset",
+    }
+)  # fmt: skip
+# How a command is cut into parts for deny/ask rules (over-splitting is harmless: a part
+# is only ever used to match *more* deny/ask rules).
 _SPLIT = re.compile(r"\$\(|[;&|`()<>\n\r]")
+# Stands for one command glob character when checking that no rule wildcard matched it.
+_SENTINEL = "\x00"
 
 
-def is_compound_command(command: str) -> bool:
-    """Whether ``command`` contains a shell control operator, redirection or substitution."""
-    return _COMPOUND.search(command) is not None
+@dataclass(frozen=True, slots=True)
+class _Literal:
+    """A literal command: its text (stripped) and where its unquoted glob characters are."""
+
+    text: str
+    globs: tuple[int, ...]
+
+
+def _scan(command: str) -> _Literal | None:
+    """The command as a literal simple command, or ``None`` (see the module documentation)."""
+    text = command.strip(" \t\n")
+    first_end = len(text)  # where the first word ends
+    first: list[str] = []  # the first word as bash sees it, quotes removed
+    in_word = False
+    quote: str | None = None
+    globs: list[int] = []
+    for index, char in enumerate(text):
+        if quote is not None:
+            if char == quote:
+                quote = None
+            elif char in _QUOTED_BANNED or not " " <= char <= "~":
+                return None
+            elif index < first_end:
+                first.append(char)
+            continue
+        if char == " ":
+            if in_word:
+                first_end = min(first_end, index)
+            in_word = False
+            continue
+        starts_word, in_word = not in_word, True
+        if char in _QUOTES:
+            quote = char
+            continue
+        if char in _GLOB_CHARS:
+            globs.append(index)
+        elif char == "~":
+            # Bash expands a tilde at the start of a word and after "=" or ":".
+            expands = starts_word or text[index - 1] in "=:"
+            if expands and text[index + 1 : index + 2] not in ("", "/", " "):
+                return None  # ~user, ~+, ~-, ~1: not the home directory
+        elif char not in _WORD_CHARS:
+            return None
+        if index < first_end:
+            first.append(char)
+    if quote is not None or not text:
+        return None  # an unterminated quote is a syntax error, not a command
+    if "".join(first) in _CODE_WORDS or "=" in text[:first_end]:
+        return None  # shell code, or an assignment (LD_PRELOAD=x ls)
+    return _Literal(text, tuple(globs))
+
+
+def is_literal_command(command: str) -> bool:
+    """Whether ``command`` is one simple command of literal words, glob characters included
+    only when quoted: what bash runs is exactly what its text says."""
+    literal = _scan(command)
+    return literal is not None and not literal.globs
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +214,25 @@ def _matches(rule: PolicyRule, tool: str, arguments: dict[str, Any], channel_id:
     command = arguments.get("command") if tool == COMMAND_TOOL else None
     if not isinstance(command, str):
         return False
-    command = command.strip()
-    if not is_compound_command(command):
-        return _glob(command, rule.command)
     if rule.action == "allow":
-        return False
+        return _allows(rule.command, command)
+    command = command.strip()
     parts = [command, *(part.strip() for part in _SPLIT.split(command))]
     return any(_glob(part, rule.command) for part in parts if part)
+
+
+def _allows(pattern: str, command: str) -> bool:
+    """Whether an allow rule's ``pattern`` matches ``command``: literal commands only, and
+    each unquoted glob character of the command matched by a literal of the pattern."""
+    literal = _scan(command)
+    if literal is None or not _glob(literal.text, pattern):
+        return False
+    text = literal.text
+    # A pattern that still matches with the glob character replaced by a sentinel (which
+    # only a wildcard or a negated class can match) let a wildcard stand for it.
+    return not any(
+        _glob(text[:index] + _SENTINEL + text[index + 1 :], pattern) for index in literal.globs
+    )
 
 
 def _glob(name: str, pattern: str) -> bool:
