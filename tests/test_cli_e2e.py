@@ -240,3 +240,27 @@ def test_help_does_not_import_heavy_libraries() -> None:
     assert "run " in done.stdout
     assert "plugins " in done.stdout
     assert "HEAVY []" in done.stdout
+
+
+def test_model_list_remote_skips_providers_without_a_key_and_goes_on(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    # openrouter comes after anthropic, together and ollama in the registry's order.
+    cli.write_config(
+        cli.config.read_text()
+        + "\n[providers.openrouter]\n"
+        + f'api_key = "or-key"\nbase_url = "{llm_emulator.openai_base_url}"\n'
+    )
+    done = cli("model", "list", "--remote", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["provider"]: row for row in json.loads(done.stdout)}
+    assert rows["openai"]["models"] == sorted(llm_emulator.models)
+    assert rows["openrouter"]["models"] == sorted(llm_emulator.models)
+    assert "anthropic" not in rows
+    notes = [line for line in done.stderr.splitlines() if line.startswith("skipped anthropic:")]
+    assert len(notes) == 1
+    assert "ANTHROPIC_API_KEY" in notes[0]
+    assert "Traceback" not in done.stderr
+    only = cli("model", "list", "--remote", "-p", "anthropic")
+    assert only.returncode == 1
+    assert only.stderr.startswith("❌ anthropic:")

@@ -40,7 +40,8 @@ def list_models(state: CliState, provider: str | None, remote: bool, as_json: bo
     """List provider presets, their default and well-known models, and key status.
 
     The current choice ([agent] provider and model) is marked with '*'. With --remote the
-    provider's API is asked for the models it serves (needs a key and the network).
+    provider's API is asked for the models it serves (needs a key and the network); without
+    -p, a provider that cannot be asked (no key, not reachable) is skipped with a note.
     """
     from openpista.auth.status import key_summary, stored_logins
     from openpista.config import ConfigError
@@ -65,7 +66,11 @@ def list_models(state: CliState, provider: str | None, remote: bool, as_json: bo
                 llm = registry.build(settings, name)
                 models = asyncio.run(llm.list_models())
             except (ProviderError, ConfigError) as exc:
-                fail(f"{name}: {exc}")
+                if provider:
+                    fail(f"{name}: {exc}")
+                reason = " ".join(str(exc).split())  # one line; the others may still answer
+                click.echo(f"skipped {name}: {reason}", err=True)
+                continue
         rows.append(
             {
                 "provider": name,
