@@ -3,6 +3,7 @@ history after a reload, streamed answers."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,6 @@ async def test_image_reaches_the_llm(
     gateway: Gateway, serve_web: Serve, llm_emulator: LlmEmulator
 ) -> None:
     import base64
-    import json
 
     served = await serve_in(gateway, serve_web)
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\1" * 32).decode()
@@ -180,3 +180,62 @@ async def test_image_reaches_the_llm(
         await answer(ws)
     sent = json.dumps(llm_emulator.requests[-1].json)
     assert png in sent
+
+
+def is_final(frame: dict[str, Any]) -> bool:
+    """Whether ``frame`` is the final answer of a turn (no chunk, tool step or request)."""
+    response = frame.get("response") or {}
+    steps = ("delta", "tool_call", "tool_result", "approval")
+    return frame["type"] == "response" and not any(response.get(key) for key in steps)
+
+
+async def frames_until(ws: Any, done: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """Every frame up to and including the first one ``done`` accepts."""
+    frames = [await next_frame(ws, wait=30)]
+    while not done(frames[-1]):
+        frames.append(await next_frame(ws, wait=30))
+    return frames
+
+
+async def test_an_approval_is_confirmed_once_by_a_decision_frame(
+    serve_web: Serve, llm_emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    from openpista.gateway.approvals import ApprovalBroker
+
+    (tmp_path / "workspace").mkdir()
+    marker = tmp_path / "approved-run"
+    settings = emulator_settings(llm_emulator, tmp_path)
+    runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
+    broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
+    gw = Gateway(runtime, [], approvals=broker)  # web is remote: the default policy asks
+    try:
+        served = await serve_in(gw, serve_web)
+        llm_emulator.reply_tool_calls([("system_run", {"command": f"touch {marker}"})])
+        llm_emulator.reply_text("done")
+        async with served.connect() as ws:
+            await greeted(ws)
+            await ws.send('{"type": "message", "text": "make the file"}')
+            asked = await frames_until(ws, lambda f: bool(f.get("response", {}).get("approval")))
+            request = asked[-1]["response"]["approval"]
+            assert request["tool"] == "system.run"
+            assert not marker.exists()
+            await ws.send(json.dumps({"type": "approval", "id": request["id"], "approve": True}))
+            after = await frames_until(ws, is_final)
+            assert after[-1]["response"]["text"] == "done"
+            assert marker.exists()
+            [decision] = [f for f in after if f["type"] == "decision"]
+            assert (decision["id"], decision["approve"], decision["ok"]) == (
+                request["id"],
+                True,
+                True,
+            )
+            # The verdict is not a chat message of its own: the agent's answer is the only one.
+            assert [f for f in after if is_final(f) or f["type"] == "notice"] == after[-1:]
+            # Answering again (another tab, a double click) is refused in a decision frame.
+            await ws.send(json.dumps({"type": "approval", "id": request["id"], "approve": False}))
+            late = await next_frame(ws, "decision")
+            assert late["ok"] is False
+            assert late["text"].startswith("❌ no approval request")
+    finally:
+        await gw.stop(deadline=0)
+        await runtime.close()

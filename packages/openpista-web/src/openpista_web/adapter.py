@@ -270,9 +270,7 @@ class WebAdapter:
             await self.hub.send(client, websocket, encode("pong"))
             return
         if isinstance(frame, ApprovalFrame):
-            await self._submit(
-                ChannelEvent(channel_id=channel_id, sender=client.id, text=frame.as_text())
-            )
+            await self._decide(client, frame)
             return
         if is_command(frame.text) and not frame.attachments:
             result = await run_command(self.gateway, channel_id, frame.text)
@@ -290,6 +288,28 @@ class WebAdapter:
                 attachments=attachments,
                 metadata={"client_id": client.id},
             )
+        )
+
+    async def _decide(self, client: Client, frame: ApprovalFrame) -> None:
+        """Answer an approval request: the broker's verdict comes back as one ``decision``
+        frame (the button's confirmation), not as a chat message. Without a broker at hand,
+        the answer goes to the gateway as ``/approve ID`` or ``/deny ID`` text."""
+        channel_id = CHANNEL_PREFIX + client.id
+        broker = self.gateway.approvals if self.gateway is not None else None
+        if broker is None:
+            await self._submit(
+                ChannelEvent(channel_id=channel_id, sender=client.id, text=frame.as_text())
+            )
+            return
+        waiting = any(request.id == frame.id.lower() for request in broker.pending(channel_id))
+        reply = broker.answer(channel_id, frame.as_text()) or ""
+        await self.hub.publish(
+            client.id,
+            "decision",
+            id=frame.id,
+            approve=frame.approve,
+            ok=waiting,
+            text=reply,
         )
 
     async def _submit(self, event: ChannelEvent) -> None:
