@@ -210,6 +210,57 @@ async def test_oversized_output_is_refused(workspace: Path, hello: Skill) -> Non
         small.close()
 
 
+async def test_a_stdout_flood_is_stopped_at_the_limit(
+    workspace: Path, guests: Guests, make_skill: MakeSkill
+) -> None:
+    # timeout: 3600 — only the output limit can end this run within the test's patience.
+    skill = make_skill("flood", guests("flood"), "timeout: 3600\n")
+    flooded = WasmSkillRunner(WasmSettings(max_stdout_bytes=100_000, cache=False), workspace)
+    try:
+        with pytest.raises(ToolError) as failure:
+            await asyncio.wait_for(flooded.run(skill, {}, 3600), 60)
+    finally:
+        flooded.close()
+    assert str(failure.value) == (
+        "skill flood was stopped: output limit exceeded (it printed more than 100,000 bytes "
+        "on stdout; the limit is max_stdout_bytes in [skills.wasm])"
+    )
+
+
+def test_the_flood_stops_at_the_write_that_crosses_the_limit(
+    workspace: Path, guests: Guests
+) -> None:
+    import wasmtime
+
+    from openpista_wasm.sandbox import EpochTicker, execute
+    from openpista_wasm.settings import Limits
+
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    engine = wasmtime.Engine(config)
+    ticker = EpochTicker(engine)
+    ticker.acquire()
+    try:
+        outcome = execute(
+            engine,
+            wasmtime.Module.from_file(engine, str(guests("flood"))),
+            program="flood",
+            stdin=b"{}",
+            workspace=workspace,
+            limits=Limits(timeout=3600, memory_bytes=2**24),
+            max_stdout_bytes=100_000,
+        )
+    finally:
+        ticker.release()
+        ticker.close()
+        engine.close()
+    assert outcome.stdout_overflowed
+    assert outcome.stdout == b"x" * 100_000
+    # The guest writes 64 KiB at a time: the second write crosses the limit and is its last.
+    assert outcome.stdout_seen == 2 * 65_536
+    assert not outcome.interrupted
+
+
 async def test_long_output_is_clipped(workspace: Path, hello: Skill) -> None:
     (workspace / "notes.txt").write_text("y" * 400 + "\n")
     clipping = WasmSkillRunner(WasmSettings(max_output_chars=100, cache=False), workspace)

@@ -110,6 +110,12 @@ class WasmSkillRunner:
         if outcome.start_error:
             hint = _memory_hint(outcome.start_error, limits)
             raise ToolError(f"{name} cannot start: {outcome.start_error}{hint}")
+        if outcome.stdout_overflowed:
+            raise ToolError(
+                f"{name} was stopped: output limit exceeded (it printed more than "
+                f"{self.settings.max_stdout_bytes:,} bytes on stdout; the limit is "
+                "max_stdout_bytes in [skills.wasm])"
+            )
         if outcome.interrupted:
             raise ToolError(
                 f"{name} ran longer than its {limits.timeout:g} s time bound and was stopped "
@@ -123,11 +129,6 @@ class WasmSkillRunner:
             )
         if outcome.exit_code != 0:
             raise ToolError(f"{name} exited with code {outcome.exit_code}{near_cap}{detail}")
-        if outcome.stdout_overflowed:
-            raise ToolError(
-                f"{name} printed more than {self.settings.max_stdout_bytes:,} bytes on stdout "
-                "(the limit is max_stdout_bytes in [skills.wasm])"
-            )
         output, is_error = parse_result(name, outcome.stdout)
         clipped = CapturedText(head=output).clipped(self.settings.max_output_chars).render()
         if is_error:

@@ -3,12 +3,14 @@
 The guest sees: its arguments on stdin, ``argv = [skill name]``, no environment variables,
 the workspace read-only both as ``/workspace`` and as the current directory, and nothing
 else (WASI preview 1 has no sockets; no other directory is mounted). Stdout and stderr are
-captured in memory up to a cap. Time is bounded by epoch interruption and memory by the
-store's limiter.
+captured in memory up to a cap by a host ``fd_write`` that shadows WASI's for them; crossing
+the stdout cap stops the run inside that call. Time is bounded by epoch interruption and
+memory by the store's limiter.
 """
 
 from __future__ import annotations
 
+import struct
 import tempfile
 import threading
 import time
@@ -84,6 +86,10 @@ class EpochTicker:
             issued = max(issued, due)
 
 
+class OutputLimitExceeded(Exception):
+    """Raised in the guest's ``fd_write`` once stdout passes its cap: the run traps at once."""
+
+
 class _Capture:
     """Collects one output stream, keeping at most ``limit`` bytes."""
 
@@ -91,12 +97,78 @@ class _Capture:
         self.limit = limit
         self.data = bytearray()
         self.overflowed = False
+        self.seen = 0
+        """Bytes the guest asked to write, kept or not."""
 
-    def write(self, chunk: bytes) -> None:
-        room = self.limit - len(self.data)
-        if len(chunk) > room:
+    @property
+    def room(self) -> int:
+        """How many more bytes are kept."""
+        return max(self.limit - len(self.data), 0)
+
+    def write(self, chunk: bytes | bytearray, offered: int) -> None:
+        """Keep ``chunk``, the first bytes of ``offered`` ones the guest wrote."""
+        self.seen += offered
+        if offered > self.room:
             self.overflowed = True
-        self.data += chunk[: max(room, 0)]
+        self.data += chunk[: self.room]
+
+
+_WASI = "wasi_snapshot_preview1"
+_MASK = 0xFFFF_FFFF  # i32 arguments arrive signed; WASI pointers and sizes are unsigned
+_IOV_MAX = 1024
+_EFAULT, _EINVAL = 21, 28  # WASI errno values
+
+
+class _Streams:
+    """WASI ``fd_write`` for stdout (1) and stderr (2) into captures; other descriptors go to
+    WASI's own ``fd_write``.
+
+    Handling the write here, on the guest's thread, is what lets a flood stop at the write
+    that crosses the cap: wasmtime's custom-output callbacks run later on another thread,
+    and a store's epoch deadline cannot be moved closer while it runs.
+    """
+
+    def __init__(self, wasi_write: wasmtime.Func, stdout: _Capture, stderr: _Capture) -> None:
+        self.wasi_write = wasi_write
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def fd_write(
+        self, caller: wasmtime.Caller, fd: int, iovs: int, count: int, nwritten: int
+    ) -> int:
+        capture = {1: self.stdout, 2: self.stderr}.get(fd)
+        if capture is None:
+            result: int = self.wasi_write(caller, fd, iovs, count, nwritten)
+            return result
+        memory = caller.get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            return _EFAULT
+        iovs, count, nwritten = iovs & _MASK, count & _MASK, nwritten & _MASK
+        if count > _IOV_MAX:
+            return _EINVAL
+        size = memory.data_len(caller)
+        table = iovs + 8 * count
+        if table > size or nwritten + 4 > size:
+            return _EFAULT
+        vectors = struct.unpack_from(f"<{2 * count}I", memory.read(caller, iovs, table))
+        pairs = list(zip(vectors[::2], vectors[1::2], strict=True))
+        if any(base + length > size for base, length in pairs):
+            return _EFAULT
+        for base, length in pairs:
+            capture.write(memory.read(caller, base, base + min(length, capture.room)), length)
+        memory.write(caller, struct.pack("<I", sum(length for _, length in pairs)), nwritten)
+        if capture is self.stdout and capture.overflowed:
+            raise OutputLimitExceeded
+        return 0
+
+    def define(self, linker: wasmtime.Linker) -> None:
+        """Put this ``fd_write`` in place of WASI's in ``linker``."""
+        i32 = wasmtime.ValType.i32()
+        linker.allow_shadowing = True
+        linker.define_func(
+            _WASI, "fd_write", wasmtime.FuncType([i32] * 4, [i32]), self.fd_write, True
+        )
+        linker.allow_shadowing = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +178,9 @@ class Outcome:
     stdout: bytes
     stderr: bytes
     stdout_overflowed: bool
+    """Stdout passed its cap; the run was stopped at that write."""
+    stdout_seen: int
+    """Bytes the guest wrote on stdout, including those past the cap (not kept)."""
     exit_code: int | None = None
     trap: wasmtime.TrapCode | None = None
     trap_message: str = ""
@@ -152,13 +227,14 @@ def execute(
             wasi = wasmtime.WasiConfig()
             wasi.argv = [program]
             wasi.stdin_file = stdin_file.name
-            wasi.stdout_custom = stdout.write
-            wasi.stderr_custom = stderr.write
             if workspace.is_dir():
                 for guest in (GUEST_WORKSPACE, "."):
                     wasi.preopen_dir(str(workspace), guest, fs_mutable=False)
             store.set_wasi(wasi)
             linker.define_wasi()
+            wasi_write = linker.get(store, _WASI, "fd_write")
+            assert isinstance(wasi_write, wasmtime.Func)
+            _Streams(wasi_write, stdout, stderr).define(linker)
             instance: wasmtime.Instance | None = None
             try:
                 instance = linker.instantiate(store, module)
@@ -168,6 +244,11 @@ def execute(
                 else:
                     start(store)
                     exit_code = 0
+            except OutputLimitExceeded:
+                # wasmtime-py keeps a host function's exception in one process-wide slot,
+                # so a concurrent run may receive this run's: only stdout.overflowed counts.
+                if not stdout.overflowed:
+                    trap_message = "stopped by a host error wasmtime reported for another run"
             except wasmtime.ExitTrap as exc:
                 exit_code = exc.code
             except wasmtime.Trap as exc:
@@ -180,14 +261,14 @@ def execute(
                 if isinstance(memory, wasmtime.Memory):
                     memory_bytes = memory.data_len(store)
         finally:
-            # Explicit closes: a store with custom output callbacks dropped at interpreter
-            # exit can make wasmtime panic.
+            # Explicit closes, so that nothing of the run outlives it.
             linker.close()
             store.close()
     return Outcome(
         stdout=bytes(stdout.data),
         stderr=bytes(stderr.data),
         stdout_overflowed=stdout.overflowed,
+        stdout_seen=stdout.seen,
         exit_code=exit_code,
         trap=trap,
         trap_message=trap_message,
