@@ -137,6 +137,21 @@ def test_error_bodies(llm_emulator: LlmEmulator, status: int) -> None:
     assert anthropic.json()["error"]["type"].endswith("_error")
 
 
+def test_out_of_quota_body(llm_emulator: LlmEmulator) -> None:
+    quota = "insufficient_quota"
+    llm_emulator.reply_error(429, "You exceeded your current quota", error_type=quota, code=quota)
+    response = post(llm_emulator, "/v1/chat/completions", CHAT)
+    assert response.status_code == 429
+    assert response.json() == {
+        "error": {
+            "message": "You exceeded your current quota",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    }
+
+
 def test_raw_error_body(llm_emulator: LlmEmulator) -> None:
     llm_emulator.reply_error(500, raw_body="<html>gateway exploded")
     response = post(llm_emulator, "/v1/chat/completions", CHAT)

@@ -253,6 +253,25 @@ async def test_rate_limit_exhausted(llm_emulator: LlmEmulator, api: str, streami
     assert len(llm_emulator.requests) == 3
 
 
+@streaming
+async def test_out_of_quota_is_a_billing_error_and_is_not_retried(
+    llm_emulator: LlmEmulator, streaming: bool
+) -> None:
+    # OpenAI's documented 429 for an account without credit: type and code insufficient_quota.
+    quota = "You exceeded your current quota, please check your plan and billing details."
+    llm_emulator.reply_error(
+        429, quota, error_type="insufficient_quota", code="insufficient_quota", retry_after=0
+    )
+    llm_emulator.reply_text("must not be reached")
+    error = await failure(make(llm_emulator, "openai", max_retries=3), streaming)
+    assert (error.kind, error.status) == ("quota", 429)
+    assert "billing problem, not a rate limit" in str(error)
+    assert "rate-limiting" not in str(error)
+    assert quota in str(error)
+    assert len(llm_emulator.requests) == 1
+    assert llm_emulator.pending == 1
+
+
 async def test_other_errors_are_not_retried(llm_emulator: LlmEmulator, api: str) -> None:
     llm_emulator.reply_error(500, "boom")
     error = await failure(make(llm_emulator, api, max_retries=3), streaming=False)

@@ -86,7 +86,15 @@ class LlmProvider(Protocol):
 
 
 ProviderErrorKind = Literal[
-    "auth", "not_found", "rate_limit", "unreachable", "timeout", "bad_request", "config", "other"
+    "auth",
+    "not_found",
+    "rate_limit",
+    "quota",
+    "unreachable",
+    "timeout",
+    "bad_request",
+    "config",
+    "other",
 ]
 
 

@@ -45,6 +45,8 @@ _READONLY_WARNING = r"Items? .* on TypedDict class .* using the `ReadOnly` quali
 ModelsApi = Literal["openai", "anthropic", "ollama"]
 
 ANTHROPIC_OAUTH_BETA = "oauth-2025-04-20"
+QUOTA_CODE = "insufficient_quota"
+"""OpenAI's error type and code of a 429 that means "no credit left", not "slow down"."""
 BEARER_PLACEHOLDER = "bearer-mode"
 """What litellm sends as x-api-key in Anthropic bearer mode (it cannot omit the header)."""
 
@@ -387,7 +389,8 @@ async def _close(response: Any) -> None:
 
 
 def _is_rate_limit(exc: BaseException) -> bool:
-    return getattr(exc, "status_code", None) == 429
+    """HTTP 429 that waiting can cure (not an account out of credit: that is billing)."""
+    return getattr(exc, "status_code", None) == 429 and not _Failure.of(exc).out_of_quota
 
 
 def _backoff(base_delay: float) -> Any:
@@ -450,6 +453,13 @@ class _Failure:
     retry_after: float | None
     connect: bool
     timeout: bool
+    codes: frozenset[str] = frozenset()
+    """The error body's ``type`` and ``code`` (OpenAI format), e.g. ``insufficient_quota``."""
+
+    @property
+    def out_of_quota(self) -> bool:
+        """The account has no credit left (OpenAI's 429 ``insufficient_quota``)."""
+        return QUOTA_CODE in self.codes
 
     @classmethod
     def of(cls, exc: BaseException) -> _Failure:
@@ -475,7 +485,8 @@ class _Failure:
         if not isinstance(status, int):
             status = responses[0].status_code if responses else None
         retry_after = next((_seconds(r.headers.get("retry-after")) for r in responses), None)
-        return cls(status, _detail(chain, responses), retry_after, connect, timeout)
+        detail = _detail(chain, responses)
+        return cls(status, detail, retry_after, connect, timeout, _codes(chain, responses))
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
@@ -513,6 +524,19 @@ def _detail(chain: list[BaseException], responses: list[Any]) -> str:
     text = re.sub(r"\. Handle with `litellm\.\w+`\.$", "", text)
     text = re.sub(r"^b'(.*)'$", r"\1", text)
     return _error_message(text)
+
+
+def _codes(chain: list[BaseException], responses: list[Any]) -> frozenset[str]:
+    """``error.type`` and ``error.code`` of the server's error body, wherever it was kept."""
+    bodies = [getattr(exc, "body", None) for exc in chain]
+    for response in responses:
+        try:
+            data = json.loads(response.text)
+        except Exception:  # not JSON, or a streamed body that was never read
+            continue
+        bodies.append(data.get("error") if isinstance(data, dict) else None)
+    found = (body.get(key) for body in bodies if isinstance(body, dict) for key in ("type", "code"))
+    return frozenset(value for value in found if isinstance(value, str))
 
 
 def _error_message(text: str) -> str:
@@ -561,6 +585,14 @@ def _describe(failure: _Failure, provider: LiteLLMProvider) -> ProviderError:
             f"[agent] model or --model (`openpista model list` shows them)"
         )
         return ProviderError("not_found", message, status=status)
+    if failure.out_of_quota:
+        message = (
+            f"{preset} refused the request: the account has no credit left (HTTP {status}, "
+            f"insufficient_quota). This is a billing problem, not a rate limit, and was not "
+            f"retried: add credit or raise the spending limit in the provider's billing "
+            f"settings, or use another key or provider ({detail})"
+        )
+        return ProviderError("quota", message, status=status)
     if status == 429:
         message = (
             f"{preset} is rate-limiting requests (HTTP 429), still after {settings.max_retries} "

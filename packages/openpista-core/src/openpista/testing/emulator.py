@@ -82,13 +82,20 @@ class ToolCallsReply:
 
 @dataclass(frozen=True)
 class ErrorReply:
-    """Fail with HTTP ``status`` and the API's error body (or ``raw_body`` verbatim)."""
+    """Fail with HTTP ``status`` and the API's error body (or ``raw_body`` verbatim).
+
+    ``error_type`` and ``code`` replace the body's ``error.type`` and ``error.code`` that
+    the status implies (OpenAI format), e.g. ``insufficient_quota`` for both: the 429 the API
+    answers when the account has no credit left.
+    """
 
     status: int
     message: str = "error"
     retry_after: float | None = None
     raw_body: str | None = None
     delay: float = 0.0
+    error_type: str | None = None
+    code: str | None = None
 
 
 Reply = TextReply | ToolCallsReply | ErrorReply
@@ -280,9 +287,8 @@ class LlmEmulator(ThreadedServer):
             return _error_response(api, 500, f"emulator reply function failed: {exc!r}")
         await self._sleep(reply.delay)
         if isinstance(reply, ErrorReply):
-            return _error_response(
-                api, reply.status, reply.message, reply.retry_after, reply.raw_body
-            )
+            return _error_response(api, reply.status, reply.message, reply.retry_after,
+                                   reply.raw_body, reply.error_type, reply.code)  # fmt: skip
         answer = _Answer.build(reply, body, f"{next(self._ids):06d}")
         render = _FORMATS[api]
         # Ollama streams unless told otherwise; the others only when asked.
@@ -668,8 +674,11 @@ def _error_response(
     message: str,
     retry_after: float | None = None,
     raw_body: str | None = None,
+    error_type: str | None = None,
+    code: str | None = None,
 ) -> Response:
-    """The documented error body of ``api`` for ``status``."""
+    """The documented error body of ``api`` for ``status`` (OpenAI's ``type`` and ``code``
+    overridden by ``error_type`` and ``code``)."""
     from starlette.responses import JSONResponse, Response
 
     headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else {}
@@ -682,8 +691,9 @@ def _error_response(
         kind = _ANTHROPIC_ERRORS.get(status, "api_error")
         body = {"type": "error", "error": {"type": kind, "message": message}}
     else:
-        kind, code = _OPENAI_ERRORS.get(status, ("server_error", None))
-        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        kind, default_code = _OPENAI_ERRORS.get(status, ("server_error", None))
+        body = {"error": {"message": message, "type": error_type or kind, "param": None,
+                          "code": code or default_code}}  # fmt: skip
     return JSONResponse(body, status_code=status, headers=headers)
 
 
