@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from openpista.config import ConfigError
@@ -15,12 +18,25 @@ from openpista.testing.adapters import LoopbackAdapter
 from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.gateways import Gateways
-from openpista.testing.whatsapp_emulator import WhatsAppEmulator
+from openpista.testing.whatsapp_emulator import (
+    WhatsAppEmulator,
+    signed_post,
+    system_error,
+    webhook_payload,
+)
 from openpista_whatsapp.adapter import WhatsAppAdapter
 from openpista_whatsapp.config import load_whatsapp_config
 
 USER = "4915550001"
+NUMBER = "111111"
 TOKEN = "EAAG-test-access-token-123"
+APP_SECRET = "app-secret-456"
+PAIR_RATE_LIMIT = system_error(
+    131056,
+    "(Business Account, Consumer Account) pair rate limit hit",
+    "Message failed to send because there were too many messages sent from this phone number "
+    "to the same phone number in a short period of time.",
+)
 BAD_NUMBER = (400, 131030, "Recipient phone number not in allowed list")
 
 
@@ -51,6 +67,16 @@ class Ops:
     @property
     def notices(self) -> list[AgentResponse]:
         return self.ops.sent["ops:admin"]
+
+    async def meta_reports(self, *errors: dict[str, Any]) -> None:
+        """Meta POSTs a signed webhook with system-level ``errors``; waits for its handling."""
+        body, headers = signed_post(webhook_payload(NUMBER, errors=list(errors)), APP_SECRET)
+        url = f"http://127.0.0.1:{self.adapter.port}/webhook"
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.post(url, content=body, headers=headers)
+        assert answer.status_code == 200
+        while self.adapter._work:
+            await asyncio.gather(*self.adapter._work, return_exceptions=True)
 
 
 StartOps = Callable[..., Any]
@@ -177,3 +203,41 @@ def test_operator_channel_must_be_a_channel_id(
         load_whatsapp_config(whatsapp_table(operator_channel="telegram"))
     config = load_whatsapp_config(whatsapp_table(operator_channel=" telegram:42 "))
     assert config.operator_channel == "telegram:42"
+
+
+async def test_system_level_webhook_errors_are_logged_and_reach_the_operator(
+    start_ops: StartOps, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    deployed = await start_ops()
+    await deployed.meta_reports(PAIR_RATE_LIMIT)
+    (line,) = [r for r in caplog.records if "Meta reports error" in r.getMessage()]
+    assert line.levelno == logging.ERROR
+    assert "131056" in line.getMessage()
+    assert "pair rate limit hit" in line.getMessage()
+    (notice,) = deployed.notices
+    assert notice.is_error
+    assert notice.text.startswith("❌ WhatsApp: Meta reports error 131056 for number 111111: ")
+    assert "too many messages sent from this phone number" in notice.text
+    await deployed.meta_reports(PAIR_RATE_LIMIT, PAIR_RATE_LIMIT)  # a burst: held back
+    assert len(deployed.notices) == 1
+    other = system_error(131000, "Something went wrong", "")
+    await deployed.meta_reports(other)  # another code: its own notice at once
+    assert len(deployed.notices) == 2
+    assert deployed.notices[1].text == (
+        "❌ WhatsApp: Meta reports error 131000 for number 111111: Something went wrong"
+    )
+    deployed.clock.now += 61
+    await deployed.meta_reports(PAIR_RATE_LIMIT)
+    assert len(deployed.notices) == 3
+    assert "(2 more failures like this since the last notice)" in deployed.notices[2].text
+    assert len([r for r in caplog.records if "Meta reports error" in r.getMessage()]) == 5
+
+
+async def test_system_level_errors_without_operator_channel_are_logged(
+    start_ops: StartOps, caplog: pytest.LogCaptureFixture
+) -> None:
+    deployed = await start_ops(operator_channel=None)
+    await deployed.meta_reports(PAIR_RATE_LIMIT)
+    assert deployed.notices == []
+    assert "Meta reports error 131056 for number 111111" in caplog.text

@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 
-from openpista.testing.whatsapp_emulator import message, signed_post, webhook_payload
+from openpista.testing.whatsapp_emulator import (
+    message,
+    signed_post,
+    system_error,
+    webhook_payload,
+)
 from openpista_whatsapp.payload import parse_webhook
 from openpista_whatsapp.signature import HEADER, sign, verify
 
@@ -206,3 +211,24 @@ def test_malformed_messages_are_skipped_and_the_rest_kept() -> None:
     assert [m.text for m in delivery.messages] == ["still here"]
     assert len(delivery.ignored) == len(broken)
     assert all("malformed" in reason for reason in delivery.ignored)
+
+
+def test_system_level_errors_are_read() -> None:
+    rate = system_error(
+        131056,
+        "(Business Account, Consumer Account) pair rate limit hit",
+        "Message failed to send because there were too many messages\nsent to the same number.",
+    )
+    odd: dict[str, Any] = {"code": "x" * 50, "message": "y" * 400, "error_data": "not a dict"}
+    delivery = parse_webhook(webhook_payload(NUMBER, errors=[rate, odd, "junk"]))  # type: ignore[list-item]
+    assert not delivery.ignored
+    first, second = delivery.errors
+    assert (first.phone_number_id, first.code) == (NUMBER, 131056)
+    assert first.title == "(Business Account, Consumer Account) pair rate limit hit"
+    assert first.details.endswith("messages sent to the same number.")  # one line
+    assert (second.code, second.details) == (None, "")
+    assert len(second.title) == 200
+    no_number = webhook_payload(NUMBER, errors=[rate])
+    del no_number["entry"][0]["changes"][0]["value"]["metadata"]
+    (orphan,) = parse_webhook(no_number).errors
+    assert (orphan.phone_number_id, orphan.code) == ("", 131056)

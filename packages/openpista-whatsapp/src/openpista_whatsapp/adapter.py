@@ -35,7 +35,13 @@ from openpista_whatsapp.messages import (
     text_message,
 )
 from openpista_whatsapp.notices import OperatorNotices
-from openpista_whatsapp.payload import Delivery, Inbound, Status, parse_webhook
+from openpista_whatsapp.payload import (
+    Delivery,
+    Inbound,
+    ReportedError,
+    Status,
+    parse_webhook,
+)
 from openpista_whatsapp.signature import HEADER, verify
 from openpista_whatsapp.state import ConversationWindows, StatusLog, TtlSet
 
@@ -221,7 +227,7 @@ class WhatsAppAdapter:
         delivery = parse_webhook(data)
         for reason in delivery.ignored:
             log.warning("whatsapp: ignored %s", reason)
-        if delivery.messages or delivery.statuses:
+        if delivery.messages or delivery.statuses or delivery.errors:
             task = asyncio.create_task(self._process(delivery))
             self._work.add(task)
             task.add_done_callback(self._work.discard)
@@ -230,6 +236,8 @@ class WhatsAppAdapter:
     # -- incoming -------------------------------------------------------------------------
 
     async def _process(self, delivery: Delivery) -> None:
+        for error in delivery.errors:
+            await self._report_error(error)
         for status in delivery.statuses:
             self._record_status(status)
         for message in delivery.messages:
@@ -239,6 +247,17 @@ class WhatsAppAdapter:
                 raise
             except Exception:  # one bad message must not stop the others
                 log.exception("whatsapp: failed to handle message %s", message.message_id)
+
+    async def _report_error(self, error: ReportedError) -> None:
+        """Log a system-level error Meta reported, and tell ``operator_channel`` (at most one
+        notice per minute per error code)."""
+        code = "?" if error.code is None else str(error.code)
+        details = f": {error.details}" if error.details else ""
+        where = f" for number {error.phone_number_id}" if error.phone_number_id else ""
+        log.error("whatsapp: Meta reports error %s%s: %s%s", code, where, error.title, details)
+        await self._notify(
+            f"meta-{code}", f"Meta reports error {code}{where}: {error.title}{details}"
+        )
 
     def _record_status(self, status: Status) -> None:
         self.statuses.append(
@@ -409,17 +428,24 @@ class WhatsAppAdapter:
         """
         if self.notices is None:
             return
-        if self.gateway is None:
-            log.warning(
-                "whatsapp: no gateway to reach %s; failure only logged", self.notices.channel_id
-            )
-            return
         try:
             if self.route(self.notices.channel_id) == (number, to):
                 return
         except ValueError:
             pass  # the operator is on another channel
-        notice = self.notices.notice(to, key, reason)
+        await self._notify(key, f"could not send to +{to}: {reason}")
+
+    async def _notify(self, key: str, text: str) -> None:
+        """Send ``❌ WhatsApp: {text}`` to ``operator_channel`` (at most once a minute per
+        ``key``) through the gateway; without either it is only logged."""
+        if self.notices is None:
+            return
+        if self.gateway is None:
+            log.warning(
+                "whatsapp: no gateway to reach %s; failure only logged", self.notices.channel_id
+            )
+            return
+        notice = self.notices.notice(key, text)
         if notice is not None:
             await self.gateway.deliver(notice)
 

@@ -1,9 +1,11 @@
-"""Notices to the operator's channel about answers WhatsApp would not take.
+"""Notices to the operator's channel about answers WhatsApp would not take, and about errors
+Meta reports for the business number itself.
 
-A permanent send failure (a bad number, a missing template, retries exhausted) is worth
-telling a human about, but a burst of them must not flood the operator: per reason at most
-one notice goes out per :data:`NOTICE_INTERVAL` seconds, and the next notice of that reason
-counts the ones held back in between.
+A permanent send failure (a bad number, a missing template, retries exhausted) or a
+system-level error of the webhook (e.g. a rate-limit warning) is worth telling a human
+about, but a burst of them must not flood the operator: per reason at most one notice goes
+out per :data:`NOTICE_INTERVAL` seconds, and the next notice of that reason counts the ones
+held back in between.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ class OperatorNotices:
         self.clock = clock
         self._reasons: OrderedDict[str, _Reason] = OrderedDict()
 
-    def notice(self, recipient: str, key: str, reason: str) -> AgentResponse | None:
-        """The notice that sending to ``recipient`` failed for ``reason``, or ``None`` when
-        one with the same ``key`` went out less than ``interval`` seconds ago (counted)."""
+    def notice(self, key: str, text: str) -> AgentResponse | None:
+        """The notice ``❌ WhatsApp: {text}``, or ``None`` when one with the same ``key``
+        went out less than ``interval`` seconds ago (counted)."""
         now = self.clock()
         seen = self._reasons.get(key)
         if seen is not None and now - seen.last_sent < self.interval:
@@ -57,7 +59,7 @@ class OperatorNotices:
         self._reasons[key] = _Reason(now)
         while len(self._reasons) > MAX_REASONS:
             self._reasons.popitem(last=False)
-        text = f"{ERROR_PREFIX}WhatsApp: could not send to +{recipient}: {reason}"
+        text = f"{ERROR_PREFIX}WhatsApp: {text}"
         if held_back:
             failures = "failure" if held_back == 1 else "failures"
             text += f" ({held_back} more {failures} like this since the last notice)"

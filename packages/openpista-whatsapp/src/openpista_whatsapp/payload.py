@@ -2,7 +2,8 @@
 
 One POST may carry several entries, each with several changes; a change of field
 ``messages`` holds ``messages`` (what users sent), ``statuses`` (what happened to what we
-sent: sent, delivered, read, failed) or both. Anything this module does not understand is
+sent: sent, delivered, read, failed), ``errors`` (problems of the business number itself,
+such as rate-limit warnings) or several of these. Anything this module does not understand is
 listed in :attr:`Delivery.ignored` with a short reason, never raised.
 """
 
@@ -57,12 +58,24 @@ class Status:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ReportedError:
+    """A system-level error Meta reports in a change's ``value.errors`` (not tied to one
+    message): its ``code``, ``title`` and ``error_data.details``, cut to a readable size."""
+
+    phone_number_id: str
+    code: int | None
+    title: str
+    details: str
+
+
 @dataclass
 class Delivery:
     """Everything one webhook POST carried."""
 
     messages: list[Inbound] = field(default_factory=list)
     statuses: list[Status] = field(default_factory=list)
+    errors: list[ReportedError] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
 
@@ -90,8 +103,11 @@ def _read_change(value: Any, delivery: Delivery) -> None:
         return
     metadata = _obj(value.get("metadata"))
     number = str(metadata.get("phone_number_id") or "")
+    errors = [_reported_error(number, error) for error in _dicts(value.get("errors"))]
+    delivery.errors.extend(errors)
     if not number:
-        delivery.ignored.append("a change without metadata.phone_number_id")
+        if not errors:
+            delivery.ignored.append("a change without metadata.phone_number_id")
         return
     names = {
         str(c.get("wa_id")): str((c.get("profile") or {}).get("name") or "") or None
@@ -173,6 +189,24 @@ def _read_message(
     errors = [str(e.get("title") or e.get("message") or e) for e in _dicts(message.get("errors"))]
     detail = f" ({'; '.join(errors)[:200]})" if errors else ""
     return f"message {message_id} of type {kind[:40]!r} from {sender}{detail}"
+
+
+def _reported_error(number: str, error: dict[str, Any]) -> ReportedError:
+    code = error.get("code")
+    title = error.get("title") or error.get("message") or "no title"
+    details = _obj(error.get("error_data")).get("details") or ""
+    return ReportedError(
+        phone_number_id=number[:40],
+        code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+        title=_line(str(title), 200),
+        details=_line(str(details), 500),
+    )
+
+
+def _line(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters (Meta's texts go into logs)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _reply_text(reply_id: str, title: str) -> str:

@@ -358,8 +358,10 @@ def webhook_payload(
     messages: list[dict[str, Any]] | None = None,
     statuses: list[dict[str, Any]] | None = None,
     name: str = "Test User",
+    errors: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A ``whatsapp_business_account`` webhook body carrying ``messages`` and ``statuses``."""
+    """A ``whatsapp_business_account`` webhook body carrying ``messages``, ``statuses`` and
+    system-level ``errors`` (see :func:`system_error`)."""
     value: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_number_id},
@@ -371,9 +373,23 @@ def webhook_payload(
         value["messages"] = list(messages)
     if statuses:
         value["statuses"] = list(statuses)
+    if errors:
+        value["errors"] = list(errors)
     return {
         "object": "whatsapp_business_account",
         "entry": [{"id": "WABA_ID", "changes": [{"value": value, "field": "messages"}]}],
+    }
+
+
+def system_error(code: int, title: str, details: str) -> dict[str, Any]:
+    """One entry of a change's ``value.errors``: a problem Meta reports about the business
+    number itself, not about one message (e.g. 131056, a pair rate limit)."""
+    return {
+        "code": code,
+        "title": title,
+        "message": title,
+        "error_data": {"details": details},
+        "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/",
     }
 
 
