@@ -234,3 +234,25 @@ def test_init_writes_a_private_config_that_works(make_cli: Callable[..., Cli]) -
     assert listed.returncode == 0, listed.stderr
     current = [row["provider"] for row in json.loads(listed.stdout) if row["current"]]
     assert current == ["ollama"]
+
+
+def test_a_misconfigured_channel_is_left_out_and_the_others_serve(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    cli.env["OPENPISTA_LOAD_PLUGINS"] = "web"
+    cli.write_config(
+        cli.config.read_text()
+        + '\n[channels.web]\nenabled = true\nport = "eighty"\ntoken = "secret-token"\n'
+        + "\n[channels.pigeon]\nenabled = true\n"
+    )
+    llm_emulator.reply_text("still answering")
+    done = cli("start", stdin="anyone?\n")
+    assert done.returncode == 0, done.stderr
+    assert "still answering" in done.stdout
+    crosses = [line for line in done.stderr.splitlines() if line.startswith("❌")]
+    assert len(crosses) == 2, done.stderr
+    web, pigeon = sorted(crosses, key=lambda line: "pigeon" in line)
+    assert web.startswith("❌ channel web is not served: [channels.web] is invalid: port:")
+    assert "secret-token" not in done.stderr
+    assert "no loaded plugin provides it" in pigeon
+    assert "Traceback" not in done.stderr

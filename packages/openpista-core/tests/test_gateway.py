@@ -293,3 +293,32 @@ async def test_adapters_that_declare_a_gateway_attribute_get_the_one_serving_the
     gateway = await open_gateway(wants, plain)
     assert wants.gateway is gateway  # type: ignore[attr-defined]
     assert not hasattr(plain, "gateway"), "adapters that do not ask are left alone"
+
+
+class MisconfiguredAdapter(LoopbackAdapter):
+    """A channel whose start finds its configuration unusable."""
+
+    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+        from openpista.config import ConfigError
+
+        self.starts += 1
+        raise ConfigError("[channels.bad] static_dir /nowhere has no index.html")
+
+
+async def test_a_misconfigured_channel_is_reported_once_and_the_others_serve(
+    open_gateway: OpenGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad, good = MisconfiguredAdapter("bad:"), LoopbackAdapter("good:")
+    gateway = await open_gateway(bad, good)
+    await good.say("1", "hello")
+    assert (await good.answer("1")).text == "OK"
+    for _ in range(200):
+        if bad not in gateway.adapters:
+            break
+        await asyncio.sleep(0.05)
+    assert gateway.adapters == [good]
+    assert bad.starts == 1  # a configuration error is not retried
+    [line] = [r.getMessage() for r in caplog.records if "bad" in r.getMessage()]
+    assert line == (
+        "❌ channel bad is not served: [channels.bad] static_dir /nowhere has no index.html"
+    )

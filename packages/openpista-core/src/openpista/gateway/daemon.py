@@ -159,6 +159,13 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
             print(f"❌ {exc}", file=sys.stderr)
             return 1
         factories = enabled_channels(host, settings)
+        for name, table in settings.channels.items():
+            if table.get("enabled") and name not in factories:
+                print(
+                    f"❌ channel {name} is not served: no loaded plugin provides it "
+                    "(`openpista plugins` lists the channels)",
+                    file=sys.stderr,
+                )
         if not terminal:
             factories.pop("cli", None)
         adapters = _build_adapters(factories, settings, stopped)
@@ -183,13 +190,21 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
 def _build_adapters(
     factories: dict[str, Any], settings: Settings, stopped: asyncio.Event
 ) -> list[ChannelAdapter]:
+    """Build each enabled channel; one whose configuration is unusable is reported (one ❌
+    line naming the option) and left out, and the others serve."""
+    from openpista.gateway.gateway import channel_problem
+
     adapters = []
     for name, factory in factories.items():
-        adapter = factory(settings.channels.get(name, {}), settings)
-        if name == "cli" and len(factories) == 1:
-            # The terminal is the only way in: when it closes, so does the daemon.
-            adapter.on_close = stopped.set
+        try:
+            adapter = factory(settings.channels.get(name, {}), settings)
+        except Exception as exc:
+            print(f"❌ channel {name} is not served: {channel_problem(exc)}", file=sys.stderr)
+            continue
         adapters.append(adapter)
+    if [a.name for a in adapters] == ["cli"]:
+        # The terminal is the only way in: when it closes, so does the daemon.
+        adapters[0].on_close = stopped.set
     return adapters
 
 

@@ -7,7 +7,9 @@ taking events, the queue fills up and adapters wait in :meth:`Gateway.submit`: b
 instead of unbounded growth.
 
 Adapters are supervised: one whose start fails, or whose ``wait_closed()`` raises, is logged
-and restarted with exponential backoff while the others keep serving.
+and restarted with exponential backoff while the others keep serving. One whose start raises
+:class:`~openpista.config.ConfigError` is not retried (its configuration will not change):
+it is reported once with ❌ and left out.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from openpista.agent import ERROR_PREFIX, AgentEvent, ToolFinished, ToolStarted
+from openpista.config import ConfigError
 from openpista.gateway.router import ChannelRouter
 from openpista.models import AgentResponse, ChannelEvent
+from openpista.outbox import screen as screen_attachments
 from openpista.providers.base import TextDelta
 
 if TYPE_CHECKING:
@@ -34,6 +38,13 @@ log = logging.getLogger(__name__)
 
 class GatewayClosedError(RuntimeError):
     """Raised by :meth:`Gateway.submit` once the gateway is shutting down."""
+
+
+def channel_problem(exc: BaseException) -> str:
+    """One line about a channel that cannot be built or started: a configuration error's
+    own message (it names the option), else the error's type and message."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {text}"
 
 
 class Gateway:
@@ -211,7 +222,8 @@ class Gateway:
         async def deliver(response: AgentResponse) -> None:
             await self.deliver(response.model_copy(update={"request_id": request_id}))
 
-        return self.approvals.guard(session_id, channel_id, deliver)
+        tools = self.runtime.toolbox.tools
+        return self.approvals.guard(session_id, channel_id, deliver, tools.approval_warnings)
 
     def _forwarder(
         self,
@@ -256,12 +268,18 @@ class Gateway:
 
     async def _send(self, adapter: ChannelAdapter, response: AgentResponse) -> None:
         try:
-            await adapter.send(response)
+            # The one way to an adapter: only attachments a channel may send get through.
+            await adapter.send(screen_attachments(response))
         except Exception:  # a broken channel must not break the turn
             log.exception("channel %s failed to send", adapter.name)
 
     async def _supervise(self, adapter: ChannelAdapter, attempted: asyncio.Event) -> None:
-        from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception_type,
+            retry_if_not_exception_type,
+            wait_exponential,
+        )
 
         def report(state: Any) -> None:
             delay = state.next_action.sleep if state.next_action else 0.0
@@ -273,15 +291,19 @@ class Gateway:
             )
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Exception),
+            retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(ConfigError),
             wait=wait_exponential(
                 multiplier=0.5, max=self.runtime.settings.gateway.restart_max_delay
             ),
             before_sleep=report,
         )
-        async for attempt in retrying:
-            with attempt:
-                await self._serve(adapter, attempted)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._serve(adapter, attempted)
+        except ConfigError as exc:
+            log.error("❌ channel %s is not served: %s", adapter.name, channel_problem(exc))
+            self.adapters.remove(adapter)
 
     async def _serve(self, adapter: ChannelAdapter, attempted: asyncio.Event) -> None:
         """Start ``adapter`` and wait until it closes; on failure stop it and re-raise."""
