@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from openpista.testing.cli import Cli
-from openpista.testing.emulator import LlmEmulator
+from openpista.testing.emulator import LlmEmulator, TextReply
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -264,3 +264,20 @@ def test_model_list_remote_skips_providers_without_a_key_and_goes_on(
     only = cli("model", "list", "--remote", "-p", "anthropic")
     assert only.returncode == 1
     assert only.stderr.startswith("❌ anthropic:")
+
+
+def test_run_uses_a_plain_json_answer_and_never_prints_an_empty_one_silently(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply(TextReply("answered without a stream", unstreamed=True))
+    done = cli("run", "-s", "plain", "-e", "hello")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "answered without a stream\n"
+    [stored] = sessions(cli)
+    assert stored["messages"] == 2
+    llm_emulator.reply_text("")
+    empty = cli("run", "-s", "plain", "-e", "and now?")
+    assert empty.returncode == 1
+    assert empty.stdout == ""
+    assert empty.stderr.startswith("❌ openai sent an empty answer")
+    assert "Traceback" not in empty.stderr

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 import openpista.builtins.providers
 import openpista.hookspecs
 from openpista.config import AgentSettings, ConfigError, ProviderSettings, Settings
-from openpista.models import Message, ToolCall, ToolResult
+from openpista.models import Message, ToolCall, ToolResult, Usage
 from openpista.providers.base import (
     ChatResult,
     LlmProvider,
@@ -30,7 +30,7 @@ from openpista.providers.base import (
 from openpista.providers.litellm_provider import LiteLLMProvider
 from openpista.providers.registry import ProviderRegistry
 from openpista.testing.contracts import ProviderContract
-from openpista.testing.emulator import LlmEmulator
+from openpista.testing.emulator import LlmEmulator, TextReply, ToolCallsReply
 
 KEY = "sk-test-secret-0123456789"
 RUN = ToolSpec(
@@ -193,6 +193,39 @@ async def test_tool_round_trip_conversation(llm_emulator: LlmEmulator, api: str)
     assert "system_run" in sent
     assert "system.run" not in sent
     assert "be brief" in sent
+
+
+async def test_a_plain_json_answer_to_a_stream_request_is_used(llm_emulator: LlmEmulator) -> None:
+    # Some OpenAI-compatible servers ignore "stream": true and send the whole completion.
+    llm_emulator.reply(TextReply("Hello in one piece", usage=(9, 4), unstreamed=True))
+    events = await collect(make(llm_emulator, "openai"))
+    assert llm_emulator.requests[0].json["stream"] is True
+    assert events == [
+        TextDelta("Hello in one piece"),
+        ChatResult(text="Hello in one piece", usage=Usage(prompt_tokens=9, completion_tokens=4)),
+    ]
+    llm_emulator.reply(
+        ToolCallsReply(
+            [("system_run", {"command": "ls /tmp"})], text="Let me look.", unstreamed=True
+        )
+    )
+    [first, result] = await collect(make(llm_emulator, "openai"))
+    assert first == TextDelta("Let me look.")
+    assert isinstance(result, ChatResult)
+    [call] = result.tool_calls
+    assert (call.name, call.arguments) == ("system.run", {"command": "ls /tmp"})
+
+
+@streaming
+async def test_an_empty_answer_is_an_error_not_a_blank_reply(
+    llm_emulator: LlmEmulator, api: str, streaming: bool
+) -> None:
+    llm_emulator.reply_text("")
+    provider = make(llm_emulator, api)
+    error = await failure(provider, streaming)
+    assert error.kind == "empty"
+    assert f"{api} sent an empty answer (no text, no tool call)" in str(error)
+    assert f"'{provider.model}'" in str(error)
 
 
 # -- errors -------------------------------------------------------------------------------------

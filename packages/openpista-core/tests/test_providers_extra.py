@@ -195,6 +195,17 @@ async def test_responses_text_stream(llm_emulator: LlmEmulator) -> None:
     assert request.headers["authorization"] == f"Bearer {KEY}"
 
 
+async def test_responses_empty_answer_is_an_error(llm_emulator: LlmEmulator) -> None:
+    hi = [Message(role="user", content="hi")]
+    llm_emulator.reply_text("")
+    with pytest.raises(ProviderError) as streaming:
+        await streamed(responses(llm_emulator), hi)
+    llm_emulator.reply_text("")
+    with pytest.raises(ProviderError) as whole:
+        await responses(llm_emulator).complete(hi, [])
+    assert streaming.value.kind == whole.value.kind == "empty"
+
+
 async def test_responses_transcript_with_streamed_tool_calls(llm_emulator: LlmEmulator) -> None:
     llm_emulator.reply_tool_calls(
         [("system_run", {"command": "cat /tmp/a"}), ("other_tool", {"n": 2})],

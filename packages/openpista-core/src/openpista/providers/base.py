@@ -90,6 +90,7 @@ ProviderErrorKind = Literal[
     "not_found",
     "rate_limit",
     "quota",
+    "empty",
     "unreachable",
     "timeout",
     "bad_request",

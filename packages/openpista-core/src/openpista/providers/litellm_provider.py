@@ -45,6 +45,8 @@ _READONLY_WARNING = r"Items? .* on TypedDict class .* using the `ReadOnly` quali
 ModelsApi = Literal["openai", "anthropic", "ollama"]
 
 ANTHROPIC_OAUTH_BETA = "oauth-2025-04-20"
+MAX_UNSTREAMED_BYTES = 16 * 1024 * 1024
+"""Largest whole chat completion read from a server that answers a stream request with one."""
 QUOTA_CODE = "insufficient_quota"
 """OpenAI's error type and code of a 429 that means "no credit left", not "slow down"."""
 BEARER_PLACEHOLDER = "bearer-mode"
@@ -87,6 +89,12 @@ class LiteLLMProvider:
         """Stream the answer: text and tool-call deltas, then one :class:`ChatResult`."""
         wire_tools, names = _wire_tools(tools)
         response = await self._call(messages, wire_tools, stream=True)
+        whole = await self._unstreamed(response, names)
+        if whole is not None:  # the server ignored "stream": its whole answer came at once
+            if whole.text:
+                yield TextDelta(whole.text)
+            yield self._checked(whole)
+            return
         text: list[str] = []
         calls = _ToolCallAssembler(names)
         usage = Usage()
@@ -104,7 +112,7 @@ class LiteLLMProvider:
             raise self._failure(exc) from None
         finally:
             await _close(response)
-        yield ChatResult(text="".join(text), tool_calls=calls.finish(), usage=usage)
+        yield self._checked(ChatResult(text="".join(text), tool_calls=calls.finish(), usage=usage))
 
     async def complete(self, messages: list[Message], tools: list[ToolSpec]) -> ChatResult:
         """Send the conversation and return the whole answer (no streaming)."""
@@ -117,9 +125,10 @@ class LiteLLMProvider:
                 for call in message.tool_calls or ()
             ]
             usage = _usage(getattr(response, "usage", None)) or Usage()
-            return ChatResult(text=message.content or "", tool_calls=calls, usage=usage)
+            result = ChatResult(text=message.content or "", tool_calls=calls, usage=usage)
         except Exception as exc:
             raise self._failure(exc) from None
+        return self._checked(result)
 
     async def prepare(self) -> None:
         """Import litellm (seconds, off the event loop) so that the next request times only
@@ -144,6 +153,47 @@ class LiteLLMProvider:
             raise self._failure(exc) from None
 
     # -- internals -------------------------------------------------------------------------
+
+    def _checked(self, result: ChatResult) -> ChatResult:
+        """``result``, unless it holds neither text nor a tool call: an empty answer is an
+        error, never a silent blank reply."""
+        if result.text.strip() or result.tool_calls:
+            return result
+        where = self.settings.base_url or f"the {self.name} API"
+        raise ProviderError(
+            "empty",
+            f"{self.name} sent an empty answer (no text, no tool call) from {where} for the "
+            f"model '{self.model}': try again, or check that the server serves this model",
+        )
+
+    async def _unstreamed(self, response: Any, names: dict[str, str]) -> ChatResult | None:
+        """The answer of a server that replied to a streaming request with a plain chat
+        completion (``application/json``), else None (a real stream, not read yet)."""
+        raw = getattr(getattr(response, "completion_stream", None), "response", None)
+        if not _is_json(raw):
+            return None
+        from openpista.jsonsafe import JsonInputError, loads
+
+        try:
+            body = loads(
+                await _read_capped(raw, MAX_UNSTREAMED_BYTES), max_bytes=MAX_UNSTREAMED_BYTES
+            )
+            message = body["choices"][0]["message"]
+            calls = [
+                _tool_call(call.get("id"), call["function"].get("name"),
+                           call["function"].get("arguments"), names)
+                for call in message.get("tool_calls") or ()
+            ]  # fmt: skip
+            usage = _usage_of(body.get("usage")) or Usage()
+            return ChatResult(text=message.get("content") or "", tool_calls=calls, usage=usage)
+        except (JsonInputError, LookupError, TypeError, AttributeError) as exc:
+            raise ProviderError(
+                "other",
+                f"{self.name} answered the streaming request with a JSON body that is not a "
+                f"chat completion ({_clean(str(exc), self._secret())})",
+            ) from None
+        finally:
+            await _close(response)
 
     async def _call(
         self, messages: list[Message], wire_tools: list[dict[str, Any]], *, stream: bool
@@ -367,6 +417,37 @@ class _ToolCallAssembler:
 
     def finish(self) -> list[ToolCall]:
         return [_tool_call(call_id, name, args, self._names) for call_id, name, args in self._calls]
+
+
+def _is_json(response: Any) -> bool:
+    """Whether ``response`` is an httpx response whose body is JSON (not an SSE stream)."""
+    import httpx
+
+    if not isinstance(response, httpx.Response):
+        return False
+    kind: str = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json"
+
+
+async def _read_capped(response: Any, limit: int) -> bytes:
+    """The body of a streamed httpx response, at most ``limit`` + 1 bytes of it."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
+def _usage_of(usage: Any) -> Usage | None:
+    """:class:`Usage` of a JSON ``usage`` object (counts that are not integers read as 0)."""
+    if not isinstance(usage, dict):
+        return None
+    counts = [usage.get(key) for key in ("prompt_tokens", "completion_tokens")]
+    prompt, completion = (n if isinstance(n, int) and n >= 0 else 0 for n in counts)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 
 def _usage(usage: Any) -> Usage | None:

@@ -214,7 +214,7 @@ class ResponsesProvider(LiteLLMProvider):
             raise self._failure(exc) from None
         finally:
             await _close(response)
-        yield ChatResult(text="".join(text), tool_calls=calls.finish(), usage=usage)
+        yield self._checked(ChatResult(text="".join(text), tool_calls=calls.finish(), usage=usage))
 
     async def complete(self, messages: list[Message], tools: list[ToolSpec]) -> ChatResult:
         wire_tools, names = _tools(tools)
@@ -236,11 +236,12 @@ class ResponsesProvider(LiteLLMProvider):
                             names,
                         )
                     )
-            return ChatResult(
+            result = ChatResult(
                 text="".join(text), tool_calls=calls, usage=_usage(response) or Usage()
             )
         except Exception as exc:
             raise self._failure(exc) from None
+        return self._checked(result)
 
     def _stream_failure(self, event: Any) -> ProviderError:
         error = _get(_get(event, "response"), "error") or event

@@ -67,6 +67,8 @@ class TextReply:
     delay: float = 0.0
     chunk_size: int = 4
     fail_with: str | None = None
+    unstreamed: bool = False
+    """Answer a streaming request with the whole JSON body, as some compatible servers do."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class ToolCallsReply:
     usage: tuple[int, int] | None = None
     delay: float = 0.0
     chunk_size: int = 8
+    unstreamed: bool = False
+    """As in :class:`TextReply`."""
 
 
 @dataclass(frozen=True)
@@ -292,7 +296,7 @@ class LlmEmulator(ThreadedServer):
         answer = _Answer.build(reply, body, f"{next(self._ids):06d}")
         render = _FORMATS[api]
         # Ollama streams unless told otherwise; the others only when asked.
-        if body.get("stream", api == "ollama"):
+        if body.get("stream", api == "ollama") and not reply.unstreamed:
             from starlette.responses import StreamingResponse
 
             include_usage = api != "openai" or bool(
