@@ -31,7 +31,8 @@ from openpista.config import ConfigError
 from openpista.models import AgentResponse, Attachment, ChannelEvent
 from openpista_mobile.certs import load_or_create, state_dir
 from openpista_mobile.protocol import ErrorCode, FrameError, error_frame
-from openpista_mobile.server import MessageRequest, QuicServer, ResponseStream, ServerOptions
+from openpista_mobile.server import QuicServer, ServerOptions
+from openpista_mobile.session import MessageRequest, ResponseStream
 from openpista_mobile.settings import TOKEN_ENV, MobileSettings, TokenBook, parse_settings
 
 if TYPE_CHECKING:
@@ -89,6 +90,9 @@ class MobileAdapter:
             max_streams=self.settings.max_streams,
             idle_timeout=self.settings.idle_timeout,
             replay_window=self.settings.replay_window,
+            auth_timeout=self.settings.auth_timeout,
+            max_unauthenticated_connections=self.settings.max_unauthenticated_connections,
+            max_unauthenticated_bytes=self.settings.max_unauthenticated_bytes,
         )
         server = QuicServer(options, self._on_message, self._deliver_outbox)
         await server.start()

@@ -255,6 +255,10 @@ def _connection_error(code: int, reason: str) -> MobileError:
         return MobileError(code, "the server refused the device id or token")
     if code == AppError.SHUTTING_DOWN:
         return MobileError(code, "the server is shutting down")
+    if code == AppError.TOO_MANY_UNAUTHENTICATED:
+        return MobileError(code, "the server has too many connections waiting to log in")
+    if code == AppError.AUTH_TIMEOUT:
+        return MobileError(code, "the connection did not authenticate in time")
     return MobileError(code, f"the connection closed{': ' + reason if reason else ''}")
 
 

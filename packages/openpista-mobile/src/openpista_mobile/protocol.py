@@ -13,6 +13,8 @@ import struct
 from enum import IntEnum
 from typing import Any
 
+from openpista.jsonsafe import JsonInputError, loads
+
 ALPN = "openpista-mobile/1"
 DEFAULT_PORT = 4433
 DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
@@ -29,6 +31,8 @@ class AppError(IntEnum):
     UNAUTHORIZED = 0x101  # connection closed: unknown device or wrong token
     FRAME_TOO_LARGE = 0x102  # STOP_SENDING after the error frame of an oversized frame
     SHUTTING_DOWN = 0x103  # connection closed: the daemon stops
+    TOO_MANY_UNAUTHENTICATED = 0x104  # connection closed: too many not yet authenticated
+    AUTH_TIMEOUT = 0x105  # connection closed: not authenticated within auth_timeout
 
 
 class ErrorCode:
@@ -87,6 +91,10 @@ class FrameDecoder:
         """Bytes received that do not yet form a whole frame."""
         return len(self._buffer)
 
+    def clear(self) -> None:
+        """Drop the bytes of an unfinished frame (the caller ignores the rest of the stream)."""
+        self._buffer = bytearray()
+
     def feed(self, data: bytes) -> list[dict[str, Any] | FrameError]:
         if self.broken:
             return []
@@ -113,11 +121,14 @@ class FrameDecoder:
 
 
 def decode_body(body: bytes) -> dict[str, Any] | FrameError:
-    """A frame's JSON object, or the error explaining why it is not one."""
+    """A frame's JSON object, or the error explaining why it is not one (``bad_json`` for
+    a body that is not UTF-8 JSON or is nested too deeply)."""
     try:
-        value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return FrameError(ErrorCode.BAD_JSON, f"frame is not UTF-8 JSON: {exc}")
+        value = loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return FrameError(ErrorCode.BAD_JSON, f"frame is not UTF-8: {exc}")
+    except JsonInputError as exc:
+        return FrameError(ErrorCode.BAD_JSON, f"frame is not acceptable JSON: {exc}")
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):
         return FrameError(ErrorCode.BAD_FRAME, 'a frame is a JSON object with a string "type"')
     return value

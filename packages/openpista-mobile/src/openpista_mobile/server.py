@@ -11,130 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from openpista.models import Attachment
-from openpista.workers import WorkerAuthError, WorkerReport, worker_hub
-from openpista_mobile.protocol import (
-    ALPN,
-    MAX_REQUEST_ID,
-    AppError,
-    ErrorCode,
-    FrameDecoder,
-    FrameError,
-    encode_frame,
-    error_frame,
-)
+from openpista_mobile.protocol import ALPN, AppError
+from openpista_mobile.session import AgentSession, MessageHandler
 from openpista_mobile.settings import TokenBook
 
 if TYPE_CHECKING:
     from aioquic.asyncio.server import QuicServer as AioQuicServer
     from aioquic.quic.connection import QuicConnection
-    from aioquic.quic.events import QuicEvent
     from aioquic.tls import SessionTicket
 
 log = logging.getLogger(__name__)
 
 MAX_TICKETS = 10_000
-
-
-class MessageFrame(BaseModel):
-    """A ``message`` frame: the ``ChannelEvent`` fields a client may set."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["message"]
-    text: str = ""
-    attachments: list[Attachment] = Field(default_factory=list)
-    request_id: str | None = Field(default=None, min_length=1, max_length=MAX_REQUEST_ID)
-
-
-class AuthFrame(BaseModel):
-    """An ``auth`` frame."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["auth"]
-    device_id: str = Field(min_length=1, max_length=64)
-    token: str = Field(min_length=1, max_length=1024)
-
-
-class WorkerFrame(BaseModel):
-    """A ``worker_report`` frame: a sandbox worker's report and its per-task token."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["worker_report"]
-    token: str = Field(min_length=1, max_length=1024)
-    report: WorkerReport
-
-
-@dataclass(frozen=True)
-class MessageRequest:
-    """An authenticated ``message`` and the stream its answer goes back on."""
-
-    device_id: str
-    frame: MessageFrame
-    stream: ResponseStream
-    early: bool
-
-
-MessageHandler = Callable[[MessageRequest], Awaitable[None]]
-AuthHandler = Callable[[Any], None]
-
-
-class ResponseStream:
-    """The sending side of one request's stream."""
-
-    def __init__(self, session: AgentSession, stream_id: int) -> None:
-        self.session = session
-        self.stream_id = stream_id
-        self._finished = False
-
-    @property
-    def finished(self) -> bool:
-        """Whether the stream has ended (by us, or by the peer resetting it)."""
-        return self._finished
-
-    @finished.setter
-    def finished(self, value: bool) -> None:
-        if value and not self._finished:
-            self._finished = True
-            self.session.stream_finished(self.stream_id)
-
-    @property
-    def open(self) -> bool:
-        """Whether frames can still be sent (the stream is not ended, the peer is there)."""
-        return not self.finished and not self.session.closed
-
-    def send(self, frame: dict[str, Any], *, end: bool = False) -> bool:
-        """Send ``frame`` (and end the stream with ``end``); False if the stream is gone."""
-        if not self.open:
-            return False
-        try:
-            self.session.quic.send_stream_data(self.stream_id, encode_frame(frame), end)
-        except (ValueError, AssertionError):  # reset or stopped by the peer meanwhile
-            self.finished = True
-            return False
-        self.finished = end
-        self.session.transmit()
-        return True
-
-    def finish(self, frame: dict[str, Any] | None = None) -> bool:
-        """End the stream, after ``frame`` if given."""
-        if frame is not None:
-            return self.send(frame, end=True)
-        if not self.open:
-            return False
-        self.session.quic.send_stream_data(self.stream_id, b"", True)
-        self.finished = True
-        self.session.transmit()
-        return True
+_WARN_INTERVAL = 60.0
 
 
 class TicketStore:
@@ -177,15 +72,6 @@ class ReplayGuard:
 
 
 @dataclass
-class _Stream:
-    decoder: FrameDecoder
-    response: ResponseStream
-    requested: bool = False
-    got_auth: bool = False
-    client_ended: bool = False
-
-
-@dataclass
 class ServerOptions:
     """What :class:`QuicServer` needs besides its handler."""
 
@@ -198,306 +84,32 @@ class ServerOptions:
     max_streams: int = 100
     idle_timeout: float = 60.0
     replay_window: int = 4096
+    auth_timeout: float = 10.0
+    max_unauthenticated_connections: int = 32
+    max_unauthenticated_bytes: int = 1024 * 1024
     tickets: TicketStore = field(default_factory=TicketStore)
 
 
-def _make_session_class() -> type[Any]:
-    from aioquic.asyncio.protocol import QuicConnectionProtocol
-    from aioquic.quic import events
-
-    class _AgentSession(QuicConnectionProtocol):
-        """One client connection: authenticates streams and turns frames into requests."""
-
-        def __init__(self, quic: QuicConnection, server: QuicServer, **kwargs: Any) -> None:
-            super().__init__(quic, **kwargs)
-            self.server = server
-            self.quic = quic
-            self.device_id: str | None = None
-            self.closed = False
-            self.refused = False
-            self.handshake_done = False
-            self._streams: dict[int, _Stream] = {}
-            self._tasks: set[asyncio.Task[None]] = set()
-            self._keepalive = self._loop.call_later(self._ping_interval, self._ping)
-
-        @property
-        def _ping_interval(self) -> float:
-            return max(0.1, self.server.options.idle_timeout / 3)
-
-        def _ping(self) -> None:
-            """While a request waits for its answer (a slow tool), keep the connection from
-            timing out: an idle client is dropped, a waiting one is not."""
-            if self.closed:
-                return
-            if any(s.requested and not s.response.finished for s in self._streams.values()):
-                self.quic.send_ping(0)
-                self.transmit()
-            self._keepalive = self._loop.call_later(self._ping_interval, self._ping)
-
-        # -- events ------------------------------------------------------------------
-
-        def quic_event_received(self, event: QuicEvent) -> None:
-            if isinstance(event, events.HandshakeCompleted):
-                self.handshake_done = True
-                if self.refused:
-                    self._close_unauthorized()
-                elif self.device_id is not None:  # authenticated in 0-RTT data
-                    self.server.authenticated(self)
-            elif isinstance(event, events.StreamDataReceived):
-                self._data(event.stream_id, event.data, event.end_stream)
-            elif isinstance(event, events.StreamReset | events.StopSendingReceived):
-                state = self._streams.get(event.stream_id)
-                if state is not None:
-                    state.response.finished = True  # the client gave up on this request
-            elif isinstance(event, events.ConnectionTerminated):
-                self.closed = True
-                self._keepalive.cancel()
-                self.server.sessions.discard(self)
-                if self.device_id:
-                    log.info("mobile: device %s disconnected", self.device_id)
-
-        def _data(self, stream_id: int, data: bytes, end: bool) -> None:
-            state = self._streams.get(stream_id)
-            if state is None:
-                if stream_id % 4 != 0:  # only client-initiated bidirectional streams
-                    return
-                decoder = FrameDecoder(self.server.options.max_frame_bytes)
-                state = _Stream(decoder, ResponseStream(self, stream_id))
-                self._streams[stream_id] = state
-            if self.refused:
-                return
-            for frame in state.decoder.feed(data):
-                if state.response.finished or self.closed or self.refused:
-                    break
-                self._frame(state, frame)
-            if state.decoder.broken and not self.closed:
-                self._stop(stream_id, AppError.FRAME_TOO_LARGE)
-            if end:
-                if not state.requested and state.got_auth and not state.response.finished:
-                    state.response.finish(
-                        {
-                            "type": "auth_ok",
-                            "device_id": self.device_id,
-                            "channel_id": f"mobile:{self.device_id}",
-                        }
-                    )
-                elif state.decoder.pending and not state.response.finished:
-                    state.response.finish(
-                        error_frame(ErrorCode.BAD_FRAME, "the stream ended inside a frame")
-                    )
-                state.client_ended = True
-                if state.response.finished or not state.requested:
-                    self._streams.pop(stream_id, None)
-
-        def stream_finished(self, stream_id: int) -> None:
-            """Forget a stream once both sides are done with it."""
-            state = self._streams.get(stream_id)
-            if state is not None and state.client_ended:
-                del self._streams[stream_id]
-
-        def _frame(self, state: _Stream, frame: dict[str, Any] | FrameError) -> None:
-            if isinstance(frame, FrameError):
-                state.response.finish(frame.frame())
-                return
-            kind = frame["type"]
-            if state.requested:
-                state.response.finish(
-                    error_frame(ErrorCode.BAD_FRAME, "one request per stream: open a new stream")
-                )
-            elif kind == "auth":
-                self._auth(state, frame)
-            elif kind == "worker_report":
-                self._worker_report(state, frame)
-            elif self.device_id is None:
-                self._refuse_stream(state.response.stream_id)
-                state.response.finished = True
-            elif kind == "message":
-                self._message(state, frame)
-            else:
-                state.response.finish(
-                    error_frame(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind[:40]!r}")
-                )
-
-        # -- frames ------------------------------------------------------------------
-
-        def _auth(self, state: _Stream, frame: dict[str, Any]) -> None:
-            try:
-                auth = AuthFrame.model_validate(frame)
-            except ValidationError:
-                self._unauthorized("a malformed auth frame")
-                return
-            if not self.server.options.tokens.check(auth.device_id, auth.token):
-                self._unauthorized(f"device {auth.device_id!r}: wrong token or unknown device")
-                return
-            if self.device_id is None:
-                self.device_id = auth.device_id
-                log.info("mobile: device %s connected from %s", auth.device_id, self._peer())
-                if self.handshake_done:  # else once it is (pushes wait for 1-RTT keys)
-                    self.server.authenticated(self)
-            elif self.device_id != auth.device_id:
-                state.response.finish(
-                    error_frame(
-                        ErrorCode.BAD_FRAME,
-                        f"this connection belongs to device {self.device_id!r}",
-                    )
-                )
-                return
-            state.got_auth = True
-
-        def _worker_report(self, state: _Stream, frame: dict[str, Any]) -> None:
-            state.requested = True
-            try:
-                report = WorkerFrame.model_validate(frame)
-            except ValidationError as exc:
-                state.response.finish(error_frame(ErrorCode.BAD_FRAME, _first_error(exc)))
-                return
-            try:
-                grant = worker_hub().submit(report.token, report.report)
-            except WorkerAuthError as exc:
-                log.warning(
-                    "mobile: refused a worker report for task %s: %s",
-                    report.report.task_id[:40],
-                    exc,
-                )
-                state.response.finish(error_frame(ErrorCode.WORKER_REFUSED, str(exc)))
-                return
-            log.info("mobile: worker report for task %s accepted", grant.task_id)
-            state.response.finish({"type": "worker_ack", "task_id": grant.task_id})
-
-        def _message(self, state: _Stream, frame: dict[str, Any]) -> None:
-            state.requested = True
-            try:
-                message = MessageFrame.model_validate(frame)
-            except ValidationError as exc:
-                state.response.finish(error_frame(ErrorCode.BAD_FRAME, _first_error(exc)))
-                return
-            if not message.text.strip() and not message.attachments:
-                state.response.finish(error_frame(ErrorCode.BAD_FRAME, "empty message"))
-                return
-            early = not self.handshake_done
-            assert self.device_id is not None
-            if early and message.request_id is None:
-                state.response.finish(
-                    error_frame(
-                        ErrorCode.EARLY_DATA,
-                        "a message sent as 0-RTT early data needs a request_id",
-                    )
-                )
-                return
-            replay = self.server.replay
-            if message.request_id and not replay.first_time(self.device_id, message.request_id):
-                state.response.finish(
-                    error_frame(
-                        ErrorCode.DUPLICATE_REQUEST,
-                        f"request {message.request_id!r} was already received; it is not run again",
-                    )
-                )
-                return
-            active = sum(
-                1
-                for other in self._streams.values()
-                if other.requested and not other.response.finished and other is not state
-            )
-            if active >= self.server.options.max_streams:
-                state.response.finish(
-                    error_frame(
-                        ErrorCode.BUSY,
-                        f"more than {self.server.options.max_streams} requests in flight",
-                    )
-                )
-                return
-            request = MessageRequest(self.device_id, message, state.response, early)
-            task = asyncio.ensure_future(self._run(request))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        async def _run(self, request: MessageRequest) -> None:
-            try:
-                await self.server.handler(request)
-            except Exception as exc:
-                log.exception("mobile: a request of device %s failed", request.device_id)
-                request.stream.finish(error_frame(ErrorCode.UNAVAILABLE, str(exc)))
-
-        # -- refusals ----------------------------------------------------------------
-
-        def _refuse_stream(self, stream_id: int) -> None:
-            self.quic.reset_stream(stream_id, AppError.AUTH_REQUIRED)
-            self._stop(stream_id, AppError.AUTH_REQUIRED)
-
-        def _stop(self, stream_id: int, code: int) -> None:
-            try:
-                self.quic.stop_stream(stream_id, code)
-            except ValueError:
-                return
-            self.transmit()
-
-        def _unauthorized(self, why: str) -> None:
-            log.warning("mobile: refused a connection from %s: %s", self._peer(), why)
-            self.refused = True
-            if self.handshake_done:
-                self._close_unauthorized()
-            # else after the handshake: before it (0-RTT), QUIC turns an application close
-            # into a bare transport error and the client could not tell why.
-
-        def _close_unauthorized(self) -> None:
-            self.close(error_code=AppError.UNAUTHORIZED, reason_phrase="unauthorized")
-            self.closed = True
-
-        @property
-        def live(self) -> bool:
-            """Whether pushes can go to this connection: authenticated, handshake done,
-            not closed."""
-            return (
-                self.device_id is not None
-                and self.handshake_done
-                and not self.closed
-                and not self.refused
-            )
-
-        def push(self, frames: list[dict[str, Any]]) -> bool:
-            """Send ``frames`` in order on a new server-initiated unidirectional stream."""
-            if not self.live:
-                return False
-            stream_id = self.quic.get_next_available_stream_id(is_unidirectional=True)
-            data = b"".join(encode_frame(frame) for frame in frames)
-            try:
-                self.quic.send_stream_data(stream_id, data, end_stream=True)
-            except ValueError:
-                return False
-            self.transmit()
-            return True
-
-        def _peer(self) -> str:
-            address = self.quic._network_paths[0].addr if self.quic._network_paths else None
-            return f"{address[0]}:{address[1]}" if address else "?"
-
-        def shutdown(self) -> None:
-            self._keepalive.cancel()
-            for task in self._tasks:
-                task.cancel()
-            if not self.closed:
-                self.close(error_code=AppError.SHUTTING_DOWN, reason_phrase="shutting down")
-                self.closed = True
-
-    return _AgentSession
+_protocol_class: type[Any] | None = None
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"])
-    return f"{where}: {error['msg']}" if where else str(error["msg"])
+def protocol_class() -> type[Any]:
+    """The aioquic protocol class (one instance per connection) that hands every event
+    to its :class:`AgentSession`; built on first use, so that aioquic is imported lazily."""
+    global _protocol_class
+    if _protocol_class is None:
+        from aioquic.asyncio.protocol import QuicConnectionProtocol
 
+        class _SessionProtocol(QuicConnectionProtocol):
+            def __init__(self, quic: QuicConnection, server: QuicServer, **kwargs: Any) -> None:
+                super().__init__(quic, **kwargs)
+                self.session = AgentSession(self, server)
 
-AgentSession = Any  # the class is built on first use, so that aioquic is imported lazily
-_session_class: type[Any] | None = None
+            def quic_event_received(self, event: Any) -> None:
+                self.session.handle(event)
 
-
-def session_class() -> type[Any]:
-    """The :class:`AgentSession` protocol class (one instance per connection)."""
-    global _session_class
-    if _session_class is None:
-        _session_class = _make_session_class()
-    return _session_class
+        _protocol_class = _SessionProtocol
+    return _protocol_class
 
 
 class QuicServer:
@@ -517,13 +129,37 @@ class QuicServer:
         self.handler = handler
         self.on_authenticated = on_authenticated
         self.replay = ReplayGuard(options.replay_window)
-        self.sessions: set[Any] = set()
+        self.sessions: set[AgentSession] = set()
+        self._turned_away = 0
+        self._warned_at = -_WARN_INTERVAL
         self._endpoint: AioQuicServer | None = None
         self._transport: asyncio.DatagramTransport | None = None
 
-    def authenticated(self, session: Any) -> None:
+    def _admit(self, session: AgentSession) -> None:
+        """Track a new connection; refuse it if too many are not yet authenticated."""
+        waiting = sum(
+            1
+            for other in self.sessions
+            if not other.authenticated and not other.closed and other.refusal is None
+        )
+        self.sessions.add(session)
+        limit = self.options.max_unauthenticated_connections
+        if waiting < limit:
+            return
+        session.refuse(AppError.TOO_MANY_UNAUTHENTICATED, "too many unauthenticated connections")
+        self._turned_away += 1
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_INTERVAL:
+            log.warning(
+                "mobile: %d connection(s) turned away: %d are not authenticated yet (the limit)",
+                self._turned_away,
+                limit,
+            )
+            self._warned_at, self._turned_away = now, 0
+
+    def authenticated(self, session: AgentSession) -> None:
         """A connection became live for pushes as ``session.device_id``."""
-        if self.on_authenticated is not None:
+        if self.on_authenticated is not None and session.device_id is not None:
             self.on_authenticated(session.device_id)
 
     def push(self, device_id: str, frames: list[dict[str, Any]]) -> int:
@@ -553,12 +189,12 @@ class QuicServer:
             idle_timeout=self.options.idle_timeout,
         )
         configuration.load_cert_chain(self.options.cert, self.options.key)
-        cls = session_class()
+        cls = protocol_class()
 
         def create(connection: QuicConnection, **kwargs: Any) -> Any:
-            session = cls(connection, self, **kwargs)
-            self.sessions.add(session)
-            return session
+            protocol = cls(connection, self, **kwargs)
+            self._admit(protocol.session)
+            return protocol
 
         loop = asyncio.get_running_loop()
         transport, endpoint = await loop.create_datagram_endpoint(

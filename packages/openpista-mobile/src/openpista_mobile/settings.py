@@ -26,7 +26,7 @@ class MobileSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     tokens: dict[str, SecretStr] = Field(default_factory=dict)
     cert: Path | None = None
@@ -36,6 +36,9 @@ class MobileSettings(BaseModel):
     idle_timeout: float = Field(default=60.0, gt=0)
     replay_window: int = Field(default=4096, ge=16)
     outbox_size: int = Field(default=50, ge=0, le=10_000)
+    auth_timeout: float = Field(default=10.0, gt=0, le=300)
+    max_unauthenticated_connections: int = Field(default=32, ge=1, le=10_000)
+    max_unauthenticated_bytes: int = Field(default=1024 * 1024, ge=4096)
 
     @field_validator("tokens", mode="before")
     @classmethod
