@@ -63,6 +63,48 @@ def test_invalid_value_names_file_key_and_expectation(tmp_path: Path) -> None:
     assert "greater than or equal to 1" in message
 
 
+def test_a_bad_environment_value_names_the_variable_not_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[agent]\nprovider = "openai"\n')
+    monkeypatch.setenv("OPENPISTA_AGENT__MAX_TOOL_ROUNDS", "abc")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith("the environment (OPENPISTA_* variables): invalid configuration")
+    assert str(path) not in message
+    assert "OPENPISTA_AGENT__MAX_TOOL_ROUNDS (agent.max_tool_rounds): Input should be" in message
+    assert "(got 'abc')" in message
+
+
+def test_file_and_environment_problems_each_name_their_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[gateway]\nqueue_size = 0\n")
+    monkeypatch.setenv("OPENPISTA_MODEL", "")  # empty short forms are ignored
+    monkeypatch.setenv("openpista_tools__system_run__timeout", "soon")  # any case
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{path}: invalid configuration"
+    assert any(line.startswith("  gateway.queue_size: ") for line in lines)
+    assert any(
+        line.startswith("  openpista_tools__system_run__timeout (tools.system_run.timeout): ")
+        for line in lines
+    )
+
+
+def test_an_unparsable_list_from_the_environment_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENPISTA_CRON", "every minute")
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert "OPENPISTA_CRON (cron): not a valid value" in str(info.value)
+
+
 def test_unknown_key_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[agent]\nmax_tool_round = 5\n")

@@ -8,7 +8,9 @@ to environment variables with ``__`` between levels: ``[agent] max_tool_rounds``
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -20,6 +22,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
@@ -208,7 +211,7 @@ class Settings(BaseSettings):
         return (
             init_settings,
             _ShortEnvSource(settings_cls),
-            env_settings,
+            _FreeFormEnvSource(settings_cls, env_settings),
             _FileSource(settings_cls),
         )
 
@@ -244,6 +247,85 @@ class _ShortEnvSource(PydanticBaseSettingsSource):
             if value:
                 found.setdefault(section, {})[key] = value
         return found
+
+
+# Sections whose keys, except the declared ones, are plugin tables of any shape.
+_FREE_FORM_SECTIONS: dict[str, frozenset[str]] = {
+    "channels": frozenset(),
+    "tools": frozenset(ToolsSettings.model_fields),
+    "skills": frozenset(SkillsSettings.model_fields),
+}
+
+
+class _FreeFormEnvSource(PydanticBaseSettingsSource):
+    """The ``OPENPISTA_*`` variables, values in plugin tables read by :func:`env_value`.
+
+    Core's own options have types that pydantic-settings converts to; the tables of plugins
+    (``[channels.<name>]``, ``[tools.<name>]``, ``[skills.<mode>]``) are free-form until the
+    plugin validates them, so their values are decoded here.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._inner()
+        for section, declared in _FREE_FORM_SECTIONS.items():
+            tables = data.get(section)
+            if isinstance(tables, dict):
+                data[section] = {
+                    key: value if key in declared else _decode_tree(value)
+                    for key, value in tables.items()
+                }
+        return data
+
+
+def env_value(text: str) -> Any:
+    """An environment variable's value for a plugin option, as the option's type wants it.
+
+    ``true`` / ``false`` (any case) are booleans; a value starting with ``[`` or ``{`` is a
+    list or table written as JSON or TOML (``["a", "b"]``, ``{device = "x"}``); everything
+    else stays text, which the plugin's settings model converts (``"8765"`` to an integer
+    option). A list or table that does not parse stays text, and validation names it.
+    """
+    stripped = text.strip()
+    if stripped.lower() in ("true", "false"):
+        return stripped.lower() == "true"
+    if stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass
+        try:
+            return tomllib.loads(f"value = {stripped}")["value"]
+        except tomllib.TOMLDecodeError:
+            pass
+    return text
+
+
+def _decode_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _decode_tree(item) for key, item in value.items()}
+    return env_value(value) if isinstance(value, str) else value
+
+
+def env_variable(path: tuple[str | int, ...]) -> str | None:
+    """The set environment variable that gives the option at ``path`` (or a table above it),
+    e.g. ``OPENPISTA_AGENT__MAX_TOOL_ROUNDS`` for ``("agent", "max_tool_rounds")``."""
+    present = {name.upper(): name for name in os.environ}
+    for end in range(len(path), 0, -1):
+        parts = tuple(str(part) for part in path[:end])
+        short = next((var for var, key in SHORT_ENV_NAMES.items() if key == parts), None)
+        if short is not None and os.environ.get(short):
+            return short
+        name = "OPENPISTA_" + "__".join(parts).upper()
+        if name in present:
+            return present[name]
+    return None
 
 
 def home_dir() -> Path:
@@ -294,6 +376,8 @@ def load_config(path: Path | str | None = None) -> Settings:
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_path if data else None)) from None
+    except SettingsError as exc:  # an environment value that is not the JSON its option needs
+        raise ConfigError(_describe_unparsed(exc)) from None
     finally:
         _file_data.reset(token)
     settings.source_path = config_path if data else None
@@ -317,22 +401,45 @@ def plugin_options(section: str, table: object, model: type[OptionsT]) -> Option
         problems = []
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"]) or "table"
+            variable = env_variable((*section.split("."), *error["loc"]))
+            origin = f" (from the environment variable {variable})" if variable else ""
             if error["type"] == "extra_forbidden":
-                problems.append(f"{key}: unknown option; see config.example.toml")
+                problems.append(f"{key}: unknown option; see config.example.toml{origin}")
             else:
-                problems.append(f"{key}: {error['msg']}")
+                problems.append(f"{key}: {error['msg']}{origin}")
         raise ConfigError(f"[{section}] " + "; ".join(problems)) from None
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = str(path) if path else "configuration (environment)"
-    lines = [f"{where}: invalid configuration"]
+    """Each problem on its own line, named by the environment variable that set it if any."""
+    lines = []
+    from_file = False
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
         got = error.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        variable = env_variable(error["loc"])
+        from_file = from_file or variable is None
+        origin = f"{variable} ({key})" if variable else key
         if error["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown option; see config.example.toml for the valid ones")
+            lines.append(f"  {origin}: unknown option; see config.example.toml for the valid ones")
         else:
-            lines.append(f"  {key}: {error['msg']}{shown}")
-    return "\n".join(lines)
+            lines.append(f"  {origin}: {error['msg']}{shown}")
+    where = str(path) if path and from_file else "the environment (OPENPISTA_* variables)"
+    return "\n".join([f"{where}: invalid configuration", *lines])
+
+
+def _describe_unparsed(exc: SettingsError) -> str:
+    """pydantic-settings' "error parsing value for field X" with the variable named."""
+    found = re.search(r'field "([^"]+)"', str(exc))
+    field = found.group(1) if found else ""
+    variable = env_variable((field,)) if field else None
+    prefix = f"OPENPISTA_{field.upper()}__" if field else "OPENPISTA_"
+    if variable is None:  # the value was nested: OPENPISTA_<FIELD>__...
+        variable = next((name for name in os.environ if name.upper().startswith(prefix)), None)
+    name = variable or f"an {prefix}* variable"
+    return (
+        f"the environment (OPENPISTA_* variables): invalid configuration\n"
+        f"  {name} ({field}): not a valid value; lists and tables are written as JSON, "
+        f'e.g. ["a", "b"]'
+    )
