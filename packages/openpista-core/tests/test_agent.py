@@ -150,7 +150,7 @@ async def test_failing_tools_become_error_results_for_the_llm(
     explode_result, crash_result, missing_result, echo_result = (r.output for r in results)
     assert "the fuse was lit" in explode_result
     assert "ZeroDivisionError" in crash_result
-    assert "test.echo" in missing_result  # names the tools that exist
+    assert "test_echo" in missing_result  # names the tools that exist, by their wire names
     assert "text" in echo_result  # names the missing argument
 
 

@@ -78,7 +78,7 @@ def test_builtin_plugins_register_core_tools_providers_and_runner() -> None:
     host = PluginHost.load(entry_points=False)
     tools = host.collect("register_tools", lambda tool: tool.name, config=Settings())
     providers = host.collect("register_providers", lambda preset: preset.name)
-    runners = host.collect("register_skill_runners", lambda mode, _runner: mode)
+    runners = host.collect("register_skill_runners", lambda mode, _runner: mode, config=Settings())
     assert "system.run" in [tool.name for _, tool in tools]
     names = {preset.name for _, preset in providers}
     assert {"openai", "anthropic", "together", "ollama", "openrouter", "custom"} <= names

@@ -310,9 +310,10 @@ async def test_timeout_is_an_error(tmp_path: Path) -> None:
 
 def test_builtin_plugin_registers_the_subprocess_runner() -> None:
     from openpista.builtins.skills import register_skill_runners
+    from openpista.config import Settings
 
     found: dict[str, SkillRunner] = {}
-    register_skill_runners(found.__setitem__)
+    register_skill_runners(found.__setitem__, Settings())
     assert list(found) == ["subprocess"]
     assert isinstance(found["subprocess"], SubprocessSkillRunner)
 

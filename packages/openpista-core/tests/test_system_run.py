@@ -40,9 +40,12 @@ async def wait_for_pids(path: Path, count: int) -> list[int]:
 
 async def run(command: str, **settings: object) -> ToolResult:
     """Dispatch ``system.run`` through a registry, as the agent does."""
+    return await run_call({"command": command}, **settings)
+
+
+async def run_call(arguments: dict[str, object], **settings: object) -> ToolResult:
     tool = make_system_run_tool(SystemRunSettings.model_validate(settings))
     registry = ToolRegistry([tool])
-    arguments: dict[str, object] = {"command": command}
     return await registry.dispatch(ToolCall(id="c1", name="system.run", arguments=arguments))
 
 
@@ -57,10 +60,13 @@ async def test_stdout_stderr_and_exit_code() -> None:
     assert result.output == "exit code: 0\n--- stdout ---\nout\n--- stderr ---\nerr"
 
 
-async def test_non_zero_exit_is_not_a_tool_error() -> None:
-    result = await run("echo nope >&2; exit 3")
-    assert not result.is_error
-    assert result.output == "exit code: 3\n--- stderr ---\nnope"
+async def test_non_zero_exit_is_an_error_result_that_keeps_the_output() -> None:
+    result = await run("echo partial; echo nope >&2; exit 3")
+    assert result.is_error  # shown as a failure (✗), not as ✓
+    assert result.output == "exit code: 3\n--- stdout ---\npartial\n--- stderr ---\nnope"
+    killed = await run("kill -TERM $$")
+    assert killed.is_error
+    assert killed.output == "exit code: -15\n(no output)"
 
 
 async def test_no_output() -> None:
@@ -100,7 +106,7 @@ async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
         f"(sleep 1000; echo never) & echo $! >> {pids}; echo $$ >> {pids}; wait"
     )
     result = await run(command, timeout=1)
-    assert not result.is_error
+    assert result.is_error
     assert result.output.startswith("timed out after 1 s; process group killed")
     assert "--- stdout ---\nstarted" in result.output  # partial output is kept
     assert "never" not in result.output
@@ -109,9 +115,60 @@ async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     assert [pid for pid in written if is_running(pid)] == []
 
 
-async def test_timeout_argument_overrides_default(system_run: Tool) -> None:
-    output = await system_run.handler(command="echo hi; sleep 1000", timeout=0.5)
-    assert output == "timed out after 0.5 s; process group killed\n--- stdout ---\nhi"
+async def test_timeout_argument_shortens_the_default(system_run: Tool) -> None:
+    with pytest.raises(ToolError) as caught:
+        await system_run.handler(command="echo hi; sleep 1000", timeout=0.5)
+    assert str(caught.value) == "timed out after 0.5 s; process group killed\n--- stdout ---\nhi"
+
+
+async def test_a_longer_timeout_is_clamped_to_the_configured_one() -> None:
+    # The LLM asks for 100000 s against a configured 1 s: killed after 1 s, and told so.
+    tool = make_system_run_tool(SystemRunSettings(timeout=1))
+    registry = ToolRegistry([tool])
+    result = await registry.dispatch(
+        ToolCall(id="c1", name="system_run", arguments={"command": "sleep 30", "timeout": 100000})
+    )
+    assert result.is_error
+    assert result.output == (
+        "timed out after 1 s; process group killed\n(no output)\n"
+        "note: timeout clamped to 1 s (the configured limit)"
+    )
+    quick = await registry.dispatch(
+        ToolCall(id="c2", name="system.run", arguments={"command": "echo ok", "timeout": 5})
+    )
+    assert quick.output.endswith("note: timeout clamped to 1 s (the configured limit)")
+    assert not quick.is_error
+
+
+@pytest.mark.parametrize("asked", ["1e12", 1e12, float("inf"), "inf", "1e400", 10**400])
+async def test_huge_timeouts_are_clamped_not_crashes(asked: object) -> None:
+    tool = make_system_run_tool(SystemRunSettings(timeout=5))
+    result = await ToolRegistry([tool]).dispatch(
+        ToolCall(id="c1", name="system.run", arguments={"command": "echo ok", "timeout": asked})
+    )
+    assert not result.is_error, result.output
+    assert result.output == (
+        "exit code: 0\n--- stdout ---\nok\nnote: timeout clamped to 5 s (the configured limit)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("asked", "problem"),
+    [
+        (float("nan"), "greater than 0"),
+        ("nan", "greater than 0"),
+        (-1, "greater than 0"),
+        (0, "greater than 0"),
+        ("soon", "valid number"),
+        ([1], "valid number"),
+    ],
+)
+async def test_meaningless_timeouts_are_refused_clearly(asked: object, problem: str) -> None:
+    result = await run_call({"command": "echo ran", "timeout": asked})
+    assert result.is_error
+    assert result.output.startswith("invalid arguments for tool system.run: argument 'timeout'")
+    assert problem in result.output
+    assert "ran" not in result.output
 
 
 async def test_huge_output_is_cut_with_exact_dropped_count() -> None:

@@ -172,11 +172,15 @@ async def test_dispatch_accepts_the_wire_name(registry: ToolRegistry) -> None:
     assert not result.is_error
 
 
-async def test_unknown_tool_lists_available_tools(registry: ToolRegistry) -> None:
+async def test_unknown_tool_lists_available_tools_by_their_wire_names(
+    registry: ToolRegistry,
+) -> None:
     result = await registry.dispatch(call("math.mul", a=1))
     assert result.is_error
     assert "unknown tool 'math.mul'" in result.output
-    assert "math.add, text.shout, fail.tool_error, fail.crash" in result.output
+    # The LLM only ever saw the wire names: those are the ones it can call again.
+    assert "available tools: math_add, text_shout, fail_tool_error, fail_crash" in result.output
+    assert "math.add" not in result.output
 
 
 async def test_raw_non_json_arguments_are_quoted_and_truncated(registry: ToolRegistry) -> None:

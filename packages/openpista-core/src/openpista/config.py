@@ -14,7 +14,7 @@ import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
@@ -101,6 +101,10 @@ class ToolsSettings(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    env_passthrough: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list
+    )
+    """Variables passed to tool and skill processes besides the safe ones (PATH, HOME, ...)."""
     system_run: SystemRunSettings = Field(default_factory=SystemRunSettings)
 
 

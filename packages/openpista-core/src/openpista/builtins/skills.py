@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 from openpista.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from openpista.config import Settings
     from openpista.skills.base import SkillRunner
 
 
 @hookimpl
-def register_skill_runners(register: Callable[[str, SkillRunner], None]) -> None:
+def register_skill_runners(register: Callable[[str, SkillRunner], None], config: Settings) -> None:
     """Register the runner of ``mode: subprocess`` skills (the default mode)."""
     from openpista.skills.subprocess_runner import SubprocessSkillRunner
 
-    register("subprocess", SubprocessSkillRunner())
+    register("subprocess", SubprocessSkillRunner(env_passthrough=config.tools.env_passthrough))

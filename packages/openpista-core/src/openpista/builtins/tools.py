@@ -20,4 +20,8 @@ def register_tools(register: Callable[[Tool], None], config: Settings) -> None:
         return
     from openpista.tools.system_run import make_system_run_tool
 
-    register(make_system_run_tool(settings, workspace=config.workspace))
+    register(
+        make_system_run_tool(
+            settings, workspace=config.workspace, env_passthrough=config.tools.env_passthrough
+        )
+    )

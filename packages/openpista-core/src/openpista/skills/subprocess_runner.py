@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from openpista.skills.base import Skill
 from openpista.tools.base import ToolError
-from openpista.tools.process import ProcessResult, run_process
+from openpista.tools.process import ProcessResult, run_process, tool_environment
 
 MAX_ARGV_JSON_BYTES = 100_000
 """Larger arguments travel on stdin only (one argv string is capped at 128 KiB on Linux)."""
@@ -24,12 +24,20 @@ class SubprocessSkillRunner:
     executable entry directly. The arguments, as one JSON object, are the first command-line
     argument and also the whole of stdin; when they exceed :data:`MAX_ARGV_JSON_BYTES` the
     argument is ``-`` and only stdin carries them. The working directory is the skill folder
-    and ``OPENPISTA_SKILL_DIR`` names it. Stdout is the result.
+    and ``OPENPISTA_SKILL_DIR`` names it. The environment is
+    :func:`~openpista.tools.process.tool_environment` with ``env_passthrough``. Stdout is the
+    result.
     """
 
-    def __init__(self, max_output_chars: int = 10_000, kill_grace: float = 2.0) -> None:
+    def __init__(
+        self,
+        max_output_chars: int = 10_000,
+        kill_grace: float = 2.0,
+        env_passthrough: Iterable[str] = (),
+    ) -> None:
         self.max_output_chars = max_output_chars
         self.kill_grace = kill_grace
+        self.env_passthrough = tuple(env_passthrough)
 
     # ``timeout`` belongs to the SkillRunner contract; run_process enforces it.
     async def run(self, skill: Skill, arguments: dict[str, Any], timeout: float) -> str:  # noqa: ASYNC109
@@ -39,7 +47,7 @@ class SubprocessSkillRunner:
         payload = json.dumps(arguments, ensure_ascii=False)
         encoded = payload.encode()
         argv_payload = payload if len(encoded) <= MAX_ARGV_JSON_BYTES else "-"
-        env = {**os.environ, "OPENPISTA_SKILL_DIR": str(skill.path)}
+        env = {**tool_environment(self.env_passthrough), "OPENPISTA_SKILL_DIR": str(skill.path)}
         try:
             result = await run_process(
                 [*_interpreter(skill), str(skill.entry), argv_payload],

@@ -1,8 +1,19 @@
-"""Run a child process safely: bounded output, and nothing left behind on timeout or cancel.
+"""Run a child process safely: bounded output, a scrubbed environment, and nothing left
+behind on timeout, on cancel, or when openpista itself is killed.
 
-Shared by the ``system.run`` tool and the subprocess skill runner. The child starts in a
-new session (its own process group), so that a timeout or the cancellation of the awaiting
-task kills everything it spawned (``sleep 1000 &`` included), not just the direct child.
+Shared by the ``system.run`` tool and the subprocess skill runner; plugins that start
+programs for tools use :func:`tool_environment` too. The child starts in a new session (its
+own process group), so that a timeout or the cancellation of the awaiting task kills
+everything it spawned (``sleep 1000 &`` included), not just the direct child.
+
+**Parent death.** ``kill -9`` of openpista runs no cleanup code, and the kernel's
+parent-death signal only reaches a direct child. So every child starts as a tiny Python
+prologue that forks a *lifeline* watcher into the new group and then execs the program
+(same PID, same exit status). The watcher blocks reading a pipe whose only writer
+is openpista: when the run ends normally openpista writes ``done`` and the watcher exits;
+when openpista dies the kernel closes the pipe, the watcher reads end-of-file and SIGKILLs
+the whole group, grandchildren included. Programs that leave the group on purpose
+(``setsid``) are not followed.
 """
 
 from __future__ import annotations
@@ -10,10 +21,13 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import errno
 import os
+import shutil
 import signal
+import sys
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +38,58 @@ DEFAULT_MAX_CHARS = 100_000
 _CHUNK = 64 * 1024
 _DRAIN_SECONDS = 1.0
 """How long to wait for the pipes to close once the group is dead (escapees may hold them)."""
+
+SAFE_ENVIRONMENT = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "COLORTERM",
+        "TZ", "TMPDIR", "DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR",
+        "XDG_SESSION_TYPE", "DBUS_SESSION_BUS_ADDRESS",
+    }
+)  # fmt: skip
+"""Variables a tool's child process inherits from openpista (besides ``LC_*``); every other
+one (provider keys, bot tokens, app secrets) stays out unless passed through explicitly."""
+
+# The start of every child, run by this Python without site-packages (``-I -S``): argv[1] is
+# the lifeline's fd, the rest the program. The forked watcher keeps no stdio open (it would
+# hold the output pipes); the program gets neither the fd nor Python's ignored signals.
+_PROLOGUE = """\
+import os, signal, sys
+fd = int(sys.argv[1])
+if os.fork() == 0:
+    null = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(null, std)
+    said = b""
+    while len(said) < 16 and (chunk := os.read(fd, 16)):
+        said += chunk
+    if said != b"done":
+        os.killpg(0, signal.SIGKILL)
+    os._exit(0)
+os.close(fd)
+for number in (signal.SIGPIPE, signal.SIGXFSZ):
+    signal.signal(number, signal.SIG_DFL)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    sys.stderr.write(f"{sys.argv[2]}: {exc.strerror}\\n")
+    os._exit(127)
+"""
+_DONE = b"done"
+
+
+def tool_environment(
+    passthrough: Iterable[str] = (), *, source: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for a program a tool or skill starts: the :data:`SAFE_ENVIRONMENT`
+    variables and ``LC_*`` of ``source`` (default: ``os.environ``), plus the variables named
+    in ``passthrough`` (``[tools] env_passthrough``) that are set there."""
+    source = os.environ if source is None else source
+    wanted = set(passthrough)
+    return {
+        name: value
+        for name, value in source.items()
+        if name in SAFE_ENVIRONMENT or name.startswith("LC_") or name in wanted
+    }
 
 
 @dataclass(frozen=True)
@@ -192,6 +258,26 @@ async def _settle(tasks: list[asyncio.Task[Any]], wait: float) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _check_program(program: str, env: Mapping[str, str], cwd: Path | str | None) -> None:
+    """Raise what ``exec`` would raise for ``program`` (the prologue runs it, not us)."""
+    if "/" not in program:
+        if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        return
+    path = Path(cwd or ".", program)
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    if path.is_dir() or not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+
+
+def _release(lifeline: int) -> None:
+    """Tell the watcher the run is over (it exits without killing), and close the pipe."""
+    with contextlib.suppress(OSError):  # the watcher died with the group: nobody listens
+        os.write(lifeline, _DONE)
+    os.close(lifeline)
+
+
 async def run_process(
     argv: Sequence[str],
     *,
@@ -211,28 +297,71 @@ async def run_process(
     dropped and counted). After ``timeout`` seconds, or when the awaiting task is cancelled,
     the child's whole process group gets SIGTERM and, after ``kill_grace`` seconds, SIGKILL.
     Output is read concurrently, so a child printing megabytes never blocks on a full pipe.
+    ``env`` is the child's whole environment (default: :func:`tool_environment`). When
+    openpista dies, the group is killed too (see the module documentation).
 
     Raises :class:`OSError` when the program cannot be started (not found, not executable).
     """
+    environment = dict(env) if env is not None else tool_environment()
+    _check_program(argv[0], environment, cwd)
+    watcher_end, lifeline = os.pipe()
+    try:
+        process = await _start(argv, stdin, cwd, environment, watcher_end, kill_grace)
+    except BaseException:
+        os.close(lifeline)
+        raise
+    try:
+        return await _supervise(process, stdin, timeout, max_chars, kill_grace)
+    finally:
+        _release(lifeline)
+
+
+async def _start(
+    argv: Sequence[str],
+    stdin: bytes | None,
+    cwd: Path | str | None,
+    env: dict[str, str],
+    watcher_end: int,
+    kill_grace: float,
+) -> asyncio.subprocess.Process:
+    """Start ``argv`` under the lifeline prologue; closes our copy of ``watcher_end``."""
     creation = asyncio.ensure_future(
         asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _PROLOGUE,
+            str(watcher_end),
             *argv,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=env,
+            pass_fds=(watcher_end,),
             start_new_session=True,
         )
     )
+    creation.add_done_callback(lambda _: os.close(watcher_end))
     try:
-        process = await asyncio.shield(creation)
+        return await asyncio.shield(creation)
     except asyncio.CancelledError:
         # The child runs before creation returns (and may already have spawned others);
         # let creation finish so that its whole group can be killed, not just the child.
         with contextlib.suppress(OSError):
             await _kill_group(await creation, kill_grace)
         raise
+
+
+async def _supervise(
+    process: asyncio.subprocess.Process,
+    stdin: bytes | None,
+    timeout: float | None,  # noqa: ASYNC109
+    max_chars: int,
+    kill_grace: float,
+) -> ProcessResult:
+    """Collect the output and exit code of ``process``; kill its group on timeout/cancel."""
     out, err = StreamCapture(max_chars), StreamCapture(max_chars)
     io_tasks = [
         asyncio.create_task(_pump(process.stdout, out)),

@@ -195,7 +195,7 @@ class ToolRegistry:
         # A provider that forgot to map a wire name back still reaches the right tool.
         found = self._tools.get(call.name) or self._by_wire.get(call.name)
         if found is None:
-            available = ", ".join(self._tools) or "none"
+            available = ", ".join(self._by_wire) or "none"  # the names the LLM knows
             return _error(call, f"unknown tool '{call.name}'; available tools: {available}")
         arguments = call.arguments
         if call.raw_arguments is not None and call.raw_arguments.strip():
@@ -228,6 +228,21 @@ class ToolRegistry:
         # Third-party handlers are not type-checked; keep the contract of text out.
         text = output if isinstance(output, str) else str(output)
         return ToolResult(call_id=call.id, name=call.name, output=text)
+
+    async def approval_warnings(self, call: ToolCall) -> list[str]:
+        """What an approval request for ``call`` must warn about: its tool's
+        :attr:`~openpista.tools.base.Tool.approval_warning`, if any. A check that fails is
+        itself a warning (the user decides without the tool's word)."""
+        found = self._tools.get(call.name) or self._by_wire.get(call.name)
+        if found is None or found.approval_warning is None:
+            return []
+        try:
+            warning = await found.approval_warning(call.arguments)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return [f"{found.name} could not check how it would run: {type(exc).__name__}: {exc}"]
+        return [warning] if warning else []
 
     async def dispatch_many(self, calls: Iterable[ToolCall]) -> list[ToolResult]:
         """Run ``calls`` concurrently; the results come back in the order of the calls."""

@@ -1,16 +1,24 @@
-"""The ``system.run`` tool: run a shell command and show the LLM what happened."""
+"""The ``system.run`` tool: run a shell command and show the LLM what happened.
+
+A command that exits non-zero or times out is an error result (its text still shows the exit
+code and the output). The LLM's ``timeout`` may only shorten ``[tools.system_run] timeout``:
+a longer one is clamped to it, and the result says so. The command gets
+:func:`~openpista.tools.process.tool_environment`, not openpista's own secrets.
+"""
 
 # No ``from __future__ import annotations`` here: the tool's parameter annotations refer
 # to the factory's local ``settings`` and must be evaluated where they are written.
 
+import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from openpista.config import SystemRunSettings
 from openpista.tools.base import Tool, ToolError
-from openpista.tools.process import CapturedText, ProcessResult, run_process
+from openpista.tools.process import CapturedText, ProcessResult, run_process, tool_environment
 from openpista.tools.registry import tool
 
 NAME = "system.run"
@@ -23,12 +31,27 @@ DESCRIPTION = (
 )
 
 
-def make_system_run_tool(settings: SystemRunSettings, workspace: Path | None = None) -> Tool:
-    """Build ``system.run`` with the shell, default timeout and output limit of ``settings``.
+def _huge_to_inf(value: Any) -> Any:
+    """An integer too large for a float is simply a very long timeout (it gets clamped)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            return math.inf
+    return value
+
+
+def make_system_run_tool(
+    settings: SystemRunSettings, workspace: Path | None = None, env_passthrough: Iterable[str] = ()
+) -> Tool:
+    """Build ``system.run`` with the shell, timeout and output limit of ``settings``.
 
     When ``workspace`` is an existing directory it is the default working directory and
     the base of relative ``cwd`` arguments; otherwise the daemon's own directory is.
+    ``env_passthrough`` names the variables the command gets besides the safe ones
+    (``[tools] env_passthrough``).
     """
+    passthrough = tuple(env_passthrough)
 
     @tool(NAME, description=DESCRIPTION.format(shell=settings.shell))
     async def system_run(
@@ -36,9 +59,13 @@ def make_system_run_tool(settings: SystemRunSettings, workspace: Path | None = N
         # The LLM-facing argument; enforced by run_process, which kills the group.
         timeout: Annotated[  # noqa: ASYNC109
             float | None,
+            BeforeValidator(_huge_to_inf),
             Field(
                 gt=0,
-                description=f"Seconds before the command is killed (default {settings.timeout:g}).",
+                description=(
+                    f"Seconds before the command is killed (default and maximum "
+                    f"{settings.timeout:g})."
+                ),
             ),
         ] = None,
         cwd: Annotated[
@@ -47,17 +74,24 @@ def make_system_run_tool(settings: SystemRunSettings, workspace: Path | None = N
         ] = None,
     ) -> str:
         directory = _working_directory(cwd, workspace)
-        seconds = timeout if timeout is not None else settings.timeout
+        clamped = timeout is not None and timeout > settings.timeout
+        seconds = settings.timeout if timeout is None or clamped else timeout
         try:
             result = await run_process(
                 [settings.shell, "-c", command],
                 cwd=directory,
+                env=tool_environment(passthrough),
                 timeout=seconds,
                 max_chars=settings.max_output_chars,
             )
         except OSError as exc:
             raise ToolError(f"cannot start {settings.shell}: {exc.strerror or exc}") from None
-        return format_result(result, seconds, settings.max_output_chars)
+        text = format_result(result, seconds, settings.max_output_chars)
+        if clamped:
+            text += f"\nnote: timeout clamped to {seconds:g} s (the configured limit)"
+        if result.timed_out or result.exit_code != 0:
+            raise ToolError(text)
+        return text
 
     return system_run
 
