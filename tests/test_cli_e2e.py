@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from openpista.testing.cli import Cli
+from openpista.testing.cli import OPENPISTA, Cli
 from openpista.testing.emulator import LlmEmulator, TextReply
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -281,3 +282,22 @@ def test_run_uses_a_plain_json_answer_and_never_prints_an_empty_one_silently(
     assert empty.stdout == ""
     assert empty.stderr.startswith("❌ openai sent an empty answer")
     assert "Traceback" not in empty.stderr
+
+
+def test_the_memory_database_is_private_after_a_real_run(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("stored privately")
+    done = subprocess.run(
+        ["sh", "-c", 'umask 022 && exec "$0" "$@"', str(OPENPISTA), "run", "-e", "hello"],
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    database = cli.home / "memory.db"
+    files = [p for p in (database, Path(f"{database}-wal"), Path(f"{database}-shm")) if p.exists()]
+    assert database in files
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o600 for p in files}

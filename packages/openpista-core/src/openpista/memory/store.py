@@ -172,6 +172,7 @@ def create_engine_for(url: str) -> AsyncEngine:
                 raise MemoryStoreError(
                     f"cannot create the directory of the memory database {database}: {exc}"
                 ) from exc
+            _create_private(database)
     try:
         engine = create_async_engine(parsed, json_serializer=_dump_json)
     except ImportError as exc:
@@ -188,6 +189,19 @@ def create_engine_for(url: str) -> AsyncEngine:
     if is_sqlite:
         _configure_sqlite(engine)
     return engine
+
+
+def _create_private(database: str) -> None:
+    """Create the SQLite file readable by its owner only, like the credentials (SQLite gives
+    its -wal and -shm files the mode of the database file); an existing file is kept as is."""
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise MemoryStoreError(
+            f"cannot create the memory database {database}: {exc.strerror or exc}"
+        ) from exc
 
 
 def alembic_config(url: str | None = None) -> Config:
