@@ -39,6 +39,14 @@ def image(engine_and_image: tuple[PrivateDockerd, str]) -> str:
     return engine_and_image[1]
 
 
+@pytest.fixture(autouse=True)
+def openpista_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test keeps openpista's state (task directories) in its own home."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("OPENPISTA_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def client(engine: PrivateDockerd) -> Iterator[docker.DockerClient]:
     """A client of the session's engine, for looking at what the sandbox left."""

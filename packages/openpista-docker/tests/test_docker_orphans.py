@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -14,7 +16,7 @@ import pytest
 
 from openpista.config import Settings
 from openpista_docker import plugin
-from openpista_docker.sandbox import OWNER_LABEL, TASK_LABEL
+from openpista_docker.sandbox import OWNER_LABEL, TASK_LABEL, DockerSandbox, TaskSpec
 from openpista_docker.testing import PrivateDockerd
 
 
@@ -72,3 +74,61 @@ async def test_daemon_start_without_docker_only_says_so(
     finally:
         await plugin.runtime_closing(config=config)
     assert "orphan clean-up skipped: no Docker engine answers" in caplog.text
+
+
+def leftover(parent: Path, name: str) -> Path:
+    """A directory as a crashed run leaves it: a file inside, like a task's ``out``."""
+    folder = parent / name
+    (folder / "out").mkdir(parents=True)
+    (folder / "out" / "result.txt").write_text("half-written")
+    return folder
+
+
+async def test_start_removes_the_task_directories_a_crashed_run_left(
+    tmp_path: Path, openpista_home: Path, live_pid: int
+) -> None:
+    tasks = openpista_home / "docker" / "tasks"
+    temp = Path(tempfile.gettempdir())
+    crashed = dead_pid()
+    stale = [
+        leftover(tasks, f"task-{crashed}-abc_1"),
+        leftover(temp, f"openpista-docker-{crashed}-xyz_2"),
+    ]
+    kept = [
+        leftover(tasks, f"task-{live_pid}-abc_3"),
+        leftover(temp, f"openpista-docker-{live_pid}-xyz_4"),
+        leftover(tasks, f"unrelated-{crashed}-abc"),
+        leftover(temp, f"openpista-out-{crashed}-abc"),
+    ]
+    (temp / f"openpista-docker-{crashed}-lnk_5").symlink_to(tmp_path)
+    kept.append(temp / f"openpista-docker-{crashed}-lnk_5")
+    config = Settings(
+        agent={"workspace": tmp_path},
+        tools={"docker": {"docker_host": f"unix://{tmp_path}/none.sock"}},
+    )
+    try:
+        await plugin.daemon_started(config=config, services={})
+        assert [path.exists() for path in stale] == [False, False]
+        assert all(path.exists() for path in kept)
+        assert (tmp_path / "home").exists()
+    finally:
+        await plugin.runtime_closing(config=config)
+        for path in [*stale, *kept]:
+            if path.is_symlink():
+                path.unlink()
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_a_task_removes_its_directory_and_the_next_run_sweeps_older_ones(
+    make_sandbox: Callable[..., DockerSandbox], openpista_home: Path
+) -> None:
+    tasks = openpista_home / "docker" / "tasks"
+    crashed = leftover(tasks, f"task-{dead_pid()}-abc_1")
+    sandbox = make_sandbox()
+    spec = TaskSpec(argv=["sh", "-c", "echo x > /out/x.txt"], limits=sandbox.settings.limits())
+    result = await sandbox.run(spec, "session-1")
+    assert [f.name for f in result.files] == ["x.txt"]
+    assert not crashed.exists()
+    assert list(tasks.iterdir()) == []
+    assert not (await sandbox.endpoint()).directory.name.startswith("task-")

@@ -21,7 +21,8 @@ Call = Callable[..., Awaitable[ToolResult]]
 
 
 def labelled(client: docker.DockerClient) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": TASK_LABEL})
+    # sparse: one listing call, no inspect of a container that may be going away meanwhile.
+    return client.containers.list(all=True, filters={"label": TASK_LABEL}, sparse=True)
 
 
 async def test_run_collects_exit_code_output_and_files(
@@ -151,7 +152,7 @@ async def test_without_a_daemon_it_falls_back_to_a_subprocess_with_a_warning(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sandbox = make_sandbox(docker_host=f"unix://{tmp_path}/no-docker.sock")
+    sandbox = make_sandbox(docker_host=f"unix://{tmp_path}/no-docker.sock", fallback="subprocess")
     with caplog.at_level(logging.WARNING):
         result = await call(sandbox, command='echo on the host; echo f > "$OPENPISTA_OUT/f.txt"')
     assert not result.is_error
@@ -165,13 +166,17 @@ async def test_without_a_daemon_it_falls_back_to_a_subprocess_with_a_warning(
     assert worker_hub().open_tasks() == []
 
 
-async def test_refuse_instead_of_falling_back(
+async def test_without_a_daemon_it_refuses_by_default(
     make_sandbox: Callable[..., DockerSandbox], call: Call, tmp_path: Path
 ) -> None:
-    sandbox = make_sandbox(docker_host=f"unix://{tmp_path}/no-docker.sock", fallback="refuse")
-    result = await call(sandbox, command="touch /tmp/should-not-run")
+    marker = tmp_path / "should-not-run"
+    sandbox = make_sandbox(docker_host=f"unix://{tmp_path}/no-docker.sock")
+    assert sandbox.settings.fallback == "refuse"
+    result = await call(sandbox, command=f"touch {marker}")
     assert result.is_error
     assert 'the task did not run ([tools.docker] fallback = "refuse")' in result.output
+    assert not marker.exists()
+    assert await sandbox.unsandboxed_warning() is None
 
 
 async def test_a_cancelled_task_removes_its_container_and_revokes_its_credential(
@@ -199,7 +204,7 @@ async def test_an_engine_that_vanishes_is_a_clear_error_then_the_fallback(
         client = engine.client()
         image = import_busybox_image(client)
         client.close()
-        sandbox = make_sandbox(docker_host=engine.host, image=image)
+        sandbox = make_sandbox(docker_host=engine.host, image=image, fallback="subprocess")
         assert "hi" in (await call(sandbox, command="echo hi")).output
     finally:
         engine.stop()
@@ -208,3 +213,43 @@ async def test_an_engine_that_vanishes_is_a_clear_error_then_the_fallback(
     assert failed.output.startswith("the Docker engine failed to run the task: ")
     fallback = await call(sandbox, command="echo on the host")
     assert fallback.output.startswith("WARNING: no Docker engine answers")
+
+
+@pytest.mark.parametrize("asked", [90, 1e12, 1e308])
+async def test_the_configured_time_limit_is_a_ceiling(
+    make_sandbox: Callable[..., DockerSandbox], call: Call, asked: float
+) -> None:
+    sandbox = make_sandbox(timeout=1)
+    result = await call(sandbox, command="echo started; sleep 30", timeout=asked)
+    assert not result.is_error, result.output
+    assert result.output.startswith(
+        f"note: a time limit of {asked:g} s was asked for; the configured maximum of 1 s applies"
+    )
+    assert "time limit of 1 s reached: the container was killed" in result.output
+
+
+async def test_a_shorter_time_limit_applies_without_a_note(
+    make_sandbox: Callable[..., DockerSandbox], call: Call
+) -> None:
+    sandbox = make_sandbox(timeout=30)
+    result = await call(sandbox, command="sleep 30", timeout=1)
+    assert result.output.startswith("time limit of 1 s reached")
+
+
+@pytest.mark.parametrize(
+    ("asked", "error"),
+    [
+        ("soon", "argument 'timeout': Input should be a valid number"),
+        ("inf", "argument 'timeout': Input should be a finite number"),
+        ("nan", "argument 'timeout': Input should be a finite number"),
+        (-5, "argument 'timeout': Input should be greater than 0"),
+        ([1], "argument 'timeout': Input should be a valid number"),
+    ],
+)
+async def test_garbage_time_limits_are_clear_errors(
+    sandbox: DockerSandbox, call: Call, client: docker.DockerClient, asked: object, error: str
+) -> None:
+    result = await call(sandbox, command="touch /out/ran", timeout=asked)
+    assert result.is_error
+    assert error in result.output
+    assert labelled(client) == []

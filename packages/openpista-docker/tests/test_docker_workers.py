@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,7 +82,7 @@ async def test_a_report_after_the_task_ended_is_refused(sandbox: DockerSandbox, 
 async def test_the_subprocess_fallback_reports_through_the_same_endpoint(
     make_sandbox: Callable[..., DockerSandbox], call: Call, tmp_path: Path
 ) -> None:
-    sandbox = make_sandbox(docker_host=f"unix://{tmp_path}/none.sock")
+    sandbox = make_sandbox(docker_host=f"unix://{tmp_path}/none.sock", fallback="subprocess")
     result = await call(
         sandbox,
         command='python3 "$(dirname "$OPENPISTA_REPORT_SOCKET")/report" --status error - <<EOF\n'
@@ -196,3 +197,88 @@ async def test_tokens_never_reach_the_logs(
     assert "worker report accepted" in text
     assert "forged-secret-value" not in text
     assert grant.token not in text
+
+
+POST_REPORT = """import http.client, json, os, socket, sys
+
+
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(os.environ["OPENPISTA_REPORT_SOCKET"])
+
+
+report = {
+    "task_id": os.environ["OPENPISTA_TASK_ID"],
+    "output": "see attached",
+    "attachments": [{"name": "loot.txt", "path": sys.argv[1]}],
+}
+connection = Unix("worker")
+connection.request(
+    "POST", "/report", json.dumps(report),
+    {"Authorization": "Bearer " + os.environ["OPENPISTA_TASK_TOKEN"]},
+)
+answer = connection.getresponse()
+print(answer.status, answer.read().decode())
+"""
+
+
+@pytest.fixture
+def host_secret(tmp_path: Path) -> Path:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("HOST SECRET 0600\n")
+    secret.chmod(0o600)
+    return secret
+
+
+@pytest.mark.parametrize(
+    ("setup", "path", "error"),
+    [
+        ("", "/etc/shadow", "an absolute path is not allowed here"),
+        ("", "{secret}", "an absolute path is not allowed here"),
+        ("", "../../../../../../../..{secret}", "not a plain relative path"),
+        ("ln -s {secret} /out/loot.txt;", "loot.txt", "a symlink"),
+        ("ln -s / /out/root;", "root{secret}", "a symlink"),
+    ],
+)
+async def test_a_worker_cannot_make_openpista_read_a_host_file(
+    make_sandbox: Callable[..., DockerSandbox],
+    call: Call,
+    python_image: str,
+    workspace: Path,
+    host_secret: Path,
+    setup: str,
+    path: str,
+    error: str,
+) -> None:
+    (workspace / "post.py").write_text(POST_REPORT)
+    (workspace / "post.py").chmod(0o644)
+    sandbox = make_sandbox(image=python_image)
+    target = path.format(secret=host_secret)
+    result = await call(
+        sandbox, command=f"{setup.format(secret=host_secret)} python3 post.py '{target}'"
+    )
+    assert "400 " in result.output
+    assert error in result.output
+    assert "worker report" not in result.output
+    assert "HOST SECRET" not in result.output
+    assert all(a.name != "loot.txt" for a in result.attachments)
+
+
+async def test_a_worker_attaches_a_file_of_its_out_directory_by_path(
+    make_sandbox: Callable[..., DockerSandbox], call: Call, python_image: str, workspace: Path
+) -> None:
+    (workspace / "post.py").write_text(POST_REPORT)
+    (workspace / "post.py").chmod(0o644)
+    sandbox = make_sandbox(image=python_image, max_files=0)
+    result = await call(
+        sandbox, command="mkdir /out/d; echo found > /out/d/loot.txt; python3 post.py d/loot.txt"
+    )
+    assert "200 " in result.output
+    assert "--- worker report (status ok) ---\nsee attached" in result.output
+    [loot] = result.attachments
+    assert (loot.name, loot.path, base64.b64decode(loot.data or "")) == (
+        "loot.txt",
+        None,
+        b"found\n",
+    )

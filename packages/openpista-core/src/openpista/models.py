@@ -138,13 +138,16 @@ class ApprovalRequest(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
     reason: str = ""
     timeout: float = 120.0
+    warnings: list[str] = Field(default_factory=list)
+    """What the user must know before approving (from the tool: it would run unsandboxed)."""
 
     def prompt(self) -> str:
         """The request as plain text, for channels without buttons."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items())
         why = f" ({self.reason})" if self.reason else ""
+        warnings = "".join(f"⚠️ {warning}\n" for warning in self.warnings)
         return (
-            f"🔐 Approval needed{why}: {self.tool}({args})\n"
+            f"🔐 Approval needed{why}: {self.tool}({args})\n{warnings}"
             f"Reply /approve {self.id} or /deny {self.id} within {self.timeout:.0f} s."
         )
 

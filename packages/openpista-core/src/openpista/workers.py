@@ -13,34 +13,98 @@ accepting anything. The secret is revoked when the task ends, whatever the outco
         report = await hub.wait(grant.task_id, timeout=300)
     finally:
         hub.revoke(grant.task_id)
+
+A report never names a host path or a URL: each attachment carries its bytes inline
+(``data``, base64) or names a file of the task's own output directory (``path``, relative
+to the directory given to :meth:`WorkerHub.open_task`), which the hub reads when the report
+arrives, one component at a time and without following symlinks. Files and inline bytes
+together are capped per task (``max_file_bytes``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from openpista.files import ConfinementError, confined_parts, read_confined
 from openpista.models import Attachment
+
+DEFAULT_MAX_FILE_BYTES = 5_000_000
+"""Bytes of attachments (inline and read from the output directory) a report may carry."""
+
+_MIME = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
 class WorkerAuthError(Exception):
-    """A report came with an unknown task id or a wrong, expired or revoked secret."""
+    """A report was refused: an unknown task id, a wrong, expired or revoked secret, or a
+    second report of its task."""
+
+
+class WorkerReportError(WorkerAuthError):
+    """A report with a valid secret, refused for its attachments (a file outside the task's
+    output directory, a symlink, too many bytes). A :class:`WorkerAuthError`, so endpoints
+    that refuse those refuse these as well; nothing was accepted."""
 
 
 class WorkerReport(BaseModel):
-    """What a worker sends back when its task is done (the same JSON on every transport)."""
+    """What a worker sends back when its task is done (the same JSON on every transport).
 
-    task_id: str
+    ``attachments`` carry inline ``data`` or a ``path`` relative to the task's output
+    directory, never a ``url`` or an absolute path (validated here, resolved by the hub).
+    """
+
+    task_id: str = Field(max_length=64)
     status: Literal["ok", "error"] = "ok"
     exit_code: int | None = None
     output: str = ""
     attachments: list[Attachment] = Field(default_factory=list)
+
+    @field_validator("attachments")
+    @classmethod
+    def _inline_or_relative(cls, attachments: list[Attachment]) -> list[Attachment]:
+        for item in attachments:
+            _check_attachment(item)
+        return attachments
+
+
+def _check_attachment(item: Attachment) -> None:
+    """Raise ValueError unless ``item`` is a safely named inline file or relative path."""
+    if not item.name or len(item.name) > 255 or _BAD_NAME.search(item.name):
+        raise ValueError(f"attachment name {item.name[:80]!r} is not a plain file name")
+    if not _MIME.fullmatch(item.mime_type) or len(item.mime_type) > 127:
+        raise ValueError(f"attachment {item.name}: {item.mime_type[:80]!r} is not a MIME type")
+    if item.url is not None:
+        raise ValueError(
+            f"attachment {item.name}: reports carry no URLs; send the bytes in 'data' or "
+            "name a file of the task's output directory in 'path'"
+        )
+    if (item.data is None) == (item.path is None):
+        raise ValueError(f"attachment {item.name}: give exactly one of 'data' or 'path'")
+    if item.data is not None:
+        try:
+            base64.b64decode(item.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"attachment {item.name}: 'data' is not base64") from None
+    else:
+        assert item.path is not None
+        try:
+            confined_parts(item.path)
+        except ConfinementError as exc:
+            raise ValueError(
+                f"attachment {item.name}: 'path' must be relative to the task's output "
+                f"directory ({exc})"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -52,6 +116,10 @@ class TaskGrant:
     session_id: str
     channel_id: str
     expires_at: float
+    output_dir: Path | None = None
+    """The host directory a report's ``path`` attachments are read from (``None``: inline
+    data only)."""
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
 
 @dataclass
@@ -66,14 +134,28 @@ class WorkerHub:
     def __init__(self) -> None:
         self._tasks: dict[str, _Task] = {}
 
-    def open_task(self, session_id: str, channel_id: str = "", ttl: float = 600.0) -> TaskGrant:
-        """Open a task whose worker may report within ``ttl`` seconds (call in the loop)."""
+    def open_task(
+        self,
+        session_id: str,
+        channel_id: str = "",
+        ttl: float = 600.0,
+        *,
+        output_dir: Path | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> TaskGrant:
+        """Open a task whose worker may report within ``ttl`` seconds (call in the loop).
+
+        Its report's ``path`` attachments are read from ``output_dir`` (none without it);
+        its attachments may hold ``max_file_bytes`` bytes in all.
+        """
         grant = TaskGrant(
             task_id=secrets.token_hex(8),
             token=secrets.token_urlsafe(32),
             session_id=session_id,
             channel_id=channel_id,
             expires_at=time.time() + ttl,
+            output_dir=output_dir,
+            max_file_bytes=max_file_bytes,
         )
         self._tasks[grant.task_id] = _Task(grant)
         return grant
@@ -90,13 +172,17 @@ class WorkerHub:
         return task.grant
 
     def submit(self, token: str, report: WorkerReport) -> TaskGrant:
-        """Accept ``report`` for its task; raises WorkerAuthError (and changes nothing)
-        when the credential is wrong, expired or revoked, or the task already reported."""
+        """Accept ``report`` for its task, its ``path`` attachments read into inline data.
+
+        Raises WorkerAuthError (and changes nothing) when the credential is wrong, expired
+        or revoked, or the task already reported, and :class:`WorkerReportError` when an
+        attachment is not a file of the task's output directory or they are too large.
+        """
         grant = self.verify(report.task_id, token)
         future = self._tasks[report.task_id].report
         if future.done():
             raise WorkerAuthError("the task has already reported")
-        future.set_result(report)
+        future.set_result(_inlined(report, grant))
         return grant
 
     async def wait(self, task_id: str, timeout: float | None = None) -> WorkerReport:  # noqa: ASYNC109
@@ -115,6 +201,35 @@ class WorkerHub:
     def open_tasks(self) -> list[TaskGrant]:
         """The tasks still waiting for a report."""
         return [task.grant for task in self._tasks.values()]
+
+
+def _inlined(report: WorkerReport, grant: TaskGrant) -> WorkerReport:
+    """``report`` with each ``path`` attachment replaced by the bytes of that file of the
+    grant's output directory; WorkerReportError for a file outside it or too many bytes."""
+    budget = grant.max_file_bytes
+    inlined = []
+    for item in report.attachments:
+        if item.path is None:
+            size = len(base64.b64decode(item.data or ""))
+        elif grant.output_dir is None:
+            raise WorkerReportError(
+                f"attachment {item.name}: this task has no output directory; send the bytes "
+                "inline ('data')"
+            )
+        else:
+            try:
+                data = read_confined(grant.output_dir, item.path, max(budget, 0))
+            except ConfinementError as exc:
+                raise WorkerReportError(f"attachment {item.name}: {exc}") from None
+            size = len(data)
+            item = item.model_copy(update={"path": None, "data": base64.b64encode(data).decode()})
+        budget -= size
+        if budget < 0:
+            raise WorkerReportError(
+                f"the attachments are larger than {grant.max_file_bytes:,} bytes in all"
+            )
+        inlined.append(item)
+    return report.model_copy(update={"attachments": inlined})
 
 
 _HUB: WorkerHub | None = None

@@ -4,15 +4,17 @@ Containers have no network, so the socket's directory is bind-mounted (read-only
 container at :data:`CONTAINER_DIR`. A worker sends ``POST /report`` with its
 :class:`~openpista.workers.WorkerReport` as JSON and its task secret in
 ``Authorization: Bearer <token>``; the endpoint hands it to :func:`openpista.workers.worker_hub`,
-which checks the secret. Answers: 200 accepted, 400 malformed, 401 no credential,
-403 wrong/expired/revoked credential or already reported, 413 too large, 404/405 elsewhere.
+which checks the secret and reads the files its attachments name from the task's output
+directory (never elsewhere). Answers: 200 accepted, 400 malformed or an attachment refused,
+401 no credential, 403 wrong/expired/revoked credential or already reported, 413 too large,
+404/405 elsewhere.
 The directory also holds ``report``, a stdlib-only Python client (:mod:`openpista_docker.report`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,7 +22,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from openpista.workers import WorkerAuthError, WorkerHub, WorkerReport
+from openpista.jsonsafe import JsonInputError, loads, log_rejected
+from openpista.workers import WorkerAuthError, WorkerHub, WorkerReport, WorkerReportError
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -59,8 +62,9 @@ def build_app(hub: WorkerHub, max_bytes: int) -> Starlette:
         except _TooLarge:
             return refuse(413, f"report larger than {max_bytes} bytes")
         try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = loads(body, max_bytes=max_bytes)
+        except JsonInputError as exc:
+            log_rejected(log, "worker endpoint", exc)
             return refuse(400, f"the report is not JSON: {exc}")
         try:
             parsed = WorkerReport.model_validate(data)
@@ -72,6 +76,9 @@ def build_app(hub: WorkerHub, max_bytes: int) -> Starlette:
             return refuse(400, f"invalid report: {problems}")
         try:
             grant = hub.submit(token.strip(), parsed)
+        except WorkerReportError as exc:
+            log.warning("worker report refused for task %s: %s", parsed.task_id[:32], exc)
+            return refuse(400, f"report refused: {exc}")
         except WorkerAuthError as exc:
             log.warning("worker report refused for task %s: %s", parsed.task_id[:32], exc)
             return refuse(403, f"report refused: {exc}")
@@ -102,7 +109,9 @@ class WorkerEndpoint:
         self.hub = hub
         self.max_bytes = max_bytes
         # A directory of its own: all of it is visible (read-only) inside every container.
-        self.directory = Path(tempfile.mkdtemp(prefix="openpista-docker-"))
+        # In the system's temp dir (socket paths are limited to 108 bytes), named after this
+        # process so that a later start can remove it if the process crashes.
+        self.directory = Path(tempfile.mkdtemp(prefix=f"openpista-docker-{os.getpid()}-"))
         self.socket_path = self.directory / SOCKET_NAME
         self._server: EmbeddedServer | None = None
 

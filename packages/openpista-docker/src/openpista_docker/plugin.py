@@ -2,7 +2,8 @@
 
 Registers the ``container.run`` tool and the ``docker`` skill runner (both on one
 :class:`~openpista_docker.sandbox.DockerSandbox` per configuration), removes orphan
-containers when the daemon starts, and stops the worker endpoint when openpista closes.
+containers and task directories when the daemon starts, and stops the worker endpoint when
+openpista closes.
 The docker SDK, starlette and uvicorn are imported only when a task runs.
 """
 
@@ -65,10 +66,14 @@ def register_skill_runners(register: Callable[[str, SkillRunner], None], config:
 
 @hookimpl
 async def daemon_started(config: Settings, services: dict[str, Any]) -> None:
-    """Remove containers a crashed openpista left behind."""
+    """Remove the containers and host directories a crashed openpista left behind."""
     if not _enabled(config):
         return
-    removed = await sandbox_for(config).remove_orphans()
+    import asyncio
+
+    sandbox = sandbox_for(config)
+    await asyncio.to_thread(sandbox.remove_stale_dirs)
+    removed = await sandbox.remove_orphans()
     if removed:
         log.warning("removed %d orphan container(s): %s", len(removed), ", ".join(removed))
 

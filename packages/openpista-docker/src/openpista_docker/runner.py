@@ -33,6 +33,10 @@ class DockerSkillRunner:
     def __init__(self, sandbox: DockerSandbox) -> None:
         self.sandbox = sandbox
 
+    async def approval_warning(self, skill: Skill) -> str | None:
+        """That ``skill`` would run UNSANDBOXED on the host (see the sandbox), or ``None``."""
+        return await self.sandbox.unsandboxed_warning()
+
     # ``timeout`` belongs to the SkillRunner contract; the sandbox enforces it.
     async def run(self, skill: Skill, arguments: dict[str, Any], timeout: float) -> str:  # noqa: ASYNC109
         """Run ``skill`` in a container; a failure, OOM or timeout raises :class:`ToolError`."""

@@ -5,8 +5,9 @@
 ``openpista.owner=<pid>@<host>``, limited as :class:`~openpista_docker.settings.SandboxLimits`
 says, with the task's credential from :func:`openpista.workers.worker_hub` in its environment.
 The container is removed and the credential revoked when the task ends, whatever the outcome.
-When no engine answers, the task runs as a host subprocess (``fallback = "subprocess"``, with
-a warning) or is refused (``fallback = "refuse"``).
+When no engine answers, the task is refused (``fallback = "refuse"``, the default) or runs
+as a host subprocess (``fallback = "subprocess"``, with a warning in the result and in the
+approval prompt, see :meth:`DockerSandbox.unsandboxed_warning`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import io
 import logging
 import mimetypes
 import os
+import re
 import shutil
 import socket
+import stat
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
@@ -28,6 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from openpista.config import home_dir
 from openpista.models import Attachment
 from openpista.tools.base import ToolError
 from openpista.tools.process import ProcessResult, StreamCapture, run_process
@@ -48,6 +52,11 @@ WORKSPACE_DIR = "/workspace"
 _LOG_MAX_SIZE = "20m"
 _REPORT_GRACE = 60.0
 """Seconds a credential outlives the time limit (it is revoked at the end anyway)."""
+UNSANDBOXED = (
+    "The task ran WITHOUT the Docker sandbox, as a plain subprocess on the host (no "
+    'isolation, no CPU/memory/network limits; set [tools.docker] fallback = "refuse" to '
+    "refuse instead)"
+)
 
 
 class DockerUnavailable(Exception):
@@ -109,11 +118,18 @@ class DockerSandbox:
     """Runs tasks in fresh containers of one Docker engine (shared by tool and skill runner)."""
 
     def __init__(
-        self, settings: DockerSettings, workspace: Path, hub: WorkerHub | None = None
+        self,
+        settings: DockerSettings,
+        workspace: Path,
+        hub: WorkerHub | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """``state_dir`` (default ``home_dir()/docker``) holds the tasks' ``/out`` directories."""
         self.settings = settings
         self.workspace = workspace
         self.hub = hub or worker_hub()
+        self.tasks_dir = (state_dir or home_dir() / "docker") / "tasks"
+        self._swept = False
         self._client: docker.DockerClient | None = None
         self._endpoint: WorkerEndpoint | None = None
         self._endpoint_lock: asyncio.Lock | None = None
@@ -139,6 +155,21 @@ class DockerSandbox:
         self._client = client
         return client
 
+    async def unsandboxed_warning(self) -> str | None:
+        """What an approval prompt must say when a task would run UNSANDBOXED on the host
+        (no engine answers and ``fallback = "subprocess"``); ``None`` otherwise."""
+        if self.settings.fallback != "subprocess":
+            return None
+        try:
+            await asyncio.to_thread(self._connect)
+        except DockerUnavailable as exc:
+            return (
+                f"{exc}: if approved, this runs UNSANDBOXED on the host, as a plain subprocess "
+                f"of openpista (user id {os.getuid()}, its files, its network; "
+                '[tools.docker] fallback = "subprocess")'
+            )
+        return None
+
     async def endpoint(self) -> WorkerEndpoint:
         """The worker endpoint, started on first use."""
         if self._endpoint_lock is None:
@@ -146,6 +177,7 @@ class DockerSandbox:
         async with self._endpoint_lock:
             if self._endpoint is None or not self._endpoint.running:
                 endpoint = WorkerEndpoint(self.hub, self.settings.max_report_bytes)
+                _LIVE_DIRS.add(endpoint.directory)
                 await endpoint.start()
                 self._endpoint = endpoint
             return self._endpoint
@@ -154,6 +186,7 @@ class DockerSandbox:
         """Stop the endpoint and close the engine connection."""
         if self._endpoint is not None:
             await self._endpoint.stop()
+            _LIVE_DIRS.discard(self._endpoint.directory)
             self._endpoint = None
         if self._client is not None:
             self._client.close()
@@ -164,7 +197,17 @@ class DockerSandbox:
     async def run(self, spec: TaskSpec, session_id: str, channel_id: str = "") -> TaskResult:
         """Run ``spec`` as one task of ``session_id``; raises :class:`ToolError` when it
         cannot run (image missing, daemon absent with ``fallback = "refuse"``)."""
-        grant = self.hub.open_task(session_id, channel_id, ttl=spec.limits.timeout + _REPORT_GRACE)
+        if not self._swept:
+            self._swept = True
+            await asyncio.to_thread(self.remove_stale_dirs)
+        out_dir = self._make_out_dir()
+        grant = self.hub.open_task(
+            session_id,
+            channel_id,
+            ttl=spec.limits.timeout + _REPORT_GRACE,
+            output_dir=out_dir,
+            max_file_bytes=self.settings.max_attachment_bytes,
+        )
         self._running.add(grant.task_id)
         try:
             try:
@@ -174,21 +217,20 @@ class DockerSandbox:
                     raise ToolError(
                         f'{exc}; the task did not run ([tools.docker] fallback = "refuse")'
                     ) from None
-                warning = (
-                    f"WARNING: {exc}. The task ran WITHOUT the Docker sandbox, as a plain "
-                    "subprocess on the host (no isolation, no CPU/memory/network limits; "
-                    'set [tools.docker] fallback = "refuse" to refuse instead)'
-                )
+                warning = f"WARNING: {exc}. {UNSANDBOXED}"
                 log.warning("%s", warning)
-                result = await self._run_subprocess(spec, grant.task_id, grant.token)
+                result = await self._run_subprocess(spec, grant.task_id, grant.token, out_dir)
                 result.warnings.insert(0, warning)
             else:
-                result = await self._run_container(client, spec, grant.task_id, grant.token)
+                result = await self._run_container(
+                    client, spec, grant.task_id, grant.token, out_dir
+                )
             result.report = await self._report(grant.task_id)
             return result
         finally:
             self.hub.revoke(grant.task_id)
             self._running.discard(grant.task_id)
+            _remove_out_dir(out_dir)
 
     async def _report(self, task_id: str) -> WorkerReport | None:
         """The report the worker sent while its task ran, if any (the task is still open)."""
@@ -206,13 +248,12 @@ class DockerSandbox:
         }
 
     async def _run_container(
-        self, client: docker.DockerClient, spec: TaskSpec, task_id: str, token: str
+        self, client: docker.DockerClient, spec: TaskSpec, task_id: str, token: str, out_dir: Path
     ) -> TaskResult:
         import docker
         import requests
 
         endpoint = await self.endpoint()
-        out_dir = _make_out_dir()
         try:
             options = self._create_options(spec, task_id, token, endpoint, out_dir)
             container = await asyncio.to_thread(self._create, client, spec.limits, options)
@@ -227,8 +268,6 @@ class DockerSandbox:
             self._client = None
             explanation = getattr(exc, "explanation", None) or exc
             raise ToolError(f"the Docker engine failed to run the task: {explanation}") from None
-        finally:
-            _remove_out_dir(out_dir)
 
     def _create_options(
         self, spec: TaskSpec, task_id: str, token: str, endpoint: WorkerEndpoint, out_dir: Path
@@ -371,37 +410,35 @@ class DockerSandbox:
 
     # -- without Docker ------------------------------------------------------------------
 
-    async def _run_subprocess(self, spec: TaskSpec, task_id: str, token: str) -> TaskResult:
+    async def _run_subprocess(
+        self, spec: TaskSpec, task_id: str, token: str, out_dir: Path
+    ) -> TaskResult:
         endpoint = await self.endpoint()
-        out_dir = _make_out_dir()
+        env = {
+            **os.environ,
+            **spec.env,
+            **spec.host_env,
+            **self._worker_env(task_id, token, str(endpoint.socket_path), str(out_dir)),
+        }
+        cwd = spec.host_cwd or (self.workspace if self.workspace.is_dir() else None)
         try:
-            env = {
-                **os.environ,
-                **spec.env,
-                **spec.host_env,
-                **self._worker_env(task_id, token, str(endpoint.socket_path), str(out_dir)),
-            }
-            cwd = spec.host_cwd or (self.workspace if self.workspace.is_dir() else None)
-            try:
-                process = await run_process(
-                    spec.host_argv or spec.argv,
-                    cwd=cwd,
-                    env=env,
-                    timeout=spec.limits.timeout,
-                    max_chars=self.settings.max_output_chars,
-                )
-            except OSError as exc:
-                raise ToolError(f"cannot start the task: {exc.strerror or exc}") from None
-            collector = await asyncio.to_thread(self._files_from_dir, out_dir)
-            return TaskResult(
-                task_id=task_id,
-                mode="subprocess",
-                process=process,
-                files=collector.files,
-                files_omitted=collector.omitted,
+            process = await run_process(
+                spec.host_argv or spec.argv,
+                cwd=cwd,
+                env=env,
+                timeout=spec.limits.timeout,
+                max_chars=self.settings.max_output_chars,
             )
-        finally:
-            _remove_out_dir(out_dir)
+        except OSError as exc:
+            raise ToolError(f"cannot start the task: {exc.strerror or exc}") from None
+        collector = await asyncio.to_thread(self._files_from_dir, out_dir)
+        return TaskResult(
+            task_id=task_id,
+            mode="subprocess",
+            process=process,
+            files=collector.files,
+            files_omitted=collector.omitted,
+        )
 
     def _files_from_dir(self, out_dir: Path) -> _FileCollector:
         collector = _FileCollector(self.settings.max_files, self.settings.max_attachment_bytes)
@@ -409,7 +446,42 @@ class DockerSandbox:
             collector.add(str(path.relative_to(out_dir)), path.stat().st_size, path.read_bytes)
         return collector
 
+    def _make_out_dir(self) -> Path:
+        """A fresh host directory for ``/out``, writable by the worker's (other) user, inside
+        a private (0700) ``task-<pid>-*`` directory of :attr:`tasks_dir`."""
+        self.tasks_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private = Path(tempfile.mkdtemp(prefix=f"task-{os.getpid()}-", dir=self.tasks_dir))
+        _LIVE_DIRS.add(private)
+        out_dir = private / "out"
+        out_dir.mkdir()
+        out_dir.chmod(0o777)
+        return out_dir
+
     # -- leaks -------------------------------------------------------------------------
+
+    def remove_stale_dirs(self) -> list[Path]:
+        """Remove the task directories (in :attr:`tasks_dir`) and endpoint directories (in
+        the system's temporary directory) that a crashed openpista left behind; their paths.
+
+        Only directories with our names (``task-<pid>-*``, ``openpista-docker-<pid>-*``),
+        owned by this user, whose process is gone or is this one without using them.
+        """
+        removed = []
+        for parent in (self.tasks_dir, Path(tempfile.gettempdir())):
+            try:
+                entries = list(parent.iterdir())
+            except OSError:
+                continue
+            for path in entries:
+                pid = stale_dir_owner(path)
+                if pid is None or path in _LIVE_DIRS:
+                    continue
+                if pid != os.getpid() and _alive(pid):
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+                log.warning("removed a directory a crashed openpista left behind: %s", path)
+        return removed
 
     async def remove_orphans(self) -> list[str]:
         """Remove containers left by a crashed openpista on this host; their names.
@@ -446,17 +518,29 @@ class DockerSandbox:
         return removed
 
 
-def _make_out_dir() -> Path:
-    """A fresh host directory for ``/out``, writable by the worker's (other) user, inside a
-    private (0700) directory that :func:`_remove_out_dir` deletes."""
-    out_dir = Path(tempfile.mkdtemp(prefix="openpista-out-")) / "out"
-    out_dir.mkdir()
-    out_dir.chmod(0o777)
-    return out_dir
-
-
 def _remove_out_dir(out_dir: Path) -> None:
+    _LIVE_DIRS.discard(out_dir.parent)
     shutil.rmtree(out_dir.parent, ignore_errors=True)
+
+
+def stale_dir_owner(path: Path) -> int | None:
+    """The pid in the name of one of our task or endpoint directories, or ``None`` when
+    ``path`` is not one (another name, a symlink, another user's)."""
+    match = _OUR_DIR.fullmatch(path.name)
+    if match is None:
+        return None
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        return None
+    return int(match.group(1))
+
+
+_OUR_DIR = re.compile(r"(?:task|openpista-docker)-([0-9]+)-[A-Za-z0-9_]+")
+_LIVE_DIRS: set[Path] = set()
+"""Task and endpoint directories in use by this process (kept by :meth:`remove_stale_dirs`)."""
 
 
 def _alive(pid: int) -> bool:

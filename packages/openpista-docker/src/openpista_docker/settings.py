@@ -38,7 +38,7 @@ class DockerSettings(SandboxLimits):
 
     enabled: bool = True
     docker_host: str | None = None
-    fallback: Literal["subprocess", "refuse"] = "subprocess"
+    fallback: Literal["subprocess", "refuse"] = "refuse"
     pull: bool = True
     max_output_chars: int = Field(default=10_000, ge=100)
     max_files: int = Field(default=20, ge=0)

@@ -3,6 +3,7 @@
 # No ``from __future__ import annotations``: the tool's annotations are evaluated by the
 # ``@tool`` decorator and refer to names of the factory.
 
+from dataclasses import replace
 from typing import Annotated
 
 from pydantic import Field
@@ -20,7 +21,7 @@ DESCRIPTION = (
     f"workspace read-only at {WORKSPACE_DIR}, runs as an unprivileged user with CPU, memory, "
     f"process and time limits, and can write to /tmp and {OUT_DIR}. Returns the exit code, "
     f"stdout and stderr (long output is cut in the middle) and the files left in {OUT_DIR} "
-    "(attached). Default image: {image}; default time limit: {timeout:g} s."
+    "(attached). Default image: {image}; time limit: {timeout:g} s (also the most you may ask)."
 )
 
 
@@ -36,7 +37,12 @@ def make_container_run_tool(sandbox: DockerSandbox) -> Tool:
         ] = None,
         # The LLM-facing argument; the sandbox kills the container when it expires.
         timeout: Annotated[  # noqa: ASYNC109
-            float | None, Field(gt=0, description="Seconds before the container is killed.")
+            float | None,
+            Field(
+                gt=0,
+                allow_inf_nan=False,
+                description="Seconds before the container is killed (at most the default).",
+            ),
         ] = None,
         workdir: Annotated[
             str | None,
@@ -53,10 +59,17 @@ def make_container_run_tool(sandbox: DockerSandbox) -> Tool:
                 f"workdir must be an absolute path inside the container, not {workdir!r}"
             )
         overrides: dict[str, object] = {}
+        notes = []
         if image is not None:
             overrides["image"] = image
         if timeout is not None:
-            overrides["timeout"] = timeout
+            # The configured limit is a ceiling: the LLM may only ask for less.
+            if timeout > settings.timeout:
+                notes.append(
+                    f"note: a time limit of {timeout:g} s was asked for; the configured "
+                    f"maximum of {settings.timeout:g} s applies"
+                )
+            overrides["timeout"] = min(timeout, settings.timeout)
         limits = settings.limits().model_copy(update=overrides)
         spec = TaskSpec(
             argv=["/bin/sh", "-c", command],
@@ -71,8 +84,11 @@ def make_container_run_tool(sandbox: DockerSandbox) -> Tool:
         )
         check_memory(result, limits, settings.max_output_chars)
         return ToolOutput(
-            text=render(result, limits, settings.max_output_chars),
+            text="\n".join([*notes, render(result, limits, settings.max_output_chars)]),
             attachments=attachments(result),
         )
 
-    return container_run
+    async def warn(arguments: dict[str, object]) -> str | None:
+        return await sandbox.unsandboxed_warning()
+
+    return replace(container_run, approval_warning=warn)

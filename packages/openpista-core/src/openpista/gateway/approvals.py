@@ -29,12 +29,15 @@ if TYPE_CHECKING:
     from openpista.config import PolicySettings
     from openpista.memory.store import MemoryStore
 
-__all__ = ["ApprovalBroker", "Send"]
+__all__ = ["ApprovalBroker", "Send", "Warnings"]
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[AgentResponse], Awaitable[None]]
 """Delivers a response (here: an approval request) to the chat it names."""
+Warnings = Callable[[ToolCall], Awaitable[list[str]]]
+"""What an approval request for a call must warn about
+(:meth:`~openpista.tools.registry.ToolRegistry.approval_warnings`)."""
 
 # "/approve" or "/deny", optionally with a Telegram-style "@botname" (groups add it).
 _COMMAND = re.compile(r"/(approve|deny)(?:@\w+)?", re.IGNORECASE)
@@ -79,14 +82,17 @@ class ApprovalBroker:
         """The broker for ``[policy]``: its rules, defaults and approval timeout."""
         return cls(memory, ToolPolicy(settings), settings.approval_timeout)
 
-    def guard(self, session_id: str, channel_id: str, send: Send) -> ToolGuard:
+    def guard(
+        self, session_id: str, channel_id: str, send: Send, warnings: Warnings | None = None
+    ) -> ToolGuard:
         """The tool guard for one turn of ``session_id`` that came from ``channel_id``.
 
-        Approval requests go out through ``send``; only answers from ``channel_id`` count.
+        Approval requests go out through ``send``, with what ``warnings`` says about the
+        call; only answers from ``channel_id`` count.
         """
 
         async def check(call: ToolCall) -> str | None:
-            return await self._check(session_id, channel_id, send, call)
+            return await self._check(session_id, channel_id, send, call, warnings)
 
         return check
 
@@ -151,7 +157,12 @@ class ApprovalBroker:
     # -- internals --------------------------------------------------------------------------
 
     async def _check(
-        self, session_id: str, channel_id: str, send: Send, call: ToolCall
+        self,
+        session_id: str,
+        channel_id: str,
+        send: Send,
+        call: ToolCall,
+        warnings: Warnings | None = None,
     ) -> str | None:
         decision = self.policy.decide(call.name, call.arguments, channel_id)
         what = _what(call)
@@ -174,7 +185,8 @@ class ApprovalBroker:
                 "openpista is shutting down; nobody could approve",
                 f"{what} needs the user's approval, but openpista is shutting down; it did not run",
             )
-        waiting = _Pending(self._request(call, decision.reason), channel_id)
+        notes = await warnings(call) if warnings is not None else []
+        waiting = _Pending(self._request(call, decision.reason, notes), channel_id)
         self._pending[waiting.request.id] = waiting
         self._asking.add(waiting)
         try:
@@ -240,7 +252,7 @@ class ApprovalBroker:
         )
         return "deny", "timeout", f"no answer within {self.timeout:g} s ({rid})", denial
 
-    def _request(self, call: ToolCall, reason: str) -> ApprovalRequest:
+    def _request(self, call: ToolCall, reason: str, warnings: list[str]) -> ApprovalRequest:
         request_id = secrets.token_hex(_ID_BYTES)
         while request_id in self._pending:
             request_id = secrets.token_hex(_ID_BYTES)
@@ -250,6 +262,7 @@ class ApprovalBroker:
             arguments=call.arguments,
             reason=reason,
             timeout=self.timeout,
+            warnings=warnings,
         )
 
     async def _decide(

@@ -34,6 +34,11 @@ class SkillRunner(Protocol):
     ``run`` receives the validated arguments and a timeout in seconds, and returns the
     skill's output text. A failure (non-zero exit, timeout) raises
     :class:`openpista.tools.base.ToolError` carrying what the skill printed to stderr.
+
+    A runner may also define ``async def approval_warning(self, skill) -> str | None``: what
+    an approval request for the skill's tool must warn about (the docker runner: that the
+    skill would run unsandboxed on the host); see
+    :attr:`openpista.tools.base.Tool.approval_warning`.
     """
 
     # The runner enforces the timeout on its own process, hence the parameter.

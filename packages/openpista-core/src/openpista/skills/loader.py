@@ -268,12 +268,17 @@ def _skill_tool(skill: Skill, runners: Mapping[str, SkillRunner], timeout: float
             raise ToolError(_missing_runner(skill, runners))
         return await runner.run(skill, arguments, timeout)
 
+    async def warn(arguments: dict[str, Any]) -> str | None:
+        check = getattr(runners.get(skill.mode), "approval_warning", None)
+        return await check(skill) if check is not None else None
+
     return Tool(
         name=f"skill.{skill.name}",
         description=skill.description or f"Run the {skill.name} skill.",
         handler=run_skill,
         parameters=skill.parameters,
         validator=_schema_validator(skill),
+        approval_warning=warn,
     )
 
 

@@ -25,6 +25,9 @@ class ToolOutput:
     attachments: list[Attachment] = field(default_factory=list)
 
 
+ApprovalWarning = Callable[[dict[str, Any]], Awaitable["str | None"]]
+"""See :attr:`Tool.approval_warning`."""
+
 ToolHandler = Callable[..., Awaitable["str | ToolOutput"]]
 """An async callable taking the validated arguments as keywords and returning text (or a
 :class:`ToolOutput` with attachments)."""
@@ -45,3 +48,7 @@ class Tool:
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
     validator: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     """Checks and converts raw arguments; raises ``ValueError`` with a readable message."""
+    approval_warning: ApprovalWarning | None = None
+    """Asked, with the call's arguments, before the user is asked to approve a call: what the
+    approval request must warn about (``None``: nothing), e.g. that the call would run
+    outside its sandbox. It runs before the call is approved, so it must not act."""

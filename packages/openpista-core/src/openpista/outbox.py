@@ -1,0 +1,94 @@
+"""Outbound attachments: a channel sends bytes, or a file openpista itself wrote, nothing else.
+
+The gateway passes every response through :func:`screen` before any adapter sees it, so
+that no channel ever opens a path or fetches a URL that an LLM, a tool or a worker chose:
+
+- inline ``data`` is kept (a ``path`` or ``url`` next to it is dropped);
+- a ``path`` is kept only when it names a regular file (not a symlink, no other hard link)
+  inside :func:`openpista.files.turn_output_dir` of the response's session, checked one
+  component at a time without following symlinks;
+- a ``url`` is kept only as a base64 ``data:`` URL, which becomes inline ``data``; any
+  other URL is dropped.
+
+A dropped attachment is named, with the reason, in a short note appended to the answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+
+from openpista.files import ConfinementError, open_confined, turn_output_dir
+from openpista.models import AgentResponse, Attachment
+
+log = logging.getLogger(__name__)
+
+
+def screen(response: AgentResponse) -> AgentResponse:
+    """``response`` with only the attachments a channel may send (see the module docs);
+    a final answer that lost some says so in its text."""
+    kept, notes = _screened(response.attachments, response.session_id)
+    update: dict[str, object] = {}
+    if notes or kept != response.attachments:
+        update["attachments"] = kept
+        if notes and not response.delta:
+            update["text"] = "\n\n".join(part for part in (response.text, "\n".join(notes)) if part)
+    result = response.tool_result
+    if result is not None and result.attachments:
+        tool_kept, _ = _screened(result.attachments, response.session_id)
+        if tool_kept != result.attachments:
+            update["tool_result"] = result.model_copy(update={"attachments": tool_kept})
+    return response.model_copy(update=update) if update else response
+
+
+def _screened(attachments: list[Attachment], session_id: str) -> tuple[list[Attachment], list[str]]:
+    kept: list[Attachment] = []
+    notes: list[str] = []
+    for item in attachments:
+        try:
+            kept.append(_checked(item, session_id))
+        except ConfinementError as exc:
+            log.warning("outbound attachment %r dropped: %s", item.name[:80], exc)
+            notes.append(f"❌ attachment {item.name[:80]!r} was not sent: {exc}")
+    return kept, notes
+
+
+def _checked(item: Attachment, session_id: str) -> Attachment:
+    """``item`` as it may be sent; ConfinementError saying why it may not."""
+    if item.data is not None:
+        if item.path is None and item.url is None:
+            return item
+        return item.model_copy(update={"path": None, "url": None})
+    if item.path is not None:
+        _check_path(item.path, session_id)
+        return item.model_copy(update={"url": None})
+    if item.url is not None:
+        return item.model_copy(update={"url": None, "data": _data_url_payload(item.url)})
+    raise ConfinementError("it has no content")
+
+
+def _check_path(path: str, session_id: str) -> None:
+    if not session_id:
+        raise ConfinementError("only files openpista wrote for this chat are sent")
+    try:
+        root = turn_output_dir(session_id)
+    except OSError as exc:
+        raise ConfinementError(f"openpista's outbox cannot be opened ({exc.strerror})") from None
+    prefix = f"{root}{os.sep}"
+    if not path.startswith(prefix):
+        raise ConfinementError("only files openpista wrote for this chat are sent")
+    os.close(open_confined(root, path[len(prefix) :]))
+
+
+def _data_url_payload(url: str) -> str:
+    """The base64 payload of a ``data:...;base64,`` URL; ConfinementError for other URLs."""
+    head, comma, payload = url.partition(",")
+    if not (head.lower().startswith("data:") and head.lower().endswith(";base64") and comma):
+        raise ConfinementError("links are not fetched; only inline data is sent")
+    try:
+        base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfinementError("its data: URL is not valid base64") from None
+    return payload
