@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -301,3 +302,47 @@ def test_the_memory_database_is_private_after_a_real_run(
     files = [p for p in (database, Path(f"{database}-wal"), Path(f"{database}-shm")) if p.exists()]
     assert database in files
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o600 for p in files}
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port  # nothing listens there once the probe is closed
+
+
+@pytest.mark.parametrize(
+    "command", [["run", "-e", "hello"], ["sessions"], ["start", "--no-terminal"]]
+)
+@pytest.mark.parametrize("failure", ["postgres-down", "garbage-file", "uncreatable-path"])
+def test_a_database_that_cannot_be_opened_is_one_clear_line(
+    cli: Cli, tmp_path: Path, command: list[str], failure: str
+) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(bytes(range(256)) * 40)
+    url, shown, fix = {
+        "postgres-down": (
+            f"postgresql+asyncpg://agent:pw-s3cret@127.0.0.1:{_closed_port()}/openpista",
+            "postgresql+asyncpg://agent:***@127.0.0.1:",
+            "is the PostgreSQL server running at 127.0.0.1:",
+        ),
+        "garbage-file": (
+            f"sqlite+aiosqlite:///{garbage}",
+            f"sqlite+aiosqlite:///{garbage}",
+            f"{garbage} is not an SQLite database",
+        ),
+        "uncreatable-path": (  # the parent "directory" is a file
+            f"sqlite+aiosqlite:///{garbage}/state/memory.db",
+            f"sqlite+aiosqlite:///{garbage}/state/memory.db",
+            "name a file in a directory you can write to",
+        ),
+    }[failure]
+    cli.env["OPENPISTA_DATABASE_URL"] = url
+    done = cli(*command, timeout=60)
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("❌ ")
+    assert shown in line
+    assert f"Fix: {fix}" in line
+    assert "[database] url (or $OPENPISTA_DATABASE_URL)" in line
+    assert "pw-s3cret" not in line

@@ -69,7 +69,9 @@ async def _run(
     quiet: bool,
 ) -> int:
     from openpista.agent import AgentEvent, ToolFinished, ToolStarted
+    from openpista.cli.database import database_problem
     from openpista.config import ConfigError, Settings
+    from openpista.memory.store import MemoryStoreError
     from openpista.providers.base import ProviderError, TextDelta
     from openpista.runtime import Runtime
 
@@ -93,7 +95,10 @@ async def _run(
             summary = f"{mark} {event.result.name}: {_clip(first_line[0] if first_line else '')}"
             click.echo(click.style(summary, dim=True), err=True)
 
-    runtime = await Runtime.open(settings)
+    try:
+        runtime = await Runtime.open(settings)
+    except MemoryStoreError as exc:
+        fail(database_problem(exc, settings.database.url) or str(exc))
     try:
         for problem in runtime.problems:
             click.echo(f"warning: {problem}", err=True)

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from openpista.cli.main import CliState
+from openpista.cli.main import CliState, fail
 
 
 @click.command()
@@ -19,7 +19,8 @@ def sessions(state: CliState, limit: int, as_json: bool) -> None:
 
     Continue one with `openpista run -s ID -e "..."`.
     """
-    from openpista.memory.store import MemoryStore
+    from openpista.cli.database import database_problem
+    from openpista.memory.store import MemoryStore, MemoryStoreError
 
     settings = state.settings()
 
@@ -39,7 +40,10 @@ def sessions(state: CliState, limit: int, as_json: bool) -> None:
             for s in found
         ]
 
-    rows = asyncio.run(fetch())
+    try:
+        rows = asyncio.run(fetch())
+    except MemoryStoreError as exc:
+        fail(database_problem(exc, settings.database.url) or str(exc))
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return

@@ -33,7 +33,9 @@ def start(state: CliState, no_terminal: bool, verbose: bool) -> None:
       printf 'what time is it?\\n' | openpista start
       openpista start --no-terminal      # with Telegram, web, ... enabled
     """
+    from openpista.cli.database import database_problem
     from openpista.gateway.daemon import DaemonRunningError, serve
+    from openpista.memory.store import MemoryStoreError
 
     settings = state.settings()
     logging.basicConfig(
@@ -44,6 +46,8 @@ def start(state: CliState, no_terminal: bool, verbose: bool) -> None:
         code = asyncio.run(serve(settings, terminal=not no_terminal))
     except DaemonRunningError as exc:
         fail(str(exc))
+    except MemoryStoreError as exc:
+        fail(database_problem(exc, settings.database.url) or str(exc))
     except Exception as exc:  # a clear last word instead of a trace
         fail(f"{type(exc).__name__}: {exc}")
     sys.exit(code)
