@@ -23,11 +23,13 @@ from openpista.tools.system_run import make_system_run_tool
 
 CHANNEL = "telegram:42"
 SESSION = "s1"
-# Allow rules an operator might well write; every command below starts like one of them.
+# Allow rules an operator might well write (most commands below start like one of them),
+# and one that allows every literal command: only literalness may stop what follows.
 RULES: list[dict[str, Any]] = [
     {"tool": "system.run", "command": "ls *", "action": "allow"},
     {"tool": "system.run", "command": "echo *", "action": "allow"},
     {"tool": "system.run", "command": "ls", "action": "allow"},
+    {"tool": "system.run", "command": "*", "action": "allow"},
 ]
 
 # Each of these runs `touch pwned` (or writes ./pwned) when bash runs it.
@@ -63,6 +65,16 @@ EXECUTING = [
     "ls &>pwned",
     "echo 'a'\"b\" ;touch pwned",
     "ls {a,b};touch pwned",
+    "{touch,pwned}",  # brace expansion builds the command
+    "\\touch pwned",
+    "t\\ouch pwned",
+    "touch\tpwned",
+    "$'\\x74ouch' pwned",
+    "eval 'touch pwned'",
+    "command eval 'touch pwned'",
+    "builtin eval 'touch pwned'",
+    "trap 'touch pwned' EXIT",  # runs the quoted text when the shell exits
+    "compgen -C 'touch pwned' x",  # runs it to generate completions
 ]
 
 # Each of these expands into something its text does not say (or hides in odd characters).

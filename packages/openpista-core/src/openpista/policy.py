@@ -23,7 +23,8 @@ it is *one simple command whose words are all literal* (checked by an allowlist,
 - ``~`` is allowed where it means the home directory (``~``, ``~/x``) or where bash leaves
   it alone (``file~``); ``~user``, ``~+`` are not literal;
 - the first word is not an assignment (``LD_PRELOAD=x ls``) and not a shell builtin that
-  runs its arguments as code (``eval``, ``source``, ``.``, ``command``, ``exec``, ...).
+  runs its arguments as code (``eval``, ``source``, ``.``, ``command``, ``exec``,
+  ``trap``, ``compgen``, ...).
 
 Everything else is not literal: any ``$`` (parameters, ``$(...)``, ``$[...]``, ``$'\x..'``,
 ``${x@P}``), backticks, ``;``, ``&``, ``|``, redirections, ``<(...)``, ``(``, ``{a,b}``,
@@ -94,9 +95,9 @@ _QUOTES = frozenset("'\"")
 # turn them into arithmetic; a literal command never starts with one.
 _CODE_WORDS = frozenset(
     {
-        ".", "alias", "bind", "builtin", "command", "coproc", "declare", "enable", "eval",
-        "exec", "export", "fc", "function", "let", "local", "mapfile", "readarray",
-        "readonly", "source", "time", "trap", "typeset",
+        ".", "alias", "bind", "builtin", "command", "compgen", "complete", "coproc",
+        "declare", "enable", "eval", "exec", "export", "fc", "function", "let", "local",
+        "mapfile", "readarray", "readonly", "source", "time", "trap", "typeset",
     }
 )  # fmt: skip
 # How a command is cut into parts for deny/ask rules (over-splitting is harmless: a part
