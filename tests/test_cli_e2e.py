@@ -346,3 +346,24 @@ def test_a_database_that_cannot_be_opened_is_one_clear_line(
     assert f"Fix: {fix}" in line
     assert "[database] url (or $OPENPISTA_DATABASE_URL)" in line
     assert "pw-s3cret" not in line
+
+
+def test_sessions_show_the_chat_each_session_belongs_to(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("hello from the daemon")
+    served = cli("start", stdin="hi there\n", timeout=120)
+    assert served.returncode == 0, served.stderr
+    llm_emulator.reply_text("hello from run")
+    assert cli("run", "-s", "by-run", "-e", "hi").returncode == 0
+    rows = {row["id"]: row for row in sessions(cli)}
+    assert rows["by-run"]["channels"] == []
+    [daemon] = [row for sid, row in rows.items() if sid != "by-run"]
+    [chat] = daemon["channels"]
+    assert chat.startswith("cli:")
+    listing = cli("sessions").stdout.splitlines()
+    assert listing[0].split() == ["SESSION", "CHAT", "UPDATED", "MESSAGES", "TITLE"]
+    chat_column = listing[0].index("CHAT")
+    lines = {line.split()[0]: line for line in listing[1:]}
+    assert lines[daemon["id"]][chat_column:].startswith(f"{chat} ")
+    assert lines["by-run"][chat_column:].startswith("- ")

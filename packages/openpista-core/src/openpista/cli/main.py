@@ -8,6 +8,7 @@ asks for a name that is not built in, or for the list of commands.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from importlib import import_module
 from typing import Any
 
@@ -88,7 +89,7 @@ class CliState:
         return self._settings
 
 
-def columns(rows: list[tuple[str, ...]], gap: int = 2) -> list[str]:
+def columns(rows: Sequence[Sequence[str]], gap: int = 2) -> list[str]:
     """``rows`` as lines of left-aligned columns, each as wide as its longest cell."""
     widths = [
         max(len(row[i]) for row in rows if i < len(row))

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from openpista.cli.main import CliState, fail
+from openpista.cli.main import CliState, columns, fail
+
+if TYPE_CHECKING:
+    from openpista.memory.store import MemoryStore
 
 
 @click.command()
@@ -15,7 +19,8 @@ from openpista.cli.main import CliState, fail
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 @click.pass_obj
 def sessions(state: CliState, limit: int, as_json: bool) -> None:
-    """List stored sessions, most recently active first.
+    """List stored sessions, most recently active first, with the chats bound to each
+    (channel ids such as telegram:42; '-' for sessions of `openpista run`).
 
     Continue one with `openpista run -s ID -e "..."`.
     """
@@ -24,15 +29,17 @@ def sessions(state: CliState, limit: int, as_json: bool) -> None:
 
     settings = state.settings()
 
-    async def fetch() -> list[dict[str, object]]:
+    async def fetch() -> list[dict[str, Any]]:
         store = await MemoryStore.open(settings.database.url)
         try:
             found = await store.list_sessions(limit=limit)
+            chats = await _channels_of(store, [s.id for s in found])
         finally:
             await store.close()
         return [
             {
                 "id": s.id,
+                "channels": chats.get(s.id, []),
                 "title": s.title,
                 "messages": s.message_count,
                 "updated_at": s.updated_at.isoformat(timespec="seconds"),
@@ -50,6 +57,36 @@ def sessions(state: CliState, limit: int, as_json: bool) -> None:
     if not rows:
         click.echo('No sessions yet. Start one with: openpista run -e "hello"')
         return
-    for row in rows:
-        title = f"  {row['title']}" if row["title"] else ""
-        click.echo(f"{row['id']}  {row['updated_at']}  {row['messages']:>4} messages{title}")
+    table = [("SESSION", "CHAT", "UPDATED", "MESSAGES", "TITLE")]
+    table += [
+        (
+            row["id"],
+            ", ".join(row["channels"]) or "-",
+            row["updated_at"],
+            str(row["messages"]),
+            row["title"] or "",
+        )
+        for row in rows
+    ]
+    for line in columns(table):
+        click.echo(line)
+
+
+async def _channels_of(store: MemoryStore, session_ids: list[str]) -> dict[str, list[str]]:
+    """The chats (channel ids such as ``telegram:42``) bound to each of ``session_ids``."""
+    from sqlalchemy import select
+
+    from openpista.memory.tables import ChannelSessionRow
+
+    if not session_ids:
+        return {}
+    query = (
+        select(ChannelSessionRow.session_id, ChannelSessionRow.channel_id)
+        .where(ChannelSessionRow.session_id.in_(session_ids))
+        .order_by(ChannelSessionRow.channel_id)
+    )
+    found: dict[str, list[str]] = {}
+    async with store.engine.connect() as conn:
+        for session_id, channel_id in await conn.execute(query):
+            found.setdefault(session_id, []).append(channel_id)
+    return found
