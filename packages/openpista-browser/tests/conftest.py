@@ -9,14 +9,16 @@ import asyncio
 import html
 import os
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from openpista.testing._server import serve_in_thread
@@ -57,6 +59,25 @@ async def _slow(request: Request) -> Response:
     return HTMLResponse("<p>late</p>")
 
 
+async def _redirect(request: Request) -> Response:
+    return RedirectResponse(request.query_params["to"], status_code=302)
+
+
+async def _embeds(request: Request) -> Response:
+    """A page loading an image, a frame, a fetch and a WebSocket from ``?from=BASE``."""
+    base = html.escape(request.query_params["from"])
+    socket_base = base.replace("http://", "ws://", 1)
+    return HTMLResponse(
+        f"""<!doctype html><title>Embeds</title>
+<img src="{base}/pixel"><iframe src="{base}/frame"></iframe>
+<script>
+new WebSocket("{socket_base}/socket");
+fetch("{base}/api").then(() => {{ document.title = "fetched"; }},
+                         () => {{ document.title = "fetch failed"; }});  // CORS or blocked
+</script>"""
+    )
+
+
 def _static(body: str) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         return HTMLResponse(body)
@@ -76,6 +97,8 @@ def site() -> Iterator[str]:
             Route("/red", _static(RED)),
             Route("/long", _long),
             Route("/slow", _slow),
+            Route("/redirect", _redirect),
+            Route("/embeds", _embeds),
         ]
     )
     server, thread, port = serve_in_thread(app, name="browser test site")
@@ -84,10 +107,52 @@ def site() -> Iterator[str]:
     thread.join()
 
 
+class OtherSite:
+    """A second web server, on 127.0.0.2: the address the guard must keep the browser from."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                site.paths.append(self.path)
+                body = b"<!doctype html><title>Other</title><p>internal data</p>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.base = f"http://127.0.0.2:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def other_site() -> Iterator[OtherSite]:
+    """A server on 127.0.0.2 that records the paths it was asked for."""
+    other = OtherSite()
+    yield other
+    other.close()
+
+
+SITE_HOSTS = ["127.0.0.1"]
+"""``allow_hosts`` that opens the test site (loopback is blocked by default)."""
+
+
 @pytest.fixture
 def browser_settings() -> BrowserSettings:
-    """Settings for the tests: headless Chromium, short waits, no idle closing."""
-    return BrowserSettings(timeout=10, element_timeout=1, idle_close=0)
+    """Settings for the tests: headless Chromium, short waits, no idle closing, the site open."""
+    return BrowserSettings(timeout=10, element_timeout=1, idle_close=0, allow_hosts=SITE_HOSTS)
 
 
 @pytest.fixture

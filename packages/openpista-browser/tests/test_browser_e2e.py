@@ -16,7 +16,7 @@ from openpista.testing.cli import Cli, emulator_config
 from openpista.testing.emulator import LlmEmulator
 from openpista_browser.settings import BrowserSettings, browser_settings
 
-BROWSER_SECTION = "\n[tools.browser]\nelement_timeout = 2\n"
+BROWSER_SECTION = '\n[tools.browser]\nelement_timeout = 2\nallow_hosts = ["127.0.0.1"]\n'
 
 
 def last_tool_output(body: dict[str, Any]) -> str:
@@ -144,7 +144,8 @@ def test_example_config_documents_every_option_with_its_default() -> None:
     text = example.read_text()
     section = text[text.index("# --- openpista-browser") : text.index("# --- openpista-desktop")]
     lines = [line[2:] for line in section.splitlines() if line.startswith("# ")]
-    toml = "\n".join(line for line in lines if line.startswith(("[", "args", *"etdhimv")))
+    keys = ("[", "args", "allow_hosts", *"etdhimv")
+    toml = "\n".join(line for line in lines if line.startswith(keys))
     documented = tomllib.loads(toml)["tools"]["browser"]
     assert set(documented) == set(BrowserSettings.model_fields)
     examples = {"executable", "display", "headless"}  # example values; the default is None

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from openpista.tools.base import ToolError
 from openpista.tools.context import current_turn
+from openpista_browser.guard import Blocked
+from openpista_browser.proxy import GuardProxy
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page, Playwright, ViewportSize
@@ -41,6 +43,11 @@ QUIET_ARGS = (
     "--disable-sync",
 )
 """Chromium flags that keep it quiet and working as root in a container."""
+GUARDED_ARGS = (
+    "--proxy-bypass-list=<-loopback>",  # not even loopback goes around the proxy
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",  # no UDP past it either
+)
+"""With ``--proxy-server``: every connection of the browser passes :class:`GuardProxy`."""
 
 CRASHED = (
     "the browser closed unexpectedly (crashed or was killed); it has been restarted with "
@@ -74,6 +81,7 @@ class BrowserManager:
         self.settings = settings
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
+        self._proxy: GuardProxy | None = None
         self._sessions: dict[str, _Session] = {}
         self._session_locks: dict[str, asyncio.Lock] = {}
         self._lost: dict[str, str] = {}  # session -> why its page is gone
@@ -86,6 +94,17 @@ class BrowserManager:
     def running(self) -> bool:
         """Whether a browser is up and connected."""
         return self._browser is not None and self._browser.is_connected()
+
+    async def check(self, host: str, port: int) -> None:
+        """A ToolError saying why when the browser may not reach ``host``."""
+        try:
+            await self.settings.host_rules().resolve(host, port)
+        except Blocked as exc:
+            raise ToolError(str(exc)) from None
+
+    def refusal(self, host: str) -> str | None:
+        """Why the browser's proxy last refused ``host`` (else its latest refusal), if any."""
+        return None if self._proxy is None else self._proxy.refusal(host)
 
     @property
     def sessions(self) -> list[str]:
@@ -166,7 +185,8 @@ class BrowserManager:
             "width": self.settings.viewport_width,
             "height": self.settings.viewport_height,
         }
-        context = await browser.new_context(viewport=viewport)
+        # Service workers would fetch on their own; blocked, every request is the page's.
+        context = await browser.new_context(viewport=viewport, service_workers="block")
         return context, await context.new_page()
 
     async def _ensure_browser(self) -> Browser:
@@ -193,13 +213,21 @@ class BrowserManager:
         env: dict[str, str | float | bool] | None = None
         if self.settings.display:  # Playwright's env replaces the whole environment
             env = {**os.environ, "DISPLAY": self.settings.display}
+        if self._proxy is None:
+            self._proxy = GuardProxy(self.settings.host_rules(), self.settings.timeout)
+            await self._proxy.start()
         if self._playwright is None:
             self._playwright = await async_playwright().start()
         try:
             return await self._playwright.chromium.launch(
                 executable_path=executable,
                 headless=self.settings.is_headless,
-                args=[*QUIET_ARGS, *self.settings.args],
+                args=[
+                    *QUIET_ARGS,
+                    f"--proxy-server={self._proxy.address}",
+                    *GUARDED_ARGS,
+                    *self.settings.args,
+                ],
                 env=env,
                 timeout=self.settings.timeout * 1000,
             )
@@ -226,6 +254,9 @@ class BrowserManager:
         if driver is not None:
             with contextlib.suppress(Exception):
                 await driver.stop()
+        proxy, self._proxy = self._proxy, None
+        if proxy is not None:
+            await proxy.close()
 
     async def close_idle(self) -> None:
         """Close pages unused for ``idle_close`` seconds; quit the browser when none is left."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from openpista.config import plugin_options
+from openpista_browser.guard import HostRules
 
 if TYPE_CHECKING:
     from openpista.config import Settings
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 SECTION = "browser"
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 """Executables looked up on ``PATH`` when ``executable`` is not set, in this order."""
+GUARD_FLAGS = ("--proxy", "--no-proxy", "--host-resolver-rules", "--proxy-bypass-list")
+"""Chromium flags ``args`` may not set: the address guard owns them (see proxy.py)."""
 
 
 class BrowserSettings(BaseModel):
@@ -33,6 +36,29 @@ class BrowserSettings(BaseModel):
     viewport_width: int = Field(default=1280, ge=100, le=8192)
     viewport_height: int = Field(default=720, ge=100, le=8192)
     args: list[str] = Field(default_factory=list)
+    allow_hosts: list[str] = Field(default_factory=list)
+    deny_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("allow_hosts", "deny_hosts")
+    @classmethod
+    def _hosts(cls, entries: list[str]) -> list[str]:
+        HostRules.parse(entries, [])
+        return entries
+
+    @field_validator("args")
+    @classmethod
+    def _no_guard_flags(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            if arg.startswith(GUARD_FLAGS):
+                raise ValueError(
+                    f"{arg.split('=')[0]} cannot be set: the browser's proxy enforces "
+                    "allow_hosts/deny_hosts"
+                )
+        return args
+
+    def host_rules(self) -> HostRules:
+        """The parsed ``allow_hosts`` and ``deny_hosts``."""
+        return HostRules.parse(self.allow_hosts, self.deny_hosts)
 
     @property
     def is_headless(self) -> bool:

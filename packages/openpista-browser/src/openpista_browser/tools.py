@@ -16,13 +16,16 @@ from openpista.tools.base import Tool, ToolError, ToolOutput
 from openpista.tools.process import CapturedText
 from openpista.tools.registry import tool
 from openpista_browser.manager import BrowserManager
+from openpista_browser.proxy import BLOCKED_HEADER, UNREACHABLE_HEADER
 
 if TYPE_CHECKING:
     from playwright.async_api import Locator, Page
 
 T = TypeVar("T")
 
-ALLOWED_SCHEMES = frozenset({"http", "https", "file", "about", "data"})
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+"""What browser.navigate opens, besides ``about:blank``; hosts are checked (guard.py)."""
+_PROXY_REFUSED = "net::ERR_TUNNEL_CONNECTION_FAILED"
 _HOST_FIRST = re.compile(r"^[\w.-]+(:\d+)?(/|$)")  # "example.org/x", "localhost:8000"
 _API_PREFIX = re.compile(r"^\w+\.\w+: ")  # "Page.goto: " in front of Playwright's messages
 
@@ -59,9 +62,30 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
         and look at it with browser.screenshot.
         """
         target = _full_url(url)
+        host, port = _host_port(target)
+        if host is not None:
+            try:
+                await manager.check(host, port)
+            except ToolError as exc:
+                raise ToolError(f"cannot open {target}: {exc}") from None
 
         async def go(page: "Page") -> str:
-            response = await page.goto(target, wait_until="load")
+            from playwright.async_api import Error as PlaywrightError
+
+            try:
+                response = await page.goto(target, wait_until="load")
+            except PlaywrightError as exc:
+                refused = manager.refusal(host or "") if _PROXY_REFUSED in str(exc) else None
+                if refused is None:
+                    raise
+                raise ToolError(f"cannot open {target}: {refused}") from None
+            if response is not None:
+                headers = response.headers
+                refused = headers.get(BLOCKED_HEADER.lower()) or headers.get(
+                    UNREACHABLE_HEADER.lower()
+                )
+                if refused:
+                    raise ToolError(f"cannot open {target}: {refused}")
             status = f"HTTP {response.status}" if response is not None else "no HTTP response"
             return f"Opened {page.url} ({status}); title: {await page.title()!r}"
 
@@ -174,11 +198,29 @@ def _full_url(url: str) -> str:
         raise ToolError("give the address to open, for example https://example.org/")
     if _HOST_FIRST.match(url):
         return "https://" + url
+    if url.lower() == "about:blank":
+        return url
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
-        allowed = ", ".join(sorted(ALLOWED_SCHEMES))
-        raise ToolError(f"cannot open {url}: the scheme {scheme!r} is not one of {allowed}")
+        raise ToolError(
+            f"cannot open {url}: blocked: the scheme {scheme!r} is not allowed (only http, "
+            "https and about:blank)"
+        )
     return url
+
+
+def _host_port(url: str) -> tuple[str | None, int]:
+    """The host and port ``url`` connects to (``None`` for about:blank)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ALLOWED_SCHEMES:
+        return None, 0
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ToolError(f"cannot open {url}: the port is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise ToolError(f"cannot open {url}: the address has no host name")
+    return parts.hostname, port
 
 
 def _clip(text: str, limit: int) -> str:
