@@ -64,7 +64,7 @@ def test_the_agent_runs_an_image_skill_in_a_container(
 
     assert done.returncode == 0, done.stderr
     assert '{"TEXT": "HELLO"}' in done.stdout
-    assert "user 65534 in /workspace, skill at /skill" in done.stdout
+    assert "user 65534 in /skill, skill at /skill" in done.stdout
     assert "workspace read-only" in done.stdout
     tools = [tool["function"]["name"] for tool in llm_emulator.requests[0].json["tools"]]
     assert "skill_shout" in tools

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from openpista.skills.base import Skill
-from openpista.skills.subprocess_runner import skill_output
+from openpista.skills.subprocess_runner import MAX_ARGV_JSON_BYTES, skill_output
 from openpista.tools.base import ToolError
 from openpista.tools.context import current_turn
 from openpista_docker.render import check_memory, collected_sections
@@ -15,16 +15,17 @@ from openpista_docker.sandbox import DockerSandbox, Mount, TaskSpec
 from openpista_docker.settings import limits_for_skill
 
 SKILL_DIR = "/skill"
-MAX_ARGUMENT_BYTES = 100_000
-"""The JSON arguments travel as one command-line argument (capped at 128 KiB by Linux)."""
 
 
 class DockerSkillRunner:
     """Runs ``mode: docker`` skills (and skills naming an ``image:``).
 
-    The skill folder is mounted read-only at ``/skill``; ``run.sh`` runs with ``sh``,
-    ``main.py`` with ``python3``, any other entry directly, with the arguments as one JSON
-    object in the first command-line argument. The front matter may set every limit of
+    The skill folder is mounted read-only at ``/skill``, which is the working directory;
+    ``run.sh`` runs with ``sh``, ``main.py`` with ``python3``, any other entry directly. The
+    arguments, as one JSON object, are the first command-line argument and the whole of
+    stdin, as for subprocess skills (argument ``-`` when they exceed
+    :data:`~openpista.skills.subprocess_runner.MAX_ARGV_JSON_BYTES`: stdin only). The front
+    matter may set every limit of
     ``[tools.docker]`` (``image``, ``timeout``, ``memory_mb``, ``cpus``, ``pids_limit``,
     ``network``, ``user``, ``read_only_root``, ``tmpfs_mb``, ``workspace``); ``timeout`` is
     cut to the ``[skills] timeout``. Stdout is the result.
@@ -45,25 +46,24 @@ class DockerSkillRunner:
         limits = limits_for_skill(skill, self.sandbox.settings)
         limits = limits.model_copy(update={"timeout": min(limits.timeout, timeout)})
         payload = json.dumps(arguments, ensure_ascii=False)
-        if len(payload.encode()) > MAX_ARGUMENT_BYTES:
-            raise ToolError(
-                f"skill {skill.name}: the arguments are larger than {MAX_ARGUMENT_BYTES:,} bytes; "
-                "pass a file of the workspace instead"
-            )
+        encoded = payload.encode()
+        argument = payload if len(encoded) <= MAX_ARGV_JSON_BYTES else "-"
         relative = skill.entry.resolve().relative_to(skill.path.resolve()).as_posix()
         container_entry = f"{SKILL_DIR}/{relative}"
         spec = TaskSpec(
-            argv=[*_interpreter(skill.entry.suffix, "sh", "python3"), container_entry, payload],
+            argv=[*_interpreter(skill.entry.suffix, "sh", "python3"), container_entry, argument],
             limits=limits,
+            workdir=SKILL_DIR,
             env={"OPENPISTA_SKILL_DIR": SKILL_DIR},
             mounts=(Mount(skill.path.resolve(), SKILL_DIR),),
             host_argv=[
                 *_interpreter(skill.entry.suffix, "bash", sys.executable),
                 str(skill.entry),
-                payload,
+                argument,
             ],
             host_cwd=skill.path,
             host_env={"OPENPISTA_SKILL_DIR": str(skill.path)},
+            stdin=encoded,
         )
         turn = current_turn()
         result = await self.sandbox.run(

@@ -84,6 +84,8 @@ class TaskSpec:
     host_argv: list[str] | None = None
     host_cwd: Path | None = None
     host_env: dict[str, str] = field(default_factory=dict)
+    stdin: bytes | None = None
+    """Given to the command on its standard input (then end of file); ``None``: no input."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,7 @@ class DockerSandbox:
             options = self._create_options(spec, task_id, token, endpoint, out_dir)
             container = await asyncio.to_thread(self._create, client, spec.limits, options)
             try:
-                await asyncio.to_thread(container.start)
+                await asyncio.to_thread(_start, container, spec.stdin)
                 status = await asyncio.to_thread(self._wait, container, spec.limits.timeout)
                 return await asyncio.to_thread(self._collect, container, task_id, status)
             finally:
@@ -313,6 +315,9 @@ class DockerSandbox:
             "tmpfs": {"/tmp": f"rw,size={limits.tmpfs_mb}m"},
             "mounts": mounts,
             "stop_signal": "SIGKILL",
+            # Standard input only for a task that has some; the SDK adds StdinOnce, so it
+            # is closed when the writer detaches.
+            "stdin_open": spec.stdin is not None,
             # Bounded logs: a task printing without end must not fill the engine's disk.
             "log_config": {"type": "json-file", "config": {"max-size": _LOG_MAX_SIZE}},
         }
@@ -424,6 +429,7 @@ class DockerSandbox:
         try:
             process = await run_process(
                 spec.host_argv or spec.argv,
+                stdin=spec.stdin,
                 cwd=cwd,
                 env=env,
                 timeout=spec.limits.timeout,
@@ -516,6 +522,26 @@ class DockerSandbox:
                 "removed orphan container %s (task %s)", container.name, labels.get(TASK_LABEL)
             )
         return removed
+
+
+def _start(container: Container, stdin: bytes | None) -> None:
+    """Start ``container``; with ``stdin``, attached to its input, which is then closed."""
+    if stdin is None:
+        container.start()
+        return
+    attached = container.attach_socket(params={"stdin": 1, "stream": 1})
+    # The SDK hands back the hijacked connection's socket.SocketIO (read-only) on unix
+    # sockets, a socket elsewhere: write to the socket beneath.
+    found: Any = getattr(attached, "_sock", attached)
+    raw: socket.socket = found
+    try:
+        container.start()
+        raw.sendall(stdin)
+        raw.shutdown(socket.SHUT_WR)
+    finally:
+        attached.close()
+        if raw is not attached:
+            raw.close()
 
 
 def _remove_out_dir(out_dir: Path) -> None:
