@@ -57,7 +57,8 @@ async def main(rounds: int) -> None:
             DockerSettings(docker_host=engine.host, image=image, pull=False), Path(workspace)
         )
         subprocess_mode = DockerSandbox(
-            DockerSettings(docker_host=f"unix://{workspace}/no-engine.sock"), Path(workspace)
+            DockerSettings(docker_host=f"unix://{workspace}/no-engine.sock", fallback="subprocess"),
+            Path(workspace),
         )
         try:
             show("container.run, docker (create..remove)", await measure(docker_mode, rounds))
