@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from openpista.testing.cli import OPENPISTA, Cli
@@ -256,3 +257,46 @@ def test_a_misconfigured_channel_is_left_out_and_the_others_serve(
     assert "secret-token" not in done.stderr
     assert "no loaded plugin provides it" in pigeon
     assert "Traceback" not in done.stderr
+
+
+def test_sigterm_tells_the_chat_what_was_cancelled_and_refused(
+    make_cli: Callable[..., Cli], llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
+) -> None:
+    cli = make_cli(llm_emulator)
+    cli.config.write_text(cli.config.read_text() + "\n[gateway]\nshutdown_deadline = 2\n")
+    llm_emulator.reply_tool_calls([("system_run", {"command": "sleep 30"})])
+    daemon = daemons(cli)
+    daemon.send("sleep for a while")
+    daemon.wait_for("⚙ system.run")
+    daemon.process.send_signal(signal.SIGTERM)
+    daemon.wait_for("openpista is stopping")
+    daemon.send("are you there?")
+    assert daemon.stop() == 0, daemon.output()
+    out = daemon.output()
+    assert "❌ openpista is restarting or stopping and did not take this message" in out
+    assert "cancelled at the shutdown deadline ([gateway] shutdown_deadline = 2 s)" in out
+    assert len(llm_emulator.requests) == 1
+
+
+def test_the_daemon_names_its_bound_addresses_and_says_when_it_is_ready(
+    cli: Cli, llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
+) -> None:
+    cli.env["OPENPISTA_LOAD_PLUGINS"] = "web"
+    cli.write_config(
+        cli.config.read_text() + '\n[channels.web]\nenabled = true\nport = 0\ntoken = "t0k3n"\n'
+    )
+    daemon = daemons(cli, "--no-terminal")
+    line = daemon.wait_for("the web channel listens on http://127.0.0.1:")
+    url = line.rsplit(" ", 1)[1].strip()
+    assert not url.endswith(":0")
+    daemon.wait_for("openpista is ready: openai/gpt-4o-mini")
+    assert httpx.get(f"{url}/api/health").json() == {"ok": True, "ready": True}
+    info = wait_running(cli, daemon)
+    assert info["ready"] is True
+    assert info["channels"] == ["web"]
+    assert info["listeners"] == [{"name": "the web channel", "url": url}]
+    text = cli("status")
+    assert text.returncode == 0
+    assert f"  the web channel: {url}" in text.stdout.splitlines()
+    assert "ready" in text.stdout.splitlines()[0]
+    assert daemon.stop() == 0

@@ -10,7 +10,7 @@ import pytest
 
 from openpista.config import GatewaySettings, Settings
 from openpista.gateway.gateway import Gateway, GatewayClosedError
-from openpista.models import ChannelEvent
+from openpista.models import AgentResponse, ChannelEvent
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
 from openpista.testing.adapters import LoopbackAdapter
@@ -322,3 +322,54 @@ async def test_a_misconfigured_channel_is_reported_once_and_the_others_serve(
     assert line == (
         "❌ channel bad is not served: [channels.bad] static_dir /nowhere has no index.html"
     )
+
+
+class ClosingAdapter(LoopbackAdapter):
+    """Records whether each response was sent before the adapter was stopped."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(prefix)
+        self.after_stop: list[AgentResponse] = []
+
+    async def send(self, response: AgentResponse) -> None:
+        if self.stopped:
+            self.after_stop.append(response)
+        await super().send(response)
+
+
+async def test_shutdown_answers_late_messages_and_cancelled_turns_with_a_cross(
+    tmp_path: Path, open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    from openpista.gateway.gateway import CANCELLED_NOTICE, STOPPING_NOTICE
+
+    started = asyncio.Event()
+
+    @tool("test.forever")
+    async def forever() -> str:
+        """Never returns."""
+        started.set()
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    llm_emulator.reply_tool_calls([("test_forever", {})])
+    adapter = ClosingAdapter("d:")
+    settings = make_settings(tmp_path, llm_emulator, max_concurrent_turns=1)
+    gateway = await open_gateway(adapter, settings=settings)
+    gateway.runtime.toolbox.tools.register(forever)
+    await adapter.say("1", "hang")
+    await started.wait()
+    await adapter.say("2", "waiting for a free slot", request_id="r2")
+    stopping = asyncio.create_task(gateway.stop(deadline=0.5))
+    await asyncio.sleep(0)
+    await adapter.say("3", "sent after the signal")
+    await stopping
+    cancelled, waited, late = [await adapter.answer(chat, wait=5) for chat in "123"]
+    assert (cancelled.text, cancelled.is_error) == (CANCELLED_NOTICE.format(deadline=0.5), True)
+    assert cancelled.text.startswith("❌ ")
+    assert "shutdown_deadline = 0.5 s" in cancelled.text
+    assert (waited.text, waited.is_error, waited.request_id) == (STOPPING_NOTICE, True, "r2")
+    assert (late.text, late.is_error) == (STOPPING_NOTICE, True)
+    assert STOPPING_NOTICE.startswith("❌ ")
+    assert adapter.stopped
+    assert not adapter.after_stop
+    assert len(llm_emulator.requests) == 1  # the refused messages never reached the LLM

@@ -78,3 +78,26 @@ async def test_serves_on_a_unix_socket_with_the_mode_asked(tmp_path: Path) -> No
             assert (await client.get("http://worker/")).text == "hello"
     finally:
         await server.stop()
+
+
+async def test_a_listening_server_announces_its_bound_address(tmp_path: Path) -> None:
+    from openpista.serving import Listener, listeners
+
+    tcp = EmbeddedServer(APP, name="tcp server")
+    await tcp.start(bind_tcp("127.0.0.1", 0))
+    unix = EmbeddedServer(APP, name="unix server")
+    await unix.start(bind_unix(tmp_path / "s.sock"))
+    v6 = EmbeddedServer(APP, name="v6 server")
+    await v6.start(bind_tcp("::1", 0))
+    try:
+        assert listeners() == [
+            Listener("tcp server", f"http://127.0.0.1:{tcp.port}"),
+            Listener("unix server", f"unix:{tmp_path / 's.sock'}"),
+            Listener("v6 server", f"http://[::1]:{v6.port}"),
+        ]
+    finally:
+        await tcp.stop()
+        await unix.stop()
+    assert listeners() == [Listener("v6 server", f"http://[::1]:{v6.port}")]
+    await v6.stop()
+    assert listeners() == []

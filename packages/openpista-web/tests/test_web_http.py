@@ -108,7 +108,7 @@ async def test_cors_preflight(serve_web: Serve) -> None:
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     assert refused.status_code == 400
     assert "access-control-allow-origin" not in refused.headers
-    assert simple.json() == {"ok": True}
+    assert simple.json() == {"ok": True, "ready": True}
     assert simple.headers["access-control-allow-origin"] == "https://app.example"
 
 

@@ -12,6 +12,10 @@ uvicorn would install (the daemon owns SIGINT and SIGTERM)::
     await server.stop()
 
 uvicorn is imported when a server starts, never at import time.
+
+Every server announces its bound address while it listens (:func:`announce`); the daemon
+prints :func:`listeners` at start and ``openpista status`` shows them, so that a port of
+``0`` is never a mystery. A plugin serving something else (QUIC) announces it the same way.
 """
 
 from __future__ import annotations
@@ -20,11 +24,51 @@ import asyncio
 import contextlib
 import logging
 import socket
+import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """An address this process listens on, and what listens there."""
+
+    name: str
+    url: str
+
+
+_announced: weakref.WeakKeyDictionary[object, tuple[asyncio.AbstractEventLoop, Listener]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def announce(owner: object, name: str, url: str) -> None:
+    """Record that ``owner`` (a server of this event loop) listens on ``url``, until
+    :func:`withdraw` (or until ``owner`` is gone)."""
+    _announced[owner] = (asyncio.get_running_loop(), Listener(name, url))
+
+
+def withdraw(owner: object) -> None:
+    """``owner`` no longer listens."""
+    _announced.pop(owner, None)
+
+
+def listeners() -> list[Listener]:
+    """What the servers of the running event loop listen on, in the order they started."""
+    loop = asyncio.get_running_loop()
+    return [listener for owner_loop, listener in _announced.values() if owner_loop is loop]
+
+
+def socket_url(sock: socket.socket, scheme: str) -> str:
+    """``scheme://host:port`` of a bound socket (``unix:PATH`` for a unix socket)."""
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{sock.getsockname()}"
+    host, port = sock.getsockname()[:2]
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def bind_tcp(host: str, port: int, *, option: str = "port") -> socket.socket:
@@ -113,6 +157,8 @@ class EmbeddedServer:
                 self._close_socket()
                 raise RuntimeError(f"{self.name} could not start: {error or 'uvicorn exited'}")
             await asyncio.sleep(0.01)
+        scheme = "https" if self.options.get("ssl_certfile") else "http"
+        announce(self, self.name, socket_url(sock, scheme))
 
     async def wait_closed(self) -> None:
         """Return when :meth:`stop` ended the server; raise when it ended on its own."""
@@ -137,6 +183,7 @@ class EmbeddedServer:
         self._server = self._task = None
 
     def _close_socket(self) -> None:
+        withdraw(self)
         if self.socket is not None:
             self.socket.close()
             self.socket = None

@@ -133,7 +133,13 @@ class WebAdapter:
         settings = self.settings
         _redact_uvicorn_logs()
         server = EmbeddedServer(
-            build_app(settings, self._token, self._socket_endpoint, self.auth_limiter),
+            build_app(
+                settings,
+                self._token,
+                self._socket_endpoint,
+                self.auth_limiter,
+                ready=lambda: self.gateway is None or self.gateway.ready,
+            ),
             name="the web channel",
             ws_max_size=settings.max_frame_bytes * 4,
             ws_ping_interval=settings.ping_interval,

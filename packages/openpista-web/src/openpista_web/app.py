@@ -78,10 +78,12 @@ def build_app(
     token: str,
     socket_endpoint: Callable[[WebSocket], Awaitable[None]],
     limiter: AuthFailureLimiter,
+    ready: Callable[[], bool] = lambda: True,
 ) -> Starlette:
     """The app: ``/ws`` (the chat socket), ``/api/health``, ``/api/auth``, and the client.
 
-    Wrong tokens at ``/api/auth`` count in ``limiter`` like those of ``/ws``.
+    Wrong tokens at ``/api/auth`` count in ``limiter`` like those of ``/ws``. ``ready``
+    tells ``/api/health`` whether a message sent now is answered without a start-up wait.
     """
     from brotli_asgi import BrotliMiddleware
 
@@ -92,7 +94,10 @@ def build_app(
         raise ConfigError(f"[channels.web] static_dir {static_dir} has no index.html")
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"ok": True})
+        """200 ``{"ok": true, "ready": true}`` once the daemon answers without a warm-up
+        wait; 503 with ``false`` while its provider warms up or while it stops."""
+        is_ready = ready()
+        return JSONResponse({"ok": is_ready, "ready": is_ready}, 200 if is_ready else 503)
 
     async def check_token(request: Request) -> Response:
         """``POST`` with ``Authorization: Bearer TOKEN``: 204 when right, 401 when not.

@@ -57,7 +57,8 @@ def start(state: CliState, no_terminal: bool, verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_obj
 def status(state: CliState, as_json: bool) -> None:
-    """Tell whether the daemon runs: PID, uptime and enabled channels.
+    """Tell whether the daemon runs: PID, uptime, serving channels, the addresses it
+    listens on, and whether it is ready (its provider warmed up).
 
     Exits 0 when it runs and 3 when it does not.
     """
@@ -72,6 +73,8 @@ def status(state: CliState, as_json: bool) -> None:
                 "pid": running.pid,
                 "uptime": round(running.uptime, 1),
                 "channels": running.channels,
+                "ready": running.ready,
+                "listeners": [{"name": item.name, "url": item.url} for item in running.listeners],
             }
             if running
             else {"running": False}
@@ -82,8 +85,11 @@ def status(state: CliState, as_json: bool) -> None:
     else:
         click.echo(
             f"openpista is running: PID {running.pid}, up {_duration(running.uptime)}, "
-            f"channels: {', '.join(running.channels) or 'none'}"
+            f"channels: {', '.join(running.channels) or 'none'}, "
+            f"{'ready' if running.ready else 'warming up'}"
         )
+        for item in running.listeners:
+            click.echo(f"  {item.name}: {item.url}")
     sys.exit(0 if running else 3)
 
 

@@ -1,7 +1,8 @@
 """The daemon of ``openpista start``: PID file, channels, cron, signals, graceful shutdown.
 
-The PID file holds the process id; a state file beside it (``.json``) holds the start time
-and the enabled channels for ``openpista status``. A PID file naming a process that no
+The PID file holds the process id; a state file beside it (``.json``) holds the start time,
+the serving channels, the addresses listened on and whether the daemon is ready, for
+``openpista status``. A PID file naming a process that no
 longer runs is stale and replaced. SIGTERM and Ctrl-C stop accepting messages, give
 in-flight turns ``[gateway] shutdown_deadline`` seconds, cancel the rest, close memory and
 the channels, remove both files and exit 0.
@@ -17,12 +18,13 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openpista.models import ChannelEvent
 from openpista.plugins import call_async_hooks
+from openpista.serving import Listener
 
 if TYPE_CHECKING:
     from openpista.channels import ChannelAdapter
@@ -43,6 +45,8 @@ class DaemonState:
     pid: int
     started_at: float
     channels: list[str]
+    listeners: list[Listener] = field(default_factory=list)
+    ready: bool = False
 
     @property
     def uptime(self) -> float:
@@ -93,10 +97,15 @@ class PidFile:
                 continue
             with os.fdopen(fd, "w") as handle:
                 handle.write(f"{os.getpid()}\n")
-            state = {"pid": os.getpid(), "started_at": time.time(), "channels": channels}
-            self.state_path.write_text(json.dumps(state))
+            self.write_state(DaemonState(os.getpid(), time.time(), channels))
             return
         raise DaemonRunningError(f"cannot take the PID file {self.path}")
+
+    def write_state(self, state: DaemonState) -> None:
+        """Replace the state file (atomically: ``status`` never reads half of it)."""
+        partial = self.state_path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(asdict(state)))
+        partial.replace(self.state_path)
 
     def release(self) -> None:
         """Remove both files if they are ours."""
@@ -112,7 +121,13 @@ class PidFile:
             return None
         try:
             data: dict[str, Any] = json.loads(self.state_path.read_text())
-            return DaemonState(pid, float(data["started_at"]), list(data["channels"]))
+            return DaemonState(
+                pid,
+                float(data["started_at"]),
+                [str(name) for name in data["channels"]],
+                [Listener(str(item["name"]), str(item["url"])) for item in data["listeners"]],
+                data["ready"] is True,
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return DaemonState(pid, time.time(), [])
 
@@ -180,7 +195,7 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
         gateway = Gateway(runtime, adapters, approvals=broker)
         pid_file.acquire([a.name for a in adapters])
         try:
-            return await _run(gateway, settings, host, stopped, CronScheduler)
+            return await _run(gateway, settings, host, stopped, CronScheduler, pid_file)
         finally:
             pid_file.release()
     finally:
@@ -209,12 +224,25 @@ def _build_adapters(
 
 
 async def _run(
-    gateway: Any, settings: Settings, host: PluginHost, stopped: asyncio.Event, scheduler_cls: Any
+    gateway: Any,
+    settings: Settings,
+    host: PluginHost,
+    stopped: asyncio.Event,
+    scheduler_cls: Any,
+    pid_file: PidFile,
 ) -> int:
     loop = asyncio.get_running_loop()
     signalled = asyncio.Event()
 
     def on_signal() -> None:
+        if not signalled.is_set():
+            deadline = settings.gateway.shutdown_deadline
+            print(
+                f"openpista is stopping: turns in progress get {deadline:g} s "
+                "([gateway] shutdown_deadline); new messages are refused",
+                file=sys.stderr,
+                flush=True,
+            )
         signalled.set()
         stopped.set()
 
@@ -236,10 +264,13 @@ async def _run(
     cron_task = asyncio.create_task(scheduler.run())
     services = {"gateway": gateway, "scheduler": scheduler, "memory": gateway.runtime.memory}
     await call_async_hooks(host.pm.hook.daemon_started(config=settings, services=services))
-    log.info("openpista serves: %s", ", ".join(a.name for a in gateway.adapters))
+    started = pid_file.state() or DaemonState(os.getpid(), time.time(), [])
+    serving = _announce_serving(gateway, pid_file, started)
+    readiness = asyncio.create_task(_announce_ready(gateway, pid_file, serving))
     try:
         await stopped.wait()
     finally:
+        readiness.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await call_async_hooks(host.pm.hook.daemon_stopping(config=settings, services=services))
@@ -249,3 +280,31 @@ async def _run(
         # A signal gives turns the configured deadline; a closed terminal lets them finish.
         await gateway.stop(drain=not signalled.is_set())
     return 0
+
+
+def _announce_serving(gateway: Any, pid_file: PidFile, started: DaemonState) -> DaemonState:
+    """Print the serving channels and every bound address (a port of 0 becomes a real one)
+    on stderr, and record them for ``openpista status``."""
+    from openpista.serving import listeners
+
+    state = DaemonState(
+        started.pid, started.started_at, [a.name for a in gateway.adapters], listeners()
+    )
+    print(f"openpista serves: {', '.join(state.channels) or 'no channel'}", file=sys.stderr)
+    for listener in state.listeners:
+        print(f"openpista: {listener.name} listens on {listener.url}", file=sys.stderr)
+    pid_file.write_state(state)
+    return state
+
+
+async def _announce_ready(gateway: Any, pid_file: PidFile, state: DaemonState) -> None:
+    """Once the provider has warmed up: one line on stderr, and ``ready`` in the state."""
+    began = time.monotonic()
+    await gateway.wait_ready()
+    provider, model = gateway.current_model
+    print(
+        f"openpista is ready: {provider}/{model} (warm-up {time.monotonic() - began:.1f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    pid_file.write_state(replace(state, ready=True))

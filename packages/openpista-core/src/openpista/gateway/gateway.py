@@ -36,6 +36,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+STOPPING_NOTICE = (
+    f"{ERROR_PREFIX}openpista is restarting or stopping and did not take this message; "
+    "send it again in a moment."
+)
+CANCELLED_NOTICE = (
+    f"{ERROR_PREFIX}openpista is restarting or stopping: this answer was cancelled at the "
+    "shutdown deadline ([gateway] shutdown_deadline = {deadline:g} s). Ask again in a moment."
+)
+
+
 class GatewayClosedError(RuntimeError):
     """Raised by :meth:`Gateway.submit` once the gateway is shutting down."""
 
@@ -71,9 +81,11 @@ class Gateway:
                 adapter.gateway = self
         self.queue: asyncio.Queue[ChannelEvent] = asyncio.Queue(maxsize=settings.queue_size)
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
-        self._turns: set[asyncio.Task[AgentResponse]] = set()
+        self._turns: dict[asyncio.Task[AgentResponse], ChannelEvent] = {}
+        self._unstarted: list[ChannelEvent] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._warm = asyncio.Event()
         self._provider: str | None = None
         self._model: str | None = None
         self._agent: Agent | None = agent
@@ -107,32 +119,68 @@ class Gateway:
         """Start every adapter under supervision, and the dispatcher.
 
         Returns once each adapter has made its first start attempt (a failed one is retried
-        in the background).
+        in the background); the provider then warms up in the background (see :attr:`ready`).
         """
         attempts = [asyncio.Event() for _ in self.adapters]
         for adapter, attempted in zip(self.adapters, attempts, strict=True):
             self._tasks.append(asyncio.create_task(self._supervise(adapter, attempted)))
         self._tasks.append(asyncio.create_task(self._dispatch()))
         await asyncio.gather(*(attempted.wait() for attempted in attempts))
+        self._tasks.append(asyncio.create_task(self._warm_up()))
+
+    @property
+    def ready(self) -> bool:
+        """Whether the next message is answered without a start-up wait: the gateway has
+        started, its provider has paid its start-up cost, and it is not stopping."""
+        return self._warm.is_set() and not self._closing
+
+    async def wait_ready(self) -> None:
+        """Return once the provider has warmed up (see :attr:`ready`)."""
+        await self._warm.wait()
+
+    async def _warm_up(self) -> None:
+        # Importing the provider's client library takes seconds (litellm): pay it now, in the
+        # background, rather than in the first user's turn.
+        try:
+            prepare = getattr(self.agent.provider, "prepare", None)
+            if prepare is not None:
+                await prepare()
+        except Exception as exc:  # no provider, or a broken one: the first turn says why
+            log.warning("the provider could not warm up: %s", exc)
+        finally:
+            self._warm.set()
 
     async def stop(self, deadline: float | None = None, *, drain: bool = False) -> None:
         """Stop accepting, let in-flight turns finish within ``deadline`` seconds (default
         ``[gateway] shutdown_deadline``; with ``drain``, however long they take), then
-        cancel what is left, and stop the adapters."""
+        cancel what is left, and stop the adapters.
+
+        Until the adapters stop, every message that arrives (or waited in the queue) is
+        answered with :data:`STOPPING_NOTICE`, and each turn cancelled at the deadline
+        tells its chat so (:data:`CANCELLED_NOTICE`): nothing is dropped in silence.
+        """
         self._closing = True
         if deadline is None and not drain:
             deadline = self.runtime.settings.gateway.shutdown_deadline
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        refuser = asyncio.create_task(self._refuse_while_stopping())
         if self.approvals is not None:
             # Turns waiting for an answer end now, denied and recorded, not cancelled.
             await self.approvals.close()
         if self._turns:
             _, unfinished = await asyncio.wait(set(self._turns), timeout=deadline)
+            cancelled = [self._turns[turn] for turn in unfinished]
             for turn in unfinished:
                 turn.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            notice = CANCELLED_NOTICE.format(deadline=deadline or 0)
+            for event in cancelled:
+                await self._notify(event, notice)
+        refuser.cancel()
+        await asyncio.gather(refuser, return_exceptions=True)
+        await self._refuse_queued()
         for adapter in self.adapters:
             try:
                 await adapter.stop()
@@ -150,14 +198,39 @@ class Gateway:
     async def _dispatch(self) -> None:
         while True:
             event = await self.queue.get()
-            await self._slots.acquire()
+            try:
+                await self._slots.acquire()
+            except asyncio.CancelledError:
+                self._unstarted.append(event)  # stopping: :meth:`stop` answers it
+                raise
             turn = asyncio.create_task(self._guarded(event))
-            self._turns.add(turn)
+            self._turns[turn] = event
             turn.add_done_callback(self._turn_done)
 
     def _turn_done(self, turn: asyncio.Task[AgentResponse]) -> None:
-        self._turns.discard(turn)
+        del self._turns[turn]
         self._slots.release()
+
+    async def _refuse_while_stopping(self) -> None:
+        await self._refuse_queued()
+        while True:
+            await self._notify(await self.queue.get(), STOPPING_NOTICE)
+
+    async def _refuse_queued(self) -> None:
+        while self._unstarted:
+            await self._notify(self._unstarted.pop(0), STOPPING_NOTICE)
+        while not self.queue.empty():
+            await self._notify(self.queue.get_nowait(), STOPPING_NOTICE)
+
+    async def _notify(self, event: ChannelEvent, text: str) -> None:
+        await self.deliver(
+            AgentResponse(
+                channel_id=event.channel_id,
+                text=text,
+                is_error=True,
+                request_id=_request_id(event),
+            )
+        )
 
     async def _guarded(self, event: ChannelEvent) -> AgentResponse:
         try:
@@ -177,8 +250,7 @@ class Gateway:
 
         ``/approve`` and ``/deny`` answers are given to the approval broker instead.
         """
-        request_id = event.metadata.get("request_id")
-        request_id = request_id if isinstance(request_id, str) else None
+        request_id = _request_id(event)
         if self.approvals is not None:
             confirmation = self.approvals.answer(event.channel_id, event.text)
             if confirmation is not None:
@@ -319,3 +391,9 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await adapter.stop()
             raise
+
+
+def _request_id(event: ChannelEvent) -> str | None:
+    """The id the channel gave the message (its answers carry it back), if any."""
+    request_id = event.metadata.get("request_id")
+    return request_id if isinstance(request_id, str) else None
