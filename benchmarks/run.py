@@ -20,11 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from openpista.testing.cli import OPENPISTA, Cli
 from openpista.testing.emulator import LlmEmulator
+from openpista.testing.providers import InstantProvider
 
 
 def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
@@ -40,12 +40,19 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss
 
 
+def machine() -> str:
+    """The conditions of a figure: the load average (1 min) against the core count. Other
+    work on the machine (tests, other benchmarks) slows every figure down."""
+    return f"[load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores]"
+
+
 def report(name: str, samples: list[tuple[float, int]]) -> None:
     times = [t for t, _ in samples]
     rss = max(r for _, r in samples)
     print(
         f"{name:<38} median {statistics.median(times) * 1000:8.1f} ms"
         f"   min {min(times) * 1000:8.1f} ms   peak RSS {rss / 1024:6.1f} MiB   (n={len(samples)})"
+        f"   {machine()}"
     )
 
 
@@ -63,33 +70,6 @@ def bench_run(repeat: int, cli: Cli) -> None:
     report("openpista run -e (emulated LLM)", samples)
 
 
-class InstantProvider:
-    """An LLM that answers at once: ``rounds`` tool calls, then text."""
-
-    name = "instant"
-    model = "instant"
-
-    def __init__(self, rounds: int) -> None:
-        self.rounds = rounds
-        self.calls = 0
-
-    async def stream(self, messages: list[object], tools: list[object]) -> AsyncIterator[object]:
-        from openpista.models import ToolCall
-        from openpista.providers.base import ChatResult
-
-        self.calls += 1
-        if self.rounds and self.calls % (self.rounds + 1):
-            yield ChatResult(tool_calls=[ToolCall(id=f"c{self.calls}", name="bench.noop")])
-        else:
-            yield ChatResult(text="done")
-
-    async def complete(self, messages: list[object], tools: list[object]) -> object:
-        raise NotImplementedError
-
-    async def list_models(self) -> list[str]:
-        return [self.model]
-
-
 async def _agent_overhead(turns: int, rounds: int, db: Path) -> list[float]:
     from openpista.agent import Agent
     from openpista.memory.store import MemoryStore
@@ -103,7 +83,7 @@ async def _agent_overhead(turns: int, rounds: int, db: Path) -> list[float]:
     registry = ToolRegistry()
     registry.register(noop)
     store = await MemoryStore.open(f"sqlite+aiosqlite:///{db}")
-    agent = Agent(InstantProvider(rounds), registry, store, max_tool_rounds=rounds)  # type: ignore[arg-type]
+    agent = Agent(InstantProvider(rounds), registry, store, max_tool_rounds=rounds)
     per_round = []
     try:
         for turn in range(turns):
@@ -122,6 +102,7 @@ def bench_agent_overhead(turns: int, rounds: int) -> None:
     print(
         f"{label:<38} median {statistics.median(per_round) * 1000:8.2f} ms"
         f"   min {min(per_round) * 1000:8.2f} ms   ({turns} turns x {rounds} rounds, SQLite)"
+        f"   {machine()}"
     )
 
 
@@ -135,7 +116,7 @@ async def _gateway_round(sessions: int, db: Path) -> tuple[float, list[float]]:
 
     settings = Settings(database={"url": f"sqlite+aiosqlite:///{db}"})  # type: ignore[arg-type]
     runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
-    agent = Agent(InstantProvider(rounds=0), runtime.toolbox.tools, runtime.memory)  # type: ignore[arg-type]
+    agent = Agent(InstantProvider(rounds=0), runtime.toolbox.tools, runtime.memory)
     adapter = LoopbackAdapter("bench:")
     gateway = Gateway(runtime, [adapter], agent=agent)
     await gateway.start()
@@ -168,7 +149,7 @@ def bench_gateway(session_counts: tuple[int, ...]) -> None:
         label = f"gateway, {sessions} concurrent sessions"
         print(
             f"{label:<38} {sessions / elapsed:8.0f} msg/s   p50 {p50:8.1f} ms   p99 {p99:8.1f} ms"
-            "   (instant LLM, SQLite)"
+            f"   (instant LLM, SQLite) {machine()}"
         )
 
 
@@ -178,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LlmEmulator(default_reply="Hello!") as emulator:
         cli = Cli.isolated(Path(tmp), emulator)
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {machine()}")
         bench_help(args.repeat * 2, cli)
         bench_run(args.repeat, cli)
         bench_agent_overhead(turns=args.repeat * 4, rounds=5)
