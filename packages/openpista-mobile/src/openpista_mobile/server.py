@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from openpista.serving import announce, socket_url, withdraw
 from openpista_mobile.protocol import ALPN, AppError
 from openpista_mobile.session import AgentSession, MessageHandler
 from openpista_mobile.settings import TokenBook
@@ -207,9 +208,11 @@ class QuicServer:
             local_addr=(self.options.host, self.options.port),
         )
         self._transport, self._endpoint = transport, endpoint
+        announce(self, "mobile QUIC", socket_url(transport.get_extra_info("socket"), "quic"))
 
     async def close(self) -> None:
         """Close every connection (code SHUTTING_DOWN) and the socket."""
+        withdraw(self)
         for session in list(self.sessions):
             session.shutdown()
         self.sessions.clear()
