@@ -191,6 +191,55 @@ async def test_server_errors_are_retried_with_backoff(
     assert telegram.requests.count("sendMessage") == 3
 
 
+@pytest.mark.parametrize("status", [502, 504])
+async def test_html_front_end_errors_are_retried_like_server_errors(
+    serve: Serve,
+    telegram: TelegramEmulator,
+    llm_emulator: LlmEmulator,
+    alice: User,
+    status: int,
+) -> None:
+    llm_emulator.reply_text("through the gateway")
+    await serve()
+    telegram.front_end_error(status, times=2)
+    telegram.front_end_error(status, method="sendChatAction")  # typing goes on after it
+    telegram.send_text(alice.id, "hi", user=alice)
+    [reply] = await telegram.wait_for_sent(1, chat_id=alice.id)
+    assert reply.text == "through the gateway"
+    assert telegram.requests.count("sendMessage") == 3
+
+
+async def test_reset_connections_are_retried(
+    serve: Serve, telegram: TelegramEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    llm_emulator.reply_text("after the reset")
+    await serve()
+    telegram.reset_next(times=2)
+    telegram.send_text(alice.id, "hi", user=alice)
+    [reply] = await telegram.wait_for_sent(1, chat_id=alice.id)
+    assert reply.text == "after the reset"
+    assert telegram.requests.count("sendMessage") == 3
+
+
+async def test_an_answer_that_cannot_be_delivered_leaves_a_short_error_line(
+    serve: Serve,
+    telegram: TelegramEmulator,
+    llm_emulator: LlmEmulator,
+    alice: User,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    llm_emulator.reply_text("a long and lost answer")
+    await serve(max_retries=2)
+    telegram.front_end_error(502, times=2)
+    telegram.reset_next()  # the last of the three tries
+    telegram.send_text(alice.id, "hi", user=alice)
+    [notice] = await telegram.wait_for_sent(1, chat_id=alice.id)
+    assert notice.text.startswith("❌ ")
+    assert "could not be delivered" in notice.text
+    assert telegram.requests.count("sendMessage") == 4
+    assert "Traceback" not in caplog.text
+
+
 async def test_blocked_chat_is_marked_and_others_keep_working(
     serve: Serve,
     telegram: TelegramEmulator,

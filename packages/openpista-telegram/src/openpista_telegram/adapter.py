@@ -1,12 +1,16 @@
 """The Telegram channel: aiogram long polling (or a webhook) in, Bot API calls out.
 
-One session per chat (channel id ``telegram:{chat_id}``). Only allowed or paired users reach
-the agent; everyone else gets :data:`~openpista.access.REFUSAL`. In groups the bot answers
-only when mentioned (``@botname``) or replied to. Answers are plain text (no parse mode:
-model output can never break a send), cut at 4,096 characters on paragraph, line or word
-boundaries; "typing" shows while the agent works; approval requests get Approve / Deny
-buttons. Bot API failures are retried (429 after ``retry_after``, 5xx with backoff); a 403
-(the user blocked the bot) marks the chat until it writes again.
+One session per chat (channel id ``telegram:{chat_id}``), and per topic in forum groups
+(``telegram:{chat_id}:{topic_id}``: answers, files, "typing" and prompts go to that topic).
+Only allowed or paired users reach the agent; everyone else gets
+:data:`~openpista.access.REFUSAL`. In groups the bot answers only when mentioned
+(``@botname``) or replied to. Answers are plain text (no parse mode: model output can never
+break a send), cut at 4,096 characters on paragraph, line or word boundaries; "typing"
+shows while the agent works; approval requests get Approve / Deny buttons, removed once the
+request is resolved (button, typed ``/approve``/``/deny``, or timeout). Bot API failures are
+retried (429 after ``retry_after``, 5xx in any body format and network errors with
+backoff); an answer still undelivered after the last try leaves a ``❌`` line if it can; a
+403 (the user blocked the bot) marks the chat until it writes again.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
     from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, User
 
     from openpista.config import Settings
+    from openpista.gateway.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +59,26 @@ _REDACTED_LOGGERS = (
     "openpista_telegram.api",
     "openpista_telegram.webhook",
 )
+ANSWERED = "This request was already answered or has expired."
+
+Target = tuple[int, int | None]
+"""Where an answer goes: (chat id, forum topic id or ``None``)."""
+
+
+@dataclass
+class _Prompt:
+    """An approval request on screen with its buttons."""
+
+    target: Target
+    message_id: int
+    expiry: asyncio.Task[None] | None = None
 
 
 class TelegramAdapter:
-    """The ``telegram`` channel adapter (see the module docstring)."""
+    """The ``telegram`` channel adapter (see the module docstring).
+
+    ``gateway`` (set by the gateway serving the adapter) tells which approval requests are
+    still waiting, so that buttons of resolved ones are removed."""
 
     name = CHANNEL
     channel_prefix = PREFIX
@@ -77,6 +99,7 @@ class TelegramAdapter:
         """Chats whose user blocked the bot (403); cleared when they write again."""
         self.username: str | None = None
         self.bot_id: int | None = None
+        self.gateway: Gateway | None = None
         self._token = settings.secret()
         self._redact = RedactToken(self._token)
         self._bot: Bot | None = None
@@ -84,8 +107,9 @@ class TelegramAdapter:
         self._polling: asyncio.Task[None] | None = None
         self._webhook: WebhookReceiver | None = None
         self._inbound: asyncio.Queue[ChannelEvent] | None = None
-        self._working: dict[int, int] = {}  # chat -> turns in flight
-        self._typing: dict[int, asyncio.Task[None]] = {}
+        self._working: dict[Target, int] = {}  # turns in flight
+        self._typing: dict[Target, asyncio.Task[None]] = {}
+        self._prompts: dict[str, _Prompt] = {}  # approval request id -> its buttons
         self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -203,11 +227,13 @@ class TelegramAdapter:
         self._stopping = True
         if self._webhook is not None:
             await self._webhook.stop()
-        for task in self._typing.values():
+        tasks = [*self._typing.values(), *(p.expiry for p in self._prompts.values() if p.expiry)]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._typing.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._typing.clear()
         self._working.clear()
+        self._prompts.clear()
         polling, dispatcher = self._polling, self._dispatcher
         if polling is not None and not polling.done() and dispatcher is not None:
             try:
@@ -224,69 +250,164 @@ class TelegramAdapter:
     # -- out ------------------------------------------------------------------------------
 
     async def send(self, response: AgentResponse) -> None:
-        """Deliver an answer, an error or an approval request to its chat."""
-        chat_id = _chat_of(response.channel_id)
+        """Deliver an answer, an error or an approval request to its chat (or topic)."""
+        target = _target_of(response.channel_id)
         bot = self._bot
-        if chat_id is None or bot is None:
+        if target is None or bot is None:
             log.warning(
                 "telegram: cannot deliver to %r (not running or not a chat)", response.channel_id
             )
             return
         if response.delta:
             return
+        await self._retire_resolved(target)
         if response.approval is not None:
-            await self._send_approval(bot, chat_id, response.approval)
+            await self._send_approval(bot, target, response.approval)
             return
-        self._done_working(chat_id)
+        self._done_working(target)
+        chat_id, topic = target
         if chat_id in self.blocked:
             log.warning("telegram: chat %s blocked the bot; answer dropped", chat_id)
             return
+        from aiogram.exceptions import (
+            TelegramNetworkError,
+            TelegramRetryAfter,
+            TelegramServerError,
+        )
+
         try:
             for part in split_message(response.text):
-                await self._api(lambda p=part: bot.send_message(chat_id, p), "sendMessage")
+                await self._api(
+                    lambda p=part: bot.send_message(chat_id, p, message_thread_id=topic),
+                    "sendMessage",
+                )
             for attachment in response.attachments:
-                await self._send_file(bot, chat_id, attachment)
+                await self._send_file(bot, target, attachment)
         except _Blocked:
             return
+        except (TelegramServerError, TelegramNetworkError, TelegramRetryAfter) as exc:
+            await self._undelivered(bot, target, exc)
 
-    async def _send_approval(self, bot: Bot, chat_id: int, request: ApprovalRequest) -> None:
+    async def _undelivered(self, bot: Bot, target: Target, failure: Exception) -> None:
+        """After the last retry of an answer failed: log one line, and try once to leave a
+        ``❌`` line in the chat (Telegram may take a short message again by now)."""
+        from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter, TelegramServerError
+
+        chat_id, topic = target
+        reason = redact(f"{type(failure).__name__}: {failure}", self._token)
+        log.warning(
+            "telegram: answer to chat %s not delivered after %d tries: %s",
+            chat_id,
+            self.retrying.max_retries + 1,
+            reason,
+        )
+        if isinstance(failure, TelegramServerError):
+            why = failure.message
+        elif isinstance(failure, TelegramRetryAfter):
+            why = f"asked to wait {failure.retry_after} s"
+        else:
+            why = "the connection failed"
+        text = f"{ERROR_PREFIX}this answer could not be delivered (Telegram: {why}); ask again."
+        try:
+            await bot.send_message(chat_id, redact(text, self._token), message_thread_id=topic)
+        except TelegramAPIError as exc:
+            log.warning("telegram: chat %s: the error line failed too (%s)", chat_id, exc)
+
+    async def _send_approval(self, bot: Bot, target: Target, request: ApprovalRequest) -> None:
+        chat_id, topic = target
         if chat_id in self.blocked:
             raise ConnectionError(f"telegram chat {chat_id} blocked the bot")
         markup = _approval_buttons(request.id)
         text = split_message(request.prompt())[0]
         try:
-            await self._api(
-                lambda: bot.send_message(chat_id, text, reply_markup=markup), "sendMessage"
+            sent = await self._api(
+                lambda: bot.send_message(
+                    chat_id, text, reply_markup=markup, message_thread_id=topic
+                ),
+                "sendMessage",
             )
         except _Blocked:
             raise ConnectionError(f"telegram chat {chat_id} blocked the bot") from None
+        prompt = _Prompt(target, sent.message_id)
+        prompt.expiry = asyncio.create_task(self._expire(request.id, request.timeout))
+        self._prompts[request.id] = prompt
 
-    async def _send_file(self, bot: Bot, chat_id: int, attachment: Attachment) -> None:
+    async def _expire(self, request_id: str, after: float) -> None:
+        """Remove the buttons of a request nobody answered once its time is over."""
+        await asyncio.sleep(after)
+        await self._retire(request_id)
+
+    async def _retire_resolved(self, target: Target) -> None:
+        """Remove the buttons of this chat's requests that are no longer waiting (answered
+        by a typed ``/approve`` or ``/deny``, or timed out)."""
+        for request_id, prompt in list(self._prompts.items()):
+            if prompt.target == target and not self._waiting(target, request_id):
+                await self._retire(request_id)
+
+    def _waiting(self, target: Target, request_id: str) -> bool:
+        """Whether the request still waits for an answer (unknown without a gateway)."""
+        approvals = self.gateway.approvals if self.gateway is not None else None
+        if approvals is None:
+            return True
+        return any(r.id == request_id for r in approvals.pending(_channel_id(*target)))
+
+    async def _retire(self, request_id: str) -> None:
+        """Forget a request's prompt and remove its buttons (once, whoever comes first)."""
+        prompt = self._prompts.pop(request_id, None)
+        if prompt is None:
+            return
+        if prompt.expiry is not None and prompt.expiry is not asyncio.current_task():
+            prompt.expiry.cancel()
+        await self._remove_buttons(prompt.target[0], prompt.message_id)
+
+    async def _remove_buttons(self, chat_id: int, message_id: int) -> None:
+        from aiogram.exceptions import TelegramAPIError
+
+        bot = self._bot
+        if bot is None:
+            return
+        try:
+            await bot.edit_message_reply_markup(
+                chat_id=chat_id, message_id=message_id, reply_markup=None
+            )
+        except TelegramAPIError as exc:  # gone, already without buttons, ...: cosmetic
+            log.info("telegram: buttons of message %s not removed: %s", message_id, exc.message)
+
+    async def _send_file(self, bot: Bot, target: Target, attachment: Attachment) -> None:
         from aiogram.exceptions import TelegramBadRequest
         from aiogram.types import BufferedInputFile
 
+        chat_id, topic = target
         try:
             method, content = media.outgoing(attachment)
         except (OSError, ValueError, media.MediaError) as exc:
-            await self._notice(bot, chat_id, f"could not send {attachment.name}: {exc}")
+            await self._notice(bot, target, f"could not send {attachment.name}: {exc}")
             return
         name = media.safe_name(attachment.name)
         file: Any = BufferedInputFile(content, name) if isinstance(content, bytes) else content
         if method == "sendPhoto":
             try:
-                await self._api(lambda: bot.send_photo(chat_id, file), "sendPhoto")
+                await self._api(
+                    lambda: bot.send_photo(chat_id, file, message_thread_id=topic), "sendPhoto"
+                )
                 return
             except TelegramBadRequest as exc:  # not a picture Telegram can show: as a file
                 log.info(
                     "telegram: %s refused as a photo (%s); sending it as a document", name, exc
                 )
         try:
-            await self._api(lambda: bot.send_document(chat_id, file), "sendDocument")
+            await self._api(
+                lambda: bot.send_document(chat_id, file, message_thread_id=topic), "sendDocument"
+            )
         except TelegramBadRequest as exc:
-            await self._notice(bot, chat_id, f"could not send {name}: {exc.message}")
+            await self._notice(bot, target, f"could not send {name}: {exc.message}")
 
-    async def _notice(self, bot: Bot, chat_id: int, text: str) -> None:
-        await self._api(lambda: bot.send_message(chat_id, ERROR_PREFIX + text), "sendMessage")
+    async def _notice(self, bot: Bot, target: Target, text: str) -> None:
+        chat_id, topic = target
+        await self._api(
+            lambda: bot.send_message(chat_id, ERROR_PREFIX + text, message_thread_id=topic),
+            "sendMessage",
+        )
 
     async def _api(self, make: Any, what: str) -> Any:
         """A Bot API call with retries; a 403 marks the chat and raises :class:`_Blocked`."""
@@ -298,7 +419,8 @@ class TelegramAdapter:
             chat_id = getattr(exc.method, "chat_id", None)
             if isinstance(chat_id, int):
                 self.blocked.add(chat_id)
-                self._done_working(chat_id, all_turns=True)
+                for target in [t for t in self._working if t[0] == chat_id]:
+                    self._done_working(target, all_turns=True)
             log.warning(
                 "telegram: %s to chat %s refused (403: %s); chat marked as blocked",
                 what,
@@ -310,8 +432,14 @@ class TelegramAdapter:
     # -- in -------------------------------------------------------------------------------
 
     async def _on_message(self, message: Message) -> None:
-        with contextlib.suppress(_Blocked):  # already logged and marked
+        from aiogram.exceptions import TelegramAPIError
+
+        try:
             await self._handle_message(message)
+        except _Blocked:  # already logged and marked
+            pass
+        except TelegramAPIError as exc:  # retries exhausted or refused: one line, no traceback
+            log.warning("telegram: reply in chat %s failed: %s", message.chat.id, exc.message)
 
     async def _handle_message(self, message: Message) -> None:
         user, chat = message.from_user, message.chat
@@ -347,7 +475,7 @@ class TelegramAdapter:
             "chat_type": chat.type,
             "message_id": message.message_id,
         }
-        await self._forward(chat.id, str(user.id), text, attachments, metadata)
+        await self._forward(_target(message), str(user.id), text, attachments, metadata)
 
     async def _refuse(
         self, bot: Bot, message: Message, user: User, text: str, private: bool
@@ -367,42 +495,57 @@ class TelegramAdapter:
             await self._handle_callback(query)
 
     async def _handle_callback(self, query: CallbackQuery) -> None:
+        """A button press: the decision goes to the agent first, whatever then happens to
+        the pop-up answer (``answerCallbackQuery`` fails for presses handled late)."""
         from aiogram.types import Message
 
-        bot = self._bot
-        if bot is None:
+        if self._bot is None:
             return
         user, message = query.from_user, query.message
         match = _BUTTON.match(query.data or "")
-
-        async def answer(text: str) -> None:
-            await self._api(lambda: query.answer(text), "answerCallbackQuery")
-
         if not self.access.is_allowed(user.id, user.username):
             log.info("telegram: refused a button press by user %s", user.id)
-            await answer(REFUSAL[:200])
+            await self._answer_press(query, REFUSAL[:200])
             return
         if match is None or message is None:
-            await answer("This button is no longer valid.")
+            await self._answer_press(query, "This button is no longer valid.")
             return
         verb, request_id = match.groups()
-        await answer("Approved" if verb == "approve" else "Denied")
-        if isinstance(message, Message):  # remove the buttons: they were used
-            with contextlib.suppress(Exception):
-                await bot.edit_message_reply_markup(
-                    chat_id=message.chat.id, message_id=message.message_id, reply_markup=None
-                )
-        await self._forward(
-            message.chat.id,
-            str(user.id),
-            f"/{verb} {request_id}",
-            [],
-            {"username": user.username, "callback": True},
-        )
+        target = _target(message) if isinstance(message, Message) else (message.chat.id, None)
+        waiting = self._waiting(target, request_id)  # in this chat: as if typed here
+        if waiting:
+            await self._forward(
+                target,
+                str(user.id),
+                f"/{verb} {request_id}",
+                [],
+                {"username": user.username, "callback": True},
+            )
+        prompt = self._prompts.get(request_id)
+        if prompt is not None and prompt.target == target:
+            await self._retire(request_id)
+        else:  # a prompt not recorded yet, from before a restart, or of another chat
+            await self._remove_buttons(message.chat.id, message.message_id)
+        verdict = "Approved" if verb == "approve" else "Denied"
+        await self._answer_press(query, verdict if waiting else ANSWERED)
+
+    async def _answer_press(self, query: CallbackQuery, text: str) -> None:
+        """Show ``text`` as the press's pop-up; a failure is one warning line (the press
+        itself was already handled)."""
+        from aiogram.exceptions import TelegramAPIError
+
+        try:
+            await self._api(lambda: query.answer(text), "answerCallbackQuery")
+        except TelegramAPIError as exc:
+            log.warning(
+                "telegram: answer to the button press of user %s failed: %s",
+                query.from_user.id,
+                exc.message,
+            )
 
     async def _forward(
         self,
-        chat_id: int,
+        target: Target,
         sender: str,
         text: str,
         attachments: list[Attachment],
@@ -412,13 +555,13 @@ class TelegramAdapter:
         if inbound is None:
             return
         event = ChannelEvent(
-            channel_id=f"{PREFIX}{chat_id}",
+            channel_id=_channel_id(*target),
             sender=sender,
             text=text,
             attachments=attachments,
             metadata=metadata,
         )
-        self._start_working(chat_id)
+        self._start_working(target)
         await inbound.put(event)
 
     # -- groups ---------------------------------------------------------------------------
@@ -448,32 +591,33 @@ class TelegramAdapter:
 
     # -- typing ---------------------------------------------------------------------------
 
-    def _start_working(self, chat_id: int) -> None:
-        self._working[chat_id] = self._working.get(chat_id, 0) + 1
-        task = self._typing.get(chat_id)
+    def _start_working(self, target: Target) -> None:
+        self._working[target] = self._working.get(target, 0) + 1
+        task = self._typing.get(target)
         if task is None or task.done():
-            self._typing[chat_id] = asyncio.create_task(self._keep_typing(chat_id))
+            self._typing[target] = asyncio.create_task(self._keep_typing(target))
 
-    def _done_working(self, chat_id: int, all_turns: bool = False) -> None:
-        left = 0 if all_turns else self._working.get(chat_id, 0) - 1
+    def _done_working(self, target: Target, all_turns: bool = False) -> None:
+        left = 0 if all_turns else self._working.get(target, 0) - 1
         if left > 0:
-            self._working[chat_id] = left
+            self._working[target] = left
             return
-        self._working.pop(chat_id, None)
-        task = self._typing.pop(chat_id, None)
+        self._working.pop(target, None)
+        task = self._typing.pop(target, None)
         if task is not None:
             task.cancel()
 
-    async def _keep_typing(self, chat_id: int) -> None:
+    async def _keep_typing(self, target: Target) -> None:
         """Show "typing" every ``typing_interval`` seconds until the answer is sent."""
         from aiogram.exceptions import TelegramAPIError
 
         bot = self._bot
+        chat_id, topic = target
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _TYPING_LIMIT
         while bot is not None and loop.time() < deadline:
             try:
-                await bot.send_chat_action(chat_id, "typing")
+                await bot.send_chat_action(chat_id, "typing", message_thread_id=topic)
             except TelegramAPIError as exc:  # cosmetic: never retried, never fatal
                 log.debug("telegram: typing in %s failed: %s", chat_id, exc)
             await asyncio.sleep(self.settings.typing_interval)
@@ -508,11 +652,26 @@ class _Blocked(Exception):
     """The chat's user blocked the bot (403); already logged and marked."""
 
 
-def _chat_of(channel_id: str) -> int | None:
-    try:
-        return int(channel_id.removeprefix(PREFIX)) if channel_id.startswith(PREFIX) else None
-    except ValueError:
+_CHANNEL = re.compile(rf"^{PREFIX}(-?\d{{1,20}})(?::(\d{{1,20}}))?$")
+
+
+def _target_of(channel_id: str) -> Target | None:
+    """``telegram:{chat}`` or ``telegram:{chat}:{topic}`` as a target; ``None`` if neither."""
+    match = _CHANNEL.match(channel_id)
+    if match is None:
         return None
+    chat, topic = match.groups()
+    return int(chat), int(topic) if topic else None
+
+
+def _channel_id(chat_id: int, topic: int | None) -> str:
+    return f"{PREFIX}{chat_id}" if topic is None else f"{PREFIX}{chat_id}:{topic}"
+
+
+def _target(message: Message) -> Target:
+    """Where answers to ``message`` go: its chat, and its topic in a forum group."""
+    topic = message.message_thread_id if message.is_topic_message else None
+    return message.chat.id, topic
 
 
 def _approval_buttons(request_id: str) -> InlineKeyboardMarkup:

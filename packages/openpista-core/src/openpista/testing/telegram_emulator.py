@@ -39,11 +39,13 @@ import http.client
 import itertools
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from openpista.testing._server import ThreadedServer
 
@@ -111,13 +113,23 @@ class SentMessage:
         markup = self.params.get("reply_markup")
         return json.loads(markup) if isinstance(markup, str) else markup
 
+    @property
+    def topic(self) -> int | None:
+        """The forum topic (``message_thread_id``) it was sent to, if any."""
+        return _topic_param(self.params)
+
 
 @dataclass(frozen=True)
 class ScriptedError:
+    """A failure :meth:`TelegramEmulator.fail_next` (``kind`` ``"api"``: a Bot API error),
+    :meth:`~TelegramEmulator.front_end_error` (``"html"``) or
+    :meth:`~TelegramEmulator.reset_next` (``"reset"``) queued for a method."""
+
     status: int
     description: str
     method: str
     retry_after: int | None = None
+    kind: Literal["api", "html", "reset"] = "api"
 
 
 @dataclass
@@ -143,6 +155,7 @@ class TelegramEmulator(ThreadedServer):
         self.bot_id = int(token.split(":", 1)[0])
         self.sent: list[SentMessage] = []
         self.actions: list[tuple[int, str]] = []  # (chat_id, action) of sendChatAction
+        self.action_topics: list[tuple[int, int | None]] = []  # (chat_id, topic) of each
         self.callback_answers: list[dict[str, Any]] = []
         self.edits: list[dict[str, Any]] = []  # editMessageReplyMarkup calls
         self.requests: list[str] = []  # method names of every authenticated call
@@ -155,6 +168,8 @@ class TelegramEmulator(ThreadedServer):
         self._chats: dict[int, dict[str, Any]] = {}
         self._files: dict[str, _File] = {}
         self._callbacks: set[str] = set()
+        self._topics: dict[int, set[int]] = {}  # forum chat -> its topics users wrote in
+        self._buttons: dict[tuple[int, int], bool] = {}  # (chat, message) -> has buttons
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._closing = threading.Event()
@@ -176,10 +191,12 @@ class TelegramEmulator(ThreadedServer):
         user: User | None = None,
         chat_type: str = "private",
         reply_to_bot: bool = False,
+        topic: int | None = None,
     ) -> dict[str, Any]:
         """A user writes ``text`` in chat ``chat_id`` (``@mentions`` and ``/commands`` get
-        their entities); ``reply_to_bot`` makes it a reply to the bot's last message there."""
-        message = self._message(chat_id, user, chat_type)
+        their entities); ``reply_to_bot`` makes it a reply to the bot's last message there;
+        ``topic`` writes it in that topic of a forum supergroup."""
+        message = self._message(chat_id, user, chat_type, topic)
         message["text"] = text
         entities = _entities(text)
         if entities:
@@ -247,13 +264,17 @@ class TelegramEmulator(ThreadedServer):
         with self._lock:
             self._callbacks.add(query_id)
             chat = self._chats.get(chat_id) or {"id": chat_id, "type": "private"}
-        bot_message = {
+            shown = [m for m in self.sent if (m.chat_id, m.message_id) == (chat_id, message_id)]
+        bot_message: dict[str, Any] = {
             "message_id": message_id,
             "date": int(time.time()),
             "chat": chat,
             "from": self.bot_user(),
             "text": "…",
         }
+        if shown and shown[0].topic is not None:
+            bot_message["message_thread_id"] = shown[0].topic
+            bot_message["is_topic_message"] = True
         return self.inject(
             {
                 "callback_query": {
@@ -293,6 +314,24 @@ class TelegramEmulator(ThreadedServer):
         with self._lock:
             for _ in range(times):
                 self._errors.append(ScriptedError(status, description, method, retry_after))
+
+    def front_end_error(
+        self, status: int = 502, *, method: str = "sendMessage", times: int = 1
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` as Telegram's front end (nginx) does
+        when the Bot API behind it fails: ``status`` (502 Bad Gateway, 504 Gateway Time-out)
+        with an HTML page instead of a JSON body."""
+        reason = _FRONT_END_REASONS.get(status, "Error")
+        with self._lock:
+            for _ in range(times):
+                self._errors.append(ScriptedError(status, reason, method, kind="html"))
+
+    def reset_next(self, *, method: str = "sendMessage", times: int = 1) -> None:
+        """Reset the connection (TCP RST, no answer at all) of the next ``times`` calls of
+        ``method``, as a broken network path does."""
+        with self._lock:
+            for _ in range(times):
+                self._errors.append(ScriptedError(0, "connection reset", method, kind="reset"))
 
     def block(self, chat_id: int) -> None:
         """The user of ``chat_id`` blocked the bot: sends there answer 403."""
@@ -416,6 +455,8 @@ class TelegramEmulator(ThreadedServer):
         with self._lock:
             self.requests.append(method)
         refused = self._scripted(method)
+        if isinstance(refused, ScriptedError):
+            return await self._reset(request)
         if refused is not None:
             return refused
         try:
@@ -440,14 +481,15 @@ class TelegramEmulator(ThreadedServer):
             "editmessagereplymarkup": self._edit_markup,
         }
 
-    def _scripted(self, method: str) -> Response | None:
+    def _scripted(self, method: str) -> Response | ScriptedError | None:
+        """The scripted answer to this call of ``method``: a response, a reset (the
+        :class:`ScriptedError`) or ``None`` (answer it normally)."""
         now = time.monotonic()
         with self._lock:
             until = self._retry_until.get(method, 0.0)
             if method == "getUpdates":  # only errors scripted for it by name
                 if self._errors and self._errors[0].method == method:
-                    error = self._errors.popleft()
-                    return api_error(error.status, error.description, error.retry_after)
+                    return _scripted_answer(self._errors.popleft())
                 return None
             if now < until:
                 self.early_retries += 1
@@ -457,8 +499,24 @@ class TelegramEmulator(ThreadedServer):
                 error = self._errors.popleft()
                 if error.retry_after is not None:
                     self._retry_until[method] = now + error.retry_after
-                return api_error(error.status, error.description, error.retry_after)
+                return _scripted_answer(error)
         return None
+
+    async def _reset(self, request: Request) -> Response:
+        """Abort the request's connection with a TCP RST; the response is never sent."""
+        from starlette.responses import Response
+
+        client = request.scope.get("client")
+        for connection in list(self._server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is None or getattr(connection, "client", None) != tuple(client or ()):
+                continue
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        await asyncio.sleep(0.05)  # let the server see the connection gone before answering
+        return Response(status_code=500)
 
     async def _get_me(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
         return {
@@ -546,6 +604,7 @@ class TelegramEmulator(ThreadedServer):
             raise _ApiError(400, "Bad Request: message is too long")
         _check_entities(text, params.get("parse_mode"))
         _check_markup(params.get("reply_markup"))
+        self._topic(params, chat_id)
         return self._record("sendMessage", chat_id, text, params)
 
     async def _send_chat_action(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
@@ -553,8 +612,10 @@ class TelegramEmulator(ThreadedServer):
         action = str(params.get("action") or "")
         if action not in CHAT_ACTIONS:
             raise _ApiError(400, "Bad Request: wrong parameter action in request")
+        self._topic(params, chat_id)
         with self._lock:
             self.actions.append((chat_id, action))
+            self.action_topics.append((chat_id, _topic_param(params)))
         return True
 
     async def _send_photo(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
@@ -563,12 +624,14 @@ class TelegramEmulator(ThreadedServer):
         if not data.startswith(IMAGE_SIGNATURES):
             raise _ApiError(400, "Bad Request: IMAGE_PROCESS_FAILED")
         caption = self._caption(params)
+        self._topic(params, chat_id)
         return self._record("sendPhoto", chat_id, caption, params, data, name)
 
     async def _send_document(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
         chat_id = self._chat(params)
         name, data = self._upload(params, files, "document")
         caption = self._caption(params)
+        self._topic(params, chat_id)
         return self._record("sendDocument", chat_id, caption, params, data, name)
 
     async def _get_file(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
@@ -602,10 +665,22 @@ class TelegramEmulator(ThreadedServer):
         return True
 
     async def _edit_markup(self, params: dict[str, Any], files: dict[str, Any]) -> Any:
-        self._chat(params)
-        _int(params.get("message_id"), "message_id")
-        _check_markup(params.get("reply_markup"))
+        chat_id = self._chat(params)
+        key = (chat_id, _int(params.get("message_id"), "message_id"))
+        markup = params.get("reply_markup")
+        _check_markup(markup)
+        buttons = bool(_json_param(markup)) if markup else False
         with self._lock:
+            if key not in self._buttons:
+                raise _ApiError(400, "Bad Request: message to edit not found")
+            if not buttons and not self._buttons[key]:
+                raise _ApiError(
+                    400,
+                    "Bad Request: message is not modified: specified new message content and "
+                    "reply markup are exactly the same as a current content and reply markup "
+                    "of the message",
+                )
+            self._buttons[key] = buttons
             self.edits.append(dict(params))
         return True
 
@@ -623,7 +698,9 @@ class TelegramEmulator(ThreadedServer):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _message(self, chat_id: int, user: User | None, chat_type: str) -> dict[str, Any]:
+    def _message(
+        self, chat_id: int, user: User | None, chat_type: str, topic: int | None = None
+    ) -> dict[str, Any]:
         user = user or User(chat_id)
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
@@ -632,14 +709,30 @@ class TelegramEmulator(ThreadedServer):
                 chat["username"] = user.username
         else:
             chat["title"] = "Test group"
+        if topic is not None:
+            chat["is_forum"] = True
         with self._lock:
             self._chats[chat_id] = chat
-        return {
+            if topic is not None:
+                self._topics.setdefault(chat_id, set()).add(topic)
+        message: dict[str, Any] = {
             "message_id": next(self._ids),
             "date": int(time.time()),
             "chat": chat,
             "from": user.as_json(),
         }
+        if topic is not None:
+            message["message_thread_id"] = topic
+            message["is_topic_message"] = True
+        return message
+
+    def _topic(self, params: dict[str, Any], chat_id: int) -> None:
+        """Refuse a ``message_thread_id`` that is not a topic of the chat, as Telegram does."""
+        topic = _topic_param(params)
+        with self._lock:
+            known = self._topics.get(chat_id, set())
+        if topic is not None and topic not in known:
+            raise _ApiError(400, "Bad Request: message thread not found")
 
     def _bot_message(self, chat_id: int) -> dict[str, Any]:
         mine = [m for m in self.sent if m.chat_id == chat_id]
@@ -712,6 +805,7 @@ class TelegramEmulator(ThreadedServer):
         sent = SentMessage(method, chat_id, message_id, text, dict(params), data, name)
         with self._lock:
             self.sent.append(sent)
+            self._buttons[(chat_id, message_id)] = bool(params.get("reply_markup"))
             chat = self._chats[chat_id]
         message: dict[str, Any] = {
             "message_id": message_id,
@@ -719,6 +813,9 @@ class TelegramEmulator(ThreadedServer):
             "chat": chat,
             "from": self.bot_user(),
         }
+        if sent.topic is not None:
+            message["message_thread_id"] = sent.topic
+            message["is_topic_message"] = True
         if method == "sendMessage":
             message["text"] = text
         else:
@@ -748,6 +845,33 @@ def api_error(status: int, description: str, retry_after: int | None = None) -> 
     if retry_after is not None:
         body["parameters"] = {"retry_after": retry_after}
     return JSONResponse(body, status_code=status)
+
+
+_FRONT_END_REASONS = {
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+}
+
+
+def _front_end_page(status: int, reason: str) -> Response:
+    """The HTML error page Telegram's nginx front end sends (no JSON)."""
+    from starlette.responses import HTMLResponse
+
+    page = (
+        f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+    return HTMLResponse(page, status_code=status)
+
+
+def _scripted_answer(error: ScriptedError) -> Response | ScriptedError:
+    if error.kind == "reset":
+        return error
+    if error.kind == "html":
+        return _front_end_page(error.status, error.description)
+    return api_error(error.status, error.description, error.retry_after)
 
 
 def _ok(result: Any) -> Response:
@@ -812,6 +936,11 @@ def _json_param(value: Any) -> Any:
         except ValueError:
             raise _ApiError(400, "Bad Request: can't parse JSON parameter") from None
     return value
+
+
+def _topic_param(params: dict[str, Any]) -> int | None:
+    value = params.get("message_thread_id")
+    return None if value in (None, "") else _int(value, "message_thread_id")
 
 
 def _flag(value: Any) -> bool:
