@@ -17,7 +17,11 @@ Tests act as users with :meth:`TelegramEmulator.send_text`, :meth:`~TelegramEmul
 :attr:`~TelegramEmulator.callback_answers`, and script failures with
 :meth:`~TelegramEmulator.fail_next` (``429`` with ``retry_after``: a request that comes back
 before the wait is over is answered 429 again and counted in
-:attr:`~TelegramEmulator.early_retries`) and :meth:`~TelegramEmulator.block` (403).
+:attr:`~TelegramEmulator.early_retries`), :meth:`~TelegramEmulator.front_end_error` (the
+front end's HTML 502/504 page), :meth:`~TelegramEmulator.reset_next` (a TCP reset) and
+:meth:`~TelegramEmulator.block` (403). ``send_text(..., topic=N)`` writes in a forum topic;
+sends with a ``message_thread_id`` the chat does not have fail as on Telegram, and
+``editMessageReplyMarkup`` refuses unknown messages and edits that change nothing.
 
 Webhooks work as on Telegram: once the bot called ``setWebhook``, queued updates are POSTed
 (real HTTP over loopback, in order, one at a time, with ``X-Telegram-Bot-Api-Secret-Token``)
