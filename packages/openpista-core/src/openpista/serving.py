@@ -28,9 +28,21 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 log = logging.getLogger(__name__)
+
+
+def _endpoint_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must start with '/'")
+    return value
+
+
+WebhookPath = Annotated[str, AfterValidator(_endpoint_path)]
+"""A settings field holding the URL path of an HTTP endpoint such as a webhook (``/...``)."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from openpista.config import ConfigError, home_dir, plugin_options
 from openpista.files import write_private
+from openpista.serving import WebhookPath
 
 SECTION = "channels.telegram"
 TOKEN_VARIABLE = "TELEGRAM_BOT_TOKEN"
@@ -37,7 +38,7 @@ class TelegramSettings(BaseModel):
     """The public HTTPS URL Telegram posts updates to (mode ``webhook``)."""
     webhook_host: str = "127.0.0.1"
     webhook_port: int = Field(default=8443, ge=0, le=65535)
-    webhook_path: str = "/telegram/webhook"
+    webhook_path: WebhookPath = "/telegram/webhook"
     webhook_secret: SecretStr | None = None
     """Sent as ``secret_token``; generated and kept under ``home_dir()/telegram/`` if unset."""
     max_webhook_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -58,13 +59,6 @@ class TelegramSettings(BaseModel):
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http(s) URL such as http://127.0.0.1:8081")
         return value.rstrip("/") if value else None
-
-    @field_validator("webhook_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        return value
 
     @field_validator("webhook_secret")
     @classmethod

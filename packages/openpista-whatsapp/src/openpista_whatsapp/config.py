@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from openpista.config import ConfigError
+from openpista.serving import WebhookPath
 
 ENV_OVERRIDES = {
     "WHATSAPP_ACCESS_TOKEN": "access_token",
@@ -57,7 +58,7 @@ class WhatsAppConfig(BaseModel):
     app_secret: SecretStr | None = None
     webhook_host: str = "127.0.0.1"  # Meta reaches it through a TLS reverse proxy
     webhook_port: int = Field(default=8090, ge=0, le=65535)
-    webhook_path: str = "/webhook"
+    webhook_path: WebhookPath = "/webhook"
     graph_api_version: str = "v21.0"
     base_url: str = DEFAULT_BASE_URL
     allowed_numbers: list[str] = Field(default_factory=list)
@@ -100,13 +101,6 @@ class WhatsAppConfig(BaseModel):
     def _numbers(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [_NUMBER_NOISE.sub("", str(v)) for v in value]
-        return value
-
-    @field_validator("webhook_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
         return value
 
     @field_validator("base_url")
