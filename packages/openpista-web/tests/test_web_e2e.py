@@ -19,20 +19,10 @@ import pytest
 
 from openpista.testing.cli import OPENPISTA, Cli, emulator_config
 from openpista.testing.emulator import LlmEmulator
+from openpista_web.testing import CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "e2e-token-4hQ9xWm2"
 DEADLINE = 30_000  # ms, for the browser's waits
 
@@ -111,7 +101,7 @@ def page(tmp_path: Path) -> Iterator[Any]:
             str(tmp_path / "chromium-profile"),
             executable_path=CHROMIUM,
             headless=True,
-            args=FLAGS,
+            args=CHROMIUM_FLAGS,
             viewport={"width": 390, "height": 780},  # a phone
         )
         try:

@@ -15,6 +15,18 @@ from websockets.typing import Origin, Subprotocol
 
 from openpista_web.auth import SUBPROTOCOL, TOKEN_PREFIX
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright drives it, never a downloaded browser
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 def open_socket(
     port: int,

@@ -1,5 +1,6 @@
 // openpista web client: glue between the connection, the composer and the conversation.
 import { Connection } from "./conn.js";
+import { icon } from "./icons.js";
 import * as ui from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
@@ -27,11 +28,20 @@ let pending = []; // images waiting to be sent: {name, mime_type, data, url}
 let lastSent = "";
 
 const status = $("status");
-const STATES = { online: "online", connecting: "connecting…", offline: "offline", "signed-out": "signed out" };
+const STATES = { online: "online", connecting: "connecting…", offline: "offline", "signed-out": "signed out", limited: "refused" };
+const span = (s) => (s < 90 ? `${s}s` : `${Math.ceil(s / 60)} min`);
 function setState(state, retryIn) {
   status.dataset.state = state;
-  status.textContent = STATES[state] + (state === "offline" && retryIn != null ? ` · retry in ${retryIn}s` : "");
+  status.textContent = STATES[state] + (retryIn != null && state !== "online" ? ` · retry in ${span(retryIn)}` : "");
+  status.title = state === "limited" ? "Too many wrong tokens were tried from this address" : "";
+  if (state === "limited" && !warned) {
+    warned = true;
+    const at = new Date(Date.now() + retryIn * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    ui.note(`Refused: too many wrong tokens were tried from this address. It tries again on its own at ${at} (in ${span(retryIn)}); check the token meanwhile.`, true);
+  }
+  if (state === "online") warned = false;
 }
+let warned = false; // the "too many wrong tokens" note is shown once per refusal
 
 const conn = new Connection({
   token: () => store.get("token"),
@@ -59,15 +69,19 @@ function frame(f) {
     case "notice":
       ui.note(f.text, f.is_error);
       break;
+    case "decision":
+      ui.decision(f);
+      break;
     case "error":
-      ui.note("❌ " + f.message, true);
+      ui.working(false);
+      ui.note(f.message, true);
       break;
   }
 }
 
 function answer(id, approve) {
   if (conn.send({ type: "approval", id, approve })) return true;
-  ui.note("❌ not connected: try again when the status says online", true);
+  ui.note("Not connected: try again when the status says online.", true);
   return false;
 }
 
@@ -106,11 +120,13 @@ $("composer").addEventListener("submit", (e) => {
   if (!text && !pending.length) return;
   const attachments = pending.map(({ name, mime_type, data }) => ({ name, mime_type, data }));
   if (!conn.send({ type: "message", text, attachments })) {
-    ui.note("❌ not connected: your message is still in the box", true);
+    ui.note("Not connected: your message is still in the box.", true);
     return;
   }
-  if (!text.startsWith("/") || attachments.length) ui.userMessage(text, attachments);
-  else ui.note(text);
+  if (!text.startsWith("/") || attachments.length) {
+    ui.userMessage(text, attachments);
+    ui.working(true);
+  } else ui.note(text);
   lastSent = text;
   input.value = "";
   grow();
@@ -149,7 +165,7 @@ async function addImages(files) {
   for (const file of files) {
     if (!file.type.startsWith("image/")) continue;
     if (pending.length >= limits.max_attachments) {
-      ui.note(`❌ at most ${limits.max_attachments} images per message`, true);
+      ui.note(`At most ${limits.max_attachments} images per message.`, true);
       break;
     }
     try {
@@ -157,7 +173,7 @@ async function addImages(files) {
       const url = await readDataUrl(blob);
       pending.push({ name: file.name || "pasted.png", mime_type: blob.type || file.type, data: url.split(",")[1], url });
     } catch (err) {
-      ui.note(`❌ ${file.name || "image"}: ${err.message}`, true);
+      ui.note(`${file.name || "image"}: ${err.message}`, true);
     }
   }
   renderPreviews();
@@ -186,6 +202,8 @@ input.addEventListener("paste", (e) => {
 });
 
 // -- lifecycle ----------------------------------------------------------------------------
+$("send").prepend(icon("send"));
+document.querySelector("label.icon").prepend(icon("image"));
 addEventListener("online", () => conn.nudge());
 document.addEventListener("visibilitychange", () => { if (!document.hidden) conn.nudge(); });
 if ("serviceWorker" in navigator && isSecureContext) navigator.serviceWorker.register("sw.js").catch(() => {});

@@ -30,6 +30,8 @@ export class Connection {
     if (!token) { this.onState("signed-out"); this.onAuthFailed(false); return; }
     this.closedByUs = false;
     clearTimeout(this.timers.retry);
+    clearInterval(this.timers.count);
+    this.timers.count = 0;
     this.onState("connecting");
     let opened = false;
     const ws = new WebSocket(this.url(), ["openpista.v1", "openpista.token." + token]);
@@ -51,17 +53,34 @@ export class Connection {
       if (this.ws !== ws) return;
       this.ws = null;
       if (this.closedByUs) { this.onState("offline"); return; }
-      if (!opened && (await this.tokenRefused(token))) { this.onState("signed-out"); this.onAuthFailed(true); return; }
+      const why = opened ? null : await this.whyRefused(token);
+      if (why === "token") { this.onState("signed-out"); this.onAuthFailed(true); return; }
+      if (typeof why === "number") { this.limited(why); return; }
       this.retry(e.code);
     };
   }
 
-  async tokenRefused(token) {
-    // Browsers hide why a handshake failed: ask the server whether the token is right.
+  /** Browsers hide why a handshake failed: ask the server. "token" (wrong), a number (seconds
+   * until this address may try again, after too many wrong tokens) or null (down: retry). */
+  async whyRefused(token) {
     try {
       const r = await fetch("api/auth", { method: "POST", headers: { Authorization: "Bearer " + token } });
-      return r.status === 401;
-    } catch { return false; } // server down: retry later
+      if (r.status === 401) return "token";
+      if (r.status === 429) return Math.min(3600, Math.max(1, parseInt(r.headers.get("Retry-After"), 10) || 60));
+    } catch {}
+    return null;
+  }
+
+  limited(seconds) {
+    const until = Date.now() + seconds * 1000;
+    this.onState("limited", seconds);
+    clearTimeout(this.timers.retry);
+    clearInterval(this.timers.count);
+    this.timers.count = setInterval(() => {
+      const left = Math.ceil((until - Date.now()) / 1000);
+      if (left > 0) this.onState("limited", left);
+      else { clearInterval(this.timers.count); this.timers.count = 0; this.connect(); }
+    }, 1000);
   }
 
   retry(code) {
@@ -72,7 +91,7 @@ export class Connection {
 
   /** Reconnect now (e.g. the tab became visible or the network came back). */
   nudge() {
-    if (!this.ws && !this.closedByUs && this.token()) { this.attempt = 0; this.connect(); }
+    if (!this.ws && !this.closedByUs && !this.timers.count && this.token()) { this.attempt = 0; this.connect(); }
   }
 
   send(frame) {

@@ -1,6 +1,6 @@
 // Service worker: keeps the app shell so that it starts offline (messages need the server).
-const CACHE = "openpista-shell-1";
-const SHELL = ["./", "index.html", "app.js", "conn.js", "ui.js", "style.css", "manifest.webmanifest", "icon.svg", "icon-192.png", "icon-512.png"];
+const CACHE = "openpista-shell-2";
+const SHELL = ["./", "index.html", "app.js", "conn.js", "ui.js", "md.js", "icons.js", "style.css", "manifest.webmanifest", "icon.svg", "icon-192.png", "icon-512.png"];
 
 self.addEventListener("install", (e) => {
   e.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
