@@ -271,9 +271,9 @@ def test_sigterm_tells_the_chat_what_was_cancelled_and_refused(
     daemon.process.send_signal(signal.SIGTERM)
     daemon.wait_for("openpista is stopping")
     daemon.send("are you there?")
-    assert daemon.stop() == 0, daemon.output()
+    assert daemon.process.wait(timeout=DEADLINE) == 0, daemon.output()
     out = daemon.output()
-    assert "❌ openpista is restarting or stopping and did not take this message" in out
+    assert "❌ openpista is restarting or stopping and did not take this message" in out, out
     assert "cancelled at the shutdown deadline ([gateway] shutdown_deadline = 2 s)" in out
     assert len(llm_emulator.requests) == 1
 

@@ -160,7 +160,7 @@ def test_chained_commands_never_match_an_allow_rule(command: str) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["grep 'a|b' notes.txt", "ls 'quoted; (still) <text>'", 'echo "a && b" \'c|d\'', "ls '*.txt'"],
+    ["grep 'a|b' notes.txt", "ls 'quoted; (still) <text>'", "echo \"a && b\" 'c|d'", "ls '*.txt'"],
 )
 def test_quoted_operators_and_globs_are_plain_text(command: str) -> None:
     assert is_literal_command(command)

@@ -132,6 +132,8 @@ def test_chat_in_a_real_browser(
     assert TOKEN not in page.url  # the link's token left the address bar
     assert page.evaluate("localStorage.getItem('openpista.token')") == TOKEN
     client_id = page.evaluate("localStorage.getItem('openpista.client')")
+    # The session id arrives in the welcome frame, which may follow the "online" status.
+    page.wait_for_function("document.body.dataset.session", timeout=DEADLINE)
     session = page.evaluate("document.body.dataset.session")
     assert session
 

@@ -117,7 +117,7 @@ def test_frames_parse() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        (b"\xff\xfe", "not JSON"),
+        (b"\xff\xfe", "malformed JSON"),
         ("null", "JSON object"),
         ('{"type": null}', "unknown frame type '?'"),
         ('{"type": "' + "x" * 100 + '"}', "unknown frame type '?'"),
