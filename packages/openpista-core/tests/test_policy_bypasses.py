@@ -92,6 +92,7 @@ EXPANDING = [
     "ls$IFS-la",
     "ls $'\\x2d'la",
     "ls $HOME",
+    "ls -- $(id)",
     "ls ${HOME}",
     "ls $0",
     'ls "$HOME"',
