@@ -134,11 +134,10 @@ def test_model(state: CliState, model_name: str | None, provider: str | None) ->
 async def _timed_test(llm: LlmProvider) -> tuple[ChatResult, float, float]:
     """The test prompt's answer, the start-up time (``prepare``) and the round trip's time."""
     from openpista.models import Message
+    from openpista.providers.base import warm_up
 
     started = time.perf_counter()
-    prepare = getattr(llm, "prepare", None)
-    if prepare is not None:
-        await prepare()
+    await warm_up(llm)
     sent = time.perf_counter()
     result = await llm.complete([Message(role="user", content=TEST_PROMPT)], [])
     return result, sent - started, time.perf_counter() - sent

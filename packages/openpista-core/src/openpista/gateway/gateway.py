@@ -25,7 +25,7 @@ from openpista.config import ConfigError
 from openpista.gateway.router import ChannelRouter
 from openpista.models import AgentResponse, ChannelEvent
 from openpista.outbox import screen as screen_attachments
-from openpista.providers.base import TextDelta
+from openpista.providers.base import TextDelta, warm_up
 
 if TYPE_CHECKING:
     from openpista.agent import Agent, ToolGuard
@@ -142,9 +142,7 @@ class Gateway:
         # Importing the provider's client library takes seconds (litellm): pay it now, in the
         # background, rather than in the first user's turn.
         try:
-            prepare = getattr(self.agent.provider, "prepare", None)
-            if prepare is not None:
-                await prepare()
+            await warm_up(self.agent.provider)
         except Exception as exc:  # no provider, or a broken one: the first turn says why
             log.warning("the provider could not warm up: %s", exc)
         finally:

@@ -62,8 +62,9 @@ class LlmProvider(Protocol):
     """An LLM backend. ``name`` is the preset name, ``model`` the model it talks to.
 
     A provider whose first request pays a start-up cost (importing a client library) may
-    also define ``async prepare()``, which pays it up front: ``openpista model test`` calls
-    it before timing the request's round trip.
+    also define ``async prepare()``, which pays it up front; callers go through
+    :func:`warm_up` (the daemon right after start, ``openpista model test`` before timing
+    the request's round trip).
     """
 
     name: str
@@ -83,6 +84,14 @@ class LlmProvider(Protocol):
     async def list_models(self) -> list[str]:
         """Models this backend offers (may be a static list when the API has none)."""
         ...
+
+
+async def warm_up(provider: object) -> None:
+    """Pay ``provider``'s start-up cost now: its optional ``prepare()`` (see
+    :class:`LlmProvider`); nothing for a provider without one."""
+    prepare = getattr(provider, "prepare", None)
+    if prepare is not None:
+        await prepare()
 
 
 ProviderErrorKind = Literal[

@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from openpista.providers.base import ChatResult, LlmProvider, ProviderError, StreamEvent, ToolSpec
+from openpista.providers.base import (
+    ChatResult,
+    LlmProvider,
+    ProviderError,
+    StreamEvent,
+    ToolSpec,
+    warm_up,
+)
 
 if TYPE_CHECKING:
     from openpista.config import Settings
@@ -71,9 +78,7 @@ class RefreshingProvider:
 
     async def prepare(self) -> None:
         """The wrapped provider's ``prepare`` (see :class:`LlmProvider`), if it has one."""
-        prepare = getattr(self.inner, "prepare", None)
-        if prepare is not None:
-            await prepare()
+        await warm_up(self.inner)
 
     async def list_models(self) -> list[str]:
         """:meth:`LlmProvider.list_models` with a fresh token."""
