@@ -349,7 +349,7 @@ class TelegramAdapter:
         approvals = self.gateway.approvals if self.gateway is not None else None
         if approvals is None:
             return True
-        return any(r.id == request_id for r in approvals.pending(_channel_id(*target)))
+        return approvals.is_pending(_channel_id(*target), request_id)
 
     async def _retire(self, request_id: str) -> None:
         """Forget a request's prompt and remove its buttons (once, whoever comes first)."""

@@ -307,7 +307,7 @@ class WebAdapter:
                 ChannelEvent(channel_id=channel_id, sender=client.id, text=frame.as_text())
             )
             return
-        waiting = any(request.id == frame.id.lower() for request in broker.pending(channel_id))
+        waiting = broker.is_pending(channel_id, frame.id)
         reply = broker.answer(channel_id, frame.as_text()) or ""
         await self.hub.publish(
             client.id,

@@ -100,6 +100,12 @@ class ApprovalBroker:
         """The requests waiting for an answer in ``channel_id``, oldest first."""
         return [p.request for p in self._pending.values() if p.channel_id == channel_id]
 
+    def is_pending(self, channel_id: str, request_id: str) -> bool:
+        """Whether request ``request_id`` (any case) still waits for an answer in
+        ``channel_id``: a button pressed for it now still counts."""
+        waiting = self._pending.get(request_id.lower())
+        return waiting is not None and waiting.channel_id == channel_id
+
     def answer(self, channel_id: str, text: str) -> str | None:
         """Resolve a request of ``channel_id`` if ``text`` is ``/approve [ID]`` or
         ``/deny [ID]``; returns the reply for the user, or ``None`` when ``text`` is not an
