@@ -93,12 +93,14 @@ async def test_the_default_window_is_200_messages(
         await runtime.close()
 
 
-async def test_load_recent_reads_the_tail_from_a_user_message(store: MemoryStore) -> None:
+async def test_load_messages_with_a_limit_reads_the_tail_from_a_user_message(
+    store: MemoryStore,
+) -> None:
     await store_long_session(store, "s", 10)
-    recent = await store.load_recent("s", 7)  # a tool result, an answer, one exchange
+    recent = await store.load_messages("s", limit=7)  # a tool result, an answer, one exchange
     assert [m.role for m in recent] == ["user", "assistant", "tool", "tool", "assistant"]
     assert recent[0].content == "question 9"
-    assert len(await store.load_recent("s", 1000)) == 50
+    assert len(await store.load_messages("s", limit=1000)) == 50
 
 
 async def test_a_window_without_a_question_drops_only_leading_tool_results(
@@ -106,17 +108,17 @@ async def test_a_window_without_a_question_drops_only_leading_tool_results(
 ) -> None:
     await store.ensure_session("s")
     await store.append_messages("s", one_exchange(0)[1:])  # no user message at all
-    recent = await store.load_recent("s", 3)
+    recent = await store.load_messages("s", limit=3)
     assert [m.role for m in recent] == ["assistant"]  # the two orphan results are left out
 
 
 @pytest.mark.parametrize("limit", [0, -1, True, 2.5])
-async def test_load_recent_rejects_a_bad_limit(store: MemoryStore, limit: Any) -> None:
+async def test_a_bad_history_limit_is_refused(store: MemoryStore, limit: Any) -> None:
     await store.ensure_session("s")
     with pytest.raises(MemoryStoreError, match="positive integer"):
-        await store.load_recent("s", limit)
+        await store.load_messages("s", limit=limit)
 
 
-async def test_load_recent_of_a_missing_session(store: MemoryStore) -> None:
+async def test_a_limited_load_of_a_missing_session(store: MemoryStore) -> None:
     with pytest.raises(SessionNotFoundError):
-        await store.load_recent("nobody", 10)
+        await store.load_messages("nobody", limit=10)

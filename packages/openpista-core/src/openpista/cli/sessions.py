@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from openpista.cli.main import CliState, columns, fail
-
-if TYPE_CHECKING:
-    from openpista.memory.store import MemoryStore
 
 
 @click.command()
@@ -33,7 +30,7 @@ def sessions(state: CliState, limit: int, as_json: bool) -> None:
         store = await MemoryStore.open(settings.database.url)
         try:
             found = await store.list_sessions(limit=limit)
-            chats = await _channels_of(store, [s.id for s in found])
+            chats = await store.channels_of([s.id for s in found])
         finally:
             await store.close()
         return [
@@ -70,23 +67,3 @@ def sessions(state: CliState, limit: int, as_json: bool) -> None:
     ]
     for line in columns(table):
         click.echo(line)
-
-
-async def _channels_of(store: MemoryStore, session_ids: list[str]) -> dict[str, list[str]]:
-    """The chats (channel ids such as ``telegram:42``) bound to each of ``session_ids``."""
-    from sqlalchemy import select
-
-    from openpista.memory.tables import ChannelSessionRow
-
-    if not session_ids:
-        return {}
-    query = (
-        select(ChannelSessionRow.session_id, ChannelSessionRow.channel_id)
-        .where(ChannelSessionRow.session_id.in_(session_ids))
-        .order_by(ChannelSessionRow.channel_id)
-    )
-    found: dict[str, list[str]] = {}
-    async with store.engine.connect() as conn:
-        for session_id, channel_id in await conn.execute(query):
-            found.setdefault(session_id, []).append(channel_id)
-    return found

@@ -402,27 +402,17 @@ class MemoryStore:
         """Append one message; see :meth:`append_messages`."""
         await self.append_messages(session_id, [message])
 
-    async def load_messages(self, session_id: str) -> list[Message]:
+    async def load_messages(self, session_id: str, limit: int | None = None) -> list[Message]:
         """Every message of the session, in insertion order, exactly as appended.
 
+        With ``limit``, only the newest ones: at most ``limit``, oldest first, starting at a
+        user message (see :func:`recent_window`), read from the tail (the
+        ``(session_id, id)`` index) however long the session is.
         Raises :class:`SessionNotFoundError` if the session does not exist.
         """
         sid = _check_session_id(session_id)
-        async with self._transaction(f"loading session {sid!r}", write=False) as conn:
-            found = await conn.scalar(select(SessionRow.id).where(SessionRow.id == sid))
-            if found is None:
-                raise SessionNotFoundError(f"cannot load session {sid!r}: no such session")
-            return await _history(conn, sid)
-
-    async def load_recent(self, session_id: str, limit: int) -> list[Message]:
-        """The newest messages of the session, at most ``limit``, oldest first, starting
-        at a user message (see :func:`recent_window`).
-
-        Reads only the tail (the ``(session_id, id)`` index), however long the session is.
-        Raises :class:`SessionNotFoundError` if the session does not exist.
-        """
-        sid = _check_session_id(session_id)
-        _check_limit(limit)
+        if limit is not None:
+            _check_limit(limit)
         async with self._transaction(f"loading session {sid!r}", write=False) as conn:
             found = await conn.scalar(select(SessionRow.id).where(SessionRow.id == sid))
             if found is None:
@@ -435,7 +425,8 @@ class MemoryStore:
         """Begin a turn: create the session if needed, append ``message`` and return the
         history before it, all in one transaction (one round trip instead of four).
 
-        With ``history_limit``, only the newest messages are read, as :meth:`load_recent`.
+        With ``history_limit``, only the newest messages are read, as :meth:`load_messages`
+        reads them with ``limit``.
         """
         sid = _check_session_id(session_id)
         if history_limit is not None:
@@ -522,6 +513,22 @@ class MemoryStore:
         query = select(ChannelSessionRow.session_id).where(ChannelSessionRow.channel_id == cid)
         async with self._transaction(f"reading channel {cid!r}", write=False) as conn:
             return await conn.scalar(query)
+
+    async def channels_of(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The chats (channel ids such as ``telegram:42``) bound to each of ``session_ids``,
+        sorted; a session without a chat is left out."""
+        if not session_ids:
+            return {}
+        query = (
+            select(ChannelSessionRow.session_id, ChannelSessionRow.channel_id)
+            .where(ChannelSessionRow.session_id.in_(list(session_ids)))
+            .order_by(ChannelSessionRow.channel_id)
+        )
+        found: dict[str, list[str]] = {}
+        async with self._transaction("reading the chats of sessions", write=False) as conn:
+            for session_id, channel_id in await conn.execute(query):
+                found.setdefault(session_id, []).append(channel_id)
+        return found
 
     # -- tool decisions -----------------------------------------------------------------------
 
