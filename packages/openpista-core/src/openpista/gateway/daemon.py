@@ -79,8 +79,9 @@ class PidFile:
             return None
         return pid if pid > 0 and pid_alive(pid) else None
 
-    def acquire(self, channels: list[str]) -> None:
-        """Write our PID (atomically, exclusive) and state; replace a stale file."""
+    def acquire(self, channels: list[str]) -> DaemonState:
+        """Write our PID (atomically, exclusive) and state, and return that state; replace
+        a stale file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
@@ -97,8 +98,9 @@ class PidFile:
                 continue
             with os.fdopen(fd, "w") as handle:
                 handle.write(f"{os.getpid()}\n")
-            self.write_state(DaemonState(os.getpid(), time.time(), channels))
-            return
+            state = DaemonState(os.getpid(), time.time(), channels)
+            self.write_state(state)
+            return state
         raise DaemonRunningError(f"cannot take the PID file {self.path}")
 
     def write_state(self, state: DaemonState) -> None:
@@ -193,9 +195,9 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
             return 1
         broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
         gateway = Gateway(runtime, adapters, approvals=broker)
-        pid_file.acquire([a.name for a in adapters])
+        started = pid_file.acquire([a.name for a in adapters])
         try:
-            return await _run(gateway, settings, host, stopped, CronScheduler, pid_file)
+            return await _run(gateway, settings, host, stopped, CronScheduler, pid_file, started)
         finally:
             pid_file.release()
     finally:
@@ -230,6 +232,7 @@ async def _run(
     stopped: asyncio.Event,
     scheduler_cls: Any,
     pid_file: PidFile,
+    started: DaemonState,
 ) -> int:
     loop = asyncio.get_running_loop()
     signalled = asyncio.Event()
@@ -264,7 +267,6 @@ async def _run(
     cron_task = asyncio.create_task(scheduler.run())
     services = {"gateway": gateway, "scheduler": scheduler, "memory": gateway.runtime.memory}
     await call_async_hooks(host.pm.hook.daemon_started(config=settings, services=services))
-    started = pid_file.state() or DaemonState(os.getpid(), time.time(), [])
     serving = _announce_serving(gateway, pid_file, started)
     readiness = asyncio.create_task(_announce_ready(gateway, pid_file, serving))
     try:
@@ -287,9 +289,7 @@ def _announce_serving(gateway: Any, pid_file: PidFile, started: DaemonState) -> 
     on stderr, and record them for ``openpista status``."""
     from openpista.serving import listeners
 
-    state = DaemonState(
-        started.pid, started.started_at, [a.name for a in gateway.adapters], listeners()
-    )
+    state = replace(started, channels=[a.name for a in gateway.adapters], listeners=listeners())
     print(f"openpista serves: {', '.join(state.channels) or 'no channel'}", file=sys.stderr)
     for listener in state.listeners:
         print(f"openpista: {listener.name} listens on {listener.url}", file=sys.stderr)

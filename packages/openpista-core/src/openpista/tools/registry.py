@@ -170,6 +170,10 @@ class ToolRegistry:
         """The tool with internal name ``name``, or ``None``."""
         return self._tools.get(name)
 
+    def _called(self, call: ToolCall) -> Tool | None:
+        # A provider that forgot to map a wire name back still reaches the right tool.
+        return self._tools.get(call.name) or self._by_wire.get(call.name)
+
     def names(self) -> list[str]:
         """Internal names of all tools, in registration order."""
         return list(self._tools)
@@ -192,8 +196,7 @@ class ToolRegistry:
 
         Only cancellation propagates (``asyncio.CancelledError``).
         """
-        # A provider that forgot to map a wire name back still reaches the right tool.
-        found = self._tools.get(call.name) or self._by_wire.get(call.name)
+        found = self._called(call)
         if found is None:
             available = ", ".join(self._by_wire) or "none"  # the names the LLM knows
             return _error(call, f"unknown tool '{call.name}'; available tools: {available}")
@@ -233,7 +236,7 @@ class ToolRegistry:
         """What an approval request for ``call`` must warn about: its tool's
         :attr:`~openpista.tools.base.Tool.approval_warning`, if any. A check that fails is
         itself a warning (the user decides without the tool's word)."""
-        found = self._tools.get(call.name) or self._by_wire.get(call.name)
+        found = self._called(call)
         if found is None or found.approval_warning is None:
             return []
         try:
