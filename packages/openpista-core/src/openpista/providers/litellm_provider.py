@@ -184,7 +184,7 @@ class LiteLLMProvider:
                            call["function"].get("arguments"), names)
                 for call in message.get("tool_calls") or ()
             ]  # fmt: skip
-            usage = _usage_of(body.get("usage")) or Usage()
+            usage = _usage(body.get("usage")) or Usage()
             return ChatResult(text=message.get("content") or "", tool_calls=calls, usage=usage)
         except (JsonInputError, LookupError, TypeError, AttributeError) as exc:
             raise ProviderError(
@@ -441,22 +441,18 @@ async def _read_capped(response: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _usage_of(usage: Any) -> Usage | None:
-    """:class:`Usage` of a JSON ``usage`` object (counts that are not integers read as 0)."""
-    if not isinstance(usage, dict):
-        return None
-    counts = [usage.get(key) for key in ("prompt_tokens", "completion_tokens")]
-    prompt, completion = (n if isinstance(n, int) and n >= 0 else 0 for n in counts)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)
-
-
 def _usage(usage: Any) -> Usage | None:
+    """:class:`Usage` of litellm's usage object or of a JSON ``usage`` object (counts that
+    are not integers read as 0); ``None`` without one."""
     if usage is None:
         return None
-    return Usage(
-        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-    )
+    keys = ("prompt_tokens", "completion_tokens")
+    if isinstance(usage, dict):
+        counts = [usage.get(key) for key in keys]
+    else:
+        counts = [getattr(usage, key, 0) for key in keys]
+    prompt, completion = (n if isinstance(n, int) and n >= 0 else 0 for n in counts)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 
 async def _close(response: Any) -> None:
