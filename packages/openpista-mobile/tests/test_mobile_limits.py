@@ -61,10 +61,9 @@ async def test_deeply_nested_json_before_login_gets_bad_json_and_one_log_line(
     connect: Connect,
     llm_emulator: LlmEmulator,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
     body: bytes,
 ) -> None:
-    monkeypatch.setattr(jsonsafe, "_last_logged", {})  # a fresh rate-limit window
+    jsonsafe.REJECTIONS.reset()  # a fresh rate-limit window
     caplog.set_level(logging.INFO)
     client = await connect()
     for _ in range(3):

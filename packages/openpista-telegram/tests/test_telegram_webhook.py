@@ -217,9 +217,8 @@ async def test_deeply_nested_json_is_refused_with_400_and_one_log_line(
     llm_emulator: LlmEmulator,
     alice: User,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(jsonsafe, "_last_logged", {})  # no quiet spell left by other tests
+    jsonsafe.REJECTIONS.reset()  # no quiet spell left by other tests
     llm_emulator.reply_text("unharmed")
     await serve_webhook(serve, telegram)
     caplog.set_level(logging.WARNING)

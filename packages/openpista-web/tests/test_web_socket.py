@@ -173,9 +173,9 @@ async def test_bad_frames_get_an_error_and_the_connection_survives(
     ],
 )
 async def test_deeply_nested_json_gets_an_error_frame_and_the_connection_stays(
-    serve_web: Serve, raw: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    serve_web: Serve, raw: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(jsonsafe, "_last_logged", {})  # this test's line is not rate-limited away
+    jsonsafe.REJECTIONS.reset()  # this test's line is not rate-limited away
     served = await serve_web()
     async with served.connect() as ws:
         await greeted(ws)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
+
+from openpista.quietlog import QuietLog
 
 MAX_DEPTH = 64
 """Nesting deeper than this is refused; real payloads of every supported service stay < 20."""
 
-_LOG_INTERVAL = 60.0
-_last_logged: dict[str, tuple[float, int]] = {}
+REJECTIONS = QuietLog()
+"""The rate limit of :func:`log_rejected`'s lines (``REJECTIONS.reset()`` starts afresh)."""
 
 
 class JsonInputError(ValueError):
@@ -72,11 +73,4 @@ def log_rejected(logger: logging.Logger, source: str, error: Exception) -> None:
 
     The line after a quiet spell says how many were refused in between.
     """
-    now = time.monotonic()
-    last, held = _last_logged.get(source, (-_LOG_INTERVAL, 0))
-    if now - last < _LOG_INTERVAL:
-        _last_logged[source] = (last, held + 1)
-        return
-    extra = f" (+{held} more since the last report)" if held else ""
-    logger.warning("%s: refused a body: %s%s", source, error, extra)
-    _last_logged[source] = (now, 0)
+    REJECTIONS.warning(logger, source, f"{source}: refused a body: {error}")

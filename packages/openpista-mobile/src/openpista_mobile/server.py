@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from openpista.quietlog import QuietLog
 from openpista.serving import announce, socket_url, withdraw
 from openpista_mobile.protocol import ALPN, AppError
 from openpista_mobile.session import AgentSession, MessageHandler
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_TICKETS = 10_000
-_WARN_INTERVAL = 60.0
 
 
 class TicketStore:
@@ -131,8 +130,7 @@ class QuicServer:
         self.on_authenticated = on_authenticated
         self.replay = ReplayGuard(options.replay_window)
         self.sessions: set[AgentSession] = set()
-        self._turned_away = 0
-        self._warned_at = -_WARN_INTERVAL
+        self._quiet = QuietLog()
         self._endpoint: AioQuicServer | None = None
         self._transport: asyncio.DatagramTransport | None = None
 
@@ -148,15 +146,11 @@ class QuicServer:
         if waiting < limit:
             return
         session.refuse(AppError.TOO_MANY_UNAUTHENTICATED, "too many unauthenticated connections")
-        self._turned_away += 1
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_INTERVAL:
-            log.warning(
-                "mobile: %d connection(s) turned away: %d are not authenticated yet (the limit)",
-                self._turned_away,
-                limit,
-            )
-            self._warned_at, self._turned_away = now, 0
+        self._quiet.warning(
+            log,
+            "turned away",
+            f"mobile: a connection was turned away: {limit} are not authenticated yet (the limit)",
+        )
 
     def authenticated(self, session: AgentSession) -> None:
         """A connection became live for pushes as ``session.device_id``."""
