@@ -14,6 +14,7 @@ import pytest
 
 from openpista.testing.cli import OPENPISTA, Cli
 from openpista.testing.emulator import LlmEmulator
+from openpista.testing.processes import is_running, read_pids
 
 pytestmark = pytest.mark.e2e
 
@@ -24,19 +25,6 @@ SECRETS = {
     "WHATSAPP_APP_SECRET": "secret-whatsapp-4711",
     "OPENPISTA_WEB__TOKEN": "secret-web-4711",
 }
-
-
-def is_running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting to be reaped is dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def read_pids(path: Path) -> list[int]:
-    return [int(pid) for pid in path.read_text().split()] if path.exists() else []
 
 
 def poll(condition: Any, seconds: float = DEADLINE) -> bool:

@@ -17,6 +17,7 @@ from openpista.testing.adapters import LoopbackAdapter
 from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.gateways import Gateways
+from openpista.tools.base import Tool
 from openpista.tools.registry import tool
 
 OpenGateway = Callable[..., Awaitable[Gateway]]
@@ -215,9 +216,8 @@ async def test_provider_problems_reach_the_user_prefixed_with_a_cross(
     assert llm_emulator.requests == []
 
 
-async def test_shutdown_cancels_stuck_turns_and_keeps_history_consistent(
-    tmp_path: Path, open_gateway: OpenGateway, llm_emulator: LlmEmulator
-) -> None:
+def forever_tool() -> tuple[Tool, asyncio.Event]:
+    """A tool ``test.forever`` that never returns, and the event it sets once it runs."""
     started = asyncio.Event()
 
     @tool("test.forever")
@@ -227,6 +227,13 @@ async def test_shutdown_cancels_stuck_turns_and_keeps_history_consistent(
         await asyncio.Event().wait()
         return "unreachable"
 
+    return forever, started
+
+
+async def test_shutdown_cancels_stuck_turns_and_keeps_history_consistent(
+    tmp_path: Path, open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    forever, started = forever_tool()
     llm_emulator.reply_tool_calls([("test_forever", {})])
     adapter = LoopbackAdapter("d:")
     gateway = await open_gateway(adapter)
@@ -342,15 +349,7 @@ async def test_shutdown_answers_late_messages_and_cancelled_turns_with_a_cross(
 ) -> None:
     from openpista.gateway.gateway import CANCELLED_NOTICE, STOPPING_NOTICE
 
-    started = asyncio.Event()
-
-    @tool("test.forever")
-    async def forever() -> str:
-        """Never returns."""
-        started.set()
-        await asyncio.Event().wait()
-        return "unreachable"
-
+    forever, started = forever_tool()
     llm_emulator.reply_tool_calls([("test_forever", {})])
     adapter = ClosingAdapter("d:")
     settings = make_settings(tmp_path, llm_emulator, max_concurrent_turns=1)

@@ -10,24 +10,11 @@ import pytest
 
 from openpista.config import Settings, SystemRunSettings
 from openpista.models import ToolCall, ToolResult
+from openpista.testing.processes import is_running, read_pids
 from openpista.tools.base import Tool, ToolError
 from openpista.tools.process import CapturedText, run_process
 from openpista.tools.registry import ToolRegistry
 from openpista.tools.system_run import make_system_run_tool
-
-
-def is_running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting to be reaped is dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def read_pids(path: Path) -> list[int]:
-    """The PIDs a test command appended to ``path`` so far."""
-    return [int(pid) for pid in path.read_text().split()] if path.exists() else []
 
 
 async def wait_for_pids(path: Path, count: int) -> list[int]:

@@ -19,6 +19,7 @@ from openpista.config import ConfigError, Settings, load_config
 from openpista.models import ToolCall
 from openpista.skills.base import SkillRunner
 from openpista.skills.loader import SkillLoader
+from openpista.testing.processes import is_running
 from openpista.tools.base import Tool
 from openpista.tools.process import SAFE_ENVIRONMENT, run_process, tool_environment
 from openpista.tools.registry import ToolRegistry
@@ -160,15 +161,6 @@ async def test_programs_that_cannot_start_raise_like_exec(tmp_path: Path) -> Non
 
 
 # -- parent death -------------------------------------------------------------------------------
-
-
-def is_running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting to be reaped is dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def group_members(pgid: int) -> list[int]:

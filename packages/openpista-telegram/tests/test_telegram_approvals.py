@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,22 +12,12 @@ import pytest
 
 from openpista.config import PolicySettings
 from openpista.testing.emulator import LlmEmulator
+from openpista.testing.polling import eventually
 from openpista.testing.telegram_emulator import SentMessage, TelegramEmulator, User
 from openpista_telegram.adapter import ANSWERED, TelegramAdapter
 
 Serve = Callable[..., Awaitable[TelegramAdapter]]
 TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
-
-
-async def eventually(check: Callable[[], Any], wait: float = 20.0) -> Any:
-    deadline = time.monotonic() + wait
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never became true")
-        await asyncio.sleep(0.02)
 
 
 async def ask(

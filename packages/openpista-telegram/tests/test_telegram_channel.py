@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from openpista.config import PolicySettings
 from openpista.models import AgentResponse, Attachment
 from openpista.testing.contracts import ChannelContract
 from openpista.testing.emulator import LlmEmulator
+from openpista.testing.polling import eventually
 from openpista.testing.telegram_emulator import TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
 from openpista_telegram.config import parse_settings
@@ -28,17 +28,6 @@ if TYPE_CHECKING:
 
 Serve = Callable[..., Awaitable[TelegramAdapter]]
 Table = Callable[..., dict[str, Any]]
-
-
-async def eventually(check: Callable[[], Any], wait: float = 20.0) -> Any:
-    deadline = time.monotonic() + wait
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never became true")
-        await asyncio.sleep(0.02)
 
 
 async def test_private_chat_round_trip(
