@@ -166,6 +166,25 @@ async def test_without_a_daemon_it_falls_back_to_a_subprocess_with_a_warning(
     assert worker_hub().open_tasks() == []
 
 
+async def test_the_host_fallback_gets_no_secret_of_openpista(
+    make_sandbox: Callable[..., DockerSandbox],
+    call: Call,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-openai-4711")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:secret-telegram-4711")
+    monkeypatch.setenv("MY_TOOL_SETTING", "passed-through-4711")
+    sandbox = make_sandbox(docker_host=f"unix://{tmp_path}/no-docker.sock", fallback="subprocess")
+    sandbox.env_passthrough = ("MY_TOOL_SETTING",)
+    result = await call(sandbox, command="env")
+    assert "WITHOUT the Docker sandbox" in result.output
+    assert "secret-openai-4711" not in result.output
+    assert "secret-telegram-4711" not in result.output
+    assert "MY_TOOL_SETTING=passed-through-4711" in result.output
+    assert "OPENPISTA_TASK_ID=" in result.output  # the worker's own variables still arrive
+
+
 async def test_without_a_daemon_it_refuses_by_default(
     make_sandbox: Callable[..., DockerSandbox], call: Call, tmp_path: Path
 ) -> None:

@@ -34,7 +34,11 @@ def sandbox_for(config: Settings) -> DockerSandbox:
 
     sandbox = _sandboxes.get(id(config))
     if sandbox is None:
-        sandbox = DockerSandbox(DockerSettings.from_config(config), config.workspace)
+        sandbox = DockerSandbox(
+            DockerSettings.from_config(config),
+            config.workspace,
+            env_passthrough=config.tools.env_passthrough,
+        )
         _sandboxes[id(config)] = sandbox
     return sandbox
 

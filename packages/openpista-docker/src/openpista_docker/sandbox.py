@@ -25,7 +25,7 @@ import socket
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from openpista.config import home_dir
 from openpista.models import Attachment
 from openpista.tools.base import ToolError
-from openpista.tools.process import ProcessResult, StreamCapture, run_process
+from openpista.tools.process import ProcessResult, StreamCapture, run_process, tool_environment
 from openpista.workers import WorkerHub, WorkerReport, worker_hub
 from openpista_docker.endpoint import CONTAINER_DIR, WorkerEndpoint
 from openpista_docker.settings import DockerSettings, SandboxLimits
@@ -125,9 +125,13 @@ class DockerSandbox:
         workspace: Path,
         hub: WorkerHub | None = None,
         state_dir: Path | None = None,
+        env_passthrough: Iterable[str] = (),
     ) -> None:
-        """``state_dir`` (default ``home_dir()/docker``) holds the tasks' ``/out`` directories."""
+        """``state_dir`` (default ``home_dir()/docker``) holds the tasks' ``/out`` directories;
+        ``env_passthrough`` names what a host fallback run gets besides the safe variables of
+        :func:`~openpista.tools.process.tool_environment` (``[tools] env_passthrough``)."""
         self.settings = settings
+        self.env_passthrough = tuple(env_passthrough)
         self.workspace = workspace
         self.hub = hub or worker_hub()
         self.tasks_dir = (state_dir or home_dir() / "docker") / "tasks"
@@ -420,7 +424,7 @@ class DockerSandbox:
     ) -> TaskResult:
         endpoint = await self.endpoint()
         env = {
-            **os.environ,
+            **tool_environment(self.env_passthrough),
             **spec.env,
             **spec.host_env,
             **self._worker_env(task_id, token, str(endpoint.socket_path), str(out_dir)),
