@@ -81,6 +81,7 @@ class BrowserManager:
         self.settings = settings
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
+        self._rules = settings.host_rules()  # parsed once: navigation and the proxy share it
         self._proxy: GuardProxy | None = None
         self._sessions: dict[str, _Session] = {}
         self._session_locks: dict[str, asyncio.Lock] = {}
@@ -98,7 +99,7 @@ class BrowserManager:
     async def check(self, host: str, port: int) -> None:
         """A ToolError saying why when the browser may not reach ``host``."""
         try:
-            await self.settings.host_rules().resolve(host, port)
+            await self._rules.resolve(host, port)
         except Blocked as exc:
             raise ToolError(str(exc)) from None
 
@@ -214,7 +215,7 @@ class BrowserManager:
         if self.settings.display:  # Playwright's env replaces the whole environment
             env = {**os.environ, "DISPLAY": self.settings.display}
         if self._proxy is None:
-            self._proxy = GuardProxy(self.settings.host_rules(), self.settings.timeout)
+            self._proxy = GuardProxy(self._rules, self.settings.timeout)
             await self._proxy.start()
         if self._playwright is None:
             self._playwright = await async_playwright().start()
