@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from openpista.config import Settings
     from openpista.providers.base import ProviderPreset
     from openpista.skills.base import SkillRunner
+    from openpista.starter import StarterPrompt
     from openpista.tools.base import Tool
 
 PROJECT_NAME = "openpista"
@@ -63,6 +64,19 @@ def register_channels(register: Callable[[str, ChannelFactory], None], config: S
     Call ``register(name, factory)``; the gateway builds the adapter with
     ``factory(config.channels[name], config)`` when ``[channels.<name>]`` has
     ``enabled = true``. See :class:`openpista.channels.ChannelAdapter` for the contract.
+    """
+
+
+@hookspec(firstresult=True)
+def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
+    """Give the ``[channels.<name>]`` table that ``openpista init`` writes when the user
+    enables channel ``name``; return None when ``name`` is not one of your channels.
+
+    Generate what must be secret (tokens), ask for what only the user knows through
+    ``prompt`` (``prompt.text``, ``prompt.confirm``, ``prompt.expose`` before listening
+    beyond loopback; ``--yes`` takes every default, so defaults must be safe), and add the
+    next step with ``prompt.note``. ``enabled = true`` is added for you. The table must pass
+    your channel's own validation: ``openpista start`` right after ``init`` serves it.
     """
 
 

@@ -7,7 +7,7 @@ starts, never for ``openpista --help`` or ``openpista telegram pair``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from openpista import hookimpl
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from openpista.channels import ChannelFactory
     from openpista.config import Settings
+    from openpista.starter import StarterPrompt
 
 
 @hookimpl
@@ -23,6 +24,24 @@ def register_channels(register: Callable[[str, ChannelFactory], None], config: S
     from openpista_telegram.adapter import create_telegram_adapter
 
     register("telegram", create_telegram_adapter)
+
+
+@hookimpl
+def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
+    """``openpista init``: the bot token (or ``TELEGRAM_BOT_TOKEN`` at run time)."""
+    if name != "telegram":
+        return None
+    from openpista_telegram.config import TOKEN_VARIABLE
+
+    token = prompt.text(
+        f"Telegram bot token from @BotFather (empty: read ${TOKEN_VARIABLE} at run time)",
+        secret=True,
+    )
+    prompt.note(
+        "telegram: polls the Bot API (no port to open); run `openpista telegram pair` and "
+        "send the code to your bot to let yourself in"
+    )
+    return {"token": token} if token else {}
 
 
 @hookimpl

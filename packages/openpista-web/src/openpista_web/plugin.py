@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from openpista.channels import ChannelAdapter, ChannelFactory
     from openpista.config import Settings
+    from openpista.starter import StarterPrompt
 
 
 def create_web_adapter(table: dict[str, Any], config: Settings) -> ChannelAdapter:
@@ -33,6 +34,28 @@ def create_web_adapter(table: dict[str, Any], config: Settings) -> ChannelAdapte
 @hookimpl
 def register_channels(register: Callable[[str, ChannelFactory], None], config: Settings) -> None:
     register("web", create_web_adapter)
+
+
+@hookimpl
+def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
+    """``openpista init``: a generated token; loopback unless the user opens it."""
+    if name != "web":
+        return None
+    import secrets
+
+    from openpista_web.settings import WebSettings
+
+    defaults = WebSettings()
+    table: dict[str, Any] = {"token": secrets.token_urlsafe(32)}
+    if prompt.expose(
+        "the web chat",
+        f"{defaults.host}:{defaults.port}",
+        "Opened, anyone who can reach that port gets the sign-in page; the token is the only "
+        "lock, and without tls_cert/tls_key it travels in plain HTTP.",
+    ):
+        table["host"] = "0.0.0.0"
+    prompt.note("web: `openpista web link` prints the sign-in link once the daemon runs")
+    return table
 
 
 @hookimpl

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from openpista.channels import ChannelAdapter, ChannelFactory
     from openpista.config import Settings
+    from openpista.starter import StarterPrompt
 
 
 def _factory(table: dict[str, Any], config: Settings) -> ChannelAdapter:
@@ -28,6 +29,43 @@ def _factory(table: dict[str, Any], config: Settings) -> ChannelAdapter:
 def register_channels(register: Callable[[str, ChannelFactory], None], config: Settings) -> None:
     """The ``whatsapp`` channel (``[channels.whatsapp] enabled = true``)."""
     register("whatsapp", _factory)
+
+
+@hookimpl
+def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
+    """``openpista init``: the Meta app's ids and secrets (each may come from the
+    environment instead), a generated verify token, and the webhook's exposure."""
+    if name != "whatsapp":
+        return None
+    import secrets
+
+    from openpista_whatsapp.config import ENV_OVERRIDES, WhatsAppConfig
+
+    variables = {option: variable for variable, option in ENV_OVERRIDES.items()}
+    questions = {
+        "phone_number_id": ("WhatsApp phone number id (Meta: API setup)", False),
+        "access_token": ("WhatsApp access token", True),
+        "app_secret": ("Meta app secret (checks every webhook's signature)", True),
+    }
+    table: dict[str, Any] = {}
+    for option, (question, secret) in questions.items():
+        answer = prompt.text(f"{question} (empty: read ${variables[option]})", secret=secret)
+        if answer:
+            table[option] = answer
+    table["verify_token"] = secrets.token_urlsafe(32)
+    defaults = WhatsAppConfig()
+    if prompt.expose(
+        "the WhatsApp webhook",
+        f"{defaults.webhook_host}:{defaults.webhook_port}",
+        "Meta only posts to https:// URLs, so the usual set-up keeps it here behind a TLS "
+        "reverse proxy or tunnel; opened, it serves plain HTTP to your whole network.",
+    ):
+        table["webhook_host"] = "0.0.0.0"
+    prompt.note(
+        f"whatsapp: give Meta your public https://…{defaults.webhook_path} URL and the "
+        "verify_token written in the config (docs/channels/whatsapp.md)"
+    )
+    return table
 
 
 @hookimpl

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from openpista.cli.main import CliState, fail
 
-# Channels that authenticate clients with a token of ours; init generates one for each.
-TOKEN_CHANNELS = ("web", "mobile")
+if TYPE_CHECKING:
+    from openpista.plugins import PluginHost
+    from openpista.starter import StarterPrompt
 
 
 @click.command()
@@ -38,15 +38,19 @@ def init(
 ) -> None:
     """Write a starter config: provider, model, key, channels, and generated tokens.
 
-    The file goes to --config / $OPENPISTA_CONFIG / ~/.openpista/config.toml, readable only
-    by you (mode 0600, it may hold a key). Existing files are kept unless --force.
-    Every other option keeps its default: see config.example.toml.
+    Each channel you enable asks what it needs (a bot token, a phone number id) and whether
+    it may listen beyond this machine; the answer is no unless you say yes, and --yes never
+    opens a port to the network. The file goes to --config / $OPENPISTA_CONFIG /
+    ~/.openpista/config.toml, readable only by you (mode 0600, it may hold a key). Existing
+    files are kept unless --force. Every other option keeps its default: see
+    config.example.toml.
     """
     import tomli_w
 
     from openpista.config import Settings, default_config_path
     from openpista.plugins import PluginHost
     from openpista.runtime import build_providers
+    from openpista.starter import StarterPrompt
 
     path = Path(state.config_path).expanduser() if state.config_path else default_config_path()
     if path.exists() and not force:
@@ -79,7 +83,7 @@ def init(
                 "register_channels", lambda name, _f: name, config=settings
             )
         }
-        | set(TOKEN_CHANNELS)
+        | {"cli"}
     )
     if not channels and not yes:
         others = ", ".join(c for c in available if c != "cli")
@@ -90,13 +94,17 @@ def init(
     unknown = [c for c in channels if c not in available]
     if unknown:
         fail(f"unknown channel(s) {', '.join(unknown)}; available: {', '.join(available)}")
-    document = _document(provider, model, api_key, base_url, set(channels))
+    prompt = StarterPrompt(interactive=not yes)
+    tables = {name: _channel_table(host, name, prompt) for name in sorted(set(channels) - {"cli"})}
+    document = _document(provider, model, api_key, base_url, tables)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         tomli_w.dump(document, handle)
     os.chmod(path, 0o600)
     click.echo(f"✓ wrote {path}")
+    for line in prompt.notes:
+        click.echo(f"  {line}")
     click.echo("  next: `openpista model test`, then `openpista start`")
 
 
@@ -104,19 +112,35 @@ def _ask_choice(label: str, options: list[str], default: str) -> str:
     return str(click.prompt(label, default=default, type=click.Choice(options)))
 
 
+def _channel_table(host: PluginHost, name: str, prompt: StarterPrompt) -> dict[str, Any]:
+    """``[channels.<name>]`` as the channel's plugin writes it (``enabled`` first)."""
+    from openpista.config import ConfigError
+
+    prompt.explain(f"-- [channels.{name}] --")
+    try:
+        table = host.pm.hook.init_channel(name=name, prompt=prompt)
+    except click.exceptions.Abort:
+        raise
+    except ConfigError as exc:  # a wrong answer
+        fail(str(exc))
+    except Exception as exc:  # a broken plugin gets one clear line, not a traceback
+        fail(f"the plugin of channel {name} could not prepare [channels.{name}]: {exc}")
+    return {"enabled": True, **(table or {})}
+
+
 def _document(
-    provider: str, model: str, api_key: str | None, base_url: str | None, channels: set[str]
+    provider: str,
+    model: str,
+    api_key: str | None,
+    base_url: str | None,
+    channels: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     section: dict[str, Any] = {"model": model}
     if api_key:
         section["api_key"] = api_key
     if base_url:
         section["base_url"] = base_url
-    channel_tables: dict[str, Any] = {"cli": {"enabled": True}}
-    for name in sorted(channels - {"cli"}):
-        channel_tables[name] = {"enabled": True}
-    for name in TOKEN_CHANNELS:
-        channel_tables.setdefault(name, {"enabled": False})["token"] = secrets.token_urlsafe(32)
+    channel_tables: dict[str, Any] = {"cli": {"enabled": True}, **channels}
     return {
         "agent": {"provider": provider},
         "providers": {provider: section},
