@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from openpista.tools.base import ToolError
-from openpista.tools.context import current_turn
+from openpista.tools import ToolError, current_turn
 from openpista_browser.guard import Blocked
 from openpista_browser.proxy import GuardProxy
 

@@ -12,9 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from openpista.models import Attachment
-from openpista.tools.base import Tool, ToolError, ToolOutput
-from openpista.tools.process import CapturedText
-from openpista.tools.registry import tool
+from openpista.tools import CapturedText, Tool, ToolError, ToolOutput, tool
 from openpista_browser.manager import BrowserManager
 from openpista_browser.proxy import BLOCKED_HEADER, UNREACHABLE_HEADER
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from openpista.models import Attachment
-from openpista.tools.base import ToolError
-from openpista.tools.system_run import format_result
+from openpista.tools import ToolError, format_result
 from openpista_docker.sandbox import OUT_DIR, TaskResult
 from openpista_docker.settings import SandboxLimits
 

@@ -6,10 +6,8 @@ import json
 import sys
 from typing import Any
 
-from openpista.skills.base import Skill
-from openpista.skills.subprocess_runner import MAX_ARGV_JSON_BYTES, skill_output
-from openpista.tools.base import ToolError
-from openpista.tools.context import current_turn
+from openpista.skills import MAX_ARGV_JSON_BYTES, Skill, skill_output
+from openpista.tools import ToolError, current_turn
 from openpista_docker.render import check_memory, collected_sections
 from openpista_docker.sandbox import DockerSandbox, Mount, TaskSpec
 from openpista_docker.settings import limits_for_skill

@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from openpista.config import home_dir
 from openpista.models import Attachment
-from openpista.tools.base import ToolError
-from openpista.tools.process import ProcessResult, StreamCapture, run_process, tool_environment
+from openpista.tools import ProcessResult, StreamCapture, ToolError, run_process, tool_environment
 from openpista.workers import WorkerHub, WorkerReport, worker_hub
 from openpista_docker.endpoint import CONTAINER_DIR, WorkerEndpoint
 from openpista_docker.settings import DockerSettings, SandboxLimits

@@ -8,9 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from openpista.tools.base import Tool, ToolError, ToolOutput
-from openpista.tools.context import current_turn
-from openpista.tools.registry import tool
+from openpista.tools import Tool, ToolError, ToolOutput, current_turn, tool
 from openpista_docker.render import attachments, check_memory, render
 from openpista_docker.sandbox import OUT_DIR, WORKSPACE_DIR, DockerSandbox, TaskSpec
 

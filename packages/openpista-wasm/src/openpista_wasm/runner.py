@@ -13,9 +13,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from openpista.skills.base import Skill
-from openpista.tools.base import ToolError
-from openpista.tools.process import CapturedText
+from openpista.skills import Skill
+from openpista.tools import CapturedText, ToolError
 from openpista_wasm.settings import Limits, WasmSettings, limits_for
 from openpista_wasm.stats import CacheStats
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from openpista.cli.main import CliState, fail
+from openpista.cli import CliState, fail
 
 if TYPE_CHECKING:
     from openpista_web.settings import WebSettings

@@ -1,1 +1,62 @@
-"""Tools the LLM can call: the contract, the registry and the built-in shell tool."""
+"""Tools the LLM can call: the contract, the registry and the built-in shell tool.
+
+The public API for tool plugins is importable from here (lazily, so importing
+:mod:`openpista.tools.base` stays cheap):
+
+- the contract: :class:`Tool`, :class:`ToolError`, :class:`ToolOutput`, the :func:`tool`
+  decorator, and :func:`current_turn` (the session and chat of the running call);
+- running programs: :func:`run_process` (bounded output, scrubbed environment, the whole
+  process group killed on timeout or cancel, even when openpista dies) returning a
+  :class:`ProcessResult` of two :class:`CapturedText`; :class:`StreamCapture` to bound a
+  stream you read yourself; :func:`tool_environment` for the environment a program gets;
+  :func:`format_result`, the text ``system.run`` gives the LLM for a result.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from openpista._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from openpista.tools.base import Tool, ToolError, ToolOutput
+    from openpista.tools.context import TurnContext, current_turn
+    from openpista.tools.process import (
+        CapturedText,
+        ProcessResult,
+        StreamCapture,
+        run_process,
+        tool_environment,
+    )
+    from openpista.tools.registry import tool
+    from openpista.tools.system_run import format_result
+
+_EXPORTS = {
+    "Tool": "openpista.tools.base",
+    "ToolError": "openpista.tools.base",
+    "ToolOutput": "openpista.tools.base",
+    "tool": "openpista.tools.registry",
+    "TurnContext": "openpista.tools.context",
+    "current_turn": "openpista.tools.context",
+    "CapturedText": "openpista.tools.process",
+    "ProcessResult": "openpista.tools.process",
+    "StreamCapture": "openpista.tools.process",
+    "run_process": "openpista.tools.process",
+    "tool_environment": "openpista.tools.process",
+    "format_result": "openpista.tools.system_run",
+}
+__all__ = [
+    "CapturedText",
+    "ProcessResult",
+    "StreamCapture",
+    "Tool",
+    "ToolError",
+    "ToolOutput",
+    "TurnContext",
+    "current_turn",
+    "format_result",
+    "run_process",
+    "tool",
+    "tool_environment",
+]
+__getattr__ = lazy_exports(__name__, _EXPORTS)
