@@ -141,15 +141,10 @@ def _scan(command: str) -> _Literal | None:
         if char in _QUOTES:
             quote = char
             continue
+        if not _unquoted_literal(text, index, starts_word):
+            return None
         if char in _GLOB_CHARS:
             globs.append(index)
-        elif char == "~":
-            # Bash expands a tilde at the start of a word and after "=" or ":".
-            expands = starts_word or text[index - 1] in "=:"
-            if expands and text[index + 1 : index + 2] not in ("", "/", " "):
-                return None  # ~user, ~+, ~-, ~1: not the home directory
-        elif char not in _WORD_CHARS:
-            return None
         if index < first_end:
             first.append(char)
     if quote is not None or not text:
@@ -157,6 +152,18 @@ def _scan(command: str) -> _Literal | None:
     if "".join(first) in _CODE_WORDS or "=" in text[:first_end]:
         return None  # shell code, or an assignment (LD_PRELOAD=x ls)
     return _Literal(text, tuple(globs))
+
+
+def _unquoted_literal(text: str, index: int, starts_word: bool) -> bool:
+    """Whether the unquoted ``text[index]`` stands for itself (glob characters do: the
+    caller records them)."""
+    char = text[index]
+    if char == "~":
+        # Bash expands a tilde at the start of a word and after "=" or ":"; only a bare
+        # ``~`` or ``~/`` is the home directory (not ~user, ~+, ~-, ~1).
+        expands = starts_word or text[index - 1] in "=:"
+        return not expands or text[index + 1 : index + 2] in ("", "/", " ")
+    return char in _WORD_CHARS or char in _GLOB_CHARS
 
 
 def is_literal_command(command: str) -> bool:
