@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -101,27 +103,67 @@ def tk_window(display: str, tmp_path: Path) -> Iterator[Callable[[], list[str]]]
         app.wait(10)
 
 
-@pytest.fixture
-def session_bus() -> Iterator[str]:
-    """A private session D-Bus; yields its address."""
-    launched = subprocess.run(
-        ["dbus-launch", "--sh-syntax"], capture_output=True, text=True, check=True
+@contextlib.contextmanager
+def dbus_daemon(address: str, config: Path | None = None) -> Iterator[str]:
+    """A real ``dbus-daemon`` listening at ``address``; yields the address it prints.
+
+    Its configuration is the standard session bus's, or the file ``config``. It runs in the
+    foreground (``--nofork``) as our child, so stopping it leaves nothing.
+    """
+    bus = "--session" if config is None else f"--config-file={config}"
+    daemon = subprocess.Popen(
+        ["dbus-daemon", bus, "--nofork", f"--address={address}", "--print-address"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
-    values = _parse_dbus(launched.stdout)
     try:
-        yield values["DBUS_SESSION_BUS_ADDRESS"]
+        assert daemon.stdout is not None
+        printed = daemon.stdout.readline().strip()
+        assert printed, "dbus-daemon did not print its address"
+        yield printed
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(values["DBUS_SESSION_BUS_PID"]), 15)
+        daemon.terminate()
+        daemon.wait(10)
+        if daemon.stdout is not None:
+            daemon.stdout.close()
 
 
-def _parse_dbus(output: str) -> dict[str, str]:
+@pytest.fixture
+def session_bus(tmp_path: Path) -> Iterator[str]:
+    """A private session D-Bus at ``tmp_path/bus`` (the ``$XDG_RUNTIME_DIR/bus`` layout)."""
+    with dbus_daemon(f"unix:path={tmp_path}/bus") as address:
+        yield address
+
+
+def processes_carrying(marker: str) -> dict[int, str]:
+    """Processes of this user other than this one whose environment holds ``marker``
+    (``NAME=value``): their PIDs and command lines."""
     found = {}
-    for line in output.splitlines():
-        name, _, value = line.partition("=")
-        if value and name.startswith("DBUS_"):
-            found[name] = value.rstrip(";").strip("'")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            environ = (entry / "environ").read_bytes()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if marker.encode() in environ.split(b"\0"):
+            found[int(entry.name)] = command.replace(b"\0", b" ").decode(errors="replace")
     return found
+
+
+@pytest.fixture
+def env_marker() -> Iterator[str]:
+    """A unique ``NAME=value`` to put in an environment; processes still carrying it at the
+    end of the test are killed (a failing test leaves nothing behind)."""
+    marker = f"OPENPISTA_DESKTOP_MARKER={uuid.uuid4().hex}"
+    yield marker
+    for pid in processes_carrying(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
 """The openpista plugin module of openpista-desktop (entry point ``desktop``).
 
 Cheap to import, and importable without a display: pyautogui, mss and pytesseract are
-imported when a tool first runs, and every tool answers with a clear error when no
-display is available.
+imported when a tool first runs. Tools this session cannot use (no X server answering, no
+session D-Bus) are not offered; one INFO line says which and why.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,16 +18,21 @@ if TYPE_CHECKING:
     from openpista.config import Settings
     from openpista.tools.base import Tool
 
+log = logging.getLogger(__name__)
+
 
 @hookimpl
 def register_tools(register: Callable[[Tool], None], config: Settings) -> None:
-    """Register the desktop tools unless ``[tools.desktop] enabled = false``; mouse and
-    keyboard only with ``allow_input = true``."""
+    """Register the desktop tools this session can use, unless ``[tools.desktop] enabled =
+    false``; mouse and keyboard only with ``allow_input = true``."""
     from openpista_desktop.settings import desktop_settings
-    from openpista_desktop.tools import make_desktop_tools
+    from openpista_desktop.tools import usable_desktop_tools
 
     settings = desktop_settings(config)
     if not settings.enabled:
         return
-    for item in make_desktop_tools(settings):
+    usable, left_out = usable_desktop_tools(settings, os.environ)
+    if left_out:
+        log.info("desktop tools left out: %s", left_out)
+    for item in usable:
         register(item)

@@ -5,6 +5,8 @@
 
 import asyncio
 import base64
+import os
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -14,6 +16,7 @@ from openpista.tools.base import Tool, ToolOutput
 from openpista.tools.process import CapturedText
 from openpista.tools.registry import tool
 from openpista_desktop import inputs, screen
+from openpista_desktop.availability import NO_SESSION_BUS, display_problem, session_bus
 from openpista_desktop.clipboard import read_clipboard, write_clipboard
 from openpista_desktop.notify import notify
 from openpista_desktop.settings import DesktopSettings
@@ -28,12 +31,39 @@ RegionArgument = Annotated[
 ]
 
 
-def make_desktop_tools(settings: DesktopSettings) -> list[Tool]:
-    """The desktop tools; mouse and keyboard only when ``settings.allow_input``."""
-    made = [*_screen_tools(settings), *_system_tools(settings)]
-    if settings.allow_input:
-        made.extend(_input_tools(settings))
+def make_desktop_tools(
+    settings: DesktopSettings, *, display: bool = True, bus: bool = True
+) -> list[Tool]:
+    """The desktop tools: with ``display`` the screen, clipboard and (when
+    ``settings.allow_input``) mouse and keyboard tools; with ``bus`` system.notify."""
+    made: list[Tool] = []
+    if display:
+        made.extend([*_screen_tools(settings), _clipboard_tool(settings)])
+        if settings.allow_input:
+            made.extend(_input_tools(settings))
+    if bus:
+        made.append(_notify_tool(settings))
     return made
+
+
+def usable_desktop_tools(
+    settings: DesktopSettings, environ: Mapping[str, str]
+) -> tuple[list[Tool], str | None]:
+    """The desktop tools this session can use now, and one line naming those left out and why.
+
+    The display tools need an X server answering at ``settings.display`` (else
+    ``$DISPLAY``); system.notify needs a listening session D-Bus.
+    """
+    problem = display_problem(settings.display or environ.get("DISPLAY"), environ)
+    bus = session_bus(environ) is not None
+    usable = make_desktop_tools(settings, display=problem is None, bus=bus)
+    reasons = []
+    if problem is not None:
+        names = [item.name for item in make_desktop_tools(settings, bus=False)]
+        reasons.append(f"{', '.join(names)}: {problem}")
+    if not bus:
+        reasons.append(f"system.notify: {NO_SESSION_BUS}")
+    return usable, "; ".join(reasons) or None
 
 
 def _screen_tools(settings: DesktopSettings) -> list[Tool]:
@@ -86,7 +116,7 @@ def _screen_tools(settings: DesktopSettings) -> list[Tool]:
     return [capture, ocr]
 
 
-def _system_tools(settings: DesktopSettings) -> list[Tool]:
+def _clipboard_tool(settings: DesktopSettings) -> Tool:
     @tool("system.clipboard")
     async def clipboard(
         text: Annotated[
@@ -102,6 +132,10 @@ def _system_tools(settings: DesktopSettings) -> list[Tool]:
         await write_clipboard(text, env, settings.timeout)
         return f"Copied {len(text)} characters to the clipboard"
 
+    return clipboard
+
+
+def _notify_tool(settings: DesktopSettings) -> Tool:
     @tool("system.notify")
     async def notify_user(
         title: Annotated[str, Field(min_length=1, description="The notification's headline.")],
@@ -111,10 +145,10 @@ def _system_tools(settings: DesktopSettings) -> list[Tool]:
         ] = "normal",
     ) -> str:
         """Show a desktop notification to the user sitting at this computer."""
-        await notify(title, body, urgency, settings.environment(), settings.timeout)
+        await notify(title, body, urgency, os.environ, settings.timeout)
         return f"Notification shown: {title}"
 
-    return [clipboard, notify_user]
+    return notify_user
 
 
 def _input_tools(settings: DesktopSettings) -> list[Tool]:
