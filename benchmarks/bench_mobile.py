@@ -28,12 +28,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from channel_load import Talk, instant_gateway, print_figures, talk_together
+from channel_load import LoadRun, Talk, instant_gateway, print_figures, talk_together
 
 TOKEN = "bench-token-0123456789abcdef"
 
 
-async def _round(clients: int, messages: int, db: Path) -> tuple[float, list[float]]:
+async def _round(clients: int, messages: int, db: Path) -> LoadRun:
     from openpista_mobile.adapter import MobileAdapter
     from openpista_mobile.client import MobileClient
     from openpista_mobile.settings import parse_settings
@@ -68,9 +68,9 @@ def bench_mobile(client_counts: tuple[int, ...], messages: int) -> None:
     for clients in client_counts:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ["OPENPISTA_HOME"] = tmp  # the self-signed certificate goes here
-            elapsed, latencies = asyncio.run(_round(clients, messages, Path(tmp) / "m.db"))
+            run = asyncio.run(_round(clients, messages, Path(tmp) / "m.db"))
         label = f"mobile, {clients} QUIC connection(s)"
-        print_figures(label, elapsed, latencies, messages)
+        print_figures(label, run, messages)
 
 
 HOSTILE_SERVER = """

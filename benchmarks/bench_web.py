@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from channel_load import Talk, instant_gateway, print_figures, talk_together
+from channel_load import LoadRun, Talk, instant_gateway, print_figures, talk_together
 
 TOKEN = "bench-token"
 
 
-async def _round(clients: int, messages: int, db: Path, home: Path) -> tuple[float, list[float]]:
+async def _round(clients: int, messages: int, db: Path, home: Path) -> LoadRun:
     from openpista_web.adapter import WebAdapter
     from openpista_web.settings import WebSettings
     from openpista_web.testing import greeted, next_frame, open_socket
@@ -55,10 +55,8 @@ def bench_web(client_counts: tuple[int, ...], messages: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     for clients in client_counts:
         with tempfile.TemporaryDirectory() as tmp:
-            elapsed, latencies = asyncio.run(
-                _round(clients, messages, Path(tmp) / "web.db", Path(tmp))
-            )
-        print_figures(f"web, {clients} WebSocket clients", elapsed, latencies, messages)
+            run = asyncio.run(_round(clients, messages, Path(tmp) / "web.db", Path(tmp)))
+        print_figures(f"web, {clients} WebSocket clients", run, messages)
 
 
 def main() -> None:

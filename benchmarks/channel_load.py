@@ -1,5 +1,6 @@
 """What the channel load benchmarks share: a real gateway answering with an instant LLM,
-clients that open their connections first and then all talk at once, figures printed.
+clients that open their connections first and then all talk at once, figures printed: the
+throughput against its target, and the CPU one message costs split by part of openpista.
 
 Not a benchmark itself (nox runs ``run.py`` and ``bench_*.py``); ``bench_web.py`` and
 ``bench_mobile.py`` import it from this folder.
@@ -8,12 +9,16 @@ Not a benchmark itself (nox runs ``run.py`` and ``bench_*.py``); ``bench_web.py`
 from __future__ import annotations
 
 import asyncio
+import signal
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NamedTuple
 
 from run import machine
 
@@ -21,6 +26,114 @@ from openpista.testing.providers import InstantProvider
 
 Talk = Callable[[str], Awaitable[None]]
 """Sends one message and returns when its final answer has arrived."""
+
+TARGET = 100
+"""Messages per second a channel should reach on a 2-core machine against an instant LLM."""
+
+# Which part of the process a sampled stack belongs to: the first rule whose marker is in a
+# frame's file name wins, frames taken from the innermost out (SQLAlchemy called by the
+# store is the store; pydantic called by the gateway is the gateway). The benchmark's own
+# clients run in this process too: a stack that passes through them is theirs.
+CLIENT_MARKERS = (
+    "/benchmarks/",
+    "/openpista_web/testing.py",
+    "/websockets/asyncio/",  # the server side is uvicorn's, on websockets.legacy
+    "/openpista_mobile/client.py",
+    "/aioquic/asyncio/client.py",
+)
+PARTS = (
+    ("store", ("/openpista/memory/", "/sqlalchemy/", "/aiosqlite/", "/sqlite3/", "/asyncpg/")),
+    ("provider", ("/openpista/providers/", "/openpista/testing/providers.py")),
+    (
+        "channel",
+        (
+            "/openpista_web/",
+            "/openpista_mobile/",
+            "/uvicorn/",
+            "/starlette/",
+            "/websockets/",
+            "/h11/",
+            "/httptools/",
+            "/aioquic/",
+            "/openpista/serving.py",
+        ),
+    ),
+    ("gateway", ("/openpista/",)),
+)
+IDLE = ("selectors.py",)
+LOOP_RUNNERS = ("_run", "_run_once")  # Handle._run runs callbacks, the loop runs those
+SAMPLE_EVERY = 0.001
+
+
+def _part(frame: FrameType | None) -> str:
+    stack: list[str] = []
+    # Up to the event loop (the frames below it, the benchmark's main, ran everything). The
+    # SQLAlchemy code run in a greenlet has a stack of its own, without the loop.
+    while frame is not None and not _is_loop(frame):
+        stack.append(frame.f_code.co_filename)
+        frame = frame.f_back
+    if not stack:
+        return "event loop"
+    if stack[0].endswith(IDLE):
+        return "idle"
+    if any(marker in name for name in stack for marker in CLIENT_MARKERS):
+        return "clients"
+    for name in stack:
+        for part, markers in PARTS:
+            if any(marker in name for marker in markers):
+                return part
+    return "event loop"
+
+
+def _is_loop(frame: FrameType) -> bool:
+    code = frame.f_code
+    return code.co_name in LOOP_RUNNERS and "/asyncio/" in code.co_filename
+
+
+@dataclass
+class CpuProfile:
+    """The CPU the process spent while the clients talked, and where: every millisecond of
+    process CPU (``ITIMER_PROF``) the stack of the event loop's thread is sampled and
+    classified by :func:`_part`. A sample that finds the loop waiting for events is CPU of
+    another thread, the SQLite driver's: store."""
+
+    total: float = 0.0
+    samples: Counter[str] = field(default_factory=Counter)
+
+    def parts(self) -> dict[str, float]:
+        """CPU seconds per part."""
+        counts = Counter(self.samples)
+        counts["store"] += counts.pop("idle", 0)
+        taken = sum(counts.values())
+        return {part: self.total * n / taken for part, n in counts.items() if taken}
+
+
+@contextmanager
+def profiled() -> Iterator[CpuProfile]:
+    """Measure the process's CPU and sample where it goes for the duration of the block;
+    to be entered in the main thread, which runs the event loop."""
+    profile = CpuProfile()
+
+    def sample(_signal: int, frame: FrameType | None) -> None:
+        profile.samples[_part(frame)] += 1
+
+    previous = signal.signal(signal.SIGPROF, sample)
+    started = time.process_time()
+    signal.setitimer(signal.ITIMER_PROF, SAMPLE_EVERY, SAMPLE_EVERY)
+    try:
+        yield profile
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        profile.total = time.process_time() - started
+        signal.signal(signal.SIGPROF, previous)
+
+
+class LoadRun(NamedTuple):
+    """What :func:`talk_together` measured."""
+
+    elapsed: float
+    latencies: list[float]
+    cpu: CpuProfile
 
 
 @asynccontextmanager
@@ -46,9 +159,10 @@ async def instant_gateway(db: Path, adapter: Any) -> AsyncIterator[Any]:
 
 async def talk_together(
     connections: Sequence[AbstractAsyncContextManager[Talk]], messages: int
-) -> tuple[float, list[float]]:
+) -> LoadRun:
     """Open every connection, then let each send ``messages`` messages one after another,
-    all connections at once. Returns the seconds that took and every message's latency."""
+    all connections at once. Returns the seconds that took, every message's latency and
+    the CPU spent meanwhile."""
     opened: asyncio.Queue[None] = asyncio.Queue()
     ready = asyncio.Event()
     latencies: list[float] = []
@@ -65,24 +179,30 @@ async def talk_together(
     tasks = [asyncio.create_task(client(c)) for c in connections]
     for _ in connections:  # every connection is open before the clock starts
         await asyncio.wait_for(opened.get(), 120)
-    started = time.perf_counter()
-    ready.set()
-    await asyncio.gather(*tasks)
-    return time.perf_counter() - started, latencies
+    with profiled() as cpu:
+        started = time.perf_counter()
+        ready.set()
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    return LoadRun(elapsed, latencies, cpu)
 
 
-TARGET = 100
-"""Messages per second a channel should reach on a 2-core machine against an instant LLM."""
-
-
-def print_figures(label: str, elapsed: float, latencies: list[float], messages: int) -> None:
-    """One line: messages per second against :data:`TARGET`, median and 99th percentile
-    latency, and the machine's load beside them."""
-    latencies = sorted(latencies)
+def print_figures(label: str, run: LoadRun, messages: int) -> None:
+    """Two lines: messages per second against :data:`TARGET`, median and 99th percentile
+    latency, and the machine's load beside them; then the CPU of one message, in total and
+    by part (the benchmark's own clients included, since they run in the same process)."""
+    latencies = sorted(run.latencies)
+    count = len(latencies)
     p50 = statistics.median(latencies) * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    p99 = latencies[min(count - 1, int(count * 0.99))] * 1000
     print(
-        f"{label:<38} {len(latencies) / elapsed:8.0f} msg/s (target >= {TARGET})"
+        f"{label:<38} {count / run.elapsed:8.0f} msg/s (target >= {TARGET})"
         f"   p50 {p50:8.1f} ms   p99 {p99:8.1f} ms"
         f"   ({messages} messages each, instant LLM, SQLite) {machine()}"
+    )
+    parts = sorted(run.cpu.parts().items(), key=lambda item: -item[1])
+    split = ", ".join(f"{part} {seconds / count * 1000:.2f}" for part, seconds in parts)
+    print(
+        f"{'':<38} CPU {run.cpu.total / count * 1000:6.2f} ms/msg"
+        f" (target <= {1000 / TARGET:.0f} on one core): {split}"
     )
