@@ -33,20 +33,6 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
     settings = manager.settings
     element_wait = f"{settings.element_timeout:g} s"
 
-    async def on_page(
-        action: Callable[["Page"], Awaitable[T]], what: str, *, navigates: bool = False
-    ) -> T:
-        """Run ``action`` on the session's page; Playwright errors become ToolErrors."""
-        from playwright.async_api import Error as PlaywrightError
-        from playwright.async_api import TimeoutError as PlaywrightTimeout
-
-        try:
-            return await manager.run(action, navigates=navigates)
-        except PlaywrightTimeout as exc:
-            raise ToolError(f"{what}: timed out ({_reason(exc)})") from None
-        except PlaywrightError as exc:
-            raise ToolError(f"{what}: {_reason(exc)}") from None
-
     @tool("browser.navigate")
     async def navigate(
         url: Annotated[
@@ -68,26 +54,9 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
                 raise ToolError(f"cannot open {target}: {exc}") from None
 
         async def go(page: "Page") -> str:
-            from playwright.async_api import Error as PlaywrightError
+            return await _open(manager, page, target, host)
 
-            try:
-                response = await page.goto(target, wait_until="load")
-            except PlaywrightError as exc:
-                refused = manager.refusal(host or "") if _PROXY_REFUSED in str(exc) else None
-                if refused is None:
-                    raise
-                raise ToolError(f"cannot open {target}: {refused}") from None
-            if response is not None:
-                headers = response.headers
-                refused = headers.get(BLOCKED_HEADER.lower()) or headers.get(
-                    UNREACHABLE_HEADER.lower()
-                )
-                if refused:
-                    raise ToolError(f"cannot open {target}: {refused}")
-            status = f"HTTP {response.status}" if response is not None else "no HTTP response"
-            return f"Opened {page.url} ({status}); title: {await page.title()!r}"
-
-        return await on_page(go, f"cannot open {target}", navigates=True)
+        return await _on_page(manager, go, f"cannot open {target}", navigates=True)
 
     @tool("browser.click")
     async def click(
@@ -114,7 +83,7 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
             await page.wait_for_load_state("load", timeout=settings.timeout * 1000)
             return f"Clicked the element with {described}; now at {page.url}"
 
-        return await on_page(press, f"cannot click {described}")
+        return await _on_page(manager, press, f"cannot click {described}")
 
     @tool("browser.type")
     async def type_text(
@@ -138,7 +107,7 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
             await page.wait_for_load_state("load", timeout=settings.timeout * 1000)
             return f"{done} and pressed Enter; now at {page.url}"
 
-        return await on_page(fill, f"cannot type into {described}")
+        return await _on_page(manager, fill, f"cannot type into {described}")
 
     @tool("browser.screenshot")
     async def screenshot(
@@ -151,7 +120,7 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
         async def shoot(page: "Page") -> tuple[str, bytes]:
             return page.url, await page.screenshot(type="png", full_page=full_page)
 
-        url, png = await on_page(shoot, "cannot take a screenshot")
+        url, png = await _on_page(manager, shoot, "cannot take a screenshot")
         picture = Attachment(
             name="screenshot.png",
             mime_type="image/png",
@@ -172,22 +141,64 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
 
         Long text is cut in the middle.
         """
-        described = f"selector {selector!r}"
 
         async def read(page: "Page") -> str:
-            if selector is None:
-                body = await page.locator("body").inner_text()
-            else:
-                target = page.locator(selector)
-                await _require(target.first, described, element_wait)
-                body = "\n".join(await target.all_inner_texts())
+            body = await _visible_text(page, selector, element_wait)
             header = f"URL: {page.url}\nTitle: {await page.title()}\n\n"
             return header + _clip(body, settings.max_text_chars)
 
-        what = "cannot read the page" if selector is None else f"cannot read {described}"
-        return await on_page(read, what)
+        what = "cannot read the page" if selector is None else f"cannot read selector {selector!r}"
+        return await _on_page(manager, read, what)
 
     return [navigate, click, type_text, screenshot, page_text]
+
+
+async def _on_page(
+    manager: BrowserManager,
+    action: Callable[["Page"], Awaitable[T]],
+    what: str,
+    *,
+    navigates: bool = False,
+) -> T:
+    """Run ``action`` on the session's page; Playwright errors become ToolErrors."""
+    from playwright.async_api import Error as PlaywrightError
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        return await manager.run(action, navigates=navigates)
+    except PlaywrightTimeout as exc:
+        raise ToolError(f"{what}: timed out ({_reason(exc)})") from None
+    except PlaywrightError as exc:
+        raise ToolError(f"{what}: {_reason(exc)}") from None
+
+
+async def _visible_text(page: "Page", selector: str | None, element_wait: str) -> str:
+    """The page's visible text, or that of the elements matching ``selector``."""
+    if selector is None:
+        return await page.locator("body").inner_text()
+    target = page.locator(selector)
+    await _require(target.first, f"selector {selector!r}", element_wait)
+    return "\n".join(await target.all_inner_texts())
+
+
+async def _open(manager: BrowserManager, page: "Page", target: str, host: str | None) -> str:
+    """Go to ``target``; a refusal of the guarding proxy becomes a ToolError saying why."""
+    from playwright.async_api import Error as PlaywrightError
+
+    try:
+        response = await page.goto(target, wait_until="load")
+    except PlaywrightError as exc:
+        refused = manager.refusal(host or "") if _PROXY_REFUSED in str(exc) else None
+        if refused is None:
+            raise
+        raise ToolError(f"cannot open {target}: {refused}") from None
+    if response is None:
+        return f"Opened {page.url} (no HTTP response); title: {await page.title()!r}"
+    headers = response.headers
+    refused = headers.get(BLOCKED_HEADER.lower()) or headers.get(UNREACHABLE_HEADER.lower())
+    if refused:
+        raise ToolError(f"cannot open {target}: {refused}")
+    return f"Opened {page.url} (HTTP {response.status}); title: {await page.title()!r}"
 
 
 def _full_url(url: str) -> str:
