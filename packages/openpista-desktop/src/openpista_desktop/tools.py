@@ -59,8 +59,10 @@ def usable_desktop_tools(
     usable = make_desktop_tools(settings, display=problem is None, bus=bus)
     reasons = []
     if problem is not None:
-        names = [item.name for item in make_desktop_tools(settings, bus=False)]
-        reasons.append(f"{', '.join(names)}: {problem}")
+        families = "screen.*, system.clipboard"
+        if settings.allow_input:
+            families += ", mouse.*, keyboard.*"
+        reasons.append(f"{families}: {problem}")
     if not bus:
         reasons.append(f"system.notify: {NO_SESSION_BUS}")
     return usable, "; ".join(reasons) or None
