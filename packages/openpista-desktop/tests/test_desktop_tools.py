@@ -23,6 +23,8 @@ from openpista.tools.registry import ToolRegistry
 from openpista_desktop.settings import NO_DISPLAY, DesktopSettings, desktop_settings
 from openpista_desktop.tools import make_desktop_tools
 
+from .conftest import processes_carrying
+
 SCREEN = (1024, 768)  # the Xvfb screen of conftest.xvfb
 INPUT_TOOLS = {"mouse.move", "mouse.click", "keyboard.type", "keyboard.press"}
 
@@ -153,6 +155,21 @@ async def test_clipboard_round_trip(fresh_display: str) -> None:
         check=True,
     )
     assert seen.stdout == text
+
+
+async def test_clipboard_helpers_get_no_secrets_of_openpista(
+    fresh_display: str, env_marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """xclip/xsel keep serving a copied text in the background: that process must not hold
+    openpista's provider keys or bot tokens (only the scrubbed tool environment)."""
+    name, _, value = env_marker.partition("=")
+    monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OPENAI_API_KEY", value)
+    registry = ToolRegistry(make_desktop_tools(DesktopSettings(display=fresh_display)))
+    await ok(registry, "system.clipboard", text="copied")
+    assert (await ok(registry, "system.clipboard")).output == "copied"
+    for marker in (env_marker, f"OPENAI_API_KEY={value}"):
+        assert processes_carrying(marker) == {}
 
 
 async def test_without_a_display_every_tool_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from openpista.config import plugin_options
+from openpista.tools import tool_environment
 from openpista.tools.base import ToolError
 
 if TYPE_CHECKING:
@@ -41,8 +42,9 @@ class DesktopSettings(BaseModel):
         return name
 
     def environment(self) -> dict[str, str]:
-        """The process environment with ``DISPLAY`` set, for helper programs."""
-        return {**os.environ, "DISPLAY": self.display_name()}
+        """The scrubbed tool environment with ``DISPLAY`` set, for helper programs (no
+        provider keys or bot tokens reach xclip, xsel or xdotool)."""
+        return {**tool_environment(), "DISPLAY": self.display_name()}
 
 
 def desktop_settings(config: Settings) -> DesktopSettings:

@@ -5,13 +5,13 @@
 
 import asyncio
 import base64
-import os
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import Field
 
 from openpista.models import Attachment
+from openpista.tools import tool_environment
 from openpista.tools.base import Tool, ToolOutput
 from openpista.tools.process import CapturedText
 from openpista.tools.registry import tool
@@ -147,7 +147,7 @@ def _notify_tool(settings: DesktopSettings) -> Tool:
         ] = "normal",
     ) -> str:
         """Show a desktop notification to the user sitting at this computer."""
-        await notify(title, body, urgency, os.environ, settings.timeout)
+        await notify(title, body, urgency, tool_environment(), settings.timeout)
         return f"Notification shown: {title}"
 
     return notify_user
