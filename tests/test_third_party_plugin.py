@@ -42,6 +42,49 @@ packages = ["openpista_broken"]
 }
 
 
+def plugin_files(name: str, module: str) -> dict[str, str]:
+    """A distribution ``openpista-<name>`` whose entry point ``<name>`` is ``module``."""
+    return {
+        "pyproject.toml": BROKEN_PLUGIN["pyproject.toml"].replace("broken", name),
+        f"openpista_{name}/__init__.py": module,
+    }
+
+
+RAISING_PROVIDERS = """
+from openpista import hookimpl
+
+
+@hookimpl
+def register_providers(register):
+    raise RuntimeError("the provider SDK is missing")
+"""
+
+TWIN = """
+from openpista import ProviderPreset, hookimpl, tool
+
+
+@tool("system.run")
+async def run(command: str) -> str:
+    \"\"\"A second system.run.\"\"\"
+    return command
+
+
+@hookimpl
+def register_providers(register):
+    register(ProviderPreset(name="openai", factory=None, default_model="m", description="twin"))
+
+
+@hookimpl
+def register_tools(register):
+    register(run)
+
+
+@hookimpl
+def register_channels(register):
+    register("cli", None)
+"""
+
+
 def files_from_docs() -> dict[str, str]:
     """The code blocks of docs/plugins.md that carry a ``title="<path>"``."""
     text = (REPO_ROOT / "docs" / "plugins.md").read_text()
@@ -65,6 +108,8 @@ def plugin_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
     install(files_from_docs(), tmp_path / "hello", site)
     install(BROKEN_PLUGIN, tmp_path / "broken", site)
+    install(plugin_files("raising", RAISING_PROVIDERS), tmp_path / "raising", site)
+    install(plugin_files("twin", TWIN), tmp_path / "twin", site)
     return site
 
 
@@ -89,6 +134,35 @@ def test_plugin_is_listed_and_a_broken_one_is_reported(cli: Cli, plugin_site: Pa
     assert hello["registered"]["tools"] == ["hello.greet"]
     assert not hello["errors"]
     assert "ModuleNotFoundError" in reports["broken"]["errors"][0]
+    assert reports["raising"]["errors"] == [
+        "register_providers failed: RuntimeError: the provider SDK is missing"
+    ]
+    twin = reports["twin"]
+    assert twin["registered"] == {
+        "providers": ["openai"],
+        "tools": ["system.run"],
+        "channels": ["cli"],
+    }
+    assert len(twin["errors"]) == 3, twin["errors"]
+    assert twin["errors"][0] == "tool system.run is already registered"
+    assert twin["errors"][1].startswith(
+        "provider 'openai' is registered twice; the first one is kept"
+    )
+    assert twin["errors"][2] == "channel 'cli' is already provided"
+    assert not any(reports[name]["errors"] for name in ("tools", "providers", "channels"))
+
+
+def test_a_raising_provider_plugin_and_twins_leave_every_command_working(
+    cli: Cli, plugin_site: Path, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("still here")
+    done = with_site(cli, plugin_site, "raising,twin")("run", "-e", "hello")
+    assert done.returncode == 0, done.stderr
+    assert "still here" in done.stdout
+    assert "register_providers failed: RuntimeError: the provider SDK is missing" in done.stderr
+    listed = with_site(cli, plugin_site, "raising,twin")("model", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "openai" in listed.stdout
 
 
 def test_plugin_tool_is_offered_to_the_llm_and_runs(

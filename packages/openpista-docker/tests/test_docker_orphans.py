@@ -15,6 +15,7 @@ import docker
 import pytest
 
 from openpista.config import Settings
+from openpista.plugin_context import PluginContext
 from openpista_docker import plugin
 from openpista_docker.sandbox import OWNER_LABEL, TASK_LABEL, DockerSandbox, TaskSpec
 from openpista_docker.testing import PrivateDockerd
@@ -54,12 +55,13 @@ async def test_daemon_start_removes_only_the_orphans(
         agent={"workspace": tmp_path},
         tools={"docker": {"docker_host": engine.host, "image": image}},
     )
+    context = PluginContext(config)
     try:
-        await plugin.daemon_started(config=config, services={})
+        await plugin.daemon_started(context=context)
         left = sorted(c.name for c in client.containers.list(all=True))
         assert left == ["not-openpista", "other-host", "other-live-openpista"]
     finally:
-        await plugin.runtime_closing(config=config)
+        await context.close()
         for container in client.containers.list(all=True):
             container.remove(force=True)
 
@@ -68,11 +70,12 @@ async def test_daemon_start_without_docker_only_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = Settings(tools={"docker": {"docker_host": f"unix://{tmp_path}/none.sock"}})
+    context = PluginContext(config)
     try:
         with caplog.at_level(logging.INFO):
-            await plugin.daemon_started(config=config, services={})
+            await plugin.daemon_started(context=context)
     finally:
-        await plugin.runtime_closing(config=config)
+        await context.close()
     assert "orphan clean-up skipped: no Docker engine answers" in caplog.text
 
 
@@ -106,13 +109,14 @@ async def test_start_removes_the_task_directories_a_crashed_run_left(
         agent={"workspace": tmp_path},
         tools={"docker": {"docker_host": f"unix://{tmp_path}/none.sock"}},
     )
+    context = PluginContext(config)
     try:
-        await plugin.daemon_started(config=config, services={})
+        await plugin.daemon_started(context=context)
         assert [path.exists() for path in stale] == [False, False]
         assert all(path.exists() for path in kept)
         assert (tmp_path / "home").exists()
     finally:
-        await plugin.runtime_closing(config=config)
+        await context.close()
         for path in [*stale, *kept]:
             if path.is_symlink():
                 path.unlink()

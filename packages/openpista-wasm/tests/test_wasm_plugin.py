@@ -34,17 +34,26 @@ def test_plugin_import_and_registration_do_not_load_wasmtime() -> None:
     assert done.stdout.split() == ["WasmSkillRunner", "False"]
 
 
-async def test_runtime_closing_releases_the_runner(tmp_path: Path) -> None:
-    from openpista_wasm import plugin
+async def test_closing_the_runtime_releases_the_runner(
+    tmp_path: Path, guests: Callable[[str], Path], make_skill: Callable[..., Skill]
+) -> None:
+    from openpista.runtime import Runtime
 
     host = PluginHost.load(environ={"OPENPISTA_LOAD_PLUGINS": "wasm"})
-    settings = Settings(agent={"workspace": str(tmp_path)})
-    toolbox = build_toolbox(host, settings)
-    runner = toolbox.runners["wasm"]
+    settings = Settings.model_validate(
+        {
+            "agent": {"workspace": str(tmp_path)},
+            "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"},
+        }
+    )
+    runtime = await Runtime.open(settings, host)
+    runner = runtime.toolbox.runners["wasm"]
     assert isinstance(runner, WasmSkillRunner)
-    assert runner in plugin._runners
-    await plugin.runtime_closing(settings)
-    assert runner not in plugin._runners
+    with pytest.raises(ToolError):
+        await runner.run(make_skill("trap", guests("trap")), {}, 60)
+    assert runner._parts is not None, "a run made the engine"
+    await runtime.close()
+    assert runner._parts is None, "closing the runtime released the engine"
 
 
 async def test_skills_wasm_table_configures_the_runner(

@@ -1,19 +1,24 @@
 """openpista: an autonomous AI agent you reach through the messengers you already use.
 
-What plugin authors need is importable from here. Names are resolved lazily, so
-``import openpista`` stays cheap no matter what the plugin uses.
+What plugin authors need is importable from here (docs/plugins.md lists it). Names are
+resolved lazily, so ``import openpista`` stays cheap no matter what the plugin uses. The
+topic modules behind them are public too: :mod:`openpista.tools` (the tool contract,
+process capture), :mod:`openpista.skills` (skill runners), :mod:`openpista.serving`
+(embedded servers and listeners), :mod:`openpista.cli` (helpers for plugin commands).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from openpista._lazy import lazy_exports
 from openpista._version import __version__
 from openpista.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from openpista.channels import ChannelAdapter
+    from openpista.config import ConfigError, Settings, home_dir
+    from openpista.files import write_private
     from openpista.models import (
         AgentResponse,
         Attachment,
@@ -23,12 +28,32 @@ if TYPE_CHECKING:
         ToolResult,
         Usage,
     )
+    from openpista.plugin_context import DaemonServices, PluginContext
     from openpista.providers.base import LlmProvider, ProviderError, ProviderPreset, ToolSpec
-    from openpista.skills.base import Skill, SkillRunner
-    from openpista.tools.base import Tool, ToolError
-    from openpista.tools.registry import tool
+    from openpista.serving import EmbeddedServer, WebhookPath, bind_tcp, bind_unix
+    from openpista.skills import MAX_ARGV_JSON_BYTES, Skill, SkillRunner, skill_output
+    from openpista.tools import (
+        CapturedText,
+        ProcessResult,
+        StreamCapture,
+        Tool,
+        ToolError,
+        ToolOutput,
+        TurnContext,
+        current_turn,
+        format_result,
+        run_process,
+        tool,
+        tool_environment,
+    )
 
-_LAZY = {
+_EXPORTS = {
+    "PluginContext": "openpista.plugin_context",
+    "DaemonServices": "openpista.plugin_context",
+    "ConfigError": "openpista.config",
+    "Settings": "openpista.config",
+    "home_dir": "openpista.config",
+    "write_private": "openpista.files",
     "ChannelAdapter": "openpista.channels",
     "AgentResponse": "openpista.models",
     "Attachment": "openpista.models",
@@ -41,16 +66,37 @@ _LAZY = {
     "ProviderError": "openpista.providers.base",
     "ProviderPreset": "openpista.providers.base",
     "ToolSpec": "openpista.providers.base",
-    "Skill": "openpista.skills.base",
-    "SkillRunner": "openpista.skills.base",
-    "Tool": "openpista.tools.base",
-    "ToolError": "openpista.tools.base",
-    "tool": "openpista.tools.registry",
+    "EmbeddedServer": "openpista.serving",
+    "WebhookPath": "openpista.serving",
+    "bind_tcp": "openpista.serving",
+    "bind_unix": "openpista.serving",
+    "Skill": "openpista.skills",
+    "SkillRunner": "openpista.skills",
+    "MAX_ARGV_JSON_BYTES": "openpista.skills",
+    "skill_output": "openpista.skills",
+    "Tool": "openpista.tools",
+    "ToolError": "openpista.tools",
+    "ToolOutput": "openpista.tools",
+    "tool": "openpista.tools",
+    "TurnContext": "openpista.tools",
+    "current_turn": "openpista.tools",
+    "CapturedText": "openpista.tools",
+    "ProcessResult": "openpista.tools",
+    "StreamCapture": "openpista.tools",
+    "run_process": "openpista.tools",
+    "tool_environment": "openpista.tools",
+    "format_result": "openpista.tools",
 }
 
-__all__ = [  # noqa: RUF022 (grouped like _LAZY)
+__all__ = [  # noqa: RUF022 (grouped like _EXPORTS)
     "__version__",
     "hookimpl",
+    "PluginContext",
+    "DaemonServices",
+    "ConfigError",
+    "Settings",
+    "home_dir",
+    "write_private",
     "ChannelAdapter",
     "AgentResponse",
     "Attachment",
@@ -63,18 +109,26 @@ __all__ = [  # noqa: RUF022 (grouped like _LAZY)
     "ProviderError",
     "ProviderPreset",
     "ToolSpec",
+    "EmbeddedServer",
+    "WebhookPath",
+    "bind_tcp",
+    "bind_unix",
     "Skill",
     "SkillRunner",
+    "MAX_ARGV_JSON_BYTES",
+    "skill_output",
     "Tool",
     "ToolError",
+    "ToolOutput",
     "tool",
+    "TurnContext",
+    "current_turn",
+    "CapturedText",
+    "ProcessResult",
+    "StreamCapture",
+    "run_process",
+    "tool_environment",
+    "format_result",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'openpista' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,6 +7,12 @@ not need. Registration hooks get a ``register`` callback: call it once per thing
 provide. Built-in tools and providers are ordinary plugins written the same way
 (``openpista.builtins``).
 
+Hooks that run for one runtime may declare ``context``, the
+:class:`~openpista.plugin_context.PluginContext` of that runtime: its ``config``, objects
+shared by your hooks (``context.shared(factory)``), ``context.on_close(callback)`` to
+release what you opened, and in the daemon hooks ``context.services``. Keep no state in
+module globals: two runtimes may run in one process.
+
 Keep the plugin module cheap to import: import the SDK you wrap inside the function that
 needs it, never at module top level.
 """
@@ -23,6 +29,7 @@ if TYPE_CHECKING:
 
     from openpista.channels import ChannelFactory
     from openpista.config import Settings
+    from openpista.plugin_context import PluginContext
     from openpista.providers.base import ProviderPreset
     from openpista.skills.base import SkillRunner
     from openpista.starter import StarterPrompt
@@ -46,24 +53,29 @@ def register_providers(register: Callable[[ProviderPreset], None]) -> None:
 
 
 @hookspec
-def register_tools(register: Callable[[Tool], None], config: Settings) -> None:
+def register_tools(
+    register: Callable[[Tool], None], config: Settings, context: PluginContext
+) -> None:
     """Offer tools to the LLM.
 
     Call ``register(tool)`` for each :class:`openpista.tools.base.Tool`. Tool names are
     dotted (``system.run``, ``browser.click``); the registry rejects a name whose wire form
-    (dots become underscores) collides with one already registered. ``config`` is the whole
-    configuration: read your options from ``config.tools.<name>`` and skip registering
-    when your tool is disabled there.
+    (dots become underscores) collides with one already registered, and ``openpista
+    plugins`` shows the collision. ``config`` is the whole configuration: read your options
+    from ``config.tools.<name>`` and skip registering when your tool is disabled there.
     """
 
 
 @hookspec
-def register_channels(register: Callable[[str, ChannelFactory], None], config: Settings) -> None:
+def register_channels(
+    register: Callable[[str, ChannelFactory], None], config: Settings, context: PluginContext
+) -> None:
     """Offer channel adapters to the gateway.
 
     Call ``register(name, factory)``; the gateway builds the adapter with
     ``factory(config.channels[name], config)`` when ``[channels.<name>]`` has
     ``enabled = true``. See :class:`openpista.channels.ChannelAdapter` for the contract.
+    A name another plugin registered first is reported by ``openpista plugins`` and left out.
     """
 
 
@@ -81,11 +93,14 @@ def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
 
 
 @hookspec
-def register_skill_runners(register: Callable[[str, SkillRunner], None], config: Settings) -> None:
+def register_skill_runners(
+    register: Callable[[str, SkillRunner], None], config: Settings, context: PluginContext
+) -> None:
     """Offer execution modes for skills.
 
     Call ``register(mode, runner)``; a skill whose front matter says ``mode: <mode>`` is run
-    by that runner. Core registers ``subprocess``. ``config`` is the whole configuration: a
+    by that runner. Core registers ``subprocess``; a mode registered twice is reported by
+    ``openpista plugins`` (the first one is kept). ``config`` is the whole configuration: a
     runner reads its options from ``[skills.<mode>]`` (``config.skills.model_extra``).
     """
 
@@ -100,17 +115,19 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-async def daemon_started(config: Settings, services: dict[str, Any]) -> None:
-    """Called once the daemon serves; ``services`` maps names to running components."""
+async def daemon_started(config: Settings, context: PluginContext) -> None:
+    """Called once the daemon serves; ``context.services`` is the running daemon's
+    :class:`~openpista.plugin_context.DaemonServices` (``submit`` an event, the served
+    ``channels``)."""
 
 
 @hookspec
-async def daemon_stopping(config: Settings, services: dict[str, Any]) -> None:
+async def daemon_stopping(config: Settings, context: PluginContext) -> None:
     """Called when the daemon begins shutting down, before channels are closed."""
 
 
 @hookspec
-async def runtime_closing(config: Settings) -> None:
+async def runtime_closing(config: Settings, context: PluginContext) -> None:
     """Called when openpista closes (``openpista run``, the TUI, the daemon, after its
     channels stopped): release the processes and connections your plugin opened (a browser,
     a Docker client). Called once per run, whether or not your tools were used."""

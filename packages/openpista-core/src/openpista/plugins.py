@@ -21,11 +21,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module, metadata
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from openpista import hookspecs
+
+if TYPE_CHECKING:
+    from openpista.plugin_context import PluginContext
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +175,11 @@ class PluginHost:
         )
 
     def collect(
-        self, hook_name: str, describe: Callable[..., str], **kwargs: Any
+        self,
+        hook_name: str,
+        describe: Callable[..., str],
+        context: PluginContext | None = None,
+        **kwargs: Any,
     ) -> list[tuple[str, Any]]:
         """Call a registration hook plugin by plugin; return ``(plugin name, item)`` pairs.
 
@@ -180,7 +187,16 @@ class PluginHost:
         credited to it in its report (``describe`` turns the registered arguments into the
         label shown). An implementation that raises is reported; the others still count.
         An item is the argument given to ``register``, or the tuple of them when several.
+        ``context`` (and ``config``, its configuration) goes to implementations declaring
+        them; a caller that only lists registrations may give ``config`` alone, and the
+        implementations then share a context of this call.
         """
+        if context is None and "config" in kwargs:
+            from openpista.plugin_context import PluginContext
+
+            context = PluginContext(kwargs["config"])
+        if context is not None:
+            kwargs = {**kwargs, "context": context, "config": context.config}
         collected: list[tuple[str, Any]] = []
         caller = getattr(self.pm.hook, hook_name)
         # pluggy calls the last registered first; keep registration order instead.

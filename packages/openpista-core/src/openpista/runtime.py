@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openpista.agent import Agent
-from openpista.plugins import PluginHost
+from openpista.plugin_context import DaemonServices, PluginContext
+from openpista.plugins import PluginHost, call_async_hooks
 from openpista.providers.registry import ProviderRegistry
 from openpista.skills.loader import SkillLoader, SkillScan, skill_tools, system_prompt_context
 from openpista.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
+    from openpista.channels import ChannelFactory
     from openpista.config import Settings
     from openpista.memory.store import MemoryStore
     from openpista.skills.base import SkillRunner
@@ -27,22 +29,26 @@ class Toolbox:
     problems: list[str] = field(default_factory=list)
 
 
-def build_toolbox(host: PluginHost, settings: Settings) -> Toolbox:
+def build_toolbox(
+    host: PluginHost, settings: Settings, context: PluginContext | None = None
+) -> Toolbox:
     """Collect tools and skill runners from the plugins and skills from the workspace.
 
-    A tool whose name collides with one registered earlier is left out and reported
-    against the plugin that offered it.
+    ``context`` is the runtime's; without one the plugins share a context of their own (for
+    callers that only list what is registered). A tool whose name collides with one
+    registered earlier is left out and reported against the plugin that offered it.
     """
+    context = context or PluginContext(settings)
     registry = ToolRegistry()
     problems: list[str] = []
-    for plugin_name, tool in host.collect("register_tools", _tool_label, config=settings):
+    for plugin_name, tool in host.collect("register_tools", _tool_label, context):
         try:
             registry.register(tool)
         except ValueError as exc:
             host.report_error(plugin_name, str(exc))
     runners: dict[str, SkillRunner] = {}
     for plugin_name, (mode, runner) in host.collect(
-        "register_skill_runners", _runner_label, config=settings
+        "register_skill_runners", _runner_label, context
     ):
         if mode in runners:
             host.report_error(plugin_name, f"skill mode {mode!r} is already provided")
@@ -62,8 +68,30 @@ def build_toolbox(host: PluginHost, settings: Settings) -> Toolbox:
 
 
 def build_providers(host: PluginHost) -> ProviderRegistry:
-    """The provider presets offered by all plugins."""
-    return ProviderRegistry.from_plugins(host.pm)
+    """The provider presets offered by all plugins.
+
+    A plugin whose hook raises is reported and left out; a name or alias taken by a preset
+    registered earlier is reported against the plugin that offered it.
+    """
+    registry = ProviderRegistry()
+    for plugin_name, preset in host.collect("register_providers", _preset_label):
+        known = len(registry.problems)
+        registry.register(preset)
+        for problem in registry.problems[known:]:
+            host.report_error(plugin_name, problem)
+    return registry
+
+
+def channel_factories(host: PluginHost, context: PluginContext) -> dict[str, ChannelFactory]:
+    """The channel factories offered by all plugins, by channel name; a name registered
+    earlier by another plugin is reported against the later one, which is left out."""
+    factories: dict[str, ChannelFactory] = {}
+    for plugin_name, (name, factory) in host.collect("register_channels", _channel_label, context):
+        if name in factories:
+            host.report_error(plugin_name, f"channel {name!r} is already provided")
+            continue
+        factories[name] = factory
+    return factories
 
 
 class Runtime:
@@ -76,12 +104,15 @@ class Runtime:
         providers: ProviderRegistry,
         toolbox: Toolbox,
         memory: MemoryStore,
+        context: PluginContext,
     ) -> None:
         self.settings = settings
         self.host = host
         self.providers = providers
         self.toolbox = toolbox
         self.memory = memory
+        self.context = context
+        self._closed = False
 
     @classmethod
     async def open(cls, settings: Settings, host: PluginHost | None = None) -> Runtime:
@@ -89,15 +120,20 @@ class Runtime:
         from openpista.memory.store import MemoryStore
 
         host = host or PluginHost.load()
-        toolbox = build_toolbox(host, settings)
+        context = PluginContext(settings)
+        toolbox = build_toolbox(host, settings, context)
         providers = build_providers(host)
         memory = await MemoryStore.open(settings.database.url)
-        return cls(settings, host, providers, toolbox, memory)
+        return cls(settings, host, providers, toolbox, memory, context)
+
+    def channel_factories(self) -> dict[str, ChannelFactory]:
+        """The channels the plugins offer (see :func:`channel_factories`)."""
+        return channel_factories(self.host, self.context)
 
     @property
     def problems(self) -> list[str]:
         """Plugin, provider and skill problems worth a warning at start-up."""
-        return [*self.toolbox.problems, *self.providers.problems]
+        return list(dict.fromkeys([*self.toolbox.problems, *self.host.problems]))
 
     def agent(self, provider: str | None = None, model: str | None = None) -> Agent:
         """An agent answering with ``provider``/``model`` (defaults from ``[agent]``).
@@ -119,12 +155,28 @@ class Runtime:
             context=lambda: context,
         )
 
-    async def close(self) -> None:
-        """Let plugins release what they opened (``runtime_closing``), then close memory."""
-        from openpista.plugins import call_async_hooks
+    async def daemon_started(self, services: DaemonServices) -> None:
+        """Hand plugins the running daemon (``daemon_started``, ``context.services``)."""
+        self.context.services = services
+        hook = self.host.pm.hook.daemon_started
+        await call_async_hooks(hook(config=self.settings, context=self.context))
 
+    async def daemon_stopping(self) -> None:
+        """Tell plugins the daemon begins shutting down (``daemon_stopping``)."""
+        hook = self.host.pm.hook.daemon_stopping
+        await call_async_hooks(hook(config=self.settings, context=self.context))
+        self.context.services = None
+
+    async def close(self) -> None:
+        """Let plugins release what they opened (``runtime_closing``, then the context's
+        close callbacks), then close memory. Closing twice does nothing more."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            await call_async_hooks(self.host.pm.hook.runtime_closing(config=self.settings))
+            hook = self.host.pm.hook.runtime_closing
+            await call_async_hooks(hook(config=self.settings, context=self.context))
+            await self.context.close()
         finally:
             await self.memory.close()
 
@@ -141,3 +193,11 @@ def _tool_label(tool: Any) -> str:
 
 def _runner_label(mode: str, runner: Any) -> str:
     return mode
+
+
+def _preset_label(preset: Any) -> str:
+    return str(preset.name)
+
+
+def _channel_label(name: str, factory: Any) -> str:
+    return name

@@ -1,9 +1,9 @@
 """The openpista plugin module of openpista-docker (entry point ``docker``).
 
 Registers the ``container.run`` tool and the ``docker`` skill runner (both on one
-:class:`~openpista_docker.sandbox.DockerSandbox` per configuration), removes orphan
-containers and task directories when the daemon starts, and stops the worker endpoint when
-openpista closes.
+:class:`~openpista_docker.sandbox.DockerSandbox` per runtime, shared through the
+:class:`~openpista.PluginContext`), removes orphan containers and task directories when the
+daemon starts, and stops the worker endpoint when the runtime closes.
 The docker SDK, starlette and uvicorn are imported only when a task runs.
 """
 
@@ -13,33 +13,28 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from openpista.hookspecs import hookimpl
+from openpista import hookimpl
 
 if TYPE_CHECKING:
-    from openpista.config import Settings
-    from openpista.skills.base import SkillRunner
-    from openpista.tools.base import Tool
+    from openpista import PluginContext, Settings, SkillRunner, Tool
     from openpista_docker.sandbox import DockerSandbox
 
 log = logging.getLogger(__name__)
 
-_sandboxes: dict[int, DockerSandbox] = {}
-"""One sandbox per configuration object, shared by its tool, runner and hooks."""
 
-
-def sandbox_for(config: Settings) -> DockerSandbox:
-    """The sandbox of ``config`` (made on first use); raises ConfigError for bad options."""
+def make_sandbox(context: PluginContext) -> DockerSandbox:
+    """The runtime's sandbox (``context.shared(make_sandbox)``), closed with the runtime;
+    raises ConfigError for bad ``[tools.docker]`` options."""
     from openpista_docker.sandbox import DockerSandbox
     from openpista_docker.settings import DockerSettings
 
-    sandbox = _sandboxes.get(id(config))
-    if sandbox is None:
-        sandbox = DockerSandbox(
-            DockerSettings.from_config(config),
-            config.workspace,
-            env_passthrough=config.tools.env_passthrough,
-        )
-        _sandboxes[id(config)] = sandbox
+    config = context.config
+    sandbox = DockerSandbox(
+        DockerSettings.from_config(config),
+        config.workspace,
+        env_passthrough=config.tools.env_passthrough,
+    )
+    context.on_close(sandbox.close)
     return sandbox
 
 
@@ -49,42 +44,36 @@ def _enabled(config: Settings) -> bool:
 
 
 @hookimpl
-def register_tools(register: Callable[[Tool], None], config: Settings) -> None:
+def register_tools(register: Callable[[Tool], None], context: PluginContext) -> None:
     """Register ``container.run`` unless ``[tools.docker] enabled = false``."""
-    if not _enabled(config):
+    if not _enabled(context.config):
         return
     from openpista_docker.tool import make_container_run_tool
 
-    register(make_container_run_tool(sandbox_for(config)))
+    register(make_container_run_tool(context.shared(make_sandbox)))
 
 
 @hookimpl
-def register_skill_runners(register: Callable[[str, SkillRunner], None], config: Settings) -> None:
+def register_skill_runners(
+    register: Callable[[str, SkillRunner], None], context: PluginContext
+) -> None:
     """Register the runner of ``mode: docker`` skills (and of skills naming an ``image:``)."""
-    if not _enabled(config):
+    if not _enabled(context.config):
         return
     from openpista_docker.runner import DockerSkillRunner
 
-    register("docker", DockerSkillRunner(sandbox_for(config)))
+    register("docker", DockerSkillRunner(context.shared(make_sandbox)))
 
 
 @hookimpl
-async def daemon_started(config: Settings, services: dict[str, Any]) -> None:
+async def daemon_started(context: PluginContext) -> None:
     """Remove the containers and host directories a crashed openpista left behind."""
-    if not _enabled(config):
+    if not _enabled(context.config):
         return
     import asyncio
 
-    sandbox = sandbox_for(config)
+    sandbox = context.shared(make_sandbox)
     await asyncio.to_thread(sandbox.remove_stale_dirs)
     removed = await sandbox.remove_orphans()
     if removed:
         log.warning("removed %d orphan container(s): %s", len(removed), ", ".join(removed))
-
-
-@hookimpl
-async def runtime_closing(config: Settings) -> None:
-    """Stop the worker endpoint and close the engine connection."""
-    sandbox = _sandboxes.pop(id(config), None)
-    if sandbox is not None:
-        await sandbox.close()

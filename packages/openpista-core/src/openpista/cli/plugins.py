@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import click
@@ -19,16 +20,19 @@ def plugins(state: CliState, as_json: bool) -> None:
     Built-in plugins are part of openpista-core; the others come from installed
     distributions that declare an `openpista` entry point. OPENPISTA_LOAD_PLUGINS
     (comma-separated names, empty for none) chooses which installed plugins load.
-    Plugins that failed are listed with the reason.
+    Plugins that failed, and names registered twice, are listed with the reason.
     """
+    from openpista.plugin_context import PluginContext
     from openpista.plugins import PluginHost
-    from openpista.runtime import build_toolbox
+    from openpista.runtime import build_providers, build_toolbox, channel_factories
 
     settings = state.settings()
+    context = PluginContext(settings)
     host = PluginHost.load()
-    build_toolbox(host, settings)
-    host.collect("register_providers", lambda preset: preset.name)
-    host.collect("register_channels", lambda name, _factory: name, config=settings)
+    build_toolbox(host, settings, context)
+    build_providers(host)
+    channel_factories(host, context)
+    asyncio.run(context.close())
     reports = sorted(host.reports.values(), key=lambda r: (not r.builtin, r.name))
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in reports], indent=2))

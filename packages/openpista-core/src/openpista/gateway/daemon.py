@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openpista.models import ChannelEvent
-from openpista.plugins import call_async_hooks
+from openpista.plugin_context import DaemonServices
 from openpista.serving import Listener
 
 if TYPE_CHECKING:
     from openpista.channels import ChannelAdapter
     from openpista.config import CronEntry, Settings
-    from openpista.plugins import PluginHost
+    from openpista.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +134,14 @@ class PidFile:
             return DaemonState(pid, time.time(), [])
 
 
-def enabled_channels(host: PluginHost, settings: Settings) -> dict[str, Any]:
+def enabled_channels(runtime: Runtime) -> dict[str, Any]:
     """Channel factories whose ``[channels.<name>]`` is enabled (``cli`` is by default)."""
-    factories: dict[str, Any] = {}
-    for plugin_name, (name, factory) in host.collect(
-        "register_channels", lambda name, _f: name, config=settings
-    ):
-        if name in factories:
-            host.report_error(plugin_name, f"channel {name!r} is already provided")
-            continue
-        table = settings.channels.get(name, {})
-        if table.get("enabled", name == "cli"):
-            factories[name] = factory
-    return factories
+    channels = runtime.settings.channels
+    return {
+        name: factory
+        for name, factory in runtime.channel_factories().items()
+        if channels.get(name, {}).get("enabled", name == "cli")
+    }
 
 
 async def serve(settings: Settings, *, terminal: bool = True) -> int:
@@ -164,8 +159,7 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
     pid_file = PidFile(settings.gateway.pid_file)
     if (pid := pid_file.running_pid()) is not None:
         raise DaemonRunningError(f"openpista is already running (PID {pid}, {pid_file.path})")
-    host = PluginHost.load()
-    runtime = await Runtime.open(settings, host)
+    runtime = await Runtime.open(settings, PluginHost.load())
     stopped = asyncio.Event()
     try:
         for problem in runtime.problems:
@@ -175,7 +169,7 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
         except Exception as exc:  # first run: no key, no server; the message names the fix
             print(f"❌ {exc}", file=sys.stderr)
             return 1
-        factories = enabled_channels(host, settings)
+        factories = enabled_channels(runtime)
         for name, table in settings.channels.items():
             if table.get("enabled") and name not in factories:
                 print(
@@ -197,7 +191,7 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
         gateway = Gateway(runtime, adapters, approvals=broker)
         started = pid_file.acquire([a.name for a in adapters])
         try:
-            return await _run(gateway, settings, host, stopped, CronScheduler, pid_file, started)
+            return await _run(gateway, settings, stopped, CronScheduler, pid_file, started)
         finally:
             pid_file.release()
     finally:
@@ -228,7 +222,6 @@ def _build_adapters(
 async def _run(
     gateway: Any,
     settings: Settings,
-    host: PluginHost,
     stopped: asyncio.Event,
     scheduler_cls: Any,
     pid_file: PidFile,
@@ -247,6 +240,7 @@ async def _run(
                 flush=True,
             )
         signalled.set()
+        gateway.stop_accepting()
         stopped.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -265,8 +259,8 @@ async def _run(
     scheduler = scheduler_cls(settings.cron, dispatch)
     await gateway.start()
     cron_task = asyncio.create_task(scheduler.run())
-    services = {"gateway": gateway, "scheduler": scheduler, "memory": gateway.runtime.memory}
-    await call_async_hooks(host.pm.hook.daemon_started(config=settings, services=services))
+    channels = tuple(adapter.name for adapter in gateway.adapters)
+    await gateway.runtime.daemon_started(DaemonServices(gateway.submit, channels))
     serving = _announce_serving(gateway, pid_file, started)
     readiness = asyncio.create_task(_announce_ready(gateway, pid_file, serving))
     try:
@@ -275,7 +269,7 @@ async def _run(
         readiness.cancel()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        await call_async_hooks(host.pm.hook.daemon_stopping(config=settings, services=services))
+        await gateway.runtime.daemon_stopping()
         await scheduler.stop()
         cron_task.cancel()
         await asyncio.gather(cron_task, return_exceptions=True)

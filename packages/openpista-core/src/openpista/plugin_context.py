@@ -1,0 +1,80 @@
+"""What a plugin's hooks get for one runtime: :class:`PluginContext`.
+
+One context lives as long as one :class:`~openpista.runtime.Runtime` (``openpista run``, the
+TUI, the daemon). Hooks declare a ``context`` argument to receive it: to share one object
+between their tool, skill runner and daemon hooks (:meth:`PluginContext.shared`), to
+release it when the runtime closes (:meth:`PluginContext.on_close`), and, in the daemon
+hooks, to reach the running daemon (:attr:`PluginContext.services`). Nothing is kept in
+module globals, so two runtimes in one process (tests, benchmarks) never share state.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:
+    from openpista.config import Settings
+    from openpista.models import ChannelEvent
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DaemonServices:
+    """What a plugin may use of the running daemon (``context.services`` in daemon hooks)."""
+
+    submit: Callable[[ChannelEvent], Awaitable[None]]
+    """Hand the agent a message as if a channel had sent it; the answer goes to the event's
+    ``channel_id`` (that is how ``[[cron]]`` entries reach the agent)."""
+    channels: tuple[str, ...]
+    """The names of the channels being served."""
+
+
+class PluginContext:
+    """The configuration, shared state and close callbacks of one runtime."""
+
+    def __init__(self, config: Settings) -> None:
+        self.config = config
+        self.services: DaemonServices | None = None
+        """Set while the daemon serves (from ``daemon_started`` to ``daemon_stopping``)."""
+        self._shared: dict[Callable[[PluginContext], Any], Any] = {}
+        self._on_close: list[Callable[[], Awaitable[None] | None]] = []
+        self._closed = False
+
+    def shared(self, factory: Callable[[PluginContext], T]) -> T:
+        """The one object ``factory(context)`` makes for this runtime, made on first use.
+
+        Keyed by ``factory``: a plugin's ``register_tools`` and ``register_skill_runners``
+        calling ``context.shared(make_sandbox)`` get the same sandbox. A factory that raises
+        is called again next time.
+        """
+        if factory not in self._shared:
+            self._shared[factory] = factory(self)
+        return cast(T, self._shared[factory])
+
+    def on_close(self, callback: Callable[[], Awaitable[None] | None]) -> None:
+        """Call ``callback`` (plain or async) once when the runtime closes; callbacks run in
+        the reverse order of their registration, after the ``runtime_closing`` hooks."""
+        if self._closed:
+            raise RuntimeError("the runtime of this plugin context is already closed")
+        self._on_close.append(callback)
+
+    async def close(self) -> None:
+        """Run the close callbacks (each once; a failing one is logged, the others run)."""
+        if self._closed:
+            return
+        self._closed = True
+        while self._on_close:
+            callback = self._on_close.pop()
+            try:
+                outcome = callback()
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception as exc:  # one plugin's failure must not keep the others open
+                log.error("plugin close callback failed: %s: %s", type(exc).__name__, exc)
