@@ -161,12 +161,13 @@ def test_false_from_the_environment_turns_a_channel_off(
     from_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from openpista.gateway.daemon import enabled_channels
+    from openpista.plugin_context import PluginContext
     from openpista.plugins import PluginHost
 
     (tmp_path / "config.toml").write_text("[channels.web]\nenabled = true\n")
-    assert "web" in enabled_channels(PluginHost.load(), load_config())
+    assert "web" in enabled_channels(PluginHost.load(), PluginContext(load_config()))
     settings = settings_with(from_env, CHANNELS__WEB__ENABLED="false")
-    assert "web" not in enabled_channels(PluginHost.load(), settings)
+    assert "web" not in enabled_channels(PluginHost.load(), PluginContext(settings))
 
 
 def test_a_bad_plugin_value_names_its_variable(from_env: pytest.MonkeyPatch) -> None:

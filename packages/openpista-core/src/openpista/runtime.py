@@ -126,10 +126,6 @@ class Runtime:
         memory = await MemoryStore.open(settings.database.url)
         return cls(settings, host, providers, toolbox, memory, context)
 
-    def channel_factories(self) -> dict[str, ChannelFactory]:
-        """The channels the plugins offer (see :func:`channel_factories`)."""
-        return channel_factories(self.host, self.context)
-
     @property
     def problems(self) -> list[str]:
         """Plugin, provider and skill problems worth a warning at start-up."""

@@ -29,7 +29,8 @@ from openpista.serving import Listener
 if TYPE_CHECKING:
     from openpista.channels import ChannelAdapter
     from openpista.config import CronEntry, Settings
-    from openpista.runtime import Runtime
+    from openpista.plugin_context import PluginContext
+    from openpista.plugins import PluginHost
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +135,14 @@ class PidFile:
             return DaemonState(pid, time.time(), [])
 
 
-def enabled_channels(runtime: Runtime) -> dict[str, Any]:
+def enabled_channels(host: PluginHost, context: PluginContext) -> dict[str, Any]:
     """Channel factories whose ``[channels.<name>]`` is enabled (``cli`` is by default)."""
-    channels = runtime.settings.channels
+    from openpista.runtime import channel_factories
+
+    channels = context.config.channels
     return {
         name: factory
-        for name, factory in runtime.channel_factories().items()
+        for name, factory in channel_factories(host, context).items()
         if channels.get(name, {}).get("enabled", name == "cli")
     }
 
@@ -169,7 +172,7 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
         except Exception as exc:  # first run: no key, no server; the message names the fix
             print(f"❌ {exc}", file=sys.stderr)
             return 1
-        factories = enabled_channels(runtime)
+        factories = enabled_channels(runtime.host, runtime.context)
         for name, table in settings.channels.items():
             if table.get("enabled") and name not in factories:
                 print(
