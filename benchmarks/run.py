@@ -72,7 +72,7 @@ def bench_run(repeat: int, cli: Cli) -> None:
 
 async def _agent_overhead(turns: int, rounds: int, db: Path) -> list[float]:
     from openpista.agent import Agent
-    from openpista.memory.store import MemoryStore
+    from openpista.memory import MemoryStore
     from openpista.tools.registry import ToolRegistry, tool
 
     @tool("bench.noop")

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from openpista.memory.store import MemoryStore, MemoryStoreError, SessionNotFoundError
+from openpista.memory import MemoryStore, MemoryStoreError, SessionNotFoundError
 from openpista.models import Message, ToolCall, ToolResult
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
 from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
+from openpista.testing.memory import new_session
 
 
 def one_exchange(n: int) -> list[Message]:
@@ -34,7 +35,7 @@ def one_exchange(n: int) -> list[Message]:
 
 
 async def store_long_session(memory: MemoryStore, session: str, exchanges: int) -> None:
-    await memory.ensure_session(session)
+    await new_session(memory, session)
     messages = [m for n in range(exchanges) for m in one_exchange(n)]
     await memory.append_messages(session, messages)
 
@@ -106,7 +107,7 @@ async def test_load_messages_with_a_limit_reads_the_tail_from_a_user_message(
 async def test_a_window_without_a_question_drops_only_leading_tool_results(
     store: MemoryStore,
 ) -> None:
-    await store.ensure_session("s")
+    await new_session(store, "s")
     await store.append_messages("s", one_exchange(0)[1:])  # no user message at all
     recent = await store.load_messages("s", limit=3)
     assert [m.role for m in recent] == ["assistant"]  # the two orphan results are left out
@@ -114,7 +115,7 @@ async def test_a_window_without_a_question_drops_only_leading_tool_results(
 
 @pytest.mark.parametrize("limit", [0, -1, True, 2.5])
 async def test_a_bad_history_limit_is_refused(store: MemoryStore, limit: Any) -> None:
-    await store.ensure_session("s")
+    await new_session(store, "s")
     with pytest.raises(MemoryStoreError, match="positive integer"):
         await store.load_messages("s", limit=limit)
 

@@ -18,14 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from openpista.memory import (
     MemoryStore,
     MemoryStoreError,
-    SessionExistsError,
     SessionNotFoundError,
+    alembic_config,
+    create_engine_for,
     expand_database_url,
+    title_from,
     upgrade_database,
 )
-from openpista.memory.store import alembic_config, create_engine_for
 from openpista.memory.tables import VERSION_TABLE, UTCDateTime
 from openpista.models import Message, ToolCall, ToolResult
+from openpista.testing.memory import database, new_session, schema_revision
 from openpista.testing.postgres import PostgresServer
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -100,14 +102,16 @@ async def test_open_expands_home_and_creates_directory(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     async with await MemoryStore.open("sqlite+aiosqlite:///~/.openpista/memory.db") as store:
-        await store.create_session("s")
+        await new_session(store, "s")
     assert (tmp_path / ".openpista" / "memory.db").is_file()
 
 
 async def test_bare_sqlite_url_gets_the_async_driver(tmp_path: Path) -> None:
-    async with await MemoryStore.open(f"sqlite:///{tmp_path}/m.db") as store:
-        assert store.engine.url.drivername == "sqlite+aiosqlite"
-        assert await store.schema_revision() == HEAD
+    url = f"sqlite:///{tmp_path}/m.db"
+    async with await MemoryStore.open(url) as store:
+        await new_session(store, "s")
+    assert create_engine_for(url).url.drivername == "sqlite+aiosqlite"
+    assert await schema_revision(url) == HEAD
 
 
 async def test_unusable_urls_get_clear_errors() -> None:
@@ -127,9 +131,9 @@ async def test_refused_connection_is_a_clear_error(postgres_server: PostgresServ
     assert "secret" not in str(caught.value)
 
 
-async def test_fresh_database_is_migrated_to_head(store: MemoryStore) -> None:
+async def test_fresh_database_is_migrated_to_head(store: MemoryStore, database_url: str) -> None:
     assert HEAD == "0003"
-    assert await store.schema_revision() == HEAD
+    assert await schema_revision(database_url) == HEAD
 
     def describe(conn: sa.Connection) -> tuple[set[str], set[str], set[str]]:
         inspector = sa.inspect(conn)
@@ -138,7 +142,7 @@ async def test_fresh_database_is_migrated_to_head(store: MemoryStore) -> None:
         indexes |= {i["name"] or "" for i in inspector.get_indexes("sessions")}
         return set(inspector.get_table_names()), columns, indexes
 
-    async with store.engine.connect() as conn:
+    async with database(database_url) as engine, engine.connect() as conn:
         tables, columns, indexes = await conn.run_sync(describe)
     assert {"sessions", "messages", VERSION_TABLE} <= tables
     assert {"id", "title", "created_at", "updated_at"} <= columns
@@ -148,14 +152,14 @@ async def test_fresh_database_is_migrated_to_head(store: MemoryStore) -> None:
 async def test_reopening_a_database_keeps_everything(database_url: str) -> None:
     original = conversation()
     async with await MemoryStore.open(database_url) as store:
-        await store.create_session("s", title="kept")
+        await store.start_turn("s", first := Message(role="user", content="keep this"))
         await store.append_messages("s", original)
     async with await MemoryStore.open(database_url) as store:
-        assert await store.schema_revision() == HEAD
-        assert await store.load_messages("s") == original
+        assert await store.load_messages("s") == [first, *original]
         info = await store.get_session("s")
         assert info is not None
-        assert (info.title, info.message_count) == ("kept", len(original))
+        assert (info.title, info.message_count) == ("keep this", len(original) + 1)
+    assert await schema_revision(database_url) == HEAD
 
 
 async def _insert_at_revision_0001(engine: AsyncEngine) -> datetime:
@@ -218,7 +222,7 @@ async def test_older_schema_is_upgraded_in_place(database_url: str) -> None:
         await engine.dispose()
 
     async with await MemoryStore.open(database_url) as store:
-        assert await store.schema_revision() == HEAD
+        assert await schema_revision(database_url) == HEAD
         info = await store.get_session("old")
         assert info is not None
         assert (info.title, info.created_at, info.message_count) == (None, stamp, 2)
@@ -231,8 +235,8 @@ async def test_older_schema_is_upgraded_in_place(database_url: str) -> None:
             ),
         ]
         # The new column is usable on old and new rows alike.
-        await store.set_title("old", "named after the upgrade")
-        await store.create_session("new", title="born with a title")
+        await store.start_turn("old", Message(role="user", content="named after the upgrade"))
+        await store.start_turn("new", Message(role="user", content="born with a title"))
         listed = await store.list_sessions()
         assert [(s.id, s.title) for s in listed] == [
             ("new", "born with a title"),
@@ -240,29 +244,33 @@ async def test_older_schema_is_upgraded_in_place(database_url: str) -> None:
         ]
 
 
-async def test_downgrade_and_upgrade_keep_messages(store: MemoryStore) -> None:
-    await store.create_session("s", title="t")
+async def test_downgrade_and_upgrade_keep_messages(store: MemoryStore, database_url: str) -> None:
+    await new_session(store, "s")
     await store.append_messages("s", conversation())
+    await store.close()
 
     def downgrade(conn: sa.Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = conn
         command.downgrade(config, "0001")
 
-    async with store.engine.begin() as conn:
-        await conn.run_sync(downgrade)
-    assert await store.schema_revision() == "0001"
-    async with store.engine.connect() as conn:
-        count = await conn.scalar(sa.text("SELECT count(*) FROM messages"))
+    async with database(database_url) as engine:
+        async with engine.begin() as conn:
+            await conn.run_sync(downgrade)
+        async with engine.connect() as conn:
+            count = await conn.scalar(sa.text("SELECT count(*) FROM messages"))
+    assert await schema_revision(database_url) == "0001"
     assert count == len(conversation())
 
-    async with await MemoryStore.open(store.engine.url.render_as_string(False)) as reopened:
-        assert await reopened.schema_revision() == HEAD
+    async with await MemoryStore.open(database_url) as reopened:
         assert len(await reopened.load_messages("s")) == len(conversation())
+    assert await schema_revision(database_url) == HEAD
 
 
 async def test_database_from_a_newer_openpista_is_refused(database_url: str) -> None:
-    async with await MemoryStore.open(database_url) as store, store.engine.begin() as conn:
+    async with await MemoryStore.open(database_url):
+        pass
+    async with database(database_url) as engine, engine.begin() as conn:
         await conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
     with pytest.raises(MemoryStoreError, match="newer openpista"):
         await MemoryStore.open(database_url)
@@ -270,16 +278,17 @@ async def test_database_from_a_newer_openpista_is_refused(database_url: str) -> 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
     async with await MemoryStore.open(sqlite_url(tmp_path)) as store:
-        async with store.engine.connect() as conn:
+        await new_session(store, "s")
+    # Connections set up as the store's are (one function configures both).
+    async with database(sqlite_url(tmp_path)) as engine, engine.connect() as conn:
 
-            async def pragma(name: str) -> object:
-                return (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+        async def pragma(name: str) -> object:
+            return (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
 
-            assert await pragma("journal_mode") == "wal"
-            assert await pragma("foreign_keys") == 1
-            assert await pragma("synchronous") == 1  # NORMAL: WAL commits survive a process kill
-            assert await pragma("busy_timeout") == 30_000
-        await store.create_session("s")
+        assert await pragma("journal_mode") == "wal"
+        assert await pragma("foreign_keys") == 1
+        assert await pragma("synchronous") == 1  # NORMAL: WAL commits survive a process kill
+        assert await pragma("busy_timeout") == 30_000
         # WAL is a property of the file, seen by any other program that opens it.
         other = sqlite3.connect(tmp_path / "memory.db")
         try:
@@ -291,56 +300,53 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None
 # -- sessions -----------------------------------------------------------------------------------
 
 
-async def test_create_get_list_touch(store: MemoryStore) -> None:
-    first = await store.create_session("first", title="First")
-    second = await store.create_session("second")
-    third = await store.create_session()
+async def test_sessions_are_listed_most_recent_first(store: MemoryStore) -> None:
+    await new_session(store, "first")
+    await new_session(store, "second")
+    await new_session(store, "third")
+    first = await store.get_session("first")
+    assert first is not None
+    assert first.title is None
+    assert first.created_at.utcoffset() == timedelta(0)
+    assert first.created_at == first.updated_at
+    assert first.message_count == 0
 
-    assert len(third.id) == 32
-    int(third.id, 16)  # a uuid4 hex
-    assert first.title == "First"
-    assert second.title is None
-    for info in (first, second, third):
-        assert info.created_at.tzinfo is not None
-        assert info.created_at.utcoffset() == timedelta(0)
-        assert info.created_at == info.updated_at
-        assert info.message_count == 0
-
-    assert await store.get_session("first") == first
     assert await store.get_session("missing") is None
-    assert [s.id for s in await store.list_sessions()] == [third.id, "second", "first"]
-    assert [s.id for s in await store.list_sessions(limit=2)] == [third.id, "second"]
+    assert [s.id for s in await store.list_sessions()] == ["third", "second", "first"]
+    assert [s.id for s in await store.list_sessions(limit=2)] == ["third", "second"]
 
-    await store.touch_session("first")
+    await store.start_turn("first", Message(role="user", content="hi"))
     listed = await store.list_sessions()
-    assert [s.id for s in listed] == ["first", third.id, "second"]
-    touched = listed[0]
-    assert touched.updated_at > first.updated_at
-    assert touched.created_at == first.created_at
-
-    await store.append_message("second", Message(role="user", content="hi"))
-    listed = await store.list_sessions()
-    assert [s.id for s in listed] == ["second", "first", third.id]
+    assert [s.id for s in listed] == ["first", "third", "second"]
+    assert listed[0].updated_at > first.updated_at
+    assert listed[0].created_at == first.created_at
     assert listed[0].message_count == 1
 
-
-async def test_duplicate_create_is_an_error(store: MemoryStore) -> None:
-    await store.create_session("dup", title="original")
-    with pytest.raises(SessionExistsError, match="session 'dup' already exists"):
-        await store.create_session("dup", title="other")
-    info = await store.get_session("dup")
-    assert info is not None
-    assert info.title == "original"
+    await store.append_message("second", Message(role="assistant", content="hello"))
+    assert [s.id for s in await store.list_sessions()] == ["second", "first", "third"]
 
 
-async def test_ensure_session_gets_or_creates(store: MemoryStore) -> None:
-    created = await store.ensure_session("chat", title="Chat")
-    assert created.title == "Chat"
-    again = await store.ensure_session("chat", title="ignored")
-    assert again == created
-    # Many tasks racing to ensure the same session all get it, and it exists once.
-    raced = await asyncio.gather(*(store.ensure_session("race") for _ in range(10)))
-    assert len({info.created_at for info in raced}) == 1
+async def test_a_session_is_titled_by_its_first_user_message(store: MemoryStore) -> None:
+    long = "  Plan   a trip\nto Jeju: flights, a hotel near the beach, and a rental car please  "
+    await store.start_turn("s", Message(role="user", content=long))
+    await store.start_turn("s", Message(role="user", content="a later question"))
+    await store.start_turn("untitled", Message(role="user", content=" \n\t "))
+    await store.start_turn("untitled", Message(role="user", content="finally words"))
+    # A session made by binding a chat has no title until its first message.
+    await new_session(store, "bound")
+    titles = {s.id: s.title for s in await store.list_sessions()}
+    expected = "Plan a trip to Jeju: flights, a hotel near the beach, and a…"
+    assert titles == {"s": expected, "untitled": "finally words", "bound": None}
+    assert len(expected) == 60
+
+
+def test_title_from_text() -> None:
+    assert title_from("") is None
+    assert title_from("  \n ") is None
+    assert title_from(" hello\n\tworld ") == "hello world"
+    assert title_from("x" * 60) == "x" * 60
+    assert title_from("x" * 61) == "x" * 59 + "…"
+    assert title_from("안녕하세요 " * 20) == ("안녕하세요 " * 10).rstrip() + "…"
 
 
 async def test_missing_sessions(store: MemoryStore) -> None:
@@ -351,28 +357,25 @@ async def test_missing_sessions(store: MemoryStore) -> None:
         await store.append_messages("nope", [])
     with pytest.raises(SessionNotFoundError):
         await store.load_messages("nope")
-    with pytest.raises(SessionNotFoundError):
-        await store.touch_session("nope")
-    with pytest.raises(SessionNotFoundError):
-        await store.set_title("nope", "x")
     assert await store.get_session("nope") is None
+    assert await store.delete_session("nope") is False
     assert issubclass(SessionNotFoundError, MemoryStoreError)
     assert not issubclass(MemoryStoreError, MemoryError)
 
 
-async def test_delete_session_removes_its_messages(store: MemoryStore) -> None:
-    await store.create_session("gone")
-    await store.create_session("kept")
+async def test_delete_session_removes_its_messages(store: MemoryStore, database_url: str) -> None:
+    await new_session(store, "gone")
+    await new_session(store, "kept")
     await store.append_messages("gone", conversation())
     await store.append_messages("kept", conversation()[:2])
     assert await store.delete_session("gone") is True
     assert await store.delete_session("gone") is False
     assert await store.get_session("gone") is None
-    async with store.engine.connect() as conn:
+    async with database(database_url) as engine, engine.connect() as conn:
         count = await conn.scalar(sa.text("SELECT count(*) FROM messages"))
     assert count == 2
     # The id can be used again, starting empty.
-    await store.create_session("gone")
+    await new_session(store, "gone")
     assert await store.load_messages("gone") == []
 
 
@@ -380,7 +383,7 @@ async def test_delete_session_removes_its_messages(store: MemoryStore) -> None:
 
 
 async def test_round_trip_is_exact(store: MemoryStore) -> None:
-    await store.create_session("s")
+    await new_session(store, "s")
     original = conversation()
     await store.append_messages("s", original[:3])
     await store.append_message("s", original[3])
@@ -402,7 +405,7 @@ async def test_round_trip_is_exact(store: MemoryStore) -> None:
 
 
 async def test_timestamps_come_back_as_utc(store: MemoryStore) -> None:
-    await store.create_session("s")
+    await new_session(store, "s")
     seoul = datetime(2025, 6, 1, 9, 30, 0, 123456, tzinfo=timezone(timedelta(hours=9)))
     naive = datetime(2025, 6, 1, 0, 30, 0, 654321)
     await store.append_messages(
@@ -419,7 +422,7 @@ async def test_timestamps_come_back_as_utc(store: MemoryStore) -> None:
 
 
 async def test_huge_and_odd_content_round_trips(store: MemoryStore) -> None:
-    await store.create_session("s")
+    await new_session(store, "s")
     huge = ("0123456789abcdef" * 65_536) + "끝"  # a little over 1 MiB
     odd_arguments = {"lone surrogate": "\ud800", "nul": "a\x00b", "emoji": "🧪" * 1000}
     messages = [
@@ -434,7 +437,7 @@ async def test_huge_and_odd_content_round_trips(store: MemoryStore) -> None:
 
 
 async def test_bad_input_is_refused_and_history_kept(store: MemoryStore) -> None:
-    await store.create_session("s")
+    await new_session(store, "s")
     kept = [Message(role="user", content="kept")]
     await store.append_messages("s", kept)
 
@@ -445,15 +448,13 @@ async def test_bad_input_is_refused_and_history_kept(store: MemoryStore) -> None
         ("tab\there", "control characters"),
     ]:
         with pytest.raises(MemoryStoreError, match=reason):
-            await store.create_session(bad_id)
+            await store.start_turn(bad_id, kept[0])
         with pytest.raises(MemoryStoreError, match=reason):
             await store.append_messages(bad_id, kept)
     with pytest.raises(MemoryStoreError, match="must be a string"):
         await store.get_session(42)  # type: ignore[arg-type]  # the mistake under test
-    assert (await store.create_session("y" * 255)).id == "y" * 255
-
-    with pytest.raises(MemoryStoreError, match="title is 501 characters long"):
-        await store.create_session("titled", title="t" * 501)
+    await new_session(store, "y" * 255)
+    assert await store.get_session("y" * 255) is not None
 
     # One bad message in a batch: nothing of the batch is written.
     batch = [
@@ -479,7 +480,7 @@ async def test_bad_input_is_refused_and_history_kept(store: MemoryStore) -> None
 async def test_concurrent_appends_to_different_sessions(store: MemoryStore) -> None:
     sessions = [f"session-{n}" for n in range(8)]
     for sid in sessions:
-        await store.create_session(sid)
+        await new_session(store, sid)
 
     async def chat(sid: str) -> None:
         for turn in range(15):
@@ -506,8 +507,8 @@ async def test_two_stores_share_one_database(database_url: str) -> None:
         await MemoryStore.open(database_url) as one,
         await MemoryStore.open(database_url) as two,
     ):
-        await one.create_session("a")
-        await two.create_session("b")
+        await new_session(one, "a")
+        await new_session(two, "b")
 
         async def write(store: MemoryStore, sid: str) -> None:
             for n in range(20):
@@ -533,10 +534,11 @@ WRITER = """
 import asyncio, sys
 from openpista.memory import MemoryStore
 from openpista.models import Message
+from openpista.testing.memory import new_session
 
 async def main(url: str) -> None:
     async with await MemoryStore.open(url) as store:
-        await store.ensure_session("stream")
+        await new_session(store, "stream")
         batch = 0
         while True:
             await store.append_messages(

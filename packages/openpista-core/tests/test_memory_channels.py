@@ -11,26 +11,33 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.script import ScriptDirectory
 
-from openpista.memory import MemoryStore, MemoryStoreError, SessionNotFoundError, upgrade_database
-from openpista.memory.store import ToolDecision, alembic_config, create_engine_for
+from openpista.memory import (
+    MemoryStore,
+    MemoryStoreError,
+    SessionNotFoundError,
+    ToolDecision,
+    alembic_config,
+    upgrade_database,
+)
 from openpista.memory.tables import UTCDateTime
 from openpista.models import Message
+from openpista.testing.memory import bound_session, database, new_session, schema_revision
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-async def table_names(store: MemoryStore) -> set[str]:
-    async with store.engine.connect() as conn:
+async def table_names(url: str) -> set[str]:
+    async with database(url) as engine, engine.connect() as conn:
         return set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
 
 
 # -- schema ----------------------------------------------------------------------------------
 
 
-async def test_head_has_the_new_tables(store: MemoryStore) -> None:
+async def test_head_has_the_new_tables(store: MemoryStore, database_url: str) -> None:
     assert HEAD == "0003"
-    assert await store.schema_revision() == HEAD
-    assert {"channel_sessions", "tool_decisions"} <= await table_names(store)
+    assert await schema_revision(database_url) == HEAD
+    assert {"channel_sessions", "tool_decisions"} <= await table_names(database_url)
 
 
 async def test_upgrade_from_0002_keeps_data_and_adds_tables(database_url: str) -> None:
@@ -50,35 +57,31 @@ async def test_upgrade_from_0002_keeps_data_and_adds_tables(database_url: str) -
         sa.column("content", sa.Text),
         sa.column("created_at", UTCDateTime()),
     )
-    engine = create_engine_for(database_url)
-    try:
-        async with engine.begin() as conn:
-            tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
-            assert "channel_sessions" not in tables
-            await conn.execute(
-                sa.insert(sessions).values(
-                    id="old", title="from 0002", created_at=stamp, updated_at=stamp
-                )
+    async with database(database_url) as engine, engine.begin() as conn:
+        tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
+        assert "channel_sessions" not in tables
+        await conn.execute(
+            sa.insert(sessions).values(
+                id="old", title="from 0002", created_at=stamp, updated_at=stamp
             )
-            await conn.execute(
-                sa.insert(messages).values(
-                    session_id="old", role="user", content="kept", created_at=stamp
-                )
+        )
+        await conn.execute(
+            sa.insert(messages).values(
+                session_id="old", role="user", content="kept", created_at=stamp
             )
-    finally:
-        await engine.dispose()
+        )
 
     async with await MemoryStore.open(database_url) as store:
-        assert await store.schema_revision() == HEAD
+        assert await schema_revision(database_url) == HEAD
         info = await store.get_session("old")
         assert info is not None
         assert (info.title, info.created_at, info.message_count) == ("from 0002", stamp, 1)
         assert await store.load_messages("old") == [
             Message(role="user", content="kept", created_at=stamp)
         ]
-        assert await store.session_for_channel("telegram:1") is None
+        assert await bound_session(store, "telegram:1") is None
         await store.bind_channel("telegram:1", "old")
-        assert await store.session_for_channel("telegram:1") == "old"
+        assert await bound_session(store, "telegram:1") == "old"
         await store.record_decision("old", "telegram:1", "system.run", {}, "allow", "policy")
         assert [d.tool for d in await store.list_decisions("old")] == ["system.run"]
         info = await store.get_session("old")
@@ -86,7 +89,9 @@ async def test_upgrade_from_0002_keeps_data_and_adds_tables(database_url: str) -
         assert info.title == "from 0002"
 
 
-async def test_downgrade_to_0002_drops_only_the_new_tables(store: MemoryStore) -> None:
+async def test_downgrade_to_0002_drops_only_the_new_tables(
+    store: MemoryStore, database_url: str
+) -> None:
     await store.bind_channel("web:a", "s")
     await store.append_message("s", Message(role="user", content="hello"))
 
@@ -95,17 +100,17 @@ async def test_downgrade_to_0002_drops_only_the_new_tables(store: MemoryStore) -
         config.attributes["connection"] = conn
         command.downgrade(config, "0002")
 
-    async with store.engine.begin() as conn:
+    async with database(database_url) as engine, engine.begin() as conn:
         await conn.run_sync(downgrade)
-    assert await store.schema_revision() == "0002"
-    tables = await table_names(store)
+    assert await schema_revision(database_url) == "0002"
+    tables = await table_names(database_url)
     assert "channel_sessions" not in tables
     assert "tool_decisions" not in tables
     assert [m.content for m in await store.load_messages("s")] == ["hello"]
 
-    async with await MemoryStore.open(store.engine.url.render_as_string(False)) as reopened:
-        assert await reopened.schema_revision() == HEAD
-        assert await reopened.session_for_channel("web:a") is None  # the binding went too
+    async with await MemoryStore.open(database_url) as reopened:
+        assert await schema_revision(database_url) == HEAD
+        assert await bound_session(reopened, "web:a") is None  # the binding went too
         assert len(await reopened.load_messages("s")) == 1
 
 
@@ -114,24 +119,23 @@ async def test_downgrade_to_0002_drops_only_the_new_tables(store: MemoryStore) -
 
 async def test_bind_creates_the_session_and_is_persisted(database_url: str) -> None:
     async with await MemoryStore.open(database_url) as store:
-        assert await store.session_for_channel("telegram:42") is None
+        assert await bound_session(store, "telegram:42") is None
         await store.bind_channel("telegram:42", "s1")
-        assert await store.session_for_channel("telegram:42") == "s1"
+        assert await bound_session(store, "telegram:42") == "s1"
         info = await store.get_session("s1")
         assert info is not None
         assert info.message_count == 0
     async with await MemoryStore.open(database_url) as store:
-        assert await store.session_for_channel("telegram:42") == "s1"
+        assert await bound_session(store, "telegram:42") == "s1"
 
 
 async def test_rebinding_moves_the_channel_and_keeps_sessions(store: MemoryStore) -> None:
-    await store.create_session("existing", title="titled")
-    await store.append_message("existing", Message(role="user", content="hi"))
+    await store.start_turn("existing", Message(role="user", content="titled"))
     await store.bind_channel("tui:me", "first")
     await store.bind_channel("tui:me", "existing")
     await store.bind_channel("web:other", "existing")  # two chats may share a session
-    assert await store.session_for_channel("tui:me") == "existing"
-    assert await store.session_for_channel("web:other") == "existing"
+    assert await bound_session(store, "tui:me") == "existing"
+    assert await bound_session(store, "web:other") == "existing"
     info = await store.get_session("existing")
     assert info is not None
     assert (info.title, info.message_count) == ("titled", 1)
@@ -140,16 +144,16 @@ async def test_rebinding_moves_the_channel_and_keeps_sessions(store: MemoryStore
 
 async def test_concurrent_binds_of_one_channel_do_not_fail(store: MemoryStore) -> None:
     await asyncio.gather(*(store.bind_channel("web:race", f"s{i}") for i in range(10)))
-    assert await store.session_for_channel("web:race") in {f"s{i}" for i in range(10)}
+    assert await bound_session(store, "web:race") in {f"s{i}" for i in range(10)}
     assert len(await store.list_sessions()) == 10
 
 
 async def test_ensure_channel_binds_only_once(store: MemoryStore) -> None:
     assert await store.ensure_channel("cli:me", "first") == "first"
     assert await store.ensure_channel("cli:me", "second") == "first"
-    assert await store.session_for_channel("cli:me") == "first"
+    assert await bound_session(store, "cli:me") == "first"
     assert await store.get_session("second") is None  # not created for nothing
-    await store.create_session("existing")
+    await new_session(store, "existing")
     assert await store.ensure_channel("cli:other", "existing") == "existing"
     with pytest.raises(MemoryStoreError, match="channel id"):
         await store.ensure_channel("", "s")
@@ -164,18 +168,20 @@ async def test_concurrent_ensures_of_one_channel_agree(database_url: str) -> Non
             *((one if i % 2 else two).ensure_channel("web:race", f"s{i}") for i in range(12))
         )
         assert len(set(results)) == 1
-        assert await one.session_for_channel("web:race") == results[0]
+        assert await bound_session(one, "web:race") == results[0]
         assert [s.id for s in await one.list_sessions()] == [results[0]]
 
 
-async def test_deleting_a_session_removes_its_bindings_and_decisions(store: MemoryStore) -> None:
+async def test_deleting_a_session_removes_its_bindings_and_decisions(
+    store: MemoryStore, database_url: str
+) -> None:
     await store.bind_channel("web:a", "s")
     await store.bind_channel("web:b", "kept")
     await store.record_decision("s", "web:a", "system.run", {"command": "ls"}, "allow", "user")
     assert await store.delete_session("s")
-    assert await store.session_for_channel("web:a") is None
-    assert await store.session_for_channel("web:b") == "kept"
-    async with store.engine.connect() as conn:
+    assert await bound_session(store, "web:a") is None
+    assert await bound_session(store, "web:b") == "kept"
+    async with database(database_url) as engine, engine.connect() as conn:
         left = await conn.scalar(sa.text("SELECT count(*) FROM tool_decisions"))
     assert left == 0
 
@@ -198,7 +204,7 @@ async def test_bad_channel_ids_are_refused(
     with pytest.raises(MemoryStoreError, match=complaint):
         await store.bind_channel(channel_id, "s")
     with pytest.raises(MemoryStoreError, match="channel id"):
-        await store.session_for_channel(channel_id)
+        await store.ensure_channel(channel_id, "s")
     with pytest.raises(MemoryStoreError, match="channel id"):
         await store.record_decision("s", channel_id, "t", {}, "allow", "policy")
     assert await store.get_session("s") is None  # refused before anything was written
@@ -207,21 +213,21 @@ async def test_bad_channel_ids_are_refused(
 async def test_bad_session_id_is_refused_by_bind(store: MemoryStore) -> None:
     with pytest.raises(MemoryStoreError, match="session id"):
         await store.bind_channel("web:a", "")
-    assert await store.session_for_channel("web:a") is None
+    assert await bound_session(store, "web:a") is None
 
 
 async def test_longest_channel_id_is_accepted(store: MemoryStore) -> None:
     channel = "c" * 255
     await store.bind_channel(channel, "s")
-    assert await store.session_for_channel(channel) == "s"
+    assert await bound_session(store, channel) == "s"
 
 
 # -- tool decisions ---------------------------------------------------------------------------
 
 
 async def test_decisions_are_listed_oldest_first_exactly(store: MemoryStore) -> None:
-    await store.create_session("s")
-    await store.create_session("other")
+    await new_session(store, "s")
+    await new_session(store, "other")
     arguments = {"command": "ls -la ~/café\n", "nested": {"n": [1, 2.5, None, True]}, "z": "\x00"}
     first = await store.record_decision(
         "s", "telegram:1", "system.run", arguments, "allow", "policy", "rule 1 (tool='*')"
@@ -284,7 +290,7 @@ async def test_decisions_need_an_existing_session(store: MemoryStore) -> None:
 async def test_bad_decisions_are_refused(
     store: MemoryStore, change: dict[str, Any], complaint: str
 ) -> None:
-    await store.create_session("s")
+    await new_session(store, "s")
     values: dict[str, Any] = {
         "session_id": "s",
         "channel_id": "web:a",

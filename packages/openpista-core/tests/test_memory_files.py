@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from openpista.memory.store import MemoryStore, MemoryStoreError
+from openpista.memory import MemoryStore, MemoryStoreError, create_engine_for
 from openpista.models import Message
+from openpista.testing.memory import new_session
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def mode(path: Path) -> int:
 async def test_database_wal_and_shm_are_created_0600(tmp_path: Path) -> None:
     database = tmp_path / "state" / "memory.db"
     async with await MemoryStore.open(f"sqlite+aiosqlite:///{database}") as store:
-        await store.ensure_session("cli:1")
+        await new_session(store, "cli:1")
         await store.append_messages("cli:1", [Message(role="user", content="private")])
         files = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
         assert all(path.exists() for path in files)  # WAL mode, while the store is open
@@ -46,8 +47,6 @@ async def test_an_existing_database_keeps_its_mode(tmp_path: Path) -> None:
 
 
 def test_a_file_that_cannot_be_created_is_a_clear_error() -> None:
-    from openpista.memory.store import create_engine_for
-
     # /proc takes no new files, whoever asks (the tests may run as root).
     with pytest.raises(MemoryStoreError) as caught:
         create_engine_for("sqlite+aiosqlite:////proc/openpista-memory.db")

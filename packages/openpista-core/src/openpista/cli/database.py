@@ -19,7 +19,7 @@ def database_problem(exc: BaseException, url: str) -> str | None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from openpista.memory.store import expand_database_url
+    from openpista.memory import expand_database_url
 
     try:
         parsed = make_url(expand_database_url(url))

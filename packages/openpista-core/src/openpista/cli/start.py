@@ -35,7 +35,7 @@ def start(state: CliState, no_terminal: bool, verbose: bool) -> None:
     """
     from openpista.cli.database import database_problem
     from openpista.gateway.daemon import DaemonRunningError, serve
-    from openpista.memory.store import MemoryStoreError
+    from openpista.memory import MemoryStoreError
 
     settings = state.settings()
     logging.basicConfig(

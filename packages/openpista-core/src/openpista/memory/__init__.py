@@ -1,24 +1,29 @@
 """Conversation memory on SQLAlchemy (SQLite by default, PostgreSQL by URL).
 
-See :mod:`openpista.memory.store` for the API and ``migrations/README.md`` for schema changes.
+:class:`MemoryStore` (``store``) keeps sessions, their messages and the chats bound to them;
+``decisions`` the audit trail of the tool policy; ``engine`` the connections, ``schema`` the
+migrations (see ``migrations/README.md`` for writing one), ``checks`` the errors and input
+checks. Import the public names from here.
 """
 
-from openpista.memory.store import (
-    MemoryStore,
-    MemoryStoreError,
-    SessionExistsError,
-    SessionInfo,
-    SessionNotFoundError,
-    expand_database_url,
-    upgrade_database,
-)
+from openpista.memory.checks import MemoryStoreError, SessionNotFoundError
+from openpista.memory.decisions import DecisionAction, DecisionSource, ToolDecision
+from openpista.memory.engine import create_engine_for, expand_database_url
+from openpista.memory.schema import alembic_config, upgrade_database
+from openpista.memory.store import MemoryStore, SessionInfo, recent_window, title_from
 
 __all__ = [
+    "DecisionAction",
+    "DecisionSource",
     "MemoryStore",
     "MemoryStoreError",
-    "SessionExistsError",
     "SessionInfo",
     "SessionNotFoundError",
+    "ToolDecision",
+    "alembic_config",
+    "create_engine_for",
     "expand_database_url",
+    "recent_window",
+    "title_from",
     "upgrade_database",
 ]

@@ -1,6 +1,6 @@
 """Alembic environment of the memory database.
 
-At runtime :func:`openpista.memory.store.upgrade_database` runs the migrations itself and
+At runtime :func:`openpista.memory.schema.migrate` runs the migrations itself and
 hands over an open connection (``config.attributes["connection"]``) whose transaction it
 owns. Without one (writing a revision with ``alembic.command.revision``, see ``README.md``),
 this module opens its own engine from ``sqlalchemy.url``, configured like the store's.
@@ -34,7 +34,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_with_own_engine(url: str) -> None:
-    from openpista.memory.store import create_engine_for
+    from openpista.memory.engine import create_engine_for
 
     engine = create_engine_for(url)
     try:

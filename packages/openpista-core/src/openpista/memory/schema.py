@@ -1,0 +1,65 @@
+"""Schema migrations of the memory database: the Alembic revisions shipped in
+``migrations/versions``, run by the store when it opens a database (see
+``migrations/README.md`` for writing one)."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from openpista.memory.checks import MemoryStoreError, describe
+from openpista.memory.engine import Database, expand_database_url, safe_url
+
+MIGRATIONS_LOCATION = "openpista.memory:migrations"
+# Arbitrary constant: the key of the PostgreSQL advisory lock held while migrating.
+_MIGRATION_LOCK_KEY = 0x6F70_6973_7461
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic configuration for the memory migrations shipped in this package.
+
+    No ``alembic.ini`` is needed. ``url`` is only used when Alembic opens its own connection
+    (drafting a revision); the store passes its connection in ``attributes["connection"]``.
+    """
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS_LOCATION)
+    if url is not None:
+        # ConfigParser interpolation: a literal % (URL-encoded password) must be doubled.
+        config.set_main_option("sqlalchemy.url", expand_database_url(url).replace("%", "%%"))
+    return config
+
+
+async def upgrade_database(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` to ``revision`` (default: the newest)."""
+    database = Database(url)
+    try:
+        await migrate(database, revision)
+    finally:
+        await database.close()
+
+
+async def migrate(database: Database, revision: str) -> None:
+    """Upgrade ``database`` to ``revision``, in one transaction."""
+    where = safe_url(database.url)
+
+    def run(conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            # Replicas starting together: one migrates, the others wait here, then find the
+            # schema at head. Released at the end of the transaction.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+    try:
+        await database.transaction(run, write=True)
+    except CommandError as exc:
+        raise MemoryStoreError(
+            f"cannot migrate the memory database {where} to {revision}: {exc} "
+            "(a database written by a newer openpista needs that version)"
+        ) from exc
+    except (SQLAlchemyError, OSError) as exc:
+        raise MemoryStoreError(f"cannot open the memory database {where}: {describe(exc)}") from exc
