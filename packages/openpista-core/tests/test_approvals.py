@@ -15,7 +15,7 @@ from openpista.agent import Agent, ToolGuard
 from openpista.config import PolicySettings, SystemRunSettings
 from openpista.gateway.approvals import ApprovalBroker
 from openpista.memory.store import MemoryStore
-from openpista.models import AgentResponse, ApprovalRequest, ToolCall, utc_now
+from openpista.models import ApprovalPrompt, ApprovalRequest, ToolCall, utc_now
 from openpista.plugins import PluginHost
 from openpista.policy import ToolPolicy
 from openpista.runtime import build_providers
@@ -40,15 +40,13 @@ class Chat:
     """The channel side: what the broker sent, in order."""
 
     def __init__(self) -> None:
-        self.sent: asyncio.Queue[AgentResponse] = asyncio.Queue()
+        self.sent: asyncio.Queue[ApprovalPrompt] = asyncio.Queue()
 
-    async def send(self, response: AgentResponse) -> None:
-        await self.sent.put(response)
+    async def send(self, prompt: ApprovalPrompt) -> None:
+        await self.sent.put(prompt)
 
     async def request(self) -> ApprovalRequest:
-        response = await self.sent.get()
-        assert response.approval is not None
-        return response.approval
+        return (await self.sent.get()).request
 
 
 def make_broker(memory: MemoryStore, timeout: float = 60.0, **policy: Any) -> ApprovalBroker:
@@ -120,10 +118,8 @@ async def test_ask_approved_runs_and_records_the_user(memory: MemoryStore) -> No
     chat = Chat()
     decided = start(broker.guard(SESSION, CHANNEL, chat.send), run("date"))
     response = await chat.sent.get()
-    request = response.approval
-    assert request is not None
+    request = response.request
     assert (response.channel_id, response.session_id) == (CHANNEL, SESSION)
-    assert response.text == request.prompt()
     assert len(request.id) == 6
     assert (request.tool, request.arguments, request.timeout) == (
         "system.run",
@@ -310,7 +306,7 @@ async def test_close_denies_waiting_requests_and_later_asks(memory: MemoryStore)
 async def test_undeliverable_request_is_a_denial(memory: MemoryStore) -> None:
     broker = make_broker(memory)
 
-    async def broken(response: AgentResponse) -> None:
+    async def broken(response: ApprovalPrompt) -> None:
         raise ConnectionError("the chat is gone")
 
     denial = await broker.guard(SESSION, CHANNEL, broken)(run("date"))

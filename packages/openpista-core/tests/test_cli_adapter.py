@@ -13,12 +13,23 @@ from typing import Any
 import pytest
 
 from openpista.builtins import channels
+from openpista.channels import Capabilities
 from openpista.config import Settings
 from openpista.gateway.cli_adapter import CHANNEL_ID, CliAdapter, create_cli_adapter
 from openpista.gateway.gateway import Gateway
-from openpista.models import AgentResponse, ApprovalRequest, ChannelEvent, ToolCall, ToolResult
+from openpista.models import (
+    Answer,
+    ApprovalPrompt,
+    ApprovalRequest,
+    ChannelEvent,
+    TextChunk,
+    ToolCall,
+    ToolProgress,
+    ToolResult,
+)
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
+from openpista.testing.adapters import QueueContext
 from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
 
@@ -29,7 +40,7 @@ class Terminal:
 
     adapter: CliAdapter
     write_fd: int
-    inbound: asyncio.Queue[ChannelEvent]
+    ctx: QueueContext
     stdout: io.StringIO
     stderr: io.StringIO
     closed: list[str] = field(default_factory=list)
@@ -43,7 +54,7 @@ class Terminal:
             self.write_fd = -1
 
     async def next_event(self) -> ChannelEvent:
-        return await asyncio.wait_for(self.inbound.get(), timeout=5)
+        return await asyncio.wait_for(self.ctx.events.get(), timeout=5)
 
 
 @pytest.fixture
@@ -53,12 +64,12 @@ async def terminal() -> AsyncIterator[Terminal]:
     term = Terminal(
         CliAdapter(stdin=read_fd, stdout=stdout, stderr=stderr, sender="ada"),
         write_fd,
-        asyncio.Queue(),
+        QueueContext(),
         stdout,
         stderr,
     )
     term.adapter.on_close = lambda: term.closed.append("closed")
-    await term.adapter.start(term.inbound)
+    await term.adapter.start(term.ctx)
     yield term
     term.eof()
     await term.adapter.stop()
@@ -95,7 +106,7 @@ async def test_quit_commands_close(terminal: Terminal, command: str) -> None:
     terminal.type(f"{command}\nnever sent\n")
     await asyncio.wait_for(terminal.adapter.wait_closed(), timeout=5)
     assert terminal.closed == ["closed"]
-    assert terminal.inbound.empty()
+    assert terminal.ctx.events.empty()
 
 
 async def test_on_close_may_be_a_coroutine() -> None:
@@ -106,7 +117,7 @@ async def test_on_close_may_be_a_coroutine() -> None:
         done.set()
 
     adapter = CliAdapter(stdin=read_fd, stdout=io.StringIO(), on_close=on_close)
-    await adapter.start(asyncio.Queue())
+    await adapter.start(QueueContext())
     os.close(write_fd)
     await asyncio.wait_for(done.wait(), timeout=5)
     await adapter.stop()
@@ -118,13 +129,17 @@ async def test_stop_ends_the_reader_without_input(terminal: Terminal) -> None:
     assert terminal.closed == []  # stopping is not the user leaving
 
 
-def response(text: str = "", **fields: Any) -> AgentResponse:
-    return AgentResponse(channel_id=CHANNEL_ID, session_id="s", text=text, **fields)
+def response(text: str = "", **fields: Any) -> Answer:
+    return Answer(channel_id=CHANNEL_ID, session_id="s", text=text, **fields)
+
+
+def chunk(text: str, session_id: str = "s") -> TextChunk:
+    return TextChunk(channel_id=CHANNEL_ID, session_id=session_id, text=text)
 
 
 async def test_streamed_answer_is_printed_once(terminal: Terminal) -> None:
-    for chunk in ("Hel", "lo ", "there"):
-        await terminal.adapter.send(response(chunk, delta=True))
+    for piece in ("Hel", "lo ", "there"):
+        await terminal.adapter.send(chunk(piece))
     assert terminal.stdout.getvalue() == "Hello there"
     await terminal.adapter.send(response("Hello there"))
     assert terminal.stdout.getvalue() == "Hello there\n"
@@ -139,10 +154,10 @@ async def test_tool_progress_goes_to_stderr_and_splits_the_answer(terminal: Term
     call = ToolCall(id="c", name="system.run", arguments={"command": "ls"})
     result = ToolResult(call_id="c", name="system.run", output="a.txt\nb.txt")
     send = terminal.adapter.send
-    await send(response("Looking", delta=True))
-    await send(response(delta=True, tool_call=call))
-    await send(response(delta=True, tool_result=result))
-    await send(response("Two files.", delta=True))
+    await send(chunk("Looking"))
+    await send(ToolProgress(channel_id=CHANNEL_ID, session_id="s", call=call))
+    await send(ToolProgress(channel_id=CHANNEL_ID, session_id="s", call=call, result=result))
+    await send(chunk("Two files."))
     await send(response("Two files."))
     assert terminal.stdout.getvalue() == "Looking\nTwo files.\n"
     assert terminal.stderr.getvalue() == '⚙ system.run {"command": "ls"}\n✓ system.run: a.txt\n'
@@ -150,7 +165,7 @@ async def test_tool_progress_goes_to_stderr_and_splits_the_answer(terminal: Term
 
 async def test_errors_and_approvals(terminal: Terminal) -> None:
     request = ApprovalRequest(id="ap1", tool="system.run", arguments={"command": "rm x"})
-    await terminal.adapter.send(response(approval=request))
+    await terminal.adapter.send(ApprovalPrompt(channel_id=CHANNEL_ID, request=request))
     assert "/approve ap1" in terminal.stdout.getvalue()
     assert terminal.stdout.getvalue().endswith("\n")
     await terminal.adapter.send(response("❌ the provider said no", is_error=True))
@@ -159,10 +174,10 @@ async def test_errors_and_approvals(terminal: Terminal) -> None:
 
 async def test_interleaved_answers_never_share_a_line(terminal: Terminal) -> None:
     send = terminal.adapter.send
-    await send(response("first answer ", delta=True))
-    await send(AgentResponse(channel_id=CHANNEL_ID, session_id="other", text="other", delta=True))
-    await send(AgentResponse(channel_id=CHANNEL_ID, text="✅ approved"))
-    await send(response("continues", delta=True))
+    await send(chunk("first answer "))
+    await send(chunk("other", session_id="other"))
+    await send(Answer(channel_id=CHANNEL_ID, text="✅ approved"))
+    await send(chunk("continues"))
     await send(response("first answer continues"))
     assert terminal.stdout.getvalue().splitlines() == [
         "first answer ",
@@ -175,11 +190,8 @@ async def test_interleaved_answers_never_share_a_line(terminal: Terminal) -> Non
 def test_factory_and_plugin_registration() -> None:
     settings = Settings()
     adapter = create_cli_adapter({"enabled": True, "sender": "grace"}, settings)
-    assert (adapter.name, adapter.channel_prefix, adapter.supports_streaming) == (
-        "cli",
-        "cli:",
-        True,
-    )
+    assert (adapter.name, adapter.channel_prefix) == ("cli", "cli:")
+    assert adapter.capabilities == Capabilities(streaming=True)
     assert adapter.sender == "grace"
     registered: list[tuple[str, Callable[..., object]]] = []
     channels.register_channels(lambda name, factory: registered.append((name, factory)), settings)
@@ -203,7 +215,7 @@ async def test_piped_lines_are_answered_through_the_gateway_before_it_closes(
         os.write(write_fd, b"one\ntwo\n")
         os.close(write_fd)
         await asyncio.wait_for(closed.wait(), timeout=10)
-        await gateway.stop(deadline=20)  # in-flight turns finish, as in the daemon
+        await gateway.stop(drain=True)  # what was typed is answered, as in the daemon
         assert stdout.getvalue() == "first answer\nsecond answer\n", stderr.getvalue()
         [session] = await runtime.memory.list_sessions()
         assert session.message_count == 4

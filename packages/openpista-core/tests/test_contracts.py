@@ -9,6 +9,7 @@ from typing import ClassVar
 from openpista.channels import ChannelAdapter
 from openpista.config import SystemRunSettings
 from openpista.gateway.cli_adapter import CliAdapter
+from openpista.models import Answer, ApprovalPrompt
 from openpista.testing.adapters import LoopbackAdapter
 from openpista.testing.contracts import ChannelContract, ToolContract
 from openpista.tools.base import Tool
@@ -33,7 +34,12 @@ class TestLoopbackChannelContract(ChannelContract):
 
     async def received(self, adapter: ChannelAdapter) -> list[str]:
         assert isinstance(adapter, LoopbackAdapter)
-        return [r.text for responses in adapter.sent.values() for r in responses]
+        return [
+            m.text if isinstance(m, Answer) else m.request.prompt()
+            for sent in adapter.sent.values()
+            for m in sent
+            if isinstance(m, Answer | ApprovalPrompt)
+        ]
 
 
 class TestCliChannelContract(ChannelContract):

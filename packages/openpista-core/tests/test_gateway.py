@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from openpista.channels import Capabilities, ChannelContext
 from openpista.config import GatewaySettings, Settings
 from openpista.gateway.gateway import Gateway, GatewayClosedError
-from openpista.models import AgentResponse, ChannelEvent
+from openpista.models import Answer, ApprovalPrompt, ChannelEvent, Outbound, TextChunk
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
 from openpista.testing.adapters import LoopbackAdapter
@@ -62,10 +63,10 @@ async def test_only_streaming_adapters_get_deltas(
     await live.answer("x")
     await plain.say("y", "hi")
     await plain.answer("y")
-    deltas = [r.text for r in live.sent["live:x"] if r.delta]
+    deltas = [r.text for r in live.sent["live:x"] if isinstance(r, TextChunk)]
     assert len(deltas) > 1
     assert "".join(deltas) == "streamed text here"
-    assert [r.delta for r in plain.sent["plain:y"]] == [False]
+    assert [r.kind for r in plain.sent["plain:y"]] == ["answer"]
 
 
 async def test_every_answer_of_a_turn_names_its_request(
@@ -266,7 +267,9 @@ async def test_remote_tool_call_waits_for_the_users_approval(
     try:
         await adapter.say("7", "make the file")
         for _ in range(400):
-            requests = [r.approval for r in adapter.sent["remote:7"] if r.approval]
+            requests = [
+                r.request for r in adapter.sent["remote:7"] if isinstance(r, ApprovalPrompt)
+            ]
             if requests:
                 break
             await asyncio.sleep(0.05)
@@ -291,21 +294,52 @@ async def test_remote_tool_call_waits_for_the_users_approval(
         await runtime.close()
 
 
-async def test_adapters_that_declare_a_gateway_attribute_get_the_one_serving_them(
-    open_gateway: OpenGateway,
+async def test_an_adapter_gets_only_the_kinds_its_capabilities_accept(
+    open_gateway: OpenGateway, llm_emulator: LlmEmulator
 ) -> None:
-    wants = LoopbackAdapter("wants:")
-    wants.gateway = None  # type: ignore[attr-defined]
-    plain = LoopbackAdapter("plain:")
-    gateway = await open_gateway(wants, plain)
-    assert wants.gateway is gateway  # type: ignore[attr-defined]
-    assert not hasattr(plain, "gateway"), "adapters that do not ask are left alone"
+    @tool("test.ping")
+    async def ping() -> str:
+        """Answer pong."""
+        return "pong"
+
+    for _ in range(2):
+        llm_emulator.reply_tool_calls([("test_ping", {})])
+        llm_emulator.reply_text("done after the tool", chunk_size=4)
+    live = LoopbackAdapter("live:")
+    plain = LoopbackAdapter("plain:", capabilities=Capabilities(files=True))
+    gateway = await open_gateway(live, plain)
+    gateway.runtime.toolbox.tools.register(ping)
+    await live.say("1", "use the tool")
+    await live.answer("1")
+    await plain.say("1", "use the tool")
+    await plain.answer("1")
+    assert {m.kind for m in live.sent["live:1"]} == {"chunk", "tool", "answer"}
+    assert [m.kind for m in plain.sent["plain:1"]] == ["answer"]
+    # What an adapter delivers elsewhere is filtered the same way.
+    await gateway.deliver(TextChunk(channel_id="plain:1", text="not for a plain chat"))
+    await gateway.deliver(Answer(channel_id="plain:1", text="a notice"))
+    assert [m.kind for m in plain.sent["plain:1"]] == ["answer", "answer"]
+
+
+async def test_a_channel_without_files_reads_their_names(
+    open_gateway: OpenGateway, tmp_path: Path
+) -> None:
+    from openpista.models import Attachment
+
+    text_only = LoopbackAdapter("text:", capabilities=Capabilities(streaming=True))
+    gateway = await open_gateway(text_only)
+    picture = Attachment(name="dot.png", mime_type="image/png", data="iVBORw0KGgo=")
+    await gateway.deliver(Answer(channel_id="text:1", text="here", attachments=[picture]))
+    [answer] = text_only.sent["text:1"]
+    assert isinstance(answer, Answer)
+    assert answer.attachments == []
+    assert answer.text == "here\n[attachment: dot.png (image/png)]"
 
 
 class MisconfiguredAdapter(LoopbackAdapter):
     """A channel whose start finds its configuration unusable."""
 
-    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+    async def start(self, ctx: ChannelContext) -> None:
         from openpista.config import ConfigError
 
         self.starts += 1
@@ -336,9 +370,9 @@ class ClosingAdapter(LoopbackAdapter):
 
     def __init__(self, prefix: str) -> None:
         super().__init__(prefix)
-        self.after_stop: list[AgentResponse] = []
+        self.after_stop: list[Outbound] = []
 
-    async def send(self, response: AgentResponse) -> None:
+    async def send(self, response: Outbound) -> None:
         if self.stopped:
             self.after_stop.append(response)
         await super().send(response)

@@ -12,7 +12,7 @@ import pytest
 
 from openpista.files import turn_output_dir
 from openpista.gateway.gateway import Gateway
-from openpista.models import AgentResponse, Attachment
+from openpista.models import Answer, Attachment, ToolProgress
 from openpista.outbox import screen
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
@@ -66,13 +66,15 @@ async def test_the_gateway_drops_attachments_that_name_host_files(
     assert "links are not fetched" in final.text
     assert "a symlink" in final.text
     # The progress of the tool (streamed to the adapter) carries no host path either.
-    [finished] = [r.tool_result for r in adapter.sent["loop:1"] if r.tool_result is not None]
+    [finished] = [
+        r.result for r in adapter.sent["loop:1"] if isinstance(r, ToolProgress) and r.result
+    ]
     assert [a.name for a in finished.attachments] == ["chart.png"]
 
 
 def test_inline_data_and_data_urls_are_kept_without_paths(home: Path) -> None:
     data = base64.b64encode(b"png").decode()
-    response = AgentResponse(
+    response = Answer(
         session_id="s1",
         text="ok",
         attachments=[
@@ -84,6 +86,7 @@ def test_inline_data_and_data_urls_are_kept_without_paths(home: Path) -> None:
         ],
     )
     screened = screen(response)
+    assert isinstance(screened, Answer)
     assert [(a.name, a.data, a.path, a.url) for a in screened.attachments] == [
         ("a.png", data, None, None),
         ("b.png", data, None, None),
@@ -100,7 +103,7 @@ def test_a_file_of_another_session_or_a_relative_path_is_not_sent(home: Path) ->
     other.write_bytes(b"theirs")
     mine = turn_output_dir("s1")
     (mine / "x.png").write_bytes(b"mine")
-    relative = AgentResponse(
+    relative = Answer(
         session_id="s1",
         attachments=[
             Attachment(name="theirs.png", path=str(other)),
@@ -109,8 +112,10 @@ def test_a_file_of_another_session_or_a_relative_path_is_not_sent(home: Path) ->
         ],
     )
     screened = screen(relative)
+    assert isinstance(screened, Answer)
     assert [a.name for a in screened.attachments] == ["mine.png"]
     assert screened.text.count("only files openpista wrote for this chat are sent") == 2
     assert oct(mine.stat().st_mode & 0o777) == "0o700"
-    unsession = screen(AgentResponse(attachments=[Attachment(name="m", path=str(mine / "x.png"))]))
+    unsession = screen(Answer(attachments=[Attachment(name="m", path=str(mine / "x.png"))]))
+    assert isinstance(unsession, Answer)
     assert unsession.attachments == []

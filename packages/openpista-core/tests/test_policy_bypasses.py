@@ -16,7 +16,7 @@ import pytest
 from openpista.config import PolicySettings, SystemRunSettings
 from openpista.gateway.approvals import ApprovalBroker
 from openpista.memory.store import MemoryStore
-from openpista.models import AgentResponse, ToolCall
+from openpista.models import ApprovalPrompt, ToolCall
 from openpista.policy import ToolPolicy, is_literal_command
 from openpista.tools.registry import ToolRegistry
 from openpista.tools.system_run import make_system_run_tool
@@ -154,9 +154,9 @@ async def test_known_bypasses_never_run_unasked(memory: MemoryStore, tmp_path: P
     workspace.mkdir()
     registry = ToolRegistry([make_system_run_tool(SystemRunSettings(timeout=10), workspace)])
     broker = ApprovalBroker(memory, policy(*RULES), timeout=60)
-    sent: list[AgentResponse] = []
+    sent: list[ApprovalPrompt] = []
 
-    async def send(response: AgentResponse) -> None:
+    async def send(response: ApprovalPrompt) -> None:
         sent.append(response)
 
     guard = broker.guard(SESSION, CHANNEL, send)

@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 
-from openpista.models import AgentResponse, ApprovalRequest, Message, ToolCall, ToolResult
+from openpista.models import (
+    Answer,
+    ApprovalPrompt,
+    ApprovalRequest,
+    Message,
+    TextChunk,
+    ToolCall,
+    ToolProgress,
+    ToolResult,
+)
 from openpista.tui import view
 from openpista.tui.state import (
     Action,
@@ -63,9 +72,16 @@ def chat(**changes: Any) -> State:
 
 
 def reply(text: str = "", **fields: Any) -> ResponseReceived:
-    return ResponseReceived(
-        AgentResponse(channel_id="tui:local", session_id=SID, text=text, **fields)
-    )
+    return ResponseReceived(Answer(channel_id="tui:local", session_id=SID, text=text, **fields))
+
+
+def chunk(text: str) -> ResponseReceived:
+    return ResponseReceived(TextChunk(channel_id="tui:local", session_id=SID, text=text))
+
+
+def progress(call: ToolCall, result: ToolResult | None = None) -> ResponseReceived:
+    message = ToolProgress(channel_id="tui:local", session_id=SID, call=call, result=result)
+    return ResponseReceived(message)
 
 
 def last(state: State) -> Entry:
@@ -141,7 +157,7 @@ def test_a_message_is_sent_to_the_session_and_the_stream_builds_the_answer() -> 
     assert last(state) == Entry("user", "hello")
     assert state.busy
     assert state.input == ""
-    state, _ = run(state, reply("Hel", delta=True), reply("lo!", delta=True))
+    state, _ = run(state, chunk("Hel"), chunk("lo!"))
     assert state.streaming == "Hello!"
     assert "Hello!" in "".join(f[1] for f in view.scrollback(state))
     state, _ = run(state, reply("Hello!"))
@@ -161,10 +177,10 @@ def test_tool_progress_splits_the_stream() -> None:
     state, _ = run(
         chat(),
         Submit("list /tmp"),
-        reply("Let me look.", delta=True),
-        reply(delta=True, tool_call=call),
-        reply(delta=True, tool_result=result),
-        reply("Two files.", delta=True),
+        chunk("Let me look."),
+        progress(call),
+        progress(call, result),
+        chunk("Two files."),
         reply("Two files."),
     )
     assert [(e.kind, e.text) for e in state.entries[-5:]] == [
@@ -178,8 +194,9 @@ def test_tool_progress_splits_the_stream() -> None:
 
 
 def test_a_failed_tool_is_marked() -> None:
+    call = ToolCall(id="c1", name="system.run")
     result = ToolResult(call_id="c1", name="system.run", output="boom", is_error=True)
-    state, _ = run(chat(), reply(delta=True, tool_result=result))
+    state, _ = run(chat(), progress(call, result))
     assert last(state) == Entry("tool", "✗ system.run: boom")
 
 
@@ -194,9 +211,8 @@ def test_errors_are_shown_with_the_cross() -> None:
 def test_responses_of_a_session_left_behind_are_not_mixed_in() -> None:
     state, _ = run(chat(), Submit("hi"), SessionOpened("other"))
     before = state.entries
-    late = AgentResponse(channel_id="tui:local", session_id=SID, text="late")
-    state, _ = run(state, ResponseReceived(late.model_copy(update={"delta": True})))
-    state, _ = run(state, ResponseReceived(late))
+    state, _ = run(state, chunk("late"))
+    state, _ = run(state, reply("late"))
     assert state.entries == before
     assert not state.busy
 
@@ -206,7 +222,7 @@ def test_approval_is_shown_and_answered_through_the_gateway() -> None:
     state, _ = run(
         chat(),
         Submit("delete x"),
-        ResponseReceived(AgentResponse(channel_id="tui:local", session_id=SID, approval=request)),
+        ResponseReceived(ApprovalPrompt(channel_id="tui:local", session_id=SID, request=request)),
     )
     assert last(state).kind == "approval"
     assert "/approve ap1" in last(state).text
@@ -215,7 +231,7 @@ def test_approval_is_shown_and_answered_through_the_gateway() -> None:
     state, effects = run(state, Submit("/approve ap1"))
     assert effects == [SendMessage(SID, "/approve ap1")]
     assert state.approvals == ()
-    confirmation = AgentResponse(channel_id="tui:local", text="✅ approved")
+    confirmation = Answer(channel_id="tui:local", text="✅ approved")
     state, _ = run(state, ResponseReceived(confirmation))
     assert last(state) == Entry("notice", "✅ approved")
     assert state.busy  # the original turn has not answered yet

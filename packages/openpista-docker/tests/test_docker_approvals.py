@@ -3,7 +3,6 @@ prompt says the call would run UNSANDBOXED on the host before anything runs."""
 
 from __future__ import annotations
 
-import asyncio
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -52,12 +51,7 @@ async def remote_chat(tmp_path: Path, llm_emulator: LlmEmulator) -> AsyncIterato
 
 
 async def approval(adapter: LoopbackAdapter) -> ApprovalRequest:
-    for _ in range(400):
-        found = [r.approval for r in adapter.sent["remote:1"] if r.approval is not None]
-        if found:
-            return found[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError("no approval request was sent")
+    return (await adapter.prompt("1", wait=20)).request
 
 
 async def test_the_opt_in_fallback_is_announced_in_the_approval_prompt(

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from openpista.models import AgentResponse, Attachment, Message, ToolCall, ToolResult, Usage
+from openpista.models import Answer, Attachment, Message, ToolCall, ToolResult, Usage
 from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolSpec
 from openpista.tools.context import TurnContext, reset_turn, set_turn
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from openpista.providers.base import LlmProvider
     from openpista.tools.registry import ToolRegistry
 
-ERROR_PREFIX = "❌ "
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -43,6 +42,7 @@ class ToolStarted:
 class ToolFinished:
     """A tool call has finished (``result.is_error`` tells how)."""
 
+    call: ToolCall
     result: ToolResult
 
 
@@ -103,7 +103,7 @@ class Agent:
         *,
         attachments: Sequence[Attachment] = (),
         channel_id: str = "",
-    ) -> AgentResponse:
+    ) -> Answer:
         """Answer ``text`` in session ``session_id`` (created when missing).
 
         ``attachments`` are the files the user sent (their pictures are shown to the LLM,
@@ -131,7 +131,7 @@ class Agent:
         history: list[Message],
         on_event: EventSink | None,
         guard: ToolGuard | None,
-    ) -> AgentResponse:
+    ) -> Answer:
         usage = Usage()
         produced: list[Attachment] = []
         specs = self.tools.specs()
@@ -145,7 +145,7 @@ class Agent:
                 )
                 if not result.tool_calls:
                     await self.memory.append_message(session_id, reply)
-                    return AgentResponse(
+                    return Answer(
                         session_id=session_id,
                         text=result.text,
                         usage=usage,
@@ -160,18 +160,10 @@ class Agent:
                 await self.memory.append_messages(session_id, [reply, *tool_messages])
                 history.extend([reply, *tool_messages])
         except ProviderError as exc:
-            return AgentResponse(
-                session_id=session_id,
-                text=ERROR_PREFIX + str(exc),
-                is_error=True,
-                usage=usage,
-                attachments=produced,
-            )
+            return Answer.error(str(exc), session_id=session_id, usage=usage, attachments=produced)
         notice = Message(role="assistant", content=round_limit_message(self.max_tool_rounds))
         await self.memory.append_message(session_id, notice)
-        return AgentResponse(
-            session_id=session_id, text=notice.content, usage=usage, attachments=produced
-        )
+        return Answer(session_id=session_id, text=notice.content, usage=usage, attachments=produced)
 
     async def _ask(
         self, history: list[Message], specs: list[ToolSpec], on_event: EventSink | None
@@ -195,8 +187,8 @@ class Agent:
                 await _emit(on_event, ToolStarted(call))
         results = await asyncio.gather(*(self._run_tool(call, guard) for call in calls))
         if on_event is not None:
-            for result in results:
-                await _emit(on_event, ToolFinished(result))
+            for call, result in zip(calls, results, strict=True):
+                await _emit(on_event, ToolFinished(call, result))
         return results
 
     async def _run_tool(self, call: ToolCall, guard: ToolGuard | None) -> ToolResult:

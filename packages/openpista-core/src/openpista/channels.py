@@ -1,41 +1,159 @@
-"""The channel adapter contract: how a messenger plugs into the gateway."""
+"""The channel contract: how a messenger plugs into the gateway.
+
+A channel subclasses :class:`ChannelAdapter`. The gateway calls ``start(ctx)`` with a
+:class:`ChannelContext`, the adapter's one way back in: it submits what users write,
+delivers notices, reads a chat's session and history, and runs chat commands. The gateway
+sends the adapter :data:`~openpista.models.Outbound` messages, only the kinds its
+:class:`Capabilities` accept.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-
-from openpista.models import AgentResponse, ChannelEvent
 
 if TYPE_CHECKING:
     from openpista.config import Settings
+    from openpista.models import ChannelEvent, Message, Outbound
 
 
-class ChannelAdapter(Protocol):
-    """A messenger bridge.
+class GatewayClosedError(RuntimeError):
+    """Raised by :meth:`ChannelContext.submit` once the gateway is shutting down."""
 
-    ``channel_prefix`` is the prefix of every channel id this adapter owns (``cli:``,
-    ``telegram:``); responses whose channel id starts with it come back to this adapter.
-    ``start`` begins turning the native protocol into :class:`ChannelEvent` objects put on
-    ``inbound`` and returns once the adapter is serving; ``stop`` releases everything.
-    ``send`` delivers one response; adapters with ``supports_streaming`` also receive
-    ``delta`` chunks before the final text.
 
-    An adapter that needs the gateway serving it (to read a session's history, switch the
-    model, or deliver to another channel) declares an attribute ``gateway = None``; the
-    :class:`~openpista.gateway.gateway.Gateway` sets it to itself.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a messenger can show.
+
+    ``streaming``: it shows an answer as it is written, so it also gets
+    :class:`~openpista.models.TextChunk` and :class:`~openpista.models.ToolProgress`
+    messages. ``files``: it sends attachments (without, the gateway names each file in the
+    answer's text instead). ``buttons``: it renders approval prompts as buttons.
+    ``max_message_length``: the longest text one native message holds (``None``: no limit);
+    the adapter splits longer answers.
+    """
+
+    streaming: bool = False
+    files: bool = False
+    buttons: bool = False
+    max_message_length: int | None = None
+
+    def accepts(self, message: Outbound) -> bool:
+        """Whether a channel with these capabilities is sent ``message``."""
+        return self.streaming or message.kind in ("answer", "approval")
+
+
+@dataclass(frozen=True)
+class CommandReply:
+    """What a chat command answers: a text (``is_error``: it starts with ❌), and the
+    session the chat was moved to, when it was (``/session ID``, ``/clear``)."""
+
+    text: str
+    is_error: bool = False
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandCall:
+    """One typed chat command: ``/name argument`` in ``channel_id``, whose chat is in
+    session ``session_id`` (``name`` in lower case, without the slash)."""
+
+    channel_id: str
+    session_id: str
+    name: str
+    argument: str
+
+
+@dataclass(frozen=True)
+class ChatCommand:
+    """A slash command every channel answers (registered with ``register_chat_commands``).
+
+    ``name`` is the word after the slash (``weather``); ``usage`` and ``summary`` make its
+    ``/help`` line (``/weather CITY``, ``the forecast for CITY``); ``run`` answers it.
+    """
+
+    name: str
+    summary: str
+    run: Callable[[CommandCall], Awaitable[CommandReply]]
+    usage: str = ""
+
+
+class ChannelContext(Protocol):
+    """What a channel may ask of the gateway serving it (handed to ``start``)."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether the next message is answered without a start-up wait."""
+        ...
+
+    async def submit(self, event: ChannelEvent) -> None:
+        """Hand what a user wrote to the agent; waits while the gateway is busy. While the
+        gateway stops, the chat is told so; once it has stopped, :class:`GatewayClosedError`
+        is raised."""
+        ...
+
+    async def deliver(self, message: Outbound) -> None:
+        """Send ``message`` to the channel owning its ``channel_id`` (any channel: e.g. a
+        notice to an operator's chat elsewhere); dropped, logged, when none does."""
+        ...
+
+    async def session_for(self, channel_id: str) -> str:
+        """The session of the chat ``channel_id`` (created on first use)."""
+        ...
+
+    async def history(self, channel_id: str, limit: int) -> list[Message]:
+        """The last ``limit`` user and assistant messages with text of the chat's current
+        session, oldest first (what a chat shows after a reload)."""
+        ...
+
+    async def run_command(self, channel_id: str, text: str) -> CommandReply | None:
+        """Answer a chat command typed in ``channel_id`` (``/help``, ``/model``, ...);
+        ``None`` when ``text`` is no command (it is then a message for the agent).
+
+        Channels need not call it: a command submitted as an event is answered as an
+        :class:`~openpista.models.Answer`; channels that show command replies apart (or
+        reload a chat after ``/session``) call it instead."""
+        ...
+
+    def approval_pending(self, channel_id: str, request_id: str) -> bool:
+        """Whether approval request ``request_id`` still waits for an answer in
+        ``channel_id`` (buttons of resolved requests can be removed)."""
+        ...
+
+
+class ChannelAdapter(ABC):
+    """A messenger bridge; subclass it and implement :meth:`start` and :meth:`send`.
+
+    ``name`` is the ``[channels.<name>]`` the adapter serves; ``channel_prefix`` the prefix
+    of every channel id it owns (``telegram:``): messages whose channel id starts with it
+    come to this adapter. The other members have defaults.
     """
 
     name: str
     channel_prefix: str
-    supports_streaming: bool
+    capabilities: Capabilities = Capabilities()
+    on_close: Callable[[], object] | None = None
+    """Called (once) by adapters whose user can end the conversation (the terminal) when
+    they do; the daemon sets it when that is its only channel. It may return an awaitable."""
 
-    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None: ...
+    @abstractmethod
+    async def start(self, ctx: ChannelContext) -> None:
+        """Begin serving: turn native messages into :class:`~openpista.models.ChannelEvent`
+        objects for ``ctx.submit``; return once serving (raise if that fails: the gateway
+        retries with backoff, except on :class:`~openpista.config.ConfigError`)."""
 
-    async def stop(self) -> None: ...
+    @abstractmethod
+    async def send(self, message: Outbound) -> None:
+        """Deliver one message to the chat of ``message.channel_id``."""
 
-    async def send(self, response: AgentResponse) -> None: ...
+    async def wait_closed(self) -> None:  # noqa: B027 (optional: a no-op default)
+        """Return when the channel has closed on its own, raise when it failed (the gateway
+        restarts it); the default returns at once (nothing to watch)."""
+
+    async def stop(self) -> None:  # noqa: B027 (optional: a no-op default)
+        """Release everything :meth:`start` opened; the default has nothing to release."""
 
 
 ChannelFactory = Callable[[dict[str, Any], "Settings"], ChannelAdapter]

@@ -27,7 +27,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from openpista.channels import ChannelFactory
+    from openpista.channels import ChannelFactory, ChatCommand
     from openpista.config import Settings
     from openpista.plugin_context import PluginContext
     from openpista.providers.base import ProviderPreset
@@ -131,3 +131,20 @@ async def runtime_closing(config: Settings, context: PluginContext) -> None:
     """Called when openpista closes (``openpista run``, the TUI, the daemon, after its
     channels stopped): release the processes and connections your plugin opened (a browser,
     a Docker client). Called once per run, whether or not your tools were used."""
+
+
+@hookspec
+def register_chat_commands(
+    register: Callable[[ChatCommand], None], config: Settings, context: PluginContext
+) -> None:
+    """Add slash commands that users type in any chat (``/weather Paris``).
+
+    Call ``register(ChatCommand(name="weather", summary="the forecast for CITY",
+    usage="weather CITY", run=forecast))``: ``run`` is an async function taking a
+    :class:`~openpista.channels.CommandCall` (``channel_id``, ``session_id``, ``name``,
+    ``argument``) and returning a :class:`~openpista.channels.CommandReply`. Every channel
+    answers the command the same way, outside the chat's turn order, and ``/help`` lists it.
+    A name already taken (the gateway's own ``help``, ``model``, ``session``, ``clear``,
+    ``usage``, ``approve``, ``deny``, or another plugin's) is logged with ❌ and left out; a
+    ``run`` that raises answers one ❌ line.
+    """

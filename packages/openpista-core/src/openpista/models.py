@@ -1,16 +1,27 @@
 """Typed data that crosses a boundary: channels, the agent, providers, tools and memory.
 
 The same JSON goes over every transport (WebSocket, QUIC, the database), so these models
-are the wire contract. They are plain pydantic models; ``model_dump(mode="json")`` gives
-the wire form and ``model_validate`` reads it back.
+are the wire contract. What the gateway sends a channel is one :data:`Outbound` message:
+an :class:`Answer`, a :class:`TextChunk`, a :class:`ToolProgress` or an
+:class:`ApprovalPrompt`, told apart by their ``kind``. They are plain pydantic models;
+``model_dump(mode="json")`` gives the wire form and ``model_validate`` (for outbound
+messages :func:`parse_outbound`) reads it back.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
+
+ERROR_PREFIX = "❌ "
+"""How every error a user reads begins: one line, ``❌`` first, never a traceback."""
+
+
+def error_text(text: str) -> str:
+    """``text`` as an error line for users: it starts with :data:`ERROR_PREFIX` (once)."""
+    return text if text.startswith(ERROR_PREFIX.strip()) else ERROR_PREFIX + text
 
 
 def utc_now() -> datetime:
@@ -152,12 +163,82 @@ class ApprovalRequest(BaseModel):
         )
 
 
-class AgentResponse(BaseModel):
-    """What goes back to a channel: final ``text``, a streamed ``delta`` chunk, or an
-    ``approval`` request that the user must answer.
+class Reply(BaseModel):
+    """What every outbound message carries: where it goes and what it answers.
 
-    Streaming adapters also receive progress: ``delta`` responses carrying ``tool_call``
-    when a tool starts and ``tool_result`` when it ends (their ``text`` is empty).
+    ``request_id`` is the ``request_id`` of the event this answers (from
+    ``ChannelEvent.metadata``), on every message of its turn: channels that multiplex several
+    requests on one connection route answers by it.
+    """
+
+    channel_id: str = ""
+    session_id: str = ""
+    request_id: str | None = None
+
+
+class Answer(Reply):
+    """The end of a turn (or a notice, a command's reply): the whole text and any files.
+
+    ``is_error`` answers have a text starting with :data:`ERROR_PREFIX`; build them with
+    :meth:`error`.
+    """
+
+    kind: Literal["answer"] = "answer"
+    text: str = ""
+    is_error: bool = False
+    attachments: list[Attachment] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+
+    @classmethod
+    def error(cls, text: str, **fields: Any) -> Answer:
+        """An error answer: ``text`` as one ``❌`` line."""
+        return cls(text=error_text(text), is_error=True, **fields)
+
+
+class TextChunk(Reply):
+    """A piece of the answer being written (streaming channels only); the :class:`Answer`
+    that follows holds the whole text again."""
+
+    kind: Literal["chunk"] = "chunk"
+    text: str
+
+
+class ToolProgress(Reply):
+    """A tool call started (``result`` is ``None``) or finished (streaming channels only)."""
+
+    kind: Literal["tool"] = "tool"
+    call: ToolCall
+    result: ToolResult | None = None
+
+
+class ApprovalPrompt(Reply):
+    """A tool call waits for the user's yes or no (see :class:`ApprovalRequest`); channels
+    with buttons show them, the others :meth:`ApprovalRequest.prompt`."""
+
+    kind: Literal["approval"] = "approval"
+    request: ApprovalRequest
+
+
+Outbound = Annotated[
+    Answer | TextChunk | ToolProgress | ApprovalPrompt, Field(discriminator="kind")
+]
+"""One message from the gateway to a channel; ``kind`` tells which."""
+
+OutboundKind = Literal["answer", "chunk", "tool", "approval"]
+
+_OUTBOUND: TypeAdapter[Outbound] = TypeAdapter(Outbound)
+
+
+def parse_outbound(data: object) -> Outbound:
+    """Read an outbound message back from its wire form (``model_dump(mode="json")``);
+    raises :class:`pydantic.ValidationError` for anything else."""
+    return _OUTBOUND.validate_python(data)
+
+
+class AgentResponse(BaseModel):
+    """The outbound message of the old channel contract, one model with flags (``delta``,
+    ``approval``, ``tool_call``, ``tool_result``): still sent to adapters that have not
+    moved to :data:`Outbound` (``openpista.gateway.legacy``); it goes with the last of them.
     """
 
     channel_id: str = ""
@@ -171,6 +252,3 @@ class AgentResponse(BaseModel):
     tool_call: ToolCall | None = None
     tool_result: ToolResult | None = None
     request_id: str | None = None
-    """The ``request_id`` of the event this answers (from ``ChannelEvent.metadata``), on
-    every delta, approval and final answer of its turn: adapters that multiplex several
-    requests on one connection route answers by it."""

@@ -1,6 +1,6 @@
 """Outbound attachments: a channel sends bytes, or a file openpista itself wrote, nothing else.
 
-The gateway passes every response through :func:`screen` before any adapter sees it, so
+The gateway passes every outbound message through :func:`screen` before any adapter sees it, so
 that no channel ever opens a path or fetches a URL that an LLM, a tool or a worker chose:
 
 - inline ``data`` is kept (a ``path`` or ``url`` next to it is dropped);
@@ -21,26 +21,27 @@ import logging
 import os
 
 from openpista.files import ConfinementError, open_confined, turn_output_dir
-from openpista.models import AgentResponse, Attachment
+from openpista.models import Answer, Attachment, Outbound, ToolProgress
 
 log = logging.getLogger(__name__)
 
 
-def screen(response: AgentResponse) -> AgentResponse:
-    """``response`` with only the attachments a channel may send (see the module docs);
-    a final answer that lost some says so in its text."""
-    kept, notes = _screened(response.attachments, response.session_id)
-    update: dict[str, object] = {}
-    if notes or kept != response.attachments:
-        update["attachments"] = kept
-        if notes and not response.delta:
-            update["text"] = "\n\n".join(part for part in (response.text, "\n".join(notes)) if part)
-    result = response.tool_result
-    if result is not None and result.attachments:
-        tool_kept, _ = _screened(result.attachments, response.session_id)
+def screen(message: Outbound) -> Outbound:
+    """``message`` with only the attachments a channel may send (see the module docs); an
+    answer that lost some says so in its text."""
+    if isinstance(message, Answer):
+        kept, notes = _screened(message.attachments, message.session_id)
+        if not notes and kept == message.attachments:
+            return message
+        text = "\n\n".join(part for part in (message.text, "\n".join(notes)) if part)
+        return message.model_copy(update={"attachments": kept, "text": text})
+    if isinstance(message, ToolProgress) and message.result and message.result.attachments:
+        result = message.result
+        tool_kept, _ = _screened(result.attachments, message.session_id)
         if tool_kept != result.attachments:
-            update["tool_result"] = result.model_copy(update={"attachments": tool_kept})
-    return response.model_copy(update=update) if update else response
+            update = {"result": result.model_copy(update={"attachments": tool_kept})}
+            return message.model_copy(update=update)
+    return message
 
 
 def _screened(attachments: list[Attachment], session_id: str) -> tuple[list[Attachment], list[str]]:

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
-from openpista.agent import ERROR_PREFIX
-from openpista.models import AgentResponse, ApprovalRequest, Attachment, ChannelEvent
+from openpista.models import ERROR_PREFIX, AgentResponse, ApprovalRequest, Attachment, ChannelEvent
 from openpista_telegram import media
 from openpista_telegram.api import (
     AIOGRAM_LOGGERS,

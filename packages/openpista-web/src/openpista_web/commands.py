@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from openpista.agent import ERROR_PREFIX
+from openpista.models import ERROR_PREFIX
 
 if TYPE_CHECKING:
     from openpista.gateway.gateway import Gateway

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from openpista import jsonsafe
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
-from openpista.agent import ERROR_PREFIX
 from openpista.config import home_dir
-from openpista.models import AgentResponse, Attachment, ChannelEvent
+from openpista.models import ERROR_PREFIX, AgentResponse, Attachment, ChannelEvent
 from openpista_whatsapp.config import WhatsAppConfig, load_whatsapp_config
 from openpista_whatsapp.graph import GraphClient, GraphError
 from openpista_whatsapp.media import attachment_message, fetch_attachment

@@ -15,8 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from openpista.agent import ERROR_PREFIX
-from openpista.models import AgentResponse
+from openpista.models import ERROR_PREFIX, AgentResponse
 
 NOTICE_INTERVAL = 60.0
 MAX_REASONS = 256  # reasons remembered (the oldest is forgotten first)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from openpista.agent import ToolGuard, storable
 from openpista.memory.store import DecisionAction, DecisionSource, MemoryStoreError
 from openpista.memory.tables import TOOL_NAME_MAX_LENGTH
-from openpista.models import AgentResponse, ApprovalRequest, ToolCall
+from openpista.models import ApprovalPrompt, ApprovalRequest, ToolCall
 from openpista.policy import COMMAND_TOOL, ToolPolicy
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ __all__ = ["ApprovalBroker", "Send", "Warnings"]
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[AgentResponse], Awaitable[None]]
+Send = Callable[[ApprovalPrompt], Awaitable[None]]
 """Delivers a response (here: an approval request) to the chat it names."""
 Warnings = Callable[[ToolCall], Awaitable[list[str]]]
 """What an approval request for a call must warn about
@@ -208,14 +208,10 @@ class ApprovalBroker:
         """Send the request and wait for its answer; the exception if sending failed."""
         request = waiting.request
         try:
-            await send(
-                AgentResponse(
-                    channel_id=waiting.channel_id,
-                    session_id=session_id,
-                    approval=request,
-                    text=request.prompt(),
-                )
+            prompt = ApprovalPrompt(
+                channel_id=waiting.channel_id, session_id=session_id, request=request
             )
+            await send(prompt)
         except Exception as exc:
             log.exception(
                 "approval request %s could not be sent to %s", request.id, waiting.channel_id

@@ -24,7 +24,8 @@ import threading
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from openpista.models import AgentResponse, ChannelEvent
+from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
+from openpista.models import Answer, ApprovalPrompt, ChannelEvent, Outbound, TextChunk
 
 if TYPE_CHECKING:
     from openpista.config import Settings
@@ -34,7 +35,7 @@ QUIT_COMMANDS = frozenset({"/quit", "/exit"})
 _POLL_SECONDS = 0.2  # how soon the reader thread notices stop()
 
 
-class CliAdapter:
+class CliAdapter(ChannelAdapter):
     """Chat with the agent on this process's standard input and output.
 
     ``stdin`` may be a file object or a file descriptor; ``stdout``/``stderr`` are text
@@ -44,7 +45,7 @@ class CliAdapter:
 
     name = "cli"
     channel_prefix = "cli:"
-    supports_streaming = True
+    capabilities = Capabilities(streaming=True)
 
     def __init__(
         self,
@@ -65,7 +66,7 @@ class CliAdapter:
         self._consumer: asyncio.Task[None] | None = None
         self._close_task: asyncio.Future[Any] | None = None
 
-    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+    async def start(self, ctx: ChannelContext) -> None:
         """Start reading lines; returns at once."""
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -79,7 +80,7 @@ class CliAdapter:
             daemon=True,  # a blocked read must never hold the process open
         )
         self._thread.start()
-        self._consumer = asyncio.create_task(self._consume(lines, inbound))
+        self._consumer = asyncio.create_task(self._consume(lines, ctx))
 
     async def wait_closed(self) -> None:
         """Return once the user has ended the conversation (the gateway supervises this)."""
@@ -98,35 +99,32 @@ class CliAdapter:
             await asyncio.to_thread(thread.join, _POLL_SECONDS * 5)
         self.console.end_line()
 
-    async def send(self, response: AgentResponse) -> None:
-        """Write one response: a streamed chunk, tool progress, an approval or the answer."""
-        key = response.session_id or response.channel_id
+    async def send(self, message: Outbound) -> None:
+        """Write one message: a streamed chunk, tool progress, an approval or the answer."""
+        key = message.session_id or message.channel_id
         console = self.console
-        if response.approval is not None:
-            console.line(response.approval.prompt())
-        elif response.tool_call is not None:
+        if isinstance(message, ApprovalPrompt):
+            console.line(message.request.prompt())
+        elif isinstance(message, TextChunk):
+            console.stream(key, message.text)
+        elif isinstance(message, Answer):
+            streamed = console.finish_stream(key)
+            if message.is_error:
+                console.line(message.text, err=True)
+            elif message.text and message.text != streamed:
+                console.line(message.text)  # not streamed, or a notice after the stream
+        elif message.result is None:
             console.finish_stream(key)  # a tool round splits the answer
-            call = response.tool_call
-            args = json.dumps(call.arguments, ensure_ascii=False)
-            console.line(f"⚙ {call.name} {clip(args)}", err=True, dim=True)
-        elif response.tool_result is not None:
+            args = json.dumps(message.call.arguments, ensure_ascii=False)
+            console.line(f"⚙ {message.call.name} {clip(args)}", err=True, dim=True)
+        else:
             console.finish_stream(key)
-            result = response.tool_result
+            result = message.result
             mark = "✗" if result.is_error else "✓"
             first = result.output.strip().splitlines()[:1]
             console.line(f"{mark} {result.name}: {clip(first[0] if first else '')}", True, True)
-        elif response.delta:
-            console.stream(key, response.text)
-        else:
-            streamed = console.finish_stream(key)
-            if response.is_error:
-                console.line(response.text, err=True)
-            elif response.text and response.text != streamed:
-                console.line(response.text)  # not streamed, or a notice after the stream
 
-    async def _consume(
-        self, lines: asyncio.Queue[str | None], inbound: asyncio.Queue[ChannelEvent]
-    ) -> None:
+    async def _consume(self, lines: asyncio.Queue[str | None], ctx: ChannelContext) -> None:
         while True:
             line = await lines.get()
             if line is None or line.strip() in QUIT_COMMANDS:
@@ -134,11 +132,7 @@ class CliAdapter:
             text = line.rstrip("\r\n")
             if not text.strip():
                 continue
-            await inbound.put(ChannelEvent(channel_id=CHANNEL_ID, sender=self.sender, text=text))
-        # Let the dispatcher take what is queued, so that the last lines of a piped input
-        # are answered before on_close shuts the daemon down.
-        while not inbound.empty():  # noqa: ASYNC110 (a queue signals no "taken" event)
-            await asyncio.sleep(0.01)
+            await ctx.submit(ChannelEvent(channel_id=CHANNEL_ID, sender=self.sender, text=text))
         self._stopping.set()
         self._closed.set()
         if self.on_close is not None:

@@ -6,6 +6,11 @@ time per session and turns of different sessions run concurrently, up to
 taking events, the queue fills up and adapters wait in :meth:`Gateway.submit`: backpressure
 instead of unbounded growth.
 
+Each adapter is started with the gateway as its :class:`~openpista.channels.ChannelContext`
+and is sent only the message kinds its capabilities accept. Chat commands (``/help``,
+``/model``, ...) are answered here, the same way for every channel
+(:mod:`openpista.gateway.commands`); ``/model`` switches the model of one session.
+
 Adapters are supervised: one whose start fails, or whose ``wait_closed()`` raises, is logged
 and restarted with exponential backoff while the others keep serving. One whose start raises
 :class:`~openpista.config.ConfigError` is not retried (its configuration will not change):
@@ -20,18 +25,33 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from openpista.agent import ERROR_PREFIX, AgentEvent, ToolFinished, ToolStarted
+from openpista.agent import AgentEvent, ToolFinished, ToolStarted
+from openpista.channels import ChannelAdapter, ChatCommand, CommandReply, GatewayClosedError
 from openpista.config import ConfigError
+from openpista.gateway.commands import ChatCommands
+from openpista.gateway.legacy import AgentResponse, LegacyChannel, outbound_of
 from openpista.gateway.router import ChannelRouter
-from openpista.models import AgentResponse, ChannelEvent
+from openpista.memory.store import SessionNotFoundError
+from openpista.models import (
+    ERROR_PREFIX,
+    Answer,
+    ApprovalPrompt,
+    ChannelEvent,
+    Message,
+    Outbound,
+    TextChunk,
+    ToolProgress,
+    Usage,
+)
 from openpista.outbox import screen as screen_attachments
 from openpista.providers.base import TextDelta, warm_up
 
 if TYPE_CHECKING:
     from openpista.agent import Agent, ToolGuard
-    from openpista.channels import ChannelAdapter
     from openpista.gateway.approvals import ApprovalBroker
     from openpista.runtime import Runtime
+
+__all__ = ["Gateway", "GatewayClosedError", "channel_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +66,6 @@ CANCELLED_NOTICE = (
 )
 
 
-class GatewayClosedError(RuntimeError):
-    """Raised by :meth:`Gateway.submit` once the gateway is shutting down."""
-
-
 def channel_problem(exc: BaseException) -> str:
     """One line about a channel that cannot be built or started: a configuration error's
     own message (it names the option), else the error's type and message."""
@@ -57,8 +73,13 @@ def channel_problem(exc: BaseException) -> str:
     return text if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {text}"
 
 
+Choice = tuple[str | None, str | None]
+"""``(provider, model)`` as asked for; ``None`` is the ``[agent]`` default."""
+
+
 class Gateway:
-    """Runs agent turns for events from any adapter and sends the answers back."""
+    """Runs agent turns for events from any adapter and sends the answers back; it is the
+    :class:`~openpista.channels.ChannelContext` of every adapter it serves."""
 
     def __init__(
         self,
@@ -74,44 +95,70 @@ class Gateway:
         self.router = ChannelRouter(runtime.memory)
         self.approvals = approvals
         self.adapters: list[ChannelAdapter] = list(adapters)
-        for adapter in self.adapters:
-            # Adapters that need the gateway (history, /model, notices to other channels)
-            # declare a ``gateway`` attribute; the gateway serving them fills it in.
-            if hasattr(adapter, "gateway") and getattr(adapter, "gateway", None) is None:
-                adapter.gateway = self
         self.queue: asyncio.Queue[ChannelEvent] = asyncio.Queue(maxsize=settings.queue_size)
+        self.commands = ChatCommands(self, _plugin_commands(runtime))
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
-        self._turns: dict[asyncio.Task[AgentResponse], ChannelEvent] = {}
+        self._turns: dict[asyncio.Task[Answer], ChannelEvent] = {}
         self._unstarted: list[ChannelEvent] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._stopped = False
         self._warm = asyncio.Event()
-        self._provider: str | None = None
-        self._model: str | None = None
-        self._agent: Agent | None = agent
+        self._default: Choice = (None, None)
+        self._agents: dict[Choice, Agent] = {} if agent is None else {self._default: agent}
+        self._choices: dict[str, Choice] = {}  # sessions switched with /model
+        self._usage: dict[str, Usage] = {}
 
     # -- model ----------------------------------------------------------------------------
 
     @property
     def agent(self) -> Agent:
-        """The agent answering turns (built on first use from ``[agent]``)."""
-        if self._agent is None:
-            self._agent = self.runtime.agent(self._provider, self._model)
-        return self._agent
+        """The agent answering sessions that did not switch (built on first use)."""
+        return self._agent_of(self._default)
+
+    def agent_for(self, session_id: str) -> Agent:
+        """The agent answering ``session_id``: its ``/model`` choice, else the default."""
+        return self._agent_of(self._choices.get(session_id, self._default))
+
+    def _agent_of(self, choice: Choice) -> Agent:
+        agent = self._agents.get(choice)
+        if agent is None:
+            agent = self._agents[choice] = self.runtime.agent(*choice)
+        return agent
 
     def set_model(self, provider: str | None, model: str | None) -> None:
-        """Answer from now on with ``provider``/``model`` (raises if it cannot be built)."""
-        self._agent = self.runtime.agent(provider, model)
-        self._provider, self._model = provider, model
+        """Answer sessions that did not switch with ``provider``/``model`` from now on
+        (raises if it cannot be built)."""
+        self._agents[(provider, model)] = self.runtime.agent(provider, model)
+        self._default = (provider, model)
+
+    def set_session_model(
+        self, session_id: str, provider: str | None, model: str | None
+    ) -> tuple[str, str]:
+        """Answer ``session_id`` with ``provider``/``model`` from now on (raises if it
+        cannot be built); returns the ``(provider, model)`` now answering it."""
+        agent = self._agent_of((provider, model))
+        self._choices[session_id] = (provider, model)
+        return agent.provider.name, agent.provider.model
 
     def reload_model(self) -> None:
-        """Build the agent again with the current choice (after a login changed the keys)."""
-        self.set_model(self._provider, self._model)
+        """Build the agents again (after a login changed the keys)."""
+        self._agents.clear()
+        self.set_model(*self._default)
 
     @property
     def current_model(self) -> tuple[str, str]:
-        """``(provider, model)`` of the agent."""
+        """``(provider, model)`` of the default agent."""
         return self.agent.provider.name, self.agent.provider.model
+
+    def model_of(self, session_id: str) -> tuple[str, str]:
+        """``(provider, model)`` answering ``session_id``."""
+        agent = self.agent_for(session_id)
+        return agent.provider.name, agent.provider.model
+
+    def usage_of(self, session_id: str) -> Usage:
+        """The tokens the turns of ``session_id`` used since this gateway started."""
+        return self._usage.get(session_id, Usage())
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -121,6 +168,10 @@ class Gateway:
         Returns once each adapter has made its first start attempt (a failed one is retried
         in the background); the provider then warms up in the background (see :attr:`ready`).
         """
+        # Adapters of the old contract (start(queue), send(AgentResponse)) until they move.
+        self.adapters = [
+            a if isinstance(a, ChannelAdapter) else LegacyChannel(a, self) for a in self.adapters
+        ]
         attempts = [asyncio.Event() for _ in self.adapters]
         for adapter, attempted in zip(self.adapters, attempts, strict=True):
             self._tasks.append(asyncio.create_task(self._supervise(adapter, attempted)))
@@ -150,14 +201,16 @@ class Gateway:
 
     async def stop(self, deadline: float | None = None, *, drain: bool = False) -> None:
         """Stop accepting, let in-flight turns finish within ``deadline`` seconds (default
-        ``[gateway] shutdown_deadline``; with ``drain``, however long they take), then
-        cancel what is left, and stop the adapters.
+        ``[gateway] shutdown_deadline``; with ``drain``, however long they take, and what
+        was queued runs too), then cancel what is left, and stop the adapters.
 
         Until the adapters stop, every message that arrives (or waited in the queue) is
         answered with :data:`STOPPING_NOTICE`, and each turn cancelled at the deadline
         tells its chat so (:data:`CANCELLED_NOTICE`): nothing is dropped in silence.
         """
-        self._closing = True
+        while drain and not self.queue.empty():  # noqa: ASYNC110 (no "taken" event)
+            await asyncio.sleep(0.01)  # what was queued (a piped terminal's last lines) runs
+        self.stop_accepting()
         if deadline is None and not drain:
             deadline = self.runtime.settings.gateway.shutdown_deadline
         for task in self._tasks:
@@ -179,23 +232,61 @@ class Gateway:
         refuser.cancel()
         await asyncio.gather(refuser, return_exceptions=True)
         await self._refuse_queued()
+        self._stopped = True
         for adapter in self.adapters:
             try:
                 await adapter.stop()
             except Exception:
                 log.exception("channel %s failed to stop", adapter.name)
 
+    def stop_accepting(self) -> None:
+        """Start no more turns: what arrives from now on is answered by :meth:`stop` with
+        :data:`STOPPING_NOTICE` (the daemon calls this as soon as a signal arrives)."""
+        self._closing = True
+
     # -- events ---------------------------------------------------------------------------
 
     async def submit(self, event: ChannelEvent) -> None:
-        """Queue an event for the agent; waits while the queue is full."""
-        if self._closing:
+        """Queue an event for the agent; waits while the queue is full. While the gateway
+        stops, the event's chat is told so (:data:`STOPPING_NOTICE`); once it has stopped,
+        :class:`GatewayClosedError` is raised."""
+        if self._stopped:
             raise GatewayClosedError("openpista is shutting down")
         await self.queue.put(event)
+
+    async def session_for(self, channel_id: str) -> str:
+        """The session of the chat ``channel_id`` (created on first use)."""
+        return await self.router.session_for(channel_id)
+
+    async def history(self, channel_id: str, limit: int) -> list[Message]:
+        """The last ``limit`` user and assistant messages with text of the chat's session."""
+        session_id = await self.router.session_for(channel_id)
+        try:
+            stored = await self.runtime.memory.load_messages(session_id)
+        except SessionNotFoundError:  # bound, but nothing said yet
+            return []
+        shown = [m for m in stored if m.role in ("user", "assistant") and m.content.strip()]
+        return shown[-limit:] if limit > 0 else []
+
+    async def run_command(self, channel_id: str, text: str) -> CommandReply | None:
+        """Answer the chat command ``text`` of ``channel_id``; ``None`` if it is none."""
+        try:
+            self.commands.find(text)
+        except KeyError:
+            return None
+        session_id = await self.router.session_for(channel_id)
+        return await self.commands.run(channel_id, session_id, text)
+
+    def approval_pending(self, channel_id: str, request_id: str) -> bool:
+        """Whether approval request ``request_id`` still waits for an answer there."""
+        return self.approvals is not None and self.approvals.is_pending(channel_id, request_id)
 
     async def _dispatch(self) -> None:
         while True:
             event = await self.queue.get()
+            if self._closing:
+                self._unstarted.append(event)  # stopping: :meth:`stop` answers it
+                continue
             try:
                 await self._slots.acquire()
             except asyncio.CancelledError:
@@ -205,7 +296,7 @@ class Gateway:
             self._turns[turn] = event
             turn.add_done_callback(self._turn_done)
 
-    def _turn_done(self, turn: asyncio.Task[AgentResponse]) -> None:
+    def _turn_done(self, turn: asyncio.Task[Answer]) -> None:
         del self._turns[turn]
         self._slots.release()
 
@@ -222,50 +313,47 @@ class Gateway:
 
     async def _notify(self, event: ChannelEvent, text: str) -> None:
         await self.deliver(
-            AgentResponse(
-                channel_id=event.channel_id,
-                text=text,
-                is_error=True,
-                request_id=_request_id(event),
-            )
+            Answer.error(text, channel_id=event.channel_id, request_id=_request_id(event))
         )
 
-    async def _guarded(self, event: ChannelEvent) -> AgentResponse:
+    async def _guarded(self, event: ChannelEvent) -> Answer:
         try:
             return await self.handle(event)
         except Exception as exc:  # the daemon outlives any one turn
             log.exception("turn for %s failed", event.channel_id)
-            response = AgentResponse(
-                channel_id=event.channel_id,
-                text=f"{ERROR_PREFIX}internal error: {type(exc).__name__}: {exc}",
-                is_error=True,
+            response = Answer.error(
+                f"internal error: {type(exc).__name__}: {exc}", channel_id=event.channel_id
             )
             await self.deliver(response)
             return response
 
-    async def handle(self, event: ChannelEvent) -> AgentResponse:
-        """Run one turn for ``event`` now; deltas, progress and the answer go to its adapter.
+    async def handle(self, event: ChannelEvent) -> Answer:
+        """Run one turn for ``event`` now; chunks, progress and the answer go to its adapter.
 
-        ``/approve`` and ``/deny`` answers are given to the approval broker instead.
+        A chat command (``/help``, ``/approve``, ...) is answered at once instead, outside
+        the session's turn order (an approval is answered while its turn waits).
         """
         request_id = _request_id(event)
-        if self.approvals is not None:
-            confirmation = self.approvals.answer(event.channel_id, event.text)
-            if confirmation is not None:
-                reply = AgentResponse(
-                    channel_id=event.channel_id, text=confirmation, request_id=request_id
-                )
-                await self.deliver(reply)
-                return reply
         session_id = event.session_id or await self.router.session_for(event.channel_id)
+        if not event.attachments:
+            reply = await self.commands.run(event.channel_id, session_id, event.text)
+            if reply is not None:
+                answer = Answer(
+                    channel_id=event.channel_id,
+                    text=reply.text,
+                    is_error=reply.is_error,
+                    request_id=request_id,
+                )
+                await self.deliver(answer)
+                return answer
         adapter = self.adapter_for(event.channel_id)
         on_event = self._forwarder(event.channel_id, session_id, adapter, request_id)
         guard = self._guard(session_id, event.channel_id, request_id)
         async with self.router.lock(session_id):
             try:
-                agent = self.agent
+                agent = self.agent_for(session_id)
             except Exception as exc:  # no provider configured, unknown preset, ...
-                response = AgentResponse(text=f"{ERROR_PREFIX}{exc}", is_error=True)
+                response = Answer.error(str(exc))
             else:
                 response = await agent.run_turn(
                     session_id,
@@ -282,6 +370,7 @@ class Gateway:
                 "request_id": request_id,
             }
         )
+        self._usage[session_id] = self.usage_of(session_id) + response.usage
         await self.deliver(response)
         return response
 
@@ -289,8 +378,8 @@ class Gateway:
         if self.approvals is None:
             return None
 
-        async def deliver(response: AgentResponse) -> None:
-            await self.deliver(response.model_copy(update={"request_id": request_id}))
+        async def deliver(prompt: ApprovalPrompt) -> None:
+            await self.deliver(prompt.model_copy(update={"request_id": request_id}))
 
         tools = self.runtime.toolbox.tools
         return self.approvals.guard(session_id, channel_id, deliver, tools.approval_warnings)
@@ -302,7 +391,7 @@ class Gateway:
         adapter: ChannelAdapter | None,
         request_id: str | None,
     ) -> Callable[[AgentEvent], Awaitable[None]] | None:
-        if adapter is None or not adapter.supports_streaming:
+        if adapter is None or not adapter.capabilities.streaming:
             return None
 
         async def forward(event: AgentEvent) -> None:
@@ -311,12 +400,13 @@ class Gateway:
                 "session_id": session_id,
                 "request_id": request_id,
             }
+            progress: Outbound
             if isinstance(event, TextDelta):
-                progress = AgentResponse(**base, delta=True, text=event.text)
+                progress = TextChunk(**base, text=event.text)
             elif isinstance(event, ToolStarted):
-                progress = AgentResponse(**base, delta=True, tool_call=event.call)
+                progress = ToolProgress(**base, call=event.call)
             elif isinstance(event, ToolFinished):
-                progress = AgentResponse(**base, delta=True, tool_result=event.result)
+                progress = ToolProgress(**base, call=event.call, result=event.result)
             await self._send(adapter, progress)
 
         return forward
@@ -328,18 +418,30 @@ class Gateway:
         owners = [a for a in self.adapters if channel_id.startswith(a.channel_prefix)]
         return max(owners, key=lambda a: len(a.channel_prefix), default=None)
 
-    async def deliver(self, response: AgentResponse) -> None:
-        """Send ``response`` to the adapter owning its channel id (logged if none does)."""
-        adapter = self.adapter_for(response.channel_id)
+    async def deliver(self, message: Outbound | AgentResponse) -> None:
+        """Send ``message`` to the adapter owning its channel id (logged if none does)."""
+        if isinstance(message, AgentResponse):
+            message = outbound_of(message)
+        adapter = self.adapter_for(message.channel_id)
         if adapter is None:
-            log.warning("no enabled channel owns %r; answer dropped", response.channel_id)
+            log.warning("no enabled channel owns %r; answer dropped", message.channel_id)
             return
-        await self._send(adapter, response)
+        await self._send(adapter, message)
 
-    async def _send(self, adapter: ChannelAdapter, response: AgentResponse) -> None:
+    async def _send(self, adapter: ChannelAdapter, message: Outbound) -> None:
+        """The one way to an adapter: only the kinds it accepts, only attachments a channel
+        may send, and files named in the text for a channel that sends none."""
+        capabilities = adapter.capabilities
+        if not capabilities.accepts(message):
+            return
+        message = screen_attachments(message)
+        if isinstance(message, Answer) and message.attachments and not capabilities.files:
+            named = [message.text, *(a.describe() for a in message.attachments)]
+            message = message.model_copy(
+                update={"text": "\n".join(part for part in named if part), "attachments": []}
+            )
         try:
-            # The one way to an adapter: only attachments a channel may send get through.
-            await adapter.send(screen_attachments(response))
+            await adapter.send(message)
         except Exception:  # a broken channel must not break the turn
             log.exception("channel %s failed to send", adapter.name)
 
@@ -379,16 +481,21 @@ class Gateway:
         """Start ``adapter`` and wait until it closes; on failure stop it and re-raise."""
         try:
             try:
-                await adapter.start(self.queue)
+                await adapter.start(self)
             finally:
                 attempted.set()
-            wait_closed = getattr(adapter, "wait_closed", None)
-            if wait_closed is not None:
-                await wait_closed()  # returns when it closed on its own (end of input)
+            await adapter.wait_closed()  # returns when it closed on its own (end of input)
         except Exception:
             with contextlib.suppress(Exception):
                 await adapter.stop()
             raise
+
+
+def _plugin_commands(runtime: Runtime) -> list[tuple[str, ChatCommand]]:
+    """The chat commands plugins register (``register_chat_commands``)."""
+    return runtime.host.collect(
+        "register_chat_commands", lambda command: f"/{command.name}", runtime.context
+    )
 
 
 def _request_id(event: ChannelEvent) -> str | None:

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
-from openpista.models import AgentResponse, ChannelEvent, Message, ToolCall
+from openpista.channels import Capabilities, ChannelAdapter
+from openpista.models import Answer, ApprovalPrompt, ApprovalRequest, Message, ToolCall
 from openpista.naming import WIRE_NAME_MAX, wire_name
 from openpista.providers.base import ChatResult, LlmProvider, ProviderError, TextDelta, ToolSpec
+from openpista.testing.adapters import QueueContext
 
 if TYPE_CHECKING:
-    from openpista.channels import ChannelAdapter
     from openpista.testing.emulator import LlmEmulator
     from openpista.tools.base import Tool
 
@@ -122,11 +123,13 @@ class ProviderContract:
 
 
 class ChannelContract:
-    """Every channel adapter: native message in -> ChannelEvent; response -> native out.
+    """Every channel adapter: native message in -> ChannelEvent; answers and approval
+    prompts -> native out.
 
     Implement ``make_adapter()``, ``deliver(adapter, text)`` (send ``text`` to the adapter
     through its native protocol, as a user would) and ``received(adapter)`` (what the user
-    has been shown so far, as a list of texts).
+    has been shown so far, as a list of texts). The adapter is started with a
+    :class:`~openpista.testing.adapters.QueueContext`.
     """
 
     timeout: ClassVar[float] = 10.0
@@ -143,22 +146,48 @@ class ChannelContract:
         """Texts the user has been shown so far."""
         raise NotImplementedError
 
-    async def test_round_trip(self) -> None:
-        adapter = await self.make_adapter()
+    async def test_declares_the_contract(self) -> None:
+        adapter: Any = await self.make_adapter()
+        if not isinstance(adapter, ChannelAdapter) and hasattr(adapter, "supports_streaming"):
+            return  # the old contract, until openpista.gateway.legacy goes
+        assert isinstance(adapter, ChannelAdapter), "subclass openpista.channels.ChannelAdapter"
+        assert adapter.name
         assert adapter.channel_prefix.endswith(":")
-        inbound: asyncio.Queue[ChannelEvent] = asyncio.Queue()
-        await adapter.start(inbound)
+        assert isinstance(adapter.capabilities, Capabilities)
+
+    async def test_round_trip(self) -> None:
+        adapter: Any = await self.make_adapter()
+        ctx = QueueContext()
+        if isinstance(adapter, ChannelAdapter):
+            await adapter.start(ctx)
+        else:  # the old contract, until openpista.gateway.legacy goes
+            await adapter.start(ctx.events)
+            adapter.send = _legacy_send(adapter.send)
         try:
             await self.deliver(adapter, "contract ping")
-            event = await asyncio.wait_for(inbound.get(), self.timeout)
+            event = await asyncio.wait_for(ctx.events.get(), self.timeout)
             assert event.text == "contract ping"
             assert event.channel_id.startswith(adapter.channel_prefix)
-            await adapter.send(AgentResponse(channel_id=event.channel_id, text="contract pong"))
-            for _ in range(int(self.timeout / 0.05)):
-                if any("contract pong" in text for text in await self.received(adapter)):
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the response never reached the user")
+            await adapter.send(Answer(channel_id=event.channel_id, text="contract pong"))
+            await self._shown(adapter, "contract pong")
+            request = ApprovalRequest(id="contract1", tool="contract.tool")
+            await adapter.send(ApprovalPrompt(channel_id=event.channel_id, request=request))
+            await self._shown(adapter, "contract1")
         finally:
             await adapter.stop()
+
+    async def _shown(self, adapter: ChannelAdapter, text: str) -> None:
+        for _ in range(int(self.timeout / 0.05)):
+            if any(text in shown for shown in await self.received(adapter)):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{text!r} never reached the user")
+
+
+def _legacy_send(send: Any) -> Any:
+    from openpista.gateway.legacy import response_of
+
+    async def legacy(message: Any) -> None:
+        await send(response_of(message))
+
+    return legacy

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from openpista.models import AgentResponse, Message
+from openpista.models import Message, Outbound
 
 Screen = Literal["home", "chat"]
 EntryKind = Literal["user", "assistant", "tool", "notice", "error", "approval"]
@@ -149,7 +149,7 @@ class Scroll:
 class ResponseReceived:
     """The gateway sent something for this chat."""
 
-    response: AgentResponse
+    response: Outbound
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,16 @@ import json
 from dataclasses import replace
 from functools import singledispatch
 
-from openpista.models import AgentResponse, Message, ToolCall, ToolResult
+from openpista.models import (
+    Answer,
+    ApprovalPrompt,
+    Message,
+    Outbound,
+    TextChunk,
+    ToolCall,
+    ToolProgress,
+    ToolResult,
+)
 from openpista.tui.state import (
     Action,
     Effect,
@@ -226,21 +235,22 @@ def _model_command(state: State, argument: str) -> Result:
 # -- responses ---------------------------------------------------------------------------
 
 
-def _response(state: State, response: AgentResponse) -> State:
-    final = not response.delta and response.approval is None
+def _response(state: State, response: Outbound) -> State:
+    final = isinstance(response, Answer)
     pending = max(0, state.pending - 1) if final else state.pending
     if response.session_id and response.session_id != state.session_id:
         return replace(state, pending=pending)  # a turn of a session this chat has left
-    if response.approval is not None:
-        request = response.approval
+    if isinstance(response, ApprovalPrompt):
+        request = response.request
         state = replace(state, approvals=(*state.approvals, request.id))
         return _add(_close_stream(state), Entry("approval", request.prompt()))
-    if response.tool_call is not None:
-        return _add(_close_stream(state), Entry("tool", tool_call_line(response.tool_call)))
-    if response.tool_result is not None:
-        line = tool_result_line(response.tool_result)
+    if isinstance(response, ToolProgress):
+        if response.result is None:
+            line = tool_call_line(response.call)
+        else:
+            line = tool_result_line(response.result)
         return _add(_close_stream(state), Entry("tool", line))
-    if response.delta:
+    if isinstance(response, TextChunk):
         return replace(state, streaming=state.streaming + response.text)
     state = replace(state, pending=pending)
     if response.is_error:
