@@ -347,6 +347,9 @@ def test_title_from_text() -> None:
     assert title_from("x" * 60) == "x" * 60
     assert title_from("x" * 61) == "x" * 59 + "…"
     assert title_from("안녕하세요 " * 20) == ("안녕하세요 " * 10).rstrip() + "…"
+    # Printed to terminals by `openpista sessions`: no escapes, no bidi overrides.
+    assert title_from("\x1b[31mred\x1b[0m\x07 \u202eevil\u202c\u200b\x85x") == "[31mred[0m evil x"
+    assert title_from("\x1b\x00\u2066") is None
 
 
 async def test_missing_sessions(store: MemoryStore) -> None:

@@ -18,6 +18,7 @@ syncing the disk on every message, which halved the gateway's throughput).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -375,8 +376,15 @@ def recent_window(messages: list[Message]) -> list[Message]:
 
 def title_from(text: str) -> str | None:
     """A session title made of ``text`` (a first message): its words on one line, cut to
-    :data:`TITLE_LENGTH` characters with an ellipsis; ``None`` when there are no words."""
-    words = " ".join(text.split())
+    :data:`TITLE_LENGTH` characters with an ellipsis; ``None`` when there are no words.
+
+    Control and format characters go (a title is printed to terminals: no escape sequences,
+    no bidi overrides from whoever wrote the message)."""
+    shown = "".join(
+        (" " if char.isspace() else "") if unicodedata.category(char) in ("Cc", "Cf") else char
+        for char in text
+    )
+    words = " ".join(shown.split())
     if len(words) <= TITLE_LENGTH:
         return words or None
     return words[: TITLE_LENGTH - 1].rstrip() + "…"
