@@ -36,11 +36,13 @@ TOKEN = "bench-token-0123456789abcdef"
 async def _round(clients: int, messages: int, db: Path) -> LoadRun:
     from openpista_mobile.adapter import MobileAdapter
     from openpista_mobile.client import MobileClient
-    from openpista_mobile.settings import parse_settings
+    from openpista_mobile.settings import MobileSettings
 
     devices = {f"bench-{n:05d}": TOKEN for n in range(clients)}
     adapter = MobileAdapter(
-        parse_settings({"host": "127.0.0.1", "port": 0, "tokens": devices, "max_streams": 1000})
+        MobileSettings.from_table(
+            {"host": "127.0.0.1", "port": 0, "tokens": devices, "max_streams": 1000}
+        )
     )
 
     @asynccontextmanager
@@ -76,10 +78,10 @@ def bench_mobile(client_counts: tuple[int, ...], messages: int) -> None:
 HOSTILE_SERVER = """
 import asyncio, json, sys
 from openpista_mobile.adapter import MobileAdapter
-from openpista_mobile.settings import parse_settings
+from openpista_mobile.settings import MobileSettings
 
 async def main(options):
-    adapter = MobileAdapter(parse_settings(options))
+    adapter = MobileAdapter(MobileSettings.from_table(options))
     await adapter.start(asyncio.Queue())
     print(adapter.port, adapter.fingerprint, flush=True)
     await asyncio.Event().wait()

@@ -99,7 +99,7 @@ def test_whatsapp_keeps_numeric_ids_as_text(from_env: pytest.MonkeyPatch) -> Non
 
 
 def test_mobile_tokens_as_a_table(from_env: pytest.MonkeyPatch) -> None:
-    from openpista_mobile.settings import parse_settings
+    from openpista_mobile.settings import MobileSettings
 
     settings = settings_with(
         from_env,
@@ -107,7 +107,7 @@ def test_mobile_tokens_as_a_table(from_env: pytest.MonkeyPatch) -> None:
         CHANNELS__MOBILE__MAX_STREAMS="12",
         CHANNELS__MOBILE__TOKENS='{phone = "token-of-the-phone-0123456789"}',
     )
-    mobile = parse_settings(settings.channels["mobile"])
+    mobile = MobileSettings.from_table(settings.channels["mobile"])
     assert mobile.enabled is False
     assert mobile.max_streams == 12
     assert {k: v.get_secret_value() for k, v in mobile.tokens.items()} == {
@@ -124,16 +124,15 @@ def test_docker(from_env: pytest.MonkeyPatch) -> None:
 
 
 def test_wasm(from_env: pytest.MonkeyPatch) -> None:
-    from openpista.config import plugin_options
     from openpista_wasm.settings import WasmSettings
 
     settings = settings_with(from_env, SKILLS__WASM__CACHE="false", SKILLS__WASM__MEMORY_MB="32")
-    wasm = plugin_options("skills.wasm", (settings.skills.model_extra or {})["wasm"], WasmSettings)
+    wasm = WasmSettings.from_config(settings)
     assert (wasm.cache, wasm.memory_mb) == (False, 32)
 
 
 def test_browser(from_env: pytest.MonkeyPatch) -> None:
-    from openpista_browser.settings import browser_settings
+    from openpista_browser.settings import BrowserSettings
 
     settings = settings_with(
         from_env,
@@ -141,19 +140,19 @@ def test_browser(from_env: pytest.MonkeyPatch) -> None:
         TOOLS__BROWSER__VIEWPORT_WIDTH="800",
         TOOLS__BROWSER__ARGS='["--lang=en", "--mute-audio"]',
     )
-    browser = browser_settings(settings)
+    browser = BrowserSettings.from_config(settings)
     assert browser.headless is False
     assert browser.viewport_width == 800
     assert browser.args == ["--lang=en", "--mute-audio"]
 
 
 def test_desktop(from_env: pytest.MonkeyPatch) -> None:
-    from openpista_desktop.settings import desktop_settings
+    from openpista_desktop.settings import DesktopSettings
 
     settings = settings_with(
         from_env, TOOLS__DESKTOP__ALLOW_INPUT="false", TOOLS__DESKTOP__MAX_WIDTH="640"
     )
-    desktop = desktop_settings(settings)
+    desktop = DesktopSettings.from_config(settings)
     assert (desktop.allow_input, desktop.max_width) == (False, 640)
 
 
@@ -171,11 +170,11 @@ def test_false_from_the_environment_turns_a_channel_off(
 
 
 def test_a_bad_plugin_value_names_its_variable(from_env: pytest.MonkeyPatch) -> None:
-    from openpista_browser.settings import browser_settings
+    from openpista_browser.settings import BrowserSettings
 
     settings = settings_with(from_env, TOOLS__BROWSER__VIEWPORT_WIDTH="wide")
     with pytest.raises(ConfigError) as caught:
-        browser_settings(settings)
+        BrowserSettings.from_config(settings)
     assert "viewport_width" in str(caught.value)
     assert "OPENPISTA_TOOLS__BROWSER__VIEWPORT_WIDTH" in str(caught.value)
 

@@ -191,3 +191,14 @@ def test_load_plugins_variable_selects_plugins(cli: Cli, plugin_site: Path) -> N
     names = {r["name"] for r in json.loads(none.stdout)}
     assert not {"hello", "broken"} & names
     assert {"tools", "providers", "skills"} <= names
+
+
+def test_plugins_checks_the_tables_of_registered_settings(cli: Cli) -> None:
+    cli.env["OPENPISTA_LOAD_PLUGINS"] = "web,browser"
+    cli.write_config(
+        cli.config.read_text() + '\n[channels.web]\nport = "high"\n\n[tools.browser]\ntimeout = 0\n'
+    )
+    done = cli("plugins")
+    assert done.returncode == 0, done.stderr
+    assert "❌ [channels.web] port: Input should be a valid integer" in done.stdout
+    assert "❌ [tools.browser] timeout: Input should be greater than 0" in done.stdout

@@ -14,7 +14,7 @@ from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
 from openpista.testing.cli import Cli, emulator_config
 from openpista.testing.emulator import LlmEmulator
-from openpista_browser.settings import BrowserSettings, browser_settings
+from openpista_browser.settings import BrowserSettings
 
 BROWSER_SECTION = '\n[tools.browser]\nelement_timeout = 2\nallow_hosts = ["127.0.0.1"]\n'
 
@@ -106,7 +106,7 @@ async def test_screenshot_reaches_the_answer_as_a_png(
 
 def test_disabled_tools_are_not_registered(llm_emulator: LlmEmulator, tmp_path: Path) -> None:
     settings = settings_for(llm_emulator, tmp_path, "\n[tools.browser]\nenabled = false\n")
-    assert browser_settings(settings) == BrowserSettings(enabled=False)
+    assert BrowserSettings.from_config(settings) == BrowserSettings(enabled=False)
     host = browser_host()
     from openpista.runtime import build_toolbox
 

@@ -20,7 +20,7 @@ from PIL import Image
 from openpista.config import ConfigError, Settings
 from openpista.models import ToolCall, ToolResult
 from openpista.tools.registry import ToolRegistry
-from openpista_desktop.settings import NO_DISPLAY, DesktopSettings, desktop_settings
+from openpista_desktop.settings import NO_DISPLAY, DesktopSettings
 from openpista_desktop.tools import make_desktop_tools
 
 from .conftest import processes_carrying
@@ -217,12 +217,12 @@ def test_plugin_imports_without_a_display_and_offers_no_display_tools(tmp_path: 
 
 
 def test_input_tools_can_be_switched_off() -> None:
-    settings = desktop_settings(Settings(tools={"desktop": {"allow_input": False}}))
+    settings = DesktopSettings.from_config(Settings(tools={"desktop": {"allow_input": False}}))
     names = {item.name for item in make_desktop_tools(settings)}
     assert names == {"screen.capture", "screen.ocr", "system.clipboard", "system.notify"}
     assert not names & INPUT_TOOLS
     with pytest.raises(ConfigError, match=r"\[tools.desktop\] allow_imput: unknown option"):
-        desktop_settings(Settings(tools={"desktop": {"allow_imput": False}}))
+        DesktopSettings.from_config(Settings(tools={"desktop": {"allow_imput": False}}))
 
 
 def test_example_config_documents_every_option_with_its_default() -> None:

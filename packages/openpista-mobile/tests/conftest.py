@@ -15,7 +15,7 @@ from openpista.testing.emulator import LlmEmulator
 from openpista.testing.gateways import Gateways
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient
-from openpista_mobile.settings import parse_settings
+from openpista_mobile.settings import MobileSettings
 
 PHONE_TOKEN = "phone-token-0123456789abcdef"
 TABLET_TOKEN = "tablet-token-0123456789abcdef"
@@ -55,7 +55,7 @@ def serve(settings: Settings, gateways: Gateways) -> Callable[..., Awaitable[Mob
     """Start a gateway with a mobile adapter built from ``mobile_table(**options)``."""
 
     async def start(**options: Any) -> MobileAdapter:
-        adapter = MobileAdapter(parse_settings(mobile_table(**options)))
+        adapter = MobileAdapter(MobileSettings.from_table(mobile_table(**options)))
         await gateways.start(settings, adapter)
         return adapter
 

@@ -18,7 +18,7 @@ from openpista.config import ConfigError
 from openpista.testing.cli import OPENPISTA, Cli
 from openpista.testing.emulator import LlmEmulator
 from openpista_mobile.adapter import create_mobile_adapter
-from openpista_mobile.settings import parse_settings
+from openpista_mobile.settings import MobileSettings
 
 TOKEN = "e2e-token-0123456789abcdef"
 
@@ -239,13 +239,13 @@ def test_fingerprint_and_token_commands(tmp_path: Path) -> None:
 )
 def test_bad_tables_are_explained(table: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as error:
-        parse_settings(table)
+        MobileSettings.from_table(table)
     assert message in str(error.value)
     assert "x" * 20 not in str(error.value)
 
 
 def test_tokens_as_a_list_and_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = parse_settings({"tokens": [{"device": "phone", "token": "p" * 20}]})
+    settings = MobileSettings.from_table({"tokens": [{"device": "phone", "token": "p" * 20}]})
     monkeypatch.setenv("OPENPISTA_MOBILE_TOKEN", "tablet=" + "t" * 20)
     assert settings.token_table() == {"phone": "p" * 20, "tablet": "t" * 20}
     monkeypatch.setenv("OPENPISTA_MOBILE_TOKEN", "z" * 20)

@@ -16,7 +16,7 @@ from openpista.testing.emulator import LlmEmulator
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient, MobileError
 from openpista_mobile.protocol import HEADER, AppError, ErrorCode, encode_frame
-from openpista_mobile.settings import parse_settings
+from openpista_mobile.settings import MobileSettings
 
 from .conftest import PHONE_TOKEN, Connect
 
@@ -79,7 +79,7 @@ async def test_deeply_nested_json_before_login_gets_bad_json_and_one_log_line(
 
 
 def test_the_default_bind_address_is_loopback() -> None:
-    assert parse_settings({}).host == "127.0.0.1"
+    assert MobileSettings.from_table({}).host == "127.0.0.1"
 
 
 @pytest.mark.parametrize(

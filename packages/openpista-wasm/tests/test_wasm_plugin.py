@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from openpista.config import ConfigError, Settings, plugin_options
+from openpista.config import ConfigError, Settings
 from openpista.plugins import PluginHost
 from openpista.runtime import build_toolbox
 from openpista.skills.base import Skill
@@ -82,14 +82,14 @@ def test_a_bad_skills_wasm_table_is_a_plugin_problem(tmp_path: Path) -> None:
 
 
 def test_settings_defaults_and_validation(tmp_path: Path) -> None:
-    defaults = plugin_options("skills.wasm", None, WasmSettings)
+    defaults = WasmSettings.from_table(None)
     assert (defaults.timeout, defaults.memory_mb, defaults.cache) == (30.0, 64, True)
     table = {"timeout": 2, "memory_mb": 8, "cache_dir": str(tmp_path)}
-    assert plugin_options("skills.wasm", table, WasmSettings).resolved_cache_dir() == tmp_path
+    assert WasmSettings.from_table(table).resolved_cache_dir() == tmp_path
     with pytest.raises(ConfigError, match=r"\[skills\.wasm\] memory_mb: .*less than or equal"):
-        plugin_options("skills.wasm", {"memory_mb": 10_000}, WasmSettings)
+        WasmSettings.from_table({"memory_mb": 10_000})
     with pytest.raises(ConfigError, match=r"\[skills\.wasm\] colour: unknown option"):
-        plugin_options("skills.wasm", {"colour": "red"}, WasmSettings)
+        WasmSettings.from_table({"colour": "red"})
 
 
 def test_default_cache_dir_is_under_the_openpista_home(
@@ -107,7 +107,7 @@ def test_config_example_documents_every_option_with_its_default() -> None:
     )
     table = tomllib.loads("[skills.wasm]\n" + uncommented)["skills"]["wasm"]
     assert set(table) == set(WasmSettings.model_fields)
-    documented = plugin_options("skills.wasm", table, WasmSettings)
+    documented = WasmSettings.from_table(table)
     assert documented.model_dump(exclude={"cache_dir"}) == WasmSettings().model_dump(
         exclude={"cache_dir"}
     )

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 from openpista import hookimpl
 
 if TYPE_CHECKING:
-    from openpista import PluginContext, Tool
+    from openpista import PluginContext, PluginSettings, Tool
+
+
+@hookimpl
+def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
+    from openpista_browser.settings import BrowserSettings
+
+    register(BrowserSettings)
 
 
 @hookimpl
@@ -19,10 +26,10 @@ def register_tools(register: Callable[[Tool], None], context: PluginContext) -> 
     """Register the ``browser.*`` tools unless ``[tools.browser] enabled = false``; the
     browser they launch is quit when the runtime closes."""
     from openpista_browser.manager import BrowserManager
-    from openpista_browser.settings import browser_settings
+    from openpista_browser.settings import BrowserSettings
     from openpista_browser.tools import make_browser_tools
 
-    settings = browser_settings(context.config)
+    settings = BrowserSettings.from_config(context.config)
     if not settings.enabled:
         return
     manager = BrowserManager(settings)

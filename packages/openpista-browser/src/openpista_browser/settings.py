@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import shutil
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from openpista.config import plugin_options
+from openpista import PluginSettings
 from openpista_browser.guard import HostRules
 
-if TYPE_CHECKING:
-    from openpista.config import Settings
-
-SECTION = "browser"
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 """Executables looked up on ``PATH`` when ``executable`` is not set, in this order."""
 GUARD_FLAGS = ("--proxy", "--no-proxy", "--host-resolver-rules", "--proxy-bypass-list")
 """Chromium flags ``args`` may not set: the address guard owns them (see proxy.py)."""
 
 
-class BrowserSettings(BaseModel):
+class BrowserSettings(PluginSettings):
     """``[tools.browser]`` (documented in config.example.toml and docs/tools.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    section: ClassVar[str] = "tools.browser"
 
     enabled: bool = True
     executable: str | None = None
@@ -74,10 +70,3 @@ class BrowserSettings(BaseModel):
             if found:
                 return found
         return None
-
-
-def browser_settings(config: Settings) -> BrowserSettings:
-    """Read ``[tools.browser]`` from ``config``; a bad option raises :class:`ConfigError`."""
-    return plugin_options(
-        f"tools.{SECTION}", (config.tools.model_extra or {}).get(SECTION), BrowserSettings
-    )

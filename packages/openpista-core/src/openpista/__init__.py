@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         Usage,
     )
     from openpista.plugin_context import DaemonServices, PluginContext
+    from openpista.plugin_settings import PluginSettings
     from openpista.providers.base import LlmProvider, ProviderError, ProviderPreset, ToolSpec
     from openpista.serving import EmbeddedServer, WebhookPath, bind_tcp, bind_unix
     from openpista.skills import MAX_ARGV_JSON_BYTES, Skill, SkillRunner, skill_output
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "PluginContext": "openpista.plugin_context",
     "DaemonServices": "openpista.plugin_context",
+    "PluginSettings": "openpista.plugin_settings",
     "ConfigError": "openpista.config",
     "Settings": "openpista.config",
     "home_dir": "openpista.config",
@@ -93,6 +95,7 @@ __all__ = [  # noqa: RUF022 (grouped like _EXPORTS)
     "hookimpl",
     "PluginContext",
     "DaemonServices",
+    "PluginSettings",
     "ConfigError",
     "Settings",
     "home_dir",

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -25,9 +26,11 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from openpista.home import DEFAULT_HOME as DEFAULT_HOME
+from openpista.home import home_dir as home_dir
+
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
-DEFAULT_HOME = "~/.openpista"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///~/.openpista/memory.db"
 DEFAULT_SYSTEM_PROMPT = (
     "You are openpista, an autonomous assistant running on the user's own computer. "
@@ -332,15 +335,6 @@ def env_variable(path: tuple[str | int, ...]) -> str | None:
     return None
 
 
-def home_dir() -> Path:
-    """Where openpista keeps its state: ``$OPENPISTA_HOME`` if set, else ``~/.openpista``.
-
-    Plugins keep their files here too (certificates, caches, downloads), each in a
-    sub-directory named after the plugin. The directory is not created.
-    """
-    return Path(os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME).expanduser()
-
-
 def default_config_path() -> Path:
     """``$OPENPISTA_CONFIG`` if set, else ``~/.openpista/config.toml``."""
     return Path(os.environ.get("OPENPISTA_CONFIG") or f"{DEFAULT_HOME}/config.toml").expanduser()
@@ -388,27 +382,48 @@ def load_config(path: Path | str | None = None) -> Settings:
     return settings
 
 
-def plugin_options(section: str, table: object, model: type[OptionsT]) -> OptionsT:
+def plugin_options(
+    section: str,
+    table: object,
+    model: type[OptionsT],
+    *,
+    env: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> OptionsT:
     """Validate a plugin's table (``section`` such as ``"tools.browser"``) into ``model``.
 
-    ``None`` (no table) gives the defaults. Anything wrong raises :class:`ConfigError` that
-    names each bad option as ``[section] option: problem``, e.g. for
-    ``plugin_options("channels.web", settings.channels.get("web"), WebSettings)``.
+    ``None`` (no table) gives the defaults. ``env`` maps environment variables to options
+    they override when set and not blank (``{"TELEGRAM_BOT_TOKEN": "token"}``), read from
+    ``environ`` (default ``os.environ``). Anything wrong raises :class:`ConfigError` that
+    names each bad option as ``[section] option: problem`` and the variable that set it, e.g.
+    for ``plugin_options("channels.web", settings.channels.get("web"), WebSettings)``. Values
+    are never shown: an option may be a secret.
     """
     if table is None:
         table = {}
     if not isinstance(table, dict):
         raise ConfigError(f"[{section}] must be a table of options, not {type(table).__name__}")
+    source = os.environ if environ is None else environ
+    overrides = {
+        option: (variable, source[variable].strip())
+        for variable, option in (env or {}).items()
+        if source.get(variable, "").strip()
+    }
+    data = {**table, **{option: value for option, (_, value) in overrides.items()}}
     try:
-        return model.model_validate(table)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = []
-        for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"]) or "table"
-            variable = env_variable((*section.split("."), *error["loc"]))
+        for error in exc.errors(include_input=False):
+            loc = error["loc"]
+            key = ".".join(str(part) for part in loc)
+            variable = overrides[str(loc[0])][0] if loc and loc[0] in overrides else None
+            variable = variable or env_variable((*section.split("."), *loc))
             origin = f" (from the environment variable {variable})" if variable else ""
             if error["type"] == "extra_forbidden":
                 problems.append(f"{key}: unknown option; see config.example.toml{origin}")
+            elif not loc:  # a check of the whole table
+                problems.append(f"{error['msg'].removeprefix('Value error, ')}{origin}")
             else:
                 problems.append(f"{key}: {error['msg']}{origin}")
         raise ConfigError(f"[{section}] " + "; ".join(problems)) from None

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from openpista.channels import ChannelFactory, ChatCommand
     from openpista.config import Settings
     from openpista.plugin_context import PluginContext
+    from openpista.plugin_settings import PluginSettings
     from openpista.providers.base import ProviderPreset
     from openpista.skills.base import SkillRunner
     from openpista.starter import StarterPrompt
@@ -49,6 +50,17 @@ def register_providers(register: Callable[[ProviderPreset], None]) -> None:
     of its ``aliases``) is what users write in ``[agent] provider = "..."``. Two plugins
     registering the same name is an error reported by ``openpista plugins``; the first one
     loaded wins.
+    """
+
+
+@hookspec
+def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
+    """Declare the settings model of each configuration table your plugin reads.
+
+    Call ``register(PigeonSettings)`` for each :class:`~openpista.PluginSettings` subclass
+    (its ``section`` names the table, its ``env`` the environment variables overriding
+    options). ``openpista plugins`` validates every registered table and lists what is
+    wrong; a section two plugins register is reported against the later one.
     """
 
 

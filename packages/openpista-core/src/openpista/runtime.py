@@ -82,6 +82,25 @@ def build_providers(host: PluginHost) -> ProviderRegistry:
     return registry
 
 
+def check_settings(host: PluginHost, settings: Settings) -> None:
+    """Validate the configuration table of every registered settings model; a problem is
+    reported against the plugin that registered the model, as is a section registered by
+    an earlier plugin already."""
+    from openpista.config import ConfigError
+
+    owners: dict[str, str] = {}
+    for plugin_name, model in host.collect("register_settings", _settings_label):
+        if model.section in owners:
+            taken = f"settings [{model.section}] are already registered by {owners[model.section]}"
+            host.report_error(plugin_name, taken)
+            continue
+        owners[model.section] = plugin_name
+        try:
+            model.from_config(settings)
+        except ConfigError as exc:
+            host.report_error(plugin_name, str(exc))
+
+
 def channel_factories(host: PluginHost, context: PluginContext) -> dict[str, ChannelFactory]:
     """The channel factories offered by all plugins, by channel name; a name registered
     earlier by another plugin is reported against the later one, which is left out."""
@@ -197,3 +216,7 @@ def _preset_label(preset: Any) -> str:
 
 def _channel_label(name: str, factory: Any) -> str:
     return name
+
+
+def _settings_label(model: Any) -> str:
+    return f"[{model.section}]"

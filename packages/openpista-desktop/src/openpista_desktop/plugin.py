@@ -12,23 +12,29 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from openpista.hookspecs import hookimpl
+from openpista import hookimpl
 
 if TYPE_CHECKING:
-    from openpista.config import Settings
-    from openpista.tools.base import Tool
+    from openpista import PluginSettings, Settings, Tool
 
 log = logging.getLogger(__name__)
+
+
+@hookimpl
+def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
+    from openpista_desktop.settings import DesktopSettings
+
+    register(DesktopSettings)
 
 
 @hookimpl
 def register_tools(register: Callable[[Tool], None], config: Settings) -> None:
     """Register the desktop tools this session can use, unless ``[tools.desktop] enabled =
     false``; mouse and keyboard only with ``allow_input = true``."""
-    from openpista_desktop.settings import desktop_settings
+    from openpista_desktop.settings import DesktopSettings
     from openpista_desktop.tools import usable_desktop_tools
 
-    settings = desktop_settings(config)
+    settings = DesktopSettings.from_config(config)
     if not settings.enabled:
         return
     usable, left_out = usable_desktop_tools(settings, os.environ)

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from openpista.config import plugin_options
-from openpista.tools import tool_environment
-from openpista.tools.base import ToolError
+from openpista import PluginSettings
+from openpista.tools import ToolError, tool_environment
 
-if TYPE_CHECKING:
-    from openpista.config import Settings
-
-SECTION = "desktop"
 NO_DISPLAY = (
     "no graphical display: the desktop tools need an X11 display; start openpista with "
     'DISPLAY set or set [tools.desktop] display (e.g. ":0"; Xvfb works on a headless machine)'
 )
 
 
-class DesktopSettings(BaseModel):
+class DesktopSettings(PluginSettings):
     """``[tools.desktop]`` (documented in config.example.toml and docs/tools.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    section: ClassVar[str] = "tools.desktop"
 
     enabled: bool = True
     display: str | None = None
@@ -45,10 +40,3 @@ class DesktopSettings(BaseModel):
         """The scrubbed tool environment with ``DISPLAY`` set, for helper programs (no
         provider keys or bot tokens reach xclip, xsel or xdotool)."""
         return {**tool_environment(), "DISPLAY": self.display_name()}
-
-
-def desktop_settings(config: Settings) -> DesktopSettings:
-    """Read ``[tools.desktop]`` from ``config``; a bad option raises :class:`ConfigError`."""
-    return plugin_options(
-        f"tools.{SECTION}", (config.tools.model_extra or {}).get(SECTION), DesktopSettings
-    )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from openpista import hookimpl
 
 if TYPE_CHECKING:
-    from openpista import PluginContext, Settings, SkillRunner, Tool
+    from openpista import PluginContext, PluginSettings, Settings, SkillRunner, Tool
     from openpista_docker.sandbox import DockerSandbox
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,13 @@ def make_sandbox(context: PluginContext) -> DockerSandbox:
 def _enabled(config: Settings) -> bool:
     table: Any = (config.tools.model_extra or {}).get("docker") or {}
     return not isinstance(table, dict) or table.get("enabled", True) is not False
+
+
+@hookimpl
+def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
+    from openpista_docker.settings import DockerSettings
+
+    register(DockerSettings)
 
 
 @hookimpl

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from openpista.config import ConfigError
-from openpista.tools.base import ToolError
+from openpista import PluginSettings
+from openpista.tools import ToolError
 
 if TYPE_CHECKING:
-    from openpista.config import Settings
-    from openpista.skills.base import Skill
+    from openpista.skills import Skill
 
 DEFAULT_IMAGE = "debian:bookworm-slim"
 
@@ -33,8 +32,10 @@ class SandboxLimits(BaseModel):
     workspace: Literal["ro", "rw", "none"] = "ro"
 
 
-class DockerSettings(SandboxLimits):
+class DockerSettings(SandboxLimits, PluginSettings):
     """``[tools.docker]``: the ``container.run`` tool and the runner of ``mode: docker`` skills."""
+
+    section: ClassVar[str] = "tools.docker"
 
     enabled: bool = True
     docker_host: str | None = None
@@ -44,17 +45,6 @@ class DockerSettings(SandboxLimits):
     max_files: int = Field(default=20, ge=0)
     max_attachment_bytes: int = Field(default=5_000_000, ge=0)
     max_report_bytes: int = Field(default=8_000_000, ge=1024)
-
-    @classmethod
-    def from_config(cls, config: Settings) -> DockerSettings:
-        """Validate ``[tools.docker]``; a bad value raises :class:`ConfigError` naming it."""
-        table: Any = (config.tools.model_extra or {}).get("docker") or {}
-        if not isinstance(table, dict):
-            raise ConfigError("[tools.docker] must be a table")
-        try:
-            return cls.model_validate(table)
-        except ValidationError as exc:
-            raise ConfigError(f"invalid [tools.docker] configuration: {_problems(exc)}") from None
 
     def limits(self) -> SandboxLimits:
         """The defaults every container starts from."""

@@ -33,7 +33,7 @@ from openpista_mobile.certs import load_or_create, state_dir
 from openpista_mobile.protocol import ErrorCode, FrameError, error_frame
 from openpista_mobile.server import QuicServer, ServerOptions
 from openpista_mobile.session import MessageRequest, ResponseStream
-from openpista_mobile.settings import TOKEN_ENV, MobileSettings, TokenBook, parse_settings
+from openpista_mobile.settings import TOKEN_ENV, MobileSettings, TokenBook
 
 if TYPE_CHECKING:
     from openpista.config import Settings
@@ -212,7 +212,7 @@ def _save(device_id: str, attachment: Attachment) -> Attachment:
 
 def create_mobile_adapter(table: dict[str, Any], config: Settings) -> MobileAdapter:
     """The ``[channels.mobile]`` factory."""
-    settings = parse_settings(table)
+    settings = MobileSettings.from_table(table)
     adapter = MobileAdapter(settings)
     if not len(adapter.tokens):
         raise ConfigError(

@@ -14,9 +14,16 @@ from openpista import hookimpl
 if TYPE_CHECKING:
     import click
 
+    from openpista import PluginSettings, Settings
     from openpista.channels import ChannelFactory
-    from openpista.config import Settings
     from openpista.starter import StarterPrompt
+
+
+@hookimpl
+def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
+    from openpista_mobile.settings import MobileSettings
+
+    register(MobileSettings)
 
 
 @hookimpl

@@ -7,11 +7,11 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 
-from openpista.config import ConfigError
+from openpista import ConfigError, PluginSettings
 from openpista_mobile.protocol import DEFAULT_MAX_FRAME_BYTES, DEFAULT_PORT
 
 TOKEN_ENV = "OPENPISTA_MOBILE_TOKEN"
@@ -20,10 +20,11 @@ DEVICE_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MIN_TOKEN_CHARS = 16
 
 
-class MobileSettings(BaseModel):
-    """The ``[channels.mobile]`` table (see config.example.toml)."""
+class MobileSettings(PluginSettings):
+    """The ``[channels.mobile]`` table (see config.example.toml); ``OPENPISTA_MOBILE_TOKEN``
+    adds a device to ``tokens`` (:meth:`token_table`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    section: ClassVar[str] = "channels.mobile"
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -96,21 +97,6 @@ def check_device(device: str) -> str:
             f"device id {device[:70]!r} must be 1-64 letters, digits, dots, dashes or underscores"
         )
     return device
-
-
-def parse_settings(table: dict[str, Any]) -> MobileSettings:
-    """Validate a ``[channels.mobile]`` table; :class:`ConfigError` names each bad key."""
-    try:
-        return MobileSettings.model_validate(table)
-    except ValidationError as exc:
-        lines = ["[channels.mobile]: invalid configuration"]
-        for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"])
-            if error["type"] == "extra_forbidden":
-                lines.append(f"  {key}: unknown option; see config.example.toml")
-            else:
-                lines.append(f"  {key}: {error['msg']}")
-        raise ConfigError("\n".join(lines)) from None
 
 
 class TokenBook:

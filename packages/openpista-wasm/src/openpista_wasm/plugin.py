@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 from openpista import hookimpl
 
 if TYPE_CHECKING:
-    from openpista import PluginContext, SkillRunner
+    from openpista import PluginContext, PluginSettings, SkillRunner
+
+
+@hookimpl
+def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
+    from openpista_wasm.settings import WasmSettings
+
+    register(WasmSettings)
 
 
 @hookimpl
@@ -24,13 +31,10 @@ def register_skill_runners(
     are released when the runtime closes. An invalid ``[skills.wasm]`` table raises
     :class:`openpista.ConfigError` (reported as a plugin problem).
     """
-    from openpista.config import plugin_options
     from openpista_wasm.runner import WasmSkillRunner
     from openpista_wasm.settings import WasmSettings
 
-    config = context.config
-    table = (config.skills.model_extra or {}).get("wasm")
-    settings = plugin_options("skills.wasm", table, WasmSettings)
-    runner = WasmSkillRunner(settings, workspace=config.workspace)
+    settings = WasmSettings.from_config(context.config)
+    runner = WasmSkillRunner(settings, workspace=context.config.workspace)
     context.on_close(runner.close)
     register("wasm", runner)

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from openpista.config import home_dir
-from openpista.skills.base import Skill
-from openpista.tools.base import ToolError
+from openpista import PluginSettings, home_dir
+from openpista.skills import Skill
+from openpista.tools import ToolError
 
 MAX_MEMORY_MB = 4096
 """wasm32 linear memory cannot exceed 4 GiB."""
 
 
-class WasmSettings(BaseModel):
+class WasmSettings(PluginSettings):
     """``[skills.wasm]``: defaults for every ``mode: wasm`` skill."""
 
-    model_config = ConfigDict(extra="forbid")
+    section: ClassVar[str] = "skills.wasm"
 
     timeout: float = Field(default=30.0, gt=0)
     memory_mb: int = Field(default=64, ge=1, le=MAX_MEMORY_MB)

@@ -15,8 +15,8 @@ from openpista import hookimpl
 if TYPE_CHECKING:
     import click
 
+    from openpista import PluginSettings, Settings
     from openpista.channels import ChannelAdapter, ChannelFactory
-    from openpista.config import Settings
     from openpista.starter import StarterPrompt
 
 
@@ -29,6 +29,13 @@ def create_web_adapter(table: dict[str, Any], config: Settings) -> ChannelAdapte
     settings = WebSettings.from_table(table)
     token, _ = resolve_token(settings)
     return WebAdapter(settings, token)
+
+
+@hookimpl
+def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
+    from openpista_web.settings import WebSettings
+
+    register(WebSettings)
 
 
 @hookimpl

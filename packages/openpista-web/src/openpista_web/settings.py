@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from openpista.config import ConfigError
+from openpista import PluginSettings
 
 MIB = 1024 * 1024
 ENV_TOKEN = "OPENPISTA_WEB_TOKEN"
 ENV_PORT = "OPENPISTA_WEB_PORT"
 
 
-class WebSettings(BaseModel):
-    """What ``[channels.web]`` may say (every option is in ``config.example.toml``)."""
+class WebSettings(PluginSettings):
+    """What ``[channels.web]`` may say (every option is in ``config.example.toml``);
+    ``OPENPISTA_WEB_TOKEN``/``OPENPISTA_WEB_PORT`` win over the table. Errors name the bad
+    key, never its value (it may be the token)."""
 
-    model_config = ConfigDict(extra="forbid")
+    section: ClassVar[str] = "channels.web"
+    env: ClassVar[Mapping[str, str]] = {ENV_TOKEN: "token", ENV_PORT: "port"}
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -42,35 +44,15 @@ class WebSettings(BaseModel):
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.token is not None and not self.token.get_secret_value().strip():
+            raise ValueError(f"token (or {ENV_TOKEN}) is empty")
+        return self
+
     @property
     def tls(self) -> bool:
         """Whether uvicorn serves HTTPS/WSS itself."""
         return self.tls_cert is not None
-
-    @classmethod
-    def from_table(
-        cls, table: Mapping[str, Any], environ: Mapping[str, str] | None = None
-    ) -> WebSettings:
-        """Read ``[channels.web]``; ``OPENPISTA_WEB_TOKEN``/``OPENPISTA_WEB_PORT`` win.
-
-        Raises :class:`ConfigError` naming the bad key (never its value: it may be the token).
-        """
-        env = os.environ if environ is None else environ
-        data = dict(table)
-        if env.get(ENV_TOKEN):
-            data["token"] = env[ENV_TOKEN]
-        if env.get(ENV_PORT):
-            data["port"] = env[ENV_PORT]
-        try:
-            settings = cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in error['loc']) or 'table'}: {error['msg']}"
-                for error in exc.errors(include_input=False)
-            )
-            raise ConfigError(f"[channels.web] is invalid: {problems}") from None
-        if (settings.tls_cert is None) != (settings.tls_key is None):
-            raise ConfigError("[channels.web] tls_cert and tls_key must be given together")
-        if settings.token is not None and not settings.token.get_secret_value().strip():
-            raise ConfigError(f"[channels.web] token (or {ENV_TOKEN}) is empty")
-        return settings

@@ -20,15 +20,17 @@ def plugins(state: CliState, as_json: bool) -> None:
     Built-in plugins are part of openpista-core; the others come from installed
     distributions that declare an `openpista` entry point. OPENPISTA_LOAD_PLUGINS
     (comma-separated names, empty for none) chooses which installed plugins load.
-    Plugins that failed, and names registered twice, are listed with the reason.
+    Plugins that failed, names registered twice and invalid plugin tables
+    ([channels.<name>], [tools.<name>], [skills.<mode>]) are listed with the reason.
     """
     from openpista.plugin_context import PluginContext
     from openpista.plugins import PluginHost
-    from openpista.runtime import build_providers, build_toolbox, channel_factories
+    from openpista.runtime import build_providers, build_toolbox, channel_factories, check_settings
 
     settings = state.settings()
     context = PluginContext(settings)
     host = PluginHost.load()
+    check_settings(host, settings)
     build_toolbox(host, settings, context)
     build_providers(host)
     channel_factories(host, context)
