@@ -531,6 +531,21 @@ async def test_closed_store_refuses_work(database_url: str) -> None:
         await store.list_sessions()
 
 
+async def test_closing_lets_the_queued_writes_finish(database_url: str) -> None:
+    store = await MemoryStore.open(database_url)
+    await new_session(store, "s")
+    writes = [
+        asyncio.create_task(store.append_message("s", Message(role="user", content=str(n))))
+        for n in range(50)
+    ]
+    await asyncio.sleep(0)  # every write has started and waits for the database
+    await store.close()
+    await asyncio.gather(*writes)
+    async with await MemoryStore.open(database_url) as reopened:
+        contents = [m.content for m in await reopened.load_messages("s")]
+    assert sorted(contents, key=int) == [str(n) for n in range(50)]  # PostgreSQL: any order
+
+
 # -- durability ---------------------------------------------------------------------------------
 
 WRITER = """
