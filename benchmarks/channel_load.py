@@ -2,13 +2,14 @@
 clients that open their connections first and then all talk at once, figures printed: the
 throughput against its target, and the CPU one message costs split by part of openpista.
 
-Not a benchmark itself (nox runs ``run.py`` and ``bench_*.py``); ``bench_web.py`` and
+Not a benchmark itself (nox runs ``run.py`` and ``bench_*.py``); ``run.py``, ``bench_web.py`` and
 ``bench_mobile.py`` import it from this folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import statistics
 import time
@@ -20,9 +21,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
 
-from run import machine
-
 from openpista.testing.providers import InstantProvider
+
+
+def machine() -> str:
+    """The conditions of a figure: the load average (1 min) against the core count. Other
+    work on the machine (tests, other benchmarks) slows every figure down."""
+    return f"[load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores]"
+
 
 Talk = Callable[[str], Awaitable[None]]
 """Sends one message and returns when its final answer has arrived."""
@@ -56,6 +62,7 @@ PARTS = (
             "/httptools/",
             "/aioquic/",
             "/openpista/serving.py",
+            "/openpista/testing/adapters.py",  # the loopback channel of run.py
         ),
     ),
     ("gateway", ("/openpista/",)),
@@ -198,10 +205,12 @@ def print_figures(label: str, run: LoadRun, messages: int) -> None:
     print(
         f"{label:<38} {count / run.elapsed:8.0f} msg/s (target >= {TARGET})"
         f"   p50 {p50:8.1f} ms   p99 {p99:8.1f} ms"
-        f"   ({messages} messages each, instant LLM, SQLite) {machine()}"
+        f"   ({messages} message{'' if messages == 1 else 's'} each, instant LLM, SQLite)"
+        f" {machine()}"
     )
     parts = sorted(run.cpu.parts().items(), key=lambda item: -item[1])
     split = ", ".join(f"{part} {seconds / count * 1000:.2f}" for part, seconds in parts)
+    split = split or "too short to sample"
     print(
         f"{'':<38} CPU {run.cpu.total / count * 1000:6.2f} ms/msg"
         f" (target <= {1000 / TARGET:.0f} on one core): {split}"

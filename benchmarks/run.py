@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from channel_load import LoadRun, machine, print_figures, profiled
+
 from openpista.testing.cli import OPENPISTA, Cli
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.providers import InstantProvider
@@ -38,12 +40,6 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
             f"{' '.join(argv)} failed: {process.stderr.read().decode() if process.stderr else ''}"
         )
     return elapsed, usage.ru_maxrss
-
-
-def machine() -> str:
-    """The conditions of a figure: the load average (1 min) against the core count. Other
-    work on the machine (tests, other benchmarks) slows every figure down."""
-    return f"[load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores]"
 
 
 def report(name: str, samples: list[tuple[float, int]]) -> None:
@@ -106,7 +102,7 @@ def bench_agent_overhead(turns: int, rounds: int) -> None:
     )
 
 
-async def _gateway_round(sessions: int, db: Path) -> tuple[float, list[float]]:
+async def _gateway_round(sessions: int, db: Path) -> LoadRun:
     from openpista.agent import Agent
     from openpista.config import Settings
     from openpista.gateway.gateway import Gateway
@@ -129,28 +125,23 @@ async def _gateway_round(sessions: int, db: Path) -> tuple[float, list[float]]:
 
     try:
         await asyncio.gather(*(one(f"warm{i}") for i in range(min(sessions, 10))))
-        started = time.perf_counter()
-        latencies = await asyncio.gather(*(one(str(i)) for i in range(sessions)))
-        elapsed = time.perf_counter() - started
+        with profiled() as cpu:
+            started = time.perf_counter()
+            latencies = await asyncio.gather(*(one(str(i)) for i in range(sessions)))
+            elapsed = time.perf_counter() - started
     finally:
         await gateway.stop(deadline=0)
         await runtime.close()
-    return elapsed, list(latencies)
+    return LoadRun(elapsed, list(latencies), cpu)
 
 
 def bench_gateway(session_counts: tuple[int, ...]) -> None:
-    """Messages per second through the gateway with an instant LLM, N sessions at once."""
+    """Messages per second through the gateway (loopback channel) with an instant LLM, N
+    sessions at once, each sending its first message; and the CPU of one message."""
     for sessions in session_counts:
         with tempfile.TemporaryDirectory() as tmp:
-            elapsed, latencies = asyncio.run(_gateway_round(sessions, Path(tmp) / "gw.db"))
-        latencies.sort()
-        p50 = latencies[len(latencies) // 2] * 1000
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-        label = f"gateway, {sessions} concurrent sessions"
-        print(
-            f"{label:<38} {sessions / elapsed:8.0f} msg/s   p50 {p50:8.1f} ms   p99 {p99:8.1f} ms"
-            f"   (instant LLM, SQLite) {machine()}"
-        )
+            run = asyncio.run(_gateway_round(sessions, Path(tmp) / "gw.db"))
+        print_figures(f"gateway, {sessions} concurrent sessions", run, 1)
 
 
 def main() -> None:
