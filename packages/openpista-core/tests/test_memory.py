@@ -22,12 +22,11 @@ from openpista.memory import (
     alembic_config,
     create_engine_for,
     expand_database_url,
-    title_from,
-    upgrade_database,
 )
+from openpista.memory.store import title_from
 from openpista.memory.tables import VERSION_TABLE, UTCDateTime
 from openpista.models import Message, ToolCall, ToolResult
-from openpista.testing.memory import database, new_session, schema_revision
+from openpista.testing.memory import database, new_session, schema_revision, upgrade_database
 from openpista.testing.postgres import PostgresServer
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()

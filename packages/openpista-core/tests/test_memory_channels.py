@@ -17,11 +17,16 @@ from openpista.memory import (
     SessionNotFoundError,
     ToolDecision,
     alembic_config,
-    upgrade_database,
 )
 from openpista.memory.tables import UTCDateTime
 from openpista.models import Message
-from openpista.testing.memory import bound_session, database, new_session, schema_revision
+from openpista.testing.memory import (
+    bound_session,
+    database,
+    new_session,
+    schema_revision,
+    upgrade_database,
+)
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 

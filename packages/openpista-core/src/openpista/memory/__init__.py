@@ -9,8 +9,8 @@ checks. Import the public names from here.
 from openpista.memory.checks import MemoryStoreError, SessionNotFoundError
 from openpista.memory.decisions import DecisionAction, DecisionSource, ToolDecision
 from openpista.memory.engine import create_engine_for, expand_database_url
-from openpista.memory.schema import alembic_config, upgrade_database
-from openpista.memory.store import MemoryStore, SessionInfo, recent_window, title_from
+from openpista.memory.schema import alembic_config
+from openpista.memory.store import MemoryStore, SessionInfo
 
 __all__ = [
     "DecisionAction",
@@ -23,7 +23,4 @@ __all__ = [
     "alembic_config",
     "create_engine_for",
     "expand_database_url",
-    "recent_window",
-    "title_from",
-    "upgrade_database",
 ]

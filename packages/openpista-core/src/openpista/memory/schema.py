@@ -32,15 +32,6 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
-async def upgrade_database(url: str, revision: str = "head") -> None:
-    """Migrate the database at ``url`` to ``revision`` (default: the newest)."""
-    database = Database(url)
-    try:
-        await migrate(database, revision)
-    finally:
-        await database.close()
-
-
 async def migrate(database: Database, revision: str) -> None:
     """Upgrade ``database`` to ``revision``, in one transaction."""
     where = safe_url(database.url)

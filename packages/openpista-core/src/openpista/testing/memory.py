@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from openpista.memory import MemoryStore, create_engine_for
+from openpista.memory.engine import Database
+from openpista.memory.schema import migrate
 from openpista.memory.tables import VERSION_TABLE
 
 
@@ -39,6 +41,15 @@ async def database(url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+async def upgrade_database(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` to ``revision``, as an older openpista left it."""
+    database = Database(url)
+    try:
+        await migrate(database, revision)
+    finally:
+        await database.close()
 
 
 async def schema_revision(url: str) -> str | None:
