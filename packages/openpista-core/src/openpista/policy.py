@@ -51,7 +51,8 @@ spellings of one command (``/bin/rm``, ``r''m``, ``{rm,-rf,~}``). To be safe, le
 default be ``ask`` or ``deny`` and ``allow`` the few commands that may run unasked.
 
 When no rule matches, ``policy.local`` applies to local channels (ids starting with ``cli:``,
-``tui:`` or ``cron:``) and ``policy.remote`` to every other channel.
+``tui:``, ``cron:`` or ``local:``, the daemon's control socket) and ``policy.remote`` to
+every other channel.
 
 A glob the :mod:`fnmatch` module cannot use matches nothing; deciding never raises.
 """
@@ -81,7 +82,7 @@ log = logging.getLogger(__name__)
 COMMAND_TOOL = "system.run"
 """The tool whose ``command`` argument ``command`` globs are matched against."""
 
-LOCAL_CHANNEL_PREFIXES = ("cli:", "tui:", "cron:")
+LOCAL_CHANNEL_PREFIXES = ("cli:", "tui:", "cron:", "local:")
 """Channel-id prefixes of channels on the machine itself (``policy.local`` applies)."""
 
 # What an unquoted word may be made of; everything else means more than its text says.

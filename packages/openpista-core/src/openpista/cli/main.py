@@ -22,6 +22,7 @@ BUILTIN_COMMANDS = {
     "status": ("openpista.cli.start:status", "Tell whether the daemon runs (PID, uptime)."),
     "init": ("openpista.cli.init:init", "Write a starter config, step by step."),
     "run": ("openpista.cli.run:run", "Send one message to the agent and print its answer."),
+    "send": ("openpista.cli.send:send", "Deliver a message to a chat through the daemon."),
     "model": ("openpista.cli.model:model", "List the LLM providers and models, or test one."),
     "plugins": ("openpista.cli.plugins:plugins", "List plugins and what each registered."),
     "sessions": ("openpista.cli.sessions:sessions", "List stored conversation sessions."),
@@ -71,11 +72,26 @@ class LazyGroup(click.Group):
 
 
 class CliState:
-    """Shared by all sub-commands: the config path, loaded on first use."""
+    """Shared by all sub-commands: the config path, loaded on first use, and whether to
+    talk to a running daemon."""
 
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, no_daemon: bool = False) -> None:
         self.config_path = config_path
+        self.no_daemon = no_daemon
         self._settings: Any = None
+
+    def daemon(self) -> Any:
+        """A :class:`~openpista.control.client.ControlClient` connected to the running
+        daemon, or ``None`` (none runs, or ``--no-daemon``): then run in-process. Loads no
+        configuration (the daemon has its own); exits with a ❌ line if the daemon refuses."""
+        if self.no_daemon:
+            return None
+        from openpista.control.client import ControlClient, DaemonError
+
+        try:
+            return ControlClient.connect()
+        except DaemonError as exc:
+            fail(str(exc))
 
     def settings(self) -> Any:
         """The loaded :class:`openpista.config.Settings`; exits with a clear error if invalid."""
@@ -102,8 +118,9 @@ def columns(rows: Sequence[Sequence[str]], gap: int = 2) -> list[str]:
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print ``❌ message`` to stderr and exit with ``code``."""
-    click.echo(f"❌ {message}", err=True)
+    """Print ``❌ message`` to stderr (``message`` as is when it starts with ❌) and exit
+    with ``code``."""
+    click.echo(message if message.startswith("❌") else f"❌ {message}", err=True)
     sys.exit(code)
 
 
@@ -128,8 +145,14 @@ def fail(message: str, code: int = 1) -> None:
     metavar="ID",
     help="Open the full-screen chat (openpista tui) on session ID.",
 )
+@click.option(
+    "--no-daemon",
+    is_flag=True,
+    envvar="OPENPISTA_NO_DAEMON",
+    help="Run here even when a daemon runs (run, sessions, status; env OPENPISTA_NO_DAEMON).",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, session: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, session: str | None, no_daemon: bool) -> None:
     """openpista: an autonomous AI agent that acts on this computer for you.
 
     \b
@@ -140,7 +163,7 @@ def cli(ctx: click.Context, config_path: str | None, session: str | None) -> Non
       openpista plugins --json
       openpista -s work          (full-screen chat on session "work")
     """
-    ctx.obj = CliState(config_path)
+    ctx.obj = CliState(config_path, no_daemon)
     if ctx.invoked_subcommand is not None:
         if session is not None:
             raise click.UsageError("-s ID without a command opens the TUI; give -s after it")

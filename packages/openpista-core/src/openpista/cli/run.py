@@ -1,11 +1,15 @@
-"""``openpista run``: one message in, the streamed answer out."""
+"""``openpista run``: one message in, the streamed answer out.
+
+With a daemon running, the turn runs inside it (its warm provider, tools and policy, as a
+local chat) through the control socket; otherwise here. The choice is made before anything
+heavy is imported: the attached path loads only the stdlib and click.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 import uuid
+from typing import Any
 
 import click
 
@@ -22,10 +26,16 @@ from openpista.cli.main import CliState, fail
 )
 @click.option("-s", "--session", metavar="ID", help="Continue (or create) the stored session ID.")
 @click.option(
-    "-p", "--provider", metavar="NAME", help="Provider preset (default: [agent] provider)."
+    "-p",
+    "--provider",
+    metavar="NAME",
+    help="Provider preset (default: [agent] provider). Runs here, not in the daemon.",
 )
 @click.option(
-    "-m", "--model", metavar="MODEL", help="Model (default: the provider's configured one)."
+    "-m",
+    "--model",
+    metavar="MODEL",
+    help="Model (default: the provider's configured one). Runs here, not in the daemon.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Do not show tool calls on standard error.")
 @click.pass_obj
@@ -43,6 +53,9 @@ def run(
     standard error, the answer goes to standard output. The conversation is stored: the
     session ID is printed at the end, and -s ID continues it later. Exits 1 on failure.
 
+    When `openpista start` runs, the turn runs in the daemon (Ctrl-C cancels it there);
+    --no-daemon (before `run`) runs it here instead.
+
     \b
     Examples:
       openpista run -e "list the files in /tmp"
@@ -54,10 +67,68 @@ def run(
         text = sys.stdin.read()
     if not text.strip():
         raise click.UsageError("the message is empty")
-    settings = state.settings()
     session_id = session or uuid.uuid4().hex
-    code = asyncio.run(_run(settings, text, session_id, provider, model, quiet))
-    sys.exit(code)
+    printer = TurnPrinter(quiet)
+    client = state.daemon() if provider is None and model is None else None
+    if client is not None:
+        sys.exit(_attached(client, text, session_id, printer))
+    import asyncio
+
+    settings = state.settings()
+    sys.exit(asyncio.run(_run(settings, text, session_id, provider, model, printer)))
+
+
+class TurnPrinter:
+    """Prints one turn the same way in-process and attached: the answer streams to
+    standard output, tool calls go to standard error (unless ``quiet``)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.printed: list[str] = []  # answer text streamed since the last tool round
+
+    def chunk(self, text: str) -> None:
+        self.printed.append(text)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def tool_started(self, name: str, arguments: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        import json
+
+        self.end_line()
+        args = json.dumps(arguments, ensure_ascii=False)
+        click.echo(click.style(f"⚙ {name} {_clip(args)}", dim=True), err=True)
+
+    def tool_finished(self, name: str, output: str, is_error: bool) -> None:
+        if self.quiet:
+            return
+        mark = "✗" if is_error else "✓"
+        first_line = output.strip().splitlines()[:1]
+        summary = f"{mark} {name}: {_clip(first_line[0] if first_line else '')}"
+        click.echo(click.style(summary, dim=True), err=True)
+
+    def finish(self, text: str, is_error: bool, session_id: str) -> int:
+        """Print the end of the turn; returns the exit code."""
+        if is_error:
+            self.end_line()
+            click.echo(text, err=True)
+            return 1
+        if "".join(self.printed) != text:  # not streamed, or a notice after the stream
+            self.end_line()
+            self.printed.append(text)
+            sys.stdout.write(text)
+        self.end_line()
+        click.echo(click.style(f"session: {session_id}", dim=True), err=True)
+        return 0
+
+    def end_line(self) -> None:
+        """Finish the streamed line, if any, so that what follows starts on its own line."""
+        text = "".join(self.printed)
+        if text and not text.endswith("\n"):
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        self.printed.clear()
 
 
 async def _run(
@@ -66,34 +137,24 @@ async def _run(
     session_id: str,
     provider: str | None,
     model: str | None,
-    quiet: bool,
+    printer: TurnPrinter,
 ) -> int:
     from openpista.agent import AgentEvent, ToolFinished, ToolStarted
     from openpista.cli.database import database_problem
     from openpista.config import ConfigError, Settings
-    from openpista.memory.store import MemoryStoreError
+    from openpista.memory import MemoryStoreError
     from openpista.providers.base import ProviderError, TextDelta
     from openpista.runtime import Runtime
 
     assert isinstance(settings, Settings)
-    printed: list[str] = []  # answer text streamed since the last tool round
 
     def show(event: AgentEvent) -> None:
         if isinstance(event, TextDelta):
-            printed.append(event.text)
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-        elif quiet:
-            return
+            printer.chunk(event.text)
         elif isinstance(event, ToolStarted):
-            _end_line(printed)
-            args = json.dumps(event.call.arguments, ensure_ascii=False)
-            click.echo(click.style(f"⚙ {event.call.name} {_clip(args)}", dim=True), err=True)
+            printer.tool_started(event.call.name, event.call.arguments)
         elif isinstance(event, ToolFinished):
-            mark = "✗" if event.result.is_error else "✓"
-            first_line = event.result.output.strip().splitlines()[:1]
-            summary = f"{mark} {event.result.name}: {_clip(first_line[0] if first_line else '')}"
-            click.echo(click.style(summary, dim=True), err=True)
+            printer.tool_finished(event.result.name, event.result.output, event.result.is_error)
 
     try:
         runtime = await Runtime.open(settings)
@@ -109,26 +170,85 @@ async def _run(
         response = await agent.run_turn(session_id, text, on_event=show)
     finally:
         await runtime.close()
-    if response.is_error:
-        _end_line(printed)
-        click.echo(response.text, err=True)
-        return 1
-    if "".join(printed) != response.text:  # not streamed, or a notice after the stream
-        _end_line(printed)
-        printed.append(response.text)
-        sys.stdout.write(response.text)
-    _end_line(printed)
-    click.echo(click.style(f"session: {session_id}", dim=True), err=True)
-    return 0
+    return printer.finish(response.text, response.is_error, session_id)
 
 
-def _end_line(printed: list[str]) -> None:
-    """Finish the streamed line, if any, so that what follows starts on its own line."""
-    text = "".join(printed)
-    if text and not text.endswith("\n"):
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    printed.clear()
+def _attached(client: Any, text: str, session_id: str, printer: TurnPrinter) -> int:
+    """Run the turn in the daemon through ``client``: print what streams back, ask its
+    approvals here; Ctrl-C cancels the turn in the daemon. Returns the exit code."""
+    from openpista.control.client import DaemonError, DaemonGoneError
+
+    try:
+        client.send({"type": "run", "text": text, "session": session_id, "sender": _user()})
+        cancelled = False
+        while True:
+            try:
+                frame = client.receive()
+            except KeyboardInterrupt:
+                if cancelled:  # a second Ctrl-C: leave; the daemon ends the turn anyway
+                    return 130
+                cancelled = True
+                client.send({"type": "cancel"})
+                continue
+            if frame["type"] == "cancelled":
+                printer.end_line()
+                click.echo("❌ cancelled: the turn was stopped in the daemon", err=True)
+                return 130
+            if frame["type"] == "error":
+                printer.end_line()
+                click.echo(str(frame.get("message")), err=True)
+                return 1
+            message = frame.get("message")
+            if frame["type"] != "outbound" or not isinstance(message, dict):
+                continue  # a frame of a newer daemon: nothing to show
+            kind = message.get("kind")
+            if kind == "chunk":
+                printer.chunk(str(message.get("text", "")))
+            elif kind == "tool":
+                call, result = message.get("call") or {}, message.get("result")
+                if result is None:
+                    printer.tool_started(str(call.get("name")), call.get("arguments") or {})
+                else:
+                    printer.tool_finished(
+                        str(result.get("name")), str(result.get("output", "")), result["is_error"]
+                    )
+            elif kind == "approval":
+                request = message.get("request") or {}
+                answer = _ask(printer, str(frame.get("prompt", "")))
+                client.send({"type": "approval", "id": request.get("id"), "approve": answer})
+            elif kind == "answer":
+                text = str(message.get("text", ""))
+                return printer.finish(text, bool(message.get("is_error")), session_id)
+    except DaemonGoneError:
+        printer.end_line()
+        fail("the daemon stopped during the turn; its answer is lost (see `openpista status`)")
+    except DaemonError as exc:
+        printer.end_line()
+        fail(str(exc))
+    finally:
+        client.close()
+    return 1  # not reached: fail() exits
+
+
+def _ask(printer: TurnPrinter, prompt: str) -> bool:
+    """Ask on this terminal whether the tool call may run (no answer: no)."""
+    printer.end_line()
+    lines = prompt.splitlines()
+    # The last line tells chat users to type /approve ID; here the question is asked.
+    click.echo("\n".join(lines[:-1] if len(lines) > 1 else lines), err=True)
+    try:
+        return click.confirm("Run it?", default=False, err=True)
+    except click.Abort:  # end of input, or Ctrl-C while asked
+        return False
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "local"
 
 
 def _clip(text: str, limit: int = 120) -> str:

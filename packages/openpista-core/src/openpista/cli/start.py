@@ -6,10 +6,14 @@ import asyncio
 import json
 import logging
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from openpista.cli.main import CliState, fail
+
+if TYPE_CHECKING:
+    from openpista.gateway.daemon import DaemonState
 
 
 @click.command()
@@ -58,39 +62,53 @@ def start(state: CliState, no_terminal: bool, verbose: bool) -> None:
 @click.pass_obj
 def status(state: CliState, as_json: bool) -> None:
     """Tell whether the daemon runs: PID, uptime, serving channels, the addresses it
-    listens on, and whether it is ready (its provider warmed up).
+    listens on, and whether it is ready (its provider warmed up). The running daemon
+    answers through its control socket; --no-daemon (before `status`) reads its PID file.
 
     Exits 0 when it runs and 3 when it does not.
     """
-    from openpista.gateway.daemon import PidFile
+    client = state.daemon()
+    if client is None:
+        from openpista.gateway.daemon import PidFile
 
-    settings = state.settings()
-    running = PidFile(settings.gateway.pid_file).state()
+        info = status_info(PidFile(state.settings().gateway.pid_file).state())
+    else:
+        from openpista.control.client import DaemonError
+
+        try:
+            info = client.request({"type": "status"})
+        except DaemonError as exc:
+            fail(str(exc))
+        finally:
+            client.close()
     if as_json:
-        info = (
-            {
-                "running": True,
-                "pid": running.pid,
-                "uptime": round(running.uptime, 1),
-                "channels": running.channels,
-                "ready": running.ready,
-                "listeners": [{"name": item.name, "url": item.url} for item in running.listeners],
-            }
-            if running
-            else {"running": False}
-        )
         click.echo(json.dumps(info))
-    elif running is None:
+    elif not info["running"]:
         click.echo("openpista is not running (start it with `openpista start`).")
     else:
         click.echo(
-            f"openpista is running: PID {running.pid}, up {_duration(running.uptime)}, "
-            f"channels: {', '.join(running.channels) or 'none'}, "
-            f"{'ready' if running.ready else 'warming up'}"
+            f"openpista is running: PID {info['pid']}, up {_duration(info['uptime'])}, "
+            f"channels: {', '.join(info['channels']) or 'none'}, "
+            f"{'ready' if info['ready'] else 'warming up'}"
         )
-        for item in running.listeners:
-            click.echo(f"  {item.name}: {item.url}")
-    sys.exit(0 if running else 3)
+        for item in info["listeners"]:
+            click.echo(f"  {item['name']}: {item['url']}")
+    sys.exit(0 if info["running"] else 3)
+
+
+def status_info(running: DaemonState | None) -> dict[str, Any]:
+    """What ``status --json`` prints about ``running`` (``None``: no daemon runs); also
+    the daemon's answer to a ``status`` request on its control socket."""
+    if running is None:
+        return {"running": False}
+    return {
+        "running": True,
+        "pid": running.pid,
+        "uptime": round(running.uptime, 1),
+        "channels": running.channels,
+        "ready": running.ready,
+        "listeners": [{"name": item.name, "url": item.url} for item in running.listeners],
+    }
 
 
 def _duration(seconds: float) -> str:

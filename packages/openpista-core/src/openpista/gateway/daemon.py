@@ -152,6 +152,8 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
 
     ``terminal=False`` leaves out the terminal channel (for a daemon without a console).
     """
+    from openpista.control.protocol import socket_path
+    from openpista.control.server import ControlChannel, ControlSocketError, bind_control
     from openpista.gateway.approvals import ApprovalBroker
     from openpista.gateway.gateway import Gateway
     from openpista.plugins import PluginHost
@@ -190,8 +192,13 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
                 file=sys.stderr,
             )
             return 1
+        try:  # the local control socket (openpista run/sessions/status/send)
+            control = ControlChannel(bind_control(socket_path()), pid_file)
+        except ControlSocketError as exc:
+            print(f"❌ {exc}", file=sys.stderr)
+            return 1
         broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
-        gateway = Gateway(runtime, adapters, approvals=broker)
+        gateway = Gateway(runtime, [*adapters, control], approvals=broker)
         started = pid_file.acquire([a.name for a in adapters])
         try:
             return await _run(gateway, settings, stopped, CronScheduler, pid_file, started)
@@ -286,7 +293,8 @@ def _announce_serving(gateway: Any, pid_file: PidFile, started: DaemonState) -> 
     on stderr, and record them for ``openpista status``."""
     from openpista.serving import listeners
 
-    state = replace(started, channels=[a.name for a in gateway.adapters], listeners=listeners())
+    served = [a.name for a in gateway.adapters if a.channel_prefix != "local:"]  # not control
+    state = replace(started, channels=served, listeners=listeners())
     print(f"openpista serves: {', '.join(state.channels) or 'no channel'}", file=sys.stderr)
     for listener in state.listeners:
         print(f"openpista: {listener.name} listens on {listener.url}", file=sys.stderr)

@@ -1,0 +1,21 @@
+"""Where openpista keeps its state, found without loading the configuration.
+
+Stdlib only: the daemon-attached CLI (:mod:`openpista.control.client`) finds the daemon's
+control socket from here without importing pydantic. :mod:`openpista.config` re-exports it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_HOME = "~/.openpista"
+
+
+def home_dir() -> Path:
+    """Where openpista keeps its state: ``$OPENPISTA_HOME`` if set, else ``~/.openpista``.
+
+    Plugins keep their files here too (certificates, caches, downloads), each in a
+    sub-directory named after the plugin. The directory is not created.
+    """
+    return Path(os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME).expanduser()
