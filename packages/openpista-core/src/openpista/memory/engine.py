@@ -110,25 +110,12 @@ class Database:
         else:
             self._async = _engine(parsed, create_async_engine)
 
-    async def run(
-        self,
-        work: Callable[[Connection], T],
-        action: str,
-        *,
-        write: bool,
-        duplicates_expected: bool = False,
-    ) -> T:
-        """``work(connection)`` in one transaction, committed when it returns.
-
-        Database failures become :class:`MemoryStoreError` naming ``action``; with
-        ``duplicates_expected``, an :class:`~sqlalchemy.exc.IntegrityError` is left to the
-        caller.
-        """
+    async def run(self, work: Callable[[Connection], T], action: str, *, write: bool) -> T:
+        """``work(connection)`` in one transaction, committed when it returns; database
+        failures become :class:`MemoryStoreError` naming ``action``."""
         try:
             return await self.transaction(work, write=write)
         except IntegrityError as exc:
-            if duplicates_expected:
-                raise
             raise MemoryStoreError(
                 f"database constraint violated while {action}: {describe(exc)}"
             ) from exc
