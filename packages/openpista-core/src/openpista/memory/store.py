@@ -49,6 +49,9 @@ from openpista.memory.schema import migrate
 from openpista.memory.tables import ChannelSessionRow, MessageRow, SessionRow, ToolDecisionRow
 from openpista.models import Message, utc_now
 
+# DecisionAction, DecisionSource and the errors are here too for the modules that still
+# import them from openpista.memory.store (gateway, agent, runtime); openpista.memory is
+# where they belong.
 __all__ = [
     "DecisionAction",
     "DecisionSource",
