@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -16,8 +18,18 @@ if TYPE_CHECKING:
     from openpista.models import AgentResponse
     from openpista_mobile.client import MobileClient
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 TOKEN_HELP = "Device token (or set OPENPISTA_MOBILE_TOKEN)."
-RECONNECT_DELAY = 5.0  # seconds between attempts to reach an unreachable server
+KEEPALIVE = 2.0  # seconds between pings: a daemon killed outright is noticed within ~8 s
+RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # reconnection backoff, in seconds
+PATIENCE = 60.0  # seconds a message waits for a lost server to come back
+# A handshake gets this long: a daemon still warming up (importing its provider) on a busy
+# machine can leave packets unanswered for many seconds. A refused port fails at once.
+CONNECT_TIMEOUT = 30.0
+NOT_RUNNING = "is `openpista start` running with [channels.mobile] enabled?"
+QUIT = ("/quit", "/exit")
 
 
 @click.command()
@@ -63,6 +75,8 @@ def connect(
             normalize_fingerprint(fingerprint)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--fingerprint") from None
+    # aioquic logs every failed connection as a warning; the ❌ line says what it means.
+    logging.getLogger("quic").setLevel(logging.ERROR)
     code = asyncio.run(_session(url, token, device, fingerprint, cafile, insecure, text))
     sys.exit(code)
 
@@ -76,97 +90,286 @@ async def _session(
     insecure: bool,
     text: str | None,
 ) -> int:
-    from openpista_mobile.client import MobileClient, MobileError
+    from openpista_mobile.client import Endpoint, MobileClient, MobileError
 
-    async def open_(quiet: bool = False) -> MobileClient | None:
-        try:
-            return await MobileClient.connect(
-                url, token, device, fingerprint=fingerprint, insecure=insecure, cafile=cafile
-            )
-        except (MobileError, OSError, ValueError, TimeoutError) as exc:
-            if not quiet:
-                click.echo(f"❌ cannot connect to {url}: {exc or type(exc).__name__}", err=True)
-            return None
-
-    if text is not None:  # one-shot: pushes are not shown
-        client = await open_()
-        if client is None:
-            return 1
-        try:
-            return await _ask(client, text, interactive=False)
-        except MobileError as exc:
-            click.echo(f"❌ {exc}", err=True)
-            return 1
-        finally:
-            await client.close()
-    link = _Link(open_)
-    listener: asyncio.Task[None] | None = None
     try:
-        if await link.ensure() is None:
-            return 1
-        click.echo(f"connected to {url} as mobile:{device} (/quit to leave)", err=True)
-        pushes = _PushPrinter()
-        listener = asyncio.create_task(_listen(link, pushes))
-        code = 0
-        while True:
-            try:
-                line = await asyncio.to_thread(input, "> ")
-            except EOFError:
-                break
-            if line.strip() in ("/quit", "/exit"):
-                break
-            if not line.strip():
-                continue
-            current = await link.ensure()  # the server dropped an idle connection: resume
-            if current is None:
-                return 1
-            pushes.hold()
-            try:
-                code = await _ask(current, line, interactive=sys.stdin.isatty())
-            finally:
-                pushes.release()
-        return code
-    except MobileError as exc:
+        endpoint = Endpoint.parse(url)
+    except ValueError as exc:
         click.echo(f"❌ {exc}", err=True)
         return 1
+    address = f"quic://{endpoint.host}:{endpoint.port}"
+
+    def open_() -> Awaitable[MobileClient]:
+        return MobileClient.connect(
+            url,
+            token,
+            device,
+            fingerprint=fingerprint,
+            insecure=insecure,
+            cafile=cafile,
+            timeout=CONNECT_TIMEOUT,
+            keepalive=KEEPALIVE,
+        )
+
+    link = _Link(open_, address)
+    try:
+        await link.ensure(patience=0)  # the first connection is not retried
+        if text is not None:  # one-shot: pushes are not shown
+            return await _Prompt(link, None).request(text)
+        click.echo(f"connected to {address} as mobile:{device} (/quit to leave)", err=True)
+        return await _Prompt(link, _Lines()).run()
+    except MobileError as exc:
+        click.echo(_explain(exc, address), err=True)
+        return 1
     finally:
-        if listener is not None:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
         await link.close()
 
 
+def _explain(exc: Exception, address: str) -> str:
+    """The one ❌ line for an error that ends ``openpista connect``."""
+    from openpista_mobile.client import CertificateError, Unreachable
+
+    if isinstance(exc, Unreachable):
+        return f"❌ {exc.message}: {NOT_RUNNING}"
+    if isinstance(exc, CertificateError) and exc.pinned:
+        return (
+            f"❌ {address} shows the certificate {exc.fingerprint}, not the pinned one; if the "
+            "server's certificate was replaced, compare with `openpista mobile fingerprint` "
+            f"on the server and pin the new one: --fingerprint {exc.fingerprint}"
+        )
+    if isinstance(exc, CertificateError):
+        shown = f" (it shows {exc.fingerprint})" if exc.fingerprint else ""
+        return (
+            f"❌ {address}: {exc.message}; pin the server's certificate: run `openpista "
+            f"mobile fingerprint` on the server and pass what it prints as --fingerprint"
+            f"{shown}, or give its CA with --cafile"
+        )
+    return f"❌ {exc}"
+
+
 class _Link:
-    """The interactive client's connection: reopened (0-RTT) when the server drops it and
+    """The connection to the daemon: reopened (0-RTT) with backoff when it is lost, and
     authenticated at once, so that pushed answers (and the device's outbox) flow to it."""
 
-    def __init__(self, open_: Callable[[bool], Awaitable[MobileClient | None]]) -> None:
+    def __init__(self, open_: Callable[[], Awaitable[MobileClient]], address: str) -> None:
         self._open = open_
+        self.address = address
         self._lock = asyncio.Lock()
-        self.client: MobileClient | None = None
+        self._client: MobileClient | None = None
+        self._down = False  # a lost connection was announced and is not back yet
 
-    async def ensure(self, quiet: bool = False) -> MobileClient | None:
-        """The live client (reconnecting if needed), or None if the server is unreachable."""
-        async with self._lock:
-            if self.client is not None and not self.client.closed:
-                return self.client
-            await self.close()
-            client = await self._open(quiet)
-            if client is not None:
-                self.client = client
-                await client.check()
-            return client
+    async def ensure(self, patience: float | None = PATIENCE) -> MobileClient:
+        """The live client, reconnecting for up to ``patience`` seconds (None: for ever)
+        while the server cannot be reached; then its last error is raised. Refusals
+        (token, certificate) are raised at once."""
+        from openpista_mobile.client import ConnectionLost
+
+        loop = asyncio.get_running_loop()
+        deadline = None if patience is None else loop.time() + patience
+        delay = RETRY_FIRST
+        while True:
+            async with self._lock:
+                client = self._client
+                if client is not None and not client.closed:
+                    return client
+                if client is not None:
+                    self._client = None
+                    self._announce_loss(client)
+                    await client.close()
+                try:
+                    return await self._connect()
+                except ConnectionLost as exc:
+                    if deadline is not None and loop.time() + delay > deadline:
+                        raise
+                    log.debug("mobile: reconnecting to %s: %s", self.address, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    def _announce_loss(self, client: MobileClient) -> None:
+        if not self._down:
+            self._down = True
+            why = client.error.message if client.error is not None else "closed"
+            click.echo(f"⚠ lost the connection to {self.address} ({why}); reconnecting…", err=True)
+
+    async def _connect(self) -> MobileClient:
+        client = await self._open()
+        try:
+            await client.check()
+        except BaseException:
+            await client.close()
+            raise
+        self._client = client
+        if self._down:
+            self._down = False
+            click.echo(f"✓ reconnected to {self.address}", err=True)
+        return client
 
     async def close(self) -> None:
-        client, self.client = self.client, None
+        client, self._client = self._client, None
         if client is not None:
             await client.close()
+
+
+class _Lines:
+    """Standard input, one line at a time; the prompt is shown only on a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdin.isatty()
+        self.ended = False
+
+    async def read(self, prompt: str) -> str | None:
+        """The next line, or None at the end of input."""
+        if self.ended:
+            return None
+        try:
+            return await asyncio.to_thread(input, prompt if self.tty else "")
+        except EOFError:
+            self.ended = True
+            return None
+
+
+class _Prompt:
+    """One conversation of ``openpista connect``: each message is sent, with the same
+    request id, on new connections until it is answered (the server never runs an id
+    twice). ``lines`` is None in -e mode: approvals are then answered elsewhere."""
+
+    def __init__(self, link: _Link, lines: _Lines | None) -> None:
+        self.link = link
+        self.lines = lines
+        self.pushes = _PushPrinter("> " if lines is not None and lines.tty else "")
+        self.quitting = False  # /quit was the answer to an approval
+        self._replies: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> int:
+        """Read lines until /quit (exit code 0) or the end of input (the code of the last
+        answer: 1 if it was an error)."""
+        assert self.lines is not None
+        listener = asyncio.create_task(_listen(self.link, self.pushes))
+        code = 0
+        try:
+            while not self.quitting:
+                line = await self.lines.read("> ")
+                if line is None:
+                    return code
+                if line.strip() in QUIT:
+                    return 0
+                if not line.strip():
+                    continue
+                self.pushes.hold()
+                try:
+                    code = await self.request(line)
+                finally:
+                    self.pushes.release()
+            return 0
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def request(self, text: str) -> int:
+        """Send ``text`` and print its answer; 1 if the answer is an error."""
+        from openpista_mobile.client import MobileError
+        from openpista_mobile.protocol import ErrorCode
+
+        request_id = uuid.uuid4().hex
+        try:
+            return await self._resend(lambda client: self._ask(client, text, request_id))
+        except MobileError as exc:
+            if exc.code != ErrorCode.DUPLICATE_REQUEST:
+                raise
+            click.echo(
+                "the server already had this message; its answer comes as a 📬 push", err=True
+            )
+            return 0
+        finally:
+            await asyncio.gather(*self._replies)
+
+    async def _resend(self, attempt: Callable[[MobileClient], Awaitable[T]]) -> T:
+        """``attempt`` on the live connection, again on a new one each time the
+        connection is lost (backing off; for at most PATIENCE seconds without one)."""
+        from openpista_mobile.client import ConnectionLost
+
+        loop = asyncio.get_running_loop()
+        delay, deadline = RETRY_FIRST, None
+        while True:
+            patience = PATIENCE if deadline is None else max(0.0, deadline - loop.time())
+            client = await self.link.ensure(patience)
+            try:
+                return await attempt(client)
+            except ConnectionLost:
+                deadline = deadline or loop.time() + PATIENCE
+                if loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _ask(self, client: MobileClient, text: str, request_id: str) -> int:
+        """Send ``text`` and print the answer as it streams; 1 if the answer is an error."""
+        from openpista.gateway.cli_adapter import Console, clip
+        from openpista_mobile.client import ConnectionLost
+
+        console = Console(sys.stdout, sys.stderr)
+        code = 0
+        try:
+            async for response in client.ask(text, request_id=request_id):
+                if response.approval is not None:
+                    console.line(response.approval.prompt(), err=True)
+                    if self.lines is not None:
+                        await self._decide(response.approval.id)
+                elif response.tool_call is not None:
+                    console.finish_stream("answer")
+                    args = json.dumps(response.tool_call.arguments, ensure_ascii=False)
+                    console.line(f"⚙ {response.tool_call.name} {clip(args)}", err=True, dim=True)
+                elif response.tool_result is not None:
+                    console.finish_stream("answer")
+                    result = response.tool_result
+                    first = result.output.strip().splitlines()[:1]
+                    mark = "✗" if result.is_error else "✓"
+                    summary = f"{mark} {result.name}: {clip(first[0] if first else '')}"
+                    console.line(summary, err=True, dim=True)
+                elif response.delta:
+                    console.stream("answer", response.text)
+                else:
+                    streamed = console.finish_stream("answer")
+                    if response.is_error:
+                        console.line(response.text, err=True)
+                        code = 1
+                    elif response.text and response.text != streamed:
+                        console.line(response.text)
+                    for attachment in response.attachments:
+                        console.line(f"📎 {attachment.describe()}", err=True)
+        except ConnectionLost:
+            console.finish_stream("answer")  # the answer starts again after the reconnect
+            raise
+        return code
+
+    async def _decide(self, approval_id: str) -> None:
+        """Read the answer to an approval from the next line: y/yes approves; the end of
+        input or /quit denies (and /quit leaves once the answer is in)."""
+        assert self.lines is not None
+        answer = await self.lines.read("approve? [y/N] ")
+        if answer is None:
+            click.echo(f"standard input ended: denying {approval_id}", err=True)
+        elif answer.strip() in QUIT:
+            self.quitting = True
+            click.echo(f"denying {approval_id}, then leaving", err=True)
+        verb = (
+            "approve" if answer is not None and answer.strip().lower() in ("y", "yes") else "deny"
+        )
+        reply = asyncio.create_task(self._reply(f"/{verb} {approval_id}"))
+        self._replies.add(reply)
+        reply.add_done_callback(self._replies.discard)
+
+    async def _reply(self, text: str) -> None:
+        request_id = uuid.uuid4().hex
+        final = await self._resend(lambda client: client.answer(text, request_id=request_id))
+        click.echo(final.text, err=True)
 
 
 class _PushPrinter:
     """Prints pushed answers marked ``📬 push:``; held back while an answer streams."""
 
-    def __init__(self) -> None:
+    def __init__(self, prompt: str) -> None:
+        self._prompt = prompt  # shown again after a push printed at the prompt
         self._busy = False
         self._held: list[AgentResponse] = []
 
@@ -185,8 +388,7 @@ class _PushPrinter:
         else:
             self._print(response, prompt=True)
 
-    @staticmethod
-    def _print(response: AgentResponse, *, prompt: bool) -> None:
+    def _print(self, response: AgentResponse, *, prompt: bool) -> None:
         if response.approval is not None:
             approval = response.approval
             body = f"{approval.prompt()} (answer /approve {approval.id} or /deny {approval.id})"
@@ -195,7 +397,8 @@ class _PushPrinter:
         lines = [f"📬 push: {body}"]
         lines += [f"📎 {attachment.describe()}" for attachment in response.attachments]
         # At the prompt: overwrite the "> " already shown, then show it again.
-        sys.stdout.write("\r" + "\n".join(lines) + ("\n> " if prompt else "\n"))
+        again = self._prompt if prompt else ""
+        sys.stdout.write(("\r" if again else "") + "\n".join(lines) + "\n" + again)
         sys.stdout.flush()
 
 
@@ -205,63 +408,11 @@ async def _listen(link: _Link, printer: _PushPrinter) -> None:
 
     while True:
         try:
-            client = await link.ensure(quiet=True)
-        except MobileError:
-            client = None
-        if client is None:
-            await asyncio.sleep(RECONNECT_DELAY)
-            continue
+            client = await link.ensure(patience=None)
+        except MobileError:  # refused (token, certificate): the next request says why
+            return
         async for response in client.pushed():
             printer.show(response)
-
-
-async def _ask(client: object, text: str, *, interactive: bool) -> int:
-    """Send ``text`` and print the answer as it streams; 1 if the answer is an error."""
-    from openpista.gateway.cli_adapter import Console, clip
-    from openpista_mobile.client import MobileClient
-
-    assert isinstance(client, MobileClient)
-    console = Console(sys.stdout, sys.stderr)
-    side: set[asyncio.Task[None]] = set()
-    code = 0
-    async for response in client.ask(text):
-        if response.approval is not None:
-            console.line(response.approval.prompt(), err=True)
-            if interactive:
-                answer = await asyncio.to_thread(input, "approve? [y/N] ")
-                verb = "approve" if answer.strip().lower() in ("y", "yes") else "deny"
-                side.add(asyncio.create_task(_reply(client, f"/{verb} {response.approval.id}")))
-        elif response.tool_call is not None:
-            console.finish_stream("answer")
-            args = json.dumps(response.tool_call.arguments, ensure_ascii=False)
-            console.line(f"⚙ {response.tool_call.name} {clip(args)}", err=True, dim=True)
-        elif response.tool_result is not None:
-            console.finish_stream("answer")
-            result = response.tool_result
-            first = result.output.strip().splitlines()[:1]
-            mark = "✗" if result.is_error else "✓"
-            console.line(f"{mark} {result.name}: {clip(first[0] if first else '')}", True, True)
-        elif response.delta:
-            console.stream("answer", response.text)
-        else:
-            streamed = console.finish_stream("answer")
-            if response.is_error:
-                console.line(response.text, err=True)
-                code = 1
-            elif response.text and response.text != streamed:
-                console.line(response.text)
-            for attachment in response.attachments:
-                console.line(f"📎 {attachment.describe()}", err=True)
-    await asyncio.gather(*side)
-    return code
-
-
-async def _reply(client: object, text: str) -> None:
-    from openpista_mobile.client import MobileClient
-
-    assert isinstance(client, MobileClient)
-    final = await client.answer(text)
-    click.echo(final.text, err=True)
 
 
 @click.group()

@@ -12,6 +12,11 @@
 
 Session tickets are kept under ``<home>/mobile/tickets/`` (one per server, device and trust
 setting), so the next connection sends its first request as 0-RTT early data.
+
+A connection that ends in a way a new one may fix (the server stopped, restarted, went silent
+or is not there) raises :class:`ConnectionLost`; a request that got no answer may then be
+sent again on a new connection with the same ``request_id`` (the server never runs an id
+twice). With ``keepalive`` the client pings the server and notices a silent one quickly.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import datetime
 import hashlib
 import json
 import logging
+import socket
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -46,6 +52,7 @@ from openpista_mobile.protocol import (
 )
 
 if TYPE_CHECKING:
+    from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.events import QuicEvent
     from aioquic.tls import SessionTicket
 
@@ -53,6 +60,9 @@ log = logging.getLogger(__name__)
 
 PIN_MISMATCH = 0x1FF  # client closes: the server's certificate is not the pinned one
 MAX_UNREAD_PUSHES = 1000  # pushes kept for pushed(); beyond it the oldest are dropped
+SILENT_PINGS = 4  # keep-alive intervals without a packet: time to see if the server restarted
+CLOSE_WAIT = 2.0  # seconds close() waits for the connection's closing period
+FIRST_PUSH_STREAM = 3  # the server's unidirectional streams are 3, 7, 11, ...
 _End = None
 
 
@@ -63,6 +73,37 @@ class MobileError(Exception):
         super().__init__(f"{message} ({code})")
         self.code = code
         self.message = message
+
+
+class ConnectionLost(MobileError):
+    """The connection ended in a way that a new one may fix: the server stopped or
+    restarted, went silent, or could not be reached. Requests without an answer may be
+    sent again (same ``request_id``) on a new connection."""
+
+
+class Unreachable(ConnectionLost):
+    """Nothing answered at the server's address: no QUIC server listens there (or the
+    network drops the packets)."""
+
+
+class CertificateError(MobileError):
+    """The server's certificate is not trusted: ``fingerprint`` is the SHA-256 it showed
+    ("" if none), ``pinned`` whether it was compared with a pinned fingerprint (else the
+    CA check failed)."""
+
+    def __init__(self, message: str, fingerprint: str, *, pinned: bool) -> None:
+        super().__init__("certificate", message)
+        self.fingerprint = fingerprint
+        self.pinned = pinned
+
+
+@dataclass
+class _PushStream:
+    """One server push stream as it arrives: its decoder and the pushes not yet delivered."""
+
+    decoder: FrameDecoder
+    pushes: list[tuple[int | None, AgentResponse]] = field(default_factory=list)
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,12 +182,14 @@ class TicketFile:
 def _client_protocol_class() -> type[Any]:
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.quic import events
+    from aioquic.quic.packet import QuicErrorCode
     from cryptography.hazmat.primitives.serialization import Encoding
 
     class _ClientProtocol(QuicConnectionProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.pin: str | None = None
+            self.address = ""  # host:port, for error messages
             self.max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
             self.streams: dict[int, tuple[FrameDecoder, asyncio.Queue[Any]]] = {}
             self.handshake: asyncio.Future[tuple[bool, bool]] = asyncio.Future()
@@ -154,7 +197,64 @@ def _client_protocol_class() -> type[Any]:
             self.handshake.add_done_callback(lambda f: f.cancelled() or f.exception())
             self.terminated: MobileError | None = None
             self.pushes: asyncio.Queue[AgentResponse | None] = asyncio.Queue()
-            self.push_streams: dict[int, FrameDecoder] = {}
+            self.push_streams: dict[int, _PushStream] = {}
+            self._next_push_stream = FIRST_PUSH_STREAM
+            self._last_seq = 0
+            self.heard = False  # any packet from the server yet
+            self.heard_at = self._loop.time()
+            self._keepalive: asyncio.TimerHandle | None = None
+            self._pushes_ended = False
+
+        def datagram_received(self, data: bytes | str, addr: Any) -> None:
+            self.heard, self.heard_at = True, self._loop.time()
+            super().datagram_received(data, addr)
+
+        def error_received(self, exc: Exception) -> None:
+            # The socket is connected, so an ICMP error about the server lands here.
+            if isinstance(exc, ConnectionRefusedError):
+                why = f"nothing listens on udp {self.address}"
+            else:
+                why = f"cannot reach udp {self.address}: {exc}"
+            self.lost(Unreachable("unreachable", why))
+
+        @property
+        def silence(self) -> float:
+            """Seconds since the last packet from the server (or since the start)."""
+            return float(self._loop.time() - self.heard_at)
+
+        def keep_alive(self, interval: float) -> None:
+            """Ping the server every ``interval`` seconds from now on, so that its silence
+            means something (and the connection does not idle out). The first ping waits
+            an interval: a 0-RTT request sent meanwhile still rides in the first flight."""
+            self._keepalive = self._loop.call_later(interval, self._ping, interval)
+
+        def _ping(self, interval: float) -> None:
+            if self.terminated is not None:
+                return
+            self._quic.send_ping(0)
+            self.transmit()
+            self._keepalive = self._loop.call_later(interval, self._ping, interval)
+
+        def lost(self, error: MobileError) -> None:
+            """End the connection with ``error``: every waiting request raises it, pushes
+            end; the server is told (if it is still there) so it pushes what remains."""
+            if self.terminated is None:
+                self.terminated = error
+                self.close(error_code=QuicErrorCode.NO_ERROR, reason_phrase=error.message)
+            self._ended(self.terminated)
+
+        def _ended(self, error: MobileError) -> None:
+            if self._keepalive is not None:
+                self._keepalive.cancel()
+            if not self.handshake.done():
+                self.handshake.set_exception(error)
+            for _, queue in self.streams.values():
+                queue.put_nowait(error)
+            self.streams.clear()
+            self.push_streams.clear()
+            if not self._pushes_ended:
+                self._pushes_ended = True
+                self.pushes.put_nowait(_End)
 
         def open_stream(self) -> tuple[int, asyncio.Queue[Any]]:
             if self.terminated is not None:
@@ -171,7 +271,7 @@ def _client_protocol_class() -> type[Any]:
                 entry = self.streams.get(event.stream_id)
                 if entry is None:
                     if event.stream_id % 4 == 3:  # server-initiated unidirectional: a push
-                        self._push_data(event.stream_id, event.data, event.end_stream)
+                        self.push_data(event.stream_id, event.data, event.end_stream)
                     return
                 decoder, queue = entry
                 for frame in decoder.feed(event.data):
@@ -186,29 +286,65 @@ def _client_protocol_class() -> type[Any]:
                 entry = self.streams.pop(event.stream_id, None)
                 if entry is not None:
                     entry[1].put_nowait(_stream_error(event.error_code))
+                elif event.stream_id % 4 == 3:
+                    self.push_data(event.stream_id, b"", True)
             elif isinstance(event, events.ConnectionTerminated):
-                error = self.terminated or _connection_error(event.error_code, event.reason_phrase)
-                self.terminated = error
-                if not self.handshake.done():
-                    self.handshake.set_exception(error)
-                for _, queue in self.streams.values():
-                    queue.put_nowait(error)
-                self.streams.clear()
-                self.push_streams.clear()
-                self.pushes.put_nowait(_End)
+                if self.terminated is None:
+                    self.terminated = self._termination_error(event)
+                self._ended(self.terminated)
 
-        def _push_data(self, stream_id: int, data: bytes, end: bool) -> None:
-            decoder = self.push_streams.setdefault(stream_id, FrameDecoder(self.max_frame_bytes))
-            for frame in decoder.feed(data):
-                response = _pushed_response(frame)
-                if response is None:
-                    continue
-                if self.pushes.qsize() >= MAX_UNREAD_PUSHES:
-                    dropped = self.pushes.get_nowait()
-                    log.warning("mobile: nobody reads pushes; dropped %r", dropped)
-                self.pushes.put_nowait(response)
-            if end or decoder.broken:
-                del self.push_streams[stream_id]
+        def _termination_error(self, event: Any) -> MobileError:
+            local_tls_failure = (
+                event.frame_type is not None
+                and QuicErrorCode.CRYPTO_ERROR <= event.error_code <= 0x1FF
+                and not self.handshake.done()
+            )
+            certificate = self._quic.tls._peer_certificate if local_tls_failure else None
+            if certificate is not None:
+                seen = fingerprint_of(certificate.public_bytes(Encoding.DER))
+                reason = event.reason_phrase or "verification failed"
+                return CertificateError(
+                    f"the server's certificate is not trusted ({reason})", seen, pinned=False
+                )
+            error = _connection_error(event.error_code, event.reason_phrase)
+            if isinstance(error, ConnectionLost) and not self.heard:
+                return Unreachable(error.code, f"no answer from {self.address}")
+            return error
+
+        def push_data(self, stream_id: int, data: bytes, end: bool) -> None:
+            """Take a push stream's bytes; deliver pushes in the order the server opened
+            their streams (which is ``seq`` order), whatever order the streams arrive in."""
+            if stream_id < self._next_push_stream:
+                return
+            entry = self.push_streams.get(stream_id)
+            if entry is None:
+                entry = self.push_streams[stream_id] = _PushStream(
+                    FrameDecoder(self.max_frame_bytes)
+                )
+            for frame in entry.decoder.feed(data):
+                pushed = _pushed_response(frame)
+                if pushed is not None:
+                    entry.pushes.append(pushed)
+            entry.done = entry.done or end or entry.decoder.broken
+            while (head := self.push_streams.get(self._next_push_stream)) is not None:
+                for seq, response in head.pushes:
+                    self._deliver(seq, response)
+                head.pushes.clear()
+                if not head.done:
+                    break
+                del self.push_streams[self._next_push_stream]
+                self._next_push_stream += 4
+
+        def _deliver(self, seq: int | None, response: AgentResponse) -> None:
+            if seq is not None:
+                if seq <= self._last_seq:
+                    log.warning("mobile: ignoring push %d: push %d came", seq, self._last_seq)
+                    return
+                self._last_seq = seq
+            if self.pushes.qsize() >= MAX_UNREAD_PUSHES:
+                dropped = self.pushes.get_nowait()
+                log.warning("mobile: nobody reads pushes; dropped %r", dropped)
+            self.pushes.put_nowait(response)
 
         def _handshake_completed(self, event: Any) -> None:
             if self.pin is not None and not event.session_resumed:
@@ -218,9 +354,10 @@ def _client_protocol_class() -> type[Any]:
                 der = certificate.public_bytes(Encoding.DER) if certificate else b""
                 seen = fingerprint_of(der)
                 if seen != self.pin:
-                    self.terminated = MobileError(
-                        "certificate",
+                    self.terminated = CertificateError(
                         f"the server's certificate fingerprint is {seen}, not the pinned one",
+                        seen,
+                        pinned=True,
                     )
                     self.close(error_code=PIN_MISMATCH, reason_phrase="certificate mismatch")
                     return
@@ -230,16 +367,20 @@ def _client_protocol_class() -> type[Any]:
     return _ClientProtocol
 
 
-def _pushed_response(frame: dict[str, Any] | FrameError) -> AgentResponse | None:
-    """The response a ``push`` frame carries (None, logged, for anything else)."""
+def _pushed_response(
+    frame: dict[str, Any] | FrameError,
+) -> tuple[int | None, AgentResponse] | None:
+    """The ``seq`` and response of a ``push`` frame (None, logged, for anything else)."""
     if isinstance(frame, FrameError) or frame.get("type") != "push":
         log.warning("mobile: ignoring a server stream that is not a push: %r", frame)
         return None
     try:
-        return AgentResponse.model_validate(frame.get("response"))
+        response = AgentResponse.model_validate(frame.get("response"))
     except ValueError as exc:
         log.warning("mobile: ignoring a malformed push: %s", exc)
         return None
+    seq = frame.get("seq")
+    return (seq if isinstance(seq, int) and not isinstance(seq, bool) else None), response
 
 
 def _stream_error(code: int) -> MobileError:
@@ -251,15 +392,16 @@ def _stream_error(code: int) -> MobileError:
 
 
 def _connection_error(code: int, reason: str) -> MobileError:
+    """What a connection closed with ``code`` means (all but a refusal: ConnectionLost)."""
     if code == AppError.UNAUTHORIZED:
         return MobileError(code, "the server refused the device id or token")
     if code == AppError.SHUTTING_DOWN:
-        return MobileError(code, "the server is shutting down")
+        return ConnectionLost(code, "the server is shutting down")
     if code == AppError.TOO_MANY_UNAUTHENTICATED:
-        return MobileError(code, "the server has too many connections waiting to log in")
+        return ConnectionLost(code, "the server has too many connections waiting to log in")
     if code == AppError.AUTH_TIMEOUT:
-        return MobileError(code, "the connection did not authenticate in time")
-    return MobileError(code, f"the connection closed{': ' + reason if reason else ''}")
+        return ConnectionLost(code, "the connection did not authenticate in time")
+    return ConnectionLost(code, f"the connection closed{': ' + reason if reason else ''}")
 
 
 class MobileClient:
@@ -271,6 +413,7 @@ class MobileClient:
         self._token: str | None = None
         self._protocol: Any = None
         self._exit: contextlib.AsyncExitStack | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.resumed_with_ticket = False
 
     @classmethod
@@ -286,6 +429,7 @@ class MobileClient:
         tickets: Path | None = None,
         early_data: bool = True,
         timeout: float = 10.0,  # noqa: ASYNC109
+        keepalive: float | None = None,
     ) -> MobileClient:
         """Connect to ``quic://host:port``.
 
@@ -293,9 +437,17 @@ class MobileClient:
         against a CA bundle; ``insecure`` trusts anything (testing only); none of them uses
         the system's CAs. With a stored session ticket and ``early_data`` the handshake is
         not waited for: the first request travels as 0-RTT data. ``token``/``device_id``
-        may be left out by a client that only sends worker reports.
+        may be left out by a client that only sends worker reports. ``keepalive`` pings
+        the server every that many seconds; when it has been silent for four of them, a
+        second connection is tried: if the server answers that one (it was killed and
+        restarted, so it forgot this connection), this one ends with
+        :class:`ConnectionLost`; if not, it may just be busy and the wait goes on. A host
+        that refuses the port (nobody listens any more) ends it at once.
+
+        Raises :class:`Unreachable` when nothing answers at the address (at once if the
+        host refuses the port, else after ``timeout``), :class:`CertificateError` for an
+        untrusted certificate, :class:`MobileError` when the server refuses.
         """
-        from aioquic.asyncio.client import connect
         from aioquic.quic.configuration import QuicConfiguration
 
         client = cls()
@@ -319,32 +471,42 @@ class MobileClient:
 
         protocol_class = _client_protocol_class()
 
-        def create(*args: Any, **kwargs: Any) -> Any:
-            protocol = protocol_class(*args, **kwargs)
+        def create(connection: Any) -> Any:
+            protocol = protocol_class(connection)
             protocol.pin = pin
+            protocol.address = f"{endpoint.host}:{endpoint.port}"
             return protocol
 
         stack = contextlib.AsyncExitStack()
         try:
-            client._protocol = await asyncio.wait_for(
-                stack.enter_async_context(
-                    connect(
-                        endpoint.host,
-                        endpoint.port,
-                        configuration=configuration,
-                        create_protocol=create,
-                        session_ticket_handler=ticket_file.store,
-                        wait_connected=ticket is None,
-                    )
-                ),
-                timeout,
-            )
+            dial = _dial(endpoint, configuration, create, ticket_file.store)
+            client._protocol = protocol = await stack.enter_async_context(dial)
             if ticket is None:
-                await client.handshake()
+                try:
+                    await asyncio.wait_for(client.handshake(), timeout)
+                except TimeoutError:
+                    address = f"{endpoint.host}:{endpoint.port}"
+                    why = f"no answer from {address} within {timeout:g} s"
+                    raise Unreachable("unreachable", why) from None
         except BaseException:
             await stack.aclose()
             raise
         client._exit = stack
+        if keepalive is not None:
+            protocol.keep_alive(keepalive)
+
+            def redial() -> Awaitable[MobileClient]:
+                return cls.connect(
+                    url,
+                    fingerprint=fingerprint,
+                    insecure=insecure,
+                    cafile=cafile,
+                    tickets=tickets,
+                    early_data=False,
+                    timeout=keepalive * SILENT_PINGS,
+                )
+
+            client._watchdog = asyncio.create_task(client._watch(keepalive, redial))
         return client
 
     async def handshake(self) -> tuple[bool, bool]:
@@ -362,6 +524,32 @@ class MobileClient:
     def closed(self) -> bool:
         """Whether the connection has ended (closed, timed out, or refused)."""
         return self._protocol is None or self._protocol.terminated is not None
+
+    async def _watch(self, interval: float, redial: Callable[[], Awaitable[MobileClient]]) -> None:
+        """While the connection is open: when the server has been silent for
+        ``SILENT_PINGS`` intervals, end the connection if a new one to the server works."""
+        protocol = self._connection()
+        limit = interval * SILENT_PINGS
+        while protocol.terminated is None:
+            await asyncio.sleep(interval)
+            if protocol.silence <= limit:
+                continue
+            try:
+                probe = await redial()
+            except MobileError:  # nothing answers new connections either: maybe busy
+                continue
+            await probe.close()
+            if protocol.silence > limit:
+                why = f"{protocol.address} did not answer for {protocol.silence:.0f} s"
+                protocol.lost(ConnectionLost("silent", f"{why}; it answers new connections"))
+
+    @property
+    def error(self) -> MobileError | None:
+        """Why the connection ended (None while it is open, or after :meth:`close`)."""
+        if self._protocol is None:
+            return None
+        error: MobileError | None = self._protocol.terminated
+        return error
 
     @property
     def early_data_accepted(self) -> bool | None:
@@ -411,7 +599,7 @@ class MobileClient:
             raise MobileError("protocol", "the stream ended without an answer")
         return final
 
-    async def pushed(self) -> AsyncIterator[AgentResponse]:
+    async def pushed(self) -> AsyncGenerator[AgentResponse, None]:
         """The responses the server pushes (answers of no request on this connection: cron
         entries, answers that outlived an earlier connection, approval requests of those),
         in arrival order; ends when the connection does.
@@ -441,6 +629,10 @@ class MobileClient:
 
     async def close(self) -> None:
         """Close the connection."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
         stack, self._exit = self._exit, None
         if stack is not None:
             await stack.aclose()
@@ -481,6 +673,48 @@ class MobileClient:
             if item.get("type") == "error":
                 raise MobileError(str(item.get("code")), str(item.get("message")))
             yield item
+
+
+@contextlib.asynccontextmanager
+async def _dial(
+    endpoint: Endpoint,
+    configuration: QuicConfiguration,
+    create: Callable[[Any], Any],
+    ticket_handler: Callable[[SessionTicket], None],
+) -> AsyncIterator[Any]:
+    """A client connection (not started: ``transmit()`` starts it), as aioquic's
+    ``connect()`` makes one but on a *connected* UDP socket, so that an ICMP error (no
+    server on the port) reaches the protocol at once instead of after a timeout."""
+    from aioquic.quic.connection import QuicConnection
+
+    loop = asyncio.get_running_loop()
+    address = f"{endpoint.host}:{endpoint.port}"
+    try:
+        infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise Unreachable("unreachable", f"cannot resolve {endpoint.host}: {exc}") from None
+    addr: tuple[Any, ...] = infos[0][4]
+    if len(addr) == 2:
+        addr = ("::ffff:" + str(addr[0]), addr[1], 0, 0)
+    configuration.server_name = configuration.server_name or endpoint.host
+    connection = QuicConnection(configuration=configuration, session_ticket_handler=ticket_handler)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0, 0, 0))
+        sock.connect(addr)
+    except OSError as exc:
+        sock.close()
+        raise Unreachable("unreachable", f"cannot reach udp {address}: {exc}") from None
+    transport, protocol = await loop.create_datagram_endpoint(lambda: create(connection), sock=sock)
+    try:
+        protocol.connect(addr, transmit=False)
+        yield protocol
+    finally:
+        protocol.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(protocol.wait_closed(), CLOSE_WAIT)
+        transport.close()
 
 
 def encode_attachment(path: Path, mime_type: str) -> Attachment:
