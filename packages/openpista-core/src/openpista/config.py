@@ -202,6 +202,8 @@ class Settings(BaseSettings):
     cron: list[CronEntry] = Field(default_factory=list)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     auth: dict[str, AuthProviderSettings] = Field(default_factory=dict)
+    mcp: dict[str, Any] = Field(default_factory=dict)
+    """``[mcp]``: validated by the openpista-mcp plugin (its ``McpSettings``)."""
 
     source_path: Path | None = Field(default=None, exclude=True)
 

@@ -1,0 +1,387 @@
+"""One MCP server: connect, list its tools, serve calls, restart it with backoff.
+
+A :class:`ServerConnection` lives on the MCP event loop (see :mod:`openpista_mcp.manager`).
+Its supervisor task keeps one SDK :class:`mcp.Client` open; when the transport ends (the
+program died, the endpoint went away) the state becomes ``failed`` with the reason, and the
+server is connected again after 1, 2, 4 ... up to 60 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+import anyio
+import httpx2
+import mcp_types
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client import Transport
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.message import SessionMessage
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from openpista import __version__
+from openpista.config import ConfigError
+from openpista.tools import ToolError
+from openpista_mcp.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+State = Literal["starting", "ready", "failed", "stopped"]
+
+INITIAL_BACKOFF = 1.0
+MAX_BACKOFF = 60.0
+MAX_SSE_EVENT_BYTES = 32 * 1024 * 1024
+"""One streamed message (a big tool result) may be this large; the SDK's default is 1 MiB."""
+_LIST_PAGES = 50
+"""A server whose listing never ends is cut off after this many pages."""
+
+
+class ServerConnection:
+    """The connection to one configured server, kept open by :meth:`start`'s task."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServerSettings,
+        on_tools_changed: Callable[[ServerConnection], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.state: State = "starting"
+        self.error: str | None = None
+        """Why the server is not ready (``failed``), or what went wrong last."""
+        self.tools: list[mcp_types.Tool] = []
+        self.capabilities: mcp_types.ServerCapabilities | None = None
+        self.protocol_version: str | None = None
+        self.retry_at: float | None = None
+        """``time.monotonic()`` of the next connection attempt while ``failed``."""
+        self.restarts = 0
+        self._on_tools_changed = on_tools_changed
+        self._client: Client | None = None
+        self._settled = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._protocol_error: str | None = None
+        self._http_error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._scope = anyio.CancelScope()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the supervisor task (on the running loop)."""
+        self._task = asyncio.create_task(self._supervise(), name=f"mcp-{self.name}")
+
+    async def wait_settled(self) -> None:
+        """Return once the current connection attempt succeeded or failed."""
+        await self._settled.wait()
+
+    async def stop(self) -> None:
+        """Close the connection (a stdio server's program is ended) and stop restarting."""
+        self.state = "stopped"
+        # An anyio cancel, not task.cancel(): the SDK shields the ending of a stdio program
+        # from the former only.
+        self._scope.cancel()
+        for task in self._background:
+            task.cancel()
+        tasks = [task for task in (self._task, *self._background) if task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _supervise(self) -> None:
+        delay = INITIAL_BACKOFF
+        with self._scope:
+            while True:
+                self._settled.clear()
+                self.state = "starting"
+                self.retry_at = None
+                was_ready = False
+                try:
+                    was_ready = await self._connect_and_serve()
+                except ConfigError as exc:  # retrying cannot help: wait for a fixed config
+                    self._give_up(str(exc))
+                    return
+                except Exception as exc:
+                    self.error = describe_error(exc)
+                    if self._http_error:
+                        self.error += f" ({self._http_error})"
+                if was_ready:
+                    delay = INITIAL_BACKOFF
+                    self.restarts += 1
+                self.state = "failed"
+                self.retry_at = time.monotonic() + delay
+                self._settled.set()
+                log.error("❌ MCP server %s: %s (retrying in %g s)", self.name, self.error, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    async def _connect_and_serve(self) -> bool:
+        """Connect, list tools, serve until the transport ends; whether it got ready."""
+        self._lost = asyncio.Event()
+        self._protocol_error = None
+        self._http_error = None
+        client = Client(
+            _watched(self._transport(), self._lost, self._note_stream_error),
+            mode="auto",
+            message_handler=self._on_message,
+            client_info=mcp_types.Implementation(name="openpista", version=__version__),
+            cache=None,
+        )
+        started = anyio.Event()
+        timed_out = False
+
+        async def watchdog() -> None:
+            nonlocal timed_out
+            with anyio.move_on_after(self.settings.startup_timeout):
+                await started.wait()
+                return
+            timed_out = True
+            group.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watchdog)
+            async with client:
+                tools = await _list_tools(client)
+                started.set()
+                self._serving(client, tools)
+                try:
+                    if self._listens_for_changes():
+                        self._spawn(self._listen(client))
+                    await self._lost.wait()
+                finally:
+                    self._client = None
+        if timed_out:
+            detail = f"; it sent {self._protocol_error}" if self._protocol_error else ""
+            raise ToolError(f"no answer within {self.settings.startup_timeout:g} s{detail}")
+        self.error = self._protocol_error or "the connection closed"
+        return True
+
+    def _serving(self, client: Client, tools: list[mcp_types.Tool]) -> None:
+        self._client = client
+        self.tools = tools
+        self.capabilities = client.server_capabilities
+        self.protocol_version = client.protocol_version
+        self.state = "ready"
+        self.error = None
+        self._settled.set()
+        log.info("MCP server %s ready: %d tool(s)", self.name, len(tools))
+
+    def _transport(self) -> Transport:
+        settings = self.settings
+        if settings.transport == "stdio":
+            assert settings.command is not None
+            return _stdio(settings)
+        assert settings.url is not None
+        headers = settings.request_headers()
+        if settings.transport == "sse":
+            return sse_client(settings.url, headers=headers, timeout=settings.startup_timeout)
+        # The SDK's own defaults: a response stream may stay quiet for minutes.
+        http = httpx2.AsyncClient(
+            headers=headers,
+            timeout=httpx2.Timeout(30.0, read=300.0),
+            event_hooks={"response": [self._note_response]},
+        )
+        return streamable_http_client(
+            settings.url, http_client=http, max_sse_event_size=MAX_SSE_EVENT_BYTES
+        )
+
+    async def _note_response(self, response: httpx2.Response) -> None:
+        # The SDK reports a refused request without its status: keep it for the error.
+        if response.status_code >= 400:
+            self._http_error = f"HTTP {response.status_code} from {response.url}"
+
+    def _give_up(self, error: str) -> None:
+        self.state = "failed"
+        self.error = error
+        self.retry_at = None
+        self._settled.set()
+        log.error("❌ MCP server %s: %s", self.name, error)
+
+    # --- change notifications ----------------------------------------------------------
+
+    def _listens_for_changes(self) -> bool:
+        tools = self.capabilities.tools if self.capabilities else None
+        modern = self.protocol_version in MODERN_PROTOCOL_VERSIONS
+        return modern and tools is not None and bool(tools.list_changed)
+
+    async def _listen(self, client: Client) -> None:
+        """2026-era servers announce changes on a ``subscriptions/listen`` stream."""
+        try:
+            async with client.listen(tools_list_changed=True) as subscription:
+                async for _event in subscription:
+                    await self._refresh_tools(client)
+        except Exception as exc:  # the stream is best effort: the server keeps working
+            log.info("MCP server %s: no change notifications (%s)", self.name, exc)
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, Exception):
+            self._note_stream_error(message)
+        elif isinstance(message, mcp_types.ToolListChangedNotification) and self._client:
+            self._spawn(self._refresh_tools(self._client))
+
+    def _note_stream_error(self, error: Exception) -> None:
+        self._protocol_error = f"malformed JSON-RPC ({describe_error(error)})"
+        log.warning("MCP server %s sent %s", self.name, self._protocol_error)
+
+    async def _refresh_tools(self, client: Client) -> None:
+        try:
+            self.tools = await _list_tools(client)
+        except Exception as exc:
+            log.warning("MCP server %s: listing its changed tools failed: %s", self.name, exc)
+            return
+        log.info("MCP server %s changed its tools: %d now", self.name, len(self.tools))
+        if self._on_tools_changed is not None:
+            self._on_tools_changed(self)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- calls -------------------------------------------------------------------------
+
+    async def client(self) -> Client:
+        """The open client; waits while (re)connecting, raises ToolError when down."""
+        if self._lost.is_set():
+            self._mark_lost()
+        if self.state == "starting":
+            await self._settled.wait()
+        if self._client is None or self.state != "ready":
+            again = ""
+            if self.retry_at is not None:
+                wait = max(0.0, self.retry_at - time.monotonic())
+                again = f"; openpista connects again in {wait:.0f} s"
+            raise ToolError(f"MCP server {self.name} is not available: {self.error}{again}")
+        return self._client
+
+    def _mark_lost(self) -> None:
+        """The transport ended: calls wait for the supervisor's next attempt."""
+        if self.state == "ready":
+            self.state = "starting"
+            self._settled.clear()
+        self._lost.set()
+
+    async def call_tool(self, tool: str, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
+        """Call ``tool``; every failure is a ToolError naming the server and the tool."""
+        client = await self.client()
+        label = f"MCP tool {tool} of server {self.name}"
+        try:
+            return await client.call_tool(
+                tool, arguments, read_timeout_seconds=self.settings.timeout
+            )
+        except Exception as exc:
+            raise self._call_error(label, exc) from None
+
+    async def read_resource(self, uri: str) -> mcp_types.ReadResourceResult:
+        """Read resource ``uri``; failures as for :meth:`call_tool`."""
+        client = await self.client()
+        try:
+            with anyio.fail_after(self.settings.timeout):
+                return await client.read_resource(uri)
+        except Exception as exc:
+            raise self._call_error(f"reading {uri} from MCP server {self.name}", exc) from None
+
+    async def list_resources(self) -> list[mcp_types.Resource]:
+        """Every resource the server lists (page by page, bounded)."""
+        client = await self.client()
+        found: list[mcp_types.Resource] = []
+        cursor: str | None = None
+        try:
+            with anyio.fail_after(self.settings.timeout):
+                for _ in range(_LIST_PAGES):
+                    page = await client.list_resources(cursor=cursor)
+                    found.extend(page.resources)
+                    cursor = page.next_cursor
+                    if cursor is None:
+                        break
+        except Exception as exc:
+            raise self._call_error(f"listing the resources of {self.name}", exc) from None
+        return found
+
+    def _call_error(self, label: str, exc: Exception) -> ToolError:
+        if isinstance(exc, ToolError):
+            return exc
+        if isinstance(exc, TimeoutError) or (
+            isinstance(exc, MCPError) and exc.code == REQUEST_TIMEOUT
+        ):
+            hint = f" (the server sent {self._protocol_error})" if self._protocol_error else ""
+            return ToolError(f"{label} timed out after {self.settings.timeout:g} s{hint}")
+        if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED:
+            self._mark_lost()
+            return ToolError(
+                f"{label} failed: the server closed the connection during the call; "
+                "openpista starts it again"
+            )
+        return ToolError(f"{label} failed: {describe_error(exc)}")
+
+
+def _stdio(settings: ServerSettings) -> Transport:
+    from mcp.client.stdio import stdio_client
+
+    assert settings.command is not None
+    params = StdioServerParameters(
+        command=settings.command,
+        args=settings.args,
+        env=settings.env or None,
+        cwd=settings.cwd.expanduser() if settings.cwd else None,
+    )
+    return stdio_client(params)
+
+
+@contextlib.asynccontextmanager
+async def _watched(
+    transport: Transport, lost: asyncio.Event, on_error: Callable[[Exception], None]
+) -> AsyncIterator[tuple[Any, Any]]:
+    """``transport`` with its end noticed: ``lost`` is set when the server's stream ends,
+    and every unparseable message is reported to ``on_error`` on its way to the session."""
+    async with transport as (read, write):
+        send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+        async def pump() -> None:
+            try:
+                async with send:
+                    async for item in read:
+                        if isinstance(item, Exception):
+                            on_error(item)
+                        await send.send(item)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+            finally:
+                lost.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(pump)
+            try:
+                yield receive, write
+            finally:
+                group.cancel_scope.cancel()
+
+
+async def _list_tools(client: Client) -> list[mcp_types.Tool]:
+    tools: list[mcp_types.Tool] = []
+    cursor: str | None = None
+    for _ in range(_LIST_PAGES):
+        page = await client.list_tools(cursor=cursor)
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return tools
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line for what went wrong (exception groups unwrapped)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, ToolError | MCPError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"command not found: {exc.filename}"
+    text = str(exc).strip() or "no details"
+    return f"{type(exc).__name__}: {text}"

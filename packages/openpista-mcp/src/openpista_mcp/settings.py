@@ -1,0 +1,129 @@
+"""Options of the MCP client: ``[mcp]`` and one ``[mcp.servers.NAME]`` table per server."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from openpista.config import ConfigError, plugin_options
+
+if TYPE_CHECKING:
+    from openpista.config import Settings
+
+SERVER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+"""Server names become part of tool names (``mcp.<server>.<tool>``): short, no dots."""
+
+
+class ToolFilter(BaseModel):
+    """``tools.allow`` / ``tools.deny``: globs on the server's own tool names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[str] = Field(default_factory=lambda: ["*"])
+    deny: list[str] = Field(default_factory=list)
+
+    def admits(self, name: str) -> bool:
+        """Whether tool ``name`` is offered: it matches an allow glob and no deny glob."""
+        allowed = any(fnmatch.fnmatchcase(name, glob) for glob in self.allow)
+        return allowed and not any(fnmatch.fnmatchcase(name, glob) for glob in self.deny)
+
+
+class ServerSettings(BaseModel):
+    """One ``[mcp.servers.NAME]``: a program spoken to over stdio (``command``) or a remote
+    endpoint (``url``: streamable HTTP, or legacy SSE with ``transport = "sse"``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    command: str | None = Field(default=None, min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    """Variables added to the safe environment the server starts with (PATH, HOME, ...)."""
+    cwd: Path | None = None
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    transport: Literal["stdio", "http", "sse"] | None = None
+    """Inferred when left out: ``stdio`` with ``command``; with ``url``, ``sse`` when the
+    path ends in ``/sse``, else ``http`` (streamable HTTP)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    bearer_token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The environment variable holding the token sent as ``Authorization: Bearer``."""
+    tools: ToolFilter = Field(default_factory=ToolFilter)
+    timeout: float = Field(default=60.0, gt=0)
+    """Seconds one call (a tool, a resource read) may take."""
+    startup_timeout: float = Field(default=30.0, gt=0)
+    """Seconds the server may take to start and list its tools."""
+    max_output_chars: int = Field(default=10_000, ge=100)
+    """What the LLM sees of one result at most; longer text is cut in the middle."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ServerSettings:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either command (a stdio server) or url (a remote server)")
+        if self.command is not None and self.transport not in (None, "stdio"):
+            raise ValueError(f"transport {self.transport!r} needs url, not command")
+        if self.url is not None and self.transport == "stdio":
+            raise ValueError('transport "stdio" needs command, not url')
+        if self.transport is None:
+            self.transport = "stdio" if self.command else _remote_kind(self.url or "")
+        return self
+
+    def request_headers(self) -> dict[str, str]:
+        """The HTTP headers of every request, the bearer token read from the environment now;
+        raises :class:`ConfigError` when the variable is unset."""
+        headers = dict(self.headers)
+        if self.bearer_token_env:
+            token = os.environ.get(self.bearer_token_env)
+            if not token:
+                raise ConfigError(f"the environment variable {self.bearer_token_env} is not set")
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def describe(self) -> str:
+        """Where the server is, for listings: the command line or the URL."""
+        if self.command is not None:
+            return " ".join([self.command, *self.args])
+        return f"{self.url} ({self.transport})"
+
+
+def _remote_kind(url: str) -> Literal["http", "sse"]:
+    path = url.split("?", 1)[0].rstrip("/")
+    return "sse" if path.endswith("/sse") else "http"
+
+
+class McpSettings(BaseModel):
+    """``[mcp]``: the MCP servers whose tools the agent gets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    servers: dict[str, ServerSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_names(cls, data: Any) -> Any:
+        servers = data.get("servers") if isinstance(data, dict) else None
+        if isinstance(servers, dict):
+            bad = [name for name in servers if not _valid_name(name)]
+            if bad:
+                raise ValueError(
+                    f"server name {bad[0]!r}: use letters, digits, '-' and '_' "
+                    "(at most 32, starting with a letter or digit)"
+                )
+        return data
+
+    @classmethod
+    def from_config(cls, config: Settings) -> McpSettings:
+        """Validate ``[mcp]``; anything wrong raises :class:`ConfigError` naming it."""
+        return plugin_options("mcp", config.mcp, cls)
+
+    def enabled(self) -> dict[str, ServerSettings]:
+        """The servers to start, by name."""
+        return {name: server for name, server in self.servers.items() if server.enabled}
+
+
+def _valid_name(name: object) -> bool:
+    return isinstance(name, str) and re.fullmatch(SERVER_NAME_PATTERN, name) is not None
