@@ -40,13 +40,12 @@ async def _round(clients: int, messages: int, db: Path, home: Path) -> LoadRun:
                 await ws.send(json.dumps({"type": "message", "text": text}))
                 while True:
                     response = (await next_frame(ws, "response", wait=600))["response"]
-                    if not response["delta"]:
+                    if response["kind"] == "answer":
                         return
 
             yield talk
 
-    async with instant_gateway(db, adapter) as gateway:
-        adapter.gateway = gateway
+    async with instant_gateway(db, adapter):
         return await talk_together([connection(n) for n in range(clients)], messages)
 
 

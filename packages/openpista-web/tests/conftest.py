@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from openpista.channels import ChannelContext
 from openpista.models import ChannelEvent
+from openpista.testing.adapters import QueueContext
 from openpista_web.adapter import WebAdapter
 from openpista_web.settings import WebSettings
 from openpista_web.testing import open_socket
@@ -19,11 +21,16 @@ CLIENT = "client-0001"
 
 
 class Served:
-    """A started web adapter and the queue its events land on."""
+    """A started web adapter and its context (without a gateway: where its events land)."""
 
-    def __init__(self, adapter: WebAdapter, inbound: asyncio.Queue[ChannelEvent]) -> None:
+    def __init__(self, adapter: WebAdapter, ctx: ChannelContext) -> None:
         self.adapter = adapter
-        self.inbound = inbound
+        self.ctx = ctx
+
+    @property
+    def inbound(self) -> asyncio.Queue[ChannelEvent]:
+        assert isinstance(self.ctx, QueueContext), "a gateway takes the events"
+        return self.ctx.events
 
     @property
     def http(self) -> str:
@@ -57,17 +64,18 @@ def web_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 async def serve_web(web_home: Path) -> AsyncIterator[Serve]:
-    """Start web adapters on a free port (options as in ``[channels.web]``); stopped after."""
+    """Start web adapters on a free port (options as in ``[channels.web]``) with ``ctx``
+    (default: a :class:`QueueContext`); stopped after."""
     started: list[WebAdapter] = []
 
-    async def start(gateway: Any = None, **options: Any) -> Served:
+    async def start(ctx: ChannelContext | None = None, **options: Any) -> Served:
         options.setdefault("port", 0)
         settings = WebSettings.from_table({"enabled": True, **options}, environ={})
-        adapter = WebAdapter(settings, TOKEN, gateway=gateway, upload_dir=web_home / "uploads")
-        inbound: asyncio.Queue[ChannelEvent] = asyncio.Queue()
-        await adapter.start(inbound)
+        adapter = WebAdapter(settings, TOKEN, upload_dir=web_home / "uploads")
+        context = ctx or QueueContext()
+        await adapter.start(context)
         started.append(adapter)
-        return Served(adapter, inbound)
+        return Served(adapter, context)
 
     yield start
     for adapter in started:

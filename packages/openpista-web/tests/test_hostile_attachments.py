@@ -30,9 +30,9 @@ async def test_hostile_attachment_paths_never_reach_the_browser(
     runtime.toolbox.tools.register(hostile.tool)
     gateway = Gateway(runtime, [])
     try:
-        served = await serve_web(gateway=gateway)
-        gateway.adapters.append(served.adapter)
         await gateway.start()
+        served = await serve_web(ctx=gateway)
+        gateway.adapters.append(served.adapter)
         llm_emulator.reply_tool_calls([(hostile.wire_name, {})])
         llm_emulator.reply_text("here are your files")
         frames: list[str] = []
@@ -42,7 +42,7 @@ async def test_hostile_attachment_paths_never_reach_the_browser(
             while True:
                 frames.append(str(await ws.recv()))
                 frame = json.loads(frames[-1])
-                if frame["type"] == "response" and not frame["response"]["delta"]:
+                if frame["type"] == "response" and frame["response"]["kind"] == "answer":
                     final = frame["response"]
                     break
     finally:
@@ -65,5 +65,5 @@ async def test_hostile_attachment_paths_never_reach_the_browser(
 
 def _attachments(frame: dict[str, Any]) -> list[dict[str, Any]]:
     response = frame.get("response") or {}
-    result = response.get("tool_result") or {}
+    result = response.get("result") or {}
     return [*response.get("attachments", []), *result.get("attachments", [])]

@@ -35,19 +35,19 @@ async def gateway(llm_emulator: LlmEmulator, tmp_path: Path) -> AsyncIterator[Ga
 
 
 async def serve_in(gateway: Gateway, serve_web: Serve, **options: Any) -> Any:
-    served = await serve_web(gateway=gateway, **options)
-    gateway.adapters.append(served.adapter)
-    served.inbound = gateway.queue
+    """A web adapter started with ``gateway`` as its context, served by it."""
     await gateway.start()
+    served = await serve_web(ctx=gateway, **options)
+    gateway.adapters.append(served.adapter)
     return served
 
 
 async def answer(ws: Any) -> tuple[list[str], dict[str, Any]]:
     """Streamed chunks and the final response of one turn."""
-    chunks = []
+    chunks: list[str] = []
     while True:
         response = (await next_frame(ws, "response", wait=30))["response"]
-        if not response["delta"]:
+        if response["kind"] == "answer":
             return chunks, response
         chunks.append(response["text"])
 
@@ -147,23 +147,22 @@ async def test_model_shows_and_switches(gateway: Gateway, serve_web: Serve) -> N
         await ws.send('{"type": "message", "text": "/model"}')
         assert "model: openai/gpt-4o-mini" in (await next_frame(ws, "notice"))["text"]
         await ws.send('{"type": "message", "text": "/model gpt-4o"}')
-        assert (await next_frame(ws, "notice"))["text"] == "model: openai/gpt-4o"
-        assert gateway.current_model == ("openai", "gpt-4o")
+        assert (await next_frame(ws, "notice"))["text"] == "model: openai/gpt-4o (this session)"
+        session = await gateway.session_for("web:client-0001")
+        assert gateway.model_of(session) == ("openai", "gpt-4o")
+        assert gateway.current_model == ("openai", "gpt-4o-mini")  # the other chats keep it
         await ws.send('{"type": "message", "text": "/model no-such-provider/x"}')
         assert (await next_frame(ws, "notice"))["text"].startswith("❌ cannot switch")
         await ws.send('{"type": "message", "text": "/help"}')
         assert "/clear" in (await next_frame(ws, "notice"))["text"]
 
 
-async def test_commands_without_a_gateway_say_what_they_need(serve_web: Serve) -> None:
+async def test_a_context_that_runs_no_commands_gets_them_as_messages(serve_web: Serve) -> None:
     served = await serve_web()
     async with served.connect() as ws:
-        hello, _ = await greeted(ws)
-        assert hello["commands"] is False
+        await greeted(ws)
         await ws.send('{"type": "message", "text": "/model"}')
-        notice = await next_frame(ws, "notice")
-    assert notice["is_error"]
-    assert "needs the openpista daemon" in notice["text"]
+        assert (await served.event()).text == "/model"
 
 
 async def test_image_reaches_the_llm(
@@ -184,9 +183,7 @@ async def test_image_reaches_the_llm(
 
 def is_final(frame: dict[str, Any]) -> bool:
     """Whether ``frame`` is the final answer of a turn (no chunk, tool step or request)."""
-    response = frame.get("response") or {}
-    steps = ("delta", "tool_call", "tool_result", "approval")
-    return frame["type"] == "response" and not any(response.get(key) for key in steps)
+    return bool(frame["type"] == "response" and frame["response"]["kind"] == "answer")
 
 
 async def frames_until(ws: Any, done: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
@@ -215,8 +212,10 @@ async def test_an_approval_is_confirmed_once_by_a_decision_frame(
         async with served.connect() as ws:
             await greeted(ws)
             await ws.send('{"type": "message", "text": "make the file"}')
-            asked = await frames_until(ws, lambda f: bool(f.get("response", {}).get("approval")))
-            request = asked[-1]["response"]["approval"]
+            asked = await frames_until(
+                ws, lambda f: f.get("response", {}).get("kind") == "approval"
+            )
+            request = asked[-1]["response"]["request"]
             assert request["tool"] == "system.run"
             assert not marker.exists()
             await ws.send(json.dumps({"type": "approval", "id": request["id"], "approve": True}))

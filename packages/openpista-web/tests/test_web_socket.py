@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from openpista import jsonsafe
-from openpista.models import AgentResponse, ApprovalRequest, Attachment
+from openpista.models import Answer, ApprovalPrompt, ApprovalRequest, Attachment, TextChunk
 from openpista_web.testing import greeted
 from openpista_web.testing import next_frame as frame
 
@@ -111,13 +111,11 @@ async def test_message_becomes_event_and_responses_stream_back(serve_web: Serve)
             "hello agent",
         )
         for part in ("Hel", "lo"):
-            await served.adapter.send(
-                AgentResponse(channel_id=event.channel_id, text=part, delta=True)
-            )
-        await served.adapter.send(AgentResponse(channel_id=event.channel_id, text="Hello"))
+            await served.adapter.send(TextChunk(channel_id=event.channel_id, text=part))
+        await served.adapter.send(Answer(channel_id=event.channel_id, text="Hello"))
         frames = [await frame(ws, "response") for _ in range(3)]
     assert [f["response"]["text"] for f in frames] == ["Hel", "lo", "Hello"]
-    assert [f["response"]["delta"] for f in frames] == [True, True, False]
+    assert [f["response"]["kind"] for f in frames] == ["chunk", "chunk", "answer"]
     assert [f["seq"] for f in frames] == [1, 2, 3]
 
 
@@ -126,9 +124,10 @@ async def test_approval_buttons_become_approve_and_deny_commands(serve_web: Serv
     async with served.connect() as ws:
         await greeted(ws)
         request = ApprovalRequest(id="a1b2", tool="system.run", arguments={"command": "ls"})
-        await served.adapter.send(AgentResponse(channel_id=f"web:{CLIENT}", approval=request))
+        await served.adapter.send(ApprovalPrompt(channel_id=f"web:{CLIENT}", request=request))
         shown = await frame(ws, "response")
-        assert shown["response"]["approval"]["id"] == "a1b2"
+        assert shown["response"]["kind"] == "approval"
+        assert shown["response"]["request"]["id"] == "a1b2"
         await ws.send('{"type": "approval", "id": "a1b2", "approve": true}')
         assert (await served.event()).text == "/approve a1b2"
         await ws.send('{"type": "approval", "id": "a1b2", "approve": false}')
@@ -328,11 +327,11 @@ async def test_reconnect_resumes_missed_frames(serve_web: Serve) -> None:
     channel = f"web:{CLIENT}"
     async with served.connect() as ws:
         hello, _ = await greeted(ws)
-        await served.adapter.send(AgentResponse(channel_id=channel, text="one"))
+        await served.adapter.send(Answer(channel_id=channel, text="one"))
         seen = await frame(ws, "response")
     # Offline: these wait in the backlog.
-    await served.adapter.send(AgentResponse(channel_id=channel, text="two", delta=True))
-    await served.adapter.send(AgentResponse(channel_id=channel, text="two"))
+    await served.adapter.send(TextChunk(channel_id=channel, text="two"))
+    await served.adapter.send(Answer(channel_id=channel, text="two"))
     query = f"&since={seen['seq']}&epoch={hello['epoch']}"
     async with served.connect(query=query) as ws:
         again = await frame(ws, "hello")
@@ -353,7 +352,7 @@ async def test_every_tab_of_a_client_gets_the_answer(serve_web: Serve) -> None:
     async with served.connect() as one, served.connect() as two:
         await greeted(one)
         await greeted(two)
-        await served.adapter.send(AgentResponse(channel_id=f"web:{CLIENT}", text="to both"))
+        await served.adapter.send(Answer(channel_id=f"web:{CLIENT}", text="to both"))
         assert (await frame(one, "response"))["response"]["text"] == "to both"
         assert (await frame(two, "response"))["response"]["text"] == "to both"
 
@@ -364,7 +363,7 @@ async def test_image_files_from_tools_are_sent_inline(serve_web: Serve, tmp_path
     shot.write_bytes(base64.b64decode(PNG))
     async with served.connect() as ws:
         await greeted(ws)
-        answer = AgentResponse(
+        answer = Answer(
             channel_id=f"web:{CLIENT}",
             text="here",
             attachments=[Attachment(name="shot.png", mime_type="image/png", path=str(shot))],

@@ -15,7 +15,18 @@ from typing import Any
 
 import pytest
 
-from openpista.models import AgentResponse, ApprovalRequest, Attachment, ToolCall, ToolResult
+from openpista.channels import CommandReply
+from openpista.models import (
+    Answer,
+    ApprovalPrompt,
+    ApprovalRequest,
+    Attachment,
+    Outbound,
+    TextChunk,
+    ToolCall,
+    ToolProgress,
+    ToolResult,
+)
 from openpista_web.testing import CHROMIUM, CHROMIUM_FLAGS
 
 TOKEN = "test-token-Zq8vN3kL0pXr"
@@ -47,9 +58,19 @@ class Chat:
         self.client = await self.page.evaluate("localStorage.getItem('openpista.client')")
         return self
 
-    async def send(self, **fields: Any) -> None:
-        """Deliver an ``AgentResponse`` to this browser, as the gateway does."""
-        await self.served.adapter.send(AgentResponse(channel_id=f"web:{self.client}", **fields))
+    async def send(self, message: Outbound) -> None:
+        """Deliver ``message`` to this browser, as the gateway does."""
+        channel = {"channel_id": f"web:{self.client}"}
+        await self.served.adapter.send(message.model_copy(update=channel))
+
+    async def answer(self, text: str, **fields: Any) -> None:
+        await self.send(Answer(text=text, **fields))
+
+    async def chunk(self, text: str) -> None:
+        await self.send(TextChunk(text=text))
+
+    async def tool(self, call: ToolCall, result: ToolResult | None = None) -> None:
+        await self.send(ToolProgress(call=call, result=result))
 
     async def say(self, text: str) -> None:
         """Type ``text`` in the composer and send it; a message (not a command) is awaited
@@ -150,7 +171,7 @@ async def test_hostile_markdown_renders_safely_and_nothing_executes(
     page = tab.page
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
-    await tab.send(text=HOSTILE)
+    await tab.answer(HOSTILE)
     bubble = page.locator(".msg.bot").last
     await expect(bubble.locator("h3")).to_have_text("Results", timeout=WAIT)
     await page.wait_for_timeout(300)  # give any injected handler the chance to run
@@ -235,19 +256,21 @@ async def test_a_working_indicator_shows_from_send_until_the_answer_starts(
     await expect(working).to_be_visible()
     await expect(working).to_have_attribute("role", "status")
     await tab.shot(tmp_path, "web-working-phone.png")
-    await tab.send(text="First", delta=True)
+    await tab.chunk("First")
     await expect(working).to_have_count(0)
     await expect(tab.page.locator(".msg.bot.streaming")).to_have_text("First")
     # A tool step means the agent works again until the next words arrive.
-    await tab.send(tool_call=ToolCall(id="c1", name="system.run", arguments={"command": "ls"}))
+    ls = ToolCall(id="c1", name="system.run", arguments={"command": "ls"})
+    await tab.tool(ls)
     await expect(working).to_be_visible()
     await expect(tab.page.locator("#log > :last-child")).to_have_class("working")
-    await tab.send(tool_result=ToolResult(call_id="c1", name="system.run", output="a\nb"))
+    await tab.tool(ls, ToolResult(call_id="c1", name="system.run", output="a\nb"))
     await expect(working).to_be_visible()
-    await tab.send(text="Done.")
+    await tab.answer("Done.")
     await expect(working).to_have_count(0)
     await expect(tab.page.locator(".msg.bot").last).to_have_text("Done.")
     # Commands answer at once: no indicator for them.
+    tab.served.ctx.commands["/help"] = CommandReply("Commands:\n  /clear  a new session")
     await tab.say("/help")
     await expect(tab.page.locator(".note").last).to_contain_text("/clear")
     await expect(working).to_have_count(0)
@@ -268,10 +291,10 @@ async def test_the_view_follows_a_streamed_answer_unless_the_user_scrolled_up(
     tab = await chat()
     page = tab.page
     for number in range(12):
-        await tab.send(text=f"earlier answer {number}\n\nwith a second paragraph")
+        await tab.answer(f"earlier answer {number}\n\nwith a second paragraph")
     await tab.say("stream a long one")
     for line in range(60):
-        await tab.send(text=f"line {line} of a long streamed answer\n\n", delta=True)
+        await tab.chunk(f"line {line} of a long streamed answer\n\n")
         if line % 15 == 14:
             await expect(page.locator(".msg.streaming")).to_contain_text(f"line {line} ")
             assert (await log_position(page))["gap"] < 48, f"fell behind at line {line}"
@@ -287,15 +310,15 @@ async def test_the_view_follows_a_streamed_answer_unless_the_user_scrolled_up(
     jump = page.locator("button.jump")
     await expect(jump).to_be_visible()
     for line in range(60, 90):
-        await tab.send(text=f"line {line} arrives while reading\n\n", delta=True)
+        await tab.chunk(f"line {line} arrives while reading\n\n")
     await expect(page.locator(".msg.streaming")).to_contain_text("line 89 ")
     assert (await log_position(page))["top"] == held
     await tab.shot(tmp_path, "web-scrolled-up-phone.png")
     # Back to the newest on request; from then on it follows again.
     await jump.click()
     await expect(jump).to_be_hidden()
-    await tab.send(text="the end", delta=True)
-    await tab.send(text="(final)")
+    await tab.chunk("the end")
+    await tab.answer("(final)")
     await expect(page.locator(".msg.bot").last).to_have_text("(final)")
     assert (await log_position(page))["gap"] < 48
 
@@ -315,7 +338,7 @@ async def test_desktop_uses_a_centred_column_and_a_phone_the_whole_width(
     for viewport in (DESKTOP, PHONE):
         tab = await chat(viewport=viewport)
         await tab.say("a question of mine with `code`")
-        await tab.send(text="An answer that is long enough to fill a line. " * 6)
+        await tab.answer("An answer that is long enough to fill a line. " * 6)
         width = viewport["width"]
         composer = await box(tab.page, "#composer .row")
         answer = await box(tab.page, ".msg.bot")
@@ -380,7 +403,7 @@ async def test_an_approval_says_plainly_what_runs_and_why_and_confirms_once(
         reason="default for remote channels (policy.remote)",
         timeout=120,
     )
-    await tab.send(approval=request, text=request.prompt())
+    await tab.send(ApprovalPrompt(request=request))
     card = tab.page.locator(".approval")
     await expect(card).to_contain_text("The agent wants to run this command on your computer")
     await expect(card.locator("pre")).to_have_text("rm -r ~/Downloads/old")
@@ -439,18 +462,18 @@ async def test_the_interface_draws_its_icons_without_emoji_glyphs(
     tab = await chat()
     page = tab.page
     await tab.say("show me everything")
-    await tab.send(tool_call=ToolCall(id="c1", name="system.run", arguments={"command": "ls"}))
-    await tab.send(tool_result=ToolResult(call_id="c1", name="system.run", output="a.txt"))
-    await tab.send(
-        tool_result=ToolResult(call_id="c2", name="system.run", output="nope", is_error=True)
-    )
+    ls = ToolCall(id="c1", name="system.run", arguments={"command": "ls"})
+    await tab.tool(ls)
+    await tab.tool(ls, ToolResult(call_id="c1", name="system.run", output="a.txt"))
+    failed = ToolResult(call_id="c2", name="system.run", output="nope", is_error=True)
+    await tab.tool(ToolCall(id="c2", name="system.run"), failed)
     report = Attachment(name="report.pdf", mime_type="application/pdf", path="/x/report.pdf")
-    await tab.send(text="Here it is.", attachments=[report])
-    await tab.send(text="❌ the provider is down", is_error=True)
+    await tab.answer("Here it is.", attachments=[report])
+    await tab.answer("❌ the provider is down", is_error=True)
     await tab.served.adapter.hub.publish(tab.client, "error", message="unknown frame type 'x'")
     await expect(page.locator(".note.error")).to_have_count(1)
     request = ApprovalRequest(id="r1", tool="browser.open", arguments={"url": "https://a.b"})
-    await tab.send(approval=request)
+    await tab.send(ApprovalPrompt(request=request))
     await expect(page.locator(".approval")).to_be_visible()
     text = await page.evaluate("document.body.innerText")
     found = await page.evaluate("([t, p]) => t.match(new RegExp(p, 'gu'))", [text, GLYPHS])

@@ -9,7 +9,6 @@ wrong tokens is refused (HTTP 429) before any token is compared. Each browser is
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import re
@@ -19,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.config import home_dir
 from openpista.files import write_private
 from openpista.jsonsafe import log_rejected
-from openpista.models import AgentResponse, Attachment, ChannelEvent
+from openpista.models import Answer, Attachment, ChannelEvent, Outbound
 from openpista_web.app import build_app, too_many_attempts
 from openpista_web.auth import SUBPROTOCOL, TOKEN_PREFIX, offered_token, token_matches
-from openpista_web.commands import is_command, run_command
 from openpista_web.hub import Client, ClientHub
 from openpista_web.limiter import AuthFailureLimiter
 from openpista_web.protocol import (
@@ -43,7 +42,6 @@ from openpista_web.protocol import (
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
-    from openpista.gateway.gateway import Gateway
     from openpista.serving import EmbeddedServer
     from openpista_web.settings import WebSettings
 
@@ -75,27 +73,21 @@ def _redact_uvicorn_logs() -> None:
             logger.addFilter(_REDACT)
 
 
-class WebAdapter:
-    """Serves the browser client and its WebSocket; implements ``ChannelAdapter``.
+class WebAdapter(ChannelAdapter):
+    """Serves the browser client and its WebSocket (a :class:`ChannelAdapter`).
 
-    ``gateway`` (optional) enables ``/session``, ``/clear`` and ``/model`` and the history
-    shown after a reload; the gateway serving the adapter sets it.
+    Slash commands are answered as ``notice`` frames (``/session`` and ``/clear`` also send
+    the chat's new ``session``), and a (re)loaded page is shown its session's history.
     """
 
     name = "web"
     channel_prefix = CHANNEL_PREFIX
-    supports_streaming = True
+    capabilities = Capabilities(streaming=True, files=True, buttons=True)
 
     def __init__(
-        self,
-        settings: WebSettings,
-        token: str,
-        *,
-        gateway: Gateway | None = None,
-        upload_dir: Path | None = None,
+        self, settings: WebSettings, token: str, *, upload_dir: Path | None = None
     ) -> None:
         self.settings = settings
-        self.gateway = gateway
         self.hub = ClientHub()
         self.upload_dir = upload_dir or home_dir() / "web" / "uploads"
         self.limits = Limits(
@@ -105,7 +97,7 @@ class WebAdapter:
             settings.max_auth_failures, settings.auth_failure_window
         )
         self._token = token
-        self._inbound: asyncio.Queue[ChannelEvent] | None = None
+        self._ctx: ChannelContext | None = None
         self._server: EmbeddedServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -125,11 +117,11 @@ class WebAdapter:
         host = f"[{host}]" if ":" in host else host
         return f"{scheme}://{host}:{self.port}/"
 
-    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+    async def start(self, ctx: ChannelContext) -> None:
         """Bind, start uvicorn in this event loop and return once it accepts connections."""
         from openpista.serving import EmbeddedServer, bind_tcp
 
-        self._inbound = inbound
+        self._ctx = ctx
         settings = self.settings
         _redact_uvicorn_logs()
         server = EmbeddedServer(
@@ -138,7 +130,7 @@ class WebAdapter:
                 self._token,
                 self._socket_endpoint,
                 self.auth_limiter,
-                ready=lambda: self.gateway is None or self.gateway.ready,
+                ready=lambda: ctx.ready,
             ),
             name="the web channel",
             ws_max_size=settings.max_frame_bytes * 4,
@@ -165,14 +157,14 @@ class WebAdapter:
 
     # -- outbound -------------------------------------------------------------------------
 
-    async def send(self, response: AgentResponse) -> None:
-        """Deliver a response (delta, tool progress, approval or answer) to the browser."""
-        client_id = response.channel_id.removeprefix(CHANNEL_PREFIX)
-        if response.attachments:
-            response = response.model_copy(
-                update={"attachments": [self._inline(a) for a in response.attachments]}
+    async def send(self, message: Outbound) -> None:
+        """Deliver a message (chunk, tool progress, approval or answer) to the browser."""
+        client_id = message.channel_id.removeprefix(CHANNEL_PREFIX)
+        if isinstance(message, Answer) and message.attachments:
+            message = message.model_copy(
+                update={"attachments": [self._inline(a) for a in message.attachments]}
             )
-        await self.hub.publish(client_id, "response", **response_fields(response))
+        await self.hub.publish(client_id, "response", **response_fields(message))
 
     def _inline(self, attachment: Attachment) -> Attachment:
         """A file the browser can show: small images on disk are sent inline."""
@@ -222,7 +214,7 @@ class WebAdapter:
 
     async def _greet(self, websocket: WebSocket, client: Client) -> None:
         channel_id = CHANNEL_PREFIX + client.id
-        session_id = await self._session_of(channel_id)
+        session_id = await self._context.session_for(channel_id)
         params = websocket.query_params
         try:
             since = int(params.get("since", "0"))
@@ -238,7 +230,6 @@ class WebAdapter:
             max_frame_bytes=self.settings.max_frame_bytes,
             max_image_bytes=self.settings.max_image_bytes,
             max_attachments=self.settings.max_attachments,
-            commands=self.gateway is not None,
         )
         await self.hub.send(client, websocket, hello)
         missed = self.hub.missed(client, params.get("epoch"), since) if since else None
@@ -246,7 +237,7 @@ class WebAdapter:
             for frame in missed:
                 await self.hub.send(client, websocket, frame)
             return
-        history = await self._history(session_id)
+        history = await self._history(channel_id)
         await self.hub.send(client, websocket, encode("history", seq=client.seq, **history))
 
     async def _receive_loop(self, websocket: WebSocket, client: Client) -> None:
@@ -278,12 +269,12 @@ class WebAdapter:
         if isinstance(frame, ApprovalFrame):
             await self._decide(client, frame)
             return
-        if is_command(frame.text) and not frame.attachments:
-            result = await run_command(self.gateway, channel_id, frame.text)
-            await self.hub.publish(client.id, "notice", text=result.text, is_error=result.is_error)
-            if result.session_id is not None:
-                history = await self._history(result.session_id)
-                await self.hub.publish(client.id, "session", **history)
+        ctx = self._context
+        reply = None if frame.attachments else await ctx.run_command(channel_id, frame.text)
+        if reply is not None:
+            await self.hub.publish(client.id, "notice", text=reply.text, is_error=reply.is_error)
+            if reply.session_id is not None:
+                await self.hub.publish(client.id, "session", **await self._history(channel_id))
             return
         attachments = list(self._save_uploads(client.id, frame))
         await self._submit(
@@ -297,31 +288,35 @@ class WebAdapter:
         )
 
     async def _decide(self, client: Client, frame: ApprovalFrame) -> None:
-        """Answer an approval request: the broker's verdict comes back as one ``decision``
-        frame (the button's confirmation), not as a chat message. Without a broker at hand,
-        the answer goes to the gateway as ``/approve ID`` or ``/deny ID`` text."""
+        """Answer an approval request (``/approve ID`` or ``/deny ID``): the verdict comes
+        back as one ``decision`` frame (the button's confirmation), not as a chat message.
+        A context that runs no commands gets the answer as a message instead."""
         channel_id = CHANNEL_PREFIX + client.id
-        broker = self.gateway.approvals if self.gateway is not None else None
-        if broker is None:
+        ctx = self._context
+        waiting = ctx.approval_pending(channel_id, frame.id)
+        reply = await ctx.run_command(channel_id, frame.as_text())
+        if reply is None:
             await self._submit(
                 ChannelEvent(channel_id=channel_id, sender=client.id, text=frame.as_text())
             )
             return
-        waiting = broker.is_pending(channel_id, frame.id)
-        reply = broker.answer(channel_id, frame.as_text()) or ""
         await self.hub.publish(
             client.id,
             "decision",
             id=frame.id,
             approve=frame.approve,
             ok=waiting,
-            text=reply,
+            text=reply.text,
         )
 
-    async def _submit(self, event: ChannelEvent) -> None:
-        if self._inbound is None:
+    @property
+    def _context(self) -> ChannelContext:
+        if self._ctx is None:
             raise RuntimeError("the web channel is not started")
-        await self._inbound.put(event)
+        return self._ctx
+
+    async def _submit(self, event: ChannelEvent) -> None:
+        await self._context.submit(event)
 
     def _save_uploads(self, client_id: str, frame: MessageFrame) -> Iterator[Attachment]:
         """Keep each image on disk (tools can open it) and inline (the LLM sees it)."""
@@ -333,22 +328,11 @@ class WebAdapter:
 
     # -- sessions -------------------------------------------------------------------------
 
-    async def _session_of(self, channel_id: str) -> str | None:
-        if self.gateway is None:
-            return None
-        return await self.gateway.router.session_for(channel_id)
-
-    async def _history(self, session_id: str | None) -> dict[str, Any]:
-        """``{"session_id", "messages"}``: the user and assistant messages of the session."""
-        messages: list[dict[str, Any]] = []
-        if self.gateway is not None and session_id is not None:
-            from openpista.memory.store import SessionNotFoundError
-
-            try:
-                stored = await self.gateway.runtime.memory.load_messages(session_id)
-            except SessionNotFoundError:
-                stored = []
-            for message in stored:
-                if message.role in ("user", "assistant") and message.content.strip():
-                    messages.append({"role": message.role, "text": message.content})
-        return {"session_id": session_id, "messages": messages[-HISTORY_MESSAGES:]}
+    async def _history(self, channel_id: str) -> dict[str, Any]:
+        """``{"session_id", "messages"}``: the chat's session and what it shows."""
+        ctx = self._context
+        shown = await ctx.history(channel_id, HISTORY_MESSAGES)
+        return {
+            "session_id": await ctx.session_for(channel_id),
+            "messages": [{"role": m.role, "text": m.content} for m in shown],
+        }

@@ -6,8 +6,9 @@ Client to server (text frames, one JSON object each)::
     {"type": "approval", "id": "...", "approve": true}
     {"type": "ping"}                        # answered with {"type": "pong"}
 
-Server to client: ``hello`` (once per connection), ``response`` (a core ``AgentResponse`` in
-``"response"``, with a sequence number ``seq`` for resuming), ``history``, ``notice``,
+Server to client: ``hello`` (once per connection), ``response`` (a core outbound message in
+``"response"``, told apart by its ``kind``, with a sequence number ``seq`` for resuming),
+``history``, ``notice``,
 ``pong`` and ``error``. Bad frames (malformed or deeply nested JSON included) get an
 ``error`` frame; the connection stays open.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openpista.jsonsafe import JsonInputError, loads
-from openpista.models import AgentResponse, Attachment
+from openpista.models import Attachment, Outbound
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 APPROVAL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -142,6 +143,6 @@ def encode(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields}, ensure_ascii=False, separators=(",", ":"))
 
 
-def response_fields(response: AgentResponse) -> dict[str, Any]:
+def response_fields(message: Outbound) -> dict[str, Any]:
     """The ``response`` frame's payload: the core model's wire form."""
-    return {"response": response.model_dump(mode="json")}
+    return {"response": message.model_dump(mode="json")}

@@ -126,23 +126,24 @@ function toolLine(cls, name, text) {
   return add(line);
 }
 
-/** One AgentResponse from the server; `answer(id, approve)` answers an approval. */
+/** One outbound message from the server (its `kind`: approval, tool, chunk or answer);
+ * `answer(id, approve)` answers an approval. */
 export function response(r, answer) {
-  if (r.approval) { working(false); return approval(r.approval, answer); }
-  if (r.tool_call) {
+  if (r.kind === "approval") { working(false); return approval(r.request, answer); }
+  if (r.kind === "tool" && !r.result) {
     endStream();
     working(true);
-    const args = JSON.stringify(r.tool_call.arguments);
-    return toolLine("tool", "tool", `${r.tool_call.name} ${args.length > 120 ? args.slice(0, 119) + "…" : args}`);
+    const args = JSON.stringify(r.call.arguments);
+    return toolLine("tool", "tool", `${r.call.name} ${args.length > 120 ? args.slice(0, 119) + "…" : args}`);
   }
-  if (r.tool_result) {
+  if (r.kind === "tool") {
     endStream();
     working(true);
-    const t = r.tool_result;
+    const t = r.result;
     const first = (t.output.trim().split("\n")[0] || "").slice(0, 120);
     return toolLine(t.is_error ? "tool failed" : "tool", t.is_error ? "cross" : "check", `${t.name}: ${first}`);
   }
-  if (r.delta) {
+  if (r.kind === "chunk") {
     working(false);
     if (!streaming) {
       streaming = add(el("div", "msg bot streaming"));
