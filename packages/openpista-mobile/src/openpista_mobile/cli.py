@@ -57,7 +57,10 @@ def connect(
     tool calls are shown on standard error. Approval requests are asked at the prompt; in
     -e mode, answer them from another terminal with -e "/approve ID". The interactive
     prompt also shows answers the server pushes (cron entries for mobile:DEVICE, answers
-    that outlived an earlier connection) as "📬 push: ..."; -e mode ignores them.
+    that outlived an earlier connection) as "📬 push: ..."; -e mode ignores them. A lost
+    connection (the daemon restarted, or was killed) is reopened and unanswered messages
+    are sent again. With piped input an approval takes its answer from the next line (y
+    approves) and is denied at the end of input; /quit exits with code 0.
 
     \b
     Examples:
