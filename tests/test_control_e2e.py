@@ -404,3 +404,20 @@ def test_another_user_cannot_use_the_control_socket(
     path.chmod(0o666)  # even if the mode were loosened, the peer's uid is checked
     assert as_nobody() == "❌ this daemon serves only its own user"
     assert cli("status").returncode == 0
+
+
+def test_a_daemon_stopping_mid_turn_tells_the_attached_client_and_exits_cleanly(
+    cli: Cli, llm_emulator: LlmEmulator, daemons: Callable[[Cli], Daemon]
+) -> None:
+    cli.write_config(cli.config.read_text() + "\n[gateway]\nshutdown_deadline = 0.5\n")
+    daemon = daemons(cli)
+    llm_emulator.reply_tool_calls([("system_run", {"command": "sleep 987"})])
+    client = spawn(cli, "run", "-e", "wait a long time")
+    wait_line(client.stderr, "⚙ system.run")
+    assert daemon.stop() == 0, daemon.output()
+    assert client.wait(timeout=DEADLINE) == 1
+    assert client.stderr is not None
+    rest = client.stderr.read()
+    assert "❌ openpista is restarting or stopping: this answer was cancelled" in rest, rest
+    assert not control_socket(cli).exists()
+    assert "Traceback" not in daemon.output()
