@@ -64,7 +64,7 @@ def test_web(from_env: pytest.MonkeyPatch) -> None:
 
 
 def test_telegram(from_env: pytest.MonkeyPatch) -> None:
-    from openpista_telegram.config import parse_settings
+    from openpista_telegram.settings import parse_settings
 
     settings = settings_with(
         from_env,
@@ -79,7 +79,7 @@ def test_telegram(from_env: pytest.MonkeyPatch) -> None:
 
 
 def test_whatsapp_keeps_numeric_ids_as_text(from_env: pytest.MonkeyPatch) -> None:
-    from openpista_whatsapp.config import load_whatsapp_config
+    from openpista_whatsapp.settings import load_whatsapp_config
 
     settings = settings_with(
         from_env,

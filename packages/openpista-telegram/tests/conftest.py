@@ -15,7 +15,7 @@ from openpista.testing.emulator import LlmEmulator
 from openpista.testing.gateways import Gateways
 from openpista.testing.telegram_emulator import TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
-from openpista_telegram.config import parse_settings
+from openpista_telegram.settings import parse_settings
 
 ALICE = User(4201, "alice", "Alice")  # allowed by id
 BOB = User(4202, "bob", "Bob")  # allowed by username

@@ -15,13 +15,14 @@ import pytest
 
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, PairingBook
 from openpista.config import PolicySettings
-from openpista.models import AgentResponse, Attachment
+from openpista.models import Answer, Attachment
+from openpista.testing.adapters import QueueContext
 from openpista.testing.contracts import ChannelContract
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.polling import eventually
 from openpista.testing.telegram_emulator import TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
-from openpista_telegram.config import parse_settings
+from openpista_telegram.settings import parse_settings
 
 if TYPE_CHECKING:
     from openpista.channels import ChannelAdapter
@@ -288,7 +289,7 @@ async def test_answer_attachments_go_out_as_photo_and_document(
     await telegram.wait_for_sent(1, chat_id=alice.id)
     picture = png(3)
     await adapter.send(
-        AgentResponse(
+        Answer(
             channel_id=f"telegram:{alice.id}",
             text="here is the screenshot",
             attachments=[
@@ -377,7 +378,7 @@ async def test_wrong_token_is_a_clear_error_without_the_token(
     wrong = "999999:WrongTokenWrongTokenWrongToken"
     adapter = TelegramAdapter(parse_settings(table(token=wrong)))
     with pytest.raises(ConnectionError) as failure:
-        await adapter.start(asyncio.Queue())
+        await adapter.start(QueueContext())
     await adapter.stop()
     assert "401" in str(failure.value)
     assert "TELEGRAM_BOT_TOKEN" in str(failure.value)
@@ -391,7 +392,7 @@ async def test_unreachable_api_is_logged_without_the_token(
     caplog.set_level(logging.DEBUG)
     adapter = TelegramAdapter(parse_settings(table(api_base="http://127.0.0.1:9", max_retries=1)))
     with pytest.raises(ConnectionError) as failure:
-        await adapter.start(asyncio.Queue())
+        await adapter.start(QueueContext())
     await adapter.stop()
     assert "cannot reach http://127.0.0.1:9" in str(failure.value)
     assert telegram.token not in str(failure.value)
@@ -403,11 +404,11 @@ async def test_stop_ends_polling(
     table: Table, telegram: TelegramEmulator, llm_emulator: LlmEmulator, alice: User
 ) -> None:
     adapter = TelegramAdapter(parse_settings(table()))
-    inbound: asyncio.Queue[Any] = asyncio.Queue()
-    await adapter.start(inbound)
+    ctx = QueueContext()
+    await adapter.start(ctx)
     waiting = asyncio.create_task(adapter.wait_closed())
     telegram.send_text(alice.id, "one", user=alice)
-    event = await asyncio.wait_for(inbound.get(), 20)
+    event = await asyncio.wait_for(ctx.events.get(), 20)
     assert (event.channel_id, event.sender, event.text) == (
         f"telegram:{alice.id}",
         str(alice.id),
@@ -419,7 +420,7 @@ async def test_stop_ends_polling(
     telegram.send_text(alice.id, "two", user=alice)
     await asyncio.sleep(0.5)
     assert telegram.requests.count("getUpdates") == polls
-    assert inbound.empty()
+    assert ctx.events.empty()
     assert not [t for t in asyncio.all_tasks() if "telegram" in t.get_name()]
 
 

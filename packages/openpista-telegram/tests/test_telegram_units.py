@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from openpista.config import ConfigError
-from openpista_telegram.config import parse_settings
 from openpista_telegram.media import safe_name
+from openpista_telegram.settings import parse_settings
 from openpista_telegram.text import split_message, utf16_length
 
 TOKEN = "123:abcDEF_-ghi"
@@ -92,7 +92,7 @@ def test_plugin_module_does_not_import_aiogram() -> None:
 def test_config_example_documents_every_option() -> None:
     """The ``[channels.telegram]`` section of config.example.toml names every option, and its
     values (uncommented) are valid."""
-    from openpista_telegram.config import TelegramSettings
+    from openpista_telegram.settings import TelegramSettings
 
     example = Path(__file__).resolve().parents[3] / "config.example.toml"
     text = example.read_text()

@@ -16,6 +16,7 @@ import pytest
 
 from openpista import jsonsafe
 from openpista.access import REFUSAL
+from openpista.testing.adapters import QueueContext
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.telegram_emulator import SECRET_HEADER, TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
@@ -143,16 +144,16 @@ async def test_stranger_is_refused_in_webhook_mode(
 async def test_stop_closes_the_endpoint_and_keeps_the_webhook(
     telegram: TelegramEmulator, table: Callable[..., dict[str, Any]], alice: User
 ) -> None:
-    from openpista_telegram.config import parse_settings
+    from openpista_telegram.settings import parse_settings
 
     port = free_port()
     options = {"mode": "webhook", "webhook_url": f"http://127.0.0.1:{port}/telegram/webhook"}
     adapter = TelegramAdapter(parse_settings(table(webhook_port=port, **options)))
-    inbound: asyncio.Queue[Any] = asyncio.Queue()
-    await adapter.start(inbound)
+    ctx = QueueContext()
+    await adapter.start(ctx)
     waiting = asyncio.create_task(adapter.wait_closed())
     telegram.send_text(alice.id, "one", user=alice)
-    event = await asyncio.wait_for(inbound.get(), 20)
+    event = await asyncio.wait_for(ctx.events.get(), 20)
     assert (event.channel_id, event.text) == (f"telegram:{alice.id}", "one")
     await adapter.stop()
     await asyncio.wait_for(waiting, 10)  # a stop is a clean end, not a failure
@@ -166,7 +167,7 @@ async def test_stop_closes_the_endpoint_and_keeps_the_webhook(
 async def test_refused_webhook_registration_is_a_clear_error(
     serve: Serve, telegram: TelegramEmulator, table: Callable[..., dict[str, Any]]
 ) -> None:
-    from openpista_telegram.config import parse_settings
+    from openpista_telegram.settings import parse_settings
 
     telegram.fail_next(400, "Bad Request: bad webhook: Failed to resolve host", method="setWebhook")
     port = free_port()
@@ -180,7 +181,7 @@ async def test_refused_webhook_registration_is_a_clear_error(
     )
     adapter = TelegramAdapter(settings)
     with pytest.raises(ConnectionError) as failure:
-        await adapter.start(asyncio.Queue())
+        await adapter.start(QueueContext())
     await adapter.stop()
     assert "Telegram refused the webhook" in str(failure.value)
     assert "Failed to resolve host" in str(failure.value)

@@ -13,7 +13,7 @@ import pytest
 from openpista.models import ChannelEvent
 from openpista.testing.whatsapp_emulator import WhatsAppEmulator, signed_post
 from openpista_whatsapp.adapter import WhatsAppAdapter
-from openpista_whatsapp.config import ENV_OVERRIDES, load_whatsapp_config
+from openpista_whatsapp.settings import ENV_OVERRIDES, load_whatsapp_config
 
 TOKEN = "EAAG-test-access-token-123"
 APP_SECRET = "app-secret-456"

@@ -15,7 +15,7 @@ from openpista.testing.gateways import Gateways
 from openpista.testing.hostile import ALLOWED, HOSTILE_NAMES, attachment_tool
 from openpista.testing.whatsapp_emulator import WhatsAppEmulator, signed_post, text_payload
 from openpista_whatsapp.adapter import WhatsAppAdapter
-from openpista_whatsapp.config import load_whatsapp_config
+from openpista_whatsapp.settings import load_whatsapp_config
 
 NUMBER = "111111"
 USER = "4915550001"

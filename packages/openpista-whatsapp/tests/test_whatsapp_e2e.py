@@ -24,7 +24,7 @@ from openpista.testing.whatsapp_emulator import (
     webhook_payload,
 )
 from openpista_whatsapp.adapter import WhatsAppAdapter
-from openpista_whatsapp.config import load_whatsapp_config
+from openpista_whatsapp.settings import load_whatsapp_config
 
 NUMBER = "111111"
 USER = "4915550001"

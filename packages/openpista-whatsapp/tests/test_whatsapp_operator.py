@@ -25,7 +25,7 @@ from openpista.testing.whatsapp_emulator import (
     webhook_payload,
 )
 from openpista_whatsapp.adapter import WhatsAppAdapter
-from openpista_whatsapp.config import load_whatsapp_config
+from openpista_whatsapp.settings import load_whatsapp_config
 
 USER = "4915550001"
 NUMBER = "111111"

@@ -13,9 +13,9 @@ from openpista.config import ConfigError
 from openpista.models import ApprovalRequest
 from openpista_whatsapp import messages
 from openpista_whatsapp.adapter import WhatsAppAdapter
-from openpista_whatsapp.config import load_whatsapp_config
 from openpista_whatsapp.graph import GraphError
 from openpista_whatsapp.pacing import Pacer
+from openpista_whatsapp.settings import load_whatsapp_config
 from openpista_whatsapp.state import WINDOW_SECONDS, ConversationWindows, StatusLog, TtlSet
 
 BASE = {"access_token": "tok", "verify_token": "ver", "app_secret": "sec", "phone_number_id": 111}
@@ -43,11 +43,11 @@ def test_config_names_every_missing_option() -> None:
 
 
 def test_config_rejects_unknown_and_invalid_options() -> None:
-    with pytest.raises(ConfigError, match=r"channels\.whatsapp\.tokn: unknown option"):
+    with pytest.raises(ConfigError, match=r"^\[channels\.whatsapp\] tokn: unknown option"):
         load_whatsapp_config({**BASE, "tokn": "x"})
-    with pytest.raises(ConfigError, match=r"channels\.whatsapp\.webhook_port"):
+    with pytest.raises(ConfigError, match=r"^\[channels\.whatsapp\] webhook_port: "):
         load_whatsapp_config({**BASE, "webhook_port": 70000})
-    with pytest.raises(ConfigError, match=r"channels\.whatsapp\.webhook_path: .*start with '/'"):
+    with pytest.raises(ConfigError, match=r"\] webhook_path: .*start with '/'"):
         load_whatsapp_config({**BASE, "webhook_path": "hook"})
 
 

@@ -23,7 +23,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
-from openpista.models import ERROR_PREFIX, AgentResponse, ApprovalRequest, Attachment, ChannelEvent
+from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
+from openpista.models import (
+    ERROR_PREFIX,
+    Answer,
+    ApprovalPrompt,
+    ApprovalRequest,
+    Attachment,
+    ChannelEvent,
+    Outbound,
+)
 from openpista_telegram import media
 from openpista_telegram.api import (
     AIOGRAM_LOGGERS,
@@ -32,8 +41,8 @@ from openpista_telegram.api import (
     redact,
     save_bot_info,
 )
-from openpista_telegram.config import SECTION, TOKEN_VARIABLE, TelegramSettings, parse_settings
-from openpista_telegram.text import split_message
+from openpista_telegram.settings import SECTION, TOKEN_VARIABLE, TelegramSettings, parse_settings
+from openpista_telegram.text import MESSAGE_LIMIT, split_message
 from openpista_telegram.webhook import ALLOWED_UPDATES, WebhookReceiver
 
 if TYPE_CHECKING:
@@ -41,7 +50,6 @@ if TYPE_CHECKING:
     from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, User
 
     from openpista.config import Settings
-    from openpista.gateway.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +81,13 @@ class _Prompt:
     expiry: asyncio.Task[None] | None = None
 
 
-class TelegramAdapter:
-    """The ``telegram`` channel adapter (see the module docstring).
-
-    ``gateway`` (set by the gateway serving the adapter) tells which approval requests are
-    still waiting, so that buttons of resolved ones are removed."""
+class TelegramAdapter(ChannelAdapter):
+    """The ``telegram`` channel adapter (see the module docstring). Telegram shows whole
+    messages: only answers and approval prompts are sent to it."""
 
     name = CHANNEL
     channel_prefix = PREFIX
-    supports_streaming = False  # Telegram shows whole messages; only final answers are sent
+    capabilities = Capabilities(files=True, buttons=True, max_message_length=MESSAGE_LIMIT)
 
     def __init__(self, settings: TelegramSettings, pairing: PairingBook | None = None) -> None:
         self.settings = settings
@@ -98,14 +104,13 @@ class TelegramAdapter:
         """Chats whose user blocked the bot (403); cleared when they write again."""
         self.username: str | None = None
         self.bot_id: int | None = None
-        self.gateway: Gateway | None = None
         self._token = settings.secret()
         self._redact = RedactToken(self._token)
         self._bot: Bot | None = None
         self._dispatcher: Dispatcher | None = None
         self._polling: asyncio.Task[None] | None = None
         self._webhook: WebhookReceiver | None = None
-        self._inbound: asyncio.Queue[ChannelEvent] | None = None
+        self._ctx: ChannelContext | None = None
         self._working: dict[Target, int] = {}  # turns in flight
         self._typing: dict[Target, asyncio.Task[None]] = {}
         self._prompts: dict[str, _Prompt] = {}  # approval request id -> its buttons
@@ -113,7 +118,7 @@ class TelegramAdapter:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+    async def start(self, ctx: ChannelContext) -> None:
         """Check the token (getMe), then poll for updates in the background, or (mode
         ``webhook``) listen on the webhook and register it with ``setWebhook``."""
         from aiogram import Bot, Dispatcher
@@ -122,7 +127,7 @@ class TelegramAdapter:
         from openpista_telegram.session import TolerantSession
 
         self._install_redaction()
-        self._inbound = inbound
+        self._ctx = ctx
         self._stopping = False
         api = (
             TelegramAPIServer.from_base(self.settings.api_base)
@@ -248,21 +253,23 @@ class TelegramAdapter:
 
     # -- out ------------------------------------------------------------------------------
 
-    async def send(self, response: AgentResponse) -> None:
+    async def send(self, message: Outbound) -> None:
         """Deliver an answer, an error or an approval request to its chat (or topic)."""
-        target = _target_of(response.channel_id)
+        target = _target_of(message.channel_id)
         bot = self._bot
         if target is None or bot is None:
             log.warning(
-                "telegram: cannot deliver to %r (not running or not a chat)", response.channel_id
+                "telegram: cannot deliver to %r (not running or not a chat)", message.channel_id
             )
             return
-        if response.delta:
-            return
         await self._retire_resolved(target)
-        if response.approval is not None:
-            await self._send_approval(bot, target, response.approval)
+        if isinstance(message, ApprovalPrompt):
+            await self._send_approval(bot, target, message.request)
             return
+        if isinstance(message, Answer):
+            await self._send_answer(bot, target, message)
+
+    async def _send_answer(self, bot: Bot, target: Target, answer: Answer) -> None:
         self._done_working(target)
         chat_id, topic = target
         if chat_id in self.blocked:
@@ -275,12 +282,12 @@ class TelegramAdapter:
         )
 
         try:
-            for part in split_message(response.text):
+            for part in split_message(answer.text):
                 await self._api(
                     lambda p=part: bot.send_message(chat_id, p, message_thread_id=topic),
                     "sendMessage",
                 )
-            for attachment in response.attachments:
+            for attachment in answer.attachments:
                 await self._send_file(bot, target, attachment)
         except _Blocked:
             return
@@ -344,11 +351,8 @@ class TelegramAdapter:
                 await self._retire(request_id)
 
     def _waiting(self, target: Target, request_id: str) -> bool:
-        """Whether the request still waits for an answer (unknown without a gateway)."""
-        approvals = self.gateway.approvals if self.gateway is not None else None
-        if approvals is None:
-            return True
-        return approvals.is_pending(_channel_id(*target), request_id)
+        """Whether the request still waits for an answer (unknown before the start)."""
+        return self._ctx is None or self._ctx.approval_pending(_channel_id(*target), request_id)
 
     async def _retire(self, request_id: str) -> None:
         """Forget a request's prompt and remove its buttons (once, whoever comes first)."""
@@ -550,8 +554,8 @@ class TelegramAdapter:
         attachments: list[Attachment],
         metadata: dict[str, Any],
     ) -> None:
-        inbound = self._inbound
-        if inbound is None:
+        ctx = self._ctx
+        if ctx is None:
             return
         event = ChannelEvent(
             channel_id=_channel_id(*target),
@@ -561,7 +565,7 @@ class TelegramAdapter:
             metadata=metadata,
         )
         self._start_working(target)
-        await inbound.put(event)
+        await ctx.submit(event)
 
     # -- groups ---------------------------------------------------------------------------
 

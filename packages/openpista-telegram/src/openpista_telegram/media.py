@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from aiogram.types import Message
 
     from openpista_telegram.api import Retrying
-    from openpista_telegram.config import TelegramSettings
+    from openpista_telegram.settings import TelegramSettings
 
 # What sendPhoto takes; other pictures (SVG, TIFF, ...) go as documents.
 PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})

@@ -14,9 +14,16 @@ from openpista import hookimpl
 if TYPE_CHECKING:
     import click
 
+    from openpista import PluginSettings, Settings
     from openpista.channels import ChannelFactory
-    from openpista.config import Settings
     from openpista.starter import StarterPrompt
+
+
+@hookimpl
+def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
+    from openpista_telegram.settings import TelegramSettings
+
+    register(TelegramSettings)
 
 
 @hookimpl
@@ -31,7 +38,7 @@ def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
     """``openpista init``: the bot token (or ``TELEGRAM_BOT_TOKEN`` at run time)."""
     if name != "telegram":
         return None
-    from openpista_telegram.config import TOKEN_VARIABLE
+    from openpista_telegram.settings import TOKEN_VARIABLE
 
     token = prompt.text(
         f"Telegram bot token from @BotFather (empty: read ${TOKEN_VARIABLE} at run time)",

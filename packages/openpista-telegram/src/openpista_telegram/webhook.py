@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from openpista.serving import EmbeddedServer
-    from openpista_telegram.config import TelegramSettings
+    from openpista_telegram.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
 

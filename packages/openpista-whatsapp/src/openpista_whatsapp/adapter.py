@@ -24,7 +24,6 @@ from openpista import jsonsafe
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
 from openpista.config import home_dir
 from openpista.models import ERROR_PREFIX, AgentResponse, Attachment, ChannelEvent
-from openpista_whatsapp.config import WhatsAppConfig, load_whatsapp_config
 from openpista_whatsapp.graph import GraphClient, GraphError
 from openpista_whatsapp.media import attachment_message, fetch_attachment
 from openpista_whatsapp.messages import (
@@ -41,6 +40,7 @@ from openpista_whatsapp.payload import (
     Status,
     parse_webhook,
 )
+from openpista_whatsapp.settings import WhatsAppSettings, load_whatsapp_config
 from openpista_whatsapp.signature import HEADER, verify
 from openpista_whatsapp.state import ConversationWindows, StatusLog, TtlSet
 
@@ -72,7 +72,7 @@ class WhatsAppAdapter:
 
     def __init__(
         self,
-        config: WhatsAppConfig,
+        config: WhatsAppSettings,
         *,
         state_dir: Path | None = None,
         transport: httpx.AsyncBaseTransport | None = None,

@@ -26,7 +26,7 @@ from openpista_whatsapp.pacing import Pacer
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-    from openpista_whatsapp.config import WhatsAppConfig
+    from openpista_whatsapp.settings import WhatsAppSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class GraphError(Exception):
 class GraphClient:
     """Talks to ``{base_url}/{graph_api_version}`` with the configured access token."""
 
-    def __init__(self, config: WhatsAppConfig, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, config: WhatsAppSettings, transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
         self._token = config.secret("access_token")
         rates = {n.phone_number_id: n.messages_per_second for n in config.numbers}

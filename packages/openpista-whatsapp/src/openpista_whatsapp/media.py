@@ -17,16 +17,16 @@ from typing import Any
 
 from openpista.files import write_private
 from openpista.models import Attachment
-from openpista_whatsapp.config import WhatsAppConfig
 from openpista_whatsapp.graph import GraphClient, GraphError
 from openpista_whatsapp.messages import media_kind, media_message
 from openpista_whatsapp.payload import Inbound, MediaRef
+from openpista_whatsapp.settings import WhatsAppSettings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 async def fetch_attachment(
-    graph: GraphClient, config: WhatsAppConfig, message: Inbound, media: MediaRef, folder: Path
+    graph: GraphClient, config: WhatsAppSettings, message: Inbound, media: MediaRef, folder: Path
 ) -> Attachment:
     """Download ``media`` of ``message`` into ``folder``; :class:`GraphError` when it fails
     or the file is larger than ``max_media_bytes``."""

@@ -14,8 +14,8 @@ from openpista import hookimpl
 if TYPE_CHECKING:
     import click
 
+    from openpista import PluginSettings, Settings
     from openpista.channels import ChannelAdapter, ChannelFactory
-    from openpista.config import Settings
     from openpista.starter import StarterPrompt
 
 
@@ -23,6 +23,13 @@ def _factory(table: dict[str, Any], config: Settings) -> ChannelAdapter:
     from openpista_whatsapp.adapter import create_whatsapp_adapter
 
     return create_whatsapp_adapter(table, config)
+
+
+@hookimpl
+def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
+    from openpista_whatsapp.settings import WhatsAppSettings
+
+    register(WhatsAppSettings)
 
 
 @hookimpl
@@ -39,7 +46,7 @@ def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
         return None
     import secrets
 
-    from openpista_whatsapp.config import ENV_OVERRIDES, WhatsAppConfig
+    from openpista_whatsapp.settings import ENV_OVERRIDES, WhatsAppSettings
 
     variables = {option: variable for variable, option in ENV_OVERRIDES.items()}
     questions = {
@@ -53,7 +60,7 @@ def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
         if answer:
             table[option] = answer
     table["verify_token"] = secrets.token_urlsafe(32)
-    defaults = WhatsAppConfig()
+    defaults = WhatsAppSettings()
     if prompt.expose(
         "the WhatsApp webhook",
         f"{defaults.webhook_host}:{defaults.webhook_port}",

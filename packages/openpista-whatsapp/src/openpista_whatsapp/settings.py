@@ -7,14 +7,13 @@ values of the table.
 
 from __future__ import annotations
 
-import os
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from openpista.config import ConfigError
-from openpista.serving import WebhookPath
+from openpista import ConfigError, PluginSettings, WebhookPath
 
 ENV_OVERRIDES = {
     "WHATSAPP_ACCESS_TOKEN": "access_token",
@@ -45,10 +44,11 @@ class PhoneNumber(BaseModel):
         return str(value).strip() if isinstance(value, int | str) else value
 
 
-class WhatsAppConfig(BaseModel):
+class WhatsAppSettings(PluginSettings):
     """Every option of ``[channels.whatsapp]`` (documented in config.example.toml)."""
 
-    model_config = ConfigDict(extra="forbid")
+    section: ClassVar[str] = "channels.whatsapp"
+    env: ClassVar[Mapping[str, str]] = ENV_OVERRIDES
 
     enabled: bool = False
     phone_number_id: str | None = None
@@ -124,27 +124,12 @@ class WhatsAppConfig(BaseModel):
         return value.get_secret_value() if value is not None else ""
 
 
-def load_whatsapp_config(table: dict[str, Any]) -> WhatsAppConfig:
+def load_whatsapp_config(table: dict[str, Any]) -> WhatsAppSettings:
     """Validate ``[channels.whatsapp]`` with the environment overrides applied.
 
     Raises :class:`ConfigError` naming the option (and its variable) that is missing or wrong.
     """
-    data = dict(table)
-    for variable, option in ENV_OVERRIDES.items():
-        value = os.environ.get(variable, "").strip()
-        if value:
-            data[option] = value
-    try:
-        config = WhatsAppConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"])
-            if error["type"] == "extra_forbidden":
-                problems.append(f"  channels.whatsapp.{key}: unknown option")
-            else:
-                problems.append(f"  channels.whatsapp.{key}: {error['msg']}")
-        raise ConfigError("invalid [channels.whatsapp]:\n" + "\n".join(problems)) from None
+    config = WhatsAppSettings.from_table(table)
     missing = [
         f"channels.whatsapp.{option} (or ${variable})"
         for option, variable in REQUIRED_SECRETS.items()

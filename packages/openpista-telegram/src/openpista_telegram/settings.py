@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
-from openpista.config import ConfigError, home_dir, plugin_options
-from openpista.files import write_private
-from openpista.serving import WebhookPath
+from openpista import ConfigError, PluginSettings, WebhookPath, home_dir, write_private
 
 SECTION = "channels.telegram"
 TOKEN_VARIABLE = "TELEGRAM_BOT_TOKEN"
@@ -22,10 +20,11 @@ _TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
 _SECRET_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
-class TelegramSettings(BaseModel):
-    """The Telegram channel's configuration."""
+class TelegramSettings(PluginSettings):
+    """The Telegram channel's configuration; ``TELEGRAM_BOT_TOKEN`` overrides ``token``."""
 
-    model_config = ConfigDict(extra="forbid")
+    section: ClassVar[str] = SECTION
+    env: ClassVar[Mapping[str, str]] = {TOKEN_VARIABLE: "token"}
 
     enabled: bool = False
     token: SecretStr | None = None
@@ -102,14 +101,12 @@ class TelegramSettings(BaseModel):
 
 
 def parse_settings(table: dict[str, Any] | None, *, need_token: bool = True) -> TelegramSettings:
-    """Validate ``[channels.telegram]``; ``TELEGRAM_BOT_TOKEN`` overrides ``token``.
+    """Validate ``[channels.telegram]`` (``TELEGRAM_BOT_TOKEN`` overrides ``token``) and,
+    with ``need_token``, that the bot token is there and well formed.
 
-    Raises :class:`~openpista.config.ConfigError` naming the bad option (never the token).
+    Raises :class:`~openpista.ConfigError` naming the bad option (never the token).
     """
-    settings = plugin_options(SECTION, table, TelegramSettings)
-    from_env = os.environ.get(TOKEN_VARIABLE, "").strip()
-    if from_env:
-        settings.token = SecretStr(from_env)
+    settings = TelegramSettings.from_table(table)
     if need_token:
         token = settings.secret().strip()
         if not token:
