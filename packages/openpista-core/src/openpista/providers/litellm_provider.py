@@ -133,8 +133,7 @@ class LiteLLMProvider:
     async def prepare(self) -> None:
         """Import litellm (seconds, off the event loop) so that the next request times only
         its round trip (``openpista model test``)."""
-        if "litellm" not in sys.modules:
-            await asyncio.to_thread(_litellm)
+        await load_litellm()
 
     async def list_models(self) -> list[str]:
         """Models the API lists (``GET .../models``), else the preset's well-known ones."""
@@ -199,8 +198,7 @@ class LiteLLMProvider:
         self, messages: list[Message], wire_tools: list[dict[str, Any]], *, stream: bool
     ) -> Any:
         """One litellm request, rate limits retried with exponential backoff."""
-        # The first import takes seconds: do it off the event loop so other sessions go on.
-        litellm = _litellm() if "litellm" in sys.modules else await asyncio.to_thread(_litellm)
+        litellm = await load_litellm()
         options: dict[str, Any] = {
             "model": f"{self.backend.prefix}{self.model}",
             "messages": to_wire_messages(messages),
@@ -278,8 +276,19 @@ class LiteLLMProvider:
         return _describe(_Failure.of(exc), self)
 
 
+_imported: ModuleType | None = None  # set once litellm is fully imported and configured
+
+
+async def load_litellm() -> ModuleType:
+    """litellm, imported off the event loop the first time (seconds). ``"litellm" in
+    sys.modules`` is no sign it is ready: it is true while another thread still imports it,
+    and importing it on the loop then blocks every session on the import lock."""
+    return _imported if _imported is not None else await asyncio.to_thread(_litellm)
+
+
 def _litellm() -> ModuleType:
     """litellm, imported on first use, with its network side effects turned off."""
+    global _imported
     # litellm's types make pydantic warn (once, lazily, mid-stream) about TypedDict ReadOnly
     # items: noise for the user. Re-added on each call because test runners reset filters.
     warnings.filterwarnings("ignore", _READONLY_WARNING, UserWarning)
@@ -292,6 +301,7 @@ def _litellm() -> ModuleType:
     # Token counting for some models (Together's Llama) would fetch a tokenizer from
     # Hugging Face on every call; the bundled tiktoken estimate is good enough.
     litellm.disable_hf_tokenizer_download = True
+    _imported = litellm
     return litellm
 
 

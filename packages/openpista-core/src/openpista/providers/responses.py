@@ -16,10 +16,8 @@ subscription backend.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,8 +35,8 @@ from openpista.providers.litellm_provider import (
     LiteLLMProvider,
     _clean,
     _close,
-    _litellm,
     _tool_call,
+    load_litellm,
 )
 
 AUTH_CLAIM = "https://api.openai.com/auth"
@@ -266,7 +264,7 @@ class ResponsesProvider(LiteLLMProvider):
     async def _request(
         self, messages: list[Message], wire_tools: list[dict[str, Any]], *, stream: bool
     ) -> Any:
-        litellm = _litellm() if "litellm" in sys.modules else await asyncio.to_thread(_litellm)
+        litellm = await load_litellm()
         _quiet()
         instructions, items = to_responses_input(messages)
         options: dict[str, Any] = {
