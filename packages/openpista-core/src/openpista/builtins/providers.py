@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from openpista.hookspecs import hookimpl
+from openpista import hookimpl
 from openpista.providers.base import ProviderPreset
 
 

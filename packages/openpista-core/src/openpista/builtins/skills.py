@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from openpista.hookspecs import hookimpl
+from openpista import hookimpl
 
 if TYPE_CHECKING:
     from openpista.config import Settings
