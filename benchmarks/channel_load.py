@@ -194,7 +194,7 @@ async def talk_together(
     return LoadRun(elapsed, latencies, cpu)
 
 
-def print_figures(label: str, run: LoadRun, messages: int) -> None:
+def print_figures(label: str, run: LoadRun, messages: int, llm: str = "instant LLM") -> None:
     """Two lines: messages per second against :data:`TARGET`, median and 99th percentile
     latency, and the machine's load beside them; then the CPU of one message, in total and
     by part (the benchmark's own clients included, since they run in the same process)."""
@@ -205,7 +205,7 @@ def print_figures(label: str, run: LoadRun, messages: int) -> None:
     print(
         f"{label:<38} {count / run.elapsed:8.0f} msg/s (target >= {TARGET})"
         f"   p50 {p50:8.1f} ms   p99 {p99:8.1f} ms"
-        f"   ({messages} message{'' if messages == 1 else 's'} each, instant LLM, SQLite)"
+        f"   ({messages} message{'' if messages == 1 else 's'} each, {llm}, SQLite)"
         f" {machine()}"
     )
     parts = sorted(run.cpu.parts().items(), key=lambda item: -item[1])

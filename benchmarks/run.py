@@ -24,7 +24,7 @@ from pathlib import Path
 
 from channel_load import LoadRun, machine, print_figures, profiled
 
-from openpista.testing.cli import OPENPISTA, Cli
+from openpista.testing.cli import OPENPISTA, Cli, emulator_settings
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.providers import InstantProvider
 
@@ -102,7 +102,9 @@ def bench_agent_overhead(turns: int, rounds: int) -> None:
     )
 
 
-async def _gateway_round(sessions: int, db: Path) -> LoadRun:
+async def _gateway_round(sessions: int, db: Path, emulator: LlmEmulator | None) -> LoadRun:
+    """``sessions`` chats sending one message each at once, answered by the instant provider
+    or, with ``emulator``, by the configured provider (litellm) over HTTP to the emulator."""
     from openpista.agent import Agent
     from openpista.config import Settings
     from openpista.gateway.gateway import Gateway
@@ -110,12 +112,20 @@ async def _gateway_round(sessions: int, db: Path) -> LoadRun:
     from openpista.runtime import Runtime
     from openpista.testing.adapters import LoopbackAdapter
 
-    settings = Settings(database={"url": f"sqlite+aiosqlite:///{db}"})  # type: ignore[arg-type]
+    if emulator is None:
+        settings = Settings(database={"url": f"sqlite+aiosqlite:///{db}"})  # type: ignore[arg-type]
+    else:
+        settings = emulator_settings(emulator, db.parent)
     runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
-    agent = Agent(InstantProvider(rounds=0), runtime.toolbox.tools, runtime.memory)
+    agent = (
+        Agent(InstantProvider(rounds=0), runtime.toolbox.tools, runtime.memory)
+        if emulator is None
+        else None
+    )
     adapter = LoopbackAdapter("bench:")
     gateway = Gateway(runtime, [adapter], agent=agent)
     await gateway.start()
+    await gateway.wait_ready()
 
     async def one(chat: str) -> float:
         started = time.perf_counter()
@@ -135,13 +145,15 @@ async def _gateway_round(sessions: int, db: Path) -> LoadRun:
     return LoadRun(elapsed, list(latencies), cpu)
 
 
-def bench_gateway(session_counts: tuple[int, ...]) -> None:
-    """Messages per second through the gateway (loopback channel) with an instant LLM, N
-    sessions at once, each sending its first message; and the CPU of one message."""
+def bench_gateway(session_counts: tuple[int, ...], emulator: LlmEmulator | None = None) -> None:
+    """Messages per second through the gateway (loopback channel), N sessions at once, each
+    sending its first message, and the CPU of one message: with an instant LLM, or through
+    litellm to ``emulator`` (what a real provider costs besides the network)."""
+    llm = "instant LLM" if emulator is None else "litellm -> emulator"
     for sessions in session_counts:
         with tempfile.TemporaryDirectory() as tmp:
-            run = asyncio.run(_gateway_round(sessions, Path(tmp) / "gw.db"))
-        print_figures(f"gateway, {sessions} concurrent sessions", run, 1)
+            run = asyncio.run(_gateway_round(sessions, Path(tmp) / "gw.db", emulator))
+        print_figures(f"gateway, {sessions} concurrent sessions", run, 1, llm)
 
 
 def main() -> None:
@@ -155,6 +167,7 @@ def main() -> None:
         bench_run(args.repeat, cli)
         bench_agent_overhead(turns=args.repeat * 4, rounds=5)
         bench_gateway((1, 100, 1000))
+        bench_gateway((100,), emulator)
 
 
 if __name__ == "__main__":
