@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 
-from openpista.tools.base import ToolError
+from openpista.tools import ToolError
 from openpista_desktop.helpers import run_helper
 
 _READ = {

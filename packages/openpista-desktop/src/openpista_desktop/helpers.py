@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from openpista.tools.base import ToolError
+from openpista.tools import ToolError
 
 
 @dataclass(frozen=True)

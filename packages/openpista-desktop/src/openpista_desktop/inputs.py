@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from openpista.tools.base import ToolError
+from openpista.tools import ToolError
 
 BUTTONS = ("left", "middle", "right")
 FAIL_SAFE = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from openpista.tools.base import ToolError
+from openpista.tools import ToolError
 from openpista_desktop.availability import NO_SESSION_BUS, session_bus
 from openpista_desktop.helpers import run_helper
 

@@ -9,7 +9,7 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from openpista.tools.base import ToolError
+from openpista.tools import ToolError
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -11,10 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from openpista.models import Attachment
-from openpista.tools import tool_environment
-from openpista.tools.base import Tool, ToolOutput
-from openpista.tools.process import CapturedText
-from openpista.tools.registry import tool
+from openpista.tools import CapturedText, Tool, ToolOutput, tool, tool_environment
 from openpista_desktop import inputs, screen
 from openpista_desktop.availability import NO_SESSION_BUS, display_problem, session_bus
 from openpista_desktop.clipboard import read_clipboard, write_clipboard

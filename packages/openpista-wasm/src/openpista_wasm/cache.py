@@ -20,7 +20,7 @@ from pathlib import Path
 import wasmtime
 
 from openpista.files import write_private
-from openpista.tools.base import ToolError
+from openpista.tools import ToolError
 from openpista_wasm.stats import CacheStats
 
 log = logging.getLogger(__name__)
