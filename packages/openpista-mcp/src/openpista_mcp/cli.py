@@ -40,7 +40,7 @@ def list_servers(state: CliState, as_json: bool) -> None:
     from openpista_mcp.manager import McpManager
 
     settings = _settings(state)
-    manager = McpManager(settings)
+    manager = McpManager(settings, retry=False)
     try:
         manager.start()
         rows = [_status(name, manager.connections.get(name), settings) for name in settings.servers]
@@ -93,7 +93,7 @@ def test_server(state: CliState, name: str) -> None:
     if name not in settings.servers:
         known = ", ".join(settings.servers) or "none"
         fail(f"no MCP server {name!r} in [mcp.servers] (configured: {known})")
-    manager = McpManager(settings, only=name)
+    manager = McpManager(settings, only=name, retry=False)
     started = time.monotonic()
     try:
         manager.start()

@@ -51,8 +51,10 @@ class ServerConnection:
         name: str,
         settings: ServerSettings,
         on_tools_changed: Callable[[ServerConnection], None] | None = None,
+        retry: bool = True,
     ) -> None:
         self.name = name
+        self._retry = retry
         self.settings = settings
         self.state: State = "starting"
         self.error: str | None = None
@@ -70,13 +72,14 @@ class ServerConnection:
         self._protocol_error: str | None = None
         self._http_error: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._scope = anyio.CancelScope()
+        self._scope: anyio.CancelScope | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the supervisor task (on the running loop)."""
+        self._scope = anyio.CancelScope()
         self._task = asyncio.create_task(self._supervise(), name=f"mcp-{self.name}")
 
     async def wait_settled(self) -> None:
@@ -88,7 +91,8 @@ class ServerConnection:
         self.state = "stopped"
         # An anyio cancel, not task.cancel(): the SDK shields the ending of a stdio program
         # from the former only.
-        self._scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
         for task in self._background:
             task.cancel()
         tasks = [task for task in (self._task, *self._background) if task is not None]
@@ -96,6 +100,7 @@ class ServerConnection:
 
     async def _supervise(self) -> None:
         delay = INITIAL_BACKOFF
+        assert self._scope is not None
         with self._scope:
             while True:
                 self._settled.clear()
@@ -115,6 +120,9 @@ class ServerConnection:
                     delay = INITIAL_BACKOFF
                     self.restarts += 1
                 self.state = "failed"
+                if not self._retry:  # a one-off check (openpista mcp test) reports it itself
+                    self._settled.set()
+                    return
                 self.retry_at = time.monotonic() + delay
                 self._settled.set()
                 log.error("❌ MCP server %s: %s (retrying in %g s)", self.name, self.error, delay)
@@ -201,7 +209,8 @@ class ServerConnection:
         self.error = error
         self.retry_at = None
         self._settled.set()
-        log.error("❌ MCP server %s: %s", self.name, error)
+        if self._retry:
+            log.error("❌ MCP server %s: %s", self.name, error)
 
     # --- change notifications ----------------------------------------------------------
 

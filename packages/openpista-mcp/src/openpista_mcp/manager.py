@@ -23,12 +23,13 @@ _CLOSE_TIMEOUT = 10.0
 
 
 class McpManager:
-    """Starts, serves and closes the enabled servers of ``settings``."""
+    """Starts, serves and closes the enabled servers of ``settings`` (or server ``only``);
+    ``retry=False`` for a one-off check: a failed server is not retried nor logged."""
 
-    def __init__(self, settings: McpSettings, only: str | None = None) -> None:
+    def __init__(self, settings: McpSettings, only: str | None = None, retry: bool = True) -> None:
         servers = settings.enabled() if only is None else {only: settings.servers[only]}
         self.connections = {
-            name: ServerConnection(name, server) for name, server in servers.items()
+            name: ServerConnection(name, server, retry=retry) for name, server in servers.items()
         }
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
