@@ -6,7 +6,7 @@ import base64
 from collections.abc import Awaitable, Callable
 
 from openpista.config import PolicySettings
-from openpista.models import AgentResponse, Attachment
+from openpista.models import Answer, Attachment
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.telegram_emulator import TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
@@ -35,7 +35,7 @@ async def test_answers_typing_files_and_prompts_stay_in_the_topic(
     assert (FORUM, None) not in telegram.action_topics
     picture = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 10).decode()
     await adapter.send(
-        AgentResponse(
+        Answer(
             channel_id=f"telegram:{FORUM}:7",
             text="a file",
             attachments=[Attachment(name="x.txt", mime_type="text/plain", data=picture)],
