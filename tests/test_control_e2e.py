@@ -421,3 +421,25 @@ def test_a_daemon_stopping_mid_turn_tells_the_attached_client_and_exits_cleanly(
     assert "❌ openpista is restarting or stopping: this answer was cancelled" in rest, rest
     assert not control_socket(cli).exists()
     assert "Traceback" not in daemon.output()
+
+
+def test_ctrl_c_at_the_approval_question_cancels_the_turn(
+    cli: Cli, llm_emulator: LlmEmulator, daemons: Callable[[Cli], Daemon]
+) -> None:
+    cli.write_config(cli.config.read_text() + '\n[policy]\nlocal = "ask"\n')
+    daemons(cli)
+    script_tool_round(llm_emulator, "never said")
+    client = subprocess.Popen(
+        [str(OPENPISTA), "run", "-e", "run it"],
+        stdin=subprocess.PIPE,  # open, never answered
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli.env,
+    )
+    wait_line(client.stderr, "🔐 Approval needed")
+    client.send_signal(signal.SIGINT)
+    assert client.wait(timeout=DEADLINE) == 130
+    assert client.stderr is not None
+    assert "❌ cancelled: the turn was stopped in the daemon" in client.stderr.read()
+    assert len(llm_emulator.requests) == 1  # the tool never ran, the LLM was not asked again

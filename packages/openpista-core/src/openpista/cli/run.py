@@ -214,7 +214,12 @@ def _attached(client: Any, text: str, session_id: str, printer: TurnPrinter) -> 
                     )
             elif kind == "approval":
                 request = message.get("request") or {}
-                answer = _ask(printer, str(frame.get("prompt", "")))
+                try:
+                    answer = _ask(printer, str(frame.get("prompt", "")))
+                except KeyboardInterrupt:  # Ctrl-C while asked: cancel the turn
+                    cancelled = True
+                    client.send({"type": "cancel"})
+                    continue
                 client.send({"type": "approval", "id": request.get("id"), "approve": answer})
             elif kind == "answer":
                 text = str(message.get("text", ""))
@@ -231,15 +236,16 @@ def _attached(client: Any, text: str, session_id: str, printer: TurnPrinter) -> 
 
 
 def _ask(printer: TurnPrinter, prompt: str) -> bool:
-    """Ask on this terminal whether the tool call may run (no answer: no)."""
+    """Ask on this terminal whether the tool call may run (the end of input: no)."""
     printer.end_line()
     lines = prompt.splitlines()
     # The last line tells chat users to type /approve ID; here the question is asked.
     click.echo("\n".join(lines[:-1] if len(lines) > 1 else lines), err=True)
-    try:
-        return click.confirm("Run it?", default=False, err=True)
-    except click.Abort:  # end of input, or Ctrl-C while asked
-        return False
+    click.echo("Run it? [y/N]: ", nl=False, err=True)
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        click.echo(err=True)  # the end of input: finish the question's line
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _user() -> str:
