@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from openpista.models import ChannelEvent
+from openpista.testing.adapters import QueueContext
 from openpista.testing.whatsapp_emulator import WhatsAppEmulator, signed_post
 from openpista_whatsapp.adapter import WhatsAppAdapter
 from openpista_whatsapp.settings import ENV_OVERRIDES, load_whatsapp_config
@@ -41,7 +42,8 @@ def graph() -> Iterator[WhatsAppEmulator]:
 
 
 class Running:
-    """A started adapter with its inbound queue and an HTTP client for its webhook."""
+    """A started adapter with its context (where its events land) and an HTTP client for
+    its webhook."""
 
     number = NUMBER
     user = USER
@@ -49,9 +51,10 @@ class Running:
     app_secret = APP_SECRET
     verify_token = VERIFY_TOKEN
 
-    def __init__(self, adapter: WhatsAppAdapter, inbound: asyncio.Queue[ChannelEvent]):
+    def __init__(self, adapter: WhatsAppAdapter, ctx: QueueContext):
         self.adapter = adapter
-        self.inbound = inbound
+        self.ctx = ctx
+        self.inbound = ctx.events
         self.http = httpx.AsyncClient(timeout=10)
 
     @property
@@ -113,9 +116,9 @@ async def start_adapter(
 
     async def start(**overrides: Any) -> Running:
         adapter = WhatsAppAdapter(load_whatsapp_config(options(graph, **overrides)))
-        inbound: asyncio.Queue[ChannelEvent] = asyncio.Queue()
-        await adapter.start(inbound)
-        running.append(Running(adapter, inbound))
+        ctx = QueueContext()
+        await adapter.start(ctx)
+        running.append(Running(adapter, ctx))
         return running[-1]
 
     yield start

@@ -162,4 +162,11 @@ class TestWhatsAppChannelContract(ChannelContract):
 
     async def received(self, adapter: Any) -> list[str]:
         await asyncio.sleep(0)
-        return [s.body["text"]["body"] for s in self.graph.sent if s.body["type"] == "text"]
+        shown = []
+        for sent in self.graph.sent:
+            if sent.body["type"] == "text":
+                shown.append(sent.body["text"]["body"])
+            elif sent.body["type"] == "interactive":  # buttons: their ids name the request
+                buttons = sent.body["interactive"]["action"]["buttons"]
+                shown.append(" ".join(b["reply"]["id"] for b in buttons))
+        return shown

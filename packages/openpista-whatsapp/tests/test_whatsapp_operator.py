@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from openpista.config import ConfigError
-from openpista.models import AgentResponse
+from openpista.gateway.gateway import Gateway
+from openpista.models import Answer
 from openpista.testing.adapters import LoopbackAdapter
 from openpista.testing.cli import emulator_settings
 from openpista.testing.emulator import LlmEmulator
@@ -57,16 +58,15 @@ class Ops:
     adapter: WhatsAppAdapter
     ops: LoopbackAdapter
     clock: Clock
+    gateway: Gateway
 
     async def answer(self, text: str = "hello") -> None:
         """What the gateway does with an agent's answer for the WhatsApp user."""
-        gateway = self.adapter.gateway
-        assert gateway is not None
-        await gateway.deliver(AgentResponse(channel_id=f"whatsapp:{USER}", text=text))
+        await self.gateway.deliver(Answer(channel_id=f"whatsapp:{USER}", text=text))
 
     @property
-    def notices(self) -> list[AgentResponse]:
-        return self.ops.sent["ops:admin"]
+    def notices(self) -> list[Answer]:
+        return [m for m in self.ops.sent["ops:admin"] if isinstance(m, Answer)]
 
     async def meta_reports(self, *errors: dict[str, Any]) -> None:
         """Meta POSTs a signed webhook with system-level ``errors``; waits for its handling."""
@@ -95,11 +95,10 @@ def start_ops(
         ops = LoopbackAdapter("ops:")
         settings = emulator_settings(llm_emulator, tmp_path)
         gateway = await gateways.start(settings, adapter, ops)
-        assert adapter.gateway is gateway  # the gateway hands itself over
         clock = Clock()
         if adapter.notices is not None:
             adapter.notices.clock = clock
-        return Ops(adapter, ops, clock)
+        return Ops(adapter, ops, clock, gateway)
 
     return start
 

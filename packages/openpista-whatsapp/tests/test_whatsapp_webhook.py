@@ -15,7 +15,7 @@ import pytest
 
 from openpista import jsonsafe
 from openpista.access import PAIRED, REFUSAL, PairingBook
-from openpista.models import AgentResponse, ApprovalRequest, Attachment
+from openpista.models import Answer, ApprovalPrompt, ApprovalRequest, Attachment
 from openpista.testing.whatsapp_emulator import (
     WhatsAppEmulator,
     message,
@@ -58,7 +58,7 @@ async def test_text_message_becomes_an_event_and_the_answer_is_sent(
     )
     assert event.metadata["phone_number_id"] == wa.number
     assert event.metadata["name"] == "Test User"
-    await wa.adapter.send(AgentResponse(channel_id=event.channel_id, text="hello human"))
+    await wa.adapter.send(Answer(channel_id=event.channel_id, text="hello human"))
     (sent,) = await graph.wait_for_sent(1)
     assert sent.phone_number_id == wa.number
     assert sent.body["to"] == wa.user
@@ -70,7 +70,7 @@ async def test_long_answers_are_split(start_adapter: Start, graph: WhatsAppEmula
     await wa.post(text_payload(wa.number, wa.user, "tell me a lot"))
     event = await wa.event()
     long = " ".join(f"word{i}" for i in range(2000))
-    await wa.adapter.send(AgentResponse(channel_id=event.channel_id, text=long))
+    await wa.adapter.send(Answer(channel_id=event.channel_id, text=long))
     bodies = [s.body["text"]["body"] for s in await graph.wait_for_sent(3)]
     assert all(len(b) <= 4096 for b in bodies)
     assert " ".join(bodies) == long
@@ -267,7 +267,7 @@ async def test_media_round_trip(
 
     document = isolated_home / "report.csv"
     document.write_text("a,b\n1,2\n")
-    reply = AgentResponse(
+    reply = Answer(
         channel_id=event.channel_id,
         text="here you go",
         attachments=[
@@ -310,7 +310,7 @@ async def test_429_is_retried_then_succeeds(
     graph.fail_next(429, 130429, "Rate limit hit", times=2)
     graph.fail_next(500, 1, "An unknown error occurred")
     with caplog.at_level(logging.WARNING):
-        await wa.adapter.send(AgentResponse(channel_id=event.channel_id, text="eventually"))
+        await wa.adapter.send(Answer(channel_id=event.channel_id, text="eventually"))
     (sent,) = await graph.wait_for_sent(1)
     assert sent.body["text"]["body"] == "eventually"
     assert caplog.text.count("retry") == 3
@@ -326,7 +326,7 @@ async def test_permanent_errors_are_not_retried_and_are_logged(
     graph.fail_next(400, 131030, "Recipient phone number not in allowed list")
     calls = len(graph.requests)
     with caplog.at_level(logging.ERROR):
-        await wa.adapter.send(AgentResponse(channel_id=event.channel_id, text="nope"))
+        await wa.adapter.send(Answer(channel_id=event.channel_id, text="nope"))
     assert len(graph.requests) == calls + 1
     assert not graph.sent
     assert "permanent" in caplog.text
@@ -342,7 +342,7 @@ async def test_a_wrong_access_token_is_reported_without_showing_it(
     await wa.post(text_payload(wa.number, wa.user, "hi"))
     event = await wa.event()
     with caplog.at_level(logging.DEBUG):
-        await wa.adapter.send(AgentResponse(channel_id=event.channel_id, text="x"))
+        await wa.adapter.send(Answer(channel_id=event.channel_id, text="x"))
     assert "Graph error 190" in caplog.text
     assert "EAAG-wrong-token-xyz" not in caplog.text
 
@@ -354,7 +354,7 @@ async def test_approval_requests_become_buttons(
     await wa.post(text_payload(wa.number, wa.user, "run it"))
     event = await wa.event()
     request = ApprovalRequest(id="c0ffee", tool="system.run", arguments={"command": "uptime"})
-    await wa.adapter.send(AgentResponse(channel_id=event.channel_id, approval=request))
+    await wa.adapter.send(ApprovalPrompt(channel_id=event.channel_id, request=request))
     (sent,) = await graph.wait_for_sent(1)
     assert sent.body["interactive"]["type"] == "button"
     buttons = sent.body["interactive"]["action"]["buttons"]
@@ -375,8 +375,8 @@ async def test_several_numbers_answer_from_the_receiving_number(
     second, first = await wa.event(), await wa.event()
     assert second.channel_id == f"whatsapp:222222:{wa.user}"
     assert first.channel_id == f"whatsapp:{wa.number}:{wa.user}"
-    await wa.adapter.send(AgentResponse(channel_id=second.channel_id, text="from two"))
-    await wa.adapter.send(AgentResponse(channel_id=first.channel_id, text="from one"))
+    await wa.adapter.send(Answer(channel_id=second.channel_id, text="from two"))
+    await wa.adapter.send(Answer(channel_id=first.channel_id, text="from one"))
     sent = await graph.wait_for_sent(2)
     assert [(s.phone_number_id, s.body["text"]["body"]) for s in sent] == [
         ("222222", "from two"),
@@ -395,8 +395,8 @@ async def test_outside_the_24_hour_window_the_template_is_sent(
     await wa.post(text_payload(wa.number, wa.user, "a day ago", timestamp=old))
     event = await wa.event()
     with caplog.at_level(logging.INFO):
-        await wa.adapter.send(AgentResponse(channel_id=event.channel_id, text="late answer"))
-        await wa.adapter.send(AgentResponse(channel_id="whatsapp:4915550002", text="cron news"))
+        await wa.adapter.send(Answer(channel_id=event.channel_id, text="late answer"))
+        await wa.adapter.send(Answer(channel_id="whatsapp:4915550002", text="cron news"))
     sent = await graph.wait_for_sent(2)
     assert [s.body["type"] for s in sent] == ["template", "template"]
     assert sent[0].body["template"]["name"] == "reengage"
@@ -404,7 +404,7 @@ async def test_outside_the_24_hour_window_the_template_is_sent(
     assert "outside the 24-hour window" in caplog.text
     await wa.post(text_payload(wa.number, wa.user, "i am back"))
     event = await wa.event()
-    await wa.adapter.send(AgentResponse(channel_id=event.channel_id, text="welcome back"))
+    await wa.adapter.send(Answer(channel_id=event.channel_id, text="welcome back"))
     assert (await graph.wait_for_sent(3))[2].body["type"] == "text"
 
 
@@ -413,7 +413,7 @@ async def test_outside_the_window_without_a_template_nothing_is_sent(
 ) -> None:
     wa = await start_adapter(template_name=None)
     with caplog.at_level(logging.ERROR):
-        await wa.adapter.send(AgentResponse(channel_id=f"whatsapp:{wa.user}", text="hello?"))
+        await wa.adapter.send(Answer(channel_id=f"whatsapp:{wa.user}", text="hello?"))
     assert "template_name is not set" in caplog.text
     assert not graph.sent
 
@@ -423,7 +423,7 @@ async def test_a_missing_template_is_a_clear_permanent_error(
 ) -> None:
     wa = await start_adapter(template_name="no_such_template")
     with caplog.at_level(logging.ERROR):
-        await wa.adapter.send(AgentResponse(channel_id=f"whatsapp:{wa.user}", text="hello?"))
+        await wa.adapter.send(Answer(channel_id=f"whatsapp:{wa.user}", text="hello?"))
     assert "132001" in caplog.text
     assert "no_such_template" in caplog.text
     assert not graph.sent

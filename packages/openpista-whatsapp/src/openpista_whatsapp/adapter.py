@@ -22,11 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 from openpista import jsonsafe
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
+from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.config import home_dir
-from openpista.models import ERROR_PREFIX, AgentResponse, Attachment, ChannelEvent
+from openpista.models import (
+    ERROR_PREFIX,
+    Answer,
+    ApprovalPrompt,
+    Attachment,
+    ChannelEvent,
+    Outbound,
+)
 from openpista_whatsapp.graph import GraphClient, GraphError
 from openpista_whatsapp.media import attachment_message, fetch_attachment
 from openpista_whatsapp.messages import (
+    TEXT_LIMIT,
     approval_message,
     split_text,
     template_message,
@@ -50,7 +59,6 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from openpista.config import Settings
-    from openpista.gateway.gateway import Gateway
     from openpista.serving import EmbeddedServer
 
 log = logging.getLogger(__name__)
@@ -58,17 +66,15 @@ log = logging.getLogger(__name__)
 PREFIX = "whatsapp:"
 
 
-class WhatsAppAdapter:
+class WhatsAppAdapter(ChannelAdapter):
     """Serves Meta's webhook for every configured business number and answers through the
     Graph API. ``state_dir`` (default ``<home>/whatsapp``) holds media, windows, statuses;
-    ``transport`` replaces httpx's network transport (tests).
-
-    ``gateway`` (set by the gateway serving the adapter) carries the
-    notices about failed sends to ``operator_channel`` when that is configured."""
+    ``transport`` replaces httpx's network transport (tests). Notices about failed sends go
+    to ``operator_channel`` (any channel) through the context, when that is configured."""
 
     name = "whatsapp"
     channel_prefix = PREFIX
-    supports_streaming = False
+    capabilities = Capabilities(files=True, buttons=True, max_message_length=TEXT_LIMIT)
 
     def __init__(
         self,
@@ -90,12 +96,11 @@ class WhatsAppAdapter:
         self.refused = TtlSet(config.dedup_size, config.refusal_interval)
         self.windows = ConversationWindows(self.state_dir / "windows.json")
         self.statuses = StatusLog(self.state_dir / "statuses.jsonl")
-        self.gateway: Gateway | None = None
         self.notices = OperatorNotices(config.operator_channel) if config.operator_channel else None
         self.port: int | None = None
         self._transport = transport
         self._graph: GraphClient | None = None
-        self._inbound: asyncio.Queue[ChannelEvent] | None = None
+        self._ctx: ChannelContext | None = None
         self._server: EmbeddedServer | None = None
         self._work: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -125,11 +130,11 @@ class WhatsAppAdapter:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+    async def start(self, ctx: ChannelContext) -> None:
         """Listen for the webhook; returns once it accepts connections (see :attr:`port`)."""
         from openpista.serving import EmbeddedServer, bind_tcp
 
-        self._inbound = inbound
+        self._ctx = ctx
         self._stopping = False
         self._graph = GraphClient(self.config, self._transport)
         host, port = self.config.webhook_host, self.config.webhook_port
@@ -319,8 +324,8 @@ class WhatsAppAdapter:
             attachments=attachments,
             metadata={k: v for k, v in metadata.items() if v is not None},
         )
-        assert self._inbound is not None
-        await self._inbound.put(event)
+        assert self._ctx is not None
+        await self._ctx.submit(event)
 
     async def _fetch(self, message: Inbound) -> Attachment:
         assert self._graph is not None
@@ -343,41 +348,43 @@ class WhatsAppAdapter:
 
     # -- outgoing -------------------------------------------------------------------------
 
-    async def send(self, response: AgentResponse) -> None:
+    async def send(self, message: Outbound) -> None:
         """Deliver a final answer, an approval request (buttons) and attachments.
 
         Outside the 24-hour window only the configured template may be sent; failures are
         logged with Meta's error code and never raised to the gateway.
         """
-        if response.delta:
-            return
+        if not isinstance(message, Answer | ApprovalPrompt):
+            return  # progress: WhatsApp shows whole messages
         try:
-            number, to = self.route(response.channel_id)
+            number, to = self.route(message.channel_id)
         except ValueError as exc:
             log.error("whatsapp: answer dropped: %s", exc)
             return
+        text = message.request.prompt() if isinstance(message, ApprovalPrompt) else message.text
         if not self.windows.is_open(number, to):
-            await self._send_template(number, to, response)
+            await self._send_template(number, to, text)
             return
         messages: list[dict[str, Any]] = []
-        if response.approval is not None:
-            messages.append(approval_message(to, response.approval))
-        elif response.text.strip():
-            messages.extend(text_message(to, part) for part in split_text(response.text))
-        for attachment in response.attachments:
+        if isinstance(message, ApprovalPrompt):
+            await self._send_all(number, to, [approval_message(to, message.request)])
+            return
+        if text.strip():
+            messages.extend(text_message(to, part) for part in split_text(text))
+        for attachment in message.attachments:
             try:
                 messages.append(await self._attachment(number, to, attachment))
             except (GraphError, ValueError) as exc:
                 log.error("whatsapp: cannot send attachment %s: %s", attachment.name, exc)
                 note = f"{ERROR_PREFIX}could not send {attachment.name}: {exc}"
-                messages.append(text_message(to, note[:4096]))
+                messages.append(text_message(to, note[:TEXT_LIMIT]))
         await self._send_all(number, to, messages)
 
     async def _attachment(self, number: str, to: str, attachment: Attachment) -> dict[str, Any]:
         assert self._graph is not None
         return await attachment_message(self._graph, number, to, attachment)
 
-    async def _send_template(self, number: str, to: str, response: AgentResponse) -> None:
+    async def _send_template(self, number: str, to: str, text: str) -> None:
         name = self.config.template_name
         if not name:
             log.error(
@@ -393,7 +400,7 @@ class WhatsAppAdapter:
                 "outside the 24-hour window and channels.whatsapp.template_name is not set",
             )
             return
-        parameters = [response.text or "-"] if self.config.template_text_parameter else None
+        parameters = [text or "-"] if self.config.template_text_parameter else None
         template = template_message(to, name, self.config.template_language, parameters)
         log.info("whatsapp: %s is outside the 24-hour window: sending template %r", to, name)
         await self._send_all(number, to, [template])
@@ -439,14 +446,15 @@ class WhatsAppAdapter:
         ``key``) through the gateway; without either it is only logged."""
         if self.notices is None:
             return
-        if self.gateway is None:
+        if self._ctx is None:
             log.warning(
-                "whatsapp: no gateway to reach %s; failure only logged", self.notices.channel_id
+                "whatsapp: not started, cannot reach %s; failure only logged",
+                self.notices.channel_id,
             )
             return
         notice = self.notices.notice(key, text)
         if notice is not None:
-            await self.gateway.deliver(notice)
+            await self._ctx.deliver(notice)
 
 
 def create_whatsapp_adapter(table: dict[str, Any], config: Settings) -> WhatsAppAdapter:

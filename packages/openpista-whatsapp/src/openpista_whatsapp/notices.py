@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from openpista.models import ERROR_PREFIX, AgentResponse
+from openpista.models import Answer
 
 NOTICE_INTERVAL = 60.0
 MAX_REASONS = 256  # reasons remembered (the oldest is forgotten first)
@@ -45,7 +45,7 @@ class OperatorNotices:
         self.clock = clock
         self._reasons: OrderedDict[str, _Reason] = OrderedDict()
 
-    def notice(self, key: str, text: str) -> AgentResponse | None:
+    def notice(self, key: str, text: str) -> Answer | None:
         """The notice ``❌ WhatsApp: {text}``, or ``None`` when one with the same ``key``
         went out less than ``interval`` seconds ago (counted)."""
         now = self.clock()
@@ -58,8 +58,8 @@ class OperatorNotices:
         self._reasons[key] = _Reason(now)
         while len(self._reasons) > MAX_REASONS:
             self._reasons.popitem(last=False)
-        text = f"{ERROR_PREFIX}WhatsApp: {text}"
+        text = f"WhatsApp: {text}"
         if held_back:
             failures = "failure" if held_back == 1 else "failures"
             text += f" ({held_back} more {failures} like this since the last notice)"
-        return AgentResponse(channel_id=self.channel_id, text=text, is_error=True)
+        return Answer.error(text, channel_id=self.channel_id)
