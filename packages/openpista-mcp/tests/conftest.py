@@ -74,6 +74,14 @@ class HttpServer:
         self.sock.close()
 
 
+@pytest.fixture(autouse=True)
+def openpista_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the servers' stderr logs go (``$OPENPISTA_HOME/mcp/NAME.log``)."""
+    home = tmp_path / "openpista-home"
+    monkeypatch.setenv("OPENPISTA_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def http_server() -> Iterator[HttpServer]:
     """The demo server over streamable HTTP."""

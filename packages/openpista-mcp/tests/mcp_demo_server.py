@@ -115,34 +115,43 @@ def build_server() -> MCPServer:
 
 
 def _raw(mode: str) -> None:
-    """Answer JSON-RPC by hand: garbage for calls, or an unsupported protocol version."""
+    """Answer JSON-RPC by hand: ``raw-garbage`` breaks its replies to calls,
+    ``raw-old-version`` names an unknown protocol version, ``raw-legacy`` is a 2025-era
+    server whose tool ``before`` replaces itself by ``after`` and sends ``list_changed``."""
+    tools = ["garbage"] if mode == "raw-garbage" else ["before"]
     for line in sys.stdin:
         message = json.loads(line)
         if "id" not in message:
             continue
         method = message.get("method")
-        if mode == "raw-old-version" or method in ("initialize", "server/discover"):
+        reply: dict[str, object] = {"id": message["id"]}
+        if method == "server/discover":
+            reply["error"] = {"code": -32601, "message": "Method not found"}
+        elif mode == "raw-old-version" or method == "initialize":
             version = "1999-01-01" if mode == "raw-old-version" else "2025-11-25"
-            if method == "server/discover":
-                error = {"code": -32601, "message": "Method not found"}
-                reply: dict[str, object] = {"id": message["id"], "error": error}
-            else:
-                result = {
-                    "protocolVersion": version,
-                    "capabilities": {"tools": {}},
-                    "serverInfo": {"name": "raw", "version": "0"},
-                }
-                reply = {"id": message["id"], "result": result}
+            reply["result"] = {
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": True}},
+                "serverInfo": {"name": "raw", "version": "0"},
+            }
         elif method == "tools/list":
-            tool = {"name": "garbage", "inputSchema": {"type": "object"}}
-            reply = {"id": message["id"], "result": {"tools": [tool]}}
-        else:  # tools/call: a broken line, then a reply to an id nobody asked for
-            sys.stdout.write('{"jsonrpc": "2.0", "id": \n')
-            sys.stdout.write('{"jsonrpc": "2.0", "id": 999999, "result": 7}\n')
-            sys.stdout.flush()
+            listed = [{"name": name, "inputSchema": {"type": "object"}} for name in tools]
+            reply["result"] = {"tools": listed}
+        elif mode == "raw-garbage":  # a broken line, then a reply to an id nobody asked for
+            _send_line('{"jsonrpc": "2.0", "id": ')
+            _send_line('{"jsonrpc": "2.0", "id": 999999, "result": 7}')
             continue
-        sys.stdout.write(json.dumps({"jsonrpc": "2.0", **reply}) + "\n")
-        sys.stdout.flush()
+        else:
+            tools = ["after"]
+            reply["result"] = {"content": [{"type": "text", "text": "changed"}]}
+            _send_line(json.dumps({"jsonrpc": "2.0", **reply}))
+            reply = {"method": "notifications/tools/list_changed"}
+        _send_line(json.dumps({"jsonrpc": "2.0", **reply}))
+
+
+def _send_line(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

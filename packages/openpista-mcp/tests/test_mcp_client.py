@@ -21,6 +21,7 @@ from openpista_mcp.tools import all_tools
 from .conftest import TOKEN, HttpServer, stdio_server
 
 Connect = Callable[..., McpManager]
+FAIL_WITH_A_MESSAGE = "import sys; sys.stderr.write('no config found in /etc/demo\\n'); sys.exit(2)"
 
 
 @pytest.fixture
@@ -52,7 +53,9 @@ async def wait_ready(manager: McpManager, name: str) -> None:
     raise AssertionError(f"{name} never came back: {connection.state} {connection.error}")
 
 
-async def test_stdio_tools_are_registered_with_their_schemas_and_answer(connect: Connect) -> None:
+async def test_stdio_tools_are_registered_with_their_schemas_and_answer(
+    connect: Connect, openpista_home: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     registry = ToolRegistry(all_tools(connect(demo=stdio_server())))
 
     assert "mcp.demo.echo" in registry
@@ -67,6 +70,9 @@ async def test_stdio_tools_are_registered_with_their_schemas_and_answer(connect:
     echoed = await call(registry, "mcp_demo_echo", text="hi there")  # the wire name works too
     assert (echoed.is_error, echoed.output) == (False, "echo: hi there")
     assert (await call(registry, "mcp.demo.add", a=2, b=40)).output == "42"
+    # The server's stderr (the SDK warns about the odd tool name) is logged, not shown.
+    assert "Tool name validation warning" not in capfd.readouterr().err
+    assert "Tool name validation warning" in (openpista_home / "mcp" / "demo.log").read_text()
 
 
 async def test_results_carry_images_embedded_resources_and_errors(connect: Connect) -> None:
@@ -121,7 +127,7 @@ async def test_a_server_that_crashes_mid_call_is_reported_and_restarted(connect:
 
 async def test_a_server_that_fails_to_start_leaves_the_others_working(connect: Connect) -> None:
     manager = connect(
-        broken={"command": sys.executable, "args": ["-c", "import sys; sys.exit(2)"]},
+        broken={"command": sys.executable, "args": ["-c", FAIL_WITH_A_MESSAGE]},
         missing={"command": "/nonexistent/mcp-server"},
         silent={"command": sys.executable, "args": ["-c", "import time; time.sleep(60)"]}
         | {"startup_timeout": 0.5},
@@ -130,7 +136,7 @@ async def test_a_server_that_fails_to_start_leaves_the_others_working(connect: C
 
     broken, missing = manager.connections["broken"], manager.connections["missing"]
     assert broken.state == "failed"
-    assert broken.error == "Connection closed"
+    assert broken.error == "Connection closed; it wrote: no config found in /etc/demo"
     assert missing.state == "failed"
     assert missing.error == "command not found: /nonexistent/mcp-server"
     assert manager.connections["silent"].error == "no answer within 0.5 s"
@@ -176,6 +182,23 @@ async def test_list_changed_updates_the_tools_the_server_answers_for(connect: Co
     assert gone.is_error
     assert gone.output == "MCP server demo no longer offers the tool add"
     assert "mcp.demo.fresh" in [t.name for t in all_tools(manager)]
+
+
+async def test_a_2025_era_server_announcing_list_changed_is_listed_again(connect: Connect) -> None:
+    manager = connect(raw=stdio_server("raw-legacy"))
+    registry = ToolRegistry(all_tools(manager))
+    connection = manager.connections["raw"]
+
+    assert connection.protocol_version == "2025-11-25"
+    assert (await call(registry, "mcp.raw.before")).output == "changed"
+    for _ in range(200):
+        if [t.name for t in connection.tools] == ["after"]:
+            break
+        await asyncio.sleep(0.05)
+
+    assert [t.name for t in connection.tools] == ["after"]
+    gone = await call(registry, "mcp.raw.before")
+    assert gone.output == "MCP server raw no longer offers the tool before"
 
 
 async def test_environment_and_working_directory_reach_a_stdio_server(

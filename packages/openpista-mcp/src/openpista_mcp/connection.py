@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import anyio
 import httpx2
@@ -27,7 +27,7 @@ from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from openpista import __version__
-from openpista.config import ConfigError
+from openpista.config import ConfigError, home_dir
 from openpista.tools import ToolError
 from openpista_mcp.settings import ServerSettings
 
@@ -39,6 +39,7 @@ INITIAL_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 MAX_SSE_EVENT_BYTES = 32 * 1024 * 1024
 """One streamed message (a big tool result) may be this large; the SDK's default is 1 MiB."""
+_STDERR_TAIL_BYTES = 2_000
 _LIST_PAGES = 50
 """A server whose listing never ends is cut off after this many pages."""
 
@@ -72,6 +73,9 @@ class ServerConnection:
         self._protocol_error: str | None = None
         self._http_error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self.stderr_path = home_dir() / "mcp" / f"{name}.log"
+        self._stderr: TextIO | None = None
+        self._stderr_start = 0
         self._scope: anyio.CancelScope | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -97,6 +101,8 @@ class ServerConnection:
             task.cancel()
         tasks = [task for task in (self._task, *self._background) if task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._stderr is not None:
+            self._stderr.close()
 
     async def _supervise(self) -> None:
         delay = INITIAL_BACKOFF
@@ -116,6 +122,9 @@ class ServerConnection:
                     self.error = describe_error(exc)
                     if self._http_error:
                         self.error += f" ({self._http_error})"
+                said = self._stderr_tail()
+                if said and not was_ready:
+                    self.error = f"{self.error}; it wrote: {said}"
                 if was_ready:
                     delay = INITIAL_BACKOFF
                     self.restarts += 1
@@ -180,11 +189,32 @@ class ServerConnection:
         self._settled.set()
         log.info("MCP server %s ready: %d tool(s)", self.name, len(tools))
 
+    def _open_stderr(self) -> TextIO:
+        """The file a stdio server's stderr goes to, ``~/.openpista/mcp/NAME.log`` (it must
+        not write over a terminal UI); its start is remembered for :meth:`_stderr_tail`."""
+        if self._stderr is not None:
+            self._stderr.close()
+        self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        self._stderr = self.stderr_path.open("a", encoding="utf-8", errors="replace")
+        self._stderr_start = self._stderr.tell()
+        return self._stderr
+
+    def _stderr_tail(self) -> str:
+        """The last line the stdio server wrote to stderr in this attempt ("" if none)."""
+        if self._stderr is None:
+            return ""
+        self._stderr.flush()
+        with self.stderr_path.open("rb") as handle:
+            handle.seek(self._stderr_start)
+            written = handle.read()[-_STDERR_TAIL_BYTES:].decode("utf-8", "replace")
+        lines = [line.strip() for line in written.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
     def _transport(self) -> Transport:
         settings = self.settings
         if settings.transport == "stdio":
             assert settings.command is not None
-            return _stdio(settings)
+            return _stdio(settings, self._open_stderr())
         assert settings.url is not None
         headers = settings.request_headers()
         if settings.transport == "sse":
@@ -330,7 +360,7 @@ class ServerConnection:
         return ToolError(f"{label} failed: {describe_error(exc)}")
 
 
-def _stdio(settings: ServerSettings) -> Transport:
+def _stdio(settings: ServerSettings, errlog: TextIO) -> Transport:
     from mcp.client.stdio import stdio_client
 
     assert settings.command is not None
@@ -340,7 +370,7 @@ def _stdio(settings: ServerSettings) -> Transport:
         env=settings.env or None,
         cwd=settings.cwd.expanduser() if settings.cwd else None,
     )
-    return stdio_client(params)
+    return stdio_client(params, errlog=errlog)
 
 
 @contextlib.asynccontextmanager
