@@ -61,6 +61,7 @@ class ServerConnection:
         self.error: str | None = None
         """Why the server is not ready (``failed``), or what went wrong last."""
         self.tools: list[mcp_types.Tool] = []
+        self.prompts: list[mcp_types.Prompt] = []
         self.capabilities: mcp_types.ServerCapabilities | None = None
         self.protocol_version: str | None = None
         self.retry_at: float | None = None
@@ -165,6 +166,7 @@ class ServerConnection:
             group.start_soon(watchdog)
             async with client:
                 tools = await _list_tools(client)
+                self.prompts = await _list_prompts(client)
                 started.set()
                 self._serving(client, tools)
                 try:
@@ -326,6 +328,15 @@ class ServerConnection:
         except Exception as exc:
             raise self._call_error(f"reading {uri} from MCP server {self.name}", exc) from None
 
+    async def get_prompt(self, name: str, arguments: dict[str, str]) -> mcp_types.GetPromptResult:
+        """Render prompt ``name``; failures as for :meth:`call_tool`."""
+        client = await self.client()
+        try:
+            with anyio.fail_after(self.settings.timeout):
+                return await client.get_prompt(name, arguments)
+        except Exception as exc:
+            raise self._call_error(f"prompt {name} of MCP server {self.name}", exc) from None
+
     async def list_resources(self) -> list[mcp_types.Resource]:
         """Every resource the server lists (page by page, bounded)."""
         client = await self.client()
@@ -400,6 +411,20 @@ async def _watched(
                 yield receive, write
             finally:
                 group.cancel_scope.cancel()
+
+
+async def _list_prompts(client: Client) -> list[mcp_types.Prompt]:
+    if client.server_capabilities.prompts is None:
+        return []
+    prompts: list[mcp_types.Prompt] = []
+    cursor: str | None = None
+    for _ in range(_LIST_PAGES):
+        page = await client.list_prompts(cursor=cursor)
+        prompts.extend(page.prompts)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return prompts
 
 
 async def _list_tools(client: Client) -> list[mcp_types.Tool]:

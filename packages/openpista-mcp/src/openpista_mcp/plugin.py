@@ -1,7 +1,8 @@
 """The openpista plugin module of openpista-mcp (entry point ``mcp``).
 
 Registers the tools of the servers in ``[mcp.servers.NAME]`` (started when a runtime
-collects its tools, closed with it) and the ``openpista mcp`` commands. The SDK is
+collects its tools, closed with it), their prompts as chat commands, and the
+``openpista mcp`` commands. The SDK is
 imported only when at least one server is enabled.
 """
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     import click
 
     from openpista import PluginContext, Tool
+    from openpista.channels import ChatCommand
     from openpista_mcp.manager import McpManager
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,17 @@ def register_tools(register: Callable[[Tool], None], context: PluginContext) -> 
 
     for tool in all_tools(context.shared(make_manager)):
         register(tool)
+
+
+@hookimpl
+def register_chat_commands(register: Callable[[ChatCommand], None], context: PluginContext) -> None:
+    """Register ``/mcp-<server>-<prompt>`` for every prompt of every server that started."""
+    if not _any_enabled(context.config.mcp):
+        return
+    from openpista_mcp.prompts import prompt_commands
+
+    for command in prompt_commands(context.shared(make_manager), context):
+        register(command)
 
 
 @hookimpl

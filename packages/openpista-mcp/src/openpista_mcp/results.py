@@ -15,6 +15,7 @@ from mcp_types import (
     BlobResourceContents,
     CallToolResult,
     EmbeddedResource,
+    GetPromptResult,
     ImageContent,
     ReadResourceResult,
     ResourceLink,
@@ -58,6 +59,18 @@ def resource_output(result: ReadResourceResult, label: str, max_chars: int) -> T
     for index, contents in enumerate(result.contents):
         parts.append(_contents(contents, f"{label}-{index}", attachments))
     return ToolOutput(text=cut("\n".join(parts) or "(empty)", max_chars), attachments=attachments)
+
+
+def prompt_messages(result: GetPromptResult, label: str) -> tuple[str, list[Attachment]]:
+    """A rendered prompt as one message: its messages' text in order (the assistant's
+    marked as such), their images as attachments."""
+    parts: list[str] = []
+    attachments: list[Attachment] = []
+    for index, message in enumerate(result.messages):
+        text, found = _render([message.content], f"{label}-{index}")
+        parts.append(text if message.role == "user" else f"(assistant) {text}")
+        attachments.extend(found)
+    return "\n\n".join(parts), attachments
 
 
 def _render(content: Sequence[Any], label: str) -> tuple[str, list[Attachment]]:
