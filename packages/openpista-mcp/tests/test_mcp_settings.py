@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -75,3 +77,13 @@ def test_tool_names_are_safe_and_short_enough_for_llm_apis() -> None:
     long = tool_name("files", "x" * 100)
     assert len(long) == 64
     assert long != tool_name("files", "x" * 99)
+
+
+def test_the_plugin_module_and_the_cli_do_not_import_the_sdk() -> None:
+    code = (
+        "import sys, openpista_mcp.plugin, openpista_mcp.cli;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types', 'httpx2')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert done.stdout.strip() == "[]"
