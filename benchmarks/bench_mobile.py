@@ -77,12 +77,13 @@ def bench_mobile(client_counts: tuple[int, ...], messages: int) -> None:
 
 HOSTILE_SERVER = """
 import asyncio, json, sys
+from openpista.testing.adapters import QueueContext
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.settings import MobileSettings
 
 async def main(options):
     adapter = MobileAdapter(MobileSettings.from_table(options))
-    await adapter.start(asyncio.Queue())
+    await adapter.start(QueueContext())
     print(adapter.port, adapter.fingerprint, flush=True)
     await asyncio.Event().wait()
 

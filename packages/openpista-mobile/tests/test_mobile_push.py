@@ -12,7 +12,7 @@ import pytest
 
 from openpista.config import Settings
 from openpista.gateway.gateway import Gateway
-from openpista.models import AgentResponse, ChannelEvent
+from openpista.models import AgentResponse, Answer, ChannelEvent
 from openpista.testing.emulator import LlmEmulator
 from openpista.testing.gateways import Gateways
 from openpista_mobile.adapter import MobileAdapter
@@ -165,7 +165,7 @@ async def test_a_full_outbox_arrives_in_order_and_a_burst_of_live_pushes_arrives
     mobile = await serve(outbox_size=300)
     count = 300  # aioquic grants 128 unidirectional streams at first: credit must be renewed
     for number in range(count):
-        await mobile.send(AgentResponse(channel_id="mobile:phone", text=f"kept {number}"))
+        await mobile.send(Answer(channel_id="mobile:phone", text=f"kept {number}"))
     async with await MobileClient.connect(
         f"quic://127.0.0.1:{mobile.port}",
         PHONE_TOKEN,
@@ -178,7 +178,7 @@ async def test_a_full_outbox_arrives_in_order_and_a_burst_of_live_pushes_arrives
         kept = [await asyncio.wait_for(anext(pushes), 60) for _ in range(count)]
         assert [r.text for r in kept] == [f"kept {number}" for number in range(count)]
         for number in range(count):  # live: one stream each, put back in order by the client
-            await mobile.send(AgentResponse(channel_id="mobile:phone", text=f"live {number}"))
+            await mobile.send(Answer(channel_id="mobile:phone", text=f"live {number}"))
         live = [await asyncio.wait_for(anext(pushes), 60) for _ in range(count)]
         await pushes.aclose()
     assert [r.text for r in live] == [f"live {number}" for number in range(count)]

@@ -12,6 +12,9 @@ or that answers no request of this device at all (a ``[[cron]]`` entry whose cha
 every live connection of the device; with none, it waits in a small per-device outbox
 (``outbox_size``, in memory) delivered after the device's next authentication. Deltas
 (text chunks, tool progress) are never pushed: the final response holds the whole text.
+
+On the wire every message is a :class:`~openpista.models.AgentResponse` (what the mobile
+clients decode), made from the gateway's outbound message.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from collections import deque
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.config import ConfigError
-from openpista.models import AgentResponse, Attachment, ChannelEvent
+from openpista.models import AgentResponse, Answer, Attachment, ChannelEvent, Outbound
 from openpista_mobile.certs import load_or_create, state_dir
 from openpista_mobile.protocol import ErrorCode, FrameError, error_frame
 from openpista_mobile.server import QuicServer, ServerOptions
@@ -49,19 +53,19 @@ def channel_id(device_id: str) -> str:
     return f"{PREFIX}{device_id}"
 
 
-class MobileAdapter:
+class MobileAdapter(ChannelAdapter):
     """Serves mobile clients (and sandbox workers) over QUIC."""
 
     name = "mobile"
     channel_prefix = PREFIX
-    supports_streaming = True
+    capabilities = Capabilities(streaming=True, files=True, buttons=True)
 
     def __init__(self, settings: MobileSettings) -> None:
         self.settings = settings
         self.tokens = TokenBook(settings.token_table())
         self.server: QuicServer | None = None
         self.fingerprint = ""
-        self._inbound: asyncio.Queue[ChannelEvent] | None = None
+        self._ctx: ChannelContext | None = None
         # The stream awaiting each request's answers, by (channel id, request id).
         self._streams: dict[tuple[str, str], ResponseStream] = {}
         # Pushes waiting for a device to connect, and each device's last push number.
@@ -75,9 +79,9 @@ class MobileAdapter:
             raise RuntimeError("the mobile channel is not running")
         return self.server.port
 
-    async def start(self, inbound: asyncio.Queue[ChannelEvent]) -> None:
+    async def start(self, ctx: ChannelContext) -> None:
         """Load (or make) the certificate and serve; returns once the socket is bound."""
-        self._inbound = inbound
+        self._ctx = ctx
         certificate = await asyncio.to_thread(load_or_create, self.settings.cert, self.settings.key)
         self.fingerprint = certificate.fingerprint
         options = ServerOptions(
@@ -111,13 +115,14 @@ class MobileAdapter:
             await server.close()
         self._streams.clear()
 
-    async def send(self, response: AgentResponse) -> None:
-        """Send ``response`` on the stream of the request it answers (its ``request_id``),
-        else push it to the device (final answers and approval requests only)."""
-        channel = response.channel_id
-        key = (channel, response.request_id or "")
-        progress = response.delta or response.approval is not None
+    async def send(self, message: Outbound) -> None:
+        """Send ``message`` on the stream of the request it answers (its ``request_id``),
+        else push it to the device (answers and approval prompts only)."""
+        channel = message.channel_id
+        key = (channel, message.request_id or "")
+        progress = not isinstance(message, Answer)
         stream = self._streams.get(key) if progress else self._streams.pop(key, None)
+        response = AgentResponse.of(message)
         frame = {"type": "response", **response.model_dump(mode="json")}
         if stream is not None and stream.send(frame, end=not progress):
             return
@@ -164,8 +169,8 @@ class MobileAdapter:
         log.info("mobile: delivered %d waiting push(es) to device %s", len(outbox), device)
 
     async def _on_message(self, request: MessageRequest) -> None:
-        inbound = self._inbound
-        if inbound is None:
+        ctx = self._ctx
+        if ctx is None:
             request.stream.finish(error_frame(ErrorCode.UNAVAILABLE, "the channel is stopping"))
             return
         try:
@@ -185,7 +190,7 @@ class MobileAdapter:
             metadata=metadata,
         )
         self._streams[(channel, request_id)] = request.stream
-        await inbound.put(event)
+        await ctx.submit(event)
 
 
 def _save(device_id: str, attachment: Attachment) -> Attachment:

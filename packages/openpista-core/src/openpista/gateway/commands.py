@@ -131,8 +131,8 @@ class ChatCommands:
             return reply_error("a session id has letters, digits and . _ : - only")
         memory = self.gateway.runtime.memory
         found = await memory.get_session(session_id)
-        await router.bind(call.channel_id, session_id)
         if found is not None:
+            await router.bind(call.channel_id, session_id)
             count = found.message_count
             return CommandReply(
                 f"switched to session {session_id} ({count} message{'' if count == 1 else 's'})",
@@ -140,6 +140,7 @@ class ChatCommands:
             )
         known = [info.id for info in await memory.list_sessions(limit=TYPO_SCAN)]
         close = difflib.get_close_matches(session_id, known, n=1, cutoff=TYPO_CUTOFF)
+        await router.bind(call.channel_id, session_id)
         hint = f"\nDid you mean /session {close[0]} ?" if close else ""
         return CommandReply(
             f"new session {session_id}: no session had this id, so it starts empty{hint}",

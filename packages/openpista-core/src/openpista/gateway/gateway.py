@@ -29,7 +29,6 @@ from openpista.agent import AgentEvent, ToolFinished, ToolStarted
 from openpista.channels import ChannelAdapter, ChatCommand, CommandReply, GatewayClosedError
 from openpista.config import ConfigError
 from openpista.gateway.commands import ChatCommands
-from openpista.gateway.legacy import AgentResponse, LegacyChannel, outbound_of
 from openpista.gateway.router import ChannelRouter
 from openpista.memory.store import SessionNotFoundError
 from openpista.models import (
@@ -168,10 +167,6 @@ class Gateway:
         Returns once each adapter has made its first start attempt (a failed one is retried
         in the background); the provider then warms up in the background (see :attr:`ready`).
         """
-        # Adapters of the old contract (start(queue), send(AgentResponse)) until they move.
-        self.adapters = [
-            a if isinstance(a, ChannelAdapter) else LegacyChannel(a, self) for a in self.adapters
-        ]
         attempts = [asyncio.Event() for _ in self.adapters]
         for adapter, attempted in zip(self.adapters, attempts, strict=True):
             self._tasks.append(asyncio.create_task(self._supervise(adapter, attempted)))
@@ -418,10 +413,8 @@ class Gateway:
         owners = [a for a in self.adapters if channel_id.startswith(a.channel_prefix)]
         return max(owners, key=lambda a: len(a.channel_prefix), default=None)
 
-    async def deliver(self, message: Outbound | AgentResponse) -> None:
+    async def deliver(self, message: Outbound) -> None:
         """Send ``message`` to the adapter owning its channel id (logged if none does)."""
-        if isinstance(message, AgentResponse):
-            message = outbound_of(message)
         adapter = self.adapter_for(message.channel_id)
         if adapter is None:
             log.warning("no enabled channel owns %r; answer dropped", message.channel_id)

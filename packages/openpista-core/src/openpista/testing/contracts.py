@@ -147,22 +147,16 @@ class ChannelContract:
         raise NotImplementedError
 
     async def test_declares_the_contract(self) -> None:
-        adapter: Any = await self.make_adapter()
-        if not isinstance(adapter, ChannelAdapter) and hasattr(adapter, "supports_streaming"):
-            return  # the old contract, until openpista.gateway.legacy goes
+        adapter = await self.make_adapter()
         assert isinstance(adapter, ChannelAdapter), "subclass openpista.channels.ChannelAdapter"
         assert adapter.name
         assert adapter.channel_prefix.endswith(":")
         assert isinstance(adapter.capabilities, Capabilities)
 
     async def test_round_trip(self) -> None:
-        adapter: Any = await self.make_adapter()
+        adapter = await self.make_adapter()
         ctx = QueueContext()
-        if isinstance(adapter, ChannelAdapter):
-            await adapter.start(ctx)
-        else:  # the old contract, until openpista.gateway.legacy goes
-            await adapter.start(ctx.events)
-            adapter.send = _legacy_send(adapter.send)
+        await adapter.start(ctx)
         try:
             await self.deliver(adapter, "contract ping")
             event = await asyncio.wait_for(ctx.events.get(), self.timeout)
@@ -182,12 +176,3 @@ class ChannelContract:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(f"{text!r} never reached the user")
-
-
-def _legacy_send(send: Any) -> Any:
-    from openpista.gateway.legacy import response_of
-
-    async def legacy(message: Any) -> None:
-        await send(response_of(message))
-
-    return legacy
