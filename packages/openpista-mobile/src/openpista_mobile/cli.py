@@ -307,7 +307,7 @@ class _Prompt:
 
     async def _ask(self, client: MobileClient, text: str, request_id: str) -> int:
         """Send ``text`` and print the answer as it streams; 1 if the answer is an error."""
-        from openpista.gateway.cli_adapter import Console, clip
+        from openpista.cli import Console, clip
         from openpista_mobile.client import ConnectionLost
 
         console = Console(sys.stdout, sys.stderr)
