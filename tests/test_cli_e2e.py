@@ -367,3 +367,37 @@ def test_sessions_show_the_chat_each_session_belongs_to(
     lines = {line.split()[0]: line for line in listing[1:]}
     assert lines[daemon["id"]][chat_column:].startswith(f"{chat} ")
     assert lines["by-run"][chat_column:].startswith("- ")
+
+
+def test_run_applies_the_policy_deny_rules_and_asks_on_the_terminal(
+    cli: Cli, llm_emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    denied, asked = tmp_path / "denied", tmp_path / "asked"
+    cli.write_config(
+        cli.config.read_text()
+        + "\n[policy]\nrules = [\n"
+        + f'  {{tool = "system.run", command = "touch {denied}", action = "deny"}},\n'
+        + '  {tool = "system.run", command = "touch *", action = "ask"},\n]\n'
+    )
+    llm_emulator.reply_tool_calls([("system_run", {"command": f"touch {denied}"})])
+    llm_emulator.reply(echo_last_tool_output)
+    done = cli("run", "-e", "make the file")
+    assert done.returncode == 0, done.stderr
+    assert not denied.exists()
+    assert "denied" in tool_outputs(llm_emulator.requests[-1].json)[-1].lower()
+
+    for answer, created in (("n", False), ("y", True)):
+        llm_emulator.reply_tool_calls([("system_run", {"command": f"touch {asked}"})])
+        llm_emulator.reply(echo_last_tool_output)
+        done = cli("run", "-e", "make the other file", stdin=answer + "\n")
+        assert done.returncode == 0, done.stderr
+        assert "🔐 Approval needed" in done.stderr
+        assert "Run it? [y/N]" in done.stderr
+        assert asked.exists() is created
+
+    asked.unlink()
+    llm_emulator.reply_tool_calls([("system_run", {"command": f"touch {asked}"})])
+    llm_emulator.reply(echo_last_tool_output)
+    done = cli("run", "-e", "and again", stdin="")  # no terminal answer: denied
+    assert done.returncode == 0, done.stderr
+    assert not asked.exists()

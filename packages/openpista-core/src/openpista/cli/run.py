@@ -167,10 +167,34 @@ async def _run(
             agent = runtime.agent(provider, model)
         except (ProviderError, ConfigError) as exc:
             fail(str(exc))
-        response = await agent.run_turn(session_id, text, on_event=show)
+        guard = _terminal_guard(runtime, session_id, printer)
+        response = await agent.run_turn(session_id, text, on_event=show, guard=guard)
     finally:
         await runtime.close()
     return printer.finish(response.text, response.is_error, session_id)
+
+
+RUN_CHANNEL = "cli:run"
+"""The chat of an in-process ``openpista run``: a local one (``[policy] local`` applies)."""
+
+
+def _terminal_guard(runtime: Any, session_id: str, printer: TurnPrinter) -> Any:
+    """The ``[policy]`` guard of an in-process turn: denied calls never run, approvals are
+    asked on this terminal (the end of input: no), decisions are recorded as in the daemon."""
+    import asyncio
+
+    from openpista.gateway.approvals import ApprovalBroker
+    from openpista.models import ApprovalPrompt
+
+    broker = ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
+
+    async def ask(prompt: ApprovalPrompt) -> None:
+        request = prompt.request
+        approve = await asyncio.to_thread(_ask, printer, request.prompt())
+        broker.answer(RUN_CHANNEL, f"/{'approve' if approve else 'deny'} {request.id}")
+
+    warnings = runtime.toolbox.tools.approval_warnings
+    return broker.guard(session_id, RUN_CHANNEL, ask, warnings)
 
 
 def _attached(client: Any, text: str, session_id: str, printer: TurnPrinter) -> int:
