@@ -47,9 +47,9 @@ class StarterPrompt:
         self.notes.append(line)
 
     def expose(self, what: str, address: str, meaning: str) -> bool:
-        """Ask whether ``what`` (``"the web chat"``, listening on ``address`` of this machine only by default)
-        should listen on every network interface; ``meaning`` says what that exposes.
-        The answer defaults to no; ``--yes`` never exposes anything."""
+        """Ask whether ``what`` (``"the web chat"``, on ``address`` of this machine only by
+        default) should listen on every network interface; ``meaning`` says what that
+        exposes. The answer defaults to no; ``--yes`` never exposes anything."""
         self.explain(
             f"{what[:1].upper()}{what[1:]} listens on {address}: only this machine can reach "
             f"it. {meaning}"
