@@ -102,9 +102,12 @@ def bench_agent_overhead(turns: int, rounds: int) -> None:
     )
 
 
-async def _gateway_round(sessions: int, db: Path, emulator: LlmEmulator | None) -> LoadRun:
+async def _gateway_round(
+    sessions: int, db: Path, emulator: LlmEmulator | None, client: str = "auto"
+) -> LoadRun:
     """``sessions`` chats sending one message each at once, answered by the instant provider
-    or, with ``emulator``, by the configured provider (litellm) over HTTP to the emulator."""
+    or, with ``emulator``, by the ``openai`` preset over HTTP to the emulator, its requests
+    carried by ``client`` (``[providers.openai] client``: "http" or "litellm")."""
     from openpista.agent import Agent
     from openpista.config import Settings
     from openpista.gateway.gateway import Gateway
@@ -116,6 +119,8 @@ async def _gateway_round(sessions: int, db: Path, emulator: LlmEmulator | None) 
         settings = Settings(database={"url": f"sqlite+aiosqlite:///{db}"})  # type: ignore[arg-type]
     else:
         settings = emulator_settings(emulator, db.parent)
+        openai = settings.providers["openai"]
+        settings.providers["openai"] = openai.model_copy(update={"client": client})
     runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
     agent = (
         Agent(InstantProvider(rounds=0), runtime.toolbox.tools, runtime.memory)
@@ -145,14 +150,17 @@ async def _gateway_round(sessions: int, db: Path, emulator: LlmEmulator | None) 
     return LoadRun(elapsed, list(latencies), cpu)
 
 
-def bench_gateway(session_counts: tuple[int, ...], emulator: LlmEmulator | None = None) -> None:
+def bench_gateway(
+    session_counts: tuple[int, ...], emulator: LlmEmulator | None = None, client: str = "auto"
+) -> None:
     """Messages per second through the gateway (loopback channel), N sessions at once, each
     sending its first message, and the CPU of one message: with an instant LLM, or through
-    litellm to ``emulator`` (what a real provider costs besides the network)."""
-    llm = "instant LLM" if emulator is None else "litellm -> emulator"
+    ``client`` (httpx or litellm) to ``emulator`` (what a real provider costs besides the
+    network)."""
+    llm = "instant LLM" if emulator is None else f"{client} -> emulator"
     for sessions in session_counts:
         with tempfile.TemporaryDirectory() as tmp:
-            run = asyncio.run(_gateway_round(sessions, Path(tmp) / "gw.db", emulator))
+            run = asyncio.run(_gateway_round(sessions, Path(tmp) / "gw.db", emulator, client))
         print_figures(f"gateway, {sessions} concurrent sessions", run, 1, llm)
 
 
@@ -167,7 +175,8 @@ def main() -> None:
         bench_run(args.repeat, cli)
         bench_agent_overhead(turns=args.repeat * 4, rounds=5)
         bench_gateway((1, 100, 1000))
-        bench_gateway((100,), emulator)
+        for client in ("http", "litellm"):  # the two provider paths (docs/providers.md)
+            bench_gateway((100,), emulator, client)
 
 
 if __name__ == "__main__":

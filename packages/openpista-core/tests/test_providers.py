@@ -1,4 +1,6 @@
-"""Providers: the real litellm against the LLM emulator, in OpenAI and Anthropic wire formats."""
+"""Providers against the LLM emulator, in OpenAI and Anthropic wire formats: OpenAI chat
+completions through both clients (openpista's httpx path and the real litellm), Anthropic
+through litellm."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 import pytest
@@ -27,7 +29,7 @@ from openpista.providers.base import (
     ToolCallDelta,
     ToolSpec,
 )
-from openpista.providers.litellm_provider import LiteLLMProvider
+from openpista.providers.litellm_provider import BackendProvider
 from openpista.providers.registry import ProviderRegistry
 from openpista.testing.contracts import ProviderContract
 from openpista.testing.emulator import LlmEmulator, TextReply, ToolCallsReply
@@ -52,10 +54,25 @@ def base_url(emu: LlmEmulator, api: str) -> str:
     return emu.openai_base_url if api == "openai" else emu.base_url
 
 
+Client = Literal["auto", "litellm", "http"]
+
+
+class Api(str):
+    """A preset name, and the ``client`` that carries its requests."""
+
+    client: Client = "auto"
+
+
+def preset(name: str, client: Client) -> Api:
+    api = Api(name)
+    api.client = client
+    return api
+
+
 def make(emu: LlmEmulator, api: str, **options: Any) -> LlmProvider:
     """A provider of preset ``api`` pointed at the emulator (no retries unless asked)."""
     section = {"base_url": base_url(emu, api), "api_key": KEY, "max_retries": 0, "timeout": 10}
-    section |= {"retry_base_delay": 0} | options
+    section |= {"retry_base_delay": 0, "client": getattr(api, "client", "auto")} | options
     settings = Settings(
         agent=AgentSettings(provider=api),
         providers={api: ProviderSettings.model_validate(section)},
@@ -75,9 +92,15 @@ async def ask(provider: LlmProvider, streaming: bool) -> ChatResult:
     return events[-1]
 
 
-@pytest.fixture(params=["openai", "anthropic"])
-def api(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(
+    params=[("openai", "http"), ("openai", "litellm"), ("anthropic", "auto")],
+    ids=["openai-http", "openai-litellm", "anthropic"],
+)
+def api(request: pytest.FixtureRequest) -> Api:
+    return preset(*request.param)
+
+
+clients = pytest.mark.parametrize("client", ["http", "litellm"])
 
 
 streaming = pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
@@ -195,10 +218,14 @@ async def test_tool_round_trip_conversation(llm_emulator: LlmEmulator, api: str)
     assert "be brief" in sent
 
 
-async def test_a_plain_json_answer_to_a_stream_request_is_used(llm_emulator: LlmEmulator) -> None:
+@clients
+async def test_a_plain_json_answer_to_a_stream_request_is_used(
+    llm_emulator: LlmEmulator, client: Client
+) -> None:
     # Some OpenAI-compatible servers ignore "stream": true and send the whole completion.
     llm_emulator.reply(TextReply("Hello in one piece", usage=(9, 4), unstreamed=True))
-    events = await collect(make(llm_emulator, "openai"))
+    openai = preset("openai", client)
+    events = await collect(make(llm_emulator, openai))
     assert llm_emulator.requests[0].json["stream"] is True
     assert events == [
         TextDelta("Hello in one piece"),
@@ -209,7 +236,7 @@ async def test_a_plain_json_answer_to_a_stream_request_is_used(llm_emulator: Llm
             [("system_run", {"command": "ls /tmp"})], text="Let me look.", unstreamed=True
         )
     )
-    [first, result] = await collect(make(llm_emulator, "openai"))
+    [first, result] = await collect(make(llm_emulator, openai))
     assert first == TextDelta("Let me look.")
     assert isinstance(result, ChatResult)
     [call] = result.tool_calls
@@ -286,9 +313,10 @@ async def test_rate_limit_exhausted(llm_emulator: LlmEmulator, api: str, streami
     assert len(llm_emulator.requests) == 3
 
 
+@clients
 @streaming
 async def test_out_of_quota_is_a_billing_error_and_is_not_retried(
-    llm_emulator: LlmEmulator, streaming: bool
+    llm_emulator: LlmEmulator, streaming: bool, client: Client
 ) -> None:
     # OpenAI's documented 429 for an account without credit: type and code insufficient_quota.
     quota = "You exceeded your current quota, please check your plan and billing details."
@@ -296,7 +324,7 @@ async def test_out_of_quota_is_a_billing_error_and_is_not_retried(
         429, quota, error_type="insufficient_quota", code="insufficient_quota", retry_after=0
     )
     llm_emulator.reply_text("must not be reached")
-    error = await failure(make(llm_emulator, "openai", max_retries=3), streaming)
+    error = await failure(make(llm_emulator, preset("openai", client), max_retries=3), streaming)
     assert (error.kind, error.status) == ("quota", 429)
     assert "billing problem, not a rate limit" in str(error)
     assert "rate-limiting" not in str(error)
@@ -331,14 +359,18 @@ async def test_bad_request(llm_emulator: LlmEmulator, api: str) -> None:
 
 
 @streaming
-async def test_unreachable_server(api: str, streaming: bool) -> None:
+async def test_unreachable_server(api: Api, streaming: bool) -> None:
     with socket.socket() as sock:  # a port that was free a moment ago and has no listener now
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}" + ("/v1" if api == "openai" else "")
     settings = Settings(
         agent=AgentSettings(provider=api),
-        providers={api: ProviderSettings(base_url=url, api_key=SecretStr(KEY), max_retries=0)},
+        providers={
+            api: ProviderSettings(
+                base_url=url, api_key=SecretStr(KEY), max_retries=0, client=api.client
+            )
+        },
     )
     error = await failure(registry().build(settings), streaming)
     assert error.kind == "unreachable"
@@ -364,29 +396,31 @@ async def test_wrong_key_against_checking_server(api: str) -> None:
 # -- other presets, model listing ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", ["together", "openrouter", "custom"])
-async def test_openai_compatible_presets(llm_emulator: LlmEmulator, preset: str) -> None:
-    llm_emulator.reply_text(f"hello from {preset}")
+@clients
+@pytest.mark.parametrize("name", ["together", "openrouter", "custom"])
+async def test_openai_compatible_presets(
+    llm_emulator: LlmEmulator, name: str, client: Client
+) -> None:
+    llm_emulator.reply_text(f"hello from {name}")
+    section = ProviderSettings(
+        base_url=llm_emulator.openai_base_url, api_key=SecretStr(KEY), client=client
+    )
     settings = Settings(
-        agent=AgentSettings(provider=preset, model="some/model"),
-        providers={
-            preset: ProviderSettings(base_url=llm_emulator.openai_base_url, api_key=SecretStr(KEY))
-        },
+        agent=AgentSettings(provider=name, model="some/model"), providers={name: section}
     )
     provider = registry().build(settings)
-    assert (provider.name, provider.model) == (preset, "some/model")
-    assert (await provider.complete(HI, [])).text == f"hello from {preset}"
+    assert (provider.name, provider.model) == (name, "some/model")
+    assert (await provider.complete(HI, [])).text == f"hello from {name}"
     assert llm_emulator.requests[-1].headers["authorization"] == f"Bearer {KEY}"
 
 
+@clients
 async def test_keyless_custom_server_never_gets_the_openai_key(
-    llm_emulator: LlmEmulator, monkeypatch: pytest.MonkeyPatch
+    llm_emulator: LlmEmulator, monkeypatch: pytest.MonkeyPatch, client: Client
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-users-real-openai-key")
-    settings = Settings(
-        agent=AgentSettings(provider="custom"),
-        providers={"custom": ProviderSettings(base_url=llm_emulator.openai_base_url)},
-    )
+    section = ProviderSettings(base_url=llm_emulator.openai_base_url, client=client)
+    settings = Settings(agent=AgentSettings(provider="custom"), providers={"custom": section})
     await registry().build(settings).complete(HI, [])
     assert "sk-users-real-openai-key" not in json.dumps(llm_emulator.requests[-1].headers)
 
@@ -519,13 +553,13 @@ def test_key_from_environment_and_from_config(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("TOGETHERAI_API_KEY", raising=False)
     monkeypatch.setenv("TOGETHER_API_KEY", "from-env")
     from_env = registry().build(Settings(agent=AgentSettings(provider="together")))
-    assert isinstance(from_env, LiteLLMProvider)
+    assert isinstance(from_env, BackendProvider)
     assert from_env.settings.api_key == SecretStr("from-env")
     assert from_env.settings.base_url == "https://api.together.xyz/v1"
     section = ProviderSettings(api_key=SecretStr("from-config"))
     configured = Settings(agent=AgentSettings(provider="together"), providers={"together": section})
     from_config = registry().build(configured)
-    assert isinstance(from_config, LiteLLMProvider)
+    assert isinstance(from_config, BackendProvider)
     assert from_config.settings.api_key == SecretStr("from-config")
 
 
@@ -576,7 +610,12 @@ def test_importing_providers_does_not_import_litellm() -> None:
 
 class TestOpenAIContract(ProviderContract):
     def make_provider(self, emulator: LlmEmulator, api_key: str) -> LlmProvider:
-        return make(emulator, "openai", api_key=api_key)
+        return make(emulator, preset("openai", "http"), api_key=api_key)
+
+
+class TestOpenAILiteLLMContract(ProviderContract):
+    def make_provider(self, emulator: LlmEmulator, api_key: str) -> LlmProvider:
+        return make(emulator, preset("openai", "litellm"), api_key=api_key)
 
 
 class TestAnthropicContract(ProviderContract):

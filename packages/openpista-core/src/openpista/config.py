@@ -71,6 +71,9 @@ class ProviderSettings(_Section):
     account_id: str | None = None
     id_token: SecretStr | None = None
     api_version: str | None = None
+    client: Literal["auto", "litellm", "http"] = "auto"
+    """What carries the requests: "http" openpista's own httpx client (OpenAI-compatible
+    chat completions only), "litellm", or "auto" (http where it can, else litellm)."""
 
 
 class AgentSettings(_Section):

@@ -184,7 +184,8 @@ class Runtime:
 
     async def close(self) -> None:
         """Let plugins release what they opened (``runtime_closing``, then the context's
-        close callbacks), then close memory. Closing twice does nothing more."""
+        close callbacks), then close the providers' connections and memory. Closing twice does
+        nothing more."""
         if self._closed:
             return
         self._closed = True
@@ -193,7 +194,10 @@ class Runtime:
             await call_async_hooks(hook(config=self.settings, context=self.context))
             await self.context.close()
         finally:
-            await self.memory.close()
+            try:
+                await self.providers.aclose()
+            finally:
+                await self.memory.close()
 
     async def __aenter__(self) -> Runtime:
         return self

@@ -64,7 +64,8 @@ class LlmProvider(Protocol):
     A provider whose first request pays a start-up cost (importing a client library) may
     also define ``async prepare()``, which pays it up front; callers go through
     :func:`warm_up` (the daemon right after start, ``openpista model test`` before timing
-    the request's round trip).
+    the request's round trip). One that holds connections open defines ``async aclose()``,
+    called through :func:`close_provider` when its runtime closes.
     """
 
     name: str
@@ -92,6 +93,14 @@ async def warm_up(provider: object) -> None:
     prepare = getattr(provider, "prepare", None)
     if prepare is not None:
         await prepare()
+
+
+async def close_provider(provider: object) -> None:
+    """Release what ``provider`` holds open (its optional ``aclose()``, e.g. a connection
+    pool); nothing for a provider without one."""
+    aclose = getattr(provider, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 ProviderErrorKind = Literal[

@@ -74,66 +74,17 @@ class Backend:
     """Send a placeholder key when there is none (False: let litellm find its own credentials)."""
 
 
-class LiteLLMProvider:
-    """A provider preset served through litellm (see :class:`Backend`)."""
+class BackendProvider:
+    """What every provider of a :class:`Backend` shares, whatever carries its requests: the
+    key and headers, rate-limit retries, errors phrased with the fix, the empty-answer check
+    and the models listing. :class:`LiteLLMProvider` sends requests through litellm,
+    :class:`~openpista.providers.openai_chat.HttpChatProvider` through httpx."""
 
     def __init__(self, backend: Backend, settings: ProviderSettings, model: str) -> None:
         self.name = backend.preset
         self.model = model
         self.backend = backend
         self.settings = settings
-
-    async def stream(
-        self, messages: list[Message], tools: list[ToolSpec]
-    ) -> AsyncIterator[StreamEvent]:
-        """Stream the answer: text and tool-call deltas, then one :class:`ChatResult`."""
-        wire_tools, names = _wire_tools(tools)
-        response = await self._call(messages, wire_tools, stream=True)
-        whole = await self._unstreamed(response, names)
-        if whole is not None:  # the server ignored "stream": its whole answer came at once
-            if whole.text:
-                yield TextDelta(whole.text)
-            yield self._checked(whole)
-            return
-        text: list[str] = []
-        calls = _ToolCallAssembler(names)
-        usage = Usage()
-        try:
-            async for chunk in response:
-                usage = _usage(getattr(chunk, "usage", None)) or usage
-                for choice in chunk.choices[:1]:
-                    delta = choice.delta
-                    if delta.content:
-                        text.append(delta.content)
-                        yield TextDelta(delta.content)
-                    for fragment in delta.tool_calls or ():
-                        yield calls.add(fragment)
-        except Exception as exc:
-            raise self._failure(exc) from None
-        finally:
-            await _close(response)
-        yield self._checked(ChatResult(text="".join(text), tool_calls=calls.finish(), usage=usage))
-
-    async def complete(self, messages: list[Message], tools: list[ToolSpec]) -> ChatResult:
-        """Send the conversation and return the whole answer (no streaming)."""
-        wire_tools, names = _wire_tools(tools)
-        response = await self._call(messages, wire_tools, stream=False)
-        try:
-            message = response.choices[0].message
-            calls = [
-                _tool_call(call.id, call.function.name, call.function.arguments, names)
-                for call in message.tool_calls or ()
-            ]
-            usage = _usage(getattr(response, "usage", None)) or Usage()
-            result = ChatResult(text=message.content or "", tool_calls=calls, usage=usage)
-        except Exception as exc:
-            raise self._failure(exc) from None
-        return self._checked(result)
-
-    async def prepare(self) -> None:
-        """Import litellm (seconds, off the event loop) so that the next request times only
-        its round trip (``openpista model test``)."""
-        await load_litellm()
 
     async def list_models(self) -> list[str]:
         """Models the API lists (``GET .../models``), else the preset's well-known ones."""
@@ -151,7 +102,7 @@ class LiteLLMProvider:
         except Exception as exc:
             raise self._failure(exc) from None
 
-    # -- internals -------------------------------------------------------------------------
+    # -- shared internals ------------------------------------------------------------------
 
     def _checked(self, result: ChatResult) -> ChatResult:
         """``result``, unless it holds neither text nor a tool call: an empty answer is an
@@ -164,63 +115,6 @@ class LiteLLMProvider:
             f"{self.name} sent an empty answer (no text, no tool call) from {where} for the "
             f"model '{self.model}': try again, or check that the server serves this model",
         )
-
-    async def _unstreamed(self, response: Any, names: dict[str, str]) -> ChatResult | None:
-        """The answer of a server that replied to a streaming request with a plain chat
-        completion (``application/json``), else None (a real stream, not read yet)."""
-        raw = getattr(getattr(response, "completion_stream", None), "response", None)
-        if not _is_json(raw):
-            return None
-        from openpista.jsonsafe import JsonInputError, loads
-
-        try:
-            body = loads(
-                await _read_capped(raw, MAX_UNSTREAMED_BYTES), max_bytes=MAX_UNSTREAMED_BYTES
-            )
-            message = body["choices"][0]["message"]
-            calls = [
-                _tool_call(call.get("id"), call["function"].get("name"),
-                           call["function"].get("arguments"), names)
-                for call in message.get("tool_calls") or ()
-            ]  # fmt: skip
-            usage = _usage(body.get("usage")) or Usage()
-            return ChatResult(text=message.get("content") or "", tool_calls=calls, usage=usage)
-        except (JsonInputError, LookupError, TypeError, AttributeError) as exc:
-            raise ProviderError(
-                "other",
-                f"{self.name} answered the streaming request with a JSON body that is not a "
-                f"chat completion ({_clean(str(exc), self._secret())})",
-            ) from None
-        finally:
-            await _close(response)
-
-    async def _call(
-        self, messages: list[Message], wire_tools: list[dict[str, Any]], *, stream: bool
-    ) -> Any:
-        """One litellm request, rate limits retried with exponential backoff."""
-        litellm = await load_litellm()
-        options: dict[str, Any] = {
-            "model": f"{self.backend.prefix}{self.model}",
-            "messages": to_wire_messages(messages),
-            "api_key": self._api_key(),
-            "api_base": self.settings.base_url,
-            "timeout": self.settings.timeout,
-            # Retries are ours (below), so that only rate limits are retried, and only as
-            # often as the settings say; neither litellm nor the openai client retry.
-            "num_retries": 0,
-            "max_retries": 0,
-            "drop_params": True,
-        }
-        headers = self._headers()
-        if headers:
-            options["extra_headers"] = headers
-        if self.settings.api_version:
-            options["api_version"] = self.settings.api_version
-        if wire_tools:
-            options["tools"] = wire_tools
-        if stream:
-            options |= {"stream": True, "stream_options": {"include_usage": True}}
-        return await self._retrying(litellm.acompletion, options)
 
     async def _retrying(self, request: Any, options: dict[str, Any]) -> Any:
         """``await request(**options)``, rate limits retried with exponential backoff;
@@ -274,6 +168,114 @@ class LiteLLMProvider:
             return exc
         log.debug("%s request failed: %s", self.name, type(exc).__name__)
         return _describe(_Failure.of(exc), self)
+
+
+class LiteLLMProvider(BackendProvider):
+    """A provider preset served through litellm (see :class:`Backend`)."""
+
+    async def stream(
+        self, messages: list[Message], tools: list[ToolSpec]
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream the answer: text and tool-call deltas, then one :class:`ChatResult`."""
+        wire_tools, names = _wire_tools(tools)
+        response = await self._call(messages, wire_tools, stream=True)
+        whole = await self._unstreamed(response, names)
+        if whole is not None:  # the server ignored "stream": its whole answer came at once
+            if whole.text:
+                yield TextDelta(whole.text)
+            yield self._checked(whole)
+            return
+        text: list[str] = []
+        calls = _ToolCallAssembler(names)
+        usage = Usage()
+        try:
+            async for chunk in response:
+                usage = _usage(getattr(chunk, "usage", None)) or usage
+                for choice in chunk.choices[:1]:
+                    delta = choice.delta
+                    if delta.content:
+                        text.append(delta.content)
+                        yield TextDelta(delta.content)
+                    for fragment in delta.tool_calls or ():
+                        yield calls.add(fragment)
+        except Exception as exc:
+            raise self._failure(exc) from None
+        finally:
+            await _close(response)
+        yield self._checked(ChatResult(text="".join(text), tool_calls=calls.finish(), usage=usage))
+
+    async def complete(self, messages: list[Message], tools: list[ToolSpec]) -> ChatResult:
+        """Send the conversation and return the whole answer (no streaming)."""
+        wire_tools, names = _wire_tools(tools)
+        response = await self._call(messages, wire_tools, stream=False)
+        try:
+            message = response.choices[0].message
+            calls = [
+                _tool_call(call.id, call.function.name, call.function.arguments, names)
+                for call in message.tool_calls or ()
+            ]
+            usage = _usage(getattr(response, "usage", None)) or Usage()
+            result = ChatResult(text=message.content or "", tool_calls=calls, usage=usage)
+        except Exception as exc:
+            raise self._failure(exc) from None
+        return self._checked(result)
+
+    async def prepare(self) -> None:
+        """Import litellm (seconds, off the event loop) so that the next request times only
+        its round trip (``openpista model test``)."""
+        await load_litellm()
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _unstreamed(self, response: Any, names: dict[str, str]) -> ChatResult | None:
+        """The answer of a server that replied to a streaming request with a plain chat
+        completion (``application/json``), else None (a real stream, not read yet)."""
+        raw = getattr(getattr(response, "completion_stream", None), "response", None)
+        if not _is_json(raw):
+            return None
+        from openpista.jsonsafe import JsonInputError, loads
+
+        try:
+            body = loads(
+                await _read_capped(raw, MAX_UNSTREAMED_BYTES), max_bytes=MAX_UNSTREAMED_BYTES
+            )
+            return chat_result(body, names)
+        except (JsonInputError, LookupError, TypeError, AttributeError) as exc:
+            raise ProviderError(
+                "other",
+                f"{self.name} answered the streaming request with a JSON body that is not a "
+                f"chat completion ({_clean(str(exc), self._secret())})",
+            ) from None
+        finally:
+            await _close(response)
+
+    async def _call(
+        self, messages: list[Message], wire_tools: list[dict[str, Any]], *, stream: bool
+    ) -> Any:
+        """One litellm request, rate limits retried with exponential backoff."""
+        litellm = await load_litellm()
+        options: dict[str, Any] = {
+            "model": f"{self.backend.prefix}{self.model}",
+            "messages": to_wire_messages(messages),
+            "api_key": self._api_key(),
+            "api_base": self.settings.base_url,
+            "timeout": self.settings.timeout,
+            # Retries are ours (below), so that only rate limits are retried, and only as
+            # often as the settings say; neither litellm nor the openai client retry.
+            "num_retries": 0,
+            "max_retries": 0,
+            "drop_params": True,
+        }
+        headers = self._headers()
+        if headers:
+            options["extra_headers"] = headers
+        if self.settings.api_version:
+            options["api_version"] = self.settings.api_version
+        if wire_tools:
+            options["tools"] = wire_tools
+        if stream:
+            options |= {"stream": True, "stream_options": {"include_usage": True}}
+        return await self._retrying(litellm.acompletion, options)
 
 
 _imported: ModuleType | None = None  # set once litellm is fully imported and configured
@@ -373,10 +375,15 @@ def _wire_tools(tools: list[ToolSpec]) -> tuple[list[dict[str, Any]], dict[str, 
 
 
 def _tool_call(
-    call_id: str | None, name: str | None, arguments: str | None, names: dict[str, str]
+    call_id: str | None, name: str | None, arguments: Any, names: dict[str, str]
 ) -> ToolCall:
-    """A finished tool call: internal name, decoded arguments (raw text kept if not an object)."""
-    text = arguments or ""
+    """A finished tool call: internal name, decoded arguments (raw text kept if not an object).
+
+    ``arguments`` is the JSON text the API sends; an object sent as is (some compatible
+    servers do) is taken as the decoded arguments."""
+    if isinstance(arguments, dict):
+        arguments = json.dumps(arguments)
+    text = arguments if isinstance(arguments, str) else ""
     decoded = _json(text) if text.strip() else {}
     if isinstance(decoded, str):
         # Double-encoded (the object sent as a JSON string): some models do this, and
@@ -389,6 +396,19 @@ def _tool_call(
     if isinstance(decoded, dict):
         return ToolCall(id=call_id, name=names.get(wire, wire), arguments=decoded)
     return ToolCall(id=call_id, name=names.get(wire, wire), raw_arguments=text)
+
+
+def chat_result(body: Any, names: dict[str, str]) -> ChatResult:
+    """The answer in a whole chat completion (decoded JSON); raises ``LookupError``,
+    ``TypeError`` or ``AttributeError`` when ``body`` is not one."""
+    message = body["choices"][0]["message"]
+    calls = [
+        _tool_call(_text(call.get("id")) or None, _text(call["function"].get("name")),
+                   call["function"].get("arguments"), names)
+        for call in message.get("tool_calls") or ()
+    ]  # fmt: skip
+    usage = _usage(body.get("usage")) or Usage()
+    return ChatResult(text=_text(message.get("content")), tool_calls=calls, usage=usage)
 
 
 def _json(text: str) -> Any:
@@ -410,23 +430,34 @@ class _ToolCallAssembler:
         self._calls: list[list[str | None]] = []  # [id, wire name, arguments]
 
     def add(self, fragment: Any) -> ToolCallDelta:
-        slot = self._slots.setdefault(getattr(fragment, "index", None) or 0, len(self._slots))
+        """Add one fragment (litellm's object or the decoded JSON of an SSE chunk)."""
+        index = _field(fragment, "index")
+        slot = self._slots.setdefault(index if isinstance(index, int) else 0, len(self._slots))
         if slot == len(self._calls):
             self._calls.append([None, None, ""])
         call = self._calls[slot]
-        function = getattr(fragment, "function", None)
-        name = getattr(function, "name", None) or None
-        arguments = getattr(function, "arguments", None) or ""
-        call[0] = call[0] or getattr(fragment, "id", None) or None
+        function = _field(fragment, "function")
+        name = _text(_field(function, "name")) or None
+        arguments = _text(_field(function, "arguments"))
+        call_id = _text(_field(fragment, "id")) or None
+        call[0] = call[0] or call_id
         call[1] = call[1] or name
         call[2] = f"{call[2]}{arguments}"
         shown = self._names.get(name, name) if name else None
-        return ToolCallDelta(
-            index=slot, id=getattr(fragment, "id", None) or None, name=shown, arguments=arguments
-        )
+        return ToolCallDelta(index=slot, id=call_id, name=shown, arguments=arguments)
 
     def finish(self) -> list[ToolCall]:
         return [_tool_call(call_id, name, args, self._names) for call_id, name, args in self._calls]
+
+
+def _field(obj: Any, key: str) -> Any:
+    """``obj[key]`` of a dict, else the attribute (None when missing)."""
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
+def _text(value: Any) -> str:
+    """A string field of a wire fragment: anything else (a hostile number, a list) is ""."""
+    return value if isinstance(value, str) else ""
 
 
 def _is_json(response: Any) -> bool:
@@ -637,7 +668,7 @@ def _error_message(text: str) -> str:
     return message if isinstance(message, str) else text
 
 
-def _describe(failure: _Failure, provider: LiteLLMProvider) -> ProviderError:
+def _describe(failure: _Failure, provider: BackendProvider) -> ProviderError:
     """The user-facing :class:`ProviderError` for ``failure``: what happened and the fix."""
     preset, settings, backend = provider.name, provider.settings, provider.backend
     section = f"[providers.{preset}]"

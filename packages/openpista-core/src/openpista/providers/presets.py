@@ -1,4 +1,5 @@
-"""The built-in provider presets, each served by :class:`LiteLLMProvider`.
+"""The built-in provider presets, served by :class:`LiteLLMProvider` or, for those whose API
+speaks OpenAI chat completions, by :class:`HttpChatProvider` (``[providers.<name>] client``).
 
 A preset is a name users write in ``[agent] provider = "..."``; it fixes litellm's model
 prefix, where the API key comes from and the default URL. Nothing here imports litellm.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from openpista.providers.base import LlmProvider, ProviderPreset
+from openpista.providers.base import LlmProvider, ProviderError, ProviderPreset
 from openpista.providers.litellm_provider import Backend, LiteLLMProvider, ModelsApi
 
 if TYPE_CHECKING:
@@ -32,8 +33,12 @@ def litellm_preset(
     headers: tuple[tuple[str, str], ...] = (),
     keyless_placeholder: bool = True,
     responses: bool = False,
+    chat_completions: bool = False,
 ) -> ProviderPreset:
-    """A :class:`ProviderPreset` whose factory builds a :class:`LiteLLMProvider`."""
+    """A :class:`ProviderPreset` whose factory builds a :class:`LiteLLMProvider`, or with
+    ``chat_completions`` (the API is OpenAI-compatible chat completions at
+    ``{base_url}/chat/completions``) an :class:`HttpChatProvider` unless ``client = "litellm"``.
+    """
     backend = Backend(
         preset=name,
         prefix=prefix,
@@ -51,6 +56,13 @@ def litellm_preset(
         if settings.base_url is None and base_url is not None:
             settings = settings.model_copy(update={"base_url": base_url})
         chosen = model or settings.model or default_model
+        lean = chat_completions and not (responses and settings.api == "responses")
+        if settings.client == "http" and not lean:
+            raise ProviderError("config", _litellm_only(name, settings.api))
+        if lean and (settings.client == "http" or (settings.client == "auto" and AUTO_HTTP)):
+            from openpista.providers.openai_chat import HttpChatProvider
+
+            return HttpChatProvider(backend, settings, chosen)
         if responses and settings.api == "responses":
             from openpista.providers.responses import ResponsesProvider
 
@@ -68,6 +80,19 @@ def litellm_preset(
         requires_api_key=requires_api_key,
         models=models,
         description=description,
+    )
+
+
+AUTO_HTTP = True
+"""``client = "auto"`` picks the httpx path where it can: it costs a fraction of litellm's
+CPU per message and start-up (the figures are in docs/providers.md)."""
+
+
+def _litellm_only(name: str, api: str) -> str:
+    what = "the Responses API" if api == "responses" else f"{name}'s API"
+    return (
+        f'[providers.{name}] client = "http" serves OpenAI-compatible chat completions only, '
+        f'and {what} is not: remove the line or set client = "litellm"'
     )
 
 
@@ -92,6 +117,7 @@ def extended_presets() -> list[ProviderPreset]:
             base_url="https://api.githubcopilot.com",
             headers=COPILOT_HEADERS,
             models=("gpt-4o", "gpt-4.1", "claude-sonnet-4", "gemini-2.0-flash-001"),
+            chat_completions=True,
         ),
         litellm_preset(
             "gemini",
@@ -112,6 +138,7 @@ def extended_presets() -> list[ProviderPreset]:
             api_key_env=("AI_GATEWAY_API_KEY", "VERCEL_AI_GATEWAY_API_KEY"),
             base_url="https://ai-gateway.vercel.sh/v1",
             models=("openai/gpt-4o-mini", "anthropic/claude-3.5-haiku", "google/gemini-2.0-flash"),
+            chat_completions=True,
         ),
         litellm_preset(
             "azure",
@@ -164,6 +191,7 @@ def _core_presets() -> list[ProviderPreset]:
             base_url="https://api.openai.com/v1",
             models=("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "o4-mini"),
             responses=True,  # [providers.openai] api = "responses"
+            chat_completions=True,
         ),
         litellm_preset(
             "anthropic",
@@ -185,6 +213,7 @@ def _core_presets() -> list[ProviderPreset]:
             api_key_env=("TOGETHERAI_API_KEY", "TOGETHER_API_KEY"),
             base_url="https://api.together.xyz/v1",
             models=("meta-llama/Llama-3.3-70B-Instruct-Turbo", "Qwen/Qwen2.5-72B-Instruct-Turbo"),
+            chat_completions=True,
         ),
         litellm_preset(
             "ollama",
@@ -209,6 +238,7 @@ def _core_presets() -> list[ProviderPreset]:
                 "anthropic/claude-3.5-haiku",
                 "meta-llama/llama-3.3-70b-instruct",
             ),
+            chat_completions=True,
         ),
         litellm_preset(
             "custom",
@@ -218,5 +248,6 @@ def _core_presets() -> list[ProviderPreset]:
             requires_base_url=True,
             requires_api_key=False,
             local=True,
+            chat_completions=True,
         ),
     ]

@@ -19,6 +19,7 @@ from openpista.providers.base import (
     ProviderError,
     StreamEvent,
     ToolSpec,
+    close_provider,
     warm_up,
 )
 
@@ -60,8 +61,10 @@ class RefreshingProvider:
             raise ProviderError("auth", str(exc)) from None
         token = credential.secret if credential is not None else None
         if token and token != self._token:
-            self.inner = self._rebuild(token)
+            # The old provider closes its connections once its requests in flight end.
+            previous, self.inner = self.inner, self._rebuild(token)
             self._token = token
+            await close_provider(previous)
         return self.inner
 
     async def stream(
@@ -83,3 +86,7 @@ class RefreshingProvider:
     async def list_models(self) -> list[str]:
         """:meth:`LlmProvider.list_models` with a fresh token."""
         return await (await self._current()).list_models()
+
+    async def aclose(self) -> None:
+        """Close the wrapped provider (see :func:`close_provider`)."""
+        await close_provider(self.inner)

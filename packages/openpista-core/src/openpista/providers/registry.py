@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from openpista.config import ConfigError
-from openpista.providers.base import LlmProvider, ProviderError, ProviderPreset
+from openpista.providers.base import LlmProvider, ProviderError, ProviderPreset, close_provider
 
 if TYPE_CHECKING:
     import pluggy
@@ -24,6 +24,7 @@ class ProviderRegistry:
         self._presets: dict[str, ProviderPreset] = {}  # primary names, registration order
         self._lookup: dict[str, ProviderPreset] = {}  # names and aliases, lower case
         self.problems: list[str] = []
+        self._built: list[LlmProvider] = []  # closed by aclose()
 
     @classmethod
     def from_plugins(cls, pm: pluggy.PluginManager) -> ProviderRegistry:
@@ -105,20 +106,32 @@ class ProviderRegistry:
             raise ProviderError("config", _missing_key(preset))
         provider = preset.factory(resolved, chosen)
         if not (from_login and login is not None and login[1].kind == "oauth"):
-            return provider
+            return self._opened(provider)
         # An OAuth login expires: keep it fresh for as long as this provider is used.
         from openpista.providers.refreshing import RefreshingProvider
 
         def rebuild(token: str) -> LlmProvider:
             return preset.factory(resolved.model_copy(update={"api_key": SecretStr(token)}), chosen)
 
-        return RefreshingProvider(
+        refreshing = RefreshingProvider(
             provider,
             credential_name=login[0],
             token=login[1].secret or "",
             rebuild=rebuild,
             settings=settings,
         )
+        return self._opened(refreshing)
+
+    def _opened(self, provider: LlmProvider) -> LlmProvider:
+        if hasattr(provider, "aclose"):
+            self._built.append(provider)
+        return provider
+
+    async def aclose(self) -> None:
+        """Close every provider :meth:`build` made (their connection pools)."""
+        built, self._built = self._built, []
+        for provider in built:
+            await close_provider(provider)
 
     def _is_agent_provider(self, settings: Settings, preset: ProviderPreset) -> bool:
         return self._lookup.get(settings.agent.provider.lower()) is preset

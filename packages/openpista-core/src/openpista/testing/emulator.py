@@ -102,7 +102,17 @@ class ErrorReply:
     code: str | None = None
 
 
-Reply = TextReply | ToolCallsReply | ErrorReply
+@dataclass(frozen=True)
+class RawReply:
+    """Answer with ``chunks`` verbatim (status 200), each sent as it is: malformed or unusual
+    server-sent events, oversized lines, errors in the middle of a stream."""
+
+    chunks: tuple[bytes, ...]
+    media_type: str = "text/event-stream"
+    delay: float = 0.0
+
+
+Reply = TextReply | ToolCallsReply | ErrorReply | RawReply
 ReplyFunction = Callable[[dict[str, Any]], "Reply | str"]
 """Gets the parsed request JSON, returns a reply (a plain string is a text reply)."""
 
@@ -115,6 +125,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     json: Any
+    peer: str = ""
+    """The client's ``host:port``: requests sent over one kept-alive connection share it."""
 
 
 class LlmEmulator(ThreadedServer):
@@ -293,6 +305,10 @@ class LlmEmulator(ThreadedServer):
         if isinstance(reply, ErrorReply):
             return _error_response(api, reply.status, reply.message, reply.retry_after,
                                    reply.raw_body, reply.error_type, reply.code)  # fmt: skip
+        if isinstance(reply, RawReply):
+            from starlette.responses import StreamingResponse
+
+            return StreamingResponse(_raw(reply.chunks), media_type=reply.media_type)
         answer = _Answer.build(reply, body, f"{next(self._ids):06d}")
         render = _FORMATS[api]
         # Ollama streams unless told otherwise; the others only when asked.
@@ -326,8 +342,11 @@ class LlmEmulator(ThreadedServer):
 
     def _record(self, request: Request, body: Any) -> None:
         headers = {key.lower(): value for key, value in request.headers.items()}
+        peer = f"{request.client.host}:{request.client.port}" if request.client else ""
         with self._lock:
-            self.requests.append(RecordedRequest(request.method, request.url.path, headers, body))
+            self.requests.append(
+                RecordedRequest(request.method, request.url.path, headers, body, peer)
+            )
 
     def _authorized(self, request: Request) -> bool:
         if self.api_key is None:
@@ -344,6 +363,11 @@ class LlmEmulator(ThreadedServer):
             self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
+
+
+async def _raw(chunks: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
 def _as_reply(reply: Reply | ReplyFunction | str) -> Reply | ReplyFunction:

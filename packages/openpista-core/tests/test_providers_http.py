@@ -1,0 +1,278 @@
+"""The httpx path for OpenAI-compatible chat completions: hostile streams, the ``client``
+choice, connection reuse and closing, and that litellm and the openai SDK stay unimported.
+
+Answers, tool calls, usage and every error class are checked on both paths by
+test_providers.py; this file covers what only the httpx path does itself."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pluggy
+import pytest
+from pydantic import SecretStr
+
+import openpista.builtins.providers
+import openpista.hookspecs
+from openpista.config import AgentSettings, ProviderSettings, Settings
+from openpista.models import Message
+from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolSpec
+from openpista.providers.litellm_provider import LiteLLMProvider
+from openpista.providers.openai_chat import MAX_EVENT_BYTES, HttpChatProvider
+from openpista.providers.registry import ProviderRegistry
+from openpista.providers.responses import ResponsesProvider
+from openpista.testing.emulator import LlmEmulator, RawReply
+
+KEY = "sk-test-secret-0123456789"
+HI = [Message(role="user", content="hi")]
+RUN = ToolSpec(name="system.run", description="Run a shell command.")
+
+
+def registry() -> ProviderRegistry:
+    pm = pluggy.PluginManager("openpista")
+    pm.add_hookspecs(openpista.hookspecs)
+    pm.register(openpista.builtins.providers)
+    return ProviderRegistry.from_plugins(pm)
+
+
+def build(emu: LlmEmulator, name: str = "openai", **options: Any) -> Any:
+    section = ProviderSettings.model_validate(
+        {"base_url": emu.openai_base_url, "api_key": KEY, "max_retries": 0, "timeout": 10} | options
+    )
+    settings = Settings(agent=AgentSettings(provider=name), providers={name: section})
+    return registry().build(settings)
+
+
+def sse(*events: Any, done: bool = True) -> tuple[bytes, ...]:
+    """Chunks of an OpenAI chat completion stream, one event each."""
+    lines = [f"data: {json.dumps(e) if not isinstance(e, str) else e}\n\n" for e in events]
+    return tuple(line.encode() for line in lines + (["data: [DONE]\n\n"] if done else []))
+
+
+def delta(**fields: Any) -> dict[str, Any]:
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": fields}],
+    }
+
+
+async def stream_text(provider: Any) -> tuple[str, ChatResult]:
+    events = [e async for e in provider.stream(HI, [RUN])]
+    assert isinstance(events[-1], ChatResult)
+    return "".join(e.text for e in events if isinstance(e, TextDelta)), events[-1]
+
+
+async def stream_error(provider: Any) -> ProviderError:
+    with pytest.raises(ProviderError) as caught:
+        await stream_text(provider)
+    assert KEY not in str(caught.value)
+    return caught.value
+
+
+# -- what carries the requests ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["openai", "together", "openrouter", "custom", "github_copilot"])
+def test_auto_serves_openai_compatible_presets_over_http(name: str) -> None:
+    with LlmEmulator() as emu:
+        assert isinstance(build(emu, name), HttpChatProvider)
+        assert type(build(emu, name, client="litellm")) is LiteLLMProvider
+
+
+@pytest.mark.parametrize("name", ["anthropic", "ollama", "gemini", "azure", "bedrock"])
+def test_other_apis_stay_on_litellm(name: str) -> None:
+    with LlmEmulator() as emu:
+        assert type(build(emu, name)) is LiteLLMProvider
+        with pytest.raises(ProviderError) as caught:
+            build(emu, name, client="http")
+    assert caught.value.kind == "config"
+    assert f'[providers.{name}] client = "http" serves OpenAI-compatible' in str(caught.value)
+    assert 'client = "litellm"' in str(caught.value)
+
+
+def test_the_responses_api_stays_on_litellm() -> None:
+    with LlmEmulator() as emu:
+        assert isinstance(build(emu, api="responses"), ResponsesProvider)
+        with pytest.raises(ProviderError) as caught:
+            build(emu, api="responses", client="http")
+    assert "the Responses API is not" in str(caught.value)
+
+
+def test_the_http_path_imports_neither_litellm_nor_the_openai_sdk() -> None:
+    code = textwrap.dedent(
+        """
+        import asyncio, sys
+        from openpista.config import AgentSettings, ProviderSettings, Settings
+        from openpista.models import Message
+        from openpista.runtime import build_providers
+        from openpista.plugins import PluginHost
+        from openpista.testing.emulator import LlmEmulator
+
+        async def main(emu):
+            section = ProviderSettings(base_url=emu.openai_base_url, api_key="k")
+            settings = Settings(agent=AgentSettings(provider="openai"),
+                                providers={"openai": section})
+            providers = build_providers(PluginHost.load(entry_points=False))
+            provider = providers.build(settings)
+            events = [e async for e in provider.stream([Message(role="user", content="hi")], [])]
+            assert events[-1].text == "lean", events
+            await providers.aclose()
+
+        with LlmEmulator(default_reply="lean") as emu:
+            asyncio.run(main(emu))
+        heavy = [m for m in ("litellm", "openai", "tiktoken", "tokenizers") if m in sys.modules]
+        assert not heavy, heavy
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# -- one connection pool per provider ---------------------------------------------------------
+
+
+async def test_requests_reuse_one_connection_and_close_ends_it(llm_emulator: LlmEmulator) -> None:
+    provider = build(llm_emulator)
+    for _ in range(3):
+        await stream_text(provider)
+        await provider.complete(HI, [])
+    peers = {request.peer for request in llm_emulator.requests}
+    assert len(peers) == 1, peers
+    await provider.aclose()
+    await provider.complete(HI, [])
+    assert llm_emulator.requests[-1].peer not in peers, "a closed pool opens a new connection"
+    await provider.aclose()
+
+
+async def test_closing_during_a_stream_lets_it_finish(llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_text("a long answer in many pieces", chunk_size=2)
+    provider = build(llm_emulator)
+    stream = provider.stream(HI, [])
+    first = await anext(stream)
+    await provider.aclose()  # as the runtime does at shutdown, or an OAuth refresh
+    rest = [event async for event in stream]
+    assert isinstance(first, TextDelta)
+    assert first.text + "".join(e.text for e in rest if isinstance(e, TextDelta)) == (
+        "a long answer in many pieces"
+    )
+    assert provider._client is None, "closed once the stream ended"
+
+
+# -- server-sent events as servers really send them, and hostile ones ---------------------------
+
+
+async def test_sse_framing_variants(llm_emulator: LlmEmulator) -> None:
+    chunks = (
+        b": keep-alive comment\r\n\r\n",
+        b"event: message\r\nid: 1\r\ndata: " + json.dumps(delta(content="Hel")).encode(),
+        b"\r\n\r\nretry: 10\n",  # an event split across chunks, CRLF line ends
+        b"data:" + json.dumps(delta(content="lo")).encode() + b"\n\n",  # no space after colon
+        b'data: {"id": "c1", "choices": [{"index": 0,\ndata: "delta": {"content": "!"}}]}\n\n',
+        b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n',
+        b"data: [DONE]\n\n",
+        b"data: " + json.dumps(delta(content="after done")).encode() + b"\n\n",
+    )
+    llm_emulator.reply(RawReply(chunks))
+    text, result = await stream_text(build(llm_emulator))
+    assert text == result.text == "Hello!"
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (3, 2)
+
+
+async def test_a_stream_without_done_and_without_a_final_blank_line(
+    llm_emulator: LlmEmulator,
+) -> None:
+    last = b"data: " + json.dumps(delta(content=" end")).encode()
+    llm_emulator.reply(RawReply((*sse(delta(content="the"), done=False), last)))
+    text, _ = await stream_text(build(llm_emulator))
+    assert text == "the end"
+
+
+async def test_tool_calls_streamed_in_pieces_with_invalid_json(llm_emulator: LlmEmulator) -> None:
+    start = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "system_run"}}
+    pieces = [{"index": 0, "function": {"arguments": p}} for p in ('{"comm', 'and": "ls', " -l")]
+    hostile = {"index": "x", "id": 7, "function": {"name": ["bad"], "arguments": 5}}
+    llm_emulator.reply(
+        RawReply(sse(delta(tool_calls=[start]), *(delta(tool_calls=[p]) for p in pieces), hostile))
+    )
+    _, result = await stream_text(build(llm_emulator))
+    [call] = result.tool_calls
+    assert (call.id, call.name) == ("call_1", "system.run")
+    assert call.raw_arguments == '{"command": "ls -l', "malformed arguments are kept raw"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        (b"data: {not json}\n\n",),
+        (b"data: [1, 2]\n\n",),
+        (b'data: {"choices": [{"delta": {"content": "x"}}]' + b"]" * 10 + b"\n\n",),
+        (b"data: " + b"[" * 100_000 + b"\n\n",),
+    ],
+    ids=["not-json", "not-an-object", "trailing-garbage", "deeply-nested"],
+)
+async def test_malformed_chunks_are_one_clear_error(
+    llm_emulator: LlmEmulator, chunks: tuple[bytes, ...]
+) -> None:
+    llm_emulator.reply(RawReply(chunks))
+    error = await stream_error(build(llm_emulator))
+    assert error.kind == "other"
+    assert str(error).startswith("openai sent a malformed stream (")
+    assert "[providers.openai] base_url" in str(error)
+
+
+async def test_an_oversized_line_is_refused_not_buffered(llm_emulator: LlmEmulator) -> None:
+    block = b"x" * (1024 * 1024)
+    llm_emulator.reply(
+        RawReply((b"data: ", *(block for _ in range(MAX_EVENT_BYTES // len(block) + 2))))
+    )
+    error = await stream_error(build(llm_emulator))
+    assert f"a line is longer than {MAX_EVENT_BYTES} bytes" in str(error)
+
+
+async def test_an_error_sent_mid_stream(llm_emulator: LlmEmulator) -> None:
+    error_chunk = {"error": {"message": "upstream model crashed", "code": 502}}
+    llm_emulator.reply(RawReply(sse(delta(content="par"), error_chunk)))
+    error = await stream_error(build(llm_emulator))
+    assert (error.kind, error.status) == ("other", 502)
+    assert str(error) == "openai failed (HTTP 502): upstream model crashed"
+
+
+@pytest.mark.parametrize("status", [502, 504])
+async def test_an_html_gateway_error(llm_emulator: LlmEmulator, status: int) -> None:
+    page = f"<html><head><title>{status} Bad Gateway</title></head><body>nginx</body></html>"
+    llm_emulator.reply_error(status, raw_body=page)
+    error = await stream_error(build(llm_emulator, max_retries=3))
+    assert (error.kind, error.status) == ("other", status)
+    assert str(error).startswith(f"openai failed (HTTP {status}): <html>")
+    assert len(llm_emulator.requests) == 1, "only rate limits are retried"
+
+
+async def test_a_json_body_that_is_not_a_completion(llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply(
+        RawReply((b'{"object": "list", "data": []}',), media_type="application/json")
+    )
+    error = await stream_error(build(llm_emulator))
+    assert "answered the streaming request with a JSON body that is not a chat completion" in str(
+        error
+    )
+
+
+async def test_a_server_that_sends_no_event_at_all(llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply(RawReply((b"<html>captive portal</html>",), media_type="text/html"))
+    error = await stream_error(build(llm_emulator))
+    assert error.kind == "empty"
+
+
+async def test_the_oauth_token_is_sent_and_a_stored_key_is_not_leaked(
+    llm_emulator: LlmEmulator,
+) -> None:
+    provider = build(llm_emulator, "github_copilot", api_key=SecretStr("tok-1"))
+    await provider.complete(HI, [])
+    headers = llm_emulator.requests[-1].headers
+    assert headers["authorization"] == "Bearer tok-1"
+    assert headers["copilot-integration-id"] == "vscode-chat"
+    assert llm_emulator.requests[-1].path == "/v1/chat/completions"
