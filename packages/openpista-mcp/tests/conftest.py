@@ -13,13 +13,25 @@ from typing import Any
 
 import pytest
 
+from .oauth_server import ApprovingProvider, build_oauth_server
+
 DEMO = Path(__file__).with_name("mcp_demo_server.py")
+BROWSER = Path(__file__).with_name("browser.py")
 TOKEN = "demo-token-8472"
 
 
 def stdio_server(*args: str, **options: Any) -> dict[str, Any]:
     """A ``[mcp.servers.NAME]`` table running the demo server (``args`` pick its mode)."""
     return {"command": sys.executable, "args": [str(DEMO), *args], **options}
+
+
+def _demo_module() -> Any:
+    spec = importlib.util.spec_from_file_location("mcp_demo_server", DEMO)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class HttpServer:
@@ -29,21 +41,20 @@ class HttpServer:
     def __init__(self, kind: str = "http") -> None:
         import uvicorn
 
-        spec = importlib.util.spec_from_file_location("mcp_demo_server", DEMO)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        demo = module.build_server()
-        app = demo.streamable_http_app() if kind == "http" else demo.sse_app()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
-        path = "/mcp" if kind == "http" else "/sse"
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}{path}"
+        base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.url = f"{base}/sse" if kind == "sse" else f"{base}/mcp"
         self.authorizations: list[str | None] = []
+        self.oauth = ApprovingProvider()
+        if kind == "oauth":  # the SDK's own authorization server guards it
+            app = build_oauth_server(base, self.oauth).streamable_http_app()
+        else:
+            demo = _demo_module().build_server()
+            app = self._guard(demo.streamable_http_app() if kind == "http" else demo.sse_app())
         config = uvicorn.Config(
-            self._guard(app), log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
@@ -86,6 +97,13 @@ def openpista_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def http_server() -> Iterator[HttpServer]:
     """The demo server over streamable HTTP."""
     with HttpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def oauth_server() -> Iterator[HttpServer]:
+    """A server whose tools need an OAuth sign-in (at ``url``)."""
+    with HttpServer("oauth") as server:
         yield server
 
 

@@ -14,7 +14,7 @@ import tomli_w
 from openpista.testing.cli import Cli
 from openpista.testing.emulator import LlmEmulator
 
-from .conftest import DEMO, stdio_server
+from .conftest import BROWSER, DEMO, HttpServer, stdio_server
 
 pytestmark = pytest.mark.e2e
 
@@ -176,3 +176,38 @@ def test_import_refuses_a_broken_file(tmp_path: Path, content: str, error: str) 
     assert imported.stderr.startswith("❌ ")
     assert error in imported.stderr
     assert cli.config.read_text() == before
+
+
+def test_login_signs_in_with_oauth_and_the_tokens_open_the_server(
+    tmp_path: Path, oauth_server: HttpServer
+) -> None:
+    cli = mcp_cli(tmp_path, None, {"locked": {"url": oauth_server.url, "oauth": True}})
+    cli.env["BROWSER"] = f"{sys.executable} {BROWSER} %s"
+
+    before = cli("mcp", "test", "locked")
+    login = cli("mcp", "login", "locked", "--wait", "60")
+    after = cli("mcp", "test", "locked")
+
+    assert before.returncode == 1
+    assert (
+        "❌ MCP server locked: it needs a sign-in: run openpista mcp login locked" in before.stderr
+    )
+    assert login.returncode == 0, login.stderr
+    assert "Open this address to sign in to locked:" in login.stdout
+    assert "✅ signed in to locked (1 tool(s))" in login.stdout
+    assert oauth_server.oauth.authorizations == 1
+    store = cli.home / ".openpista" / "mcp" / "oauth.json"
+    assert store.stat().st_mode & 0o777 == 0o600
+    [entry] = json.loads(store.read_text()).values()
+    assert entry["tokens"]["access_token"] in oauth_server.oauth.access
+    assert after.returncode == 0, after.stderr
+    assert "mcp.locked.secret" in after.stdout
+
+
+def test_login_refuses_a_server_without_oauth(tmp_path: Path) -> None:
+    cli = mcp_cli(tmp_path, None, {"demo": stdio_server()})
+
+    login = cli("mcp", "login", "demo")
+
+    assert login.returncode == 1
+    assert login.stderr.strip() == "❌ no MCP server 'demo' with oauth = true in [mcp.servers]"

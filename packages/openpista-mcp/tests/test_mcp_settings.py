@@ -42,6 +42,7 @@ def test_transport_is_inferred_from_command_and_url() -> None:
         ({"x": {"command": "a", "bearer_token_env": "no way"}}, "bearer_token_env"),
         ({"x.y": {"command": "a"}}, "server name 'x.y': use letters, digits"),
         ({"x": "srv --stdio"}, "servers.x: Input should be a valid dictionary"),
+        ({"x": {"command": "a", "oauth": True}}, "oauth needs url"),
     ],
 )
 def test_mistakes_are_named(servers: dict[str, Any], problem: str) -> None:

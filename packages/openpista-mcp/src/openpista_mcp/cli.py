@@ -133,3 +133,30 @@ def import_servers(state: CliState, file: Path) -> None:
     for name in added:
         click.echo(f"✅ added [mcp.servers.{name}]")
     click.echo(f"Written to {target}; check them with: openpista mcp list")
+
+
+@mcp.command("login")
+@click.argument("name")
+@click.option("--no-browser", is_flag=True, help="Only print the address to open.")
+@click.option("--wait", default=300.0, show_default=True, help="Seconds to wait for the sign-in.")
+@click.pass_obj
+def login_server(state: CliState, name: str, no_browser: bool, wait: float) -> None:
+    """Sign in to remote server NAME (``oauth = true``) and keep its tokens."""
+    import asyncio
+
+    from openpista.config import ConfigError
+    from openpista_mcp.connection import describe_error, root_cause
+    from openpista_mcp.oauth import login, store_path
+
+    settings = _settings(state)
+    server = settings.servers.get(name)
+    if server is None or not server.oauth:
+        fail(f"no MCP server {name!r} with oauth = true in [mcp.servers]")
+    assert server is not None
+    try:
+        count = asyncio.run(login(name, server, open_browser=not no_browser, wait=wait))
+    except Exception as exc:
+        cause = root_cause(exc)
+        text = str(cause) if isinstance(cause, ConfigError) else describe_error(exc)
+        fail(f"MCP server {name}: {text}")
+    click.echo(f"✅ signed in to {name} ({count} tool(s)); tokens kept in {store_path()}")

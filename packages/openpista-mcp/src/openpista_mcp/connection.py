@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TextIO
 
 import anyio
@@ -116,10 +116,10 @@ class ServerConnection:
                 was_ready = False
                 try:
                     was_ready = await self._connect_and_serve()
-                except ConfigError as exc:  # retrying cannot help: wait for a fixed config
-                    self._give_up(str(exc))
-                    return
                 except Exception as exc:
+                    if isinstance(root_cause(exc), ConfigError):  # retrying cannot help
+                        self._give_up(str(root_cause(exc)))
+                        return
                     self.error = describe_error(exc)
                     if self._http_error:
                         self.error += f" ({self._http_error})"
@@ -213,23 +213,14 @@ class ServerConnection:
         return lines[-1] if lines else ""
 
     def _transport(self) -> Transport:
-        settings = self.settings
-        if settings.transport == "stdio":
-            assert settings.command is not None
-            return _stdio(settings, self._open_stderr())
-        assert settings.url is not None
-        headers = settings.request_headers()
-        if settings.transport == "sse":
-            return sse_client(settings.url, headers=headers, timeout=settings.startup_timeout)
-        # The SDK's own defaults: a response stream may stay quiet for minutes.
-        http = httpx2.AsyncClient(
-            headers=headers,
-            timeout=httpx2.Timeout(30.0, read=300.0),
-            event_hooks={"response": [self._note_response]},
-        )
-        return streamable_http_client(
-            settings.url, http_client=http, max_sse_event_size=MAX_SSE_EVENT_BYTES
-        )
+        if self.settings.transport == "stdio":
+            return _stdio(self.settings, self._open_stderr())
+        auth = None
+        if self.settings.oauth:
+            from openpista_mcp.oauth import provider
+
+            auth = provider(self.name, self.settings)
+        return remote_transport(self.settings, auth, self._note_response)
 
     async def _note_response(self, response: httpx2.Response) -> None:
         # The SDK reports a refused request without its status: keep it for the error.
@@ -371,6 +362,37 @@ class ServerConnection:
         return ToolError(f"{label} failed: {describe_error(exc)}")
 
 
+def remote_transport(
+    settings: ServerSettings,
+    auth: httpx2.Auth | None = None,
+    on_response: Callable[[httpx2.Response], Awaitable[None]] | None = None,
+) -> Transport:
+    """The transport of a ``url`` server: streamable HTTP or legacy SSE."""
+    assert settings.url is not None
+    headers = settings.request_headers()
+    if settings.transport == "sse":
+        return sse_client(
+            settings.url, headers=headers, timeout=settings.startup_timeout, auth=auth
+        )
+    # The SDK's own defaults: a response stream may stay quiet for minutes.
+    http = httpx2.AsyncClient(
+        headers=headers,
+        timeout=httpx2.Timeout(30.0, read=300.0),
+        auth=auth,
+        event_hooks={"response": [on_response]} if on_response else {},
+    )
+    return streamable_http_client(
+        settings.url, http_client=http, max_sse_event_size=MAX_SSE_EVENT_BYTES
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_client(settings: ServerSettings, auth: httpx2.Auth) -> AsyncIterator[Client]:
+    """A one-off connection to a remote server with ``auth`` (``openpista mcp login``)."""
+    async with Client(remote_transport(settings, auth), cache=None) as client:
+        yield client
+
+
 def _stdio(settings: ServerSettings, errlog: TextIO) -> Transport:
     from mcp.client.stdio import stdio_client
 
@@ -439,10 +461,16 @@ async def _list_tools(client: Client) -> list[mcp_types.Tool]:
     return tools
 
 
-def describe_error(exc: BaseException) -> str:
-    """One readable line for what went wrong (exception groups unwrapped)."""
+def root_cause(exc: BaseException) -> BaseException:
+    """``exc`` out of the exception groups of task groups (the first one's)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line for what went wrong (exception groups unwrapped)."""
+    exc = root_cause(exc)
     if isinstance(exc, ToolError | MCPError):
         return str(exc)
     if isinstance(exc, FileNotFoundError) and exc.filename:

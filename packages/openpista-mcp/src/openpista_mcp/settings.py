@@ -52,6 +52,9 @@ class ServerSettings(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     bearer_token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """The environment variable holding the token sent as ``Authorization: Bearer``."""
+    oauth: bool = False
+    """Sign in with OAuth (``openpista mcp login NAME``) instead of a fixed token."""
+    oauth_scopes: list[str] = Field(default_factory=list)
     tools: ToolFilter = Field(default_factory=ToolFilter)
     timeout: float = Field(default=60.0, gt=0)
     """Seconds one call (a tool, a resource read) may take."""
@@ -68,6 +71,8 @@ class ServerSettings(BaseModel):
             raise ValueError(f"transport {self.transport!r} needs url, not command")
         if self.url is not None and self.transport == "stdio":
             raise ValueError('transport "stdio" needs command, not url')
+        if self.oauth and self.url is None:
+            raise ValueError("oauth needs url: stdio servers sign in by their own means")
         if self.transport is None:
             self.transport = "stdio" if self.command else _remote_kind(self.url or "")
         return self
