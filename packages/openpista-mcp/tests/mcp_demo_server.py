@@ -117,8 +117,11 @@ def build_server() -> MCPServer:
 def _raw(mode: str) -> None:
     """Answer JSON-RPC by hand: ``raw-garbage`` breaks its replies to calls,
     ``raw-old-version`` names an unknown protocol version, ``raw-legacy`` is a 2025-era
-    server whose tool ``before`` replaces itself by ``after`` and sends ``list_changed``."""
+    server whose tool ``before`` replaces itself by ``after`` and sends ``list_changed``,
+    ``raw-hostile`` lists 300 tools, the first with a huge description and schema."""
     tools = ["garbage"] if mode == "raw-garbage" else ["before"]
+    if mode == "raw-hostile":  # too many tools, a huge schema and description
+        tools = [f"t{index}" for index in range(300)]
     for line in sys.stdin:
         message = json.loads(line)
         if "id" not in message:
@@ -136,6 +139,13 @@ def _raw(mode: str) -> None:
             }
         elif method == "tools/list":
             listed = [{"name": name, "inputSchema": {"type": "object"}} for name in tools]
+            if mode == "raw-hostile":
+                huge = {f"p{i}": {"type": "string", "description": "x" * 100} for i in range(500)}
+                listed[0] = {
+                    "name": "t0",
+                    "description": "D" * 1_000_000,
+                    "inputSchema": {"type": "object", "properties": huge},
+                }
             reply["result"] = {"tools": listed}
         elif mode == "raw-garbage":  # a broken line, then a reply to an id nobody asked for
             _send_line('{"jsonrpc": "2.0", "id": ')

@@ -201,6 +201,16 @@ async def test_a_2025_era_server_announcing_list_changed_is_listed_again(connect
     assert gone.output == "MCP server raw no longer offers the tool before"
 
 
+async def test_a_hostile_listing_is_bounded(connect: Connect) -> None:
+    tools = all_tools(connect(hostile=stdio_server("raw-hostile")))
+
+    assert len(tools) == 128
+    first = tools[0]
+    assert len(first.description) < 2_100
+    assert "characters truncated" in first.description
+    assert first.parameters == {"type": "object", "properties": {}, "additionalProperties": True}
+
+
 async def test_environment_and_working_directory_reach_a_stdio_server(
     connect: Connect, tmp_path: Path
 ) -> None:

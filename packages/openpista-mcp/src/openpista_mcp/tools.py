@@ -8,6 +8,8 @@ Each handler finds its MCP tool by name at call time, so a server that changed i
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import re
 from typing import Any
 
@@ -18,7 +20,13 @@ from openpista_mcp.connection import ServerConnection
 from openpista_mcp.manager import McpManager
 from openpista_mcp.results import cut, resource_output, tool_output
 
+log = logging.getLogger(__name__)
+
 MAX_DESCRIPTION_CHARS = 2_000
+MAX_TOOLS_PER_SERVER = 128
+"""Every tool is in every prompt: a server listing more gets its first ones only."""
+MAX_SCHEMA_CHARS = 20_000
+"""A larger argument schema is replaced by "any object" (the server still checks)."""
 _WIRE_LIMIT = 64  # the longest function name the LLM APIs take
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _DROPPED_SCHEMA_KEYS = frozenset({"$schema", "title"})
@@ -36,6 +44,14 @@ def all_tools(manager: McpManager) -> list[Tool]:
 def server_tools(manager: McpManager, connection: ServerConnection) -> list[Tool]:
     """One server's tools, plus its resource tools when it offers resources."""
     admitted = [t for t in connection.tools if connection.settings.tools.admits(t.name)]
+    if len(admitted) > MAX_TOOLS_PER_SERVER:
+        log.warning(
+            "MCP server %s offers %d tools: the first %d are used (narrow it with tools.allow)",
+            connection.name,
+            len(admitted),
+            MAX_TOOLS_PER_SERVER,
+        )
+        admitted = admitted[:MAX_TOOLS_PER_SERVER]
     tools = [_mcp_tool(manager, connection, item) for item in admitted]
     capabilities = connection.capabilities
     if capabilities is not None and capabilities.resources is not None:
@@ -73,6 +89,8 @@ def _mcp_tool(manager: McpManager, connection: ServerConnection, item: mcp_types
 
 
 def _schema(schema: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(schema, default=str)) > MAX_SCHEMA_CHARS:
+        return {"type": "object", "properties": {}, "additionalProperties": True}
     cleaned = {k: v for k, v in schema.items() if k not in _DROPPED_SCHEMA_KEYS}
     if cleaned.get("type") != "object":
         cleaned["type"] = "object"
