@@ -18,9 +18,9 @@ from pathlib import Path
 from channel_load import machine
 from run import run_measured
 
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.daemon import DEADLINE, Daemon
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.daemon import DEADLINE, Daemon
+from openpista_testing.emulator import LlmEmulator
 
 TARGETS = {"attached": (0.25, 45.0), "cold": (1.0, 120.0)}
 """Wall seconds and peak MiB each figure should stay under."""

@@ -77,7 +77,7 @@ def bench_mobile(client_counts: tuple[int, ...], messages: int) -> None:
 
 HOSTILE_SERVER = """
 import asyncio, json, sys
-from openpista.testing.adapters import QueueContext
+from openpista_testing.adapters import QueueContext
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.settings import MobileSettings
 

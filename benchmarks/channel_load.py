@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
 
-from openpista.testing.providers import InstantProvider
+from openpista_testing.providers import InstantProvider
 
 
 def machine() -> str:

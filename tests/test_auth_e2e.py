@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.oauth_emulator import OAuthEmulator
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.oauth_emulator import OAuthEmulator
 
 KEY = "sk-together-secret-4242"
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.emulator import LlmEmulator, TextReply
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator, TextReply
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

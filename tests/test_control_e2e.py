@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.daemon import DEADLINE, Daemon
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.daemon import DEADLINE, Daemon
+from openpista_testing.emulator import LlmEmulator
 
 pytestmark = pytest.mark.e2e
 

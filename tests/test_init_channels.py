@@ -18,9 +18,9 @@ import httpx
 import pytest
 import tomli_w
 
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.telegram_emulator import TelegramEmulator
+from openpista_telegram.testing import TelegramEmulator
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from openpista.testing.cli import Cli
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.cli import Cli
+from openpista_testing.emulator import LlmEmulator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.processes import is_running, read_pids
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.processes import is_running, read_pids
 
 pytestmark = pytest.mark.e2e
 

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator
 
 pytestmark = pytest.mark.e2e
 

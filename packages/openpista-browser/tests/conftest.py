@@ -21,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from openpista.testing._server import serve_in_thread
 from openpista.tools.registry import ToolRegistry
 from openpista_browser.manager import BrowserManager
 from openpista_browser.settings import BrowserSettings
 from openpista_browser.tools import make_browser_tools
+from openpista_testing.server import serve_in_thread
 
 HOME = """<!doctype html><title>Build status</title>
 <h1>Build status</h1>

@@ -12,9 +12,9 @@ import pytest
 from openpista.config import Settings
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.cli import Cli, emulator_config
-from openpista.testing.emulator import LlmEmulator
 from openpista_browser.settings import BrowserSettings
+from openpista_testing.cli import Cli, emulator_config
+from openpista_testing.emulator import LlmEmulator
 
 BROWSER_SECTION = '\n[tools.browser]\nelement_timeout = 2\nallow_hosts = ["127.0.0.1"]\n'
 

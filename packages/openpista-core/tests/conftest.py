@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from openpista.memory.store import MemoryStore
-from openpista.testing.postgres import PostgresServer
+from openpista_testing.postgres import PostgresServer
 
 _database_numbers = itertools.count(1)
 

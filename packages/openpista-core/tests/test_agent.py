@@ -15,11 +15,11 @@ from openpista.models import Attachment, Message, ToolCall, ToolResult
 from openpista.plugins import PluginHost
 from openpista.providers.base import TextDelta
 from openpista.runtime import build_providers
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
 from openpista.tools.base import ToolError, ToolOutput
 from openpista.tools.context import TurnContext, current_turn
 from openpista.tools.registry import ToolRegistry, tool
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
 
 MakeAgent = Callable[..., Agent]
 

@@ -13,10 +13,10 @@ from openpista.gateway.gateway import Gateway
 from openpista.models import ApprovalRequest, ToolCall
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.adapters import LoopbackAdapter
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
 from openpista.tools.registry import ToolRegistry, tool
+from openpista_testing.adapters import LoopbackAdapter
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
 
 
 def touching(marker: Path) -> Any:

@@ -19,10 +19,10 @@ from openpista.models import ApprovalPrompt, ApprovalRequest, ToolCall, utc_now
 from openpista.plugins import PluginHost
 from openpista.policy import ToolPolicy
 from openpista.runtime import build_providers
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
 from openpista.tools.registry import ToolRegistry
 from openpista.tools.system_run import make_system_run_tool
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
 
 CHANNEL = "telegram:42"
 SESSION = "s1"

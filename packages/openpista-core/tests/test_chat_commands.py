@@ -16,9 +16,9 @@ from openpista.hookspecs import hookimpl
 from openpista.models import Answer
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.adapters import LoopbackAdapter
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.adapters import LoopbackAdapter
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
 
 
 async def _weather(call: CommandCall) -> CommandReply:

@@ -29,9 +29,9 @@ from openpista.models import (
 )
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.adapters import QueueContext
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.adapters import QueueContext
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
 
 
 @dataclass

@@ -10,10 +10,10 @@ from openpista.channels import ChannelAdapter
 from openpista.config import SystemRunSettings
 from openpista.gateway.cli_adapter import CliAdapter
 from openpista.models import Answer, ApprovalPrompt
-from openpista.testing.adapters import LoopbackAdapter
-from openpista.testing.contracts import ChannelContract, ToolContract
 from openpista.tools.base import Tool
 from openpista.tools.system_run import make_system_run_tool
+from openpista_testing.adapters import LoopbackAdapter
+from openpista_testing.contracts import ChannelContract, ToolContract
 
 
 class TestSystemRunContract(ToolContract):

@@ -14,10 +14,10 @@ from openpista.control.protocol import HEADER, Frame, body_length, decode, encod
 from openpista.control.server import ControlChannel, bind_control
 from openpista.gateway.daemon import PidFile
 from openpista.models import Outbound
-from openpista.testing.adapters import LoopbackAdapter, QueueContext
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.gateways import Gateways
+from openpista_testing.adapters import LoopbackAdapter, QueueContext
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
 
 
 class RefusingAdapter(LoopbackAdapter):

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from openpista.testing.emulator import ErrorReply, LlmEmulator, TextReply
+from openpista_testing.emulator import ErrorReply, LlmEmulator, TextReply
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 MESSAGES = {**CHAT, "model": "claude-3-5-haiku-latest", "max_tokens": 100}
@@ -223,7 +223,7 @@ def test_stop_is_idempotent_and_restart_works() -> None:
 
 
 def test_standalone_command() -> None:
-    command = [sys.executable, "-m", "openpista.testing.emulator", "--port", "0", "--reply", "pong"]
+    command = [sys.executable, "-m", "openpista_testing.emulator", "--port", "0", "--reply", "pong"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

@@ -14,12 +14,12 @@ from openpista.gateway.gateway import Gateway, GatewayClosedError
 from openpista.models import Answer, ApprovalPrompt, ChannelEvent, Outbound, TextChunk
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.adapters import LoopbackAdapter
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.gateways import Gateways
 from openpista.tools.base import Tool
 from openpista.tools.registry import tool
+from openpista_testing.adapters import LoopbackAdapter
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
 
 OpenGateway = Callable[..., Awaitable[Gateway]]
 

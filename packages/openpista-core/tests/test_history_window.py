@@ -13,9 +13,9 @@ from openpista.memory import MemoryStore, MemoryStoreError, SessionNotFoundError
 from openpista.models import Message, ToolCall, ToolResult
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.memory import new_session
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.memory import new_session
 
 
 def one_exchange(n: int) -> list[Message]:

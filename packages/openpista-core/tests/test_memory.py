@@ -26,8 +26,8 @@ from openpista.memory import (
 from openpista.memory.store import title_from
 from openpista.memory.tables import VERSION_TABLE, UTCDateTime
 from openpista.models import Message, ToolCall, ToolResult
-from openpista.testing.memory import database, new_session, schema_revision, upgrade_database
-from openpista.testing.postgres import PostgresServer
+from openpista_testing.memory import database, new_session, schema_revision, upgrade_database
+from openpista_testing.postgres import PostgresServer
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
@@ -551,7 +551,7 @@ WRITER = """
 import asyncio, sys
 from openpista.memory import MemoryStore
 from openpista.models import Message
-from openpista.testing.memory import new_session
+from openpista_testing.memory import new_session
 
 async def main(url: str) -> None:
     async with await MemoryStore.open(url) as store:

@@ -20,7 +20,7 @@ from openpista.memory import (
 )
 from openpista.memory.tables import UTCDateTime
 from openpista.models import Message
-from openpista.testing.memory import (
+from openpista_testing.memory import (
     bound_session,
     database,
     new_session,

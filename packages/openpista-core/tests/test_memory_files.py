@@ -11,7 +11,7 @@ import pytest
 
 from openpista.memory import MemoryStore, MemoryStoreError, create_engine_for
 from openpista.models import Message
-from openpista.testing.memory import new_session
+from openpista_testing.memory import new_session
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from openpista.models import Message
 from openpista.plugins import PluginHost
 from openpista.providers.base import LlmProvider, ProviderError
 from openpista.runtime import build_providers
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.oauth_emulator import OAuthEmulator
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.oauth_emulator import OAuthEmulator
 
 
 @pytest.fixture

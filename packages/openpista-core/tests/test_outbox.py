@@ -16,10 +16,10 @@ from openpista.models import Answer, Attachment, ToolProgress
 from openpista.outbox import screen
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.adapters import LoopbackAdapter
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.hostile import ALLOWED, HOSTILE_NAMES, attachment_tool
+from openpista_testing.adapters import LoopbackAdapter
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.hostile import ALLOWED, HOSTILE_NAMES, attachment_tool
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ from openpista.providers.base import (
 )
 from openpista.providers.litellm_provider import BackendProvider
 from openpista.providers.registry import ProviderRegistry
-from openpista.testing.contracts import ProviderContract
-from openpista.testing.emulator import LlmEmulator, TextReply, ToolCallsReply
+from openpista_testing.contracts import ProviderContract
+from openpista_testing.emulator import LlmEmulator, TextReply, ToolCallsReply
 
 KEY = "sk-test-secret-0123456789"
 RUN = ToolSpec(

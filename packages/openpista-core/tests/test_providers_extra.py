@@ -31,7 +31,7 @@ from openpista.providers.responses import (
     chatgpt_account_id,
     to_responses_input,
 )
-from openpista.testing.emulator import LlmEmulator, TextReply
+from openpista_testing.emulator import LlmEmulator, TextReply
 
 KEY = "sk-test-secret-0123456789"
 RUN = ToolSpec(

@@ -25,7 +25,7 @@ from openpista.providers.litellm_provider import LiteLLMProvider
 from openpista.providers.openai_chat import MAX_EVENT_BYTES, HttpChatProvider
 from openpista.providers.registry import ProviderRegistry
 from openpista.providers.responses import ResponsesProvider
-from openpista.testing.emulator import LlmEmulator, RawReply
+from openpista_testing.emulator import LlmEmulator, RawReply
 
 KEY = "sk-test-secret-0123456789"
 HI = [Message(role="user", content="hi")]
@@ -111,7 +111,7 @@ def test_the_http_path_imports_neither_litellm_nor_the_openai_sdk() -> None:
         from openpista.models import Message
         from openpista.runtime import build_providers
         from openpista.plugins import PluginHost
-        from openpista.testing.emulator import LlmEmulator
+        from openpista_testing.emulator import LlmEmulator
 
         async def main(emu):
             section = ProviderSettings(base_url=emu.openai_base_url, api_key="k")

@@ -11,8 +11,8 @@ from openpista.config import Settings
 from openpista.gateway.gateway import Gateway
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.adapters import LoopbackAdapter
-from openpista.testing.providers import InstantProvider
+from openpista_testing.adapters import LoopbackAdapter
+from openpista_testing.providers import InstantProvider
 
 
 async def test_ready_only_after_the_provider_warmed_up_and_not_while_stopping(

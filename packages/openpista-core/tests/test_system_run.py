@@ -10,11 +10,11 @@ import pytest
 
 from openpista.config import Settings, SystemRunSettings
 from openpista.models import ToolCall, ToolResult
-from openpista.testing.processes import is_running, read_pids
 from openpista.tools.base import Tool, ToolError
 from openpista.tools.process import CapturedText, run_process
 from openpista.tools.registry import ToolRegistry
 from openpista.tools.system_run import make_system_run_tool
+from openpista_testing.processes import is_running, read_pids
 
 
 async def wait_for_pids(path: Path, count: int) -> list[int]:

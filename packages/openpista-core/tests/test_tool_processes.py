@@ -19,10 +19,10 @@ from openpista.config import ConfigError, Settings, load_config
 from openpista.models import ToolCall
 from openpista.skills.base import SkillRunner
 from openpista.skills.loader import SkillLoader
-from openpista.testing.processes import is_running
 from openpista.tools.base import Tool
 from openpista.tools.process import SAFE_ENVIRONMENT, run_process, tool_environment
 from openpista.tools.registry import ToolRegistry
+from openpista_testing.processes import is_running
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "config.example.toml"
 SECRETS = {

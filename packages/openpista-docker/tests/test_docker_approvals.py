@@ -16,9 +16,9 @@ from openpista.gateway.gateway import Gateway
 from openpista.models import ApprovalRequest
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.adapters import LoopbackAdapter
-from openpista.testing.cli import emulator_config
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.adapters import LoopbackAdapter
+from openpista_testing.cli import emulator_config
+from openpista_testing.emulator import LlmEmulator
 
 OpenRemote = Callable[[dict[str, Any]], Awaitable[LoopbackAdapter]]
 

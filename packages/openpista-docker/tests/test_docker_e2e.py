@@ -8,10 +8,10 @@ from typing import Any
 import docker
 import pytest
 
-from openpista.testing.cli import Cli
-from openpista.testing.emulator import LlmEmulator
 from openpista_docker.sandbox import TASK_LABEL
 from openpista_docker.testing import PrivateDockerd
+from openpista_testing.cli import Cli
+from openpista_testing.emulator import LlmEmulator
 
 pytestmark = pytest.mark.e2e
 

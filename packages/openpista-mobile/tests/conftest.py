@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from openpista.config import GatewaySettings, Settings
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.gateways import Gateways
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient
 from openpista_mobile.settings import MobileSettings
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
 
 PHONE_TOKEN = "phone-token-0123456789abcdef"
 TABLET_TOKEN = "tablet-token-0123456789abcdef"

@@ -10,11 +10,12 @@ import pytest
 
 from openpista.config import PolicySettings, Settings
 from openpista.files import turn_output_dir
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.gateways import Gateways
-from openpista.testing.hostile import HOSTILE_NAMES, attachment_tool
+from openpista.models import Answer, ToolProgress
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
+from openpista_testing.hostile import HOSTILE_NAMES, attachment_tool
 
 Connect = Callable[..., Awaitable[MobileClient]]
 
@@ -38,6 +39,7 @@ async def test_hostile_attachment_paths_never_reach_the_device(
     client = await connect()
     responses = [r async for r in client.ask("send me the files")]
     final = responses[-1]
+    assert isinstance(final, Answer)
     outbox = turn_output_dir(final.session_id)
     assert [(a.name, a.path) for a in final.attachments] == [
         ("chart.png", str(outbox / "chart.png"))
@@ -45,12 +47,13 @@ async def test_hostile_attachment_paths_never_reach_the_device(
     for name in HOSTILE_NAMES:
         assert f"attachment {name!r} was not sent" in final.text
     received: list[Any] = [
-        item
-        for response in responses
-        for item in [
-            *response.attachments,
-            *(response.tool_result.attachments if response.tool_result else []),
-        ]
+        *final.attachments,
+        *(
+            item
+            for response in responses
+            if isinstance(response, ToolProgress) and response.result is not None
+            for item in response.result.attachments
+        ),
     ]
     assert {item.path for item in received} == {str(outbox / "chart.png")}
     assert all(item.url is None for item in received)

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from openpista.config import Settings
-from openpista.models import AgentResponse, Attachment
-from openpista.testing.emulator import LlmEmulator
+from openpista.models import Answer, ApprovalPrompt, Attachment, Outbound, TextChunk, ToolProgress
 from openpista.workers import WorkerReport, worker_hub
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient, MobileError
 from openpista_mobile.protocol import AppError, ErrorCode, encode_frame
+from openpista_testing.emulator import LlmEmulator
 
 PHONE_TOKEN = "phone-token-0123456789abcdef"
 TABLET_TOKEN = "tablet-token-0123456789abcdef"
@@ -35,15 +35,13 @@ async def test_a_message_gets_a_streamed_answer_on_its_stream(
     llm_emulator.reply_text("hello from the agent", chunk_size=3)
     client = await connect()
     responses = [r async for r in client.ask("hi")]
-    deltas = [r.text for r in responses if r.delta]
+    deltas = [r.text for r in responses if isinstance(r, TextChunk)]
     assert len(deltas) > 1
     assert "".join(deltas) == "hello from the agent"
     final = responses[-1]
-    assert (final.delta, final.text, final.channel_id) == (
-        False,
-        "hello from the agent",
-        "mobile:phone",
-    )
+    assert [r.kind for r in responses] == ["chunk"] * len(deltas) + ["answer"]
+    assert isinstance(final, Answer)
+    assert (final.text, final.channel_id) == ("hello from the agent", "mobile:phone")
     assert final.session_id
 
 
@@ -149,14 +147,15 @@ async def test_a_slow_tool_does_not_block_another_device(
     llm_emulator.reply_text("fast answer")
     llm_emulator.reply_text("slow answer")
     phone, tablet = await connect(), await connect("tablet", TABLET_TOKEN)
-    progress: list[AgentResponse] = []
+    progress: list[Outbound] = []
     tool_running = asyncio.Event()
 
-    async def slow_question() -> AgentResponse:
+    async def slow_question() -> Answer:
         async for response in phone.ask("slow question"):
             progress.append(response)
-            if response.tool_call is not None:
+            if isinstance(response, ToolProgress):
                 tool_running.set()
+        assert isinstance(progress[-1], Answer)
         return progress[-1]
 
     slow = asyncio.create_task(slow_question())
@@ -175,15 +174,17 @@ async def test_an_approval_is_answered_on_another_stream_of_the_same_connection(
     llm_emulator.reply_tool_calls([("system_run", {"command": f"touch {marker}"})])
     llm_emulator.reply_text("touched it")
     client = await connect()
-    seen: list[AgentResponse] = []
-    confirmations: list[AgentResponse] = []
+    seen: list[Outbound] = []
+    confirmations: list[Answer] = []
     async for response in client.ask("touch the file"):
         seen.append(response)
-        if response.approval is not None:
-            confirmations.append(await client.answer(f"/approve {response.approval.id}"))
+        if isinstance(response, ApprovalPrompt):
+            confirmations.append(await client.answer(f"/approve {response.request.id}"))
     assert confirmations[0].text.startswith("✅ approved system.run")
+    assert isinstance(seen[-1], Answer)
     assert seen[-1].text == "touched it"
-    assert any(r.tool_result is not None and not r.tool_result.is_error for r in seen)
+    results = [r.result for r in seen if isinstance(r, ToolProgress) and r.result is not None]
+    assert [result.is_error for result in results] == [False]
     assert marker.exists()
 
 
@@ -327,3 +328,44 @@ async def test_attachments_are_saved_for_the_agent(
     assert ".." not in saved.name
     prompt = llm_emulator.requests[0].json["messages"][-1]["content"]
     assert str(saved) in json.dumps(prompt)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"type": "response", "kind": "bogus", "text": "?"},
+        {"type": "response", "text": "a response without its kind"},
+        {"type": "response", "kind": "tool", "call": {"name": "no id"}},
+    ],
+)
+async def test_a_response_that_is_no_outbound_kind_raises_one_clear_error(
+    connect: Connect,
+    mobile: MobileAdapter,
+    llm_emulator: LlmEmulator,
+    settings: Settings,
+    tmp_path: Path,
+    hostile: dict[str, Any],
+) -> None:
+    settings.policy.remote = "allow"
+    flag = tmp_path / "go"
+    wait_for_flag = f"while [ ! -e {flag} ]; do sleep 0.05; done; echo released"
+    llm_emulator.reply_tool_calls([("system_run", {"command": wait_for_flag})])
+    llm_emulator.reply_text("done")
+    llm_emulator.reply_text("fine")
+    client = await connect()
+    kinds: list[str] = []
+
+    async def ask() -> None:
+        async for response in client.ask("slow question", request_id="hostile-1"):
+            kinds.append(response.kind)
+            if response.kind == "tool":  # the server's stream is still open: write on it
+                mobile._streams[("mobile:phone", "hostile-1")].send(hostile, end=False)
+
+    with pytest.raises(MobileError) as raised:
+        await ask()
+    flag.touch()
+    assert kinds == ["tool"]
+    assert raised.value.code == ErrorCode.BAD_FRAME
+    assert raised.value.message.startswith("not an outbound message: ")
+    assert "\n" not in raised.value.message
+    assert (await client.answer("still usable?")).text == "fine"

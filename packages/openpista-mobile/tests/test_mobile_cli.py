@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from openpista.config import ConfigError
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.emulator import LlmEmulator
 from openpista_mobile.adapter import create_mobile_adapter
 from openpista_mobile.settings import MobileSettings
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator
 
 TOKEN = "e2e-token-0123456789abcdef"
 

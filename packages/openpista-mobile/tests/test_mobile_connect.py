@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.emulator import LlmEmulator, TextReply
-from openpista.testing.polling import eventually
 from openpista_mobile.adapter import MobileAdapter
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator, TextReply
+from openpista_testing.polling import eventually
 
 TOKEN = "connect-token-0123456789abcdef"
 PHONE_TOKEN = "phone-token-0123456789abcdef"  # conftest's token of the in-process server

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from openpista import jsonsafe
-from openpista.testing.emulator import LlmEmulator
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient, MobileError
 from openpista_mobile.protocol import HEADER, AppError, ErrorCode, encode_frame
 from openpista_mobile.settings import MobileSettings
+from openpista_testing.emulator import LlmEmulator
 
 from .conftest import PHONE_TOKEN, Connect
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.polling import eventually
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import ConnectionLost, MobileClient, MobileError
 from openpista_mobile.protocol import ErrorCode
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.polling import eventually
 
 PHONE_TOKEN = "phone-token-0123456789abcdef"
 KEEPALIVE = 0.1

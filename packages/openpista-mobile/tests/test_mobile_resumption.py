@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from openpista.config import Settings
-from openpista.testing.emulator import LlmEmulator
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient, MobileError
 from openpista_mobile.protocol import ErrorCode
+from openpista_testing.emulator import LlmEmulator
 
 Connect = Callable[..., Awaitable[MobileClient]]
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from openpista.config import GatewaySettings, PolicySettings, Settings
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.gateways import Gateways
-from openpista.testing.telegram_emulator import TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
 from openpista_telegram.settings import parse_settings
+from openpista_telegram.testing import TelegramEmulator, User
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
 
 ALICE = User(4201, "alice", "Alice")  # allowed by id
 BOB = User(4202, "bob", "Bob")  # allowed by username

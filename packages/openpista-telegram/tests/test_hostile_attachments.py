@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.gateways import Gateways
-from openpista.testing.hostile import ALLOWED, HOSTILE_NAMES, attachment_tool
-from openpista.testing.telegram_emulator import TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
+from openpista_telegram.testing import TelegramEmulator, User
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
+from openpista_testing.hostile import ALLOWED, HOSTILE_NAMES, attachment_tool
 
 Serve = Callable[..., Awaitable[TelegramAdapter]]
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from openpista.config import PolicySettings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.polling import eventually
-from openpista.testing.telegram_emulator import SentMessage, TelegramEmulator, User
 from openpista_telegram.adapter import ANSWERED, TelegramAdapter
+from openpista_telegram.testing import SentMessage, TelegramEmulator, User
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.polling import eventually
 
 Serve = Callable[..., Awaitable[TelegramAdapter]]
 TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"

@@ -16,13 +16,13 @@ import pytest
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, PairingBook
 from openpista.config import PolicySettings
 from openpista.models import Answer, Attachment
-from openpista.testing.adapters import QueueContext
-from openpista.testing.contracts import ChannelContract
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.polling import eventually
-from openpista.testing.telegram_emulator import TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
 from openpista_telegram.settings import parse_settings
+from openpista_telegram.testing import TelegramEmulator, User
+from openpista_testing.adapters import QueueContext
+from openpista_testing.contracts import ChannelContract
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.polling import eventually
 
 if TYPE_CHECKING:
     from openpista.channels import ChannelAdapter

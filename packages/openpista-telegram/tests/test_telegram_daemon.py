@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from openpista.access import PAIRED
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.telegram_emulator import TelegramEmulator, User
+from openpista_telegram.testing import TelegramEmulator, User
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator
 
 DEADLINE = 60.0
 

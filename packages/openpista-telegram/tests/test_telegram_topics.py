@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 
 from openpista.config import PolicySettings
 from openpista.models import Answer, Attachment
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.telegram_emulator import TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
+from openpista_telegram.testing import TelegramEmulator, User
+from openpista_testing.emulator import LlmEmulator
 
 Serve = Callable[..., Awaitable[TelegramAdapter]]
 FORUM = -1009876

@@ -16,10 +16,10 @@ import pytest
 
 from openpista import jsonsafe
 from openpista.access import REFUSAL
-from openpista.testing.adapters import QueueContext
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.telegram_emulator import SECRET_HEADER, TelegramEmulator, User
 from openpista_telegram.adapter import TelegramAdapter
+from openpista_telegram.testing import SECRET_HEADER, TelegramEmulator, User
+from openpista_testing.adapters import QueueContext
+from openpista_testing.emulator import LlmEmulator
 
 Serve = Callable[..., Awaitable[TelegramAdapter]]
 SECRET = "configured_Secret-0123456789"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from openpista.skills.base import Skill
-from openpista.testing.cli import Cli
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.cli import Cli
+from openpista_testing.emulator import LlmEmulator
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import pytest
 
 from openpista.channels import ChannelContext
 from openpista.models import ChannelEvent
-from openpista.testing.adapters import QueueContext
+from openpista_testing.adapters import QueueContext
 from openpista_web.adapter import WebAdapter
 from openpista_web.settings import WebSettings
 from openpista_web.testing import open_socket

@@ -11,9 +11,9 @@ from typing import Any
 from openpista.gateway.gateway import Gateway
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.hostile import ALLOWED, HOSTILE_NAMES, attachment_tool
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.hostile import ALLOWED, HOSTILE_NAMES, attachment_tool
 from openpista_web.testing import greeted
 
 Serve = Callable[..., Awaitable[Any]]

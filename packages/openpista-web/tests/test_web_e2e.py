@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from openpista.testing.cli import OPENPISTA, Cli, emulator_config
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.cli import OPENPISTA, Cli, emulator_config
+from openpista_testing.emulator import LlmEmulator
 from openpista_web.testing import CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.e2e

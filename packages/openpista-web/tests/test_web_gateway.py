@@ -13,8 +13,8 @@ import pytest
 from openpista.gateway.gateway import Gateway
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
 from openpista_web.testing import greeted, next_frame
 
 Serve = Callable[..., Awaitable[Any]]

@@ -15,8 +15,8 @@ from openpista.gateway.gateway import Gateway
 from openpista.models import ChannelEvent
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
-from openpista.testing.providers import InstantProvider
 from openpista.tools.registry import tool
+from openpista_testing.providers import InstantProvider
 from openpista_web.adapter import WebAdapter
 from openpista_web.settings import WebSettings
 

@@ -11,8 +11,8 @@ import pytest
 
 from openpista.channels import ChannelAdapter
 from openpista.config import Settings
-from openpista.testing.cli import Cli
-from openpista.testing.contracts import ChannelContract
+from openpista_testing.cli import Cli
+from openpista_testing.contracts import ChannelContract
 from openpista_web.adapter import WebAdapter
 from openpista_web.auth import token_file
 from openpista_web.plugin import create_web_adapter

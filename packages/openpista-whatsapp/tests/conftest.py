@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from openpista.models import ChannelEvent
-from openpista.testing.adapters import QueueContext
-from openpista.testing.whatsapp_emulator import WhatsAppEmulator, signed_post
+from openpista_testing.adapters import QueueContext
 from openpista_whatsapp.adapter import WhatsAppAdapter
 from openpista_whatsapp.settings import ENV_OVERRIDES, load_whatsapp_config
+from openpista_whatsapp.testing import WhatsAppEmulator, signed_post
 
 TOKEN = "EAAG-test-access-token-123"
 APP_SECRET = "app-secret-456"

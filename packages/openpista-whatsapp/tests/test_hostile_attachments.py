@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 
 from openpista.config import PolicySettings
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.gateways import Gateways
-from openpista.testing.hostile import ALLOWED, HOSTILE_NAMES, attachment_tool
-from openpista.testing.whatsapp_emulator import WhatsAppEmulator, signed_post, text_payload
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
+from openpista_testing.hostile import ALLOWED, HOSTILE_NAMES, attachment_tool
 from openpista_whatsapp.adapter import WhatsAppAdapter
 from openpista_whatsapp.settings import load_whatsapp_config
+from openpista_whatsapp.testing import WhatsAppEmulator, signed_post, text_payload
 
 NUMBER = "111111"
 USER = "4915550001"

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from openpista.testing.cli import OPENPISTA, Cli
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.whatsapp_emulator import WhatsAppEmulator, signed_post, text_payload
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator
+from openpista_whatsapp.testing import WhatsAppEmulator, signed_post, text_payload
 
 pytestmark = pytest.mark.e2e
 

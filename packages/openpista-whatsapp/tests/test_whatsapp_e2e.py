@@ -12,19 +12,19 @@ import httpx
 import pytest
 
 from openpista.gateway.gateway import Gateway
-from openpista.testing.cli import emulator_settings
-from openpista.testing.contracts import ChannelContract
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.gateways import Gateways
-from openpista.testing.whatsapp_emulator import (
+from openpista_testing.cli import emulator_settings
+from openpista_testing.contracts import ChannelContract
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
+from openpista_whatsapp.adapter import WhatsAppAdapter
+from openpista_whatsapp.settings import load_whatsapp_config
+from openpista_whatsapp.testing import (
     WhatsAppEmulator,
     message,
     signed_post,
     text_payload,
     webhook_payload,
 )
-from openpista_whatsapp.adapter import WhatsAppAdapter
-from openpista_whatsapp.settings import load_whatsapp_config
 
 NUMBER = "111111"
 USER = "4915550001"

@@ -15,18 +15,18 @@ import pytest
 from openpista.config import ConfigError
 from openpista.gateway.gateway import Gateway
 from openpista.models import Answer
-from openpista.testing.adapters import LoopbackAdapter
-from openpista.testing.cli import emulator_settings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.gateways import Gateways
-from openpista.testing.whatsapp_emulator import (
+from openpista_testing.adapters import LoopbackAdapter
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
+from openpista_whatsapp.adapter import WhatsAppAdapter
+from openpista_whatsapp.settings import load_whatsapp_config
+from openpista_whatsapp.testing import (
     WhatsAppEmulator,
     signed_post,
     system_error,
     webhook_payload,
 )
-from openpista_whatsapp.adapter import WhatsAppAdapter
-from openpista_whatsapp.settings import load_whatsapp_config
 
 USER = "4915550001"
 NUMBER = "111111"

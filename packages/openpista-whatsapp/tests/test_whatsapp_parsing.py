@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from openpista.testing.whatsapp_emulator import (
+from openpista_whatsapp.payload import parse_webhook
+from openpista_whatsapp.signature import HEADER, sign, verify
+from openpista_whatsapp.testing import (
     message,
     signed_post,
     system_error,
     webhook_payload,
 )
-from openpista_whatsapp.payload import parse_webhook
-from openpista_whatsapp.signature import HEADER, sign, verify
 
 NUMBER = "111111"
 USER = "4915550001"

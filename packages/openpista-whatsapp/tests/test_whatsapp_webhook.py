@@ -16,7 +16,7 @@ import pytest
 from openpista import jsonsafe
 from openpista.access import PAIRED, REFUSAL, PairingBook
 from openpista.models import Answer, ApprovalPrompt, ApprovalRequest, Attachment
-from openpista.testing.whatsapp_emulator import (
+from openpista_whatsapp.testing import (
     WhatsAppEmulator,
     message,
     text_payload,
@@ -133,7 +133,7 @@ async def test_oversized_bodies_are_refused_before_parsing(start_adapter: Start)
     answer = await wa.post(payload)
     assert answer.status_code == 413
     # Without a Content-Length header (chunked), the stream is cut at the limit too.
-    from openpista.testing.whatsapp_emulator import signed_post
+    from openpista_whatsapp.testing import signed_post
 
     body, headers = signed_post(payload, wa.app_secret)
 

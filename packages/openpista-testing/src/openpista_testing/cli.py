@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from openpista.config import Settings
-    from openpista.testing.emulator import LlmEmulator
+    from openpista_testing.emulator import LlmEmulator
 
 OPENPISTA = Path(sys.executable).parent / "openpista"
 KEY_VARIABLES = (

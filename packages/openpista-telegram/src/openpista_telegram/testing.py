@@ -51,7 +51,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from openpista.testing._server import ThreadedServer
+from openpista_testing.server import ThreadedServer
 
 if TYPE_CHECKING:
     from starlette.requests import Request

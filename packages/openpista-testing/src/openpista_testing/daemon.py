@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from openpista.testing.cli import OPENPISTA, Cli
+from openpista_testing.cli import OPENPISTA, Cli
 
 DEADLINE = 60.0
 

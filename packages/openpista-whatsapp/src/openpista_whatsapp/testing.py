@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from openpista.testing._server import ThreadedServer
+from openpista_testing.server import ThreadedServer
 
 if TYPE_CHECKING:
     from starlette.requests import Request

@@ -21,7 +21,7 @@ Replies are served first in, first out; when none is queued the ``default_reply`
 (text "OK" unless configured), so a benchmark gets an instant LLM. Every request is
 recorded in :attr:`LlmEmulator.requests`.
 
-Run it standalone with ``python -m openpista.testing.emulator --port 0 [--reply TEXT]``: it
+Run it standalone with ``python -m openpista_testing.emulator --port 0 [--reply TEXT]``: it
 prints its base URL and serves until killed. starlette and uvicorn (the ``testing`` extra)
 are imported only when a server starts.
 """
@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from openpista.testing._server import ThreadedServer
+from openpista_testing.server import ThreadedServer
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -731,7 +731,7 @@ def _unauthorized(api: Api) -> Response:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m openpista.testing.emulator``: serve until killed, base URL on stdout."""
+    """``python -m openpista_testing.emulator``: serve until killed, base URL on stdout."""
     parser = argparse.ArgumentParser(
         description="A local OpenAI/Anthropic-compatible LLM emulator."
     )

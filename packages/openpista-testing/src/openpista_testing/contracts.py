@@ -4,7 +4,7 @@ Each class holds pytest tests that any conforming tool, provider or channel adap
 pass. Subclass it in your own test module, fill in the ``make_*`` methods (and the few
 attributes documented on each class), and pytest collects the inherited tests::
 
-    from openpista.testing.contracts import ToolContract
+    from openpista_testing.contracts import ToolContract
 
     class TestGreetTool(ToolContract):
         valid_arguments = {"name": "Ada"}
@@ -24,11 +24,11 @@ from openpista.channels import Capabilities, ChannelAdapter
 from openpista.models import Answer, ApprovalPrompt, ApprovalRequest, Message, ToolCall
 from openpista.naming import WIRE_NAME_MAX, wire_name
 from openpista.providers.base import ChatResult, LlmProvider, ProviderError, TextDelta, ToolSpec
-from openpista.testing.adapters import QueueContext
+from openpista_testing.adapters import QueueContext
 
 if TYPE_CHECKING:
-    from openpista.testing.emulator import LlmEmulator
     from openpista.tools.base import Tool
+    from openpista_testing.emulator import LlmEmulator
 
 
 class ToolContract:
@@ -129,7 +129,7 @@ class ChannelContract:
     Implement ``make_adapter()``, ``deliver(adapter, text)`` (send ``text`` to the adapter
     through its native protocol, as a user would) and ``received(adapter)`` (what the user
     has been shown so far, as a list of texts). The adapter is started with a
-    :class:`~openpista.testing.adapters.QueueContext`.
+    :class:`~openpista_testing.adapters.QueueContext`.
     """
 
     timeout: ClassVar[float] = 10.0

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from openpista.testing.emulator import LlmEmulator
-    from openpista.testing.gateways import Gateways
+    from openpista_testing.emulator import LlmEmulator
+    from openpista_testing.gateways import Gateways
 
 
 @pytest.fixture
 def llm_emulator() -> Iterator[LlmEmulator]:
-    """A started :class:`~openpista.testing.emulator.LlmEmulator`, stopped after the test."""
-    from openpista.testing.emulator import LlmEmulator
+    """A started :class:`~openpista_testing.emulator.LlmEmulator`, stopped after the test."""
+    from openpista_testing.emulator import LlmEmulator
 
     with LlmEmulator() as emulator:
         yield emulator
@@ -28,8 +28,8 @@ def llm_emulator() -> Iterator[LlmEmulator]:
 @pytest.fixture
 async def gateways() -> AsyncIterator[Gateways]:
     """Start real gateways with ``await gateways.start(settings, *adapters)``; all are
-    stopped after the test (:class:`~openpista.testing.gateways.Gateways`)."""
-    from openpista.testing.gateways import Gateways
+    stopped after the test (:class:`~openpista_testing.gateways.Gateways`)."""
+    from openpista_testing.gateways import Gateways
 
     async with Gateways() as opened:
         yield opened
