@@ -30,12 +30,18 @@ def cron(text: str, device: str = "phone") -> ChannelEvent:
     return ChannelEvent(channel_id=f"mobile:{device}", sender="cron", text=text)
 
 
-async def next_push(client: MobileClient) -> Outbound:
+async def next_push(client: MobileClient) -> Answer:
     pushes = client.pushed()
     try:
-        return await asyncio.wait_for(anext(pushes), 60)
+        return answer_of(await asyncio.wait_for(anext(pushes), 60))
     finally:
         await pushes.aclose()
+
+
+def answer_of(message: Outbound) -> Answer:
+    """``message``, which must be an answer (what the pushes here are)."""
+    assert isinstance(message, Answer), message
+    return message
 
 
 async def test_a_cron_message_reaches_the_connected_device_as_a_push(
@@ -48,7 +54,6 @@ async def test_a_cron_message_reaches_the_connected_device_as_a_push(
     gateway: Gateway = gateways.opened[0]
     await gateway.submit(cron("morning report"))
     pushed = await next_push(phone)
-    assert isinstance(pushed, Answer)
     assert (pushed.text, pushed.channel_id) == ("disk is 41% full", "mobile:phone")
     assert pushed.session_id
     assert phone.unread_pushes == 0, "deltas of a turn nobody asked on a stream are not pushed"
@@ -173,9 +178,9 @@ async def test_a_full_outbox_arrives_in_order_and_a_burst_of_live_pushes_arrives
         await phone.check()
         pushes = phone.pushed()
         kept = [await asyncio.wait_for(anext(pushes), 60) for _ in range(count)]
-        assert [r.text for r in kept] == [f"kept {number}" for number in range(count)]
+        assert [answer_of(r).text for r in kept] == [f"kept {number}" for number in range(count)]
         for number in range(count):  # live: one stream each, put back in order by the client
             await mobile.send(Answer(channel_id="mobile:phone", text=f"live {number}"))
         live = [await asyncio.wait_for(anext(pushes), 60) for _ in range(count)]
         await pushes.aclose()
-    assert [r.text for r in live] == [f"live {number}" for number in range(count)]
+    assert [answer_of(r).text for r in live] == [f"live {number}" for number in range(count)]

@@ -12,19 +12,19 @@ from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
-from openpista.models import AgentResponse
-from openpista_mobile.client import _client_protocol_class
+from openpista.models import Answer, Outbound
 from openpista_mobile.protocol import HEADER, encode_frame
+from openpista_mobile.quic_client import ClientProtocol
 
 
 def push(seq: Any, text: str | None = None) -> bytes:
-    response = AgentResponse(channel_id="mobile:phone", text=text or f"push {seq}")
+    response = Answer(channel_id="mobile:phone", text=text or f"push {seq}")
     return encode_frame({"type": "push", "seq": seq, "response": response.model_dump(mode="json")})
 
 
 def client_protocol() -> Any:
     connection = QuicConnection(configuration=QuicConfiguration(is_client=True))
-    return _client_protocol_class()(connection)
+    return ClientProtocol(connection)
 
 
 def arrive(protocol: Any, stream_id: int, data: bytes, end: bool = True) -> None:
@@ -33,11 +33,11 @@ def arrive(protocol: Any, stream_id: int, data: bytes, end: bool = True) -> None
 
 
 def delivered(protocol: Any) -> list[str]:
-    queue: asyncio.Queue[AgentResponse | None] = protocol.pushes
+    queue: asyncio.Queue[Outbound | None] = protocol.pushes
     texts = []
     while not queue.empty():
         item = queue.get_nowait()
-        assert item is not None
+        assert isinstance(item, Answer)
         texts.append(item.text)
     return texts
 
@@ -87,3 +87,25 @@ async def test_a_closed_connection_ends_the_pushes() -> None:
     )
     assert protocol.pushes.get_nowait() is None
     assert protocol.terminated is not None
+
+
+@pytest.mark.parametrize(
+    ("response", "problem"),
+    [
+        ({"kind": "bogus", "text": "x"}, "Input tag 'bogus' found using 'kind'"),
+        ({"text": "no kind"}, "Unable to extract tag using discriminator 'kind'"),
+        ({"kind": "chunk"}, "chunk.text: Field required"),
+        ({"kind": "approval", "request": {"id": "1"}}, "approval.request.tool: Field required"),
+        ("not an object", "valid dictionary"),
+    ],
+)
+async def test_a_malformed_push_is_logged_and_left_out(
+    response: object, problem: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    protocol = client_protocol()
+    hostile = encode_frame({"type": "push", "seq": 1, "response": response})
+    arrive(protocol, 3, hostile + push(2))
+    assert delivered(protocol) == ["push 2"]
+    assert "ignoring a malformed push: not an outbound message" in caplog.text
+    assert problem in caplog.text

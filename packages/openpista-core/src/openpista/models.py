@@ -233,37 +233,3 @@ def parse_outbound(data: object) -> Outbound:
     """Read an outbound message back from its wire form (``model_dump(mode="json")``);
     raises :class:`pydantic.ValidationError` for anything else."""
     return _OUTBOUND.validate_python(data)
-
-
-class AgentResponse(BaseModel):
-    """The mobile channel's wire form of an outbound message: one model with flags
-    (``delta``, ``approval``, ``tool_call``, ``tool_result``), as its QUIC clients decode it.
-    It goes once they decode :data:`Outbound` kinds; build it with :meth:`of`.
-    """
-
-    channel_id: str = ""
-    session_id: str = ""
-    text: str = ""
-    delta: bool = False
-    is_error: bool = False
-    attachments: list[Attachment] = Field(default_factory=list)
-    usage: Usage = Field(default_factory=Usage)
-    approval: ApprovalRequest | None = None
-    tool_call: ToolCall | None = None
-    tool_result: ToolResult | None = None
-    request_id: str | None = None
-
-    @classmethod
-    def of(cls, message: Outbound) -> AgentResponse:
-        """``message`` in this form."""
-        base = message.model_dump(include={"channel_id", "session_id", "request_id"})
-        if isinstance(message, Answer):
-            fields = message.model_dump(include={"text", "is_error", "attachments", "usage"})
-            return cls(**base, **fields)
-        if isinstance(message, TextChunk):
-            return cls(**base, delta=True, text=message.text)
-        if isinstance(message, ToolProgress):
-            if message.result is None:
-                return cls(**base, delta=True, tool_call=message.call)
-            return cls(**base, delta=True, tool_result=message.result)
-        return cls(**base, approval=message.request, text=message.request.prompt())

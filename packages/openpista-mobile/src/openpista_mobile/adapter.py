@@ -13,8 +13,9 @@ every live connection of the device; with none, it waits in a small per-device o
 (``outbox_size``, in memory) delivered after the device's next authentication. Deltas
 (text chunks, tool progress) are never pushed: the final response holds the whole text.
 
-On the wire every message is a :class:`~openpista.models.AgentResponse` (what the mobile
-clients decode), made from the gateway's outbound message.
+On the wire every message is the gateway's outbound message as JSON
+(``model_dump(mode="json")``, its ``kind`` telling which), in a ``response`` or ``push``
+frame; clients read it back with :func:`~openpista.models.parse_outbound`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.config import ConfigError
-from openpista.models import AgentResponse, Answer, Attachment, ChannelEvent, Outbound
+from openpista.models import Answer, Attachment, ChannelEvent, Outbound, TextChunk, ToolProgress
 from openpista_mobile.certs import load_or_create, state_dir
 from openpista_mobile.protocol import ErrorCode, FrameError, error_frame
 from openpista_mobile.server import QuicServer, ServerOptions
@@ -120,27 +121,26 @@ class MobileAdapter(ChannelAdapter):
         else push it to the device (answers and approval prompts only)."""
         channel = message.channel_id
         key = (channel, message.request_id or "")
-        progress = not isinstance(message, Answer)
-        stream = self._streams.get(key) if progress else self._streams.pop(key, None)
-        response = AgentResponse.of(message)
-        frame = {"type": "response", **response.model_dump(mode="json")}
-        if stream is not None and stream.send(frame, end=not progress):
+        final = isinstance(message, Answer)
+        stream = self._streams.pop(key, None) if final else self._streams.get(key)
+        frame = {"type": "response", **message.model_dump(mode="json")}
+        if stream is not None and stream.send(frame, end=final):
             return
-        if response.delta:
+        if isinstance(message, TextChunk | ToolProgress):
             log.debug(
                 "mobile: no stream of %s awaits this delta; the final answer is pushed", channel
             )
             return
-        self._push(channel.removeprefix(PREFIX), response)
+        self._push(channel.removeprefix(PREFIX), message)
 
-    def _push(self, device: str, response: AgentResponse) -> None:
-        """Push ``response`` to the live connections of ``device``, else keep it for later."""
+    def _push(self, device: str, message: Outbound) -> None:
+        """Push ``message`` to the live connections of ``device``, else keep it for later."""
         if not self.tokens.knows(device):
             log.warning("mobile: no device %r is configured; an answer for it is dropped", device)
             return
         number = self._pushed.get(device, 0) + 1
         self._pushed[device] = number
-        frame = {"type": "push", "seq": number, "response": response.model_dump(mode="json")}
+        frame = {"type": "push", "seq": number, "response": message.model_dump(mode="json")}
         if self.server is not None and self.server.push(device, [frame]):
             log.info("mobile: pushed answer %d to device %s", number, device)
             return

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from openpista.models import AgentResponse
+    from openpista.cli import Console
+    from openpista.models import Answer, Outbound, TextChunk, ToolProgress
     from openpista_mobile.client import MobileClient
 
 log = logging.getLogger(__name__)
@@ -307,39 +308,21 @@ class _Prompt:
 
     async def _ask(self, client: MobileClient, text: str, request_id: str) -> int:
         """Send ``text`` and print the answer as it streams; 1 if the answer is an error."""
-        from openpista.cli import Console, clip
+        from openpista.cli import Console
         from openpista_mobile.client import ConnectionLost
 
         console = Console(sys.stdout, sys.stderr)
         code = 0
         try:
-            async for response in client.ask(text, request_id=request_id):
-                if response.approval is not None:
-                    console.line(response.approval.prompt(), err=True)
+            async for message in client.ask(text, request_id=request_id):
+                if message.kind == "approval":
+                    console.line(message.request.prompt(), err=True)
                     if self.lines is not None:
-                        await self._decide(response.approval.id)
-                elif response.tool_call is not None:
-                    console.finish_stream("answer")
-                    args = json.dumps(response.tool_call.arguments, ensure_ascii=False)
-                    console.line(f"⚙ {response.tool_call.name} {clip(args)}", err=True, dim=True)
-                elif response.tool_result is not None:
-                    console.finish_stream("answer")
-                    result = response.tool_result
-                    first = result.output.strip().splitlines()[:1]
-                    mark = "✗" if result.is_error else "✓"
-                    summary = f"{mark} {result.name}: {clip(first[0] if first else '')}"
-                    console.line(summary, err=True, dim=True)
-                elif response.delta:
-                    console.stream("answer", response.text)
+                        await self._decide(message.request.id)
+                elif message.kind == "answer":
+                    code = _show_answer(console, message)
                 else:
-                    streamed = console.finish_stream("answer")
-                    if response.is_error:
-                        console.line(response.text, err=True)
-                        code = 1
-                    elif response.text and response.text != streamed:
-                        console.line(response.text)
-                    for attachment in response.attachments:
-                        console.line(f"📎 {attachment.describe()}", err=True)
+                    _show_progress(console, message)
         except ConnectionLost:
             console.finish_stream("answer")  # the answer starts again after the reconnect
             raise
@@ -368,13 +351,43 @@ class _Prompt:
         click.echo(final.text, err=True)
 
 
+def _show_progress(console: Console, message: TextChunk | ToolProgress) -> None:
+    """A piece of the answer (on standard output) or a tool call (dimmed, on standard error)."""
+    from openpista.cli import clip
+
+    if message.kind == "chunk":
+        console.stream("answer", message.text)
+        return
+    console.finish_stream("answer")
+    if message.result is None:
+        args = json.dumps(message.call.arguments, ensure_ascii=False)
+        console.line(f"⚙ {message.call.name} {clip(args)}", err=True, dim=True)
+        return
+    result = message.result
+    first = result.output.strip().splitlines()[:1]
+    mark = "✗" if result.is_error else "✓"
+    console.line(f"{mark} {result.name}: {clip(first[0] if first else '')}", err=True, dim=True)
+
+
+def _show_answer(console: Console, answer: Answer) -> int:
+    """The end of the turn: what was not streamed yet, the files; 1 for an error."""
+    streamed = console.finish_stream("answer")
+    if answer.is_error:
+        console.line(answer.text, err=True)
+    elif answer.text and answer.text != streamed:
+        console.line(answer.text)
+    for attachment in answer.attachments:
+        console.line(f"📎 {attachment.describe()}", err=True)
+    return 1 if answer.is_error else 0
+
+
 class _PushPrinter:
     """Prints pushed answers marked ``📬 push:``; held back while an answer streams."""
 
     def __init__(self, prompt: str) -> None:
         self._prompt = prompt  # shown again after a push printed at the prompt
         self._busy = False
-        self._held: list[AgentResponse] = []
+        self._held: list[Outbound] = []
 
     def hold(self) -> None:
         self._busy = True
@@ -385,20 +398,22 @@ class _PushPrinter:
         for response in held:
             self._print(response, prompt=False)
 
-    def show(self, response: AgentResponse) -> None:
+    def show(self, response: Outbound) -> None:
         if self._busy:
             self._held.append(response)
         else:
             self._print(response, prompt=True)
 
-    def _print(self, response: AgentResponse, *, prompt: bool) -> None:
-        if response.approval is not None:
-            approval = response.approval
+    def _print(self, response: Outbound, *, prompt: bool) -> None:
+        if response.kind == "approval":
+            approval = response.request
             body = f"{approval.prompt()} (answer /approve {approval.id} or /deny {approval.id})"
-        else:
-            body = response.text
-        lines = [f"📬 push: {body}"]
-        lines += [f"📎 {attachment.describe()}" for attachment in response.attachments]
+            lines = [f"📬 push: {body}"]
+        elif response.kind == "answer":
+            lines = [f"📬 push: {response.text}"]
+            lines += [f"📎 {attachment.describe()}" for attachment in response.attachments]
+        else:  # the server pushes no progress; a client ignores it
+            return
         # At the prompt: overwrite the "> " already shown, then show it again.
         again = self._prompt if prompt else ""
         sys.stdout.write(("\r" if again else "") + "\n".join(lines) + "\n" + again)

@@ -4,10 +4,13 @@
 
     client = await MobileClient.connect("quic://host:4433", token=..., device_id="phone",
                                         fingerprint="AB:CD:...")
-    async for response in client.ask("what is the load average?"):
-        print(response.text, end="" if response.delta else "\\n")
-    async for response in client.pushed():  # answers the server pushes (cron, ...)
-        print("pushed:", response.text)
+    async for message in client.ask("what is the load average?"):
+        if message.kind == "chunk":  # the gateway's outbound kinds (openpista.models.Outbound)
+            print(message.text, end="")
+        elif message.kind == "answer":  # the end of the turn: the whole text again, files
+            print()
+    async for message in client.pushed():  # what the server pushes (cron answers, ...)
+        print("pushed:", message)
     await client.close()
 
 Session tickets are kept under ``<home>/mobile/tickets/`` (one per server, device and trust
@@ -32,78 +35,37 @@ import socket
 import ssl
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from openpista.files import write_private
-from openpista.models import AgentResponse, Attachment
+from openpista.models import Answer, Attachment, Outbound
 from openpista.workers import WorkerReport
-from openpista_mobile.certs import fingerprint_of, normalize_fingerprint, state_dir
-from openpista_mobile.protocol import (
-    ALPN,
-    DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_PORT,
-    AppError,
-    FrameDecoder,
-    FrameError,
-    encode_frame,
-)
+from openpista_mobile.certs import normalize_fingerprint, state_dir
+from openpista_mobile.errors import CertificateError, ConnectionLost, MobileError, Unreachable
+from openpista_mobile.protocol import ALPN, DEFAULT_PORT, FrameError, encode_frame, read_outbound
 
 if TYPE_CHECKING:
     from aioquic.quic.configuration import QuicConfiguration
-    from aioquic.quic.events import QuicEvent
     from aioquic.tls import SessionTicket
+
+__all__ = [
+    "CertificateError",
+    "ConnectionLost",
+    "Endpoint",
+    "MobileClient",
+    "MobileError",
+    "TicketFile",
+    "Unreachable",
+    "encode_attachment",
+]
 
 log = logging.getLogger(__name__)
 
-PIN_MISMATCH = 0x1FF  # client closes: the server's certificate is not the pinned one
-MAX_UNREAD_PUSHES = 1000  # pushes kept for pushed(); beyond it the oldest are dropped
 SILENT_PINGS = 4  # keep-alive intervals without a packet: time to see if the server restarted
 CLOSE_WAIT = 2.0  # seconds close() waits for the connection's closing period
-FIRST_PUSH_STREAM = 3  # the server's unidirectional streams are 3, 7, 11, ...
-_End = None
-
-
-class MobileError(Exception):
-    """The server refused a request (``code``: an error-frame code or a QUIC error number)."""
-
-    def __init__(self, code: str | int, message: str) -> None:
-        super().__init__(f"{message} ({code})")
-        self.code = code
-        self.message = message
-
-
-class ConnectionLost(MobileError):
-    """The connection ended in a way that a new one may fix: the server stopped or
-    restarted, went silent, or could not be reached. Requests without an answer may be
-    sent again (same ``request_id``) on a new connection."""
-
-
-class Unreachable(ConnectionLost):
-    """Nothing answered at the server's address: no QUIC server listens there (or the
-    network drops the packets)."""
-
-
-class CertificateError(MobileError):
-    """The server's certificate is not trusted: ``fingerprint`` is the SHA-256 it showed
-    ("" if none), ``pinned`` whether it was compared with a pinned fingerprint (else the
-    CA check failed)."""
-
-    def __init__(self, message: str, fingerprint: str, *, pinned: bool) -> None:
-        super().__init__("certificate", message)
-        self.fingerprint = fingerprint
-        self.pinned = pinned
-
-
-@dataclass
-class _PushStream:
-    """One server push stream as it arrives: its decoder and the pushes not yet delivered."""
-
-    decoder: FrameDecoder
-    pushes: list[tuple[int | None, AgentResponse]] = field(default_factory=list)
-    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,231 +141,6 @@ class TicketFile:
             log.warning("mobile: cannot keep the session ticket %s: %s", self.path, exc)
 
 
-def _client_protocol_class() -> type[Any]:
-    from aioquic.asyncio.protocol import QuicConnectionProtocol
-    from aioquic.quic import events
-    from aioquic.quic.packet import QuicErrorCode
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    class _ClientProtocol(QuicConnectionProtocol):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.pin: str | None = None
-            self.address = ""  # host:port, for error messages
-            self.max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
-            self.streams: dict[int, tuple[FrameDecoder, asyncio.Queue[Any]]] = {}
-            self.handshake: asyncio.Future[tuple[bool, bool]] = asyncio.Future()
-            # A failed handshake is raised by connect() or handshake(); never "unretrieved".
-            self.handshake.add_done_callback(lambda f: f.cancelled() or f.exception())
-            self.terminated: MobileError | None = None
-            self.pushes: asyncio.Queue[AgentResponse | None] = asyncio.Queue()
-            self.push_streams: dict[int, _PushStream] = {}
-            self._next_push_stream = FIRST_PUSH_STREAM
-            self._last_seq = 0
-            self.heard = False  # any packet from the server yet
-            self.heard_at = self._loop.time()
-            self._keepalive: asyncio.TimerHandle | None = None
-            self._pushes_ended = False
-
-        def datagram_received(self, data: bytes | str, addr: Any) -> None:
-            self.heard, self.heard_at = True, self._loop.time()
-            super().datagram_received(data, addr)
-
-        def error_received(self, exc: Exception) -> None:
-            # The socket is connected, so an ICMP error about the server lands here.
-            if isinstance(exc, ConnectionRefusedError):
-                why = f"nothing listens on udp {self.address}"
-            else:
-                why = f"cannot reach udp {self.address}: {exc}"
-            self.lost(Unreachable("unreachable", why))
-
-        @property
-        def silence(self) -> float:
-            """Seconds since the last packet from the server (or since the start)."""
-            return float(self._loop.time() - self.heard_at)
-
-        def keep_alive(self, interval: float) -> None:
-            """Ping the server every ``interval`` seconds from now on, so that its silence
-            means something (and the connection does not idle out). The first ping waits
-            an interval: a 0-RTT request sent meanwhile still rides in the first flight."""
-            self._keepalive = self._loop.call_later(interval, self._ping, interval)
-
-        def _ping(self, interval: float) -> None:
-            if self.terminated is not None:
-                return
-            self._quic.send_ping(0)
-            self.transmit()
-            self._keepalive = self._loop.call_later(interval, self._ping, interval)
-
-        def lost(self, error: MobileError) -> None:
-            """End the connection with ``error``: every waiting request raises it, pushes
-            end; the server is told (if it is still there) so it pushes what remains."""
-            if self.terminated is None:
-                self.terminated = error
-                self.close(error_code=QuicErrorCode.NO_ERROR, reason_phrase=error.message)
-            self._ended(self.terminated)
-
-        def _ended(self, error: MobileError) -> None:
-            if self._keepalive is not None:
-                self._keepalive.cancel()
-            if not self.handshake.done():
-                self.handshake.set_exception(error)
-            for _, queue in self.streams.values():
-                queue.put_nowait(error)
-            self.streams.clear()
-            self.push_streams.clear()
-            if not self._pushes_ended:
-                self._pushes_ended = True
-                self.pushes.put_nowait(_End)
-
-        def open_stream(self) -> tuple[int, asyncio.Queue[Any]]:
-            if self.terminated is not None:
-                raise self.terminated
-            stream_id = self._quic.get_next_available_stream_id()
-            queue: asyncio.Queue[Any] = asyncio.Queue()
-            self.streams[stream_id] = (FrameDecoder(self.max_frame_bytes), queue)
-            return stream_id, queue
-
-        def quic_event_received(self, event: QuicEvent) -> None:
-            if isinstance(event, events.HandshakeCompleted):
-                self._handshake_completed(event)
-            elif isinstance(event, events.StreamDataReceived):
-                entry = self.streams.get(event.stream_id)
-                if entry is None:
-                    if event.stream_id % 4 == 3:  # server-initiated unidirectional: a push
-                        self.push_data(event.stream_id, event.data, event.end_stream)
-                    return
-                decoder, queue = entry
-                for frame in decoder.feed(event.data):
-                    if isinstance(frame, FrameError):
-                        queue.put_nowait(MobileError(frame.code, frame.message))
-                    else:
-                        queue.put_nowait(frame)
-                if event.end_stream:
-                    queue.put_nowait(_End)
-                    del self.streams[event.stream_id]
-            elif isinstance(event, events.StreamReset):
-                entry = self.streams.pop(event.stream_id, None)
-                if entry is not None:
-                    entry[1].put_nowait(_stream_error(event.error_code))
-                elif event.stream_id % 4 == 3:
-                    self.push_data(event.stream_id, b"", True)
-            elif isinstance(event, events.ConnectionTerminated):
-                if self.terminated is None:
-                    self.terminated = self._termination_error(event)
-                self._ended(self.terminated)
-
-        def _termination_error(self, event: Any) -> MobileError:
-            local_tls_failure = (
-                event.frame_type is not None
-                and QuicErrorCode.CRYPTO_ERROR <= event.error_code <= 0x1FF
-                and not self.handshake.done()
-            )
-            certificate = self._quic.tls._peer_certificate if local_tls_failure else None
-            if certificate is not None:
-                seen = fingerprint_of(certificate.public_bytes(Encoding.DER))
-                reason = event.reason_phrase or "verification failed"
-                return CertificateError(
-                    f"the server's certificate is not trusted ({reason})", seen, pinned=False
-                )
-            error = _connection_error(event.error_code, event.reason_phrase)
-            if isinstance(error, ConnectionLost) and not self.heard:
-                return Unreachable(error.code, f"no answer from {self.address}")
-            return error
-
-        def push_data(self, stream_id: int, data: bytes, end: bool) -> None:
-            """Take a push stream's bytes; deliver pushes in the order the server opened
-            their streams (which is ``seq`` order), whatever order the streams arrive in."""
-            if stream_id < self._next_push_stream:
-                return
-            entry = self.push_streams.get(stream_id)
-            if entry is None:
-                entry = self.push_streams[stream_id] = _PushStream(
-                    FrameDecoder(self.max_frame_bytes)
-                )
-            for frame in entry.decoder.feed(data):
-                pushed = _pushed_response(frame)
-                if pushed is not None:
-                    entry.pushes.append(pushed)
-            entry.done = entry.done or end or entry.decoder.broken
-            while (head := self.push_streams.get(self._next_push_stream)) is not None:
-                for seq, response in head.pushes:
-                    self._deliver(seq, response)
-                head.pushes.clear()
-                if not head.done:
-                    break
-                del self.push_streams[self._next_push_stream]
-                self._next_push_stream += 4
-
-        def _deliver(self, seq: int | None, response: AgentResponse) -> None:
-            if seq is not None:
-                if seq <= self._last_seq:
-                    log.warning("mobile: ignoring push %d: push %d came", seq, self._last_seq)
-                    return
-                self._last_seq = seq
-            if self.pushes.qsize() >= MAX_UNREAD_PUSHES:
-                dropped = self.pushes.get_nowait()
-                log.warning("mobile: nobody reads pushes; dropped %r", dropped)
-            self.pushes.put_nowait(response)
-
-        def _handshake_completed(self, event: Any) -> None:
-            if self.pin is not None and not event.session_resumed:
-                # A resumed session proves the server holds the ticket of a connection
-                # whose certificate was checked; a full handshake shows the certificate.
-                certificate = self._quic.tls._peer_certificate
-                der = certificate.public_bytes(Encoding.DER) if certificate else b""
-                seen = fingerprint_of(der)
-                if seen != self.pin:
-                    self.terminated = CertificateError(
-                        f"the server's certificate fingerprint is {seen}, not the pinned one",
-                        seen,
-                        pinned=True,
-                    )
-                    self.close(error_code=PIN_MISMATCH, reason_phrase="certificate mismatch")
-                    return
-            if not self.handshake.done():
-                self.handshake.set_result((event.early_data_accepted, event.session_resumed))
-
-    return _ClientProtocol
-
-
-def _pushed_response(
-    frame: dict[str, Any] | FrameError,
-) -> tuple[int | None, AgentResponse] | None:
-    """The ``seq`` and response of a ``push`` frame (None, logged, for anything else)."""
-    if isinstance(frame, FrameError) or frame.get("type") != "push":
-        log.warning("mobile: ignoring a server stream that is not a push: %r", frame)
-        return None
-    try:
-        response = AgentResponse.model_validate(frame.get("response"))
-    except ValueError as exc:
-        log.warning("mobile: ignoring a malformed push: %s", exc)
-        return None
-    seq = frame.get("seq")
-    return (seq if isinstance(seq, int) and not isinstance(seq, bool) else None), response
-
-
-def _stream_error(code: int) -> MobileError:
-    if code == AppError.AUTH_REQUIRED:
-        return MobileError(code, "the server wants an auth frame first")
-    if code == AppError.FRAME_TOO_LARGE:
-        return MobileError(code, "the request was too large")
-    return MobileError(code, "the server reset the request")
-
-
-def _connection_error(code: int, reason: str) -> MobileError:
-    """What a connection closed with ``code`` means (all but a refusal: ConnectionLost)."""
-    if code == AppError.UNAUTHORIZED:
-        return MobileError(code, "the server refused the device id or token")
-    if code == AppError.SHUTTING_DOWN:
-        return ConnectionLost(code, "the server is shutting down")
-    if code == AppError.TOO_MANY_UNAUTHENTICATED:
-        return ConnectionLost(code, "the server has too many connections waiting to log in")
-    if code == AppError.AUTH_TIMEOUT:
-        return ConnectionLost(code, "the connection did not authenticate in time")
-    return ConnectionLost(code, f"the connection closed{': ' + reason if reason else ''}")
-
-
 class MobileClient:
     """One QUIC connection to a mobile endpoint."""
 
@@ -469,10 +206,10 @@ class MobileClient:
         configuration.session_ticket = ticket
         client.resumed_with_ticket = ticket is not None
 
-        protocol_class = _client_protocol_class()
+        from openpista_mobile.quic_client import ClientProtocol
 
         def create(connection: Any) -> Any:
-            protocol = protocol_class(connection)
+            protocol = ClientProtocol(connection)
             protocol.pin = pin
             protocol.address = f"{endpoint.host}:{endpoint.port}"
             return protocol
@@ -573,8 +310,12 @@ class MobileClient:
         attachments: Sequence[Attachment] = (),
         *,
         request_id: str | None = None,
-    ) -> AsyncIterator[AgentResponse]:
-        """Send a message on a new stream; yields deltas, approvals, then the final answer.
+    ) -> AsyncIterator[Outbound]:
+        """Send a message on a new stream; yields what the gateway sends for it, by kind:
+        :class:`~openpista.models.TextChunk` and :class:`~openpista.models.ToolProgress`
+        while the answer is written, :class:`~openpista.models.ApprovalPrompt` when a tool
+        call waits for a yes, then the final :class:`~openpista.models.Answer`. A frame that
+        is none of them raises :class:`MobileError` (code ``bad_frame``).
 
         Every request carries a ``request_id`` (a fresh one by default): the server never
         runs the same id twice, which is what makes 0-RTT replays harmless.
@@ -588,21 +329,26 @@ class MobileClient:
         async for reply in self.exchange([self._auth(), frame]):
             if reply.get("type") != "response":
                 raise MobileError("protocol", f"unexpected frame {reply.get('type')!r}")
-            yield AgentResponse.model_validate(reply)
+            try:
+                yield read_outbound(reply)
+            except FrameError as exc:
+                raise MobileError(exc.code, exc.message) from None
 
-    async def answer(self, text: str, **kwargs: Any) -> AgentResponse:
-        """The final response to ``text`` (deltas are dropped)."""
-        final: AgentResponse | None = None
-        async for response in self.ask(text, **kwargs):
-            final = response
+    async def answer(self, text: str, **kwargs: Any) -> Answer:
+        """The final :class:`~openpista.models.Answer` to ``text`` (the rest is dropped)."""
+        final: Answer | None = None
+        async for message in self.ask(text, **kwargs):
+            if isinstance(message, Answer):
+                final = message
         if final is None:
             raise MobileError("protocol", "the stream ended without an answer")
         return final
 
-    async def pushed(self) -> AsyncGenerator[AgentResponse, None]:
-        """The responses the server pushes (answers of no request on this connection: cron
-        entries, answers that outlived an earlier connection, approval requests of those),
-        in arrival order; ends when the connection does.
+    async def pushed(self) -> AsyncGenerator[Outbound, None]:
+        """The messages the server pushes (answers of no request on this connection: cron
+        entries, answers that outlived an earlier connection, approval prompts of those),
+        in arrival order; ends when the connection does. Malformed pushes are logged and
+        left out.
 
         Pushes go only to connections that authenticated (:meth:`check` or any request).
         Ones arriving before anybody iterates are kept (the last 1000).
@@ -610,8 +356,8 @@ class MobileClient:
         queue = self._connection().pushes
         while True:
             item = await queue.get()
-            if item is _End:
-                queue.put_nowait(_End)  # every other reader ends too
+            if item is None:  # the connection ended
+                queue.put_nowait(None)  # every other reader ends too
                 return
             yield item
 
@@ -666,7 +412,7 @@ class MobileClient:
         protocol.transmit()
         while True:
             item = await queue.get()
-            if item is _End:
+            if item is None:  # the stream ended
                 return
             if isinstance(item, MobileError):
                 raise item

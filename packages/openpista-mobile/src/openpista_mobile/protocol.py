@@ -2,8 +2,10 @@
 
 A frame is a 4-byte big-endian unsigned length followed by that many bytes of UTF-8 JSON
 holding one object with a ``"type"`` key. Both peers use :class:`FrameDecoder` to cut a
-stream's bytes into frames and :func:`encode_frame` to write them. This module imports no
-QUIC library: it is the part a client author re-implements.
+stream's bytes into frames and :func:`encode_frame` to write them; a ``response`` frame (and
+a ``push`` frame's ``response``) holds one outbound message of the gateway, read with
+:func:`read_outbound`. This module imports no QUIC library: it is the part a client author
+re-implements.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import struct
 from enum import IntEnum
 from typing import Any
 
+from pydantic import ValidationError
+
 from openpista.jsonsafe import JsonInputError, loads
+from openpista.models import Outbound, parse_outbound
 
 ALPN = "openpista-mobile/1"
 DEFAULT_PORT = 4433
 DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
 HEADER = struct.Struct(">I")
 MAX_REQUEST_ID = 128
+MAX_REASON = 300  # characters of a hostile frame's explanation that are kept
 
 
 class AppError(IntEnum):
@@ -132,3 +138,16 @@ def decode_body(body: bytes) -> dict[str, Any] | FrameError:
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):
         return FrameError(ErrorCode.BAD_FRAME, 'a frame is a JSON object with a string "type"')
     return value
+
+
+def read_outbound(data: object) -> Outbound:
+    """The outbound message (``kind`` answer, chunk, tool or approval) of a ``response``
+    frame or of a ``push`` frame's ``response``; :class:`FrameError` (``bad_frame``, one
+    line naming the first problem) for anything else."""
+    try:
+        return parse_outbound(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "response"
+        why = f"not an outbound message: {where}: {first['msg']}"
+        raise FrameError(ErrorCode.BAD_FRAME, why[:MAX_REASON]) from None

@@ -18,7 +18,7 @@ class ToolOutput:
     """What a handler returns when it produces files as well as text (a screenshot).
 
     Images among ``attachments`` are shown to the LLM after the tool result and sent to the
-    user with the turn's answer (``AgentResponse.attachments``).
+    user with the turn's answer (``Answer.attachments``).
     """
 
     text: str
