@@ -7,15 +7,20 @@ directory on the subprocess's PYTHONPATH, so entry-point discovery works exactly
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from openpista_testing.cli import Cli
+from openpista_testing.cli import OPENPISTA, Cli
 from openpista_testing.emulator import LlmEmulator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -85,11 +90,18 @@ def register_channels(register):
 """
 
 
-def files_from_docs() -> dict[str, str]:
-    """The code blocks of docs/plugins.md that carry a ``title="<path>"``."""
+CHANNEL_EXAMPLE = "pigeon/"  # the titles of the channel example's files start with it
+
+
+def files_from_docs(example: str = "") -> dict[str, str]:
+    """The code blocks of docs/plugins.md that carry a ``title="<path>"``: those of the tool
+    example, or with ``example`` those titled ``<example>/<path>`` (prefix removed)."""
     text = (REPO_ROOT / "docs" / "plugins.md").read_text()
-    blocks = re.findall(r'```\w+ title="([^"]+)"\n(.*?)```', text, re.S)
-    return dict(blocks)
+    blocks = dict(re.findall(r'```\w+ title="([^"]+)"\n(.*?)```', text, re.S))
+    if not example:
+        return {p: code for p, code in blocks.items() if not p.startswith(CHANNEL_EXAMPLE)}
+    prefix = f"{example}/"
+    return {p.removeprefix(prefix): code for p, code in blocks.items() if p.startswith(prefix)}
 
 
 def install(files: dict[str, str], workdir: Path, site: Path) -> None:
@@ -121,8 +133,9 @@ def with_site(cli: Cli, site: Path, load: str | None) -> Cli:
     return cli
 
 
-def test_docs_example_has_both_files() -> None:
+def test_docs_examples_have_both_files() -> None:
     assert set(files_from_docs()) == {"pyproject.toml", "openpista_hello/__init__.py"}
+    assert set(files_from_docs("pigeon")) == {"pyproject.toml", "openpista_pigeon/__init__.py"}
 
 
 def test_plugin_is_listed_and_a_broken_one_is_reported(cli: Cli, plugin_site: Path) -> None:
@@ -202,3 +215,136 @@ def test_plugins_checks_the_tables_of_registered_settings(cli: Cli) -> None:
     assert done.returncode == 0, done.stderr
     assert "❌ [channels.web] port: Input should be a valid integer" in done.stdout
     assert "❌ [tools.browser] timeout: Input should be greater than 0" in done.stdout
+
+
+PIGEON_CONTRACT = """
+import asyncio
+
+from openpista_pigeon import PigeonAdapter, PigeonSettings
+from openpista_testing.contracts import ChannelContract
+
+
+class TestPigeon(ChannelContract):
+    async def make_adapter(self):
+        self.reader = self.writer = None
+        self.lines = []
+        return PigeonAdapter(PigeonSettings(port=0))
+
+    async def deliver(self, adapter, text):
+        if self.writer is None:
+            port = adapter.server.sockets[0].getsockname()[1]
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
+        self.writer.write(text.encode() + b"\\n")
+        await self.writer.drain()
+
+    async def received(self, adapter):
+        while True:
+            try:
+                line = await asyncio.wait_for(self.reader.readline(), 0.05)
+            except TimeoutError:
+                return self.lines
+            if not line:
+                return self.lines
+            self.lines.append(line.decode())
+"""
+
+
+@pytest.fixture
+def pigeon_site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    install(files_from_docs("pigeon"), tmp_path / "pigeon", site)
+    return site
+
+
+def test_the_docs_channel_example_passes_the_channel_contract(
+    pigeon_site: Path, tmp_path: Path
+) -> None:
+    """As its author would: a pytest of its own, with openpista-testing's contract suite."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_pigeon.py").write_text(PIGEON_CONTRACT)
+    (suite / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)],
+        cwd=suite,
+        env={**os.environ, "PYTHONPATH": str(pigeon_site)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+
+
+def test_the_docs_channel_example_chats_through_a_real_daemon(
+    cli: Cli, pigeon_site: Path, llm_emulator: LlmEmulator
+) -> None:
+    port = free_port()
+    cli.write_config(
+        cli.config.read_text() + f"\n[channels.pigeon]\nenabled = true\nport = {port}\n"
+    )
+    with_site(cli, pigeon_site, "pigeon")
+    llm_emulator.reply_text("coo coo")
+    llm_emulator.reply_tool_calls([("system_run", {"command": "echo from-the-tool"})])
+    llm_emulator.reply(lambda body: "tool said " + body["messages"][-1]["content"].strip())
+    daemon = subprocess.Popen(
+        [str(OPENPISTA), "start", "--no-terminal"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli.env,
+    )
+    try:
+        with eventually_connected(port, daemon) as chat:
+            chat.sendall(b"hello pigeon\n")
+            assert read_until(chat, "coo coo")
+            chat.sendall(b"/help\n")
+            assert "/model" in read_until(chat, "/model")
+            chat.sendall(b"run the tool\n")  # a remote chat: the policy asks first
+            prompt = read_until(chat, "/approve ")
+            request = re.search(r"/approve (\w+)", prompt)
+            assert request is not None, prompt
+            chat.sendall(f"/approve {request.group(1)}\n".encode())
+            assert read_until(chat, "tool said")
+        assert "from-the-tool" in llm_emulator.requests[-1].json["messages"][-1]["content"]
+    finally:
+        daemon.terminate()
+        _, stderr = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def eventually_connected(port: int, daemon: subprocess.Popen[str]) -> Iterator[socket.socket]:
+    """A TCP connection to the daemon's pigeon channel, once it serves."""
+    end = time.monotonic() + 60
+    while True:
+        try:
+            chat = socket.create_connection(("127.0.0.1", port), timeout=60)
+            break
+        except OSError:
+            assert daemon.poll() is None, daemon.communicate()[1]
+            assert time.monotonic() < end, "the pigeon channel never served"
+            time.sleep(0.2)
+    with chat:
+        yield chat
+
+
+def read_until(chat: socket.socket, needle: str) -> str:
+    """What the channel wrote until a line holding ``needle`` (read with the socket's
+    timeout; a channel that never writes it fails the test)."""
+    seen = b""
+    while needle.encode() not in seen:
+        data = chat.recv(65536)
+        assert data, f"the channel hung up; it wrote {seen!r}"
+        seen += data
+    return seen.decode()
