@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,8 @@ from typing import Any
 import pytest
 import tomli_w
 
-from openpista.testing.cli import Cli
-from openpista.testing.emulator import LlmEmulator
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator
 
 from .conftest import BROWSER, DEMO, HttpServer, stdio_server
 
@@ -211,3 +213,45 @@ def test_login_refuses_a_server_without_oauth(tmp_path: Path) -> None:
 
     assert login.returncode == 1
     assert login.stderr.strip() == "❌ no MCP server 'demo' with oauth = true in [mcp.servers]"
+
+
+def test_the_daemon_lists_prompts_in_help_and_runs_them_as_turns(
+    tmp_path: Path, llm_emulator: LlmEmulator
+) -> None:
+    cli = mcp_cli(tmp_path, llm_emulator, {"demo": stdio_server()})
+    llm_emulator.reply(lambda body: "answering: " + body["messages"][-1]["content"])
+
+    daemon = subprocess.Popen(
+        [str(OPENPISTA), "start"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli.env,
+    )
+    assert daemon.stdin is not None
+    assert daemon.stdout is not None
+    assert daemon.stderr is not None
+    watchdog = threading.Timer(120, daemon.kill)
+    watchdog.start()
+    # Channels read input before plugins get the daemon's services: type once it is ready,
+    # and end the input (which stops the daemon) once the prompt's turn is answered.
+    for line in daemon.stderr:
+        if "openpista is ready" in line:
+            break
+    daemon.stdin.write("/help\n/mcp-demo-greet name='Ada Lovelace'\n")
+    daemon.stdin.flush()
+    shown = []
+    for line in daemon.stdout:
+        shown.append(line)
+        if line.startswith("answering:"):
+            break
+    daemon.stdin.close()
+    daemon.wait()
+    watchdog.cancel()
+
+    out = "".join(shown)
+    assert daemon.returncode == 0, daemon.stderr.read()
+    assert "/mcp-demo-greet name=..." in out
+    assert "▶ prompt greet of demo sent to the agent" in out
+    assert "answering: Please greet Ada Lovelace warmly." in out
