@@ -77,6 +77,7 @@ class ServerConnection:
         self.stderr_path = home_dir() / "mcp" / f"{name}.log"
         self._stderr: TextIO | None = None
         self._stderr_start = 0
+        self._ready_since = 0.0
         self._scope: anyio.CancelScope | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -127,8 +128,9 @@ class ServerConnection:
                 if said and not was_ready:
                     self.error = f"{self.error}; it wrote: {said}"
                 if was_ready:
-                    delay = INITIAL_BACKOFF
                     self.restarts += 1
+                    if time.monotonic() - self._ready_since > MAX_BACKOFF:
+                        delay = INITIAL_BACKOFF  # it served a while: not a crash loop
                 self.state = "failed"
                 if not self._retry:  # a one-off check (openpista mcp test) reports it itself
                     self._settled.set()
@@ -188,6 +190,7 @@ class ServerConnection:
         self.protocol_version = client.protocol_version
         self.state = "ready"
         self.error = None
+        self._ready_since = time.monotonic()
         self._settled.set()
         log.info("MCP server %s ready: %d tool(s)", self.name, len(tools))
 
