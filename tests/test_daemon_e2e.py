@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,79 +15,10 @@ import httpx
 import pytest
 
 from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.daemon import DEADLINE, Daemon
 from openpista_testing.emulator import LlmEmulator
 
 pytestmark = pytest.mark.e2e
-
-DEADLINE = 60.0
-
-
-class Daemon:
-    """A running ``openpista start`` with its stdin open and its output collected."""
-
-    def __init__(self, cli: Cli, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [str(OPENPISTA), "start", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli.env,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        streams = ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))
-        for stream, sink in streams:
-            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
-
-    def _pump(self, stream: Any, sink: list[str]) -> None:
-        for line in stream:
-            sink.append(line)
-            self.lines.put(line)
-
-    def send(self, text: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(text + "\n")
-        self.process.stdin.flush()
-
-    def wait_for(self, needle: str, timeout: float = DEADLINE) -> str:
-        """Wait until a line of stdout or stderr contains ``needle``."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None and self.lines.empty():
-                    break
-                continue
-            if needle in line:
-                return line
-        raise AssertionError(f"{needle!r} never appeared; output:\n{self.output()}")
-
-    def output(self) -> str:
-        return "".join(self.stdout) + "\n--- stderr ---\n" + "".join(self.stderr)
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        return self.process.wait(timeout=DEADLINE)
-
-
-@pytest.fixture
-def daemons() -> Iterator[Callable[..., Daemon]]:
-    started: list[Daemon] = []
-
-    def start(cli: Cli, *args: str) -> Daemon:
-        daemon = Daemon(cli, *args)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait()
 
 
 def pid_file(cli: Cli) -> Path:

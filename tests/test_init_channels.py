@@ -7,11 +7,10 @@ Each test answers init's questions on stdin as a user would, changes only what a
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -19,7 +18,8 @@ import pytest
 import tomli_w
 
 from openpista_telegram.testing import TelegramEmulator
-from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.cli import Cli
+from openpista_testing.daemon import Daemon
 from openpista_testing.emulator import LlmEmulator
 
 pytestmark = pytest.mark.e2e
@@ -27,24 +27,27 @@ pytestmark = pytest.mark.e2e
 DEADLINE = 60.0
 
 
-def init(cli: Cli, emulator: LlmEmulator, channel: str, answers: list[str]) -> dict[str, Any]:
-    """Run ``openpista init --channel CHANNEL`` with ``answers`` on stdin; the written TOML."""
+def run_init(
+    cli: Cli, emulator: LlmEmulator, channel: str, answers: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """``openpista init --channel CHANNEL`` (only that plugin loaded), ``answers`` on stdin."""
     cli.config.unlink(missing_ok=True)
     cli.env["OPENPISTA_LOAD_PLUGINS"] = channel
-    done = cli(
+    provider = ["--provider", "openai", "--model", "gpt-4o-mini", "--api-key", "test-key"]
+    return cli(
         "init",
-        "--provider",
-        "openai",
-        "--model",
-        "gpt-4o-mini",
-        "--api-key",
-        "test-key",
+        *provider,
         "--base-url",
         emulator.openai_base_url,
         "--channel",
         channel,
         stdin="".join(answer + "\n" for answer in answers),
     )
+
+
+def init(cli: Cli, emulator: LlmEmulator, channel: str, answers: list[str]) -> dict[str, Any]:
+    """:func:`run_init`, which must succeed; the written TOML."""
+    done = run_init(cli, emulator, channel, answers)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "✓ wrote" in done.stdout
     assert "Traceback" not in done.stderr
@@ -71,41 +74,24 @@ def listeners(cli: Cli) -> dict[str, str]:
 
 
 @pytest.fixture
-def start(cli: Cli) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+def start(cli: Cli, daemons: Callable[..., Daemon]) -> Callable[[str], Daemon]:
     """Starts ``openpista start --no-terminal`` with only CHANNEL's plugin loaded."""
-    started: list[subprocess.Popen[str]] = []
 
-    def run(channel: str) -> subprocess.Popen[str]:
+    def run(channel: str) -> Daemon:
         cli.env["OPENPISTA_LOAD_PLUGINS"] = channel
-        process = subprocess.Popen(
-            [str(OPENPISTA), "start", "--no-terminal"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli.env,
-        )
-        started.append(process)
-        return process
+        return daemons(cli, "--no-terminal")
 
-    yield run
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=DEADLINE)
+    return run
 
 
-def stop(process: subprocess.Popen[str]) -> str:
-    """SIGTERM, the exit code checked; stderr, which must hold no ❌ and no traceback."""
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=DEADLINE)
-    assert process.returncode == 0, stderr
-    assert "❌" not in stderr, stderr
-    assert "Traceback" not in stderr, stderr
-    return stderr
+def stop(daemon: Daemon) -> None:
+    """SIGTERM, the exit code checked; what it wrote holds no ❌ and no traceback."""
+    assert daemon.stop() == 0, daemon.output()
+    assert "❌" not in daemon.output(), daemon.output()
+    assert "Traceback" not in daemon.output(), daemon.output()
 
 
-def test_web(cli: Cli, llm_emulator: LlmEmulator, start: Callable[..., Any]) -> None:
+def test_web(cli: Cli, llm_emulator: LlmEmulator, start: Callable[[str], Daemon]) -> None:
     document = init(cli, llm_emulator, "web", ["n"])  # keep it on loopback
     table = document["channels"]["web"]
     assert "host" not in table  # the default: 127.0.0.1
@@ -121,7 +107,7 @@ def test_web(cli: Cli, llm_emulator: LlmEmulator, start: Callable[..., Any]) -> 
     stop(daemon)
 
 
-def test_mobile(cli: Cli, llm_emulator: LlmEmulator, start: Callable[..., Any]) -> None:
+def test_mobile(cli: Cli, llm_emulator: LlmEmulator, start: Callable[[str], Daemon]) -> None:
     document = init(cli, llm_emulator, "mobile", ["tablet", ""])  # Enter: not exposed
     table = document["channels"]["mobile"]
     assert "host" not in table
@@ -136,7 +122,7 @@ def test_mobile(cli: Cli, llm_emulator: LlmEmulator, start: Callable[..., Any]) 
     stop(daemon)
 
 
-def test_telegram(cli: Cli, llm_emulator: LlmEmulator, start: Callable[..., Any]) -> None:
+def test_telegram(cli: Cli, llm_emulator: LlmEmulator, start: Callable[[str], Daemon]) -> None:
     with TelegramEmulator() as telegram:
         document = init(cli, llm_emulator, "telegram", [telegram.token])
         assert document["channels"]["telegram"]["token"] == telegram.token
@@ -151,7 +137,7 @@ def test_telegram(cli: Cli, llm_emulator: LlmEmulator, start: Callable[..., Any]
         stop(daemon)
 
 
-def test_whatsapp(cli: Cli, llm_emulator: LlmEmulator, start: Callable[..., Any]) -> None:
+def test_whatsapp(cli: Cli, llm_emulator: LlmEmulator, start: Callable[[str], Daemon]) -> None:
     document = init(cli, llm_emulator, "whatsapp", ["109876543210", "EAAG-test", "s3cret", "n"])
     table = document["channels"]["whatsapp"]
     assert table["phone_number_id"] == "109876543210"
@@ -188,20 +174,7 @@ def test_yes_never_opens_a_port(cli: Cli, llm_emulator: LlmEmulator) -> None:
 
 
 def test_saying_yes_opens_the_port_after_explaining_it(cli: Cli, llm_emulator: LlmEmulator) -> None:
-    cli.config.unlink(missing_ok=True)
-    cli.env["OPENPISTA_LOAD_PLUGINS"] = "web"
-    done = cli(
-        "init",
-        "--provider",
-        "openai",
-        "--api-key",
-        "k",
-        "--model",
-        "m",
-        "--channel",
-        "web",
-        stdin="y\n",
-    )
+    done = run_init(cli, llm_emulator, "web", ["y"])
     assert done.returncode == 0, done.stderr
     assert "only this machine can reach it" in done.stdout
     assert "plain HTTP" in done.stdout
@@ -209,20 +182,7 @@ def test_saying_yes_opens_the_port_after_explaining_it(cli: Cli, llm_emulator: L
 
 
 def test_a_bad_device_name_is_one_clear_line(cli: Cli, llm_emulator: LlmEmulator) -> None:
-    cli.config.unlink(missing_ok=True)
-    cli.env["OPENPISTA_LOAD_PLUGINS"] = "mobile"
-    done = cli(
-        "init",
-        "--provider",
-        "openai",
-        "--api-key",
-        "k",
-        "--model",
-        "m",
-        "--channel",
-        "mobile",
-        stdin="../../etc\n",
-    )
+    done = run_init(cli, llm_emulator, "mobile", ["../../etc"])
     assert done.returncode == 1
     assert "❌" in done.stderr
     assert "device id" in done.stderr

@@ -15,12 +15,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.cli import Cli
+from openpista_testing.daemon import Daemon
 from openpista_testing.emulator import LlmEmulator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -278,7 +279,7 @@ def test_the_docs_channel_example_passes_the_channel_contract(
 
 
 def test_the_docs_channel_example_chats_through_a_real_daemon(
-    cli: Cli, pigeon_site: Path, llm_emulator: LlmEmulator
+    cli: Cli, pigeon_site: Path, llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
 ) -> None:
     port = free_port()
     cli.write_config(
@@ -288,16 +289,9 @@ def test_the_docs_channel_example_chats_through_a_real_daemon(
     llm_emulator.reply_text("coo coo")
     llm_emulator.reply_tool_calls([("system_run", {"command": "echo from-the-tool"})])
     llm_emulator.reply(lambda body: "tool said " + body["messages"][-1]["content"].strip())
-    daemon = subprocess.Popen(
-        [str(OPENPISTA), "start", "--no-terminal"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli.env,
-    )
+    daemon = daemons(cli, "--no-terminal")
     try:
-        with eventually_connected(port, daemon) as chat:
+        with eventually_connected(port, daemon.process) as chat:
             chat.sendall(b"hello pigeon\n")
             assert read_until(chat, "coo coo")
             chat.sendall(b"/help\n")
@@ -310,10 +304,9 @@ def test_the_docs_channel_example_chats_through_a_real_daemon(
             assert read_until(chat, "tool said")
         assert "from-the-tool" in llm_emulator.requests[-1].json["messages"][-1]["content"]
     finally:
-        daemon.terminate()
-        _, stderr = daemon.communicate(timeout=60)
-    assert daemon.returncode == 0, stderr
-    assert "Traceback" not in stderr
+        code = daemon.stop()
+    assert code == 0, daemon.output()
+    assert "Traceback" not in daemon.output()
 
 
 def free_port() -> int:

@@ -6,12 +6,14 @@ environments without the ``testing`` extra.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from openpista_testing.cli import Cli
+    from openpista_testing.daemon import Daemon
     from openpista_testing.emulator import LlmEmulator
     from openpista_testing.gateways import Gateways
 
@@ -33,3 +35,22 @@ async def gateways() -> AsyncIterator[Gateways]:
 
     async with Gateways() as opened:
         yield opened
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., Daemon]]:
+    """Start real daemons with ``daemons(cli, *args)`` (``openpista start ARGS`` of ``cli``:
+    :class:`~openpista_testing.daemon.Daemon`); those still running are killed after the
+    test."""
+    from openpista_testing.daemon import Daemon
+
+    started: list[Daemon] = []
+
+    def start(cli: Cli, *args: str) -> Daemon:
+        daemon = Daemon(cli, *args)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
