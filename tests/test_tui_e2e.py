@@ -194,6 +194,31 @@ def test_tui_chats_with_the_agent_and_quits(
     assert b"Traceback" not in terminal.raw
 
 
+def test_chat_commands_are_the_gateway_s_and_model_switches_one_session(
+    terminal: Terminal, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("answered by the switched model")
+    llm_emulator.reply_text("answered by the default model")
+    terminal.wait_for("+ new session")
+    terminal.send("n")
+    terminal.wait_for("/help lists the commands")
+    terminal.send("/model openai/gpt-4o\r")
+    terminal.wait_for("model: openai/gpt-4o (this session)")
+    terminal.send("first\r")
+    terminal.wait_for("answered by the switched model")
+    terminal.send("/clear\r")
+    terminal.wait_for("new session ")
+    terminal.send("second\r")
+    terminal.wait_for("answered by the default model")
+    terminal.send("/help\r")
+    terminal.wait_for("/usage")  # the gateway's table, then the TUI's own commands
+    terminal.wait_for("/login [PROVIDER]")
+    terminal.send("/quit\r")
+    assert terminal.wait_exit() == 0
+    assert [r.json["model"] for r in llm_emulator.requests] == ["gpt-4o", "gpt-4o-mini"]
+    assert b"Traceback" not in terminal.raw
+
+
 def test_login_steps_aside_for_the_auth_picker_and_comes_back(
     terminal: Terminal, cli: Cli, llm_emulator: LlmEmulator
 ) -> None:

@@ -1,12 +1,17 @@
-"""The TUI's state transitions, without a terminal: ``update(state, action)``."""
+"""The TUI's state transitions, without a terminal: ``update(state, action)``; and its
+effects against a real gateway (real SQLite, litellm against the LLM emulator)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from openpista.gateway.approvals import ApprovalBroker
+from openpista.gateway.gateway import Gateway
 from openpista.models import (
     Answer,
     ApprovalPrompt,
@@ -17,9 +22,13 @@ from openpista.models import (
     ToolProgress,
     ToolResult,
 )
+from openpista.runtime import Runtime
 from openpista.tui import view
+from openpista.tui.adapter import CHANNEL_ID
+from openpista.tui.effects import EffectRunner
 from openpista.tui.state import (
     Action,
+    CommandAnswered,
     Effect,
     Entry,
     Exit,
@@ -38,15 +47,17 @@ from openpista.tui.state import (
     OpenSession,
     Quit,
     ResponseReceived,
+    RunCommand,
     Scroll,
     SendMessage,
     SessionOpened,
     SessionRow,
     State,
     Submit,
-    SwitchModel,
 )
 from openpista.tui.update import update
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
 
 MODEL = ModelInfo(
     provider="openai",
@@ -56,6 +67,7 @@ MODEL = ModelInfo(
     providers=("openai", "anthropic", "openrouter", "ollama"),
 )
 SID = "s1"
+COMMANDS = ("help", "model", "session", "clear", "usage", "approve", "deny")  # the gateway's
 
 
 def run(state: State, *actions: Action) -> tuple[State, list[Effect]]:
@@ -67,7 +79,7 @@ def run(state: State, *actions: Action) -> tuple[State, list[Effect]]:
 
 
 def chat(**changes: Any) -> State:
-    state, _ = run(State(model=MODEL), SessionOpened(SID))
+    state, _ = run(State(model=MODEL, commands=COMMANDS), SessionOpened(SID))
     return replace(state, **changes)
 
 
@@ -229,10 +241,9 @@ def test_approval_is_shown_and_answered_through_the_gateway() -> None:
     assert state.approvals == ("ap1",)
     assert state.busy  # the turn is still waiting
     state, effects = run(state, Submit("/approve ap1"))
-    assert effects == [SendMessage(SID, "/approve ap1")]
+    assert effects == [RunCommand(SID, "/approve ap1")]
     assert state.approvals == ()
-    confirmation = Answer(channel_id="tui:local", text="✅ approved")
-    state, _ = run(state, ResponseReceived(confirmation))
+    state, _ = run(state, CommandAnswered("approve", "✅ approved"))
     assert last(state) == Entry("notice", "✅ approved")
     assert state.busy  # the original turn has not answered yet
     state, _ = run(state, reply("deleted"))
@@ -241,17 +252,19 @@ def test_approval_is_shown_and_answered_through_the_gateway() -> None:
 
 def test_deny_without_an_id_answers_the_oldest_request() -> None:
     state, effects = run(chat(approvals=("a", "b")), Submit("/deny"))
-    assert effects == [SendMessage(SID, "/deny")]
+    assert effects == [RunCommand(SID, "/deny")]
     assert state.approvals == ("b",)
 
 
 # -- slash commands ------------------------------------------------------------------------
 
 
-def test_help_lists_the_commands() -> None:
+def test_help_is_the_gateway_s_with_the_tui_s_own_commands_and_keys() -> None:
     state, effects = run(chat(), Submit("/help"))
-    assert effects == []
-    for command in ("/login", "/model", "/session", "/clear", "/quit", "/exit", "/approve"):
+    assert effects == [RunCommand(SID, "/help")]
+    state, _ = run(state, CommandAnswered("help", "Commands:\n  /usage   tokens"))
+    assert last(state).text.startswith("Commands:\n  /usage   tokens\n")
+    for command in ("/login", "/quit", "/exit", "PageUp"):
         assert command in last(state).text
 
 
@@ -262,26 +275,46 @@ def test_login_runs_the_auth_login_picker_for_the_named_or_any_provider() -> Non
 
 
 @pytest.mark.parametrize(
-    ("command", "effect"),
+    "command",
     [
-        ("/model anthropic", SwitchModel("anthropic", None)),
-        (
-            "/model openrouter/meta-llama/llama-3-70b",
-            SwitchModel("openrouter", "meta-llama/llama-3-70b"),
-        ),
-        ("/model openai/gpt-4o", SwitchModel("openai", "gpt-4o")),
-        ("/model gpt-4.1", SwitchModel("openai", "gpt-4.1")),  # a model of the current provider
+        "/model",
+        "/model anthropic",
+        "/model openrouter/meta-llama/llama-3-70b",
+        "/MODEL gpt-4.1",
+        "/session",
+        "/session work",
+        "/clear",
+        "/usage",
     ],
 )
-def test_model_switches(command: str, effect: SwitchModel) -> None:
-    assert run(chat(), Submit(command))[1] == [effect]
+def test_chat_commands_go_to_the_gateway(command: str) -> None:
+    state, effects = run(chat(), Submit(command))
+    assert effects == [RunCommand(SID, command)]
+    assert not state.busy  # answered at once, not a turn
 
 
-def test_model_without_argument_shows_the_current_one() -> None:
-    state, effects = run(chat(), Submit("/model"))
-    assert effects == []
-    assert "openai/gpt-4o-mini" in last(state).text
-    assert "anthropic" in last(state).text
+def test_a_command_s_answer_updates_the_header_with_the_chat_s_model() -> None:
+    new = replace(MODEL, model="gpt-4o")
+    state, _ = run(
+        chat(), CommandAnswered("model", "model: openai/gpt-4o (this session)", model=new)
+    )
+    assert last(state) == Entry("notice", "model: openai/gpt-4o (this session)")
+    assert "openai/gpt-4o " in view.header(state)[0][1]
+
+
+def test_a_command_s_error_is_shown_with_the_cross() -> None:
+    state, _ = run(chat(), CommandAnswered("model", "❌ cannot switch to x: unknown", True))
+    assert last(state) == Entry("error", "❌ cannot switch to x: unknown")
+
+
+def test_a_session_opened_by_a_command_says_what_the_command_said() -> None:
+    other = replace(MODEL, model="gpt-4.1")
+    state, _ = run(chat(), SessionOpened("work", model=other, notice="new session work"))
+    assert (state.session_id, state.model) == ("work", other)
+    assert [e.text for e in state.entries[-2:]] == [
+        "session work · /help lists the commands",
+        "new session work",
+    ]
 
 
 def test_model_changed_updates_the_header() -> None:
@@ -292,17 +325,6 @@ def test_model_changed_updates_the_header() -> None:
     assert "ollama/llama3" in view.header(state)[0][1]
 
 
-def test_session_shows_or_switches() -> None:
-    state, effects = run(chat(), Submit("/session"))
-    assert effects == []
-    assert SID in last(state).text
-    assert run(chat(), Submit("/session work"))[1] == [OpenSession("work")]
-
-
-def test_clear_starts_a_new_session() -> None:
-    assert run(chat(), Submit("/clear"))[1] == [OpenSession(None)]
-
-
 @pytest.mark.parametrize("command", ["/quit", "/exit", "/QUIT"])
 def test_quit_commands(command: str) -> None:
     state, effects = run(chat(), Submit(command))
@@ -310,11 +332,10 @@ def test_quit_commands(command: str) -> None:
     assert state.quitting
 
 
-def test_unknown_command_is_an_error_not_a_message() -> None:
-    state, effects = run(chat(), Submit("/frobnicate"))
-    assert effects == []
-    assert last(state).kind == "error"
-    assert "/help" in last(state).text
+def test_an_unknown_slash_word_is_a_message_for_the_agent_as_in_every_channel() -> None:
+    state, effects = run(chat(), Submit("/frobnicate now"))
+    assert effects == [SendMessage(SID, "/frobnicate now")]
+    assert last(state) == Entry("user", "/frobnicate now")
 
 
 def test_blank_input_does_nothing() -> None:
@@ -363,3 +384,70 @@ def test_scrolling_stops_at_the_bottom_and_new_text_returns_there() -> None:
     assert state.scroll == 0
     state, _ = run(state, Scroll(10), reply("new"))
     assert state.scroll == 0
+
+
+# -- effects against a real gateway ----------------------------------------------------------
+
+
+@pytest.fixture
+async def runner(tmp_path: Path, llm_emulator: LlmEmulator) -> AsyncIterator[Any]:
+    """An effect runner over a real gateway; yields it and the actions it dispatched."""
+    settings = emulator_settings(llm_emulator, tmp_path)
+    runtime = await Runtime.open(settings)
+    broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
+    gateway = Gateway(runtime, approvals=broker)
+    actions: list[Action] = []
+    yield EffectRunner(runtime, gateway, actions.append, "tester", lambda: None), actions
+    await runtime.close()
+
+
+async def test_model_switches_the_tui_chat_s_session_only(runner: Any) -> None:
+    effects, actions = runner
+    await effects.run(RunCommand("tui-1", "/model openai/gpt-4o"))
+    switched = actions[-1]
+    assert switched == CommandAnswered(
+        "model", "model: openai/gpt-4o (this session)", False, switched.model
+    )
+    assert (switched.model.provider, switched.model.model) == ("openai", "gpt-4o")
+    assert effects.gateway.current_model == ("openai", "gpt-4o-mini"), "the default stays"
+    await effects.run(OpenSession("tui-2"))
+    opened = actions[-1]
+    assert isinstance(opened, SessionOpened)
+    assert opened.model is not None
+    assert opened.model.model == "gpt-4o-mini"
+    await effects.run(RunCommand("tui-2", "/model"))
+    assert actions[-1].text.startswith("model: openai/gpt-4o-mini\n")
+    await effects.run(RunCommand("tui-1", "/model"))
+    assert actions[-1].text.startswith("model: openai/gpt-4o\n")
+    await effects.run(RunCommand("tui-1", "/model nosuchprovider/x"))
+    assert actions[-1].is_error
+    assert actions[-1].text.startswith("❌ cannot switch to nosuchprovider/x")
+
+
+async def test_session_and_clear_move_the_chat_and_open_the_session(runner: Any) -> None:
+    effects, actions = runner
+    await effects.run(RunCommand("tui-1", "/session"))
+    assert actions[-1] == CommandAnswered("session", "session: tui-1", False, actions[-1].model)
+    await effects.run(RunCommand("tui-1", "/session work"))
+    moved = actions[-1]
+    assert isinstance(moved, SessionOpened)
+    assert moved.session_id == "work"
+    assert moved.notice.startswith("new session work")
+    assert await effects.gateway.session_for(CHANNEL_ID) == "work"
+    await effects.run(RunCommand("work", "/clear"))
+    cleared = actions[-1]
+    assert isinstance(cleared, SessionOpened)
+    assert cleared.session_id not in ("work", "tui-1")
+    assert cleared.notice == f"new session {cleared.session_id}"
+    await effects.run(RunCommand("work", "/session"))  # the TUI went back to "work" meanwhile
+    assert actions[-1].text == "session: work"
+
+
+async def test_usage_help_and_approvals_answer_as_in_every_channel(runner: Any) -> None:
+    effects, actions = runner
+    await effects.run(RunCommand("tui-1", "/usage"))
+    assert actions[-1].text.startswith("tokens of session tui-1 since openpista started: 0")
+    await effects.run(RunCommand("tui-1", "/help"))
+    assert "/model PROVIDER[/MODEL]" in actions[-1].text
+    await effects.run(RunCommand("tui-1", "/approve"))
+    assert actions[-1].text == "Nothing is waiting for your approval."

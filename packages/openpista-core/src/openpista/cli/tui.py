@@ -24,8 +24,9 @@ def tui(state: CliState, session: str | None, provider: str | None, model: str |
 
     The home screen lists recent sessions, the model and whether it has an API key; Enter
     opens a session, n starts a new one. In a chat, answers stream in, tool calls show as
-    they run, and slash commands (/help, /model, /session, /clear, /login, /quit) do the
-    rest. `openpista -s ID` is a shortcut for `openpista tui -s ID`.
+    they run, and the chat commands of every channel (/help, /model for this session,
+    /session, /clear, /usage, /approve, /deny) plus /login and /quit do the rest.
+    `openpista -s ID` is a shortcut for `openpista tui -s ID`.
 
     \b
     Examples:

@@ -7,6 +7,7 @@ import contextlib
 import getpass
 import logging
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from prompt_toolkit.application import Application
@@ -54,7 +55,7 @@ class TuiApp:
     """One full-screen chat over ``gateway``; build it, then ``await run(session)``."""
 
     def __init__(self, runtime: Runtime, gateway: Gateway, state: State | None = None) -> None:
-        self.state = state or State()
+        self.state = replace(state or State(), commands=tuple(gateway.commands.names))
         self.runtime = runtime
         self.gateway = gateway
         self.adapter = TuiAdapter(lambda response: self.dispatch(ResponseReceived(response)))

@@ -12,6 +12,7 @@ from openpista.models import ChannelEvent
 from openpista.tui.adapter import CHANNEL_ID
 from openpista.tui.state import (
     Action,
+    CommandAnswered,
     Effect,
     Exit,
     Failed,
@@ -21,10 +22,10 @@ from openpista.tui.state import (
     ModelChanged,
     ModelInfo,
     OpenSession,
+    RunCommand,
     SendMessage,
     SessionOpened,
     SessionRow,
-    SwitchModel,
 )
 
 if TYPE_CHECKING:
@@ -34,14 +35,15 @@ if TYPE_CHECKING:
 SESSIONS_SHOWN = 20
 
 
-def model_info(runtime: Runtime, gateway: Gateway) -> ModelInfo:
-    """The model answering and its key status; works when no key is configured yet."""
+def model_info(runtime: Runtime, gateway: Gateway, session_id: str | None = None) -> ModelInfo:
+    """The model answering ``session_id`` (its ``/model`` choice, else the default) and its
+    key status; works when no key is configured yet."""
     from openpista.auth.status import key_summary, stored_logins
     from openpista.config import ConfigError
 
     settings, registry = runtime.settings, runtime.providers
     try:
-        provider, model = gateway.current_model
+        provider, model = gateway.model_of(session_id) if session_id else gateway.current_model
     except Exception:  # no key yet: show what would answer, /login explains the fix
         provider, model = settings.agent.provider, settings.agent.model or ""
     try:
@@ -74,6 +76,7 @@ class EffectRunner:
         self.dispatch = dispatch
         self.sender = sender
         self.exit_app = exit_app
+        self._bound: str | None = None  # the session the gateway's router has for the TUI
 
     async def run(self, effect: Effect) -> None:
         """Run ``effect``; a failure becomes a :class:`Failed` action, never a crash."""
@@ -98,15 +101,32 @@ class EffectRunner:
             )
             await self.gateway.submit(event)
             return None
-        if isinstance(effect, SwitchModel):
-            self.gateway.set_model(effect.provider, effect.model)
-            return ModelChanged(model_info(self.runtime, self.gateway))
+        if isinstance(effect, RunCommand):
+            return await self.run_command(effect.session_id, effect.text)
         if isinstance(effect, Login):
             return await self.login(effect.provider)
         if isinstance(effect, Exit):
             self.exit_app()
             return None
         raise TypeError(f"unknown effect {effect!r}")
+
+    async def run_command(self, session_id: str, text: str) -> Action:
+        """Have the gateway answer the chat command ``text`` of ``session_id``'s chat, as
+        for every channel; a command that moved the chat (``/session ID``, ``/clear``)
+        opens the session it moved to."""
+        if self._bound != session_id:
+            # The gateway answers a chat's commands for the session bound to its channel.
+            await self.gateway.router.bind(CHANNEL_ID, session_id)
+            self._bound = session_id
+        reply = await self.gateway.run_command(CHANNEL_ID, text)
+        if reply is None:
+            return Failed(f"{text.split()[0]} is no chat command")
+        if reply.session_id is not None and reply.session_id != session_id:
+            self._bound = reply.session_id
+            return await self.open_session(reply.session_id, notice=reply.text)
+        name = text.split()[0][1:].lower()
+        model = model_info(self.runtime, self.gateway, session_id)
+        return CommandAnswered(name, reply.text, reply.is_error, model)
 
     async def login(self, provider: str | None) -> Action:
         """Run ``openpista auth login`` on the terminal while the TUI steps aside, then
@@ -141,15 +161,16 @@ class EffectRunner:
         )
         return HomeLoaded(rows, model_info(self.runtime, self.gateway))
 
-    async def open_session(self, session_id: str | None) -> SessionOpened:
+    async def open_session(self, session_id: str | None, notice: str = "") -> SessionOpened:
         """Open ``session_id`` (a new id when ``None``) and load its stored messages.
 
         Nothing is written: every event names its session, and the agent creates the
-        session with the first message, so a chat left empty leaves no trace.
+        session with the first message, so a chat left empty leaves no trace (a chat
+        command binds the TUI's channel to it, which stores it).
         """
         memory = self.runtime.memory
-        if session_id is None:
-            return SessionOpened(uuid.uuid4().hex)
-        if await memory.get_session(session_id) is None:
-            return SessionOpened(session_id)
-        return SessionOpened(session_id, tuple(await memory.load_messages(session_id)))
+        session_id = session_id or uuid.uuid4().hex
+        found = await memory.get_session(session_id)
+        messages = tuple(await memory.load_messages(session_id)) if found is not None else ()
+        model = model_info(self.runtime, self.gateway, session_id)
+        return SessionOpened(session_id, messages, model, notice)

@@ -69,6 +69,7 @@ class State:
     history_pos: int | None = None  # None: editing the draft, not a history entry
     draft: str = ""
     quitting: bool = False
+    commands: tuple[str, ...] = ()  # the gateway's chat commands (names, without the slash)
 
     @property
     def busy(self) -> bool:
@@ -111,10 +112,13 @@ class GoHome:
 
 @dataclass(frozen=True)
 class SessionOpened:
-    """The chat now shows ``session_id``; ``messages`` are its stored ones."""
+    """The chat now shows ``session_id``; ``messages`` are its stored ones, ``model`` the
+    model answering it, ``notice`` what the command that moved the chat here said."""
 
     session_id: str
     messages: tuple[Message, ...] = ()
+    model: ModelInfo | None = None
+    notice: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,9 +158,20 @@ class ResponseReceived:
 
 @dataclass(frozen=True)
 class ModelChanged:
-    """``/model`` switched the provider/model."""
+    """A login changed what answers: ``model`` and its key status."""
 
     model: ModelInfo
+
+
+@dataclass(frozen=True)
+class CommandAnswered:
+    """The gateway answered the chat command ``/name``: ``text`` (an error when
+    ``is_error``); ``model`` is the model answering the chat now."""
+
+    name: str
+    text: str
+    is_error: bool = False
+    model: ModelInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +199,7 @@ Action = (
     | Scroll
     | ResponseReceived
     | ModelChanged
+    | CommandAnswered
     | Failed
     | Quit
 )
@@ -213,11 +229,12 @@ class SendMessage:
 
 
 @dataclass(frozen=True)
-class SwitchModel:
-    """Ask the gateway to answer with ``provider``/``model``."""
+class RunCommand:
+    """Have the gateway answer the chat command ``text`` typed in ``session_id``'s chat
+    (``/model``, ``/session``, ...: the same table as every channel's)."""
 
-    provider: str | None
-    model: str | None
+    session_id: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -233,4 +250,4 @@ class Login:
     provider: str | None
 
 
-Effect = LoadHome | OpenSession | SendMessage | SwitchModel | Login | Exit
+Effect = LoadHome | OpenSession | SendMessage | RunCommand | Login | Exit

@@ -18,6 +18,7 @@ from openpista.models import (
 )
 from openpista.tui.state import (
     Action,
+    CommandAnswered,
     Effect,
     Entry,
     EntryKind,
@@ -36,25 +37,20 @@ from openpista.tui.state import (
     OpenSession,
     Quit,
     ResponseReceived,
+    RunCommand,
     Scroll,
     SendMessage,
     SessionOpened,
     State,
     Submit,
-    SwitchModel,
 )
 
 Result = tuple[State, list[Effect]]
 
-HELP = """\
-Slash commands:
-  /help                     this help
-  /login [PROVIDER]         log in (API key or sign-in), as `openpista auth login`
-  /model [provider[/model]] show the model, or switch to another one
-  /session [ID]             show this chat's session, or switch to session ID
-  /clear                    start a new session in this chat
-  /approve ID, /deny ID     answer a tool approval request
-  /quit, /exit              leave
+TUI_HELP = """\
+In this terminal also:
+  /login [PROVIDER]          log in (API key or sign-in), as `openpista auth login`
+  /quit, /exit               leave
 Keys: Enter sends, Esc Enter (or Alt-Enter) inserts a new line, Up/Down browse what you
 sent, PageUp/PageDown scroll, Escape on an empty input goes back to the session list,
 Ctrl-D quits."""
@@ -101,12 +97,14 @@ def _(action: GoHome, state: State) -> Result:
 @_update.register
 def _(action: SessionOpened, state: State) -> Result:
     entries = tuple(e for m in action.messages for e in message_entries(m))
-    notice = Entry("notice", f"session {action.session_id} · /help lists the commands")
+    opening = f"session {action.session_id} · /help lists the commands"
+    notices = [Entry("notice", text) for text in (opening, action.notice) if text]
     opened = replace(
         state,
         screen="chat",
         session_id=action.session_id,
-        entries=(*entries, notice),
+        model=action.model or state.model,
+        entries=(*entries, *notices),
         streaming="",
         scroll=0,
         approvals=(),
@@ -175,6 +173,15 @@ def _(action: ModelChanged, state: State) -> Result:
 
 
 @_update.register
+def _(action: CommandAnswered, state: State) -> Result:
+    state = replace(state, model=action.model or state.model)
+    if action.is_error:
+        return _add(state, Entry("error", _as_error(action.text))), []
+    text = f"{action.text}\n{TUI_HELP}" if action.name == "help" else action.text
+    return _add(state, Entry("notice", text)), []
+
+
+@_update.register
 def _(action: Failed, state: State) -> Result:
     if state.screen == "home":  # no scrollback there: list it with the warnings
         return replace(state, warnings=(*state.warnings, action.message)), []
@@ -190,46 +197,25 @@ def _(action: Quit, state: State) -> Result:
 
 
 def _slash(state: State, text: str) -> Result:
+    """A TUI command (``/quit``, ``/login``), else one of the gateway's chat commands (the
+    same for every channel), else a message for the agent, as in every channel."""
     command, _, argument = text.partition(" ")
     argument = argument.strip()
     command = command.lower()
     if command in ("/quit", "/exit"):
         return replace(state, quitting=True), [Exit()]
-    if command == "/help":
-        return _add(state, Entry("notice", HELP)), []
     if command == "/login":
         return state, [Login(argument or None)]
-    if command == "/model":
-        return _model_command(state, argument)
-    if command == "/session":
-        if not argument:
-            return _add(state, Entry("notice", f"session: {state.session_id}")), []
-        return state, [OpenSession(argument)]
-    if command == "/clear":
-        return state, [OpenSession(None)]
+    if command[1:] not in state.commands:
+        return _send(state, text, shown=text)
+    session_id = state.session_id
+    if session_id is None:
+        return _add(state, Entry("error", "❌ no session is open")), []
     if command in ("/approve", "/deny"):
-        # The gateway answers these itself, even while a turn waits for the answer.
+        # The gateway answers these at once, even while a turn waits for the answer.
         approvals = state.approvals[1:] if not argument else state.approvals
-        approvals = tuple(a for a in approvals if a != argument)
-        return _send(replace(state, approvals=approvals), text, shown=text)
-    message = f"unknown command {command}; /help lists the commands"
-    return _add(state, Entry("error", _as_error(message))), []
-
-
-def _model_command(state: State, argument: str) -> Result:
-    model = state.model
-    if not argument:
-        text = (
-            f"model: {model.provider}/{model.model} ({model.key_status})\n"
-            f"switch with /model PROVIDER[/MODEL]; providers: {', '.join(model.providers)}"
-        )
-        return _add(state, Entry("notice", text)), []
-    provider, _, name = argument.partition("/")
-    known = {p.lower() for p in model.providers}
-    if "/" not in argument and provider.lower() not in known and model.provider:
-        # A bare model name (``/model gpt-4o``) is a model of the current provider.
-        return state, [SwitchModel(model.provider, argument)]
-    return state, [SwitchModel(provider or None, name or None)]
+        state = replace(state, approvals=tuple(a for a in approvals if a != argument))
+    return state, [RunCommand(session_id, text)]
 
 
 # -- responses ---------------------------------------------------------------------------
