@@ -5,9 +5,12 @@ printed, never asserted. Each measurement repeats and reports the median (and th
 
 - ``openpista --help``: wall time and peak RSS of the command, in a fresh process.
 - ``openpista run -e``: one message end to end (process start, config, plugins, migrations,
-  litellm, one LLM round trip to the local emulator, SQLite writes).
+  the provider, one LLM round trip to the local emulator, SQLite writes), through each client
+  (httpx and litellm, docs/providers.md).
 - agent overhead per tool round: an in-process agent against an instant scripted LLM, with
   a no-op tool and real SQLite memory, so what is measured is the loop itself.
+- the gateway under load (instant LLM, then each provider client to the emulator), and the
+  provider path alone: its CPU per streamed message, the emulator in another process.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from pathlib import Path
 
 from channel_load import LoadRun, machine, print_figures, profiled
 
-from openpista.testing.cli import OPENPISTA, Cli, emulator_settings
-from openpista.testing.emulator import LlmEmulator
-from openpista.testing.providers import InstantProvider
+from openpista_testing.cli import OPENPISTA, Cli, emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.providers import InstantProvider
 
 
 def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
@@ -59,11 +62,19 @@ def bench_help(repeat: int, cli: Cli) -> None:
     )
 
 
-def bench_run(repeat: int, cli: Cli) -> None:
-    samples = [
-        run_measured([str(OPENPISTA), "run", "-q", "-e", "hello"], cli.env) for _ in range(repeat)
-    ]
-    report("openpista run -e (emulated LLM)", samples)
+def bench_run(repeat: int, cli: Cli, client: str = "auto") -> None:
+    """``openpista run -e`` with ``[providers.openai] client`` set to ``client``."""
+    config = cli.config.read_text()
+    # [providers.openai] is the last table of the emulator's config: the line lands in it.
+    cli.write_config(f'{config}\nclient = "{client}"\n')
+    try:
+        samples = [
+            run_measured([str(OPENPISTA), "run", "-q", "-e", "hello"], cli.env)
+            for _ in range(repeat)
+        ]
+    finally:
+        cli.write_config(config)
+    report(f"openpista run -e ({client} -> emulator)", samples)
 
 
 async def _agent_overhead(turns: int, rounds: int, db: Path) -> list[float]:
@@ -113,7 +124,7 @@ async def _gateway_round(
     from openpista.gateway.gateway import Gateway
     from openpista.plugins import PluginHost
     from openpista.runtime import Runtime
-    from openpista.testing.adapters import LoopbackAdapter
+    from openpista_testing.adapters import LoopbackAdapter
 
     if emulator is None:
         settings = Settings(database={"url": f"sqlite+aiosqlite:///{db}"})  # type: ignore[arg-type]
@@ -164,6 +175,56 @@ def bench_gateway(
         print_figures(f"gateway, {sessions} concurrent sessions", run, 1, llm)
 
 
+async def _provider_round(base_url: str, client: str, requests: int, at_once: int) -> float:
+    """CPU seconds of this process per streamed request of the ``openpista`` preset through
+    ``client``, ``at_once`` requests in flight, to an emulator in another process."""
+    from openpista.config import AgentSettings, ProviderSettings, Settings
+    from openpista.models import Message
+    from openpista.plugins import PluginHost
+    from openpista.runtime import build_providers
+
+    section = ProviderSettings(base_url=base_url, api_key="k", client=client)  # type: ignore[arg-type]
+    settings = Settings(agent=AgentSettings(provider="openai"), providers={"openai": section})
+    registry = build_providers(PluginHost.load(entry_points=False))
+    provider = registry.build(settings)
+    conversation = [Message(role="user", content="hello")]
+    slots = asyncio.Semaphore(at_once)
+
+    async def one() -> None:
+        async with slots:
+            async for _ in provider.stream(conversation, []):
+                pass
+
+    try:
+        await asyncio.gather(*(one() for _ in range(at_once)))  # connections, imports
+        started = time.process_time()
+        await asyncio.gather(*(one() for _ in range(requests)))
+        return (time.process_time() - started) / requests
+    finally:
+        await registry.aclose()
+
+
+def bench_provider(requests: int = 600) -> None:
+    """The provider path alone: its CPU per streamed message through each client, the
+    emulator in a process of its own (so that none of its CPU is counted)."""
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "openpista_testing.emulator", "--port", "0", "--reply", "Hello!"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert emulator.stdout is not None
+        base_url = f"{emulator.stdout.readline().strip()}/v1"
+        for client in ("http", "litellm"):
+            for at_once in (10, 100):
+                cpu = asyncio.run(_provider_round(base_url, client, requests, at_once))
+                label = f"provider alone, {client}, {at_once} at once"
+                print(f"{label:<38} CPU {cpu * 1000:6.2f} ms/msg   {machine()}")
+    finally:
+        emulator.terminate()
+        emulator.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--repeat", type=int, default=5, help="samples per measurement")
@@ -172,11 +233,14 @@ def main() -> None:
         cli = Cli.isolated(Path(tmp), emulator)
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {machine()}")
         bench_help(args.repeat * 2, cli)
-        bench_run(args.repeat, cli)
+        for client in ("http", "litellm"):
+            bench_run(args.repeat, cli, client)
         bench_agent_overhead(turns=args.repeat * 4, rounds=5)
         bench_gateway((1, 100, 1000))
-        for client in ("http", "litellm"):  # the two provider paths (docs/providers.md)
-            bench_gateway((100,), emulator, client)
+        # The two provider paths (docs/providers.md); litellm last: once imported it stays.
+        bench_gateway((100,), emulator, "http")
+        bench_provider()
+        bench_gateway((100,), emulator, "litellm")
 
 
 if __name__ == "__main__":
