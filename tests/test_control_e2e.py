@@ -163,7 +163,7 @@ def test_run_in_the_daemon_prints_what_the_in_process_run_prints_and_imports_no_
     script_tool_round(llm_emulator, "All done: the tool said hi.")
     local, local_modules = attached(cli, "--no-daemon", "run", "-s", "two", "-e", "say hi")
     assert local.returncode == 0, local.stderr
-    assert "litellm" in local_modules  # the in-process path really ran here
+    assert "sqlalchemy" in local_modules  # the in-process path really ran here
     assert remote.stdout == local.stdout == "All done: the tool said hi.\n"
     assert remote.stderr.replace("session: one", "") == local.stderr.replace("session: two", "")
     assert "⚙ system.run" in remote.stderr
