@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from openpista.memory import (
     create_engine_for,
     expand_database_url,
 )
+from openpista.memory.schema import HEAD_REVISION
 from openpista.memory.store import title_from
 from openpista.memory.tables import VERSION_TABLE, UTCDateTime
 from openpista.models import Message, ToolCall, ToolResult
@@ -273,6 +275,44 @@ async def test_database_from_a_newer_openpista_is_refused(database_url: str) -> 
         await conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
     with pytest.raises(MemoryStoreError, match="newer openpista"):
         await MemoryStore.open(database_url)
+
+
+def test_head_revision_is_alembics_head() -> None:
+    # The store skips Alembic when a database is stamped HEAD_REVISION: a new revision must
+    # update it, or databases would stay on the previous schema.
+    assert HEAD_REVISION == HEAD
+
+
+def _open_in_new_process(url: str) -> bool:
+    """Open the store at ``url`` in a fresh interpreter; whether it imported Alembic."""
+    script = (
+        "import asyncio, sys\n"
+        "from openpista.memory import MemoryStore\n"
+        "async def main():\n"
+        "    await (await MemoryStore.open(sys.argv[1])).close()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, url], capture_output=True, text=True, check=True
+    )
+    return {"True\n": True, "False\n": False}[done.stdout]
+
+
+async def test_a_current_database_opens_without_alembic(database_url: str) -> None:
+    assert _open_in_new_process(database_url)  # a new database: migrated
+    assert await schema_revision(database_url) == HEAD
+    assert not _open_in_new_process(database_url)  # at head: one query, no Alembic
+
+    def downgrade(conn: sa.Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0001")
+
+    async with database(database_url) as engine, engine.begin() as conn:
+        await conn.run_sync(downgrade)
+    assert _open_in_new_process(database_url)  # behind head: migrated
+    assert await schema_revision(database_url) == HEAD
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:

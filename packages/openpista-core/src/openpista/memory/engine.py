@@ -18,16 +18,21 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
 
 from openpista.memory.checks import MemoryStoreError, describe
+
+if TYPE_CHECKING:
+    # PostgreSQL's dialect and the async engines are imported when a PostgreSQL URL (or
+    # create_engine_for) needs them: a SQLite store runs without them.
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.orm import DeclarativeBase
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,8 @@ def create_engine_for(url: str) -> AsyncEngine:
     """An async engine for ``url`` (aiosqlite for SQLite, asyncpg for PostgreSQL), set up
     like the store's connections: for tools such as Alembic's revision drafting and for
     inspecting a database; the store itself runs on :class:`Database`."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     parsed = _prepared(url)
     engine = _engine(parsed, create_async_engine)
     if parsed.get_backend_name() == "sqlite":
@@ -83,6 +90,8 @@ def upsert(conn: Connection, table: type[DeclarativeBase]) -> sqlite.Insert | po
     """An ``INSERT`` into ``table`` that can say what to do on a conflict (both dialects
     spell ``ON CONFLICT`` alike, but SQLAlchemy builds it per dialect)."""
     if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     return sqlite.insert(table)
 
@@ -108,6 +117,8 @@ class Database:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="openpista-db-write")
             self._readers = ThreadPoolExecutor(SQLITE_READERS, thread_name_prefix="openpista-db")
         else:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
             self._async = _engine(parsed, create_async_engine)
 
     async def run(self, work: Callable[[Connection], T], action: str, *, write: bool) -> T:
