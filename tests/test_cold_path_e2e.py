@@ -1,0 +1,84 @@
+"""End to end: what a cold ``openpista run -e`` (no daemon) imports, against the LLM emulator.
+
+The modules are read from ``python -X importtime``, which lists every import of the process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from openpista.memory.schema import HEAD_REVISION
+from openpista_testing.cli import Cli
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.memory import schema_revision, upgrade_database
+
+pytestmark = pytest.mark.e2e
+
+NEVER = ("litellm", "alembic")
+"""Not needed by one turn over the httpx provider path against a database at head."""
+
+
+def cold_run(cli: Cli, text: str) -> tuple[str, set[str]]:
+    """``openpista run -q -e TEXT`` in a fresh interpreter: its answer, the modules it loaded."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "openpista.cli", "run", "-q", "-e", text],
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = done.stderr.splitlines()
+    errors = [line for line in lines if not line.startswith("import time:")]
+    assert done.returncode == 0, "\n".join(errors)
+    modules = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
+    return done.stdout, modules
+
+
+def loaded(modules: set[str], package: str) -> bool:
+    return any(m == package or m.startswith(f"{package}.") for m in modules)
+
+
+def database_url(cli: Cli) -> str:
+    return f"sqlite+aiosqlite:///{cli.home / 'memory.db'}"
+
+
+def test_a_current_schema_runs_without_alembic_or_litellm(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    answer, modules = cold_run(cli, "first")  # a new database: migrated
+    assert answer == "OK\n"
+    assert loaded(modules, "alembic")
+    assert not loaded(modules, "litellm")
+
+    answer, modules = cold_run(cli, "second")
+    assert answer == "OK\n"
+    assert [m for m in NEVER if loaded(modules, m)] == []
+    assert loaded(modules, "sqlalchemy")  # the turn was stored: the same store, no Alembic
+    assert [r.json["messages"][-1]["content"] for r in llm_emulator.requests] == [
+        "first",
+        "second",
+    ]
+
+
+async def test_an_older_schema_is_still_migrated(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    await upgrade_database(database_url(cli), "0001")
+    answer, modules = cold_run(cli, "hi")
+    assert answer == "OK\n"
+    assert loaded(modules, "alembic")
+    assert await schema_revision(database_url(cli)) == HEAD_REVISION
+    _, modules = cold_run(cli, "again")
+    assert not loaded(modules, "alembic")
+
+
+def test_installed_plugins_bring_neither_alembic_nor_litellm(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    cli.env.pop("OPENPISTA_LOAD_PLUGINS")  # every installed plugin, as a user has them
+    cold_run(cli, "migrate first")
+    answer, modules = cold_run(cli, "hi")
+    assert answer == "OK\n"
+    assert [m for m in NEVER if loaded(modules, m)] == []
