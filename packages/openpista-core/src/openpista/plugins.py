@@ -13,8 +13,6 @@ Built-in plugins always load.
 
 from __future__ import annotations
 
-import asyncio
-import difflib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -159,6 +157,8 @@ class PluginHost:
         for attr in dir(plugin):
             if self.pm.parse_hookimpl_opts(plugin, attr) is None or attr in HOOK_NAMES:
                 continue
+            import difflib
+
             close = difflib.get_close_matches(attr, HOOK_NAMES, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"implements unknown hook {attr!r}{hint}")
@@ -245,6 +245,8 @@ def _module_name(plugin: object) -> str:
 
 async def call_async_hooks(results: list[Any]) -> None:
     """Await what async hook implementations returned; a failing plugin is logged, not fatal."""
+    import asyncio  # not at the top: `openpista --help` loads plugins but runs no loop
+
     for outcome in await asyncio.gather(
         *(r for r in results if asyncio.iscoroutine(r)), return_exceptions=True
     ):
