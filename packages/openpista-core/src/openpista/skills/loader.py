@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped,unused-ignore]
-
 from openpista.skills.base import Skill, SkillRunner
 from openpista.tools.base import Tool, ToolError
 
@@ -140,6 +138,8 @@ def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
     if not index:
         raise SkillProblem("front matter opened with `---` is never closed")
     source = "".join(lines[1:index])
+    import yaml  # type: ignore[import-untyped,unused-ignore]  # only when a skill has one
+
     try:
         data = yaml.safe_load(source)
     except yaml.YAMLError as exc:
