@@ -6,12 +6,15 @@ test_providers.py; this file covers what only the httpx path does itself."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
 from typing import Any
 
+import httpcore
+import httpx
 import pluggy
 import pytest
 from pydantic import SecretStr
@@ -20,7 +23,9 @@ import openpista.builtins.providers
 import openpista.hookspecs
 from openpista.config import AgentSettings, ProviderSettings, Settings
 from openpista.models import Message
+from openpista.providers import http_pool
 from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolSpec
+from openpista.providers.http_pool import LeanConnectionPool, LeanTransport
 from openpista.providers.litellm_provider import LiteLLMProvider
 from openpista.providers.openai_chat import MAX_EVENT_BYTES, HttpChatProvider
 from openpista.providers.registry import ProviderRegistry
@@ -160,6 +165,126 @@ async def test_closing_during_a_stream_lets_it_finish(llm_emulator: LlmEmulator)
         "a long answer in many pieces"
     )
     assert provider._client is None, "closed once the stream ended"
+
+
+class CountingPool(LeanConnectionPool):
+    """The lean pool, counting the expiry checks it makes (each costs two system calls)."""
+
+    checks = 0
+
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
+        connection = super().create_connection(origin)
+        has_expired = connection.has_expired
+
+        def counted() -> bool:
+            CountingPool.checks += 1
+            return has_expired()
+
+        connection.has_expired = counted  # type: ignore[method-assign]
+        return connection
+
+
+def pooled_client(limits: httpx.Limits, pool: type[LeanConnectionPool] = LeanConnectionPool) -> Any:
+    transport = LeanTransport(limits)
+    assert isinstance(transport._pool, LeanConnectionPool), "httpx no longer keeps it in _pool"
+    transport._pool.__class__ = pool
+    return httpx.AsyncClient(transport=transport), transport._pool
+
+
+async def open_at_once(client: httpx.AsyncClient, url: str, count: int) -> list[httpx.Response]:
+    """``count`` requests in flight together (their bodies not read): one connection each."""
+    return await asyncio.gather(
+        *(client.send(client.build_request("GET", url), stream=True) for _ in range(count))
+    )
+
+
+async def test_the_provider_pool_is_the_lean_one(llm_emulator: LlmEmulator) -> None:
+    provider = build(llm_emulator)
+    await provider.complete(HI, [])
+    assert isinstance(provider._client._transport._pool, LeanConnectionPool)
+    await provider.aclose()
+
+
+async def test_a_request_checks_one_pooled_connection_not_all(
+    llm_emulator: LlmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_pool, "SWEEP_SECONDS", 3600.0)
+    client, pool = pooled_client(httpx.Limits(max_connections=100), CountingPool)
+    url = f"{llm_emulator.openai_base_url}/models"
+    async with client:
+        for response in await open_at_once(client, url, 30):
+            await response.aread()
+            await response.aclose()
+        assert len(pool.connections) == 30
+        CountingPool.checks = 0
+        for _ in range(5):
+            assert (await client.get(url)).status_code == 200
+        # httpcore's own pool checked all 30 at every request start and end (300 checks).
+        assert CountingPool.checks == 5, CountingPool.checks
+        assert len({r.peer for r in llm_emulator.requests[-5:]}) == 1, "one connection reused"
+
+
+async def test_an_expired_connection_is_not_reused(
+    llm_emulator: LlmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_pool, "SWEEP_SECONDS", 3600.0)  # caught when picked, not by a sweep
+    client, pool = pooled_client(httpx.Limits(keepalive_expiry=0.05))
+    url = f"{llm_emulator.openai_base_url}/models"
+    async with client:
+        await client.get(url)
+        first = pool.connections[0]
+        await asyncio.sleep(0.2)
+        await client.get(url)
+        assert first.is_closed()
+        assert first not in pool.connections
+        assert llm_emulator.requests[0].peer != llm_emulator.requests[1].peer
+
+
+async def test_a_sweep_closes_expired_idle_connections(
+    llm_emulator: LlmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, pool = pooled_client(httpx.Limits(keepalive_expiry=0.05))
+    url = f"{llm_emulator.openai_base_url}/models"
+    async with client:
+        responses = await open_at_once(client, url, 3)
+        for response in responses:
+            await response.aread()
+            await response.aclose()
+        idle = pool.connections
+        await asyncio.sleep(0.2)
+        monkeypatch.setattr(http_pool, "SWEEP_SECONDS", 0.0)
+        await client.get(url)
+        assert all(c.is_closed() for c in idle)
+        assert len(pool.connections) == 1
+
+
+async def test_the_keepalive_limit_counts_idle_connections_only(
+    llm_emulator: LlmEmulator,
+) -> None:
+    client, pool = pooled_client(httpx.Limits(max_connections=10, max_keepalive_connections=3))
+    url = f"{llm_emulator.openai_base_url}/models"
+    async with client:
+        responses = await open_at_once(client, url, 6)
+        for response in responses[:3]:
+            await response.aread()
+            await response.aclose()
+        # httpcore's own pool counts the busy ones too: it closed these three at once.
+        assert len(pool.connections) == 6
+        for response in responses[3:]:
+            await response.aread()
+            await response.aclose()
+        assert len(pool.connections) == 3
+        assert all(c.is_idle() for c in pool.connections)
+
+
+async def test_requests_past_max_connections_wait_their_turn(llm_emulator: LlmEmulator) -> None:
+    client, pool = pooled_client(httpx.Limits(max_connections=2))
+    url = f"{llm_emulator.openai_base_url}/models"
+    async with client:
+        answers = await asyncio.gather(*(client.get(url) for _ in range(8)))
+        assert [a.status_code for a in answers] == [200] * 8
+        assert len({r.peer for r in llm_emulator.requests}) <= 2
+        assert len(pool.connections) <= 2
 
 
 # -- server-sent events as servers really send them, and hostile ones ---------------------------

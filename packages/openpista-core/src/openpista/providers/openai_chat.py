@@ -21,6 +21,7 @@ import httpx
 from openpista.jsonsafe import JsonInputError, loads
 from openpista.models import Message, Usage
 from openpista.providers.base import ChatResult, ProviderError, StreamEvent, TextDelta, ToolSpec
+from openpista.providers.http_pool import LeanTransport
 from openpista.providers.litellm_provider import (
     MAX_UNSTREAMED_BYTES,
     BackendProvider,
@@ -45,7 +46,9 @@ MAX_EVENT_BYTES = MAX_UNSTREAMED_BYTES
 MAX_ERROR_BYTES = 64 * 1024
 """What is read of an error answer's body (the message is cut to one line anyway)."""
 LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-"""The openai SDK's pool size: enough for every session of a busy daemon at once."""
+"""The openai SDK's pool size: enough for every session of a busy daemon at once (the pool
+is :class:`~openpista.providers.http_pool.LeanConnectionPool`, whose cost per request does
+not grow with it)."""
 
 
 class HttpStatusError(Exception):
@@ -163,6 +166,7 @@ class HttpChatProvider(BackendProvider):
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.settings.timeout),
                 limits=LIMITS,
+                transport=LeanTransport(LIMITS),
                 headers={"user-agent": "openpista", "content-type": "application/json"},
             )
             self._loop = loop
