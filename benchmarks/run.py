@@ -9,8 +9,12 @@ printed, never asserted. Each measurement repeats and reports the median (and th
   (httpx and litellm, docs/providers.md).
 - agent overhead per tool round: an in-process agent against an instant scripted LLM, with
   a no-op tool and real SQLite memory, so what is measured is the loop itself.
-- the gateway under load (instant LLM, then each provider client to the emulator), and the
-  provider path alone: its CPU per streamed message, the emulator in another process.
+- the gateway under load (instant LLM, then each provider client to the emulator, run in
+  this process and then in its own), and the provider path alone: its CPU per streamed
+  message, the emulator in another process.
+
+``--only PART`` (repeatable) runs some of them (``gateway-llm``: the gateway through the
+provider clients), ``--client`` limits the provider clients measured.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from channel_load import LoadRun, machine, print_figures, profiled
 
-from openpista_testing.cli import OPENPISTA, Cli, emulator_settings
+from openpista_testing.cli import OPENPISTA, Cli
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.providers import InstantProvider
 
@@ -114,28 +120,32 @@ def bench_agent_overhead(turns: int, rounds: int) -> None:
 
 
 async def _gateway_round(
-    sessions: int, db: Path, emulator: LlmEmulator | None, client: str = "auto"
+    sessions: int, db: Path, base_url: str | None, client: str = "auto"
 ) -> LoadRun:
     """``sessions`` chats sending one message each at once, answered by the instant provider
-    or, with ``emulator``, by the ``openai`` preset over HTTP to the emulator, its requests
+    or, with ``base_url`` (an emulator's), by the ``openai`` preset over HTTP, its requests
     carried by ``client`` (``[providers.openai] client``: "http" or "litellm")."""
     from openpista.agent import Agent
-    from openpista.config import Settings
+    from openpista.config import AgentSettings, ProviderSettings, Settings
     from openpista.gateway.gateway import Gateway
     from openpista.plugins import PluginHost
     from openpista.runtime import Runtime
     from openpista_testing.adapters import LoopbackAdapter
 
-    if emulator is None:
-        settings = Settings(database={"url": f"sqlite+aiosqlite:///{db}"})  # type: ignore[arg-type]
+    database = {"url": f"sqlite+aiosqlite:///{db}"}
+    if base_url is None:
+        settings = Settings(database=database)  # type: ignore[arg-type]
     else:
-        settings = emulator_settings(emulator, db.parent)
-        openai = settings.providers["openai"]
-        settings.providers["openai"] = openai.model_copy(update={"client": client})
+        openai = ProviderSettings(base_url=base_url, api_key="k", client=client)  # type: ignore[arg-type]
+        settings = Settings(
+            agent=AgentSettings(provider="openai", workspace=db.parent / "workspace"),
+            database=database,  # type: ignore[arg-type]
+            providers={"openai": openai},
+        )
     runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
     agent = (
         Agent(InstantProvider(rounds=0), runtime.toolbox.tools, runtime.memory)
-        if emulator is None
+        if base_url is None
         else None
     )
     adapter = LoopbackAdapter("bench:")
@@ -162,16 +172,19 @@ async def _gateway_round(
 
 
 def bench_gateway(
-    session_counts: tuple[int, ...], emulator: LlmEmulator | None = None, client: str = "auto"
+    session_counts: tuple[int, ...],
+    base_url: str | None = None,
+    client: str = "auto",
+    where: str = "",
 ) -> None:
     """Messages per second through the gateway (loopback channel), N sessions at once, each
     sending its first message, and the CPU of one message: with an instant LLM, or through
-    ``client`` (httpx or litellm) to ``emulator`` (what a real provider costs besides the
-    network)."""
-    llm = "instant LLM" if emulator is None else f"{client} -> emulator"
+    ``client`` (httpx or litellm) to the emulator at ``base_url`` (what a real provider
+    costs besides the network), which runs ``where`` (said in the figure)."""
+    llm = "instant LLM" if base_url is None else f"{client} -> emulator {where}"
     for sessions in session_counts:
         with tempfile.TemporaryDirectory() as tmp:
-            run = asyncio.run(_gateway_round(sessions, Path(tmp) / "gw.db", emulator, client))
+            run = asyncio.run(_gateway_round(sessions, Path(tmp) / "gw.db", base_url, client))
         print_figures(f"gateway, {sessions} concurrent sessions", run, 1, llm)
 
 
@@ -204,9 +217,10 @@ async def _provider_round(base_url: str, client: str, requests: int, at_once: in
         await registry.aclose()
 
 
-def bench_provider(requests: int = 600) -> None:
-    """The provider path alone: its CPU per streamed message through each client, the
-    emulator in a process of its own (so that none of its CPU is counted)."""
+@contextmanager
+def emulator_process() -> Iterator[str]:
+    """An LLM emulator in a process of its own (none of its CPU counted here): its OpenAI
+    base URL."""
     emulator = subprocess.Popen(
         [sys.executable, "-m", "openpista_testing.emulator", "--port", "0", "--reply", "Hello!"],
         stdout=subprocess.PIPE,
@@ -214,33 +228,61 @@ def bench_provider(requests: int = 600) -> None:
     )
     try:
         assert emulator.stdout is not None
-        base_url = f"{emulator.stdout.readline().strip()}/v1"
-        for client in ("http", "litellm"):
-            for at_once in (10, 100):
-                cpu = asyncio.run(_provider_round(base_url, client, requests, at_once))
-                label = f"provider alone, {client}, {at_once} at once"
-                print(f"{label:<38} CPU {cpu * 1000:6.2f} ms/msg   {machine()}")
+        yield f"{emulator.stdout.readline().strip()}/v1"
     finally:
         emulator.terminate()
         emulator.wait()
 
 
+def bench_provider(base_url: str, clients: list[str], requests: int = 600) -> None:
+    """The provider path alone: its CPU per streamed message through each client to the
+    emulator at ``base_url`` (in its own process)."""
+    for client in clients:
+        for at_once in (10, 100):
+            cpu = asyncio.run(_provider_round(base_url, client, requests, at_once))
+            label = f"provider alone, {client}, {at_once} at once"
+            print(f"{label:<38} CPU {cpu * 1000:6.2f} ms/msg   {machine()}")
+
+
+PARTS = ("help", "run", "agent", "gateway", "gateway-llm", "provider")
+"""What ``--only`` selects: the figures of the module docstring, in its order."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--repeat", type=int, default=5, help="samples per measurement")
+    parser.add_argument(
+        "--only", action="append", choices=PARTS, help="run only these figures (repeatable)"
+    )
+    parser.add_argument(
+        "--client",
+        action="append",
+        choices=("http", "litellm"),
+        help="the provider clients measured (repeatable; default both, litellm last)",
+    )
     args = parser.parse_args()
+    parts = set(args.only or PARTS)
+    # litellm last: once imported it stays (docs/providers.md).
+    clients = sorted(set(args.client or ("http", "litellm")), key=("http", "litellm").index)
     with tempfile.TemporaryDirectory() as tmp, LlmEmulator(default_reply="Hello!") as emulator:
         cli = Cli.isolated(Path(tmp), emulator)
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {machine()}")
-        bench_help(args.repeat * 2, cli)
-        for client in ("http", "litellm"):
+        if "help" in parts:
+            bench_help(args.repeat * 2, cli)
+        for client in clients if "run" in parts else ():
             bench_run(args.repeat, cli, client)
-        bench_agent_overhead(turns=args.repeat * 4, rounds=5)
-        bench_gateway((1, 100, 1000))
-        # The two provider paths (docs/providers.md); litellm last: once imported it stays.
-        bench_gateway((100,), emulator, "http")
-        bench_provider()
-        bench_gateway((100,), emulator, "litellm")
+        if "agent" in parts:
+            bench_agent_overhead(turns=args.repeat * 4, rounds=5)
+        if "gateway" in parts:
+            bench_gateway((1, 100, 1000))
+        with emulator_process() as own:
+            for client in clients:
+                if "gateway-llm" in parts:
+                    # Its CPU counted too (as issue 26 measured), then only openpista's.
+                    bench_gateway((100,), emulator.openai_base_url, client, "in-process")
+                    bench_gateway((100,), own, client, "own process")
+                if "provider" in parts:
+                    bench_provider(own, [client])
 
 
 if __name__ == "__main__":
