@@ -168,9 +168,15 @@ async def test_closing_during_a_stream_lets_it_finish(llm_emulator: LlmEmulator)
 
 
 class CountingPool(LeanConnectionPool):
-    """The lean pool, counting the expiry checks it makes (each costs two system calls)."""
+    """The lean pool, counting the expiry checks it makes (each costs two system calls) and
+    its passes over the pool."""
 
     checks = 0
+    passes = 0
+
+    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        CountingPool.passes += 1
+        return super()._assign_requests_to_connections()
 
     def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
         connection = super().create_connection(origin)
@@ -222,6 +228,22 @@ async def test_a_request_checks_one_pooled_connection_not_all(
         # httpcore's own pool checked all 30 at every request start and end (300 checks).
         assert CountingPool.checks == 5, CountingPool.checks
         assert len({r.peer for r in llm_emulator.requests[-5:]}) == 1, "one connection reused"
+
+
+async def test_requests_at_once_share_no_connection(llm_emulator: LlmEmulator) -> None:
+    client, _ = pooled_client(httpx.Limits(max_connections=100), CountingPool)
+    url = f"{llm_emulator.openai_base_url}/models"
+    async with client:
+        for response in await open_at_once(client, url, 30):
+            await response.aread()
+            await response.aclose()
+        opened = {r.peer for r in llm_emulator.requests}
+        CountingPool.passes = 0
+        await asyncio.gather(*(client.get(url) for _ in range(30)))
+        # httpcore's own pool gave most of them the same idle connection: 9 connections
+        # served the 30, the others retried, 175 passes over the pool.
+        assert {r.peer for r in llm_emulator.requests[30:]} == opened
+        assert CountingPool.passes == 60, "one as each request starts, one as it ends"
 
 
 async def test_an_expired_connection_is_not_reused(

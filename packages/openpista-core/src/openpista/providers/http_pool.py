@@ -7,8 +7,9 @@ too). With a hundred sessions streaming at once that was most of the provider's 
 (docs/providers.md). :class:`LeanConnectionPool` keeps httpcore's connections, request
 queue, timeouts and retries, and changes only how requests are matched to connections: a
 connection is checked for expiry (keep-alive elapsed, or closed by the server) when it is
-about to be reused, every connection at most once per :data:`SWEEP_SECONDS`, and the
-keep-alive limit counts idle connections only.
+about to be reused, every connection at most once per :data:`SWEEP_SECONDS`, a connection
+is given to one request at a time (HTTP/1.1: :class:`LeanTransport` speaks no HTTP/2), and
+the keep-alive limit counts idle connections only.
 
 Built on httpcore 1.x (``AsyncConnectionPool._assign_requests_to_connections``) and httpx's
 ``AsyncHTTPTransport._pool``; tests/test_providers_http.py fails if either changes.
@@ -50,7 +51,10 @@ class LeanConnectionPool(httpcore.AsyncConnectionPool):
             else:
                 kept.append(connection)
                 idle += connection.is_idle()
-        taken: set[httpcore.AsyncConnectionInterface] = set()
+        # An HTTP/1.1 connection serves one request at a time: one given to a request that
+        # has not started on it yet is still idle, but taken (httpcore's pool gives it out
+        # again, and the loser of the race retries with another pass over the pool).
+        taken = {r.connection for r in self._requests if r.connection is not None}
         for pool_request in self._requests:
             if not pool_request.is_queued():
                 continue
@@ -81,7 +85,7 @@ def _reusable(
     *,
     checked: bool,
 ) -> httpcore.AsyncConnectionInterface | None:
-    """The first available connection of ``kept`` to ``origin`` not given out in this pass;
+    """The first available connection of ``kept`` to ``origin`` not ``taken``;
     those found expired on the way (unless ``checked`` by this pass's sweep) move from
     ``kept`` to ``closing``."""
     expired = []
