@@ -1,4 +1,5 @@
-"""``openpista run -e "hi"`` through a running daemon's control socket, and cold (no daemon).
+"""``openpista run -e "hi"`` through a running daemon's control socket, cold (no daemon), and
+``openpista --help``.
 
 Run with ``nox --no-venv -s bench`` (or ``.venv/bin/python benchmarks/bench_attach.py``).
 Both against the LLM emulator, side by side in one run; each figure is the median wall time
@@ -24,6 +25,8 @@ from openpista_testing.emulator import LlmEmulator
 
 TARGETS = {"attached": (0.25, 45.0), "cold": (1.0, 120.0)}
 """Wall seconds and peak MiB each figure should stay under."""
+HELP_TARGET = 0.1
+"""Wall seconds of ``openpista --help``."""
 
 
 def report(name: str, samples: list[tuple[float, int]], target: tuple[float, float]) -> None:
@@ -67,8 +70,15 @@ def main() -> None:
             attached = [run_measured(hi, cli.env) for _ in range(args.repeat)]
         finally:
             daemon.stop()
+        helps = [run_measured([str(OPENPISTA), "--help"], cli.env) for _ in range(args.repeat)]
     report("attached", attached, TARGETS["attached"])
     report("cold", cold, TARGETS["cold"])
+    wall = statistics.median(t for t, _ in helps)
+    print(
+        f"openpista --help{'':<16} median {wall * 1000:7.1f} ms (target <= "
+        f"{HELP_TARGET * 1000:.0f} ms)   peak RSS {max(r for _, r in helps) / 1024:6.1f} MiB"
+        f"   (n={len(helps)})   {machine()}"
+    )
 
 
 if __name__ == "__main__":

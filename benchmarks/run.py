@@ -37,18 +37,34 @@ from openpista_testing.cli import OPENPISTA, Cli
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.providers import InstantProvider
 
+# A child forked from this process starts with this process's peak RSS as its own (Linux keeps
+# the larger one across exec), so the measured command is started by a bare interpreter of
+# ~9 MiB, which reports the command's wall time, exit code and peak RSS.
+_SPAWNER = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+elapsed = time.perf_counter() - started
+with open(sys.argv[1], "w") as out:
+    out.write(f"{elapsed} {os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
 
 def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one child process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(
-            f"{' '.join(argv)} failed: {process.stderr.read().decode() if process.stderr else ''}"
+    """Wall seconds and peak RSS (KiB) of one child process (``argv[0]`` an absolute path)."""
+    with tempfile.NamedTemporaryFile("r", prefix="openpista-bench-") as figures:
+        process = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _SPAWNER, figures.name, *argv],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
         )
-    return elapsed, usage.ru_maxrss
+        reported = figures.read().split()
+    if process.returncode != 0 or reported[1:2] != ["0"]:
+        raise SystemExit(f"{' '.join(argv)} failed: {process.stderr.decode()}")
+    return float(reported[0]), int(reported[2])
 
 
 def report(name: str, samples: list[tuple[float, int]]) -> None:
