@@ -12,6 +12,7 @@ imported (see docs/providers.md for the figures behind ``client = "auto"``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -139,8 +140,7 @@ class HttpChatProvider(BackendProvider):
 
     async def _post(self, content: bytes) -> httpx.Response:
         client = self._http()
-        url = f"{(self.settings.base_url or '').rstrip('/')}/chat/completions"
-        request = client.build_request("POST", url, content=content, headers=self._auth())
+        request = client.build_request("POST", self._url, content=content, headers=self._auth())
         response = await client.send(request, stream=True)
         if response.status_code < 400:
             return response
@@ -151,6 +151,11 @@ class HttpChatProvider(BackendProvider):
         # The body is decoded already: keep only the headers that say what it means.
         kept = {k: v for k in ("content-type", "retry-after") if (v := response.headers.get(k))}
         raise HttpStatusError(httpx.Response(response.status_code, headers=kept, content=body))
+
+    @functools.cached_property
+    def _url(self) -> httpx.URL:
+        """The endpoint, parsed once (as a string, httpx parses it again at every request)."""
+        return httpx.URL(f"{(self.settings.base_url or '').rstrip('/')}/chat/completions")
 
     def _auth(self) -> dict[str, str]:
         """The key as a Bearer token (a keyless server gets no Authorization header), and
