@@ -23,8 +23,13 @@ NEVER = ("litellm", "alembic")
 
 def cold_run(cli: Cli, text: str) -> tuple[str, set[str]]:
     """``openpista run -q -e TEXT`` in a fresh interpreter: its answer, the modules it loaded."""
+    return openpista(cli, "run", "-q", "-e", text)
+
+
+def openpista(cli: Cli, *args: str) -> tuple[str, set[str]]:
+    """``openpista ARGS`` in a fresh interpreter: its output, the modules it loaded."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "openpista.cli", "run", "-q", "-e", text],
+        [sys.executable, "-X", "importtime", "-m", "openpista.cli", *args],
         env=cli.env,
         capture_output=True,
         text=True,
@@ -82,3 +87,13 @@ def test_installed_plugins_bring_neither_alembic_nor_litellm(
     answer, modules = cold_run(cli, "hi")
     assert answer == "OK\n"
     assert [m for m in NEVER if loaded(modules, m)] == []
+
+
+def test_help_loads_plugins_but_no_event_loop_nor_models(cli: Cli) -> None:
+    # No installed plugin selected (their own CLI modules may need more): the plugin host
+    # still runs, to look for commands.
+    output, modules = openpista(cli, "--help")
+    assert "Usage: openpista" in output
+    assert loaded(modules, "openpista.plugins")
+    heavy = ("asyncio", "pydantic", "sqlalchemy", "httpx", "yaml", *NEVER)
+    assert [m for m in heavy if loaded(modules, m)] == []
