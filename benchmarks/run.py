@@ -291,14 +291,21 @@ def main() -> None:
             bench_agent_overhead(turns=args.repeat * 4, rounds=5)
         if "gateway" in parts:
             bench_gateway((1, 100, 1000))
-        with emulator_process() as own:
-            for client in clients:
-                if "gateway-llm" in parts:
-                    # Its CPU counted too (as issue 26 measured), then only openpista's.
-                    bench_gateway((100,), emulator.openai_base_url, client, "in-process")
-                    bench_gateway((100,), own, client, "own process")
-                if "provider" in parts:
-                    bench_provider(own, [client])
+        if parts & {"gateway-llm", "provider"}:
+            bench_clients(clients, emulator.openai_base_url, parts)
+
+
+def bench_clients(clients: list[str], in_process: str, parts: set[str]) -> None:
+    """The gateway through each provider client (to the emulator at ``in_process``, then to
+    one in its own process) and the provider path alone, as ``parts`` selects."""
+    with emulator_process() as own:
+        for client in clients:
+            if "gateway-llm" in parts:
+                # Its CPU counted too (as issue 26 first measured), then only openpista's.
+                bench_gateway((100,), in_process, client, "in-process")
+                bench_gateway((100,), own, client, "own process")
+            if "provider" in parts:
+                bench_provider(own, [client])
 
 
 if __name__ == "__main__":
