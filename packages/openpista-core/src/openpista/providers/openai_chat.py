@@ -22,7 +22,6 @@ import httpx
 from openpista.jsonsafe import JsonInputError, loads
 from openpista.models import Message, Usage
 from openpista.providers.base import ChatResult, ProviderError, StreamEvent, TextDelta, ToolSpec
-from openpista.providers.http_pool import LeanTransport
 from openpista.providers.litellm_provider import (
     MAX_UNSTREAMED_BYTES,
     BackendProvider,
@@ -168,6 +167,9 @@ class HttpChatProvider(BackendProvider):
         is bound to the loop its connections were made in)."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
+            # httpcore is imported with the first client, as httpx itself does.
+            from openpista.providers.http_pool import LeanTransport
+
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.settings.timeout),
                 limits=LIMITS,
