@@ -401,3 +401,39 @@ def test_run_applies_the_policy_deny_rules_and_asks_on_the_terminal(
     done = cli("run", "-e", "and again", stdin="")  # no terminal answer: denied
     assert done.returncode == 0, done.stderr
     assert not asked.exists()
+
+
+def test_sessions_shows_a_sessions_decisions_and_deletes_it(
+    cli: Cli, llm_emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    cli.write_config(
+        cli.config.read_text()
+        + '\n[policy]\nrules = [{tool = "system.run", command = "rm *", action = "deny"}]\n'
+    )
+    llm_emulator.reply_tool_calls([("system_run", {"command": f"rm {tmp_path}/x"})])
+    llm_emulator.reply_text("could not")
+    assert cli("run", "-s", "audit-1", "-e", "remove it").returncode == 0
+
+    shown = cli("sessions", "decisions", "audit-1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    [decision] = json.loads(shown.stdout)
+    assert (decision["channel_id"], decision["tool"]) == ("cli:run", "system.run")
+    assert (decision["action"], decision["decided_by"]) == ("deny", "policy")
+    assert decision["arguments"] == {"command": f"rm {tmp_path}/x"}
+    assert "system.run" in cli("sessions", "decisions", "audit-1").stdout
+
+    missing = cli("sessions", "decisions", "no-such-session")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("❌")
+    assert "Traceback" not in missing.stderr
+
+    refused = cli("sessions", "delete", "audit-1", stdin="n\n")
+    assert refused.returncode == 1
+    assert [s["id"] for s in sessions(cli)] == ["audit-1"]
+    deleted = cli("sessions", "delete", "audit-1", "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert "✓ deleted session audit-1" in deleted.stdout
+    assert sessions(cli) == []
+    again = cli("sessions", "delete", "audit-1", "--yes")
+    assert again.returncode == 1
+    assert "no session 'audit-1'" in again.stderr

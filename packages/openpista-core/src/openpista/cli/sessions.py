@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -12,17 +13,24 @@ from openpista.cli.main import CliState, columns, fail
 if TYPE_CHECKING:
     from openpista.memory import MemoryStore
 
+T = TypeVar("T")
 
-@click.command()
+
+@click.group(invoke_without_command=True)
 @click.option("-n", "--limit", default=20, show_default=True, help="How many sessions to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
-@click.pass_obj
-def sessions(state: CliState, limit: int, as_json: bool) -> None:
+@click.pass_context
+def sessions(ctx: click.Context, limit: int, as_json: bool) -> None:
     """List stored sessions, most recently active first, with the chats bound to each
     (channel ids such as telegram:42; '-' for sessions of `openpista run`).
 
     Continue one with `openpista run -s ID -e "..."`. With a daemon running, it answers.
+    `openpista sessions decisions ID` shows a session's tool-policy audit trail,
+    `openpista sessions delete ID` deletes one.
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    state: CliState = ctx.obj
     client = state.daemon()
     if client is None:
         rows = _stored_rows(state, limit)
@@ -73,7 +81,68 @@ async def session_rows(store: MemoryStore, limit: int) -> list[dict[str, Any]]:
     ]
 
 
+@sessions.command()
+@click.argument("session_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON.")
+@click.pass_obj
+def decisions(state: CliState, session_id: str, as_json: bool) -> None:
+    """The tool-policy decisions of session ID, oldest first: each tool call, whether it
+    ran, and who decided (the policy, the user's /approve or /deny, or the timeout)."""
+    rows = _with_store(state, lambda store: _decision_rows(store, session_id))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo(f"Session {session_id} has no tool decisions.")
+        return
+    table = [("WHEN", "CHAT", "TOOL", "ACTION", "BY", "DETAIL")]
+    table += [
+        (r["created_at"], r["channel_id"], r["tool"], r["action"], r["decided_by"], r["detail"])
+        for r in rows
+    ]
+    for line in columns(table):
+        click.echo(line)
+
+
+@sessions.command()
+@click.argument("session_id", metavar="ID")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def delete(state: CliState, session_id: str, yes: bool) -> None:
+    """Delete session ID with its messages, chat bindings and decisions (a chat bound to it
+    starts a new session with its next message). Refused while the daemon runs: stop it
+    first, so that no chat it serves writes to the session meanwhile."""
+    if state.daemon() is not None:
+        fail("the daemon is running: stop it first (its chats may be writing to the session)")
+    if not yes:
+        click.confirm(f"Delete session {session_id} and all its messages?", abort=True)
+    deleted = _with_store(state, lambda store: store.delete_session(session_id))
+    if not deleted:
+        fail(f"no session {session_id!r}; `openpista sessions` lists them")
+    click.echo(f"✓ deleted session {session_id}")
+
+
+async def _decision_rows(store: MemoryStore, session_id: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "created_at": d.created_at.isoformat(timespec="seconds"),
+            "channel_id": d.channel_id,
+            "tool": d.tool,
+            "arguments": d.arguments,
+            "action": d.action,
+            "decided_by": d.decided_by,
+            "detail": d.detail,
+        }
+        for d in await store.list_decisions(session_id)
+    ]
+
+
 def _stored_rows(state: CliState, limit: int) -> list[dict[str, Any]]:
+    return _with_store(state, lambda store: session_rows(store, limit))
+
+
+def _with_store(state: CliState, work: Callable[[MemoryStore], Awaitable[T]]) -> T:
+    """``work(store)`` on the configured database; a store error is one ❌ line."""
     import asyncio
 
     from openpista.cli.database import database_problem
@@ -81,15 +150,15 @@ def _stored_rows(state: CliState, limit: int) -> list[dict[str, Any]]:
 
     settings = state.settings()
 
-    async def fetch() -> list[dict[str, Any]]:
+    async def run() -> T:
         store = await MemoryStore.open(settings.database.url)
         try:
-            return await session_rows(store, limit)
+            return await work(store)
         finally:
             await store.close()
 
     try:
-        return asyncio.run(fetch())
+        return asyncio.run(run())
     except MemoryStoreError as exc:
         fail(database_problem(exc, settings.database.url) or str(exc))
-    return []  # not reached: fail() exits
+    raise AssertionError("not reached: fail() exits")
