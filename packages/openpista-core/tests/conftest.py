@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from openpista.memory.store import MemoryStore
+from openpista.memory import MemoryStore
 from openpista_testing.postgres import PostgresServer
 
 _database_numbers = itertools.count(1)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from openpista.agent import Agent, AgentEvent, ToolFinished, ToolStarted
-from openpista.memory.store import MemoryStore
+from openpista.memory import MemoryStore
 from openpista.models import Attachment, Message, ToolCall, ToolResult
 from openpista.plugins import PluginHost
 from openpista.providers.base import TextDelta

@@ -14,7 +14,7 @@ import pytest
 from openpista.agent import Agent, ToolGuard
 from openpista.config import PolicySettings, SystemRunSettings
 from openpista.gateway.approvals import ApprovalBroker
-from openpista.memory.store import MemoryStore
+from openpista.memory import MemoryStore
 from openpista.models import ApprovalPrompt, ApprovalRequest, ToolCall, utc_now
 from openpista.plugins import PluginHost
 from openpista.policy import ToolPolicy

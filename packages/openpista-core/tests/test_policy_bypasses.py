@@ -15,7 +15,7 @@ import pytest
 
 from openpista.config import PolicySettings, SystemRunSettings
 from openpista.gateway.approvals import ApprovalBroker
-from openpista.memory.store import MemoryStore
+from openpista.memory import MemoryStore
 from openpista.models import ApprovalPrompt, ToolCall
 from openpista.policy import ToolPolicy, is_literal_command
 from openpista.tools.registry import ToolRegistry

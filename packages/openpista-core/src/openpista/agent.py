@@ -19,7 +19,7 @@ from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolS
 from openpista.tools.context import TurnContext, reset_turn, set_turn
 
 if TYPE_CHECKING:
-    from openpista.memory.store import MemoryStore
+    from openpista.memory import MemoryStore
     from openpista.providers.base import LlmProvider
     from openpista.tools.registry import ToolRegistry
 

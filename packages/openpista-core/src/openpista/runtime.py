@@ -15,7 +15,7 @@ from openpista.tools.registry import ToolRegistry
 if TYPE_CHECKING:
     from openpista.channels import ChannelFactory
     from openpista.config import Settings
-    from openpista.memory.store import MemoryStore
+    from openpista.memory import MemoryStore
     from openpista.skills.base import SkillRunner
 
 
@@ -136,7 +136,7 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings, host: PluginHost | None = None) -> Runtime:
         """Load plugins (unless given), collect everything, open and migrate memory."""
-        from openpista.memory.store import MemoryStore
+        from openpista.memory import MemoryStore
 
         host = host or PluginHost.load()
         context = PluginContext(settings)

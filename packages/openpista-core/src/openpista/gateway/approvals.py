@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from openpista.agent import ToolGuard, storable
-from openpista.memory.store import DecisionAction, DecisionSource, MemoryStoreError
+from openpista.memory import DecisionAction, DecisionSource, MemoryStoreError
 from openpista.memory.tables import TOOL_NAME_MAX_LENGTH
 from openpista.models import ApprovalPrompt, ApprovalRequest, ToolCall
 from openpista.policy import COMMAND_TOOL, ToolPolicy
 
 if TYPE_CHECKING:
     from openpista.config import PolicySettings
-    from openpista.memory.store import MemoryStore
+    from openpista.memory import MemoryStore
 
 __all__ = ["ApprovalBroker", "Send", "Warnings"]
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from openpista.channels import ChatCommand, CommandCall, CommandReply
-from openpista.memory.store import MemoryStoreError
+from openpista.memory import MemoryStoreError
 from openpista.models import error_text
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from openpista.channels import ChannelAdapter, ChatCommand, CommandReply, Gatewa
 from openpista.config import ConfigError
 from openpista.gateway.commands import ChatCommands
 from openpista.gateway.router import ChannelRouter
-from openpista.memory.store import SessionNotFoundError
+from openpista.memory import SessionNotFoundError
 from openpista.models import (
     ERROR_PREFIX,
     Answer,

@@ -7,7 +7,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from openpista.memory.store import MemoryStore
+    from openpista.memory import MemoryStore
 
 
 class ChannelRouter:

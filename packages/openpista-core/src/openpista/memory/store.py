@@ -49,19 +49,7 @@ from openpista.memory.schema import migrate
 from openpista.memory.tables import ChannelSessionRow, MessageRow, SessionRow, ToolDecisionRow
 from openpista.models import Message, utc_now
 
-# DecisionAction, DecisionSource and the errors are here too for the modules that still
-# import them from openpista.memory.store (gateway, agent, runtime); openpista.memory is
-# where they belong.
-__all__ = [
-    "DecisionAction",
-    "DecisionSource",
-    "MemoryStore",
-    "MemoryStoreError",
-    "SessionInfo",
-    "SessionNotFoundError",
-    "recent_window",
-    "title_from",
-]
+__all__ = ["MemoryStore", "SessionInfo", "recent_window", "title_from"]
 
 TITLE_LENGTH = 60
 """Longest title a session gets from its first message (longer ones are cut, with …)."""
