@@ -341,3 +341,30 @@ def read_until(chat: socket.socket, needle: str) -> str:
         assert data, f"the channel hung up; it wrote {seen!r}"
         seen += data
     return seen.decode()
+
+
+SERVICES_COMMAND = """
+from openpista import ChatCommand, CommandReply, hookimpl
+
+
+@hookimpl
+def register_chat_commands(register, context):
+    async def run(call):
+        services = context.services
+        channels = "none" if services is None else ",".join(services.channels)
+        return CommandReply(text=f"services: {channels}")
+
+    register(ChatCommand(name="services", summary="the daemon's channels", run=run))
+"""
+
+
+def test_plugin_commands_see_the_daemon_services_from_the_first_to_the_last_message(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Piped input is read at once and drained at its end: both commands run while the
+    daemon serves, so both see its services."""
+    site = tmp_path / "site"
+    install(plugin_files("services", SERVICES_COMMAND), tmp_path / "services", site)
+    done = with_site(cli, site, "services")("start", stdin="/services\n/services\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("services: cli") == 2, done.stdout + done.stderr

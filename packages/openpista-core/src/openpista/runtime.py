@@ -180,7 +180,6 @@ class Runtime:
         """Tell plugins the daemon begins shutting down (``daemon_stopping``)."""
         hook = self.host.pm.hook.daemon_stopping
         await call_async_hooks(hook(config=self.settings, context=self.context))
-        self.context.services = None
 
     async def close(self) -> None:
         """Let plugins release what they opened (``runtime_closing``, then the context's

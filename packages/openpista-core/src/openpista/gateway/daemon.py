@@ -267,10 +267,13 @@ async def _run(
         )
 
     scheduler = scheduler_cls(settings.cron, dispatch)
+    channels = tuple(adapter.name for adapter in gateway.adapters)
+    services = DaemonServices(gateway.submit, channels)
+    # Plugins' chat commands may use the services from the first message a channel reads.
+    gateway.runtime.context.services = services
     await gateway.start()
     cron_task = asyncio.create_task(scheduler.run())
-    channels = tuple(adapter.name for adapter in gateway.adapters)
-    await gateway.runtime.daemon_started(DaemonServices(gateway.submit, channels))
+    await gateway.runtime.daemon_started(services)
     serving = _announce_serving(gateway, pid_file, started)
     readiness = asyncio.create_task(_announce_ready(gateway, pid_file, serving))
     try:
@@ -285,6 +288,7 @@ async def _run(
         await asyncio.gather(cron_task, return_exceptions=True)
         # A signal gives turns the configured deadline; a closed terminal lets them finish.
         await gateway.stop(drain=not signalled.is_set())
+        gateway.runtime.context.services = None  # the last drained message could still use it
     return 0
 
 
