@@ -406,3 +406,40 @@ async def test_shutdown_answers_late_messages_and_cancelled_turns_with_a_cross(
     assert adapter.stopped
     assert not adapter.after_stop
     assert len(llm_emulator.requests) == 1  # the refused messages never reached the LLM
+
+
+async def test_a_chats_first_messages_share_one_lookup_and_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    """Five first messages of a new chat at once: one database lookup, and they come out of
+    it in the order they asked (separate lookups could finish in any order and reorder the
+    chat's first turns)."""
+    from openpista.gateway.router import ChannelRouter
+    from openpista.memory import MemoryStore
+
+    store = await MemoryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}")
+    lookups: list[str] = []
+    ensure_channel = store.ensure_channel
+
+    async def counted(channel_id: str, session_id: str) -> str:
+        lookups.append(channel_id)
+        return await ensure_channel(channel_id, session_id)
+
+    store.ensure_channel = counted  # type: ignore[method-assign]
+    router = ChannelRouter(store)
+    resumed: list[int] = []
+
+    async def first_message(number: int) -> str:
+        session_id = await router.session_for("chat:new")
+        resumed.append(number)
+        return session_id
+
+    try:
+        sessions = await asyncio.gather(*(first_message(n) for n in range(5)))
+        assert lookups == ["chat:new"]
+        assert resumed == [0, 1, 2, 3, 4]
+        assert len(set(sessions)) == 1
+        assert await router.session_for("chat:new") == sessions[0]
+        assert lookups == ["chat:new"]  # cached from then on
+    finally:
+        await store.close()

@@ -21,16 +21,31 @@ class ChannelRouter:
     def __init__(self, memory: MemoryStore) -> None:
         self.memory = memory
         self._cache: dict[str, str] = {}
+        self._lookups: dict[str, asyncio.Future[str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
 
     async def session_for(self, channel_id: str) -> str:
-        """The session of ``channel_id``; a new one is created and stored on first use."""
+        """The session of ``channel_id``; a new one is created and stored on first use.
+
+        Concurrent first messages of a chat share one lookup and resume in the order they
+        asked, so they reach the session's turn lock in the order they arrived (separate
+        lookups could finish in any order and reorder the chat's first turns).
+        """
         session_id = self._cache.get(channel_id)
-        if session_id is None:
-            # Atomic in the database: concurrent first messages get one session, not two.
-            session_id = await self.memory.ensure_channel(channel_id, uuid.uuid4().hex)
-            self._cache[channel_id] = session_id
+        if session_id is not None:
+            return session_id
+        lookup = self._lookups.get(channel_id)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(channel_id))
+            self._lookups[channel_id] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(channel_id, None))
+        return await asyncio.shield(lookup)  # one waiter cancelled leaves the lookup running
+
+    async def _look_up(self, channel_id: str) -> str:
+        # Atomic in the database: concurrent first messages get one session, not two.
+        session_id = await self.memory.ensure_channel(channel_id, uuid.uuid4().hex)
+        self._cache[channel_id] = session_id
         return session_id
 
     async def bind(self, channel_id: str, session_id: str) -> None:
