@@ -116,6 +116,11 @@ class BackendProvider:
             f"model '{self.model}': try again, or check that the server serves this model",
         )
 
+    def _replayed(self, whole: ChatResult) -> list[StreamEvent]:
+        """A whole answer (the server ignored ``stream``) as the events a stream gives: its
+        text, then the checked result."""
+        return [*([TextDelta(whole.text)] if whole.text else []), self._checked(whole)]
+
     async def _retrying(self, request: Any, options: dict[str, Any]) -> Any:
         """``await request(**options)``, rate limits retried with exponential backoff;
         failures become :class:`ProviderError`."""
@@ -181,9 +186,8 @@ class LiteLLMProvider(BackendProvider):
         response = await self._call(messages, wire_tools, stream=True)
         whole = await self._unstreamed(response, names)
         if whole is not None:  # the server ignored "stream": its whole answer came at once
-            if whole.text:
-                yield TextDelta(whole.text)
-            yield self._checked(whole)
+            for event in self._replayed(whole):
+                yield event
             return
         text: list[str] = []
         calls = _ToolCallAssembler(names)

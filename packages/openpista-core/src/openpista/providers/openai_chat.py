@@ -81,9 +81,8 @@ class HttpChatProvider(BackendProvider):
             try:
                 if _is_json(response):  # the server ignored "stream": the whole answer at once
                     whole = await self._whole(response, names, "the streaming request")
-                    if whole.text:
-                        yield TextDelta(whole.text)
-                    yield self._checked(whole)
+                    for event in self._replayed(whole):
+                        yield event
                     return
                 text: list[str] = []
                 calls = _ToolCallAssembler(names)
