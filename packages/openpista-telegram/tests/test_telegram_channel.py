@@ -343,6 +343,8 @@ async def test_approval_buttons_round_trip(
     sent = await telegram.wait_for_sent(3, chat_id=alice.id)
     assert sent[1].text.startswith("✅ approved system.run")
     assert "approved-run" in sent[2].text
+    # The pop-up answer may come after the messages: wait for it, do not race it.
+    await eventually(lambda: len(telegram.callback_answers) >= 3)
     assert [a.get("text") for a in telegram.callback_answers[1:]] == [
         "This button is no longer valid.",
         "Approved",
