@@ -3,6 +3,7 @@ channel on loopback, and real aioquic clients pinned to its certificate."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from openpista.config import GatewaySettings, Settings
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient
 from openpista_mobile.settings import MobileSettings
-from openpista_testing.cli import emulator_settings
+from openpista_testing.cli import Cli, emulator_settings
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
 
@@ -21,6 +22,38 @@ PHONE_TOKEN = "phone-token-0123456789abcdef"
 TABLET_TOKEN = "tablet-token-0123456789abcdef"
 
 Connect = Callable[..., Awaitable[MobileClient]]
+
+
+def free_udp_port() -> int:
+    """A UDP port of 127.0.0.1 that nothing listens on (just now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def mobile_daemon_cli(
+    tmp_path: Path, llm_emulator: LlmEmulator, port: int, token: str, extra_config: str = ""
+) -> Cli:
+    """A CLI whose ``openpista start`` serves only the mobile channel on ``port``, with
+    device ``laptop`` signing in with ``token``."""
+    cli = Cli.isolated(tmp_path, llm_emulator)
+    cli.env.update(OPENPISTA_LOAD_PLUGINS="mobile", OPENPISTA_HOME=str(tmp_path / "state"))
+    cli.write_config(
+        cli.config.read_text()
+        + f"""
+[gateway]
+pid_file = "{tmp_path / "openpista.pid"}"
+
+[channels.mobile]
+enabled = true
+host = "127.0.0.1"
+port = {port}
+tokens = {{ laptop = "{token}" }}
+"""
+        + extra_config
+    )
+    return cli
 
 
 @pytest.fixture(autouse=True)

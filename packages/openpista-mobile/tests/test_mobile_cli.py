@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
-import socket
 import subprocess
 import threading
 import time
@@ -20,14 +19,9 @@ from openpista_mobile.settings import MobileSettings
 from openpista_testing.cli import OPENPISTA, Cli
 from openpista_testing.emulator import LlmEmulator
 
+from .conftest import free_udp_port, mobile_daemon_cli
+
 TOKEN = "e2e-token-0123456789abcdef"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -42,23 +36,8 @@ def running_daemon(
     tmp_path: Path, llm_emulator: LlmEmulator, extra_config: str = ""
 ) -> Iterator[tuple[Cli, int, str]]:
     """The daemon of :func:`daemon`, with ``extra_config`` appended to its config."""
-    cli = Cli.isolated(tmp_path, llm_emulator)
-    cli.env.update(OPENPISTA_LOAD_PLUGINS="mobile", OPENPISTA_HOME=str(tmp_path / "state"))
     port = free_udp_port()
-    cli.write_config(
-        cli.config.read_text()
-        + f"""
-[gateway]
-pid_file = "{tmp_path / "openpista.pid"}"
-
-[channels.mobile]
-enabled = true
-host = "127.0.0.1"
-port = {port}
-tokens = {{ laptop = "{TOKEN}" }}
-"""
-        + extra_config
-    )
+    cli = mobile_daemon_cli(tmp_path, llm_emulator, port, TOKEN, extra_config)
     process = subprocess.Popen(
         [str(OPENPISTA), "start", "--no-terminal"],
         stdin=subprocess.DEVNULL,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -21,17 +20,12 @@ from openpista_testing.cli import OPENPISTA, Cli
 from openpista_testing.emulator import LlmEmulator, TextReply
 from openpista_testing.polling import eventually
 
+from .conftest import free_udp_port, mobile_daemon_cli
+
 TOKEN = "connect-token-0123456789abcdef"
 PHONE_TOKEN = "phone-token-0123456789abcdef"  # conftest's token of the in-process server
 NOT_RUNNING = "is `openpista start` running with [channels.mobile] enabled?"
 DEADLINE = 90.0
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Lines:
@@ -82,22 +76,7 @@ class Daemon:
 
 
 def daemon_cli(tmp_path: Path, llm_emulator: LlmEmulator, port: int) -> Cli:
-    cli = Cli.isolated(tmp_path, llm_emulator)
-    cli.env.update(OPENPISTA_LOAD_PLUGINS="mobile", OPENPISTA_HOME=str(tmp_path / "state"))
-    cli.write_config(
-        cli.config.read_text()
-        + f"""
-[gateway]
-pid_file = "{tmp_path / "openpista.pid"}"
-
-[channels.mobile]
-enabled = true
-host = "127.0.0.1"
-port = {port}
-tokens = {{ laptop = "{TOKEN}" }}
-"""
-    )
-    return cli
+    return mobile_daemon_cli(tmp_path, llm_emulator, port, TOKEN)
 
 
 @pytest.fixture
