@@ -23,6 +23,7 @@ import pytest
 from openpista_testing.cli import Cli
 from openpista_testing.daemon import Daemon
 from openpista_testing.emulator import LlmEmulator
+from openpista_testing.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -307,13 +308,6 @@ def test_the_docs_channel_example_chats_through_a_real_daemon(
         code = daemon.stop()
     assert code == 0, daemon.output()
     assert "Traceback" not in daemon.output()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

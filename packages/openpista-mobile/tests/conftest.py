@@ -3,7 +3,6 @@ channel on loopback, and real aioquic clients pinned to its certificate."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from openpista_mobile.settings import MobileSettings
 from openpista_testing.cli import Cli, emulator_settings
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
+from openpista_testing.ports import free_port
 
 PHONE_TOKEN = "phone-token-0123456789abcdef"
 TABLET_TOKEN = "tablet-token-0123456789abcdef"
@@ -26,10 +26,7 @@ Connect = Callable[..., Awaitable[MobileClient]]
 
 def free_udp_port() -> int:
     """A UDP port of 127.0.0.1 that nothing listens on (just now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return free_port(udp=True)
 
 
 def mobile_daemon_cli(

@@ -20,15 +20,10 @@ from openpista_telegram.adapter import TelegramAdapter
 from openpista_telegram.testing import SECRET_HEADER, TelegramEmulator, User
 from openpista_testing.adapters import QueueContext
 from openpista_testing.emulator import LlmEmulator
+from openpista_testing.ports import free_port
 
 Serve = Callable[..., Awaitable[TelegramAdapter]]
 SECRET = "configured_Secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def serve_webhook(serve: Serve, telegram: TelegramEmulator, **options: Any) -> str:

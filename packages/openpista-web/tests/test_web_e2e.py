@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,18 +18,13 @@ import pytest
 
 from openpista_testing.cli import OPENPISTA, Cli, emulator_config
 from openpista_testing.emulator import LlmEmulator
+from openpista_testing.ports import free_port
 from openpista_web.testing import CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "e2e-token-4hQ9xWm2"
 DEADLINE = 30_000  # ms, for the browser's waits
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Daemon:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +15,10 @@ import pytest
 
 from openpista_testing.cli import OPENPISTA, Cli
 from openpista_testing.emulator import LlmEmulator
+from openpista_testing.ports import free_port
 from openpista_whatsapp.testing import WhatsAppEmulator, signed_post, text_payload
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def whatsapp_cli(home: Path, llm: LlmEmulator, graph: WhatsAppEmulator, port: int) -> Cli:

@@ -27,7 +27,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from openpista.gateway.daemon import pid_alive
+from openpista_testing.ports import free_port
 
 __all__ = ["PostgresNotAvailableError", "PostgresServer", "PostgresStartError", "find_bindir"]
 
@@ -90,13 +90,6 @@ def find_bindir() -> Path:
 def _version_key(path: str) -> tuple[int, ...]:
     version = Path(path).parent.name
     return tuple(int(part) for part in re.findall(r"\d+", version)) or (0,)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PostgresServer:
@@ -158,7 +151,7 @@ class PostgresServer:
             self._initdb()
             # A port picked as free may be taken before the server binds it; try again then.
             for attempt in range(3):
-                self.port = _free_port()
+                self.port = free_port()
                 if self._launch(last_attempt=attempt == 2):
                     break
             self._client("createdb", self.database)
