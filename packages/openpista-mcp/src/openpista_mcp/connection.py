@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, TypeVar
 
 import anyio
 import httpx2
@@ -41,6 +41,7 @@ MAX_SSE_EVENT_BYTES = 32 * 1024 * 1024
 """One streamed message (a big tool result) may be this large; the SDK's default is 1 MiB."""
 _STDERR_TAIL_BYTES = 2_000
 _LIST_PAGES = 50
+T = TypeVar("T")
 """A server whose listing never ends is cut off after this many pages."""
 
 
@@ -334,16 +335,9 @@ class ServerConnection:
     async def list_resources(self) -> list[mcp_types.Resource]:
         """Every resource the server lists (page by page, bounded)."""
         client = await self.client()
-        found: list[mcp_types.Resource] = []
-        cursor: str | None = None
         try:
             with anyio.fail_after(self.settings.timeout):
-                for _ in range(_LIST_PAGES):
-                    page = await client.list_resources(cursor=cursor)
-                    found.extend(page.resources)
-                    cursor = page.next_cursor
-                    if cursor is None:
-                        break
+                found = await _all_pages(client.list_resources, lambda page: page.resources)
         except Exception as exc:
             raise self._call_error(f"listing the resources of {self.name}", exc) from None
         return found
@@ -441,27 +435,27 @@ async def _watched(
 async def _list_prompts(client: Client) -> list[mcp_types.Prompt]:
     if client.server_capabilities.prompts is None:
         return []
-    prompts: list[mcp_types.Prompt] = []
-    cursor: str | None = None
-    for _ in range(_LIST_PAGES):
-        page = await client.list_prompts(cursor=cursor)
-        prompts.extend(page.prompts)
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    return prompts
+    return await _all_pages(client.list_prompts, lambda page: page.prompts)
 
 
 async def _list_tools(client: Client) -> list[mcp_types.Tool]:
-    tools: list[mcp_types.Tool] = []
+    return await _all_pages(client.list_tools, lambda page: page.tools)
+
+
+async def _all_pages(
+    request: Callable[..., Awaitable[Any]], items: Callable[[Any], list[T]]
+) -> list[T]:
+    """Every item of a paginated MCP listing (``cursor`` / ``next_cursor``), at most
+    ``_LIST_PAGES`` pages: a server cannot keep us paging forever."""
+    found: list[T] = []
     cursor: str | None = None
     for _ in range(_LIST_PAGES):
-        page = await client.list_tools(cursor=cursor)
-        tools.extend(page.tools)
+        page = await request(cursor=cursor)
+        found.extend(items(page))
         cursor = page.next_cursor
         if cursor is None:
             break
-    return tools
+    return found
 
 
 def root_cause(exc: BaseException) -> BaseException:
