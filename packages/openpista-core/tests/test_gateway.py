@@ -443,3 +443,56 @@ async def test_a_chats_first_messages_share_one_lookup_and_keep_their_order(
         assert lookups == ["chat:new"]  # cached from then on
     finally:
         await store.close()
+
+
+async def test_a_chats_turns_queue_for_the_lock_in_arrival_order(tmp_path: Path) -> None:
+    """Tickets taken 1, 2, 3, 4: however late each reaches the lock, the turns run in that
+    order; ticket 2 passing early (a command) does not let 3 and 4 overtake 1."""
+    from openpista.gateway.router import ChannelRouter, TurnTicket
+    from openpista.memory import MemoryStore
+
+    store = await MemoryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'order.db'}")
+    router = ChannelRouter(store)
+    ran: list[int] = []
+
+    async def turn(number: int, ticket: TurnTicket, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with router.lock("s", ticket):
+            ran.append(number)
+            await asyncio.sleep(0)
+
+    try:
+        one, two, three, four = (router.ticket("chat:x") for _ in range(4))
+        two.pass_on()  # a command: answered at once, outside the line
+        await asyncio.gather(turn(4, four, 0), turn(3, three, 0.01), turn(1, one, 0.05))
+        assert ran == [1, 3, 4]
+        assert not router._last_tickets  # nothing kept once the line is empty
+    finally:
+        await store.close()
+
+
+async def test_a_message_arriving_as_the_first_ones_session_is_found_waits_its_turn(
+    open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    """The second message of a new chat arrives just as the first one's session lookup
+    ends: it finds the session cached at once, yet answers second (it used to go first)."""
+    llm_emulator.default_reply = lambda body: "echo: " + body["messages"][-1]["content"]
+    adapter = LoopbackAdapter("o:")
+    gateway = await open_gateway(adapter)
+    second = ChannelEvent(channel_id="o:new", sender="new", text="two")
+    late: list[asyncio.Task[Answer]] = []
+
+    class Cache(dict[str, str]):
+        def __setitem__(self, key: str, value: str) -> None:
+            super().__setitem__(key, value)
+            if not late:  # the lookup has just ended; its waiter resumes a step later
+                late.append(asyncio.create_task(gateway.handle(second)))
+
+    gateway.router._cache = Cache()
+    first = await gateway.handle(ChannelEvent(channel_id="o:new", sender="new", text="one"))
+    assert first.text == "echo: one"
+    assert (await late[0]).text == "echo: two"
+    assert [a.text for a in adapter.sent["o:new"] if isinstance(a, Answer)] == [
+        "echo: one",
+        "echo: two",
+    ]

@@ -29,7 +29,7 @@ from openpista.agent import AgentEvent, ToolFinished, ToolStarted
 from openpista.channels import ChannelAdapter, ChatCommand, CommandReply, GatewayClosedError
 from openpista.config import ConfigError
 from openpista.gateway.commands import ChatCommands
-from openpista.gateway.router import ChannelRouter
+from openpista.gateway.router import ChannelRouter, TurnTicket
 from openpista.memory import SessionNotFoundError
 from openpista.models import (
     ERROR_PREFIX,
@@ -325,9 +325,17 @@ class Gateway:
     async def handle(self, event: ChannelEvent) -> Answer:
         """Run one turn for ``event`` now; chunks, progress and the answer go to its adapter.
 
-        A chat command (``/help``, ``/approve``, ...) is answered at once instead, outside
-        the session's turn order (an approval is answered while its turn waits).
+        A chat's turns run in the order :meth:`handle` was called for them. A chat command
+        (``/help``, ``/approve``, ...) is answered at once instead, outside the session's
+        turn order (an approval is answered while its turn waits).
         """
+        ticket = self.router.ticket(event.channel_id)  # before any await: arrival order
+        try:
+            return await self._handle(event, ticket)
+        finally:
+            ticket.pass_on()
+
+    async def _handle(self, event: ChannelEvent, ticket: TurnTicket) -> Answer:
         request_id = _request_id(event)
         session_id = event.session_id or await self.router.session_for(event.channel_id)
         if not event.attachments:
@@ -344,7 +352,7 @@ class Gateway:
         adapter = self.adapter_for(event.channel_id)
         on_event = self._forwarder(event.channel_id, session_id, adapter, request_id)
         guard = self._guard(session_id, event.channel_id, request_id)
-        async with self.router.lock(session_id):
+        async with self.router.lock(session_id, ticket):
             try:
                 agent = self.agent_for(session_id)
             except Exception as exc:  # no provider configured, unknown preset, ...
