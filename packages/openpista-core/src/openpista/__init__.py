@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from openpista.providers.base import LlmProvider, ProviderError, ProviderPreset, ToolSpec
     from openpista.serving import EmbeddedServer, WebhookPath, bind_tcp, bind_unix
     from openpista.skills import MAX_ARGV_JSON_BYTES, Skill, SkillRunner, skill_output
+    from openpista.text import split_message
     from openpista.tools import (
         CapturedText,
         ProcessResult,
@@ -106,6 +107,7 @@ _EXPORTS = {
     "SkillRunner": "openpista.skills",
     "MAX_ARGV_JSON_BYTES": "openpista.skills",
     "skill_output": "openpista.skills",
+    "split_message": "openpista.text",
     "Tool": "openpista.tools",
     "ToolError": "openpista.tools",
     "ToolOutput": "openpista.tools",
@@ -164,6 +166,7 @@ __all__ = [  # noqa: RUF022 (grouped like _EXPORTS)
     "SkillRunner",
     "MAX_ARGV_JSON_BYTES",
     "skill_output",
+    "split_message",
     "Tool",
     "ToolError",
     "ToolOutput",
