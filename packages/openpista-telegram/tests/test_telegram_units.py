@@ -18,15 +18,6 @@ from openpista_telegram.text import split_message, utf16_length
 TOKEN = "123:abcDEF_-ghi"
 
 
-def test_split_prefers_paragraphs_then_lines_then_words() -> None:
-    assert split_message("short") == ["short"]
-    assert split_message("aaaa\n\nbbbb\ncccc", limit=12) == ["aaaa", "bbbb\ncccc"]
-    assert split_message("aaaa bbbb\ncccc dddd", limit=12) == ["aaaa bbbb", "cccc dddd"]
-    assert split_message("aaaa bbbb cccc", limit=10) == ["aaaa bbbb", "cccc"]
-    assert split_message("x" * 25, limit=10) == ["x" * 10, "x" * 10, "x" * 5]
-    assert split_message("   \n\n  ") == []
-
-
 def test_split_counts_utf16_units() -> None:
     text = "🙂" * 3000  # 6,000 UTF-16 units
     parts = split_message(text)

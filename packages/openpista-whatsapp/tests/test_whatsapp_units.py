@@ -1,4 +1,4 @@
-"""Unit tests: config, channel ids, splitting and message bodies, pacing, remembered state."""
+"""Unit tests: config, channel ids, message bodies, pacing, remembered state."""
 
 from __future__ import annotations
 
@@ -93,20 +93,6 @@ def test_channel_ids_with_one_and_several_numbers(tmp_path: Path) -> None:
     for bad in ("telegram:1", "whatsapp:333:4915", "whatsapp:abc", "whatsapp:1:2:3", "whatsapp:"):
         with pytest.raises(ValueError, match=r"(?i)whatsapp"):
             several.route(bad)
-
-
-def test_split_text_respects_the_limit_and_prefers_breaks() -> None:
-    assert messages.split_text("short") == ["short"]
-    words = " ".join(["word"] * 2000)  # 9,999 characters
-    pieces = messages.split_text(words)
-    assert all(len(p) <= messages.TEXT_LIMIT for p in pieces)
-    assert " ".join(pieces) == words
-    assert all(not p.startswith(" ") and not p.endswith(" ") for p in pieces)
-    solid = "x" * 10_000
-    assert messages.split_text(solid) == ["x" * 4096, "x" * 4096, "x" * 1808]
-    paragraphs = ("a" * 3000) + "\n\n" + ("b" * 3000)
-    assert messages.split_text(paragraphs) == ["a" * 3000, "b" * 3000]
-    assert messages.split_text("x" * 4096) == ["x" * 4096]
 
 
 def test_text_message_shape() -> None:

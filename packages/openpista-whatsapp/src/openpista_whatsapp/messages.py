@@ -25,23 +25,6 @@ Row = tuple[str, str, str]
 """A list row: ``(id, title, description)``."""
 
 
-def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """``text`` in pieces of at most ``limit`` characters, cut at a paragraph, line or word
-    break when there is one in the second half of a piece."""
-    pieces: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
-        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
-        if cut < limit // 2:
-            cut = limit
-        pieces.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip("\n ") if cut < limit else rest[cut:]
-    if rest.strip() or not pieces:
-        pieces.append(rest)
-    return [p for p in pieces if p] or [""]
-
-
 def clip(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, with an ellipsis when it was longer."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
