@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from openpista.serving import EmbeddedServer, bind_tcp, bind_unix
+from openpista.serving import BodyTooLargeError, EmbeddedServer, bind_tcp, bind_unix, read_body
 
 
 async def hello(request: object) -> PlainTextResponse:
@@ -101,3 +103,36 @@ async def test_a_listening_server_announces_its_bound_address(tmp_path: Path) ->
     assert listeners() == [Listener("v6 server", f"http://[::1]:{v6.port}")]
     await v6.stop()
     assert listeners() == []
+
+
+async def test_read_body_never_holds_more_than_its_limit() -> None:
+    """A declared or streamed body over the limit is refused; chunked bodies count too."""
+    seen: list[int] = []
+
+    async def echo(request: Request) -> PlainTextResponse:
+        try:
+            body = await read_body(request, 10)
+        except BodyTooLargeError as exc:
+            return PlainTextResponse(str(exc), status_code=413)
+        seen.append(len(body))
+        return PlainTextResponse(body.decode())
+
+    server = EmbeddedServer(Starlette(routes=[Route("/", echo, methods=["POST"])]), name="t")
+    await server.start(bind_tcp("127.0.0.1", 0))
+
+    async def chunks(count: int) -> AsyncIterator[bytes]:
+        for _ in range(count):
+            yield b"abcd"
+
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert (await client.post("/", content=b"0123456789")).text == "0123456789"
+            declared = await client.post("/", content=b"x" * 11)
+            assert (declared.status_code, declared.text) == (413, "body larger than 10 bytes")
+            streamed = await client.post("/", content=chunks(3))  # no Content-Length
+            assert streamed.status_code == 413
+            exact = await client.post("/", content=chunks(2), headers={"content-length": "8"})
+            assert exact.text == "abcdabcd"
+        assert seen == [10, 8]
+    finally:
+        await server.stop()

@@ -28,11 +28,36 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
 log = logging.getLogger(__name__)
+
+
+class BodyTooLargeError(Exception):
+    """A request body larger than the endpoint accepts (answer ``413``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body larger than {limit} bytes")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body of ``request``, never holding more than ``limit`` bytes of it: a larger
+    declared ``Content-Length`` is refused before anything is read, a larger stream as
+    soon as it passes ``limit`` (:class:`BodyTooLargeError`)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLargeError(limit)
+    return bytes(body)
 
 
 def _endpoint_path(value: str) -> str:

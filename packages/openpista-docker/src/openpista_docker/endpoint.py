@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from openpista.jsonsafe import JsonInputError, loads, log_rejected
+from openpista.serving import BodyTooLargeError, read_body
 from openpista.workers import WorkerAuthError, WorkerHub, WorkerReport, WorkerReportError
 
 if TYPE_CHECKING:
@@ -40,10 +41,6 @@ SOCKET_NAME = "worker.sock"
 HELPER_NAME = "report"
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def build_app(hub: WorkerHub, max_bytes: int) -> Starlette:
     """The ASGI app of the endpoint: ``POST /report`` into ``hub``."""
     from starlette.applications import Starlette
@@ -58,8 +55,8 @@ def build_app(hub: WorkerHub, max_bytes: int) -> Starlette:
         if scheme.lower() != "bearer" or not token.strip():
             return refuse(401, "missing credential: send `Authorization: Bearer <task token>`")
         try:
-            body = await _read_limited(request, max_bytes)
-        except _TooLarge:
+            body = await read_body(request, max_bytes)
+        except BodyTooLargeError:
             return refuse(413, f"report larger than {max_bytes} bytes")
         try:
             data = loads(body, max_bytes=max_bytes)
@@ -86,20 +83,6 @@ def build_app(hub: WorkerHub, max_bytes: int) -> Starlette:
         return JSONResponse({"ok": True, "task_id": grant.task_id})
 
     return Starlette(routes=[Route("/report", report, methods=["POST"])])
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class WorkerEndpoint:

@@ -97,6 +97,8 @@ class WebhookReceiver:
     async def _receive(self, request: Request) -> Response:
         from starlette.responses import PlainTextResponse
 
+        from openpista.serving import BodyTooLargeError, read_body
+
         given = request.headers.get(SECRET_HEADER)
         if not given:
             log.warning("telegram: webhook POST without %s refused", SECRET_HEADER)
@@ -105,15 +107,10 @@ class WebhookReceiver:
             log.warning("telegram: webhook POST with a wrong secret token refused")
             return PlainTextResponse("wrong secret token", status_code=403)
         limit = self.settings.max_webhook_bytes
-        too_big = PlainTextResponse(f"body larger than {limit} bytes", status_code=413)
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            return too_big
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return too_big
+        try:
+            body = await read_body(request, limit)
+        except BodyTooLargeError as exc:
+            return PlainTextResponse(str(exc), status_code=413)
         try:
             update = jsonsafe.loads(body, max_bytes=limit)
         except jsonsafe.JsonInputError as error:

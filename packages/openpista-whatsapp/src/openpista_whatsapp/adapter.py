@@ -206,20 +206,18 @@ class WhatsAppAdapter(ChannelAdapter):
     async def _receive(self, request: Request) -> Response:
         from starlette.responses import PlainTextResponse
 
+        from openpista.serving import BodyTooLargeError, read_body
+
         limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            return PlainTextResponse(f"body larger than {limit} bytes", status_code=413)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return PlainTextResponse(f"body larger than {limit} bytes", status_code=413)
+        try:
+            body = await read_body(request, limit)
+        except BodyTooLargeError as exc:
+            return PlainTextResponse(str(exc), status_code=413)
         signature = request.headers.get(HEADER)
         if not signature:
             log.warning("whatsapp: webhook POST without %s refused", HEADER)
             return PlainTextResponse(f"missing {HEADER}", status_code=401)
-        if not verify(bytes(body), signature, self.config.secret("app_secret")):
+        if not verify(body, signature, self.config.secret("app_secret")):
             log.warning("whatsapp: webhook POST with a wrong signature refused")
             return PlainTextResponse("invalid signature", status_code=403)
         try:
