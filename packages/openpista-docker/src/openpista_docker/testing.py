@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from openpista_testing.processes import log_tail, stop_process
+
 if TYPE_CHECKING:
     import docker
 
@@ -118,11 +120,7 @@ class PrivateDockerd:
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines dockerd logged."""
-        try:
-            text = (self.root / "dockerd.log").read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.root / "dockerd.log", lines)
 
     def client(self) -> docker.DockerClient:
         """A docker SDK client of this engine (close it when done)."""
@@ -140,14 +138,8 @@ class PrivateDockerd:
                         container.remove(force=True)
                 finally:
                     client.close()
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                # dockerd's own group: its containerd and shims go with it.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        # Killed as a group if need be: its containerd and shims go with it.
+        stop_process(self.process, signal.SIGTERM, wait=_STOP_SECONDS)
         # Mounts dockerd left behind (it was killed) would make rmtree fail half way.
         _unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)

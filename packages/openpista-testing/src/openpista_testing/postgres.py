@@ -39,6 +39,7 @@ from typing import Any, Self
 
 from openpista.gateway.daemon import pid_alive
 from openpista_testing.ports import free_port
+from openpista_testing.processes import log_tail, stop_process
 
 __all__ = ["PostgresNotAvailableError", "PostgresServer", "PostgresStartError", "find_bindir"]
 
@@ -162,16 +163,9 @@ class PostgresServer:
     def stop(self) -> None:
         """Stop the server (fast shutdown, then SIGKILL) and delete its directory."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
+        if process is not None:
             # SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, then exit.
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
+            stop_process(process, signal.SIGINT, wait=15)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -344,10 +338,7 @@ class PostgresServer:
             raise RuntimeError(f"{tool} {' '.join(args)} failed: {result.stderr.strip()}")
 
     def _read_log(self) -> str:
-        try:
-            return self._log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(no server log: {exc})"
+        return log_tail(self._log_path)
 
 
 def _server_user() -> pwd.struct_passwd | None:
