@@ -1,4 +1,5 @@
-"""Servers the tests start as child processes (PostgreSQL, dockerd): stopping and logs."""
+"""Processes from a test's point of view: whether one still runs, PIDs a command wrote
+down, and servers the tests start as child processes (PostgreSQL, dockerd)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,17 @@ def log_tail(path: Path, lines: int | None = None) -> str:
     except OSError as exc:
         return f"(no server log: {exc})"
     return text if lines is None else "\n".join(text.splitlines()[-lines:])
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting to be reaped is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def read_pids(path: Path) -> list[int]:
+    """The PIDs a test command appended to ``path`` so far."""
+    return [int(pid) for pid in path.read_text().split()] if path.exists() else []
