@@ -186,6 +186,45 @@ class AuthProviderSettings(_Section):
     exchange_url: str | None = None
 
 
+class MetricsSettings(_Section):
+    """``[metrics]``: the Prometheus ``/metrics`` endpoint of the daemon (docs/observability.md)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+    token: SecretStr | None = None
+    """Bearer token a scraper must send (``Authorization: Bearer ...``); none: no check."""
+
+
+class LoggingSettings(_Section):
+    """``[logging]``: how the daemon writes its log (``--log-format`` overrides)."""
+
+    format: Literal["text", "json"] = "text"
+
+
+class TracingSettings(_Section):
+    """``[tracing]``: OpenTelemetry traces, off unless an OTLP/HTTP endpoint is set."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = "openpista"
+
+
+class ModelPrice(_Section):
+    """A model's price in USD per million tokens, overriding litellm's price map."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class BudgetSettings(_Section):
+    """``[budget]``: spending caps in USD (none by default) and per-model prices."""
+
+    daily_usd: float | None = Field(default=None, gt=0)
+    per_session_usd: float | None = Field(default=None, gt=0)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Keyed by model (``gpt-4o-mini``) or ``provider/model``."""
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -207,6 +246,10 @@ class Settings(BaseSettings):
     auth: dict[str, AuthProviderSettings] = Field(default_factory=dict)
     mcp: dict[str, Any] = Field(default_factory=dict)
     """``[mcp]``: validated by the openpista-mcp plugin (its ``McpSettings``)."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
 
     source_path: Path | None = Field(default=None, exclude=True)
 
