@@ -305,3 +305,50 @@ def test_a_channel_name_registered_twice_is_reported_against_the_later_plugin() 
     assert factories["cli"] is not None
     assert host.reports["second"].errors == ["channel 'cli' is already provided"]
     assert host.reports["second"].registered == {"channels": ["cli"]}
+
+
+class ChangingPlugin:
+    """Registers one tool, and replaces it through ``context.tools`` when told to."""
+
+    def __init__(self) -> None:
+        self.context: PluginContext | None = None
+
+    @hookimpl
+    def register_tools(self, register: Callable[[Any], None], context: PluginContext) -> None:
+        from openpista.tools import tool
+
+        assert context.tools is None, "the registry is handed over once the tools are collected"
+        self.context = context
+
+        @tool("changing.first")
+        async def first() -> str:
+            """The first tool."""
+            return "first"
+
+        register(first)
+
+    def change(self) -> list[str]:
+        from openpista.tools import tool
+
+        @tool("changing.second")
+        async def second() -> str:
+            """Added at run time."""
+            return "second"
+
+        assert self.context is not None
+        assert self.context.tools is not None
+        return self.context.tools.update(remove=["changing.first"], add=[second])
+
+
+async def test_a_plugin_changes_the_running_tools_through_its_context(tmp_path: Any) -> None:
+    from openpista.runtime import Runtime
+
+    plugin = ChangingPlugin()
+    host = PluginHost.load(entry_points=False)
+    host.add("changing", plugin)
+    async with await Runtime.open(sqlite_settings(tmp_path), host) as runtime:
+        assert runtime.context.tools is runtime.toolbox.tools
+        assert "changing.first" in runtime.toolbox.tools
+        assert plugin.change() == []
+        assert "changing.first" not in runtime.toolbox.tools
+        assert "changing.second" in [spec.name for spec in runtime.toolbox.tools.specs()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Annotated, Literal
 
 import pytest
@@ -151,6 +152,52 @@ def test_wire_name_collision_names_both_tools(registry: ToolRegistry) -> None:
         registry.register(twin)
     assert "math_add on the wire" in str(caught.value)
     assert registry.get("math_add") is None
+
+
+async def test_update_removes_and_adds_in_one_step(registry: ToolRegistry) -> None:
+    fresh = Tool(name="text.fresh", description="Added at run time.", handler=add.handler)
+    assert registry.update(remove=["math.add", "not.there"], add=[fresh]) == []
+
+    assert registry.names() == ["text.shout", "fail.tool_error", "fail.crash", "text.fresh"]
+    gone = await registry.dispatch(call("math_add", a=1))
+    assert gone.is_error
+    assert gone.output.startswith("unknown tool 'math_add'")
+    assert (await registry.dispatch(call("text_fresh", a=1, b=2))).output == "3"
+
+
+def test_update_leaves_out_colliding_tools_and_keeps_the_rest(registry: ToolRegistry) -> None:
+    twin = Tool(name="text_shout", description="Same wire name.", handler=add.handler)
+    fresh = Tool(name="text.fresh", description="Fine.", handler=add.handler)
+    problems = registry.update(add=[twin, shout, fresh])
+
+    assert problems == [
+        "tool text_shout collides with tool text.shout: both are called text_shout on the wire",
+        "tool text.shout is already registered",
+    ]
+    assert registry.names()[-1] == "text.fresh"
+    assert registry.get("text.shout") is shout
+    # A name freed by the same update may be taken again by it (a changed schema).
+    changed = Tool(name="text.shout", description="New schema.", handler=shout.handler)
+    assert registry.update(remove=["text.shout"], add=[changed]) == []
+    assert registry.get("text.shout") is changed
+
+
+def test_updates_from_several_threads_are_none_of_them_lost() -> None:
+    registry = ToolRegistry()
+
+    def add_many(prefix: str) -> None:
+        for index in range(300):
+            item = Tool(name=f"{prefix}.t{index}", description="d", handler=add.handler)
+            assert registry.update(add=[item]) == []
+            assert registry.get(item.name) is item
+
+    threads = [threading.Thread(target=add_many, args=(p,)) for p in ("one", "two", "three")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(registry) == 900
+    assert len(registry.specs()) == 900
 
 
 # --- dispatch ------------------------------------------------------------------------------

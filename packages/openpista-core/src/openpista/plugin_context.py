@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 if TYPE_CHECKING:
     from openpista.config import Settings
     from openpista.models import ChannelEvent
+    from openpista.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ class PluginContext:
         self.config = config
         self.services: DaemonServices | None = None
         """Set while the daemon serves (from ``daemon_started`` to ``daemon_stopping``)."""
+        self.tools: ToolRegistry | None = None
+        """The runtime's tools, set once they are collected (after ``register_tools``). A
+        plugin whose tools change at run time changes them here with
+        :meth:`~openpista.tools.registry.ToolRegistry.update` (from any thread); the
+        agent's next turn offers the LLM the new set."""
         self._shared: dict[Callable[[PluginContext], Any], Any] = {}
         self._on_close: list[Callable[[], Awaitable[None] | None]] = []
         self._closed = False

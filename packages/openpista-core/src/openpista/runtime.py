@@ -64,6 +64,7 @@ def build_toolbox(
             except ValueError as exc:
                 problems.append(f"skill {skill_tool.name}: {exc}")
     problems.extend(host.problems)
+    context.tools = registry
     return Toolbox(tools=registry, skills=scan, runners=runners, problems=problems)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import typing
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -144,51 +145,73 @@ def _quote(value: object, limit: int) -> str:
 
 
 class ToolRegistry:
-    """The tools offered to the LLM, by internal name, and the dispatcher of their calls."""
+    """The tools offered to the LLM, by internal name, and the dispatcher of their calls.
+
+    Tools may change while the agent runs (:meth:`update`): a turn offers the LLM the tools
+    registered when it starts, and a call reaches the tool registered when it is made.
+    """
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
-        self._tools: dict[str, Tool] = {}
-        self._by_wire: dict[str, Tool] = {}
+        # (by internal name, by wire name), replaced whole by update(): one read sees one
+        # consistent pair. Writers take the lock.
+        self._index: tuple[dict[str, Tool], dict[str, Tool]] = ({}, {})
+        self._writing = threading.Lock()
         for item in tools:
             self.register(item)
 
     def register(self, tool: Tool) -> None:
         """Add ``tool``; raises ``ValueError`` when its name or wire name is already taken."""
-        if tool.name in self._tools:
-            raise ValueError(f"tool {tool.name} is already registered")
-        wire = wire_name(tool.name)
-        other = self._by_wire.get(wire)
-        if other is not None:
-            raise ValueError(
-                f"tool {tool.name} collides with tool {other.name}: "
-                f"both are called {wire} on the wire"
-            )
-        self._tools[tool.name] = tool
-        self._by_wire[wire] = tool
+        with self._writing:
+            tools, by_wire = (dict(part) for part in self._index)
+            _add(tools, by_wire, tool)
+            self._index = (tools, by_wire)
+
+    def update(self, remove: Iterable[str] = (), add: Iterable[Tool] = ()) -> list[str]:
+        """Remove the tools named in ``remove`` (unknown names are ignored), then register
+        ``add``, all in one step; return a problem line for each tool of ``add`` left out
+        because its name or wire name is taken.
+
+        For plugins whose tools change at run time (an MCP server's list changed). Safe from
+        any thread: readers see the tools before or after the whole update, never a part.
+        """
+        gone = set(remove)
+        problems: list[str] = []
+        with self._writing:
+            old_tools, old_wire = self._index
+            tools = {name: item for name, item in old_tools.items() if name not in gone}
+            by_wire = {wire: item for wire, item in old_wire.items() if item.name not in gone}
+            for item in add:
+                try:
+                    _add(tools, by_wire, item)
+                except ValueError as exc:
+                    problems.append(str(exc))
+            self._index = (tools, by_wire)
+        return problems
 
     def get(self, name: str) -> Tool | None:
         """The tool with internal name ``name``, or ``None``."""
-        return self._tools.get(name)
+        return self._index[0].get(name)
 
     def _called(self, call: ToolCall) -> Tool | None:
         # A provider that forgot to map a wire name back still reaches the right tool.
-        return self._tools.get(call.name) or self._by_wire.get(call.name)
+        tools, by_wire = self._index
+        return tools.get(call.name) or by_wire.get(call.name)
 
     def names(self) -> list[str]:
         """Internal names of all tools, in registration order."""
-        return list(self._tools)
+        return list(self._index[0])
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(self._index[0])
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tools
+        return name in self._index[0]
 
     def specs(self) -> list[ToolSpec]:
         """The tools as offered to a provider (internal names)."""
         return [
             ToolSpec(name=item.name, description=item.description, parameters=item.parameters)
-            for item in self._tools.values()
+            for item in self._index[0].values()
         ]
 
     async def dispatch(self, call: ToolCall) -> ToolResult:
@@ -198,7 +221,7 @@ class ToolRegistry:
         """
         found = self._called(call)
         if found is None:
-            available = ", ".join(self._by_wire) or "none"  # the names the LLM knows
+            available = ", ".join(self._index[1]) or "none"  # the names the LLM knows
             return _error(call, f"unknown tool '{call.name}'; available tools: {available}")
         arguments = call.arguments
         if call.raw_arguments is not None and call.raw_arguments.strip():
@@ -250,6 +273,19 @@ class ToolRegistry:
     async def dispatch_many(self, calls: Iterable[ToolCall]) -> list[ToolResult]:
         """Run ``calls`` concurrently; the results come back in the order of the calls."""
         return list(await asyncio.gather(*(self.dispatch(call) for call in calls)))
+
+
+def _add(tools: dict[str, Tool], by_wire: dict[str, Tool], tool: Tool) -> None:
+    if tool.name in tools:
+        raise ValueError(f"tool {tool.name} is already registered")
+    wire = wire_name(tool.name)
+    other = by_wire.get(wire)
+    if other is not None:
+        raise ValueError(
+            f"tool {tool.name} collides with tool {other.name}: both are called {wire} on the wire"
+        )
+    tools[tool.name] = tool
+    by_wire[wire] = tool
 
 
 def _error(call: ToolCall, message: str) -> ToolResult:
