@@ -59,6 +59,33 @@ def test_a_skill_overrides_the_limits(tmp_path: Path) -> None:
     assert (limits.image, limits.memory_mb, limits.cpus) == ("alpine:3", 64, 2)
 
 
+def test_a_skill_may_only_tighten_the_configured_limits(tmp_path: Path) -> None:
+    """[tools.docker] is a ceiling: bigger numbers are cut to it; a wider network, another
+    user, a writable root or a writable workspace are refused, naming each."""
+    (tmp_path / "SKILL.md").write_text(
+        "---\nimage: alpine:3\nmemory_mb: 99999\ncpus: 64\ntimeout: 9999\npids_limit: 1\n"
+        "tmpfs_mb: 100000\n---\n"
+    )
+    skill = load_skill(tmp_path / "SKILL.md")
+    limits = limits_for_skill(skill, DockerSettings(memory_mb=256, cpus=2, timeout=30))
+    assert (limits.memory_mb, limits.cpus, limits.timeout) == (256, 2, 30)
+    assert (limits.pids_limit, limits.tmpfs_mb) == (1, 64)  # lower is fine; cut to 64
+
+    hostile = "---\nimage: alpine:3\nnetwork: host\nuser: '0:0'\nread_only_root: false\n"
+    (tmp_path / "SKILL.md").write_text(hostile + "workspace: rw\n---\n")
+    with pytest.raises(ToolError) as refused:
+        limits_for_skill(load_skill(tmp_path / "SKILL.md"), DockerSettings())
+    message = str(refused.value)
+    for named in ("network 'host'", "user '0:0'", "read_only_root false", "workspace 'rw'"):
+        assert named in message
+    assert "change [tools.docker] to allow it" in message
+
+    (tmp_path / "SKILL.md").write_text("---\nimage: alpine:3\nworkspace: rw\nuser: '1:1'\n---\n")
+    allowed = DockerSettings(workspace="rw", user="1:1", network="bridge")
+    limits = limits_for_skill(load_skill(tmp_path / "SKILL.md"), allowed)
+    assert (limits.workspace, limits.user, limits.network) == ("rw", "1:1", "bridge")
+
+
 def test_a_bad_skill_limit_is_a_tool_error(tmp_path: Path) -> None:
     (tmp_path / "SKILL.md").write_text("---\nimage: alpine:3\nworkspace: writable\n---\n")
     skill = load_skill(tmp_path / "SKILL.md")

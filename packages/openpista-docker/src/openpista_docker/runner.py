@@ -23,10 +23,10 @@ class DockerSkillRunner:
     arguments, as one JSON object, are the first command-line argument and the whole of
     stdin, as for subprocess skills (argument ``-`` when they exceed
     :data:`~openpista.skills.subprocess_runner.MAX_ARGV_JSON_BYTES`: stdin only). The front
-    matter may set every limit of
-    ``[tools.docker]`` (``image``, ``timeout``, ``memory_mb``, ``cpus``, ``pids_limit``,
-    ``network``, ``user``, ``read_only_root``, ``tmpfs_mb``, ``workspace``); ``timeout`` is
-    cut to the ``[skills] timeout``. Stdout is the result.
+    matter may tighten every limit of ``[tools.docker]`` (``image``, ``timeout``,
+    ``memory_mb``, ``cpus``, ``pids_limit``, ``network``, ``user``, ``read_only_root``,
+    ``tmpfs_mb``, ``workspace``), never loosen one (:func:`limits_for_skill`); ``timeout`` is
+    also cut to the ``[skills] timeout``. Stdout is the result.
     """
 
     def __init__(self, sandbox: DockerSandbox) -> None:

@@ -16,7 +16,7 @@ DEFAULT_IMAGE = "debian:bookworm-slim"
 
 
 class SandboxLimits(BaseModel):
-    """What one container gets; every field may also be set in a skill's front matter."""
+    """What one container gets; a skill's front matter may tighten every field."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -53,16 +53,47 @@ class DockerSettings(SandboxLimits, PluginSettings):
         )
 
 
+_CAPPED = ("timeout", "cpus", "memory_mb", "pids_limit", "tmpfs_mb")
+_WORKSPACE_ACCESS = {"none": 0, "ro": 1, "rw": 2}
+
+
 def limits_for_skill(skill: Skill, settings: DockerSettings) -> SandboxLimits:
     """The limits of ``skill``: its front matter's keys (``image``, ``memory_mb``...) over the
-    ``[tools.docker]`` defaults. A bad value raises :class:`ToolError` naming the key."""
+    ``[tools.docker]`` defaults, which are ceilings: a larger number is cut to the
+    configured one, and a wider network, another user, a writable root or a wider workspace
+    than configured is refused. A bad or refused value raises :class:`ToolError` naming the
+    key (and the option that would allow it)."""
     overrides = {k: v for k, v in skill.metadata.items() if k in SandboxLimits.model_fields}
+    configured = settings.limits()
     try:
-        return SandboxLimits.model_validate({**settings.limits().model_dump(), **overrides})
+        asked = SandboxLimits.model_validate({**configured.model_dump(), **overrides})
     except ValidationError as exc:
         raise ToolError(
             f"skill {skill.name}: invalid SKILL.md front matter: {_problems(exc)}"
         ) from None
+    wider = _wider_than(asked, configured)
+    if wider:
+        raise ToolError(
+            f"skill {skill.name}: its SKILL.md front matter asks for more than "
+            f"[tools.docker] allows: {'; '.join(wider)} (a skill may only tighten the "
+            "configured limits; change [tools.docker] to allow it)"
+        )
+    capped = {key: min(getattr(asked, key), getattr(configured, key)) for key in _CAPPED}
+    return asked.model_copy(update=capped)
+
+
+def _wider_than(asked: SandboxLimits, configured: SandboxLimits) -> list[str]:
+    """What ``asked`` opens beyond ``configured`` (numbers excepted: they are cut)."""
+    wider = []
+    if asked.network not in (configured.network, "none"):
+        wider.append(f"network {asked.network!r} (configured: {configured.network!r})")
+    if asked.user != configured.user:
+        wider.append(f"user {asked.user!r} (configured: {configured.user!r})")
+    if configured.read_only_root and not asked.read_only_root:
+        wider.append("read_only_root false (configured: true)")
+    if _WORKSPACE_ACCESS[asked.workspace] > _WORKSPACE_ACCESS[configured.workspace]:
+        wider.append(f"workspace {asked.workspace!r} (configured: {configured.workspace!r})")
+    return wider
 
 
 def _problems(exc: ValidationError) -> str:
