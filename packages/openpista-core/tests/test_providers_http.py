@@ -7,10 +7,14 @@ test_providers.py; this file covers what only the httpx path does itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import ssl
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpcore
@@ -31,6 +35,7 @@ from openpista.providers.openai_chat import MAX_EVENT_BYTES, HttpChatProvider
 from openpista.providers.registry import ProviderRegistry
 from openpista.providers.responses import ResponsesProvider
 from openpista_testing.emulator import LlmEmulator, RawReply
+from openpista_testing.tls import self_signed
 
 KEY = "sk-test-secret-0123456789"
 HI = [Message(role="user", content="hi")]
@@ -209,6 +214,46 @@ async def test_the_provider_pool_is_the_lean_one(llm_emulator: LlmEmulator) -> N
     await provider.complete(HI, [])
     assert isinstance(provider._client._transport._pool, LeanConnectionPool)
     await provider.aclose()
+
+
+@contextlib.asynccontextmanager
+async def tls_server(cert: Path, key: Path) -> AsyncIterator[str]:
+    """An HTTPS server on 127.0.0.1 answering every request ``ok``; yields its URL."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    async with server:
+        yield f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+
+async def test_the_tls_context_is_built_for_the_first_https_connection(
+    llm_emulator: LlmEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    async with tls_server(cert, key) as url:
+        client, pool = pooled_client(httpx.Limits())
+        async with client:
+            await client.get(f"{llm_emulator.openai_base_url}/models")
+            assert pool._ssl_context is None, "a plain-http provider loads no CA bundle"
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.get(url)  # a certificate no CA vouches for: still refused
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # httpx's context trusts it now
+        client, pool = pooled_client(httpx.Limits())
+        async with client:
+            assert (await client.get(url)).text == "ok"
+            context = pool._ssl_context
+            assert context is not None
+            assert (await client.get(url)).text == "ok"
+            assert pool._ssl_context is context, "built once"
 
 
 async def test_a_request_checks_one_pooled_connection_not_all(

@@ -76,6 +76,14 @@ class LeanConnectionPool(httpcore.AsyncConnectionPool):
         self._connections = kept
         return closing
 
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
+        """A new connection to ``origin``; the TLS context is built for the first ``https``
+        one (httpx's, which honours ``SSL_CERT_FILE``): loading the CA bundle takes ~50-100 ms
+        that a plain-``http`` (loopback) provider never needs."""
+        if origin.scheme == b"https" and self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+        return super().create_connection(origin)
+
 
 def _reusable(
     kept: list[httpcore.AsyncConnectionInterface],
@@ -112,8 +120,9 @@ class LeanTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, limits: httpx.Limits) -> None:
         # Not super().__init__(): it would build httpcore's pool and an SSL context, unused.
+        # The pool builds its own SSL context when it first connects over TLS.
         self._pool = LeanConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=None,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
