@@ -112,13 +112,19 @@ async def test_the_worker_is_unprivileged_and_the_root_is_read_only(
 
 
 async def test_arguments_image_workdir_and_env(
-    sandbox: DockerSandbox, call: Call, image: str
+    sandbox: DockerSandbox, call: Call, image: str, make_sandbox: Callable[..., DockerSandbox]
 ) -> None:
+    """Only images the operator listed may be asked for (nothing else is pulled or run)."""
     result = await call(
         sandbox, command="pwd; echo $GREETING", image=image, workdir="/tmp", env={"GREETING": "hi"}
     )
     assert "--- stdout ---\n/tmp\nhi" in result.output
-    missing = await call(sandbox, command="true", image="openpista-no-such-image:1")
+    for hostile in ("openpista-no-such-image:1", "attacker.invalid/evil:latest", f"{image} "):
+        refused = await call(sandbox, command="true", image=hostile)
+        assert refused.is_error
+        assert f"image {hostile!r} is not allowed; use one of: {image}" in refused.output
+    listed = make_sandbox(images=["openpista-no-such-image:1"])
+    missing = await call(listed, command="true", image="openpista-no-such-image:1")
     assert missing.is_error
     assert "image openpista-no-such-image:1 is not on the Docker engine" in missing.output
     relative = await call(sandbox, command="true", workdir="tmp")

@@ -41,10 +41,16 @@ class DockerSettings(SandboxLimits, PluginSettings):
     docker_host: str | None = None
     fallback: Literal["subprocess", "refuse"] = "refuse"
     pull: bool = True
+    images: list[str] = []
+    """Images ``container.run`` may be asked for besides :attr:`image` (literal names)."""
     max_output_chars: int = Field(default=10_000, ge=100)
     max_files: int = Field(default=20, ge=0)
     max_attachment_bytes: int = Field(default=5_000_000, ge=0)
     max_report_bytes: int = Field(default=8_000_000, ge=1024)
+
+    def allowed_images(self) -> list[str]:
+        """The images the LLM may pick for ``container.run``: the default one first."""
+        return [self.image, *(name for name in self.images if name != self.image)]
 
     def limits(self) -> SandboxLimits:
         """The defaults every container starts from."""

@@ -19,7 +19,8 @@ DESCRIPTION = (
     f"workspace read-only at {WORKSPACE_DIR}, runs as an unprivileged user with CPU, memory, "
     f"process and time limits, and can write to /tmp and {OUT_DIR}. Returns the exit code, "
     f"stdout and stderr (long output is cut in the middle) and the files left in {OUT_DIR} "
-    "(attached). Default image: {image}; time limit: {timeout:g} s (also the most you may ask)."
+    "(attached). Images: {images} (the first is the default); time limit: {timeout:g} s "
+    "(also the most you may ask)."
 )
 
 
@@ -27,11 +28,14 @@ def make_container_run_tool(sandbox: DockerSandbox) -> Tool:
     """Build ``container.run`` on ``sandbox`` (its settings give the defaults)."""
     settings = sandbox.settings
 
-    @tool(NAME, description=DESCRIPTION.format(image=settings.image, timeout=settings.timeout))
+    allowed = settings.allowed_images()
+    described = DESCRIPTION.format(images=", ".join(allowed), timeout=settings.timeout)
+
+    @tool(NAME, description=described)
     async def container_run(
         command: Annotated[str, Field(description="The shell command line to run.")],
         image: Annotated[
-            str | None, Field(min_length=1, description="Container image (default: configured).")
+            str | None, Field(min_length=1, description="Container image: one of those listed.")
         ] = None,
         # The LLM-facing argument; the sandbox kills the container when it expires.
         timeout: Annotated[  # noqa: ASYNC109
@@ -59,6 +63,11 @@ def make_container_run_tool(sandbox: DockerSandbox) -> Tool:
         overrides: dict[str, object] = {}
         notes = []
         if image is not None:
+            if image not in allowed:  # never pull (or run) an image the operator did not name
+                raise ToolError(
+                    f"image {image!r} is not allowed; use one of: {', '.join(allowed)} "
+                    "(the operator adds images to [tools.docker] images)"
+                )
             overrides["image"] = image
         if timeout is not None:
             # The configured limit is a ceiling: the LLM may only ask for less.
