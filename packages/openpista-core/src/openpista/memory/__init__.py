@@ -1,7 +1,8 @@
 """Conversation memory on SQLAlchemy (SQLite by default, PostgreSQL by URL).
 
 :class:`MemoryStore` (``store``) keeps sessions, their messages and the chats bound to them;
-``decisions`` the audit trail of the tool policy; ``engine`` the connections, ``schema`` the
+``decisions`` the audit trail of the tool policy; ``worker_reports`` the worker tasks and
+their reports (:class:`WorkerLog`); ``engine`` the connections, ``schema`` the
 migrations (see ``migrations/README.md`` for writing one), ``checks`` the errors and input
 checks. Import the public names from here.
 """
@@ -11,6 +12,7 @@ from openpista.memory.decisions import DecisionAction, DecisionSource, ToolDecis
 from openpista.memory.engine import create_engine_for, expand_database_url
 from openpista.memory.schema import alembic_config
 from openpista.memory.store import MemoryStore, SessionInfo
+from openpista.memory.worker_reports import StoredReport, TaskStatus, WorkerLog, WorkerTask
 
 __all__ = [
     "DecisionAction",
@@ -19,7 +21,11 @@ __all__ = [
     "MemoryStoreError",
     "SessionInfo",
     "SessionNotFoundError",
+    "StoredReport",
+    "TaskStatus",
     "ToolDecision",
+    "WorkerLog",
+    "WorkerTask",
     "alembic_config",
     "create_engine_for",
     "expand_database_url",
