@@ -134,6 +134,17 @@ class GatewaySettings(_Section):
     restart_max_delay: float = Field(default=60.0, gt=0)
 
 
+class WorkersSettings(_Section):
+    """``[workers]``: the worker report endpoint and history API of the daemon
+    (docs/workers.md); off unless enabled, so a daemon opens no port it was not asked to."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    max_report_bytes: int = Field(default=1_000_000, ge=1024, le=64_000_000)
+    api_token: SecretStr | None = None
+
+
 class CronEntry(_Section):
     """One ``[[cron]]`` entry: send ``message`` to the agent on ``schedule`` (a cron expression
     in local time: 5 fields, or 6 with seconds first), the answer delivered to ``channel``."""
@@ -241,6 +252,7 @@ class Settings(BaseSettings):
     skills: SkillsSettings = Field(default_factory=SkillsSettings)
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    workers: WorkersSettings = Field(default_factory=WorkersSettings)
     cron: list[CronEntry] = Field(default_factory=list)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     auth: dict[str, AuthProviderSettings] = Field(default_factory=dict)

@@ -26,18 +26,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
+import logging
 import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field, field_validator
 
 from openpista.files import ConfinementError, confined_parts, read_confined
 from openpista.models import Attachment
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FILE_BYTES = 5_000_000
 """Bytes of attachments (inline and read from the output directory) a report may carry."""
@@ -74,12 +78,13 @@ class WorkerReport(BaseModel):
     @classmethod
     def _inline_or_relative(cls, attachments: list[Attachment]) -> list[Attachment]:
         for item in attachments:
-            _check_attachment(item)
+            check_attachment(item)
         return attachments
 
 
-def _check_attachment(item: Attachment) -> None:
-    """Raise ValueError unless ``item`` is a safely named inline file or relative path."""
+def check_attachment(item: Attachment) -> None:
+    """Raise ValueError unless ``item`` is a safely named inline file or a path relative to
+    a task's output directory (the rule for every report attachment)."""
     if not item.name or len(item.name) > 255 or _BAD_NAME.search(item.name):
         raise ValueError(f"attachment name {item.name[:80]!r} is not a plain file name")
     if not _MIME.fullmatch(item.mime_type) or len(item.mime_type) > 127:
@@ -120,6 +125,26 @@ class TaskGrant:
     """The host directory a report's ``path`` attachments are read from (``None``: inline
     data only)."""
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    created_at: float = 0.0
+
+    def environment(self, report_url: str | None = None) -> dict[str, str]:
+        """The variables that hand this task to its worker: ``OPENPISTA_TASK_ID``,
+        ``OPENPISTA_TASK_TOKEN`` and, given an endpoint, ``OPENPISTA_REPORT_URL``."""
+        env = {"OPENPISTA_TASK_ID": self.task_id, "OPENPISTA_TASK_TOKEN": self.token}
+        if report_url:
+            env["OPENPISTA_REPORT_URL"] = report_url
+        return env
+
+
+HubEvent = Literal["opened", "reported", "revoked"]
+
+
+class HubListener(Protocol):
+    """Told of a hub's tasks as they open, report and end (see :meth:`WorkerHub.subscribe`)."""
+
+    def __call__(
+        self, event: HubEvent, grant: TaskGrant, report: WorkerReport | None, /
+    ) -> None: ...
 
 
 @dataclass
@@ -133,6 +158,9 @@ class WorkerHub:
 
     def __init__(self) -> None:
         self._tasks: dict[str, _Task] = {}
+        self._listeners: list[HubListener] = []
+        self.report_url: str | None = None
+        """The HTTP report endpoint workers should use (set by the daemon that serves it)."""
 
     def open_task(
         self,
@@ -148,16 +176,19 @@ class WorkerHub:
         Its report's ``path`` attachments are read from ``output_dir`` (none without it);
         its attachments may hold ``max_file_bytes`` bytes in all.
         """
+        now = time.time()
         grant = TaskGrant(
             task_id=secrets.token_hex(8),
             token=secrets.token_urlsafe(32),
             session_id=session_id,
             channel_id=channel_id,
-            expires_at=time.time() + ttl,
+            expires_at=now + ttl,
+            created_at=now,
             output_dir=output_dir,
             max_file_bytes=max_file_bytes,
         )
         self._tasks[grant.task_id] = _Task(grant)
+        self._emit("opened", grant, None)
         return grant
 
     def verify(self, task_id: str, token: str) -> TaskGrant:
@@ -171,6 +202,11 @@ class WorkerHub:
             raise WorkerAuthError("the task's credential has expired")
         return task.grant
 
+    def grant(self, task_id: str) -> TaskGrant | None:
+        """The open task ``task_id`` (expired or not), or ``None``; checks no credential."""
+        task = self._tasks.get(task_id)
+        return None if task is None else task.grant
+
     def submit(self, token: str, report: WorkerReport) -> TaskGrant:
         """Accept ``report`` for its task, its ``path`` attachments read into inline data.
 
@@ -179,11 +215,38 @@ class WorkerHub:
         attachment is not a file of the task's output directory or they are too large.
         """
         grant = self.verify(report.task_id, token)
-        future = self._tasks[report.task_id].report
-        if future.done():
+        if self._tasks[report.task_id].report.done():
             raise WorkerAuthError("the task has already reported")
-        future.set_result(_inlined(report, grant))
+        inlined = inline_attachments(report, grant)
+        self.deliver(inlined)
+        self._emit("reported", grant, inlined)
         return grant
+
+    def deliver(self, report: WorkerReport) -> bool:
+        """Hand an already checked and inlined ``report`` to whoever waits for its task;
+        ``False`` when the task is not open here or has its report already."""
+        task = self._tasks.get(report.task_id)
+        if task is None or task.report.done():
+            return False
+        task.report.set_result(report)
+        return True
+
+    def subscribe(self, listener: HubListener) -> None:
+        """Call ``listener(event, grant, report)`` for every ``opened`` and ``revoked``
+        task and every ``reported`` task (a report accepted by :meth:`submit`)."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: HubListener) -> None:
+        """Stop calling ``listener`` (no error if it was not subscribed)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _emit(self, event: HubEvent, grant: TaskGrant, report: WorkerReport | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, grant, report)
+            except Exception:
+                log.exception("worker hub listener failed on %s", event)
 
     async def wait(self, task_id: str, timeout: float | None = None) -> WorkerReport:  # noqa: ASYNC109
         """The task's report; ``TimeoutError`` if none arrives within ``timeout`` seconds."""
@@ -195,15 +258,18 @@ class WorkerHub:
     def revoke(self, task_id: str) -> None:
         """End the task: its credential stops working at once (idempotent)."""
         task = self._tasks.pop(task_id, None)
-        if task is not None and not task.report.done():
+        if task is None:
+            return
+        if not task.report.done():
             task.report.cancel()
+        self._emit("revoked", task.grant, None)
 
     def open_tasks(self) -> list[TaskGrant]:
         """The tasks still waiting for a report."""
         return [task.grant for task in self._tasks.values()]
 
 
-def _inlined(report: WorkerReport, grant: TaskGrant) -> WorkerReport:
+def inline_attachments(report: WorkerReport, grant: TaskGrant) -> WorkerReport:
     """``report`` with each ``path`` attachment replaced by the bytes of that file of the
     grant's output directory; WorkerReportError for a file outside it or too many bytes."""
     budget = grant.max_file_bytes

@@ -272,6 +272,7 @@ async def _run(
     # Plugins' chat commands may use the services from the first message a channel reads.
     gateway.runtime.context.services = services
     await gateway.start()
+    workers = await _start_worker_endpoint(settings)
     cron_task = asyncio.create_task(scheduler.run())
     await gateway.runtime.daemon_started(services)
     serving = _announce_serving(gateway, pid_file, started)
@@ -289,7 +290,26 @@ async def _run(
         # A signal gives turns the configured deadline; a closed terminal lets them finish.
         await gateway.stop(drain=not signalled.is_set())
         gateway.runtime.context.services = None  # the last drained message could still use it
+        if workers is not None:
+            await workers.stop()
     return 0
+
+
+async def _start_worker_endpoint(settings: Settings) -> Any:
+    """The ``[workers]`` report endpoint, started when enabled (else ``None``); one that
+    cannot start is reported (one ❌ line) and the daemon serves without it."""
+    if not settings.workers.enabled:
+        return None
+    from openpista.memory import MemoryStoreError
+    from openpista.worker_api import WorkerEndpoint
+
+    endpoint = WorkerEndpoint(settings)
+    try:
+        await endpoint.start()
+    except (OSError, RuntimeError, MemoryStoreError) as exc:
+        print(f"❌ the worker endpoint is not served: {exc}", file=sys.stderr)
+        return None
+    return endpoint
 
 
 def _announce_serving(gateway: Any, pid_file: PidFile, started: DaemonState) -> DaemonState:

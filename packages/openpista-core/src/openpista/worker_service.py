@@ -1,0 +1,309 @@
+"""The daemon side of worker reports: check, store, then acknowledge; and the live feed.
+
+:class:`WorkerReports` answers each :class:`~openpista.worker_protocol.ReportEnvelope` with
+an :class:`~openpista.worker_protocol.Ack`, whatever transport carried it:
+
+1. the credential is checked in constant time against the task's (the open task of this
+   process, else the SHA-256 stored when the task opened, so a daemon restart does not
+   orphan a running worker): no task with that id and that secret is ``unknown_task``;
+2. a report stored before is ``duplicate`` (also after the task ended: the worker stops
+   retrying);
+3. a revoked or expired credential is ``expired``; a second final report, or attachments
+   refused by the hub's rules, ``invalid``;
+4. the report is committed to the memory database (:class:`~openpista.memory.WorkerLog`),
+   then handed to the tool waiting for it, published on the feed, and ``accepted``.
+
+It also listens to the :class:`~openpista.workers.WorkerHub`: tasks opened and revoked, and
+reports accepted by other endpoints (the docker socket, QUIC), are stored and published too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from openpista.jsonsafe import JsonInputError, loads
+from openpista.memory import MemoryStoreError, WorkerLog, WorkerTask
+from openpista.memory.worker_reports import token_digest
+from openpista.worker_protocol import Ack, AckResult, ReportEnvelope
+from openpista.workers import (
+    TaskGrant,
+    WorkerHub,
+    WorkerReport,
+    WorkerReportError,
+    inline_attachments,
+)
+
+log = logging.getLogger(__name__)
+
+FEED_QUEUE_SIZE = 1_000
+"""Events a slow feed subscriber may fall behind by; past that it loses the oldest."""
+_FORGET_ENDED = 10_000
+_DUMMY_DIGEST = token_digest("no task has this credential")
+
+
+class WorkerFeed:
+    """Fan-out of worker events to live subscribers (the WebSocket feed), never blocking
+    the publisher: a subscriber too slow to keep up loses its oldest events."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        """A new queue receiving every event from now on (give it back with
+        :meth:`unsubscribe`)."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(FEED_QUEUE_SIZE)
+        self._queues.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Stop feeding ``queue``."""
+        self._queues.discard(queue)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Send ``event`` to every subscriber."""
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+
+class WorkerReports:
+    """Accept, store and publish the reports of one hub's tasks into one worker log."""
+
+    def __init__(self, hub: WorkerHub, worker_log: WorkerLog) -> None:
+        self.hub = hub
+        self.log = worker_log
+        self.feed = WorkerFeed()
+        self._ended: dict[str, str] = {}  # task id -> credential digest, of revoked tasks
+        self._writes: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Listen to the hub (call in the event loop)."""
+        self.hub.subscribe(self._on_hub_event)
+        self._writer = asyncio.create_task(self._write_in_order())
+
+    async def stop(self) -> None:
+        """Stop listening; writes already queued are finished first."""
+        self.hub.unsubscribe(self._on_hub_event)
+        if self._writer is not None:
+            await self._writes.join()
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+
+    async def flush(self) -> None:
+        """Wait until the hub events so far are stored."""
+        await self._writes.join()
+
+    async def receive(self, token: str, body: bytes, max_bytes: int) -> Ack:
+        """The answer to a raw report ``body`` sent with ``token`` (``""``: none)."""
+        if len(body) > max_bytes:
+            return Ack(result="too_large", detail=f"report larger than {max_bytes} bytes")
+        try:
+            data = loads(body, max_bytes=max_bytes)
+        except JsonInputError as exc:
+            return Ack(result="invalid", detail=f"the report is not JSON: {exc}")
+        ids = _ids(data)
+        if not token:
+            return _nack("unknown_task", "missing credential", ids)
+        try:
+            envelope = ReportEnvelope.model_validate(data)
+        except ValidationError as exc:
+            return _nack("invalid", f"invalid report: {_problems(exc)}", ids)
+        return await self.accept(token, envelope)
+
+    async def accept(self, token: str, envelope: ReportEnvelope) -> Ack:
+        """The answer to a well-formed report: stored and ``accepted``, or why not."""
+        ids = {"task_id": envelope.task_id, "report_id": envelope.report_id}
+        grant = self.hub.grant(envelope.task_id)
+        stored = await self.log.task(envelope.task_id)
+        ended = self._ended.get(envelope.task_id)
+        if grant is not None:
+            expected = token_digest(grant.token)
+        elif stored is not None:
+            expected = stored.token_sha256
+        else:  # ended here before its row was written, or unknown
+            expected = ended or _DUMMY_DIGEST
+        if not hmac.compare_digest(expected, token_digest(token)) or expected is _DUMMY_DIGEST:
+            return _nack("unknown_task", "unknown task or wrong credential", ids)
+        if await self.log.has_report(envelope.task_id, envelope.report_id):
+            return _nack("duplicate", "this report is stored already", ids)
+        if reason := self._expired(envelope.task_id, grant, stored):
+            return _nack("expired", reason, ids)
+        if envelope.final and stored is not None and stored.status in ("finished", "failed"):
+            return _nack("invalid", "the task has sent its final report", ids)
+        if envelope.attachments and not envelope.final:
+            return _nack("invalid", "only a final report carries attachments", ids)
+        owner = grant or _grant_of(stored)
+        report = _as_report(envelope)
+        try:
+            report = inline_attachments(report, owner)
+        except WorkerReportError as exc:
+            return _nack("invalid", f"report refused: {exc}", ids)
+        body = envelope.model_dump(mode="json")
+        body["attachments"] = [item.model_dump(mode="json") for item in report.attachments]
+        if not await self.log.store_report(_task_columns(owner), body, _now()):
+            return _nack("duplicate", "this report is stored already", ids)
+        if envelope.final:
+            self.hub.deliver(report)
+        self.feed.publish(_event(envelope.kind, owner, envelope))
+        log.info("worker report %s (%s) stored for task %s", *ids.values(), envelope.kind)
+        return _nack("accepted", "", ids)
+
+    def _expired(self, task_id: str, grant: TaskGrant | None, stored: WorkerTask | None) -> str:
+        now = _now()
+        if task_id in self._ended or (grant is None and stored and stored.revoked_at):
+            return "the task has ended: its credential is revoked"
+        expires = grant.expires_at if grant else stored.expires_at.timestamp() if stored else 0
+        if expires < now.timestamp():
+            return "the task's credential has expired"
+        return ""
+
+    def _on_hub_event(self, event: str, grant: TaskGrant, report: WorkerReport | None) -> None:
+        if event == "opened":
+            self._queue(self._opened(grant))
+            self.feed.publish(_event("created", grant, None))
+        elif event == "revoked":
+            self._ended[grant.task_id] = token_digest(grant.token)
+            if len(self._ended) > _FORGET_ENDED:
+                self._ended.pop(next(iter(self._ended)))
+            self._queue(self.log.end_task(grant.task_id, _now()))
+            self.feed.publish(_event("ended", grant, None))
+        elif report is not None:
+            kind: Literal["finished", "failed"] = "finished" if report.status == "ok" else "failed"
+            envelope = ReportEnvelope(
+                task_id=grant.task_id,
+                report_id="hub-final",
+                kind=kind,
+                exit_code=report.exit_code,
+                output=report.output[:200_000],
+            )
+            body = envelope.model_dump(mode="json")
+            body["attachments"] = [item.model_dump(mode="json") for item in report.attachments]
+            self._queue(self._stored(grant, body))
+            self.feed.publish(_event(kind, grant, envelope))
+
+    def _queue(self, write: Awaitable[None]) -> None:
+        async def run() -> None:
+            await write
+
+        self._writes.put_nowait(run)
+
+    async def _opened(self, grant: TaskGrant) -> None:
+        created = datetime.fromtimestamp(grant.created_at or grant.expires_at, UTC)
+        expires = datetime.fromtimestamp(grant.expires_at, UTC)
+        await self.log.record_task(
+            grant.task_id, grant.session_id, grant.channel_id, grant.token, created, expires
+        )
+
+    async def _stored(self, grant: TaskGrant, body: dict[str, Any]) -> None:
+        await self.log.store_report(_task_columns(grant), body, _now())
+
+    async def _write_in_order(self) -> None:
+        while True:
+            write = await self._writes.get()
+            try:
+                await write()
+            except MemoryStoreError as exc:
+                log.warning("a worker task event was not stored: %s", exc)
+            finally:
+                self._writes.task_done()
+
+
+def _nack(result: AckResult, detail: str, ids: dict[str, str]) -> Ack:
+    """An ACK (or NACK) naming the report's ids."""
+    return Ack(
+        result=result,
+        detail=detail,
+        task_id=ids.get("task_id", ""),
+        report_id=ids.get("report_id", ""),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ids(data: object) -> dict[str, str]:
+    """The task and report ids of a report that may not validate, for its ACK."""
+    if not isinstance(data, dict):
+        return {}
+    return {
+        key: value[:64]
+        for key in ("task_id", "report_id")
+        if isinstance(value := data.get(key), str)
+    }
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or 'report'}: {error['msg']}"
+        for error in exc.errors()[:5]
+    )
+
+
+def _as_report(envelope: ReportEnvelope) -> WorkerReport:
+    return WorkerReport(
+        task_id=envelope.task_id,
+        status="error" if envelope.kind == "failed" else "ok",
+        exit_code=envelope.exit_code,
+        output=envelope.output,
+        attachments=envelope.attachments,
+    )
+
+
+def _grant_of(stored: WorkerTask | None) -> TaskGrant:
+    """A stand-in grant for a task opened by an earlier daemon: no output directory (its
+    reports carry inline attachments only)."""
+    assert stored is not None
+    return TaskGrant(
+        task_id=stored.task_id,
+        token="",
+        session_id=stored.session_id,
+        channel_id=stored.channel_id,
+        expires_at=stored.expires_at.timestamp(),
+        created_at=stored.created_at.timestamp(),
+    )
+
+
+def _task_columns(grant: TaskGrant) -> dict[str, Any]:
+    created = datetime.fromtimestamp(grant.created_at or grant.expires_at, UTC)
+    return {
+        "task_id": grant.task_id,
+        "session_id": grant.session_id,
+        "channel_id": grant.channel_id,
+        "token_sha256": token_digest(grant.token) if grant.token else "",
+        "created_at": created,
+        "expires_at": datetime.fromtimestamp(grant.expires_at, UTC),
+    }
+
+
+def _event(event: str, grant: TaskGrant, envelope: ReportEnvelope | None) -> dict[str, Any]:
+    """A feed event: ``created``, ``started``, ``progress``, ``finished``, ``failed`` or
+    ``ended``, naming the task and the session and chat that started it."""
+    payload: dict[str, Any] = {
+        "v": 1,
+        "event": event,
+        "task_id": grant.task_id,
+        "session_id": grant.session_id,
+        "channel_id": grant.channel_id,
+        "at": _now().isoformat(),
+    }
+    if envelope is not None:
+        payload.update(
+            report_id=envelope.report_id,
+            log=envelope.log,
+            percent=envelope.percent,
+            exit_code=envelope.exit_code,
+        )
+        if envelope.final:
+            payload["output"] = envelope.output[:4_000]
+    return payload
