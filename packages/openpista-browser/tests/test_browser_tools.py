@@ -51,6 +51,13 @@ async def test_http_error_status_is_reported_not_hidden(registry: ToolRegistry, 
     assert "(HTTP 404)" in opened.output
 
 
+async def test_a_site_cannot_pose_as_the_proxy(registry: ToolRegistry, site: str) -> None:
+    """A page sending the proxy's refusal headers is just a page: the LLM never gets its
+    words as openpista's."""
+    opened = await ok(registry, "browser.navigate", url=site + "/spoof")
+    assert opened.output == f"Opened {site}/spoof (HTTP 200); title: 'Spoof'"
+
+
 async def test_click_by_visible_text_and_by_selector(registry: ToolRegistry, site: str) -> None:
     await ok(registry, "browser.navigate", url=site + "/")
     clicked = await ok(registry, "browser.click", text="Rebuild")

@@ -102,9 +102,10 @@ class BrowserManager:
         except Blocked as exc:
             raise ToolError(str(exc)) from None
 
-    def refusal(self, host: str) -> str | None:
-        """Why the browser's proxy last refused ``host`` (else its latest refusal), if any."""
-        return None if self._proxy is None else self._proxy.refusal(host)
+    def refusal(self, host: str, *, exact: bool = False) -> str | None:
+        """Why the browser's proxy last refused ``host`` (else, unless ``exact``, its latest
+        refusal), if any."""
+        return None if self._proxy is None else self._proxy.refusal(host, exact=exact)
 
     @property
     def sessions(self) -> list[str]:

@@ -8,7 +8,8 @@ names itself then; the proxy resolves them, checks every address and connects to
 
 A refused plain-HTTP request is answered ``403`` with the reason in the ``X-Openpista-Blocked``
 header; a refused ``CONNECT`` gets ``403`` too (Chromium reports ERR_TUNNEL_CONNECTION_FAILED).
-The last refusals and connection failures are kept so the tools can tell the LLM why.
+The last refusals and connection failures are kept so the tools can tell the LLM why: the
+tools take the reason from here, never from a header (any site can send one).
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ class GuardProxy:
         if server is not None:
             await server.wait_closed()
 
-    def refusal(self, host: str) -> str | None:
-        """Why a connection to ``host`` was last refused or failed (else the latest reason)."""
+    def refusal(self, host: str, *, exact: bool = False) -> str | None:
+        """Why a connection to ``host`` was last refused or failed (else, unless ``exact``,
+        the latest reason)."""
         found = self._refusals.get(host.strip("[]").lower())
-        if found is None and self._refusals:
+        if found is None and self._refusals and not exact:
             found = next(reversed(self._refusals.values()))
         return found
 

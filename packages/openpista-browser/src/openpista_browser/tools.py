@@ -195,9 +195,12 @@ async def _open(manager: BrowserManager, page: "Page", target: str, host: str | 
     if response is None:
         return f"Opened {page.url} (no HTTP response); title: {await page.title()!r}"
     headers = response.headers
-    refused = headers.get(BLOCKED_HEADER.lower()) or headers.get(UNREACHABLE_HEADER.lower())
-    if refused:
-        raise ToolError(f"cannot open {target}: {refused}")
+    if BLOCKED_HEADER.lower() in headers or UNREACHABLE_HEADER.lower() in headers:
+        # The proxy's answer, or a site pretending to be it: only the proxy's own record of
+        # the final host counts, and its words, not the header's, reach the LLM.
+        refused = manager.refusal(urlsplit(response.url).hostname or "", exact=True)
+        if refused is not None:
+            raise ToolError(f"cannot open {target}: {refused}")
     return f"Opened {page.url} (HTTP {response.status}); title: {await page.title()!r}"
 
 
