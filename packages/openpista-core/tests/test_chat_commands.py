@@ -144,8 +144,8 @@ async def test_usage_counts_the_tokens_of_the_session(
     answer = await ask(a, "1", "hi")
     used = answer.usage.total_tokens
     assert used > 0
-    assert f": {used} (" in (await ask(a, "1", "/usage")).text
-    assert ": 0 (0 prompt, 0 completion)" in (await ask(a, "2", "/usage")).text
+    assert f": {used:,} tokens (" in (await ask(a, "1", "/usage")).text
+    assert ": 0 tokens (0 in, 0 out), $0.0000" in (await ask(a, "2", "/usage")).text
 
 
 async def test_unknown_slash_words_and_commands_with_files_go_to_the_agent(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from openpista.tools.context import TurnContext, reset_turn, set_turn
 
 if TYPE_CHECKING:
     from openpista.memory import MemoryStore
+    from openpista.observability.usage import UsageMeter
     from openpista.providers.base import LlmProvider
     from openpista.tools.registry import ToolRegistry
 
@@ -68,7 +70,8 @@ class Agent:
 
     ``context`` returns extra system-prompt text (the skills' context); it is called on
     every request so that the LLM always sees it. ``history_window`` caps how many stored
-    messages a turn reads and sends (``None``: all of them).
+    messages a turn reads and sends (``None``: all of them). ``meter`` stores and measures
+    each request's usage and refuses requests over ``[budget]``.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Agent:
         max_tool_rounds: int = 10,
         context: Callable[[], str] | None = None,
         history_window: int | None = None,
+        meter: UsageMeter | None = None,
     ) -> None:
         self.provider = provider
         self.tools = tools
@@ -89,6 +93,7 @@ class Agent:
         self.max_tool_rounds = max_tool_rounds
         self.context = context
         self.history_window = history_window
+        self.meter = meter
 
     def _system_message(self) -> Message:
         parts = [self.system_prompt, self.context() if self.context else ""]
@@ -113,21 +118,26 @@ class Agent:
         ``channel_id`` from :func:`openpista.tools.context.current_turn`.
 
         Provider failures come back as a response with ``is_error`` set and a message that
-        starts with ❌; the history stays as stored so far.
+        starts with ❌; the history stays as stored so far. Over ``[budget]``, nothing is
+        stored and the LLM is not asked: the response says why.
         """
+        refusal = await self.meter.refusal(session_id) if self.meter else None
+        if refusal is not None:
+            return Answer.error(refusal, session_id=session_id)
         content = "\n".join([text, *(a.describe() for a in attachments)])
         user = Message(role="user", content=storable(content), attachments=list(attachments))
         history = await self.memory.start_turn(session_id, user, self.history_window)
         history.append(user)
         token = set_turn(TurnContext(session_id, channel_id))
         try:
-            return await self._loop(session_id, history, on_event, guard)
+            return await self._loop(session_id, channel_id, history, on_event, guard)
         finally:
             reset_turn(token)
 
     async def _loop(
         self,
         session_id: str,
+        channel_id: str,
         history: list[Message],
         on_event: EventSink | None,
         guard: ToolGuard | None,
@@ -138,8 +148,18 @@ class Agent:
         try:
             rounds = 0
             while True:
+                refusal = await self.meter.refusal(session_id) if self.meter and rounds else None
+                if refusal is not None:  # spent during this turn: stop before the next request
+                    notice = Message(role="assistant", content=refusal)
+                    await self.memory.append_message(session_id, notice)
+                    return Answer.error(refusal, session_id=session_id, usage=usage)
                 result = await self._ask(history, specs, on_event)
                 usage = usage + result.usage
+                if self.meter is not None:
+                    provider = self.provider
+                    await self.meter.llm_done(
+                        session_id, channel_id, provider.name, provider.model, result.usage
+                    )
                 reply = Message(
                     role="assistant", content=storable(result.text), tool_calls=result.tool_calls
                 )
@@ -170,14 +190,30 @@ class Agent:
     ) -> ChatResult:
         messages = [self._system_message(), *history]
         final: ChatResult | None = None
-        async for event in self.provider.stream(messages, specs):
-            if isinstance(event, ChatResult):
-                final = event
-            elif isinstance(event, TextDelta) and on_event is not None:
-                await _emit(on_event, event)
-        if final is None:
-            raise ProviderError("other", "the provider ended its answer without a result")
+        began, first = time.monotonic(), None
+        try:
+            async for event in self.provider.stream(messages, specs):
+                if isinstance(event, ChatResult):
+                    final = event
+                elif isinstance(event, TextDelta):
+                    first = first or time.monotonic() - began
+                    if on_event is not None:
+                        await _emit(on_event, event)
+            if final is None:
+                raise ProviderError("other", "the provider ended its answer without a result")
+        except ProviderError as exc:
+            self._measure_llm(time.monotonic() - began, first, exc.kind)
+            raise
+        self._measure_llm(time.monotonic() - began, first, "ok")
         return final
+
+    def _measure_llm(self, seconds: float, first_token: float | None, outcome: str) -> None:
+        if self.meter is None or not self.meter.recorder.enabled:
+            return
+        recorder, provider = self.meter.recorder, self.provider
+        recorder.llm_call(provider.name, provider.model, seconds, first_token, outcome)
+        if outcome != "ok":
+            recorder.error(outcome)
 
     async def _run_tools(
         self, calls: list[ToolCall], on_event: EventSink | None, guard: ToolGuard | None
@@ -194,8 +230,24 @@ class Agent:
     async def _run_tool(self, call: ToolCall, guard: ToolGuard | None) -> ToolResult:
         denial = await guard(call) if guard is not None else None
         if denial is not None:
+            self._measure_tool(call.name, "denied", 0.0)
             return ToolResult(call_id=call.id, name=call.name, output=denial, is_error=True)
-        return await self.tools.dispatch(call)
+        began = time.monotonic()
+        result = await self.tools.dispatch(call)
+        self._measure_tool(call.name, tool_outcome(result), time.monotonic() - began)
+        return result
+
+    def _measure_tool(self, name: str, outcome: str, seconds: float) -> None:
+        if self.meter is not None and self.meter.recorder.enabled:
+            known = name if self.tools.get(name) is not None else "unknown"
+            self.meter.recorder.tool_call(known, outcome, seconds)
+
+
+def tool_outcome(result: ToolResult) -> str:
+    """``ok``, ``timeout`` (an error result saying it timed out) or ``error``."""
+    if not result.is_error:
+        return "ok"
+    return "timeout" if "timed out" in result.output.lower() else "error"
 
 
 async def _emit(sink: EventSink, event: AgentEvent) -> None:

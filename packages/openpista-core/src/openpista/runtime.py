@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openpista.agent import Agent
+from openpista.observability.metrics import Recorder
+from openpista.observability.usage import UsageMeter
 from openpista.plugin_context import DaemonServices, PluginContext
 from openpista.plugins import PluginHost, call_async_hooks
 from openpista.providers.registry import ProviderRegistry
@@ -132,6 +134,9 @@ class Runtime:
         self.toolbox = toolbox
         self.memory = memory
         self.context = context
+        self.recorder = recorder_for(settings)
+        """What the agent measures: Prometheus metrics with ``[metrics] enabled``, else nothing."""
+        self.meter = UsageMeter(memory, settings.budget, self.recorder)
         self._closed = False
 
     @classmethod
@@ -169,6 +174,7 @@ class Runtime:
             max_tool_rounds=self.settings.agent.max_tool_rounds,
             history_window=self.settings.agent.history_window,
             context=lambda: context,
+            meter=self.meter,
         )
 
     async def daemon_started(self, services: DaemonServices) -> None:
@@ -204,6 +210,16 @@ class Runtime:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+
+def recorder_for(settings: Settings) -> Recorder:
+    """A Prometheus recorder when ``[metrics] enabled`` (prometheus_client imported only
+    then), else the recorder that keeps nothing."""
+    if not settings.metrics.enabled:
+        return Recorder()
+    from openpista.observability.metrics import PrometheusRecorder
+
+    return PrometheusRecorder()
 
 
 def _tool_label(tool: Any) -> str:

@@ -26,6 +26,7 @@ BUILTIN_COMMANDS = {
     "model": ("openpista.cli.model:model", "List the LLM providers and models, or test one."),
     "plugins": ("openpista.cli.plugins:plugins", "List plugins and what each registered."),
     "sessions": ("openpista.cli.sessions:sessions", "List stored conversation sessions."),
+    "usage": ("openpista.cli.usage:usage", "Show the tokens and cost of LLM responses."),
     "cron": ("openpista.cli.cron:cron", "Show scheduled messages and their next run times."),
     "tui": ("openpista.cli.tui:tui", "Full-screen terminal chat with the agent."),
     "auth": ("openpista.cli.auth:auth", "Log in to providers, show or remove stored credentials."),

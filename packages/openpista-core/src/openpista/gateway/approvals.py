@@ -100,6 +100,11 @@ class ApprovalBroker:
         """The requests waiting for an answer in ``channel_id``, oldest first."""
         return [p.request for p in self._pending.values() if p.channel_id == channel_id]
 
+    @property
+    def waiting(self) -> int:
+        """How many requests wait for an answer, in every chat."""
+        return len(self._pending)
+
     def is_pending(self, channel_id: str, request_id: str) -> bool:
         """Whether request ``request_id`` (any case) still waits for an answer in
         ``channel_id``: a button pressed for it now still counts."""

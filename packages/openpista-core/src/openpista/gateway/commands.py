@@ -47,7 +47,7 @@ class ChatCommands:
             ("session", "show this chat's session id", self._session),
             ("session ID", "switch this chat to session ID (says when it is new)", self._session),
             ("clear", "start a new session in this chat", self._clear),
-            ("usage", "tokens this session used since openpista started", self._usage),
+            ("usage", "tokens and cost of this session, and today's spend", self._usage),
             ("approve [ID]", "allow the tool call waiting for approval", self._approval),
             ("deny [ID]", "refuse the tool call waiting for approval", self._approval),
         ]
@@ -152,12 +152,9 @@ class ChatCommands:
         return CommandReply(f"new session {session_id}", session_id=session_id)
 
     async def _usage(self, call: CommandCall) -> CommandReply:
-        used = self.gateway.usage_of(call.session_id)
-        return CommandReply(
-            f"tokens of session {call.session_id} since openpista started: "
-            f"{used.total_tokens} ({used.prompt_tokens} prompt, "
-            f"{used.completion_tokens} completion)"
-        )
+        from openpista.observability.report import usage_reply
+
+        return CommandReply(await usage_reply(self.gateway.runtime, call.session_id))
 
     async def _approval(self, call: CommandCall) -> CommandReply:
         broker = self.gateway.approvals

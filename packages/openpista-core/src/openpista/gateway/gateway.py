@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +41,8 @@ from openpista.models import (
     Outbound,
     TextChunk,
     ToolProgress,
-    Usage,
 )
+from openpista.observability.metrics import channel_name
 from openpista.outbox import screen as screen_attachments
 from openpista.providers.base import TextDelta, warm_up
 
@@ -106,7 +107,8 @@ class Gateway:
         self._default: Choice = (None, None)
         self._agents: dict[Choice, Agent] = {} if agent is None else {self._default: agent}
         self._choices: dict[str, Choice] = {}  # sessions switched with /model
-        self._usage: dict[str, Usage] = {}
+        self.recorder = runtime.recorder
+        self.recorder.watch(self)
 
     # -- model ----------------------------------------------------------------------------
 
@@ -155,9 +157,15 @@ class Gateway:
         agent = self.agent_for(session_id)
         return agent.provider.name, agent.provider.model
 
-    def usage_of(self, session_id: str) -> Usage:
-        """The tokens the turns of ``session_id`` used since this gateway started."""
-        return self._usage.get(session_id, Usage())
+    @property
+    def turns_in_flight(self) -> int:
+        """How many turns run now."""
+        return len(self._turns)
+
+    @property
+    def approvals_pending(self) -> int:
+        """How many tool calls wait for an approval."""
+        return 0 if self.approvals is None else self.approvals.waiting
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -316,6 +324,7 @@ class Gateway:
             return await self.handle(event)
         except Exception as exc:  # the daemon outlives any one turn
             log.exception("turn for %s failed", event.channel_id)
+            self.recorder.error("turn")
             response = Answer.error(
                 f"internal error: {type(exc).__name__}: {exc}", channel_id=event.channel_id
             )
@@ -336,6 +345,7 @@ class Gateway:
             ticket.pass_on()
 
     async def _handle(self, event: ChannelEvent, ticket: TurnTicket) -> Answer:
+        began = time.monotonic()
         request_id = _request_id(event)
         session_id = event.session_id or await self.router.session_for(event.channel_id)
         if not event.attachments:
@@ -373,8 +383,10 @@ class Gateway:
                 "request_id": request_id,
             }
         )
-        self._usage[session_id] = self.usage_of(session_id) + response.usage
         await self.deliver(response)
+        outcome = "error" if response.is_error else "ok"
+        seconds = time.monotonic() - began
+        self.recorder.turn(channel_name(event.channel_id), session_id, seconds, outcome)
         return response
 
     def _guard(self, session_id: str, channel_id: str, request_id: str | None) -> ToolGuard | None:
@@ -445,6 +457,7 @@ class Gateway:
             await adapter.send(message)
         except Exception:  # a broken channel must not break the turn
             log.exception("channel %s failed to send", adapter.name)
+            self.recorder.error("send")
 
     async def _supervise(self, adapter: ChannelAdapter, attempted: asyncio.Event) -> None:
         from tenacity import (
@@ -456,6 +469,8 @@ class Gateway:
 
         def report(state: Any) -> None:
             delay = state.next_action.sleep if state.next_action else 0.0
+            self.recorder.channel_up(adapter.name, False)
+            self.recorder.channel_restart(adapter.name)
             log.error(
                 "channel %s failed (%s); restarting in %.1f s",
                 adapter.name,
@@ -485,6 +500,7 @@ class Gateway:
                 await adapter.start(self)
             finally:
                 attempted.set()
+            self.recorder.channel_up(adapter.name, True)
             await adapter.wait_closed()  # returns when it closed on its own (end of input)
         except Exception:
             with contextlib.suppress(Exception):

@@ -47,6 +47,14 @@ from openpista.memory.decisions import (
 from openpista.memory.engine import Database, upsert
 from openpista.memory.schema import migrate
 from openpista.memory.tables import ChannelSessionRow, MessageRow, SessionRow, ToolDecisionRow
+from openpista.memory.usage import (
+    UsageFilter,
+    UsageTotal,
+    insert_usage,
+    select_spent,
+    select_totals,
+    usage_row,
+)
 from openpista.models import Message, utc_now
 
 __all__ = ["MemoryStore", "SessionInfo", "recent_window", "title_from"]
@@ -339,6 +347,43 @@ class MemoryStore:
             return select_decisions(conn, sid)
 
         return await self._db.run(work, f"listing decisions of {sid!r}", write=False)
+
+    # -- token usage --------------------------------------------------------------------------
+
+    async def record_usage(
+        self,
+        session_id: str,
+        channel_id: str,
+        provider: str,
+        model: str,
+        tokens: tuple[int, int],
+        cost_usd: float | None,
+    ) -> None:
+        """Store the ``(prompt, completion)`` tokens and the cost (``None``: unknown price)
+        of one LLM response of ``session_id`` (which need not exist: a refused first turn
+        stores nothing else); ``channel_id`` may be empty."""
+        row = usage_row(check_session_id(session_id), channel_id, provider, model, tokens, cost_usd)
+        now = self._now()
+        await self._db.run(
+            lambda conn: insert_usage(conn, row, now), "recording token usage", write=True
+        )
+
+    async def usage_totals(self, where: UsageFilter | None = None) -> list[UsageTotal]:
+        """Tokens and cost summed per provider and model over the responses ``where``
+        selects (every response by default), costliest first."""
+        where = where or UsageFilter()
+        if where.session_id is not None:
+            check_session_id(where.session_id)
+        return await self._db.run(
+            lambda conn: select_totals(conn, where), "reading token usage", write=False
+        )
+
+    async def spent(self, *, since: datetime | None = None, session_id: str | None = None) -> float:
+        """USD spent by the priced responses since ``since`` and/or of ``session_id``."""
+        sid = None if session_id is None else check_session_id(session_id)
+        return await self._db.run(
+            lambda conn: select_spent(conn, since, sid), "reading the spend", write=False
+        )
 
     # -- internals --------------------------------------------------------------------------
 

@@ -1,0 +1,59 @@
+"""The usage meter: what each LLM request used and cost, stored and measured, and the
+budget check that comes before each request.
+
+The agent asks :meth:`UsageMeter.refusal` before every LLM request and reports every
+response to :meth:`UsageMeter.llm_done`; the meter stores one usage row per response
+(streamed ones included: the providers ask for the usage chunk) with its cost from the
+:class:`~openpista.observability.prices.PriceBook`, and tells the metrics recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from openpista.models import Usage, utc_now
+from openpista.observability.budget import budget_refusal
+from openpista.observability.metrics import Recorder, channel_name
+from openpista.observability.prices import PriceBook, litellm_prices
+
+if TYPE_CHECKING:
+    from openpista.config import BudgetSettings
+    from openpista.memory import MemoryStore
+
+
+class UsageMeter:
+    """Stores and measures the usage of LLM requests and enforces ``[budget]``."""
+
+    def __init__(
+        self, memory: MemoryStore, budget: BudgetSettings, recorder: Recorder | None = None
+    ) -> None:
+        self.memory = memory
+        self.budget = budget
+        self.recorder = recorder or Recorder()
+        self.prices = PriceBook(budget.prices)
+        self._prices_read = False
+
+    async def refusal(self, session_id: str) -> str | None:
+        """Why ``session_id`` may not call the LLM now (one ❌ line), or ``None``."""
+        if self.budget.daily_usd is None and self.budget.per_session_usd is None:
+            return None
+        return await budget_refusal(self.memory, self.budget, session_id, utc_now())
+
+    async def cost(self, provider: str, model: str, usage: Usage) -> float | None:
+        """USD of ``usage`` (``None``: price unknown); the first call reads the price map
+        in a thread, off the event loop."""
+        if not self._prices_read:
+            await asyncio.to_thread(litellm_prices)
+            self._prices_read = True
+        return self.prices.cost(provider, model, usage)
+
+    async def llm_done(
+        self, session_id: str, channel_id: str, provider: str, model: str, usage: Usage
+    ) -> float | None:
+        """Store and measure the usage of one LLM response; returns its cost."""
+        cost = await self.cost(provider, model, usage)
+        tokens = (usage.prompt_tokens, usage.completion_tokens)
+        await self.memory.record_usage(session_id, channel_id, provider, model, tokens, cost)
+        self.recorder.tokens(provider, model, channel_name(channel_id), usage, cost)
+        return cost
