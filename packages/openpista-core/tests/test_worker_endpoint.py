@@ -1,6 +1,7 @@
 """The worker report endpoint: ACK/NACK, credentials, durability, size caps, hostile input.
 
-A real uvicorn server on 127.0.0.1 and a real SQLite memory database; requests by httpx.
+A real uvicorn server on 127.0.0.1 (:mod:`openpista_testing.workers`) and a real SQLite
+memory database; requests by httpx.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,51 +16,11 @@ import httpx
 import pytest
 
 from openpista.memory import WorkerLog
-from openpista.serving import EmbeddedServer, bind_tcp
-from openpista.worker_api import REPORT_PATH, build_app
-from openpista.worker_service import WorkerReports
+from openpista.worker_api import REPORT_PATH
 from openpista.workers import TaskGrant, WorkerHub
+from openpista_testing.workers import Endpoint, start_endpoint, stop_endpoint
 
 MAX_BYTES = 64_000
-API_TOKEN = "api-token-for-tests"
-
-
-@dataclass
-class Endpoint:
-    hub: WorkerHub
-    reports: WorkerReports
-    server: EmbeddedServer
-    url: str
-    db_url: str
-
-    def grant(self, **options: Any) -> TaskGrant:
-        return self.hub.open_task("session-1", "cli:local", **options)
-
-    async def post(
-        self, grant: TaskGrant | None, body: Any, *, token: str | None = None, raw: bool = False
-    ) -> httpx.Response:
-        headers: dict[bytes, bytes] = {}
-        secret = token if token is not None else (grant.token if grant else "")
-        if secret:
-            headers[b"Authorization"] = f"Bearer {secret}".encode()
-        content = body if raw else json.dumps(body).encode()
-        async with httpx.AsyncClient() as client:
-            return await client.post(self.url + REPORT_PATH, content=content, headers=headers)
-
-
-async def start_endpoint(hub: WorkerHub, db_url: str, port: int = 0) -> Endpoint:
-    worker_log = await WorkerLog.open(db_url)
-    reports = WorkerReports(hub, worker_log)
-    reports.start()
-    server = EmbeddedServer(build_app(reports, API_TOKEN, MAX_BYTES), name="worker endpoint")
-    await server.start(bind_tcp("127.0.0.1", port))
-    return Endpoint(hub, reports, server, f"http://127.0.0.1:{server.port}", db_url)
-
-
-async def stop_endpoint(endpoint: Endpoint) -> None:
-    await endpoint.server.stop()
-    await endpoint.reports.stop()
-    await endpoint.reports.log.close()
 
 
 @pytest.fixture
