@@ -1,0 +1,1 @@
+"""Discord channel for openpista (discord.py 2: gateway WebSocket, slash commands)."""

@@ -1,0 +1,607 @@
+"""The Discord channel: discord.py's gateway connection in, REST calls out.
+
+One session per DM and per thread (channel id ``discord:{channel_or_thread_id}``). In guild
+channels the bot answers mentions and replies to its own messages, and in threads it
+started every message; with ``thread_per_conversation`` a mention opens a thread and the
+conversation goes on there. Only allowed users (by id, or by a role in ``allowed_roles``)
+and paired users reach the agent; everyone else gets :data:`~openpista.access.REFUSAL`.
+
+Answers stream by editing one message (at most every ``edit_interval`` seconds) and are cut
+at 2,000 characters with code fences kept intact; "typing" shows while the agent works.
+Slash commands (``/ask``, ``/model``, ``/session``, ``/clear``, ``/help``, ``/pair``) are
+registered as application commands and answered ephemerally, except ``/ask``. Approval
+requests get Approve / Deny buttons that only the user whose message asked may press.
+discord.py itself waits out 429s (per route and global), and reconnects and resumes after
+gateway disconnects; a refused token or missing privileged intent is a
+:class:`~openpista.ConfigError` (one ``❌`` line, not retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import io
+import logging
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from openpista import ConfigError
+from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
+from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
+from openpista.models import (
+    ERROR_PREFIX,
+    Answer,
+    ApprovalPrompt,
+    Attachment,
+    ChannelEvent,
+    Outbound,
+    TextChunk,
+)
+from openpista_discord.settings import SECTION, TOKEN_VARIABLE, DiscordSettings, parse_settings
+from openpista_discord.text import MESSAGE_LIMIT, split_message
+
+if TYPE_CHECKING:
+    import discord
+
+    from openpista.config import Settings
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "discord"
+PREFIX = "discord:"
+UNSUPPORTED = f"{ERROR_PREFIX}openpista reads text and files; this message had neither."
+ANSWERED = "This request was already answered or has expired."
+NOT_YOURS = "⛔ Only the person whose message asked for this can answer it."
+_BUTTON = re.compile(r"^(approve|deny):([0-9A-Za-z]{1,32})$")
+_CHANNEL = re.compile(rf"^{PREFIX}(\d{{1,20}})$")
+_READY_WAIT = 60.0
+_TYPING_LIMIT = 30 * 60.0
+_ELLIPSIS = " …"
+
+
+@dataclass
+class _Stream:
+    """An answer being written: the message it is shown in, edited as text arrives."""
+
+    text: str = ""
+    message: discord.Message | None = None
+    shown: str = ""
+    last_edit: float = 0.0
+
+
+@dataclass
+class _Prompt:
+    """An approval request on screen with its buttons."""
+
+    message: discord.Message
+    asker: str
+    expiry: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Chat:
+    """What the adapter tracks per conversation."""
+
+    askers: deque[str] = field(default_factory=deque)  # senders of turns in flight
+    typing: asyncio.Task[None] | None = None
+    streams: dict[str, _Stream] = field(default_factory=dict)  # request id -> stream
+
+
+class DiscordAdapter(ChannelAdapter):
+    """The ``discord`` channel adapter (see the module docstring)."""
+
+    name = CHANNEL
+    channel_prefix = PREFIX
+    capabilities = Capabilities(
+        streaming=True, files=True, buttons=True, max_message_length=MESSAGE_LIMIT
+    )
+
+    def __init__(self, settings: DiscordSettings, pairing: PairingBook | None = None) -> None:
+        self.settings = settings
+        self.access = AccessControl(
+            CHANNEL,
+            settings.allowed_users,
+            open_to_all=settings.open_to_all,
+            pairing=pairing or PairingBook(CHANNEL),
+        )
+        self.allowed_roles = {int(r) for r in settings.allowed_roles}
+        self.bot_id: int | None = None
+        self._client: discord.AutoShardedClient | None = None
+        self._connection: asyncio.Task[None] | None = None
+        self._ctx: ChannelContext | None = None
+        self._chats: dict[int, _Chat] = {}
+        self._prompts: dict[str, _Prompt] = {}
+        self._stopping = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, ctx: ChannelContext) -> None:
+        """Log in (``GET /users/@me``), register the slash commands, connect to the
+        gateway ``GET /gateway/bot`` names and return once READY."""
+        import discord
+
+        from openpista_discord.commands import build_tree
+
+        self._ctx, self._stopping = ctx, False
+        # discord.py builds every REST URL from this class attribute (it sets it itself
+        # for the API version): the one supported switch for another Discord front end.
+        discord.http.Route.BASE = self.settings.rest_base
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here
+        intents = discord.Intents.none()
+        intents.guilds = intents.guild_messages = intents.dm_messages = True
+        intents.message_content = self.settings.message_content
+        client = discord.AutoShardedClient(
+            intents=intents,
+            max_ratelimit_timeout=self.settings.max_retry_after,
+            chunk_guilds_at_startup=False,
+            member_cache_flags=discord.MemberCacheFlags.none(),
+        )
+        ready = asyncio.Event()
+        client.on_ready = _setter(ready)  # type: ignore[attr-defined]
+        client.on_message = self._on_message  # type: ignore[attr-defined]
+        client.on_interaction = self._on_interaction  # type: ignore[attr-defined]
+        tree = build_tree(client, self)
+        self._client = client
+        try:
+            await self._login(client)
+            await self._sync(tree)
+            self._connection = asyncio.create_task(
+                client.connect(reconnect=True), name="openpista-discord-gateway"
+            )
+            waiter = asyncio.create_task(ready.wait())
+            done, _ = await asyncio.wait(
+                {self._connection, waiter}, timeout=_READY_WAIT, return_when="FIRST_COMPLETED"
+            )
+            waiter.cancel()
+            if self._connection in done:
+                self._connection.result()  # raises what ended it
+                raise ConnectionError("discord: the gateway closed before READY")
+            if not done:
+                raise ConnectionError(f"discord: no READY from the gateway in {_READY_WAIT:.0f} s")
+        except BaseException as exc:
+            await self._close()
+            raise _start_problem(exc) from None
+        self.bot_id = client.user.id if client.user else None
+        log.info("discord: connected as %s", client.user)
+
+    async def _login(self, client: discord.AutoShardedClient) -> None:
+        import aiohttp
+        import discord
+
+        try:
+            await client.login(self.settings.secret())
+        except discord.LoginFailure:
+            raise ConfigError(
+                f"Discord refused the bot token (401 Unauthorized): check [{SECTION}] token "
+                f"or {TOKEN_VARIABLE} (Developer Portal -> Bot -> Reset Token)"
+            ) from None
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            where = self.settings.api_base or "Discord"
+            raise ConnectionError(f"cannot reach {where}: {type(exc).__name__}: {exc}") from None
+
+    async def _sync(self, tree: Any) -> None:
+        """Register the slash commands (globally, or in ``command_guilds``); a failure is
+        logged, not fatal: messages still work."""
+        import discord
+
+        try:
+            if not self.settings.command_guilds:
+                await tree.sync()
+            for guild_id in self.settings.command_guilds:
+                guild = discord.Object(id=int(guild_id))
+                tree.copy_global_to(guild=guild)
+                await tree.sync(guild=guild)
+        except discord.HTTPException as exc:
+            log.warning("discord: slash commands not registered: %s", exc)
+
+    async def wait_closed(self) -> None:
+        """Wait while the gateway connection runs; raises if it ended without :meth:`stop`
+        (the gateway then restarts the channel)."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            await asyncio.shield(connection)
+        except Exception as exc:
+            if not self._stopping:
+                raise _start_problem(exc) from None
+        if not self._stopping:
+            raise ConnectionError("discord: the gateway connection ended unexpectedly")
+
+    async def stop(self) -> None:
+        """Stop "typing" and prompt timers, close the gateway and the HTTP session."""
+        self._stopping = True
+        await self._close()
+
+    async def _close(self) -> None:
+        tasks = [c.typing for c in self._chats.values() if c.typing]
+        tasks += [p.expiry for p in self._prompts.values() if p.expiry]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._chats.clear()
+        self._prompts.clear()
+        client, connection = self._client, self._connection
+        self._client = self._connection = None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+        if connection is not None:
+            connection.cancel()
+            await asyncio.gather(connection, return_exceptions=True)
+
+    # -- out ------------------------------------------------------------------------------
+
+    async def send(self, message: Outbound) -> None:
+        """Stream chunks into one edited message; deliver answers (split), files and
+        approval prompts."""
+        channel_id = _target_of(message.channel_id)
+        client = self._client
+        if channel_id is None or client is None:
+            log.warning("discord: cannot deliver to %r (not running)", message.channel_id)
+            return
+        import discord
+
+        channel = client.get_partial_messageable(channel_id)
+        try:
+            if isinstance(message, TextChunk):
+                await self._stream(channel, channel_id, message)
+            elif isinstance(message, Answer):
+                await self._answer(channel, channel_id, message)
+            elif isinstance(message, ApprovalPrompt):
+                await self._prompt(channel, channel_id, message)
+        except discord.HTTPException as exc:
+            log.warning("discord: delivery to %s failed: %s", channel_id, exc)
+            if isinstance(message, ApprovalPrompt):
+                raise ConnectionError(f"discord: approval prompt not shown: {exc}") from None
+
+    async def _stream(self, channel: Any, channel_id: int, chunk: TextChunk) -> None:
+        stream = self._chat(channel_id).streams.setdefault(chunk.request_id or "", _Stream())
+        stream.text += chunk.text
+        loop = asyncio.get_running_loop()
+        if loop.time() - stream.last_edit < self.settings.edit_interval:
+            return
+        shown = _preview(stream.text)
+        if not shown.strip() or shown == stream.shown:
+            return
+        stream.last_edit = loop.time()
+        if stream.message is None:
+            stream.message = await channel.send(shown)
+        else:
+            await stream.message.edit(content=shown)
+        stream.shown = shown
+
+    async def _answer(self, channel: Any, channel_id: int, answer: Answer) -> None:
+        chat = self._chat(channel_id)
+        stream = chat.streams.pop(answer.request_id or "", None)
+        self._done_working(channel_id)
+        parts = [p for p in split_message(answer.text) if p.strip()]
+        if stream is not None and stream.message is not None:
+            first = parts.pop(0) if parts else "(no text)"
+            if first != stream.shown:
+                await stream.message.edit(content=first)
+        for part in parts:
+            await channel.send(part)
+        for attachment in answer.attachments:
+            await self._send_file(channel, attachment)
+
+    async def _send_file(self, channel: Any, attachment: Attachment) -> None:
+        import discord
+
+        try:
+            content = _file_bytes(attachment, self.settings.max_upload_bytes)
+        except (OSError, ValueError) as exc:
+            await channel.send(f"{ERROR_PREFIX}could not send {attachment.name}: {exc}")
+            return
+        name = Path(attachment.name).name or "file"
+        await channel.send(file=discord.File(io.BytesIO(content), filename=name))
+
+    async def _prompt(self, channel: Any, channel_id: int, prompt: ApprovalPrompt) -> None:
+        import discord
+
+        request = prompt.request
+        chat = self._chat(channel_id)
+        asker = chat.askers[0] if chat.askers else ""
+        view = discord.ui.View(timeout=None)
+        for verb, label, style in (
+            ("approve", "✅ Approve", discord.ButtonStyle.success),
+            ("deny", "🚫 Deny", discord.ButtonStyle.danger),
+        ):
+            view.add_item(
+                discord.ui.Button(label=label, style=style, custom_id=f"{verb}:{request.id}")
+            )
+        sent = await channel.send(split_message(request.prompt())[0], view=view)
+        view.stop()  # presses are handled in _on_interaction, also after a restart
+        record = _Prompt(sent, asker)
+        record.expiry = asyncio.create_task(self._expire(request.id, request.timeout))
+        self._prompts[request.id] = record
+
+    async def _expire(self, request_id: str, after: float) -> None:
+        await asyncio.sleep(after)
+        prompt = self._prompts.pop(request_id, None)
+        if prompt is not None:
+            with contextlib.suppress(Exception):
+                await prompt.message.edit(view=None)
+
+    # -- in -------------------------------------------------------------------------------
+
+    async def _on_message(self, message: discord.Message) -> None:
+        import discord
+
+        try:
+            await self._handle_message(message)
+        except discord.HTTPException as exc:  # one line, no traceback
+            log.warning("discord: reply in %s failed: %s", message.channel.id, exc)
+
+    async def _handle_message(self, message: discord.Message) -> None:
+        import discord
+
+        author, client = message.author, self._client
+        if author.bot or client is None or client.user is None:
+            return
+        private = message.guild is None
+        if not private and not self._addressed(message):
+            return
+        text = self._strip_mention(message.content)
+        if not self.is_allowed(author):
+            outcome = self.access.try_pair(author.id, text) if private else None
+            reply = {True: PAIRED, False: PAIRING_FAILED, None: REFUSAL}[outcome]
+            log.info(
+                "discord: %s user %s", "pairing of" if outcome is not None else "refused", author.id
+            )
+            await message.reply(reply, mention_author=False)
+            return
+        try:
+            attachments = await self._download(message)
+        except (ValueError, OSError, discord.HTTPException) as exc:
+            await message.reply(
+                f"{ERROR_PREFIX}could not take your file: {exc}", mention_author=False
+            )
+            return
+        if not text.strip() and not attachments:
+            await message.reply(UNSUPPORTED, mention_author=False)
+            return
+        channel_id = message.channel.id
+        if self.settings.thread_per_conversation and isinstance(
+            message.channel, discord.TextChannel
+        ):
+            thread = await message.create_thread(name=_thread_name(text))
+            channel_id = thread.id
+        metadata = {"username": author.name, "message_id": message.id}
+        if message.guild is not None:
+            metadata["guild_id"] = message.guild.id
+        await self.forward(channel_id, str(author.id), text, attachments, metadata)
+
+    def is_allowed(self, user: discord.User | discord.Member) -> bool:
+        """Whether ``user`` may reach the agent: allowed or paired id, or an allowed role."""
+        roles = {role.id for role in getattr(user, "roles", ())}
+        return bool(roles & self.allowed_roles) or self.access.is_allowed(user.id)
+
+    async def forward(
+        self,
+        channel_id: int,
+        sender: str,
+        text: str,
+        attachments: list[Attachment] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Hand what ``sender`` wrote in ``channel_id`` to the agent; "typing" shows
+        until the answer is sent."""
+        ctx = self._ctx
+        if ctx is None:
+            return
+        event = ChannelEvent(
+            channel_id=f"{PREFIX}{channel_id}",
+            sender=sender,
+            text=text,
+            attachments=attachments or [],
+            metadata=metadata or {},
+        )
+        self._start_working(channel_id, sender)
+        await ctx.submit(event)
+
+    async def run_command(self, channel_id: int, text: str) -> str:
+        """A core chat command's reply text for ``text`` typed in ``channel_id``."""
+        ctx = self._ctx
+        if ctx is None:
+            return f"{ERROR_PREFIX}openpista is not running"
+        reply = await ctx.run_command(f"{PREFIX}{channel_id}", text)
+        return reply.text if reply is not None else f"{ERROR_PREFIX}unknown command {text}"
+
+    async def _on_interaction(self, interaction: discord.Interaction) -> None:
+        import discord
+
+        if interaction.type is not discord.InteractionType.component:
+            return  # slash commands: openpista_discord.commands
+        try:
+            await self._press(interaction)
+        except discord.HTTPException as exc:
+            log.warning("discord: answer to a button press failed: %s", exc)
+
+    async def _press(self, interaction: discord.Interaction) -> None:
+        user = interaction.user
+        data: dict[str, Any] = dict(interaction.data or {})
+        custom_id = str(data.get("custom_id", ""))
+        match = _BUTTON.match(custom_id)
+        if not self.is_allowed(user):
+            await interaction.response.send_message(REFUSAL, ephemeral=True)
+            return
+        if match is None or interaction.channel_id is None:
+            await interaction.response.send_message(
+                "This button is no longer valid.", ephemeral=True
+            )
+            return
+        verb, request_id = match.groups()
+        channel_id = interaction.channel_id
+        prompt = self._prompts.get(request_id)
+        if prompt is not None and prompt.asker and prompt.asker != str(user.id):
+            await interaction.response.send_message(NOT_YOURS, ephemeral=True)
+            return
+        ctx = self._ctx
+        waiting = ctx is not None and ctx.approval_pending(f"{PREFIX}{channel_id}", request_id)
+        self._prompts.pop(request_id, None)
+        if prompt is not None and prompt.expiry is not None:
+            prompt.expiry.cancel()
+        verdict = ("✅ Approved" if verb == "approve" else "🚫 Denied") + f" by <@{user.id}>"
+        original = interaction.message.content if interaction.message else ""
+        await interaction.response.edit_message(
+            content=f"{original}\n\n{verdict if waiting else ANSWERED}"[:MESSAGE_LIMIT], view=None
+        )
+        if waiting:
+            await self.forward(
+                channel_id, str(user.id), f"/{verb} {request_id}", metadata={"button": True}
+            )
+
+    # -- guilds ---------------------------------------------------------------------------
+
+    def _addressed(self, message: discord.Message) -> bool:
+        """Whether a guild message is for the bot: a mention, a reply to one of its
+        messages, or any message in a thread it started."""
+        import discord
+
+        bot_id = self.bot_id
+        if any(user.id == bot_id for user in message.mentions):
+            return True
+        reference = message.reference
+        resolved = reference.resolved if reference is not None else None
+        if isinstance(resolved, discord.Message) and resolved.author.id == bot_id:
+            return True
+        channel = message.channel
+        return isinstance(channel, discord.Thread) and channel.owner_id == bot_id
+
+    def _strip_mention(self, text: str) -> str:
+        if self.bot_id is None:
+            return text.strip()
+        return re.sub(rf"<@!?{self.bot_id}>", "", text).strip()
+
+    async def _download(self, message: discord.Message) -> list[Attachment]:
+        """The message's files, saved under ``downloads``; pictures up to
+        ``inline_image_bytes`` also inline for the LLM. Too big: ``ValueError``."""
+        found: list[Attachment] = []
+        for item in message.attachments:
+            if item.size > self.settings.max_download_bytes:
+                raise ValueError(
+                    f"{item.filename} is {item.size} bytes; the limit is "
+                    f"{self.settings.max_download_bytes}"
+                )
+        for item in message.attachments:
+            content = await item.read()
+            if len(content) > self.settings.max_download_bytes:
+                raise ValueError(f"{item.filename} is bigger than announced")
+            folder = self.settings.downloads
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path = folder / f"{item.id}-{_safe_name(item.filename)}"
+            path.write_bytes(content)
+            mime = item.content_type or "application/octet-stream"
+            inline = mime.startswith("image/") and len(content) <= self.settings.inline_image_bytes
+            data = base64.b64encode(content).decode() if inline else None
+            found.append(Attachment(name=item.filename, mime_type=mime, path=str(path), data=data))
+        return found
+
+    # -- typing ---------------------------------------------------------------------------
+
+    def _chat(self, channel_id: int) -> _Chat:
+        return self._chats.setdefault(channel_id, _Chat())
+
+    def _start_working(self, channel_id: int, sender: str) -> None:
+        chat = self._chat(channel_id)
+        chat.askers.append(sender)
+        if chat.typing is None or chat.typing.done():
+            chat.typing = asyncio.create_task(self._keep_typing(channel_id))
+
+    def _done_working(self, channel_id: int) -> None:
+        chat = self._chat(channel_id)
+        if chat.askers:
+            chat.askers.popleft()
+        if not chat.askers and chat.typing is not None:
+            chat.typing.cancel()
+            chat.typing = None
+
+    async def _keep_typing(self, channel_id: int) -> None:
+        """Show "typing" every ``typing_interval`` seconds until the answer is sent."""
+        import discord
+
+        client = self._client
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _TYPING_LIMIT
+        while client is not None and loop.time() < deadline:
+            try:
+                await client.get_partial_messageable(channel_id).typing()
+            except discord.HTTPException as exc:  # cosmetic: never fatal
+                log.debug("discord: typing in %s failed: %s", channel_id, exc)
+            await asyncio.sleep(self.settings.typing_interval)
+
+
+def _setter(event: asyncio.Event) -> Any:
+    async def on_ready() -> None:
+        event.set()
+
+    return on_ready
+
+
+def _start_problem(exc: BaseException) -> BaseException:
+    """What a failed connection means for the user: a ConfigError (one ❌ line, no retry)
+    for a refused token or intent, else the error itself."""
+    import discord
+
+    if isinstance(exc, discord.PrivilegedIntentsRequired):
+        return ConfigError(
+            f"[{SECTION}] message_content: Discord refused the Message Content intent; "
+            "enable it in the Developer Portal (Bot -> Privileged Gateway Intents) or set "
+            "message_content = false (the bot then reads only mentions and DMs)"
+        )
+    if isinstance(exc, discord.ConnectionClosed) and exc.code == 4004:
+        return ConfigError(
+            f"Discord refused the bot token on the gateway (4004): check [{SECTION}] token"
+        )
+    return exc
+
+
+def _preview(text: str) -> str:
+    """What a streamed answer shows so far: its first message's worth."""
+    if len(text) <= MESSAGE_LIMIT:
+        return text
+    return text[: MESSAGE_LIMIT - len(_ELLIPSIS)] + _ELLIPSIS
+
+
+def _target_of(channel_id: str) -> int | None:
+    match = _CHANNEL.match(channel_id)
+    return int(match.group(1)) if match else None
+
+
+def _thread_name(text: str) -> str:
+    first = " ".join(text.split())[:80]
+    return first or "openpista"
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[:100] or "file"
+
+
+def _file_bytes(attachment: Attachment, limit: int) -> bytes:
+    """An outgoing attachment's content (from ``path`` or base64 ``data``), at most
+    ``limit`` bytes."""
+    if attachment.path:
+        path = Path(attachment.path)
+        if path.stat().st_size > limit:
+            raise ValueError(f"it is bigger than {limit} bytes")
+        return path.read_bytes()
+    if attachment.data:
+        try:
+            content = base64.b64decode(attachment.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("its data is not base64") from None
+        if len(content) > limit:
+            raise ValueError(f"it is bigger than {limit} bytes")
+        return content
+    raise ValueError("it has no content")
+
+
+def create_discord_adapter(table: dict[str, Any], config: Settings) -> DiscordAdapter:
+    """The ``[channels.discord]`` factory (options: config.example.toml)."""
+    return DiscordAdapter(parse_settings(table))
