@@ -17,6 +17,7 @@ socket cannot give; containers without network keep the docker plugin's socket.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -139,18 +140,31 @@ class _Api:
             return
         await websocket.accept()
         queue = self.reports.feed.subscribe()
+        closed = asyncio.create_task(_until_closed(websocket))
         try:
             log_ = self.reports.log
             running = [*await log_.tasks("created"), *await log_.tasks("running")]
             await websocket.send_json(
                 {"v": 1, "event": "snapshot", "tasks": [t.public() for t in running]}
             )
-            while True:
-                await websocket.send_json(await queue.get())
+            while not closed.done():
+                event = asyncio.create_task(queue.get())
+                await asyncio.wait({event, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if not event.done():
+                    event.cancel()
+                    break
+                await websocket.send_json(event.result())
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            closed.cancel()
             self.reports.feed.unsubscribe(queue)
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    """Return once the client has gone (what it sends is ignored)."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
 
 
 _API_CREDENTIAL = "send `Authorization: Bearer <workers API token>`"
