@@ -45,7 +45,10 @@ from openpista.memory.decisions import (
     select_decisions,
 )
 from openpista.memory.engine import Database, upsert
+from openpista.memory.notes import Note, check_note, delete_notes, insert_note, select_notes
+from openpista.memory.people import SessionPersonRow, Speaker, check_person, record_speaker
 from openpista.memory.schema import migrate
+from openpista.memory.search import SearchHit, SearchScope, query_terms, search_messages
 from openpista.memory.tables import ChannelSessionRow, MessageRow, SessionRow, ToolDecisionRow
 from openpista.memory.usage import (
     UsageFilter,
@@ -151,7 +154,7 @@ class MemoryStore:
         def work(conn: Connection) -> bool:
             # Explicit rather than relying on ON DELETE CASCADE, which SQLite honours only on
             # connections with foreign keys enabled (a database may be opened by other tools).
-            for table in (MessageRow, ChannelSessionRow, ToolDecisionRow):
+            for table in (MessageRow, ChannelSessionRow, ToolDecisionRow, SessionPersonRow):
                 conn.execute(delete(table).where(table.session_id == sid))
             return conn.execute(delete(SessionRow).where(SessionRow.id == sid)).rowcount > 0
 
@@ -206,14 +209,20 @@ class MemoryStore:
         return await self._db.run(work, f"loading session {sid!r}", write=False)
 
     async def start_turn(
-        self, session_id: str, message: Message, history_limit: int | None = None
+        self,
+        session_id: str,
+        message: Message,
+        history_limit: int | None = None,
+        *,
+        speaker: Speaker | None = None,
     ) -> list[Message]:
         """Begin a turn: create the session if needed, append ``message`` and return the
         history before it, all in one transaction.
 
         A session without a title gets one from the first user message it sees (see
         :func:`title_from`). With ``history_limit``, only the newest messages are read, as
-        :meth:`load_messages` reads them with ``limit``.
+        :meth:`load_messages` reads them with ``limit``. ``speaker`` (who wrote
+        ``message``) is recorded as a person of the session (see :meth:`search`).
         """
         sid = check_session_id(session_id)
         window = None if history_limit is None else check_limit(history_limit)
@@ -223,6 +232,8 @@ class MemoryStore:
 
         def work(conn: Connection) -> list[Message]:
             conn.execute(_open_session(conn), {"sid": sid, "title": title, "now": now})
+            if speaker is not None:
+                record_speaker(conn, sid, speaker)
             history = _history(conn, sid, window)
             conn.execute(_INSERT_MESSAGE, row)
             return history
@@ -308,6 +319,51 @@ class MemoryStore:
             return found
 
         return await self._db.run(work, "reading the chats of sessions", write=False)
+
+    # -- search and notes -------------------------------------------------------------------
+
+    async def search(
+        self, query: str, scope: SearchScope | None = None, limit: int = 20
+    ) -> list[SearchHit]:
+        """The ``limit`` messages most relevant to ``query`` (every word of it must appear,
+        taken literally: no search syntax), within ``scope`` (every session by default)."""
+        terms = query_terms(query)
+        scope = scope or SearchScope()
+        if scope.session_id is not None:
+            check_session_id(scope.session_id)
+        if scope.channel_id is not None:
+            check_channel_id(scope.channel_id)
+        if scope.person is not None:
+            check_person(scope.person)
+        most = check_limit(limit)
+        return await self._db.run(
+            lambda conn: search_messages(conn, terms, scope, most), "searching", write=False
+        )
+
+    async def remember(self, person: str, note: str) -> Note:
+        """Add ``note`` to the notes of ``person`` (``telegram:123``) and return it."""
+        who, text = check_person(person), check_note(note)
+        now = self._now()
+        return await self._db.run(
+            lambda conn: insert_note(conn, who, text, now), f"remembering for {who}", write=True
+        )
+
+    async def notes_of(self, person: str) -> list[Note]:
+        """The notes of ``person``, newest first."""
+        who = check_person(person)
+        return await self._db.run(
+            lambda conn: select_notes(conn, who), f"reading the notes of {who}", write=False
+        )
+
+    async def forget(self, person: str, note_id: int | None = None) -> int:
+        """Delete the note ``note_id`` of ``person`` (``None``: all their notes); how many
+        were deleted (a note of someone else is never touched)."""
+        who = check_person(person)
+        if note_id is not None and (not isinstance(note_id, int) or note_id < 1):
+            raise MemoryStoreError(f"a note id is a positive number, not {note_id!r}")
+        return await self._db.run(
+            lambda conn: delete_notes(conn, who, note_id), f"forgetting for {who}", write=True
+        )
 
     # -- tool decisions -----------------------------------------------------------------------
 

@@ -1,0 +1,76 @@
+"""Who spoke in which session: a person is a sender on one kind of channel
+(``telegram:123``, ``web:alice``), whatever chat they wrote from (revision ``0006``).
+
+The agent records the speaker of every turn; searches and notes scoped to a person use it,
+so that one person never reads another's sessions or notes through the agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from openpista.memory.checks import MemoryStoreError, check_channel_id
+from openpista.memory.engine import upsert
+from openpista.memory.tables import CHANNEL_ID_MAX_LENGTH, SESSION_ID_MAX_LENGTH, Base
+
+PERSON_MAX_LENGTH = 255
+"""Longest person id stored (``telegram:123``)."""
+
+
+class SessionPersonRow(Base):
+    """One person (``person``) spoke in ``session_id`` from the chat ``channel_id``."""
+
+    __tablename__ = "session_people"
+
+    session_id: Mapped[str] = mapped_column(
+        String(SESSION_ID_MAX_LENGTH),
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    channel_id: Mapped[str] = mapped_column(String(CHANNEL_ID_MAX_LENGTH), primary_key=True)
+    person: Mapped[str] = mapped_column(String(PERSON_MAX_LENGTH), primary_key=True)
+
+    __table_args__ = (
+        Index("ix_session_people_person", "person"),
+        Index("ix_session_people_channel_id", "channel_id"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Speaker:
+    """Who wrote a turn's message: the chat (``telegram:-10042``) and the person in it
+    (``telegram:7``); build one with :meth:`of`."""
+
+    channel_id: str
+    person: str
+
+    @classmethod
+    def of(cls, channel_id: str, sender: str) -> Speaker:
+        """The speaker ``sender`` of ``channel_id``: the person is the sender prefixed with
+        the channel's kind (the part of the channel id before the first ``:``)."""
+        cid = check_channel_id(channel_id)
+        kind = cid.partition(":")[0]
+        return cls(cid, check_person(f"{kind}:{sender}"))
+
+
+def check_person(person: object) -> str:
+    """``person`` if it is a storable person id: ``KIND:SENDER``."""
+    if not isinstance(person, str) or ":" not in person or not person.partition(":")[2].strip():
+        raise MemoryStoreError(f"a person is KIND:SENDER (e.g. telegram:123), not {person!r}")
+    if len(person) > PERSON_MAX_LENGTH:
+        raise MemoryStoreError(
+            f"person id is {len(person)} characters long; the limit is {PERSON_MAX_LENGTH}"
+        )
+    return check_channel_id(person)  # the same characters as a channel id
+
+
+def record_speaker(conn: Connection, session_id: str, speaker: Speaker) -> None:
+    """Remember that ``speaker`` spoke in ``session_id`` (once per session and chat)."""
+    conn.execute(
+        upsert(conn, SessionPersonRow)
+        .values(session_id=session_id, channel_id=speaker.channel_id, person=speaker.person)
+        .on_conflict_do_nothing()
+    )

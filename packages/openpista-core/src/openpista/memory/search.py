@@ -1,0 +1,176 @@
+"""Full-text search over every stored message (revision ``0006``).
+
+SQLite: an FTS5 table ``messages_fts`` over ``messages.content`` (external content, kept in
+sync by triggers), ranked by BM25. PostgreSQL: a GIN index on
+``to_tsvector('simple', left(content, 100000))`` (no stored column to keep in sync), ranked
+by ``ts_rank_cd``. Both tokenise the same language-neutral way (words of letters and
+digits, case folded; no stemming, no stop words, accents kept), so a query finds the same
+messages on either database. PostgreSQL indexes the first
+:data:`PG_INDEXED_CHARACTERS` characters of a message (a ``tsvector`` holds at most 1 MB).
+
+User input is never FTS syntax: :func:`query_terms` splits it into words, and every word is
+matched literally (all of them must appear).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, text
+
+from openpista.memory.checks import MemoryStoreError
+from openpista.memory.tables import UTCDateTime
+
+MAX_QUERY_LENGTH = 500
+"""Longest query accepted, in characters."""
+MAX_TERMS = 16
+"""Most words a query may have."""
+PG_INDEXED_CHARACTERS = 100_000
+SNIPPET_WORDS = 16
+"""About how many words a snippet shows around the matches."""
+MARK_START, MARK_END = "[", "]"
+"""How a snippet marks the words that matched."""
+
+# The PostgreSQL expression the GIN index is built on; queries must spell it the same way.
+PG_VECTOR = f"to_tsvector('simple'::regconfig, left(content, {PG_INDEXED_CHARACTERS}))"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchScope:
+    """Which sessions a search looks in; every condition given applies (none: all).
+
+    ``channel_id``: the sessions that chat took part in or is bound to. ``person``: the
+    sessions that person (``telegram:123``) spoke in, or whose private chat is theirs.
+    """
+
+    session_id: str | None = None
+    channel_id: str | None = None
+    person: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One matching message: where it is, a one-line snippet with the matches marked
+    (``[word]``), and its relevance (higher is better; comparable within one search)."""
+
+    session_id: str
+    message_id: int
+    role: str
+    snippet: str
+    created_at: datetime
+    score: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The hit as JSON-ready values."""
+        return {
+            "session_id": self.session_id,
+            "message_id": self.message_id,
+            "role": self.role,
+            "snippet": self.snippet,
+            "created_at": self.created_at.isoformat(),
+            "score": round(self.score, 6),
+        }
+
+
+def query_terms(query: object) -> list[str]:
+    """The words of ``query`` to match literally: split on white space, control characters
+    dropped, words without a letter or digit left out; raises :class:`MemoryStoreError`
+    when nothing is left or the query is too long."""
+    if not isinstance(query, str):
+        raise MemoryStoreError(f"a search query is text, not {type(query).__name__}")
+    if len(query) > MAX_QUERY_LENGTH:
+        raise MemoryStoreError(
+            f"the search query is {len(query)} characters long; the limit is {MAX_QUERY_LENGTH}"
+        )
+    shown = "".join(
+        " " if unicodedata.category(char) in ("Cc", "Cf", "Cs") else char for char in query
+    )
+    terms = [word for word in shown.split() if any(char.isalnum() for char in word)]
+    if not terms:
+        raise MemoryStoreError("nothing to search for: give one or more words")
+    if len(terms) > MAX_TERMS:
+        raise MemoryStoreError(f"the search query has {len(terms)} words; the limit is {MAX_TERMS}")
+    return terms
+
+
+def fts5_match(terms: list[str]) -> str:
+    """An FTS5 ``MATCH`` expression requiring every term, each quoted as a literal string
+    (``"`` doubled), so that no operator, column filter or prefix mark gets through."""
+    return " ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def search_messages(
+    conn: Connection, terms: list[str], scope: SearchScope, limit: int
+) -> list[SearchHit]:
+    """The ``limit`` most relevant messages containing every term, within ``scope``."""
+    where, params = _scope_filter(scope)
+    params["limit"] = limit
+    if conn.dialect.name == "postgresql":
+        params["q"] = " ".join(terms)
+        statement = _PG_SEARCH.format(vector=PG_VECTOR, where=where)
+    else:
+        params["q"] = fts5_match(terms)
+        statement = _SQLITE_SEARCH.format(where=where)
+    rows = conn.execute(text(statement).columns(created_at=UTCDateTime()), params).all()
+    return [_hit(row) for row in rows]
+
+
+def _scope_filter(scope: SearchScope) -> tuple[str, dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if scope.session_id is not None:
+        clauses.append("m.session_id = :scope_session")
+        params["scope_session"] = scope.session_id
+    if scope.channel_id is not None:
+        clauses.append(
+            "m.session_id IN (SELECT session_id FROM session_people WHERE channel_id = :scope_chat"
+            " UNION SELECT session_id FROM channel_sessions WHERE channel_id = :scope_chat)"
+        )
+        params["scope_chat"] = scope.channel_id
+    if scope.person is not None:
+        clauses.append(
+            "m.session_id IN (SELECT session_id FROM session_people WHERE person = :scope_person)"
+        )
+        params["scope_person"] = scope.person
+    return "".join(f" AND {clause}" for clause in clauses), params
+
+
+_SQLITE_SEARCH = (
+    "SELECT m.id, m.session_id, m.role, m.created_at, -bm25(messages_fts) AS score, "
+    f"snippet(messages_fts, 0, '{MARK_START}', '{MARK_END}', '…', {SNIPPET_WORDS}) AS snippet "
+    "FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid "
+    "WHERE messages_fts MATCH :q{where} "
+    "ORDER BY bm25(messages_fts), m.id DESC LIMIT :limit"
+)
+
+# Ranked first, the snippets made for the hits shown only (ts_headline reads the text).
+_PG_SEARCH = (
+    "WITH q AS (SELECT plainto_tsquery('simple'::regconfig, :q) AS q), "
+    "hits AS (SELECT m.id, ts_rank_cd({vector}, q.q, 1) AS score FROM messages AS m, q "
+    "WHERE {vector} @@ q.q{where} ORDER BY score DESC, m.id DESC LIMIT :limit) "
+    "SELECT m.id, m.session_id, m.role, m.created_at, hits.score, "
+    f"ts_headline('simple'::regconfig, left(m.content, {PG_INDEXED_CHARACTERS}), q.q, "
+    f"'StartSel={MARK_START}, StopSel={MARK_END}, MaxWords={SNIPPET_WORDS}, MinWords=4, "
+    'MaxFragments=2, FragmentDelimiter=" … "\') AS snippet '
+    "FROM hits JOIN messages AS m ON m.id = hits.id, q ORDER BY hits.score DESC, m.id DESC"
+)
+
+
+def _hit(row: Row[Any]) -> SearchHit:
+    return SearchHit(
+        session_id=row.session_id,
+        message_id=int(row.id),
+        role=row.role,
+        snippet=_one_line(row.snippet or ""),
+        created_at=row.created_at,
+        score=float(row.score),
+    )
+
+
+def _one_line(snippet: str) -> str:
+    """The snippet on one line, without control or format characters (it is printed)."""
+    shown = "".join(" " if unicodedata.category(char) in ("Cc", "Cf") else char for char in snippet)
+    return " ".join(shown.split())
