@@ -27,6 +27,7 @@ BUILTIN_COMMANDS = {
     "plugins": ("openpista.cli.plugins:plugins", "List plugins and what each registered."),
     "sessions": ("openpista.cli.sessions:sessions", "List stored conversation sessions."),
     "usage": ("openpista.cli.usage:usage", "Show the tokens and cost of LLM responses."),
+    "workers": ("openpista.cli.workers:workers", "List worker tasks and their reports."),
     "cron": ("openpista.cli.cron:cron", "Show scheduled messages and their next run times."),
     "tui": ("openpista.cli.tui:tui", "Full-screen terminal chat with the agent."),
     "auth": ("openpista.cli.auth:auth", "Log in to providers, show or remove stored credentials."),
