@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openpista.models import ChannelEvent
+from openpista.observability.metrics_server import serve_metrics
 from openpista.plugin_context import DaemonServices
 from openpista.serving import Listener
 
@@ -272,6 +273,7 @@ async def _run(
     # Plugins' chat commands may use the services from the first message a channel reads.
     gateway.runtime.context.services = services
     await gateway.start()
+    metrics = serve_metrics(gateway.runtime.recorder, settings.metrics)
     workers = await _start_worker_endpoint(settings)
     cron_task = asyncio.create_task(scheduler.run())
     await gateway.runtime.daemon_started(services)
@@ -292,6 +294,8 @@ async def _run(
         gateway.runtime.context.services = None  # the last drained message could still use it
         if workers is not None:
             await workers.stop()
+        if metrics is not None:
+            metrics.stop()
     return 0
 
 
