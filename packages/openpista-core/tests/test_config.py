@@ -196,3 +196,42 @@ def test_plugin_options_validate_a_table_and_name_each_bad_option() -> None:
     assert "tokn: unknown option" in message
     with pytest.raises(ConfigError, match=r"\[tools.browser\] must be a table of options, not int"):
         plugin_options("tools.browser", 3, Options)
+
+
+def test_a_table_as_json_is_merged_with_its_nested_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENPISTA_AGENT", '{"max_tool_rounds": 3, "model": "m"}')
+    monkeypatch.setenv("OPENPISTA_AGENT__MODEL", "nested")
+    monkeypatch.setenv("OPENPISTA_PROVIDERS__OPENAI", '{"model": "a", "timeout": 5}')
+    monkeypatch.setenv("OPENPISTA_MCP__SERVERS__FS__ARGS", '["-y", "server"]')
+    monkeypatch.setenv("OPENPISTA_MCP__SERVERS__FS__COMMAND", "npx")
+    settings = load_config()
+    assert (settings.agent.max_tool_rounds, settings.agent.model) == (3, "nested")
+    assert settings.provider_settings("openai").timeout == 5
+    assert settings.mcp == {"servers": {"fs": {"args": ["-y", "server"], "command": "npx"}}}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "option"),
+    [
+        ("OPENPISTA_AGENT", "max_tool_rounds=3", "agent"),
+        ("OPENPISTA_POLICY__RULES", "[{tool", "policy"),
+        ("OPENPISTA_GATEWAY", '{"queue_size": 2', "gateway"),
+    ],
+)
+def test_a_table_or_list_variable_that_is_not_json_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, option: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    assert f"{variable} ({option}): not a valid value" in str(caught.value)
+
+
+def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENPISTA_AGENT__MAX_TOOL_ROUNDS", "7")
+    monkeypatch.setenv("OPENPISTA_SOURCE_PATH", "/etc/passwd")  # not an option
+    assert Settings().agent.max_tool_rounds == 10
+    assert load_config().agent.max_tool_rounds == 7
+    assert load_config().source_path is None

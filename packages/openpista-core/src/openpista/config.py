@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tomllib
 from collections.abc import Mapping
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-)
 
+from openpista.envconfig import UnparsedValueError, deep_update, environment_tree
 from openpista.home import DEFAULT_HOME as DEFAULT_HOME
 from openpista.home import home_dir as home_dir
 
@@ -236,14 +228,11 @@ class BudgetSettings(_Section):
     """Keyed by model (``gpt-4o-mini``) or ``provider/model``."""
 
 
-class Settings(BaseSettings):
-    """The whole configuration. Build it with :func:`load_config`."""
+class Settings(BaseModel):
+    """The whole configuration. Build it with :func:`load_config` (the file and the
+    environment) or :func:`settings_from`; ``Settings(...)`` reads no environment."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="OPENPISTA_",
-        env_nested_delimiter="__",
-        extra="forbid",
-    )
+    model_config = ConfigDict(extra="forbid")
 
     agent: AgentSettings = Field(default_factory=AgentSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -265,23 +254,6 @@ class Settings(BaseSettings):
 
     source_path: Path | None = Field(default=None, exclude=True)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment beats the file; keyword arguments beat both.
-        return (
-            init_settings,
-            _ShortEnvSource(settings_cls),
-            _FreeFormEnvSource(settings_cls, env_settings),
-            _FileSource(settings_cls),
-        )
-
     def provider_settings(self, name: str) -> ProviderSettings:
         """Settings of provider ``name``, defaults when the config has no section for it."""
         return self.providers.get(name) or ProviderSettings()
@@ -292,30 +264,6 @@ class Settings(BaseSettings):
         return self.agent.workspace.expanduser()
 
 
-_file_data: ContextVar[dict[str, Any] | None] = ContextVar("openpista_config_file", default=None)
-
-
-class _FileSource(PydanticBaseSettingsSource):
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return (_file_data.get() or {}).get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(_file_data.get() or {})
-
-
-class _ShortEnvSource(PydanticBaseSettingsSource):
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for var, (section, key) in SHORT_ENV_NAMES.items():
-            value = os.environ.get(var)
-            if value:
-                found.setdefault(section, {})[key] = value
-        return found
-
-
 # Sections whose keys, except the declared ones, are plugin tables of any shape.
 _FREE_FORM_SECTIONS: dict[str, frozenset[str]] = {
     "channels": frozenset(),
@@ -324,31 +272,31 @@ _FREE_FORM_SECTIONS: dict[str, frozenset[str]] = {
 }
 
 
-class _FreeFormEnvSource(PydanticBaseSettingsSource):
-    """The ``OPENPISTA_*`` variables, values in plugin tables read by :func:`env_value`.
-
-    Core's own options have types that pydantic-settings converts to; the tables of plugins
-    (``[channels.<name>]``, ``[tools.<name>]``, ``[skills.<mode>]``) are free-form until the
-    plugin validates them, so their values are decoded here.
-    """
-
-    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
-        super().__init__(settings_cls)
-        self._inner = inner
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        data = self._inner()
-        for section, declared in _FREE_FORM_SECTIONS.items():
-            tables = data.get(section)
-            if isinstance(tables, dict):
-                data[section] = {
-                    key: value if key in declared else _decode_tree(value)
-                    for key, value in tables.items()
-                }
-        return data
+def settings_from(data: Mapping[str, Any]) -> Settings:
+    """:class:`Settings` from ``data`` (a parsed config file) overlaid by the ``OPENPISTA_*``
+    variables; the short forms (``OPENPISTA_MODEL``) beat the long ones. Raises
+    :class:`ConfigError` for an environment value that cannot be read and
+    :class:`pydantic.ValidationError` for invalid options."""
+    try:
+        env = environment_tree(Settings, "OPENPISTA_", os.environ, skip={"source_path"})
+    except UnparsedValueError as exc:
+        raise ConfigError(_describe_unparsed(exc.field)) from None
+    # Core's options have types pydantic converts text to; the tables of plugins
+    # ([channels.<name>], [tools.<name>], [skills.<mode>]) are free-form until the plugin
+    # validates them, so their values are decoded here.
+    for section, declared in _FREE_FORM_SECTIONS.items():
+        tables = env.get(section)
+        if isinstance(tables, dict):
+            env[section] = {
+                key: value if key in declared else _decode_tree(value)
+                for key, value in tables.items()
+            }
+    short: dict[str, Any] = {}
+    for var, (section, key) in SHORT_ENV_NAMES.items():
+        value = os.environ.get(var)
+        if value:
+            short.setdefault(section, {})[key] = value
+    return Settings.model_validate(deep_update(dict(data), env, short))
 
 
 def env_value(text: str) -> Any:
@@ -429,15 +377,10 @@ def load_config(path: Path | str | None = None) -> Settings:
             f"{config_path}: config file not found "
             "(check the path, or copy config.example.toml there)"
         )
-    token = _file_data.set(data)
     try:
-        settings = Settings()
+        settings = settings_from(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_path if data else None)) from None
-    except SettingsError as exc:  # an environment value that is not the JSON its option needs
-        raise ConfigError(_describe_unparsed(exc)) from None
-    finally:
-        _file_data.reset(token)
     settings.source_path = config_path if data else None
     return settings
 
@@ -508,12 +451,10 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     return "\n".join([f"{where}: invalid configuration", *lines])
 
 
-def _describe_unparsed(exc: SettingsError) -> str:
-    """pydantic-settings' "error parsing value for field X" with the variable named."""
-    found = re.search(r'field "([^"]+)"', str(exc))
-    field = found.group(1) if found else ""
-    variable = env_variable((field,)) if field else None
-    prefix = f"OPENPISTA_{field.upper()}__" if field else "OPENPISTA_"
+def _describe_unparsed(field: str) -> str:
+    """A list or table option (``field`` at the top) whose variable is not JSON, named."""
+    variable = env_variable((field,))
+    prefix = f"OPENPISTA_{field.upper()}__"
     if variable is None:  # the value was nested: OPENPISTA_<FIELD>__...
         variable = next((name for name in os.environ if name.upper().startswith(prefix)), None)
     name = variable or f"an {prefix}* variable"

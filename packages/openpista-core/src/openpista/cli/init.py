@@ -47,7 +47,7 @@ def init(
     """
     import tomli_w
 
-    from openpista.config import Settings, default_config_path
+    from openpista.config import default_config_path, settings_from
     from openpista.plugins import PluginHost
     from openpista.runtime import build_providers
     from openpista.starter import StarterPrompt
@@ -55,7 +55,8 @@ def init(
     path = Path(state.config_path).expanduser() if state.config_path else default_config_path()
     if path.exists() and not force:
         fail(f"{path} already exists; use --force to replace it", code=1)
-    settings = state.settings() if path.exists() else Settings()  # the file is ours to write
+    # No file yet (it is ours to write): the defaults, overlaid by the environment.
+    settings = state.settings() if path.exists() else settings_from({})
     host = PluginHost.load()
     registry = build_providers(host)
     names = registry.names()
