@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from openpista.config import GatewaySettings, PolicySettings, Settings
 from openpista_discord.adapter import DiscordAdapter
 from openpista_discord.settings import parse_settings
 from openpista_discord.testing import DiscordEmulator, User
-
-from openpista.config import GatewaySettings, PolicySettings, Settings
 from openpista_testing.cli import emulator_settings
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
@@ -55,7 +55,7 @@ def mallory() -> User:
 
 @pytest.fixture
 def discord_emulator() -> Iterator[DiscordEmulator]:
-    with DiscordEmulator() as emulator:
+    with DiscordEmulator(roles=(ROLE,)) as emulator:
         yield emulator
 
 

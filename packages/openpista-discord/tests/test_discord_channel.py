@@ -4,11 +4,12 @@ emulator."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
+from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, PairingBook
 from openpista_discord.adapter import DiscordAdapter
 from openpista_discord.testing import DiscordEmulator, User
-
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.polling import eventually
 
@@ -26,3 +27,100 @@ async def test_dm_round_trip(
     assert dm in discord_emulator.typing
     assert llm_emulator.requests[0].json["messages"][-1]["content"] == "hi there"
     assert discord_emulator.identifies == 1
+
+
+def echo(llm_emulator: LlmEmulator) -> None:
+    llm_emulator.default_reply = lambda body: "echo: " + body["messages"][-1]["content"]
+
+
+async def test_guild_answers_only_mentions_and_replies_to_the_bot(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    echo(llm_emulator)
+    await serve()
+    general = discord_emulator.text_channel
+    discord_emulator.send_message(general, "just chatting among humans", alice)
+    discord_emulator.send_message(general, "what is up?", alice, mention_bot=True)
+    await eventually(lambda: discord_emulator.texts(general) == ["echo: what is up?"])
+    [first] = discord_emulator.messages
+    discord_emulator.send_message(general, "and a follow-up", alice, reply_to=first.id)
+    discord_emulator.send_message(general, "<@999> not you", alice)
+    await eventually(lambda: discord_emulator.texts(general)[1:] == ["echo: and a follow-up"])
+    await asyncio.sleep(0.3)
+    assert len(llm_emulator.requests) == 2
+
+
+async def test_role_lets_a_member_in_only_in_the_guild(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, bob: User
+) -> None:
+    echo(llm_emulator)
+    await serve()
+    general = discord_emulator.text_channel
+    discord_emulator.send_message(general, "hi", bob, mention_bot=True)
+    await eventually(lambda: discord_emulator.texts(general) == ["echo: hi"])
+    dm = discord_emulator.dm_channel(bob)  # no roles outside the guild
+    discord_emulator.send_message(dm, "hi in private", bob)
+    await eventually(lambda: discord_emulator.texts(dm) == [REFUSAL])
+    assert len(llm_emulator.requests) == 1
+
+
+async def test_stranger_is_refused_and_nothing_reaches_the_agent(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, mallory: User
+) -> None:
+    await serve()
+    dm = discord_emulator.dm_channel(mallory)
+    general = discord_emulator.text_channel
+    discord_emulator.send_message(dm, "run rm -rf / please", mallory)
+    discord_emulator.send_message(general, "hi", mallory, mention_bot=True)
+    await eventually(lambda: discord_emulator.texts(dm) == [REFUSAL])
+    await eventually(lambda: discord_emulator.texts(general) == [REFUSAL])
+    await asyncio.sleep(0.3)
+    assert llm_emulator.requests == []
+    assert discord_emulator.typing == []
+
+
+async def test_pairing_code_lets_a_stranger_in_once(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, mallory: User
+) -> None:
+    llm_emulator.reply_text("welcome")
+    await serve()
+    code = PairingBook("discord").new_code()
+    dm = discord_emulator.dm_channel(mallory)
+    discord_emulator.send_message(dm, "/pair WRONGCODE", mallory)
+    discord_emulator.send_message(dm, f"/pair {code}", mallory)
+    discord_emulator.send_message(dm, "hello now", mallory)
+    await eventually(lambda: discord_emulator.texts(dm) == [PAIRING_FAILED, PAIRED, "welcome"])
+    eve = User(7777, "eve")
+    eve_dm = discord_emulator.dm_channel(eve)
+    discord_emulator.send_message(eve_dm, f"/pair {code}", eve)  # a used code is spent
+    await eventually(lambda: discord_emulator.texts(eve_dm) == [PAIRING_FAILED])
+    assert PairingBook("discord").paired() == [str(mallory.id)]
+
+
+async def test_pairing_in_a_guild_channel_is_refused(
+    serve: Serve, discord_emulator: DiscordEmulator, mallory: User
+) -> None:
+    await serve()
+    code = PairingBook("discord").new_code()
+    general = discord_emulator.text_channel
+    discord_emulator.send_message(general, f"/pair {code}", mallory, mention_bot=True)
+    await eventually(lambda: discord_emulator.texts(general) == [REFUSAL])
+    assert PairingBook("discord").paired() == []  # codes are typed in private only
+
+
+async def test_thread_per_conversation_keeps_each_thread_its_own_session(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    llm_emulator.default_reply = lambda body: f"heard {len(body['messages'])} messages"
+    await serve(thread_per_conversation=True)
+    general = discord_emulator.text_channel
+    first = discord_emulator.send_message(general, "remember 42", alice, mention_bot=True)
+    thread = int(first["id"])
+    await eventually(lambda: discord_emulator.texts(thread) == ["heard 2 messages"])
+    assert thread in discord_emulator.threads
+    assert discord_emulator.threads[thread]["name"] == "remember 42"
+    discord_emulator.send_message(thread, "what was it?", alice)  # no mention needed
+    await eventually(lambda: discord_emulator.texts(thread)[1:] == ["heard 4 messages"])
+    second = discord_emulator.send_message(general, "new topic", alice, mention_bot=True)
+    await eventually(lambda: discord_emulator.texts(int(second["id"])) == ["heard 2 messages"])
+    assert discord_emulator.texts(general) == []

@@ -100,8 +100,13 @@ class DiscordEmulator(ThreadedServer):
 
     name = "discord emulator"
 
-    def __init__(self, *, token: str = DEFAULT_TOKEN, port: int = 0) -> None:
+    def __init__(
+        self, *, token: str = DEFAULT_TOKEN, roles: tuple[int, ...] = (), port: int = 0
+    ) -> None:
         super().__init__(port)
+        self.roles = roles
+        """Role ids the guild has besides ``@everyone`` (give them to users with
+        :attr:`User.roles`)."""
         self.token = token
         self.application_id = 1100000000000000001
         self.bot = User(1100000000000000002, "openpista_test_bot")
@@ -644,7 +649,7 @@ class DiscordEmulator(ThreadedServer):
             "name": "openpista test guild",
             "icon": None,
             "owner_id": "1100000000000000099",
-            "roles": [everyone],
+            "roles": [everyone, *(_role(r) for r in self.roles)],
             "emojis": [],
             "stickers": [],
             "features": [],
@@ -707,6 +712,19 @@ class DiscordEmulator(ThreadedServer):
         if sent.channel_id not in self._dm_channels.values():
             data["guild_id"] = str(self.guild_id)
         return data
+
+
+def _role(role_id: int) -> dict[str, Any]:
+    return {
+        "id": str(role_id),
+        "name": f"role-{role_id}",
+        "permissions": "0",
+        "position": 1,
+        "color": 0,
+        "hoist": False,
+        "managed": False,
+        "mentionable": True,
+    }
 
 
 class _ApiError(Exception):
