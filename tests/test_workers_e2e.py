@@ -1,0 +1,96 @@
+"""End to end: a real ``openpista start`` serves ``[workers]``; a real worker's task shows up
+in the history, the feed and ``openpista workers``, and is on disk once the daemon stops."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from openpista_testing.cli import Cli
+from openpista_testing.daemon import Daemon
+from openpista_testing.emulator import LlmEmulator
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "workers-api-token"
+# The docker plugin's host fallback (no engine here): its worker reports through the
+# plugin's socket, as a container would; core stores and publishes that report too.
+WORKER = 'python3 "$(dirname "$OPENPISTA_REPORT_SOCKET")/report" --exit-code 0 "the answer is 42"'
+
+
+def worker_config(cli: Cli) -> None:
+    cli.env["OPENPISTA_LOAD_PLUGINS"] = "docker"
+    cli.write_config(
+        cli.config.read_text()
+        + f'\n[workers]\nenabled = true\nport = 0\napi_token = "{TOKEN}"\n'
+        + f'\n[tools.docker]\ndocker_host = "unix://{cli.home}/none.sock"\n'
+        + 'fallback = "subprocess"\n'
+    )
+
+
+def endpoint_url(daemon: Daemon) -> str:
+    line = daemon.wait_for("worker endpoint listens on http://127.0.0.1:")
+    found = re.search(r"http://127\.0\.0\.1:\d+", line)
+    assert found is not None, line
+    return found.group(0)
+
+
+def history(url: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{url}/api/workers", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200, answer.text
+    tasks: list[dict[str, Any]] = answer.json()["tasks"]
+    return tasks
+
+
+def finished(url: str) -> list[dict[str, Any]]:
+    """The history once its one task is finished (stored as the report arrived, by a
+    writer that may lag behind the answer on a busy machine)."""
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        tasks = history(url)
+        if [t["status"] for t in tasks] == ["finished"]:
+            return tasks
+        time.sleep(0.1)
+    raise AssertionError(f"no finished task: {history(url)}")
+
+
+def test_a_workers_task_is_stored_listed_and_kept_when_the_daemon_stops(
+    cli: Cli, llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
+) -> None:
+    worker_config(cli)
+    llm_emulator.reply_tool_calls([("container_run", {"command": WORKER})])
+    llm_emulator.reply_text("the worker is done")
+    daemon = daemons(cli)
+    url = endpoint_url(daemon)
+    status = cli("status")
+    assert f"  worker endpoint: {url}" in status.stdout.splitlines(), status.stdout
+
+    daemon.send("run the worker")
+    daemon.wait_for("the worker is done")
+    (task,) = finished(url)
+    assert (task["status"], task["exit_code"]) == ("finished", 0)
+    assert task["channel_id"].startswith("cli:")
+    detail = httpx.get(
+        f"{url}/api/workers/{task['task_id']}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ).json()["task"]
+    assert detail["reports"][-1]["output"] == "the answer is 42"
+
+    # The task ended: its credential is refused; without one nothing gets in.
+    late = {"v": 1, "task_id": task["task_id"], "report_id": "late", "kind": "progress"}
+    refused = httpx.post(f"{url}/api/worker-report", json=late)
+    assert (refused.status_code, refused.json()["result"]) == (401, "unknown_task")
+    assert httpx.get(f"{url}/api/workers").status_code == 401
+
+    assert daemon.stop() == 0
+    # On disk: a new process (as a restarted daemon would) reads the same history.
+    listed = cli("workers", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(t["task_id"], t["status"]) for t in json.loads(listed.stdout)] == [
+        (task["task_id"], "finished")
+    ]
