@@ -23,8 +23,13 @@ if TYPE_CHECKING:
     help="Do not read messages from this terminal (serve only the other channels).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what the daemon does (to stderr).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text or one JSON object each (default: [logging] format).",
+)
 @click.pass_obj
-def start(state: CliState, no_terminal: bool, verbose: bool) -> None:
+def start(state: CliState, no_terminal: bool, verbose: bool, log_format: str | None) -> None:
     """Run the agent daemon: every enabled channel, cron, until Ctrl-C or SIGTERM.
 
     The terminal channel reads messages from standard input (also from a pipe) and answers
@@ -40,12 +45,11 @@ def start(state: CliState, no_terminal: bool, verbose: bool) -> None:
     from openpista.cli.database import database_problem
     from openpista.gateway.daemon import DaemonRunningError, serve
     from openpista.memory import MemoryStoreError
+    from openpista.observability.logs import setup_logging
 
     settings = state.settings()
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.INFO if verbose else logging.WARNING
+    setup_logging(settings, level=level, log_format=log_format)  # type: ignore[arg-type]
     try:
         code = asyncio.run(serve(settings, terminal=not no_terminal))
     except DaemonRunningError as exc:

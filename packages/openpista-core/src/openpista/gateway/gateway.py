@@ -42,6 +42,7 @@ from openpista.models import (
     TextChunk,
     ToolProgress,
 )
+from openpista.observability.logs import bind_turn
 from openpista.observability.metrics import channel_name
 from openpista.outbox import screen as screen_attachments
 from openpista.providers.base import TextDelta, warm_up
@@ -348,6 +349,7 @@ class Gateway:
         began = time.monotonic()
         request_id = _request_id(event)
         session_id = event.session_id or await self.router.session_for(event.channel_id)
+        bind_turn(session_id, event.channel_id, request_id)
         if not event.attachments:
             reply = await self.commands.run(event.channel_id, session_id, event.text)
             if reply is not None:
