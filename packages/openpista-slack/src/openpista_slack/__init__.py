@@ -1,0 +1,1 @@
+"""openpista-slack: the Slack channel (see docs/channels/slack.md)."""
