@@ -184,3 +184,67 @@ async def test_a_full_outbox_arrives_in_order_and_a_burst_of_live_pushes_arrives
         live = [await asyncio.wait_for(anext(pushes), 60) for _ in range(count)]
         await pushes.aclose()
     assert [answer_of(r).text for r in live] == [f"live {number}" for number in range(count)]
+
+
+async def test_the_outbox_outlives_a_restart_of_the_daemon(
+    serve: Callable[..., Awaitable[MobileAdapter]],
+    gateways: Gateways,
+    llm_emulator: LlmEmulator,
+    tmp_path: Path,
+    home: Path,
+) -> None:
+    """Pushes kept for an offline phone reach it from the next daemon, once, in order."""
+    await serve()
+    for text in ("one", "two"):
+        llm_emulator.reply_text(f"answer {text}")
+        await gateways.opened[0].handle(cron(text))
+    stored = home / "mobile" / "outbox.json"
+    assert stored.stat().st_mode & 0o777 == 0o600  # it holds answers
+    await gateways.close()
+
+    mobile = await serve()
+    phone = await MobileClient.connect(
+        f"quic://127.0.0.1:{mobile.port}",
+        PHONE_TOKEN,
+        "phone",
+        fingerprint=mobile.fingerprint,
+        tickets=tmp_path / "tickets",
+    )
+    try:
+        await phone.check()
+        received = [await next_push(phone), await next_push(phone)]
+        assert [r.text for r in received] == ["answer one", "answer two"]
+        llm_emulator.reply_text("answer three")
+        await gateways.opened[-1].handle(cron("three"))  # live: numbered after the others
+        assert (await next_push(phone)).text == "answer three"
+    finally:
+        await phone.close()
+    assert '"phone": {"seq": 3, "frames": []}' in stored.read_text()  # delivered, numbered on
+
+
+async def test_a_damaged_outbox_file_is_set_aside_and_the_channel_serves(
+    serve: Callable[..., Awaitable[MobileAdapter]],
+    llm_emulator: LlmEmulator,
+    home: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for damaged in ('{"phone": {"seq": 1', '{"phone": {"seq": "x", "frames": 7}}', "[1]"):
+        (home / "mobile").mkdir(parents=True, exist_ok=True)
+        (home / "mobile" / "outbox.json").write_text(damaged)
+        mobile = await serve()
+        phone = await MobileClient.connect(
+            f"quic://127.0.0.1:{mobile.port}",
+            PHONE_TOKEN,
+            "phone",
+            fingerprint=mobile.fingerprint,
+            tickets=tmp_path / "tickets",
+        )
+        try:
+            llm_emulator.reply_text("still here")
+            assert (await phone.answer("hello")).text == "still here"
+        finally:
+            await phone.close()
+        assert "is unreadable" in caplog.text
+        assert (home / "mobile" / "outbox.json.damaged").read_text() == damaged
+        caplog.clear()

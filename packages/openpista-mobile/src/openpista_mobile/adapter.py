@@ -10,7 +10,8 @@ An answer whose stream is gone (its connection closed, or the client reset the s
 or that answers no request of this device at all (a ``[[cron]]`` entry whose channel is
 ``mobile:{device}``) is *pushed*: its final response, or an approval request, goes to
 every live connection of the device; with none, it waits in a small per-device outbox
-(``outbox_size``, in memory) delivered after the device's next authentication. Deltas
+(``outbox_size``, kept on disk: :mod:`openpista_mobile.outbox`) delivered after the device's
+next authentication, also after a restart of the daemon. Deltas
 (text chunks, tool progress) are never pushed: the final response holds the whole text.
 
 On the wire every message is the gateway's outbound message as JSON
@@ -27,7 +28,6 @@ import logging
 import re
 import sys
 import uuid
-from collections import deque
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.config import ConfigError
 from openpista.models import Answer, Attachment, ChannelEvent, Outbound, TextChunk, ToolProgress
 from openpista_mobile.certs import load_or_create, state_dir
+from openpista_mobile.outbox import Outbox
 from openpista_mobile.protocol import ErrorCode, FrameError, error_frame
 from openpista_mobile.server import QuicServer, ServerOptions
 from openpista_mobile.session import MessageRequest, ResponseStream
@@ -69,9 +70,7 @@ class MobileAdapter(ChannelAdapter):
         self._ctx: ChannelContext | None = None
         # The stream awaiting each request's answers, by (channel id, request id).
         self._streams: dict[tuple[str, str], ResponseStream] = {}
-        # Pushes waiting for a device to connect, and each device's last push number.
-        self._outbox: dict[str, deque[dict[str, Any]]] = {}
-        self._pushed: dict[str, int] = {}
+        self._outbox: Outbox | None = None  # pushes waiting for a device (after start)
 
     @property
     def port(self) -> int:
@@ -84,6 +83,9 @@ class MobileAdapter(ChannelAdapter):
         """Load (or make) the certificate and serve; returns once the socket is bound."""
         self._ctx = ctx
         certificate = await asyncio.to_thread(load_or_create, self.settings.cert, self.settings.key)
+        self._outbox = await asyncio.to_thread(
+            Outbox, state_dir() / "outbox.json", self.settings.outbox_size, self.tokens.knows
+        )
         self.fingerprint = certificate.fingerprint
         options = ServerOptions(
             host=self.settings.host,
@@ -138,35 +140,38 @@ class MobileAdapter(ChannelAdapter):
         if not self.tokens.knows(device):
             log.warning("mobile: no device %r is configured; an answer for it is dropped", device)
             return
-        number = self._pushed.get(device, 0) + 1
-        self._pushed[device] = number
+        outbox = self._outbox
+        if outbox is None:
+            log.warning("mobile: the channel is not running; an answer for %s is dropped", device)
+            return
+        number = outbox.next_number(device)
         frame = {"type": "push", "seq": number, "response": message.model_dump(mode="json")}
         if self.server is not None and self.server.push(device, [frame]):
             log.info("mobile: pushed answer %d to device %s", number, device)
             return
-        outbox = self._outbox.setdefault(device, deque())
         if self.settings.outbox_size == 0:
             log.info("mobile: device %s is offline and outbox_size = 0; push dropped", device)
             return
-        if len(outbox) >= self.settings.outbox_size:
-            dropped = outbox.popleft()
+        dropped = outbox.keep(device, frame)
+        if dropped is not None:
             log.warning(
                 "mobile: the outbox of device %s is full (%d); dropped its oldest push %d",
                 device,
                 self.settings.outbox_size,
                 dropped["seq"],
             )
-        outbox.append(frame)
         log.info("mobile: device %s is offline; push %d kept in its outbox", device, number)
 
     def _deliver_outbox(self, device: str) -> None:
         """A connection of ``device`` authenticated: push what waited, oldest first, on
         one stream (so that it arrives in order)."""
-        outbox = self._outbox.get(device)
-        if not outbox or self.server is None or not self.server.push(device, list(outbox)):
+        outbox = self._outbox
+        waiting = outbox.waiting(device) if outbox is not None else []
+        if not waiting or self.server is None or not self.server.push(device, waiting):
             return
-        del self._outbox[device]
-        log.info("mobile: delivered %d waiting push(es) to device %s", len(outbox), device)
+        assert outbox is not None
+        outbox.delivered(device)
+        log.info("mobile: delivered %d waiting push(es) to device %s", len(waiting), device)
 
     async def _on_message(self, request: MessageRequest) -> None:
         ctx = self._ctx
