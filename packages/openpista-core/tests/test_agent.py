@@ -1,4 +1,4 @@
-"""The agent loop with the real litellm provider against the LLM emulator and real SQLite."""
+"""The agent loop with the real provider client against the LLM emulator and real SQLite."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A turn reads and sends a bounded window of a long session's history ([agent] history_window),
-never splitting a tool call from its result. Real SQLite, the real litellm against the
+never splitting a tool call from its result. Real SQLite, the real provider client against the
 emulator."""
 
 from __future__ import annotations
