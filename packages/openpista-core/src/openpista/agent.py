@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from openpista.models import Answer, Attachment, Message, ToolCall, ToolResult, Usage
 from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolSpec
-from openpista.tools.context import TurnContext, reset_turn, set_turn
+from openpista.tools.context import TurnContext, current_turn, reset_turn, set_turn
 
 if TYPE_CHECKING:
-    from openpista.memory import MemoryStore
+    from openpista.memory import MemoryStore, Speaker
     from openpista.observability.usage import UsageMeter
     from openpista.providers.base import LlmProvider
     from openpista.tools.registry import ToolRegistry
@@ -96,7 +96,12 @@ class Agent:
         self.meter = meter
 
     def _system_message(self) -> Message:
-        parts = [self.system_prompt, self.context() if self.context else ""]
+        turn = current_turn()
+        parts = [
+            self.system_prompt,
+            self.context() if self.context else "",
+            turn.notes if turn is not None else "",
+        ]
         return Message(role="system", content="\n\n".join(p for p in parts if p))
 
     async def run_turn(
@@ -108,6 +113,7 @@ class Agent:
         *,
         attachments: Sequence[Attachment] = (),
         channel_id: str = "",
+        sender: str = "",
     ) -> Answer:
         """Answer ``text`` in session ``session_id`` (created when missing).
 
@@ -115,7 +121,9 @@ class Agent:
         every file is named with its path); files that tools produce come back in the
         response's ``attachments``. ``guard`` is asked before each tool call runs; a denied
         call gives the LLM an error result saying why. Tools can learn the session and
-        ``channel_id`` from :func:`openpista.tools.context.current_turn`.
+        ``channel_id`` from :func:`openpista.tools.context.current_turn`. With ``channel_id``
+        and ``sender``, the person who wrote ``text`` is recorded in the session, and their
+        notes are shown in the system prompt (:mod:`openpista.memory.notes`).
 
         Provider failures come back as a response with ``is_error`` set and a message that
         starts with ❌; the history stays as stored so far. Over ``[budget]``, nothing is
@@ -126,13 +134,25 @@ class Agent:
             return Answer.error(refusal, session_id=session_id)
         content = "\n".join([text, *(a.describe() for a in attachments)])
         user = Message(role="user", content=storable(content), attachments=list(attachments))
-        history = await self.memory.start_turn(session_id, user, self.history_window)
+        speaker = _speaker(channel_id, sender)
+        history = await self.memory.start_turn(
+            session_id, user, self.history_window, speaker=speaker
+        )
         history.append(user)
-        token = set_turn(TurnContext(session_id, channel_id))
+        turn = TurnContext(session_id, channel_id)
+        if speaker is not None:
+            turn = await self._with_notes(turn, speaker.person)
+        token = set_turn(turn)
         try:
             return await self._loop(session_id, channel_id, history, on_event, guard)
         finally:
             reset_turn(token)
+
+    async def _with_notes(self, turn: TurnContext, person: str) -> TurnContext:
+        from openpista.memory.notes import notes_prompt
+
+        notes = notes_prompt(await self.memory.notes_of(person))
+        return TurnContext(turn.session_id, turn.channel_id, person, notes)
 
     async def _loop(
         self,
@@ -248,6 +268,18 @@ def tool_outcome(result: ToolResult) -> str:
     if not result.is_error:
         return "ok"
     return "timeout" if "timed out" in result.output.lower() else "error"
+
+
+def _speaker(channel_id: str, sender: str) -> Speaker | None:
+    """Who wrote the turn's message; ``None`` when unknown or not storable as a person."""
+    if not channel_id or not sender:
+        return None
+    from openpista.memory import MemoryStoreError, Speaker
+
+    try:
+        return Speaker.of(channel_id, sender)
+    except MemoryStoreError:
+        return None
 
 
 async def _emit(sink: EventSink, event: AgentEvent) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
     from openpista.config import Settings
+    from openpista.memory import MemoryStore
     from openpista.models import ChannelEvent
     from openpista.tools.registry import ToolRegistry
 
@@ -49,6 +50,8 @@ class PluginContext:
         plugin whose tools change at run time changes them here with
         :meth:`~openpista.tools.registry.ToolRegistry.update` (from any thread); the
         agent's next turn offers the LLM the new set."""
+        self.memory: MemoryStore | None = None
+        """The runtime's memory store, set once it is open (after ``register_tools``)."""
         self._shared: dict[Callable[[PluginContext], Any], Any] = {}
         self._on_close: list[Callable[[], Awaitable[None] | None]] = []
         self._closed = False

@@ -37,6 +37,7 @@ BUILTIN_MODULES = (
     "openpista.builtins.tools",
     "openpista.builtins.skills",
     "openpista.builtins.channels",
+    "openpista.builtins.memory",
 )
 HOOK_NAMES = frozenset(
     name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "openpista_spec")

@@ -149,6 +149,7 @@ class Runtime:
         toolbox = build_toolbox(host, settings, context)
         providers = build_providers(host)
         memory = await MemoryStore.open(settings.database.url)
+        context.memory = memory
         return cls(settings, host, providers, toolbox, memory, context)
 
     @property

@@ -1,9 +1,9 @@
 """The chat commands every channel answers the same way, and those plugins register.
 
-``/help``, ``/model``, ``/session``, ``/clear``, ``/usage``, ``/approve`` and ``/deny`` are
-the gateway's own; a plugin adds its own with the ``register_chat_commands`` hook (a name
-taken already is reported and left out). Any other text, unknown slash words included, is
-a message for the agent.
+``/help``, ``/model``, ``/session``, ``/clear``, ``/usage``, ``/search``, ``/approve`` and
+``/deny`` are the gateway's own; a plugin adds its own with the ``register_chat_commands``
+hook (a name taken already is reported and left out). Any other text, unknown slash words
+included, is a message for the agent.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 TYPO_SCAN = 200  # recent sessions an unknown ``/session ID`` is compared with
 TYPO_CUTOFF = 0.85  # difflib similarity from which an unknown id counts as a typo
 NOTHING_WAITS = "Nothing is waiting for your approval."
+SEARCH_HITS = 8  # hits /search shows
 
 
 def reply_error(text: str) -> CommandReply:
@@ -48,6 +49,7 @@ class ChatCommands:
             ("session ID", "switch this chat to session ID (says when it is new)", self._session),
             ("clear", "start a new session in this chat", self._clear),
             ("usage", "tokens and cost of this session, and today's spend", self._usage),
+            ("search WORDS", "find WORDS in this chat's conversations", self._search),
             ("approve [ID]", "allow the tool call waiting for approval", self._approval),
             ("deny [ID]", "refuse the tool call waiting for approval", self._approval),
         ]
@@ -155,6 +157,21 @@ class ChatCommands:
         from openpista.observability.report import usage_reply
 
         return CommandReply(await usage_reply(self.gateway.runtime, call.session_id))
+
+    async def _search(self, call: CommandCall) -> CommandReply:
+        from openpista.memory import SearchScope
+
+        if not call.argument:
+            return reply_error("search for what? /search WORDS")
+        scope = SearchScope(channel_id=call.channel_id)
+        hits = await self.gateway.runtime.memory.search(call.argument, scope, SEARCH_HITS)
+        if not hits:
+            return CommandReply(f"nothing in this chat's conversations matches {call.argument}")
+        lines = [
+            f"{hit.created_at:%Y-%m-%d %H:%M} {hit.role} (session {hit.session_id}): {hit.snippet}"
+            for hit in hits
+        ]
+        return CommandReply("\n".join(lines))
 
     async def _approval(self, call: CommandCall) -> CommandReply:
         broker = self.gateway.approvals

@@ -377,6 +377,7 @@ class Gateway:
                     guard,
                     attachments=event.attachments,
                     channel_id=event.channel_id,
+                    sender=event.sender,
                 )
         response = response.model_copy(
             update={

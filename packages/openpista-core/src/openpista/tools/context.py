@@ -14,10 +14,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TurnContext:
-    """The session a tool call belongs to, and the chat it came from (``""`` if unknown)."""
+    """The session a tool call belongs to, the chat it came from, and the person who wrote
+    the turn's message (``telegram:7``: the sender on that kind of channel); ``""`` when
+    unknown. ``notes`` is what the system prompt shows of that person's notes."""
 
     session_id: str
     channel_id: str = ""
+    person: str = ""
+    notes: str = ""
 
 
 _CURRENT: contextvars.ContextVar[TurnContext | None] = contextvars.ContextVar(
