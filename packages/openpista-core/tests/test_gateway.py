@@ -1,4 +1,5 @@
-"""The gateway with real SQLite, the real provider client against the emulator, loopback adapters."""
+"""The gateway with real SQLite, the real provider client against the emulator, loopback
+adapters."""
 
 from __future__ import annotations
 
