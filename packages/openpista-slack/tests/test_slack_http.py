@@ -1,0 +1,119 @@
+"""HTTP Events API mode: Slack's signed POSTs on the EmbeddedServer, checked before parsing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+from openpista_slack.adapter import SlackAdapter
+from openpista_slack.testing import SlackEmulator, User
+from openpista_testing.emulator import LlmEmulator
+
+Serve = Callable[..., Awaitable[SlackAdapter]]
+
+
+def dm_event(user: User, text: str, event_id: str = "Ev0001") -> bytes:
+    event = {
+        "type": "message",
+        "user": user.id,
+        "text": text,
+        "ts": "1700000000.000100",
+        "channel": user.dm,
+        "channel_type": "im",
+        "team": user.team,
+    }
+    payload = {
+        "token": "verification-token",
+        "team_id": user.team,
+        "api_app_id": "A0APP",
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": int(time.time()),
+        "event": event,
+    }
+    return json.dumps(payload).encode()
+
+
+async def test_signed_events_are_served(
+    serve: Serve, slack: SlackEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    llm_emulator.reply_text("over HTTP")
+    await serve(mode="http")
+    slack.dm(alice, "hello")
+    [reply] = await slack.wait_for_messages(1, channel=alice.dm)
+    await slack.wait_until(lambda: reply.text == "over HTTP")
+    assert slack.deliveries == [(200, "")]
+    assert "apps.connections.open" not in slack.calls  # no socket in HTTP mode
+
+
+async def test_url_verification_answers_the_challenge(serve: Serve, slack: SlackEmulator) -> None:
+    await serve(mode="http")
+    body = json.dumps(
+        {"token": "t", "challenge": "3eZbrw1aBm2rZgRNFdxV", "type": "url_verification"}
+    )
+    status, text = await slack.post_signed(body.encode())
+    assert (status, json.loads(text)) == (200, {"challenge": "3eZbrw1aBm2rZgRNFdxV"})
+
+
+async def test_unsigned_wrong_and_stale_requests_are_refused(
+    serve: Serve, slack: SlackEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    await serve(mode="http")
+    body = dm_event(alice, "let me in")
+    signed = slack.sign(body)
+    json_type = {"Content-Type": "application/json"}
+    wrong = {**signed, "X-Slack-Signature": "v0=" + "0" * 64}
+    stale = slack.sign(body, timestamp=int(time.time()) - 301)
+    future = slack.sign(body, timestamp=int(time.time()) + 301)
+    other_body = slack.sign(dm_event(alice, "something else"))
+    cases = {
+        "missing": json_type,
+        "no timestamp": {**json_type, "X-Slack-Signature": signed["X-Slack-Signature"]},
+        "wrong": {**json_type, **wrong},
+        "stale": {**json_type, **stale},
+        "future": {**json_type, **future},
+        "another body's": {**json_type, **other_body},
+        "garbage timestamp": {**json_type, **signed, "X-Slack-Request-Timestamp": "12ab"},
+    }
+    for name, headers in cases.items():
+        status, _ = await slack.post_signed(body, headers)
+        assert status == 401, name
+    assert slack.messages == []
+    assert llm_emulator.requests == []
+
+
+async def test_retried_deliveries_are_answered_once(
+    serve: Serve, slack: SlackEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    llm_emulator.reply_text("just once")
+    llm_emulator.reply_text("the answer to the next message")
+    await serve(mode="http")
+    body = dm_event(alice, "hello", event_id="Ev0RETRY")
+    assert (await slack.post_signed(body))[0] == 200
+    for attempt in ("1", "2"):
+        headers = {
+            "Content-Type": "application/json",
+            "X-Slack-Retry-Num": attempt,
+            "X-Slack-Retry-Reason": "http_timeout",
+            **slack.sign(body),
+        }
+        assert (await slack.post_signed(body, headers))[0] == 200
+    [reply] = await slack.wait_for_messages(1, channel=alice.dm)
+    await slack.wait_until(lambda: reply.text == "just once")
+    slack.dm(alice, "a new message is served")  # the adapter is still listening
+    second = (await slack.wait_for_messages(2, channel=alice.dm))[1]
+    await slack.wait_until(lambda: second.text == "the answer to the next message")
+    assert len(llm_emulator.requests) == 2
+
+
+async def test_oversized_and_malformed_bodies(
+    serve: Serve, slack: SlackEmulator, llm_emulator: LlmEmulator
+) -> None:
+    await serve(mode="http", max_body_bytes=4096)
+    status, _ = await slack.post_signed(b'{"type": "event_callback", "x": "' + b"a" * 5000 + b'"}')
+    assert status == 413
+    for body in (b"{not json", b'{"a":' * 200 + b"1" + b"}" * 200, b"[1, 2]"):
+        status, _ = await slack.post_signed(body)
+        assert status == 400, body[:20]
+    assert llm_emulator.requests == []
