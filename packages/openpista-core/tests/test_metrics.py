@@ -4,6 +4,7 @@ started here on loopback) queried through its HTTP API."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -27,6 +28,8 @@ from openpista_testing.ports import free_port
 from openpista_testing.processes import log_tail, stop_process
 
 TOKEN = "scrape-secret-7f3a"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+DASHBOARD = DOCS / "grafana" / "openpista.json"
 
 
 def metrics_settings(tmp_path: Path, emulator: LlmEmulator) -> Settings:
@@ -208,5 +211,22 @@ async def test_a_real_prometheus_server_scrapes_the_endpoint(
         assert up["value"][1] == "1"
         [tools] = await eventually(lambda: query("sum(openpista_tool_calls_total)"), wait=30)
         assert tools["value"][1] == "1"
+        for panel in json.loads(DASHBOARD.read_text())["panels"]:  # the docs' PromQL is valid
+            for target in panel["targets"]:
+                async with httpx.AsyncClient(timeout=5) as client:
+                    answer = (await client.get(api, params={"query": target["expr"]})).json()
+                assert answer["status"] == "success", (panel["title"], answer)
     finally:
         stop_process(process, signal.SIGTERM, 10)
+
+
+def test_the_documented_alert_rules_pass_promtool(tmp_path: Path) -> None:
+    text = (DOCS / "observability.md").read_text()
+    rules = text.split("Example alert rules:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "rules.yml"
+    path.write_text(rules)
+    checked = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 6 rules found" in checked.stdout
