@@ -17,6 +17,8 @@ from openpista.tools.registry import ToolRegistry
 from openpista_mcp.manager import McpManager
 from openpista_mcp.settings import McpSettings
 from openpista_mcp.tools import all_tools
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
 
 from .conftest import TOKEN, HttpServer, stdio_server
 
@@ -289,3 +291,37 @@ async def test_legacy_sse_transport(
 
     assert manager.connections["legacy"].settings.transport == "sse"
     assert (await call(registry, "mcp.legacy.echo", text="old")).output == "echo: old"
+
+
+async def test_tools_added_at_run_time_reach_the_next_turn_of_the_llm(
+    tmp_path: Path, llm_emulator: LlmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openpista.runtime import Runtime
+
+    monkeypatch.setenv("OPENPISTA_LOAD_PLUGINS", "mcp")
+    settings = emulator_settings(llm_emulator, tmp_path).model_copy(
+        update={"mcp": {"servers": {"demo": stdio_server()}}}
+    )
+    async with await Runtime.open(settings) as runtime:
+        registry = runtime.toolbox.tools
+        agent = runtime.agent()
+        llm_emulator.reply_tool_calls([("mcp_demo_grow", {})])
+        llm_emulator.reply_text("it grew")
+        assert (await agent.run_turn("s1", "grow")).text == "it grew"
+        for _ in range(400):
+            if "mcp.demo.fresh" in registry:
+                break
+            await asyncio.sleep(0.05)
+        assert "mcp.demo.fresh" in registry
+        assert "mcp.demo.add" not in registry
+
+        llm_emulator.reply_tool_calls([("mcp_demo_fresh", {})])
+        llm_emulator.reply(lambda body: "said: " + body["messages"][-1]["content"])
+        assert (await agent.run_turn("s1", "use it")).text == "said: fresh tool"
+
+    offered = [t["function"]["name"] for t in llm_emulator.requests[2].json["tools"]]
+    assert "mcp_demo_fresh" in offered
+    assert "mcp_demo_add" not in offered
+    first = [t["function"]["name"] for t in llm_emulator.requests[0].json["tools"]]
+    assert "mcp_demo_add" in first
+    assert "mcp_demo_fresh" not in first

@@ -52,7 +52,6 @@ class ServerConnection:
         self,
         name: str,
         settings: ServerSettings,
-        on_tools_changed: Callable[[ServerConnection], None] | None = None,
         retry: bool = True,
     ) -> None:
         self.name = name
@@ -68,7 +67,7 @@ class ServerConnection:
         self.retry_at: float | None = None
         """``time.monotonic()`` of the next connection attempt while ``failed``."""
         self.restarts = 0
-        self._on_tools_changed = on_tools_changed
+        self._on_tools_changed: Callable[[ServerConnection], None] | None = None
         self._client: Client | None = None
         self._settled = asyncio.Event()
         self._lost = asyncio.Event()
@@ -194,6 +193,8 @@ class ServerConnection:
         self._ready_since = time.monotonic()
         self._settled.set()
         log.info("MCP server %s ready: %d tool(s)", self.name, len(tools))
+        if self._on_tools_changed is not None:  # started late, or restarted: tools may differ
+            self._on_tools_changed(self)
 
     def _open_stderr(self) -> TextIO:
         """The file a stdio server's stderr goes to, ``~/.openpista/mcp/NAME.log`` (it must
@@ -240,6 +241,11 @@ class ServerConnection:
             log.error("❌ MCP server %s: %s", self.name, error)
 
     # --- change notifications ----------------------------------------------------------
+
+    def on_tools_changed(self, callback: Callable[[ServerConnection], None]) -> None:
+        """Call ``callback`` (on the MCP loop) whenever the server's tools may have changed:
+        it listed them again after a change notification, or it got ready again."""
+        self._on_tools_changed = callback
 
     def _listens_for_changes(self) -> bool:
         tools = self.capabilities.tools if self.capabilities else None

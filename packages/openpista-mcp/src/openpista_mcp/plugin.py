@@ -38,12 +38,14 @@ def make_manager(context: PluginContext) -> McpManager:
 
 @hookimpl
 def register_tools(register: Callable[[Tool], None], context: PluginContext) -> None:
-    """Register ``mcp.<server>.<tool>`` for every tool of every enabled server that started."""
+    """Register ``mcp.<server>.<tool>`` for every tool of every enabled server that started;
+    tools that change later (``list_changed``, a server started late) replace them in the
+    running registry."""
     if not _any_enabled(context.config.mcp):
         return
-    from openpista_mcp.tools import all_tools
+    from openpista_mcp.tools import LiveTools
 
-    for tool in all_tools(context.shared(make_manager)):
+    for tool in LiveTools(context.shared(make_manager), context).start():
         register(tool)
 
 

@@ -3,6 +3,7 @@ resources ``mcp.<server>.resources`` and ``mcp.<server>.read``.
 
 Each handler finds its MCP tool by name at call time, so a server that changed its tools
 (``list_changed``) answers with its current ones; a tool it no longer lists is an error.
+:class:`LiveTools` keeps the running registry in step with what the servers list.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import mcp_types
 
+from openpista import PluginContext
 from openpista.tools import Tool, ToolError, ToolOutput
 from openpista_mcp.connection import ServerConnection
 from openpista_mcp.manager import McpManager
@@ -39,6 +41,38 @@ def all_tools(manager: McpManager) -> list[Tool]:
         if connection.state == "ready":
             tools.extend(server_tools(manager, connection))
     return tools
+
+
+class LiveTools:
+    """The servers' tools in the runtime's registry (``context.tools``), replaced whenever a
+    server lists changed tools or gets ready again (started late, restarted)."""
+
+    def __init__(self, manager: McpManager, context: PluginContext) -> None:
+        self._manager = manager
+        self._context = context
+        self._registered: dict[str, list[str]] = {}
+
+    def start(self) -> list[Tool]:
+        """The tools to register now; later changes go straight into the registry."""
+        tools: list[Tool] = []
+        for connection in self._manager.connections.values():
+            if connection.state == "ready":
+                offered = server_tools(self._manager, connection)
+                self._registered[connection.name] = [t.name for t in offered]
+                tools.extend(offered)
+            connection.on_tools_changed(self._changed)
+        return tools
+
+    def _changed(self, connection: ServerConnection) -> None:
+        registry = self._context.tools
+        if registry is None:  # still collecting: start() lists the current tools
+            return
+        offered = server_tools(self._manager, connection)
+        old = self._registered.get(connection.name, [])
+        for problem in registry.update(remove=old, add=offered):
+            log.error("❌ MCP server %s: %s", connection.name, problem)
+        self._registered[connection.name] = [t.name for t in offered if registry.get(t.name) is t]
+        log.info("MCP server %s: %d tool(s) offered now", connection.name, len(offered))
 
 
 def server_tools(manager: McpManager, connection: ServerConnection) -> list[Tool]:
