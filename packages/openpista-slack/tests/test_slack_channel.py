@@ -12,7 +12,7 @@ from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, PairingBook
 from openpista.channels import ChannelAdapter
 from openpista_slack.adapter import SlackAdapter, Target, parse_channel_id
 from openpista_slack.settings import parse_settings
-from openpista_slack.testing import TEAM, SlackEmulator, User
+from openpista_slack.testing import TEAM, Posted, SlackEmulator, User
 from openpista_testing.contracts import ChannelContract
 from openpista_testing.emulator import LlmEmulator
 
@@ -27,15 +27,14 @@ def user_texts(llm: LlmEmulator, index: int) -> list[str]:
     return [m["content"] for m in messages if m["role"] == "user"]
 
 
-async def answered(slack: SlackEmulator, channel: str, text: str, count: int = 1) -> list[Any]:
+async def answered(slack: SlackEmulator, channel: str, text: str, count: int = 1) -> list[Posted]:
     """Wait until ``count`` messages in ``channel`` read ``text``; those messages."""
-    return await slack.wait_until(
-        lambda: (
-            len(found := [m for m in slack.messages if m.channel == channel and m.text == text])
-            >= count
-            and found
-        )
-    )
+
+    def found() -> list[Posted]:
+        return [m for m in slack.messages if m.channel == channel and m.text == text]
+
+    await slack.wait_until(lambda: len(found()) >= count)
+    return found()
 
 
 async def test_a_mention_is_answered_in_its_thread_which_becomes_a_session(
