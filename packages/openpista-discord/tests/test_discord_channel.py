@@ -124,3 +124,49 @@ async def test_thread_per_conversation_keeps_each_thread_its_own_session(
     second = discord_emulator.send_message(general, "new topic", alice, mention_bot=True)
     await eventually(lambda: discord_emulator.texts(int(second["id"])) == ["heard 2 messages"])
     assert discord_emulator.texts(general) == []
+
+
+async def test_long_answer_is_split_with_code_fences_intact(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    code = "\n".join(f"echo line {i}" for i in range(400))
+    answer = "Run this:\n\n```bash\n" + code + "\n```\n\nDone."
+    llm_emulator.reply_text(answer, chunk_size=500)
+    await serve()
+    dm = discord_emulator.dm_channel(alice)
+    discord_emulator.send_message(dm, "a long script please", alice)
+    await eventually(lambda: "".join(discord_emulator.texts(dm)).endswith("```\n\nDone."))
+    texts = discord_emulator.texts(dm)
+    assert len(texts) >= 3
+    for text in texts:
+        assert len(text) <= 2000
+        assert text.count("```") % 2 == 0
+    assert all(t.startswith("```bash\n") for t in texts[1:-1])
+    assert "echo line 399" in "".join(texts)
+
+
+async def test_streaming_edits_one_message_at_most_every_edit_interval(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    words = " ".join(["streamed"] * 50)
+    llm_emulator.reply_text(words, chunk_size=3)  # ~150 chunks
+    await serve(edit_interval=600)
+    dm = discord_emulator.dm_channel(alice)
+    discord_emulator.send_message(dm, "stream please", alice)
+    await eventually(lambda: discord_emulator.texts(dm) == [words])
+    [message] = discord_emulator.messages
+    assert message.edits == 1  # the first chunk is posted, the final answer edits it once
+
+
+async def test_streaming_shows_the_answer_as_it_grows(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    words = " ".join(["growing"] * 40)
+    llm_emulator.reply_text(words, chunk_size=8, delay=0.2)
+    await serve(edit_interval=1e-6)
+    dm = discord_emulator.dm_channel(alice)
+    discord_emulator.send_message(dm, "grow", alice)
+    await eventually(lambda: discord_emulator.texts(dm) == [words])
+    [message] = discord_emulator.messages
+    assert message.edits >= 2
+    assert discord_emulator.typing.count(dm) >= 1

@@ -71,7 +71,7 @@ class _Stream:
     text: str = ""
     message: discord.Message | None = None
     shown: str = ""
-    last_edit: float = 0.0
+    last_edit: float | None = None
 
 
 @dataclass
@@ -264,7 +264,8 @@ class DiscordAdapter(ChannelAdapter):
         stream = self._chat(channel_id).streams.setdefault(chunk.request_id or "", _Stream())
         stream.text += chunk.text
         loop = asyncio.get_running_loop()
-        if loop.time() - stream.last_edit < self.settings.edit_interval:
+        last = stream.last_edit
+        if last is not None and loop.time() - last < self.settings.edit_interval:
             return
         shown = _preview(stream.text)
         if not shown.strip() or shown == stream.shown:

@@ -25,7 +25,7 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     while rest:
         rest = reopen + rest
         if len(rest) <= limit:
-            parts.append(rest)
+            parts.append(rest.rstrip("\n"))
             break
         room = limit - 4  # space for a closing "\n```"
         cut = _cut(rest, room)
