@@ -84,3 +84,40 @@ def test_a_corrupt_pairing_file_is_a_clear_error(book: PairingBook) -> None:
     with pytest.raises(OSError, match="cannot read the pairing file"):
         book.is_paired(7)
     assert not AccessControl("telegram", pairing=book).is_allowed(7), "refused, not crashed"
+
+
+def test_pairing_commands_pair_list_and_unpair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pair / paired / unpair commands a channel gets from openpista.cli."""
+    import click
+    from click.testing import CliRunner
+
+    from openpista.cli import pairing_commands
+
+    monkeypatch.setenv("OPENPISTA_HOME", str(tmp_path))
+    links: list[str] = []
+    group = pairing_commands(
+        click.Group("pigeon"),
+        "pigeon",
+        title="Pigeon",
+        how_to_send="by carrier",
+        after_code=lambda code: links.append(code),
+    )
+    runner = CliRunner()
+    assert "one Pigeon user" in runner.invoke(group, ["pair", "--help"]).output
+    made = runner.invoke(group, ["pair", "--ttl", "120"])
+    assert made.exit_code == 0
+    code = made.output.split("/pair ", 1)[1].split()[0]
+    assert "valid 2 min, once" in made.output
+    assert "Send it to the bot by carrier:" in made.output
+    assert links == [code]
+    assert "Nobody has paired yet" in runner.invoke(group, ["paired"]).output
+    assert PairingBook("pigeon").redeem("4242", code)
+    assert runner.invoke(group, ["paired"]).output.split() == ["4242"]
+    assert runner.invoke(group, ["unpair", "4242"]).exit_code == 0
+    again = runner.invoke(group, ["unpair", "4242"])
+    assert again.exit_code == 1
+    assert "4242 is not paired (see `openpista pigeon paired`)" in again.output
+    for ttl in ("5", "9999999", "soon"):  # out of range or not a number: refused
+        assert runner.invoke(group, ["pair", "--ttl", ttl]).exit_code == 2

@@ -5,6 +5,7 @@ Plugin commands (``register_commands``) use the helpers importable from here:
 configuration or exits with a ❌ line), :func:`fail` (print ``❌ message`` and exit) and
 :func:`columns` (aligned table rows), and for printing answers :class:`Console` (streamed
 and whole lines that never share a line) and :func:`clip` (one short line of a long text).
+:func:`pairing_commands` adds a channel's ``pair``, ``paired`` and ``unpair`` commands.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from openpista._lazy import lazy_exports
 if TYPE_CHECKING:
     from openpista.cli.console import Console, clip
     from openpista.cli.main import CliState, columns, fail
+    from openpista.cli.pairing import pairing_commands
 
 _EXPORTS = {
     "Console": "openpista.cli.console",
@@ -23,6 +25,7 @@ _EXPORTS = {
     "CliState": "openpista.cli.main",
     "columns": "openpista.cli.main",
     "fail": "openpista.cli.main",
+    "pairing_commands": "openpista.cli.pairing",
 }
 __all__ = [
     "CliState",
@@ -30,5 +33,6 @@ __all__ = [
     "clip",
     "columns",
     "fail",
+    "pairing_commands",
 ]
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,77 @@
+"""``openpista <channel> pair | paired | unpair``: the pairing commands every remote channel
+offers, built once (:func:`pairing_commands`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from openpista.access import PairingBook
+
+MAX_TTL = 7 * 24 * 3600
+
+
+def pairing_commands(
+    group: click.Group,
+    channel: str,
+    *,
+    title: str,
+    how_to_send: str,
+    allowed: str = "allowed_users",
+    after_code: Callable[[str], None] | None = None,
+) -> click.Group:
+    """Add ``pair``, ``paired`` and ``unpair`` to ``group`` for the channel ``channel``
+    (``[channels.<channel>]``); returns ``group``.
+
+    ``title`` names the service in help and output (``"Telegram"``), ``how_to_send`` tells
+    the user what to send with the code (``"in a private chat"``), ``allowed`` is the option
+    that lets people in without pairing, and ``after_code(code)`` may print more (a link).
+    """
+
+    @group.command()
+    @click.option(
+        "--ttl",
+        type=click.IntRange(min=60, max=MAX_TTL),
+        default=600,
+        show_default=True,
+        help="Seconds the code stays valid.",
+    )
+    def pair(ttl: int) -> None:
+        try:
+            code = PairingBook(channel).new_code(ttl=ttl)
+        except OSError as exc:
+            raise click.ClickException(f"cannot store the pairing code: {exc}") from None
+        click.echo(f"Pairing code: {code}   (valid {ttl // 60} min, once)")
+        click.echo(f"Send it to the bot {how_to_send}:  /pair {code}")
+        if after_code is not None:
+            after_code(code)
+
+    pair.help = (
+        f"Print a one-time code that lets one {title} user talk to the bot.\n\n"
+        f"The user sends `/pair CODE` to the bot {how_to_send}. The code works once."
+    )
+
+    @group.command(help=f"List the {title} users who paired (by user id).")
+    def paired() -> None:
+        try:
+            users = PairingBook(channel).paired()
+        except OSError as exc:
+            raise click.ClickException(str(exc)) from None
+        if not users:
+            click.echo(f"Nobody has paired yet (create a code with `openpista {channel} pair`).")
+        for user in users:
+            click.echo(user)
+
+    @group.command(help=f"Forget a paired {title} USER (as `paired` lists it).")
+    @click.argument("user")
+    def unpair(user: str) -> None:
+        try:
+            removed = PairingBook(channel).unpair(user)
+        except OSError as exc:
+            raise click.ClickException(str(exc)) from None
+        if not removed:
+            raise click.ClickException(f"{user} is not paired (see `openpista {channel} paired`)")
+        click.echo(f"{user} can no longer talk to the bot (unless {allowed} names them).")
+
+    return group
