@@ -31,6 +31,7 @@ BUILTIN_COMMANDS = {
     "cron": ("openpista.cli.cron:cron", "Show scheduled messages and their next run times."),
     "tui": ("openpista.cli.tui:tui", "Full-screen terminal chat with the agent."),
     "auth": ("openpista.cli.auth:auth", "Log in to providers, show or remove stored credentials."),
+    "doctor": ("openpista.cli.doctor:doctor", "Check config, provider, channels, tools, database."),
 }
 
 

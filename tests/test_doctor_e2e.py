@@ -1,0 +1,195 @@
+"""End to end: ``openpista doctor`` (the installed command) on a healthy and on a broken setup."""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista.memory.tables import VERSION_TABLE
+from openpista_testing.cli import Cli
+from openpista_testing.emulator import LlmEmulator
+
+pytestmark = pytest.mark.e2e
+
+
+class _PingHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.recv(4096)
+        self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+
+
+@pytest.fixture
+def docker_engine() -> Iterator[str]:
+    """A loopback server answering ``GET /_ping`` like the Docker engine: its DOCKER_HOST."""
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _PingHandler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield f"tcp://127.0.0.1:{server.server_address[1]}"
+        server.shutdown()
+
+
+def private(cli: Cli) -> Cli:
+    """``cli`` with its state directory and config as ``openpista init`` leaves them."""
+    state = cli.home / ".openpista"
+    state.mkdir(mode=0o700, exist_ok=True)
+    state.chmod(0o700)
+    cli.config.chmod(0o600)
+    return cli
+
+
+def doctor_json(cli: Cli) -> tuple[int, dict[str, dict[str, Any]]]:
+    done = cli("doctor", "--json")
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, {check["name"]: check for check in json.loads(done.stdout)}
+
+
+def test_a_healthy_setup_passes_with_a_real_round_trip(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_text("pong")
+    assert cli("run", "-e", "hi").returncode == 0  # creates and migrates the database
+    llm_emulator.reply_text("pong")
+
+    done = private(cli)("doctor")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("✓ config: valid")
+    assert "✓ provider openai/gpt-4o-mini: answered 'pong'" in lines
+    assert llm_emulator.requests[-1].json["messages"][-1]["content"].endswith("pong")
+    assert any(line.startswith("✓ database: ") and "revision 0" in line for line in lines)
+    assert f"✓ home: {cli.home / '.openpista'} is private (mode 700)" in lines
+    assert "✓ config file: " in done.stdout
+    assert not any(line.startswith("✗") for line in lines)
+    assert lines[-1] == "Everything looks fine."
+
+
+def test_every_broken_piece_gets_a_cross_and_its_fix(
+    cli: Cli, llm_emulator: LlmEmulator, docker_engine: str
+) -> None:
+    llm_emulator.reply_error(401, "Incorrect API key provided")
+    busy = socket.create_server(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    database = cli.home / "memory.db"
+    with sqlite3.connect(database) as conn:  # written by a newer openpista
+        conn.execute(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL)")
+        conn.execute(f"INSERT INTO {VERSION_TABLE} VALUES ('9999')")
+    cli.write_config(
+        cli.config.read_text()
+        + f"""
+[channels.web]
+enabled = true
+port = {port}
+
+[channels.pigeon]
+enabled = true
+"""
+    )
+    state = cli.home / ".openpista"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    credentials = state / "credentials.toml"
+    credentials.write_text('[openai]\nkind = "api_key"\napi_key = "sk-x"\n')
+    credentials.chmod(0o644)
+    cli.env.update(OPENPISTA_LOAD_PLUGINS="web,docker", DOCKER_HOST=docker_engine)
+
+    with busy:
+        code, checks = doctor_json(cli)
+
+    assert code == 1
+    # The credentials file others can read is refused before any request is sent.
+    assert checks["provider openai"]["ok"] is False
+    assert "chmod 600" in checks["provider openai"]["detail"]
+    web = checks["channel web"]
+    assert web["ok"] is False
+    assert web["detail"] == f"port 127.0.0.1:{port} is in use"
+    assert "[channels.web] port" in web["fix"]
+    assert checks["channel pigeon"] == {
+        "name": "channel pigeon",
+        "ok": False,
+        "detail": "no loaded plugin provides it",
+        "fix": "install the plugin that provides it, or set [channels.pigeon] enabled = false",
+    }
+    assert checks["docker"]["ok"] is True, checks["docker"]
+    assert checks["database"]["ok"] is False, checks["database"]
+    assert "revision 9999, newer than this openpista" in checks["database"]["detail"]
+    assert checks["home"]["ok"] is False
+    assert checks["home"]["fix"] == f"chmod 700 {state}"
+    assert checks["credentials"]["ok"] is False
+    assert "mode 644" in checks["credentials"]["detail"]
+    assert checks["config file"]["ok"] is False  # api_key = "test-key", mode 644
+
+
+def test_a_rejected_key_is_reported_with_the_fix(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    llm_emulator.reply_error(401, "Incorrect API key provided")
+
+    code, checks = doctor_json(private(cli))
+
+    assert code == 1
+    provider = checks["provider openai/gpt-4o-mini"]
+    assert provider["ok"] is False
+    assert "HTTP 401" in provider["detail"]
+    assert [name for name, check in checks.items() if check["ok"] is False] == [
+        "provider openai/gpt-4o-mini"
+    ]
+
+
+def test_a_free_port_and_a_missing_docker_engine(cli: Cli, tmp_path: Path) -> None:
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    cli.write_config(cli.config.read_text() + f"\n[channels.web]\nenabled = true\nport = {port}\n")
+    # Nothing listens on the socket: the engine is down.
+    cli.env.update(OPENPISTA_LOAD_PLUGINS="web,docker", DOCKER_HOST=f"unix://{tmp_path}/no.sock")
+
+    code, checks = doctor_json(private(cli))
+
+    assert code == 1
+    assert checks["channel web"] == {
+        "name": "channel web",
+        "ok": True,
+        "detail": f"settings valid, 127.0.0.1:{port} free",
+        "fix": "",
+    }
+    assert checks["docker"]["ok"] is False
+    assert checks["docker"]["detail"].startswith(f"no Docker engine at unix://{tmp_path}/no.sock")
+    assert "DOCKER_HOST" in checks["docker"]["fix"]
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("[agent\n", "config.toml"),
+        ("[agent]\nmax_tool_rounds = 'many'\n", "max_tool_rounds"),
+    ],
+)
+def test_a_broken_config_is_one_cross_with_the_fix(cli: Cli, config: str, expected: str) -> None:
+    cli.write_config(config)
+
+    done = cli("doctor")
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    crosses = [line for line in done.stdout.splitlines() if line.startswith("✗")]
+    assert len(crosses) == 1, done.stdout
+    assert crosses[0].startswith("✗ config: ")
+    assert expected in done.stdout
+    assert "    fix: " in done.stdout
+
+
+def test_an_invalid_channel_table_names_the_option(cli: Cli) -> None:
+    cli.write_config(cli.config.read_text() + "\n[channels.web]\nenabled = true\nport = 99999\n")
+    cli.env.update(OPENPISTA_LOAD_PLUGINS="web")
+
+    code, checks = doctor_json(private(cli))
+
+    assert code == 1
+    assert checks["channel web"]["ok"] is False
+    assert "[channels.web] port" in checks["channel web"]["detail"]
+    assert checks["channel web"]["fix"] == "correct [channels.web]"
