@@ -9,11 +9,16 @@ process capture), :mod:`openpista.skills` (skill runners), :mod:`openpista.servi
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from openpista._lazy import lazy_exports
 from openpista._version import __version__
 from openpista.hookspecs import hookimpl
+
+# httpx imports its command-line client (rich and pygments, ~30 ms of every start) when they
+# are installed; no openpista process runs it, so httpx takes its fallback ``main`` instead.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 if TYPE_CHECKING:
     from openpista.channels import (
