@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
-    from openpista.config import Settings
+    from openpista.config import PolicyRule, PolicySettings, Settings
     from openpista.memory import MemoryStore
     from openpista.models import ChannelEvent
     from openpista.tools.registry import ToolRegistry
@@ -52,6 +52,7 @@ class PluginContext:
         agent's next turn offers the LLM the new set."""
         self.memory: MemoryStore | None = None
         """The runtime's memory store, set once it is open (after ``register_tools``)."""
+        self._policy_rules: list[PolicyRule] = []
         self._shared: dict[Callable[[PluginContext], Any], Any] = {}
         self._on_close: list[Callable[[], Awaitable[None] | None]] = []
         self._closed = False
@@ -66,6 +67,21 @@ class PluginContext:
         if factory not in self._shared:
             self._shared[factory] = factory(self)
         return cast(T, self._shared[factory])
+
+    def add_policy_rules(self, rules: Iterable[PolicyRule]) -> None:
+        """Policy rules a plugin brings for its tools (an MCP server's ``policy``): tried
+        after the user's ``[[policy.rules]]`` (which win) and before ``policy.local`` and
+        ``policy.remote``. Add them in ``register_tools``: the runtime's policy is fixed
+        once its tools are collected."""
+        self._policy_rules.extend(rules)
+
+    def policy(self) -> PolicySettings:
+        """``[policy]`` with the plugins' rules after the user's: what tool calls of this
+        runtime are decided by."""
+        base = self.config.policy
+        if not self._policy_rules:
+            return base
+        return base.model_copy(update={"rules": [*base.rules, *self._policy_rules]})
 
     def on_close(self, callback: Callable[[], Awaitable[None] | None]) -> None:
         """Call ``callback`` (plain or async) once when the runtime closes; callbacks run in

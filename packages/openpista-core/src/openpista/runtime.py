@@ -147,6 +147,7 @@ class Runtime:
         host = host or PluginHost.load()
         context = PluginContext(settings)
         toolbox = build_toolbox(host, settings, context)
+        settings = settings.model_copy(update={"policy": context.policy()})
         providers = build_providers(host)
         memory = await MemoryStore.open(settings.database.url)
         context.memory = memory

@@ -198,7 +198,7 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
         except ControlSocketError as exc:
             print(f"❌ {exc}", file=sys.stderr)
             return 1
-        broker = ApprovalBroker.from_settings(runtime.memory, settings.policy)
+        broker = ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
         gateway = Gateway(runtime, [*adapters, control], approvals=broker)
         started = pid_file.acquire([a.name for a in adapters])
         try:

@@ -197,6 +197,10 @@ class ToolRegistry:
         tools, by_wire = self._index
         return tools.get(call.name) or by_wire.get(call.name)
 
+    def tools(self) -> list[Tool]:
+        """All tools, in registration order."""
+        return list(self._index[0].values())
+
     def names(self) -> list[str]:
         """Internal names of all tools, in registration order."""
         return list(self._index[0])
