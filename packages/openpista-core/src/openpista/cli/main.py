@@ -26,6 +26,7 @@ BUILTIN_COMMANDS = {
     "model": ("openpista.cli.model:model", "List the LLM providers and models, or test one."),
     "plugins": ("openpista.cli.plugins:plugins", "List plugins and what each registered."),
     "sessions": ("openpista.cli.sessions:sessions", "List stored conversation sessions."),
+    "memory": ("openpista.cli.memory:memory", "People's notes, session export/import, purge."),
     "usage": ("openpista.cli.usage:usage", "Show the tokens and cost of LLM responses."),
     "workers": ("openpista.cli.workers:workers", "List worker tasks and their reports."),
     "cron": ("openpista.cli.cron:cron", "Show scheduled messages and their next run times."),

@@ -26,7 +26,8 @@ def sessions(ctx: click.Context, limit: int, as_json: bool) -> None:
 
     Continue one with `openpista run -s ID -e "..."`. With a daemon running, it answers.
     `openpista sessions decisions ID` shows a session's tool-policy audit trail,
-    `openpista sessions delete ID` deletes one.
+    `openpista sessions delete ID` deletes one, `openpista sessions search WORDS` finds
+    messages.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -88,7 +89,7 @@ async def session_rows(store: MemoryStore, limit: int) -> list[dict[str, Any]]:
 def decisions(state: CliState, session_id: str, as_json: bool) -> None:
     """The tool-policy decisions of session ID, oldest first: each tool call, whether it
     ran, and who decided (the policy, the user's /approve or /deny, or the timeout)."""
-    rows = _with_store(state, lambda store: _decision_rows(store, session_id))
+    rows = with_store(state, lambda store: _decision_rows(store, session_id))
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -116,10 +117,49 @@ def delete(state: CliState, session_id: str, yes: bool) -> None:
         fail("the daemon is running: stop it first (its chats may be writing to the session)")
     if not yes:
         click.confirm(f"Delete session {session_id} and all its messages?", abort=True)
-    deleted = _with_store(state, lambda store: store.delete_session(session_id))
+    deleted = with_store(state, lambda store: store.delete_session(session_id))
     if not deleted:
         fail(f"no session {session_id!r}; `openpista sessions` lists them")
     click.echo(f"✓ deleted session {session_id}")
+
+
+@sessions.command()
+@click.argument("words", nargs=-1, required=True)
+@click.option("--session", "session_id", metavar="ID", help="Only in session ID.")
+@click.option("--chat", "channel_id", metavar="CHAT", help="Only in the sessions of CHAT.")
+@click.option("--person", metavar="PERSON", help="Only in the sessions PERSON spoke in.")
+@click.option("-n", "--limit", default=20, show_default=True, help="How many messages to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the messages as JSON.")
+@click.pass_obj
+def search(
+    state: CliState,
+    words: tuple[str, ...],
+    session_id: str | None,
+    channel_id: str | None,
+    person: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Find the stored messages holding every one of WORDS (taken literally, case aside),
+    most relevant first, with a snippet: `openpista sessions search dentist tuesday`.
+    CHAT is a chat's id (telegram:42), PERSON a sender on a kind of channel (telegram:7)."""
+    from openpista.memory import SearchScope
+
+    scope = SearchScope(session_id=session_id, channel_id=channel_id, person=person)
+    hits = with_store(state, lambda store: store.search(" ".join(words), scope, limit))
+    if as_json:
+        click.echo(json.dumps([hit.as_dict() for hit in hits], indent=2, ensure_ascii=False))
+        return
+    if not hits:
+        click.echo(f"No stored message holds: {' '.join(words)}")
+        return
+    table = [("WHEN", "SESSION", "ROLE", "MESSAGE")]
+    table += [
+        (hit.created_at.isoformat(timespec="seconds"), hit.session_id, hit.role, hit.snippet)
+        for hit in hits
+    ]
+    for line in columns(table):
+        click.echo(line)
 
 
 async def _decision_rows(store: MemoryStore, session_id: str) -> list[dict[str, Any]]:
@@ -138,10 +178,10 @@ async def _decision_rows(store: MemoryStore, session_id: str) -> list[dict[str, 
 
 
 def _stored_rows(state: CliState, limit: int) -> list[dict[str, Any]]:
-    return _with_store(state, lambda store: session_rows(store, limit))
+    return with_store(state, lambda store: session_rows(store, limit))
 
 
-def _with_store(state: CliState, work: Callable[[MemoryStore], Awaitable[T]]) -> T:
+def with_store(state: CliState, work: Callable[[MemoryStore], Awaitable[T]]) -> T:
     """``work(store)`` on the configured database; a store error is one ❌ line."""
     import asyncio
 

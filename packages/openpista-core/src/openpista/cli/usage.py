@@ -7,7 +7,7 @@ import json
 import click
 
 from openpista.cli.main import CliState, columns, fail
-from openpista.cli.sessions import _with_store
+from openpista.cli.sessions import with_store
 
 
 @click.command()
@@ -37,7 +37,7 @@ def usage(
     except ValueError as exc:
         fail(str(exc), code=2)
     where = UsageFilter(since=start, session_id=session_id, channel=channel)
-    totals = _with_store(state, lambda store: store.usage_totals(where))
+    totals = with_store(state, lambda store: store.usage_totals(where))
     if as_json:
         report = {
             "since": start.isoformat(timespec="seconds") if start else None,

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, ForeignKey, Index, String
+from sqlalchemy import Connection, ForeignKey, Index, String, and_, or_, select, union
 from sqlalchemy.orm import Mapped, mapped_column
 
 from openpista.memory.checks import MemoryStoreError, check_channel_id
 from openpista.memory.engine import upsert
-from openpista.memory.tables import CHANNEL_ID_MAX_LENGTH, SESSION_ID_MAX_LENGTH, Base
+from openpista.memory.tables import (
+    CHANNEL_ID_MAX_LENGTH,
+    SESSION_ID_MAX_LENGTH,
+    Base,
+    ChannelSessionRow,
+)
 
 PERSON_MAX_LENGTH = 255
 """Longest person id stored (``telegram:123``)."""
@@ -74,3 +79,19 @@ def record_speaker(conn: Connection, session_id: str, speaker: Speaker) -> None:
         .values(session_id=session_id, channel_id=speaker.channel_id, person=speaker.person)
         .on_conflict_do_nothing()
     )
+
+
+def sessions_only_of(conn: Connection, target: str) -> list[str]:
+    """The sessions ``target`` (a person or a chat) spoke in or is bound to, in which
+    nobody else spoke and to which no other chat is bound."""
+    people = SessionPersonRow
+    involved = union(
+        select(people.session_id).where(or_(people.person == target, people.channel_id == target)),
+        select(ChannelSessionRow.session_id).where(ChannelSessionRow.channel_id == target),
+    ).subquery()
+    others = union(
+        select(people.session_id).where(and_(people.person != target, people.channel_id != target)),
+        select(ChannelSessionRow.session_id).where(ChannelSessionRow.channel_id != target),
+    ).subquery()
+    ids = select(involved.c.session_id).except_(select(others.c.session_id))
+    return sorted(conn.scalars(ids))

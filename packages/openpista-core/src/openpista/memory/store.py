@@ -46,10 +46,17 @@ from openpista.memory.decisions import (
 )
 from openpista.memory.engine import Database, upsert
 from openpista.memory.notes import Note, check_note, delete_notes, insert_note, select_notes
-from openpista.memory.people import SessionPersonRow, Speaker, check_person, record_speaker
+from openpista.memory.people import (
+    SessionPersonRow,
+    Speaker,
+    check_person,
+    record_speaker,
+    sessions_only_of,
+)
 from openpista.memory.schema import migrate
 from openpista.memory.search import SearchHit, SearchScope, query_terms, search_messages
 from openpista.memory.tables import ChannelSessionRow, MessageRow, SessionRow, ToolDecisionRow
+from openpista.memory.transfer import SessionDocument
 from openpista.memory.usage import (
     UsageFilter,
     UsageTotal,
@@ -151,14 +158,69 @@ class MemoryStore:
         there was no such session."""
         sid = check_session_id(session_id)
 
-        def work(conn: Connection) -> bool:
-            # Explicit rather than relying on ON DELETE CASCADE, which SQLite honours only on
-            # connections with foreign keys enabled (a database may be opened by other tools).
-            for table in (MessageRow, ChannelSessionRow, ToolDecisionRow, SessionPersonRow):
-                conn.execute(delete(table).where(table.session_id == sid))
-            return conn.execute(delete(SessionRow).where(SessionRow.id == sid)).rowcount > 0
+        return await self._db.run(
+            lambda conn: _delete_session(conn, sid), f"deleting session {sid!r}", write=True
+        )
 
-        return await self._db.run(work, f"deleting session {sid!r}", write=True)
+    async def export_session(self, session_id: str) -> SessionDocument:
+        """The session with every message, as :mod:`openpista.memory.transfer` writes it.
+
+        Raises :class:`SessionNotFoundError` if the session does not exist.
+        """
+        sid = check_session_id(session_id)
+
+        def work(conn: Connection) -> SessionDocument:
+            row = conn.execute(_session_query().where(SessionRow.id == sid)).first()
+            if row is None:
+                raise SessionNotFoundError(f"cannot export session {sid!r}: no such session")
+            info = _session_info(row)
+            messages = _history(conn, sid, None)
+            return SessionDocument(sid, info.title, info.created_at, info.updated_at, messages)
+
+        return await self._db.run(work, f"exporting session {sid!r}", write=False)
+
+    async def import_session(self, document: SessionDocument, session_id: str = "") -> str:
+        """Store ``document`` as a new session (``session_id``, else the exported id) with
+        its title, times and messages, in one transaction; returns its id. An existing
+        session of that id is never overwritten: the import is refused."""
+        sid = check_session_id(session_id or document.id)
+        title = None if document.title is None else title_from(document.title)
+        rows = [_message_row(sid, message, i) for i, message in enumerate(document.messages)]
+        session = {
+            "id": sid,
+            "title": title,
+            "created_at": document.created_at,
+            "updated_at": document.updated_at,
+        }
+
+        def work(conn: Connection) -> None:
+            if conn.scalar(_EXISTS, {"sid": sid}) is not None:
+                raise MemoryStoreError(f"session {sid!r} exists already; import it under a new id")
+            conn.execute(insert(SessionRow).values(**session))
+            if rows:
+                conn.execute(_INSERT_MESSAGE, rows)
+
+        await self._db.run(work, f"importing session {sid!r}", write=True)
+        return sid
+
+    async def purge(self, target: str) -> tuple[int, int]:
+        """Delete what is stored about ``target``, a person or a chat (``telegram:123``):
+        their notes, the sessions in which only they took part (with everything in them),
+        their chat bindings, and the record of them in sessions shared with others (what
+        they said there stays: it is part of the others' conversation). Returns how many
+        sessions and notes were deleted."""
+        who = check_channel_id(target)
+
+        def work(conn: Connection) -> tuple[int, int]:
+            sessions = sessions_only_of(conn, who)
+            for sid in sessions:
+                _delete_session(conn, sid)
+            people = SessionPersonRow
+            conn.execute(delete(people).where((people.person == who) | (people.channel_id == who)))
+            conn.execute(delete(ChannelSessionRow).where(ChannelSessionRow.channel_id == who))
+            return len(sessions), delete_notes(conn, who, None)
+
+        return await self._db.run(work, f"purging {who!r}", write=True)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -542,6 +604,16 @@ def _create_session(conn: Connection, sid: str, now: datetime) -> bool:
         .on_conflict_do_nothing(index_elements=[SessionRow.id])
     )
     return bool(created.rowcount)
+
+
+def _delete_session(conn: Connection, sid: str) -> bool:
+    """Delete session ``sid`` with its messages, chat bindings, decisions and people;
+    whether it existed."""
+    # Explicit rather than relying on ON DELETE CASCADE, which SQLite honours only on
+    # connections with foreign keys enabled (a database may be opened by other tools).
+    for table in (MessageRow, ChannelSessionRow, ToolDecisionRow, SessionPersonRow):
+        conn.execute(delete(table).where(table.session_id == sid))
+    return conn.execute(delete(SessionRow).where(SessionRow.id == sid)).rowcount > 0
 
 
 def _require_session(conn: Connection, sid: str, action: str) -> None:
