@@ -224,8 +224,10 @@ class SlackEmulator(ThreadedServer):
         return self._envelope("slash_commands", payload, form=True)
 
     def press(self, user: User, posted: Posted, action_id: str) -> str:
-        """``user`` presses the button ``action_id`` under the bot's message ``posted``."""
-        [button] = [b for b in posted.buttons if b.get("action_id") == action_id]
+        """``user`` presses the button ``action_id`` under the bot's message ``posted`` (as
+        first posted: a client may still show buttons that were removed since)."""
+        shown = Posted(posted.channel, posted.ts, "", blocks=_json_param(posted.params["blocks"]))
+        [button] = [b for b in shown.buttons if b.get("action_id") == action_id]
         message = {
             "type": "message",
             "user": BOT_USER,
