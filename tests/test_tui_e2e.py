@@ -238,3 +238,59 @@ def test_login_steps_aside_for_the_auth_picker_and_comes_back(
     terminal.send("/quit\r")
     assert terminal.wait_exit() == 0
     assert b"Traceback" not in terminal.raw
+
+
+def _store_reports(cli: Cli, task_id: str, *reports: dict[str, object]) -> None:
+    """Store worker reports in the TUI's database, as a daemon's endpoint would."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from openpista.memory import WorkerLog
+    from openpista.memory.worker_reports import token_digest
+
+    async def store() -> None:
+        worker_log = await WorkerLog.open(f"sqlite+aiosqlite:///{cli.home / 'memory.db'}")
+        now = datetime.now(UTC)
+        task = {
+            "task_id": task_id,
+            "session_id": "s1",
+            "channel_id": "telegram:42",
+            "token_sha256": token_digest("x"),
+            "created_at": now,
+            "expires_at": now + timedelta(minutes=5),
+        }
+        for number, fields in enumerate(reports):
+            body = {"v": 1, "task_id": task_id, "report_id": f"r{number}", **fields}
+            await worker_log.store_report(task, body, now + timedelta(seconds=number))
+        await worker_log.close()
+
+    asyncio.run(store())
+
+
+def test_the_worker_dashboard_shows_runs_and_updates_live(terminal: Terminal, cli: Cli) -> None:
+    terminal.wait_for("w workers")
+    _store_reports(cli, "cafe0001", {"kind": "started"}, {"kind": "finished", "exit_code": 0})
+    _store_reports(cli, "cafe0002", {"kind": "failed", "exit_code": 3})
+    _store_reports(cli, "cafe0003", {"kind": "progress", "log": ["step one"], "percent": 40})
+    terminal.send("w")
+    screen = terminal.wait_for("Failed (1)")
+    assert "Active (1)" in screen
+    assert "Completed (1)" in screen
+    assert re.search(r"cafe0001\s+finished\s+1\.0 s\s+exit 0\s+telegram:42", screen), screen
+    assert re.search(r"cafe0002\s+failed\s+0\.0 s\s+exit 3", screen), screen
+    assert re.search(r"cafe0003\s+running\s+40%", screen), screen
+    assert "step one" in screen  # the selected (first) run's log lines
+    # Live: a report stored while the dashboard is open appears without a key press.
+    _store_reports(
+        cli,
+        "cafe0003",
+        {"kind": "progress", "log": ["step one"]},
+        {"kind": "progress", "log": ["step two, live"], "percent": 80},
+    )
+    screen = terminal.wait_for("step two, live")
+    assert re.search(r"cafe0003\s+running\s+80%", screen), screen
+    terminal.send("\x1b")
+    terminal.wait_for("+ new session")
+    terminal.send("q")
+    assert terminal.wait_exit() == 0
+    assert b"Traceback" not in terminal.raw

@@ -30,7 +30,9 @@ from openpista.tui.state import (
     GoHome,
     HistoryNext,
     HistoryPrev,
+    LeaveWorkers,
     LoadHome,
+    LoadWorkers,
     MoveSelection,
     NewSession,
     OpenSelected,
@@ -38,6 +40,7 @@ from openpista.tui.state import (
     Quit,
     ResponseReceived,
     Scroll,
+    ShowWorkers,
     State,
     Submit,
 )
@@ -47,8 +50,10 @@ if TYPE_CHECKING:
     from openpista.config import Settings
     from openpista.gateway.gateway import Gateway
     from openpista.runtime import Runtime
+    from openpista.worker_service import WorkerReports
 
 PAGE = 10  # lines per PageUp/PageDown
+WORKERS_REFRESH = 1.0  # seconds between two readings of the worker dashboard
 
 
 class TuiApp:
@@ -92,12 +97,20 @@ class TuiApp:
         self.spawn(LoadHome())
         if session_id is not None:
             self.spawn(OpenSession(session_id))
+        self._track(self._refresh_workers())
         try:
             await self.application.run_async()
         finally:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _refresh_workers(self) -> None:
+        """Keep the worker dashboard live while it is shown."""
+        while True:
+            await asyncio.sleep(WORKERS_REFRESH)
+            if self.state.screen == "workers":
+                await self.effects.run(LoadWorkers())
 
     def _exit(self) -> None:
         future = self.application.future
@@ -108,9 +121,14 @@ class TuiApp:
 
     def _build(self) -> Application[None]:
         is_home = Condition(lambda: self.state.screen == "home")
-        is_chat = ~is_home
+        is_chat = Condition(lambda: self.state.screen == "chat")
+        is_workers = Condition(lambda: self.state.screen == "workers")
         self.home_window = Window(
             FormattedTextControl(lambda: view.home(self.state), focusable=True),
+            wrap_lines=True,
+        )
+        self.workers_window = Window(
+            FormattedTextControl(lambda: view.workers(self.state), focusable=True),
             wrap_lines=True,
         )
         self.chat_window = Window(
@@ -132,6 +150,7 @@ class TuiApp:
             [
                 Window(FormattedTextControl(lambda: view.header(self.state)), height=1),
                 ConditionalContainer(self.home_window, filter=is_home),
+                ConditionalContainer(self.workers_window, filter=is_workers),
                 ConditionalContainer(
                     HSplit(
                         [
@@ -147,7 +166,7 @@ class TuiApp:
         )
         return Application(
             layout=Layout(body, focused_element=self.home_window),
-            key_bindings=self._keys(is_home, is_chat),
+            key_bindings=self._keys(is_home, is_chat, is_workers),
             style=view.STYLE,
             full_screen=True,
             mouse_support=False,  # keep the terminal's own selection and copy
@@ -160,10 +179,10 @@ class TuiApp:
         return Point(x=0, y=max(0, last - self.state.scroll))
 
     def _focus(self) -> None:
-        target = self.input_window if self.state.screen == "chat" else self.home_window
-        self.application.layout.focus(target)
+        targets = {"chat": self.input_window, "workers": self.workers_window}
+        self.application.layout.focus(targets.get(self.state.screen, self.home_window))
 
-    def _keys(self, is_home: Condition, is_chat: Any) -> KeyBindings:
+    def _keys(self, is_home: Condition, is_chat: Condition, is_workers: Condition) -> KeyBindings:
         kb = KeyBindings()
         dispatch = self.dispatch
         empty_input = Condition(lambda: not self.input.text)
@@ -174,15 +193,7 @@ class TuiApp:
         def _quit(event: KeyPressEvent) -> None:
             dispatch(Quit())
 
-        @kb.add("up", filter=is_home)
-        @kb.add("k", filter=is_home)
-        def _up(event: KeyPressEvent) -> None:
-            dispatch(MoveSelection(-1))
-
-        @kb.add("down", filter=is_home)
-        @kb.add("j", filter=is_home)
-        def _down(event: KeyPressEvent) -> None:
-            dispatch(MoveSelection(1))
+        self._list_keys(kb, is_home, is_workers)
 
         @kb.add("enter", filter=is_home)
         def _open(event: KeyPressEvent) -> None:
@@ -229,6 +240,30 @@ class TuiApp:
 
         return kb
 
+    def _list_keys(self, kb: KeyBindings, is_home: Condition, is_workers: Condition) -> None:
+        """The keys of the two list screens: the sessions and the worker dashboard."""
+        dispatch = self.dispatch
+        is_list = is_home | is_workers
+
+        @kb.add("up", filter=is_list)
+        @kb.add("k", filter=is_list)
+        def _up(event: KeyPressEvent) -> None:
+            dispatch(MoveSelection(-1))
+
+        @kb.add("down", filter=is_list)
+        @kb.add("j", filter=is_list)
+        def _down(event: KeyPressEvent) -> None:
+            dispatch(MoveSelection(1))
+
+        @kb.add("w", filter=is_home)
+        def _workers(event: KeyPressEvent) -> None:
+            dispatch(ShowWorkers())
+
+        @kb.add("escape", filter=is_workers)
+        @kb.add("q", filter=is_workers)
+        def _leave_workers(event: KeyPressEvent) -> None:
+            dispatch(LeaveWorkers())
+
 
 async def run_tui(
     settings: Settings,
@@ -257,6 +292,8 @@ async def run_tui(
         )
         app = TuiApp(runtime, gateway, state)
         gateway.adapters.append(app.adapter)
+        recorder = await _worker_recorder(settings)
+        app.effects.worker_log = recorder.log
         # Log records written to the terminal would tear the full-screen view apart.
         handler = ChatLogHandler(app)
         root = logging.getLogger()
@@ -267,8 +304,22 @@ async def run_tui(
         finally:
             await gateway.stop(deadline=2.0)  # the user asked to leave: do not linger
             root.removeHandler(handler)
+            await recorder.stop()
+            await recorder.log.close()
     finally:
         await runtime.close()
+
+
+async def _worker_recorder(settings: Settings) -> WorkerReports:
+    """Records the worker tasks this process runs (its tools' containers) for the
+    dashboard, which also shows those of a daemon writing to the same database."""
+    from openpista.memory import WorkerLog
+    from openpista.worker_service import WorkerReports
+    from openpista.workers import worker_hub
+
+    recorder = WorkerReports(worker_hub(), await WorkerLog.open(settings.database.url))
+    recorder.start()
+    return recorder
 
 
 class ChatLogHandler(logging.Handler):

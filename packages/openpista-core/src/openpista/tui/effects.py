@@ -18,6 +18,7 @@ from openpista.tui.state import (
     Failed,
     HomeLoaded,
     LoadHome,
+    LoadWorkers,
     Login,
     ModelChanged,
     ModelInfo,
@@ -26,13 +27,17 @@ from openpista.tui.state import (
     SendMessage,
     SessionOpened,
     SessionRow,
+    WorkerRow,
+    WorkersLoaded,
 )
 
 if TYPE_CHECKING:
     from openpista.gateway.gateway import Gateway
+    from openpista.memory import WorkerLog
     from openpista.runtime import Runtime
 
 SESSIONS_SHOWN = 20
+WORKERS_SHOWN = 30
 
 
 def model_info(runtime: Runtime, gateway: Gateway, session_id: str | None = None) -> ModelInfo:
@@ -77,6 +82,8 @@ class EffectRunner:
         self.sender = sender
         self.exit_app = exit_app
         self._bound: str | None = None  # the session the gateway's router has for the TUI
+        self.worker_log: WorkerLog | None = None
+        """Where the dashboard reads worker tasks (set by :func:`~openpista.tui.app.run_tui`)."""
 
     async def run(self, effect: Effect) -> None:
         """Run ``effect``; a failure becomes a :class:`Failed` action, never a crash."""
@@ -105,6 +112,8 @@ class EffectRunner:
             return await self.run_command(effect.session_id, effect.text)
         if isinstance(effect, Login):
             return await self.login(effect.provider)
+        if isinstance(effect, LoadWorkers):
+            return await self.load_workers()
         if isinstance(effect, Exit):
             self.exit_app()
             return None
@@ -160,6 +169,27 @@ class EffectRunner:
             for s in found
         )
         return HomeLoaded(rows, model_info(self.runtime, self.gateway))
+
+    async def load_workers(self) -> Action:
+        """The newest worker tasks with their log lines, for the dashboard."""
+        if self.worker_log is None:
+            return Failed("the worker history is not available here")
+        rows = []
+        for listed in await self.worker_log.tasks(limit=WORKERS_SHOWN):
+            task = await self.worker_log.task(listed.task_id, reports=True) or listed
+            rows.append(
+                WorkerRow(
+                    task_id=task.task_id,
+                    status=task.status,
+                    created=task.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+                    duration=task.duration,
+                    exit_code=task.exit_code,
+                    channel_id=task.channel_id,
+                    percent=task.percent,
+                    logs=tuple(line for r in task.reports for line in r.body.get("log", [])),
+                )
+            )
+        return WorkersLoaded(tuple(rows))
 
     async def open_session(self, session_id: str | None, notice: str = "") -> SessionOpened:
         """Open ``session_id`` (a new id when ``None``) and load its stored messages.

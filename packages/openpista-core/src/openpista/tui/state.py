@@ -14,7 +14,7 @@ from typing import Literal
 
 from openpista.models import Message, Outbound
 
-Screen = Literal["home", "chat"]
+Screen = Literal["home", "chat", "workers"]
 EntryKind = Literal["user", "assistant", "tool", "notice", "error", "approval"]
 
 
@@ -34,6 +34,37 @@ class SessionRow:
     title: str | None = None
     updated: str = ""
     messages: int = 0
+
+
+WORKER_SECTIONS = (
+    ("Active", ("created", "running")),
+    ("Completed", ("finished",)),
+    ("Failed", ("failed", "ended")),
+)
+"""The worker dashboard's sections, in screen order, and the task statuses of each."""
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A worker task as the dashboard lists it (``duration`` in seconds, ``None`` while it
+    runs); ``logs`` are its last log lines."""
+
+    task_id: str
+    status: str
+    created: str = ""
+    duration: float | None = None
+    exit_code: int | None = None
+    channel_id: str = ""
+    percent: float | None = None
+    logs: tuple[str, ...] = ()
+
+    @property
+    def section(self) -> int:
+        """The index of its dashboard section in :data:`WORKER_SECTIONS`."""
+        return next(
+            (i for i, (_, statuses) in enumerate(WORKER_SECTIONS) if self.status in statuses),
+            len(WORKER_SECTIONS) - 1,
+        )
 
 
 @dataclass(frozen=True)
@@ -70,6 +101,9 @@ class State:
     draft: str = ""
     quitting: bool = False
     commands: tuple[str, ...] = ()  # the gateway's chat commands (names, without the slash)
+    workers: tuple[WorkerRow, ...] = ()  # the worker dashboard's tasks, newest first
+    worker_selected: int = 0  # the dashboard's cursor
+    back_screen: Screen = "home"  # where Escape leaves the dashboard for
 
     @property
     def busy(self) -> bool:
@@ -186,6 +220,23 @@ class Quit:
     """Ctrl-C, Ctrl-D or ``q``."""
 
 
+@dataclass(frozen=True)
+class ShowWorkers:
+    """``w`` on the home screen or ``/worker`` in a chat: the worker dashboard."""
+
+
+@dataclass(frozen=True)
+class WorkersLoaded:
+    """The worker tasks read for the dashboard."""
+
+    workers: tuple[WorkerRow, ...]
+
+
+@dataclass(frozen=True)
+class LeaveWorkers:
+    """Escape (or ``q``) on the dashboard: back where it was opened from."""
+
+
 Action = (
     HomeLoaded
     | MoveSelection
@@ -202,6 +253,9 @@ Action = (
     | CommandAnswered
     | Failed
     | Quit
+    | ShowWorkers
+    | WorkersLoaded
+    | LeaveWorkers
 )
 
 
@@ -250,4 +304,9 @@ class Login:
     provider: str | None
 
 
-Effect = LoadHome | OpenSession | SendMessage | RunCommand | Login | Exit
+@dataclass(frozen=True)
+class LoadWorkers:
+    """Read the worker tasks (and their last log lines) for the dashboard."""
+
+
+Effect = LoadHome | OpenSession | SendMessage | RunCommand | Login | Exit | LoadWorkers

@@ -28,7 +28,9 @@ from openpista.tui.state import (
     HistoryNext,
     HistoryPrev,
     HomeLoaded,
+    LeaveWorkers,
     LoadHome,
+    LoadWorkers,
     Login,
     ModelChanged,
     MoveSelection,
@@ -41,8 +43,10 @@ from openpista.tui.state import (
     Scroll,
     SendMessage,
     SessionOpened,
+    ShowWorkers,
     State,
     Submit,
+    WorkersLoaded,
 )
 
 Result = tuple[State, list[Effect]]
@@ -50,6 +54,7 @@ Result = tuple[State, list[Effect]]
 TUI_HELP = """\
 In this terminal also:
   /login [PROVIDER]          log in (API key or sign-in), as `openpista auth login`
+  /worker                    the worker dashboard (active, completed and failed runs)
   /quit, /exit               leave
 Keys: Enter sends, Esc Enter (or Alt-Enter) inserts a new line, Up/Down browse what you
 sent, PageUp/PageDown scroll, Escape on an empty input goes back to the session list,
@@ -73,6 +78,9 @@ def _(action: HomeLoaded, state: State) -> Result:
 
 @_update.register
 def _(action: MoveSelection, state: State) -> Result:
+    if state.screen == "workers":
+        moved = max(0, min(len(state.workers) - 1, state.worker_selected + action.delta))
+        return replace(state, worker_selected=moved), []
     last = len(state.sessions)  # row 0 is "new session"
     return replace(state, selected=max(0, min(last, state.selected + action.delta))), []
 
@@ -193,12 +201,44 @@ def _(action: Quit, state: State) -> Result:
     return replace(state, quitting=True), [Exit()]
 
 
+@_update.register
+def _(action: ShowWorkers, state: State) -> Result:
+    return _show_workers(state)
+
+
+@_update.register
+def _(action: WorkersLoaded, state: State) -> Result:
+    rows = tuple(sorted(action.workers, key=lambda row: row.section))  # as on screen
+    ids = [row.task_id for row in rows]
+    before = state.workers[state.worker_selected].task_id if state.workers else None
+    if before in ids:  # the cursor stays on its run
+        selected = ids.index(before)
+    else:
+        selected = max(0, min(len(rows) - 1, state.worker_selected))
+    return replace(state, workers=rows, worker_selected=selected), []
+
+
+@_update.register
+def _(action: LeaveWorkers, state: State) -> Result:
+    if state.screen != "workers":
+        return state, []
+    back = replace(state, screen=state.back_screen)
+    return back, [LoadHome()] if back.screen == "home" else []
+
+
+def _show_workers(state: State) -> Result:
+    if state.screen == "workers":
+        return state, [LoadWorkers()]
+    return replace(state, screen="workers", back_screen=state.screen), [LoadWorkers()]
+
+
 # -- slash commands -----------------------------------------------------------------------
 
 
 def _slash(state: State, text: str) -> Result:
-    """A TUI command (``/quit``, ``/login``), else one of the gateway's chat commands (the
-    same for every channel), else a message for the agent, as in every channel."""
+    """A TUI command (``/quit``, ``/login``, ``/worker``), else one of the gateway's chat
+    commands (the same for every channel), else a message for the agent, as in every
+    channel."""
     command, _, argument = text.partition(" ")
     argument = argument.strip()
     command = command.lower()
@@ -206,6 +246,8 @@ def _slash(state: State, text: str) -> Result:
         return replace(state, quitting=True), [Exit()]
     if command == "/login":
         return state, [Login(argument or None)]
+    if command in ("/worker", "/workers"):
+        return _show_workers(state)
     if command[1:] not in state.commands:
         return _send(state, text, shown=text)
     session_id = state.session_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.styles import Style
 
-from openpista.tui.state import State
+from openpista.tui.state import WORKER_SECTIONS, State, WorkerRow
 
 STYLE = Style.from_dict(
     {
@@ -26,21 +26,23 @@ STYLE = Style.from_dict(
     }
 )
 
-HOME_KEYS = " ↑↓ choose · Enter open · n new session · q quit "
+HOME_KEYS = " ↑↓ choose · Enter open · n new session · w workers · q quit "
+WORKER_KEYS = " ↑↓ choose · Esc back · updates every second · Ctrl-C quit "
 CHAT_KEYS = " Enter send · Esc Enter newline · ↑↓ history · PgUp/PgDn scroll · /help · Ctrl-D quit "
 
 
 def header(state: State) -> StyleAndTextTuples:
     """The top bar: where you are and who answers."""
     model = f"{state.model.provider}/{state.model.model}" if state.model.provider else "no model"
-    where = f"session {state.session_id}" if state.screen == "chat" else "home"
+    where = {"chat": f"session {state.session_id}", "workers": "workers"}.get(state.screen, "home")
     busy = " · thinking…" if state.screen == "chat" and state.busy else ""
     return [("class:header", f" openpista · {where} · {model}{busy} ")]
 
 
 def toolbar(state: State) -> StyleAndTextTuples:
     """The bottom bar: the keys of the current screen."""
-    return [("class:toolbar", HOME_KEYS if state.screen == "home" else CHAT_KEYS)]
+    keys = {"home": HOME_KEYS, "workers": WORKER_KEYS}.get(state.screen, CHAT_KEYS)
+    return [("class:toolbar", keys)]
 
 
 def home(state: State) -> StyleAndTextTuples:
@@ -102,3 +104,36 @@ def scrollback(state: State) -> StyleAndTextTuples:
 def line_count(fragments: StyleAndTextTuples) -> int:
     """How many lines ``fragments`` span (before wrapping)."""
     return sum(text.count("\n") for _, text, *_ in fragments) + 1
+
+
+LOG_LINES_SHOWN = 8
+
+
+def workers(state: State) -> StyleAndTextTuples:
+    """The worker dashboard: active, completed and failed runs with their durations, exit
+    codes and chats; the selected run's last log lines under it."""
+    out: StyleAndTextTuples = [("class:title", "Workers\n")]
+    if not state.workers:
+        out.append(("class:dim", "\n  No worker tasks yet.\n"))
+        return out
+    selected = state.workers[state.worker_selected].task_id
+    for title, statuses in WORKER_SECTIONS:
+        rows = [row for row in state.workers if row.status in statuses]
+        out.append(("class:title", f"\n{title} ({len(rows)})\n"))
+        for row in rows:
+            style = "class:selected" if row.task_id == selected else ""
+            out.append((style, f"  {_worker_row(row)}  "))
+            out.append(("", "\n"))
+            if row.task_id == selected:
+                for line in row.logs[-LOG_LINES_SHOWN:]:
+                    out.append(("class:tool", f"      {line[:200]}\n"))
+    return out
+
+
+def _worker_row(row: WorkerRow) -> str:
+    if row.duration is not None:
+        when = f"{row.duration:.1f} s"
+    else:
+        when = "…" if row.percent is None else f"{row.percent:.0f}%"
+    exit_code = "-" if row.exit_code is None else str(row.exit_code)
+    return f"{row.task_id}  {row.status:<8}  {when}  exit {exit_code}  {row.channel_id or '-'}"
