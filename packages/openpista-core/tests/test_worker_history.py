@@ -87,6 +87,21 @@ async def test_the_history_needs_the_api_token(endpoint: Endpoint, headers: dict
         assert "tasks" not in answer.json()
 
 
+async def test_an_empty_api_token_lets_nobody_in(tmp_path: Path) -> None:
+    started = await start_endpoint(
+        WorkerHub(), f"sqlite+aiosqlite:///{tmp_path}/memory.db", api_token=""
+    )
+    try:
+        for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Bearer x"}):
+            assert (await get(started, "/api/workers", headers)).status_code == 401
+        stream = started.url.replace("http://", "ws://") + "/api/workers/stream?token="
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(stream):
+                pass
+    finally:
+        await stop_endpoint(started)
+
+
 @pytest.mark.parametrize(
     ("query", "problem"),
     [

@@ -89,7 +89,9 @@ class _Api:
         self.max_bytes = max_bytes
 
     def _authorized(self, token: str) -> bool:
-        return hmac.compare_digest(token.encode(), self.api_token.encode())
+        # An empty token (none sent, or an empty one configured) never matches.
+        matches = hmac.compare_digest(token.encode(), self.api_token.encode())
+        return matches and bool(self.api_token)
 
     async def report(self, request: Request) -> Response:
         token = bearer(request.headers.get("authorization"))

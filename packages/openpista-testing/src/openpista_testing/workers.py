@@ -56,13 +56,18 @@ class Endpoint:
 
 
 async def start_endpoint(
-    hub: WorkerHub, db_url: str, *, port: int = 0, max_bytes: int = 64_000
+    hub: WorkerHub,
+    db_url: str,
+    *,
+    port: int = 0,
+    max_bytes: int = 64_000,
+    api_token: str = API_TOKEN,
 ) -> Endpoint:
     """Serve ``hub``'s reports into the database at ``db_url`` on 127.0.0.1:``port``."""
     worker_log = await WorkerLog.open(db_url)
     reports = WorkerReports(hub, worker_log)
     reports.start()
-    server = EmbeddedServer(build_app(reports, API_TOKEN, max_bytes), name="worker endpoint")
+    server = EmbeddedServer(build_app(reports, api_token, max_bytes), name="worker endpoint")
     await server.start(bind_tcp("127.0.0.1", port))
     return Endpoint(hub, reports, server, f"http://127.0.0.1:{server.port}", db_url)
 
