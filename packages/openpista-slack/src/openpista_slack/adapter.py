@@ -37,7 +37,7 @@ from openpista.models import (
     Outbound,
     TextChunk,
 )
-from openpista_slack.api import SDK_LOGGERS, Redact, explain, web_client
+from openpista_slack.api import SDK_LOGGER, Redact, explain, web_client
 from openpista_slack.settings import SlackSettings, parse_settings
 from openpista_slack.stream import StreamedMessage
 from openpista_slack.text import MESSAGE_LIMIT, escape, split, to_mrkdwn
@@ -62,7 +62,7 @@ _SEEN_LIMIT = 2048
 _THREADS_LIMIT = 4096
 _CHANNEL = re.compile(r"^slack:([A-Z0-9]{2,24}):([A-Z0-9]{2,24})(?::(\d{1,12}\.\d{1,8}))?$")
 _COMMANDS = frozenset({"help", "model", "session", "clear", "usage", "approve", "deny"})
-_REDACTED_LOGGERS = (*SDK_LOGGERS, __name__, "openpista_slack.api", "openpista_slack.webhook")
+_REDACTED_LOGGERS = (SDK_LOGGER, __name__, "openpista_slack.api", "openpista_slack.webhook")
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class SlackAdapter(ChannelAdapter):
             signing_secret=self.settings.signing() or "unused-in-socket-mode",
             process_before_response=False,
             request_verification_enabled=self.settings.mode == "http",
-            logger=logging.getLogger("slack_bolt.openpista"),
+            logger=logging.getLogger(SDK_LOGGER),
         )
         app.event("message")(self._on_event)
         app.event("app_mention")(self._on_event)
@@ -206,6 +206,7 @@ class SlackAdapter(ChannelAdapter):
             base_url=self.settings.api_base or "https://slack.com/api/",
             timeout=self.settings.request_timeout,
             retry_handlers=app.client.retry_handlers,
+            logger=logging.getLogger(SDK_LOGGER),
         )
         handler = AsyncSocketModeHandler(
             app,

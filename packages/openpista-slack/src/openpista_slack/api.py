@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
     from openpista_slack.settings import SlackSettings
 
-SDK_LOGGERS = ("slack_sdk", "slack_bolt")
+SDK_LOGGER = "openpista_slack.sdk"
+"""The logger handed to slack_sdk and slack-bolt (so that one filter keeps secrets out)."""
 _TRANSIENT = frozenset({500, 502, 503, 504})
 DEFAULT_API = "https://slack.com/api/"
 
@@ -56,6 +57,7 @@ def web_client(settings: SlackSettings) -> AsyncWebClient:
         base_url=settings.api_base or DEFAULT_API,
         timeout=settings.request_timeout,
         retry_handlers=retry_handlers(settings),
+        logger=logging.getLogger(SDK_LOGGER),
     )
 
 

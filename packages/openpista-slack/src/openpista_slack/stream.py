@@ -39,14 +39,17 @@ class StreamedMessage:
             self._flush = asyncio.create_task(self._show_later())
 
     async def _show_later(self) -> None:
+        """Show the text so far once ``interval`` passed since the last update; again while
+        more arrived during the update."""
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(max(0.0, self._last + self.interval - loop.time()))
-        async with self._lock:
-            preview = to_mrkdwn(self.text)
-            if len(preview) > MESSAGE_LIMIT - len(CURSOR):
-                preview = preview[: MESSAGE_LIMIT - len(CURSOR)]
-            self._last = loop.time()
-            await self.update(preview + CURSOR)
+        shown = None
+        while shown != self.text:
+            await asyncio.sleep(max(0.0, self._last + self.interval - loop.time()))
+            async with self._lock:
+                shown = self.text
+                preview = to_mrkdwn(shown)[: MESSAGE_LIMIT - len(CURSOR)]
+                self._last = loop.time()
+                await self.update(preview + CURSOR)
 
     async def finish(self, text: str) -> None:
         """Stop the previews and show ``text`` (already mrkdwn, one message's worth)."""
