@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from openpista.models import Answer, Attachment, Message, ToolCall, ToolResult, Usage
+from openpista.observability.tracing import NO_TRACING, Tracing
 from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolSpec
 from openpista.tools.context import TurnContext, current_turn, reset_turn, set_turn
 
@@ -211,21 +212,39 @@ class Agent:
         messages = [self._system_message(), *history]
         final: ChatResult | None = None
         began, first = time.monotonic(), None
-        try:
-            async for event in self.provider.stream(messages, specs):
-                if isinstance(event, ChatResult):
-                    final = event
-                elif isinstance(event, TextDelta):
-                    first = first or time.monotonic() - began
-                    if on_event is not None:
-                        await _emit(on_event, event)
-            if final is None:
-                raise ProviderError("other", "the provider ended its answer without a result")
-        except ProviderError as exc:
-            self._measure_llm(time.monotonic() - began, first, exc.kind)
-            raise
+        provider = self.provider
+        described = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider.name,
+            "gen_ai.request.model": provider.model,
+        }
+        with self._tracing.span(f"chat {provider.model}", described) as span:
+            try:
+                async for event in provider.stream(messages, specs):
+                    if isinstance(event, ChatResult):
+                        final = event
+                    elif isinstance(event, TextDelta):
+                        first = first or time.monotonic() - began
+                        if on_event is not None:
+                            await _emit(on_event, event)
+                if final is None:
+                    raise ProviderError("other", "the provider ended its answer without a result")
+            except ProviderError as exc:
+                span.set({"error.type": exc.kind})
+                self._measure_llm(time.monotonic() - began, first, exc.kind)
+                raise
+            span.set(
+                {
+                    "gen_ai.usage.input_tokens": final.usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": final.usage.completion_tokens,
+                }
+            )
         self._measure_llm(time.monotonic() - began, first, "ok")
         return final
+
+    @property
+    def _tracing(self) -> Tracing:
+        return self.meter.recorder.tracing if self.meter is not None else NO_TRACING
 
     def _measure_llm(self, seconds: float, first_token: float | None, outcome: str) -> None:
         if self.meter is None or not self.meter.recorder.enabled:
@@ -253,7 +272,15 @@ class Agent:
             self._measure_tool(call.name, "denied", 0.0)
             return ToolResult(call_id=call.id, name=call.name, output=denial, is_error=True)
         began = time.monotonic()
-        result = await self.tools.dispatch(call)
+        described = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.name,
+            "gen_ai.tool.call.id": call.id,
+        }
+        with self._tracing.span(f"execute_tool {call.name}", described) as span:
+            result = await self.tools.dispatch(call)
+            if result.is_error:
+                span.set({"error.type": tool_outcome(result)})
         self._measure_tool(call.name, tool_outcome(result), time.monotonic() - began)
         return result
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from openpista.agent import Agent
 from openpista.observability.metrics import Recorder
+from openpista.observability.tracing import tracing_for
 from openpista.observability.usage import UsageMeter
 from openpista.plugin_context import DaemonServices, PluginContext
 from openpista.plugins import PluginHost, call_async_hooks
@@ -135,6 +136,7 @@ class Runtime:
         self.memory = memory
         self.context = context
         self.recorder = recorder_for(settings)
+        self.recorder.tracing = tracing_for(settings.tracing)
         """What the agent measures: Prometheus metrics with ``[metrics] enabled``, else nothing."""
         self.meter = UsageMeter(memory, settings.budget, self.recorder)
         self._closed = False
@@ -205,6 +207,7 @@ class Runtime:
             try:
                 await self.providers.aclose()
             finally:
+                self.recorder.tracing.close()
                 await self.memory.close()
 
     async def __aenter__(self) -> Runtime:

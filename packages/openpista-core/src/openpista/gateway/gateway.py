@@ -340,8 +340,10 @@ class Gateway:
         turn order (an approval is answered while its turn waits).
         """
         ticket = self.router.ticket(event.channel_id)  # before any await: arrival order
+        described = {"openpista.channel": channel_name(event.channel_id)}
         try:
-            return await self._handle(event, ticket)
+            with self.recorder.tracing.span("openpista.turn", described):
+                return await self._handle(event, ticket)
         finally:
             ticket.pass_on()
 
@@ -457,7 +459,12 @@ class Gateway:
                 update={"text": "\n".join(part for part in named if part), "attachments": []}
             )
         try:
-            await adapter.send(message)
+            if isinstance(message, TextChunk):  # a span per streamed chunk would drown the trace
+                await adapter.send(message)
+            else:
+                described = {"openpista.channel": adapter.name, "openpista.kind": message.kind}
+                with self.recorder.tracing.span(f"send {message.kind}", described):
+                    await adapter.send(message)
         except Exception:  # a broken channel must not break the turn
             log.exception("channel %s failed to send", adapter.name)
             self.recorder.error("send")

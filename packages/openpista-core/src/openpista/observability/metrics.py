@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from openpista.observability.tracing import Tracing
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -41,6 +43,10 @@ class Recorder:
     """Receives what the agent measures; this one keeps nothing (metrics off)."""
 
     enabled = False
+
+    def __init__(self) -> None:
+        self.tracing = Tracing()
+        """The OpenTelemetry spans of the same work (no-ops unless ``[tracing]`` is on)."""
 
     def turn(self, channel: str, session_id: str, seconds: float, outcome: str) -> None:
         """A turn of ``channel`` answered (``outcome`` ``ok`` or ``error``) in ``seconds``."""
@@ -85,6 +91,7 @@ class PrometheusRecorder(Recorder):
             ProcessCollector,
         )
 
+        super().__init__()
         self.registry: CollectorRegistry = CollectorRegistry()
         registry = self.registry
         ProcessCollector(registry=registry)
