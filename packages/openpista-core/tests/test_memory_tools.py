@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from openpista.config import PolicyRule
 from openpista.gateway.gateway import Gateway
 from openpista.memory import SearchScope
 from openpista.models import Answer, ChannelEvent
@@ -24,9 +25,15 @@ from openpista_testing.gateways import Gateways
 SECRET = "locker code 4711"
 
 
-async def _start(gateways: Gateways, emulator: LlmEmulator, home: Path) -> tuple[Gateway, Any]:
+async def _start(
+    gateways: Gateways, emulator: LlmEmulator, home: Path, policy: str = "allow"
+) -> tuple[Gateway, Any]:
+    """A gateway serving chats ``t:`` with the tool policy on (remote chats: ask) and the
+    rule docs/memory.md suggests for the memory tools (``policy``)."""
     adapter = LoopbackAdapter("t:")
-    gateway = await gateways.start(emulator_settings(emulator, home), adapter, approvals=False)
+    settings = emulator_settings(emulator, home)
+    settings.policy.rules = [PolicyRule(tool="memory.*", action=policy)]  # type: ignore[arg-type]
+    gateway = await gateways.start(settings, adapter)
     return gateway, adapter
 
 
@@ -136,6 +143,17 @@ async def test_search_command_covers_only_this_chat(
     assert refused.text.startswith("❌")
     assert "nothing to search for" in refused.text
     assert (await _turn(adapter, "bob", "/search")).is_error
+
+
+async def test_the_users_policy_rule_wins(
+    gateways: Gateways, llm_emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    gateway, adapter = await _start(gateways, llm_emulator, tmp_path, policy="deny")
+    llm_emulator.reply_tool_calls([("memory_remember", {"note": "x"})])
+    llm_emulator.reply_text("could not")
+    await _turn(adapter, "ann", "remember x")
+    assert await gateway.runtime.memory.notes_of("t:ann") == []
+    assert "the tool policy denies memory.remember" in json.dumps(llm_emulator.requests[-1].json)
 
 
 async def test_tools_outside_a_turn_or_without_a_store_fail_clearly() -> None:

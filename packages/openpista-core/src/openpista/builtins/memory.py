@@ -1,4 +1,10 @@
-"""Built-in plugin: the ``memory.*`` tools (search and notes of the asking person)."""
+"""Built-in plugin: the ``memory.*`` tools (search and notes of the asking person).
+
+The tool policy decides them like any other tool (on remote chats it asks by default); as
+they only ever read and change what belongs to the person who asked, a
+``[[policy.rules]]`` entry ``tool = "memory.*"``, ``action = "allow"`` is the usual setting
+(docs/memory.md).
+"""
 
 from __future__ import annotations
 
