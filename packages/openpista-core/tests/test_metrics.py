@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from openpista.observability.metrics import MAX_LABEL_VALUES, PrometheusRecorder
 from openpista.observability.metrics_server import MetricsServer, serve_metrics
 from openpista.tools.registry import tool
 from openpista_testing.adapters import LoopbackAdapter
-from openpista_testing.cli import emulator_settings
+from openpista_testing.cli import Cli, emulator_settings
+from openpista_testing.daemon import Daemon
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
 from openpista_testing.polling import eventually
@@ -230,3 +232,40 @@ def test_the_documented_alert_rules_pass_promtool(tmp_path: Path) -> None:
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 6 rules found" in checked.stdout
+
+
+def test_the_daemon_serves_metrics_and_logs_json(tmp_path: Path, llm_emulator: LlmEmulator) -> None:
+    cli = Cli.isolated(tmp_path, llm_emulator)
+    with cli.config.open("a") as config:
+        config.write(f'\n[metrics]\nenabled = true\nport = 0\ntoken = "{TOKEN}"\n')
+    llm_emulator.reply_text("metered answer", usage=(40, 4))
+    daemon = Daemon(cli, "--log-format", "json", "-v")
+    try:
+        line = daemon.wait_for("metrics listens on ")
+        url = line.split("metrics listens on ", 1)[1].strip()
+        daemon.send("hello")
+        daemon.wait_for("metered answer")
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+
+        def scraped() -> float:
+            text = httpx.get(url, headers=headers, timeout=10).text
+            key = (
+                "openpista_llm_tokens_total",
+                (("channel", "cli"), ("direction", "output"), ("model", "gpt-4o-mini"),
+                 ("provider", "openai")),
+            )  # fmt: skip
+            return samples(text).get(key, 0.0)
+
+        deadline = time.monotonic() + 30
+        while scraped() != 4 and time.monotonic() < deadline:  # the turn ends after its answer
+            time.sleep(0.05)
+        assert scraped() == 4
+    finally:
+        daemon.stop()
+    logged = [line for line in daemon.stderr if line.startswith("{")]
+    assert logged, daemon.output()
+    for record in map(json.loads, logged):
+        assert {"time", "level", "logger", "message", "session", "channel", "request_id"} <= set(
+            record
+        )
+    assert "test-key" not in daemon.output()  # the provider key of emulator_config
