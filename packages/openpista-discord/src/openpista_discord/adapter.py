@@ -78,8 +78,8 @@ class _Stream:
 class _Prompt:
     """An approval request on screen with its buttons."""
 
-    message: discord.Message
     asker: str
+    message: discord.Message | None = None  # set once posted (a press may come first)
     expiry: asyncio.Task[None] | None = None
 
 
@@ -316,16 +316,19 @@ class DiscordAdapter(ChannelAdapter):
             view.add_item(
                 discord.ui.Button(label=label, style=style, custom_id=f"{verb}:{request.id}")
             )
-        sent = await channel.send(split_message(request.prompt())[0], view=view)
+        record = self._prompts[request.id] = _Prompt(asker)
+        try:
+            record.message = await channel.send(split_message(request.prompt())[0], view=view)
+        except BaseException:
+            self._prompts.pop(request.id, None)
+            raise
         view.stop()  # presses are handled in _on_interaction, also after a restart
-        record = _Prompt(sent, asker)
         record.expiry = asyncio.create_task(self._expire(request.id, request.timeout))
-        self._prompts[request.id] = record
 
     async def _expire(self, request_id: str, after: float) -> None:
         await asyncio.sleep(after)
         prompt = self._prompts.pop(request_id, None)
-        if prompt is not None:
+        if prompt is not None and prompt.message is not None:
             with contextlib.suppress(Exception):
                 await prompt.message.edit(view=None)
 

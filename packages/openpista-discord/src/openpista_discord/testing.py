@@ -236,6 +236,7 @@ class DiscordEmulator(ThreadedServer):
             "version": 1,
             "locale": "en-US",
             "app_permissions": "0",
+            "attachment_size_limit": 8 * 1024 * 1024,
             "entitlements": [],
             "authorizing_integration_owners": {},
         }
