@@ -160,3 +160,35 @@ def login_server(state: CliState, name: str, no_browser: bool, wait: float) -> N
         text = str(cause) if isinstance(cause, ConfigError) else describe_error(exc)
         fail(f"MCP server {name}: {text}")
     click.echo(f"✅ signed in to {name} ({count} tool(s)); tokens kept in {store_path()}")
+
+
+@mcp.command("serve")
+@click.option("--stdio", "use_stdio", is_flag=True, help="Speak MCP on stdin/stdout (the default).")
+@click.option(
+    "--http",
+    "address",
+    metavar="HOST:PORT",
+    help="Serve streamable HTTP at http://HOST:PORT/mcp (loopback only; port 0: any free).",
+)
+@click.pass_obj
+def serve_tools(state: CliState, use_stdio: bool, address: str | None) -> None:
+    """Offer openpista's own tools, with [policy] applied, to other MCP clients."""
+    import asyncio
+
+    from openpista_mcp.serve import parse_address, serve_http, serve_stdio
+
+    if use_stdio and address:
+        fail("give --stdio or --http, not both", code=2)
+    settings = state.settings()
+    try:
+        if address is None:
+            asyncio.run(serve_stdio(settings))
+            return
+        host, port = parse_address(address)
+        asyncio.run(serve_http(settings, host, port))
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    except OSError as exc:
+        fail(str(exc.strerror or exc))
+    except KeyboardInterrupt:
+        pass
