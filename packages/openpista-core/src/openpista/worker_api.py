@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from openpista.memory import MemoryStoreError, WorkerLog, WorkerTask
+from openpista.memory import MemoryStoreError, WorkerTask
 from openpista.serving import BodyTooLargeError, read_body
 from openpista.worker_protocol import Ack
 from openpista.worker_service import WorkerReports
@@ -232,7 +232,8 @@ def token_path(settings: Settings) -> Path:
 
 
 class WorkerEndpoint:
-    """The daemon's worker endpoint: :class:`WorkerReports` over ``build_app`` on TCP."""
+    """The daemon's worker reports: :class:`WorkerReports` recording the hub's tasks, served
+    by ``build_app`` on TCP when ``[workers] enabled``."""
 
     def __init__(self, settings: Settings, hub: WorkerHub | None = None) -> None:
         self.settings = settings
@@ -250,23 +251,22 @@ class WorkerEndpoint:
         return socket_url(self._server.socket, "http") + REPORT_PATH
 
     async def start(self) -> None:
-        """Open the worker log, listen, and tell the hub the report URL."""
+        """Open the worker log and record the hub's tasks; with ``[workers] enabled``, also
+        listen and tell the hub the report URL."""
         from openpista.serving import EmbeddedServer, bind_tcp
 
         options = self.settings.workers
-        worker_log = await WorkerLog.open(self.settings.database.url)
+        self.reports = await WorkerReports.open(self.hub, self.settings.database.url)
+        if not options.enabled:
+            return
         try:
-            self.reports = WorkerReports(self.hub, worker_log)
-            self.reports.start()
             app = build_app(self.reports, api_token(self.settings), options.max_report_bytes)
             server = EmbeddedServer(
                 app, name="worker endpoint", grace=1, ws_max_size=options.max_report_bytes
             )
             await server.start(bind_tcp(options.host, options.port, option="[workers] port"))
         except BaseException:
-            if self.reports is not None:
-                await self.reports.stop()
-            await worker_log.close()
+            await self.stop()
             raise
         self._server = server
         self.hub.report_url = self.url
@@ -278,6 +278,5 @@ class WorkerEndpoint:
             await server.stop()
         self.hub.report_url = None
         if self.reports is not None:
-            await self.reports.stop()
-            await self.reports.log.close()
+            await self.reports.close()
             self.reports = None

@@ -86,18 +86,37 @@ class WorkerReports:
         self._writer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Listen to the hub (call in the event loop)."""
+        """Listen to the hub (call in the event loop); :func:`active_reports` returns this
+        service until :meth:`stop`."""
+        global _active
         self.hub.subscribe(self._on_hub_event)
         self._writer = asyncio.create_task(self._write_in_order())
+        _active = self
 
     async def stop(self) -> None:
         """Stop listening; writes already queued are finished first."""
+        global _active
+        if _active is self:
+            _active = None
         self.hub.unsubscribe(self._on_hub_event)
         if self._writer is not None:
             await self._writes.join()
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
+
+    @classmethod
+    async def open(cls, hub: WorkerHub, url: str) -> WorkerReports:
+        """A started service for ``hub`` over the memory database at ``url`` (close it with
+        :meth:`close`)."""
+        reports = cls(hub, await WorkerLog.open(url))
+        reports.start()
+        return reports
+
+    async def close(self) -> None:
+        """:meth:`stop`, then close the worker log."""
+        await self.stop()
+        await self.log.close()
 
     async def flush(self) -> None:
         """Wait until the hub events so far are stored."""
@@ -216,6 +235,15 @@ class WorkerReports:
                 log.warning("a worker task event was not stored: %s", exc)
             finally:
                 self._writes.task_done()
+
+
+_active: WorkerReports | None = None
+
+
+def active_reports() -> WorkerReports | None:
+    """The service that stores this process's worker reports (the daemon's, the TUI's), or
+    ``None``: what a transport (QUIC) hands a :class:`ReportEnvelope` to (``accept``)."""
+    return _active
 
 
 def _nack(result: AckResult, detail: str, ids: dict[str, str]) -> Ack:

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 
-from openpista.memory import WorkerLog
 from openpista.serving import EmbeddedServer, bind_tcp
 from openpista.worker_api import REPORT_PATH, build_app
 from openpista.worker_service import WorkerReports
@@ -64,9 +63,7 @@ async def start_endpoint(
     api_token: str = API_TOKEN,
 ) -> Endpoint:
     """Serve ``hub``'s reports into the database at ``db_url`` on 127.0.0.1:``port``."""
-    worker_log = await WorkerLog.open(db_url)
-    reports = WorkerReports(hub, worker_log)
-    reports.start()
+    reports = await WorkerReports.open(hub, db_url)
     server = EmbeddedServer(build_app(reports, api_token, max_bytes), name="worker endpoint")
     await server.start(bind_tcp("127.0.0.1", port))
     return Endpoint(hub, reports, server, f"http://127.0.0.1:{server.port}", db_url)
@@ -75,5 +72,4 @@ async def start_endpoint(
 async def stop_endpoint(endpoint: Endpoint) -> None:
     """Stop serving, store what is queued, close the database."""
     await endpoint.server.stop()
-    await endpoint.reports.stop()
-    await endpoint.reports.log.close()
+    await endpoint.reports.close()

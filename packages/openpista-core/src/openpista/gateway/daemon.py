@@ -300,10 +300,9 @@ async def _run(
 
 
 async def _start_worker_endpoint(settings: Settings) -> Any:
-    """The ``[workers]`` report endpoint, started when enabled (else ``None``); one that
-    cannot start is reported (one ❌ line) and the daemon serves without it."""
-    if not settings.workers.enabled:
-        return None
+    """The worker reports (tasks recorded for the history; the ``[workers]`` endpoint when
+    enabled); one that cannot start is reported (one ❌ line) and the daemon serves without
+    it."""
     from openpista.memory import MemoryStoreError
     from openpista.worker_api import WorkerEndpoint
 
@@ -311,7 +310,7 @@ async def _start_worker_endpoint(settings: Settings) -> Any:
     try:
         await endpoint.start()
     except (OSError, RuntimeError, MemoryStoreError) as exc:
-        print(f"❌ the worker endpoint is not served: {exc}", file=sys.stderr)
+        print(f"❌ worker reports are not served: {exc}", file=sys.stderr)
         return None
     return endpoint
 

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from openpista.config import Settings
     from openpista.gateway.gateway import Gateway
     from openpista.runtime import Runtime
-    from openpista.worker_service import WorkerReports
 
 PAGE = 10  # lines per PageUp/PageDown
 WORKERS_REFRESH = 1.0  # seconds between two readings of the worker dashboard
@@ -275,6 +274,8 @@ async def run_tui(
     from openpista.gateway.approvals import ApprovalBroker
     from openpista.gateway.gateway import Gateway
     from openpista.runtime import Runtime
+    from openpista.worker_service import WorkerReports
+    from openpista.workers import worker_hub
 
     runtime = await Runtime.open(settings)
     try:
@@ -292,7 +293,9 @@ async def run_tui(
         )
         app = TuiApp(runtime, gateway, state)
         gateway.adapters.append(app.adapter)
-        recorder = await _worker_recorder(settings)
+        # The runs of this process's tools, for the dashboard (which also shows those of
+        # a daemon writing to the same database).
+        recorder = await WorkerReports.open(worker_hub(), settings.database.url)
         app.effects.worker_log = recorder.log
         # Log records written to the terminal would tear the full-screen view apart.
         handler = ChatLogHandler(app)
@@ -304,22 +307,9 @@ async def run_tui(
         finally:
             await gateway.stop(deadline=2.0)  # the user asked to leave: do not linger
             root.removeHandler(handler)
-            await recorder.stop()
-            await recorder.log.close()
+            await recorder.close()
     finally:
         await runtime.close()
-
-
-async def _worker_recorder(settings: Settings) -> WorkerReports:
-    """Records the worker tasks this process runs (its tools' containers) for the
-    dashboard, which also shows those of a daemon writing to the same database."""
-    from openpista.memory import WorkerLog
-    from openpista.worker_service import WorkerReports
-    from openpista.workers import worker_hub
-
-    recorder = WorkerReports(worker_hub(), await WorkerLog.open(settings.database.url))
-    recorder.start()
-    return recorder
 
 
 class ChatLogHandler(logging.Handler):
