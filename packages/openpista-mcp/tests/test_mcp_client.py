@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from openpista.config import PolicyRule, Settings
 from openpista.models import ToolCall, ToolResult
 from openpista.tools.registry import ToolRegistry
 from openpista_mcp.manager import McpManager
@@ -325,3 +326,28 @@ async def test_tools_added_at_run_time_reach_the_next_turn_of_the_llm(
     first = [t["function"]["name"] for t in llm_emulator.requests[0].json["tools"]]
     assert "mcp_demo_add" in first
     assert "mcp_demo_fresh" not in first
+
+
+async def test_a_server_policy_is_applied_after_the_users_rules(
+    tmp_path: Path, llm_emulator: LlmEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openpista.policy import ToolPolicy
+    from openpista.runtime import Runtime
+
+    monkeypatch.setenv("OPENPISTA_LOAD_PLUGINS", "mcp")
+    user_rule = {"tool": "mcp.demo.echo", "channels": ["telegram:"], "action": "allow"}
+    settings = emulator_settings(llm_emulator, tmp_path).model_copy(
+        update={
+            "mcp": {"servers": {"demo": stdio_server(policy={"remote": "deny"})}},
+            "policy": Settings().policy.model_copy(
+                update={"rules": [PolicyRule.model_validate(user_rule)]}
+            ),
+        }
+    )
+    async with await Runtime.open(settings) as runtime:
+        policy = ToolPolicy(runtime.settings.policy)
+        assert policy.decide("mcp.demo.echo", {}, "telegram:1").action == "allow"
+        denied = policy.decide("mcp.demo.add", {}, "telegram:1")
+        assert denied.action == "deny"
+        assert denied.reason == "rule 3 (tool='mcp.demo.*')"
+        assert policy.decide("mcp.demo.add", {}, "cli:1").action == "allow"

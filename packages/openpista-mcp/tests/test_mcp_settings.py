@@ -88,3 +88,45 @@ def test_the_plugin_module_and_the_cli_do_not_import_the_sdk() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert done.stdout.strip() == "[]"
+
+
+def test_a_server_policy_becomes_rules_for_its_tools() -> None:
+    from openpista.policy import ToolPolicy
+
+    parsed = settings(
+        closed={"command": "x", "policy": "deny"},
+        remote_ok={"command": "x", "policy": {"remote": "allow"}},
+        local_asks={"command": "x", "policy": {"local": "ask"}},
+        plain={"command": "x"},
+        off={"command": "x", "policy": "allow", "enabled": False},
+    )
+    defaults = Settings().policy  # local = "allow", remote = "ask"
+    rules = parsed.policy_rules(defaults)
+    policy = ToolPolicy(defaults.model_copy(update={"rules": rules}))
+
+    def decide(tool: str, channel: str) -> str:
+        return policy.decide(tool, {}, channel).action
+
+    assert decide("mcp.closed.read", "cli:1") == "deny"
+    assert decide("mcp.closed.read", "telegram:42") == "deny"
+    assert decide("mcp.remote_ok.read", "telegram:42") == "allow"
+    assert decide("mcp.remote_ok.read", "tui:1") == "allow"
+    assert decide("mcp.local_asks.read", "cli:1") == "ask"
+    assert decide("mcp.local_asks.read", "telegram:42") == "ask"
+    assert decide("mcp.plain.read", "cli:1") == "allow"
+    assert decide("mcp.closed_twin.read", "cli:1") == "allow", "the glob is the server's only"
+    assert not any("off" in rule.tool for rule in rules)
+
+
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [
+        ("maybe", "servers.x.policy.local: Input should be 'allow', 'ask' or 'deny'"),
+        ({"remote": "yes"}, "servers.x.policy.remote: Input should be 'allow', 'ask' or 'deny'"),
+        ({"chats": "deny"}, "servers.x.policy.chats: unknown option"),
+    ],
+)
+def test_a_bad_server_policy_is_one_clear_error(policy: object, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(x={"command": "srv", "policy": policy})
+    assert problem in str(caught.value)

@@ -27,6 +27,7 @@ class McpManager:
     ``retry=False`` for a one-off check: a failed server is not retried nor logged."""
 
     def __init__(self, settings: McpSettings, only: str | None = None, retry: bool = True) -> None:
+        self.settings = settings
         servers = settings.enabled() if only is None else {only: settings.servers[only]}
         self.connections = {
             name: ServerConnection(name, server, retry=retry) for name, server in servers.items()

@@ -38,14 +38,16 @@ def make_manager(context: PluginContext) -> McpManager:
 
 @hookimpl
 def register_tools(register: Callable[[Tool], None], context: PluginContext) -> None:
-    """Register ``mcp.<server>.<tool>`` for every tool of every enabled server that started;
-    tools that change later (``list_changed``, a server started late) replace them in the
-    running registry."""
+    """Register ``mcp.<server>.<tool>`` for every tool of every enabled server that started,
+    and the servers' ``policy`` rules; tools that change later (``list_changed``, a server
+    started late) replace them in the running registry."""
     if not _any_enabled(context.config.mcp):
         return
     from openpista_mcp.tools import LiveTools
 
-    for tool in LiveTools(context.shared(make_manager), context).start():
+    manager = context.shared(make_manager)
+    context.add_policy_rules(manager.settings.policy_rules(context.config.policy))
+    for tool in LiveTools(manager, context).start():
         register(tool)
 
 

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from openpista.config import ConfigError, plugin_options
+from openpista.config import ConfigError, PolicyAction, PolicyRule, plugin_options
+from openpista.policy import LOCAL_CHANNEL_PREFIXES
 
 if TYPE_CHECKING:
-    from openpista.config import Settings
+    from openpista.config import PolicySettings, Settings
 
 SERVER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 """Server names become part of tool names (``mcp.<server>.<tool>``): short, no dots."""
@@ -31,6 +32,32 @@ class ToolFilter(BaseModel):
         """Whether tool ``name`` is offered: it matches an allow glob and no deny glob."""
         allowed = any(fnmatch.fnmatchcase(name, glob) for glob in self.allow)
         return allowed and not any(fnmatch.fnmatchcase(name, glob) for glob in self.deny)
+
+
+class ServerPolicy(BaseModel):
+    """``policy``: what the tool policy does with the server's tools when no
+    ``[[policy.rules]]`` entry matches: ``"ask"`` for every chat, or per kind of chat
+    ``{ local = "allow", remote = "ask" }`` (one left out follows ``[policy]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    local: PolicyAction | None = None
+    remote: PolicyAction | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_action(cls, data: Any) -> Any:
+        return {"local": data, "remote": data} if isinstance(data, str) else data
+
+    def rules(self, server: str, defaults: PolicySettings) -> list[PolicyRule]:
+        """The policy rules for ``mcp.<server>.*``: local chats first, then the others."""
+        if self.local is None and self.remote is None:
+            return []
+        tools = f"mcp.{server}.*"
+        local = PolicyRule(
+            tool=tools, channels=list(LOCAL_CHANNEL_PREFIXES), action=self.local or defaults.local
+        )
+        return [local, PolicyRule(tool=tools, action=self.remote or defaults.remote)]
 
 
 class ServerSettings(BaseModel):
@@ -62,6 +89,7 @@ class ServerSettings(BaseModel):
     """Seconds the server may take to start and list its tools."""
     max_output_chars: int = Field(default=10_000, ge=100)
     """What the LLM sees of one result at most; longer text is cut in the middle."""
+    policy: ServerPolicy = Field(default_factory=ServerPolicy)
 
     @model_validator(mode="after")
     def _one_kind(self) -> ServerSettings:
@@ -128,6 +156,14 @@ class McpSettings(BaseModel):
     def enabled(self) -> dict[str, ServerSettings]:
         """The servers to start, by name."""
         return {name: server for name, server in self.servers.items() if server.enabled}
+
+    def policy_rules(self, defaults: PolicySettings) -> list[PolicyRule]:
+        """The rules of every enabled server's ``policy`` (tried after the user's)."""
+        return [
+            rule
+            for name, server in self.enabled().items()
+            for rule in server.policy.rules(name, defaults)
+        ]
 
 
 def _valid_name(name: object) -> bool:
