@@ -127,6 +127,14 @@ def test_home_view_shows_model_key_status_and_sessions() -> None:
     assert "groceries" in text
 
 
+def test_home_view_shows_todays_spend_once_loaded() -> None:
+    state, _ = run(State(), HomeLoaded((), MODEL))
+    assert "today" not in "".join(fragment[1] for fragment in view.home(state))
+    spend = "1,200 tokens (1,000 in, 200 out), $0.0123 of [budget] daily_usd = $5"
+    state, _ = run(state, HomeLoaded((), MODEL, spend))
+    assert f"today   {spend}" in "".join(fragment[1] for fragment in view.home(state))
+
+
 def test_opening_a_session_shows_its_history_compactly() -> None:
     call = ToolCall(id="c1", name="system.run", arguments={"command": "ls"})
     messages = (
@@ -446,7 +454,7 @@ async def test_session_and_clear_move_the_chat_and_open_the_session(runner: Any)
 async def test_usage_help_and_approvals_answer_as_in_every_channel(runner: Any) -> None:
     effects, actions = runner
     await effects.run(RunCommand("tui-1", "/usage"))
-    assert actions[-1].text.startswith("tokens of session tui-1 since openpista started: 0")
+    assert actions[-1].text.startswith("session tui-1: 0 tokens (0 in, 0 out), $0.0000")
     await effects.run(RunCommand("tui-1", "/help"))
     assert "/model PROVIDER[/MODEL]" in actions[-1].text
     await effects.run(RunCommand("tui-1", "/approve"))

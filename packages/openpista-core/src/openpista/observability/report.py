@@ -54,14 +54,18 @@ async def usage_reply(runtime: Runtime, session_id: str) -> str:
     the budgets that are set."""
     memory, budget = runtime.memory, runtime.settings.budget
     mine = await memory.usage_totals(UsageFilter(session_id=session_id))
-    today = await memory.usage_totals(UsageFilter(since=start_of_day(utc_now())))
-    lines = [f"session {session_id}: {describe(mine)}"]
+    line = f"session {session_id}: {describe(mine)}"
     if budget.per_session_usd is not None:
-        lines[0] += f" of [budget] per_session_usd = ${budget.per_session_usd:g}"
-    lines.append(f"today (UTC), every session: {describe(today)}")
-    if budget.daily_usd is not None:
-        lines[1] += f" of [budget] daily_usd = ${budget.daily_usd:g}"
-    return "\n".join(lines)
+        line += f" of [budget] per_session_usd = ${budget.per_session_usd:g}"
+    return f"{line}\ntoday (UTC), every session: {await today_spend(runtime)}"
+
+
+async def today_spend(runtime: Runtime) -> str:
+    """What every session used today (UTC), against ``[budget] daily_usd`` when set (the
+    TUI's home screen shows it)."""
+    today = await runtime.memory.usage_totals(UsageFilter(since=start_of_day(utc_now())))
+    daily = runtime.settings.budget.daily_usd
+    return describe(today) + (f" of [budget] daily_usd = ${daily:g}" if daily is not None else "")
 
 
 def totals_table(totals: Sequence[UsageTotal]) -> list[tuple[str, ...]]:

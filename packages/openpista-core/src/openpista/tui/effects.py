@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from openpista.models import ChannelEvent
+from openpista.observability.report import today_spend
 from openpista.tui.adapter import CHANNEL_ID
 from openpista.tui.state import (
     Action,
@@ -168,7 +169,8 @@ class EffectRunner:
             )
             for s in found
         )
-        return HomeLoaded(rows, model_info(self.runtime, self.gateway))
+        spend = await today_spend(self.runtime)
+        return HomeLoaded(rows, model_info(self.runtime, self.gateway), spend)
 
     async def load_workers(self) -> Action:
         """The newest worker tasks with their log lines, for the dashboard."""

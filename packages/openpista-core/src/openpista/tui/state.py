@@ -87,6 +87,7 @@ class State:
     config_path: str = "~/.openpista/config.toml"
     warnings: tuple[str, ...] = ()  # start-up problems, shown on the home screen
     sessions: tuple[SessionRow, ...] = ()
+    spend: str = ""  # today's tokens and cost (home screen)
     selected: int = 0  # home screen cursor; 0 is "new session", i is sessions[i - 1]
     session_id: str | None = None
     entries: tuple[Entry, ...] = ()
@@ -120,6 +121,7 @@ class HomeLoaded:
 
     sessions: tuple[SessionRow, ...]
     model: ModelInfo
+    spend: str = ""  # today's tokens and cost, every session
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ def _update(action: object, state: State) -> Result:
 
 @_update.register
 def _(action: HomeLoaded, state: State) -> Result:
-    return replace(state, sessions=action.sessions, model=action.model, selected=0), []
+    loaded = replace(state, sessions=action.sessions, model=action.model, spend=action.spend)
+    return replace(loaded, selected=0), []
 
 
 @_update.register

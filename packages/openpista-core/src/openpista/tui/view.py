@@ -57,6 +57,7 @@ def home(state: State) -> StyleAndTextTuples:
         ("", f"  model   {model.provider}/{model.model}\n"),
         ("", "  key     "),
         (key_style, f"{model.key_status}\n"),
+        *([("", f"  today   {state.spend}\n")] if state.spend else []),
         ("", "\n"),
     ]
     if model.key_status.startswith("no key"):
