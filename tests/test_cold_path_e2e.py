@@ -17,7 +17,7 @@ from openpista_testing.memory import schema_revision, upgrade_database
 
 pytestmark = pytest.mark.e2e
 
-NEVER = ("litellm", "alembic", "pydantic_settings", "rich", "pygments")
+NEVER = ("litellm", "alembic", "pydantic_settings", "rich", "pygments", "tenacity")
 """Not needed by one turn over the httpx provider path against a database at head (the
 ``OPENPISTA_*`` variables are read by ``openpista.envconfig``; rich and pygments are httpx's
 command-line client, which ``import openpista`` keeps httpx from loading)."""

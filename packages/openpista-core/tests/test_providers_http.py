@@ -468,3 +468,17 @@ async def test_the_oauth_token_is_sent_and_a_stored_key_is_not_leaked(
     assert headers["authorization"] == "Bearer tok-1"
     assert headers["copilot-integration-id"] == "vscode-chat"
     assert llm_emulator.requests[-1].path == "/v1/chat/completions"
+
+
+def test_the_backoff_doubles_up_to_a_ceiling_and_honours_retry_after() -> None:
+    from openpista.providers.litellm_provider import MAX_BACKOFF, _backoff
+    from openpista.providers.openai_chat import HttpStatusError
+
+    plain = HttpStatusError(httpx.Response(429))
+    assert [_backoff(plain, 0.5, attempt) for attempt in range(4)] == [0.5, 1.0, 2.0, 4.0]
+    assert _backoff(plain, 0.5, 20) == MAX_BACKOFF
+    assert _backoff(plain, 0.5, 5000) == MAX_BACKOFF  # 2.0**5000 overflows
+    asked = HttpStatusError(httpx.Response(429, headers={"retry-after": "3"}))
+    assert _backoff(asked, 0.5, 0) == 3.0
+    greedy = HttpStatusError(httpx.Response(429, headers={"retry-after": "86400"}))
+    assert _backoff(greedy, 0.5, 0) == MAX_BACKOFF

@@ -2,7 +2,7 @@
 
 litellm speaks every backend's wire format; this module adds what openpista needs on top:
 OpenAI-format messages built from :class:`~openpista.models.Message`, wire-safe tool names
-mapped back to internal ones, retries of rate limits with exponential backoff (tenacity),
+mapped back to internal ones, retries of rate limits with exponential backoff,
 and errors turned into :class:`~openpista.providers.base.ProviderError` messages that name
 the fix. litellm is imported on first use only: importing it costs about two seconds.
 """
@@ -124,21 +124,15 @@ class BackendProvider:
     async def _retrying(self, request: Any, options: dict[str, Any]) -> Any:
         """``await request(**options)``, rate limits retried with exponential backoff;
         failures become :class:`ProviderError`."""
-        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_rate_limit),
-            stop=stop_after_attempt(self.settings.max_retries + 1),
-            wait=_backoff(self.settings.retry_base_delay),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await request(**options)
-        except Exception as exc:
-            raise self._failure(exc) from None
-        raise AssertionError("unreachable: tenacity either returns or raises")
+        retries = self.settings.max_retries
+        for attempt in range(retries + 1):
+            try:
+                return await request(**options)
+            except Exception as exc:
+                if attempt == retries or not _is_rate_limit(exc):
+                    raise self._failure(exc) from None
+                await asyncio.sleep(_backoff(exc, self.settings.retry_base_delay, attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _api_key(self) -> str | None:
         key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
@@ -515,20 +509,20 @@ def _is_rate_limit(exc: BaseException) -> bool:
     return getattr(exc, "status_code", None) == 429 and not _Failure.of(exc).out_of_quota
 
 
-def _backoff(base_delay: float) -> Any:
-    """Wait ``base_delay * 2**n`` seconds, or what the server's ``retry-after`` asks (capped)."""
-    from tenacity import RetryCallState, wait_exponential
+MAX_BACKOFF = 60.0
+"""Longest wait before a retry, in seconds (also caps what ``retry-after`` asks)."""
 
-    exponential = wait_exponential(multiplier=base_delay, max=60)
 
-    def wait(state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        asked = _Failure.of(error).retry_after if error else None
-        if asked is not None:
-            return min(asked, 60.0)
-        return float(exponential(state))
-
-    return wait
+def _backoff(error: BaseException, base_delay: float, attempt: int) -> float:
+    """The wait after failed ``attempt`` (0 for the first): ``base_delay * 2**attempt``
+    seconds, or what the server's ``retry-after`` asks, at most :data:`MAX_BACKOFF`."""
+    asked = _Failure.of(error).retry_after
+    if asked is not None:
+        return max(0.0, min(asked, MAX_BACKOFF))
+    try:
+        return max(0.0, min(base_delay * 2.0**attempt, MAX_BACKOFF))
+    except OverflowError:
+        return MAX_BACKOFF
 
 
 async def _fetch_models(
