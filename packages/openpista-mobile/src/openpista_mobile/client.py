@@ -373,6 +373,18 @@ class MobileClient:
         if not frames or frames[-1].get("type") != "worker_ack":
             raise MobileError("protocol", f"unexpected answer to a worker report: {frames!r}")
 
+    async def send_report(self, token: str, envelope: dict[str, Any]) -> dict[str, Any]:
+        """Deliver a versioned worker report (:mod:`openpista.worker_protocol`) with its
+        per-task token; the daemon's ACK (``result``: ``accepted``, ``duplicate`` or a NACK).
+        An ``unavailable`` error (:class:`MobileError`) means: send it again later."""
+        frame = {"type": "worker_envelope", "token": token, "report": envelope}
+        frames = [f async for f in self.exchange([frame])]
+        if not frames or frames[-1].get("type") != "worker_ack":
+            raise MobileError("protocol", f"unexpected answer to a worker report: {frames!r}")
+        ack = dict(frames[-1])
+        ack.pop("type")
+        return ack
+
     async def close(self) -> None:
         """Close the connection."""
         watchdog, self._watchdog = self._watchdog, None

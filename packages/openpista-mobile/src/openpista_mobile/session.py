@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openpista.jsonsafe import log_rejected
 from openpista.models import Attachment
+from openpista.worker_protocol import Ack, ReportEnvelope
+from openpista.worker_service import active_reports
 from openpista.workers import WorkerAuthError, WorkerReport, worker_hub
 from openpista_mobile.protocol import (
     MAX_REQUEST_ID,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.quic.events import QuicEvent
 
+    from openpista.worker_service import WorkerReports
     from openpista_mobile.server import QuicServer
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,18 @@ class WorkerFrame(BaseModel):
     type: Literal["worker_report"]
     token: str = Field(min_length=1, max_length=1024)
     report: WorkerReport
+
+
+class EnvelopeFrame(BaseModel):
+    """A ``worker_envelope`` frame: a versioned report (:mod:`openpista.worker_protocol`,
+    the same JSON as ``POST /api/worker-report``) and its per-task token; answered with a
+    ``worker_ack`` frame holding the ACK."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["worker_envelope"]
+    token: str = Field(min_length=1, max_length=1024)
+    report: ReportEnvelope
 
 
 @dataclass(frozen=True)
@@ -301,6 +316,8 @@ class AgentSession:
             self._auth(state, frame)
         elif kind == "worker_report":
             self._worker_report(state, frame)
+        elif kind == "worker_envelope":
+            self._worker_envelope(state, frame)
         elif self.device_id is None:
             self._refuse_stream(state.response.stream_id)
             state.response.finished = True
@@ -357,6 +374,40 @@ class AgentSession:
         self.worker_done = True
         self._deadline.cancel()
         state.response.finish({"type": "worker_ack", "task_id": grant.task_id})
+
+    def _worker_envelope(self, state: _Stream, frame: dict[str, Any]) -> None:
+        state.requested = True
+        try:
+            parsed = EnvelopeFrame.model_validate(frame)
+        except ValidationError as exc:
+            ack = Ack(result="invalid", detail=f"invalid report: {_first_error(exc)}")
+            state.response.finish({"type": "worker_ack", **ack.model_dump()})
+            return
+        reports = active_reports()
+        if reports is None:
+            state.response.finish(
+                error_frame(ErrorCode.UNAVAILABLE, "this process stores no worker reports")
+            )
+            return
+        task = asyncio.ensure_future(self._store_envelope(state, reports, parsed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _store_envelope(
+        self, state: _Stream, reports: WorkerReports, frame: EnvelopeFrame
+    ) -> None:
+        try:
+            ack = await reports.accept(frame.token, frame.report)
+        except Exception as exc:  # the database failed: nothing was acknowledged
+            log.warning("mobile: a worker report could not be stored: %s", exc)
+            state.response.finish(
+                error_frame(ErrorCode.UNAVAILABLE, "the report could not be stored; send it again")
+            )
+            return
+        if ack.stored:
+            self.worker_done = True
+            self._deadline.cancel()
+        state.response.finish({"type": "worker_ack", **ack.model_dump()})
 
     def _message(self, state: _Stream, frame: dict[str, Any]) -> None:
         state.requested = True

@@ -1,0 +1,92 @@
+"""Versioned worker reports over QUIC (``worker_envelope``): the same ACKs as the HTTP
+endpoint, stored in the same worker log, by a worker without a device token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista.memory import WorkerLog
+from openpista.worker_service import WorkerReports
+from openpista.workers import worker_hub
+from openpista_mobile.client import MobileClient, MobileError
+from openpista_mobile.protocol import ErrorCode
+
+Connect = Callable[..., Awaitable[MobileClient]]
+
+
+@pytest.fixture
+async def reports(tmp_path: Path) -> AsyncIterator[WorkerReports]:
+    started = await WorkerReports.open(worker_hub(), f"sqlite+aiosqlite:///{tmp_path}/w.db")
+    yield started
+    await started.close()
+
+
+def envelope(task_id: str, report_id: str, kind: str = "progress", **fields: Any) -> Any:
+    return {"v": 1, "task_id": task_id, "report_id": report_id, "kind": kind, **fields}
+
+
+async def test_reports_over_quic_are_acked_stored_once_and_reach_the_task(
+    connect: Connect, reports: WorkerReports
+) -> None:
+    hub = worker_hub()
+    grant = hub.open_task("session-1", "mobile:phone", ttl=60)
+    try:
+        worker = await connect(device=None, token=None)  # workers have no device token
+        progress = envelope(grant.task_id, "p1", log=["half way"], percent=50)
+        assert (await worker.send_report(grant.token, progress))["result"] == "accepted"
+        assert (await worker.send_report(grant.token, progress))["result"] == "duplicate"
+        wrong = await worker.send_report("wrong", envelope(grant.task_id, "p2"))
+        assert wrong["result"] == "unknown_task"
+        bad = await worker.send_report(grant.token, envelope(grant.task_id, "p3", kind="boom"))
+        assert (bad["result"], bad["detail"].startswith("invalid report")) == ("invalid", True)
+        final = envelope(grant.task_id, "f1", "finished", exit_code=0, output="42")
+        assert (await worker.send_report(grant.token, final)) == {
+            "v": 1,
+            "result": "accepted",
+            "task_id": grant.task_id,
+            "report_id": "f1",
+            "detail": "",
+        }
+        received = await hub.wait(grant.task_id, timeout=30)
+        assert (received.output, received.exit_code) == ("42", 0)
+    finally:
+        hub.revoke(grant.task_id)
+    late = await worker.send_report(grant.token, envelope(grant.task_id, "late"))
+    assert late["result"] == "expired"
+    task = await reports.log.task(grant.task_id, reports=True)
+    assert task is not None
+    assert [r.report_id for r in task.reports] == ["p1", "f1"]
+
+
+async def test_a_process_that_stores_no_reports_says_so(connect: Connect, tmp_path: Path) -> None:
+    grant = worker_hub().open_task("session-1", ttl=60)
+    try:
+        worker = await connect(device=None, token=None)
+        with pytest.raises(MobileError) as refused:
+            await worker.send_report(grant.token, envelope(grant.task_id, "p1"))
+        assert refused.value.code == ErrorCode.UNAVAILABLE
+    finally:
+        worker_hub().revoke(grant.task_id)
+
+
+async def test_a_report_the_database_cannot_store_is_not_acked(
+    connect: Connect, tmp_path: Path
+) -> None:
+    broken = WorkerReports(
+        worker_hub(), await WorkerLog.open(f"sqlite+aiosqlite:///{tmp_path}/b.db")
+    )
+    broken.start()
+    await broken.log.close()  # the database is gone
+    grant = worker_hub().open_task("session-1", ttl=60)
+    try:
+        worker = await connect(device=None, token=None)
+        with pytest.raises(MobileError) as refused:
+            await worker.send_report(grant.token, envelope(grant.task_id, "p1"))
+        assert refused.value.code == ErrorCode.UNAVAILABLE
+    finally:
+        worker_hub().revoke(grant.task_id)
+        await broken.stop()
