@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "discord"
 PREFIX = "discord:"
 UNSUPPORTED = f"{ERROR_PREFIX}openpista reads text and files; this message had neither."
+INBOUND_LIMIT = 4000  # the longest message Discord lets anyone write (with Nitro)
+TOO_LONG = f"{ERROR_PREFIX}that message is longer than Discord allows; nothing was sent on."
 ANSWERED = "This request was already answered or has expired."
 NOT_YOURS = "⛔ Only the person whose message asked for this can answer it."
 _BUTTON = re.compile(r"^(approve|deny):([0-9A-Za-z]{1,32})$")
@@ -255,7 +257,7 @@ class DiscordAdapter(ChannelAdapter):
                 await self._answer(channel, channel_id, message)
             elif isinstance(message, ApprovalPrompt):
                 await self._prompt(channel, channel_id, message)
-        except discord.HTTPException as exc:
+        except (discord.HTTPException, discord.RateLimited) as exc:
             log.warning("discord: delivery to %s failed: %s", channel_id, exc)
             if isinstance(message, ApprovalPrompt):
                 raise ConnectionError(f"discord: approval prompt not shown: {exc}") from None
@@ -339,7 +341,7 @@ class DiscordAdapter(ChannelAdapter):
 
         try:
             await self._handle_message(message)
-        except discord.HTTPException as exc:  # one line, no traceback
+        except (discord.HTTPException, discord.RateLimited) as exc:  # one line, no traceback
             log.warning("discord: reply in %s failed: %s", message.channel.id, exc)
 
     async def _handle_message(self, message: discord.Message) -> None:
@@ -359,6 +361,10 @@ class DiscordAdapter(ChannelAdapter):
                 "discord: %s user %s", "pairing of" if outcome is not None else "refused", author.id
             )
             await message.reply(reply, mention_author=False)
+            return
+        if len(text) > INBOUND_LIMIT:
+            log.warning("discord: a %d-character message from %s refused", len(text), author.id)
+            await message.reply(TOO_LONG, mention_author=False)
             return
         try:
             attachments = await self._download(message)
@@ -424,7 +430,7 @@ class DiscordAdapter(ChannelAdapter):
             return  # slash commands: openpista_discord.commands
         try:
             await self._press(interaction)
-        except discord.HTTPException as exc:
+        except (discord.HTTPException, discord.RateLimited) as exc:
             log.warning("discord: answer to a button press failed: %s", exc)
 
     async def _press(self, interaction: discord.Interaction) -> None:

@@ -46,8 +46,9 @@ class DiscordSettings(PluginSettings):
     edit_interval: float = Field(default=1.5, gt=0)
     """Seconds between two edits of a streamed answer (Discord allows ~5 edits per 5 s)."""
     typing_interval: float = Field(default=8.0, gt=0)
-    max_retry_after: float = Field(default=60.0, gt=0)
-    """A 429 asking to wait longer than this fails the request instead of waiting."""
+    max_retry_after: float = Field(default=60.0, ge=30)
+    """A 429 asking to wait longer than this fails that request instead of waiting
+    (discord.py's ``max_ratelimit_timeout``; it takes no less than 30 s)."""
     files_dir: Path | None = None
     max_download_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     inline_image_bytes: int = Field(default=5 * 1024 * 1024, ge=0)

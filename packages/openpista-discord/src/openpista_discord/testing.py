@@ -126,6 +126,8 @@ class DiscordEmulator(ThreadedServer):
         self.identifies = 0
         self.resumes = 0
         self.early_retries = 0
+        self.rate_limited = 0
+        """How many calls were answered 429."""
         self.requests: list[tuple[str, str]] = []
         self._ids = itertools.count(1200000000000000000)
         self._lock = threading.Lock()
@@ -357,6 +359,7 @@ class DiscordEmulator(ThreadedServer):
             else:
                 return None
             scope = self._limited_global
+            self.rate_limited += 1
         headers = {"Via": "1.1 google", "Retry-After": str(max(1, round(wait)))}
         if scope:
             headers["X-RateLimit-Global"] = "true"
