@@ -163,7 +163,8 @@ def test_invalid_token_is_one_line_at_start(
     daemons.append(process)
     deadline = time.monotonic() + DEADLINE
     while "not served" not in log.read_text():
-        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        assert process.poll() is None, log.read_text()
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=DEADLINE)
