@@ -87,13 +87,13 @@ async def test_reports_queued_while_the_endpoint_is_down_arrive_once_in_order(
     code, ack, errors = await run_worker(env, "progress", "--log", "half way", *fast)
     assert (code, ack["result"]) == (3, "queued"), errors
     assert "retrying" in errors
-    assert len(list((tmp_path / "queue").glob("*.json"))) == 1
+    assert len(list((tmp_path / "queue" / grant.task_id).glob("*.json"))) == 1
 
     back = await restarted(endpoint)
     try:
         code, ack, errors = await run_worker(env, "finished", "--exit-code", "0", "--output", "42")
         assert (code, ack["result"]) == (0, "accepted"), errors
-        assert list((tmp_path / "queue").glob("*.json")) == []
+        assert list((tmp_path / "queue" / grant.task_id).glob("*.json")) == []
         report = await back.hub.wait(grant.task_id, timeout=30)
         assert report.output == "42"
         task = await back.reports.log.task(grant.task_id, reports=True)
@@ -101,7 +101,8 @@ async def test_reports_queued_while_the_endpoint_is_down_arrive_once_in_order(
         assert [r.kind for r in task.reports] == ["started", "progress", "finished"]
         assert task.reports[1].body["log"] == ["half way"]
         # Replaying again sends nothing twice.
-        client = ReportClient(back.report_url, grant.task_id, grant.token, queue_dir=tmp_path / "q")
+        queue = tmp_path / "queue"
+        client = ReportClient(back.report_url, grant.task_id, grant.token, queue_dir=queue)
         assert await asyncio.to_thread(client.flush) is True
         again = await back.reports.log.task(grant.task_id, reports=True)
         assert again is not None
@@ -116,9 +117,10 @@ async def test_a_worker_retrying_while_the_daemon_restarts_is_stored_once(
     grant = endpoint.grant()
     env = worker_env(grant, endpoint.report_url, tmp_path / "queue")
     await stop_endpoint(endpoint)
+    patient = ["--attempts", "1000", "--base-delay", "0.05", "--max-delay", "0.5"]
     retried = asyncio.Event()
     worker = asyncio.create_task(
-        run_worker(env, "progress", "--percent", "70", "--attempts", "200", retried=retried)
+        run_worker(env, "progress", "--percent", "70", *patient, retried=retried)
     )
     await asyncio.wait_for(retried.wait(), 60)  # it failed at least once: the cut is real
     back = await restarted(endpoint)
@@ -140,7 +142,7 @@ async def test_a_nack_is_final_and_nothing_is_queued(endpoint: Endpoint, tmp_pat
     endpoint.hub.revoke(grant.task_id)
     code, ack, _ = await run_worker(env, "progress")
     assert (code, ack["result"]) == (2, "expired")
-    assert list((tmp_path / "queue").glob("*.json")) == []
+    assert list((tmp_path / "queue").glob("**/*.json")) == []
 
 
 async def test_a_process_that_is_no_worker_gets_one_clear_line(tmp_path: Path) -> None:
@@ -149,6 +151,9 @@ async def test_a_process_that_is_no_worker_gets_one_clear_line(tmp_path: Path) -
     assert (code, ack) == (2, {})
     assert errors.startswith("❌ OPENPISTA_REPORT_URL is not set")
     assert "Traceback" not in errors
+    hostile = {**env, "OPENPISTA_REPORT_URL": "http://127.0.0.1:1/", "OPENPISTA_TASK_TOKEN": "t"}
+    code, _, errors = await run_worker({**hostile, "OPENPISTA_TASK_ID": "../../etc"}, "started")
+    assert (code, errors) == (2, "❌ '../../etc' is not a task id\n")
 
 
 async def test_the_offline_queue_is_bounded_and_reports_what_it_dropped(
@@ -183,6 +188,29 @@ async def test_the_offline_queue_is_bounded_and_reports_what_it_dropped(
         assert all(r.body["dropped"] == 1 for r in task.reports)
     finally:
         await stop_endpoint(back)
+
+
+async def test_each_task_replays_only_its_own_queue(endpoint: Endpoint, tmp_path: Path) -> None:
+    first, second = endpoint.grant(), endpoint.grant()
+    offline = f"http://127.0.0.1:{free_port()}/api/worker-report"
+    queued = {}
+    for grant in (first, second):
+        client = ReportClient(
+            offline, grant.task_id, grant.token, queue_dir=tmp_path / "queue", attempts=1
+        )
+        ack = await asyncio.to_thread(client.send, "started")
+        assert ack["result"] == "queued"
+        queued[grant.task_id] = ack["report_id"]
+    online = ReportClient(
+        endpoint.report_url, first.task_id, first.token, queue_dir=tmp_path / "queue"
+    )
+    assert await asyncio.to_thread(online.flush) is True
+    assert await endpoint.reports.log.has_report(first.task_id, queued[first.task_id])
+    # The other task's report waits for its own credential, untouched.
+    assert len(list((tmp_path / "queue" / second.task_id).glob("*.json"))) == 1
+    assert not await endpoint.reports.log.has_report(second.task_id, queued[second.task_id])
+    with pytest.raises(ValueError, match="not a task id"):
+        ReportClient(endpoint.report_url, "../escape", "t", queue_dir=tmp_path / "queue")
 
 
 def test_backoff_grows_exponentially_with_full_jitter_and_a_ceiling(tmp_path: Path) -> None:

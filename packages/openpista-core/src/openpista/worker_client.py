@@ -12,7 +12,8 @@ replay can never be stored twice::
 
 A transient failure (no connection, a timeout, HTTP 5xx) is retried with exponential
 backoff and full jitter; when the retries are used up the report goes to the offline queue
-(``~/.openpista/report-queue/``, or ``OPENPISTA_REPORT_QUEUE``), one file per report,
+(``~/.openpista/report-queue/<task id>/``, the base from ``OPENPISTA_REPORT_QUEUE``), one
+file per report,
 replayed in order before the next report is sent (or by :meth:`ReportClient.flush`). The
 queue is bounded (``max_queued`` reports): when full its oldest report is dropped, and the
 number dropped is sent with every later report (``dropped``). A NACK (``unknown_task``,
@@ -29,6 +30,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import sys
 import time
@@ -41,6 +43,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 DEFAULT_QUEUE = "~/.openpista/report-queue"
 KINDS = ("started", "progress", "finished", "failed")
+_TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class Transient(Exception):
@@ -68,7 +71,11 @@ class ReportClient:
         self.url = url
         self.task_id = task_id
         self.token = token
-        self.queue_dir = Path(queue_dir).expanduser()
+        if not _TASK_ID.fullmatch(task_id):
+            raise ValueError(f"{task_id[:40]!r} is not a task id")
+        self.queue_dir = Path(queue_dir).expanduser() / task_id
+        """This task's part of the offline queue (one directory per task: a collector
+        reporting for several tasks replays each with its own credential)."""
         self.max_queued = max(1, max_queued)
         self.attempts = max(1, attempts)
         self.base_delay = base_delay
@@ -246,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", help="the result text ('-': read stdin)")
     parser.add_argument("--attempts", type=int, default=5, help="tries before queueing")
     parser.add_argument("--base-delay", type=float, default=0.2, help="first backoff, seconds")
+    parser.add_argument("--max-delay", type=float, default=10.0, help="longest backoff, seconds")
     args = parser.parse_args(argv)
     fields: dict[str, Any] = {"log": args.log}
     if args.percent is not None:
@@ -256,9 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         fields["output"] = sys.stdin.read() if args.output == "-" else args.output
     try:
         client = ReportClient.from_environment(
-            attempts=args.attempts, base_delay=args.base_delay, on_retry=_say_retry
+            attempts=args.attempts,
+            base_delay=args.base_delay,
+            max_delay=args.max_delay,
+            on_retry=_say_retry,
         )
-    except KeyError as exc:
+    except (KeyError, ValueError) as exc:  # not started as a worker, or a bad task id
         print(f"❌ {exc.args[0]}", file=sys.stderr)
         return 2
     ack = client.send(args.kind, **fields)
