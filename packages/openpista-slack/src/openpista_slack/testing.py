@@ -18,9 +18,11 @@ The Socket Mode WebSocket sends ``hello`` on connect, then envelopes (``events_a
 ``slash_commands``, ``interactive``) with an ``envelope_id`` that the app acks; envelopes sent
 while no socket is connected wait for the next one. :meth:`~SlackEmulator.disconnect` sends
 ``{"type": "disconnect", "reason": "refresh_requested"}``; :meth:`~SlackEmulator.drop` closes
-the socket without a word. With :attr:`~SlackEmulator.events_url` set, the same events are
-POSTed instead, signed with the signing secret (``X-Slack-Signature: v0=...``), as the HTTP
-Events API does; :meth:`~SlackEmulator.post_signed` sends any body with any signature::
+the socket without a word; events not acked are sent again (``retry_attempt`` + 1) on the
+next connection. With :attr:`~SlackEmulator.events_url` set, the same events are POSTed
+instead, signed with the signing secret (``X-Slack-Signature: v0=...``), in order, retried
+with ``X-Slack-Retry-Num`` when refused, as the HTTP Events API does;
+:meth:`~SlackEmulator.post_signed` sends any body with any signature::
 
     with SlackEmulator() as slack:                 # api_base = slack.api_url
         slack.dm(ALICE, "hello")
@@ -57,6 +59,8 @@ BOT_USER = "U0B0TUSER"
 BOT_ID = "B0B0T"
 APP_ID = "A0APP"
 TEXT_LIMIT = 40_000
+HTTP_RETRIES = 3
+HTTP_RETRY_DELAY = 0.5
 SCOPES = frozenset(
     {"chat:write", "app_mentions:read", "im:history", "channels:history", "commands"}
     | {"files:write", "files:read", "im:write", "groups:history", "channels:read", "im:read"}
@@ -160,6 +164,8 @@ class SlackEmulator(ThreadedServer):
         self._pending_uploads: dict[str, tuple[str, int, bytes | None]] = {}
         self._outbox: queue.Queue[tuple[bytes, str] | None] = queue.Queue()
         self._poster: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._unacked: dict[str, dict[str, Any]] = {}  # events_api envelopes not acked yet
 
     @property
     def api_url(self) -> str:
@@ -342,6 +348,8 @@ class SlackEmulator(ThreadedServer):
         }
         if kind == "events_api":
             envelope["retry_attempt"], envelope["retry_reason"] = 0, ""
+            with self._lock:
+                self._unacked[envelope_id] = envelope
         self.send_raw(json.dumps(envelope))
         return envelope_id
 
@@ -373,19 +381,30 @@ class SlackEmulator(ThreadedServer):
         return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
 
     def _post_all(self) -> None:
-        """POST queued events one at a time, in order (as Slack does per app)."""
+        """POST queued events one at a time, in order; a refused connection or an answer
+        other than 2xx is retried (``X-Slack-Retry-Num``), as Slack does (after seconds
+        here, not minutes)."""
         while (item := self._outbox.get()) is not None:
             body, content_type = item
-            headers = {"Content-Type": content_type, **self.sign(body)}
-            try:
-                status, text = _post(self.events_url or "", body, headers)
-            except OSError as exc:
-                status, text = 0, str(exc)
-            with self._lock:
-                self.deliveries.append((status, text))
+            reason = ""
+            for attempt in range(HTTP_RETRIES + 1):
+                headers = {"Content-Type": content_type, **self.sign(body)}
+                if attempt:
+                    headers["X-Slack-Retry-Num"] = str(attempt)
+                    headers["X-Slack-Retry-Reason"] = reason
+                try:
+                    status, text = _post(self.events_url or "", body, headers)
+                    reason = "http_error"
+                except OSError as exc:
+                    status, text, reason = 0, str(exc), "connection_failed"
+                with self._lock:
+                    self.deliveries.append((status, text))
+                if 200 <= status < 300 or self._closing.wait(HTTP_RETRY_DELAY):
+                    break
 
     def stop(self) -> None:
         """Stop posting events and serving."""
+        self._closing.set()
         if self._poster is not None:
             self._outbox.put(None)
             self._poster.join(timeout=35)
@@ -664,6 +683,12 @@ class SlackEmulator(ThreadedServer):
             self.connections += 1
             self._socket, self._loop = websocket, asyncio.get_running_loop()
             pending, self._pending = self._pending, []
+            for envelope in self._unacked.values():  # sent on a socket gone since: again
+                text = json.dumps(envelope)
+                if text not in pending:
+                    envelope["retry_attempt"] += 1
+                    envelope["retry_reason"] = "timeout"
+                    pending.append(json.dumps(envelope))
         for text in pending:
             await websocket.send_text(text)
         try:
@@ -676,6 +701,7 @@ class SlackEmulator(ThreadedServer):
                 if isinstance(ack, dict) and "envelope_id" in ack:
                     with self._lock:
                         self.acks[str(ack["envelope_id"])] = ack
+                        self._unacked.pop(str(ack["envelope_id"]), None)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

@@ -1,0 +1,187 @@
+"""``openpista slack ...`` and a real ``openpista start --no-terminal`` serving Slack against
+the emulator: pairing by the printed code over Socket Mode, a restart keeps the session, and the
+HTTP Events API mode."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from openpista.access import PAIRED
+from openpista_slack.testing import SlackEmulator, User
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.ports import free_port
+
+DEADLINE = 60.0
+
+
+@pytest.fixture
+def cli(tmp_path: Path, llm_emulator: LlmEmulator, slack: SlackEmulator) -> Cli:
+    cli = Cli.isolated(tmp_path / "cli-home", llm_emulator)
+    cli.env["OPENPISTA_LOAD_PLUGINS"] = "slack"
+    cli.env["SLACK_BOT_TOKEN"] = slack.bot_token  # tokens from the environment
+    cli.env["SLACK_APP_TOKEN"] = slack.app_token
+    with cli.config.open("a") as config:
+        config.write(
+            f"""
+[channels.slack]
+enabled = true
+api_base = "{slack.api_url}"
+retry_base_delay = 0.01
+stream_interval = 0.1
+"""
+        )
+    return cli
+
+
+@pytest.fixture
+def daemons(cli: Cli) -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def start(cli: Cli, daemons: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [str(OPENPISTA), "start", "--no-terminal"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli.env,
+    )
+    daemons.append(process)
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        status = cli("status", "--json")
+        if status.returncode == 0:
+            assert json.loads(status.stdout)["channels"] == ["slack"]
+            return process
+        if process.poll() is not None:
+            raise AssertionError(f"the daemon exited: {process.communicate()}")
+        time.sleep(0.2)
+    raise AssertionError("the daemon never reported running")
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=DEADLINE)
+    assert process.returncode == 0, stderr
+    return stderr
+
+
+def wait_for(check: Callable[[], bool], what: Callable[[], object]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.05)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def texts(slack: SlackEmulator, channel: str) -> list[str]:
+    return [m.text for m in slack.messages if m.channel == channel]
+
+
+def test_help_lists_the_commands(cli: Cli) -> None:
+    shown = cli("slack", "--help")
+    assert shown.returncode == 0
+    for command in ("pair", "paired", "unpair"):
+        assert command in shown.stdout
+
+
+def test_pair_then_restart_keeps_the_session(
+    cli: Cli,
+    daemons: list[subprocess.Popen[str]],
+    slack: SlackEmulator,
+    llm_emulator: LlmEmulator,
+    mallory: User,
+) -> None:
+    llm_emulator.default_reply = lambda body: f"heard {len(body['messages'])} messages"
+    paired = cli("slack", "pair")
+    assert paired.returncode == 0, paired.stderr
+    code = paired.stdout.split("/pair ", 1)[1].split()[0]
+
+    process = start(cli, daemons)
+    slack.dm(mallory, "remember the number 42")
+    wait_for(lambda: len(texts(slack, mallory.dm)) == 1, lambda: (slack.calls, slack.connections))
+    slack.dm(mallory, f"/pair {code}")
+    slack.dm(mallory, "remember the number 42")
+    wait_for(
+        lambda: (
+            len(texts(slack, mallory.dm)) == 3 and texts(slack, mallory.dm)[2].startswith("heard")
+        ),
+        lambda: texts(slack, mallory.dm),
+    )
+    shown = texts(slack, mallory.dm)
+    assert shown[0].startswith("⛔")
+    assert shown[1] == PAIRED
+    stderr = stop(process)
+    for secret in (slack.bot_token, slack.app_token):
+        assert secret not in stderr
+
+    listed = cli("slack", "paired")
+    assert listed.stdout.split() == [mallory.id]
+
+    process = start(cli, daemons)
+    slack.dm(mallory, "what was the number?")
+    wait_for(lambda: len(llm_emulator.requests) == 2, lambda: texts(slack, mallory.dm))
+    wait_for(lambda: texts(slack, mallory.dm)[-1].startswith("heard"), lambda: slack.messages)
+    stop(process)
+    history = json.dumps(llm_emulator.requests[-1].json)
+    assert "remember the number 42" in history, "the restarted daemon lost the conversation"
+    removed = cli("slack", "unpair", mallory.id)
+    assert removed.returncode == 0
+    again = cli("slack", "unpair", mallory.id)
+    assert again.returncode == 1
+    assert "not paired" in again.stderr
+
+
+def test_http_mode_daemon(
+    cli: Cli,
+    daemons: list[subprocess.Popen[str]],
+    slack: SlackEmulator,
+    llm_emulator: LlmEmulator,
+    alice: User,
+) -> None:
+    port = free_port()
+    text = cli.config.read_text()
+    cli.write_config(
+        text
+        + f'mode = "http"\nhttp_port = {port}\nallowed_users = ["{alice.id}"]\n'
+        + f'signing_secret = "{slack.signing_secret}"\n'
+    )
+    llm_emulator.reply_text("served over HTTP")
+    process = start(cli, daemons)
+    wait_for(lambda: listening(port), lambda: f"nothing listens on {port}")
+    slack.events_url = f"http://127.0.0.1:{port}/slack/events"
+    slack.dm(alice, "hello")
+    wait_for(
+        lambda: texts(slack, alice.dm) == ["served over HTTP"],
+        lambda: (slack.messages, slack.deliveries, slack.calls),
+    )
+    assert slack.deliveries[-1] == (200, "")
+    stderr = stop(process)
+    assert slack.signing_secret not in stderr
+
+
+def test_missing_token_is_a_clear_start_error(cli: Cli) -> None:
+    del cli.env["SLACK_BOT_TOKEN"]
+    done = cli("start", "--no-terminal", timeout=DEADLINE)
+    assert done.returncode != 0
+    assert "[channels.slack] bot_token: missing" in done.stderr
+    assert "Traceback" not in done.stderr
