@@ -141,6 +141,7 @@ class DiscordEmulator(ThreadedServer):
         self._dm_channels: dict[int, int] = {}
         self._interactions: dict[str, int] = {}  # token -> interaction id
         self._bot_messages: dict[int, dict[str, Any]] = {}
+        self._files: dict[int, bytes] = {}  # attachment id -> content (the "CDN")
 
     # -- acting as users ------------------------------------------------------------------
 
@@ -191,6 +192,22 @@ class DiscordEmulator(ThreadedServer):
             data["member"] = self._member(user, with_user=False)
         self.dispatch("MESSAGE_CREATE", data)
         return data
+
+    def attachment(
+        self, name: str, content: bytes, mime: str = "application/octet-stream", size: int = -1
+    ) -> dict[str, Any]:
+        """An attachment for :meth:`send_message`, served at its ``url`` (``size``: what
+        it claims to weigh, by default the truth)."""
+        attachment_id = next(self._ids)
+        self._files[attachment_id] = content
+        return {
+            "id": str(attachment_id),
+            "filename": name,
+            "size": len(content) if size < 0 else size,
+            "url": f"{self.base_url}/attachments/{attachment_id}/{name}",
+            "proxy_url": f"{self.base_url}/attachments/{attachment_id}/{name}",
+            "content_type": mime,
+        }
 
     def slash(
         self, channel_id: int, user: User, name: str, options: dict[str, Any] | None = None
@@ -317,6 +334,7 @@ class DiscordEmulator(ThreadedServer):
                 WebSocketRoute("/gateway", self._gateway),
                 WebSocketRoute("/gateway/", self._gateway),
                 Route(api + "/{path:path}", self._rest, methods=every),
+                Route("/attachments/{id:int}/{name}", self._download),
             ]
         )
 
@@ -342,6 +360,15 @@ class DiscordEmulator(ThreadedServer):
         if result is None:
             return Response(status_code=204)
         return JSONResponse(result)
+
+    async def _download(self, request: Request) -> Response:
+        from starlette.responses import Response
+
+        self.requests.append(("GET", request.url.path))
+        content = self._files.get(request.path_params["id"])
+        if content is None:
+            return Response(status_code=404)
+        return Response(content, media_type="application/octet-stream")
 
     def _limit(self, method: str, parts: list[str]) -> Response | None:
         from starlette.responses import JSONResponse
@@ -704,7 +731,13 @@ class DiscordEmulator(ThreadedServer):
             "mentions": [],
             "mention_roles": [],
             "attachments": [
-                {"id": str(i), "filename": name, "size": len(content)}
+                {
+                    "id": str(sent.id + i),
+                    "filename": name,
+                    "size": len(content),
+                    "url": f"{self.base_url}/attachments/{sent.id + i}/{name}",
+                    "proxy_url": f"{self.base_url}/attachments/{sent.id + i}/{name}",
+                }
                 for i, (name, content) in enumerate(sent.files)
             ],
             "embeds": [],
