@@ -232,7 +232,7 @@ def test_the_flood_stops_at_the_write_that_crosses_the_limit(
 ) -> None:
     import wasmtime
 
-    from openpista_wasm.sandbox import EpochTicker, execute
+    from openpista_wasm.sandbox import EpochTicker, execute, workspace_mounts
     from openpista_wasm.settings import Limits
 
     config = wasmtime.Config()
@@ -246,7 +246,7 @@ def test_the_flood_stops_at_the_write_that_crosses_the_limit(
             wasmtime.Module.from_file(engine, str(guests("flood"))),
             program="flood",
             stdin=b"{}",
-            workspace=workspace,
+            mounts=workspace_mounts(workspace),
             limits=Limits(timeout=3600, memory_bytes=2**24),
             max_stdout_bytes=100_000,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from openpista_wasm.settings import Limits, WasmSettings, limits_for
 from openpista_wasm.stats import CacheStats
 
 if TYPE_CHECKING:
-    from openpista_wasm.sandbox import Outcome
+    from openpista_wasm.sandbox import Mount, Outcome
 
 _SHOWN_CHARS = 300
 """How much of malformed stdout an error message quotes."""
@@ -54,9 +55,24 @@ class WasmSkillRunner:
                 f"skill {skill.name} (mode: wasm) needs a .wasm entry: add `entry: <file>.wasm` "
                 "to its SKILL.md"
             )
+        from openpista_wasm.sandbox import workspace_mounts
+
         limits = limits_for(skill, self.settings, timeout)
+        mounts = workspace_mounts(self.workspace or skill.path)
+        return await self.run_sandboxed(skill, arguments, limits, mounts)
+
+    async def run_sandboxed(
+        self,
+        skill: Skill,
+        arguments: dict[str, Any],
+        limits: Limits,
+        mounts: Sequence[Mount],
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        """Run ``skill``'s module with exactly ``mounts`` and ``env`` (a directory plugin's
+        tool: what its permissions grant); ``argv[0]`` is ``skill.name``."""
         stdin = json.dumps(arguments, ensure_ascii=False).encode()
-        work = asyncio.to_thread(self._run_blocking, skill, stdin, limits)
+        work = asyncio.to_thread(self._run_blocking, skill, stdin, limits, mounts, env)
         try:
             return await asyncio.wait_for(work, limits.timeout + self.stop_grace)
         except TimeoutError:
@@ -74,7 +90,14 @@ class WasmSkillRunner:
         if parts is not None:
             parts.retire()
 
-    def _run_blocking(self, skill: Skill, stdin: bytes, limits: Limits) -> str:
+    def _run_blocking(
+        self,
+        skill: Skill,
+        stdin: bytes,
+        limits: Limits,
+        mounts: Sequence[Mount],
+        env: Mapping[str, str] | None,
+    ) -> str:
         from openpista_wasm.sandbox import execute
 
         assert skill.entry is not None
@@ -91,9 +114,10 @@ class WasmSkillRunner:
                     module,
                     program=skill.name,
                     stdin=stdin,
-                    workspace=self.workspace or skill.path,
+                    mounts=mounts,
                     limits=limits,
                     max_stdout_bytes=self.settings.max_stdout_bytes,
+                    env=env,
                 )
             finally:
                 parts.ticker.release()

@@ -1,8 +1,9 @@
 """One isolated run of a WASI command module: wasmtime store, WASI context, limits, capture.
 
-The guest sees: its arguments on stdin, ``argv = [skill name]``, no environment variables,
-the workspace read-only both as ``/workspace`` and as the current directory, and nothing
-else (WASI preview 1 has no sockets; no other directory is mounted). Stdout and stderr are
+The guest sees: its arguments on stdin, ``argv = [program]``, the environment variables and
+the directories it is given (:class:`Mount`; a skill gets none of the first and the
+workspace read-only both as ``/workspace`` and as the current directory), and nothing else
+(WASI preview 1 has no sockets). Stdout and stderr are
 captured in memory up to a cap by a host ``fd_write`` that shadows WASI's for them; crossing
 the stdout cap stops the run inside that call. Time is bounded by epoch interruption and
 memory by the store's limiter.
@@ -14,6 +15,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,22 @@ import wasmtime
 from openpista_wasm.settings import Limits
 
 GUEST_WORKSPACE = "/workspace"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory the guest sees at ``guest``, read-only unless ``writable``."""
+
+    host: Path
+    guest: str
+    writable: bool = False
+
+
+def workspace_mounts(workspace: Path) -> list[Mount]:
+    """What a skill sees: ``workspace`` read-only as ``/workspace`` and as ``.``."""
+    return [Mount(workspace, GUEST_WORKSPACE), Mount(workspace, ".")]
+
+
 TICK_SECONDS = 0.01
 """Resolution of the time bound: the engine's epoch advances this often while a run is on."""
 LINGER_SECONDS = 2.0
@@ -200,10 +218,11 @@ def execute(
     *,
     program: str,
     stdin: bytes,
-    workspace: Path,
+    mounts: Sequence[Mount],
     limits: Limits,
     max_stdout_bytes: int,
     max_stderr_bytes: int = 65_536,
+    env: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Run ``module``'s ``_start`` once in a fresh store; blocks the calling thread.
 
@@ -227,9 +246,11 @@ def execute(
             wasi = wasmtime.WasiConfig()
             wasi.argv = [program]
             wasi.stdin_file = stdin_file.name
-            if workspace.is_dir():
-                for guest in (GUEST_WORKSPACE, "."):
-                    wasi.preopen_dir(str(workspace), guest, fs_mutable=False)
+            if env:
+                wasi.env = list(env.items())
+            for mount in mounts:
+                if mount.host.is_dir():
+                    wasi.preopen_dir(str(mount.host), mount.guest, fs_mutable=mount.writable)
             store.set_wasi(wasi)
             linker.define_wasi()
             wasi_write = linker.get(store, _WASI, "fd_write")
