@@ -9,11 +9,11 @@ from typing import Any
 
 from openpista.access import PAIRED, REFUSAL, PairingBook
 from openpista.config import PolicySettings
-from openpista.models import Answer, TextChunk
+from openpista.models import Answer, Attachment, TextChunk
 from openpista_slack.adapter import ANSWERED, APPROVE, DENY, NOT_YOURS, SlackAdapter
 from openpista_slack.settings import parse_settings
 from openpista_slack.stream import CURSOR
-from openpista_slack.testing import Posted, SlackEmulator, User
+from openpista_slack.testing import TEAM, Posted, SlackEmulator, User
 from openpista_slack.text import MESSAGE_LIMIT
 from openpista_testing.adapters import QueueContext
 from openpista_testing.emulator import LlmEmulator
@@ -138,3 +138,24 @@ async def test_deny_stops_the_tool(
     )
     assert "denied" in final.text
     assert len(prompt.edits) == 1
+
+
+async def test_files_go_out_through_the_upload_flow(
+    slack: SlackEmulator, table: Table, alice: User
+) -> None:
+    adapter = SlackAdapter(parse_settings(table()))
+    await adapter.start(QueueContext())
+    try:
+        picture = Attachment(name="chart.png", mime_type="image/png", data="iVBORw0KGgo=")
+        channel_id = f"slack:{TEAM}:{alice.dm}:1700000000.000100"
+        await adapter.send(Answer(channel_id=channel_id, text="here", attachments=[picture]))
+        [upload] = await slack.wait_until(lambda: slack.uploads)
+        assert (upload.name, upload.data) == ("chart.png", b"\x89PNG\r\n\x1a\n")
+        assert (upload.channel, upload.thread_ts) == (alice.dm, "1700000000.000100")
+        assert slack.calls[-2:] == ["files.getUploadURLExternal", "files.completeUploadExternal"]
+        broken = Attachment(name="broken.bin", data="not base64!")
+        await adapter.send(Answer(channel_id=channel_id, text="again", attachments=[broken]))
+        await slack.wait_until(lambda: any("broken.bin" in m.text for m in slack.messages))
+        assert len(slack.uploads) == 1
+    finally:
+        await adapter.stop()

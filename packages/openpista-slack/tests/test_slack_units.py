@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
 import pytest
 
 from openpista import ConfigError
 from openpista_slack.api import retry_after
-from openpista_slack.settings import parse_settings
+from openpista_slack.settings import SlackSettings, parse_settings
 from openpista_slack.text import MESSAGE_LIMIT, split, to_mrkdwn
 
 
@@ -84,3 +90,33 @@ def test_retry_after() -> None:
     assert retry_after({"Retry-After": ["soon"]}) == 1.0
     assert retry_after({"Retry-After": ["-5"]}) == 0.0
     assert retry_after({}) == 1.0
+
+
+def test_config_example_documents_every_option() -> None:
+    """The ``[channels.slack]`` section of config.example.toml names every option, and its
+    values (uncommented) are valid."""
+    example = Path(__file__).resolve().parents[3] / "config.example.toml"
+    text = example.read_text()
+    start = text.index("# --- openpista-slack ")
+    section = text[start : text.index("# --- ", start + 10)]
+    lines = [
+        line.removeprefix("# ").split("  #")[0]
+        for line in section.splitlines()
+        if re.match(r"^# [a-z_]+ = ", line)
+    ]
+    table = tomllib.loads("\n".join(lines))
+    assert set(table) == set(SlackSettings.model_fields)
+    table.update(bot_token="xoxb-1", app_token="xapp-1")  # the example's are elided
+    settings = parse_settings(table)
+    assert settings.mode == "socket"
+    assert settings.http_path == "/slack/events"
+
+
+def test_plugin_module_imports_no_slack_sdk() -> None:
+    """``openpista --help`` must not pay for slack-bolt: plugin.py and settings.py import
+    neither slack_sdk nor slack_bolt."""
+    code = (
+        "import sys, openpista_slack.plugin, openpista_slack.settings, openpista_slack.cli\n"
+        "assert not [m for m in sys.modules if m.startswith(('slack_sdk', 'slack_bolt'))]"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
