@@ -2,14 +2,16 @@
 
 The orchestrator (a tool such as ``container.run``) opens a task, hands the worker the task
 id and a short-lived secret, and waits for the report. A worker delivers its report through
-whatever endpoint the daemon offers (the mobile plugin's QUIC server, or the docker plugin's
-local socket); that endpoint calls :meth:`WorkerHub.submit`, which checks the secret before
-accepting anything. The secret is revoked when the task ends, whatever the outcome::
+whatever endpoint the daemon offers: the versioned reports of :mod:`openpista.worker_protocol`
+go to :mod:`openpista.worker_service` (``POST /api/worker-report``, QUIC), which stores them
+and hands the final one to :meth:`WorkerHub.deliver`; the docker plugin's local socket calls
+:meth:`WorkerHub.submit`. Either checks the secret before accepting anything. The secret is
+revoked when the task ends, whatever the outcome::
 
     hub = worker_hub()
     grant = hub.open_task(session_id, channel_id, ttl=600)
     try:
-        start_worker(env={"OPENPISTA_TASK_ID": grant.task_id, "OPENPISTA_TASK_TOKEN": grant.token})
+        start_worker(env=grant.environment(hub.report_url))
         report = await hub.wait(grant.task_id, timeout=300)
     finally:
         hub.revoke(grant.task_id)
