@@ -33,6 +33,8 @@ class WeatherPlugin:
         register(ChatCommand("weather", "the forecast for CITY", _weather, usage="weather CITY"))
         register(ChatCommand("help", "a second help", _weather))  # taken: left out
         register(ChatCommand("Not A Name", "refused", _weather))
+        register(ChatCommand("svc:weather", "namespaced", _weather, usage="svc:weather CITY"))
+        register(ChatCommand(":weather", "refused: no letter first", _weather))
 
 
 @pytest.fixture
@@ -78,10 +80,14 @@ async def test_help_lists_the_gateways_and_the_plugins_commands(chats: list[Any]
     assert "a second help" not in text
     assert gateway.commands.names.count("help") == 1
     assert "Not A Name" not in gateway.commands.names
+    assert ":weather" not in gateway.commands.names
+    assert "/svc:weather CITY" in text
     assert gateway.runtime.host.reports["weather"].registered["chat_commands"] == [
         "/weather",
         "/help",
         "/Not A Name",
+        "/svc:weather",
+        "/:weather",
     ]
 
 
@@ -90,6 +96,7 @@ async def test_a_plugins_command_runs_and_its_failure_is_one_cross_line(
 ) -> None:
     _, a, b = chats
     assert (await ask(b, "9", "/weather Paris")).text == "sunny in Paris (b:9)"
+    assert (await ask(b, "9", "/svc:weather Rome")).text == "sunny in Rome (b:9)"
     failed = await ask(a, "1", "/weather boom")
     assert failed.is_error
     assert failed.text == "❌ /weather failed: RuntimeError: the forecast service is down"

@@ -70,7 +70,8 @@ class CommandCall:
 class ChatCommand:
     """A slash command every channel answers (registered with ``register_chat_commands``).
 
-    ``name`` is the word after the slash (``weather``); ``usage`` and ``summary`` make its
+    ``name`` is the word after the slash (``weather``, ``svc:weather``: a lowercase letter,
+    then up to 31 of ``a-z0-9_:-``); ``usage`` and ``summary`` make its
     ``/help`` line (``/weather CITY``, ``the forecast for CITY``); ``run`` answers it.
     """
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_:-]{0,31}$")  # ":" namespaces (/mcp:srv:prompt)
 TYPO_SCAN = 200  # recent sessions an unknown ``/session ID`` is compared with
 TYPO_CUTOFF = 0.85  # difflib similarity from which an unknown id counts as a typo
 NOTHING_WAITS = "Nothing is waiting for your approval."
