@@ -282,3 +282,26 @@ async def test_a_worker_attaches_a_file_of_its_out_directory_by_path(
         None,
         b"found\n",
     )
+
+
+async def test_a_container_s_report_lands_in_the_worker_history(
+    make_sandbox: Callable[..., DockerSandbox], call: Call, python_image: str, tmp_path: Path
+) -> None:
+    from openpista.worker_service import WorkerReports
+
+    sandbox = make_sandbox(image=python_image)
+    reports = await WorkerReports.open(sandbox.hub, f"sqlite+aiosqlite:///{tmp_path}/w.db")
+    feed = reports.feed.subscribe()
+    try:
+        await call(sandbox, command="python3 /run/openpista/report --exit-code 0 'done: 42'")
+        await reports.flush()
+        (listed,) = await reports.log.tasks()
+        task = await reports.log.task(listed.task_id, reports=True)
+        assert task is not None
+        assert (task.status, task.exit_code) == ("finished", 0)
+        assert task.revoked_at is not None  # the credential ended with the task
+        assert task.reports[0].body["output"] == "done: 42"
+        events = [feed.get_nowait()["event"] for _ in range(feed.qsize())]
+        assert events == ["created", "finished", "ended"]
+    finally:
+        await reports.close()
