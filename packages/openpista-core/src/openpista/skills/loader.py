@@ -12,13 +12,14 @@ key (``image``, ``memory``...) is kept in :attr:`Skill.metadata` for the runner.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from openpista.skills.base import Skill, SkillRunner
 from openpista.tools.base import Tool, ToolError
+from openpista.tools.schema import object_schema, schema_validator
 
 SKILL_FILE = "SKILL.md"
 ENTRY_FILES = ("run.sh", "main.py", "main.wasm")
@@ -205,17 +206,10 @@ def _parameters(front: Mapping[str, Any]) -> dict[str, Any]:
         return dict(_ANY_OBJECT)
     if not isinstance(schema, dict):
         raise SkillProblem(f"`parameters` must be a JSON Schema mapping, not {_type_name(schema)}")
-    schema = {"type": "object", **schema}
-    if schema["type"] != "object":
-        raise SkillProblem("`parameters` must describe an object (`type: object`)")
-    from jsonschema import SchemaError  # type: ignore[import-untyped,unused-ignore]
-    from jsonschema.validators import validator_for  # type: ignore[import-untyped,unused-ignore]
-
     try:
-        validator_for(schema).check_schema(schema)
-    except SchemaError as exc:
-        raise SkillProblem(f"`parameters` is not a valid JSON Schema: {exc.message}") from None
-    return schema
+        return object_schema(schema)
+    except ValueError as exc:
+        raise SkillProblem(str(exc)) from None
 
 
 def system_prompt_context(skills: Sequence[Skill], max_body_chars: int = 2_000) -> str:
@@ -277,7 +271,7 @@ def _skill_tool(skill: Skill, runners: Mapping[str, SkillRunner], timeout: float
         description=skill.description or f"Run the {skill.name} skill.",
         handler=run_skill,
         parameters=skill.parameters,
-        validator=_schema_validator(skill),
+        validator=schema_validator(f"skill.{skill.name}", skill.parameters),
         approval_warning=warn,
     )
 
@@ -292,23 +286,3 @@ def _missing_runner(skill: Skill, runners: Mapping[str, SkillRunner]) -> str:
     if plugin is not None:
         message += f"; install the {plugin} plugin (pip install {plugin})"
     return message
-
-
-def _schema_validator(skill: Skill) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    # Imported here: jsonschema is only needed once a skill offers a tool.
-    from jsonschema.exceptions import best_match  # type: ignore[import-untyped,unused-ignore]
-    from jsonschema.validators import validator_for  # type: ignore[import-untyped,unused-ignore]
-
-    schema = skill.parameters
-    checker = validator_for(schema)(schema)
-    tool_name = f"skill.{skill.name}"
-
-    def validate(arguments: dict[str, Any]) -> dict[str, Any]:
-        error = best_match(checker.iter_errors(arguments))
-        if error is not None:
-            where = ".".join(str(part) for part in error.absolute_path)
-            problem = f"argument '{where}': {error.message}" if where else error.message
-            raise ValueError(f"invalid arguments for tool {tool_name}: {problem}")
-        return arguments
-
-    return validate

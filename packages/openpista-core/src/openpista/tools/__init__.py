@@ -9,7 +9,9 @@ The public API for tool plugins is importable from here (lazily, so importing
   process group killed on timeout or cancel, even when openpista dies) returning a
   :class:`ProcessResult` of two :class:`CapturedText`; :class:`StreamCapture` to bound a
   stream you read yourself; :func:`tool_environment` for the environment a program gets;
-  :func:`format_result`, the text ``system.run`` gives the LLM for a result.
+  :func:`format_result`, the text ``system.run`` gives the LLM for a result;
+- tools described by data: :func:`object_schema` checks an arguments schema,
+  :func:`schema_validator` makes a tool's validator from it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
         tool_environment,
     )
     from openpista.tools.registry import tool
+    from openpista.tools.schema import object_schema, schema_validator
     from openpista.tools.system_run import format_result
 
 _EXPORTS = {
@@ -44,6 +47,8 @@ _EXPORTS = {
     "run_process": "openpista.tools.process",
     "tool_environment": "openpista.tools.process",
     "format_result": "openpista.tools.system_run",
+    "object_schema": "openpista.tools.schema",
+    "schema_validator": "openpista.tools.schema",
 }
 __all__ = [
     "CapturedText",
@@ -55,7 +60,9 @@ __all__ = [
     "TurnContext",
     "current_turn",
     "format_result",
+    "object_schema",
     "run_process",
+    "schema_validator",
     "tool",
     "tool_environment",
 ]
