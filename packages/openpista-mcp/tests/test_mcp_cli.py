@@ -239,7 +239,7 @@ def test_the_daemon_lists_prompts_in_help_and_runs_them_as_turns(
     for line in daemon.stderr:
         if "openpista is ready" in line:
             break
-    daemon.stdin.write("/help\n/mcp-demo-greet name='Ada Lovelace'\n")
+    daemon.stdin.write("/help\n/mcp:demo:greet name='Ada Lovelace'\n")
     daemon.stdin.flush()
     shown = []
     for line in daemon.stdout:
@@ -252,6 +252,6 @@ def test_the_daemon_lists_prompts_in_help_and_runs_them_as_turns(
 
     out = "".join(shown)
     assert daemon.returncode == 0, daemon.stderr.read()
-    assert "/mcp-demo-greet name=..." in out
+    assert "/mcp:demo:greet name=..." in out
     assert "▶ prompt greet of demo sent to the agent" in out
     assert "answering: Please greet Ada Lovelace warmly." in out

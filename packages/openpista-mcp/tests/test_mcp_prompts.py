@@ -39,7 +39,7 @@ async def test_a_prompt_is_a_command_whose_rendering_goes_into_the_chats_turn(
 
     context.services = DaemonServices(submit=submit, channels=("web",))
     [greet] = commands(context).values()
-    assert (greet.name, greet.usage) == ("mcp-demo-greet", "mcp-demo-greet name=...")
+    assert (greet.name, greet.usage) == ("mcp:demo:greet", "mcp:demo:greet name=...")
     assert greet.summary == "Greet someone. (MCP server demo)"
 
     reply = await greet.run(CommandCall("web:1", "s-1", greet.name, "name='Ada Lovelace'"))
@@ -53,7 +53,7 @@ async def test_a_prompt_is_a_command_whose_rendering_goes_into_the_chats_turn(
 async def test_outside_the_daemon_the_command_answers_with_the_prompt(
     context: PluginContext,
 ) -> None:
-    greet = commands(context)["mcp-demo-greet"]
+    greet = commands(context)["mcp:demo:greet"]
 
     reply = await greet.run(CommandCall("tui:1", "s-1", greet.name, "name=Bo"))
 
@@ -63,16 +63,16 @@ async def test_outside_the_daemon_the_command_answers_with_the_prompt(
 @pytest.mark.parametrize(
     ("argument", "error"),
     [
-        ("", "❌ /mcp-demo-greet: missing name=..."),
-        ("colour=red", "❌ /mcp-demo-greet: 'colour=red' is not one of its arguments (name=...)"),
-        ("Bo", "❌ /mcp-demo-greet: 'Bo' is not one of its arguments (name=...)"),
-        ("name='Bo", "❌ /mcp-demo-greet: cannot read the arguments: No closing quotation"),
+        ("", "❌ /mcp:demo:greet: missing name=..."),
+        ("colour=red", "❌ /mcp:demo:greet: 'colour=red' is not one of its arguments (name=...)"),
+        ("Bo", "❌ /mcp:demo:greet: 'Bo' is not one of its arguments (name=...)"),
+        ("name='Bo", "❌ /mcp:demo:greet: cannot read the arguments: No closing quotation"),
     ],
 )
 async def test_wrong_arguments_answer_one_error_line(
     context: PluginContext, argument: str, error: str
 ) -> None:
-    greet = commands(context)["mcp-demo-greet"]
+    greet = commands(context)["mcp:demo:greet"]
 
     reply = await greet.run(CommandCall("tui:1", "s-1", greet.name, argument))
 

@@ -53,7 +53,7 @@ def register_tools(register: Callable[[Tool], None], context: PluginContext) -> 
 
 @hookimpl
 def register_chat_commands(register: Callable[[ChatCommand], None], context: PluginContext) -> None:
-    """Register ``/mcp-<server>-<prompt>`` for every prompt of every server that started."""
+    """Register ``/mcp:<server>:<prompt>`` for every prompt of every server that started."""
     if not _any_enabled(context.config.mcp):
         return
     from openpista_mcp.prompts import prompt_commands

@@ -1,8 +1,8 @@
-"""MCP prompts as chat commands: ``/mcp-<server>-<prompt> name=value ...``.
+"""MCP prompts as chat commands: ``/mcp:<server>:<prompt> name=value ...``.
 
 The rendered prompt goes into the chat's turn as if the user had written it (through the
 daemon's ``submit``); outside the daemon the command answers with the rendered text.
-Command names are core's (``[a-z][a-z0-9_-]``, at most 32): longer ones are left out.
+Command names are core's (``[a-z][a-z0-9_:-]``, at most 32): longer ones are left out.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_COMMAND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_COMMAND = re.compile(r"^[a-z][a-z0-9_:-]{0,31}$")
 _UNSAFE = re.compile(r"[^a-z0-9_-]")
 MAX_PROMPT_CHARS = 100_000
 
@@ -46,8 +46,8 @@ def prompt_commands(manager: McpManager, context: PluginContext) -> list[ChatCom
 
 
 def command_name(server: str, prompt: str) -> str:
-    """``mcp-<server>-<prompt>`` in the characters chat commands allow."""
-    return _UNSAFE.sub("_", f"mcp-{server}-{prompt}".lower())
+    """``mcp:<server>:<prompt>``, other characters than chat commands allow made ``_``."""
+    return f"mcp:{_UNSAFE.sub('_', server.lower())}:{_UNSAFE.sub('_', prompt.lower())}"
 
 
 def parse_arguments(text: str, prompt: mcp_types.Prompt) -> dict[str, str]:
