@@ -136,21 +136,23 @@ async def test_the_daily_budget_counts_every_session_and_stops_mid_turn(
     assert await gateway.runtime.memory.spent(since=yesterday) == pytest.approx(1.1)
 
 
-async def test_usage_records_refuse_hostile_values(tmp_path: Path) -> None:
-    async with await MemoryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}") as store:
-        for tokens, cost in [((-1, 0), 0.0), ((1, True), 0.0), ((1, 1), -0.5), ((1, 1), math.nan)]:
-            with pytest.raises(MemoryStoreError):
-                await store.record_usage("s", "t:1", "openai", "m", tokens, cost)
+async def test_usage_records_refuse_hostile_values_on_both_databases(store: MemoryStore) -> None:
+    hostile = [((-1, 0), 0.0), ((1, True), 0.0), ((1, 1), -0.5), ((1, 1), math.nan)]
+    for tokens, cost in [*hostile, ((2**31, 0), 0.0), ((1, 1), math.inf)]:
         with pytest.raises(MemoryStoreError):
-            await store.record_usage("s", "t:1", "openai", "m\x00", (1, 1), None)
-        with pytest.raises(MemoryStoreError):
-            await store.record_usage("x" * 300, "t:1", "openai", "m", (1, 1), None)
-        await store.record_usage("s", "tele_gram:1", "openai", "m", (1, 1), None)
-        await store.record_usage("s", "telexgram:2", "openai", "m", (2, 2), 0.1)
-        # LIKE wildcards in a --channel value match only themselves.
-        assert await store.usage_totals(UsageFilter(channel="tele%")) == []
-        [one] = await store.usage_totals(UsageFilter(channel="tele_gram"))
-        assert (one.prompt_tokens, one.unpriced) == (1, 1)
+            await store.record_usage("s", "t:1", "openai", "m", tokens, cost)
+    with pytest.raises(MemoryStoreError):
+        await store.record_usage("s", "t:1", "openai", "m\x00", (1, 1), None)
+    with pytest.raises(MemoryStoreError):
+        await store.record_usage("x" * 300, "t:1", "openai", "m", (1, 1), None)
+    await store.record_usage("s", "tele_gram:1", "openai", "m", (1, 1), None)
+    await store.record_usage("s", "telexgram:2", "openai", "m", (2, 2), 0.1)
+    # LIKE wildcards in a --channel value match only themselves.
+    assert await store.usage_totals(UsageFilter(channel="tele%")) == []
+    [one] = await store.usage_totals(UsageFilter(channel="tele_gram"))
+    assert (one.prompt_tokens, one.unpriced) == (1, 1)
+    assert await store.spent(session_id="s") == pytest.approx(0.1)
+    assert await store.spent(since=datetime.now(UTC) + timedelta(hours=1)) == 0
 
 
 def test_since_accepts_ages_and_today_only() -> None:
@@ -195,3 +197,12 @@ def test_the_usage_command_filters_and_prints_json(tmp_path: Path) -> None:
     assert bad.exit_code == 2
     assert bad.output.startswith("❌ --since 'forever'")
     assert "Traceback" not in bad.output
+
+
+async def test_a_response_whose_usage_cannot_be_stored_is_still_answered(
+    tmp_path: Path, llm_emulator: LlmEmulator, gateways: Gateways
+) -> None:
+    gateway, chat = await open_chat(gateways, priced(tmp_path, llm_emulator))
+    llm_emulator.reply_text("absurd usage", usage=(2**40, 1))  # a hostile or broken server
+    assert await turn(chat, "1", "hi") == "absurd usage"
+    assert await gateway.runtime.memory.usage_totals() == []

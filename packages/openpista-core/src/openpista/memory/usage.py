@@ -7,6 +7,7 @@ give back what it spent today.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,8 @@ from openpista.memory.tables import (
 
 NAME_MAX_LENGTH = 255
 """Longest provider or model name stored."""
+MAX_TOKENS = 2**31 - 1
+"""Largest token count of one response stored (the columns are 32-bit on PostgreSQL)."""
 
 
 class UsageRow(Base):
@@ -97,13 +100,17 @@ def usage_row(
     checked here and :class:`MemoryStoreError` names what is wrong."""
     counts = []
     for count in tokens:
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise MemoryStoreError(f"a token count must be a non-negative integer, not {count!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_TOKENS:
+            raise MemoryStoreError(
+                f"a token count must be an integer from 0 to {MAX_TOKENS}, not {count!r}"
+            )
         counts.append(count)
     if cost_usd is not None and (
-        isinstance(cost_usd, bool) or not isinstance(cost_usd, int | float) or not cost_usd >= 0
+        isinstance(cost_usd, bool)
+        or not isinstance(cost_usd, int | float)
+        or not 0 <= cost_usd < math.inf
     ):
-        raise MemoryStoreError(f"a cost must be a non-negative number, not {cost_usd!r}")
+        raise MemoryStoreError(f"a cost must be a finite non-negative number, not {cost_usd!r}")
     return {
         "session_id": session_id,
         "channel_id": check_channel_id(channel_id) if channel_id else "",

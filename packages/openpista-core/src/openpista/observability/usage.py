@@ -10,8 +10,10 @@ response to :meth:`UsageMeter.llm_done`; the meter stores one usage row per resp
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
+from openpista.memory.checks import MemoryStoreError
 from openpista.models import Usage, utc_now
 from openpista.observability.budget import budget_refusal
 from openpista.observability.metrics import Recorder, channel_name
@@ -20,6 +22,8 @@ from openpista.observability.prices import PriceBook, litellm_prices
 if TYPE_CHECKING:
     from openpista.config import BudgetSettings
     from openpista.memory import MemoryStore
+
+log = logging.getLogger(__name__)
 
 
 class UsageMeter:
@@ -54,6 +58,11 @@ class UsageMeter:
         """Store and measure the usage of one LLM response; returns its cost."""
         cost = await self.cost(provider, model, usage)
         tokens = (usage.prompt_tokens, usage.completion_tokens)
-        await self.memory.record_usage(session_id, channel_id, provider, model, tokens, cost)
+        try:
+            await self.memory.record_usage(session_id, channel_id, provider, model, tokens, cost)
+        except MemoryStoreError as exc:  # accounting must not break the turn: say so, go on
+            log.warning(
+                "❌ the usage of a response of %s/%s is not stored: %s", provider, model, exc
+            )
         self.recorder.tokens(provider, model, channel_name(channel_id), usage, cost)
         return cost
