@@ -74,13 +74,31 @@ class WorkerFeed:
             queue.put_nowait(event)
 
 
+_FEED: WorkerFeed | None = None
+
+
+def worker_feed() -> WorkerFeed:
+    """The feed of this process's worker events: subscribe to see every task created,
+    started, progressing, finished, failed or ended (the ``/api/workers/stream`` WebSocket,
+    a channel showing its chats' workers). Each event is a dict with ``v``, ``event``,
+    ``task_id``, ``session_id``, ``channel_id`` and ``at``, plus ``report_id``, ``log``,
+    ``percent``, ``exit_code`` (and ``output`` when final) for reports."""
+    global _FEED
+    if _FEED is None:
+        _FEED = WorkerFeed()
+    return _FEED
+
+
 class WorkerReports:
     """Accept, store and publish the reports of one hub's tasks into one worker log."""
 
-    def __init__(self, hub: WorkerHub, worker_log: WorkerLog) -> None:
+    def __init__(
+        self, hub: WorkerHub, worker_log: WorkerLog, feed: WorkerFeed | None = None
+    ) -> None:
         self.hub = hub
         self.log = worker_log
-        self.feed = WorkerFeed()
+        self.feed = feed or worker_feed()
+        """Where its events go (the process's :func:`worker_feed` unless given)."""
         self._ended: dict[str, str] = {}  # task id -> credential digest, of revoked tasks
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
