@@ -368,7 +368,10 @@ try:
     sock.connect(sys.argv[1])
 except PermissionError:
     print("permission denied"); sys.exit(0)
-sock.sendall(struct.pack(">I", 18) + b'{"type": "status"}')
+try:
+    sock.sendall(struct.pack(">I", 18) + b'{"type": "status"}')
+except BrokenPipeError:
+    pass  # refused at once: what the daemon said before hanging up is still readable
 header = sock.recv(4, socket.MSG_WAITALL)
 body = sock.recv(struct.unpack(">I", header)[0], socket.MSG_WAITALL) if len(header) == 4 else b""
 print(json.loads(body)["message"] if body else "closed")

@@ -197,3 +197,25 @@ def test_the_client_refuses_an_oversized_frame_from_the_daemon(
     daemon.sendall(struct.pack(">I", 2) + json.dumps([]).encode())
     with pytest.raises(DaemonError, match="unreadable frame"):
         client.receive()
+
+
+def test_a_daemon_that_refuses_and_hangs_up_at_once_is_heard(
+    peer: tuple[ControlClient, socket.socket],
+) -> None:
+    """The daemon refuses a stranger before reading anything: the client's write fails,
+    yet it reports the daemon's words, not a daemon gone."""
+    client, daemon = peer
+    daemon.sendall(encode(error_frame("this daemon serves only its own user")))
+    daemon.close()
+    with pytest.raises(DaemonError, match=r"^❌ this daemon serves only its own user$") as caught:
+        client.request({"type": "status"})
+    assert not isinstance(caught.value, DaemonGoneError)
+
+
+def test_a_daemon_that_hangs_up_without_a_word_is_gone(
+    peer: tuple[ControlClient, socket.socket],
+) -> None:
+    client, daemon = peer
+    daemon.close()
+    with pytest.raises(DaemonGoneError):
+        client.request({"type": "status"})

@@ -55,11 +55,21 @@ class ControlClient:
         return cls(sock)
 
     def send(self, frame: Frame) -> None:
-        """Send one frame; raises :class:`DaemonGoneError` if the daemon went away."""
+        """Send one frame; raises :class:`DaemonGoneError` if the daemon went away, or
+        :class:`DaemonError` with its words if it refused us and hung up first."""
         try:
             self.socket.sendall(encode(frame))
         except OSError:
-            raise DaemonGoneError(_GONE) from None
+            refusal = self._last_words()
+            raise (DaemonError(refusal) if refusal else DaemonGoneError(_GONE)) from None
+
+    def _last_words(self) -> str | None:
+        """The message of an ``error`` frame the daemon sent before it closed, if any."""
+        try:
+            frame = self.receive()
+        except DaemonError:
+            return None
+        return str(frame.get("message")) if frame.get("type") == "error" else None
 
     def receive(self) -> Frame:
         """The next frame from the daemon; raises :class:`DaemonGoneError` when the
