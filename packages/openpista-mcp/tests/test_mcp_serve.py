@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from openpista_mcp.serve import MAX_ARGUMENTS_CHARS, parse_address
+from openpista_mcp.settings import SERVING_ENV
 from openpista_testing.cli import OPENPISTA, Cli
 
 from .conftest import stdio_server
@@ -176,3 +178,22 @@ def test_stdio_survives_garbage_input_and_ends_with_it(cli: Cli) -> None:
     done = cli("mcp", "serve", stdin='this is not JSON-RPC\n{"jsonrpc": "2.0"\n')
     assert "Traceback" not in done.stdout
     assert done.returncode == 0, done.stderr
+
+
+async def test_a_config_serving_openpista_to_itself_ends_the_loop_at_once(cli: Cli) -> None:
+    config = tomllib.loads(cli.config.read_text())
+    config["mcp"]["servers"]["self"] = {"command": str(OPENPISTA), "args": ["mcp", "serve"]}
+    cli.config.write_text(tomli_w.dumps(config))
+    async with over_stdio(cli) as client:
+        names = [tool.name for tool in (await client.list_tools()).tools]
+    assert "mcp.demo.echo" in names
+    assert not [name for name in names if name.startswith("mcp.self.")]
+    log = (cli.home / ".openpista" / "mcp" / "self.log").read_text()
+    assert "❌ openpista mcp serve was started by another openpista mcp serve" in log
+
+
+def test_serve_refuses_to_run_under_another_serve(cli: Cli) -> None:
+    cli.env[SERVING_ENV] = "1"
+    done = cli("mcp", "serve")
+    assert done.returncode == 2
+    assert done.stderr.startswith("❌ openpista mcp serve was started by another openpista")

@@ -175,12 +175,13 @@ def serve_tools(state: CliState, use_stdio: bool, address: str | None) -> None:
     """Offer openpista's own tools, with [policy] applied, to other MCP clients."""
     import asyncio
 
-    from openpista_mcp.serve import parse_address, serve_http, serve_stdio
+    from openpista_mcp.serve import enter_serving, parse_address, serve_http, serve_stdio
 
     if use_stdio and address:
         fail("give --stdio or --http, not both", code=2)
     settings = state.settings()
     try:
+        enter_serving()
         if address is None:
             asyncio.run(serve_stdio(settings))
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TextIO, TypeVar
@@ -29,7 +30,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from openpista import __version__
 from openpista.config import ConfigError, home_dir
 from openpista.tools import ToolError
-from openpista_mcp.settings import ServerSettings
+from openpista_mcp.settings import SERVING_ENV, ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -400,10 +401,13 @@ def _stdio(settings: ServerSettings, errlog: TextIO) -> Transport:
     from mcp.client.stdio import stdio_client
 
     assert settings.command is not None
+    env = dict(settings.env)
+    if os.environ.get(SERVING_ENV):  # an openpista serving: its child must know (a loop)
+        env[SERVING_ENV] = os.environ[SERVING_ENV]
     params = StdioServerParameters(
         command=settings.command,
         args=settings.args,
-        env=settings.env or None,
+        env=env or None,
         cwd=settings.cwd.expanduser() if settings.cwd else None,
     )
     return stdio_client(params, errlog=errlog)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from typing import Any
 
 import mcp_types
@@ -20,6 +21,7 @@ from openpista import ToolResult, __version__
 from openpista.config import Settings
 from openpista.serving import bind_tcp, socket_url
 from openpista.tool_service import ToolService, open_tool_service
+from openpista_mcp.settings import SERVING_ENV
 
 MAX_ARGUMENTS_CHARS = 1_000_000
 """A call whose arguments take more JSON than this is refused before any tool sees it."""
@@ -83,6 +85,17 @@ def _error(message: str) -> mcp_types.CallToolResult:
     return mcp_types.CallToolResult(
         content=[mcp_types.TextContent(type="text", text=message)], is_error=True
     )
+
+
+def enter_serving() -> None:
+    """Mark this process as serving; raises ValueError when an ``openpista mcp serve`` up
+    the chain of processes already does (see :data:`SERVING_ENV`)."""
+    if os.environ.get(SERVING_ENV):
+        raise ValueError(
+            "openpista mcp serve was started by another openpista mcp serve: an "
+            "[mcp.servers] entry runs openpista itself; remove it from that config"
+        )
+    os.environ[SERVING_ENV] = "1"
 
 
 async def serve_stdio(settings: Settings) -> None:

@@ -16,6 +16,10 @@ from openpista.policy import LOCAL_CHANNEL_PREFIXES
 if TYPE_CHECKING:
     from openpista.config import PolicySettings, Settings
 
+SERVING_ENV = "OPENPISTA_MCP_SERVING"
+"""Set while ``openpista mcp serve`` runs and passed to the stdio servers it starts: a serve
+started by a serve (``[mcp.servers]`` naming openpista itself) refuses to run, so the loop
+ends there instead of forking without end."""
 SERVER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 """Server names become part of tool names (``mcp.<server>.<tool>``): short, no dots."""
 
