@@ -144,7 +144,8 @@ class DiscordAdapter(ChannelAdapter):
             member_cache_flags=discord.MemberCacheFlags.none(),
         )
         ready = asyncio.Event()
-        client.on_ready = _setter(ready)  # type: ignore[attr-defined]
+        # READY received (not on_ready, which waits guild_ready_timeout for more guilds)
+        client.on_connect = _setter(ready)  # type: ignore[attr-defined]
         client.on_message = self._on_message  # type: ignore[attr-defined]
         client.on_interaction = self._on_interaction  # type: ignore[attr-defined]
         tree = build_tree(client, self)
@@ -548,10 +549,10 @@ class DiscordAdapter(ChannelAdapter):
 
 
 def _setter(event: asyncio.Event) -> Any:
-    async def on_ready() -> None:
+    async def on_connect() -> None:
         event.set()
 
-    return on_ready
+    return on_connect
 
 
 def _start_problem(exc: BaseException) -> BaseException:
