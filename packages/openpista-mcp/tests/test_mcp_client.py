@@ -352,3 +352,35 @@ async def test_a_server_policy_is_applied_after_the_users_rules(
         assert denied.action == "deny"
         assert denied.reason == "rule 3 (tool='mcp.demo.*')"
         assert policy.decide("mcp.demo.add", {}, "cli:1").action == "allow"
+
+
+async def test_a_change_never_removes_or_replaces_another_plugins_tool(
+    connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    from openpista.plugin_context import PluginContext
+    from openpista.tools import Tool
+    from openpista_mcp.tools import LiveTools
+
+    async def theirs() -> str:
+        return "another plugin's"
+
+    echo = Tool(name="mcp.demo.echo", description="Taken first.", handler=theirs)
+    fresh = Tool(name="mcp.demo.fresh", description="Taken first.", handler=theirs)
+    manager = connect(demo=stdio_server())
+    context = PluginContext(Settings())
+    registry = ToolRegistry([echo, fresh])
+    for tool in LiveTools(manager, context).start():
+        if tool.name not in registry:  # as build_toolbox: a taken name is left out
+            registry.register(tool)
+    context.tools = registry
+
+    assert (await call(registry, "mcp.demo.grow")).output == "grown"
+    for _ in range(400):
+        if "mcp.demo.add" not in registry:
+            break
+        await asyncio.sleep(0.05)
+
+    assert "mcp.demo.add" not in registry, "the removed tool is gone"
+    assert registry.get("mcp.demo.echo") is echo
+    assert registry.get("mcp.demo.fresh") is fresh
+    assert "tool mcp.demo.fresh is already registered" in caplog.text

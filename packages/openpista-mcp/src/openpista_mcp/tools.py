@@ -50,7 +50,7 @@ class LiveTools:
     def __init__(self, manager: McpManager, context: PluginContext) -> None:
         self._manager = manager
         self._context = context
-        self._registered: dict[str, list[str]] = {}
+        self._offered: dict[str, list[Tool]] = {}
 
     def start(self) -> list[Tool]:
         """The tools to register now; later changes go straight into the registry."""
@@ -58,7 +58,7 @@ class LiveTools:
         for connection in self._manager.connections.values():
             if connection.state == "ready":
                 offered = server_tools(self._manager, connection)
-                self._registered[connection.name] = [t.name for t in offered]
+                self._offered[connection.name] = offered
                 tools.extend(offered)
             connection.on_tools_changed(self._changed)
         return tools
@@ -68,10 +68,11 @@ class LiveTools:
         if registry is None:  # still collecting: start() lists the current tools
             return
         offered = server_tools(self._manager, connection)
-        old = self._registered.get(connection.name, [])
+        # Only what is ours: a name another plugin's tool won at registration stays its own.
+        old = [t.name for t in self._offered.get(connection.name, []) if registry.get(t.name) is t]
         for problem in registry.update(remove=old, add=offered):
             log.error("❌ MCP server %s: %s", connection.name, problem)
-        self._registered[connection.name] = [t.name for t in offered if registry.get(t.name) is t]
+        self._offered[connection.name] = offered
         log.info("MCP server %s: %d tool(s) offered now", connection.name, len(offered))
 
 
