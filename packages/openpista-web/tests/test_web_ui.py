@@ -492,3 +492,38 @@ async def test_the_interface_draws_its_icons_without_emoji_glyphs(
     assert len(sizes) >= 8
     assert all(width > 0 for width in sizes)
     await screenshot(page, tmp_path, "web-icons-phone.png")
+
+
+async def test_the_workers_a_chat_started_show_in_its_conversation(
+    chat: Callable[..., Awaitable[Chat]],
+) -> None:
+    from playwright.async_api import expect
+
+    from openpista.worker_service import worker_feed
+
+    tab = await chat()
+    feed = worker_feed()
+
+    def event(kind: str, task_id: str = "3f2a9c0d1e4b5a67", **fields: Any) -> dict[str, Any]:
+        chat_id = f"web:{tab.client}"
+        return {"v": 1, "event": kind, "task_id": task_id, "channel_id": chat_id, **fields}
+
+    feed.publish(event("created"))
+    line = tab.page.locator(".worker").first
+    await expect(line).to_have_text("worker 3f2a9c0d · created", timeout=WAIT)
+    feed.publish(event("progress", log=["step one", "step <b>two</b>"], percent=40.4))
+    await expect(line).to_have_text("worker 3f2a9c0d · progress · 40% · step <b>two</b>")
+    # Other chats' workers are not shown here.
+    feed.publish({**event("progress", log=["not mine"]), "channel_id": "telegram:1"})
+    feed.publish({**event("created", "ffff0000ffff0000"), "channel_id": "web:someone-else"})
+    feed.publish(event("finished", exit_code=0))
+    feed.publish(event("ended"))  # the credential is revoked after the final report
+    feed.publish(event("failed", "0123456789abcdef", exit_code=3))
+    failed = tab.page.locator(".worker.failed")
+    await expect(failed).to_have_text("worker 01234567 · failed · exit 3", timeout=WAIT)
+    await expect(line).to_have_text("worker 3f2a9c0d · finished · exit 0")
+    assert await tab.page.locator(".worker").count() == 2
+    text = await tab.page.locator("#log").inner_text()
+    assert "not mine" not in text
+    assert "ffff0000" not in text
+    assert tab.errors == []  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ wrong tokens is refused (HTTP 429) before any token is compared. Each browser is
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
@@ -23,6 +24,7 @@ from openpista.config import home_dir
 from openpista.files import write_private
 from openpista.jsonsafe import log_rejected
 from openpista.models import Answer, Attachment, ChannelEvent, Outbound
+from openpista.worker_service import worker_feed
 from openpista_web.app import build_app, too_many_attempts
 from openpista_web.auth import SUBPROTOCOL, TOKEN_PREFIX, offered_token, token_matches
 from openpista_web.hub import Client, ClientHub
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "web:"
 HISTORY_MESSAGES = 100  # messages of the session shown to a browser that (re)loads
+WORKER_FIELDS = ("task_id", "event", "session_id", "percent", "log", "exit_code", "at")
+"""What a ``worker`` frame carries of a worker event (not its output)."""
 _SECRET_IN_TEXT = re.compile(r"(token=|" + re.escape(TOKEN_PREFIX) + r")[^&\s\"']*")
 
 
@@ -99,6 +103,7 @@ class WebAdapter(ChannelAdapter):
         self._token = token
         self._ctx: ChannelContext | None = None
         self._server: EmbeddedServer | None = None
+        self._workers: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -142,6 +147,7 @@ class WebAdapter(ChannelAdapter):
         )
         await server.start(bind_tcp(settings.host, settings.port, option="channels.web.port"))
         self._server = server
+        self._workers = asyncio.create_task(self._forward_workers())
         log.info("web channel serves %s (open it with the link of `openpista web link`)", self.url)
 
     async def wait_closed(self) -> None:
@@ -151,6 +157,10 @@ class WebAdapter(ChannelAdapter):
 
     async def stop(self) -> None:
         """Close every connection and stop listening."""
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.cancel()
+            await asyncio.gather(workers, return_exceptions=True)
         server, self._server = self._server, None
         if server is not None:
             await server.stop()
@@ -165,6 +175,27 @@ class WebAdapter(ChannelAdapter):
                 update={"attachments": [self._inline(a) for a in message.attachments]}
             )
         await self.hub.publish(client_id, "response", **response_fields(message))
+
+    async def _forward_workers(self) -> None:
+        """Send each browser the worker events of the tasks its chat started (``worker``
+        frames: the page shows them in the conversation)."""
+        feed = worker_feed()
+        queue = feed.subscribe()
+        try:
+            while True:
+                event = await queue.get()
+                channel_id = str(event.get("channel_id", ""))
+                if not channel_id.startswith(CHANNEL_PREFIX):
+                    continue
+                fields = {k: event.get(k) for k in WORKER_FIELDS}
+                try:
+                    await self.hub.publish(
+                        channel_id.removeprefix(CHANNEL_PREFIX), "worker", **fields
+                    )
+                except Exception:  # one browser's trouble stops no other's feed
+                    log.exception("web: a worker event was not sent")
+        finally:
+            feed.unsubscribe(queue)
 
     def _inline(self, attachment: Attachment) -> Attachment:
         """A file the browser can show: small images on disk are sent inline."""

@@ -72,6 +72,9 @@ function frame(f) {
     case "decision":
       ui.decision(f);
       break;
+    case "worker":
+      ui.worker(f);
+      break;
     case "error":
       ui.working(false);
       ui.note(f.message, true);

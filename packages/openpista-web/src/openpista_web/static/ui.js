@@ -126,6 +126,28 @@ function toolLine(cls, name, text) {
   return add(line);
 }
 
+const workers = new Map(); // task id -> its line in the conversation
+
+/** A worker event of a task this chat started: one line per task, updated in place. */
+export function worker(w) {
+  const final = { finished: "check", failed: "cross", ended: "cross" }[w.event];
+  const last = (w.log || []).at(-1);
+  const parts = [`worker ${String(w.task_id).slice(0, 8)}`, w.event];
+  if (w.percent != null && !final) parts.push(`${Math.round(w.percent)}%`);
+  if (w.exit_code != null) parts.push(`exit ${w.exit_code}`);
+  if (last) parts.push(String(last).slice(0, 120));
+  let line = workers.get(w.task_id);
+  if (w.event === "ended" && line?.dataset.final) return; // its credential ended after its report
+  if (!line || !line.isConnected) {
+    line = toolLine("tool worker", "tool", "");
+    workers.set(w.task_id, line);
+  }
+  line.className = w.event === "failed" || w.event === "ended" ? "tool worker failed" : "tool worker";
+  line.replaceChildren(icon(final || "tool"), document.createTextNode(parts.join(" · ")));
+  if (final) line.dataset.final = w.event;
+  keepUp();
+}
+
 /** One outbound message from the server (its `kind`: approval, tool, chunk or answer);
  * `answer(id, approve)` answers an approval. */
 export function response(r, answer) {
