@@ -44,8 +44,9 @@ MODES = (
 )
 
 
-async def measure(mode: str, db: Path, messages: int) -> list[float]:
-    """Seconds per message of ``messages`` sequential turns of one chat in ``mode``."""
+async def measure(mode: str, db: Path, messages: int) -> tuple[list[float], float]:
+    """Seconds per message of ``messages`` sequential turns of one chat in ``mode``, and
+    the process's CPU seconds (every thread: SQLite's, the scrapes') per message."""
     settings = Settings(database={"url": f"sqlite+aiosqlite:///{db}"})  # type: ignore[arg-type]
     if "budgets" in mode:
         settings.budget = BudgetSettings(daily_usd=1e6, per_session_usd=1e6)
@@ -62,13 +63,15 @@ async def measure(mode: str, db: Path, messages: int) -> list[float]:
     server = serve_metrics(runtime.recorder, settings.metrics)
     scraping = asyncio.create_task(_scrape(server.url)) if server is not None else None
     latencies = []
+    cpu = 0.0
     try:
         for i in range(messages + 20):
-            started = time.perf_counter()
+            started, used = time.perf_counter(), time.process_time()
             await chat.say("1", f"hello {i}")
             await chat.answer("1")
             if i >= 20:  # the first ones warm caches up (the price map is read once)
                 latencies.append(time.perf_counter() - started)
+                cpu += time.process_time() - used
     finally:
         if scraping is not None:
             scraping.cancel()
@@ -76,7 +79,7 @@ async def measure(mode: str, db: Path, messages: int) -> list[float]:
             server.stop()
         await gateway.stop(deadline=0)
         await runtime.close()
-    return latencies
+    return latencies, cpu / messages
 
 
 def _discarding_provider() -> TracerProvider:
@@ -103,17 +106,23 @@ async def _scrape(url: str) -> None:
 async def main(messages: int, rounds: int) -> None:
     # The modes take turns, ``rounds`` times, so that a busy machine slows each alike.
     runs: dict[str, list[float]] = {mode: [] for mode in MODES}
+    cpus: dict[str, list[float]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="openpista-bench-obs-") as tmp:
         for r in range(rounds):
             for n, mode in enumerate(MODES):
-                runs[mode] += await measure(mode, Path(tmp) / f"{r}-{n}.db", messages)
+                latencies, cpu = await measure(mode, Path(tmp) / f"{r}-{n}.db", messages)
+                runs[mode] += latencies
+                cpus[mode].append(cpu)
     baseline = statistics.median(runs[MODES[0]])
+    base_cpu = statistics.median(cpus[MODES[0]])
     for mode, latencies in runs.items():
         p50 = statistics.median(latencies)
         p95 = statistics.quantiles(latencies, n=20)[-1]
+        cpu = statistics.median(cpus[mode])
         print(
-            f"{mode:<36} p50 {p50 * 1000:7.3f} ms   p95 {p95 * 1000:7.3f} ms   "
-            f"p50 vs no meter {100 * (p50 / baseline - 1):+6.1f} %"
+            f"{mode:<36} p50 {p50 * 1000:7.3f} ms ({100 * (p50 / baseline - 1):+6.1f} %)   "
+            f"p95 {p95 * 1000:7.3f} ms   CPU {cpu * 1000:6.3f} ms/message "
+            f"({100 * (cpu / base_cpu - 1):+6.1f} %)"
         )
 
 
