@@ -305,3 +305,27 @@ async def test_a_container_s_report_lands_in_the_worker_history(
         assert events == ["created", "finished", "ended"]
     finally:
         await reports.close()
+
+
+async def test_the_host_fallback_worker_reports_over_http_with_the_stdlib_client(
+    make_sandbox: Callable[..., DockerSandbox], call: Call, tmp_path: Path
+) -> None:
+    import sys
+
+    from openpista_testing.workers import start_endpoint, stop_endpoint
+
+    sandbox = make_sandbox(docker_host=f"unix://{tmp_path}/none.sock", fallback="subprocess")
+    endpoint = await start_endpoint(sandbox.hub, f"sqlite+aiosqlite:///{tmp_path}/w.db")
+    sandbox.hub.report_url = endpoint.report_url
+    try:
+        result = await call(
+            sandbox,
+            command=f"{sys.executable} -m openpista.worker_client finished --exit-code 0"
+            " --output 'over http'",
+        )
+        assert "--- worker report (status ok, exit code 0) ---\nover http" in result.output
+        (task,) = await endpoint.reports.log.tasks()
+        assert task.status == "finished"
+    finally:
+        sandbox.hub.report_url = None
+        await stop_endpoint(endpoint)

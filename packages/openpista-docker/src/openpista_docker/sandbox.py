@@ -428,6 +428,8 @@ class DockerSandbox:
             **spec.host_env,
             **self._worker_env(task_id, token, str(endpoint.socket_path), str(out_dir)),
         }
+        if self.hub.report_url:  # the daemon's [workers] endpoint: reachable from the host
+            env["OPENPISTA_REPORT_URL"] = self.hub.report_url
         cwd = spec.host_cwd or (self.workspace if self.workspace.is_dir() else None)
         try:
             process = await run_process(
