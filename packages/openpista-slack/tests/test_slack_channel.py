@@ -4,6 +4,7 @@ the real gateway, litellm against the LLM emulator."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,11 @@ from openpista_testing.emulator import LlmEmulator
 Serve = Callable[..., Awaitable[SlackAdapter]]
 Table = Callable[..., dict[str, Any]]
 GENERAL = "C0GENERAL"
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201ff6dd1d0"
+    "a50000000049454e44ae426082"
+)
 
 
 def user_texts(llm: LlmEmulator, index: int) -> list[str]:
@@ -148,3 +154,54 @@ class TestSlackContract(ChannelContract):
 
     async def received(self, adapter: ChannelAdapter) -> list[str]:
         return [m.text for m in self.slack.messages if m.channel == self.alice.dm]
+
+
+async def test_shared_files_reach_the_agent(
+    serve: Serve,
+    slack: SlackEmulator,
+    llm_emulator: LlmEmulator,
+    alice: User,
+    home: Path,
+) -> None:
+    llm_emulator.reply_text("nice picture")
+    await serve()
+    picture = slack.shared_file(PNG, "../../etc/chart.png", "image/png")
+    slack.message(alice, alice.dm, "look", channel_type="im", files=[picture])
+    await answered(slack, alice.dm, "nice picture")
+    content = llm_emulator.requests[0].json["messages"][-1]["content"]
+    assert any(part.get("type") == "image_url" for part in content)
+    [saved] = (home / "slack" / "files" / alice.dm).iterdir()
+    assert saved.read_bytes() == PNG
+    assert saved.name.endswith("-chart.png")  # no way out of the folder
+
+
+async def test_files_not_on_slack_or_too_big_are_refused(
+    serve: Serve, slack: SlackEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    await serve(max_download_bytes=1024)
+    elsewhere = {**slack.shared_file(b"x", "a.txt"), "url_private": "http://10.0.0.1/steal"}
+    elsewhere.pop("url_private_download")
+    slack.message(alice, alice.dm, "a", channel_type="im", files=[elsewhere])
+    await slack.wait_until(lambda: any("not a Slack file URL" in m.text for m in slack.messages))
+    big = slack.shared_file(b"y" * 2048, "big.bin")
+    slack.message(alice, alice.dm, "b", channel_type="im", files=[big])
+    await slack.wait_until(lambda: any("larger than 1024" in m.text for m in slack.messages))
+    lying = {**slack.shared_file(b"z" * 4096, "small.bin"), "size": 10}  # counted as it comes
+    slack.message(alice, alice.dm, "c", channel_type="im", files=[lying])
+    await slack.wait_until(lambda: len([m for m in slack.messages if "larger" in m.text]) == 2)
+    assert llm_emulator.requests == []
+    assert all(m.text.startswith("❌") for m in slack.messages)
+
+
+async def test_a_chats_messages_keep_their_order(
+    serve: Serve, slack: SlackEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    llm_emulator.reply_text("first")
+    llm_emulator.reply_text("second")
+    await serve()
+    slack.fail_next("chat.postMessage", 503, error="service_unavailable")  # one is held up
+    slack.dm(alice, "one")
+    slack.dm(alice, "two")
+    await answered(slack, alice.dm, "second")
+    assert user_texts(llm_emulator, 0) == ["one"]
+    assert user_texts(llm_emulator, 1) == ["one", "two"]

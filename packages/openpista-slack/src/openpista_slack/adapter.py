@@ -21,6 +21,7 @@ import contextlib
 import logging
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,8 @@ from openpista.models import (
     Outbound,
     TextChunk,
 )
-from openpista_slack.api import SDK_LOGGER, Redact, explain, web_client
+from openpista_slack import media
+from openpista_slack.api import SDK_LOGGER, Redact, explain, redact, web_client
 from openpista_slack.settings import SlackSettings, parse_settings
 from openpista_slack.stream import StreamedMessage
 from openpista_slack.text import MESSAGE_LIMIT, escape, split, to_mrkdwn
@@ -115,6 +117,28 @@ class _Seen:
         return True
 
 
+class _Line:
+    """A chat's messages reach the agent in arrival order, whatever the awaits (files,
+    the placeholder) between arrival and submission take: each waits for the one before."""
+
+    def __init__(self) -> None:
+        self._tails: dict[str, asyncio.Future[None]] = {}
+
+    @contextlib.contextmanager
+    def ticket(self, key: str) -> Iterator[asyncio.Future[None] | None]:
+        """Take a place in ``key``'s line; yields the future of the message before (done
+        once that one was handed on or dropped)."""
+        previous = self._tails.get(key)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[key] = mine
+        try:
+            yield previous
+        finally:
+            mine.set_result(None)
+            if self._tails.get(key) is mine:
+                del self._tails[key]
+
+
 class SlackAdapter(ChannelAdapter):
     """The ``slack`` channel adapter (see the module docstring)."""
 
@@ -142,6 +166,7 @@ class SlackAdapter(ChannelAdapter):
         self._receiver: EventsReceiver | None = None
         self._closed: asyncio.Event = asyncio.Event()
         self._stopping = False
+        self._line = _Line()
         self._events = _Seen(_SEEN_LIMIT)
         self._messages = _Seen(_SEEN_LIMIT)
         self._threads: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
@@ -391,16 +416,43 @@ class SlackAdapter(ChannelAdapter):
         text = text.replace(mention, "").strip()
         identities = (user, event.get("user_team"), event.get("team"), body.get("team_id"))
         target = Target(team, channel, thread)
+        with self._line.ticket(target.channel_id) as turn:
+            await self._take(target, event, user, text, direct, identities, turn)
+
+    async def _take(
+        self,
+        target: Target,
+        event: dict[str, Any],
+        user: str,
+        text: str,
+        direct: bool,
+        identities: tuple[Any, ...],
+        turn: asyncio.Future[None] | None,
+    ) -> None:
+        """An addressed message: refused, or its files taken and it forwarded (after the
+        chat's earlier messages: ``turn`` is done when the one before was submitted)."""
         if not self.access.is_allowed(*identities):
             await self._refuse(target, user, text, direct)
             return
-        if not text and not event.get("files"):
+        files = event.get("files")
+        attachments = await self._take_files(target, files) if isinstance(files, list) else []
+        if attachments is None or (not text and not attachments):
             return
-        if event.get("files"):
-            text = (text + "\n" if text else "") + _files_note(event["files"])
-        await self._forward(
-            target, user, text, {"ts": ts, "channel_type": event.get("channel_type")}
-        )
+        metadata = {"ts": event["ts"], "channel_type": event.get("channel_type")}
+        await self._forward(target, user, text, metadata, attachments, after=turn)
+
+    async def _take_files(self, target: Target, files: list[Any]) -> list[Attachment] | None:
+        """The shared files saved as attachments; ``None`` (the user told why) if one
+        could not be taken."""
+        try:
+            return await media.download(files, self.settings, target.channel)
+        except Exception as exc:  # too big, not Slack's, download failed: say so
+            reason = redact(str(exc) or type(exc).__name__, self.settings.secrets())
+            log.warning("slack: file in %s not taken: %s", target.channel, reason)
+            line = escape(f"{ERROR_PREFIX}could not take your file: {reason}")
+            with contextlib.suppress(Exception):
+                await self._post(target, line)
+            return None
 
     def _join_thread(self, channel: str, thread: str) -> None:
         self._threads[(channel, thread)] = None
@@ -427,9 +479,16 @@ class SlackAdapter(ChannelAdapter):
             log.warning("%s", explain("chat.postMessage", exc))
 
     async def _forward(
-        self, target: Target, user: str, text: str, metadata: dict[str, Any]
+        self,
+        target: Target,
+        user: str,
+        text: str,
+        metadata: dict[str, Any],
+        attachments: list[Attachment] | None = None,
+        after: asyncio.Future[None] | None = None,
     ) -> None:
-        """Post the "thinking" placeholder, then hand the message to the agent."""
+        """Post the "thinking" placeholder, then hand the message to the agent (once
+        ``after`` is done: the chat's previous message went first)."""
         ctx, client = self._ctx, self._client
         if ctx is None or client is None:
             return
@@ -451,8 +510,11 @@ class SlackAdapter(ChannelAdapter):
             channel_id=target.channel_id,
             sender=user,
             text=text,
+            attachments=attachments or [],
             metadata={**metadata, "request_id": request_id, "team": target.team},
         )
+        if after is not None:
+            await asyncio.shield(after)
         await ctx.submit(event)
 
     async def _on_command(self, ack: Any, command: dict[str, Any], respond: AsyncRespond) -> None:
@@ -542,11 +604,6 @@ def _approval_blocks(text: str, request_id: str, asker: str | None) -> list[dict
         },
         {"type": "context", "elements": [{"type": "mrkdwn", "text": who}]},
     ]
-
-
-def _files_note(files: list[Any]) -> str:
-    names = [str(f.get("name") or "file") for f in files if isinstance(f, dict)]
-    return "(the user shared: " + ", ".join(names) + "; files are not read yet)"
 
 
 def _start_error(method: str, error: Exception, api_base: str | None) -> Exception:

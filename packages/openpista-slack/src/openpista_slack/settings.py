@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from openpista import ConfigError, PluginSettings, WebhookPath
+from openpista import ConfigError, PluginSettings, WebhookPath, home_dir
 
 SECTION = "channels.slack"
 BOT_TOKEN_VARIABLE = "SLACK_BOT_TOKEN"
@@ -60,6 +61,12 @@ class SlackSettings(PluginSettings):
     """Socket Mode: seconds between WebSocket pings (a silent socket is reconnected)."""
     thinking_text: str = Field(default="⏳ _thinking…_", min_length=1, max_length=200)
     """Posted at once for each message and replaced by the answer as it is written."""
+    files_dir: Path | None = None
+    max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    inline_image_bytes: int = Field(default=5 * 1024 * 1024, ge=0)
+    """Shared pictures up to this size are also shown to the LLM inline (base64)."""
+    max_files: int = Field(default=10, ge=0)
+    """Files taken from one message (more: the message is refused with a ❌ line)."""
 
     @field_validator("api_base")
     @classmethod
@@ -83,6 +90,11 @@ class SlackSettings(PluginSettings):
             if not _TEAM_ID.match(team.strip()):
                 raise ValueError(f"{team!r} is not a Slack workspace id (T0123ABCD)")
         return [team.strip() for team in value]
+
+    @property
+    def downloads(self) -> Path:
+        """Where shared files are saved."""
+        return (self.files_dir or home_dir() / "slack" / "files").expanduser()
 
     def bot(self) -> str:
         """The bot token (checked by :func:`parse_settings`)."""

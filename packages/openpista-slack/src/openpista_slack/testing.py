@@ -165,6 +165,9 @@ class SlackEmulator(ThreadedServer):
         self._outbox: queue.Queue[tuple[bytes, str] | None] = queue.Queue()
         self._poster: threading.Thread | None = None
         self._closing = threading.Event()
+        self._shared: dict[str, bytes] = {}  # file id -> bytes users shared
+        self.downloads: list[str] = []
+        """Ids of the shared files the bot downloaded."""
         self._unacked: dict[str, dict[str, Any]] = {}  # events_api envelopes not acked yet
 
     @property
@@ -318,6 +321,26 @@ class SlackEmulator(ThreadedServer):
         if thread_ts:
             event["thread_ts"] = thread_ts
         return event
+
+    def shared_file(
+        self, data: bytes, name: str, mimetype: str = "application/octet-stream"
+    ) -> dict[str, Any]:
+        """A file a user shares (for ``message(..., files=[...])``): Slack's file object,
+        downloadable from ``url_private`` with the bot token."""
+        file_id = f"F{next(self._ids):08d}"
+        with self._lock:
+            self._shared[file_id] = data
+        url = f"{self.base_url}/files-pri/{TEAM}-{file_id}/{urllib.parse.quote(name, safe='')}"
+        return {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1],
+            "size": len(data),
+            "url_private": url,
+            "url_private_download": url + "?download=1",
+        }
 
     def _ts(self) -> str:
         return f"{int(time.time())}.{next(self._clock):06d}"
@@ -477,6 +500,7 @@ class SlackEmulator(ThreadedServer):
                 Route("/api/{method}", self._api, methods=["POST", "GET"]),
                 Route("/upload/{file_id}", self._upload, methods=["POST"]),
                 Route("/respond/{key}", self._respond, methods=["POST"]),
+                Route("/files-pri/{file_id}/{name:path}", self._file, methods=["GET"]),
                 WebSocketRoute("/link/", self._link),
             ]
         )
@@ -652,6 +676,21 @@ class SlackEmulator(ThreadedServer):
                 return PlainTextResponse("length mismatch", 400)
             self._pending_uploads[file_id] = (name, size, data)
         return PlainTextResponse(f"OK - {len(data)}")
+
+    async def _file(self, request: Request) -> Response:
+        from starlette.responses import PlainTextResponse, Response
+
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        file_id = request.path_params["file_id"].rpartition("-")[2]
+        with self._lock:
+            data = self._shared.get(file_id)
+            if token == self.bot_token and data is not None:
+                self.downloads.append(file_id)
+        if token != self.bot_token:  # Slack answers an HTML login page; a 302 here
+            return PlainTextResponse("login", 302, headers={"Location": "/signin"})
+        if data is None:
+            return PlainTextResponse("not found", 404)
+        return Response(data, media_type="application/octet-stream")
 
     async def _respond(self, request: Request) -> Response:
         from starlette.responses import PlainTextResponse
