@@ -15,6 +15,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from openpista.compaction import (
+    NOTICE,
+    model_context_window,
+    needs_compaction,
+    split_point,
+    summary_request,
+)
 from openpista.models import Answer, Attachment, Message, ToolCall, ToolResult, Usage
 from openpista.observability.tracing import NO_TRACING, Tracing
 from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolSpec
@@ -72,7 +79,9 @@ class Agent:
     ``context`` returns extra system-prompt text (the skills' context); it is called on
     every request so that the LLM always sees it. ``history_window`` caps how many stored
     messages a turn reads and sends (``None``: all of them). ``meter`` stores and measures
-    each request's usage and refuses requests over ``[budget]``.
+    each request's usage and refuses requests over ``[budget]``. Before each request the
+    history is compacted when it would not fit ``context_window`` tokens (default: the
+    model's, from litellm's model map) (:mod:`openpista.compaction`).
     """
 
     def __init__(
@@ -86,6 +95,7 @@ class Agent:
         context: Callable[[], str] | None = None,
         history_window: int | None = None,
         meter: UsageMeter | None = None,
+        context_window: int | None = None,
     ) -> None:
         self.provider = provider
         self.tools = tools
@@ -95,6 +105,8 @@ class Agent:
         self.context = context
         self.history_window = history_window
         self.meter = meter
+        self.context_window = context_window
+        self._compacted: set[str] = set()  # sessions whose turn compacted for the first time
 
     def _system_message(self) -> Message:
         turn = current_turn()
@@ -145,9 +157,13 @@ class Agent:
             turn = await self._with_notes(turn, speaker.person)
         token = set_turn(turn)
         try:
-            return await self._loop(session_id, channel_id, history, on_event, guard)
+            answer = await self._loop(session_id, channel_id, history, on_event, guard)
         finally:
             reset_turn(token)
+        if session_id in self._compacted:  # the user is told once, with this answer
+            self._compacted.discard(session_id)
+            answer = answer.model_copy(update={"text": f"{NOTICE}\n\n{answer.text}"})
+        return answer
 
     async def _with_notes(self, turn: TurnContext, person: str) -> TurnContext:
         from openpista.memory.notes import notes_prompt
@@ -209,7 +225,14 @@ class Agent:
     async def _ask(
         self, history: list[Message], specs: list[ToolSpec], on_event: EventSink | None
     ) -> ChatResult:
-        messages = [self._system_message(), *history]
+        window = self.context_window or model_context_window(self.provider.model)
+        if window is not None:
+            await self._fit(history, window)
+        system = self._system_message()
+        if history and history[0].role == "system":  # a summary of the older messages
+            system = Message(role="system", content=f"{system.content}\n\n{history[0].content}")
+            history = history[1:]
+        messages = [system, *history]
         final: ChatResult | None = None
         began, first = time.monotonic(), None
         provider = self.provider
@@ -245,6 +268,28 @@ class Agent:
     @property
     def _tracing(self) -> Tracing:
         return self.meter.recorder.tracing if self.meter is not None else NO_TRACING
+
+    async def _fit(self, history: list[Message], window: int) -> None:
+        """Compact ``history`` (in place, and in the store) when the next request would not
+        fit ``window``: its older part becomes a summary written by the LLM."""
+        from openpista.memory.summaries import SUMMARY_HEADING
+
+        turn = current_turn()
+        if turn is None or not needs_compaction(self._system_message(), history, window):
+            return
+        split = split_point(history, window)
+        if split is None:
+            return  # one huge turn: nothing older to summarise, the provider will say
+        older, kept = history[:split], history[split:]
+        summary = ""
+        async for event in self.provider.stream(summary_request(older, window), []):
+            if isinstance(event, ChatResult):
+                summary = storable(event.text.strip())
+        if not summary or not await self.memory.summarize(turn.session_id, len(kept), summary):
+            return
+        if older[0].role != "system":  # the first compaction of this session
+            self._compacted.add(turn.session_id)
+        history[:] = [Message(role="system", content=f"{SUMMARY_HEADING}\n{summary}"), *kept]
 
     def _measure_llm(self, seconds: float, first_token: float | None, outcome: str) -> None:
         if self.meter is None or not self.meter.recorder.enabled:

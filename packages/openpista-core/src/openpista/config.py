@@ -75,6 +75,9 @@ class AgentSettings(_Section):
     model: str | None = None
     max_tool_rounds: int = Field(default=10, ge=1)
     history_window: int = Field(default=200, ge=1)
+    context_window: int | None = Field(default=None, ge=512)
+    """Tokens a request may hold before older turns are summarised (context compaction);
+    unset: the model's limit from litellm's model map, if it knows the model."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     workspace: Path = Path(f"{DEFAULT_HOME}/workspace")
 

@@ -177,6 +177,7 @@ class Runtime:
             system_prompt=self.settings.agent.system_prompt,
             max_tool_rounds=self.settings.agent.max_tool_rounds,
             history_window=self.settings.agent.history_window,
+            context_window=self.settings.agent.context_window,
             context=lambda: context,
             meter=self.meter,
         )

@@ -113,7 +113,8 @@ def search_messages(
         statement = _PG_SEARCH.format(vector=PG_VECTOR, where=where)
     else:
         params["q"] = fts5_match(terms)
-        statement = _SQLITE_SEARCH.format(where=where)
+        join = " JOIN messages AS m ON m.id = f.rowid" if where else ""
+        statement = _SQLITE_SEARCH.format(join=join, where=where)
     rows = conn.execute(text(statement).columns(created_at=UTCDateTime()), params).all()
     return [_hit(row) for row in rows]
 
@@ -138,12 +139,16 @@ def _scope_filter(scope: SearchScope) -> tuple[str, dict[str, Any]]:
     return "".join(f" AND {clause}" for clause in clauses), params
 
 
+# Ranked first (FTS5's ``ORDER BY rank LIMIT`` when unscoped), snippets made for the hits
+# shown only: snippet() reads and tokenises the whole text of each row it is called for.
 _SQLITE_SEARCH = (
-    "SELECT m.id, m.session_id, m.role, m.created_at, -bm25(messages_fts) AS score, "
+    "WITH hits AS (SELECT f.rowid AS id, f.rank AS rank FROM messages_fts AS f{join} "
+    "WHERE messages_fts MATCH :q{where} ORDER BY f.rank LIMIT :limit) "
+    "SELECT m.id, m.session_id, m.role, m.created_at, -hits.rank AS score, "
     f"snippet(messages_fts, 0, '{MARK_START}', '{MARK_END}', '…', {SNIPPET_WORDS}) AS snippet "
-    "FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid "
-    "WHERE messages_fts MATCH :q{where} "
-    "ORDER BY bm25(messages_fts), m.id DESC LIMIT :limit"
+    "FROM hits JOIN messages_fts ON messages_fts.rowid = hits.id "
+    "JOIN messages AS m ON m.id = hits.id "
+    "WHERE messages_fts MATCH :q ORDER BY hits.rank, m.id DESC"
 )
 
 # Ranked first, the snippets made for the hits shown only (ts_headline reads the text).

@@ -55,6 +55,7 @@ from openpista.memory.people import (
 )
 from openpista.memory.schema import migrate
 from openpista.memory.search import SearchHit, SearchScope, query_terms, search_messages
+from openpista.memory.summaries import SummaryRow, insert_summary, latest_summary
 from openpista.memory.tables import ChannelSessionRow, MessageRow, SessionRow, ToolDecisionRow
 from openpista.memory.transfer import SessionDocument
 from openpista.memory.usage import (
@@ -282,8 +283,10 @@ class MemoryStore:
         history before it, all in one transaction.
 
         A session without a title gets one from the first user message it sees (see
-        :func:`title_from`). With ``history_limit``, only the newest messages are read, as
-        :meth:`load_messages` reads them with ``limit``. ``speaker`` (who wrote
+        :func:`title_from`). In a compacted session the history is its newest summary (a
+        ``system`` message, see :meth:`summarize`) and the messages after it. With
+        ``history_limit``, only the newest messages are read, as :meth:`load_messages`
+        reads them with ``limit``. ``speaker`` (who wrote
         ``message``) is recorded as a person of the session (see :meth:`search`).
         """
         sid = check_session_id(session_id)
@@ -296,11 +299,30 @@ class MemoryStore:
             conn.execute(_open_session(conn), {"sid": sid, "title": title, "now": now})
             if speaker is not None:
                 record_speaker(conn, sid, speaker)
-            history = _history(conn, sid, window)
+            summary = latest_summary(conn, sid)
+            if summary is None:
+                history = _history(conn, sid, window)
+            else:  # compacted: the summary stands for what it covers
+                history = [summary[1], *_history(conn, sid, window, summary[0])]
             conn.execute(_INSERT_MESSAGE, row)
             return history
 
         return await self._db.run(work, f"starting a turn in {sid!r}", write=True)
+
+    async def summarize(self, session_id: str, keep_last: int, summary: str) -> bool:
+        """Store ``summary`` as standing for every message of the session but the newest
+        ``keep_last`` in the histories :meth:`start_turn` returns from now on (the messages
+        stay stored); ``False`` when there was nothing older to stand for."""
+        sid = check_session_id(session_id)
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
+            raise MemoryStoreError(f"keep_last must be a count, not {keep_last!r}")
+        check_text(summary, "the summary")
+        now = self._now()
+        return await self._db.run(
+            lambda conn: insert_summary(conn, sid, keep_last, summary, now),
+            f"summarising session {sid!r}",
+            write=True,
+        )
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -562,12 +584,12 @@ _MESSAGE_COLUMNS = (
 )
 _ALL_MESSAGES = (
     select(*_MESSAGE_COLUMNS)
-    .where(MessageRow.session_id == bindparam("sid"))
+    .where(MessageRow.session_id == bindparam("sid"), MessageRow.id > bindparam("after"))
     .order_by(MessageRow.id)
 )
 _NEWEST_MESSAGES = (
     select(*_MESSAGE_COLUMNS)
-    .where(MessageRow.session_id == bindparam("sid"))
+    .where(MessageRow.session_id == bindparam("sid"), MessageRow.id > bindparam("after"))
     .order_by(MessageRow.id.desc())
     .limit(bindparam("limit"))
 )
@@ -611,7 +633,7 @@ def _delete_session(conn: Connection, sid: str) -> bool:
     whether it existed."""
     # Explicit rather than relying on ON DELETE CASCADE, which SQLite honours only on
     # connections with foreign keys enabled (a database may be opened by other tools).
-    for table in (MessageRow, ChannelSessionRow, ToolDecisionRow, SessionPersonRow):
+    for table in (MessageRow, ChannelSessionRow, ToolDecisionRow, SessionPersonRow, SummaryRow):
         conn.execute(delete(table).where(table.session_id == sid))
     return conn.execute(delete(SessionRow).where(SessionRow.id == sid)).rowcount > 0
 
@@ -621,10 +643,12 @@ def _require_session(conn: Connection, sid: str, action: str) -> None:
         raise SessionNotFoundError(f"{action} session {sid!r}: no such session")
 
 
-def _history(conn: Connection, sid: str, limit: int | None) -> list[Message]:
+def _history(conn: Connection, sid: str, limit: int | None, after: int = 0) -> list[Message]:
+    """The messages of ``sid`` (the newest ``limit``) whose id is above ``after``."""
     if limit is None:
-        return [_to_message(sid, row) for row in conn.execute(_ALL_MESSAGES, {"sid": sid})]
-    tail = conn.execute(_NEWEST_MESSAGES, {"sid": sid, "limit": limit}).all()
+        rows = conn.execute(_ALL_MESSAGES, {"sid": sid, "after": after})
+        return [_to_message(sid, row) for row in rows]
+    tail = conn.execute(_NEWEST_MESSAGES, {"sid": sid, "limit": limit, "after": after}).all()
     return recent_window([_to_message(sid, row) for row in reversed(tail)])
 
 
