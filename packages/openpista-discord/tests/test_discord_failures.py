@@ -123,11 +123,16 @@ async def test_missing_message_content_intent_explains_the_fix(
 
 
 async def test_malformed_events_cost_a_reconnect_not_the_channel(
-    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, alice: User
+    serve: Serve,
+    discord_emulator: DiscordEmulator,
+    llm_emulator: LlmEmulator,
+    alice: User,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """discord.py ends the connection on a frame it cannot parse; the channel reconnects
     (a new session) and goes on serving. Unknown event types are ignored."""
     echo(llm_emulator)
+    caplog.set_level(logging.INFO)
     await serve()
     dm = discord_emulator.dm_channel(alice)
     discord_emulator.send_raw("{this is not json")
@@ -138,6 +143,8 @@ async def test_malformed_events_cost_a_reconnect_not_the_channel(
     discord_emulator.send_message(dm, "are you there?", alice)
     await eventually(lambda: discord_emulator.texts(dm) == ["echo: are you there?"], wait=30)
     assert discord_emulator.identifies == 3
+    assert all(r.exc_info is None for r in caplog.records), "a traceback was logged"
+    assert any("Expecting property name" in r.getMessage() for r in caplog.records)
 
 
 async def test_oversized_message_is_refused_not_forwarded(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -73,3 +74,22 @@ def test_the_plugin_module_does_not_import_discord_py() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_discord_py_tracebacks_become_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    from openpista_discord import logs
+
+    logs.install()
+    try:
+        try:
+            raise ConnectionResetError("peer went away")
+        except ConnectionResetError:
+            logging.getLogger("discord.shard").exception("Attempting a reconnect in %.2fs", 1.5)
+    finally:
+        logs.remove()
+    [record] = caplog.records
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        "Attempting a reconnect in 1.50s (ConnectionResetError: peer went away)"
+    )
+    assert "Traceback" not in caplog.text

@@ -42,6 +42,7 @@ from openpista.models import (
     Outbound,
     TextChunk,
 )
+from openpista_discord import logs
 from openpista_discord.settings import SECTION, TOKEN_VARIABLE, DiscordSettings, parse_settings
 from openpista_discord.text import MESSAGE_LIMIT, split_message
 
@@ -130,6 +131,7 @@ class DiscordAdapter(ChannelAdapter):
         from openpista_discord.commands import build_tree
 
         self._ctx, self._stopping = ctx, False
+        logs.install()
         # discord.py builds every REST URL from this class attribute (it sets it itself
         # for the API version): the one supported switch for another Discord front end.
         discord.http.Route.BASE = self.settings.rest_base
@@ -220,6 +222,7 @@ class DiscordAdapter(ChannelAdapter):
         """Stop "typing" and prompt timers, close the gateway and the HTTP session."""
         self._stopping = True
         await self._close()
+        logs.remove()
 
     async def _close(self) -> None:
         tasks = [c.typing for c in self._chats.values() if c.typing]
