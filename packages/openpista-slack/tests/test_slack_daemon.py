@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -185,3 +186,31 @@ def test_missing_token_is_a_clear_start_error(cli: Cli) -> None:
     assert done.returncode != 0
     assert "[channels.slack] bot_token: missing" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_init_writes_a_config_that_serves(
+    tmp_path: Path,
+    llm_emulator: LlmEmulator,
+    slack: SlackEmulator,
+    daemons: list[subprocess.Popen[str]],
+) -> None:
+    cli = Cli.isolated(tmp_path / "init-home", llm_emulator)
+    cli.env["OPENPISTA_LOAD_PLUGINS"] = "slack"
+    cli.config.unlink(missing_ok=True)
+    done = cli(
+        "init",
+        *("--provider", "openai", "--model", "gpt-4o-mini", "--api-key", "test-key"),
+        *("--base-url", llm_emulator.openai_base_url, "--channel", "slack"),
+        stdin=f"{slack.bot_token}\n{slack.app_token}\n",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "openpista slack pair" in done.stdout
+    document = tomllib.loads(cli.config.read_text())
+    table = document["channels"]["slack"]
+    assert (table["bot_token"], table["app_token"]) == (slack.bot_token, slack.app_token)
+    assert table["enabled"] is True
+    with cli.config.open("a") as config:
+        config.write(f'api_base = "{slack.api_url}"\n')
+    process = start(cli, daemons)
+    wait_for(lambda: slack.connections == 1, lambda: slack.calls)
+    stop(process)
