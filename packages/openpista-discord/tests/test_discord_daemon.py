@@ -7,12 +7,14 @@ import json
 import signal
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from openpista.access import PAIRED, REFUSAL
+from openpista_discord.settings import parse_settings
 from openpista_discord.testing import DiscordEmulator, User
 from openpista_testing.cli import OPENPISTA, Cli
 from openpista_testing.emulator import LlmEmulator
@@ -173,3 +175,27 @@ def test_invalid_token_is_one_line_at_start(
     assert "❌ channel discord is not served: Discord refused the bot token" in line
     assert "Traceback" not in text
     assert wrong not in text
+
+
+def test_init_writes_a_valid_table(
+    cli: Cli,
+    discord_emulator: DiscordEmulator,
+    llm_emulator: LlmEmulator,
+) -> None:
+    cli.config.unlink()
+    provider = ["--provider", "openai", "--model", "gpt-4o-mini", "--api-key", "test-key"]
+    done = cli(
+        "init",
+        *provider,
+        "--base-url",
+        llm_emulator.openai_base_url,
+        "--channel",
+        "discord",
+        stdin=discord_emulator.token + "\n",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "openpista discord pair" in done.stdout
+    document = tomllib.loads(cli.config.read_text())
+    table = document["channels"]["discord"]
+    assert table == {"enabled": True, "token": discord_emulator.token}
+    assert parse_settings(table).secret() == discord_emulator.token
