@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -99,3 +100,40 @@ def test_help_loads_plugins_but_no_event_loop_nor_models(cli: Cli) -> None:
     assert loaded(modules, "openpista.plugins")
     heavy = ("asyncio", "pydantic", "sqlalchemy", "httpx", "yaml", "importlib.metadata", *NEVER)
     assert [m for m in heavy if loaded(modules, m)] == []
+
+
+def test_the_memory_models_are_core_tables_without_the_orm() -> None:
+    # The models declared with openpista.memory.tables' mapped_column; none may import the
+    # ORM (the modules that import it are named, as the last openpista frame of the import).
+    models = ("tables", "notes", "people", "usage", "worker_reports")
+    code = textwrap.dedent(
+        f"""
+        import importlib, sys, traceback
+        from pathlib import Path
+
+        importers = set()
+
+        class Watch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "sqlalchemy.orm":
+                    frames = [f for f in traceback.extract_stack() if "/openpista/" in f.filename]
+                    importers.add(Path(frames[-1].filename).stem if frames else "?")
+
+        sys.meta_path.insert(0, Watch())
+        from sqlalchemy import Column, insert, select
+        from openpista.memory.tables import MessageRow, SessionRow
+        for name in {models!r}:
+            importlib.import_module("openpista.memory." + name)
+        assert isinstance(MessageRow.session_id, Column)
+        assert MessageRow.session_id is MessageRow.__table__.c.session_id
+        assert not hasattr(MessageRow, "__mapper__")
+        assert str(insert(SessionRow)).startswith("INSERT INTO sessions (id, title")
+        assert "FROM messages" in str(select(MessageRow.id))
+        print(sorted(importers & set({models!r})))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

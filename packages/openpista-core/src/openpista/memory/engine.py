@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     # create_engine_for) needs them: a SQLite store runs without them.
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.ext.asyncio import AsyncEngine
-    from sqlalchemy.orm import DeclarativeBase
+
+    from openpista.memory.tables import Base
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +87,14 @@ def create_engine_for(url: str) -> AsyncEngine:
     return engine
 
 
-def upsert(conn: Connection, table: type[DeclarativeBase]) -> sqlite.Insert | postgresql.Insert:
+def upsert(conn: Connection, table: type[Base]) -> sqlite.Insert | postgresql.Insert:
     """An ``INSERT`` into ``table`` that can say what to do on a conflict (both dialects
     spell ``ON CONFLICT`` alike, but SQLAlchemy builds it per dialect)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects import postgresql
 
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+        return postgresql.insert(table.__table__)
+    return sqlite.insert(table.__table__)
 
 
 class Database:

@@ -13,11 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Index, String, Text, delete, func, insert, select
-from sqlalchemy.orm import Mapped, mapped_column
 
 from openpista.memory.checks import MemoryStoreError, check_text
 from openpista.memory.people import PERSON_MAX_LENGTH
-from openpista.memory.tables import Base, MessageId, UTCDateTime
+from openpista.memory.tables import Base, Mapped, MessageId, UTCDateTime, mapped_column
 
 NOTE_MAX_LENGTH = 1000
 """Longest note, in characters."""

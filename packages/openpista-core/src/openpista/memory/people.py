@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, ForeignKey, Index, String, and_, or_, select, union
-from sqlalchemy.orm import Mapped, mapped_column
 
 from openpista.memory.checks import MemoryStoreError, check_channel_id
 from openpista.memory.engine import upsert
@@ -19,6 +18,8 @@ from openpista.memory.tables import (
     SESSION_ID_MAX_LENGTH,
     Base,
     ChannelSessionRow,
+    Mapped,
+    mapped_column,
 )
 
 PERSON_MAX_LENGTH = 255

@@ -3,17 +3,23 @@
 The Alembic revisions in ``openpista/memory/migrations/versions`` are the source of truth for
 the schema on disk; these models describe the result of applying all of them (``head``) and
 are what the store queries. A change here needs a new revision beside it.
+
+The models are written in SQLAlchemy's declarative style, but :class:`Base` turns each into
+a plain :class:`~sqlalchemy.Table` (``Row.__table__``, its columns as ``Row.column``): the
+store queries with SQLAlchemy Core only, and the ORM (~80 ms of every start) is never
+imported. Declare columns with this module's :func:`mapped_column` and :data:`Mapped`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    Column,
     DateTime,
     Dialect,
     ForeignKey,
@@ -21,10 +27,25 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    # For the type checker, the ORM's: a column attribute is a column expression either way.
+    from sqlalchemy.orm import Mapped as Mapped
+    from sqlalchemy.orm import mapped_column as mapped_column
+else:
+    Mapped = Column
+    """The annotation of a model's column (``id: Mapped[int] = mapped_column(...)``); the
+    class attribute is the table's :class:`~sqlalchemy.Column`."""
+
+    def mapped_column(*args: Any, **kwargs: Any) -> Column[Any]:
+        """A column of a :class:`Base` model: :class:`~sqlalchemy.Column`'s arguments,
+        named after the attribute it is assigned to."""
+        return Column(*args, **kwargs)
+
 
 # Longest session id and title accepted; the store checks them before writing so that
 # SQLite (which ignores VARCHAR lengths) and PostgreSQL reject the same input.
@@ -81,10 +102,46 @@ StoredJSON = JSON(none_as_null=True)
 MessageId = BigInteger().with_variant(Integer(), "sqlite")
 
 
-class Base(DeclarativeBase):
-    """Declarative base of the memory tables."""
+class Base:
+    """Base of the memory tables: a subclass names ``__tablename__``, assigns
+    :func:`mapped_column` columns and may give ``__table_args__`` (constraints and indexes,
+    optionally ending with a dict of table options); it gets ``__table__`` in
+    :attr:`metadata`, and its attributes become that table's columns."""
 
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata: ClassVar[MetaData] = MetaData(naming_convention=NAMING_CONVENTION)
+    __tablename__: ClassVar[str]
+    __table__: ClassVar[Table]
+    __table_args__: ClassVar[tuple[Any, ...] | dict[str, Any]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        columns: dict[str, Column[Any]] = {}
+        for key, value in vars(cls).items():
+            # An ORM mapped_column() (a model not yet moved to this module's) carries one.
+            column = getattr(value, "column", value)
+            if isinstance(column, Column):
+                column.key = key
+                column.name = column.name or key
+                columns[key] = column
+        args = cls.__table_args__
+        positional: tuple[Any, ...] = ()
+        options: dict[str, Any] = {}
+        if isinstance(args, dict):
+            options = args
+        elif args and isinstance(args[-1], dict):
+            positional, options = args[:-1], args[-1]
+        else:
+            positional = args
+        cls.__table__ = Table(
+            cls.__tablename__, cls.metadata, *columns.values(), *positional, **options
+        )
+        for key in columns:
+            setattr(cls, key, cls.__table__.c[key])
+
+    @classmethod
+    def __clause_element__(cls) -> Table:
+        """The table, so that ``select(Row)`` and ``insert(Row)`` work as with the ORM."""
+        return cls.__table__
 
 
 class SessionRow(Base):

@@ -13,15 +13,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Float, Index, Integer, String, func, insert, select
-from sqlalchemy.orm import Mapped, mapped_column
 
 from openpista.memory.checks import MemoryStoreError, check_channel_id, check_text
 from openpista.memory.tables import (
     CHANNEL_ID_MAX_LENGTH,
     SESSION_ID_MAX_LENGTH,
     Base,
+    Mapped,
     MessageId,
     UTCDateTime,
+    mapped_column,
 )
 
 NAME_MAX_LENGTH = 255

@@ -26,7 +26,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from openpista.memory.checks import MemoryStoreError
 from openpista.memory.engine import Database
@@ -35,9 +34,11 @@ from openpista.memory.tables import (
     CHANNEL_ID_MAX_LENGTH,
     SESSION_ID_MAX_LENGTH,
     Base,
+    Mapped,
     MessageId,
     StoredJSON,
     UTCDateTime,
+    mapped_column,
 )
 
 TaskStatus = Literal["created", "running", "finished", "failed", "ended"]
