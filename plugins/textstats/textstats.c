@@ -69,13 +69,14 @@ static void count(const char *input) {
         return;
     }
     long lines = 0, words = 0, chars = 0;
-    int in_word = 0;
+    int in_word = 0, at_line_end = 1;
     for (const char *c = text; *c; c++) {
         int space = 0;
+        at_line_end = 0;
         if (*c == '\\' && c[1] != '\0') {
             c++;
             space = (*c == 'n' || *c == 't' || *c == 'r');
-            if (*c == 'n') lines++;
+            if (*c == 'n') { lines++; at_line_end = 1; }
         } else {
             space = (*c == ' ');
         }
@@ -83,7 +84,7 @@ static void count(const char *input) {
         if (space) in_word = 0;
         else if (!in_word) { in_word = 1; words++; }
     }
-    if (chars > 0 && lines == 0) lines = 1;
+    if (!at_line_end) lines++;  /* the last line, without a line break */
     printf("{\"output\": \"%ld lines, %ld words, %ld characters\", \"is_error\": false}\n",
            lines, words, chars);
     free(text);

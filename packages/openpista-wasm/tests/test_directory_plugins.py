@@ -1,0 +1,165 @@
+"""Directory plugins end to end: `openpista plugins install` a WASM tool plugin built from
+C, the agent calls its tools with only the permissions it was granted, a misbehaving
+plugin is a tool error, and a running daemon picks up installs and removals."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista_testing.cli import Cli
+from openpista_testing.daemon import DEADLINE, Daemon
+from openpista_testing.emulator import LlmEmulator
+
+from .conftest import REPO_ROOT, build_wasm
+
+pytestmark = pytest.mark.e2e
+EXAMPLE = REPO_ROOT / "plugins" / "textstats"
+
+
+def tool_outputs(body: dict[str, Any]) -> list[str]:
+    return [m["content"] for m in body["messages"] if m["role"] == "tool"]
+
+
+def echo_last_tool_output(body: dict[str, Any]) -> str:
+    return "The tool said: " + tool_outputs(body)[-1]
+
+
+def offered(body: dict[str, Any]) -> list[str]:
+    return [tool["function"]["name"] for tool in body.get("tools", [])]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, llm_emulator: LlmEmulator) -> Cli:
+    cli = Cli.isolated(tmp_path / "home", llm_emulator)
+    cli.env["OPENPISTA_LOAD_PLUGINS"] = "wasm"
+    notes = cli.home / "workspace" / "notes"
+    notes.mkdir(parents=True)
+    (notes / "todo.txt").write_text("water the plants\nfeed the cat\n")
+    (cli.home / "workspace" / "secret.txt").write_text("the launch code is 0000\n")
+    return cli
+
+
+@pytest.fixture
+def textstats(tmp_path: Path) -> Path:
+    """The example plugin with its module rebuilt from the C source by Debian's clang."""
+    folder = tmp_path / "textstats"
+    shutil.copytree(EXAMPLE, folder)
+    build_wasm(folder / "textstats.c", folder / "textstats.wasm")
+    digest = hashlib.sha256((folder / "textstats.wasm").read_bytes()).hexdigest()
+    manifest = folder / "plugin.toml"
+    manifest.write_text(re.sub(r'sha256 = "\w+"', f'sha256 = "{digest}"', manifest.read_text()))
+    return folder
+
+
+def test_install_shows_the_permissions_and_asks(cli: Cli, textstats: Path) -> None:
+    refused = cli("plugins", "install", str(textstats), stdin="n\n")
+    assert refused.returncode == 1
+    assert "reads: notes (of the workspace)" in refused.stdout
+    assert "network: none" in refused.stdout
+    assert "not installed" in refused.stderr
+    done = cli("plugins", "install", str(textstats), stdin="y\n")
+    assert done.returncode == 0, done.stderr
+    assert "✓ installed textstats 1.0.0: plugin.textstats.count, plugin.textstats.peek" in (
+        done.stdout
+    )
+    listed = cli("plugins")
+    assert "textstats 1.0.0  (directory plugin, enabled;" in listed.stdout
+    assert cli("plugins", "disable", "textstats").returncode == 0
+    assert "(directory plugin, disabled;" in cli("plugins").stdout
+    gone = cli("plugins", "remove", "textstats")
+    assert gone.returncode == 0
+    again = cli("plugins", "remove", "textstats")
+    assert again.returncode == 1
+    assert "no plugin 'textstats' is installed" in again.stderr
+
+
+def test_the_agent_calls_plugin_tools_within_their_permissions(
+    cli: Cli, llm_emulator: LlmEmulator, textstats: Path
+) -> None:
+    assert cli("plugins", "install", str(textstats), "--yes").returncode == 0
+    calls = [
+        ("plugin_textstats_count", {"text": "one two three\nfour"}),
+        ("plugin_textstats_peek", {"file": "notes/todo.txt"}),
+        ("plugin_textstats_peek", {"file": "secret.txt"}),  # not granted
+        ("plugin_textstats_peek", {"file": "notes/../secret.txt"}),  # not granted either
+        ("plugin_textstats_count", {"text": 7}),  # not what the schema allows
+    ]
+    for name, arguments in calls:
+        llm_emulator.reply_tool_calls([(name, arguments)])
+    llm_emulator.reply(lambda body: "\n".join(tool_outputs(body)))
+    done = cli("run", "-e", "count and peek")
+    assert done.returncode == 0, done.stderr
+    assert "plugin_textstats_count" in offered(llm_emulator.requests[0].json)
+    outputs = tool_outputs(llm_emulator.requests[-1].json)
+    assert outputs[0] == "2 lines, 4 words, 18 characters"
+    assert outputs[1] == "water the plants"
+    for refused in outputs[2:4]:  # the sandbox has no capability outside notes/
+        assert refused.endswith(("Capabilities insufficient", "Operation not permitted"))
+        assert "launch code" not in refused
+    assert "invalid arguments for tool plugin.textstats.count" in outputs[4]
+
+
+def test_a_plugin_that_loops_or_traps_is_a_tool_error_and_stays_loaded(
+    cli: Cli, llm_emulator: LlmEmulator, guests: Callable[[str], Path], tmp_path: Path
+) -> None:
+    for name in ("spin", "trap"):
+        folder = tmp_path / "bad" / name
+        folder.mkdir(parents=True)
+        module = shutil.copy(guests(name), folder / f"{name}.wasm")
+        digest = hashlib.sha256(Path(module).read_bytes()).hexdigest()
+        (folder / "plugin.toml").write_text(
+            f'name = "{name}"\nversion = "0.1"\nkind = "wasm"\nmodule = "{name}.wasm"\n'
+            f'sha256 = "{digest}"\n[permissions]\ntimeout = 0.5\n'
+            f'[[tools]]\nname = "go"\ndescription = "Misbehaves."\n'
+        )
+        assert cli("plugins", "install", str(folder), "--yes").returncode == 0
+    llm_emulator.reply_tool_calls([("plugin_spin_go", {})])
+    llm_emulator.reply_tool_calls([("plugin_trap_go", {})])
+    llm_emulator.reply_tool_calls([("plugin_spin_go", {})])
+    llm_emulator.reply(lambda body: "\n".join(tool_outputs(body)))
+    done = cli("run", "-e", "misbehave")
+    assert done.returncode == 0, done.stderr
+    spun, trapped, again = tool_outputs(llm_emulator.requests[-1].json)
+    assert "ran longer than its 0.5 s time bound" in spun
+    assert "crashed: wasm trap" in trapped
+    assert "ran longer than" in again  # still loaded, still bounded
+
+
+def test_a_running_daemon_picks_up_installs_and_removals(
+    cli: Cli, llm_emulator: LlmEmulator, textstats: Path, daemons: Callable[..., Daemon]
+) -> None:
+    daemon = daemons(cli)
+    deadline = time.monotonic() + DEADLINE
+    while cli("status").returncode != 0:
+        assert daemon.process.poll() is None, daemon.output()
+        assert time.monotonic() < deadline, "the daemon never served"
+        time.sleep(0.1)
+
+    def tools_of_next_turn() -> list[str]:
+        llm_emulator.reply_text("ok")
+        assert cli("run", "-e", "which tools?").returncode == 0
+        return offered(llm_emulator.requests[-1].json)
+
+    assert "plugin_textstats_count" not in tools_of_next_turn()
+    assert cli("plugins", "install", str(textstats), "--yes").returncode == 0
+    deadline = time.monotonic() + DEADLINE
+    while "plugin_textstats_count" not in tools_of_next_turn():
+        assert time.monotonic() < deadline, "the daemon never loaded the installed plugin"
+        time.sleep(0.5)
+    llm_emulator.reply_tool_calls([("plugin_textstats_count", {"text": "a b"})])
+    llm_emulator.reply(echo_last_tool_output)
+    used = cli("run", "-e", "count a b")
+    assert "The tool said: 1 lines, 2 words, 3 characters" in used.stdout
+    assert cli("plugins", "remove", "textstats").returncode == 0
+    deadline = time.monotonic() + DEADLINE
+    while "plugin_textstats_count" in tools_of_next_turn():
+        assert time.monotonic() < deadline, "the daemon kept the removed plugin's tools"
+        time.sleep(0.5)
