@@ -13,13 +13,13 @@ def fences(part: str) -> int:
 
 def test_short_text_is_one_part() -> None:
     assert split_message("hello") == ["hello"]
-    assert split_message("") == [""]
+    assert split_message("   ") == []
 
 
 def test_cuts_on_paragraphs_first() -> None:
     text = ("a" * 1200 + "\n\n") * 3
     parts = split_message(text)
-    assert parts == ["a" * 1200] * 3
+    assert [p.strip() for p in parts] == ["a" * 1200] * 3
 
 
 def test_a_cut_inside_a_code_block_closes_and_reopens_the_fence() -> None:
