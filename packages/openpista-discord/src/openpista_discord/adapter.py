@@ -25,7 +25,7 @@ import contextlib
 import io
 import logging
 import re
-from collections import deque
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,7 +90,7 @@ class _Prompt:
 class _Chat:
     """What the adapter tracks per conversation."""
 
-    askers: deque[str] = field(default_factory=deque)  # senders of turns in flight
+    turns: dict[str, str] = field(default_factory=dict)  # request id -> sender, in flight
     typing: asyncio.Task[None] | None = None
     streams: dict[str, _Stream] = field(default_factory=dict)  # request id -> stream
 
@@ -286,7 +286,7 @@ class DiscordAdapter(ChannelAdapter):
     async def _answer(self, channel: Any, channel_id: int, answer: Answer) -> None:
         chat = self._chat(channel_id)
         stream = chat.streams.pop(answer.request_id or "", None)
-        self._done_working(channel_id)
+        self._done_working(channel_id, answer.request_id)
         parts = [p for p in split_message(answer.text) if p.strip()]
         if stream is not None and stream.message is not None:
             first = parts.pop(0) if parts else "(no text)"
@@ -312,8 +312,7 @@ class DiscordAdapter(ChannelAdapter):
         import discord
 
         request = prompt.request
-        chat = self._chat(channel_id)
-        asker = chat.askers[0] if chat.askers else ""
+        asker = self._chat(channel_id).turns.get(prompt.request_id or "", "")
         view = discord.ui.View(timeout=None)
         for verb, label, style in (
             ("approve", "✅ Approve", discord.ButtonStyle.success),
@@ -409,14 +408,15 @@ class DiscordAdapter(ChannelAdapter):
         ctx = self._ctx
         if ctx is None:
             return
+        request_id = uuid.uuid4().hex  # comes back on every reply to this event
         event = ChannelEvent(
             channel_id=f"{PREFIX}{channel_id}",
             sender=sender,
             text=text,
             attachments=attachments or [],
-            metadata=metadata or {},
+            metadata={**(metadata or {}), "request_id": request_id},
         )
-        self._start_working(channel_id, sender)
+        self._start_working(channel_id, request_id, sender)
         await ctx.submit(event)
 
     async def run_command(self, channel_id: int, text: str) -> str:
@@ -522,17 +522,19 @@ class DiscordAdapter(ChannelAdapter):
     def _chat(self, channel_id: int) -> _Chat:
         return self._chats.setdefault(channel_id, _Chat())
 
-    def _start_working(self, channel_id: int, sender: str) -> None:
+    def _start_working(self, channel_id: int, request_id: str, sender: str) -> None:
         chat = self._chat(channel_id)
-        chat.askers.append(sender)
+        chat.turns[request_id] = sender
         if chat.typing is None or chat.typing.done():
             chat.typing = asyncio.create_task(self._keep_typing(channel_id))
 
-    def _done_working(self, channel_id: int) -> None:
+    def _done_working(self, channel_id: int, request_id: str | None) -> None:
+        """A turn was answered; "typing" stops with the last one (notices without a
+        request id change nothing)."""
         chat = self._chat(channel_id)
-        if chat.askers:
-            chat.askers.popleft()
-        if not chat.askers and chat.typing is not None:
+        if request_id is None or chat.turns.pop(request_id, None) is None:
+            return
+        if not chat.turns and chat.typing is not None:
             chat.typing.cancel()
             chat.typing = None
 
