@@ -150,11 +150,11 @@ class WorkerReports:
             return Ack(result="invalid", detail=f"the report is not JSON: {exc}")
         ids = _ids(data)
         if not token:
-            return _nack("unknown_task", "missing credential", ids)
+            return _ack("unknown_task", "missing credential", ids)
         try:
             envelope = ReportEnvelope.model_validate(data)
         except ValidationError as exc:
-            return _nack("invalid", f"invalid report: {_problems(exc)}", ids)
+            return _ack("invalid", f"invalid report: {_problems(exc)}", ids)
         return await self.accept(token, envelope)
 
     async def accept(self, token: str, envelope: ReportEnvelope) -> Ack:
@@ -170,30 +170,35 @@ class WorkerReports:
         else:  # ended here before its row was written, or unknown
             expected = ended or _DUMMY_DIGEST
         if not hmac.compare_digest(expected, token_digest(token)) or expected is _DUMMY_DIGEST:
-            return _nack("unknown_task", "unknown task or wrong credential", ids)
+            return _ack("unknown_task", "unknown task or wrong credential", ids)
         if await self.log.has_report(envelope.task_id, envelope.report_id):
-            return _nack("duplicate", "this report is stored already", ids)
+            return _ack("duplicate", "this report is stored already", ids)
         if reason := self._expired(envelope.task_id, grant, stored):
-            return _nack("expired", reason, ids)
+            return _ack("expired", reason, ids)
         if envelope.final and stored is not None and stored.status in ("finished", "failed"):
-            return _nack("invalid", "the task has sent its final report", ids)
+            return _ack("invalid", "the task has sent its final report", ids)
         if envelope.attachments and not envelope.final:
-            return _nack("invalid", "only a final report carries attachments", ids)
+            return _ack("invalid", "only a final report carries attachments", ids)
         owner = grant or _grant_of(stored)
         report = _as_report(envelope)
         try:
             report = inline_attachments(report, owner)
         except WorkerReportError as exc:
-            return _nack("invalid", f"report refused: {exc}", ids)
+            return _ack("invalid", f"report refused: {exc}", ids)
         body = envelope.model_dump(mode="json")
         body["attachments"] = [item.model_dump(mode="json") for item in report.attachments]
         if not await self.log.store_report(_task_columns(owner), body, _now()):
-            return _nack("duplicate", "this report is stored already", ids)
+            return _ack("duplicate", "this report is stored already", ids)
         if envelope.final:
             self.hub.deliver(report)
         self.feed.publish(_event(envelope.kind, owner, envelope))
-        log.info("worker report %s (%s) stored for task %s", *ids.values(), envelope.kind)
-        return _nack("accepted", "", ids)
+        log.info(
+            "worker report %s (%s) stored for task %s",
+            envelope.report_id[:64],
+            envelope.kind,
+            envelope.task_id,
+        )
+        return _ack("accepted", "", ids)
 
     def _expired(self, task_id: str, grant: TaskGrant | None, stored: WorkerTask | None) -> str:
         now = _now()
@@ -251,6 +256,8 @@ class WorkerReports:
                 await write()
             except MemoryStoreError as exc:
                 log.warning("a worker task event was not stored: %s", exc)
+            except Exception:  # the writer goes on: stop() waits for the queue to drain
+                log.exception("a worker task event was not stored")
             finally:
                 self._writes.task_done()
 
@@ -264,8 +271,8 @@ def active_reports() -> WorkerReports | None:
     return _active
 
 
-def _nack(result: AckResult, detail: str, ids: dict[str, str]) -> Ack:
-    """An ACK (or NACK) naming the report's ids."""
+def _ack(result: AckResult, detail: str, ids: dict[str, str]) -> Ack:
+    """An ACK (or a NACK) naming the report's ids."""
     return Ack(
         result=result,
         detail=detail,
