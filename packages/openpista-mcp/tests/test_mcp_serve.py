@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 import tomllib
 from collections.abc import AsyncIterator, Iterator
@@ -171,6 +172,15 @@ def test_a_refused_address_is_one_clear_error(cli: Cli) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().startswith("❌ --http serves on loopback addresses only")
     assert "Traceback" not in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = cli("mcp", "serve", "--http", f"127.0.0.1:{port}")
+    assert busy.returncode == 1
+    assert busy.stderr.strip() == (
+        f"❌ cannot listen on 127.0.0.1:{port} (Address already in use); change --http"
+    )
 
 
 def test_stdio_survives_garbage_input_and_ends_with_it(cli: Cli) -> None:
