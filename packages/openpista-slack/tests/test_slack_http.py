@@ -6,7 +6,8 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
-from openpista_slack.adapter import SlackAdapter
+from openpista.config import PolicySettings
+from openpista_slack.adapter import APPROVE, SlackAdapter
 from openpista_slack.testing import SlackEmulator, User
 from openpista_testing.emulator import LlmEmulator
 
@@ -117,3 +118,34 @@ async def test_oversized_and_malformed_bodies(
         status, _ = await slack.post_signed(body)
         assert status == 400, body[:20]
     assert llm_emulator.requests == []
+
+
+async def test_slash_commands_and_buttons_over_http(
+    serve: Serve, slack: SlackEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    llm_emulator.reply_tool_calls([("system_run", {"command": "echo over-http"})])
+    llm_emulator.reply(lambda body: "tool said: " + body["messages"][-1]["content"])
+    await serve(mode="http", policy=PolicySettings(remote="ask", approval_timeout=30))
+    slack.slash_command(alice, alice.dm, "help")  # form-encoded, as Slack posts it
+    await slack.wait_until(lambda: slack.responses)
+    assert "/model" in slack.responses[0]["text"]
+    slack.slash_command(alice, alice.dm, "ask run it")
+    prompt = await slack.wait_until(lambda: next((m for m in slack.messages if m.buttons), None))
+    slack.press(alice, prompt, APPROVE)  # form-encoded payload=JSON
+    await slack.wait_until(lambda: not prompt.buttons)
+    await slack.wait_until(
+        lambda: any(
+            m.text.startswith("tool said:") and "over-http" in m.text for m in slack.messages
+        )
+    )
+    assert all(status == 200 for status, _ in slack.deliveries)
+
+
+async def test_a_question_where_the_app_cannot_post_is_answered_privately(
+    serve: Serve, slack: SlackEmulator, alice: User
+) -> None:
+    await serve()
+    slack.fail_next("chat.postMessage", 200, error="not_in_channel")
+    slack.slash_command(alice, "C0ELSEWHERE", "what is up?")
+    await slack.wait_until(lambda: slack.responses)
+    assert slack.responses[0]["text"] == "❌ slack: chat.postMessage failed: not_in_channel"

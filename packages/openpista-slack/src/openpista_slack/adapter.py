@@ -486,18 +486,20 @@ class SlackAdapter(ChannelAdapter):
         metadata: dict[str, Any],
         attachments: list[Attachment] | None = None,
         after: asyncio.Future[None] | None = None,
-    ) -> None:
+    ) -> str | None:
         """Post the "thinking" placeholder, then hand the message to the agent (once
-        ``after`` is done: the chat's previous message went first)."""
+        ``after`` is done: the chat's previous message went first); the ❌ line when the
+        placeholder could not be posted (then nothing is handed on)."""
         ctx, client = self._ctx, self._client
         if ctx is None or client is None:
-            return
+            return f"{ERROR_PREFIX}openpista is not ready yet"
         request_id = uuid.uuid4().hex
         try:
             ts = await self._post(target, self.settings.thinking_text)
         except Exception as exc:
-            log.warning("%s", explain("chat.postMessage", exc))
-            return
+            line = explain("chat.postMessage", exc)
+            log.warning("%s", line)
+            return line
 
         async def update(text: str) -> None:
             await client.chat_update(channel=target.channel, ts=ts, text=text)
@@ -516,6 +518,7 @@ class SlackAdapter(ChannelAdapter):
         if after is not None:
             await asyncio.shield(after)
         await ctx.submit(event)
+        return None
 
     async def _on_command(self, ack: Any, command: dict[str, Any], respond: AsyncRespond) -> None:
         """``/openpista [ask] TEXT | model | session | clear | usage | help | pair CODE``."""
@@ -540,7 +543,9 @@ class SlackAdapter(ChannelAdapter):
         if not question:
             await respond(text=f"{ERROR_PREFIX}ask what? `{COMMAND} ask QUESTION`")
             return
-        await self._forward(target, user, question, {"command": COMMAND})
+        failed = await self._forward(target, user, question, {"command": COMMAND})
+        if failed is not None:  # e.g. not_in_channel: tell the user, privately
+            await respond(text=escape(failed))
 
     async def _run_command(self, target: Target, text: str) -> str:
         ctx = self._ctx
