@@ -362,3 +362,41 @@ def test_plugin_commands_see_the_daemon_services_from_the_first_to_the_last_mess
     done = with_site(cli, site, "services")("start", stdin="/services\n/services\n")
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("services: cli") == 2, done.stdout + done.stderr
+
+
+def test_plugins_install_pip_installs_a_distribution_and_names_its_new_plugins(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """`openpista plugins install openpista-pigeon`: pip does the work (its settings come
+    from the environment: here a local wheel, a private target), openpista says what's new."""
+    source = tmp_path / "pigeon"
+    for name, content in files_from_docs("pigeon").items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(content)
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index"]
+    built = subprocess.run(
+        [*wheel, "--no-build-isolation", "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    with_site(cli, site, None)
+    cli.env.update(
+        PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels), PIP_TARGET=str(site), PIP_NO_DEPS="1"
+    )
+    refused = cli("plugins", "install", "openpista-pigeon", stdin="n\n")
+    assert refused.returncode == 1
+    assert "not installed" in refused.stderr
+    done = cli("plugins", "install", "openpista-pigeon", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "✓ new plugins: pigeon" in done.stdout
+    assert "Restart the daemon" in done.stdout
+    assert "pigeon" in cli("plugins").stdout
+    missing = cli("plugins", "install", "openpista-no-such-plugin", "--yes")
+    assert missing.returncode == 1
+    assert "pip could not install openpista-no-such-plugin" in missing.stderr
+    nonsense = cli("plugins", "install", "no/such/path")
+    assert nonsense.returncode == 1
+    assert "neither a plugin folder or archive nor an openpista-NAME" in nonsense.stderr

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,17 +112,59 @@ def _permission_lines(manifest: PluginManifest) -> list[str]:
     ]
 
 
-@plugins.command()
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--yes", is_flag=True, help="Accept its permissions without asking (scripts).")
-@click.option("--replace", is_flag=True, help="Replace an installed plugin of that name.")
-def install(source: Path, yes: bool, replace: bool) -> None:
-    """Install the directory plugin in SOURCE (a folder, .tar.gz or .zip).
+_DISTRIBUTION = re.compile(r"^openpista-[a-z0-9][a-z0-9._-]*([<>=!~]=?[\w.*]+)?$", re.I)
 
-    Its plugin.toml and the SHA-256 of its module are checked first; its permissions are
-    shown and must be accepted. Python plugins are installed with pip instead (`pip
-    install openpista-NAME`, then restart the daemon).
+
+@plugins.command()
+@click.argument("source")
+@click.option("--yes", is_flag=True, help="Accept without asking (scripts).")
+@click.option("--replace", is_flag=True, help="Replace an installed plugin of that name.")
+def install(source: str, yes: bool, replace: bool) -> None:
+    """Install the plugin SOURCE: a directory plugin (a folder, .tar.gz or .zip) or a
+    Python plugin distribution (`openpista-NAME`, or a wheel file).
+
+    A directory plugin's plugin.toml and the SHA-256 of its module are checked first;
+    its permissions are shown and must be accepted. A distribution is installed with pip
+    into the environment openpista runs in (pip's own settings apply: PIP_INDEX_URL,
+    PIP_FIND_LINKS, ...); the plugins it adds load after a restart of the daemon.
     """
+    path = Path(source)
+    if path.suffix == ".whl" or (not path.exists() and _DISTRIBUTION.match(source)):
+        _pip_install(source, yes)
+        return
+    if not path.exists():
+        raise click.ClickException(
+            f"{source} is neither a plugin folder or archive nor an openpista-NAME distribution"
+        )
+    _install_directory(path, yes, replace)
+
+
+def _pip_install(spec: str, yes: bool) -> None:
+    before = _entry_points()
+    if not yes and not click.confirm(f"Install {spec} with pip into {sys.prefix}?"):
+        raise click.ClickException("not installed")
+    command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", spec]
+    done = subprocess.run(command, check=False)  # pip's progress goes to the terminal
+    if done.returncode != 0:
+        raise click.ClickException(f"pip could not install {spec} (exit code {done.returncode})")
+    added = sorted(set(_entry_points()) - set(before))
+    if not added:
+        click.echo(f"✓ pip installed {spec}; it adds no new openpista plugin")
+        return
+    click.echo(f"✓ new plugins: {', '.join(added)}")
+    click.echo("Restart the daemon to load them (openpista stop, then openpista start).")
+
+
+def _entry_points() -> list[str]:
+    """The names of the ``openpista`` entry points installed now (read afresh)."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    importlib.invalidate_caches()
+    return [point.name for point in entry_points(group="openpista")]
+
+
+def _install_directory(source: Path, yes: bool, replace: bool) -> None:
     from openpista.plugin_dir import PluginDirError
     from openpista.plugin_dir import install as install_plugin
 
