@@ -7,6 +7,7 @@ server's tools, so the policy can be seen to allow, ask about and deny tools."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from openpista_mcp.settings import SERVING_ENV
 from openpista_testing.cli import OPENPISTA, Cli
 
 from .conftest import stdio_server
+from .mcp_demo_server import PIXEL
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +37,7 @@ POLICY = {
     "rules": [
         {"tool": "mcp.demo.echo", "channels": ["mcp:"], "action": "allow"},
         {"tool": "mcp.demo.add", "channels": ["mcp:"], "action": "allow"},
+        {"tool": "mcp.demo.picture", "channels": ["mcp:"], "action": "allow"},
         {"tool": "mcp.demo.crash", "action": "deny"},
         {"tool": "system.run", "command": "echo *", "channels": ["mcp:"], "action": "allow"},
     ],
@@ -106,6 +109,10 @@ async def check_policy(client: Client) -> None:
     echoed = await client.call_tool("mcp.demo.echo", {"text": "through openpista"})
     assert not echoed.is_error
     assert text_of(echoed) == "echo: through openpista"
+    picture = await client.call_tool("mcp.demo.picture", {})
+    [image] = [c for c in picture.content if isinstance(c, mcp_types.ImageContent)]
+    assert image.mime_type == "image/png"
+    assert image.data == base64.b64encode(PIXEL).decode()
     ran = await client.call_tool("system.run", {"command": "echo served"})
     assert not ran.is_error
     assert "served" in text_of(ran)
