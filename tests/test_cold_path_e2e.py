@@ -18,10 +18,19 @@ from openpista_testing.memory import schema_revision, upgrade_database
 
 pytestmark = pytest.mark.e2e
 
-NEVER = ("litellm", "alembic", "pydantic_settings", "rich", "pygments", "tenacity")
+NEVER = (
+    "litellm",
+    "alembic",
+    "pydantic_settings",
+    "rich",
+    "pygments",
+    "tenacity",
+    "sqlalchemy.orm",
+)
 """Not needed by one turn over the httpx provider path against a database at head (the
 ``OPENPISTA_*`` variables are read by ``openpista.envconfig``; rich and pygments are httpx's
-command-line client, which ``import openpista`` keeps httpx from loading)."""
+command-line client, which ``import openpista`` keeps httpx from loading; the memory models
+are Core tables)."""
 
 
 def cold_run(cli: Cli, text: str) -> tuple[str, set[str]]:
@@ -105,7 +114,7 @@ def test_help_loads_plugins_but_no_event_loop_nor_models(cli: Cli) -> None:
 def test_the_memory_models_are_core_tables_without_the_orm() -> None:
     # The models declared with openpista.memory.tables' mapped_column; none may import the
     # ORM (the modules that import it are named, as the last openpista frame of the import).
-    models = ("tables", "notes", "people", "usage", "worker_reports")
+    models = ("tables", "notes", "people", "usage", "worker_reports", "summaries")
     code = textwrap.dedent(
         f"""
         import importlib, sys, traceback

@@ -11,14 +11,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Connection, ForeignKey, Index, String, Text, insert, select
-from sqlalchemy.orm import Mapped, mapped_column
 
 from openpista.memory.tables import (
     SESSION_ID_MAX_LENGTH,
     Base,
+    Mapped,
     MessageId,
     MessageRow,
     UTCDateTime,
+    mapped_column,
 )
 from openpista.models import Message
 
