@@ -4,11 +4,15 @@ plugin is a tool error, and a running daemon picks up installs and removals."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import shutil
+import tarfile
+import threading
 import time
 from collections.abc import Callable
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +167,25 @@ def test_a_running_daemon_picks_up_installs_and_removals(
     while "plugin_textstats_count" in tools_of_next_turn():
         assert time.monotonic() < deadline, "the daemon kept the removed plugin's tools"
         time.sleep(0.5)
+
+
+def test_install_from_a_url_of_an_archive(cli: Cli, textstats: Path, tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "textstats.tar.gz", "w:gz") as archive:
+        archive.add(textstats, arcname="textstats")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        done = cli("plugins", "install", f"{base}/textstats.tar.gz", "--yes")
+        assert done.returncode == 0, done.stderr
+        assert "✓ installed textstats 1.0.0" in done.stdout
+        missing = cli("plugins", "install", f"{base}/other.tar.gz", "--yes")
+        assert missing.returncode == 1
+        assert "cannot download" in missing.stderr
+        page = cli("plugins", "install", f"{base}/index.html", "--yes")
+        assert "give the URL of a .tar.gz or .zip plugin archive" in page.stderr
+    finally:
+        server.shutdown()

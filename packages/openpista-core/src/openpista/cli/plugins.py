@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,14 +121,18 @@ _DISTRIBUTION = re.compile(r"^openpista-[a-z0-9][a-z0-9._-]*([<>=!~]=?[\w.*]+)?$
 @click.option("--yes", is_flag=True, help="Accept without asking (scripts).")
 @click.option("--replace", is_flag=True, help="Replace an installed plugin of that name.")
 def install(source: str, yes: bool, replace: bool) -> None:
-    """Install the plugin SOURCE: a directory plugin (a folder, .tar.gz or .zip) or a
-    Python plugin distribution (`openpista-NAME`, or a wheel file).
+    """Install the plugin SOURCE: a directory plugin (a folder, or a .tar.gz or .zip file
+    or URL) or a Python plugin distribution (`openpista-NAME`, or a wheel file).
 
     A directory plugin's plugin.toml and the SHA-256 of its module are checked first;
     its permissions are shown and must be accepted. A distribution is installed with pip
     into the environment openpista runs in (pip's own settings apply: PIP_INDEX_URL,
     PIP_FIND_LINKS, ...); the plugins it adds load after a restart of the daemon.
     """
+    if source.startswith(("https://", "http://")):
+        with tempfile.TemporaryDirectory(prefix="openpista-download-") as scratch:
+            _install_directory(_download(source, Path(scratch)), yes, replace)
+        return
     path = Path(source)
     if path.suffix == ".whl" or (not path.exists() and _DISTRIBUTION.match(source)):
         _pip_install(source, yes)
@@ -137,6 +142,37 @@ def install(source: str, yes: bool, replace: bool) -> None:
             f"{source} is neither a plugin folder or archive nor an openpista-NAME distribution"
         )
     _install_directory(path, yes, replace)
+
+
+def _download(url: str, scratch: Path) -> Path:
+    """The plugin archive at ``url`` (``.tar.gz``, ``.tgz`` or ``.zip``), fetched into
+    ``scratch`` no larger than an archive may be."""
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    from openpista.plugin_dir import MAX_ARCHIVE_BYTES
+
+    name = Path(urlsplit(url).path).name
+    if not name.lower().endswith((".tar.gz", ".tgz", ".zip")):
+        raise click.ClickException(f"{url}: give the URL of a .tar.gz or .zip plugin archive")
+    target = scratch / name
+    click.echo(f"Downloading {url} ...")
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=30) as response:
+            response.raise_for_status()
+            size = 0
+            with target.open("wb") as sink:
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_ARCHIVE_BYTES:
+                        raise click.ClickException(
+                            f"{url} is larger than {MAX_ARCHIVE_BYTES} bytes"
+                        )
+                    sink.write(chunk)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot download {url}: {exc}") from None
+    return target
 
 
 def _pip_install(spec: str, yes: bool) -> None:
