@@ -205,3 +205,14 @@ async def test_a_chats_messages_keep_their_order(
     await answered(slack, alice.dm, "second")
     assert user_texts(llm_emulator, 0) == ["one"]
     assert user_texts(llm_emulator, 1) == ["one", "two"]
+
+
+async def test_the_home_tab_tells_who_may_talk(
+    serve: Serve, slack: SlackEmulator, alice: User, mallory: User
+) -> None:
+    await serve()
+    slack.open_home(alice)
+    slack.open_home(mallory)
+    await slack.wait_until(lambda: len(slack.home_views) == 2)
+    assert "✅" in str(slack.home_views[alice.id])
+    assert "/pair CODE" in str(slack.home_views[mallory.id])

@@ -217,6 +217,7 @@ class SlackAdapter(ChannelAdapter):
         )
         app.event("message")(self._on_event)
         app.event("app_mention")(self._on_event)
+        app.event("app_home_opened")(self._on_home)
         app.command(COMMAND)(self._on_command)
         app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self._on_button)
         app.error(self._on_error)
@@ -453,6 +454,35 @@ class SlackAdapter(ChannelAdapter):
             with contextlib.suppress(Exception):
                 await self._post(target, line)
             return None
+
+    async def _on_home(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        """The App Home tab: how to talk to the agent, and whether this user may."""
+        user = event.get("user")
+        if event.get("tab") != "home" or not isinstance(user, str) or self._client is None:
+            return
+        allowed = self.access.is_allowed(user, event.get("team"), body.get("team_id"))
+        status = (
+            "✅ You may talk to this agent."
+            if allowed
+            else "⛔ You may not talk to this agent yet: ask its owner for a pairing code "
+            f"and send `/pair CODE` in the Messages tab (or `{COMMAND} pair CODE`)."
+        )
+        how = (
+            "*openpista* answers in the *Messages* tab, when mentioned in a channel (in a "
+            f"thread: every thread is a conversation of its own), and to `{COMMAND} QUESTION`."
+            f" `{COMMAND} help` lists the chat commands."
+        )
+        view = {
+            "type": "home",
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": how}},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": status}]},
+            ],
+        }
+        try:
+            await self._client.views_publish(user_id=user, view=view)
+        except Exception as exc:  # cosmetic
+            log.info("%s", explain("views.publish", exc))
 
     def _join_thread(self, channel: str, thread: str) -> None:
         self._threads[(channel, thread)] = None

@@ -3,7 +3,8 @@
 The Web API is ``POST /api/{method}`` (JSON or form parameters, the token as ``Authorization:
 Bearer``; point the channel's ``api_base`` at :attr:`SlackEmulator.api_url`). Methods:
 ``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
-``conversations.info``, ``conversations.open``, ``conversations.replies``, the upload flow
+``conversations.info``, ``conversations.open``, ``conversations.replies``, ``views.publish``
+(App Home), the upload flow
 ``files.getUploadURLExternal`` -> ``POST`` the bytes to the ``upload_url`` ->
 ``files.completeUploadExternal``, and ``apps.connections.open`` (app-level token), which
 returns the ``ws://`` URL of the Socket Mode WebSocket. Answers have Slack's shape: HTTP 200
@@ -140,6 +141,8 @@ class SlackEmulator(ThreadedServer):
         self.messages: list[Posted] = []
         self.ephemeral: list[dict[str, Any]] = []
         self.uploads: list[Upload] = []
+        self.home_views: dict[str, dict[str, Any]] = {}
+        """User id -> the App Home view published for them (``views.publish``)."""
         self.responses: list[dict[str, Any]] = []
         """Bodies POSTed to a ``response_url``."""
         self.calls: list[str] = []
@@ -278,6 +281,17 @@ class SlackEmulator(ThreadedServer):
             ],
         }
         return self._envelope("interactive", payload, form=True)
+
+    def open_home(self, user: User) -> str:
+        """``user`` opens the app's Home tab (an ``app_home_opened`` event)."""
+        event = {
+            "type": "app_home_opened",
+            "user": user.id,
+            "channel": user.dm,
+            "tab": "home",
+            "event_ts": self._ts(),
+        }
+        return self.send_event(event, team=user.team)
 
     def send_event(self, event: dict[str, Any], *, team: str | None = None) -> str:
         """Deliver any ``event`` (an ``event_callback``); returns its ``event_id``."""
@@ -596,6 +610,14 @@ class SlackEmulator(ThreadedServer):
         with self._lock:
             self.ephemeral.append(dict(params))
         return {"ok": True, "message_ts": self._ts()}
+
+    def _m_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        view = _json_param(params.get("view"))
+        if not params.get("user_id") or not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        with self._lock:
+            self.home_views[str(params["user_id"])] = view
+        return {"ok": True, "view": {"id": f"V{next(self._ids)}", **view}}
 
     def _m_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = str(params.get("channel") or "")
