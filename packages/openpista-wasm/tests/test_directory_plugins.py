@@ -189,3 +189,48 @@ def test_install_from_a_url_of_an_archive(cli: Cli, textstats: Path, tmp_path: P
         assert "give the URL of a .tar.gz or .zip plugin archive" in page.stderr
     finally:
         server.shutdown()
+
+
+async def test_the_watcher_swaps_tools_when_a_plugin_changes(
+    textstats: Path, tmp_path: Path
+) -> None:
+    """A changed manifest, a disabled plugin, a removed one: each is one swap of the whole
+    set (calls already running keep the tool they started with)."""
+    from openpista.plugin_dir import install, set_enabled
+    from openpista.tools import Tool
+    from openpista_wasm.directory import PluginWatcher
+
+    root = tmp_path / "plugins"
+    install(textstats, root)
+    swaps: list[tuple[list[str], list[str]]] = []
+
+    def build(plugins: list[Any]) -> list[Tool]:
+        async def nothing() -> str:
+            return ""
+
+        return [
+            Tool(name=p.manifest.tool_name(t), description="", handler=nothing)
+            for p in plugins
+            if p.manifest is not None and p.enabled
+            for t in p.manifest.tools
+        ]
+
+    def update(remove: list[str], add: list[Tool]) -> list[str]:
+        swaps.append((remove, [tool.name for tool in add]))
+        return []
+
+    from openpista.plugin_dir import discover
+
+    watcher = PluginWatcher(root, build, update, build(discover(root)))
+    assert not await watcher.check()  # nothing changed yet
+    manifest = root / "textstats" / "plugin.toml"
+    manifest.write_text(manifest.read_text().replace('name = "peek"', 'name = "glance"'))
+    assert await watcher.check()
+    assert swaps[-1][1] == ["plugin.textstats.count", "plugin.textstats.glance"]
+    assert "plugin.textstats.peek" in swaps[-1][0]
+    set_enabled("textstats", False, root)
+    assert await watcher.check()
+    assert swaps[-1] == (["plugin.textstats.count", "plugin.textstats.glance"], [])
+    shutil.rmtree(root / "textstats")
+    assert await watcher.check()
+    assert swaps[-1] == ([], [])
