@@ -9,7 +9,7 @@ from typing import Any
 
 from openpista.access import PAIRED, REFUSAL, PairingBook
 from openpista.config import PolicySettings
-from openpista.models import Answer, Attachment, TextChunk
+from openpista.models import Answer, Attachment, TextChunk, ToolCall, ToolProgress
 from openpista_slack.adapter import ANSWERED, APPROVE, DENY, NOT_YOURS, SlackAdapter
 from openpista_slack.settings import parse_settings
 from openpista_slack.stream import CURSOR
@@ -40,9 +40,13 @@ async def test_answers_stream_into_the_thinking_message(
             await adapter.send(TextChunk(text="ld", **route))
         await slack.wait_until(lambda: thinking.text.endswith("ld" + CURSOR))
         assert len(thinking.edits) == 2
+        call = ToolCall(id="c1", name="system.run")
+        await adapter.send(ToolProgress(call=call, **route))
+        await slack.wait_until(lambda: thinking.text.endswith("\n_🔧 system.run…_"))
         await adapter.send(Answer(text="Hello **world**", **route))
         await slack.wait_until(lambda: thinking.text == "Hello *world*")
         assert len(slack.messages) == 1
+        assert len(thinking.edits) == 4
         await asyncio.sleep(0)  # no preview comes after the answer
         assert thinking.text == "Hello *world*"
     finally:

@@ -37,6 +37,7 @@ from openpista.models import (
     ChannelEvent,
     Outbound,
     TextChunk,
+    ToolProgress,
 )
 from openpista_slack import media
 from openpista_slack.api import SDK_LOGGER, Redact, explain, redact, web_client
@@ -296,9 +297,11 @@ class SlackAdapter(ChannelAdapter):
             )
             return
         turn = self._turns.get(message.request_id or "")
-        if isinstance(message, TextChunk):
-            if turn is not None:
+        if isinstance(message, TextChunk | ToolProgress):
+            if isinstance(message, TextChunk) and turn is not None:
                 turn.add(message.text)
+            elif isinstance(message, ToolProgress) and turn is not None:
+                turn.note("" if message.result is not None else f"🔧 {message.call.name}…")
             return
         await self._retire_resolved(target)
         if isinstance(message, ApprovalPrompt):
