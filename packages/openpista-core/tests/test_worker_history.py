@@ -189,3 +189,20 @@ async def test_openpista_workers_lists_and_shows_the_stored_tasks(
     bad = await asyncio.to_thread(run, "workers", "--since", "tomorrowish")
     assert bad.exit_code == 1
     assert bad.stderr.startswith("❌ since='tomorrowish' is not a time")
+
+
+def test_the_api_token_is_the_configured_one_or_a_private_generated_one(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from openpista.config import GatewaySettings, Settings, WorkersSettings
+    from openpista.worker_api import api_token, token_path
+
+    settings = Settings(gateway=GatewaySettings(pid_file=tmp_path / "state" / "openpista.pid"))
+    first = api_token(settings)
+    path = token_path(settings)
+    assert path == tmp_path / "state" / "workers.token"
+    assert (path.stat().st_mode & 0o777, len(first) >= 40) == (0o600, True)
+    assert api_token(settings) == first  # kept across daemon starts
+    workers = WorkersSettings(api_token=SecretStr("mine"))
+    configured = settings.model_copy(update={"workers": workers})
+    assert api_token(configured) == "mine"
