@@ -82,6 +82,20 @@ async def test_disconnect_resumes_and_missed_events_are_replayed(
     await eventually(lambda: discord_emulator.texts(dm)[-1:] == ["echo: and after"])
 
 
+async def test_a_session_discord_forgot_is_started_afresh(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    echo(llm_emulator)
+    await serve()
+    discord_emulator.forget_sessions()
+    discord_emulator.disconnect(4000)
+    await eventually(lambda: discord_emulator.identifies == 2 and discord_emulator.connected())
+    dm = discord_emulator.dm_channel(alice)
+    discord_emulator.send_message(dm, "new session", alice)
+    await eventually(lambda: discord_emulator.texts(dm) == ["echo: new session"])
+    assert discord_emulator.resumes == 0
+
+
 async def test_invalid_token_is_one_clear_config_error(
     discord_emulator: DiscordEmulator, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

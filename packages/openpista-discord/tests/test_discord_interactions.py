@@ -138,3 +138,19 @@ async def test_only_the_asker_can_press_the_buttons(
     late = discord_emulator.press(prompt.id, alice, f"deny:{request_id}")
     [answered] = await discord_emulator.wait_for_responses(late)
     assert "already answered" in answered["data"]["content"]
+
+
+async def test_forged_or_stale_buttons_are_refused_politely(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    llm_emulator.reply_text("plain answer")
+    await serve()
+    dm = discord_emulator.dm_channel(alice)
+    discord_emulator.send_message(dm, "hi", alice)
+    [message] = await discord_emulator.wait_for_messages(1, channel_id=dm)
+    for custom_id in ("approve:../../etc", "rm -rf /", "x" * 100, "approve:abcdef"):
+        pressed = discord_emulator.press(message.id, alice, custom_id)
+        [reply] = await discord_emulator.wait_for_responses(pressed)
+        content = reply["data"].get("content", "")
+        assert "no longer valid" in content or "already answered" in content, custom_id
+    assert len(llm_emulator.requests) == 1  # no press reached the agent

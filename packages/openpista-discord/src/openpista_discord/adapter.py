@@ -63,6 +63,7 @@ NOT_YOURS = "⛔ Only the person whose message asked for this can answer it."
 _BUTTON = re.compile(r"^(approve|deny):([0-9A-Za-z]{1,32})$")
 _CHANNEL = re.compile(rf"^{PREFIX}(\d{{1,20}})$")
 _READY_WAIT = 60.0
+DISCORD_GATEWAY = "wss://gateway.discord.gg/"  # discord.py's DiscordWebSocket.DEFAULT_GATEWAY
 _TYPING_LIMIT = 30 * 60.0
 _ELLIPSIS = " …"
 
@@ -154,6 +155,7 @@ class DiscordAdapter(ChannelAdapter):
         self._client = client
         try:
             await self._login(client)
+            await self._point_gateway(client)
             await self._sync(tree)
             self._connection = asyncio.create_task(
                 client.connect(reconnect=True), name="openpista-discord-gateway"
@@ -188,6 +190,26 @@ class DiscordAdapter(ChannelAdapter):
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             where = self.settings.api_base or "Discord"
             raise ConnectionError(f"cannot reach {where}: {type(exc).__name__}: {exc}") from None
+
+    async def _point_gateway(self, client: discord.AutoShardedClient) -> None:
+        """Make discord.py's fallback gateway the one ``GET /gateway/bot`` names.
+
+        The first connection and RESUMEs use the URLs Discord hands out, but after an
+        INVALID_SESSION or an unexpected close discord.py connects to its class attribute
+        ``DiscordWebSocket.DEFAULT_GATEWAY`` (Discord's own host): with ``api_base`` set,
+        that must point at the same front end too."""
+        import discord
+        import yarl
+
+        url = DISCORD_GATEWAY
+        if self.settings.api_base is not None:
+            try:
+                _, url, _ = await client.http.get_bot_gateway()
+            except discord.GatewayNotFound as exc:
+                raise ConnectionError(
+                    f"discord: no gateway URL from {self.settings.api_base}: {exc}"
+                ) from None
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
 
     async def _sync(self, tree: Any) -> None:
         """Register the slash commands (globally, or in ``command_guilds``); a failure is

@@ -284,6 +284,11 @@ class DiscordEmulator(ThreadedServer):
         """Close the gateway connection (4000: resumable, as Discord does now and then)."""
         self._run(self._close(code))
 
+    def forget_sessions(self) -> None:
+        """Forget every gateway session: a RESUME then gets INVALID_SESSION."""
+        with self._lock:
+            self._sessions.clear()
+
     def send_raw(self, text: str) -> None:
         """Send ``text`` as it is on the gateway (malformed or oversized frames)."""
         self._run(self._send_text(text))
