@@ -170,3 +170,16 @@ async def test_streaming_shows_the_answer_as_it_grows(
     [message] = discord_emulator.messages
     assert message.edits >= 2
     assert discord_emulator.typing.count(dm) >= 1
+
+
+async def test_in_someone_elses_thread_the_bot_needs_a_mention(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    echo(llm_emulator)
+    await serve()
+    thread = discord_emulator.open_thread(alice, "humans only")
+    discord_emulator.send_message(thread, "chatting", alice)
+    discord_emulator.send_message(thread, "now you", alice, mention_bot=True)
+    await eventually(lambda: discord_emulator.texts(thread) == ["echo: now you"])
+    assert discord_emulator.texts(discord_emulator.text_channel) == []
+    assert len(llm_emulator.requests) == 1

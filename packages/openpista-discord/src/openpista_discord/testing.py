@@ -193,6 +193,14 @@ class DiscordEmulator(ThreadedServer):
         self.dispatch("MESSAGE_CREATE", data)
         return data
 
+    def open_thread(self, owner: User, name: str = "a thread") -> int:
+        """``owner`` opens a thread in :attr:`text_channel` (THREAD_CREATE); its id."""
+        thread_id = next(self._ids)
+        data = self._thread_data(thread_id, self.text_channel, owner.id, name, 1440)
+        self.threads[thread_id] = data
+        self.dispatch("THREAD_CREATE", data | {"newly_created": True})
+        return thread_id
+
     def attachment(
         self, name: str, content: bytes, mime: str = "application/octet-stream", size: int = -1
     ) -> dict[str, Any]:
@@ -475,25 +483,9 @@ class DiscordEmulator(ThreadedServer):
         self, channel_id: int, message_id: int, body: dict[str, Any]
     ) -> dict[str, Any]:
         thread_id = message_id  # as on Discord: a thread started from a message shares its id
-        data = {
-            "id": str(thread_id),
-            "guild_id": str(self.guild_id),
-            "parent_id": str(channel_id),
-            "owner_id": str(self.bot.id),
-            "name": str(body.get("name") or "thread")[:100],
-            "type": 11,
-            "last_message_id": None,
-            "message_count": 0,
-            "member_count": 1,
-            "rate_limit_per_user": 0,
-            "flags": 0,
-            "thread_metadata": {
-                "archived": False,
-                "auto_archive_duration": int(body.get("auto_archive_duration") or 1440),
-                "archive_timestamp": _TIMESTAMP,
-                "locked": False,
-            },
-        }
+        name = str(body.get("name") or "thread")[:100]
+        archive = int(body.get("auto_archive_duration") or 1440)
+        data = self._thread_data(thread_id, channel_id, self.bot.id, name, archive)
         self.threads[thread_id] = data
         assert self._loop is not None
         self._loop.create_task(self._dispatch("THREAD_CREATE", data | {"newly_created": True}))
@@ -708,6 +700,29 @@ class DiscordEmulator(ThreadedServer):
             "presences": [],
             "stage_instances": [],
             "guild_scheduled_events": [],
+        }
+
+    def _thread_data(
+        self, thread_id: int, parent: int, owner: int, name: str, archive: int
+    ) -> dict[str, Any]:
+        return {
+            "id": str(thread_id),
+            "guild_id": str(self.guild_id),
+            "parent_id": str(parent),
+            "owner_id": str(owner),
+            "name": name,
+            "type": 11,
+            "last_message_id": None,
+            "message_count": 0,
+            "member_count": 1,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": archive,
+                "archive_timestamp": _TIMESTAMP,
+                "locked": False,
+            },
         }
 
     def _member(self, user: User, *, with_user: bool) -> dict[str, Any]:
