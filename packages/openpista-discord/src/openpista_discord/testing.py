@@ -142,6 +142,7 @@ class DiscordEmulator(ThreadedServer):
         self._interactions: dict[str, int] = {}  # token -> interaction id
         self._bot_messages: dict[int, dict[str, Any]] = {}
         self._files: dict[int, bytes] = {}  # attachment id -> content (the "CDN")
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- acting as users ------------------------------------------------------------------
 
@@ -488,7 +489,11 @@ class DiscordEmulator(ThreadedServer):
         data = self._thread_data(thread_id, channel_id, self.bot.id, name, archive)
         self.threads[thread_id] = data
         assert self._loop is not None
-        self._loop.create_task(self._dispatch("THREAD_CREATE", data | {"newly_created": True}))
+        task = self._loop.create_task(
+            self._dispatch("THREAD_CREATE", data | {"newly_created": True})
+        )
+        self._tasks.add(task)  # after this answer, as on Discord; kept from the GC
+        task.add_done_callback(self._tasks.discard)
         return data
 
     def _callback(self, interaction_id: int, token: str, body: dict[str, Any]) -> Any:
