@@ -166,7 +166,6 @@ class SlackAdapter(ChannelAdapter):
         self._socket: Any = None
         self._receiver: EventsReceiver | None = None
         self._closed: asyncio.Event = asyncio.Event()
-        self._stopping = False
         self._line = _Line()
         self._events = _Seen(_SEEN_LIMIT)
         self._messages = _Seen(_SEEN_LIMIT)
@@ -182,7 +181,7 @@ class SlackAdapter(ChannelAdapter):
         (mode ``http``) listen for the Events API."""
         for name in _REDACTED_LOGGERS:
             logging.getLogger(name).addFilter(self._redact)
-        self._ctx, self._stopping = ctx, False
+        self._ctx = ctx
         self._closed = asyncio.Event()
         client = web_client(self.settings)
         try:
@@ -272,7 +271,6 @@ class SlackAdapter(ChannelAdapter):
 
     async def stop(self) -> None:
         """Close the socket or the endpoint and the HTTP sessions."""
-        self._stopping = True
         if self._socket is not None:
             with contextlib.suppress(Exception):
                 await self._socket.client.close()
