@@ -129,6 +129,17 @@ class GatewaySettings(_Section):
     restart_max_delay: float = Field(default=60.0, gt=0)
 
 
+class ClusterSettings(_Section):
+    """``[cluster]``: run as one gateway replica of several on one PostgreSQL database
+    (docs/scale-out.md); off by default, refused on SQLite."""
+
+    enabled: bool = False
+    replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    """This replica's name in ``openpista status --cluster``; unset: ``host-pid``."""
+    heartbeat: float = Field(default=2.0, gt=0, le=60)
+    """Seconds between checks of the lease connection and attempts to lead (cron)."""
+
+
 class WorkersSettings(_Section):
     """``[workers]``: the worker report endpoint and history API of the daemon
     (docs/workers.md); off unless enabled, so a daemon opens no port it was not asked to."""
@@ -244,6 +255,7 @@ class Settings(BaseModel):
     skills: SkillsSettings = Field(default_factory=SkillsSettings)
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     workers: WorkersSettings = Field(default_factory=WorkersSettings)
     cron: list[CronEntry] = Field(default_factory=list)
     policy: PolicySettings = Field(default_factory=PolicySettings)
