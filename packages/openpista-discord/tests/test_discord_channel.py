@@ -25,6 +25,9 @@ async def test_dm_round_trip(
     discord_emulator.send_message(dm, "hi there", alice)
     await eventually(lambda: discord_emulator.texts(dm) == ["hello Alice"])
     assert dm in discord_emulator.typing
+    shown = len(discord_emulator.typing)
+    await asyncio.sleep(0.6)  # three typing intervals
+    assert len(discord_emulator.typing) == shown, "typing went on after the answer"
     assert llm_emulator.requests[0].json["messages"][-1]["content"] == "hi there"
     assert discord_emulator.identifies == 1
 
