@@ -186,3 +186,13 @@ async def test_in_someone_elses_thread_the_bot_needs_a_mention(
     await eventually(lambda: discord_emulator.texts(thread) == ["echo: now you"])
     assert discord_emulator.texts(discord_emulator.text_channel) == []
     assert len(llm_emulator.requests) == 1
+
+
+async def test_open_to_all_is_an_explicit_opt_in(
+    serve: Serve, discord_emulator: DiscordEmulator, llm_emulator: LlmEmulator, mallory: User
+) -> None:
+    echo(llm_emulator)
+    await serve(open_to_all=True, allowed_users=[], allowed_roles=[])
+    dm = discord_emulator.dm_channel(mallory)
+    discord_emulator.send_message(dm, "hello", mallory)
+    await eventually(lambda: discord_emulator.texts(dm) == ["echo: hello"])
