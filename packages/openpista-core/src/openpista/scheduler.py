@@ -152,6 +152,10 @@ class CronScheduler:
     Each run is its own task: a slow or failing dispatch never delays the others or stops the
     scheduler (failures are logged with the entry's name). An entry whose previous dispatch is
     still running when it comes due again is skipped for that run, with a warning.
+
+    ``leads`` (cluster mode: whether this replica is the cron leader now) is asked at each
+    due run; a replica that does not lead keeps the schedule but fires nothing, so each
+    run fires once across replicas.
     """
 
     def __init__(
@@ -162,8 +166,10 @@ class CronScheduler:
         clock: Callable[[], datetime] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         tz: tzinfo | None = None,
+        leads: Callable[[], bool] | None = None,
     ) -> None:
         validate_cron(entries)
+        self._leads = leads
         self._entries = [(i, e) for i, e in enumerate(entries) if e.enabled]
         self._dispatch = dispatch
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -229,6 +235,9 @@ class CronScheduler:
 
     def _fire(self, index: int, entry: CronEntry, due: datetime, now: datetime) -> None:
         label = entry_label(entry, index)
+        if self._leads is not None and not self._leads():
+            log.debug("cron %s: another replica leads cron; not firing %s", label, due)
+            return
         previous = self._running.get(index)
         if previous is not None and not previous.done():
             log.warning("cron %s: previous run still in progress; skipping %s", label, due)

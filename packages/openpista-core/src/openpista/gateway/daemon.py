@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from openpista.serving import Listener
 
 if TYPE_CHECKING:
     from openpista.channels import ChannelAdapter
+    from openpista.cluster import ClusterMember
     from openpista.config import CronEntry, Settings
     from openpista.plugin_context import PluginContext
     from openpista.plugins import PluginHost
@@ -153,18 +155,47 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
 
     ``terminal=False`` leaves out the terminal channel (for a daemon without a console).
     """
+    from openpista.config import ConfigError
+    from openpista.scheduler import validate_cron
+
+    validate_cron(settings.cron)
+    pid_file = PidFile(settings.gateway.pid_file)
+    if (pid := pid_file.running_pid()) is not None:
+        raise DaemonRunningError(f"openpista is already running (PID {pid}, {pid_file.path})")
+    try:
+        cluster = await _join_cluster(settings)
+    except ConfigError as exc:  # [cluster] on SQLite, PostgreSQL unreachable, id taken
+        print(f"❌ {exc}", file=sys.stderr)
+        return 1
+    try:
+        return await _serve(settings, terminal, pid_file, cluster)
+    finally:
+        if cluster is not None:
+            await cluster.close()
+
+
+async def _join_cluster(settings: Settings) -> ClusterMember | None:
+    """This daemon as a replica of ``[cluster]``, or ``None`` when cluster mode is off."""
+    if not settings.cluster.enabled:
+        return None
+    from openpista.cluster import ClusterMember
+
+    member = await ClusterMember.join(settings)
+    print(f"openpista: replica {member.replica_id} joined the cluster", file=sys.stderr)
+    return member
+
+
+async def _serve(
+    settings: Settings, terminal: bool, pid_file: PidFile, cluster: ClusterMember | None
+) -> int:
     from openpista.control.protocol import socket_path
     from openpista.control.server import ControlChannel, ControlSocketError, bind_control
     from openpista.gateway.approvals import ApprovalBroker
     from openpista.gateway.gateway import Gateway
     from openpista.plugins import PluginHost
     from openpista.runtime import Runtime
-    from openpista.scheduler import CronScheduler, validate_cron
+    from openpista.scheduler import CronScheduler
 
-    validate_cron(settings.cron)
-    pid_file = PidFile(settings.gateway.pid_file)
-    if (pid := pid_file.running_pid()) is not None:
-        raise DaemonRunningError(f"openpista is already running (PID {pid}, {pid_file.path})")
     runtime = await Runtime.open(settings, PluginHost.load())
     stopped = asyncio.Event()
     try:
@@ -200,9 +231,12 @@ async def serve(settings: Settings, *, terminal: bool = True) -> int:
             return 1
         broker = ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
         gateway = Gateway(runtime, [*adapters, control], approvals=broker)
+        gateway.router.leases = cluster
         started = pid_file.acquire([a.name for a in adapters])
         try:
-            return await _run(gateway, settings, stopped, CronScheduler, pid_file, started)
+            leads = None if cluster is None else (lambda: cluster.leads)
+            scheduler = partial(CronScheduler, leads=leads)
+            return await _run(gateway, settings, stopped, scheduler, pid_file, started)
         finally:
             pid_file.release()
     finally:

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from openpista.memory import MemoryStore
+
+
+class SessionLeases(Protocol):
+    """Who else may run a session's turn: another gateway replica on the same database
+    (:class:`openpista.cluster.ClusterMember`). Taken after the local turn lock."""
+
+    async def acquire(self, session_id: str) -> None:
+        """Return once this process may run a turn of ``session_id``."""
+
+    async def release(self, session_id: str) -> None:
+        """Let other processes run turns of ``session_id`` again; never raises."""
 
 
 class ChannelRouter:
@@ -15,11 +26,13 @@ class ChannelRouter:
 
     The mapping lives in memory (the database), so a restarted daemon keeps every chat on
     its session. :meth:`lock` serializes turns of one session, in the order their messages
-    arrived (:meth:`ticket`); different sessions proceed concurrently.
+    arrived (:meth:`ticket`); different sessions proceed concurrently. With ``leases``
+    (cluster mode), the lock also holds the session's lease across replicas.
     """
 
-    def __init__(self, memory: MemoryStore) -> None:
+    def __init__(self, memory: MemoryStore, leases: SessionLeases | None = None) -> None:
         self.memory = memory
+        self.leases = leases
         self._cache: dict[str, str] = {}
         self._lookups: dict[str, asyncio.Future[str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -125,10 +138,21 @@ class _SessionLock:
         except BaseException:
             self._release_user()
             raise
+        if router.leases is not None:
+            try:
+                await router.leases.acquire(sid)
+            except BaseException:
+                lock.release()
+                self._release_user()
+                raise
 
     async def __aexit__(self, *exc: object) -> None:
-        self.router._locks[self.session_id].release()
-        self._release_user()
+        try:
+            if self.router.leases is not None:
+                await self.router.leases.release(self.session_id)
+        finally:
+            self.router._locks[self.session_id].release()
+            self._release_user()
 
     def _release_user(self) -> None:
         router, sid = self.router, self.session_id

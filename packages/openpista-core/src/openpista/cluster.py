@@ -1,0 +1,264 @@
+"""Gateway replicas on one PostgreSQL database (``[cluster]``, docs/scale-out.md).
+
+Each replica keeps one PostgreSQL connection of its own, its *lease connection*, named
+``openpista replica <id>`` (``application_name``). What it owns it holds there as
+session-level advisory locks, in key spaces of their own:
+
+* ``(REPLICA_SPACE, hashtext(replica id))`` for its whole life: two running daemons cannot
+  share a replica id;
+* ``(SESSION_SPACE, hashtext(session id))`` while a turn of that session runs on it, so no
+  turn of one session ever runs on two replicas at once (:meth:`ClusterMember.acquire`);
+* ``(LEADER_SPACE, hashtext('cron'))`` while it is the cron leader (:attr:`ClusterMember.leads`).
+
+Advisory locks, not lease rows with an expiry: PostgreSQL drops them itself when the
+connection ends (a replica killed, or its peer gone once TCP keepalive gives up), so there is
+no expiry to tune, no clock to trust, nothing to renew while a long turn runs and no row left
+behind; presence is the connection itself (``pg_stat_activity``). asyncpg is imported only
+when a replica joins or the cluster is listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from openpista.config import ConfigError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from openpista.config import Settings
+
+__all__ = ["ClusterError", "ClusterMember", "ReplicaInfo", "cluster_dsn", "list_replicas"]
+
+log = logging.getLogger(__name__)
+
+APPLICATION_PREFIX = "openpista replica "
+REPLICA_SPACE = 0x6F700001
+SESSION_SPACE = 0x6F700002
+LEADER_SPACE = 0x6F700003
+CRON = "cron"
+CONNECT_TIMEOUT = 10.0
+RETRY_FIRST, RETRY_MAX = 0.02, 0.25
+"""Seconds between attempts to take a session leased elsewhere: doubling up to the cap."""
+KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5"}
+"""The server gives up on a silent replica (a partition) after ~10 s + 5 s x count."""
+
+
+class ClusterError(ConfigError):
+    """The replica cannot join, or has lost, the cluster; the message says why."""
+
+
+def cluster_dsn(settings: Settings) -> str:
+    """The asyncpg DSN of ``[database] url``; :class:`ClusterError` unless it is PostgreSQL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(settings.database.url)
+    except ArgumentError:
+        raise ClusterError("[database] url is not a valid database URL") from None
+    if url.get_backend_name() != "postgresql":
+        raise ClusterError(
+            "[cluster] enabled = true needs a PostgreSQL [database] url (replicas share one "
+            f"database), not {url.get_backend_name()}; set enabled = false to run one daemon"
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _default_replica_id() -> str:
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return f"{host[:30] or 'host'}-{os.getpid()}"
+
+
+class ClusterMember:
+    """This daemon as one replica: its lease connection, session leases and leadership.
+
+    It is the router's :class:`~openpista.gateway.router.SessionLeases`. A heartbeat checks
+    the connection every ``[cluster] heartbeat`` seconds and, when no replica leads, tries
+    to become the cron leader. A lost connection loses every lease at once: the replica
+    stops leading and refuses new turns (:class:`ClusterError`) until it has reconnected.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.dsn = cluster_dsn(settings)
+        self.replica_id = settings.cluster.replica_id or _default_replica_id()
+        self.heartbeat = settings.cluster.heartbeat
+        self.leads = False
+        """Whether this replica is the cron leader now."""
+        self._conn: asyncpg.Connection[Any] | None = None
+        self._io = asyncio.Lock()  # one query at a time on the lease connection
+        self._beat: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def join(cls, settings: Settings) -> ClusterMember:
+        """Connect, claim the replica id, try to lead, and start the heartbeat."""
+        member = cls(settings)
+        await member._connect()
+        await member._try_lead()
+        member._beat = asyncio.create_task(member._heartbeat(), name="cluster heartbeat")
+        return member
+
+    async def close(self) -> None:
+        """Stop the heartbeat and close the connection: every lease goes with it."""
+        if self._beat is not None:
+            self._beat.cancel()
+            await asyncio.gather(self._beat, return_exceptions=True)
+        self.leads = False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close(timeout=5)
+
+    async def acquire(self, session_id: str) -> None:
+        """Return once this replica holds the lease of ``session_id`` (waiting while
+        another replica runs a turn of it)."""
+        delay = RETRY_FIRST
+        waited = False
+        while not await self._lock(SESSION_SPACE, session_id):
+            if not waited:
+                log.info("session %s is leased by another replica; waiting", session_id)
+                waited = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+        if waited:
+            log.info("session %s leased after waiting", session_id)
+
+    async def release(self, session_id: str) -> None:
+        """Give the lease of ``session_id`` back (a lost connection has already)."""
+        await asyncio.shield(self._unlock(SESSION_SPACE, session_id))
+
+    # -- the lease connection ---------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        import asyncpg
+
+        name = APPLICATION_PREFIX + self.replica_id
+        try:
+            conn = await asyncpg.connect(
+                self.dsn,
+                timeout=CONNECT_TIMEOUT,
+                server_settings={"application_name": name, **KEEPALIVE},
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise ClusterError(f"cannot reach the cluster's PostgreSQL: {exc}") from exc
+        taken = await conn.fetchval(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))", REPLICA_SPACE, self.replica_id
+        )
+        if not taken:
+            await conn.close()
+            raise ClusterError(
+                f"replica id {self.replica_id!r} is in use by another running replica; "
+                "give each a [cluster] replica_id of its own"
+            )
+        self._conn = conn
+
+    async def _lock(self, space: int, key: str) -> bool:
+        async with self._io:
+            conn = self._live()
+            return bool(
+                await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", space, key)
+            )
+
+    async def _unlock(self, space: int, key: str) -> None:
+        async with self._io:
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                return
+            try:
+                await conn.fetchval("SELECT pg_advisory_unlock($1, hashtext($2))", space, key)
+            except Exception as exc:  # the connection broke: the lease is gone with it
+                log.warning("cluster: releasing %s failed: %s", key, exc)
+
+    def _live(self) -> asyncpg.Connection[Any]:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            raise ClusterError(
+                f"replica {self.replica_id} has lost its PostgreSQL connection; "
+                "it takes no turn until it reconnects"
+            )
+        return conn
+
+    async def _try_lead(self) -> None:
+        if not self.leads and await self._lock(LEADER_SPACE, CRON):
+            self.leads = True
+            log.info("replica %s leads cron", self.replica_id)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                if self._conn is None:
+                    await self._connect()
+                    log.warning("replica %s reconnected to PostgreSQL", self.replica_id)
+                async with self._io:
+                    await self._live().fetchval("SELECT 1")
+                await self._try_lead()
+            except Exception as exc:  # keep beating: the next one reconnects
+                self._lost(exc)
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._conn is not None:
+            log.error("❌ replica %s lost its PostgreSQL connection: %s", self.replica_id, exc)
+            self._conn.terminate()
+            self._conn = None
+        self.leads = False
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """One running replica as ``openpista status --cluster`` lists it."""
+
+    replica_id: str
+    address: str
+    since: str
+    leads: bool
+    sessions: list[str] = field(default_factory=list)
+    """Sessions whose turn runs on it now (its load); ``?`` for one not stored yet."""
+
+
+_REPLICAS = """
+SELECT substr(a.application_name, $1) AS replica_id,
+       coalesce(host(a.client_addr), 'local') AS address,
+       to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') AS since,
+       EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'
+               AND l.granted AND l.classid = $2::oid) AS leads,
+       ARRAY(SELECT coalesce(
+                 (SELECT s.id FROM sessions s
+                   WHERE (hashtext(s.id)::bigint & 4294967295)::oid = l.objid LIMIT 1), '?')
+             FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+             AND l.classid = $3::oid ORDER BY 1) AS sessions
+FROM pg_stat_activity a
+WHERE a.application_name LIKE $4
+ORDER BY 1
+"""
+
+
+async def list_replicas(settings: Settings) -> list[ReplicaInfo]:
+    """The replicas connected to the cluster's database now, with their leases."""
+    import asyncpg
+
+    dsn = cluster_dsn(settings)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise ClusterError(f"cannot reach the cluster's PostgreSQL: {exc}") from exc
+    try:
+        rows = await conn.fetch(
+            _REPLICAS,
+            len(APPLICATION_PREFIX) + 1,
+            LEADER_SPACE,
+            SESSION_SPACE,
+            APPLICATION_PREFIX.replace("_", r"\_") + "%",
+        )
+    except asyncpg.PostgresError as exc:
+        raise ClusterError(f"cannot list the replicas: {exc}") from exc
+    finally:
+        await conn.close()
+    return [
+        ReplicaInfo(r["replica_id"], r["address"], r["since"], r["leads"], list(r["sessions"]))
+        for r in rows
+    ]
