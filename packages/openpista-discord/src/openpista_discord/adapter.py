@@ -42,6 +42,7 @@ from openpista.models import (
     Outbound,
     TextChunk,
 )
+from openpista.quietlog import QuietLog
 from openpista_discord import logs
 from openpista_discord.settings import SECTION, TOKEN_VARIABLE, DiscordSettings, parse_settings
 from openpista_discord.text import MESSAGE_LIMIT, split_message
@@ -121,6 +122,7 @@ class DiscordAdapter(ChannelAdapter):
         self._chats: dict[int, _Chat] = {}
         self._prompts: dict[str, _Prompt] = {}
         self._stopping = False
+        self._quiet = QuietLog()  # what a peer can trigger at will
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -388,7 +390,11 @@ class DiscordAdapter(ChannelAdapter):
             await message.reply(reply, mention_author=False)
             return
         if len(text) > INBOUND_LIMIT:
-            log.warning("discord: a %d-character message from %s refused", len(text), author.id)
+            self._quiet.warning(
+                log,
+                "too-long",
+                f"discord: a {len(text)}-character message from {author.id} refused",
+            )
             await message.reply(TOO_LONG, mention_author=False)
             return
         try:
