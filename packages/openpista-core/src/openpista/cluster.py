@@ -4,11 +4,16 @@ Each replica keeps one PostgreSQL connection of its own, its *lease connection*,
 ``openpista replica <id>`` (``application_name``). What it owns it holds there as
 session-level advisory locks, in key spaces of their own:
 
-* ``(REPLICA_SPACE, hashtext(replica id))`` for its whole life: two running daemons cannot
+* ``(REPLICA_SPACE, key(replica id))`` for its whole life: two running daemons cannot
   share a replica id;
-* ``(SESSION_SPACE, hashtext(session id))`` while a turn of that session runs on it, so no
+* ``(SESSION_SPACE, key(session id))`` while a turn of that session runs on it, so no
   turn of one session ever runs on two replicas at once (:meth:`ClusterMember.acquire`);
-* ``(LEADER_SPACE, hashtext('cron'))`` while it is the cron leader (:attr:`ClusterMember.leads`).
+* ``(LEADER_SPACE, key('cron'))`` while it is the cron leader (:attr:`ClusterMember.leads`).
+
+``key(x)`` is PostgreSQL's ``hashtext`` of the hex of ``x``'s UTF-8 bytes, computed by the
+server: any string is a key (NUL, lone surrogates), and ``status --cluster`` maps the keys
+of held leases back to stored session ids. Two sessions sharing a key only wait for each
+other.
 
 Advisory locks, not lease rows with an expiry: PostgreSQL drops them itself when the
 connection ends (a replica killed, or its peer gone once TCP keepalive gives up), so there is
@@ -47,6 +52,14 @@ RETRY_FIRST, RETRY_MAX = 0.02, 0.25
 """Seconds between attempts to take a session leased elsewhere: doubling up to the cap."""
 KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5"}
 """The server gives up on a silent replica (a partition) after ~10 s + 5 s x count."""
+
+
+KEY = "hashtext(encode($2::bytea, 'hex'))"
+"""The lock key of the bytes bound to ``$2`` (see :func:`_bytes`)."""
+
+
+def _bytes(key: str) -> bytes:
+    return key.encode("utf-8", "surrogatepass")
 
 
 class ClusterError(ConfigError):
@@ -146,7 +159,7 @@ class ClusterMember:
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the cluster's PostgreSQL: {exc}") from exc
         taken = await conn.fetchval(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))", REPLICA_SPACE, self.replica_id
+            f"SELECT pg_try_advisory_lock($1, {KEY})", REPLICA_SPACE, _bytes(self.replica_id)
         )
         if not taken:
             await conn.close()
@@ -160,7 +173,7 @@ class ClusterMember:
         async with self._io:
             conn = self._live()
             return bool(
-                await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", space, key)
+                await conn.fetchval(f"SELECT pg_try_advisory_lock($1, {KEY})", space, _bytes(key))
             )
 
     async def _unlock(self, space: int, key: str) -> None:
@@ -169,7 +182,7 @@ class ClusterMember:
             if conn is None or conn.is_closed():
                 return
             try:
-                await conn.fetchval("SELECT pg_advisory_unlock($1, hashtext($2))", space, key)
+                await conn.fetchval(f"SELECT pg_advisory_unlock($1, {KEY})", space, _bytes(key))
             except Exception as exc:  # the connection broke: the lease is gone with it
                 log.warning("cluster: releasing %s failed: %s", key, exc)
 
@@ -228,7 +241,8 @@ SELECT substr(a.application_name, $1) AS replica_id,
                AND l.granted AND l.classid = $2::oid) AS leads,
        ARRAY(SELECT coalesce(
                  (SELECT s.id FROM sessions s
-                   WHERE (hashtext(s.id)::bigint & 4294967295)::oid = l.objid LIMIT 1), '?')
+                   WHERE (hashtext(encode(convert_to(s.id, 'UTF8'), 'hex'))::bigint
+                         & 4294967295)::oid = l.objid LIMIT 1), '?')
              FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
              AND l.classid = $3::oid ORDER BY 1) AS sessions
 FROM pg_stat_activity a

@@ -63,14 +63,24 @@ def start(state: CliState, no_terminal: bool, verbose: bool, log_format: str | N
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="List the replicas on the [database] PostgreSQL, their leases and load instead.",
+)
 @click.pass_obj
-def status(state: CliState, as_json: bool) -> None:
+def status(state: CliState, as_json: bool, cluster: bool) -> None:
     """Tell whether the daemon runs: PID, uptime, serving channels, the addresses it
     listens on, and whether it is ready (its provider warmed up). The running daemon
     answers through its control socket; --no-daemon (before `status`) reads its PID file.
 
-    Exits 0 when it runs and 3 when it does not.
+    With --cluster: every replica connected to the shared PostgreSQL, whether it leads cron
+    and the sessions whose turn runs on it now (docs/scale-out.md).
+
+    Exits 0 when it runs (with --cluster: when a replica runs) and 3 when it does not.
     """
+    if cluster:
+        cluster_status(state, as_json)
     client = state.daemon()
     if client is None:
         from openpista.gateway.daemon import PidFile
@@ -98,6 +108,31 @@ def status(state: CliState, as_json: bool) -> None:
         for item in info["listeners"]:
             click.echo(f"  {item['name']}: {item['url']}")
     sys.exit(0 if info["running"] else 3)
+
+
+def cluster_status(state: CliState, as_json: bool) -> None:
+    """``status --cluster``: the replicas, one line each (or JSON); exits 0, 3 with none."""
+    from dataclasses import asdict
+
+    from openpista.cluster import ClusterError, list_replicas
+
+    try:
+        replicas = asyncio.run(list_replicas(state.settings()))
+    except ClusterError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps({"replicas": [asdict(r) for r in replicas]}))
+    elif not replicas:
+        click.echo("no openpista replica is connected to the cluster's database.")
+    for replica in [] if as_json else replicas:
+        role = ", cron leader" if replica.leads else ""
+        click.echo(
+            f"{replica.replica_id}: from {replica.address} since {replica.since}{role}, "
+            f"{len(replica.sessions)} turn(s) running"
+        )
+        for session_id in replica.sessions:
+            click.echo(f"  lease: {session_id}")
+    sys.exit(0 if replicas else 3)
 
 
 def status_info(running: DaemonState | None) -> dict[str, Any]:
