@@ -1,11 +1,11 @@
 """Full-text search over every stored message (revision ``0006``).
 
 SQLite: an FTS5 table ``messages_fts`` over ``messages.content`` (external content, kept in
-sync by triggers), ranked by BM25. PostgreSQL: a GIN index on
-``to_tsvector('simple', left(content, 100000))`` (no stored column to keep in sync), ranked
-by ``ts_rank_cd``. Both tokenise the same language-neutral way (words of letters and
-digits, case folded; no stemming, no stop words, accents kept), so a query finds the same
-messages on either database. PostgreSQL indexes the first
+sync by triggers), ranked by BM25. PostgreSQL: the generated column
+``messages.search_vector`` (``to_tsvector('simple', left(content, 100000))``, revision
+``0008``) with a GIN index, ranked by ``ts_rank_cd``. Both tokenise the same
+language-neutral way (words of letters and digits, case folded; no stemming, no stop words,
+accents kept), so a query finds the same messages on either database. PostgreSQL indexes the first
 :data:`PG_INDEXED_CHARACTERS` characters of a message (a ``tsvector`` holds at most 1 MB).
 
 User input is never FTS syntax: :func:`query_terms` splits it into words, and every word is
@@ -34,8 +34,8 @@ SNIPPET_WORDS = 16
 MARK_START, MARK_END = "[", "]"
 """How a snippet marks the words that matched."""
 
-# The PostgreSQL expression the GIN index is built on; queries must spell it the same way.
-PG_VECTOR = f"to_tsvector('simple'::regconfig, left(content, {PG_INDEXED_CHARACTERS}))"
+# The PostgreSQL column holding each message's tsvector (generated from its content).
+PG_VECTOR = "m.search_vector"
 
 
 @dataclass(frozen=True, slots=True)
