@@ -19,14 +19,18 @@ def pairing_commands(
     title: str,
     how_to_send: str,
     allowed: str = "allowed_users",
+    agent: str = "the bot",
     after_code: Callable[[str], None] | None = None,
+    shown: Callable[[str], str] = str,
 ) -> click.Group:
     """Add ``pair``, ``paired`` and ``unpair`` to ``group`` for the channel ``channel``
     (``[channels.<channel>]``); returns ``group``.
 
     ``title`` names the service in help and output (``"Telegram"``), ``how_to_send`` tells
-    the user what to send with the code (``"in a private chat"``), ``allowed`` is the option
-    that lets people in without pairing, and ``after_code(code)`` may print more (a link).
+    the user how to send the code (``"in a private chat"``), ``allowed`` is the option that
+    lets people in without pairing, ``agent`` what users talk to (``"the app"``),
+    ``after_code(code)`` may print more (a link), and ``shown(user)`` is how ``paired``
+    writes a stored (lower-case) user id.
     """
 
     @group.command()
@@ -43,13 +47,13 @@ def pairing_commands(
         except OSError as exc:
             raise click.ClickException(f"cannot store the pairing code: {exc}") from None
         click.echo(f"Pairing code: {code}   (valid {ttl // 60} min, once)")
-        click.echo(f"Send it to the bot {how_to_send}:  /pair {code}")
+        click.echo(f"Send it to {agent} {how_to_send}:  /pair {code}")
         if after_code is not None:
             after_code(code)
 
     pair.help = (
-        f"Print a one-time code that lets one {title} user talk to the bot.\n\n"
-        f"The user sends `/pair CODE` to the bot {how_to_send}. The code works once."
+        f"Print a one-time code that lets one {title} user talk to {agent}.\n\n"
+        f"The user sends `/pair CODE` to {agent} {how_to_send}. The code works once."
     )
 
     @group.command(help=f"List the {title} users who paired (by user id).")
@@ -61,7 +65,7 @@ def pairing_commands(
         if not users:
             click.echo(f"Nobody has paired yet (create a code with `openpista {channel} pair`).")
         for user in users:
-            click.echo(user)
+            click.echo(shown(user))
 
     @group.command(help=f"Forget a paired {title} USER (as `paired` lists it).")
     @click.argument("user")
@@ -72,6 +76,6 @@ def pairing_commands(
             raise click.ClickException(str(exc)) from None
         if not removed:
             raise click.ClickException(f"{user} is not paired (see `openpista {channel} paired`)")
-        click.echo(f"{user} can no longer talk to the bot (unless {allowed} names them).")
+        click.echo(f"{user} can no longer talk to {agent} (unless {allowed} names them).")
 
     return group
