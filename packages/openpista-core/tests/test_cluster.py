@@ -1,0 +1,212 @@
+"""Cluster mode in process: replica ids, session leases across replicas, the cron leader,
+a lost lease connection, and the refusal on SQLite (docs/scale-out.md). The daemons
+themselves are in test_cluster_e2e.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from openpista.cluster import (
+    SESSION_SPACE,
+    ClusterError,
+    ClusterMember,
+    cluster_dsn,
+    list_replicas,
+)
+from openpista.config import ClusterSettings, CronEntry, DatabaseSettings, Settings
+from openpista.gateway.daemon import serve
+from openpista.gateway.router import ChannelRouter
+from openpista.memory import MemoryStore
+from openpista.scheduler import CronScheduler
+
+pytestmark = pytest.mark.postgres
+
+WAIT = 30.0
+HOSTILE_IDS = ["a\x00b", "\ud800lone", "'; DROP TABLE sessions; --", "é" * 5000, ""]
+
+
+def cluster_settings(url: str, replica_id: str) -> Settings:
+    return Settings(
+        database=DatabaseSettings(url=url),
+        cluster=ClusterSettings(enabled=True, replica_id=replica_id, heartbeat=0.05),
+    )
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while asyncio.get_running_loop().time() < deadline:
+        outcome = condition()
+        if outcome if isinstance(outcome, bool) else await outcome:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.fixture
+async def members(
+    fresh_postgres_url: str,
+) -> AsyncIterator[Callable[[str], Awaitable[ClusterMember]]]:
+    async with await MemoryStore.open(fresh_postgres_url):
+        pass  # migrated, as a daemon leaves it: status --cluster reads the sessions table
+    joined: list[ClusterMember] = []
+
+    async def join(replica_id: str) -> ClusterMember:
+        member = await ClusterMember.join(cluster_settings(fresh_postgres_url, replica_id))
+        joined.append(member)
+        return member
+
+    yield join
+    for member in joined:
+        await member.close()
+
+
+def test_cluster_mode_needs_postgresql(tmp_path: Path) -> None:
+    settings = cluster_settings(f"sqlite+aiosqlite:///{tmp_path}/memory.db", "a")
+    with pytest.raises(ClusterError, match=r"needs a PostgreSQL \[database\] url"):
+        cluster_dsn(settings)
+
+
+async def test_the_daemon_refuses_cluster_mode_on_sqlite_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = cluster_settings(f"sqlite+aiosqlite:///{tmp_path}/memory.db", "a")
+    settings.gateway.pid_file = tmp_path / "openpista.pid"
+    assert await serve(settings, terminal=False) == 1
+    err = capsys.readouterr().err
+    assert err.count("❌") == 1
+    assert "Traceback" not in err
+    assert "[cluster] enabled = true needs a PostgreSQL [database] url" in err
+    assert not (tmp_path / "memory.db").exists()  # refused before anything was opened
+
+
+async def test_an_unreachable_database_is_a_cluster_error() -> None:
+    url = "postgresql+asyncpg://nobody@127.0.0.1:1/none"
+    with pytest.raises(ClusterError, match="cannot reach the cluster's PostgreSQL"):
+        await ClusterMember.join(cluster_settings(url, "a"))
+
+
+async def test_a_replica_id_runs_once_and_the_first_replica_leads_cron(
+    members: Callable[[str], Awaitable[ClusterMember]], fresh_postgres_url: str
+) -> None:
+    first = await members("a")
+    with pytest.raises(ClusterError, match="replica id 'a' is in use by another"):
+        await members("a")
+    second = await members("b")
+    assert (first.leads, second.leads) == (True, False)
+    listed = await list_replicas(cluster_settings(fresh_postgres_url, "x"))
+    assert [(r.replica_id, r.leads, r.sessions) for r in listed] == [
+        ("a", True, []),
+        ("b", False, []),
+    ]
+    await first.close()
+    await until(lambda: second.leads, "b took over cron")
+    listed = await list_replicas(cluster_settings(fresh_postgres_url, "x"))
+    assert [(r.replica_id, r.leads) for r in listed] == [("b", True)]
+
+
+async def test_one_session_runs_one_turn_at_a_time_across_replicas(
+    members: Callable[[str], Awaitable[ClusterMember]],
+    fresh_postgres_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "openpista.cluster")
+    async with await MemoryStore.open(fresh_postgres_url) as memory:
+        session_id = await memory.ensure_channel("test:1", "shared")
+        routers = [ChannelRouter(memory, await members(name)) for name in ("a", "b")]
+        inside: list[str] = []
+        first_may_leave = asyncio.Event()
+
+        async def turn(router: ChannelRouter, name: str) -> None:
+            async with router.lock(session_id):
+                inside.append(f"{name} in")
+                if name == "a":
+                    await first_may_leave.wait()
+                inside.append(f"{name} out")
+
+        first = asyncio.create_task(turn(routers[0], "a"))
+        await until(lambda: inside == ["a in"], "a runs its turn")
+        listed = await list_replicas(cluster_settings(fresh_postgres_url, "x"))
+        assert [(r.replica_id, r.sessions) for r in listed] == [("a", ["shared"]), ("b", [])]
+        second = asyncio.create_task(turn(routers[1], "b"))
+        await until(lambda: "is leased by another replica; waiting" in caplog.text, "b waits")
+        assert inside == ["a in"]
+        other = asyncio.create_task(turn(routers[1], "c"))  # another session is not held up
+        first_may_leave.set()
+        await asyncio.wait_for(asyncio.gather(first, second, other), WAIT)
+        assert inside[:2] == ["a in", "a out"]
+        assert inside.count("b in") == 1
+
+
+async def test_any_string_is_a_lease_key(
+    members: Callable[[str], Awaitable[ClusterMember]],
+) -> None:
+    a, b = await members("a"), await members("b")
+    for session_id in HOSTILE_IDS:
+        await a.acquire(session_id)
+    for session_id in HOSTILE_IDS:
+        assert not await b._lock(SESSION_SPACE, session_id), repr(session_id)
+    for session_id in HOSTILE_IDS:
+        await a.release(session_id)
+        await asyncio.wait_for(b.acquire(session_id), WAIT)
+        assert not await a._lock(SESSION_SPACE, session_id), repr(session_id)
+
+
+async def test_a_lost_connection_drops_the_leases_and_the_replica_reconnects(
+    members: Callable[[str], Awaitable[ClusterMember]],
+    fresh_postgres_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b = await members("a"), await members("b")
+    await a.acquire("held")
+    admin = await asyncpg.connect(cluster_dsn(cluster_settings(fresh_postgres_url, "x")))
+    try:
+        # What a partition looks like once the server gives up on the replica.
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'openpista replica a'"
+        )
+    finally:
+        await admin.close()
+    await asyncio.wait_for(b.acquire("held"), WAIT)  # the server released a's lease
+    await until(lambda: "replica a lost its PostgreSQL connection" in caplog.text, "a notices")
+    await until(lambda: "replica a reconnected" in caplog.text, "a reconnects")
+    await until(lambda: a.leads or b.leads, "a replica leads cron again")
+    await a.acquire("other")  # a takes turns again
+    listed = await list_replicas(cluster_settings(fresh_postgres_url, "x"))
+    assert {r.replica_id: r.sessions for r in listed} == {"a": ["?"], "b": ["?"]}
+    assert [r.leads for r in listed].count(True) == 1
+    assert not (a.leads and b.leads)
+
+
+async def test_cron_fires_only_on_the_replica_that_leads() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    entry = CronEntry(schedule="* * * * * *", channel="cron:x", message="tick")
+
+    async def fired_with(leads: bool) -> int:
+        fired: list[str] = []
+        clock = [now]
+
+        async def tick(delay: float) -> None:
+            clock[0] += timedelta(seconds=max(delay, 1.0))
+            if clock[0] > now + timedelta(seconds=5):
+                raise asyncio.CancelledError
+
+        async def dispatch(entry: CronEntry) -> None:
+            fired.append(entry.message)
+
+        scheduler = CronScheduler(
+            [entry], dispatch, clock=lambda: clock[0], sleep=tick, leads=lambda: leads
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await scheduler.run()
+        return len(fired)
+
+    assert await fired_with(False) == 0
+    assert await fired_with(True) > 0
