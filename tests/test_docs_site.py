@@ -1,0 +1,74 @@
+"""The docs site: mkdocs-material with the API reference of mkdocstrings, built ``--strict``
+(every page under docs/ is in it; a broken link or a docstring that cannot be rendered
+fails the build)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
+         str(root / "mkdocs.yml"), "--site-dir", str(site)],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={"PATH": "/usr/bin:/bin", "NO_MKDOCS_2_WARNING": "1"},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """The repository seen from ``tmp_path``: docs/ and mkdocs.yml copied, the rest linked."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name in ("docs", "mkdocs.yml"):
+            copy = shutil.copytree if entry.is_dir() else shutil.copy
+            copy(entry, root / entry.name)
+        elif not entry.name.startswith("."):
+            (root / entry.name).symlink_to(entry)
+    return root
+
+
+def test_the_site_builds_strict_with_every_page_and_the_api_reference(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+
+    done = build(REPO, site)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    for page in (REPO / "docs").rglob("*.md"):
+        relative = page.relative_to(REPO / "docs").with_suffix("")
+        built = site / ("index.html" if relative.name == "index" else relative / "index.html")
+        assert built.is_file(), page
+    api = (site / "api" / "index.html").read_text()
+    for name in ("register_tools", "ChannelAdapter", "PluginSettings", "LlmEmulator", "ToolCall"):
+        assert f'id="{name}' in api or f".{name}" in api, name
+    config = (site / "configuration" / "index.html").read_text()
+    assert "/blob/main/config.example.toml" in config  # a repository file, linked there
+
+
+def test_a_broken_link_fails_the_build(checkout: Path, tmp_path: Path) -> None:
+    (checkout / "docs" / "broken.md").write_text("# Broken\n\nSee [gone](no-such-page.md).\n")
+
+    done = build(checkout, tmp_path / "site")
+
+    assert done.returncode == 1
+    assert "no-such-page.md" in done.stderr
+
+
+def test_a_link_to_a_missing_repository_file_fails_the_build(
+    checkout: Path, tmp_path: Path
+) -> None:
+    (checkout / "docs" / "outside.md").write_text("# Out\n\nSee [it](../no-such-file.toml).\n")
+
+    done = build(checkout, tmp_path / "site")
+
+    assert done.returncode == 1
+    assert "../no-such-file.toml" in done.stderr
