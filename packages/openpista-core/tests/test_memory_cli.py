@@ -46,7 +46,7 @@ async def test_search_from_the_command_line(tmp_path: Path, llm_emulator: LlmEmu
     assert "No stored message holds: absent" in none.stdout
 
 
-async def test_notes_export_import_and_purge(tmp_path: Path, llm_emulator: LlmEmulator) -> None:
+async def test_notes_and_purge(tmp_path: Path, llm_emulator: LlmEmulator) -> None:
     cli = Cli.isolated(tmp_path, llm_emulator)
     await _fill(tmp_path)
     assert "prefers mornings" in cli("memory", "show", "telegram:1").stdout
@@ -54,7 +54,17 @@ async def test_notes_export_import_and_purge(tmp_path: Path, llm_emulator: LlmEm
     wrong = cli("memory", "forget", "telegram:2", "1")
     assert wrong.returncode == 1
     assert wrong.stderr.startswith("❌ telegram:2 has no note 1")
+    purged = cli("memory", "purge", "telegram:1", "--yes")
+    assert purged.stdout.startswith("✓ purged telegram:1: 1 session, 1 note"), purged.stderr
+    assert "has no notes" in cli("memory", "show", "telegram:1").stdout
+    left = json.loads(cli("sessions", "search", "dentist", "--json").stdout)
+    assert {hit["session_id"] for hit in left} == {"bob-s"}
+    assert cli("memory", "show", "nobody").stderr.startswith("❌ a person is KIND:SENDER")
 
+
+async def test_export_and_import(tmp_path: Path, llm_emulator: LlmEmulator) -> None:
+    cli = Cli.isolated(tmp_path, llm_emulator)
+    await _fill(tmp_path)
     exported = tmp_path / "ann.json"
     done = cli("memory", "export", "ann-s", "-o", str(exported))
     assert done.returncode == 0, done.stderr
@@ -64,10 +74,5 @@ async def test_notes_export_import_and_purge(tmp_path: Path, llm_emulator: LlmEm
     assert imported.stdout.startswith("✓ imported session copy (2 messages)"), imported.stderr
     broken = cli("memory", "import", "-", stdin="{not json")
     assert broken.stderr.startswith("❌ cannot import -:")
-
-    purged = cli("memory", "purge", "telegram:1", "--yes")
-    assert purged.stdout.startswith("✓ purged telegram:1: 1 session, 1 note"), purged.stderr
-    assert "has no notes" in cli("memory", "show", "telegram:1").stdout
-    left = json.loads(cli("sessions", "search", "dentist", "--json").stdout)
-    assert {hit["session_id"] for hit in left} == {"bob-s", "copy"}
-    assert cli("memory", "show", "nobody").stderr.startswith("❌ a person is KIND:SENDER")
+    found = json.loads(cli("sessions", "search", "tuesday", "--json").stdout)
+    assert {hit["session_id"] for hit in found} == {"ann-s", "copy"}
