@@ -1,0 +1,185 @@
+"""End to end: real ``openpista start`` replicas on one real PostgreSQL server, the LLM
+emulator, real ``openpista run`` clients on each replica's control socket."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.daemon import DEADLINE, Daemon
+from openpista_testing.emulator import LlmEmulator, Reply, ToolCallsReply
+
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
+
+
+@dataclass
+class Replica:
+    cli: Cli
+    daemon: Daemon
+
+
+Start = Callable[..., Replica]
+
+
+def text_of(content: Any) -> str:
+    if isinstance(content, str) or content is None:
+        return content or ""
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def asked(body: dict[str, Any]) -> str:
+    """The last user message of an LLM request."""
+    return [text_of(m["content"]) for m in body["messages"] if m["role"] == "user"][-1]
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Path]:
+    """A directory where blocked tool calls say they started and wait for ``go``."""
+    directory = tmp_path / "gate"
+    directory.mkdir()
+    yield directory
+    (directory / "go").touch()  # the tool loops of killed replicas end too
+
+
+@pytest.fixture
+def scripted(llm_emulator: LlmEmulator, gate: Path) -> LlmEmulator:
+    """``block-NAME`` runs a tool that waits for the gate; the rest is answered at once."""
+
+    def reply(body: dict[str, Any]) -> Reply | str:
+        question = asked(body)
+        if question.startswith("block-") and body["messages"][-1]["role"] == "user":
+            command = (
+                f"touch {gate}/{question}.started; "
+                f"for i in $(seq 1200); do [ -f {gate}/go ] && exit 0; sleep 0.05; done"
+            )
+            return ToolCallsReply([("system_run", {"command": command})])
+        return f"answer to {question}"
+
+    llm_emulator.default_reply = reply
+    return llm_emulator
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, scripted: LlmEmulator, fresh_postgres_url: str) -> Iterator[Start]:
+    started: list[Replica] = []
+
+    def start(name: str, extra: str = "") -> Replica:
+        cli = Cli.isolated(tmp_path / name, scripted)
+        config = cli.config.read_text()
+        sqlite = config.split('url = "', 1)[1].split('"', 1)[0]
+        cli.write_config(
+            config.replace(sqlite, fresh_postgres_url)
+            + f'\n[cluster]\nenabled = true\nreplica_id = "{name}"\nheartbeat = 0.2\n{extra}'
+        )
+        replica = Replica(cli, Daemon(cli, "-v"))
+        started.append(replica)
+        replica.daemon.wait_for(f"replica {name} joined the cluster")
+        replica.daemon.wait_for("openpista serves:")
+        return replica
+
+    yield start
+    for replica in started:
+        replica.daemon.kill()
+
+
+def spawn(cli: Cli, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(OPENPISTA), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli.env,
+    )
+
+
+def finished(client: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = client.communicate(timeout=DEADLINE)
+    return client.returncode, out, err
+
+
+def until(check: Callable[[], Any]) -> Any:
+    end = time.monotonic() + DEADLINE
+    while not (value := check()):
+        assert time.monotonic() < end, "condition never became true"
+        time.sleep(0.05)
+    return value
+
+
+def cluster_status(cli: Cli) -> dict[str, dict[str, Any]]:
+    done = cli("status", "--cluster", "--json")
+    assert done.returncode == 0, done.stderr
+    return {r["replica_id"]: r for r in json.loads(done.stdout)["replicas"]}
+
+
+def requests_asking(emulator: LlmEmulator, question: str) -> list[dict[str, Any]]:
+    return [
+        r.json
+        for r in emulator.requests
+        if r.path.endswith("/chat/completions") and asked(r.json) == question
+    ]
+
+
+def test_one_session_sent_to_two_replicas_at_once_runs_its_turns_one_after_the_other(
+    replicas: Start, scripted: LlmEmulator, gate: Path
+) -> None:
+    a, b = replicas("a"), replicas("b")
+    first = spawn(a.cli, "run", "-s", "shared", "-e", "block-first")
+    until(lambda: (gate / "block-first.started").exists())  # a's turn runs, holding the lease
+    second = spawn(b.cli, "run", "-s", "shared", "-e", "then-second")
+    b.daemon.wait_for("session shared is leased by another replica; waiting")
+    listed = cluster_status(b.cli)
+    assert {name: r["sessions"] for name, r in listed.items()} == {"a": ["shared"], "b": []}
+    assert [r["leads"] for r in listed.values()].count(True) == 1
+    (gate / "go").touch()
+    assert finished(first)[:2] == (0, "answer to block-first\n")
+    assert finished(second)[:2] == (0, "answer to then-second\n")
+    [request] = requests_asking(scripted, "then-second")  # answered once, after the first
+    seen = [(m["role"], text_of(m["content"])) for m in request["messages"]]
+    assert ("assistant", "answer to block-first") in seen
+    assert len(requests_asking(scripted, "block-first")) == 2  # the tool call, then the answer
+
+
+def test_a_replica_killed_mid_turn_hands_its_session_to_the_other(
+    replicas: Start, gate: Path
+) -> None:
+    a, b = replicas("a"), replicas("b")
+    first = spawn(a.cli, "run", "-s", "moved", "-e", "block-first")
+    until(lambda: (gate / "block-first.started").exists())
+    second = spawn(b.cli, "run", "-s", "moved", "-e", "then-second")
+    b.daemon.wait_for("session moved is leased by another replica; waiting")
+    a.daemon.kill()  # SIGKILL mid-turn: PostgreSQL drops its connection and its leases
+    assert finished(second)[:2] == (0, "answer to then-second\n")
+    code, _, err = finished(first)
+    assert code == 1
+    assert err.count("❌") == 1
+    until(lambda: cluster_status(b.cli).get("b", {}).get("leads"))  # b took cron over
+    assert list(cluster_status(b.cli)) == ["b"]
+
+
+def test_cron_fires_on_one_replica_and_moves_when_it_dies(
+    replicas: Start, scripted: LlmEmulator
+) -> None:
+    def cron(name: str) -> str:
+        return (
+            f'\n[[cron]]\nschedule = "* * * * * *"\nchannel = "cron:ticks"\n'
+            f'message = "tick from {name}"\n'
+        )
+
+    a = replicas("a", cron("a"))
+    until(lambda: requests_asking(scripted, "tick from a"))  # a leads: it joined first
+    b = replicas("b", cron("b"))  # its scheduler runs once it serves
+    ticks = len(requests_asking(scripted, "tick from a"))
+    until(lambda: len(requests_asking(scripted, "tick from a")) >= ticks + 3)
+    assert requests_asking(scripted, "tick from b") == []  # every second, but not on b
+    assert b.daemon.process.poll() is None
+    a.daemon.kill()
+    until(lambda: len(requests_asking(scripted, "tick from b")) >= 2)
