@@ -48,6 +48,8 @@ SESSION_SPACE = 0x6F700002
 LEADER_SPACE = 0x6F700003
 CRON = "cron"
 CONNECT_TIMEOUT = 10.0
+QUERY_TIMEOUT = 10.0
+"""A lease query that takes longer means the server is cut off: the connection is lost."""
 RETRY_FIRST, RETRY_MAX = 0.02, 0.25
 """Seconds between attempts to take a session leased elsewhere: doubling up to the cap."""
 KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5"}
@@ -158,9 +160,16 @@ class ClusterMember:
             )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the cluster's PostgreSQL: {exc}") from exc
-        taken = await conn.fetchval(
-            f"SELECT pg_try_advisory_lock($1, {KEY})", REPLICA_SPACE, _bytes(self.replica_id)
-        )
+        try:
+            taken = await conn.fetchval(
+                f"SELECT pg_try_advisory_lock($1, {KEY})",
+                REPLICA_SPACE,
+                _bytes(self.replica_id),
+                timeout=QUERY_TIMEOUT,
+            )
+        except BaseException:
+            conn.terminate()
+            raise
         if not taken:
             await conn.close()
             raise ClusterError(
@@ -173,7 +182,12 @@ class ClusterMember:
         async with self._io:
             conn = self._live()
             return bool(
-                await conn.fetchval(f"SELECT pg_try_advisory_lock($1, {KEY})", space, _bytes(key))
+                await conn.fetchval(
+                    f"SELECT pg_try_advisory_lock($1, {KEY})",
+                    space,
+                    _bytes(key),
+                    timeout=QUERY_TIMEOUT,
+                )
             )
 
     async def _unlock(self, space: int, key: str) -> None:
@@ -182,9 +196,14 @@ class ClusterMember:
             if conn is None or conn.is_closed():
                 return
             try:
-                await conn.fetchval(f"SELECT pg_advisory_unlock($1, {KEY})", space, _bytes(key))
-            except Exception as exc:  # the connection broke: the lease is gone with it
-                log.warning("cluster: releasing %s failed: %s", key, exc)
+                await conn.fetchval(
+                    f"SELECT pg_advisory_unlock($1, {KEY})",
+                    space,
+                    _bytes(key),
+                    timeout=QUERY_TIMEOUT,
+                )
+            except Exception as exc:  # a lease kept would block its session everywhere:
+                self._lost(exc)  # drop the connection, and every lease with it
 
     def _live(self) -> asyncpg.Connection[Any]:
         conn = self._conn
@@ -208,7 +227,7 @@ class ClusterMember:
                     await self._connect()
                     log.warning("replica %s reconnected to PostgreSQL", self.replica_id)
                 async with self._io:
-                    await self._live().fetchval("SELECT 1")
+                    await self._live().fetchval("SELECT 1", timeout=QUERY_TIMEOUT)
                 await self._try_lead()
             except Exception as exc:  # keep beating: the next one reconnects
                 self._lost(exc)
