@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+import threading
+import tomllib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from click.testing import CliRunner
 
+from openpista.cli.main import cli
 from openpista.cluster import (
     SESSION_SPACE,
     ClusterError,
@@ -210,3 +216,92 @@ async def test_cron_fires_only_on_the_replica_that_leads() -> None:
 
     assert await fired_with(False) == 0
     assert await fired_with(True) > 0
+
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "config.example.toml"
+
+
+def test_the_example_config_documents_every_cluster_option() -> None:
+    text = EXAMPLE.read_text()
+    for key in ClusterSettings.model_fields:
+        assert re.search(rf"^# {key} =", text, re.M), f"[cluster] {key} is not documented"
+    block = text.split("# [cluster]\n", 1)[1].split("\n\n", 1)[0]
+    options = "\n".join(line.removeprefix("# ") for line in block.splitlines() if " = " in line)
+    documented = ClusterSettings(**tomllib.loads(options))
+    assert documented.model_dump(exclude={"replica_id"}) == ClusterSettings().model_dump(
+        exclude={"replica_id"}
+    )
+
+
+@pytest.fixture
+def config_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / "config.toml"
+    monkeypatch.setenv("OPENPISTA_CONFIG", str(path))
+    monkeypatch.delenv("OPENPISTA_DATABASE_URL", raising=False)
+
+    def write(url: str) -> None:
+        path.write_text(f'[database]\nurl = "{url}"\n[cluster]\nenabled = true\n')
+
+    return write
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop in a thread: replicas stay joined while the CLI runs its own loop."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(WAIT)
+    loop.close()
+
+
+def test_status_cluster_lists_the_replicas_their_leader_and_leases(
+    config_for: Callable[[str], None],
+    fresh_postgres_url: str,
+    loop_thread: asyncio.AbstractEventLoop,
+) -> None:
+    def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop_thread).result(WAIT)
+
+    config_for(fresh_postgres_url)
+    empty = CliRunner().invoke(cli, ["status", "--cluster"])
+    assert empty.exit_code == 3, empty.output
+    assert empty.stdout == "no openpista replica is connected to the cluster's database.\n"
+
+    async def join() -> list[ClusterMember]:
+        async with await MemoryStore.open(fresh_postgres_url) as memory:
+            await memory.ensure_channel("test:1", "busy-session")
+        joined = [
+            await ClusterMember.join(cluster_settings(fresh_postgres_url, name))
+            for name in ("gw-1", "gw-2")
+        ]
+        await joined[1].acquire("busy-session")
+        return joined
+
+    joined = run(join())
+    try:
+        listed = CliRunner().invoke(cli, ["status", "--cluster"])
+    finally:
+        for member in joined:
+            run(member.close())
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert re.fullmatch(
+        r"gw-1: from 127\.0\.0\.1 since \S+ \S+ UTC, cron leader, 0 turn\(s\) running", lines[0]
+    )
+    assert re.fullmatch(r"gw-2: from 127\.0\.0\.1 since \S+ \S+ UTC, 1 turn\(s\) running", lines[1])
+    assert lines[2:] == ["  lease: busy-session"]
+
+
+def test_status_cluster_on_sqlite_is_one_error_line(
+    config_for: Callable[[str], None], tmp_path: Path
+) -> None:
+    config_for(f"sqlite+aiosqlite:///{tmp_path}/memory.db")
+    done = CliRunner().invoke(cli, ["status", "--cluster"])
+    assert done.exit_code == 1
+    assert done.stderr.count("❌") == 1
+    assert "needs a PostgreSQL [database] url" in done.stderr
+    assert done.exception is None or isinstance(done.exception, SystemExit)

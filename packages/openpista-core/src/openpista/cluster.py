@@ -25,6 +25,7 @@ when a replica joins or the cluster is listed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -258,16 +259,16 @@ SELECT substr(a.application_name, $1) AS replica_id,
        to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') AS since,
        EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'
                AND l.granted AND l.classid = $2::oid) AS leads,
-       ARRAY(SELECT coalesce(
-                 (SELECT s.id FROM sessions s
-                   WHERE (hashtext(encode(convert_to(s.id, 'UTF8'), 'hex'))::bigint
-                         & 4294967295)::oid = l.objid LIMIT 1), '?')
-             FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
-             AND l.classid = $3::oid ORDER BY 1) AS sessions
+       ARRAY(SELECT l.objid::bigint FROM pg_locks l
+             WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+             AND l.classid = $3::oid) AS keys
 FROM pg_stat_activity a
 WHERE a.application_name LIKE $4
 ORDER BY 1
 """
+_SESSION_KEY = "(hashtext(encode(convert_to(id, 'UTF8'), 'hex'))::bigint & 4294967295)"
+_SESSIONS = f"SELECT {_SESSION_KEY} AS key, id FROM sessions WHERE {_SESSION_KEY} = ANY($1)"
+"""Stored session ids of lease keys (``pg_locks`` shows a key as an unsigned ``oid``)."""
 
 
 async def list_replicas(settings: Settings) -> list[ReplicaInfo]:
@@ -280,18 +281,27 @@ async def list_replicas(settings: Settings) -> list[ReplicaInfo]:
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise ClusterError(f"cannot reach the cluster's PostgreSQL: {exc}") from exc
     try:
+        like = APPLICATION_PREFIX + "%"  # no LIKE wildcard in the prefix
         rows = await conn.fetch(
-            _REPLICAS,
-            len(APPLICATION_PREFIX) + 1,
-            LEADER_SPACE,
-            SESSION_SPACE,
-            APPLICATION_PREFIX.replace("_", r"\_") + "%",
+            _REPLICAS, len(APPLICATION_PREFIX) + 1, LEADER_SPACE, SESSION_SPACE, like
         )
+        keys = sorted({key for row in rows for key in row["keys"]})
+        names: dict[int, str] = {}
+        if keys:
+            # A database no replica has migrated yet has no sessions to name.
+            with contextlib.suppress(asyncpg.UndefinedTableError):
+                names = {r["key"]: r["id"] for r in await conn.fetch(_SESSIONS, keys)}
     except asyncpg.PostgresError as exc:
         raise ClusterError(f"cannot list the replicas: {exc}") from exc
     finally:
         await conn.close()
     return [
-        ReplicaInfo(r["replica_id"], r["address"], r["since"], r["leads"], list(r["sessions"]))
+        ReplicaInfo(
+            r["replica_id"],
+            r["address"],
+            r["since"],
+            r["leads"],
+            sorted(names.get(key, "?") for key in r["keys"]),
+        )
         for r in rows
     ]
