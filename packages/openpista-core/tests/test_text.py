@@ -66,3 +66,8 @@ def test_hostile_text_never_loops_and_never_exceeds_the_limit() -> None:
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one"):
         split_message("x", 0)
+
+
+def test_no_part_ends_in_white_space() -> None:
+    assert split_message("all of it\n\n", 100) == ["all of it"]
+    assert split_message("aaaa bbbb\n\n", 6) == ["aaaa", "bbbb"]

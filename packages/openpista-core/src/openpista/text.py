@@ -21,7 +21,7 @@ def split_message(text: str, limit: int, *, measure: Callable[[str], int] = len)
     break, else space, else mid-word. A code block that has to be cut is closed at the end
     of its part and reopened, with its language, at the start of the next, so each part
     renders on its own; inside it only line breaks are dropped at a cut (indentation stays).
-    Blank parts are dropped."""
+    Blank parts are dropped, and no part ends in white space."""
     if limit < 1:
         raise ValueError(f"a message holds at least one character, not {limit}")
     parts: list[str] = []
@@ -31,7 +31,7 @@ def split_message(text: str, limit: int, *, measure: Callable[[str], int] = len)
         if part.strip():
             parts.append(part)
     if rest.strip():
-        parts.append(rest)
+        parts.append(rest.rstrip())
     return parts
 
 
