@@ -305,3 +305,16 @@ def test_status_cluster_on_sqlite_is_one_error_line(
     assert done.stderr.count("❌") == 1
     assert "needs a PostgreSQL [database] url" in done.stderr
     assert done.exception is None or isinstance(done.exception, SystemExit)
+
+
+async def test_a_chat_moved_on_one_replica_is_on_its_new_session_on_the_others(
+    members: Callable[[str], Awaitable[ClusterMember]], fresh_postgres_url: str
+) -> None:
+    async with await MemoryStore.open(fresh_postgres_url) as memory:
+        a = ChannelRouter(memory, await members("a"))
+        b = ChannelRouter(memory, await members("b"))
+        first = await a.session_for("web:alice")
+        assert await b.session_for("web:alice") == first
+        moved = await a.new_session("web:alice")  # /new on replica a
+        assert moved != first
+        assert await b.session_for("web:alice") == moved

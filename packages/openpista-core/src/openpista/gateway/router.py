@@ -47,8 +47,9 @@ class ChannelRouter:
 
     async def session_for(self, channel_id: str) -> str:
         """The session of ``channel_id``; a new one is created and stored on first use
-        (concurrent first messages of a chat share one lookup)."""
-        session_id = self._cache.get(channel_id)
+        (concurrent first messages of a chat share one lookup). With ``leases`` the database
+        is asked every time: another replica may have moved the chat (``/new``)."""
+        session_id = self._cache.get(channel_id) if self.leases is None else None
         if session_id is not None:
             return session_id
         lookup = self._lookups.get(channel_id)
