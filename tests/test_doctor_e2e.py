@@ -193,3 +193,26 @@ def test_an_invalid_channel_table_names_the_option(cli: Cli) -> None:
     assert checks["channel web"]["ok"] is False
     assert "[channels.web] port" in checks["channel web"]["detail"]
     assert checks["channel web"]["fix"] == "correct [channels.web]"
+
+
+def test_the_state_directory_openpista_creates_is_private(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    # The default database, ~/.openpista/memory.db, creates the state directory.
+    lines = cli.config.read_text().splitlines()
+    cli.write_config("\n".join(line for line in lines if "memory.db" not in line) + "\n")
+    cli.config.chmod(0o600)
+    assert cli("run", "-e", "hi").returncode == 0
+
+    code, checks = doctor_json(cli)
+
+    assert code == 0, checks
+    state = cli.home / ".openpista"
+    assert checks["home"] == {
+        "name": "home",
+        "ok": True,
+        "detail": f"{state} is private (mode 700)",
+        "fix": "",
+    }
+    assert checks["database"]["ok"] is True
+    assert "schema at revision" in checks["database"]["detail"]

@@ -190,7 +190,7 @@ def _prepared(url: str) -> URL:
         )
     if not database.startswith("file:"):
         try:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # ~/.openpista
         except OSError as exc:
             raise MemoryStoreError(
                 f"cannot create the directory of the memory database {database}: {exc}"
