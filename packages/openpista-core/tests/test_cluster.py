@@ -318,3 +318,29 @@ async def test_a_chat_moved_on_one_replica_is_on_its_new_session_on_the_others(
         moved = await a.new_session("web:alice")  # /new on replica a
         assert moved != first
         assert await b.session_for("web:alice") == moved
+
+
+async def test_a_turn_cancelled_while_it_waits_for_the_lease_leaves_nothing_held(
+    members: Callable[[str], Awaitable[ClusterMember]],
+    fresh_postgres_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "openpista.cluster")
+    a, b = await members("a"), await members("b")
+    async with await MemoryStore.open(fresh_postgres_url) as memory:
+        router = ChannelRouter(memory, b)
+        await a.acquire("s")
+
+        async def turn() -> None:
+            async with router.lock("s"):
+                raise AssertionError("b ran a turn while a held the lease")
+
+        waiting = asyncio.create_task(turn())
+        await until(lambda: "session s is leased by another replica" in caplog.text, "b waits")
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert router._locks == {}  # the local turn lock is gone too
+        await a.release("s")
+        await until(lambda: not b._returning, "b gave back whatever it was granted")
+        assert await a._lock(SESSION_SPACE, "s")  # b holds nothing of s

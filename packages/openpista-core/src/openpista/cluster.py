@@ -109,6 +109,7 @@ class ClusterMember:
         self._conn: asyncpg.Connection[Any] | None = None
         self._io = asyncio.Lock()  # one query at a time on the lease connection
         self._beat: asyncio.Task[None] | None = None
+        self._returning: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def join(cls, settings: Settings) -> ClusterMember:
@@ -127,14 +128,17 @@ class ClusterMember:
         self.leads = False
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.close(timeout=5)
+            try:
+                await conn.close(timeout=5)
+            except Exception:  # broken already: the server drops it, and its locks
+                conn.terminate()
 
     async def acquire(self, session_id: str) -> None:
         """Return once this replica holds the lease of ``session_id`` (waiting while
         another replica runs a turn of it)."""
         delay = RETRY_FIRST
         waited = False
-        while not await self._lock(SESSION_SPACE, session_id):
+        while not await self._try_session(session_id):
             if not waited:
                 log.info("session %s is leased by another replica; waiting", session_id)
                 waited = True
@@ -142,6 +146,21 @@ class ClusterMember:
             delay = min(delay * 2, RETRY_MAX)
         if waited:
             log.info("session %s leased after waiting", session_id)
+
+    async def _try_session(self, session_id: str) -> bool:
+        attempt = asyncio.ensure_future(self._lock(SESSION_SPACE, session_id))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            # The turn was cancelled while asking: a lease granted all the same goes back.
+            attempt.add_done_callback(lambda done: self._give_back(done, session_id))
+            raise
+
+    def _give_back(self, attempt: asyncio.Future[bool], session_id: str) -> None:
+        if not attempt.cancelled() and attempt.exception() is None and attempt.result():
+            task = asyncio.ensure_future(self._unlock(SESSION_SPACE, session_id))
+            self._returning.add(task)
+            task.add_done_callback(self._returning.discard)
 
     async def release(self, session_id: str) -> None:
         """Give the lease of ``session_id`` back (a lost connection has already)."""
@@ -182,14 +201,17 @@ class ClusterMember:
     async def _lock(self, space: int, key: str) -> bool:
         async with self._io:
             conn = self._live()
-            return bool(
-                await conn.fetchval(
+            try:
+                taken = await conn.fetchval(
                     f"SELECT pg_try_advisory_lock($1, {KEY})",
                     space,
                     _bytes(key),
                     timeout=QUERY_TIMEOUT,
                 )
-            )
+            except Exception as exc:  # granted or not: a lock we might hold unknowingly
+                self._lost(exc)  # would block its session everywhere; drop them all
+                raise self._live_error() from exc
+            return bool(taken)
 
     async def _unlock(self, space: int, key: str) -> None:
         async with self._io:
@@ -209,11 +231,14 @@ class ClusterMember:
     def _live(self) -> asyncpg.Connection[Any]:
         conn = self._conn
         if conn is None or conn.is_closed():
-            raise ClusterError(
-                f"replica {self.replica_id} has lost its PostgreSQL connection; "
-                "it takes no turn until it reconnects"
-            )
+            raise self._live_error()
         return conn
+
+    def _live_error(self) -> ClusterError:
+        return ClusterError(
+            f"replica {self.replica_id} has lost its PostgreSQL connection; "
+            "it takes no turn until it reconnects"
+        )
 
     async def _try_lead(self) -> None:
         if not self.leads and await self._lock(LEADER_SPACE, CRON):
@@ -231,6 +256,7 @@ class ClusterMember:
                     await self._live().fetchval("SELECT 1", timeout=QUERY_TIMEOUT)
                 await self._try_lead()
             except Exception as exc:  # keep beating: the next one reconnects
+                log.debug("replica %s: heartbeat failed: %s", self.replica_id, exc)
                 self._lost(exc)
 
     def _lost(self, exc: BaseException) -> None:
