@@ -216,3 +216,31 @@ def test_the_state_directory_openpista_creates_is_private(
     }
     assert checks["database"]["ok"] is True
     assert "schema at revision" in checks["database"]["detail"]
+
+
+@pytest.mark.parametrize(("mode", "ok"), [("webhook", False), ("polling", True)])
+def test_a_webhook_port_counts_only_in_webhook_mode(cli: Cli, mode: str, ok: bool) -> None:
+    busy = socket.create_server(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    cli.write_config(
+        cli.config.read_text()
+        + f"""
+[channels.telegram]
+enabled = true
+token = "123:abc"
+allowed_users = [42]
+mode = "{mode}"
+webhook_url = "https://bot.example.org/telegram/webhook"
+webhook_port = {port}
+"""
+    )
+    cli.env.update(OPENPISTA_LOAD_PLUGINS="telegram")
+
+    with busy:
+        _, checks = doctor_json(private(cli))
+
+    telegram = checks["channel telegram"]
+    assert telegram["ok"] is ok, telegram
+    if not ok:
+        assert telegram["detail"] == f"port 127.0.0.1:{port} is in use"
+        assert "[channels.telegram] webhook_port" in telegram["fix"]

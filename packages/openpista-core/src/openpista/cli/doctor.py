@@ -35,6 +35,7 @@ PROVIDER_PROMPT = "Reply with exactly one word: pong"
 PROVIDER_TIMEOUT = 60.0
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DOCKER_SOCKET = "/var/run/docker.sock"
+LISTENER_PREFIXES = ("", "webhook_", "http_")
 SECRET_OPTION = re.compile(r"^\s*\w*(key|token|secret|password)\w*\s*=", re.MULTILINE)
 
 
@@ -183,20 +184,38 @@ def check_channels(host: PluginHost, context: PluginContext, settings: Settings)
 
 
 def _port_check(label: str, name: str, options: Any, settings: Settings) -> Check:
-    host, port = getattr(options, "host", None), getattr(options, "port", None)
-    if not isinstance(host, str) or not isinstance(port, int) or port == 0:
-        return Check(label, True, "settings valid")
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            return Check(label, False, f"cannot listen on {host}:{port}: {exc.strerror}", "")
-        if _daemon_serves(settings, name):
-            return Check(label, True, f"served by the running daemon on {host}:{port}")
-        fix = f"stop what listens there, or set [channels.{name}] port to a free one"
-        return Check(label, False, f"port {host}:{port} is in use", fix)
-    return Check(label, True, f"settings valid, {host}:{port} free")
+    """Whether every address the channel listens on is free (or held by the daemon)."""
+    free = []
+    for option, host, port in _listeners(options):
+        try:
+            with socket.create_server((host, port)):
+                pass
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                fix = f"set [channels.{name}] {option}host to an address of this machine"
+                return Check(label, False, f"cannot listen on {host}:{port}: {exc.strerror}", fix)
+            if _daemon_serves(settings, name):
+                return Check(label, True, f"served by the running daemon on {host}:{port}")
+            fix = f"stop what listens there, or set [channels.{name}] {option}port to a free one"
+            return Check(label, False, f"port {host}:{port} is in use", fix)
+        free.append(f"{host}:{port}")
+    return Check(label, True, ", ".join(["settings valid", *(f"{a} free" for a in free)]))
+
+
+def _listeners(options: Any) -> Iterator[tuple[str, str, int]]:
+    """``(option prefix, host, port)`` of every address a channel's settings say it listens
+    on: ``host``/``port``, and ``webhook_*`` / ``http_*`` in a webhook or HTTP ``mode``."""
+    mode = getattr(options, "mode", None)
+    for prefix in LISTENER_PREFIXES:
+        host, port = (
+            getattr(options, f"{prefix}host", None),
+            getattr(options, f"{prefix}port", None),
+        )
+        if not isinstance(host, str) or not isinstance(port, int) or port == 0:
+            continue
+        if prefix and isinstance(mode, str) and mode not in ("webhook", "http"):
+            continue
+        yield prefix, host, port
 
 
 def _daemon_serves(settings: Settings, channel: str) -> bool:
