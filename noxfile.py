@@ -61,6 +61,13 @@ def e2e(session: nox.Session) -> None:
 
 
 @nox.session
+def image(session: nox.Session) -> None:
+    """Build the container image (Dockerfile) against a private dockerd and run it (minutes)."""
+    _install(session)
+    session.run(_tool(session, "pytest"), "-p", "no:cacheprovider", "tests/image_e2e.py")
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Every script of benchmarks/: start-up, latency, throughput; figures printed."""
     _install(session)
