@@ -344,3 +344,22 @@ async def test_a_turn_cancelled_while_it_waits_for_the_lease_leaves_nothing_held
         await a.release("s")
         await until(lambda: not b._returning, "b gave back whatever it was granted")
         assert await a._lock(SESSION_SPACE, "s")  # b holds nothing of s
+
+
+async def test_a_released_lease_wakes_the_replica_waiting_for_it(
+    members: Callable[[str], Awaitable[ClusterMember]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("openpista.cluster.RETRY_AFTER", 3600.0)  # no polling: only the notice
+    caplog.set_level(logging.INFO, "openpista.cluster")
+    a, b = await members("a"), await members("b")
+    for session_id in ("plain", HOSTILE_IDS[3]):  # a long id: its notice is a digest
+        await a.acquire(session_id)
+        waiting = asyncio.create_task(b.acquire(session_id))
+        await until(lambda: caplog.text.count("is leased by another replica") > 0, "b waits")
+        caplog.clear()
+        await a.release(session_id)
+        await asyncio.wait_for(waiting, WAIT)
+        await b.release(session_id)
+    assert b._wakers == {}

@@ -15,6 +15,10 @@ server: any string is a key (NUL, lone surrogates), and ``status --cluster`` map
 of held leases back to stored session ids. Two sessions sharing a key only wait for each
 other.
 
+A replica that gives a session lease back says so on the ``LISTEN/NOTIFY`` channel
+:data:`RELEASED`, so that a replica waiting for it asks again at once; one whose holder died
+is asked for again every :data:`RETRY_AFTER` seconds.
+
 Advisory locks, not lease rows with an expiry: PostgreSQL drops them itself when the
 connection ends (a replica killed, or its peer gone once TCP keepalive gives up), so there is
 no expiry to tune, no clock to trust, nothing to renew while a long turn runs and no row left
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -51,8 +56,12 @@ CRON = "cron"
 CONNECT_TIMEOUT = 10.0
 QUERY_TIMEOUT = 10.0
 """A lease query that takes longer means the server is cut off: the connection is lost."""
-RETRY_FIRST, RETRY_MAX = 0.02, 0.25
-"""Seconds between attempts to take a session leased elsewhere: doubling up to the cap."""
+RETRY_AFTER = 0.25
+"""Seconds between attempts to take a session leased elsewhere when no release is announced
+(its holder died: PostgreSQL dropped the lease, nobody said so)."""
+RELEASED = "openpista_leases"
+"""The ``LISTEN/NOTIFY`` channel where a replica announces a session lease it gave back
+(payload: the md5 of the session id's bytes), so that a waiting replica asks again at once."""
 KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5"}
 """The server gives up on a silent replica (a partition) after ~10 s + 5 s x count."""
 
@@ -63,6 +72,11 @@ KEY = "hashtext(encode($2::bytea, 'hex'))"
 
 def _bytes(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
+
+
+def _digest(key: str) -> str:
+    """What a release of ``key`` announces (PostgreSQL's ``md5`` of the same bytes)."""
+    return hashlib.md5(_bytes(key), usedforsecurity=False).hexdigest()
 
 
 class ClusterError(ConfigError):
@@ -110,6 +124,7 @@ class ClusterMember:
         self._io = asyncio.Lock()  # one query at a time on the lease connection
         self._beat: asyncio.Task[None] | None = None
         self._returning: set[asyncio.Task[None]] = set()
+        self._wakers: dict[str, asyncio.Event] = {}  # md5 of a session waited for -> event
 
     @classmethod
     async def join(cls, settings: Settings) -> ClusterMember:
@@ -136,14 +151,22 @@ class ClusterMember:
     async def acquire(self, session_id: str) -> None:
         """Return once this replica holds the lease of ``session_id`` (waiting while
         another replica runs a turn of it)."""
-        delay = RETRY_FIRST
+        digest = _digest(session_id)
+        released = self._wakers[digest] = asyncio.Event()
         waited = False
-        while not await self._try_session(session_id):
-            if not waited:
-                log.info("session %s is leased by another replica; waiting", session_id)
-                waited = True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+        try:
+            while True:
+                released.clear()
+                if await self._try_session(session_id):
+                    break
+                if not waited:
+                    log.info("session %s is leased by another replica; waiting", session_id)
+                    waited = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(released.wait(), RETRY_AFTER)
+        finally:
+            if self._wakers.get(digest) is released:
+                del self._wakers[digest]
         if waited:
             log.info("session %s leased after waiting", session_id)
 
@@ -166,6 +189,11 @@ class ClusterMember:
         """Give the lease of ``session_id`` back (a lost connection has already)."""
         await asyncio.shield(self._unlock(SESSION_SPACE, session_id))
 
+    def _announced(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        released = self._wakers.get(payload)
+        if released is not None:
+            released.set()
+
     # -- the lease connection ---------------------------------------------------------------
 
     async def _connect(self) -> None:
@@ -187,6 +215,7 @@ class ClusterMember:
                 _bytes(self.replica_id),
                 timeout=QUERY_TIMEOUT,
             )
+            await conn.add_listener(RELEASED, self._announced)
         except BaseException:
             conn.terminate()
             raise
@@ -220,9 +249,10 @@ class ClusterMember:
                 return
             try:
                 await conn.fetchval(
-                    f"SELECT pg_advisory_unlock($1, {KEY})",
+                    f"SELECT pg_advisory_unlock($1, {KEY}), pg_notify($3, md5($2::bytea))",
                     space,
                     _bytes(key),
+                    RELEASED,
                     timeout=QUERY_TIMEOUT,
                 )
             except Exception as exc:  # a lease kept would block its session everywhere:
