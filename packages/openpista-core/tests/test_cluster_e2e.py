@@ -7,12 +7,14 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from openpista.control.client import ControlClient
 from openpista_testing.cli import OPENPISTA, Cli
 from openpista_testing.daemon import DEADLINE, Daemon
 from openpista_testing.emulator import LlmEmulator, Reply, ToolCallsReply
@@ -183,3 +185,45 @@ def test_cron_fires_on_one_replica_and_moves_when_it_dies(
     assert b.daemon.process.poll() is None
     a.daemon.kill()
     until(lambda: len(requests_asking(scripted, "tick from b")) >= 2)
+
+
+def ask(socket_path: Path, session: str, text: str) -> str:
+    """One turn through a replica's control socket; returns the answer's text."""
+    client = ControlClient.connect(socket_path)
+    assert client is not None, f"no replica listens on {socket_path}"
+    try:
+        client.send({"type": "run", "text": text, "session": session})
+        while True:
+            frame = client.receive()
+            message = frame.get("message") or {}
+            if frame["type"] == "outbound" and message.get("kind") == "answer":
+                return str(message["text"])
+            assert frame["type"] == "outbound", frame
+    finally:
+        client.close()
+
+
+def test_sessions_sent_to_three_replicas_at_once_are_answered_once_each_one_turn_at_a_time(
+    replicas: Start, scripted: LlmEmulator
+) -> None:
+    started = [replicas(name) for name in ("a", "b", "c")]
+    sockets = [r.cli.home / ".openpista" / "control.sock" for r in started]
+    sessions, per_session = 20, 3
+    jobs = [
+        (sockets[k], f"s{s}", f"s{s}-m{k}") for s in range(sessions) for k in range(per_session)
+    ]
+    with ThreadPoolExecutor(len(jobs)) as pool:  # every message at once, on every replica
+        answers = list(pool.map(lambda job: ask(*job), jobs))
+    assert answers == [f"answer to {text}" for _, _, text in jobs]
+    for s in range(sessions):
+        asked_in = [
+            [text_of(m["content"]) for m in r.json["messages"] if m["role"] == "user"]
+            for r in scripted.requests
+            if r.path.endswith("/chat/completions") and asked(r.json).startswith(f"s{s}-")
+        ]
+        # One turn at a time: each turn saw every earlier turn of its session, stored.
+        assert sorted(len(users) for users in asked_in) == list(range(1, per_session + 1))
+        longest = max(asked_in, key=len)
+        assert sorted(longest) == [f"s{s}-m{k}" for k in range(per_session)]
+        for users in asked_in:
+            assert users == longest[: len(users)]
