@@ -17,9 +17,8 @@ from openpista.access import PAIRED, REFUSAL
 from openpista_discord.settings import parse_settings
 from openpista_discord.testing import DiscordEmulator, User
 from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.daemon import DEADLINE, ServingDaemons, stop_daemon
 from openpista_testing.emulator import LlmEmulator
-
-DEADLINE = 60.0
 
 
 @pytest.fixture
@@ -39,45 +38,16 @@ api_base = "{discord_emulator.base_url}"
 
 
 @pytest.fixture
-def daemons(cli: Cli) -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
+def daemons(cli: Cli) -> Iterator[ServingDaemons]:
+    started = ServingDaemons(cli, ["discord"])
     yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    started.close()
 
 
-def start(
-    cli: Cli, daemons: list[subprocess.Popen[str]], discord_emulator: DiscordEmulator
-) -> subprocess.Popen[str]:
+def start(daemons: ServingDaemons, discord_emulator: DiscordEmulator) -> subprocess.Popen[str]:
+    """A daemon that has logged in to the emulator's gateway."""
     before = discord_emulator.identifies
-    process = subprocess.Popen(
-        [str(OPENPISTA), "start", "--no-terminal"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli.env,
-    )
-    daemons.append(process)
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        status = cli("status", "--json")
-        if status.returncode == 0 and discord_emulator.identifies > before:
-            assert json.loads(status.stdout)["channels"] == ["discord"]
-            return process
-        if process.poll() is not None:
-            raise AssertionError(f"the daemon exited: {process.communicate()}")
-        time.sleep(0.2)
-    raise AssertionError("the daemon never reported running")
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=DEADLINE)
-    assert process.returncode == 0, stderr
-    return stderr
+    return daemons.start(ready=lambda: discord_emulator.identifies > before)
 
 
 def wait_texts(discord_emulator: DiscordEmulator, channel: int, count: int) -> list[str]:
@@ -97,7 +67,7 @@ def test_help_lists_the_commands(cli: Cli) -> None:
 
 def test_pair_then_restart_keeps_the_session(
     cli: Cli,
-    daemons: list[subprocess.Popen[str]],
+    daemons: ServingDaemons,
     discord_emulator: DiscordEmulator,
     llm_emulator: LlmEmulator,
 ) -> None:
@@ -107,7 +77,7 @@ def test_pair_then_restart_keeps_the_session(
     assert paired.returncode == 0, paired.stderr
     code = paired.stdout.split("/pair ", 1)[1].split()[0]
 
-    process = start(cli, daemons, discord_emulator)
+    process = start(daemons, discord_emulator)
     assert {c["name"] for c in discord_emulator.commands["global"]} >= {"ask", "pair"}
     dm = discord_emulator.dm_channel(mallory)
     discord_emulator.send_message(dm, "remember the number 42", mallory)
@@ -123,18 +93,18 @@ def test_pair_then_restart_keeps_the_session(
         time.sleep(0.05)
     texts = discord_emulator.texts(dm)
     assert texts[:2] == [REFUSAL, PAIRED]
-    stderr = stop(process)
+    stderr = stop_daemon(process)
     assert discord_emulator.token not in stderr
 
     assert cli("discord", "paired").stdout.split() == [str(mallory.id)]
 
-    process = start(cli, daemons, discord_emulator)
+    process = start(daemons, discord_emulator)
     discord_emulator.send_message(dm, "what was the number?", mallory)
     deadline = time.monotonic() + DEADLINE
     while discord_emulator.texts(dm)[-1:] != ["heard 4 messages"]:
         assert time.monotonic() < deadline, discord_emulator.texts(dm)
         time.sleep(0.05)
-    stop(process)
+    stop_daemon(process)
     history = json.dumps(llm_emulator.requests[-1].json)
     assert "remember the number 42" in history, "the restarted daemon lost the conversation"
 
@@ -146,7 +116,7 @@ def test_pair_then_restart_keeps_the_session(
 
 def test_invalid_token_is_one_line_at_start(
     cli: Cli,
-    daemons: list[subprocess.Popen[str]],
+    daemons: ServingDaemons,
     discord_emulator: DiscordEmulator,
     tmp_path: Path,
 ) -> None:
@@ -162,7 +132,7 @@ def test_invalid_token_is_one_line_at_start(
             text=True,
             env=cli.env,
         )
-    daemons.append(process)
+    daemons.started.append(process)
     deadline = time.monotonic() + DEADLINE
     while "not served" not in log.read_text():
         assert time.monotonic() < deadline, log.read_text()

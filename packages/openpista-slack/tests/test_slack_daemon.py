@@ -5,9 +5,7 @@ HTTP Events API mode."""
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -17,11 +15,10 @@ import pytest
 
 from openpista.access import PAIRED
 from openpista_slack.testing import SlackEmulator, User
-from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.cli import Cli
+from openpista_testing.daemon import DEADLINE, ServingDaemons, stop_daemon
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.ports import free_port
-
-DEADLINE = 60.0
 
 
 @pytest.fixture
@@ -44,42 +41,10 @@ stream_interval = 0.1
 
 
 @pytest.fixture
-def daemons(cli: Cli) -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
+def daemons(cli: Cli) -> Iterator[ServingDaemons]:
+    started = ServingDaemons(cli, ["slack"])
     yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def start(cli: Cli, daemons: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [str(OPENPISTA), "start", "--no-terminal"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli.env,
-    )
-    daemons.append(process)
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        status = cli("status", "--json")
-        if status.returncode == 0:
-            assert json.loads(status.stdout)["channels"] == ["slack"]
-            return process
-        if process.poll() is not None:
-            raise AssertionError(f"the daemon exited: {process.communicate()}")
-        time.sleep(0.2)
-    raise AssertionError("the daemon never reported running")
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=DEADLINE)
-    assert process.returncode == 0, stderr
-    return stderr
+    started.close()
 
 
 def wait_for(check: Callable[[], bool], what: Callable[[], object]) -> None:
@@ -109,7 +74,7 @@ def test_init_then_pair_by_the_printed_code(
     tmp_path: Path,
     llm_emulator: LlmEmulator,
     slack: SlackEmulator,
-    daemons: list[subprocess.Popen[str]],
+    daemons: ServingDaemons,
     mallory: User,
 ) -> None:
     cli = Cli.isolated(tmp_path / "init-home", llm_emulator)
@@ -133,7 +98,7 @@ def test_init_then_pair_by_the_printed_code(
     assert paired.returncode == 0, paired.stderr
     code = paired.stdout.split("/pair ", 1)[1].split()[0]
 
-    process = start(cli, daemons)
+    process = daemons.start(cli)
     slack.dm(mallory, "let me in")
     wait_for(lambda: len(texts(slack, mallory.dm)) == 1, lambda: (slack.calls, slack.messages))
     slack.dm(mallory, f"/pair {code}")
@@ -142,7 +107,7 @@ def test_init_then_pair_by_the_printed_code(
     shown = texts(slack, mallory.dm)
     assert shown[0].startswith("⛔")
     assert shown[1] == PAIRED
-    stderr = stop(process)
+    stderr = stop_daemon(process)
     for secret in (slack.bot_token, slack.app_token):
         assert secret not in stderr
 
@@ -157,7 +122,7 @@ def test_init_then_pair_by_the_printed_code(
 
 def test_a_restart_keeps_the_session(
     cli: Cli,
-    daemons: list[subprocess.Popen[str]],
+    daemons: ServingDaemons,
     slack: SlackEmulator,
     llm_emulator: LlmEmulator,
     alice: User,
@@ -165,22 +130,22 @@ def test_a_restart_keeps_the_session(
     with cli.config.open("a") as config:
         config.write(f'allowed_users = ["{alice.id}"]\n')
     llm_emulator.default_reply = lambda body: f"heard {len(body['messages'])} messages"
-    process = start(cli, daemons)
+    process = daemons.start()
     slack.dm(alice, "remember the number 42")
     wait_for(lambda: texts(slack, alice.dm)[:1] == ["heard 2 messages"], lambda: slack.messages)
-    stop(process)
-    process = start(cli, daemons)
+    stop_daemon(process)
+    process = daemons.start()
     slack.dm(alice, "what was the number?")
     wait_for(lambda: len(texts(slack, alice.dm)) == 2, lambda: slack.messages)
     wait_for(lambda: texts(slack, alice.dm)[1].startswith("heard"), lambda: slack.messages)
-    stop(process)
+    stop_daemon(process)
     history = json.dumps(llm_emulator.requests[-1].json)
     assert "remember the number 42" in history, "the restarted daemon lost the conversation"
 
 
 def test_http_mode_daemon(
     cli: Cli,
-    daemons: list[subprocess.Popen[str]],
+    daemons: ServingDaemons,
     slack: SlackEmulator,
     llm_emulator: LlmEmulator,
     alice: User,
@@ -193,7 +158,7 @@ def test_http_mode_daemon(
         + f'signing_secret = "{slack.signing_secret}"\n'
     )
     llm_emulator.reply_text("served over HTTP")
-    process = start(cli, daemons)
+    process = daemons.start()
     wait_for(lambda: listening(port), lambda: f"nothing listens on {port}")
     slack.events_url = f"http://127.0.0.1:{port}/slack/events"
     slack.dm(alice, "hello")
@@ -202,7 +167,7 @@ def test_http_mode_daemon(
         lambda: (slack.messages, slack.deliveries, slack.calls),
     )
     assert slack.deliveries[-1] == (200, "")
-    stderr = stop(process)
+    stderr = stop_daemon(process)
     assert slack.signing_secret not in stderr
 
 

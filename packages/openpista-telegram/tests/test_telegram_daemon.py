@@ -4,8 +4,6 @@ against the Bot API emulator: pairing by the printed code, and a restart keeps t
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +12,9 @@ import pytest
 
 from openpista.access import PAIRED
 from openpista_telegram.testing import TelegramEmulator, User
-from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.cli import Cli
+from openpista_testing.daemon import DEADLINE, ServingDaemons, stop_daemon
 from openpista_testing.emulator import LlmEmulator
-
-DEADLINE = 60.0
 
 
 @pytest.fixture
@@ -39,42 +36,10 @@ retry_base_delay = 0.01
 
 
 @pytest.fixture
-def daemons(cli: Cli) -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
+def daemons(cli: Cli) -> Iterator[ServingDaemons]:
+    started = ServingDaemons(cli, ["telegram"])
     yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def start(cli: Cli, daemons: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [str(OPENPISTA), "start", "--no-terminal"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli.env,
-    )
-    daemons.append(process)
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        status = cli("status", "--json")
-        if status.returncode == 0:
-            assert json.loads(status.stdout)["channels"] == ["telegram"]
-            return process
-        if process.poll() is not None:
-            raise AssertionError(f"the daemon exited: {process.communicate()}")
-        time.sleep(0.2)
-    raise AssertionError("the daemon never reported running")
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=DEADLINE)
-    assert process.returncode == 0, stderr
-    return stderr
+    started.close()
 
 
 def test_help_lists_the_commands(cli: Cli) -> None:
@@ -86,7 +51,7 @@ def test_help_lists_the_commands(cli: Cli) -> None:
 
 def test_pair_then_restart_keeps_the_session(
     cli: Cli,
-    daemons: list[subprocess.Popen[str]],
+    daemons: ServingDaemons,
     telegram: TelegramEmulator,
     llm_emulator: LlmEmulator,
     mallory: User,
@@ -97,7 +62,7 @@ def test_pair_then_restart_keeps_the_session(
     code = paired.stdout.split("/pair ", 1)[1].split()[0]
     assert "t.me" not in paired.stdout  # the bot's name is not known before the first start
 
-    process = start(cli, daemons)
+    process = daemons.start()
     telegram.send_text(mallory.id, "remember the number 42", user=mallory)
     telegram.send_text(mallory.id, f"/pair {code}", user=mallory)
     telegram.send_text(mallory.id, "remember the number 42", user=mallory)
@@ -106,7 +71,7 @@ def test_pair_then_restart_keeps_the_session(
     assert texts[0].startswith("⛔")
     assert texts[1] == PAIRED
     assert texts[2].startswith("heard")
-    stderr = stop(process)
+    stderr = stop_daemon(process)
     assert telegram.token not in stderr
 
     listed = cli("telegram", "paired")
@@ -114,10 +79,10 @@ def test_pair_then_restart_keeps_the_session(
     link = cli("telegram", "pair")
     assert f"https://t.me/{telegram.username}?start=" in link.stdout
 
-    process = start(cli, daemons)
+    process = daemons.start()
     telegram.send_text(mallory.id, "what was the number?", user=mallory)
     wait_texts(telegram, mallory.id, 4)
-    stop(process)
+    stop_daemon(process)
     history = json.dumps(llm_emulator.requests[-1].json)
     assert "remember the number 42" in history, "the restarted daemon lost the conversation"
     sessions = json.loads(cli("sessions", "--json").stdout)

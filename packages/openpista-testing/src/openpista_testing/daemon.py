@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from openpista_testing.cli import OPENPISTA, Cli
@@ -71,3 +73,55 @@ class Daemon:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=DEADLINE)
+
+
+class ServingDaemons:
+    """``openpista start --no-terminal`` processes of ``cli`` serving ``channels`` (a
+    channel plugin's end-to-end tests); :meth:`close` kills those still running."""
+
+    def __init__(self, cli: Cli, channels: Sequence[str]) -> None:
+        self.cli = cli
+        self.channels = list(channels)
+        self.started: list[subprocess.Popen[str]] = []
+
+    def start(
+        self, cli: Cli | None = None, ready: Callable[[], bool] = lambda: True
+    ) -> subprocess.Popen[str]:
+        """Start a daemon (of ``cli``, default the one given at creation); returns once
+        ``openpista status`` lists exactly the channels and ``ready()`` holds (e.g. the
+        emulator saw it log in)."""
+        cli = cli or self.cli
+        process = subprocess.Popen(
+            [str(OPENPISTA), "start", "--no-terminal"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli.env,
+        )
+        self.started.append(process)
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            status = cli("status", "--json")
+            if status.returncode == 0 and ready():
+                assert json.loads(status.stdout)["channels"] == self.channels
+                return process
+            if process.poll() is not None:
+                raise AssertionError(f"the daemon exited: {process.communicate()}")
+            time.sleep(0.2)
+        raise AssertionError("the daemon never reported running")
+
+    def close(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def stop_daemon(process: subprocess.Popen[str]) -> str:
+    """SIGTERM ``process`` (a daemon of :class:`ServingDaemons`); returns its stderr once
+    it exited, which must be with status 0."""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=DEADLINE)
+    assert process.returncode == 0, stderr
+    return stderr
