@@ -136,8 +136,9 @@ class ClusterSettings(_Section):
     enabled: bool = False
     replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,40}$")
     """This replica's name in ``openpista status --cluster``; unset: ``host-pid``."""
-    heartbeat: float = Field(default=2.0, gt=0, le=60)
-    """Seconds between checks of the lease connection and attempts to lead (cron)."""
+    heartbeat: float = Field(default=2.0, gt=0, le=10)
+    """Seconds between checks of the lease connection and attempts to lead (cron); at most
+    10, so that a cut-off replica stops its turns before the server frees their sessions."""
 
 
 class WorkersSettings(_Section):
