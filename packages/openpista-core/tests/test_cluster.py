@@ -170,7 +170,16 @@ async def test_a_lost_connection_drops_the_leases_and_the_replica_reconnects(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     a, b = await members("a"), await members("b")
-    await a.acquire("held")
+
+    async def turn() -> None:
+        await a.acquire("held")
+        try:
+            await asyncio.Event().wait()  # a long turn
+        finally:
+            await a.release("held")
+
+    running = asyncio.create_task(turn())
+    await until(lambda: "held" in a._holders, "a's turn holds its lease")
     admin = await asyncpg.connect(cluster_dsn(cluster_settings(fresh_postgres_url, "x")))
     try:
         # What a partition looks like once the server gives up on the replica.
@@ -182,6 +191,9 @@ async def test_a_lost_connection_drops_the_leases_and_the_replica_reconnects(
         await admin.close()
     await asyncio.wait_for(b.acquire("held"), WAIT)  # the server released a's lease
     await until(lambda: "replica a lost its PostgreSQL connection" in caplog.text, "a notices")
+    with pytest.raises(asyncio.CancelledError):  # it must not go on beside b's turn
+        await asyncio.wait_for(running, WAIT)
+    assert "the turn of session held is cancelled: its lease is lost" in caplog.text
     await until(lambda: "replica a reconnected" in caplog.text, "a reconnects")
     await until(lambda: a.leads or b.leads, "a replica leads cron again")
     await a.acquire("other")  # a takes turns again

@@ -62,8 +62,13 @@ RETRY_AFTER = 0.25
 RELEASED = "openpista_leases"
 """The ``LISTEN/NOTIFY`` channel where a replica announces a session lease it gave back
 (payload: the md5 of the session id's bytes), so that a waiting replica asks again at once."""
-KEEPALIVE = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5"}
-"""The server gives up on a silent replica (a partition) after ~10 s + 5 s x count."""
+KEEPALIVE = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
+"""The server gives up on a silent replica (a partition), dropping its leases, after ~25 s:
+later than the replica itself notices (heartbeat + :data:`QUERY_TIMEOUT`) and stops its turns."""
 
 
 KEY = "hashtext(encode($2::bytea, 'hex'))"
@@ -111,7 +116,8 @@ class ClusterMember:
     It is the router's :class:`~openpista.gateway.router.SessionLeases`. A heartbeat checks
     the connection every ``[cluster] heartbeat`` seconds and, when no replica leads, tries
     to become the cron leader. A lost connection loses every lease at once: the replica
-    stops leading and refuses new turns (:class:`ClusterError`) until it has reconnected.
+    stops leading, cancels the turns that held leases (another replica may take their
+    sessions now) and refuses new turns (:class:`ClusterError`) until it has reconnected.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -125,6 +131,7 @@ class ClusterMember:
         self._beat: asyncio.Task[None] | None = None
         self._returning: set[asyncio.Task[None]] = set()
         self._wakers: dict[str, asyncio.Event] = {}  # md5 of a session waited for -> event
+        self._holders: dict[str, asyncio.Task[Any]] = {}  # leased session -> its turn's task
 
     @classmethod
     async def join(cls, settings: Settings) -> ClusterMember:
@@ -167,6 +174,9 @@ class ClusterMember:
         finally:
             if self._wakers.get(digest) is released:
                 del self._wakers[digest]
+        turn = asyncio.current_task()
+        if turn is not None:
+            self._holders[session_id] = turn
         if waited:
             log.info("session %s leased after waiting", session_id)
 
@@ -187,6 +197,7 @@ class ClusterMember:
 
     async def release(self, session_id: str) -> None:
         """Give the lease of ``session_id`` back (a lost connection has already)."""
+        self._holders.pop(session_id, None)
         await asyncio.shield(self._unlock(SESSION_SPACE, session_id))
 
     def _announced(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
@@ -290,11 +301,17 @@ class ClusterMember:
                 self._lost(exc)
 
     def _lost(self, exc: BaseException) -> None:
+        """The leases are gone (or soon will be): the turns holding them stop, since
+        another replica may take their sessions now."""
         if self._conn is not None:
             log.error("❌ replica %s lost its PostgreSQL connection: %s", self.replica_id, exc)
             self._conn.terminate()
             self._conn = None
         self.leads = False
+        holders, self._holders = self._holders, {}
+        for session_id, turn in holders.items():
+            log.error("❌ the turn of session %s is cancelled: its lease is lost", session_id)
+            turn.cancel()
 
 
 @dataclass(frozen=True)
