@@ -4,6 +4,7 @@ plugin is a tool error, and a running daemon picks up installs and removals."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import re
@@ -234,3 +235,45 @@ async def test_the_watcher_swaps_tools_when_a_plugin_changes(
     shutil.rmtree(root / "textstats")
     assert await watcher.check()
     assert swaps[-1] == ([], [])
+
+
+@pytest.fixture
+def sleepy(guests: Callable[[str], Path], tmp_path: Path) -> Path:
+    """A plugins directory holding ``sleepy``, whose one tool sleeps 3 s in a WASI call."""
+    from openpista.plugin_dir import install
+
+    folder = tmp_path / "src" / "sleepy"
+    folder.mkdir(parents=True)
+    module = Path(shutil.copy(guests("sleeper"), folder / "sleepy.wasm"))
+    digest = hashlib.sha256(module.read_bytes()).hexdigest()
+    (folder / "plugin.toml").write_text(
+        f'name = "sleepy"\nversion = "1"\nkind = "wasm"\nmodule = "sleepy.wasm"\n'
+        f'sha256 = "{digest}"\n[[tools]]\nname = "nap"\ndescription = "Naps."\n'
+    )
+    root = tmp_path / "plugins"
+    install(folder, root)
+    return root
+
+
+async def test_a_call_running_when_its_plugin_is_removed_finishes(
+    sleepy: Path, tmp_path: Path
+) -> None:
+    """Removing a plugin swaps its tools out; a call already running still gets its answer."""
+    from openpista.plugin_dir import discover
+    from openpista_wasm.directory import plugin_tools
+    from openpista_wasm.runner import WasmSkillRunner
+    from openpista_wasm.settings import WasmSettings
+
+    runner = WasmSkillRunner(WasmSettings(cache_dir=tmp_path / "cache"), tmp_path)
+    try:
+        [nap] = plugin_tools(discover(sleepy), runner, tmp_path, ceiling=30)
+        call = asyncio.create_task(nap.handler())
+        stats = runner.stats
+        while not (stats.compiled or stats.loaded_from_disk or stats.reused_in_memory):
+            assert not call.done(), call.result()
+            await asyncio.sleep(0.01)  # until the module is loaded: then it sleeps 3 s
+        await asyncio.to_thread(shutil.rmtree, sleepy / "sleepy")
+        assert discover(sleepy) == []
+        assert await asyncio.wait_for(call, 30) == "woke up"
+    finally:
+        runner.close()
