@@ -375,3 +375,75 @@ async def test_a_released_lease_wakes_the_replica_waiting_for_it(
         await asyncio.wait_for(waiting, WAIT)
         await b.release(session_id)
     assert b._wakers == {}
+
+
+class Cable:
+    """A TCP relay to PostgreSQL that can be cut (bytes stop, sockets stay open: a network
+    partition) and then unplugged (the server side closes, as the server's keepalive would)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                await self.flowing.wait()
+                sink.write(data)
+                await sink.drain()
+
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
+
+    async def unplug(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+
+
+async def test_a_partitioned_replica_stops_its_turn_before_the_server_frees_the_session(
+    members: Callable[[str], Awaitable[ClusterMember]],
+    fresh_postgres_url: str,
+    postgres_server: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("openpista.cluster.QUERY_TIMEOUT", 1.0)
+    cable = Cable(postgres_server.port)
+    relayed = fresh_postgres_url.replace(f":{postgres_server.port}/", f":{await cable.start()}/")
+    a = await ClusterMember.join(cluster_settings(relayed, "a"))
+    b = await members("b")
+    try:
+
+        async def turn() -> None:
+            await a.acquire("cut")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await a.release("cut")
+
+        running = asyncio.create_task(turn())
+        await until(lambda: "cut" in a._holders, "a's turn holds its lease")
+        cable.flowing.clear()  # the partition: nothing gets through, nothing closes
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(running, WAIT)
+        assert "the turn of session cut is cancelled: its lease is lost" in caplog.text
+        assert not await b._lock(SESSION_SPACE, "cut")  # the server still counts a's lease
+        await cable.unplug()  # the server's keepalive gives up on a
+        await asyncio.wait_for(b.acquire("cut"), WAIT)
+    finally:
+        await cable.unplug()
+        await a.close()
