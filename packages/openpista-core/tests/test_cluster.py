@@ -412,6 +412,7 @@ class Cable:
         self.server.close()
         for writer in self.writers:
             writer.close()
+        self.flowing.set()  # the relays see the closed sockets and end
 
 
 async def test_a_partitioned_replica_stops_its_turn_before_the_server_frees_the_session(
