@@ -20,6 +20,7 @@ from openpista_testing.emulator import LlmEmulator
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
+BASE_PYTHON = Path(sys.base_prefix) / "bin" / "python3"  # the interpreter, outside any venv
 PROJECTS = [REPO, *sorted(p.parent for p in REPO.glob("packages/*/pyproject.toml"))]
 
 
@@ -107,3 +108,35 @@ def test_the_clean_venv_runs_the_built_openpista(
     assert "built and installed" in answered.stdout
     assert llm_emulator.requests[-1].json["messages"][-1]["content"] == "are you the built one?"
     assert os.path.exists(tmp_path / "home" / "memory.db")
+
+
+def test_the_single_file_build_runs_from_a_temp_dir(
+    clean_venv: Path, dist: Path, llm_emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    """The zipapp of docs/release.md: shiv packs the clean venv's site-packages (the built
+    files only) into one file that a plain python3 runs, without a venv."""
+    pyz = tmp_path / "openpista.pyz"
+    site = next((clean_venv / "lib").glob("python3*/site-packages"))
+    run(
+        Path(sys.executable).parent / "shiv", "--quiet", "--console-script", "openpista",
+        "--output-file", pyz, "--site-packages", site, "--no-index", "--find-links", dist,
+        "--no-deps", "openpista",
+    )  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cli = Cli.isolated(tmp_path / "home", llm_emulator)
+    env = {**cli.env, "SHIV_ROOT": str(tmp_path / "shiv"), "OPENPISTA_LOAD_PLUGINS": "telegram"}
+    llm_emulator.reply_text("one file")
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BASE_PYTHON), str(pyz), *args], capture_output=True, text=True, env=env,
+            cwd=elsewhere, timeout=180, check=False,
+        )  # fmt: skip
+
+    plugins = command("plugins")
+    assert plugins.returncode == 0, plugins.stderr
+    assert "telegram  (openpista-telegram " in plugins.stdout
+    answered = command("run", "-e", "hello")
+    assert answered.returncode == 0, answered.stderr
+    assert "one file" in answered.stdout
