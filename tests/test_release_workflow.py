@@ -81,7 +81,12 @@ def test_every_script_and_test_it_calls_exists(workflow: dict[Any, Any]) -> None
         s["run"] for job in workflow["jobs"] for s in steps(workflow, job) if "run" in s
     )
     called = set(re.findall(r"(?:scripts|tests)/[\w./-]+", runs))
-    assert {"scripts/install", "scripts/release", "scripts/build-dists"} <= called
+    assert {
+        "scripts/install",
+        "scripts/release",
+        "scripts/build-dists",
+        "scripts/api-check",
+    } <= called
     for path in called:
         assert (REPO / path).is_file(), path
     assert "--check" in runs  # the tag must match the one version of every distribution
@@ -96,3 +101,12 @@ def test_actions_are_pinned_and_python_matches_the_project(workflow: dict[Any, A
                 assert re.fullmatch(r"[\w.-]+/[\w.-]+@(v\d+|release/v\d+)", step["uses"]), step
             if step.get("uses", "").startswith("actions/setup-python@"):
                 assert step["with"]["python-version"] == minimum
+
+
+def test_the_api_is_compared_with_the_previous_tag(workflow: dict[Any, Any]) -> None:
+    (checkout, *_) = uses(workflow, "build", "actions/checkout")
+    assert checkout["with"]["fetch-depth"] == 0  # a shallow clone has no tags
+    runs = [s["run"] for s in steps(workflow, "build") if "run" in s]
+    (check,) = [run for run in runs if "scripts/api-check" in run]
+    assert '--against "$previous"' in check
+    assert runs.index(check) < next(i for i, r in enumerate(runs) if "build-dists" in r)
