@@ -64,7 +64,7 @@ def e2e(session: nox.Session) -> None:
 def image(session: nox.Session) -> None:
     """Build the container image (Dockerfile) against a private dockerd and run it (minutes)."""
     _install(session)
-    session.run(_tool(session, "pytest"), "-p", "no:cacheprovider", "tests/image_e2e.py")
+    session.run(_tool(session, "pytest"), "-p", "no:cacheprovider", "tests/test_image_e2e.py")
 
 
 @nox.session
