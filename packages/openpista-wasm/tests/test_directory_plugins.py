@@ -112,29 +112,29 @@ def test_the_agent_calls_plugin_tools_within_their_permissions(
     assert "invalid arguments for tool plugin.textstats.count" in outputs[4]
 
 
-def test_a_plugin_that_loops_or_traps_is_a_tool_error_and_stays_loaded(
+def test_a_plugin_that_loops_traps_or_bloats_is_a_tool_error_and_stays_loaded(
     cli: Cli, llm_emulator: LlmEmulator, guests: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    for name in ("spin", "trap"):
+    for name, guest in (("spin", "spin"), ("trap", "trap"), ("bomb", "memory_bomb")):
         folder = tmp_path / "bad" / name
         folder.mkdir(parents=True)
-        module = shutil.copy(guests(name), folder / f"{name}.wasm")
+        module = shutil.copy(guests(guest), folder / f"{name}.wasm")
         digest = hashlib.sha256(Path(module).read_bytes()).hexdigest()
         (folder / "plugin.toml").write_text(
             f'name = "{name}"\nversion = "0.1"\nkind = "wasm"\nmodule = "{name}.wasm"\n'
-            f'sha256 = "{digest}"\n[permissions]\ntimeout = 0.5\n'
+            f'sha256 = "{digest}"\n[permissions]\ntimeout = 0.5\nmemory_mb = 8\n'
             f'[[tools]]\nname = "go"\ndescription = "Misbehaves."\n'
         )
         assert cli("plugins", "install", str(folder), "--yes").returncode == 0
-    llm_emulator.reply_tool_calls([("plugin_spin_go", {})])
-    llm_emulator.reply_tool_calls([("plugin_trap_go", {})])
-    llm_emulator.reply_tool_calls([("plugin_spin_go", {})])
+    for name in ("spin", "trap", "bomb", "spin"):
+        llm_emulator.reply_tool_calls([(f"plugin_{name}_go", {})])
     llm_emulator.reply(lambda body: "\n".join(tool_outputs(body)))
     done = cli("run", "-e", "misbehave")
     assert done.returncode == 0, done.stderr
-    spun, trapped, again = tool_outputs(llm_emulator.requests[-1].json)
+    spun, trapped, bombed, again = tool_outputs(llm_emulator.requests[-1].json)
     assert "ran longer than its 0.5 s time bound" in spun
     assert "crashed: wasm trap" in trapped
+    assert "of its 8 MB cap" in bombed
     assert "ran longer than" in again  # still loaded, still bounded
 
 
