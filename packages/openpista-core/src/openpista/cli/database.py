@@ -4,13 +4,49 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
+    from openpista.cli.main import CliState
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+D = TypeVar("D", bound=_Closable)
+T = TypeVar("T")
+
 SETTING = "[database] url (or $OPENPISTA_DATABASE_URL)"
+
+
+def on_database(
+    state: CliState, open_: Callable[[str], Awaitable[D]], work: Callable[[D], Awaitable[T]]
+) -> T:
+    """``work(db)`` on ``open_(url)`` of the configured database, closed afterwards; a
+    store error is one ❌ line (with the fix when opening failed)."""
+    import asyncio
+
+    from openpista.cli.main import fail
+    from openpista.memory import MemoryStoreError
+
+    settings = state.settings()
+
+    async def run() -> T:
+        database = await open_(settings.database.url)
+        try:
+            return await work(database)
+        finally:
+            await database.close()
+
+    try:
+        return asyncio.run(run())
+    except MemoryStoreError as exc:
+        fail(database_problem(exc, settings.database.url) or str(exc))
+    raise AssertionError("not reached: fail() exits")
 
 
 def database_problem(exc: BaseException, url: str) -> str | None:

@@ -183,22 +183,7 @@ def _stored_rows(state: CliState, limit: int) -> list[dict[str, Any]]:
 
 def with_store(state: CliState, work: Callable[[MemoryStore], Awaitable[T]]) -> T:
     """``work(store)`` on the configured database; a store error is one ❌ line."""
-    import asyncio
+    from openpista.cli.database import on_database
+    from openpista.memory import MemoryStore
 
-    from openpista.cli.database import database_problem
-    from openpista.memory import MemoryStore, MemoryStoreError
-
-    settings = state.settings()
-
-    async def run() -> T:
-        store = await MemoryStore.open(settings.database.url)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except MemoryStoreError as exc:
-        fail(database_problem(exc, settings.database.url) or str(exc))
-    raise AssertionError("not reached: fail() exits")
+    return on_database(state, MemoryStore.open, work)

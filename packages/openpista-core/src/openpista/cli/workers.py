@@ -98,22 +98,7 @@ def _summary(detail: dict[str, Any]) -> str:
 
 def _with_log(state: CliState, work: Callable[[WorkerLog], Awaitable[T]]) -> T:
     """``work(log)`` on the configured database; a store error is one ❌ line."""
-    import asyncio
+    from openpista.cli.database import on_database
+    from openpista.memory import WorkerLog
 
-    from openpista.cli.database import database_problem
-    from openpista.memory import MemoryStoreError, WorkerLog
-
-    settings = state.settings()
-
-    async def run() -> T:
-        worker_log = await WorkerLog.open(settings.database.url)
-        try:
-            return await work(worker_log)
-        finally:
-            await worker_log.close()
-
-    try:
-        return asyncio.run(run())
-    except MemoryStoreError as exc:
-        fail(database_problem(exc, settings.database.url) or str(exc))
-    raise AssertionError("not reached: fail() exits")
+    return on_database(state, WorkerLog.open, work)
