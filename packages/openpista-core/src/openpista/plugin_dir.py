@@ -34,6 +34,7 @@ refused), paths must stay inside the workspace, and the module's SHA-256 must ma
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import stat
@@ -149,18 +150,6 @@ class DirectoryPlugin:
         assert self.manifest is not None
         return self.folder / self.manifest.module
 
-    @property
-    def fingerprint(self) -> tuple[object, ...]:
-        """What changes when the plugin does (manifest, module, enabled): reload then."""
-        stamps: list[tuple[int, int] | None] = []
-        for path in (self.folder / MANIFEST, self.folder / DISABLED_MARKER):
-            try:
-                status = path.stat()
-                stamps.append((status.st_mtime_ns, status.st_size))
-            except OSError:
-                stamps.append(None)
-        return (self.name, self.manifest.sha256 if self.manifest else None, *stamps)
-
 
 def plugins_dir() -> Path:
     """``<home>/plugins``: where directory plugins live."""
@@ -180,6 +169,24 @@ def read_plugin(folder: Path) -> DirectoryPlugin:
         problem = f"its manifest names it {manifest.name!r}, its folder is {folder.name!r}"
         return DirectoryPlugin(folder, None, enabled, problem)
     return DirectoryPlugin(folder, manifest, enabled)
+
+
+def stamp(root: Path | None = None) -> list[tuple[str, list[tuple[str, int, int]]]]:
+    """What changes when any plugin does (a file added, written, removed; enabled or
+    disabled), from directory listings and file times only: cheap enough to poll, where
+    :func:`discover` reads and hashes every module."""
+    root = root or plugins_dir()
+    if not root.is_dir():
+        return []
+    stamps = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                status = entry.stat(follow_symlinks=False)
+                files.append((entry.name, status.st_mtime_ns, status.st_size))
+        stamps.append((folder.name, sorted(files)))
+    return stamps
 
 
 def discover(root: Path | None = None) -> list[DirectoryPlugin]:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from openpista.plugin_dir import DirectoryPlugin, PluginManifest, ToolManifest, discover
+from openpista.plugin_dir import DirectoryPlugin, PluginManifest, ToolManifest, discover, stamp
 from openpista.skills import Skill
 from openpista.tools import Tool, ToolError, schema_validator
 from openpista_wasm.runner import WasmSkillRunner
@@ -107,7 +107,7 @@ class PluginWatcher:
         self._build = build
         self._update = update
         self._names = [tool.name for tool in loaded]
-        self._seen = self._fingerprint(discover(root))
+        self._seen = stamp(root)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -122,11 +122,11 @@ class PluginWatcher:
 
     async def check(self) -> bool:
         """Reload if anything changed; whether it did."""
-        plugins = await asyncio.to_thread(discover, self.root)
-        seen = self._fingerprint(plugins)
+        seen = await asyncio.to_thread(stamp, self.root)
         if seen == self._seen:
-            return False
+            return False  # nothing read, nothing hashed
         self._seen = seen
+        plugins = await asyncio.to_thread(discover, self.root)
         tools = self._build(plugins)
         for problem in self._update(self._names, tools):
             log.warning("plugin tool left out: %s", problem)
@@ -141,7 +141,3 @@ class PluginWatcher:
                 await self.check()
             except Exception:  # a bad plugin folder must not stop the watching
                 log.exception("directory plugins could not be reloaded")
-
-    @staticmethod
-    def _fingerprint(plugins: list[DirectoryPlugin]) -> list[tuple[object, ...]]:
-        return [plugin.fingerprint for plugin in plugins]
