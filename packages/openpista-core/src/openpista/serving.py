@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def bearer(header: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header (``""`` without one)."""
+    scheme, _, token = (header or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 class BodyTooLargeError(Exception):
     """A request body larger than the endpoint accepts (answer ``413``)."""
 

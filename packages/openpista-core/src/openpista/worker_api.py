@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openpista.memory import MemoryStoreError, WorkerTask
-from openpista.serving import BodyTooLargeError, read_body
+from openpista.serving import BodyTooLargeError, bearer, read_body
 from openpista.worker_protocol import Ack
 from openpista.worker_service import WorkerReports
 from openpista.workers import WorkerHub, worker_hub
@@ -44,12 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT_PATH = "/api/worker-report"
-
-
-def bearer(header: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header (``""`` without one)."""
-    scheme, _, token = (header or "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def parse_since(value: str) -> datetime:

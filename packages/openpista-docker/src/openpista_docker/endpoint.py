@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from openpista.jsonsafe import JsonInputError, loads, log_rejected
-from openpista.serving import BodyTooLargeError, read_body
+from openpista.serving import BodyTooLargeError, bearer, read_body
 from openpista.workers import WorkerAuthError, WorkerHub, WorkerReport, WorkerReportError
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ def build_app(hub: WorkerHub, max_bytes: int) -> Starlette:
         return JSONResponse({"ok": False, "error": message}, status_code=status)
 
     async def report(request: Request) -> Response:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer(request.headers.get("authorization"))
+        if not token:
             return refuse(401, "missing credential: send `Authorization: Bearer <task token>`")
         try:
             body = await read_body(request, max_bytes)

@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from openpista.serving import bearer
 from openpista_web.auth import token_matches
 
 if TYPE_CHECKING:
@@ -110,8 +111,8 @@ def build_app(
         wait = limiter.retry_after(host)
         if wait:
             return too_many_attempts(wait)
-        scheme, _, offered = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token_matches(offered.strip(), token):
+        offered = bearer(request.headers.get("authorization"))
+        if offered and token_matches(offered, token):
             return Response(status_code=204)
         limiter.failed(host)
         return JSONResponse({"error": "wrong or missing token"}, status_code=401)
