@@ -110,3 +110,16 @@ def test_the_api_is_compared_with_the_previous_tag(workflow: dict[Any, Any]) -> 
     (check,) = [run for run in runs if "scripts/api-check" in run]
     assert '--against "$previous"' in check
     assert runs.index(check) < next(i for i, r in enumerate(runs) if "build-dists" in r)
+
+
+def test_the_docs_say_what_to_trust_on_the_registry_for_every_distribution(
+    workflow: dict[Any, Any],
+) -> None:
+    docs = (REPO / "docs" / "release.md").read_text()
+    section = docs.split("### Trusted publishing", 1)[1].split("\n## ", 1)[0]
+    assert f"workflow file `{WORKFLOW.name}`" in section
+    assert f"environment `{workflow['jobs']['publish']['environment']}`" in section
+    pyprojects = [REPO / "pyproject.toml", *sorted(REPO.glob("packages/*/pyproject.toml"))]
+    names = {tomllib.loads(p.read_text())["project"]["name"] for p in pyprojects}
+    listed = set(re.findall(r"`(openpista(?:-[a-z]+)?)`", section))
+    assert names == listed
