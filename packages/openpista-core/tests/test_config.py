@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from openpista.auth.credentials import default_credentials_path
 from openpista.config import ConfigError, Settings, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "config.example.toml"
@@ -19,6 +20,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("OPENPISTA_CONFIG", "OPENPISTA_PROVIDER", "OPENPISTA_MODEL", "OPENPISTA_WORKSPACE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("OPENPISTA_DATABASE_URL", raising=False)
+    monkeypatch.delenv("OPENPISTA_HOME", raising=False)
 
 
 def test_no_file_means_defaults() -> None:
@@ -138,6 +140,30 @@ def test_openpista_config_variable_selects_the_file(
     path.write_text('[agent]\nprovider = "ollama"\n')
     monkeypatch.setenv("OPENPISTA_CONFIG", str(path))
     assert load_config().agent.provider == "ollama"
+
+
+def test_openpista_home_moves_every_default_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "config.toml").write_text('[agent]\nprovider = "ollama"\n')
+    monkeypatch.setenv("OPENPISTA_HOME", str(state))
+    monkeypatch.delenv("OPENPISTA_CREDENTIALS", raising=False)
+    settings = load_config()
+    assert settings.source_path == state / "config.toml"
+    assert settings.agent.provider == "ollama"
+    assert settings.agent.workspace == state / "workspace"
+    assert settings.database.url == f"sqlite+aiosqlite:///{state}/memory.db"
+    assert settings.gateway.pid_file == state / "openpista.pid"
+    assert default_credentials_path() == state / "credentials.toml"
+
+
+def test_without_openpista_home_the_defaults_are_shown_under_the_home_folder() -> None:
+    settings = Settings()
+    assert str(settings.agent.workspace) == "~/.openpista/workspace"
+    assert settings.database.url == "sqlite+aiosqlite:///~/.openpista/memory.db"
+    assert default_credentials_path() == Path("~/.openpista/credentials.toml").expanduser()
 
 
 def test_example_config_is_valid_and_shows_the_defaults() -> None:

@@ -20,10 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from openpista.envconfig import UnparsedValueError, deep_update, environment_tree
 from openpista.home import DEFAULT_HOME as DEFAULT_HOME
 from openpista.home import home_dir as home_dir
+from openpista.home import in_home
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///~/.openpista/memory.db"
+
+def default_database_url() -> str:
+    """The embedded SQLite file ``memory.db`` in the state directory."""
+    return f"sqlite+aiosqlite:///{in_home('memory.db')}"
+
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are openpista, an autonomous assistant running on the user's own computer. "
     "Use the tools you are given to act, then answer briefly and precisely."
@@ -79,13 +85,13 @@ class AgentSettings(_Section):
     """Tokens a request may hold before older turns are summarised (context compaction);
     unset: the model's limit from litellm's model map, if it knows the model."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    workspace: Path = Path(f"{DEFAULT_HOME}/workspace")
+    workspace: Path = Field(default_factory=lambda: in_home("workspace"))
 
 
 class DatabaseSettings(_Section):
     """``[database]``: where conversations are stored (any SQLAlchemy async URL)."""
 
-    url: str = DEFAULT_DATABASE_URL
+    url: str = Field(default_factory=default_database_url)
 
 
 class SystemRunSettings(_Section):
@@ -125,7 +131,7 @@ class GatewaySettings(_Section):
     queue_size: int = Field(default=1000, ge=1)
     max_concurrent_turns: int = Field(default=256, ge=1)
     shutdown_deadline: float = Field(default=30.0, ge=0)
-    pid_file: Path = Path(f"{DEFAULT_HOME}/openpista.pid")
+    pid_file: Path = Field(default_factory=lambda: in_home("openpista.pid"))
     restart_max_delay: float = Field(default=60.0, gt=0)
 
 
@@ -360,8 +366,9 @@ def env_variable(path: tuple[str | int, ...]) -> str | None:
 
 
 def default_config_path() -> Path:
-    """``$OPENPISTA_CONFIG`` if set, else ``~/.openpista/config.toml``."""
-    return Path(os.environ.get("OPENPISTA_CONFIG") or f"{DEFAULT_HOME}/config.toml").expanduser()
+    """``$OPENPISTA_CONFIG`` if set, else ``config.toml`` in the state directory
+    (``$OPENPISTA_HOME``, default ``~/.openpista``)."""
+    return Path(os.environ.get("OPENPISTA_CONFIG") or in_home("config.toml")).expanduser()
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -19,3 +19,10 @@ def home_dir() -> Path:
     sub-directory named after the plugin. The directory is not created.
     """
     return Path(os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME).expanduser()
+
+
+def in_home(name: str) -> Path:
+    """``name`` inside the state directory, not expanded: ``~/.openpista/NAME`` by default
+    (shown to users that way), ``$OPENPISTA_HOME/NAME`` when it is set. Read at call time, so
+    a default built from it follows ``OPENPISTA_HOME``."""
+    return Path(os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME) / name

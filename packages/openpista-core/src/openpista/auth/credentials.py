@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from openpista.config import DEFAULT_HOME, ConfigError
+from openpista.config import ConfigError
 from openpista.files import write_private
+from openpista.home import in_home
 
 CREDENTIALS_ENV = "OPENPISTA_CREDENTIALS"
 CredentialKind = Literal["api_key", "oauth"]
@@ -106,8 +107,9 @@ class Credential:
 
 
 def default_credentials_path() -> Path:
-    """``$OPENPISTA_CREDENTIALS`` if set, else ``~/.openpista/credentials.toml``."""
-    return Path(os.environ.get(CREDENTIALS_ENV) or f"{DEFAULT_HOME}/credentials.toml").expanduser()
+    """``$OPENPISTA_CREDENTIALS`` if set, else ``credentials.toml`` in the state directory
+    (``$OPENPISTA_HOME``, default ``~/.openpista``)."""
+    return Path(os.environ.get(CREDENTIALS_ENV) or in_home("credentials.toml")).expanduser()
 
 
 class CredentialStore:
