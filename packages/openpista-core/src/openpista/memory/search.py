@@ -106,7 +106,7 @@ def search_messages(
     conn: Connection, terms: list[str], scope: SearchScope, limit: int
 ) -> list[SearchHit]:
     """The ``limit`` most relevant messages containing every term, within ``scope``."""
-    where, params = _scope_filter(scope)
+    where, params = scope_filter(scope)
     params["limit"] = limit
     if conn.dialect.name == "postgresql":
         params["q"] = " ".join(terms)
@@ -119,7 +119,9 @@ def search_messages(
     return [_hit(row) for row in rows]
 
 
-def _scope_filter(scope: SearchScope) -> tuple[str, dict[str, Any]]:
+def scope_filter(scope: SearchScope) -> tuple[str, dict[str, Any]]:
+    """SQL conditions (each after ``AND``, on ``messages AS m``) keeping the messages of
+    ``scope``, and their parameters: shared by full-text and vector search."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
     if scope.session_id is not None:
