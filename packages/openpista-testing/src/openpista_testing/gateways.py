@@ -27,7 +27,8 @@ class Gateways:
         self, settings: Settings, *adapters: ChannelAdapter, approvals: bool = True
     ) -> Gateway:
         """A started gateway serving ``adapters``; with ``approvals`` the tool policy of
-        ``settings`` applies (``ask`` sends approval requests), as in ``openpista start``."""
+        ``settings`` and of the plugins applies (``ask`` sends approval requests), as in
+        ``openpista start``."""
         from openpista.gateway.approvals import ApprovalBroker
         from openpista.gateway.gateway import Gateway
         from openpista.plugins import PluginHost
@@ -35,7 +36,9 @@ class Gateways:
 
         runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
         broker = (
-            ApprovalBroker.from_settings(runtime.memory, settings.policy) if approvals else None
+            ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
+            if approvals
+            else None
         )
         gateway = Gateway(runtime, adapters, approvals=broker)
         self.opened.append(gateway)
