@@ -51,7 +51,36 @@ def test_the_site_builds_strict_with_every_page_and_the_api_reference(tmp_path: 
     for name in ("register_tools", "ChannelAdapter", "PluginSettings", "LlmEmulator", "ToolCall"):
         assert f'id="{name}' in api or f".{name}" in api, name
     config = (site / "configuration" / "index.html").read_text()
-    assert "/blob/main/config.example.toml" in config  # a repository file, linked there
+    # The project names no repository URL: a link to a repository file becomes its text.
+    assert "<code>config.example.toml</code>" in config
+    assert "config.example.toml</a>" not in config
+    assert 'class="md-source"' not in config  # nor a repository button
+    assert "repo_url" not in (REPO / "mkdocs.yml").read_text().replace("(repo_url)", "")
+
+
+def test_repository_files_link_to_the_url_of_the_root_pyproject(
+    checkout: Path, tmp_path: Path
+) -> None:
+    pyproject = (checkout / "pyproject.toml").read_text()
+    (checkout / "pyproject.toml").unlink()
+    (checkout / "pyproject.toml").write_text(
+        pyproject.replace(
+            "\n[project.optional-dependencies]",
+            '\n[project.urls]\nRepository = "https://code.invalid/team/openpista/"\n'
+            "\n[project.optional-dependencies]",
+            1,
+        )
+    )
+    site = tmp_path / "site"
+
+    done = build(checkout, site)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = (site / "configuration" / "index.html").read_text()
+    assert 'href="https://code.invalid/team/openpista/blob/main/config.example.toml"' in config
+    skills = (site / "skills" / "index.html").read_text()
+    assert 'href="https://code.invalid/team/openpista/tree/main/skills"' in skills
+    assert '<a href="https://code.invalid/team/openpista" title=' in config  # the theme's
 
 
 def test_a_broken_link_fails_the_build(checkout: Path, tmp_path: Path) -> None:
