@@ -171,13 +171,13 @@ def _hit(row: Row[Any]) -> SearchHit:
         session_id=row.session_id,
         message_id=int(row.id),
         role=row.role,
-        snippet=_one_line(row.snippet or ""),
+        snippet=one_line(row.snippet or ""),
         created_at=row.created_at,
         score=float(row.score),
     )
 
 
-def _one_line(snippet: str) -> str:
+def one_line(snippet: str) -> str:
     """The snippet on one line, without control or format characters (it is printed)."""
     shown = "".join(" " if unicodedata.category(char) in ("Cc", "Cf") else char for char in snippet)
     return " ".join(shown.split())
