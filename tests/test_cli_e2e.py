@@ -304,6 +304,21 @@ def test_the_memory_database_is_private_after_a_real_run(
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o600 for p in files}
 
 
+def test_an_in_process_run_remembers_a_note_for_the_local_user(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    import getpass
+
+    llm_emulator.reply_tool_calls([("memory_remember", {"note": "likes green tea"})])
+    llm_emulator.reply_text("noted")
+    done = cli("--no-daemon", "run", "-e", "remember that I like green tea")
+    assert done.returncode == 0, done.stderr
+    assert "noted" in done.stdout
+    shown = cli("memory", "show", f"cli:{getpass.getuser()}", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert "likes green tea" in shown.stdout
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

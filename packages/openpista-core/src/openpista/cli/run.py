@@ -168,7 +168,9 @@ async def _run(
         except (ProviderError, ConfigError) as exc:
             fail(str(exc))
         guard = _terminal_guard(runtime, session_id, printer)
-        response = await agent.run_turn(session_id, text, on_event=show, guard=guard)
+        response = await agent.run_turn(
+            session_id, text, on_event=show, guard=guard, channel_id=RUN_CHANNEL, sender=_user()
+        )
     finally:
         await runtime.close()
     return printer.finish(response.text, response.is_error, session_id)
