@@ -94,6 +94,23 @@ class DatabaseSettings(_Section):
     url: str = Field(default_factory=default_database_url)
 
 
+class EmbeddingSettings(_Section):
+    """``[memory.embeddings]``: semantic search (docs/memory.md), off unless a model is set."""
+
+    model: str = "none"
+    """The embedding model, through ``provider`` (litellm embeddings); "none": off."""
+    provider: str | None = None
+    """Whose key and URL to use (a provider preset); unset: ``[agent] provider``."""
+    batch: int = Field(default=32, ge=1, le=2048)
+    """Messages embedded per request."""
+
+
+class MemorySettings(_Section):
+    """``[memory]``: conversation memory."""
+
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+
+
 class SystemRunSettings(_Section):
     """``[tools.system_run]``: the shell tool."""
 
@@ -257,6 +274,7 @@ class Settings(BaseModel):
 
     agent: AgentSettings = Field(default_factory=AgentSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     skills: SkillsSettings = Field(default_factory=SkillsSettings)
