@@ -2,10 +2,11 @@
 
 SQLite: an FTS5 table ``messages_fts`` over ``messages.content`` (external content, kept in
 sync by triggers), ranked by BM25. PostgreSQL: the generated column
-``messages.search_vector`` (``to_tsvector('simple', left(content, 100000))``, revision
-``0008``) with a GIN index, ranked by ``ts_rank_cd``. Both tokenise the same
-language-neutral way (words of letters and digits, case folded; no stemming, no stop words,
-accents kept), so a query finds the same messages on either database. PostgreSQL indexes the first
+``messages.search_vector`` (``to_tsvector('openpista_search', left(content, 100000))``,
+revisions ``0008`` and ``0011``) with a GIN index, ranked by ``ts_rank_cd``. Both tokenise the same
+language-neutral way (words of letters and digits, case and accents folded, revision
+``0011``: "café" finds "cafe" and back; no stemming, no stop words), so a query finds the
+same messages on either database. PostgreSQL indexes the first
 :data:`PG_INDEXED_CHARACTERS` characters of a message (a ``tsvector`` holds at most 1 MB).
 
 User input is never FTS syntax: :func:`query_terms` splits it into words, and every word is
@@ -36,6 +37,9 @@ MARK_START, MARK_END = "[", "]"
 
 # The PostgreSQL column holding each message's tsvector (generated from its content).
 PG_VECTOR = "m.search_vector"
+# The PostgreSQL text search configuration of that column and of queries (revision 0011):
+# ``simple`` with accents folded by ``unaccent``.
+PG_CONFIG = "openpista_search"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +114,7 @@ def search_messages(
     params["limit"] = limit
     if conn.dialect.name == "postgresql":
         params["q"] = " ".join(terms)
-        statement = _PG_SEARCH.format(vector=PG_VECTOR, where=where)
+        statement = _PG_SEARCH.format(vector=PG_VECTOR, config=PG_CONFIG, where=where)
     else:
         params["q"] = fts5_match(terms)
         join = " JOIN messages AS m ON m.id = f.rowid" if where else ""
@@ -155,11 +159,12 @@ _SQLITE_SEARCH = (
 
 # Ranked first, the snippets made for the hits shown only (ts_headline reads the text).
 _PG_SEARCH = (
-    "WITH q AS (SELECT plainto_tsquery('simple'::regconfig, :q) AS q), "
+    "WITH q AS (SELECT plainto_tsquery('{config}'::regconfig, :q) AS q), "
     "hits AS (SELECT m.id, ts_rank_cd({vector}, q.q, 1) AS score FROM messages AS m, q "
     "WHERE {vector} @@ q.q{where} ORDER BY score DESC, m.id DESC LIMIT :limit) "
     "SELECT m.id, m.session_id, m.role, m.created_at, hits.score, "
-    f"ts_headline('simple'::regconfig, left(m.content, {PG_INDEXED_CHARACTERS}), q.q, "
+    "ts_headline('{config}'::regconfig, "
+    f"left(m.content, {PG_INDEXED_CHARACTERS}), q.q, "
     f"'StartSel={MARK_START}, StopSel={MARK_END}, MaxWords={SNIPPET_WORDS}, MinWords=4, "
     'MaxFragments=2, FragmentDelimiter=" … "\') AS snippet '
     "FROM hits JOIN messages AS m ON m.id = hits.id, q ORDER BY hits.score DESC, m.id DESC"

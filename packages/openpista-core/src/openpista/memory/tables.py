@@ -51,6 +51,8 @@ else:
 # SQLite (which ignores VARCHAR lengths) and PostgreSQL reject the same input.
 SESSION_ID_MAX_LENGTH = 255
 TITLE_MAX_LENGTH = 500
+# Longest sender (person id) of a message.
+SENDER_MAX_LENGTH = 255
 
 # Alembic's bookkeeping table; named for openpista so that a PostgreSQL database shared with
 # another Alembic-managed application keeps the two histories apart.
@@ -175,8 +177,14 @@ class MessageRow(Base):
     # One ToolResult dump; NULL except on ``tool`` messages.
     tool_result: Mapped[dict[str, Any] | None] = mapped_column(StoredJSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # The person (``telegram:123``) who wrote a user message; NULL for every other message
+    # (and for messages stored before revision 0011).
+    sender: Mapped[str | None] = mapped_column(String(SENDER_MAX_LENGTH), nullable=True)
 
-    __table_args__ = (Index("ix_messages_session_id_id", "session_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_session_id_id", "session_id", "id"),
+        Index("ix_messages_sender", "sender"),
+    )
 
 
 # Longest channel id and tool name accepted (checked by the store, like session ids).
