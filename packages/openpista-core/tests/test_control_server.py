@@ -137,3 +137,153 @@ async def test_the_channel_serves_only_a_gateway(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="daemon's gateway"):
         await channel.start(QueueContext())
     await channel.stop()
+
+
+# -- the chat requests of an attached TUI -------------------------------------------------
+
+
+async def request(client: Client, frame: Frame) -> Frame:
+    """Send ``frame`` with a ref and return the reply that carries it back."""
+    await client.send({**frame, "ref": "r1"})
+    reply = await client.receive()
+    assert reply.pop("ref") == "r1", reply
+    return reply
+
+
+async def test_home_lists_sessions_the_model_and_the_chat_commands(
+    client: Client, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("hello back")
+    await client.send({"type": "run", "text": "hi", "session": "home-1"})
+    await client.until_answer()
+    reply = await request(client, {"type": "home"})
+    assert reply["type"] == "result"
+    home = reply["data"]
+    assert [row["id"] for row in home["sessions"]] == ["home-1"]
+    assert home["sessions"][0]["messages"] == 2
+    assert (home["model"]["provider"], home["model"]["model"]) == ("openai", "gpt-4o-mini")
+    assert "key in config" in home["model"]["key_status"]
+    assert {"help", "model", "session", "clear", "usage", "approve", "deny"} <= set(
+        home["commands"]
+    )
+    assert home["config"].endswith(".toml")
+
+
+async def test_history_is_the_session_s_messages_newest_kept(
+    client: Client, control: ControlChannel, llm_emulator: LlmEmulator
+) -> None:
+    from openpista.models import Message
+
+    memory = control.gateway.runtime.memory
+    await memory.bind_channel("loop:history", "long")  # creates the session
+    messages = [Message(role="user", content="first question")]
+    messages += [Message(role="assistant", content="x" * 100_000)]
+    messages += [Message(role="user", content=f"q{i} " + "y" * 16000) for i in range(60)]
+    await memory.append_messages("long", messages)
+    history = (await request(client, {"type": "history", "session": "long"}))["data"]
+    shown = history["messages"]
+    assert shown[-1]["content"].startswith("q59 ")
+    assert history["omitted"] == len(messages) - len(shown) > 0  # the frame budget
+    assert len(encode({"type": "result", "data": history})) < 1 << 20
+    assert history["model"]["model"] == "gpt-4o-mini"
+    small = (await request(client, {"type": "history", "session": "long", "limit": 2}))["data"]
+    assert [m["content"][:3] for m in small["messages"]] == ["q58", "q59"]
+    await memory.bind_channel("loop:clip", "clip")
+    await memory.append_messages("clip", messages[:2])
+    clip = (await request(client, {"type": "history", "session": "clip"}))["data"]
+    assert [m["content"] for m in clip["messages"]] == ["first question", "x" * 16384]
+    empty = (await request(client, {"type": "history", "session": "never-used"}))["data"]
+    assert (empty["messages"], empty["omitted"]) == ([], 0)
+
+
+async def test_chat_commands_are_answered_by_the_gateway_for_the_session(
+    client: Client, llm_emulator: LlmEmulator
+) -> None:
+    switched = await request(
+        client, {"type": "command", "session": "c1", "text": "/model openai/gpt-4o"}
+    )
+    assert switched["data"]["model"]["model"] == "gpt-4o"
+    assert switched["data"]["session"] == "c1"
+    llm_emulator.reply_text("from the switched model")
+    await client.send({"type": "run", "text": "hi", "session": "c1"})
+    await client.until_answer()
+    assert llm_emulator.requests[-1].json["model"] == "gpt-4o"
+    cleared = await request(client, {"type": "command", "session": "c1", "text": "/clear"})
+    assert cleared["data"]["session"] != "c1"
+    assert cleared["data"]["text"].startswith("new session ")
+    assert cleared["data"]["model"]["model"] == "gpt-4o-mini"  # the new session's default
+    helped = await request(client, {"type": "command", "session": "c1", "text": "/help"})
+    assert "/usage" in helped["data"]["text"]
+
+
+async def test_an_approval_is_answered_with_a_chat_command_on_the_turn_s_connection(
+    tmp_path: Path, llm_emulator: LlmEmulator, gateways: Gateways
+) -> None:
+    sock = bind_control(tmp_path / "state" / "control.sock")
+    channel = ControlChannel(sock, PidFile(tmp_path / "openpista.pid"))
+    settings = emulator_settings(llm_emulator, tmp_path)
+    settings = settings.model_copy(
+        update={"policy": settings.policy.model_copy(update={"local": "ask"})}
+    )
+    await gateways.start(settings, channel)
+    reader, writer = await asyncio.open_unix_connection(str(channel.path))
+    client = Client(reader, writer)
+    llm_emulator.reply_tool_calls([("system_run", {"command": "echo approved-run"})])
+    llm_emulator.reply_text("it ran")
+    await client.send({"type": "run", "text": "run it", "session": "a1"})
+    frame = await client.receive()
+    while frame.get("message", {}).get("kind") != "approval":
+        frame = await client.receive()
+    request_id = frame["message"]["request"]["id"]
+    answered = await request(
+        client, {"type": "command", "session": "a1", "text": f"/approve {request_id}"}
+    )
+    assert answered["type"] == "result", answered
+    frames = await client.until_answer()
+    assert frames[-1]["message"]["text"] == "it ran"
+    results = [f["message"]["result"] for f in frames if f["message"]["kind"] == "tool"]
+    assert any(r and "approved-run" in r["output"] for r in results)
+    writer.close()
+
+
+async def test_reload_and_workers_answer_the_model_and_the_dashboard_rows(
+    client: Client, control: ControlChannel
+) -> None:
+    reloaded = await request(client, {"type": "reload"})
+    assert reloaded["data"]["model"]["provider"] == "openai"
+    workers = await request(client, {"type": "workers"})
+    assert workers == {"type": "result", "data": []}
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        ({"type": "home", "ref": 7}, '"ref" must be a string of at most 64'),
+        ({"type": "home", "ref": "r" * 65}, '"ref" must be a string of at most 64'),
+        ({"type": "home", "limit": -1}, '"limit" must be a whole number from 0 to 1000'),
+        ({"type": "history"}, "session id must be a string, not NoneType"),
+        ({"type": "history", "session": ["s"]}, "session id must be a string, not list"),
+        ({"type": "history", "session": "s" * 5000}, "the limit is"),
+        ({"type": "history", "session": "a\x00b"}, "contains control characters"),
+        ({"type": "history", "session": "s", "limit": True}, '"limit" must be a whole number'),
+        ({"type": "history", "session": "s", "limit": 10**9}, '"limit" must be a whole number'),
+        ({"type": "command", "session": "s"}, '"text" must be a non-empty string'),
+        ({"type": "command", "session": "s", "text": 5}, '"text" must be a non-empty string'),
+        ({"type": "command", "session": "s", "text": "hello"}, '"text" must be a chat command'),
+        ({"type": "command", "session": "s", "text": "/" + "h" * 5000}, "at most 4096"),
+        ({"type": "command", "session": "s", "text": "/nosuch x"}, "/nosuch is no chat command"),
+        ({"type": "command", "text": "/help"}, "session id must be a string"),
+        ({"type": "histories"}, "expected run, cancel, approval, status, sessions, send, home"),
+    ],
+)
+async def test_hostile_chat_requests_get_one_error_line_and_the_connection_serves_on(
+    client: Client, frame: Frame, message: str
+) -> None:
+    await client.send(frame)
+    reply = await client.receive()
+    assert reply["type"] == "error"
+    assert reply["message"].startswith("❌ ")
+    assert message in reply["message"], reply["message"]
+    if isinstance(frame.get("ref"), str) and len(frame["ref"]) <= 64:
+        assert reply["ref"] == frame["ref"]
+    assert (await request(client, {"type": "home"}))["type"] == "result"

@@ -28,6 +28,10 @@ def tui(state: CliState, session: str | None, provider: str | None, model: str |
     /session, /clear, /usage, /approve, /deny) plus /login and /quit do the rest.
     `openpista -s ID` is a shortcut for `openpista tui -s ID`.
 
+    When `openpista start` runs, the chat is the daemon's (its turns, sessions and
+    commands; Ctrl-C cancels a turn there); --no-daemon (before `tui`), -p or -m run it
+    here instead.
+
     \b
     Examples:
       openpista tui
@@ -36,6 +40,18 @@ def tui(state: CliState, session: str | None, provider: str | None, model: str |
     """
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         fail("openpista tui needs a terminal; use `openpista run -e TEXT` in scripts")
+    client = state.daemon() if provider is None and model is None else None
+    if client is not None:
+        from openpista.control.client import DaemonError
+        from openpista.tui.app import run_attached
+
+        try:
+            asyncio.run(run_attached(client, session, state.config_path))
+        except DaemonError as exc:
+            fail(str(exc))
+        finally:
+            client.close()
+        return
     settings = state.settings()
     from openpista.tui.app import run_tui
 

@@ -61,7 +61,7 @@ class ControlClient:
             self.socket.sendall(encode(frame))
         except OSError:
             refusal = self._last_words()
-            raise (DaemonError(refusal) if refusal else DaemonGoneError(_GONE)) from None
+            raise (DaemonError(refusal) if refusal else DaemonGoneError(GONE)) from None
 
     def _last_words(self) -> str | None:
         """The message of an ``error`` frame the daemon sent before it closed, if any."""
@@ -102,10 +102,10 @@ class ControlClient:
             except (ConnectionError, TimeoutError):
                 chunk = b""
             if not chunk:
-                raise DaemonGoneError(_GONE)
+                raise DaemonGoneError(GONE)
             chunks.append(chunk)
             size -= len(chunk)
         return b"".join(chunks)
 
 
-_GONE = "❌ the daemon stopped before it answered (see `openpista status`)"
+GONE = "❌ the daemon stopped before it answered (see `openpista status`)"

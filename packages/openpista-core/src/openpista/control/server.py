@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
+from openpista.control.chat import BadRequest, ChatRequests, text_field, whole_number
 from openpista.control.protocol import (
     HEADER,
     Frame,
@@ -39,6 +40,7 @@ from openpista.control.protocol import (
     error_frame,
 )
 from openpista.gateway.gateway import CANCELLED_NOTICE, STOPPING_NOTICE, Gateway, channel_problem
+from openpista.memory import MemoryStoreError
 from openpista.models import Answer, ApprovalPrompt, ChannelEvent, Outbound, ToolProgress
 from openpista.serving import bind_unix
 
@@ -52,6 +54,8 @@ MAX_PATH = 107
 MAX_TOOL_OUTPUT = 65536
 """Tool results are cut to this many characters on the socket (clients show one line)."""
 MAX_SESSIONS = 10000
+MAX_REF = 64
+"""The longest ``ref`` a request may carry (the daemon copies it into its reply)."""
 _REQUEST_ID = re.compile(r"[0-9a-fA-F]{1,32}")
 _CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -149,6 +153,14 @@ class ControlChannel(ChannelAdapter):
         self._server: asyncio.Server | None = None
         self._gateway: Gateway | None = None
         self._connections: dict[str, _Connection] = {}
+        self.chat = ChatRequests(self)
+        self._chat_requests = {
+            "home": self.chat.home,
+            "history": self.chat.history,
+            "command": self.chat.command,
+            "workers": self.chat.workers,
+            "reload": self.chat.reload,
+        }
 
     @property
     def gateway(self) -> Gateway:
@@ -180,6 +192,7 @@ class ControlChannel(ChannelAdapter):
         for connection in list(self._connections.values()):
             connection.closed = True
             connection.writer.close()
+        await self.chat.close()
         with contextlib.suppress(OSError):
             if self.path.stat().st_ino == self._inode:  # not a socket of a later daemon
                 self.path.unlink()
@@ -228,9 +241,13 @@ class ControlChannel(ChannelAdapter):
             except ProtocolError as exc:
                 await connection.write(error_frame(str(exc)))
                 continue
+            ref = frame.get("ref")
+            if ref is not None and not (isinstance(ref, str) and len(ref) <= MAX_REF):
+                await connection.write(error_frame(f'"ref" must be a string of at most {MAX_REF}'))
+                continue
             reply = await self._answer(connection, frame)
             if reply is not None:
-                await connection.write(reply)
+                await connection.write(reply if ref is None else {**reply, "ref": ref})
 
     async def _answer(self, connection: _Connection, frame: Frame) -> Frame | None:
         """The reply to one request (``None``: none, or it streams from the turn)."""
@@ -251,22 +268,26 @@ class ControlChannel(ChannelAdapter):
                 return await self._sessions(frame)
             if kind == "send":
                 return await self._deliver(frame)
-        except _BadRequest as exc:
+            if kind in self._chat_requests:
+                return await self._chat_requests[kind](connection.channel_id, frame)
+        except BadRequest as exc:
             return error_frame(f"{kind}: {exc}")
+        except MemoryStoreError as exc:
+            return error_frame(str(exc))
         shown = kind if len(kind) <= 40 else kind[:40] + "…"
         return error_frame(
-            f"unknown frame type {shown!r} (expected run, cancel, approval, status, "
-            "sessions or send)"
+            f"unknown frame type {shown!r} (expected run, cancel, approval, status, sessions, "
+            "send, home, history, command, workers or reload)"
         )
 
     def _run(self, connection: _Connection, frame: Frame) -> Frame | None:
         if connection.turn is not None:
-            raise _BadRequest("a turn is already running on this connection")
-        text = _text(frame, "text")
+            raise BadRequest("a turn is already running on this connection")
+        text = text_field(frame, "text")
         session = frame.get("session") or uuid.uuid4().hex
         sender = frame.get("sender") or "local"
         if not isinstance(session, str) or not isinstance(sender, str):
-            raise _BadRequest('"session" and "sender" must be strings')
+            raise BadRequest('"session" and "sender" must be strings')
         event = ChannelEvent(
             channel_id=connection.channel_id,
             session_id=session,
@@ -300,9 +321,9 @@ class ControlChannel(ChannelAdapter):
     async def _approval(self, connection: _Connection, frame: Frame) -> Frame | None:
         request_id, approve = frame.get("id"), frame.get("approve")
         if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
-            raise _BadRequest('"id" must be the id of an approval request')
+            raise BadRequest('"id" must be the id of an approval request')
         if not isinstance(approve, bool):
-            raise _BadRequest('"approve" must be true or false')
+            raise BadRequest('"approve" must be true or false')
         verb = "/approve" if approve else "/deny"
         reply = await self.gateway.run_command(connection.channel_id, f"{verb} {request_id}")
         if reply is not None and reply.text.startswith("❌"):
@@ -311,24 +332,17 @@ class ControlChannel(ChannelAdapter):
 
     async def _sessions(self, frame: Frame) -> Frame:
         from openpista.cli.sessions import session_rows
-        from openpista.memory import MemoryStoreError
 
-        limit = frame.get("limit", 20)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_SESSIONS:
-            raise _BadRequest(f'"limit" must be a whole number from 0 to {MAX_SESSIONS}')
-        try:
-            rows = await session_rows(self.gateway.runtime.memory, limit)
-        except MemoryStoreError as exc:
-            return error_frame(str(exc))
-        return {"type": "result", "data": rows}
+        limit = whole_number(frame, "limit", 20, MAX_SESSIONS)
+        return {"type": "result", "data": await session_rows(self.gateway.runtime.memory, limit)}
 
     async def _deliver(self, frame: Frame) -> Frame:
-        channel_id, text = _text(frame, "channel"), _text(frame, "text")
+        channel_id, text = text_field(frame, "channel"), text_field(frame, "text")
         gateway = self.gateway
         adapter = gateway.adapter_for(channel_id)
         if adapter is None or adapter is self:
             served = ", ".join(a.name for a in gateway.adapters if a is not self) or "none"
-            raise _BadRequest(
+            raise BadRequest(
                 f"no channel served by this daemon owns {channel_id!r} (serving: {served}); "
                 "a channel id is the channel's prefix and a chat, e.g. telegram:123"
             )
@@ -336,19 +350,8 @@ class ControlChannel(ChannelAdapter):
             await adapter.send(Answer(channel_id=channel_id, text=text))
         except Exception as exc:  # the channel's own refusal (unknown chat, ...)
             problem = channel_problem(exc)
-            raise _BadRequest(f"{adapter.name} could not deliver it: {problem}") from None
+            raise BadRequest(f"{adapter.name} could not deliver it: {problem}") from None
         return {"type": "result", "data": {"channel": channel_id, "served_by": adapter.name}}
-
-
-class _BadRequest(Exception):
-    """A request frame whose fields are wrong; the message says which."""
-
-
-def _text(frame: Frame, key: str) -> str:
-    value = frame.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise _BadRequest(f'"{key}" must be a non-empty string')
-    return value
 
 
 def _outbound(message: Outbound) -> Frame:

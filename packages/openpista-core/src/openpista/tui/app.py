@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import getpass
 import logging
-from collections.abc import Coroutine
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prompt_toolkit.application import Application
 from prompt_toolkit.buffer import Buffer
@@ -21,8 +20,6 @@ from prompt_toolkit.layout.controls import BufferControl, FormattedTextControl
 from prompt_toolkit.layout.dimension import Dimension
 
 from openpista.tui import view
-from openpista.tui.adapter import TuiAdapter
-from openpista.tui.effects import EffectRunner
 from openpista.tui.state import (
     Action,
     Effect,
@@ -30,6 +27,7 @@ from openpista.tui.state import (
     GoHome,
     HistoryNext,
     HistoryPrev,
+    Interrupt,
     LeaveWorkers,
     LoadHome,
     LoadWorkers,
@@ -48,22 +46,34 @@ from openpista.tui.update import update
 
 if TYPE_CHECKING:
     from openpista.config import Settings
-    from openpista.gateway.gateway import Gateway
-    from openpista.runtime import Runtime
+    from openpista.control.client import ControlClient
 
 PAGE = 10  # lines per PageUp/PageDown
 WORKERS_REFRESH = 1.0  # seconds between two readings of the worker dashboard
+LEAVE_DEADLINE = 2.0  # seconds a running turn gets to finish when the user quits
+
+
+class Effects(Protocol):
+    """Runs the app's effects: in this process (:class:`~openpista.tui.effects.EffectRunner`)
+    or in the daemon (:class:`~openpista.tui.remote.RemoteEffects`)."""
+
+    async def run(self, effect: Effect) -> None: ...
+
+    async def finish(self, deadline: float) -> None:
+        """The app has ended: let running turns end within ``deadline`` seconds."""
+
+
+EffectsFactory = Callable[[Callable[[Action], None], Callable[[], None]], Effects]
+"""Builds the :class:`Effects` of an app from its ``dispatch`` and its ``exit``."""
 
 
 class TuiApp:
-    """One full-screen chat over ``gateway``; build it, then ``await run(session)``."""
+    """One full-screen chat; build it, then ``await run(session)``. ``state.commands`` are
+    the chat commands of the gateway answering it."""
 
-    def __init__(self, runtime: Runtime, gateway: Gateway, state: State | None = None) -> None:
-        self.state = replace(state or State(), commands=tuple(gateway.commands.names))
-        self.runtime = runtime
-        self.gateway = gateway
-        self.adapter = TuiAdapter(lambda response: self.dispatch(ResponseReceived(response)))
-        self.effects = EffectRunner(runtime, gateway, self.dispatch, _user_name(), self._exit)
+    def __init__(self, effects: EffectsFactory, state: State) -> None:
+        self.state = state
+        self.effects = effects(self.dispatch, self._exit)
         self._tasks: set[asyncio.Task[None]] = set()
         self.input = Buffer(multiline=True)
         self.application: Application[None] = self._build()
@@ -100,6 +110,7 @@ class TuiApp:
         try:
             await self.application.run_async()
         finally:
+            await self.effects.finish(LEAVE_DEADLINE)
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -187,6 +198,9 @@ class TuiApp:
         empty_input = Condition(lambda: not self.input.text)
 
         @kb.add("c-c")
+        def _interrupt(event: KeyPressEvent) -> None:
+            dispatch(Interrupt())
+
         @kb.add("c-d", filter=is_home | empty_input)
         @kb.add("q", filter=is_home)
         def _quit(event: KeyPressEvent) -> None:
@@ -270,10 +284,12 @@ async def run_tui(
     provider: str | None = None,
     model: str | None = None,
 ) -> None:
-    """Open the runtime and a gateway with the TUI's channel, and run the app."""
+    """Open the runtime and a gateway with the TUI's channel, and run the app here."""
     from openpista.gateway.approvals import ApprovalBroker
     from openpista.gateway.gateway import Gateway
     from openpista.runtime import Runtime
+    from openpista.tui.adapter import TuiAdapter
+    from openpista.tui.effects import EffectRunner
     from openpista.worker_service import WorkerReports
     from openpista.workers import worker_hub
 
@@ -290,26 +306,69 @@ async def run_tui(
         state = State(
             config_path=str(settings.source_path or "~/.openpista/config.toml"),
             warnings=tuple(problems),
+            commands=tuple(gateway.commands.names),
         )
-        app = TuiApp(runtime, gateway, state)
-        gateway.adapters.append(app.adapter)
+        app = TuiApp(
+            lambda dispatch, exit_app: EffectRunner(
+                runtime, gateway, dispatch, _user_name(), exit_app
+            ),
+            state,
+        )
+        runner = app.effects
+        assert isinstance(runner, EffectRunner)
+        gateway.adapters.append(TuiAdapter(lambda message: app.dispatch(ResponseReceived(message))))
         # The runs of this process's tools, for the dashboard (which also shows those of
         # a daemon writing to the same database).
         recorder = await WorkerReports.open(worker_hub(), settings.database.url)
-        app.effects.worker_log = recorder.log
-        # Log records written to the terminal would tear the full-screen view apart.
-        handler = ChatLogHandler(app)
-        root = logging.getLogger()
-        root.addHandler(handler)
+        runner.worker_log = recorder.log
         await gateway.start()
         try:
-            await app.run(session_id)
+            with _logs_in_chat(app):
+                await app.run(session_id)
         finally:
-            await gateway.stop(deadline=2.0)  # the user asked to leave: do not linger
-            root.removeHandler(handler)
+            await gateway.stop(deadline=LEAVE_DEADLINE)  # the user asked to leave
             await recorder.close()
     finally:
         await runtime.close()
+
+
+async def run_attached(
+    client: ControlClient, session_id: str | None = None, config: str | None = None
+) -> None:
+    """Run the app against the daemon behind ``client``: its turns, history and chat
+    commands are the daemon's (nothing heavy is imported here); ``config`` is passed to
+    ``/login``."""
+    from openpista.tui.remote import RemoteEffects, attach
+
+    connection, home = await attach(client)
+    try:
+        state = State(
+            config_path=str(home.get("config", "")),
+            warnings=tuple(str(w) for w in home.get("warnings", [])),
+            commands=tuple(str(c) for c in home.get("commands", [])),
+        )
+        app = TuiApp(
+            lambda dispatch, exit_app: RemoteEffects(
+                connection, dispatch, _user_name(), exit_app, config
+            ),
+            state,
+        )
+        with _logs_in_chat(app):
+            await app.run(session_id)
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def _logs_in_chat(app: TuiApp) -> Iterator[None]:
+    # Log records written to the terminal would tear the full-screen view apart.
+    handler = ChatLogHandler(app)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 class ChatLogHandler(logging.Handler):

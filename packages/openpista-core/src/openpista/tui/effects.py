@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import asyncio
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from openpista.models import ChannelEvent
+from openpista.models import Answer, ChannelEvent
 from openpista.observability.report import today_spend
 from openpista.tui.adapter import CHANNEL_ID
+from openpista.tui.login import login_in_terminal
 from openpista.tui.state import (
     Action,
+    CancelTurns,
     CommandAnswered,
     Effect,
     Exit,
@@ -24,10 +25,12 @@ from openpista.tui.state import (
     ModelChanged,
     ModelInfo,
     OpenSession,
+    ResponseReceived,
     RunCommand,
     SendMessage,
     SessionOpened,
     SessionRow,
+    TurnsCancelled,
     WorkerRow,
     WorkersLoaded,
 )
@@ -66,6 +69,27 @@ def model_info(runtime: Runtime, gateway: Gateway, session_id: str | None = None
     )
 
 
+async def worker_rows(log: WorkerLog) -> tuple[WorkerRow, ...]:
+    """The newest worker tasks of ``log`` with their log lines, as the dashboard lists them
+    (also the daemon's answer to a ``workers`` request on its control socket)."""
+    rows = []
+    for listed in await log.tasks(limit=WORKERS_SHOWN):
+        task = await log.task(listed.task_id, reports=True) or listed
+        rows.append(
+            WorkerRow(
+                task_id=task.task_id,
+                status=task.status,
+                created=task.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+                duration=task.duration,
+                exit_code=task.exit_code,
+                channel_id=task.channel_id,
+                percent=task.percent,
+                logs=tuple(line for r in task.reports for line in r.body.get("log", [])),
+            )
+        )
+    return tuple(rows)
+
+
 class EffectRunner:
     """Runs one effect at a time on request; each outcome is handed to ``dispatch``."""
 
@@ -83,6 +107,7 @@ class EffectRunner:
         self.sender = sender
         self.exit_app = exit_app
         self._bound: str | None = None  # the session the gateway's router has for the TUI
+        self._turns: set[asyncio.Task[Any]] = set()
         self.worker_log: WorkerLog | None = None
         """Where the dashboard reads worker tasks (set by :func:`~openpista.tui.app.run_tui`)."""
 
@@ -101,14 +126,12 @@ class EffectRunner:
         if isinstance(effect, OpenSession):
             return await self.open_session(effect.session_id)
         if isinstance(effect, SendMessage):
-            event = ChannelEvent(
-                channel_id=CHANNEL_ID,
-                session_id=effect.session_id,
-                sender=self.sender,
-                text=effect.text,
-            )
-            await self.gateway.submit(event)
+            self.send(effect)
             return None
+        if isinstance(effect, CancelTurns):
+            for turn in list(self._turns):
+                turn.cancel()
+            return TurnsCancelled()
         if isinstance(effect, RunCommand):
             return await self.run_command(effect.session_id, effect.text)
         if isinstance(effect, Login):
@@ -119,6 +142,35 @@ class EffectRunner:
             self.exit_app()
             return None
         raise TypeError(f"unknown effect {effect!r}")
+
+    def send(self, effect: SendMessage) -> None:
+        """Start the turn of ``effect`` (it runs after the chat's earlier ones) and stream
+        it to the TUI's channel; :class:`CancelTurns` cancels it."""
+        event = ChannelEvent(
+            channel_id=CHANNEL_ID,
+            session_id=effect.session_id,
+            sender=self.sender,
+            text=effect.text,
+        )
+        turn = asyncio.get_running_loop().create_task(self._turn(event))
+        self._turns.add(turn)
+        turn.add_done_callback(self._turns.discard)
+
+    async def _turn(self, event: ChannelEvent) -> None:
+        try:
+            await self.gateway.handle(event)
+        except Exception as exc:  # the turn's own failure ends it like an error answer
+            text = f"internal error: {type(exc).__name__}: {exc}"
+            self.dispatch(ResponseReceived(Answer.error(text, session_id=event.session_id)))
+
+    async def finish(self, deadline: float) -> None:
+        """Let the running turns end within ``deadline`` seconds (the user is leaving),
+        then cancel them."""
+        if self._turns:
+            await asyncio.wait(self._turns, timeout=deadline)
+        for turn in list(self._turns):
+            turn.cancel()
+        await asyncio.gather(*self._turns, return_exceptions=True)
 
     async def run_command(self, session_id: str, text: str) -> Action:
         """Have the gateway answer the chat command ``text`` of ``session_id``'s chat, as
@@ -141,17 +193,7 @@ class EffectRunner:
     async def login(self, provider: str | None) -> Action:
         """Run ``openpista auth login`` on the terminal while the TUI steps aside, then
         rebuild the agent so that the next message uses the new key."""
-        from prompt_toolkit.application import run_in_terminal
-
-        config = self.runtime.settings.source_path
-        argv = [sys.executable, "-m", "openpista.cli"]
-        argv += ["--config", str(config)] if config else []
-        argv += ["auth", "login", *([provider] if provider else [])]
-
-        def run_login() -> int:
-            return subprocess.run(argv, check=False).returncode
-
-        code = await run_in_terminal(run_login, in_executor=True)
+        code = await login_in_terminal(self.runtime.settings.source_path, provider)
         if code != 0:
             return Failed(f"login did not complete (exit status {code}); try /login again")
         self.gateway.reload_model()
@@ -176,22 +218,7 @@ class EffectRunner:
         """The newest worker tasks with their log lines, for the dashboard."""
         if self.worker_log is None:
             return Failed("the worker history is not available here")
-        rows = []
-        for listed in await self.worker_log.tasks(limit=WORKERS_SHOWN):
-            task = await self.worker_log.task(listed.task_id, reports=True) or listed
-            rows.append(
-                WorkerRow(
-                    task_id=task.task_id,
-                    status=task.status,
-                    created=task.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
-                    duration=task.duration,
-                    exit_code=task.exit_code,
-                    channel_id=task.channel_id,
-                    percent=task.percent,
-                    logs=tuple(line for r in task.reports for line in r.body.get("log", [])),
-                )
-            )
-        return WorkersLoaded(tuple(rows))
+        return WorkersLoaded(await worker_rows(self.worker_log))
 
     async def open_session(self, session_id: str | None, notice: str = "") -> SessionOpened:
         """Open ``session_id`` (a new id when ``None``) and load its stored messages.

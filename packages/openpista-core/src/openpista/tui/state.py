@@ -223,6 +223,16 @@ class Quit:
 
 
 @dataclass(frozen=True)
+class Interrupt:
+    """Ctrl-C: cancels the turns this chat waits for, else quits."""
+
+
+@dataclass(frozen=True)
+class TurnsCancelled:
+    """The turns this chat waited for were cancelled."""
+
+
+@dataclass(frozen=True)
 class ShowWorkers:
     """``w`` on the home screen or ``/worker`` in a chat: the worker dashboard."""
 
@@ -255,6 +265,8 @@ Action = (
     | CommandAnswered
     | Failed
     | Quit
+    | Interrupt
+    | TurnsCancelled
     | ShowWorkers
     | WorkersLoaded
     | LeaveWorkers
@@ -311,4 +323,12 @@ class LoadWorkers:
     """Read the worker tasks (and their last log lines) for the dashboard."""
 
 
-Effect = LoadHome | OpenSession | SendMessage | RunCommand | Login | Exit | LoadWorkers
+@dataclass(frozen=True)
+class CancelTurns:
+    """Cancel the turns this chat sent (running or waiting); answered by
+    :class:`TurnsCancelled`."""
+
+
+Effect = (
+    LoadHome | OpenSession | SendMessage | RunCommand | Login | Exit | LoadWorkers | CancelTurns
+)

@@ -18,6 +18,7 @@ from openpista.models import (
 )
 from openpista.tui.state import (
     Action,
+    CancelTurns,
     CommandAnswered,
     Effect,
     Entry,
@@ -28,6 +29,7 @@ from openpista.tui.state import (
     HistoryNext,
     HistoryPrev,
     HomeLoaded,
+    Interrupt,
     LeaveWorkers,
     LoadHome,
     LoadWorkers,
@@ -46,10 +48,13 @@ from openpista.tui.state import (
     ShowWorkers,
     State,
     Submit,
+    TurnsCancelled,
     WorkersLoaded,
 )
 
 Result = tuple[State, list[Effect]]
+
+CANCELLED = "❌ cancelled: the turn was stopped (Ctrl-C)"
 
 TUI_HELP = """\
 In this terminal also:
@@ -58,7 +63,7 @@ In this terminal also:
   /quit, /exit               leave
 Keys: Enter sends, Esc Enter (or Alt-Enter) inserts a new line, Up/Down browse what you
 sent, PageUp/PageDown scroll, Escape on an empty input goes back to the session list,
-Ctrl-D quits."""
+Ctrl-C cancels the turn that runs (and quits when none does), Ctrl-D quits."""
 
 
 def update(state: State, action: Action) -> Result:
@@ -200,6 +205,19 @@ def _(action: Failed, state: State) -> Result:
 @_update.register
 def _(action: Quit, state: State) -> Result:
     return replace(state, quitting=True), [Exit()]
+
+
+@_update.register
+def _(action: Interrupt, state: State) -> Result:
+    if state.screen == "chat" and state.busy:
+        return state, [CancelTurns()]
+    return replace(state, quitting=True), [Exit()]
+
+
+@_update.register
+def _(action: TurnsCancelled, state: State) -> Result:
+    state = _close_stream(replace(state, pending=0, approvals=()))
+    return _add(state, Entry("error", CANCELLED)), []
 
 
 @_update.register

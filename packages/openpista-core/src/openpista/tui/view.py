@@ -35,7 +35,7 @@ def header(state: State) -> StyleAndTextTuples:
     """The top bar: where you are and who answers."""
     model = f"{state.model.provider}/{state.model.model}" if state.model.provider else "no model"
     where = {"chat": f"session {state.session_id}", "workers": "workers"}.get(state.screen, "home")
-    busy = " · thinking…" if state.screen == "chat" and state.busy else ""
+    busy = " · thinking… (Ctrl-C cancels)" if state.screen == "chat" and state.busy else ""
     return [("class:header", f" openpista · {where} · {model}{busy} ")]
 
 
