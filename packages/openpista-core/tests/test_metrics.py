@@ -147,6 +147,29 @@ async def test_metrics_off_serves_nothing_and_a_taken_port_names_the_option() ->
         first.stop()
 
 
+def test_mounted_on_the_web_channel_the_daemon_opens_no_port(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = MetricsSettings(enabled=True, port=0, mount="web")
+    assert serve_metrics(PrometheusRecorder(), settings, ["web", "cli"]) is None
+    assert not caplog.records
+    assert serve_metrics(PrometheusRecorder(), settings, ["cli"]) is None
+    (warned,) = [r.getMessage() for r in caplog.records]
+    assert warned.startswith('❌ [metrics] mount = "web" but the web channel is not served')
+
+
+def test_the_exposition_follows_the_accept_header() -> None:
+    recorder = PrometheusRecorder()
+    recorder.error("turn")
+    text, text_type = recorder.exposition("") or (b"", "")
+    assert text_type.startswith("text/plain")
+    assert b'openpista_errors_total{kind="turn"} 1.0' in text
+    openmetrics, kind = recorder.exposition("application/openmetrics-text") or (b"", "")
+    assert kind.startswith("application/openmetrics-text")
+    assert openmetrics.endswith(b"# EOF\n")
+    assert Recorder().exposition("") is None
+
+
 def test_a_label_takes_a_bounded_number_of_values() -> None:
     recorder = PrometheusRecorder()
     for n in range(MAX_LABEL_VALUES + 10):

@@ -123,6 +123,12 @@ class ChannelContext(Protocol):
         ``channel_id`` (buttons of resolved requests can be removed)."""
         ...
 
+    def metrics(self, accept: str) -> tuple[bytes, str] | None:
+        """The daemon's Prometheus metrics encoded as the ``Accept`` header ``accept`` asks
+        (text or OpenMetrics): ``(body, content type)``; ``None`` when ``[metrics]`` is off.
+        For a channel whose server also answers scrapes (``[metrics] mount``)."""
+        ...
+
 
 class ChannelAdapter(ABC):
     """A messenger bridge; subclass it and implement :meth:`start` and :meth:`send`.
@@ -135,6 +141,10 @@ class ChannelAdapter(ABC):
     name: str
     channel_prefix: str
     capabilities: Capabilities = Capabilities()
+    replies_anywhere: bool = False
+    """Whether any process serving this channel can answer a chat (HTTP APIs: Telegram,
+    Slack, ...); ``False`` when answers go through the connection the message came in on
+    (in cluster mode they are sent back to the replica holding it, docs/scale-out.md)."""
     on_close: Callable[[], object] | None = None
     """Called (once) by adapters whose user can end the conversation (the terminal) when
     they do; the daemon sets it when that is its only channel. It may return an awaitable."""

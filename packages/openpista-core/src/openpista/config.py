@@ -237,6 +237,9 @@ class MetricsSettings(_Section):
     port: int = Field(default=9464, ge=0, le=65535)
     token: SecretStr | None = None
     """Bearer token a scraper must send (``Authorization: Bearer ...``); none: no check."""
+    mount: Literal["port", "web"] = "port"
+    """``port``: served on ``host``:``port``; ``web``: at ``/metrics`` of the web channel's
+    server instead (``token`` required unless that server listens on loopback only)."""
 
 
 class LoggingSettings(_Section):

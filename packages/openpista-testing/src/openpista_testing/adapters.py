@@ -106,3 +106,6 @@ class QueueContext:
 
     def approval_pending(self, channel_id: str, request_id: str) -> bool:
         return (channel_id, request_id) in self.pending
+
+    def metrics(self, accept: str) -> tuple[bytes, str] | None:
+        return None

@@ -25,7 +25,7 @@ from openpista.files import write_private
 from openpista.jsonsafe import log_rejected
 from openpista.models import Answer, Attachment, ChannelEvent, Outbound
 from openpista.worker_service import worker_feed
-from openpista_web.app import build_app, too_many_attempts
+from openpista_web.app import MetricsMount, build_app, too_many_attempts
 from openpista_web.auth import SUBPROTOCOL, TOKEN_PREFIX, offered_token, token_matches
 from openpista_web.hub import Client, ClientHub
 from openpista_web.limiter import AuthFailureLimiter
@@ -89,7 +89,12 @@ class WebAdapter(ChannelAdapter):
     capabilities = Capabilities(streaming=True, files=True, buttons=True)
 
     def __init__(
-        self, settings: WebSettings, token: str, *, upload_dir: Path | None = None
+        self,
+        settings: WebSettings,
+        token: str,
+        *,
+        upload_dir: Path | None = None,
+        metrics: MetricsMount | None = None,
     ) -> None:
         self.settings = settings
         self.hub = ClientHub()
@@ -101,6 +106,7 @@ class WebAdapter(ChannelAdapter):
             settings.max_auth_failures, settings.auth_failure_window
         )
         self._token = token
+        self._metrics = metrics
         self._ctx: ChannelContext | None = None
         self._server: EmbeddedServer | None = None
         self._workers: asyncio.Task[None] | None = None
@@ -136,6 +142,7 @@ class WebAdapter(ChannelAdapter):
                 self._socket_endpoint,
                 self.auth_limiter,
                 ready=lambda: ctx.ready,
+                metrics=(ctx.metrics, self._metrics.token) if self._metrics else None,
             ),
             name="the web channel",
             ws_max_size=settings.max_frame_bytes * 4,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,17 +75,31 @@ def too_many_attempts(retry_after: int) -> Response:
     )
 
 
+Scrape = Callable[[str], "tuple[bytes, str] | None"]
+"""The daemon's metrics for an ``Accept`` header (:meth:`ChannelContext.metrics`)."""
+
+
+@dataclass(frozen=True)
+class MetricsMount:
+    """``/metrics`` served here (``[metrics] mount = "web"``) with ``[metrics] token``."""
+
+    token: str | None
+
+
 def build_app(
     settings: WebSettings,
     token: str,
     socket_endpoint: Callable[[WebSocket], Awaitable[None]],
     limiter: AuthFailureLimiter,
     ready: Callable[[], bool] = lambda: True,
+    metrics: tuple[Scrape, str | None] | None = None,
 ) -> Starlette:
     """The app: ``/ws`` (the chat socket), ``/api/health``, ``/api/auth``, and the client.
 
     Wrong tokens at ``/api/auth`` count in ``limiter`` like those of ``/ws``. ``ready``
     tells ``/api/health`` whether a message sent now is answered without a start-up wait.
+    ``metrics`` (``[metrics] mount = "web"``: the scrape and its bearer token, if any) adds
+    ``GET /metrics``; its wrong tokens count in ``limiter`` too.
     """
     from brotli_asgi import BrotliMiddleware
 
@@ -121,6 +136,7 @@ def build_app(
         WebSocketRoute("/ws", socket_endpoint),
         Route("/api/health", health, methods=["GET"]),
         Route("/api/auth", check_token, methods=["POST"]),
+        *([Route("/metrics", metrics_endpoint(*metrics, limiter))] if metrics else []),
         Mount("/", app=ShellHeaders(StaticFiles(directory=static_dir, html=True))),
     ]
     middleware = [
@@ -134,3 +150,33 @@ def build_app(
         Middleware(BrotliMiddleware, minimum_size=512, gzip_fallback=True),
     ]
     return Starlette(routes=routes, middleware=middleware)
+
+
+def metrics_endpoint(
+    scrape: Scrape, token: str | None, limiter: AuthFailureLimiter
+) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /metrics``: the exposition, after the bearer ``token`` when one is set (401
+    when wrong or missing, 429 for an address with too many wrong tokens); 404 when the
+    daemon keeps no metrics."""
+
+    async def endpoint(request: Request) -> Response:
+        if token is not None:
+            host = request.client.host if request.client else None
+            wait = limiter.retry_after(host)
+            if wait:
+                return too_many_attempts(wait)
+            if not token_matches(bearer(request.headers.get("authorization")), token):
+                limiter.failed(host)
+                return Response(
+                    "unauthorized: send Authorization: Bearer <[metrics] token>\n",
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                    media_type="text/plain",
+                )
+        exposition = scrape(request.headers.get("accept", ""))
+        if exposition is None:
+            return Response("no metrics: [metrics] enabled is off\n", 404, media_type="text/plain")
+        body, content_type = exposition
+        return Response(body, headers={"Content-Type": content_type})
+
+    return endpoint

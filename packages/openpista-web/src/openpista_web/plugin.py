@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from openpista import PluginSettings, Settings
     from openpista.channels import ChannelAdapter, ChannelFactory
     from openpista.starter import StarterPrompt
+    from openpista_web.app import MetricsMount
+    from openpista_web.settings import WebSettings
 
 
 def create_web_adapter(table: dict[str, Any], config: Settings) -> ChannelAdapter:
@@ -28,7 +30,36 @@ def create_web_adapter(table: dict[str, Any], config: Settings) -> ChannelAdapte
 
     settings = WebSettings.from_table(table)
     token, _ = resolve_token(settings)
-    return WebAdapter(settings, token)
+    return WebAdapter(settings, token, metrics=metrics_mount(settings, config))
+
+
+def metrics_mount(settings: WebSettings, config: Settings) -> MetricsMount | None:
+    """``/metrics`` on the web server when ``[metrics] enabled`` and ``mount = "web"``;
+    a server reachable beyond loopback must have ``[metrics] token`` (``ConfigError``)."""
+    from openpista.config import ConfigError
+    from openpista_web.app import MetricsMount
+
+    metrics = config.metrics
+    if not (metrics.enabled and metrics.mount == "web"):
+        return None
+    token = metrics.token.get_secret_value() if metrics.token else None
+    if token is None and not _loopback(settings.host):
+        raise ConfigError(
+            f'[metrics] mount = "web" with [channels.web] host = "{settings.host}" needs '
+            "[metrics] token: the web server is reachable beyond this machine"
+        )
+    return MetricsMount(token)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 @hookimpl

@@ -307,7 +307,7 @@ async def _run(
     # Plugins' chat commands may use the services from the first message a channel reads.
     gateway.runtime.context.services = services
     await gateway.start()
-    metrics = serve_metrics(gateway.runtime.recorder, settings.metrics)
+    metrics = serve_metrics(gateway.runtime.recorder, settings.metrics, channels)
     workers = await _start_worker_endpoint(settings)
     cron_task = asyncio.create_task(scheduler.run())
     await gateway.runtime.daemon_started(services)

@@ -285,6 +285,10 @@ class Gateway:
         """Whether approval request ``request_id`` still waits for an answer there."""
         return self.approvals is not None and self.approvals.is_pending(channel_id, request_id)
 
+    def metrics(self, accept: str) -> tuple[bytes, str] | None:
+        """The recorder's metrics as ``accept`` asks (``None``: metrics off)."""
+        return self.recorder.exposition(accept)
+
     async def _dispatch(self) -> None:
         while True:
             event = await self.queue.get()

@@ -76,6 +76,11 @@ class Recorder:
     def watch(self, gateway: Any) -> None:
         """Read ``gateway``'s gauges whenever the metrics are collected."""
 
+    def exposition(self, accept: str) -> tuple[bytes, str] | None:
+        """The metrics encoded as the ``Accept`` header ``accept`` asks: ``(body, content
+        type)``; ``None`` here (nothing is kept)."""
+        return None
+
 
 class PrometheusRecorder(Recorder):
     """The metrics of one process in their own :attr:`registry` (see the module docs)."""
@@ -199,6 +204,12 @@ class PrometheusRecorder(Recorder):
 
     def watch(self, gateway: Any) -> None:
         self._gateway = gateway
+
+    def exposition(self, accept: str) -> tuple[bytes, str] | None:
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
     def gauges(self) -> Iterator[Any]:
         """The gauge families read at collection time (see :class:`_GatewayCollector`)."""

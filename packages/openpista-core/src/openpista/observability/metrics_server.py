@@ -11,7 +11,7 @@ import hmac
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -121,12 +121,22 @@ class MetricsServer:
             self._thread = None
 
 
-def serve_metrics(recorder: Recorder, settings: MetricsSettings) -> MetricsServer | None:
+def serve_metrics(
+    recorder: Recorder, settings: MetricsSettings, channels: Collection[str] = ()
+) -> MetricsServer | None:
     """Start the ``/metrics`` endpoint when ``[metrics] enabled`` (``recorder`` is then a
-    :class:`PrometheusRecorder`); ``None`` when metrics are off."""
+    :class:`PrometheusRecorder`); ``None`` when metrics are off or mounted on the web
+    channel (warned once when ``web`` is not among the served ``channels``)."""
     from openpista.observability.metrics import PrometheusRecorder
 
     if not settings.enabled or not isinstance(recorder, PrometheusRecorder):
+        return None
+    if settings.mount == "web":
+        if "web" not in channels:
+            log.warning(
+                '❌ [metrics] mount = "web" but the web channel is not served: no /metrics '
+                'anywhere (enable [channels.web] or set mount = "port")'
+            )
         return None
     server = MetricsServer(recorder, settings)
     server.start()
