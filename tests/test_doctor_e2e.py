@@ -16,6 +16,7 @@ import pytest
 from openpista.memory.tables import VERSION_TABLE
 from openpista_testing.cli import Cli
 from openpista_testing.emulator import LlmEmulator
+from openpista_testing.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -232,6 +233,7 @@ allowed_users = [42]
 mode = "{mode}"
 webhook_url = "https://bot.example.org/telegram/webhook"
 webhook_port = {port}
+api_base = "http://127.0.0.1:{free_port()}"
 """
     )
     cli.env.update(OPENPISTA_LOAD_PLUGINS="telegram")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from openpista.channels import ChannelFactory, ChatCommand
     from openpista.config import Settings
+    from openpista.doctor import DoctorCheck
     from openpista.plugin_context import PluginContext
     from openpista.plugin_settings import PluginSettings
     from openpista.providers.base import ProviderPreset
@@ -159,4 +160,21 @@ def register_chat_commands(
     A name already taken (the gateway's own ``help``, ``model``, ``session``, ``clear``,
     ``usage``, ``approve``, ``deny``, or another plugin's) is logged with ❌ and left out; a
     ``run`` that raises answers one ❌ line.
+    """
+
+
+@hookspec
+def doctor_checks(
+    register: Callable[[DoctorCheck], None], config: Settings, context: PluginContext
+) -> None:
+    """Add online checks to ``openpista doctor`` (a channel's token, an API you call).
+
+    Call ``register(DoctorCheck(name="channel pigeon token", run=probe))`` for what the
+    configuration enables; ``probe`` is an async function returning a
+    :class:`~openpista.doctor.Finding` (``ok``, one-line ``detail`` without secrets, the
+    ``fix``). Register nothing for a disabled or invalid table: the doctor's channel check
+    reports that. The doctor runs the checks concurrently, cuts each at its ``--timeout``,
+    and reports :class:`~openpista.doctor.Unreachable` (raised by
+    :func:`~openpista.doctor.request_json`) and a timeout with the check's
+    ``unreachable_fix``. Import your SDK inside ``probe``, if at all.
     """

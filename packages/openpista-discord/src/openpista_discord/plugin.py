@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from openpista import PluginSettings, Settings
     from openpista.channels import ChannelFactory
+    from openpista.doctor import DoctorCheck
     from openpista.starter import StarterPrompt
 
 
@@ -56,3 +57,12 @@ def register_commands(cli: click.Group) -> None:
     from openpista_discord.cli import discord
 
     cli.add_command(discord)
+
+
+@hookimpl
+def doctor_checks(register: Callable[[DoctorCheck], None], config: Settings) -> None:
+    """``openpista doctor``: the bot token, online (``GET /users/@me``)."""
+    from openpista_discord.doctor import token_checks
+
+    for check in token_checks(config):
+        register(check)

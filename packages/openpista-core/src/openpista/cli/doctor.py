@@ -1,8 +1,9 @@
 """``openpista doctor``: check the installation, one ✓/✗ line per check with the fix.
 
 The checks run in order: configuration, plugins, the provider (a one-word round trip),
-every enabled channel, the system programs that loaded tool plugins need, the memory
-database and its migrations, and the permissions of the state files. Heavy modules
+every enabled channel, the online checks plugins add (``doctor_checks``: a channel's
+token), the system programs that loaded tool plugins need, the memory database and its
+migrations, and the permissions of the state files. Heavy modules
 (litellm, SQLAlchemy) are imported only by the check that needs them.
 """
 
@@ -28,11 +29,13 @@ from openpista.cli.main import CliState
 
 if TYPE_CHECKING:
     from openpista.config import Settings
+    from openpista.doctor import DoctorCheck
     from openpista.plugin_context import PluginContext
     from openpista.plugins import PluginHost
 
 PROVIDER_PROMPT = "Reply with exactly one word: pong"
 PROVIDER_TIMEOUT = 60.0
+ONLINE_TIMEOUT = 10.0
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DOCKER_SOCKET = "/var/run/docker.sock"
 LISTENER_PREFIXES = ("", "webhook_", "http_")
@@ -56,17 +59,25 @@ class Check:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=ONLINE_TIMEOUT,
+    show_default=True,
+    help="Seconds each online check (a channel's token) may take.",
+)
 @click.pass_obj
-def doctor(state: CliState, as_json: bool) -> None:
+def doctor(state: CliState, as_json: bool, timeout: float) -> None:
     """Check the configuration, the provider (one short round trip), every enabled
-    channel, Docker, Chromium, Xvfb, tesseract (when a loaded plugin needs them), the
-    database and its migrations, and the permissions of ~/.openpista.
+    channel and its token (online), Docker, Chromium, Xvfb, tesseract (when a loaded
+    plugin needs them), the database and its migrations, and the permissions of
+    ~/.openpista.
 
     Prints one line per check (✓ fine, ✗ broken with the fix, - does not apply) and
     exits 1 when any check failed.
     """
     checks: list[Check] = []
-    for check in run_checks(state.config_path):
+    for check in run_checks(state.config_path, timeout):
         checks.append(check)
         if not as_json:  # as they come: the provider's round trip may take seconds
             click.echo(check.line())
@@ -78,8 +89,9 @@ def doctor(state: CliState, as_json: bool) -> None:
     sys.exit(1 if failed else 0)
 
 
-def run_checks(config_path: str | None) -> Iterator[Check]:
-    """Every check, in order; the configuration first (nothing else runs when it fails)."""
+def run_checks(config_path: str | None, timeout: float = ONLINE_TIMEOUT) -> Iterator[Check]:
+    """Every check, in order; the configuration first (nothing else runs when it fails).
+    ``timeout`` bounds each online check that plugins add."""
     from openpista.config import ConfigError, default_config_path, load_config
 
     path = Path(config_path).expanduser() if config_path else default_config_path()
@@ -101,6 +113,8 @@ def run_checks(config_path: str | None) -> Iterator[Check]:
     try:
         yield check_provider(host, settings)
         yield from check_channels(host, context, settings)
+        checks = [c for _, c in host.collect("doctor_checks", lambda c: c.name, context)]
+        yield from asyncio.run(run_online(checks, timeout))
         yield from check_plugins(host)
         yield from check_programs(host, settings)
     finally:
@@ -181,6 +195,28 @@ def check_channels(host: PluginHost, context: PluginContext, settings: Settings)
             yield Check(label, False, channel_problem(exc), f"correct [channels.{name}]")
             continue
         yield _port_check(label, name, options, settings)
+
+
+async def run_online(checks: list[DoctorCheck], seconds: float) -> list[Check]:
+    """The plugins' online checks, concurrently, each cut at ``seconds``; in order."""
+    return list(await asyncio.gather(*(_online(check, seconds) for check in checks)))
+
+
+async def _online(check: DoctorCheck, seconds: float) -> Check:
+    from openpista.doctor import Unreachable
+
+    try:
+        async with asyncio.timeout(seconds):
+            found = await check.run()
+    except Unreachable as exc:
+        return Check(check.name, False, str(exc), check.unreachable_fix)
+    except TimeoutError:
+        detail = f"no answer within {seconds:g} s"
+        return Check(check.name, False, detail, check.unreachable_fix)
+    except Exception as exc:  # a plugin's bug: its line says so, the other checks run
+        detail = f"the check failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        return Check(check.name, False, detail, "report it to the plugin's author")
+    return Check(check.name, found.ok, found.detail, found.fix)
 
 
 def _port_check(label: str, name: str, options: Any, settings: Settings) -> Check:
