@@ -103,7 +103,7 @@ class EmbeddingSettings(_Section):
     """Whose key and URL to use (a provider preset); unset: ``[agent] provider``."""
     batch: int = Field(default=32, ge=1, le=2048)
     """Messages embedded per request."""
-    min_similarity: float = Field(default=0.3, ge=-1, le=1)
+    min_similarity: float = Field(default=0.25, ge=-1, le=1)
     """Cosine similarity a message needs to be a vector hit of a search."""
 
 
