@@ -133,7 +133,7 @@ async def test_refused_connection_is_a_clear_error(postgres_server: PostgresServ
 
 
 async def test_fresh_database_is_migrated_to_head(store: MemoryStore, database_url: str) -> None:
-    assert HEAD == "0011"
+    assert HEAD == "0012"
     assert await schema_revision(database_url) == HEAD
 
     def describe(conn: sa.Connection) -> tuple[set[str], set[str], set[str]]:
@@ -145,7 +145,7 @@ async def test_fresh_database_is_migrated_to_head(store: MemoryStore, database_u
 
     async with database(database_url) as engine, engine.connect() as conn:
         tables, columns, indexes = await conn.run_sync(describe)
-    assert {"sessions", "messages", VERSION_TABLE} <= tables
+    assert {"sessions", "messages", "budget_limits", VERSION_TABLE} <= tables
     assert {"id", "title", "created_at", "updated_at"} <= columns
     assert {"ix_messages_session_id_id", "ix_sessions_updated_at"} <= indexes
 

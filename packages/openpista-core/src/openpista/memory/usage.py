@@ -1,4 +1,5 @@
-"""Token usage and cost, one row per LLM response (revision ``0005``).
+"""Token usage and cost, one row per LLM response (revision ``0005``), and the budget
+limits set at run time (revision ``0012``).
 
 :class:`~openpista.memory.MemoryStore` records and sums them; this module holds the table,
 the record and its SQL. Rows do not reference ``sessions``: deleting a session does not
@@ -51,6 +52,18 @@ class UsageRow(Base):
         Index("ix_usage_created_at", "created_at"),
         Index("ix_usage_session_id", "session_id"),
     )
+
+
+class BudgetLimitRow(Base):
+    """A budget limit set at run time (revision ``0012``), overriding ``[budget]``:
+    ``daily`` (``session_id`` empty) or ``session`` (that session's cap)."""
+
+    __tablename__ = "budget_limits"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(SESSION_ID_MAX_LENGTH), primary_key=True)
+    usd: Mapped[float] = mapped_column(Float(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 @dataclass(frozen=True, slots=True)
