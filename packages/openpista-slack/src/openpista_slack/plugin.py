@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from openpista import PluginSettings, Settings
     from openpista.channels import ChannelFactory
+    from openpista.doctor import DoctorCheck
     from openpista.starter import StarterPrompt
 
 
@@ -65,3 +66,12 @@ def register_commands(cli: click.Group) -> None:
     from openpista_slack.cli import slack
 
     cli.add_command(slack)
+
+
+@hookimpl
+def doctor_checks(register: Callable[[DoctorCheck], None], config: Settings) -> None:
+    """``openpista doctor``: the tokens, online (``auth.test``, ``apps.connections.open``)."""
+    from openpista_slack.doctor import token_checks
+
+    for check in token_checks(config):
+        register(check)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from openpista import PluginSettings, Settings
     from openpista.channels import ChannelAdapter, ChannelFactory
+    from openpista.doctor import DoctorCheck
     from openpista.starter import StarterPrompt
 
 
@@ -93,3 +94,12 @@ def register_commands(cli: click.Group) -> None:
         code = PairingBook("whatsapp").new_code(ttl)
         click.echo(f"Pairing code: {code} (valid {ttl:.0f} s, once)")
         click.echo(f'The new user sends "/pair {code}" to your WhatsApp number.')
+
+
+@hookimpl
+def doctor_checks(register: Callable[[DoctorCheck], None], config: Settings) -> None:
+    """``openpista doctor``: the access token, online (each phone number's Graph object)."""
+    from openpista_whatsapp.doctor import token_checks
+
+    for check in token_checks(config):
+        register(check)

@@ -11,6 +11,7 @@ Routes (``{v}`` is any version such as ``v21.0``; every call needs
   ``file``): stores the file, answers ``{"id": MEDIA_ID}``.
 - ``GET /{v}/{media_id}``: the media's metadata with a download ``url`` on this server;
   ``GET /download/{media_id}``: the bytes (the token is needed here too).
+  ``GET /{v}/{phone_number_id}``: the number's ``display_phone_number`` and ``verified_name``.
 
 Errors use Graph's shape ``{"error": {"message", "type", "code", "error_subcode",
 "fbtrace_id"}}``; :meth:`WhatsAppEmulator.fail_next` scripts them (e.g. a 429 with code
@@ -231,6 +232,14 @@ class WhatsAppEmulator(ThreadedServer):
         if refused is not None:
             return refused
         media_id = request.path_params["media_id"]
+        if media_id in self.phone_number_ids:  # a business phone number's own object
+            return JSONResponse(
+                {
+                    "display_phone_number": f"+1 555-{media_id}",
+                    "verified_name": "openpista test",
+                    "id": media_id,
+                }
+            )
         stored = self.media.get(media_id)
         if stored is None:
             return graph_error(400, 100, f"Media ID '{media_id}' does not exist", subcode=33)
