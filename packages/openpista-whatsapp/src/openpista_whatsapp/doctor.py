@@ -51,7 +51,8 @@ async def phone_number(settings: WhatsAppSettings, number: str) -> Finding:
     if status == 200 and str(answer.get("id")) == number:
         shown = answer.get("display_phone_number")
         return Finding(True, f"token valid for {shown} ({answer.get('verified_name')})")
-    error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
+    raw = answer.get("error")
+    error: dict[str, Any] = raw if isinstance(raw, dict) else {}
     message = str(error.get("message") or "no Graph API answer")[:200]
     detail = f"HTTP {status} (code {error.get('code')}): {message}"
     if status == 401 or error.get("code") == 190:
