@@ -94,3 +94,37 @@ def test_a_workers_task_is_stored_listed_and_kept_when_the_daemon_stops(
     assert [(t["task_id"], t["status"]) for t in json.loads(listed.stdout)] == [
         (task["task_id"], "finished")
     ]
+
+
+def test_a_report_acknowledged_on_the_docker_socket_survives_kill_9(
+    cli: Cli, llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
+) -> None:
+    worker_config(cli)
+    ack, release = cli.home / "ack.json", cli.home / "release"
+    # The worker reports, keeps the ACK, then waits (bounded) to be let go: the daemon is
+    # killed while its task is still running, right after acknowledging the report.
+    command = (
+        f'python3 "$(dirname "$OPENPISTA_REPORT_SOCKET")/report" --exit-code 0 kept > {ack}.part'
+        f" && mv {ack}.part {ack}; i=0; while [ ! -e {release} ] && [ $i -lt 600 ]; do"
+        " sleep 0.1; i=$((i+1)); done"
+    )
+    llm_emulator.reply_tool_calls([("container_run", {"command": command})])
+    llm_emulator.reply_text("never seen")
+    daemon = daemons(cli)
+    endpoint_url(daemon)
+    try:
+        daemon.send("run the worker")
+        end = time.monotonic() + 60
+        while not ack.exists() and time.monotonic() < end and daemon.process.poll() is None:
+            time.sleep(0.05)
+        assert ack.exists(), daemon.output()
+        answer = json.loads(ack.read_text())
+        assert (answer["result"], answer["report_id"]) == ("accepted", "final")
+        daemon.kill()  # SIGKILL: no shutdown, no queued write gets a chance
+    finally:
+        release.touch()
+    shown = cli("workers", "show", answer["task_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    task = json.loads(shown.stdout)
+    assert (task["status"], task["exit_code"]) == ("finished", 0)
+    assert [(r["report_id"], r["output"]) for r in task["reports"]] == [("final", "kept")]

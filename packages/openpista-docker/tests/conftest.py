@@ -70,14 +70,18 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def make_sandbox(
-    engine: PrivateDockerd, image: str, workspace: Path
+    engine: PrivateDockerd, image: str, workspace: Path, tmp_path: Path
 ) -> AsyncIterator[Callable[..., DockerSandbox]]:
-    """``make_sandbox(**options)``: a sandbox on the session's engine, closed afterwards."""
+    """``make_sandbox(**options)``: a sandbox on the session's engine, storing its workers'
+    reports in the test's database (as ``openpista run --no-daemon`` does), closed
+    afterwards."""
     made: list[DockerSandbox] = []
+    database = f"sqlite+aiosqlite:///{tmp_path}/reports.db"
 
     def make(**options: Any) -> DockerSandbox:
         values = {"docker_host": engine.host, "image": image, "pull": False, **options}
-        sandbox = DockerSandbox(DockerSettings.model_validate(values), workspace)
+        settings = DockerSettings.model_validate(values)
+        sandbox = DockerSandbox(settings, workspace, database_url=database)
         made.append(sandbox)
         return sandbox
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from openpista.models import ToolResult
+from openpista.worker_service import WorkerReports
 from openpista.workers import WorkerHub
 from openpista_docker.endpoint import WorkerEndpoint
 from openpista_docker.sandbox import DockerSandbox
@@ -46,7 +47,7 @@ async def test_a_worker_reports_from_inside_its_container(
         " python3 /run/openpista/report --exit-code 0 --file /tmp/answer.txt 'the answer is 42'",
     )
     assert result.output.startswith("exit code: 0\n--- stdout ---\n")
-    assert '"ok":true' in result.output
+    assert '"result":"accepted"' in result.output
     assert "--- worker report (status ok, exit code 0) ---\nthe answer is 42" in result.output
     [answer] = result.attachments
     assert answer.name == "answer.txt"
@@ -61,7 +62,8 @@ async def test_a_report_with_a_wrong_token_is_refused_inside_the_container(
         sandbox, command="OPENPISTA_TASK_TOKEN=forged python3 /run/openpista/report 'fake'"
     )
     assert result.output.startswith("exit code: 1\n")
-    assert "report refused: unknown task or wrong credential" in result.output
+    assert '"result":"unknown_task"' in result.output
+    assert "unknown task or wrong credential" in result.output
     assert "worker report" not in result.output
 
 
@@ -75,8 +77,8 @@ async def test_a_report_after_the_task_ended_is_refused(sandbox: DockerSandbox, 
             json={"task_id": task_id, "output": "late"},
             headers={"Authorization": f"Bearer {token}"},
         )
-    assert late.status_code == 403
-    assert late.json() == {"ok": False, "error": "report refused: unknown task or wrong credential"}
+    assert (late.status_code, late.json()["result"]) == (410, "expired")
+    assert late.json()["detail"] == "the task has ended: its credential is revoked"
 
 
 async def test_the_subprocess_fallback_reports_through_the_same_endpoint(
@@ -93,29 +95,73 @@ async def test_the_subprocess_fallback_reports_through_the_same_endpoint(
 
 
 @pytest.fixture
-async def endpoint() -> AsyncIterator[WorkerEndpoint]:
-    served = WorkerEndpoint(WorkerHub(), max_bytes=4096)
+async def reports(tmp_path: Path) -> AsyncIterator[WorkerReports]:
+    """The report service of a hub of its own, over a real database."""
+    started = await WorkerReports.open(WorkerHub(), f"sqlite+aiosqlite:///{tmp_path}/w.db")
+    yield started
+    await started.close()
+
+
+@pytest.fixture
+async def endpoint(reports: WorkerReports) -> AsyncIterator[WorkerEndpoint]:
+    served = WorkerEndpoint(reports.hub, max_bytes=4096)
     await served.start()
     yield served
     await served.stop()
     assert not served.directory.exists()
 
 
-async def test_the_endpoint_accepts_one_authenticated_report(endpoint: WorkerEndpoint) -> None:
+async def test_the_endpoint_stores_a_report_before_its_ack_and_once(
+    endpoint: WorkerEndpoint, reports: WorkerReports
+) -> None:
     grant = endpoint.hub.open_task("session-1", "cli:local")
     report = {"task_id": grant.task_id, "output": "done", "exit_code": 0}
+    auth = {"Authorization": f"Bearer {grant.token}"}
     async with uds_client(endpoint.socket_path) as client:
-        accepted = await client.post(
-            "/report", json=report, headers={"Authorization": f"Bearer {grant.token}"}
-        )
-        again = await client.post(
-            "/report", json=report, headers={"Authorization": f"Bearer {grant.token}"}
-        )
+        accepted = await client.post("/report", json=report, headers=auth)
+        # Stored when acknowledged: no write is left to wait for.
+        assert await reports.log.has_report(grant.task_id, "final")
+        again = await client.post("/report", json=report, headers=auth)
+        progress = {"v": 1, "task_id": grant.task_id, "report_id": "p1", "kind": "progress"}
+        versioned = await client.post("/report", json=progress, headers=auth)
     assert accepted.status_code == 200
-    assert accepted.json() == {"ok": True, "task_id": grant.task_id}
+    assert accepted.json() == {
+        "v": 1,
+        "result": "accepted",
+        "task_id": grant.task_id,
+        "report_id": "final",
+        "detail": "",
+    }
     assert (await endpoint.hub.wait(grant.task_id, timeout=1)).output == "done"
-    assert again.status_code == 403
-    assert "already reported" in again.json()["error"]
+    assert (again.status_code, again.json()["result"]) == (200, "duplicate")
+    assert (versioned.status_code, versioned.json()["result"]) == (200, "accepted")
+    task = await reports.log.task(grant.task_id, reports=True)
+    assert task is not None
+    assert [(r.report_id, r.kind) for r in task.reports] == [
+        ("final", "finished"),
+        ("p1", "progress"),
+    ]
+
+
+async def test_without_a_report_service_the_endpoint_asks_to_send_again(
+    tmp_path: Path,
+) -> None:
+    served = WorkerEndpoint(WorkerHub(), max_bytes=4096)
+    await served.start()
+    try:
+        grant = served.hub.open_task("session-1")
+        async with uds_client(served.socket_path) as client:
+            answer = await client.post(
+                "/report",
+                json={"task_id": grant.task_id},
+                headers={"Authorization": f"Bearer {grant.token}"},
+            )
+        assert answer.status_code == 503
+        assert "stores no worker reports" in answer.json()["error"]
+        with pytest.raises(TimeoutError):
+            await served.hub.wait(grant.task_id, timeout=0)
+    finally:
+        await served.stop()
 
 
 @pytest.mark.parametrize(
@@ -143,7 +189,7 @@ async def test_the_endpoint_refuses_bad_requests(
     async with uds_client(endpoint.socket_path) as client:
         answer = await client.post("/report", content=content, headers=headers)
     assert answer.status_code == status
-    assert error in answer.json()["error"]
+    assert error in answer.json()["detail"]
     # Nothing was accepted: the task still waits for its real worker.
     assert [g.task_id for g in endpoint.hub.open_tasks()] == [grant.task_id]
     with pytest.raises(TimeoutError):
@@ -158,8 +204,8 @@ async def test_an_expired_credential_is_refused(endpoint: WorkerEndpoint) -> Non
             json={"task_id": grant.task_id, "output": "late"},
             headers={"Authorization": f"Bearer {grant.token}"},
         )
-    assert answer.status_code == 403
-    assert answer.json()["error"] == "report refused: the task's credential has expired"
+    assert (answer.status_code, answer.json()["result"]) == (410, "expired")
+    assert answer.json()["detail"] == "the task's credential has expired"
 
 
 async def test_an_oversized_streamed_body_is_refused(endpoint: WorkerEndpoint) -> None:
@@ -171,7 +217,7 @@ async def test_an_oversized_streamed_body_is_refused(endpoint: WorkerEndpoint) -
         answer = await client.post(
             "/report", content=chunks(), headers={"Authorization": "Bearer t"}
         )
-    assert answer.status_code == 413
+    assert (answer.status_code, answer.json()["result"]) == (413, "too_large")
 
 
 async def test_other_paths_and_methods_are_refused(endpoint: WorkerEndpoint) -> None:
@@ -193,8 +239,8 @@ async def test_tokens_never_reach_the_logs(
                     headers={"Authorization": f"Bearer {token}"},
                 )
     text = caplog.text
-    assert "worker report refused" in text
-    assert "worker report accepted" in text
+    assert "worker report unknown_task" in text
+    assert "stored for task" in text
     assert "forged-secret-value" not in text
     assert grant.token not in text
 
@@ -287,8 +333,6 @@ async def test_a_worker_attaches_a_file_of_its_out_directory_by_path(
 async def test_a_container_s_report_lands_in_the_worker_history(
     make_sandbox: Callable[..., DockerSandbox], call: Call, python_image: str, tmp_path: Path
 ) -> None:
-    from openpista.worker_service import WorkerReports
-
     sandbox = make_sandbox(image=python_image)
     reports = await WorkerReports.open(sandbox.hub, f"sqlite+aiosqlite:///{tmp_path}/w.db")
     feed = reports.feed.subscribe()

@@ -17,7 +17,6 @@ import pytest
 
 from openpista.config import Settings
 from openpista.models import Answer, ApprovalPrompt, Attachment, Outbound, TextChunk, ToolProgress
-from openpista.workers import WorkerReport, worker_hub
 from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient, MobileError
 from openpista_mobile.protocol import AppError, ErrorCode, encode_frame
@@ -285,31 +284,6 @@ async def test_a_client_that_vanishes_mid_answer_does_not_disturb_others(
     assert "device phone disconnected" in caplog.text
     llm_emulator.reply_text("still serving")
     assert await tablet_says("again") == "still serving"
-
-
-async def test_worker_reports_reach_the_hub_and_wrong_tokens_are_refused(
-    connect: Connect,
-) -> None:
-    hub = worker_hub()
-    grant = hub.open_task("session-1", "mobile:phone", ttl=60)
-    try:
-        worker = await connect(device=None, token=None)  # workers have no device token
-        bad = WorkerReport(task_id=grant.task_id, output="forged")
-        with pytest.raises(MobileError) as refused:
-            await worker.report("wrong-token", bad)
-        assert refused.value.code == ErrorCode.WORKER_REFUSED
-        report = WorkerReport(task_id=grant.task_id, output="42 files", exit_code=0)
-        await worker.report(grant.token, report)
-        received = await hub.wait(grant.task_id, timeout=10)
-        assert (received.output, received.exit_code) == ("42 files", 0)
-        with pytest.raises(MobileError) as again:
-            await worker.report(grant.token, report)
-        assert again.value.code == ErrorCode.WORKER_REFUSED
-    finally:
-        hub.revoke(grant.task_id)
-    with pytest.raises(MobileError) as revoked:
-        await worker.report(grant.token, report)
-    assert revoked.value.code == ErrorCode.WORKER_REFUSED
 
 
 async def test_attachments_are_saved_for_the_agent(

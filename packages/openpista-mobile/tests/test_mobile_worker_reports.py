@@ -1,5 +1,6 @@
-"""Versioned worker reports over QUIC (``worker_envelope``): the same ACKs as the HTTP
-endpoint, stored in the same worker log, by a worker without a device token."""
+"""Worker reports over QUIC (``worker_envelope``, and the original ``worker_report``): the
+same ACKs as the HTTP endpoint, stored in the same worker log before the answer, by a worker
+without a device token."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from openpista.memory import WorkerLog
 from openpista.worker_service import WorkerReports
-from openpista.workers import worker_hub
+from openpista.workers import WorkerReport, worker_hub
 from openpista_mobile.client import MobileClient, MobileError
 from openpista_mobile.protocol import ErrorCode
 
@@ -60,6 +61,36 @@ async def test_reports_over_quic_are_acked_stored_once_and_reach_the_task(
     task = await reports.log.task(grant.task_id, reports=True)
     assert task is not None
     assert [r.report_id for r in task.reports] == ["p1", "f1"]
+
+
+async def test_an_original_worker_report_is_stored_before_its_ack_and_once(
+    connect: Connect, reports: WorkerReports
+) -> None:
+    hub = worker_hub()
+    grant = hub.open_task("session-1", "mobile:phone", ttl=60)
+    try:
+        worker = await connect(device=None, token=None)  # workers have no device token
+        with pytest.raises(MobileError) as refused:
+            await worker.report("wrong-token", WorkerReport(task_id=grant.task_id, output="x"))
+        assert refused.value.code == ErrorCode.WORKER_REFUSED
+        assert refused.value.message == "unknown_task: unknown task or wrong credential"
+        report = WorkerReport(task_id=grant.task_id, output="42 files", exit_code=0)
+        await worker.report(grant.token, report)
+        # Stored when acknowledged: no write is left to wait for.
+        assert await reports.log.has_report(grant.task_id, "final")
+        received = await hub.wait(grant.task_id, timeout=10)
+        assert (received.output, received.exit_code) == ("42 files", 0)
+        await worker.report(grant.token, report)  # a resend (lost ACK): `duplicate`, harmless
+    finally:
+        hub.revoke(grant.task_id)
+    ended = hub.open_task("session-1", "mobile:phone", ttl=60)
+    hub.revoke(ended.task_id)
+    with pytest.raises(MobileError) as revoked:
+        await worker.report(ended.token, WorkerReport(task_id=ended.task_id, output="late"))
+    assert revoked.value.message == "expired: the task has ended: its credential is revoked"
+    task = await reports.log.task(grant.task_id, reports=True)
+    assert task is not None
+    assert [(r.report_id, r.body["output"]) for r in task.reports] == [("final", "42 files")]
 
 
 async def test_a_process_that_stores_no_reports_says_so(connect: Connect, tmp_path: Path) -> None:

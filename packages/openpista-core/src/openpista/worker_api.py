@@ -88,20 +88,7 @@ class _Api:
         return matches and bool(self.api_token)
 
     async def report(self, request: Request) -> Response:
-        token = bearer(request.headers.get("authorization"))
-        try:
-            body = await read_body(request, self.max_bytes)
-        except BodyTooLargeError:
-            detail = f"report larger than {self.max_bytes} bytes"
-            return _answer(Ack(result="too_large", detail=detail))
-        try:
-            ack = await self.reports.receive(token, body, self.max_bytes)
-        except MemoryStoreError as exc:
-            log.warning("a worker report could not be stored: %s", exc)
-            return _refuse(503, "the report could not be stored; send it again later")
-        if ack.result != "accepted":
-            log.info("worker report %s: %s", ack.result, ack.detail)
-        return _answer(ack, 401 if ack.result == "unknown_task" and not token else None)
+        return await report_response(self.reports, request, self.max_bytes)
 
     async def tasks(self, request: Request) -> Response:
         from starlette.responses import JSONResponse
@@ -155,6 +142,30 @@ class _Api:
         finally:
             closed.cancel()
             self.reports.feed.unsubscribe(queue)
+
+
+async def report_response(
+    reports: WorkerReports | None, request: Request, max_bytes: int, *, unversioned: bool = False
+) -> Response:
+    """The answer to one report request (``POST`` of a report, ``Authorization: Bearer <task
+    token>``): its ACK, stored before it is sent, with the ACK's HTTP status; ``503`` when
+    ``reports`` is ``None`` (this process stores none) or the database fails, so the worker
+    sends it again. ``unversioned``: see :meth:`WorkerReports.receive`."""
+    token = bearer(request.headers.get("authorization"))
+    if reports is None:
+        return _refuse(503, "this process stores no worker reports; send it again later")
+    try:
+        body = await read_body(request, max_bytes)
+    except BodyTooLargeError:
+        return _answer(Ack(result="too_large", detail=f"report larger than {max_bytes} bytes"))
+    try:
+        ack = await reports.receive(token, body, max_bytes, unversioned=unversioned)
+    except MemoryStoreError as exc:
+        log.warning("a worker report could not be stored: %s", exc)
+        return _refuse(503, "the report could not be stored; send it again later")
+    if ack.result != "accepted":
+        log.info("worker report %s: %s", ack.result, ack.detail)
+    return _answer(ack, 401 if ack.result == "unknown_task" and not token else None)
 
 
 async def _until_closed(websocket: WebSocket) -> None:

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from openpista.models import Attachment
-from openpista.workers import check_attachment
+from openpista.workers import WorkerReport, check_attachment
 
 SCHEMA_VERSION = 1
 """The ``v`` of the envelopes and ACKs described here."""
@@ -25,6 +25,9 @@ MAX_LOG_LINES = 200
 MAX_LOG_LINE_CHARS = 4_000
 MAX_OUTPUT_CHARS = 200_000
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+FINAL_REPORT_ID = "final"
+"""The ``report_id`` of a report in the original, unversioned format (see
+:meth:`ReportEnvelope.from_report`): a task has one, so a resent one is ``duplicate``."""
 
 ReportKind = Literal["started", "progress", "finished", "failed"]
 FINAL_KINDS: frozenset[str] = frozenset({"finished", "failed"})
@@ -85,6 +88,23 @@ class ReportEnvelope(BaseModel):
     def final(self) -> bool:
         """Whether this report ends its task (``finished`` or ``failed``)."""
         return self.kind in FINAL_KINDS
+
+    @classmethod
+    def from_report(cls, report: WorkerReport) -> ReportEnvelope:
+        """The envelope of a report in the original format (a
+        :class:`~openpista.workers.WorkerReport`, no ``v``: the docker socket's and the
+        ``worker_report`` QUIC frame's): the task's final report, ``report_id``
+        :data:`FINAL_REPORT_ID`. ``ValidationError`` when it breaks this schema's limits."""
+        return cls.model_validate(
+            {
+                "task_id": report.task_id,
+                "report_id": FINAL_REPORT_ID,
+                "kind": "failed" if report.status == "error" else "finished",
+                "exit_code": report.exit_code,
+                "output": report.output,
+                "attachments": report.attachments,
+            }
+        )
 
 
 class Ack(BaseModel):

@@ -13,8 +13,15 @@ an :class:`~openpista.worker_protocol.Ack`, whatever transport carried it:
 4. the report is committed to the memory database (:class:`~openpista.memory.WorkerLog`),
    then handed to the tool waiting for it, published on the feed, and ``accepted``.
 
+Every built-in transport goes through :meth:`WorkerReports.receive` or
+:meth:`WorkerReports.accept`: ``POST /api/worker-report``, the docker plugin's unix socket,
+the QUIC ``worker_envelope`` and ``worker_report`` frames. A report in the original format
+(no ``v``) is the task's final report, ``report_id`` ``final``
+(:meth:`~openpista.worker_protocol.ReportEnvelope.from_report`).
+
 It also listens to the :class:`~openpista.workers.WorkerHub`: tasks opened and revoked, and
-reports accepted by other endpoints (the docker socket, QUIC), are stored and published too.
+reports a plugin's own endpoint hands to :meth:`~openpista.workers.WorkerHub.submit`, are
+stored (after the fact) and published too.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pydantic import ValidationError
 from openpista.jsonsafe import JsonInputError, loads
 from openpista.memory import MemoryStoreError, WorkerLog, WorkerTask
 from openpista.memory.worker_reports import token_digest
-from openpista.worker_protocol import Ack, AckResult, ReportEnvelope
+from openpista.worker_protocol import FINAL_REPORT_ID, Ack, AckResult, ReportEnvelope
 from openpista.workers import (
     TaskGrant,
     WorkerHub,
@@ -104,18 +111,16 @@ class WorkerReports:
         self._writer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Listen to the hub (call in the event loop); :func:`active_reports` returns this
-        service until :meth:`stop`."""
-        global _active
+        """Listen to the hub (call in the event loop); until :meth:`stop`,
+        :func:`active_reports` returns this service (the newest started, of its hub)."""
         self.hub.subscribe(self._on_hub_event)
         self._writer = asyncio.create_task(self._write_in_order())
-        _active = self
+        _active.append(self)
 
     async def stop(self) -> None:
         """Stop listening; writes already queued are finished first."""
-        global _active
-        if _active is self:
-            _active = None
+        if self in _active:
+            _active.remove(self)
         self.hub.unsubscribe(self._on_hub_event)
         if self._writer is not None:
             await self._writes.join()
@@ -140,8 +145,11 @@ class WorkerReports:
         """Wait until the hub events so far are stored."""
         await self._writes.join()
 
-    async def receive(self, token: str, body: bytes, max_bytes: int) -> Ack:
-        """The answer to a raw report ``body`` sent with ``token`` (``""``: none)."""
+    async def receive(
+        self, token: str, body: bytes, max_bytes: int, *, unversioned: bool = False
+    ) -> Ack:
+        """The answer to a raw report ``body`` sent with ``token`` (``""``: none); with
+        ``unversioned``, a body without ``v`` is a report in the original format."""
         if len(body) > max_bytes:
             return Ack(result="too_large", detail=f"report larger than {max_bytes} bytes")
         try:
@@ -152,8 +160,22 @@ class WorkerReports:
         if not token:
             return _ack("unknown_task", "missing credential", ids)
         try:
-            envelope = ReportEnvelope.model_validate(data)
+            if unversioned and isinstance(data, dict) and "v" not in data:
+                ids["report_id"] = FINAL_REPORT_ID
+                envelope = ReportEnvelope.from_report(WorkerReport.model_validate(data))
+            else:
+                envelope = ReportEnvelope.model_validate(data)
         except ValidationError as exc:
+            return _ack("invalid", f"invalid report: {_problems(exc)}", ids)
+        return await self.accept(token, envelope)
+
+    async def accept_report(self, token: str, report: WorkerReport) -> Ack:
+        """The answer to a report in the original format: :meth:`accept` of its envelope
+        (:meth:`~openpista.worker_protocol.ReportEnvelope.from_report`)."""
+        try:
+            envelope = ReportEnvelope.from_report(report)
+        except ValidationError as exc:
+            ids = {"task_id": report.task_id[:64], "report_id": FINAL_REPORT_ID}
             return _ack("invalid", f"invalid report: {_problems(exc)}", ids)
         return await self.accept(token, envelope)
 
@@ -262,13 +284,29 @@ class WorkerReports:
                 self._writes.task_done()
 
 
-_active: WorkerReports | None = None
+_active: list[WorkerReports] = []  # started services, oldest first
 
 
-def active_reports() -> WorkerReports | None:
+def active_reports(hub: WorkerHub | None = None) -> WorkerReports | None:
     """The service that stores this process's worker reports (the daemon's, the TUI's), or
-    ``None``: what a transport (QUIC) hands a :class:`ReportEnvelope` to (``accept``)."""
-    return _active
+    ``None``: what a transport (QUIC, the docker socket) hands a report to. Given ``hub``,
+    only a service of that hub."""
+    found = [reports for reports in _active if hub is None or reports.hub is hub]
+    return found[-1] if found else None
+
+
+async def own_reports(hub: WorkerHub, url: str) -> WorkerReports | None:
+    """For a process that runs workers without a daemon (``openpista run --no-daemon``): a
+    started service of ``hub`` over the database at ``url`` if none is active for it (the
+    caller closes it), else ``None``; a database that cannot be opened is logged and gives
+    ``None`` too (reports are then answered 503: send again)."""
+    if active_reports(hub) is not None:
+        return None
+    try:
+        return await WorkerReports.open(hub, url)
+    except MemoryStoreError as exc:
+        log.warning("worker reports are not stored: %s", exc)
+        return None
 
 
 def _ack(result: AckResult, detail: str, ids: dict[str, str]) -> Ack:

@@ -1,13 +1,17 @@
 """The local worker endpoint: HTTP on a unix socket that sandboxed workers report to.
 
 Containers have no network, so the socket's directory is bind-mounted (read-only) into each
-container at :data:`CONTAINER_DIR`. A worker sends ``POST /report`` with its
-:class:`~openpista.workers.WorkerReport` as JSON and its task secret in
-``Authorization: Bearer <token>``; the endpoint hands it to :func:`openpista.workers.worker_hub`,
-which checks the secret and reads the files its attachments name from the task's output
-directory (never elsewhere). Answers: 200 accepted, 400 malformed or an attachment refused,
-401 no credential, 403 wrong/expired/revoked credential or already reported, 413 too large,
-404/405 elsewhere.
+container at :data:`CONTAINER_DIR`. A worker sends ``POST /report`` with its task secret in
+``Authorization: Bearer <token>`` and a report: a versioned
+:class:`~openpista.worker_protocol.ReportEnvelope`, or the original format (a
+:class:`~openpista.workers.WorkerReport`, no ``v``: the task's final report, ``report_id``
+``final``). It goes to the process's :class:`~openpista.worker_service.WorkerReports` of the
+hub, the one path of every transport: checked, stored, then answered with its
+:class:`~openpista.worker_protocol.Ack` (``accepted``, ``duplicate``, ``unknown_task``,
+``expired``, ``invalid``, ``too_large``; the HTTP status of ``POST /api/worker-report``),
+so a report acknowledged here survives the daemon being killed. 503 (send it again) while
+nothing stores reports; 404/405 elsewhere. ``path`` attachments are read from the task's
+output directory only.
 The directory also holds ``report``, a stdlib-only Python client (:mod:`openpista_docker.report`).
 """
 
@@ -20,11 +24,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from openpista.jsonsafe import JsonInputError, loads, log_rejected
-from openpista.serving import BodyTooLargeError, bearer, read_body
-from openpista.workers import WorkerAuthError, WorkerHub, WorkerReport, WorkerReportError
+from openpista.worker_api import report_response
+from openpista.worker_service import active_reports
+from openpista.workers import WorkerHub
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -42,45 +44,13 @@ HELPER_NAME = "report"
 
 
 def build_app(hub: WorkerHub, max_bytes: int) -> Starlette:
-    """The ASGI app of the endpoint: ``POST /report`` into ``hub``."""
+    """The ASGI app of the endpoint: ``POST /report`` into the reports service of ``hub``."""
     from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    def refuse(status: int, message: str) -> Response:
-        return JSONResponse({"ok": False, "error": message}, status_code=status)
-
     async def report(request: Request) -> Response:
-        token = bearer(request.headers.get("authorization"))
-        if not token:
-            return refuse(401, "missing credential: send `Authorization: Bearer <task token>`")
-        try:
-            body = await read_body(request, max_bytes)
-        except BodyTooLargeError:
-            return refuse(413, f"report larger than {max_bytes} bytes")
-        try:
-            data = loads(body, max_bytes=max_bytes)
-        except JsonInputError as exc:
-            log_rejected(log, "worker endpoint", exc)
-            return refuse(400, f"the report is not JSON: {exc}")
-        try:
-            parsed = WorkerReport.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'report'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            return refuse(400, f"invalid report: {problems}")
-        try:
-            grant = hub.submit(token.strip(), parsed)
-        except WorkerReportError as exc:
-            log.warning("worker report refused for task %s: %s", parsed.task_id[:32], exc)
-            return refuse(400, f"report refused: {exc}")
-        except WorkerAuthError as exc:
-            log.warning("worker report refused for task %s: %s", parsed.task_id[:32], exc)
-            return refuse(403, f"report refused: {exc}")
-        log.info("worker report accepted for task %s (session %s)", grant.task_id, grant.session_id)
-        return JSONResponse({"ok": True, "task_id": grant.task_id})
+        reports = active_reports(hub)
+        return await report_response(reports, request, max_bytes, unversioned=True)
 
     return Starlette(routes=[Route("/report", report, methods=["POST"])])
 

@@ -33,6 +33,7 @@ def make_sandbox(context: PluginContext) -> DockerSandbox:
         DockerSettings.from_config(config),
         config.workspace,
         env_passthrough=config.tools.env_passthrough,
+        database_url=config.database.url,
     )
     context.on_close(sandbox.close)
     return sandbox

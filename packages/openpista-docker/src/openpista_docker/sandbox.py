@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from openpista.config import home_dir
 from openpista.models import Attachment
 from openpista.tools import ProcessResult, StreamCapture, ToolError, run_process, tool_environment
+from openpista.worker_service import WorkerReports, own_reports
 from openpista.workers import WorkerHub, WorkerReport, worker_hub
 from openpista_docker.endpoint import CONTAINER_DIR, WorkerEndpoint
 from openpista_docker.settings import DockerSettings, SandboxLimits
@@ -125,11 +126,16 @@ class DockerSandbox:
         hub: WorkerHub | None = None,
         state_dir: Path | None = None,
         env_passthrough: Iterable[str] = (),
+        database_url: str | None = None,
     ) -> None:
         """``state_dir`` (default ``home_dir()/docker``) holds the tasks' ``/out`` directories;
         ``env_passthrough`` names what a host fallback run gets besides the safe variables of
-        :func:`~openpista.tools.process.tool_environment` (``[tools] env_passthrough``)."""
+        :func:`~openpista.tools.process.tool_environment` (``[tools] env_passthrough``);
+        ``database_url`` is where worker reports are stored when no service of the process
+        (the daemon's, the TUI's) does (:func:`~openpista.worker_service.own_reports`)."""
         self.settings = settings
+        self.database_url = database_url
+        self._reports: WorkerReports | None = None
         self.env_passthrough = tuple(env_passthrough)
         self.workspace = workspace
         self.hub = hub or worker_hub()
@@ -180,6 +186,8 @@ class DockerSandbox:
         if self._endpoint_lock is None:
             self._endpoint_lock = asyncio.Lock()
         async with self._endpoint_lock:
+            if self._reports is None and self.database_url:
+                self._reports = await own_reports(self.hub, self.database_url)
             if self._endpoint is None or not self._endpoint.running:
                 endpoint = WorkerEndpoint(self.hub, self.settings.max_report_bytes)
                 _LIVE_DIRS.add(endpoint.directory)
@@ -188,11 +196,14 @@ class DockerSandbox:
             return self._endpoint
 
     async def close(self) -> None:
-        """Stop the endpoint and close the engine connection."""
+        """Stop the endpoint, close its own report service and the engine connection."""
         if self._endpoint is not None:
             await self._endpoint.stop()
             _LIVE_DIRS.discard(self._endpoint.directory)
             self._endpoint = None
+        if self._reports is not None:
+            await self._reports.close()
+            self._reports = None
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -45,7 +45,14 @@ from openpista.models import Answer, Attachment, Outbound
 from openpista.workers import WorkerReport
 from openpista_mobile.certs import normalize_fingerprint, state_dir
 from openpista_mobile.errors import CertificateError, ConnectionLost, MobileError, Unreachable
-from openpista_mobile.protocol import ALPN, DEFAULT_PORT, FrameError, encode_frame, read_outbound
+from openpista_mobile.protocol import (
+    ALPN,
+    DEFAULT_PORT,
+    ErrorCode,
+    FrameError,
+    encode_frame,
+    read_outbound,
+)
 
 if TYPE_CHECKING:
     from aioquic.quic.configuration import QuicConfiguration
@@ -367,11 +374,18 @@ class MobileClient:
         return int(self._connection().pushes.qsize())
 
     async def report(self, token: str, report: WorkerReport) -> None:
-        """Deliver a sandbox worker's report with its per-task token."""
+        """Deliver a sandbox worker's final report (the original format) with its per-task
+        token; stored as the task's report ``final``, so sending it again is harmless.
+        :class:`MobileError` ``worker_refused`` (its ``message``: the NACK's result and
+        detail) when it is not stored, ``unavailable``: send it again later."""
         frame = {"type": "worker_report", "token": token, "report": report.model_dump(mode="json")}
         frames = [f async for f in self.exchange([frame])]
         if not frames or frames[-1].get("type") != "worker_ack":
             raise MobileError("protocol", f"unexpected answer to a worker report: {frames!r}")
+        ack = frames[-1]
+        if ack.get("result") not in ("accepted", "duplicate"):
+            detail = f"{ack.get('result')}: {ack.get('detail')}"
+            raise MobileError(ErrorCode.WORKER_REFUSED, detail)
 
     async def send_report(self, token: str, envelope: dict[str, Any]) -> dict[str, Any]:
         """Deliver a versioned worker report (:mod:`openpista.worker_protocol`) with its

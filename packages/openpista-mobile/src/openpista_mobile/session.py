@@ -22,7 +22,7 @@ from openpista.jsonsafe import log_rejected
 from openpista.models import Attachment
 from openpista.worker_protocol import Ack, ReportEnvelope
 from openpista.worker_service import active_reports
-from openpista.workers import WorkerAuthError, WorkerReport, worker_hub
+from openpista.workers import WorkerReport, worker_hub
 from openpista_mobile.protocol import (
     MAX_REQUEST_ID,
     AppError,
@@ -356,24 +356,11 @@ class AgentSession:
     def _worker_report(self, state: _Stream, frame: dict[str, Any]) -> None:
         state.requested = True
         try:
-            report = WorkerFrame.model_validate(frame)
+            parsed = WorkerFrame.model_validate(frame)
         except ValidationError as exc:
             state.response.finish(error_frame(ErrorCode.BAD_FRAME, _first_error(exc)))
             return
-        try:
-            grant = worker_hub().submit(report.token, report.report)
-        except WorkerAuthError as exc:
-            log.warning(
-                "mobile: refused a worker report for task %s: %s",
-                report.report.task_id[:40],
-                exc,
-            )
-            state.response.finish(error_frame(ErrorCode.WORKER_REFUSED, str(exc)))
-            return
-        log.info("mobile: worker report for task %s accepted", grant.task_id)
-        self.worker_done = True
-        self._deadline.cancel()
-        state.response.finish({"type": "worker_ack", "task_id": grant.task_id})
+        self._store(state, lambda reports: reports.accept_report(parsed.token, parsed.report))
 
     def _worker_envelope(self, state: _Stream, frame: dict[str, Any]) -> None:
         state.requested = True
@@ -383,21 +370,24 @@ class AgentSession:
             ack = Ack(result="invalid", detail=f"invalid report: {_first_error(exc)}")
             state.response.finish({"type": "worker_ack", **ack.model_dump()})
             return
-        reports = active_reports()
+        self._store(state, lambda reports: reports.accept(parsed.token, parsed.report))
+
+    def _store(self, state: _Stream, accept: Callable[[WorkerReports], Awaitable[Ack]]) -> None:
+        """Answer a worker's report with its ACK once the process's report service has
+        stored it (or refused it): the one path of every transport."""
+        reports = active_reports(worker_hub())
         if reports is None:
             state.response.finish(
                 error_frame(ErrorCode.UNAVAILABLE, "this process stores no worker reports")
             )
             return
-        task = asyncio.ensure_future(self._store_envelope(state, reports, parsed))
+        task = asyncio.ensure_future(self._acknowledge(state, accept(reports)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _store_envelope(
-        self, state: _Stream, reports: WorkerReports, frame: EnvelopeFrame
-    ) -> None:
+    async def _acknowledge(self, state: _Stream, answer: Awaitable[Ack]) -> None:
         try:
-            ack = await reports.accept(frame.token, frame.report)
+            ack = await answer
         except Exception as exc:  # the database failed: nothing was acknowledged
             log.warning("mobile: a worker report could not be stored: %s", exc)
             state.response.finish(
@@ -407,6 +397,8 @@ class AgentSession:
         if ack.stored:
             self.worker_done = True
             self._deadline.cancel()
+        else:
+            log.info("mobile: worker report %s: %s", ack.result, ack.detail)
         state.response.finish({"type": "worker_ack", **ack.model_dump()})
 
     def _message(self, state: _Stream, frame: dict[str, Any]) -> None:
