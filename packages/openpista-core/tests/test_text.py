@@ -71,3 +71,18 @@ def test_a_limit_below_one_is_refused() -> None:
 def test_no_part_ends_in_white_space() -> None:
     assert split_message("all of it\n\n", 100) == ["all of it"]
     assert split_message("aaaa bbbb\n\n", 6) == ["aaaa", "bbbb"]
+
+
+def test_a_rendering_that_grows_as_parts_close_still_fits() -> None:
+    # A channel drawing a 50-character frame around each complete code block: closing the
+    # block a cut leaves open costs more than the closing fence itself.
+    def framed(text: str) -> int:
+        return len(text) + 50 * (text.count(FENCE) // 2)
+
+    code = "\n".join(f"step_{n}()" for n in range(60))
+    text = f"Run this:\n\n```python\n{code}\n```\nThen rest."
+    parts = split_message(text, 200, measure=framed)
+    assert len(parts) > 3
+    assert all(framed(part) <= 200 for part in parts)
+    shown = "\n".join(parts)
+    assert all(f"step_{n}()" in shown for n in range(60))

@@ -31,18 +31,37 @@ class Capabilities:
     :class:`~openpista.models.TextChunk` and :class:`~openpista.models.ToolProgress`
     messages. ``files``: it sends attachments (without, the gateway names each file in the
     answer's text instead). ``buttons``: it renders approval prompts as buttons.
-    ``max_message_length``: the longest text one native message holds (``None``: no limit);
-    the adapter splits longer answers.
+    ``max_message_length``: the longest text one native message holds, as ``measure``
+    counts it (``None``: no limit); the gateway sends a longer answer as several
+    (:meth:`split`). ``measure``: the length of a text once it is a native message
+    (default: its characters; Telegram counts UTF-16 units, Slack its escaped ``mrkdwn``).
     """
 
     streaming: bool = False
     files: bool = False
     buttons: bool = False
     max_message_length: int | None = None
+    measure: Callable[[str], int] = len
 
     def accepts(self, message: Outbound) -> bool:
         """Whether a channel with these capabilities is sent ``message``."""
         return self.streaming or message.kind in ("answer", "approval")
+
+    def split(self, message: Outbound) -> list[Outbound]:
+        """``message`` as the messages the channel is sent: an answer longer than
+        ``max_message_length`` as several answers, cut by :func:`openpista.split_message`
+        (code blocks closed and reopened), its files and usage with the last one; any
+        other message as it is."""
+        from openpista.models import Answer, Usage
+        from openpista.text import split_message
+
+        limit = self.max_message_length
+        if limit is None or not isinstance(message, Answer) or self.measure(message.text) <= limit:
+            return [message]
+        *first, last = split_message(message.text, limit, measure=self.measure) or [""]
+        alone = {"attachments": [], "usage": Usage()}
+        parts: list[Outbound] = [message.model_copy(update={**alone, "text": t}) for t in first]
+        return [*parts, message.model_copy(update={"text": last})]
 
 
 @dataclass(frozen=True)

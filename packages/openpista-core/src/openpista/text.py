@@ -1,9 +1,10 @@
 """Cutting an answer into the messages a channel can hold.
 
 Every messenger caps one message (Telegram 4,096 UTF-16 units, WhatsApp 4,096 characters,
-Discord 2,000, Slack about 40,000); channels cut long answers with :func:`split_message`
-so they all cut the same way: at a paragraph break, else a line break, else a space, and
-never leaving a code block open across two messages.
+Discord 2,000, Slack about 40,000); the gateway cuts long answers with :func:`split_message`
+(:meth:`openpista.channels.Capabilities.split`), so every channel is cut the same way: at a
+paragraph break, else a line break, else a space, and never leaving a code block open
+across two messages.
 """
 
 from __future__ import annotations
@@ -27,12 +28,24 @@ def split_message(text: str, limit: int, *, measure: Callable[[str], int] = len)
     parts: list[str] = []
     rest = text
     while measure(rest) > limit:
-        part, rest = _cut(rest, limit, measure)
+        part, rest = _fitting_cut(rest, limit, measure)
         if part.strip():
             parts.append(part)
     if rest.strip():
         parts.append(rest.rstrip())
     return parts
+
+
+def _fitting_cut(text: str, limit: int, measure: Callable[[str], int]) -> tuple[str, str]:
+    """:func:`_cut` within a smaller budget while its part measures more than ``limit``
+    (a measure of rendered text, escapes added, does not add up part by part)."""
+    budget = limit
+    while True:
+        part, rest = _cut(text, budget, measure)
+        over = measure(part) - limit
+        if over <= 0 or budget == 1:
+            return part, rest
+        budget = max(1, budget - over)
 
 
 def _cut(text: str, limit: int, measure: Callable[[str], int]) -> tuple[str, str]:
