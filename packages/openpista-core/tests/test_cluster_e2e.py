@@ -137,7 +137,7 @@ def test_one_session_sent_to_two_replicas_at_once_runs_its_turns_one_after_the_o
     first = spawn(a.cli, "run", "-s", "shared", "-e", "block-first")
     until(lambda: (gate / "block-first.started").exists())  # a's turn runs, holding the lease
     second = spawn(b.cli, "run", "-s", "shared", "-e", "then-second")
-    b.daemon.wait_for("session shared is leased by another replica; waiting")
+    b.daemon.wait_for("session shared is leased by another replica; handed over")
     listed = cluster_status(b.cli)
     assert {name: r["sessions"] for name, r in listed.items()} == {"a": ["shared"], "b": []}
     assert [r["leads"] for r in listed.values()].count(True) == 1
@@ -157,7 +157,7 @@ def test_a_replica_killed_mid_turn_hands_its_session_to_the_other(
     first = spawn(a.cli, "run", "-s", "moved", "-e", "block-first")
     until(lambda: (gate / "block-first.started").exists())
     second = spawn(b.cli, "run", "-s", "moved", "-e", "then-second")
-    b.daemon.wait_for("session moved is leased by another replica; waiting")
+    b.daemon.wait_for("session moved is leased by another replica; handed over")
     a.daemon.kill()  # SIGKILL mid-turn: PostgreSQL drops its connection and its leases
     assert finished(second)[:2] == (0, "answer to then-second\n")
     code, _, err = finished(first)
@@ -227,3 +227,56 @@ def test_sessions_sent_to_three_replicas_at_once_are_answered_once_each_one_turn
         assert sorted(longest) == [f"s{s}-m{k}" for k in range(per_session)]
         for users in asked_in:
             assert users == longest[: len(users)]
+
+
+def users_asked(emulator: LlmEmulator, prefix: str) -> list[list[str]]:
+    """The user messages of each LLM request whose question starts with ``prefix``."""
+    return [
+        [text_of(m["content"]) for m in r.json["messages"] if m["role"] == "user"]
+        for r in emulator.requests
+        if r.path.endswith("/chat/completions") and asked(r.json).startswith(prefix)
+    ]
+
+
+def test_messages_handed_to_a_replica_killed_mid_turn_run_once_on_another_in_order(
+    replicas: Start, scripted: LlmEmulator, gate: Path
+) -> None:
+    a, b, c = replicas("a"), replicas("b"), replicas("c")
+    first = spawn(a.cli, "run", "-s", "moved", "-e", "block-first")
+    until(lambda: (gate / "block-first.started").exists())  # a holds the session's lease
+    second = spawn(b.cli, "run", "-s", "moved", "-e", "from-b")
+    b.daemon.wait_for("session moved is leased by another replica; handed over")
+    third = spawn(c.cli, "run", "-s", "moved", "-e", "from-c")
+    c.daemon.wait_for("session moved is leased by another replica; handed over")
+    a.daemon.kill()  # SIGKILL mid-turn: the stored messages stay, the lease goes
+    assert finished(second)[:2] == (0, "answer to from-b\n")
+    assert finished(third)[:2] == (0, "answer to from-c\n")
+    assert finished(first)[0] == 1  # its connection went with a: told, and not run again
+    assert len(requests_asking(scripted, "block-first")) == 1
+    [for_b] = users_asked(scripted, "from-b")
+    [for_c] = users_asked(scripted, "from-c")
+    assert for_c == [*for_b, "from-c"]  # in the order stored, each once
+    assert for_b[-1] == "from-b"
+    dropped = "❌ a message of session moved is dropped: replica a"
+    assert dropped in b.daemon.output() + c.daemon.output()
+
+
+def test_60_sessions_of_5_messages_moving_between_3_replicas_are_answered_once_in_order(
+    replicas: Start, scripted: LlmEmulator
+) -> None:
+    started = [replicas(name) for name in ("a", "b", "c")]
+    sockets = [r.cli.home / ".openpista" / "control.sock" for r in started]
+    sessions, per_session = 60, 5
+
+    def talk(s: int) -> list[str]:  # message k of session s goes to replica (s + k) mod 3
+        return [ask(sockets[(s + k) % 3], f"s{s}", f"s{s}-m{k}") for k in range(per_session)]
+
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(talk, range(sessions)))
+    assert answers == [
+        [f"answer to s{s}-m{k}" for k in range(per_session)] for s in range(sessions)
+    ]
+    for s in range(sessions):
+        asked_in = users_asked(scripted, f"s{s}-")
+        # Each message answered once, having seen every earlier one of its session in order.
+        assert asked_in == [[f"s{s}-m{k}" for k in range(n + 1)] for n in range(per_session)]

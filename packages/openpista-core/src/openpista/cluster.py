@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +133,7 @@ class ClusterMember:
         self._returning: set[asyncio.Task[None]] = set()
         self._wakers: dict[str, asyncio.Event] = {}  # md5 of a session waited for -> event
         self._holders: dict[str, asyncio.Task[Any]] = {}  # leased session -> its turn's task
+        self._listeners: dict[str, _Listener] = {}  # NOTIFY channel -> callback
 
     @classmethod
     async def join(cls, settings: Settings) -> ClusterMember:
@@ -164,7 +166,7 @@ class ClusterMember:
         try:
             while True:
                 released.clear()
-                if await self._try_session(session_id):
+                if await self.try_acquire(session_id):
                     break
                 if not waited:
                     log.info("session %s is leased by another replica; waiting", session_id)
@@ -174,11 +176,32 @@ class ClusterMember:
         finally:
             if self._wakers.get(digest) is released:
                 del self._wakers[digest]
+        if waited:
+            log.info("session %s leased after waiting", session_id)
+
+    async def try_acquire(self, session_id: str) -> bool:
+        """Take the lease of ``session_id`` if no replica holds it; whether it was taken.
+        The calling task is cancelled if the lease is lost (:class:`ClusterError` when the
+        connection is already)."""
+        if not await self._try_session(session_id):
+            return False
         turn = asyncio.current_task()
         if turn is not None:
             self._holders[session_id] = turn
-        if waited:
-            log.info("session %s leased after waiting", session_id)
+        return True
+
+    async def listen(self, channel: str, callback: Callable[[str], object]) -> None:
+        """Call ``callback(payload)`` for each ``NOTIFY`` on ``channel`` from now on (also
+        after a reconnection; notifications sent while disconnected are missed)."""
+        self._listeners[channel] = _Listener(callback)
+        async with self._io:
+            if self.connected:
+                await self._live().add_listener(channel, self._listeners[channel])
+
+    @property
+    def connected(self) -> bool:
+        """Whether the lease connection is up (the leases it holds are valid)."""
+        return self._conn is not None and not self._conn.is_closed()
 
     async def _try_session(self, session_id: str) -> bool:
         attempt = asyncio.ensure_future(self._lock(SESSION_SPACE, session_id))
@@ -227,6 +250,8 @@ class ClusterMember:
                 timeout=QUERY_TIMEOUT,
             )
             await conn.add_listener(RELEASED, self._announced)
+            for channel, listener in self._listeners.items():
+                await conn.add_listener(channel, listener)
         except BaseException:
             conn.terminate()
             raise
@@ -312,6 +337,16 @@ class ClusterMember:
         for session_id, turn in holders.items():
             log.error("❌ the turn of session %s is cancelled: its lease is lost", session_id)
             turn.cancel()
+
+
+@dataclass(frozen=True)
+class _Listener:
+    """An asyncpg notification callback that passes on only the payload."""
+
+    callback: Callable[[str], object]
+
+    def __call__(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.callback(payload)
 
 
 @dataclass(frozen=True)

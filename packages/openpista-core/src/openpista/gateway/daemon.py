@@ -231,7 +231,12 @@ async def _serve(
             return 1
         broker = ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
         gateway = Gateway(runtime, [*adapters, control], approvals=broker)
-        gateway.router.leases = cluster
+        if cluster is not None:
+            from openpista.cluster_handover import Handover
+
+            gateway.router.leases = cluster
+            slots = settings.gateway.max_concurrent_turns
+            gateway.handover = await Handover.start(cluster, gateway, slots)
         started = pid_file.acquire([a.name for a in adapters])
         try:
             leads = None if cluster is None else (lambda: cluster.leads)

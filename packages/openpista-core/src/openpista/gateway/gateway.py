@@ -49,6 +49,7 @@ from openpista.providers.base import TextDelta, warm_up
 
 if TYPE_CHECKING:
     from openpista.agent import Agent, ToolGuard
+    from openpista.cluster_handover import Handover
     from openpista.gateway.approvals import ApprovalBroker
     from openpista.runtime import Runtime
 
@@ -110,6 +111,8 @@ class Gateway:
         self._choices: dict[str, Choice] = {}  # sessions switched with /model
         self.recorder = runtime.recorder
         self.recorder.watch(self)
+        self.handover: Handover | None = None
+        """Cluster mode: turns are stored and run by the replica leasing the session."""
 
     # -- model ----------------------------------------------------------------------------
 
@@ -224,6 +227,8 @@ class Gateway:
         if self.approvals is not None:
             # Turns waiting for an answer end now, denied and recorded, not cancelled.
             await self.approvals.close()
+        if self.handover is not None:
+            await self.handover.close(deadline)  # unfinished turns stay stored for others
         if self._turns:
             _, unfinished = await asyncio.wait(set(self._turns), timeout=deadline)
             cancelled = [self._turns[turn] for turn in unfinished]
@@ -368,23 +373,46 @@ class Gateway:
                 await self.deliver(answer)
                 return answer
         adapter = self.adapter_for(event.channel_id)
-        on_event = self._forwarder(event.channel_id, session_id, adapter, request_id)
-        guard = self._guard(session_id, event.channel_id, request_id)
+        if self.handover is not None and not any(a.path for a in event.attachments):
+            # Cluster mode: stored, then run by the replica leasing the session (files saved
+            # on this machine stay here: such a turn waits for the lease instead).
+            here = adapter is None or not adapter.replies_anywhere
+            return await self.handover.hand(event, session_id, ticket, here)
         async with self.router.lock(session_id, ticket):
-            try:
-                agent = self.agent_for(session_id)
-            except Exception as exc:  # no provider configured, unknown preset, ...
-                response = Answer.error(str(exc))
-            else:
-                response = await agent.run_turn(
-                    session_id,
-                    event.text,
-                    on_event,
-                    guard,
-                    attachments=event.attachments,
-                    channel_id=event.channel_id,
-                    sender=event.sender,
-                )
+            return await self.run_turn(event, session_id, began=began)
+
+    async def run_turn(
+        self,
+        event: ChannelEvent,
+        session_id: str,
+        send: Callable[[Outbound], Awaitable[None]] | None = None,
+        *,
+        began: float | None = None,
+    ) -> Answer:
+        """Run the turn of ``event`` in ``session_id`` now (the caller holds the session's
+        turn lock or lease) and send its answer and approval prompts with ``send`` (default
+        :meth:`deliver`; only that one streams chunks); returns the answer."""
+        began = time.monotonic() if began is None else began
+        request_id = _request_id(event)
+        streams = send is None
+        send = self.deliver if send is None else send
+        adapter = self.adapter_for(event.channel_id) if streams else None
+        on_event = self._forwarder(event.channel_id, session_id, adapter, request_id)
+        guard = self._guard(session_id, event.channel_id, request_id, send)
+        try:
+            agent = self.agent_for(session_id)
+        except Exception as exc:  # no provider configured, unknown preset, ...
+            response = Answer.error(str(exc))
+        else:
+            response = await agent.run_turn(
+                session_id,
+                event.text,
+                on_event,
+                guard,
+                attachments=event.attachments,
+                channel_id=event.channel_id,
+                sender=event.sender,
+            )
         response = response.model_copy(
             update={
                 "channel_id": event.channel_id,
@@ -392,18 +420,24 @@ class Gateway:
                 "request_id": request_id,
             }
         )
-        await self.deliver(response)
+        await send(response)
         outcome = "error" if response.is_error else "ok"
         seconds = time.monotonic() - began
         self.recorder.turn(channel_name(event.channel_id), session_id, seconds, outcome)
         return response
 
-    def _guard(self, session_id: str, channel_id: str, request_id: str | None) -> ToolGuard | None:
+    def _guard(
+        self,
+        session_id: str,
+        channel_id: str,
+        request_id: str | None,
+        send: Callable[[Outbound], Awaitable[None]],
+    ) -> ToolGuard | None:
         if self.approvals is None:
             return None
 
         async def deliver(prompt: ApprovalPrompt) -> None:
-            await self.deliver(prompt.model_copy(update={"request_id": request_id}))
+            await send(prompt.model_copy(update={"request_id": request_id}))
 
         tools = self.runtime.toolbox.tools
         return self.approvals.guard(session_id, channel_id, deliver, tools.approval_warnings)

@@ -1,0 +1,308 @@
+"""Turns handed over between replicas through PostgreSQL (docs/scale-out.md).
+
+In cluster mode every inbound event is first written to the durable ``cluster_inbox``
+table (revision 0010) and announced on ``NOTIFY`` :data:`INBOX`; then the replica it
+arrived at tries to take its session's lease. The replica holding the lease (this one, or
+the one whose turn of the session runs now) *drains* the session: it runs the session's
+events one by one in the order they were stored, and deletes each only after its turn
+(and answer) is stored. A replica that dies mid-turn leaves its events in the table, and
+its lease goes with its connection: every replica looks for such leftovers each
+``[cluster] heartbeat`` (events of sessions nobody leases) and the first to take the lease
+runs them. Nothing stored is lost; a turn cut short runs again on the new owner.
+
+Answers go back through the replica that holds the user's connection (the control socket,
+web, QUIC): the event names it (``reply_to``) and the replica running the turn writes the
+answer and its approval prompts to ``cluster_outbox`` and announces them on ``NOTIFY``
+:data:`OUTBOX`; that replica delivers them. Channels that answer over HTTP (Telegram,
+WhatsApp, Slack, Discord: :attr:`~openpista.channels.ChannelAdapter.replies_anywhere`) are
+answered by whichever replica runs the turn, streaming included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import TypeAdapter
+
+from openpista.cluster import APPLICATION_PREFIX, QUERY_TIMEOUT, SESSION_SPACE, ClusterError
+from openpista.models import Answer, ChannelEvent, Outbound
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from openpista.cluster import ClusterMember
+    from openpista.gateway.router import TurnTicket
+
+__all__ = ["INBOX", "OUTBOX", "Handover", "Turns"]
+
+log = logging.getLogger(__name__)
+
+INBOX = "openpista_inbox"
+"""``NOTIFY`` channel of a stored event (payload: its session id)."""
+OUTBOX = "openpista_outbox"
+"""``NOTIFY`` channel of a stored answer (payload: the replica id that delivers it)."""
+POOL_SIZE = 4
+"""Connections for the inbox and outbox (the lease connection is kept for the leases)."""
+
+_OUTBOUND: TypeAdapter[Outbound] = TypeAdapter(Outbound)
+Send = Callable[[Outbound], Awaitable[None]]
+
+_KEY = "(hashtext(encode(convert_to(i.session_id, 'UTF8'), 'hex'))::bigint & 4294967295)"
+_LEFTOVERS = f"""
+SELECT DISTINCT i.session_id FROM cluster_inbox i
+WHERE NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+                  AND l.classid = $1::oid AND l.objid = {_KEY}::oid)
+"""
+"""Sessions with stored events whose lease nobody holds (their replica died)."""
+_CONNECTED = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1)"
+_ORPHANS = """
+DELETE FROM cluster_outbox o
+WHERE o.created_at < now() - make_interval(secs => $2)
+AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = $1 || o.replica_id)
+"""
+"""Answers for a replica that has been gone a while (with it, the connections they were for)."""
+ORPHANED_AFTER = 60.0
+
+
+class Turns(Protocol):
+    """What the hand-over needs of the gateway."""
+
+    async def run_turn(self, event: ChannelEvent, session_id: str, send: Send) -> Answer:
+        """Run the turn of ``event`` now and send what it says with ``send``."""
+
+    async def deliver(self, message: Outbound) -> None:
+        """Send ``message`` to the adapter of its channel on this replica."""
+
+
+@dataclass(frozen=True)
+class _Stored:
+    id: int
+    event: ChannelEvent
+    reply_to: str | None
+
+
+class Handover:
+    """This replica's side of the inbox and outbox (see the module documentation)."""
+
+    def __init__(
+        self, member: ClusterMember, turns: Turns, pool: asyncpg.Pool[Any], slots: int
+    ) -> None:
+        self.member = member
+        self.turns = turns
+        self.pool = pool
+        self._slots = asyncio.Semaphore(slots)
+        self._drainers: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()  # sessions stored to while their drainer ran
+        self._waiting: dict[int, asyncio.Future[Answer]] = {}  # stored id -> its answer
+        self._outbox = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def start(cls, member: ClusterMember, turns: Turns, slots: int) -> Handover:
+        """Open the pool, listen, drop this replica's stale answers and start sweeping."""
+        import asyncpg
+
+        try:
+            pool = await asyncpg.create_pool(
+                member.dsn, min_size=1, max_size=POOL_SIZE, command_timeout=QUERY_TIMEOUT
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise ClusterError(f"cannot reach the cluster's PostgreSQL: {exc}") from exc
+        handover = cls(member, turns, pool, slots)
+        # Answers kept for an earlier run of this replica id: their connections are gone.
+        await pool.execute("DELETE FROM cluster_outbox WHERE replica_id = $1", member.replica_id)
+        await member.listen(INBOX, handover._stored)
+        await member.listen(OUTBOX, handover._answered)
+        handover._tasks = [
+            asyncio.create_task(handover._sweep(), name="cluster inbox sweep"),
+            asyncio.create_task(handover._deliver_outbox(), name="cluster outbox"),
+        ]
+        return handover
+
+    async def close(self, deadline: float | None) -> None:
+        """Let the turns running here end within ``deadline`` seconds, then cancel them
+        (their events stay stored: another replica runs them) and close the pool."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        drainers = set(self._drainers.values())
+        if drainers:
+            _, late = await asyncio.wait(drainers, timeout=deadline)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        for waiter in self._waiting.values():
+            waiter.cancel()
+        await self.pool.close()
+
+    # -- inbound ----------------------------------------------------------------------------
+
+    async def hand(
+        self, event: ChannelEvent, session_id: str, ticket: TurnTicket, here: bool
+    ) -> Answer:
+        """Store ``event`` (after the chat's earlier events: ``ticket``) and have its turn
+        run by the session's owner. With ``here`` (its channel's connection is on this
+        replica) return its answer once it has been delivered; else return once stored."""
+        await ticket.wait()
+        try:
+            stored = await self.pool.fetchval(
+                "WITH e AS (INSERT INTO cluster_inbox (session_id, event, origin, reply_to) "
+                "VALUES ($1, $2::jsonb, $3, $4) RETURNING id) "
+                "SELECT id, pg_notify($5, $1) FROM e",
+                session_id,
+                event.model_dump_json(),
+                self.member.replica_id,
+                self.member.replica_id if here else None,
+                INBOX,
+            )
+        finally:
+            ticket.pass_on()
+        answered: asyncio.Future[Answer] | None = None
+        if here:
+            answered = self._waiting[stored] = asyncio.get_running_loop().create_future()
+        self.claim(session_id)
+        if answered is None:
+            return Answer(text="", channel_id=event.channel_id, session_id=session_id)
+        try:
+            return await answered
+        finally:
+            self._waiting.pop(stored, None)
+
+    def _stored(self, session_id: str) -> None:
+        if session_id in self._drainers:
+            self._again.add(session_id)
+
+    def claim(self, session_id: str) -> None:
+        """Drain ``session_id`` here if no replica holds its lease (no-op if this one is)."""
+        if session_id in self._drainers:
+            self._again.add(session_id)
+            return
+        task = asyncio.create_task(self._drain(session_id), name=f"drain {session_id}")
+        self._drainers[session_id] = task
+        task.add_done_callback(lambda _: self._drainers.pop(session_id, None))
+
+    async def _drain(self, session_id: str) -> None:
+        try:
+            while True:
+                self._again.discard(session_id)
+                if not await self.member.try_acquire(session_id):
+                    # Its holder drains it, and looks again once it lets go.
+                    log.info("session %s is leased by another replica; handed over", session_id)
+                    return
+                try:
+                    while (stored := await self._next(session_id)) is not None:
+                        await self._run(session_id, stored)
+                finally:
+                    await self.member.release(session_id)
+                # Stored while we let go (its replica saw our lease): ours to run.
+                if session_id not in self._again and not await self._pending(session_id):
+                    return
+        except ClusterError as exc:  # no lease connection: the sweep resumes it later
+            log.warning("session %s waits for the cluster: %s", session_id, exc)
+        except Exception:
+            log.exception("the hand-over of session %s failed; the sweep retries", session_id)
+
+    async def _next(self, session_id: str) -> _Stored | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, event, reply_to FROM cluster_inbox WHERE session_id = $1 "
+            "ORDER BY id LIMIT 1",
+            session_id,
+        )
+        if row is None:
+            return None
+        event = ChannelEvent.model_validate_json(row["event"])
+        return _Stored(row["id"], event, row["reply_to"])
+
+    async def _pending(self, session_id: str) -> bool:
+        found = await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM cluster_inbox WHERE session_id = $1)", session_id
+        )
+        return bool(found)
+
+    async def _run(self, session_id: str, stored: _Stored) -> None:
+        reply_to = stored.reply_to
+        send: Send = self.turns.deliver
+        if reply_to is not None and reply_to != self.member.replica_id:
+            if not await self.pool.fetchval(_CONNECTED, APPLICATION_PREFIX + reply_to):
+                # Its user's connection went with that replica, and was told so: a turn
+                # run now would answer nobody, and run twice when the user sends it again.
+                log.warning(
+                    "❌ a message of session %s is dropped: replica %s, which held its "
+                    "connection, is gone",
+                    session_id,
+                    reply_to,
+                )
+                await self._done(stored.id, None)
+                return
+
+            async def send(message: Outbound) -> None:
+                await self._publish(reply_to, stored.id, message)
+
+        async with self._slots:
+            answer = await self.turns.run_turn(stored.event, session_id, send)
+        # Answered: a lease lost now must not run it again.
+        await asyncio.shield(self._done(stored.id, answer))
+
+    async def _done(self, stored: int, answer: Answer | None) -> None:
+        await self.pool.execute("DELETE FROM cluster_inbox WHERE id = $1", stored)
+        waiter = self._waiting.get(stored)
+        if waiter is not None and answer is not None and not waiter.done():
+            waiter.set_result(answer)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.member.heartbeat)
+            self._outbox.set()  # answers announced while the connection was down
+            if not self.member.connected:
+                continue
+            try:
+                await self.pool.execute(_ORPHANS, APPLICATION_PREFIX, ORPHANED_AFTER)
+                rows = await self.pool.fetch(_LEFTOVERS, SESSION_SPACE)
+            except Exception as exc:  # the next sweep tries again
+                log.debug("the inbox sweep failed: %s", exc)
+                continue
+            for row in rows:
+                self.claim(row["session_id"])
+
+    # -- outbound ---------------------------------------------------------------------------
+
+    async def _publish(self, replica_id: str, stored: int, message: Outbound) -> None:
+        payload = json.dumps({"stored": stored, "message": message.model_dump(mode="json")})
+        await self.pool.execute(
+            "WITH a AS (INSERT INTO cluster_outbox (replica_id, message) VALUES ($1, $2::jsonb)) "
+            "SELECT pg_notify($3, $1)",
+            replica_id,
+            payload,
+            OUTBOX,
+        )
+
+    def _answered(self, replica_id: str) -> None:
+        if replica_id == self.member.replica_id:
+            self._outbox.set()
+
+    async def _deliver_outbox(self) -> None:
+        while True:
+            await self._outbox.wait()
+            self._outbox.clear()
+            try:
+                rows = await self.pool.fetch(
+                    "DELETE FROM cluster_outbox WHERE replica_id = $1 RETURNING id, message",
+                    self.member.replica_id,
+                )
+            except Exception as exc:  # the next sweep sets the event again
+                log.debug("the outbox could not be read: %s", exc)
+                continue
+            for row in sorted(rows, key=lambda r: r["id"]):
+                item = json.loads(row["message"])
+                message = _OUTBOUND.validate_python(item["message"])
+                with contextlib.suppress(Exception):
+                    await self.turns.deliver(message)
+                waiter = self._waiting.get(item["stored"])
+                if isinstance(message, Answer) and waiter is not None and not waiter.done():
+                    waiter.set_result(message)
