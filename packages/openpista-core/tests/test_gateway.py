@@ -497,3 +497,48 @@ async def test_a_message_arriving_as_the_first_ones_session_is_found_waits_its_t
         "echo: one",
         "echo: two",
     ]
+
+
+async def test_a_long_answer_reaches_a_limited_channel_as_several_within_its_limit(
+    open_gateway: OpenGateway, llm_emulator: LlmEmulator
+) -> None:
+    from openpista.models import Attachment
+    from openpista.text import FENCE, split_message
+
+    code = "\n".join(f"    total += item_{n}" for n in range(30))
+    long = "Here is the script:\n\n```python\n" + code + "\n```\n\n" + "Done, enjoy. " * 20
+    llm_emulator.reply_text(long, chunk_size=50)
+    small = LoopbackAdapter("small:", capabilities=Capabilities(files=True, max_message_length=120))
+    gateway = await open_gateway(small)
+    await small.say("1", "a script please")
+    expected = split_message(long, 120)
+    parts = [await small.answer("1") for _ in expected]
+    assert [p.text for p in parts] == expected
+    assert len(parts) > 5
+    for part in parts:
+        assert 0 < len(part.text) <= 120, part.text
+        fences = [line for line in part.text.split("\n") if line.startswith(FENCE)]
+        assert len(fences) % 2 == 0, part.text  # each part renders its code on its own
+    reopened = [p.text for p in parts[1:] if p.text.startswith(FENCE)]
+    assert reopened
+    assert all(text.startswith("```python\n") for text in reopened)
+    shown = "\n".join(p.text for p in parts)
+    assert all(f"item_{n}\n" in shown + "\n" for n in range(30))
+    assert {p.request_id for p in parts} == {parts[0].request_id}
+    # A notice is cut the same way; its file travels with its last part only.
+    picture = Attachment(name="dot.png", mime_type="image/png", data="iVBORw0KGgo=")
+    await gateway.deliver(Answer(channel_id="small:2", text="word " * 60, attachments=[picture]))
+    notice = [m for m in small.sent["small:2"] if isinstance(m, Answer)]
+    assert len(notice) == 3
+    assert [len(m.attachments) for m in notice] == [0, 0, 1]
+    assert all(len(m.text) <= 120 for m in notice)
+    # A channel counting its own way (two units a character here) is cut by its count.
+    wide = LoopbackAdapter(
+        "wide:", capabilities=Capabilities(max_message_length=50, measure=lambda t: 2 * len(t))
+    )
+    gateway.adapters.append(wide)
+    await gateway.deliver(Answer(channel_id="wide:1", text="abc " * 40))
+    texts = wide.texts("1")
+    assert len(texts) > 5
+    assert all(2 * len(t) <= 50 for t in texts)
+    assert " ".join(texts).split() == ["abc"] * 40

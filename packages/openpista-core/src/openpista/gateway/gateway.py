@@ -486,7 +486,9 @@ class Gateway:
 
     async def _send(self, adapter: ChannelAdapter, message: Outbound) -> None:
         """The one way to an adapter: only the kinds it accepts, only attachments a channel
-        may send, and files named in the text for a channel that sends none."""
+        may send, files named in the text for a channel that sends none, and an answer
+        longer than the channel holds as several (``capabilities.split``); once a part
+        fails, the rest is not sent."""
         capabilities = adapter.capabilities
         if not capabilities.accepts(message):
             return
@@ -496,16 +498,18 @@ class Gateway:
             message = message.model_copy(
                 update={"text": "\n".join(part for part in named if part), "attachments": []}
             )
-        try:
-            if isinstance(message, TextChunk):  # a span per streamed chunk would drown the trace
-                await adapter.send(message)
-            else:
-                described = {"openpista.channel": adapter.name, "openpista.kind": message.kind}
-                with self.recorder.tracing.span(f"send {message.kind}", described):
-                    await adapter.send(message)
-        except Exception:  # a broken channel must not break the turn
-            log.exception("channel %s failed to send", adapter.name)
-            self.recorder.error("send")
+        for part in capabilities.split(message):
+            try:
+                if isinstance(part, TextChunk):  # a span per streamed chunk would drown the trace
+                    await adapter.send(part)
+                else:
+                    described = {"openpista.channel": adapter.name, "openpista.kind": part.kind}
+                    with self.recorder.tracing.span(f"send {part.kind}", described):
+                        await adapter.send(part)
+            except Exception:  # a broken channel must not break the turn
+                log.exception("channel %s failed to send", adapter.name)
+                self.recorder.error("send")
+                return
 
     async def _supervise(self, adapter: ChannelAdapter, attempted: asyncio.Event) -> None:
         from tenacity import (
