@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from openpista.control.client import DaemonError, DaemonGoneError
 from openpista.control.protocol import HEADER, Frame, body_length, decode, encode
 from openpista.control.server import ControlChannel, bind_control
 from openpista.gateway.daemon import PidFile
@@ -18,6 +19,7 @@ from openpista_testing.adapters import LoopbackAdapter, QueueContext
 from openpista_testing.cli import emulator_settings
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
+from openpista_testing.polling import eventually
 
 
 class RefusingAdapter(LoopbackAdapter):
@@ -287,3 +289,123 @@ async def test_hostile_chat_requests_get_one_error_line_and_the_connection_serve
     if isinstance(frame.get("ref"), str) and len(frame["ref"]) <= 64:
         assert reply["ref"] == frame["ref"]
     assert (await request(client, {"type": "home"}))["type"] == "result"
+
+
+# -- the TUI's side: StreamClient and RemoteEffects ---------------------------------------
+
+
+@pytest.fixture
+async def remote(control: ControlChannel) -> AsyncIterator[tuple[Any, list[Any]]]:
+    from openpista.control.client import ControlClient
+    from openpista.tui.remote import RemoteEffects, attach
+
+    client = ControlClient.connect(control.path)
+    assert client is not None
+    connection, home = await attach(client)
+    assert "help" in home["commands"]
+    actions: list[Any] = []
+    yield RemoteEffects(connection, actions.append, "tester", lambda: None), actions
+    await connection.close()
+
+
+def answers(actions: list[Any]) -> list[Any]:
+    from openpista.models import Answer
+    from openpista.tui.state import ResponseReceived
+
+    return [
+        a.response
+        for a in actions
+        if isinstance(a, ResponseReceived) and isinstance(a.response, Answer)
+    ]
+
+
+async def test_a_request_is_answered_while_a_turn_streams_on_the_same_connection(
+    control: ControlChannel, llm_emulator: LlmEmulator
+) -> None:
+    from openpista.control.stream import StreamClient
+
+    frames: list[Frame | None] = []
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(control.path))
+    connection = await StreamClient.over(sock)
+    connection.on_frame = frames.append
+    llm_emulator.reply_tool_calls([("system_run", {"command": "sleep 30"})])
+    await connection.send({"type": "run", "text": "slow", "session": "st1"})
+    await eventually(lambda: any(f and f["message"]["kind"] == "tool" for f in frames))
+    home = await connection.request({"type": "home"})
+    assert "st1" in [row["id"] for row in home["sessions"]]
+    with pytest.raises(DaemonError, match="history: session id must be a string"):
+        await connection.request({"type": "history"})
+    await connection.send({"type": "cancel"})
+    await eventually(lambda: {"type": "cancelled"} in frames)
+    assert all(f is None or "ref" not in f for f in frames)  # replies went to their request
+    await control.stop()  # the daemon goes away: pending requests fail, the stream ends
+    await eventually(lambda: frames[-1] is None)
+    with pytest.raises(DaemonGoneError):
+        await connection.request({"type": "home"})
+    await connection.close()
+
+
+async def test_remote_effects_run_the_tui_s_chat_in_the_daemon(
+    remote: tuple[Any, list[Any]], llm_emulator: LlmEmulator
+) -> None:
+    from openpista.tui.state import (
+        CommandAnswered,
+        HomeLoaded,
+        LoadHome,
+        OpenSession,
+        RunCommand,
+        SendMessage,
+        SessionOpened,
+    )
+
+    effects, actions = remote
+    llm_emulator.reply_text("first answer", chunk_size=4)
+    llm_emulator.reply_text("second answer")
+    await effects.run(SendMessage("rm1", "one"))
+    await effects.run(SendMessage("rm1", "two"))  # waits for the first turn here
+    await eventually(lambda: len(answers(actions)) == 2)
+    assert [a.text for a in answers(actions)] == ["first answer", "second answer"]
+    await effects.run(OpenSession("rm1"))
+    opened = actions[-1]
+    assert isinstance(opened, SessionOpened)
+    assert [m.content for m in opened.messages] == ["one", "first answer", "two", "second answer"]
+    await effects.run(RunCommand("rm1", "/model openai/gpt-4o"))
+    switched = actions[-1]
+    assert isinstance(switched, CommandAnswered)
+    assert switched.model is not None
+    assert switched.model.model == "gpt-4o"
+    await effects.run(RunCommand("rm1", "/clear"))
+    moved = actions[-1]
+    assert isinstance(moved, SessionOpened)
+    assert moved.session_id != "rm1"
+    assert moved.notice.startswith("new session ")
+    await effects.run(RunCommand("rm1", "/nosuch"))
+    assert actions[-1].message.startswith("❌ command: /nosuch is no chat command")
+    await effects.run(LoadHome())
+    home = actions[-1]
+    assert isinstance(home, HomeLoaded)
+    assert "rm1" in [row.id for row in home.sessions]
+
+
+async def test_remote_cancel_stops_the_turn_in_the_daemon_and_a_lost_daemon_is_one_line(
+    remote: tuple[Any, list[Any]], control: ControlChannel, llm_emulator: LlmEmulator
+) -> None:
+    from openpista.tui.remote import DAEMON_GONE
+    from openpista.tui.state import CancelTurns, Failed, SendMessage, TurnsCancelled
+
+    effects, actions = remote
+    llm_emulator.reply_tool_calls([("system_run", {"command": "sleep 30"})])
+    await effects.run(SendMessage("rc1", "slow"))
+    await effects.run(SendMessage("rc1", "queued behind it"))
+    await eventually(lambda: any(getattr(a, "response", None) for a in actions))
+    await effects.run(CancelTurns())
+    assert actions[-1] == TurnsCancelled()
+    await eventually(lambda: effects._session is None)
+    stored = await control.gateway.runtime.memory.load_messages("rc1")
+    assert [m.content for m in stored] == ["slow"]  # the queued one never ran
+    assert len(llm_emulator.requests) == 1
+    await control.stop()
+    await eventually(lambda: Failed(DAEMON_GONE) in actions)
+    await effects.run(SendMessage("rc1", "after"))
+    await eventually(lambda: any(a.text == DAEMON_GONE for a in answers(actions)))

@@ -28,6 +28,7 @@ from openpista.tui.adapter import CHANNEL_ID
 from openpista.tui.effects import EffectRunner
 from openpista.tui.state import (
     Action,
+    CancelTurns,
     CommandAnswered,
     Effect,
     Entry,
@@ -37,6 +38,7 @@ from openpista.tui.state import (
     HistoryNext,
     HistoryPrev,
     HomeLoaded,
+    Interrupt,
     LoadHome,
     Login,
     ModelChanged,
@@ -54,10 +56,12 @@ from openpista.tui.state import (
     SessionRow,
     State,
     Submit,
+    TurnsCancelled,
 )
-from openpista.tui.update import update
+from openpista.tui.update import CANCELLED, update
 from openpista_testing.cli import emulator_settings
 from openpista_testing.emulator import LlmEmulator
+from openpista_testing.polling import eventually
 
 MODEL = ModelInfo(
     provider="openai",
@@ -459,3 +463,49 @@ async def test_usage_help_and_approvals_answer_as_in_every_channel(runner: Any) 
     assert "/model PROVIDER[/MODEL]" in actions[-1].text
     await effects.run(RunCommand("tui-1", "/approve"))
     assert actions[-1].text == "Nothing is waiting for your approval."
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------
+
+
+def test_ctrl_c_cancels_the_turns_the_chat_waits_for_else_quits() -> None:
+    busy, effects = run(chat(), Submit("slow one"), ResponseReceived(TextChunk(text="par")))
+    state, effects = run(busy, Interrupt())
+    assert effects == [CancelTurns()]
+    assert not state.quitting
+    state, effects = run(state, TurnsCancelled())
+    assert not state.busy
+    assert state.entries[-2:] == (Entry("assistant", "par"), Entry("error", CANCELLED))
+    state, effects = run(state, Interrupt())
+    assert state.quitting
+    assert effects == [Exit()]
+    assert run(State(), Interrupt())[1] == [Exit()]  # the home screen: nothing to cancel
+
+
+async def test_cancel_stops_the_running_turn_and_the_next_one_runs(
+    runner: Any, llm_emulator: LlmEmulator
+) -> None:
+    from openpista.tui.adapter import TuiAdapter
+
+    effects, actions = runner
+    effects.gateway.adapters.append(TuiAdapter(lambda m: actions.append(ResponseReceived(m))))
+    llm_emulator.reply_tool_calls([("system_run", {"command": "sleep 30"})])
+    await effects.run(SendMessage("tui-c", "wait a long time"))
+    await eventually(lambda: any(isinstance(a, ResponseReceived) for a in actions))
+    await effects.run(CancelTurns())
+    assert actions[-1] == TurnsCancelled()
+    await eventually(lambda: not effects._turns)
+    stored = await effects.runtime.memory.load_messages("tui-c")
+    assert [m.role for m in stored] == ["user"]  # no half tool round
+    llm_emulator.reply_text("after the cancel")
+    await effects.run(SendMessage("tui-c", "again"))
+
+    def answers() -> list[str]:
+        return [
+            a.response.text
+            for a in actions
+            if isinstance(a, ResponseReceived) and isinstance(a.response, Answer)
+        ]
+
+    await eventually(answers)
+    assert answers() == ["after the cancel"]

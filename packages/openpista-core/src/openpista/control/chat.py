@@ -13,7 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from openpista.control.protocol import Frame
-from openpista.memory.checks import check_session_id
+from openpista.memory.checks import MemoryStoreError, check_session_id
 from openpista.models import Message
 
 if TYPE_CHECKING:
@@ -40,6 +40,14 @@ def text_field(frame: Frame, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f'"{key}" must be a non-empty string')
     return value
+
+
+def session_field(frame: Frame) -> str:
+    """``frame["session"]``, a storable session id."""
+    try:
+        return check_session_id(frame.get("session"))
+    except MemoryStoreError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def whole_number(frame: Frame, key: str, default: int, most: int) -> int:
@@ -79,7 +87,7 @@ class ChatRequests:
     async def history(self, channel_id: str, frame: Frame) -> Frame:
         """The stored messages of ``session`` as the TUI shows them, newest ``limit``,
         and the model answering it; ``omitted`` counts older ones left out to fit."""
-        session = check_session_id(frame.get("session"))
+        session = session_field(frame)
         limit = whole_number(frame, "limit", HISTORY_LIMIT, MAX_HISTORY)
         memory = self.channel.gateway.runtime.memory
         found = await memory.get_session(session)
@@ -104,7 +112,7 @@ class ChatRequests:
         """The gateway's answer to the chat command ``text`` typed in ``session``'s chat:
         ``text``, ``is_error``, the ``session`` the chat is on afterwards (``/session``,
         ``/clear`` move it) and the ``model`` answering that session."""
-        session = check_session_id(frame.get("session"))
+        session = session_field(frame)
         text = text_field(frame, "text")
         if len(text) > MAX_COMMAND or not text.startswith("/"):
             raise BadRequest(f'"text" must be a chat command (/help) of at most {MAX_COMMAND}')

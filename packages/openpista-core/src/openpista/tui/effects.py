@@ -161,7 +161,8 @@ class EffectRunner:
             await self.gateway.handle(event)
         except Exception as exc:  # the turn's own failure ends it like an error answer
             text = f"internal error: {type(exc).__name__}: {exc}"
-            self.dispatch(ResponseReceived(Answer.error(text, session_id=event.session_id)))
+            answer = Answer.error(text, session_id=event.session_id or "")
+            self.dispatch(ResponseReceived(answer))
 
     async def finish(self, deadline: float) -> None:
         """Let the running turns end within ``deadline`` seconds (the user is leaving),

@@ -195,11 +195,11 @@ class RemoteEffects:
     def _received(self, frame: Frame | None) -> None:
         """A frame of the running turn (``None``: the daemon has gone)."""
         if frame is None:
-            self._end_turn(Answer.error(DAEMON_GONE, session_id=self._session))
+            self._end_turn(DAEMON_GONE)
         elif frame["type"] == "cancelled":
             self._answered.set()
         elif frame["type"] == "error":  # the turn did not start
-            self._end_turn(Answer.error(str(frame.get("message")), session_id=self._session))
+            self._end_turn(str(frame.get("message")))
         elif frame["type"] == "outbound":
             try:
                 message = _OUTBOUND.validate_python(frame.get("message"))
@@ -209,11 +209,12 @@ class RemoteEffects:
             if isinstance(message, Answer):
                 self._answered.set()
 
-    def _end_turn(self, answer: Answer) -> None:
+    def _end_turn(self, problem: str) -> None:
+        """The running turn ends with ``problem`` (or it is shown, when none runs)."""
         if self._session is not None:
-            self.dispatch(ResponseReceived(answer))
+            self.dispatch(ResponseReceived(Answer.error(problem, session_id=self._session)))
         else:
-            self.dispatch(Failed(answer.text))
+            self.dispatch(Failed(problem))
         self._answered.set()
 
 
