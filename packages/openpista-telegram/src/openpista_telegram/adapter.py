@@ -42,7 +42,7 @@ from openpista_telegram.api import (
     save_bot_info,
 )
 from openpista_telegram.settings import SECTION, TOKEN_VARIABLE, TelegramSettings, parse_settings
-from openpista_telegram.text import MESSAGE_LIMIT, split_message
+from openpista_telegram.text import MESSAGE_LIMIT, split_message, utf16_length
 from openpista_telegram.webhook import ALLOWED_UPDATES, WebhookReceiver
 
 if TYPE_CHECKING:
@@ -87,7 +87,9 @@ class TelegramAdapter(ChannelAdapter):
 
     name = CHANNEL
     channel_prefix = PREFIX
-    capabilities = Capabilities(files=True, buttons=True, max_message_length=MESSAGE_LIMIT)
+    capabilities = Capabilities(
+        files=True, buttons=True, max_message_length=MESSAGE_LIMIT, measure=utf16_length
+    )
 
     def __init__(self, settings: TelegramSettings, pairing: PairingBook | None = None) -> None:
         self.settings = settings
@@ -282,9 +284,9 @@ class TelegramAdapter(ChannelAdapter):
         )
 
         try:
-            for part in split_message(answer.text):
+            if answer.text.strip():  # within MESSAGE_LIMIT: the gateway cut a longer one
                 await self._api(
-                    lambda p=part: bot.send_message(chat_id, p, message_thread_id=topic),
+                    lambda: bot.send_message(chat_id, answer.text, message_thread_id=topic),
                     "sendMessage",
                 )
             for attachment in answer.attachments:
