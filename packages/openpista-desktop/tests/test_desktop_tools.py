@@ -96,6 +96,43 @@ async def test_ocr_reads_the_text_on_screen(
     assert region == "OPENPISTA 42"
 
 
+async def test_ocr_gives_tesseract_no_secret_of_openpista(
+    registry: ToolRegistry,
+    tk_window: Callable[[], list[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tk_window()
+    seen = tmp_path / "tesseract-environment"
+    wrapper = tmp_path / "bin" / "tesseract"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nenv > {seen}\nexec /usr/bin/tesseract "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-leak-4711")
+    assert "OPENPISTA 42" in (await ok(registry, "screen.ocr")).output
+    environment = seen.read_text()
+    assert "PATH=" in environment
+    assert "sk-must-not-leak-4711" not in environment
+
+
+async def test_an_unknown_ocr_language_is_one_clear_error(
+    display: str, tk_window: Callable[[], list[str]]
+) -> None:
+    tk_window()
+    registry = ToolRegistry(
+        make_desktop_tools(DesktopSettings(display=display, ocr_language="xx4711"))
+    )
+    result = await call(registry, "screen.ocr")
+    assert result.is_error
+    assert result.output.startswith("OCR failed: ")
+
+
+def test_the_ocr_language_cannot_smuggle_arguments() -> None:
+    with pytest.raises(ValueError, match="ocr_language"):
+        DesktopSettings(ocr_language="eng --tessdata-dir /tmp")
+
+
 async def test_mouse_and_keyboard_drive_a_window(
     registry: ToolRegistry, tk_window: Callable[[], list[str]]
 ) -> None:

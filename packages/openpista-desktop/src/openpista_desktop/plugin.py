@@ -1,8 +1,8 @@
 """The openpista plugin module of openpista-desktop (entry point ``desktop``).
 
-Cheap to import, and importable without a display: pyautogui, mss and pytesseract are
-imported when a tool first runs. Tools this session cannot use (no X server answering, no
-session D-Bus) are not offered; one INFO line says which and why.
+Cheap to import, and importable without a display: pyautogui and mss are imported when a
+tool first runs (OCR runs the ``tesseract`` program). Tools this session cannot use (no X
+server answering, no session D-Bus) are not offered; one INFO line says which and why.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
-"""Screen capture (mss, no scrot or X extensions needed) and OCR (Tesseract via pytesseract).
+"""Screen capture (mss, no scrot or X extensions needed) and OCR (the ``tesseract`` program).
 
-Both are blocking; the tools run them in a worker thread.
+Capture and scaling are blocking; the tools run them in a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from openpista.tools import ToolError
+from openpista.tools import ToolError, run_process, tool_environment
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -66,24 +67,33 @@ def to_png(image: Image, max_width: int) -> tuple[bytes, tuple[int, int]]:
     if max_width and image.width > max_width:
         height = max(1, round(image.height * max_width / image.width))
         image = image.resize((max_width, height), PilImage.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue(), image.size
+    return _encode_png(image), image.size
 
 
-def read_text(image: Image, language: str, timeout: float) -> str:
-    """The text Tesseract reads in ``image``."""
-    import pytesseract
+async def read_text(image: Image, language: str, time_limit: float) -> str:
+    """The text Tesseract reads in ``image``.
 
+    ``tesseract`` runs as a tool program: scrubbed environment (openpista's keys and tokens
+    are not passed on), bounded output, killed with its process group after ``time_limit`` seconds.
+    """
+    png = await asyncio.to_thread(_encode_png, image)
+    argv = ["tesseract", "stdin", "stdout", "-l", language]
     try:
-        text: str = pytesseract.image_to_string(image, lang=language, timeout=timeout)
-    except pytesseract.TesseractNotFoundError:
+        result = await run_process(argv, stdin=png, timeout=time_limit, env=tool_environment())
+    except OSError:
         raise ToolError(
             "OCR needs Tesseract: install the tesseract-ocr package (and tesseract-ocr-LANG "
             "for languages other than English)"
         ) from None
-    except RuntimeError as exc:  # pytesseract's timeout
-        raise ToolError(f"OCR did not finish within {timeout:g} s ({exc})") from None
-    except pytesseract.TesseractError as exc:
-        raise ToolError(f"OCR failed: {exc.message.strip() or exc}") from None
-    return text.strip()
+    if result.timed_out:
+        raise ToolError(f"OCR did not finish within {time_limit:g} s")
+    if result.exit_code != 0:
+        reason = result.stderr.render().strip().splitlines()
+        raise ToolError(f"OCR failed: {reason[-1] if reason else f'exit code {result.exit_code}'}")
+    return result.stdout.render().strip()
+
+
+def _encode_png(image: Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()

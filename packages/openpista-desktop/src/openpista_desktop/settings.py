@@ -25,7 +25,7 @@ class DesktopSettings(PluginSettings):
     display: str | None = None
     allow_input: bool = True
     max_width: int = Field(default=1920, ge=0)
-    ocr_language: str = "eng"
+    ocr_language: str = Field(default="eng", pattern=r"^[A-Za-z0-9_+]{1,64}$")
     max_text_chars: int = Field(default=10_000, ge=100)
     timeout: float = Field(default=10.0, gt=0)
 

@@ -103,9 +103,7 @@ def _screen_tools(settings: DesktopSettings) -> list[Tool]:
         """Read the text shown on the screen (or in a region) with OCR (Tesseract)."""
         display = settings.display_name()
         shot = await asyncio.to_thread(screen.grab, display, _region(region))
-        text = await asyncio.to_thread(
-            screen.read_text, shot.image, settings.ocr_language, settings.timeout
-        )
+        text = await screen.read_text(shot.image, settings.ocr_language, settings.timeout)
         if not text:
             return "(no text found)"
         middle = len(text) // 2
