@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from openpista.memory.tables import VERSION_TABLE
+from openpista_telegram.testing import DEFAULT_TOKEN as TELEGRAM_TOKEN
+from openpista_telegram.testing import TelegramEmulator
 from openpista_testing.cli import Cli
 from openpista_testing.emulator import LlmEmulator
-from openpista_testing.ports import free_port
+from openpista_testing.ports import free_port, silent_port
 
 pytestmark = pytest.mark.e2e
 
@@ -246,3 +248,51 @@ api_base = "http://127.0.0.1:{free_port()}"
     if not ok:
         assert telegram["detail"] == f"port 127.0.0.1:{port} is in use"
         assert "[channels.telegram] webhook_port" in telegram["fix"]
+
+
+def telegram_config(cli: Cli, api_base: str) -> None:
+    cli.write_config(
+        cli.config.read_text()
+        + f"""
+[channels.telegram]
+enabled = true
+token = "{TELEGRAM_TOKEN}"
+allowed_users = [42]
+api_base = "{api_base}"
+"""
+    )
+    cli.env.update(OPENPISTA_LOAD_PLUGINS="telegram")
+
+
+def test_a_channel_token_is_checked_online_through_the_plugin_hook(
+    cli: Cli, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_text("pong")
+    with TelegramEmulator() as telegram:
+        telegram_config(cli, telegram.base_url)
+
+        code, checks = doctor_json(private(cli))
+
+    assert checks["channel telegram token"] == {
+        "name": "channel telegram token",
+        "ok": True,
+        "detail": "valid: bot @openpista_test_bot (id 123456789)",
+        "fix": "",
+    }
+    assert telegram.requests == ["getMe"]
+    assert code == 0, checks
+
+
+def test_a_hung_token_check_is_cut_by_the_timeout_option(cli: Cli) -> None:
+    with silent_port() as port:
+        telegram_config(cli, f"http://127.0.0.1:{port}")
+
+        done = private(cli)("doctor", "--timeout", "1")
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    assert (
+        "✗ channel telegram token: no answer within 1 s\n"
+        "    fix: check the network, or [channels.telegram] api_base (the Bot API server)\n"
+    ) in done.stdout
+    assert TELEGRAM_TOKEN not in done.stdout + done.stderr
