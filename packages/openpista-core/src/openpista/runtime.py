@@ -152,6 +152,11 @@ class Runtime:
         settings = settings.model_copy(update={"policy": context.policy()})
         providers = build_providers(host)
         memory = await MemoryStore.open(settings.database.url)
+        from openpista.providers.embedder import enable_semantic_search
+
+        problem = enable_semantic_search(memory, settings, providers)
+        if problem is not None:
+            toolbox.problems.append(problem)
         context.memory = memory
         return cls(settings, host, providers, toolbox, memory, context)
 

@@ -3,10 +3,12 @@
 Routes: ``POST /v1/chat/completions``, ``POST /v1/responses`` (the Responses API: SSE events
 ``response.created``, ``response.output_item.added``/``done``, ``response.output_text.delta``,
 ``response.function_call_arguments.delta``/``done``, ``response.completed`` with usage) and
-``GET /v1/models`` (OpenAI), ``POST /openai/deployments/{name}/chat/completions`` (Azure
-OpenAI: ``api-version`` query, ``api-key`` header), ``POST /v1/messages``
-(Anthropic; ``GET /v1/models`` with an ``anthropic-version`` header), ``POST /api/chat`` and
-``GET /api/tags`` (Ollama). Tool names in scripted replies are wire names (``system_run``).
+``GET /v1/models`` and ``POST /v1/embeddings`` (OpenAI; deterministic hashed bag-of-words
+vectors, see :mod:`openpista_testing.embeddings`),
+``POST /openai/deployments/{name}/chat/completions`` (Azure OpenAI: ``api-version`` query,
+``api-key`` header), ``POST /v1/messages`` (Anthropic; ``GET /v1/models`` with an
+``anthropic-version`` header), ``POST /api/chat`` and ``GET /api/tags`` (Ollama). Tool
+names in scripted replies are wire names (``system_run``).
 
 The real client library (litellm, the openai SDK, httpx) runs unchanged against it::
 
@@ -159,6 +161,8 @@ class LlmEmulator(ThreadedServer):
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self.embeddings_error: ErrorReply | None = None
+        """When set, every embeddings request gets this error (a provider that is down)."""
 
     # -- scripting -------------------------------------------------------------------------
 
@@ -232,6 +236,8 @@ class LlmEmulator(ThreadedServer):
                 Route("/responses", self._responses, methods=["POST"]),
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route("/embeddings", self._embeddings, methods=["POST"]),
                 Route("/models", self._models, methods=["GET"]),
                 Route("/api/chat", self._ollama_chat, methods=["POST"]),
                 Route("/api/tags", self._ollama_tags, methods=["GET"]),
@@ -284,6 +290,25 @@ class LlmEmulator(ThreadedServer):
             {"id": m, "object": "model", "created": 0, "owned_by": "emulator"} for m in self.models
         ]
         return JSONResponse({"object": "list", "data": listing})
+
+    async def _embeddings(self, request: Request) -> Response:
+        from starlette.responses import JSONResponse
+
+        from openpista_testing.embeddings import embeddings_answer
+
+        body, problem = await self._read_json(request)
+        self._record(request, body)
+        if problem is not None:
+            return _error_response("openai", 400, problem)
+        if not self._authorized(request):
+            return _unauthorized("openai")
+        failure = self.embeddings_error
+        if failure is not None:
+            return _error_response("openai", failure.status, failure.message)
+        status, answer = embeddings_answer(body)
+        if isinstance(answer, str):
+            return _error_response("openai", status, answer)
+        return JSONResponse(answer)
 
     async def _handle(self, request: Request, api: Api, required: tuple[str, ...]) -> Response:
         body, problem = await self._read_json(request)

@@ -18,6 +18,7 @@ syncing the disk on every message, which halved the gateway's throughput).
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +45,15 @@ from openpista.memory.decisions import (
     insert_decision,
     select_decisions,
 )
+from openpista.memory.embeddings import (
+    DEFAULT_MIN_SIMILARITY,
+    Embedder,
+    MessageEmbeddingRow,
+    normalized,
+)
 from openpista.memory.engine import Database, upsert
+from openpista.memory.hybrid import hybrid_search
+from openpista.memory.indexer import EmbeddingIndexer
 from openpista.memory.notes import Note, check_note, delete_notes, insert_note, select_notes
 from openpista.memory.people import (
     SessionPersonRow,
@@ -67,6 +76,8 @@ from openpista.memory.usage import (
     usage_row,
 )
 from openpista.models import Message, utc_now
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MemoryStore", "SessionInfo", "recent_window", "title_from"]
 
@@ -102,6 +113,8 @@ class MemoryStore:
         """
         self._db = database
         self._last_stamp = datetime.min.replace(tzinfo=UTC)
+        self.embeddings: EmbeddingIndexer | None = None
+        """Set by :meth:`enable_embeddings`: the vectors kept for semantic search."""
 
     @classmethod
     async def open(cls, url: str) -> Self:
@@ -116,7 +129,19 @@ class MemoryStore:
 
     async def close(self) -> None:
         """Close every connection. Idempotent; the store cannot be used afterwards."""
+        if self.embeddings is not None:
+            await self.embeddings.close()
         await self._db.close()
+
+    def enable_embeddings(
+        self, embedder: Embedder, batch: int = 32, min_similarity: float = DEFAULT_MIN_SIMILARITY
+    ) -> EmbeddingIndexer:
+        """Semantic search: from now on every stored message is embedded by ``embedder`` in
+        the background (see :class:`~openpista.memory.indexer.EmbeddingIndexer`), and
+        :meth:`search` fuses full-text results with the messages whose vectors have at
+        least ``min_similarity`` to the query's."""
+        self.embeddings = EmbeddingIndexer(self._db, embedder, batch, min_similarity)
+        return self.embeddings
 
     async def __aenter__(self) -> Self:
         return self
@@ -202,6 +227,7 @@ class MemoryStore:
                 conn.execute(_INSERT_MESSAGE, rows)
 
         await self._db.run(work, f"importing session {sid!r}", write=True)
+        self._stored()
         return sid
 
     async def purge(self, target: str) -> tuple[int, int]:
@@ -249,6 +275,8 @@ class MemoryStore:
             conn.execute(_INSERT_MESSAGE, rows)
 
         await self._db.run(work, f"appending to session {sid!r}", write=bool(rows))
+        if rows:
+            self._stored()
 
     async def append_message(self, session_id: str, message: Message) -> None:
         """Append one message; see :meth:`append_messages`."""
@@ -307,7 +335,9 @@ class MemoryStore:
             conn.execute(_INSERT_MESSAGE, row)
             return history
 
-        return await self._db.run(work, f"starting a turn in {sid!r}", write=True)
+        history = await self._db.run(work, f"starting a turn in {sid!r}", write=True)
+        self._stored()
+        return history
 
     async def summarize(self, session_id: str, keep_last: int, summary: str) -> bool:
         """Store ``summary`` as standing for every message of the session but the newest
@@ -410,7 +440,11 @@ class MemoryStore:
         self, query: str, scope: SearchScope | None = None, limit: int = 20
     ) -> list[SearchHit]:
         """The ``limit`` messages most relevant to ``query`` (every word of it must appear,
-        taken literally: no search syntax), within ``scope`` (every session by default)."""
+        taken literally: no search syntax), within ``scope`` (every session by default).
+
+        With :meth:`enable_embeddings`, also the messages whose vectors are nearest to the
+        query's, in the same scope, fused by reciprocal rank (``openpista.memory.hybrid``);
+        when the query cannot be embedded, full-text results only."""
         terms = query_terms(query)
         scope = scope or SearchScope()
         if scope.session_id is not None:
@@ -420,8 +454,17 @@ class MemoryStore:
         if scope.person is not None:
             check_person(scope.person)
         most = check_limit(limit)
+        indexer = self.embeddings
+        vector = await self._query_vector(query)
+        if indexer is None or vector is None:
+            return await self._db.run(
+                lambda conn: search_messages(conn, terms, scope, most), "searching", write=False
+            )
+        model, floor = indexer.embedder.model, indexer.min_similarity
         return await self._db.run(
-            lambda conn: search_messages(conn, terms, scope, most), "searching", write=False
+            lambda conn: hybrid_search(conn, terms, model, vector, scope, most, floor),
+            "searching",
+            write=False,
         )
 
     async def remember(self, person: str, note: str) -> Note:
@@ -526,6 +569,21 @@ class MemoryStore:
         )
 
     # -- internals --------------------------------------------------------------------------
+
+    def _stored(self) -> None:
+        if self.embeddings is not None:
+            self.embeddings.notify()
+
+    async def _query_vector(self, query: str) -> list[float] | None:
+        """The (normalised) vector of ``query``; None without embeddings, or when embedding
+        fails (logged: the search falls back to full-text)."""
+        if self.embeddings is None:
+            return None
+        try:
+            return normalized((await self.embeddings.embedder.embed([query]))[0])
+        except Exception as exc:
+            log.warning("❌ cannot embed the search query (full-text results only): %s", exc)
+            return None
 
     def _now(self) -> datetime:
         # Strictly increasing within the store, so that sessions touched one after the other
@@ -633,6 +691,10 @@ def _delete_session(conn: Connection, sid: str) -> bool:
     whether it existed."""
     # Explicit rather than relying on ON DELETE CASCADE, which SQLite honours only on
     # connections with foreign keys enabled (a database may be opened by other tools).
+    vectors = MessageEmbeddingRow.message_id.in_(
+        select(MessageRow.id).where(MessageRow.session_id == sid)
+    )
+    conn.execute(delete(MessageEmbeddingRow).where(vectors))
     for table in (MessageRow, ChannelSessionRow, ToolDecisionRow, SessionPersonRow, SummaryRow):
         conn.execute(delete(table).where(table.session_id == sid))
     return conn.execute(delete(SessionRow).where(SessionRow.id == sid)).rowcount > 0

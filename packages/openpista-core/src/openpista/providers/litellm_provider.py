@@ -102,6 +102,31 @@ class BackendProvider:
         except Exception as exc:
             raise self._failure(exc) from None
 
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embedding vectors of ``texts`` by this provider's model (litellm's embeddings
+        API, OpenAI's ``POST /embeddings`` wire format), one per text, in order."""
+        litellm = await load_litellm()
+        options: dict[str, Any] = {
+            "model": f"{self.backend.prefix}{self.model}",
+            "input": texts,
+            "api_key": self._api_key(),
+            "api_base": self.settings.base_url,
+            "timeout": self.settings.timeout,
+            "num_retries": 0,
+            "max_retries": 0,
+        }
+        headers = self._headers()
+        if headers:
+            options["extra_headers"] = headers
+        response = await self._retrying(litellm.aembedding, options)
+        try:
+            items = sorted(response.data, key=lambda item: int(item["index"]))
+            return [[float(x) for x in item["embedding"]] for item in items]
+        except (LookupError, TypeError, ValueError) as exc:
+            raise ProviderError(
+                "other", f"{self.name} sent an embeddings answer that cannot be read ({exc})"
+            ) from None
+
     # -- shared internals ------------------------------------------------------------------
 
     def _checked(self, result: ChatResult) -> ChatResult:

@@ -1,0 +1,129 @@
+"""Embedding new messages in the background, and backfilling the ones stored before.
+
+:class:`EmbeddingIndexer` is told (:meth:`~EmbeddingIndexer.notify`) when messages were
+stored; a background task then embeds every message that has no vector by the model yet, in
+batches, off the turn's path. A failure (the provider down, a bad answer) is logged and
+never reaches the turn; the messages stay pending and are tried again at the next
+notification or by ``openpista sessions embed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from functools import partial
+
+from openpista.memory.checks import MemoryStoreError
+from openpista.memory.embeddings import (
+    DEFAULT_MIN_SIMILARITY,
+    Embedder,
+    count_pending,
+    pending_messages,
+    store_vectors,
+)
+from openpista.memory.engine import Database
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""Called after each batch with (messages embedded so far, messages pending at the start)."""
+
+
+class EmbeddingIndexer:
+    """Keeps the vectors of a store's messages up to date with ``embedder``."""
+
+    def __init__(
+        self,
+        database: Database,
+        embedder: Embedder,
+        batch: int = 32,
+        min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    ) -> None:
+        self.embedder = embedder
+        self.batch = batch
+        self.min_similarity = min_similarity
+        self._db = database
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._requested = self._completed = 0
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def notify(self) -> None:
+        """Messages were stored: embed them soon, in the background."""
+        self._requested += 1
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def settled(self) -> None:
+        """Wait until the background task has handled every notification given so far."""
+        target = self._requested
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._completed >= target)
+
+    async def pending(self) -> int:
+        """How many messages have no vector by the model yet."""
+        model = self.embedder.model
+        return await self._db.run(
+            lambda conn: count_pending(conn, model), "counting messages to embed", write=False
+        )
+
+    async def index(self, progress: Progress | None = None) -> int:
+        """Embed every message that has no vector by the model yet; returns how many were
+        stored. Errors of the embedder or the database propagate."""
+        model = self.embedder.model
+        async with self._lock:
+            total = await self.pending() if progress is not None else 0
+            done = after = 0
+            while True:
+                batch = await self._db.run(
+                    partial(pending_messages, model=model, after=after, batch=self.batch),
+                    "reading messages to embed",
+                    write=False,
+                )
+                if not batch:
+                    return done
+                vectors = await self.embedder.embed([content for _, content in batch])
+                if len(vectors) != len(batch):
+                    raise MemoryStoreError(
+                        f"the embedding model returned {len(vectors)} vectors for "
+                        f"{len(batch)} texts"
+                    )
+                pairs = [(mid, vector) for (mid, _), vector in zip(batch, vectors, strict=True)]
+                done += await self._db.run(
+                    partial(store_vectors, model=model, vectors=pairs),
+                    "storing vectors",
+                    write=True,
+                )
+                after = batch[-1][0]
+                if progress is not None:
+                    progress(done, max(total, done))
+
+    async def close(self) -> None:
+        """Stop the background task (a batch being embedded is abandoned)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            target = self._requested
+            try:
+                await self.index()
+            except Exception as exc:  # never the turn's problem: log, retry on the next one
+                if not self._failing:
+                    log.warning("❌ embedding messages failed (retried later): %s", exc)
+                self._failing = True
+            else:
+                self._failing = False
+            async with self._changed:
+                self._completed = target
+                self._changed.notify_all()
