@@ -102,6 +102,7 @@ class DiscordAdapter(ChannelAdapter):
 
     name = CHANNEL
     channel_prefix = PREFIX
+    replies_anywhere = True  # its API answers a chat from any replica
     capabilities = Capabilities(
         streaming=True, files=True, buttons=True, max_message_length=MESSAGE_LIMIT
     )

@@ -73,6 +73,7 @@ class WhatsAppAdapter(ChannelAdapter):
 
     name = "whatsapp"
     channel_prefix = PREFIX
+    replies_anywhere = True  # its API answers a chat from any replica
     capabilities = Capabilities(files=True, buttons=True, max_message_length=TEXT_LIMIT)
 
     def __init__(

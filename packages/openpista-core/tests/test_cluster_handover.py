@@ -1,0 +1,140 @@
+"""The hand-over in process: real gateways on one real PostgreSQL, each a replica with its
+own lease connection, inbox and outbox (docs/scale-out.md). Daemons: test_cluster_e2e.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from openpista.cluster import ClusterMember, cluster_dsn
+from openpista.cluster_handover import Handover
+from openpista.config import ClusterSettings, DatabaseSettings, Settings
+from openpista.gateway.gateway import Gateway
+from openpista.models import Answer
+from openpista_testing.adapters import LoopbackAdapter
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
+
+pytestmark = pytest.mark.postgres
+
+WAIT = 30.0
+Replica = tuple[Gateway, ClusterMember, LoopbackAdapter]
+Start = Callable[..., Awaitable[Replica]]
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while asyncio.get_running_loop().time() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.fixture
+def answering(llm_emulator: LlmEmulator) -> LlmEmulator:
+    def reply(body: dict[str, Any]) -> str:
+        return f"answer to {body['messages'][-1]['content']}"
+
+    llm_emulator.default_reply = reply
+    return llm_emulator
+
+
+@pytest.fixture
+async def replicas(
+    tmp_path: Path, answering: LlmEmulator, fresh_postgres_url: str, gateways: Gateways
+) -> AsyncIterator[Start]:
+    members: list[ClusterMember] = []
+
+    async def start(name: str, *, http: bool = False) -> Replica:
+        settings: Settings = emulator_settings(answering, tmp_path / name)
+        settings.database = DatabaseSettings(url=fresh_postgres_url)
+        settings.cluster = ClusterSettings(enabled=True, replica_id=name, heartbeat=0.05)
+        member = await ClusterMember.join(settings)
+        members.append(member)
+        adapter = LoopbackAdapter("chat:")
+        adapter.replies_anywhere = http
+        gateway = await gateways.start(settings, adapter, approvals=False)
+        gateway.router.leases = member
+        gateway.handover = await Handover.start(member, gateway, 8)
+        return gateway, member, adapter
+
+    yield start
+    for gateway in gateways.opened:
+        await gateway.stop(0)
+    for member in members:
+        await member.close()
+
+
+async def stored_events(url: str) -> int:
+    """How many events wait in the inbox."""
+    conn = await asyncpg.connect(cluster_dsn(Settings(database=DatabaseSettings(url=url))))
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM cluster_inbox"))
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("http", [False, True], ids=["connection", "http"])
+async def test_a_turn_handed_over_is_answered_once_through_the_right_replica(
+    replicas: Start, fresh_postgres_url: str, http: bool
+) -> None:
+    (a, a_member, a_chat), (_, _, b_chat) = (
+        await replicas("a", http=http),
+        await replicas("b", http=http),
+    )
+    session = await a.session_for("chat:alice")
+    assert await a_member.try_acquire(session)  # a turn of alice's runs on a
+    await b_chat.say("alice", "hello")  # ... when her message reaches b
+    await until(lambda: _true(stored_events(fresh_postgres_url)), "the message is stored")
+    a.handover.claim(session)  # type: ignore[union-attr]  # a's turn ends: it drains alice
+    receiver, other = (a_chat, b_chat) if http else (b_chat, a_chat)
+    answer = await receiver.answer("alice")
+    assert (answer.text, answer.session_id) == ("answer to hello", session)
+    await until(lambda: _false(stored_events(fresh_postgres_url)), "the message is deleted")
+    await a_member.release(session)
+    assert [m for m in other.sent["chat:alice"] if isinstance(m, Answer)] == []
+    assert receiver.texts("alice") == ["answer to hello"]
+
+
+async def _false(count: Awaitable[int]) -> bool:
+    return await count == 0
+
+
+async def _true(count: Awaitable[int]) -> bool:
+    return await count > 0
+
+
+async def test_a_message_left_by_a_stopped_replica_is_answered_by_another(
+    replicas: Start, fresh_postgres_url: str
+) -> None:
+    (a, _, a_chat), (b, b_member, b_chat) = (
+        await replicas("a", http=True),
+        await replicas("b", http=True),
+    )
+    session = await a.session_for("chat:bob")
+    holder = await ClusterMember.join(
+        Settings(
+            database=DatabaseSettings(url=fresh_postgres_url),
+            cluster=ClusterSettings(enabled=True, replica_id="holder"),
+        )
+    )
+    try:
+        assert await holder.try_acquire(session)
+        await b_chat.say("bob", "still there?")  # acknowledged: stored
+        await until(lambda: _true(stored_events(fresh_postgres_url)), "the message is stored")
+        await b.stop(0)
+        await b_member.close()  # b is gone before the session was free
+    finally:
+        await holder.close()  # the lease goes with the connection, unannounced
+    answer = await a_chat.answer("bob")  # a's sweep found it
+    assert answer.text == "answer to still there?"
+    await until(lambda: _false(stored_events(fresh_postgres_url)), "the message is deleted")
+    assert a_chat.texts("bob") == ["answer to still there?"]  # once
+    assert b_chat.texts("bob") == []
