@@ -15,13 +15,16 @@ import re
 import select
 import struct
 import subprocess
+import sys
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
 from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.daemon import Daemon
 from openpista_testing.emulator import LlmEmulator
 
 pytestmark = pytest.mark.e2e
@@ -104,14 +107,14 @@ class Screen:
 
 
 class Terminal:
-    """``openpista ARGS`` running on the slave side of a pseudo-terminal."""
+    """``openpista ARGS`` (or ``command``) running on the slave side of a pseudo-terminal."""
 
-    def __init__(self, cli: Cli, *args: str) -> None:
+    def __init__(self, cli: Cli, *args: str, command: Sequence[str] = (str(OPENPISTA),)) -> None:
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         env = {**cli.env, "TERM": "xterm-256color", "COLUMNS": str(COLS), "LINES": str(ROWS)}
         self.process = subprocess.Popen(
-            [str(OPENPISTA), *args],
+            [*command, *args],
             stdin=slave,
             stdout=slave,
             stderr=slave,
@@ -294,3 +297,95 @@ def test_the_worker_dashboard_shows_runs_and_updates_live(terminal: Terminal, cl
     terminal.send("q")
     assert terminal.wait_exit() == 0
     assert b"Traceback" not in terminal.raw
+
+
+# -- attached to a running daemon -----------------------------------------------------------
+
+# Runs the CLI like the console script and writes the modules it loaded when it exits.
+WRAPPER = """
+import atexit, json, sys
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+sys.argv = ["openpista", *sys.argv[2:]]
+from openpista.cli.main import main
+main()
+"""
+HEAVY = {"litellm", "sqlalchemy", "aiosqlite", "alembic", "pydantic_settings", "openai"}
+
+
+@pytest.fixture
+def daemon(cli: Cli) -> Iterator[Daemon]:
+    cli.write_config(cli.config.read_text() + '\n[policy]\nlocal = "ask"\n')
+    started = Daemon(cli)  # its terminal channel reads the test's pipe, left empty
+    started.wait_for("openpista is ready")
+    yield started
+    started.kill()
+
+
+def traced_terminal(cli: Cli, modules: Path, *args: str) -> Terminal:
+    """``openpista ARGS`` in a terminal; the modules it imported land in ``modules``."""
+    return Terminal(cli, *args, command=(sys.executable, "-c", WRAPPER, str(modules)))
+
+
+def imported(modules: Path) -> set[str]:
+    return {name.split(".")[0] for name in json.loads(modules.read_text())}
+
+
+def test_the_tui_attached_to_a_daemon_chats_there_and_imports_no_heavy_module(
+    cli: Cli, llm_emulator: LlmEmulator, daemon: Daemon, tmp_path: Path
+) -> None:
+    llm_emulator.reply_text("noted: 4711")
+    stored = cli("run", "-s", "earlier", "-e", "remember 4711")  # through the daemon too
+    assert stored.returncode == 0, stored.stderr
+    modules = tmp_path / "modules.json"
+    terminal = traced_terminal(cli, modules, "tui")
+    try:
+        terminal.wait_for("+ new session")
+        terminal.send("j\r")  # the newest session: its history comes from the daemon
+        screen = terminal.wait_for("noted: 4711")
+        assert "you › remember 4711" in screen
+        # A turn with a tool: the daemon's [policy] local = "ask" asks here.
+        llm_emulator.reply_tool_calls([("system_run", {"command": "echo from-the-daemon"})])
+        llm_emulator.reply_text("the tool ran in the daemon")
+        terminal.send("run the tool\r")
+        terminal.wait_for("Approval needed")
+        terminal.send("/approve\r")
+        screen = terminal.wait_for("the tool ran in the daemon")
+        assert "✓ system.run: exit code: 0" in screen
+        # Ctrl-C cancels the turn in the daemon: the session is free for the next one.
+        llm_emulator.reply_tool_calls([("system_run", {"command": "sleep 987"})])
+        terminal.send("wait a long time\r")
+        terminal.wait_for("Approval needed")
+        terminal.send("/approve\r")
+        terminal.wait_for('⚙ system.run {"command": "sleep 987"}')
+        terminal.send("\x03")
+        terminal.wait_for("❌ cancelled: the turn was stopped")
+        llm_emulator.reply_text("free again")
+        terminal.send("still there?\r")
+        terminal.wait_for("free again")
+        terminal.send("/model openai/gpt-4o\r")
+        terminal.wait_for("model: openai/gpt-4o (this session)")
+        # The daemon goes away: one line, and the TUI still leaves cleanly.
+        daemon.kill()
+        terminal.wait_for("❌ the daemon stopped")
+        terminal.send("/quit\r")
+        assert terminal.wait_exit() == 0
+    finally:
+        terminal.close()
+    assert b"Traceback" not in terminal.raw
+    assert not imported(modules) & HEAVY, sorted(imported(modules) & HEAVY)
+    assert [r.json["model"] for r in llm_emulator.requests][-1] == "gpt-4o-mini"
+
+
+def test_no_daemon_runs_the_tui_here_even_while_a_daemon_runs(
+    cli: Cli, daemon: Daemon, tmp_path: Path
+) -> None:
+    modules = tmp_path / "modules.json"
+    terminal = traced_terminal(cli, modules, "--no-daemon", "tui")
+    try:
+        terminal.wait_for("+ new session")
+        terminal.send("q")
+        assert terminal.wait_exit() == 0
+    finally:
+        terminal.close()
+    assert "sqlalchemy" in imported(modules)  # the in-process path really ran here
