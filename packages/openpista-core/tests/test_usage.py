@@ -14,16 +14,20 @@ from click.testing import CliRunner
 
 from openpista.cli.main import cli
 from openpista.config import BudgetSettings, ModelPrice, Settings
+from openpista.control.budget import budget_request
+from openpista.control.chat import BadRequest
 from openpista.gateway.gateway import Gateway
 from openpista.memory import MemoryStore, MemoryStoreError
 from openpista.memory.usage import UsageFilter
 from openpista.models import Answer, Usage
 from openpista.observability.prices import PriceBook, litellm_prices
 from openpista.observability.report import parse_since
+from openpista.observability.usage import UsageMeter
 from openpista.tools.base import Tool
 from openpista.tools.registry import tool
 from openpista_testing.adapters import LoopbackAdapter
-from openpista_testing.cli import emulator_settings
+from openpista_testing.cli import Cli, emulator_settings
+from openpista_testing.daemon import Daemon
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
 
@@ -206,3 +210,138 @@ async def test_a_response_whose_usage_cannot_be_stored_is_still_answered(
     llm_emulator.reply_text("absurd usage", usage=(2**40, 1))  # a hostile or broken server
     assert await turn(chat, "1", "hi") == "absurd usage"
     assert await gateway.runtime.memory.usage_totals() == []
+
+
+BUDGET_CONFIG = """
+[budget]
+daily_usd = 0.5
+
+[budget.prices."gpt-4o-mini"]
+input = 1000
+output = 1000
+"""  # 1000 tokens: $1
+
+
+def test_the_operator_raises_the_budget_live_and_a_restart_keeps_it(
+    tmp_path: Path, llm_emulator: LlmEmulator
+) -> None:
+    cli = Cli.isolated(tmp_path, llm_emulator)
+    with cli.config.open("a") as config:
+        config.write(BUDGET_CONFIG)
+    llm_emulator.reply_text("first answer", usage=(400, 200))  # $0.60: over the day's $0.5
+    daemon = Daemon(cli)
+    try:
+        daemon.send("hello")
+        daemon.wait_for("first answer")
+        daemon.send("and again")
+        assert "[budget] daily_usd = 0.5" in daemon.wait_for("The daily budget is spent")
+        asked = len(llm_emulator.requests)
+        raised = cli("budget", "set", "--daily", "5")  # through the daemon's control socket
+        assert raised.returncode == 0, raised.stderr
+        assert raised.stdout.splitlines()[0] == (
+            "daily: $5 (set with `openpista budget set`), spent today (UTC) $0.6000"
+        )
+        llm_emulator.reply_text("after the raise")
+        daemon.send("once more")  # the same chat goes on: no restart
+        daemon.wait_for("after the raise")
+        assert len(llm_emulator.requests) == asked + 1
+    finally:
+        daemon.stop()
+    shown = cli("budget", "--json")  # no daemon: read from the database
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["daily"]["usd"] == 5
+    restarted = Daemon(cli)
+    try:
+        llm_emulator.reply_text("kept over the restart")
+        restarted.send("after the restart")
+        restarted.wait_for("kept over the restart")
+        lowered = cli("budget", "unset", "--daily")  # back to [budget] daily_usd
+        assert lowered.returncode == 0, lowered.stderr
+        assert lowered.stdout.startswith("daily: $0.5 ([budget] daily_usd)")
+        restarted.send("one more")
+        restarted.wait_for("The daily budget is spent")
+    finally:
+        restarted.stop()
+    assert llm_emulator.pending == 0
+
+
+async def test_a_session_cap_set_live_unblocks_that_session_only(
+    tmp_path: Path, llm_emulator: LlmEmulator, gateways: Gateways
+) -> None:
+    prices = {"gpt-4o-mini": ModelPrice(input=1000, output=1000)}
+    settings = priced(tmp_path, llm_emulator, per_session_usd=0.5, prices=prices)
+    gateway, chat = await open_chat(gateways, settings)
+    llm_emulator.reply_text("first", usage=(400, 200))
+    first = await ask(chat, "1", "hi")
+    assert first.session_id is not None
+    refused = await turn(chat, "1", "again")
+    assert f"`openpista budget set --session {first.session_id} USD`" in refused
+    meter = gateway.runtime.meter
+    report = await budget_request(meter, {"type": "budget", "session": first.session_id, "usd": 2})
+    assert report["data"]["sessions"] == [{"session": first.session_id, "usd": 2.0, "spent": 0.6}]
+    llm_emulator.reply_text("raised")
+    assert await turn(chat, "1", "again") == "raised"
+    assert await gateway.runtime.memory.budget_limits() == [("session", first.session_id, 2.0)]
+    await budget_request(meter, {"type": "budget", "session": first.session_id, "usd": None})
+    assert "per_session_usd = 0.5" in await turn(chat, "1", "and now")
+    assert await gateway.runtime.memory.budget_limits() == []
+
+
+async def test_budget_requests_refuse_hostile_values(store: MemoryStore) -> None:
+    meter = UsageMeter(store, BudgetSettings())
+    hostile: list[dict[str, object]] = [
+        {"daily": -1},
+        {"daily": 0},
+        {"daily": "5"},
+        {"daily": True},
+        {"daily": math.nan},
+        {"daily": math.inf},
+        {"daily": [5]},
+        {"daily": 1, "session": "s"},
+        {"session": ""},
+        {"session": 7, "usd": 1},
+        {"session": "s", "usd": "lots"},
+    ]
+    for frame in hostile:
+        with pytest.raises(BadRequest):
+            await budget_request(meter, {"type": "budget", **frame})
+    for session in ("x" * 300, "bad\x00id"):
+        with pytest.raises(MemoryStoreError):
+            await budget_request(meter, {"type": "budget", "session": session, "usd": 1})
+    with pytest.raises(MemoryStoreError):
+        await store.set_budget_limit("weekly", "", 1.0)
+    with pytest.raises(MemoryStoreError):
+        await store.set_budget_limit("daily", "s", 1.0)
+    assert await store.budget_limits() == []
+    report = (await budget_request(meter, {"type": "budget"}))["data"]
+    assert report == {
+        "daily": {"usd": None, "set": False, "spent_today": 0},
+        "per_session_usd": None,
+        "sessions": [],
+    }
+
+
+def test_the_budget_command_refuses_bad_arguments_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    config.write_text(f'[database]\nurl = "{url}"\n[agent]\nworkspace = "{tmp_path}"\n')
+    runner = CliRunner()
+    base = ["--no-daemon", "-c", str(config), "budget"]
+    for args in (
+        ["set"],
+        ["set", "--daily", "1", "--session", "s", "1"],
+        ["set", "--session", "s", "lots"],
+        ["set", "--daily", "-2"],
+        ["unset"],
+    ):
+        refused = runner.invoke(cli, [*base, *args])
+        assert refused.exit_code == 2, (args, refused.output)
+        assert refused.output.startswith("❌ ")
+        assert "Traceback" not in refused.output
+    assert runner.invoke(cli, [*base, "set", "--session", "s1", "3"]).exit_code == 0
+    shown = runner.invoke(cli, base)
+    assert shown.output.splitlines() == [
+        "daily: none, spent today (UTC) $0.0000",
+        "per session: none",
+        "session s1: $3 (set), spent $0.0000",
+    ]

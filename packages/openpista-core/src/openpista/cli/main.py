@@ -28,6 +28,7 @@ BUILTIN_COMMANDS = {
     "sessions": ("openpista.cli.sessions:sessions", "List stored conversation sessions."),
     "memory": ("openpista.cli.memory:memory", "People's notes, session export/import, purge."),
     "usage": ("openpista.cli.usage:usage", "Show the tokens and cost of LLM responses."),
+    "budget": ("openpista.cli.budget:budget", "Show the spending caps, or raise one live."),
     "workers": ("openpista.cli.workers:workers", "List worker tasks and their reports."),
     "cron": ("openpista.cli.cron:cron", "Show scheduled messages and their next run times."),
     "tui": ("openpista.cli.tui:tui", "Full-screen terminal chat with the agent."),

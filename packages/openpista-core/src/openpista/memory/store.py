@@ -70,7 +70,10 @@ from openpista.memory.transfer import SessionDocument
 from openpista.memory.usage import (
     UsageFilter,
     UsageTotal,
+    budget_limit_row,
     insert_usage,
+    replace_budget_limit,
+    select_budget_limits,
     select_spent,
     select_totals,
     usage_row,
@@ -566,6 +569,24 @@ class MemoryStore:
         sid = None if session_id is None else check_session_id(session_id)
         return await self._db.run(
             lambda conn: select_spent(conn, since, sid), "reading the spend", write=False
+        )
+
+    async def budget_limits(self) -> list[tuple[str, str, float]]:
+        """The budget limits set at run time (``openpista budget set``), overriding
+        ``[budget]``: ``(kind, session_id, usd)``, ``kind`` ``daily`` (``session_id``
+        empty) or ``session``."""
+        return await self._db.run(select_budget_limits, "reading the budget limits", write=False)
+
+    async def set_budget_limit(self, kind: str, session_id: str, usd: float | None) -> None:
+        """Set the ``daily`` (``session_id`` ``""``) or ``session`` limit to ``usd``, or
+        remove it (``None``: ``[budget]`` applies again); kept over restarts."""
+        sid = check_session_id(session_id) if session_id else ""
+        row = budget_limit_row(kind, sid, usd)
+        now = self._now()
+        await self._db.run(
+            lambda conn: replace_budget_limit(conn, kind, sid, row, now),
+            "setting a budget limit",
+            write=True,
         )
 
     # -- internals --------------------------------------------------------------------------

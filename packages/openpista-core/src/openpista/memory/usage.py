@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Float, Index, Integer, String, func, insert, select
+from sqlalchemy import Connection, Float, Index, Integer, String, delete, func, insert, select
 
 from openpista.memory.checks import MemoryStoreError, check_channel_id, check_text
 from openpista.memory.tables import (
@@ -178,6 +178,46 @@ def select_spent(conn: Connection, since: datetime | None, session_id: str | Non
     if session_id is not None:
         query = query.where(UsageRow.session_id == session_id)
     return float(conn.execute(query).scalar_one() or 0)
+
+
+BUDGET_KINDS = ("daily", "session")
+
+
+def budget_limit_row(kind: object, session_id: str, usd: object) -> dict[str, Any] | None:
+    """The columns of a budget limit (``session_id`` already checked, ``""`` for
+    ``daily``), ``None`` for ``usd`` ``None`` (its removal); :class:`MemoryStoreError` names
+    what is wrong."""
+    if kind not in BUDGET_KINDS:
+        raise MemoryStoreError(f"a budget limit is daily or session, not {kind!r}")
+    if (kind == "daily") != (session_id == ""):
+        raise MemoryStoreError("a session budget limit names its session, a daily one none")
+    if usd is None:
+        return None
+    if isinstance(usd, bool) or not isinstance(usd, int | float) or not 0 < usd < math.inf:
+        raise MemoryStoreError(f"a budget must be a positive number of USD, not {usd!r}")
+    return {"kind": kind, "session_id": session_id, "usd": float(usd)}
+
+
+def replace_budget_limit(
+    conn: Connection, kind: str, session_id: str, row: dict[str, Any] | None, now: datetime
+) -> None:
+    """Store the limit ``row`` (from :func:`budget_limit_row`) in place of the one of
+    ``kind``/``session_id``; ``None``: remove it."""
+    conn.execute(
+        delete(BudgetLimitRow).where(
+            BudgetLimitRow.kind == kind, BudgetLimitRow.session_id == session_id
+        )
+    )
+    if row is not None:
+        conn.execute(insert(BudgetLimitRow).values(**row, updated_at=now))
+
+
+def select_budget_limits(conn: Connection) -> list[tuple[str, str, float]]:
+    """Every budget limit set at run time: ``(kind, session_id, usd)``."""
+    query = select(BudgetLimitRow.kind, BudgetLimitRow.session_id, BudgetLimitRow.usd)
+    return [
+        (str(k), str(s), float(u)) for k, s, u in conn.execute(query.order_by("kind", "session_id"))
+    ]
 
 
 def _check_name(value: object, what: str) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from openpista.memory.checks import MemoryStoreError
 from openpista.models import Usage, utc_now
-from openpista.observability.budget import budget_refusal
+from openpista.observability.budget import BudgetLimits, budget_refusal
 from openpista.observability.metrics import Recorder, channel_name
 from openpista.observability.prices import PriceBook, litellm_prices
 
@@ -37,12 +37,27 @@ class UsageMeter:
         self.recorder = recorder or Recorder()
         self.prices = PriceBook(budget.prices)
         self._prices_read = False
+        self._limits: BudgetLimits | None = None
+
+    async def limits(self) -> BudgetLimits:
+        """The caps in force: ``[budget]`` and the stored limits (read once, then kept
+        up to date by :meth:`set_limit`)."""
+        if self._limits is None:
+            self._limits = await BudgetLimits.load(self.memory, self.budget)
+        return self._limits
+
+    async def set_limit(self, kind: str, session_id: str, usd: float | None) -> None:
+        """Store a ``daily`` or ``session`` limit (``usd`` ``None``: remove it) and apply it
+        from the next LLM request on; :class:`MemoryStoreError` when refused."""
+        await self.memory.set_budget_limit(kind, session_id, usd)
+        (await self.limits()).apply(kind, session_id, usd)
 
     async def refusal(self, session_id: str) -> str | None:
         """Why ``session_id`` may not call the LLM now (one ❌ line), or ``None``."""
-        if self.budget.daily_usd is None and self.budget.per_session_usd is None:
+        limits = await self.limits()
+        if not limits.capped:
             return None
-        return await budget_refusal(self.memory, self.budget, session_id, utc_now())
+        return await budget_refusal(self.memory, limits, session_id, utc_now())
 
     async def cost(self, provider: str, model: str, usage: Usage) -> float | None:
         """USD of ``usage`` (``None``: price unknown); the first call reads the price map
