@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
+from openpista.control.budget import budget_request
 from openpista.control.chat import BadRequest, ChatRequests, text_field, whole_number
 from openpista.control.protocol import (
     HEADER,
@@ -268,6 +269,8 @@ class ControlChannel(ChannelAdapter):
                 return await self._sessions(frame)
             if kind == "send":
                 return await self._deliver(frame)
+            if kind == "budget":
+                return await budget_request(self.gateway.runtime.meter, frame)
             if kind in self._chat_requests:
                 return await self._chat_requests[kind](connection.channel_id, frame)
         except BadRequest as exc:
@@ -277,7 +280,7 @@ class ControlChannel(ChannelAdapter):
         shown = kind if len(kind) <= 40 else kind[:40] + "…"
         return error_frame(
             f"unknown frame type {shown!r} (expected run, cancel, approval, status, sessions, "
-            "send, home, history, command, workers or reload)"
+            "send, home, history, command, workers, reload or budget)"
         )
 
     def _run(self, connection: _Connection, frame: Frame) -> Frame | None:
