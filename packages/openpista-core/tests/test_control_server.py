@@ -409,3 +409,19 @@ async def test_remote_cancel_stops_the_turn_in_the_daemon_and_a_lost_daemon_is_o
     await eventually(lambda: Failed(DAEMON_GONE) in actions)
     await effects.run(SendMessage("rc1", "after"))
     await eventually(lambda: any(a.text == DAEMON_GONE for a in answers(actions)))
+
+
+async def test_a_malformed_chat_request_is_an_error_and_an_oversized_one_ends_the_connection(
+    client: Client,
+) -> None:
+    client.writer.write(HEADER.pack(18) + b'{"type":"history",')
+    await client.writer.drain()
+    malformed = await client.receive()
+    assert malformed["type"] == "error"
+    assert "ref" not in malformed  # an unreadable frame has no ref to answer
+    assert (await request(client, {"type": "home"}))["type"] == "result"  # still served
+    huge = b'{"type":"command","session":"s","text":"/' + b"h" * (1 << 20) + b'"}'
+    client.writer.write(HEADER.pack(len(huge)) + huge[:100])  # the header is enough
+    refused = await client.receive()
+    assert refused["message"].startswith("❌ frame too large")
+    assert await client.reader.read() == b""  # closed: its body was not read
