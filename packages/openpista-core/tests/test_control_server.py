@@ -253,8 +253,28 @@ async def test_reload_and_workers_answer_the_model_and_the_dashboard_rows(
 ) -> None:
     reloaded = await request(client, {"type": "reload"})
     assert reloaded["data"]["model"]["provider"] == "openai"
-    workers = await request(client, {"type": "workers"})
-    assert workers == {"type": "result", "data": []}
+    assert await request(client, {"type": "workers"}) == {"type": "result", "data": []}
+    from datetime import UTC, datetime, timedelta
+
+    from openpista.memory import WorkerLog
+    from openpista.memory.worker_reports import token_digest
+
+    log = await WorkerLog.open(control.gateway.runtime.settings.database.url)
+    now = datetime.now(UTC)
+    task = {
+        "task_id": "cafe0001",
+        "session_id": "s1",
+        "channel_id": "telegram:42",
+        "token_sha256": token_digest("x"),
+        "created_at": now,
+        "expires_at": now + timedelta(minutes=5),
+    }
+    body = {"v": 1, "task_id": "cafe0001", "report_id": "r0", "kind": "progress"}
+    await log.store_report(task, {**body, "log": ["step one"], "percent": 40}, now)
+    await log.close()
+    [row] = (await request(client, {"type": "workers"}))["data"]
+    assert (row["task_id"], row["status"], row["percent"]) == ("cafe0001", "running", 40)
+    assert row["logs"] == ["step one"]
 
 
 @pytest.mark.parametrize(
