@@ -42,7 +42,7 @@ class GuardProxy:
     @property
     def address(self) -> str:
         """``http://127.0.0.1:<port>`` (after :meth:`start`)."""
-        assert self._server is not None
+        assert self._server is not None  # noqa: S101  an invariant for mypy, not a check
         return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     async def start(self) -> None:
@@ -81,7 +81,7 @@ class GuardProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        assert task is not None
+        assert task is not None  # noqa: S101  an invariant for mypy, not a check
         self._tasks.add(task)
         try:
             await self._handle(reader, writer)

@@ -375,7 +375,7 @@ WHERE a.application_name LIKE $4
 ORDER BY 1
 """
 _SESSION_KEY = "(hashtext(encode(convert_to(id, 'UTF8'), 'hex'))::bigint & 4294967295)"
-_SESSIONS = f"SELECT {_SESSION_KEY} AS key, id FROM sessions WHERE {_SESSION_KEY} = ANY($1)"
+_SESSIONS = f"SELECT {_SESSION_KEY} AS key, id FROM sessions WHERE {_SESSION_KEY} = ANY($1)"  # noqa: S608  only constant SQL fragments; values are bound parameters
 """Stored session ids of lease keys (``pg_locks`` shows a key as an unsigned ``oid``)."""
 
 

@@ -58,7 +58,7 @@ _LEFTOVERS = f"""
 SELECT DISTINCT i.session_id FROM cluster_inbox i
 WHERE NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
                   AND l.classid = $1::oid AND l.objid = {_KEY}::oid)
-"""
+"""  # noqa: S608  only constant SQL fragments; values are bound parameters
 """Sessions with stored events whose lease nobody holds (their replica died)."""
 _CONNECTED = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1)"
 _ORPHANS = """

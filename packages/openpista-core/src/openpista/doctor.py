@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 __all__ = ["UNREACHABLE_FIX", "DoctorCheck", "Finding", "Unreachable", "request_json"]
 
 UNREACHABLE_FIX = "check the network (a proxy, a firewall) and the service's address"
+REQUEST_TIMEOUT = 60.0
+"""The longest :func:`request_json` waits by itself (``--timeout`` cuts it sooner)."""
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,15 @@ async def request_json(
     data: Mapping[str, str] | None = None,
 ) -> tuple[int, Any]:
     """One HTTP request of a check: its status and JSON body (None when the body is not
-    JSON). Waits as long as the doctor's timeout allows; raises :class:`Unreachable`
-    naming only the URL's scheme, host and port (a token in the path stays out)."""
+    JSON). Waits at most :data:`REQUEST_TIMEOUT` (the doctor cuts sooner); raises
+    :class:`Unreachable` naming only the URL's scheme, host and port (a token in the path
+    stays out)."""
     import httpx  # not at the top: the plugin modules importing this stay cheap
 
     parts = urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
     try:
-        async with httpx.AsyncClient(timeout=None) as client:
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client:
             response = await client.request(method, url, headers=headers, data=data)
     except httpx.TransportError as exc:
         reason = type(exc).__name__ if not str(exc) or url in str(exc) else str(exc)

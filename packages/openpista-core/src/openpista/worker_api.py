@@ -249,8 +249,8 @@ class WorkerEndpoint:
     @property
     def url(self) -> str:
         """The report URL workers are given (``OPENPISTA_REPORT_URL``)."""
-        assert self._server is not None
-        assert self._server.socket is not None
+        assert self._server is not None  # noqa: S101  an invariant for mypy, not a check
+        assert self._server.socket is not None  # noqa: S101  an invariant for mypy, not a check
         from openpista.serving import socket_url
 
         return socket_url(self._server.socket, "http") + REPORT_PATH

@@ -354,7 +354,7 @@ def _as_report(envelope: ReportEnvelope) -> WorkerReport:
 def _grant_of(stored: WorkerTask | None) -> TaskGrant:
     """A stand-in grant for a task opened by an earlier daemon: no output directory (its
     reports carry inline attachments only)."""
-    assert stored is not None
+    assert stored is not None  # noqa: S101  an invariant for mypy, not a check
     return TaskGrant(
         task_id=stored.task_id,
         token="",

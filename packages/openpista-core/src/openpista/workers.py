@@ -104,7 +104,7 @@ def check_attachment(item: Attachment) -> None:
         except (binascii.Error, ValueError):
             raise ValueError(f"attachment {item.name}: 'data' is not base64") from None
     else:
-        assert item.path is not None
+        assert item.path is not None  # noqa: S101  an invariant for mypy, not a check
         try:
             confined_parts(item.path)
         except ConfinementError as exc:

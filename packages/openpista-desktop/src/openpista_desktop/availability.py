@@ -40,7 +40,7 @@ def display_problem(display: str | None, environ: Mapping[str, str]) -> str | No
         return f"{display!r} is not an X display name (like :0 or localhost:10.0)"
     number = int(name["number"])
     if name["host"] in ("", "unix"):
-        path = f"/tmp/.X11-unix/X{number}"
+        path = f"/tmp/.X11-unix/X{number}"  # noqa: S108  the X11 server's fixed socket path
         answers = _connects_unix(path) or _connects_unix("\0" + path)
     else:
         answers = number < 59536 and _connects_tcp(name["host"], 6000 + number)

@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from openpista import ConfigError, PluginSettings, home_dir
 
 SECTION = "channels.discord"
-TOKEN_VARIABLE = "DISCORD_BOT_TOKEN"
+TOKEN_VARIABLE = "DISCORD_BOT_TOKEN"  # noqa: S105  an environment variable's name
 DISCORD_API = "https://discord.com"
 """Where discord.py talks to by default (its REST root is ``{api_base}/api/v10``)."""
 # A bot token: three dot-separated base64url parts (user id, timestamp, HMAC).

@@ -309,13 +309,13 @@ class DockerSandbox:
                 DockerMount(extra.target, str(extra.source), type="bind", read_only=extra.read_only)
             )
         socket_path = f"{CONTAINER_DIR}/{endpoint.socket_path.name}"
-        env = {"HOME": "/tmp", **spec.env, **self._worker_env(task_id, token, socket_path, OUT_DIR)}
+        env = {"HOME": "/tmp", **spec.env, **self._worker_env(task_id, token, socket_path, OUT_DIR)}  # noqa: S108  inside the container: its own tmpfs
         memory = f"{limits.memory_mb}m"
         return {
             "command": spec.argv,
             "user": limits.user,
             "working_dir": spec.workdir
-            or (WORKSPACE_DIR if limits.workspace != "none" else "/tmp"),
+            or (WORKSPACE_DIR if limits.workspace != "none" else "/tmp"),  # noqa: S108  inside the container: its own tmpfs
             "environment": env,
             "labels": {TASK_LABEL: task_id, OWNER_LABEL: owner_label()},
             "network_mode": limits.network,
@@ -326,7 +326,7 @@ class DockerSandbox:
             "read_only": limits.read_only_root,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
-            "tmpfs": {"/tmp": f"rw,size={limits.tmpfs_mb}m"},
+            "tmpfs": {"/tmp": f"rw,size={limits.tmpfs_mb}m"},  # noqa: S108  inside the container: its own tmpfs
             "mounts": mounts,
             "stop_signal": "SIGKILL",
             # Standard input only for a task that has some; the SDK adds StdinOnce, so it

@@ -152,7 +152,7 @@ def login_server(state: CliState, name: str, no_browser: bool, wait: float) -> N
     server = settings.servers.get(name)
     if server is None or not server.oauth:
         fail(f"no MCP server {name!r} with oauth = true in [mcp.servers]")
-    assert server is not None
+    assert server is not None  # noqa: S101  an invariant for mypy, not a check
     try:
         count = asyncio.run(login(name, server, open_browser=not no_browser, wait=wait))
     except Exception as exc:

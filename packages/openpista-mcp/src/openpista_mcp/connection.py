@@ -109,7 +109,7 @@ class ServerConnection:
 
     async def _supervise(self) -> None:
         delay = INITIAL_BACKOFF
-        assert self._scope is not None
+        assert self._scope is not None  # noqa: S101  an invariant for mypy, not a check
         with self._scope:
             while True:
                 self._settled.clear()
@@ -372,7 +372,7 @@ def remote_transport(
     on_response: Callable[[httpx2.Response], Awaitable[None]] | None = None,
 ) -> Transport:
     """The transport of a ``url`` server: streamable HTTP or legacy SSE."""
-    assert settings.url is not None
+    assert settings.url is not None  # noqa: S101  an invariant for mypy, not a check
     headers = settings.request_headers()
     if settings.transport == "sse":
         return sse_client(
@@ -400,7 +400,7 @@ async def open_client(settings: ServerSettings, auth: httpx2.Auth) -> AsyncItera
 def _stdio(settings: ServerSettings, errlog: TextIO) -> Transport:
     from mcp.client.stdio import stdio_client
 
-    assert settings.command is not None
+    assert settings.command is not None  # noqa: S101  an invariant for mypy, not a check
     env = dict(settings.env)
     if os.environ.get(SERVING_ENV):  # an openpista serving: its child must know (a loop)
         env[SERVING_ENV] = os.environ[SERVING_ENV]

@@ -101,13 +101,13 @@ def provider(
     async def needs_login(*_: object) -> Any:
         raise ConfigError(f"it needs a sign-in: run openpista mcp login {name}")
 
-    assert settings.url is not None
+    assert settings.url is not None  # noqa: S101  an invariant for mypy, not a check
     metadata = OAuthClientMetadata(
         client_name="openpista",
         redirect_uris=[redirect_uri],  # type: ignore[list-item]
         grant_types=["authorization_code", "refresh_token"],
         response_types=["code"],
-        token_endpoint_auth_method="none",
+        token_endpoint_auth_method="none",  # noqa: S106  a public client (PKCE): no client secret by design
         scope=" ".join(settings.oauth_scopes) or None,
     )
     return OAuthClientProvider(
@@ -130,7 +130,7 @@ async def login(name: str, settings: ServerSettings, open_browser: bool, wait: f
     from openpista.serving import EmbeddedServer, bind_tcp
     from openpista_mcp.connection import open_client
 
-    assert settings.url is not None
+    assert settings.url is not None  # noqa: S101  an invariant for mypy, not a check
     answers: asyncio.Queue[AuthorizationCodeResult | str] = asyncio.Queue()
 
     async def callback(request: Request) -> PlainTextResponse:

@@ -169,7 +169,7 @@ class MobileAdapter(ChannelAdapter):
         waiting = outbox.waiting(device) if outbox is not None else []
         if not waiting or self.server is None or not self.server.push(device, waiting):
             return
-        assert outbox is not None
+        assert outbox is not None  # noqa: S101  an invariant for mypy, not a check
         outbox.delivered(device)
         log.info("mobile: delivered %d waiting push(es) to device %s", len(waiting), device)
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-TOKEN_HELP = "Device token (or set OPENPISTA_MOBILE_TOKEN)."
+TOKEN_HELP = "Device token (or set OPENPISTA_MOBILE_TOKEN)."  # noqa: S105  help text naming a variable
 KEEPALIVE = 2.0  # seconds between pings: a daemon killed outright is noticed within ~8 s
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0  # reconnection backoff, in seconds
 PATIENCE = 60.0  # seconds a message waits for a lost server to come back
@@ -247,7 +247,7 @@ class _Prompt:
     async def run(self) -> int:
         """Read lines until /quit (exit code 0) or the end of input (the code of the last
         answer: 1 if it was an error)."""
-        assert self.lines is not None
+        assert self.lines is not None  # noqa: S101  an invariant for mypy, not a check
         listener = asyncio.create_task(_listen(self.link, self.pushes))
         code = 0
         try:
@@ -331,7 +331,7 @@ class _Prompt:
     async def _decide(self, approval_id: str) -> None:
         """Read the answer to an approval from the next line: y/yes approves; the end of
         input or /quit denies (and /quit leaves once the answer is in)."""
-        assert self.lines is not None
+        assert self.lines is not None  # noqa: S101  an invariant for mypy, not a check
         answer = await self.lines.read("approve? [y/N] ")
         if answer is None:
             click.echo(f"standard input ended: denying {approval_id}", err=True)

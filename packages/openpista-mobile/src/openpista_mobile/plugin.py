@@ -56,7 +56,7 @@ def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
         "Opened, phones on your network can reach it: TLS with a self-signed certificate that "
         "clients pin by fingerprint, and a token per device.",
     ):
-        table["host"] = "0.0.0.0"
+        table["host"] = "0.0.0.0"  # noqa: S104  only after the user confirmed exposing it (prompt.expose)
     prompt.note(
         f"mobile: device {device!r} signs in with the token in the config; "
         "`openpista mobile fingerprint` prints the certificate pin"

@@ -412,7 +412,7 @@ class AgentSession:
         if refusal is not None:
             state.response.finish(refusal)
             return
-        assert self.device_id is not None
+        assert self.device_id is not None  # noqa: S101  an invariant for mypy, not a check
         request = MessageRequest(self.device_id, message, state.response, not self.handshake_done)
         task = asyncio.ensure_future(self._run(request))
         self._tasks.add(task)
@@ -420,7 +420,7 @@ class AgentSession:
 
     def _refusal_of(self, state: _Stream, message: MessageFrame) -> dict[str, Any] | None:
         """The error frame that refuses ``message`` without running it, if any."""
-        assert self.device_id is not None
+        assert self.device_id is not None  # noqa: S101  an invariant for mypy, not a check
         if not message.text.strip() and not message.attachments:
             return error_frame(ErrorCode.BAD_FRAME, "empty message")
         if not self.handshake_done and message.request_id is None:

@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from openpista import ConfigError, PluginSettings
 from openpista_mobile.protocol import DEFAULT_MAX_FRAME_BYTES, DEFAULT_PORT
 
-TOKEN_ENV = "OPENPISTA_MOBILE_TOKEN"
+TOKEN_ENV = "OPENPISTA_MOBILE_TOKEN"  # noqa: S105  an environment variable's name
 DEFAULT_DEVICE = "default"
 DEVICE_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MIN_TOKEN_CHARS = 16

@@ -328,7 +328,7 @@ class SlackAdapter(ChannelAdapter):
 
     async def _post(self, target: Target, text: str, **extra: Any) -> str:
         """Post ``text`` (mrkdwn) in the target's thread; its ``ts``."""
-        assert self._client is not None
+        assert self._client is not None  # noqa: S101  an invariant for mypy, not a check
         response = await self._client.chat_postMessage(
             channel=target.channel, thread_ts=target.thread_ts, text=text, mrkdwn=True, **extra
         )
@@ -370,7 +370,7 @@ class SlackAdapter(ChannelAdapter):
 
     async def _send_file(self, target: Target, attachment: Attachment) -> None:
         """Upload through files.getUploadURLExternal + completeUploadExternal."""
-        assert self._client is not None
+        assert self._client is not None  # noqa: S101  an invariant for mypy, not a check
         if attachment.data is None:
             log.warning("slack: attachment %s has no inline data; not sent", attachment.name)
             return
@@ -503,7 +503,7 @@ class SlackAdapter(ChannelAdapter):
             if direct:
                 await self._post(target, reply)
             else:
-                assert self._client is not None
+                assert self._client is not None  # noqa: S101  an invariant for mypy, not a check
                 await self._client.chat_postEphemeral(
                     channel=target.channel, user=user, text=reply, thread_ts=target.thread_ts
                 )

@@ -12,9 +12,9 @@ from pydantic import Field, SecretStr, field_validator
 from openpista import ConfigError, PluginSettings, WebhookPath, home_dir
 
 SECTION = "channels.slack"
-BOT_TOKEN_VARIABLE = "SLACK_BOT_TOKEN"
-APP_TOKEN_VARIABLE = "SLACK_APP_TOKEN"
-SIGNING_SECRET_VARIABLE = "SLACK_SIGNING_SECRET"
+BOT_TOKEN_VARIABLE = "SLACK_BOT_TOKEN"  # noqa: S105  an environment variable's name
+APP_TOKEN_VARIABLE = "SLACK_APP_TOKEN"  # noqa: S105  an environment variable's name
+SIGNING_SECRET_VARIABLE = "SLACK_SIGNING_SECRET"  # noqa: S105  an environment variable's name
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
 _TEAM_ID = re.compile(r"^[TE][A-Z0-9]{2,20}$")
 

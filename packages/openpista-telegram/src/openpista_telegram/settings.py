@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from openpista import ConfigError, PluginSettings, WebhookPath, home_dir, write_private
 
 SECTION = "channels.telegram"
-TOKEN_VARIABLE = "TELEGRAM_BOT_TOKEN"
+TOKEN_VARIABLE = "TELEGRAM_BOT_TOKEN"  # noqa: S105  an environment variable's name
 # What @BotFather hands out: the bot's numeric id, a colon, and a secret part.
 _TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
 # What setWebhook accepts as secret_token.

@@ -100,7 +100,7 @@ class WasmSkillRunner:
     ) -> str:
         from openpista_wasm.sandbox import execute
 
-        assert skill.entry is not None
+        assert skill.entry is not None  # noqa: S101  an invariant for mypy, not a check
         with self._lock:
             parts = self._parts or _Engine(self.settings, self.stats)
             self._parts = parts

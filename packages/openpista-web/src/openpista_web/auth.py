@@ -21,7 +21,7 @@ from openpista.files import write_private
 from openpista_web.settings import WebSettings
 
 SUBPROTOCOL = "openpista.v1"
-TOKEN_PREFIX = "openpista.token."
+TOKEN_PREFIX = "openpista.token."  # noqa: S105  a name prefix of the WebSocket protocol, not a token
 
 
 def token_file() -> Path:
@@ -71,7 +71,7 @@ def pairing_link(settings: WebSettings, token: str, host: str | None = None) -> 
     """
     scheme = "https" if settings.tls else "http"
     name = host or settings.host
-    if name in ("0.0.0.0", "::", ""):
+    if name in ("0.0.0.0", "::", ""):  # noqa: S104  compares an address, binds nothing
         name = "localhost"
     if ":" in name and not name.startswith("["):
         name = f"[{name}]"

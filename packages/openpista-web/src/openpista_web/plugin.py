@@ -91,7 +91,7 @@ def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
         "Opened, anyone who can reach that port gets the sign-in page; the token is the only "
         "lock, and without tls_cert/tls_key it travels in plain HTTP.",
     ):
-        table["host"] = "0.0.0.0"
+        table["host"] = "0.0.0.0"  # noqa: S104  only after the user confirmed exposing it (prompt.expose)
     prompt.note("web: `openpista web link` prints the sign-in link once the daemon runs")
     return table
 

@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from openpista import PluginSettings
 
 MIB = 1024 * 1024
-ENV_TOKEN = "OPENPISTA_WEB_TOKEN"
+ENV_TOKEN = "OPENPISTA_WEB_TOKEN"  # noqa: S105  an environment variable's name
 ENV_PORT = "OPENPISTA_WEB_PORT"
 
 

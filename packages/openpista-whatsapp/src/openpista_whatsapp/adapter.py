@@ -322,12 +322,12 @@ class WhatsAppAdapter(ChannelAdapter):
             attachments=attachments,
             metadata={k: v for k, v in metadata.items() if v is not None},
         )
-        assert self._ctx is not None
+        assert self._ctx is not None  # noqa: S101  an invariant for mypy, not a check
         await self._ctx.submit(event)
 
     async def _fetch(self, message: Inbound) -> Attachment:
-        assert self._graph is not None
-        assert message.media is not None
+        assert self._graph is not None  # noqa: S101  an invariant for mypy, not a check
+        assert message.media is not None  # noqa: S101  an invariant for mypy, not a check
         folder = self.state_dir / "media"
         return await fetch_attachment(self._graph, self.config, message, message.media, folder)
 
@@ -379,7 +379,7 @@ class WhatsAppAdapter(ChannelAdapter):
         await self._send_all(number, to, messages)
 
     async def _attachment(self, number: str, to: str, attachment: Attachment) -> dict[str, Any]:
-        assert self._graph is not None
+        assert self._graph is not None  # noqa: S101  an invariant for mypy, not a check
         return await attachment_message(self._graph, number, to, attachment)
 
     async def _send_template(self, number: str, to: str, text: str) -> None:

@@ -68,7 +68,7 @@ def init_channel(name: str, prompt: StarterPrompt) -> dict[str, Any] | None:
         "Meta only posts to https:// URLs, so the usual set-up keeps it here behind a TLS "
         "reverse proxy or tunnel; opened, it serves plain HTTP to your whole network.",
     ):
-        table["webhook_host"] = "0.0.0.0"
+        table["webhook_host"] = "0.0.0.0"  # noqa: S104  only after the user confirmed exposing it (prompt.expose)
     prompt.note(
         f"whatsapp: give Meta your public https://…{defaults.webhook_path} URL and the "
         "verify_token written in the config (docs/channels/whatsapp.md)"

@@ -147,7 +147,7 @@ async def exchange_code(
     return credential
 
 
-TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105  an OAuth grant type URN, not a secret
 
 
 async def exchange_id_token(

@@ -45,7 +45,7 @@ OAUTH_PROVIDERS: dict[str, OAuthProvider] = {
         # The public client of OpenAI's Codex CLI; its registered redirect is port 1455.
         client_id="app_EMoamEEZ73f0CkXaXp7hrann",
         authorize_url="https://auth.openai.com/oauth/authorize",
-        token_url="https://auth.openai.com/oauth/token",
+        token_url="https://auth.openai.com/oauth/token",  # noqa: S106  an endpoint URL, not a secret
         scopes=("openid", "profile", "email", "offline_access"),
         callback_port=1455,
         callback_path="/auth/callback",
@@ -61,7 +61,7 @@ OAUTH_PROVIDERS: dict[str, OAuthProvider] = {
         # The public GitHub OAuth app of the Copilot editor plugins.
         client_id="Iv1.b507a08c87ecfe98",
         authorize_url="https://github.com/login/device/code",
-        token_url="https://github.com/login/oauth/access_token",
+        token_url="https://github.com/login/oauth/access_token",  # noqa: S106  an endpoint URL, not a secret
         scopes=("read:user",),
         exchange_url="https://api.github.com/copilot_internal/v2/token",
     ),
@@ -70,7 +70,7 @@ OAUTH_PROVIDERS: dict[str, OAuthProvider] = {
         flavor="openrouter",
         client_id="openpista",
         authorize_url="https://openrouter.ai/auth",
-        token_url="https://openrouter.ai/api/v1/auth/keys",
+        token_url="https://openrouter.ai/api/v1/auth/keys",  # noqa: S106  an endpoint URL, not a secret
         callback_port=0,
         callback_path="/callback",
     ),

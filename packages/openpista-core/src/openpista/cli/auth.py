@@ -199,7 +199,7 @@ def login(
         key = _read_key(name, api_key, api_key_stdin)
         credential = Credential(kind="api_key", api_key=key)
     else:
-        assert table is not None
+        assert table is not None  # noqa: S101  an invariant for mypy, not a check
         try:
             credential = asyncio.run(_oauth(table, no_browser, timeout))
         except AuthError as exc:

@@ -382,9 +382,8 @@ async def _revisions(database: Any) -> set[str]:
     def read(conn: Any) -> set[str]:
         if not inspect(conn).has_table(VERSION_TABLE):
             return set()
-        return {
-            str(row[0]) for row in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
-        }
+        query = text(f"SELECT version_num FROM {VERSION_TABLE}")  # noqa: S608  a constant name
+        return {str(row[0]) for row in conn.execute(query)}
 
     try:
         result: set[str] = await database.transaction(read, write=False)

@@ -176,9 +176,9 @@ def cli(ctx: click.Context, config_path: str | None, session: str | None, no_dae
     if session is None:
         click.echo(ctx.get_help())
         return
-    assert isinstance(ctx.command, click.Group)
+    assert isinstance(ctx.command, click.Group)  # noqa: S101  an invariant for mypy, not a check
     tui = ctx.command.get_command(ctx, "tui")
-    assert tui is not None
+    assert tui is not None  # noqa: S101  an invariant for mypy, not a check
     ctx.invoke(tui, session=session)
 
 

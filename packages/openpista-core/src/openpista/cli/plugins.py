@@ -180,7 +180,7 @@ def _pip_install(spec: str, yes: bool) -> None:
     if not yes and not click.confirm(f"Install {spec} with pip into {sys.prefix}?"):
         raise click.ClickException("not installed")
     command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", spec]
-    done = subprocess.run(command, check=False)  # pip's progress goes to the terminal
+    done = subprocess.run(command, check=False)  # noqa: S603  fixed argv: this Python's pip; its progress shows
     if done.returncode != 0:
         raise click.ClickException(f"pip could not install {spec} (exit code {done.returncode})")
     added = sorted(set(_entry_points()) - set(before))
@@ -214,7 +214,7 @@ def _install_directory(source: Path, yes: bool, replace: bool) -> None:
         installed = install_plugin(source, replace=replace, accept=accept)
     except PluginDirError as exc:
         raise click.ClickException(str(exc)) from None
-    assert installed.manifest is not None
+    assert installed.manifest is not None  # noqa: S101  an invariant for mypy, not a check
     tools = ", ".join(installed.manifest.tool_name(t) for t in installed.manifest.tools)
     click.echo(f"✓ installed {installed.name} {installed.manifest.version}: {tools}")
     click.echo("A running daemon offers its tools from its next turn on.")

@@ -146,7 +146,7 @@ async def _run(
     from openpista.providers.base import ProviderError, TextDelta
     from openpista.runtime import Runtime
 
-    assert isinstance(settings, Settings)
+    assert isinstance(settings, Settings)  # noqa: S101  an invariant for mypy, not a check
 
     def show(event: AgentEvent) -> None:
         if isinstance(event, TextDelta):

@@ -165,7 +165,7 @@ class ControlChannel(ChannelAdapter):
 
     @property
     def gateway(self) -> Gateway:
-        assert self._gateway is not None, "the control channel has not started"
+        assert self._gateway is not None, "the control channel has not started"  # noqa: S101  an invariant for mypy, not a check
         return self._gateway
 
     async def start(self, ctx: ChannelContext) -> None:

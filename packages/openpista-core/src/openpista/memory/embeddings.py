@@ -181,7 +181,7 @@ def nearest_messages(
     where, params = scope_filter(scope)
     params |= {"model": model, "scanned": MAX_SCANNED_VECTORS}
     statement = text(
-        "SELECT e.message_id, e.vector FROM message_embeddings AS e "
+        "SELECT e.message_id, e.vector FROM message_embeddings AS e "  # noqa: S608  only constant SQL fragments; values are bound parameters
         "JOIN messages AS m ON m.id = e.message_id "
         f"WHERE e.model = :model{where} ORDER BY e.message_id DESC LIMIT :scanned"
     ).columns(vector=StoredVector())

@@ -145,7 +145,7 @@ class Database:
             return await asyncio.get_running_loop().run_in_executor(
                 executor, _in_transaction, engine, work
             )
-        assert self._async is not None
+        assert self._async is not None  # noqa: S101  an invariant for mypy, not a check
         async with self._async.begin() as conn:
             return await conn.run_sync(work)
 

@@ -148,7 +148,7 @@ def scope_filter(scope: SearchScope) -> tuple[str, dict[str, Any]]:
 # Ranked first (FTS5's ``ORDER BY rank LIMIT`` when unscoped), snippets made for the hits
 # shown only: snippet() reads and tokenises the whole text of each row it is called for.
 _SQLITE_SEARCH = (
-    "WITH hits AS (SELECT f.rowid AS id, f.rank AS rank FROM messages_fts AS f{join} "
+    "WITH hits AS (SELECT f.rowid AS id, f.rank AS rank FROM messages_fts AS f{join} "  # noqa: S608  only constant SQL fragments; values are bound parameters
     "WHERE messages_fts MATCH :q{where} ORDER BY f.rank LIMIT :limit) "
     "SELECT m.id, m.session_id, m.role, m.created_at, -hits.rank AS score, "
     f"snippet(messages_fts, 0, '{MARK_START}', '{MARK_END}', '…', {SNIPPET_WORDS}) AS snippet "
@@ -159,7 +159,7 @@ _SQLITE_SEARCH = (
 
 # Ranked first, the snippets made for the hits shown only (ts_headline reads the text).
 _PG_SEARCH = (
-    "WITH q AS (SELECT plainto_tsquery('{config}'::regconfig, :q) AS q), "
+    "WITH q AS (SELECT plainto_tsquery('{config}'::regconfig, :q) AS q), "  # noqa: S608  only constant SQL fragments; values are bound parameters
     "hits AS (SELECT m.id, ts_rank_cd({vector}, q.q, 1) AS score FROM messages AS m, q "
     "WHERE {vector} @@ q.q{where} ORDER BY score DESC, m.id DESC LIMIT :limit) "
     "SELECT m.id, m.session_id, m.role, m.created_at, hits.score, "

@@ -34,7 +34,7 @@ REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 6
 """Shorter configured values are not redacted word by word (they would blank common text)."""
 
-_SECRET_KEY = r"(?:api[_-]?key|(?:access|refresh|id)[_-]?token|token|secret|password)"
+_SECRET_KEY = r"(?:api[_-]?key|(?:access|refresh|id)[_-]?token|token|secret|password)"  # noqa: S105  the names of secrets, to redact them
 _PATTERNS = [
     # An Authorization header, in HTTP, a dict repr or JSON: the whole value goes.
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n,}]+"),

@@ -655,7 +655,7 @@ def _detail(chain: list[BaseException], responses: list[Any]) -> str:
     for response in responses:
         try:
             text = response.text
-        except Exception:  # a streamed body that was never read
+        except Exception:  # noqa: S112  a streamed body never read: no error text
             continue
         if text.strip():
             return _error_message(text)
@@ -673,7 +673,7 @@ def _codes(chain: list[BaseException], responses: list[Any]) -> frozenset[str]:
     for response in responses:
         try:
             data = json.loads(response.text)
-        except Exception:  # not JSON, or a streamed body that was never read
+        except Exception:  # noqa: S112  not JSON, or a body never read: no error text
             continue
         bodies.append(data.get("error") if isinstance(data, dict) else None)
     found = (body.get(key) for body in bodies if isinstance(body, dict) for key in ("type", "code"))

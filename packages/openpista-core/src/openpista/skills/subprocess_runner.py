@@ -82,7 +82,7 @@ def skill_output(name: str, result: ProcessResult, timeout: float) -> str:
 
 
 def _interpreter(skill: Skill) -> list[str]:
-    assert skill.entry is not None
+    assert skill.entry is not None  # noqa: S101  an invariant for mypy, not a check
     if skill.entry.suffix == ".sh":
         return ["bash"]
     if skill.entry.suffix == ".py":

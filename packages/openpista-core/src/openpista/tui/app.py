@@ -315,7 +315,7 @@ async def run_tui(
             state,
         )
         runner = app.effects
-        assert isinstance(runner, EffectRunner)
+        assert isinstance(runner, EffectRunner)  # noqa: S101  an invariant for mypy, not a check
         gateway.adapters.append(TuiAdapter(lambda message: app.dispatch(ResponseReceived(message))))
         # The runs of this process's tools, for the dashboard (which also shows those of
         # a daemon writing to the same database).
