@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ import pytest
 from openpista_testing.cli import Cli
 from openpista_testing.daemon import Daemon
 from openpista_testing.emulator import LlmEmulator
+from openpista_testing.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +131,90 @@ def test_a_report_acknowledged_on_the_docker_socket_survives_kill_9(
     task = json.loads(shown.stdout)
     assert (task["status"], task["exit_code"]) == ("finished", 0)
     assert [(r["report_id"], r["output"]) for r in task["reports"]] == [("final", "kept")]
+
+
+QUIC_WORKER = """import json, os, pathlib, sys, time
+from openpista.worker_client import ReportClient
+from openpista_mobile.worker import quic_transport
+
+# Outlive the daemon's process group, as a worker on another host would: the parent waits
+# (the task runs on), the worker itself gets a session of its own.
+if os.fork():
+    sys.exit(os.waitstatus_to_exitcode(os.wait()[1]))
+os.setsid()
+here, url, pin = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+client = ReportClient(
+    url, os.environ["OPENPISTA_TASK_ID"], os.environ["OPENPISTA_TASK_TOKEN"],
+    queue_dir=here / "queue", attempts=2, base_delay=0.05,
+    transport=quic_transport(fingerprint=pin, timeout=5),
+)
+
+def step(name, kind, **fields):
+    (here / "part").write_text(json.dumps(client.send(kind, **fields)))
+    (here / "part").rename(here / name)
+
+def wait(name):
+    end = time.monotonic() + 120
+    while not (here / name).exists():
+        if time.monotonic() > end:
+            sys.exit(9)
+        time.sleep(0.05)
+
+step("started", "started")
+wait("offline")
+step("progress", "progress", log=["while the daemon is away"], percent=50)
+wait("online")
+step("finished", "finished", exit_code=0, output="all there")
+"""
+
+
+def wait_for_file(path: Path, daemon: Daemon | None = None) -> dict[str, Any]:
+    end = time.monotonic() + 60
+    while not path.exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert path.exists(), daemon.output() if daemon else f"{path} never appeared"
+    found: dict[str, Any] = json.loads(path.read_text())
+    return found
+
+
+def test_a_quic_worker_queues_while_the_daemon_is_down_and_replays_once_in_order(
+    cli: Cli, llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
+) -> None:
+    port = free_port(udp=True)
+    worker_config(cli)
+    cli.env["OPENPISTA_LOAD_PLUGINS"] = "docker,mobile"
+    cli.write_config(
+        cli.config.read_text()
+        + f'\n[channels.mobile]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\n'
+        + 'tokens = { laptop = "laptop-token-0123456789abcdef" }\n'
+    )
+    work = cli.home / "quic-worker"
+    work.mkdir()
+    (work / "worker.py").write_text(QUIC_WORKER)
+    url = f"quic://127.0.0.1:{port}"
+
+    first = daemons(cli)
+    pin = first.wait_for("certificate SHA-256").rsplit(" ", 1)[1].strip()
+    first.wait_for("openpista serves:")
+    command = f"{sys.executable} {work / 'worker.py'} {work} {url} {pin}"
+    llm_emulator.reply_tool_calls([("container_run", {"command": command})])
+    llm_emulator.reply_text("never seen")
+    first.send("run the worker")
+    started = wait_for_file(work / "started", first)
+    assert started["result"] == "accepted", started
+    first.kill()  # the daemon is gone in the middle of the task
+
+    (work / "offline").touch()
+    assert wait_for_file(work / "progress")["result"] == "queued"
+    second = daemons(cli)
+    second.wait_for("openpista serves:")
+    (work / "online").touch()  # the next report replays the queued one first
+    assert wait_for_file(work / "finished", second)["result"] == "accepted"
+
+    shown = cli("workers", "show", started["task_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    task = json.loads(shown.stdout)
+    assert (task["status"], task["exit_code"]) == ("finished", 0)
+    assert [r["kind"] for r in task["reports"]] == ["started", "progress", "finished"]
+    assert task["logs"] == ["while the daemon is away"]
+    assert not list((work / "queue").rglob("*.json"))

@@ -4,6 +4,7 @@ without a device token."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,13 @@ from typing import Any
 import pytest
 
 from openpista.memory import WorkerLog
+from openpista.worker_client import ReportClient
 from openpista.worker_service import WorkerReports
 from openpista.workers import WorkerReport, worker_hub
+from openpista_mobile.adapter import MobileAdapter
 from openpista_mobile.client import MobileClient, MobileError
 from openpista_mobile.protocol import ErrorCode
+from openpista_mobile.worker import quic_transport
 
 Connect = Callable[..., Awaitable[MobileClient]]
 
@@ -121,3 +125,37 @@ async def test_a_report_the_database_cannot_store_is_not_acked(
     finally:
         worker_hub().revoke(grant.task_id)
         await broken.stop()
+
+
+async def test_the_quic_transport_queues_what_is_not_stored_and_takes_nacks_as_final(
+    mobile: MobileAdapter, tmp_path: Path
+) -> None:
+    hub = worker_hub()
+    grant = hub.open_task("session-1", ttl=60)
+    url = f"quic://127.0.0.1:{mobile.port}"
+
+    def client(token: str, queue: str) -> ReportClient:
+        transport = quic_transport(fingerprint=mobile.fingerprint)
+        return ReportClient(
+            url, grant.task_id, token, queue_dir=tmp_path / queue, attempts=1, transport=transport
+        )
+
+    worker, forger = client(grant.token, "worker"), client("wrong", "forger")
+    try:
+        # Nothing stores reports yet (`unavailable`): the report waits in the queue.
+        assert (await asyncio.to_thread(worker.send, "started"))["result"] == "queued"
+        reports = await WorkerReports.open(hub, f"sqlite+aiosqlite:///{tmp_path}/w.db")
+        try:
+            ack = await asyncio.to_thread(worker.send, "progress", percent=10)
+            assert ack["result"] == "accepted"
+            assert worker.queued() == []
+            refused = await asyncio.to_thread(forger.send, "progress")
+            assert refused["result"] == "unknown_task"
+            assert forger.queued() == []  # a NACK is not retried
+            task = await reports.log.task(grant.task_id, reports=True)
+            assert task is not None
+            assert [r.kind for r in task.reports] == ["started", "progress"]
+        finally:
+            await reports.close()
+    finally:
+        hub.revoke(grant.task_id)

@@ -19,6 +19,10 @@ queue is bounded (``max_queued`` reports): when full its oldest report is droppe
 number dropped is sent with every later report (``dropped``). A NACK (``unknown_task``,
 ``expired``, ``invalid``, ``too_large``) is final: that report is not retried.
 
+Reports travel by a :data:`Transport`: HTTP (:func:`http_transport`, the default) or any
+other that answers ACKs, such as QUIC (``openpista_mobile.worker.quic_transport``, for
+``quic://`` URLs); the retries and the offline queue are the same for every transport.
+
 From a shell: ``python -m openpista.worker_client progress --log "step 1" --percent 50``
 (``--help`` lists the options); exit status 0 stored, 2 refused, 3 queued offline.
 """
@@ -50,6 +54,39 @@ class Transient(Exception):
     """The daemon could not be reached or could not store the report: try again later."""
 
 
+Transport = Callable[[str, dict[str, Any], str], dict[str, Any]]
+"""Sends one report (JSON) to a URL with a task token and returns the daemon's ACK (a dict
+with ``result``); raises :class:`Transient` when it may be sent again (no connection, a
+timeout, the daemon cannot store it now). Called from the client's thread."""
+
+
+def http_transport(timeout: float = 10.0) -> Transport:
+    """``POST`` reports to an ``http://`` URL (``POST /api/worker-report``): a 5xx, a timeout
+    or no connection is :class:`Transient`; a 4xx without an ACK is ``invalid``."""
+
+    def post(url: str, report: dict[str, Any], token: str) -> dict[str, Any]:
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(report).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return _ack(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500:
+                raise Transient(f"HTTP {exc.code}") from None
+            try:
+                return _ack(exc.read())
+            except Transient:  # not the report endpoint: retrying will not help
+                return {"result": "invalid", "detail": f"HTTP {exc.code} without an ACK"}
+        except (OSError, TimeoutError) as exc:
+            raise Transient(str(exc)) from None
+
+    return post
+
+
 class ReportClient:
     """Reports of one task to one endpoint, with retries and an offline queue."""
 
@@ -67,6 +104,7 @@ class ReportClient:
         timeout: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[float, str], None] = lambda delay, reason: None,
+        transport: Transport | None = None,
     ) -> None:
         self.url = url
         self.task_id = task_id
@@ -80,7 +118,8 @@ class ReportClient:
         self.attempts = max(1, attempts)
         self.base_delay = base_delay
         self.max_delay = max_delay
-        self.timeout = timeout
+        self.transport = transport or http_transport(timeout)
+        """How each report travels (HTTP with ``timeout`` unless given)."""
         self.sleep = sleep
         self.on_retry = on_retry
         """Called with the delay and the reason before each retry."""
@@ -147,41 +186,20 @@ class ReportClient:
         return True
 
     def _deliver(self, report: dict[str, Any]) -> dict[str, Any]:
-        """POST ``report`` with retries; its ACK, or :class:`Transient` after the last try."""
+        """Send ``report`` with retries; its ACK, or :class:`Transient` after the last try."""
         report = {**report, "dropped": self.dropped}
         attempt = 0
         while True:
             try:
-                return self._post(report)
+                return self.transport(self.url, report, self.token)
             except Transient as exc:
                 attempt += 1
                 if attempt >= self.attempts:
                     raise
                 ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-                delay = random.uniform(0, ceiling)  # noqa: S311  retry jitter, not a secret
+                delay = random.uniform(0, ceiling)
                 self.on_retry(delay, str(exc))
                 self.sleep(delay)
-
-    def _post(self, report: dict[str, Any]) -> dict[str, Any]:
-        body = json.dumps(report).encode()
-        request = urllib.request.Request(  # noqa: S310  the daemon's own http(s) report endpoint
-            self.url,
-            data=body,
-            method="POST",
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310  the daemon's own http(s) report endpoint
-                return _ack(response.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code >= 500:
-                raise Transient(f"HTTP {exc.code}") from None
-            try:
-                return _ack(exc.read())
-            except Transient:  # not the report endpoint: retrying will not help
-                return {"result": "invalid", "detail": f"HTTP {exc.code} without an ACK"}
-        except (OSError, TimeoutError) as exc:
-            raise Transient(str(exc)) from None
 
     # -- the offline queue ----------------------------------------------------------------
 
