@@ -269,8 +269,8 @@ class DiscordAdapter(ChannelAdapter):
     # -- out ------------------------------------------------------------------------------
 
     async def send(self, message: Outbound) -> None:
-        """Stream chunks into one edited message; deliver answers (split), files and
-        approval prompts."""
+        """Stream chunks into one edited message; deliver answers, files and approval
+        prompts."""
         channel_id = _target_of(message.channel_id)
         client = self._client
         if channel_id is None or client is None:
@@ -312,13 +312,12 @@ class DiscordAdapter(ChannelAdapter):
         chat = self._chat(channel_id)
         stream = chat.streams.pop(answer.request_id or "", None)
         self._done_working(channel_id, answer.request_id)
-        parts = [p for p in split_message(answer.text) if p.strip()]
+        text = answer.text.strip()  # within MESSAGE_LIMIT: the gateway cut a longer one
         if stream is not None and stream.message is not None:
-            first = parts.pop(0) if parts else "(no text)"
-            if first != stream.shown:
-                await stream.message.edit(content=first)
-        for part in parts:
-            await channel.send(part)
+            if (text or "(no text)") != stream.shown:
+                await stream.message.edit(content=text or "(no text)")
+        elif text:
+            await channel.send(text)
         for attachment in answer.attachments:
             await self._send_file(channel, attachment)
 
