@@ -154,6 +154,9 @@ async def test_a_process_that_is_no_worker_gets_one_clear_line(tmp_path: Path) -
     hostile = {**env, "OPENPISTA_REPORT_URL": "http://127.0.0.1:1/", "OPENPISTA_TASK_TOKEN": "t"}
     code, _, errors = await run_worker({**hostile, "OPENPISTA_TASK_ID": "../../etc"}, "started")
     assert (code, errors) == (2, "❌ '../../etc' is not a task id\n")
+    local = {**hostile, "OPENPISTA_TASK_ID": "task-1", "OPENPISTA_REPORT_URL": "file:///etc/passwd"}
+    code, _, errors = await run_worker(local, "started")  # urlopen would read the file
+    assert (code, errors) == (2, "❌ the report URL must be http(s), not 'file'\n")
 
 
 async def test_the_offline_queue_is_bounded_and_reports_what_it_dropped(

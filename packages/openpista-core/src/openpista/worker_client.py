@@ -65,16 +65,14 @@ def http_transport(timeout: float = 10.0) -> Transport:
     or no connection is :class:`Transient`; a 4xx without an ACK is ``invalid``."""
 
     def post(url: str, report: dict[str, Any], token: str) -> dict[str, Any]:
-        if not url.startswith(("http://", "https://")):  # urlopen reads file: URLs too
-            raise ValueError(f"the report URL must be http(s), not {url.split(':', 1)[0]!r}")
-        request = urllib.request.Request(  # noqa: S310  the scheme is checked above
+        request = urllib.request.Request(  # noqa: S310  ReportClient admits only http(s)
             url,
             data=json.dumps(report).encode(),
             method="POST",
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  checked above
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  http(s) only
                 return _ack(response.read())
         except urllib.error.HTTPError as exc:
             if exc.code >= 500:
@@ -120,6 +118,9 @@ class ReportClient:
         self.attempts = max(1, attempts)
         self.base_delay = base_delay
         self.max_delay = max_delay
+        if transport is None and not url.startswith(("http://", "https://")):
+            # urlopen would read a file: URL (or any scheme it has a handler for) too
+            raise ValueError(f"the report URL must be http(s), not {url.split(':', 1)[0]!r}")
         self.transport = transport or http_transport(timeout)
         """How each report travels (HTTP with ``timeout`` unless given)."""
         self.sleep = sleep
