@@ -1,21 +1,26 @@
-"""``openpista run -e "hi"`` through a running daemon's control socket, cold (no daemon), and
-``openpista --help``.
+"""Every figure of issue 16 with its target: ``openpista run -e "hi"`` through a running
+daemon's control socket and cold (no daemon), ``openpista --help``, the daemon's start until
+its web channel answers HTTP (and until it is ready), and the gateway's per-message overhead
+through the web channel against an instant LLM (p50, p95).
 
 Run with ``nox --no-venv -s bench`` (or ``.venv/bin/python benchmarks/bench_attach.py``).
-Both against the LLM emulator, side by side in one run; each figure is the median wall time
-and the peak RSS of the ``openpista`` process, printed with its target (issue 16). Printed,
-never asserted.
+The runs go against the LLM emulator, side by side in one run; a process figure is the
+median wall time and the peak RSS of the ``openpista`` process. Printed, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+from bench_web import web_round
 from channel_load import machine
 from run import run_measured
 
@@ -27,6 +32,9 @@ TARGETS = {"attached": (0.25, 45.0), "cold": (1.0, 120.0)}
 """Wall seconds and peak MiB each figure should stay under."""
 HELP_TARGET = 0.1
 """Wall seconds of ``openpista --help``."""
+READY_TARGET = 1.0
+"""Wall seconds from ``openpista start`` until its web channel answers HTTP."""
+WEB = '\n[channels.web]\nenabled = true\nport = 0\ntoken = "bench-token"\n'
 
 
 def report(name: str, samples: list[tuple[float, int]], target: tuple[float, float]) -> None:
@@ -52,6 +60,50 @@ def wait_ready(cli: Cli, daemon: Daemon) -> None:
     raise SystemExit("the daemon never became ready")
 
 
+def daemon_start(cli: Cli) -> tuple[float, float]:
+    """Seconds from ``openpista start`` until its web channel answers HTTP at all, and
+    until ``/api/health`` says ready (the provider warm)."""
+    started = time.perf_counter()
+    daemon = Daemon(cli, "--no-terminal")
+    try:
+        url = daemon.wait_for("the web channel listens on http://").rsplit(" ", 1)[1].strip()
+        answered = None
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/health", timeout=DEADLINE):
+                    ready = time.perf_counter() - started
+                    return answered or ready, ready
+            except urllib.error.HTTPError:  # 503: listening, the provider still warms up
+                answered = answered or time.perf_counter() - started
+            except OSError:
+                if daemon.process.poll() is not None:
+                    raise SystemExit(f"the daemon exited:\n{daemon.output()}") from None
+            time.sleep(0.01)
+    finally:
+        daemon.stop()
+
+
+def report_seconds(name: str, samples: list[float], target: str) -> None:
+    print(
+        f"{name:<32} median {statistics.median(samples) * 1000:7.1f} ms ({target})"
+        f"   (n={len(samples)})   {machine()}"
+    )
+
+
+def bench_overhead(messages: int) -> None:
+    """The gateway's per-message overhead: one web client, an instant LLM, SQLite."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        run = asyncio.run(web_round(1, messages, Path(tmp) / "web.db", Path(tmp)))
+    latencies = sorted(run.latencies)
+    p50 = statistics.median(latencies) * 1000
+    p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))] * 1000
+    print(
+        f"{'gateway overhead per message':<32} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms"
+        f"   (target: none set by the issue; web channel, instant LLM, SQLite,"
+        f" n={len(latencies)})   {machine()}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--repeat", type=int, default=5, help="samples per measurement")
@@ -71,6 +123,9 @@ def main() -> None:
         finally:
             daemon.stop()
         helps = [run_measured([str(OPENPISTA), "--help"], cli.env) for _ in range(args.repeat)]
+        cli.write_config(cli.config.read_text() + WEB)
+        cli.env["OPENPISTA_LOAD_PLUGINS"] = "web"
+        starts = [daemon_start(cli) for _ in range(args.repeat)]
     report("attached", attached, TARGETS["attached"])
     report("cold", cold, TARGETS["cold"])
     wall = statistics.median(t for t, _ in helps)
@@ -79,6 +134,10 @@ def main() -> None:
         f"{HELP_TARGET * 1000:.0f} ms)   peak RSS {max(r for _, r in helps) / 1024:6.1f} MiB"
         f"   (n={len(helps)})   {machine()}"
     )
+    target = f"target <= {READY_TARGET * 1000:.0f} ms"
+    report_seconds("daemon start: web answers HTTP", [http for http, _ in starts], target)
+    report_seconds("daemon start: ready (warm LLM)", [ready for _, ready in starts], "no target")
+    bench_overhead(messages=args.repeat * 40)
 
 
 if __name__ == "__main__":

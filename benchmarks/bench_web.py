@@ -23,7 +23,10 @@ from channel_load import LoadRun, Talk, instant_gateway, print_figures, talk_tog
 TOKEN = "bench-token"
 
 
-async def _round(clients: int, messages: int, db: Path, home: Path) -> LoadRun:
+async def web_round(clients: int, messages: int, db: Path, home: Path) -> LoadRun:
+    """``clients`` WebSocket clients of a real web channel and gateway (instant LLM), each
+    sending ``messages`` messages one after another (also bench_attach.py's per-message
+    overhead)."""
     from openpista_web.adapter import WebAdapter
     from openpista_web.settings import WebSettings
     from openpista_web.testing import greeted, next_frame, open_socket
@@ -54,7 +57,7 @@ def bench_web(client_counts: tuple[int, ...], messages: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     for clients in client_counts:
         with tempfile.TemporaryDirectory() as tmp:
-            run = asyncio.run(_round(clients, messages, Path(tmp) / "web.db", Path(tmp)))
+            run = asyncio.run(web_round(clients, messages, Path(tmp) / "web.db", Path(tmp)))
         print_figures(f"web, {clients} WebSocket clients", run, messages)
 
 
