@@ -154,7 +154,7 @@ def fail(message: str, code: int = 1) -> None:
     "--no-daemon",
     is_flag=True,
     envvar="OPENPISTA_NO_DAEMON",
-    help="Run here even when a daemon runs (run, sessions, status; env OPENPISTA_NO_DAEMON).",
+    help="Run here even when a daemon runs (run, tui, sessions, status; env OPENPISTA_NO_DAEMON).",
 )
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, session: str | None, no_daemon: bool) -> None:
