@@ -56,7 +56,8 @@ async def test_answers_stream_into_the_thinking_message(
 async def test_long_answers_are_split_at_slacks_size(
     serve: Serve, slack: SlackEmulator, llm_emulator: LlmEmulator, alice: User
 ) -> None:
-    long = "\n\n".join(f"paragraph {i} " + "word " * 60 for i in range(60))
+    # Escaped for Slack, "<" becomes "&lt;": the rendered text is what must fit.
+    long = "\n\n".join(f"paragraph {i} " + "a<b & c " * 40 for i in range(60))
     llm_emulator.reply_text(long, chunk_size=500)
     await serve()
     slack.dm(alice, "write a lot")
@@ -67,6 +68,7 @@ async def test_long_answers_are_split_at_slacks_size(
     assert posted[0].text.startswith("paragraph 0")  # the placeholder became part one
     joined = " ".join(m.text for m in posted)
     assert all(f"paragraph {i} " in joined for i in range(60))
+    assert joined.count("a&lt;b &amp; c") == 60 * 40  # no escape cut in two
 
 
 async def test_the_slash_command(

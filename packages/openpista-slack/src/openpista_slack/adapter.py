@@ -43,7 +43,7 @@ from openpista_slack import media
 from openpista_slack.api import SDK_LOGGER, Redact, explain, redact, web_client
 from openpista_slack.settings import SlackSettings, parse_settings
 from openpista_slack.stream import StreamedMessage
-from openpista_slack.text import MESSAGE_LIMIT, escape, split, to_mrkdwn
+from openpista_slack.text import MESSAGE_LIMIT, escape, mrkdwn_length, split, to_mrkdwn
 from openpista_slack.webhook import EventsReceiver
 
 if TYPE_CHECKING:
@@ -147,7 +147,11 @@ class SlackAdapter(ChannelAdapter):
     channel_prefix = PREFIX
     replies_anywhere = True  # its API answers a chat from any replica
     capabilities = Capabilities(
-        streaming=True, files=True, buttons=True, max_message_length=MESSAGE_LIMIT
+        streaming=True,
+        files=True,
+        buttons=True,
+        max_message_length=MESSAGE_LIMIT,
+        measure=mrkdwn_length,
     )
 
     def __init__(self, settings: SlackSettings, pairing: PairingBook | None = None) -> None:
@@ -314,12 +318,12 @@ class SlackAdapter(ChannelAdapter):
     async def _send_answer(
         self, target: Target, answer: Answer, turn: StreamedMessage | None
     ) -> None:
-        parts = split(answer.text or " ")
+        text = to_mrkdwn(answer.text).strip() or " "  # the gateway cut it to MESSAGE_LIMIT
         try:
             if turn is not None:
-                await turn.finish(parts.pop(0))
-            for part in parts:
-                await self._post(target, part)
+                await turn.finish(text)
+            else:
+                await self._post(target, text)
         except Exception as exc:
             log.warning("%s", explain("chat.postMessage", exc))
             return

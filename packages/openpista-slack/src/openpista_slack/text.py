@@ -64,6 +64,11 @@ def _label(label: str) -> str:
     return escape(label).replace("|", "¦")
 
 
+def mrkdwn_length(markdown: str) -> int:
+    """How long ``markdown`` is as a Slack message (its ``mrkdwn``, escapes included)."""
+    return len(to_mrkdwn(markdown))
+
+
 def split(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     """``text`` converted to mrkdwn and cut into messages of at most ``limit`` characters
     (code blocks closed and reopened); at least one, never empty."""
