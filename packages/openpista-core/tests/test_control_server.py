@@ -373,10 +373,12 @@ async def test_remote_effects_run_the_tui_s_chat_in_the_daemon(
         CommandAnswered,
         HomeLoaded,
         LoadHome,
+        LoadWorkers,
         OpenSession,
         RunCommand,
         SendMessage,
         SessionOpened,
+        WorkersLoaded,
     )
 
     effects, actions = remote
@@ -406,6 +408,9 @@ async def test_remote_effects_run_the_tui_s_chat_in_the_daemon(
     home = actions[-1]
     assert isinstance(home, HomeLoaded)
     assert "rm1" in [row.id for row in home.sessions]
+    assert home.model.model == "gpt-4o-mini"
+    await effects.run(LoadWorkers())
+    assert actions[-1] == WorkersLoaded(())
 
 
 async def test_remote_cancel_stops_the_turn_in_the_daemon_and_a_lost_daemon_is_one_line(
