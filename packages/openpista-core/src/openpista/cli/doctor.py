@@ -120,6 +120,7 @@ def run_checks(config_path: str | None, timeout: float = ONLINE_TIMEOUT) -> Iter
     finally:
         asyncio.run(context.close())
     yield check_database(settings.database.url)
+    yield check_semantic_search(host, settings)
     yield from check_permissions(path)
 
 
@@ -364,6 +365,30 @@ def check_database(url: str) -> Check:
         f"openpista ({HEAD_REVISION})",
         "upgrade openpista, or name another database in [database] url",
     )
+
+
+def check_semantic_search(host: PluginHost, settings: Settings) -> Check:
+    """``[memory.embeddings]``: off, or one query embedded, and how vectors are compared."""
+    from openpista.config import ConfigError
+    from openpista.memory.embeddings import VECTOR_BACKEND
+    from openpista.providers.base import ProviderError
+    from openpista.providers.embedder import build_embedder
+    from openpista.runtime import build_providers
+
+    name, fix = "semantic search", "correct [memory.embeddings] (docs/memory.md)"
+    try:
+        embedder = build_embedder(settings, build_providers(host))
+        if embedder is None:
+            return Check(name, None, 'off ([memory.embeddings] model = "none")')
+        coro = embedder.embed(["openpista doctor"])
+        vectors = asyncio.run(asyncio.wait_for(coro, PROVIDER_TIMEOUT))
+    except (ConfigError, ProviderError) as exc:
+        return Check(name, False, str(exc), fix)
+    except TimeoutError:
+        return Check(name, False, f"no embedding within {PROVIDER_TIMEOUT:.0f} s", fix)
+    size = len(vectors[0]) if vectors and isinstance(vectors[0], list) else 0
+    detail = f"{embedder.model}: {size}-dimensional vectors, nearest by {VECTOR_BACKEND}"
+    return Check(name, True, detail)
 
 
 def _new_sqlite(where: str, path: Path) -> Check:

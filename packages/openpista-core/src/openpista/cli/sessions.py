@@ -27,7 +27,7 @@ def sessions(ctx: click.Context, limit: int, as_json: bool) -> None:
     Continue one with `openpista run -s ID -e "..."`. With a daemon running, it answers.
     `openpista sessions decisions ID` shows a session's tool-policy audit trail,
     `openpista sessions delete ID` deletes one, `openpista sessions search WORDS` finds
-    messages.
+    messages, `openpista sessions embed` makes the vectors of semantic search.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -142,11 +142,12 @@ def search(
 ) -> None:
     """Find the stored messages holding every one of WORDS (taken literally, case aside),
     most relevant first, with a snippet: `openpista sessions search dentist tuesday`.
-    CHAT is a chat's id (telegram:42), PERSON a sender on a kind of channel (telegram:7)."""
+    CHAT is a chat's id (telegram:42), PERSON a sender on a kind of channel (telegram:7).
+    With semantic search on ([memory.embeddings]), also the messages nearest in meaning."""
     from openpista.memory import SearchScope
 
     scope = SearchScope(session_id=session_id, channel_id=channel_id, person=person)
-    hits = with_store(state, lambda store: store.search(" ".join(words), scope, limit))
+    hits = _with_semantic_store(state, lambda store: store.search(" ".join(words), scope, limit))
     if as_json:
         click.echo(json.dumps([hit.as_dict() for hit in hits], indent=2, ensure_ascii=False))
         return
@@ -160,6 +161,68 @@ def search(
     ]
     for line in columns(table):
         click.echo(line)
+
+
+@sessions.command()
+@click.pass_obj
+def embed(state: CliState) -> None:
+    """Embed every stored message that has no vector by the [memory.embeddings] model yet
+    (messages stored before semantic search was turned on, or while the provider was
+    down), showing progress. Safe while the daemon runs."""
+    from openpista.providers.base import ProviderError
+    from openpista.providers.embedder import semantic_search_configured
+
+    if not semantic_search_configured(state.settings()):
+        fail("semantic search is off: set [memory.embeddings] model (docs/memory.md)")
+
+    def shown(done: int, total: int) -> None:
+        click.echo(f"embedded {done}/{total} messages")
+
+    async def work(store: MemoryStore) -> tuple[str, int]:
+        indexer = store.embeddings
+        assert indexer is not None, "_with_semantic_store(required=True) fails without it"
+        try:
+            return indexer.embedder.model, await indexer.index(shown)
+        except ProviderError as exc:
+            fail(f"embedding failed (run it again to go on): {exc}")
+        raise AssertionError("not reached: fail() exits")
+
+    model, count = _with_semantic_store(state, work, required=True)
+    click.echo(f"✓ {count} message(s) embedded with {model}; every message has its vector")
+
+
+def _with_semantic_store(
+    state: CliState, work: Callable[[MemoryStore], Awaitable[T]], *, required: bool = False
+) -> T:
+    """:func:`with_store` with semantic search on as ``[memory.embeddings]`` says; a
+    problem building the embedder is one ❌ line, then the search is full-text only (or,
+    ``required``, the command fails)."""
+    from openpista.cli.database import on_database
+    from openpista.memory import MemoryStore
+
+    settings = state.settings()
+
+    async def open_(url: str) -> MemoryStore:
+        store = await MemoryStore.open(url)
+        from openpista.providers.embedder import (
+            enable_semantic_search,
+            semantic_search_configured,
+        )
+
+        if semantic_search_configured(settings):
+            from openpista.plugins import PluginHost
+            from openpista.runtime import build_providers
+
+            registry = build_providers(PluginHost.load())
+            problem = enable_semantic_search(store, settings, registry)
+            if problem is not None:
+                if required:
+                    await store.close()
+                    fail(problem)
+                click.echo(problem, err=True)
+        return store
+
+    return on_database(state, open_, work)
 
 
 async def _decision_rows(store: MemoryStore, session_id: str) -> list[dict[str, Any]]:

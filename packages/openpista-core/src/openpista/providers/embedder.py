@@ -27,12 +27,17 @@ class ProviderEmbedder:
         return vectors
 
 
+def semantic_search_configured(settings: Settings) -> bool:
+    """Whether ``[memory.embeddings]`` names a model (not "none")."""
+    return settings.memory.embeddings.model.strip().lower() not in ("", "none")
+
+
 def build_embedder(settings: Settings, registry: ProviderRegistry) -> ProviderEmbedder | None:
     """The embedder ``[memory.embeddings]`` asks for; None when its model is "none". Raises
     :class:`ConfigError` or :class:`~openpista.providers.base.ProviderError` when the
     provider cannot be built or cannot make embeddings."""
     chosen = settings.memory.embeddings
-    if chosen.model.strip().lower() in ("", "none"):
+    if not semantic_search_configured(settings):
         return None
     name = chosen.provider or settings.agent.provider
     provider = registry.build(settings, name, chosen.model)
