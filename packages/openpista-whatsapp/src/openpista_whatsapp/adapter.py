@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from openpista import jsonsafe, split_message
+from openpista import jsonsafe
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.config import home_dir
@@ -368,7 +368,7 @@ class WhatsAppAdapter(ChannelAdapter):
             await self._send_all(number, to, [approval_message(to, message.request)])
             return
         if text.strip():
-            messages.extend(text_message(to, part) for part in split_message(text, TEXT_LIMIT))
+            messages.append(text_message(to, text.strip()))  # the gateway cut it to TEXT_LIMIT
         for attachment in message.attachments:
             try:
                 messages.append(await self._attachment(number, to, attachment))
