@@ -448,3 +448,34 @@ async def test_a_partitioned_replica_stops_its_turn_before_the_server_frees_the_
     finally:
         await cable.unplug()
         await a.close()
+
+
+async def test_a_role_asked_for_is_played_by_one_replica_and_moves_when_it_dies(
+    members: Callable[[str], Awaitable[ClusterMember]],
+) -> None:
+    a, b = await members("a"), await members("b")
+    assert not a.leading("telegram")  # a candidate from now on: the heartbeat takes it
+    await until(lambda: a.leading("telegram"), "a leads telegram")
+    assert not b.leading("telegram")
+    moved = asyncio.create_task(b.changed("telegram"))
+    assert (a.leads, b.leads) == (True, False)
+    await a.close()  # the role goes with a's connection
+    await asyncio.wait_for(moved, WAIT)
+    assert b.leading("telegram")
+    listed = await list_replicas(cluster_settings_of(b))
+    assert [(r.replica_id, r.leads) for r in listed] == [("b", True)]  # b leads cron too
+
+
+async def test_status_says_leads_only_of_cron(
+    members: Callable[[str], Awaitable[ClusterMember]],
+) -> None:
+    a = await members("a")
+    b = await members("b")
+    b.leading("telegram")
+    await until(lambda: b.leading("telegram"), "b leads telegram")
+    listed = await list_replicas(cluster_settings_of(a))
+    assert [(r.replica_id, r.leads) for r in listed] == [("a", True), ("b", False)]
+
+
+def cluster_settings_of(member: ClusterMember) -> Settings:
+    return Settings(database=DatabaseSettings(url=member.dsn), cluster=ClusterSettings())

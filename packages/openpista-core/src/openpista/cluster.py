@@ -8,7 +8,8 @@ session-level advisory locks, in key spaces of their own:
   share a replica id;
 * ``(SESSION_SPACE, key(session id))`` while a turn of that session runs on it, so no
   turn of one session ever runs on two replicas at once (:meth:`ClusterMember.acquire`);
-* ``(LEADER_SPACE, key('cron'))`` while it is the cron leader (:attr:`ClusterMember.leads`).
+* ``(LEADER_SPACE, key(role))`` while it leads ``role``: ``cron`` (:attr:`ClusterMember.leads`)
+  and the roles plugins ask for (Telegram polling: :meth:`ClusterMember.leading`).
 
 ``key(x)`` is PostgreSQL's ``hashtext`` of the hex of ``x``'s UTF-8 bytes, computed by the
 server: any string is a key (NUL, lone surrogates), and ``status --cluster`` maps the keys
@@ -125,8 +126,8 @@ class ClusterMember:
         self.dsn = cluster_dsn(settings)
         self.replica_id = settings.cluster.replica_id or _default_replica_id()
         self.heartbeat = settings.cluster.heartbeat
-        self.leads = False
-        """Whether this replica is the cron leader now."""
+        self._roles: dict[str, asyncio.Event] = {CRON: asyncio.Event()}  # set: led here
+        self._role_changes: dict[str, asyncio.Event] = {}
         self._conn: asyncpg.Connection[Any] | None = None
         self._io = asyncio.Lock()  # one query at a time on the lease connection
         self._beat: asyncio.Task[None] | None = None
@@ -144,12 +145,44 @@ class ClusterMember:
         member._beat = asyncio.create_task(member._heartbeat(), name="cluster heartbeat")
         return member
 
+    @property
+    def leads(self) -> bool:
+        """Whether this replica is the cron leader now."""
+        return self.leading(CRON)
+
+    def leading(self, role: str) -> bool:
+        """Whether this replica plays ``role`` now (one replica at a time does). The first
+        call makes it a candidate: it takes the role at the next heartbeat when no other
+        replica holds it (when that one dies, for instance)."""
+        led = self._roles.setdefault(role, asyncio.Event())
+        return led.is_set()
+
+    async def changed(self, role: str) -> None:
+        """Return the next time :meth:`leading` of ``role`` changes."""
+        self.leading(role)
+        change = self._role_changes.setdefault(role, asyncio.Event())
+        await change.wait()
+
+    def _set_role(self, role: str, led: bool) -> None:
+        event = self._roles.setdefault(role, asyncio.Event())
+        if event.is_set() == led:
+            return
+        if led:
+            event.set()
+            log.info("replica %s leads %s", self.replica_id, role)
+        else:
+            event.clear()
+        change = self._role_changes.pop(role, None)
+        if change is not None:
+            change.set()
+
     async def close(self) -> None:
         """Stop the heartbeat and close the connection: every lease goes with it."""
         if self._beat is not None:
             self._beat.cancel()
             await asyncio.gather(self._beat, return_exceptions=True)
-        self.leads = False
+        for role in list(self._roles):
+            self._set_role(role, False)
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -307,9 +340,9 @@ class ClusterMember:
         )
 
     async def _try_lead(self) -> None:
-        if not self.leads and await self._lock(LEADER_SPACE, CRON):
-            self.leads = True
-            log.info("replica %s leads cron", self.replica_id)
+        for role, led in list(self._roles.items()):
+            if not led.is_set() and await self._lock(LEADER_SPACE, role):
+                self._set_role(role, True)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -332,7 +365,8 @@ class ClusterMember:
             log.error("❌ replica %s lost its PostgreSQL connection: %s", self.replica_id, exc)
             self._conn.terminate()
             self._conn = None
-        self.leads = False
+        for role in list(self._roles):
+            self._set_role(role, False)
         holders, self._holders = self._holders, {}
         for session_id, turn in holders.items():
             log.error("❌ the turn of session %s is cancelled: its lease is lost", session_id)
@@ -366,7 +400,9 @@ SELECT substr(a.application_name, $1) AS replica_id,
        coalesce(host(a.client_addr), 'local') AS address,
        to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') AS since,
        EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'
-               AND l.granted AND l.classid = $2::oid) AS leads,
+               AND l.granted AND l.classid = $2::oid
+               AND l.objid = (hashtext(encode($5::bytea, 'hex'))::bigint & 4294967295)::oid
+              ) AS leads,
        ARRAY(SELECT l.objid::bigint FROM pg_locks l
              WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
              AND l.classid = $3::oid) AS keys
@@ -391,7 +427,7 @@ async def list_replicas(settings: Settings) -> list[ReplicaInfo]:
     try:
         like = APPLICATION_PREFIX + "%"  # no LIKE wildcard in the prefix
         rows = await conn.fetch(
-            _REPLICAS, len(APPLICATION_PREFIX) + 1, LEADER_SPACE, SESSION_SPACE, like
+            _REPLICAS, len(APPLICATION_PREFIX) + 1, LEADER_SPACE, SESSION_SPACE, like, _bytes(CRON)
         )
         keys = sorted({key for row in rows for key in row["keys"]})
         names: dict[int, str] = {}

@@ -14,7 +14,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from openpista.config import PolicyRule, PolicySettings, Settings
@@ -38,6 +38,18 @@ class DaemonServices:
     """The names of the channels being served."""
 
 
+class Leadership(Protocol):
+    """Roles one replica of a cluster plays at a time (``context.leadership``), such as
+    polling a messenger that allows one poller: ``[cluster]``, docs/scale-out.md."""
+
+    def leading(self, role: str) -> bool:
+        """Whether this replica plays ``role`` now; the first call makes it a candidate
+        (it takes the role when no running replica has it)."""
+
+    async def changed(self, role: str) -> None:
+        """Return the next time :meth:`leading` of ``role`` changes."""
+
+
 class PluginContext:
     """The configuration, shared state and close callbacks of one runtime."""
 
@@ -52,6 +64,9 @@ class PluginContext:
         agent's next turn offers the LLM the new set."""
         self.memory: MemoryStore | None = None
         """The runtime's memory store, set once it is open (after ``register_tools``)."""
+        self.leadership: Leadership | None = None
+        """Set in a daemon that is one replica of a cluster (before its channels start);
+        ``None`` otherwise: this process is the only one, and plays every role."""
         self._policy_rules: list[PolicyRule] = []
         self._shared: dict[Callable[[PluginContext], Any], Any] = {}
         self._on_close: list[Callable[[], Awaitable[None] | None]] = []

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from asyncio import FIRST_COMPLETED
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, User
 
     from openpista.config import Settings
+    from openpista.plugin_context import Leadership, PluginContext
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,16 @@ class TelegramAdapter(ChannelAdapter):
         files=True, buttons=True, max_message_length=MESSAGE_LIMIT, measure=utf16_length
     )
 
-    def __init__(self, settings: TelegramSettings, pairing: PairingBook | None = None) -> None:
+    def __init__(
+        self,
+        settings: TelegramSettings,
+        pairing: PairingBook | None = None,
+        context: PluginContext | None = None,
+    ) -> None:
+        """``context``: in a cluster (``context.leadership``) only the replica that leads
+        ``telegram`` polls (Telegram allows one poller per bot); webhooks work on all."""
         self.settings = settings
+        self.context = context
         self.access = AccessControl(
             CHANNEL,
             settings.allowed_users,
@@ -159,19 +169,52 @@ class TelegramAdapter(ChannelAdapter):
         log.info("telegram: %s as @%s", self.settings.mode, me.username)
 
     async def _start_polling(self, bot: Bot, dispatcher: Dispatcher) -> None:
+        leadership = None if self.context is None else self.context.leadership
+        if leadership is None:
+            await self._delete_webhook(bot)
+            polling = self._poll(bot, dispatcher)
+        else:
+            polling = self._poll_while_leading(bot, dispatcher, leadership)
+        self._polling = asyncio.create_task(polling, name="openpista-telegram-polling")
+
+    async def _delete_webhook(self, bot: Bot) -> None:
         await self.retrying.call(
             lambda: bot.delete_webhook(drop_pending_updates=False), "deleteWebhook"
         )
-        self._polling = asyncio.create_task(
-            dispatcher.start_polling(
-                bot,
-                polling_timeout=self.settings.poll_timeout,
-                handle_as_tasks=False,  # one update at a time: a chat's messages keep order
-                handle_signals=False,  # the daemon owns SIGINT/SIGTERM
-                allowed_updates=list(ALLOWED_UPDATES),
-            ),
-            name="openpista-telegram-polling",
+
+    async def _poll(self, bot: Bot, dispatcher: Dispatcher) -> None:
+        await dispatcher.start_polling(
+            bot,
+            polling_timeout=self.settings.poll_timeout,
+            handle_as_tasks=False,  # one update at a time: a chat's messages keep order
+            handle_signals=False,  # the daemon owns SIGINT/SIGTERM
+            allowed_updates=list(ALLOWED_UPDATES),
         )
+
+    async def _poll_while_leading(
+        self, bot: Bot, dispatcher: Dispatcher, leadership: Leadership
+    ) -> None:
+        """Cluster mode: poll while this replica leads ``telegram``, wait while another does."""
+        while True:
+            while not leadership.leading(CHANNEL):
+                await leadership.changed(CHANNEL)
+            log.info("telegram: this replica polls (it leads telegram)")
+            await self._delete_webhook(bot)
+            polling = asyncio.create_task(self._poll(bot, dispatcher))
+            lost = asyncio.create_task(leadership.changed(CHANNEL))
+            try:
+                done, _ = await asyncio.wait({polling, lost}, return_when=FIRST_COMPLETED)
+            finally:
+                lost.cancel()
+                if not polling.done() and lost.done():  # lost the lead: the new leader polls
+                    with contextlib.suppress(RuntimeError, TimeoutError):
+                        await asyncio.wait_for(dispatcher.stop_polling(), _STOP_WAIT)
+                polling.cancel()  # cancelled itself (stopping): so is the polling
+                await asyncio.gather(polling, return_exceptions=True)
+            if polling in done:
+                polling.result()  # it ended on its own (stop): so does this; a failure raises
+                return
+            log.info("telegram: another replica polls now")
 
     async def _start_webhook(self, bot: Bot) -> None:
         """Listen first, then tell Telegram where to post (so no delivery finds no one)."""
@@ -692,6 +735,8 @@ def _approval_buttons(request_id: str) -> InlineKeyboardMarkup:
     )
 
 
-def create_telegram_adapter(table: dict[str, Any], config: Settings) -> TelegramAdapter:
+def create_telegram_adapter(
+    table: dict[str, Any], config: Settings, context: PluginContext | None = None
+) -> TelegramAdapter:
     """The ``[channels.telegram]`` factory (options: config.example.toml)."""
-    return TelegramAdapter(parse_settings(table))
+    return TelegramAdapter(parse_settings(table), context=context)

@@ -235,6 +235,7 @@ async def _serve(
             from openpista.cluster_handover import Handover
 
             gateway.router.leases = cluster
+            runtime.context.leadership = cluster
             slots = settings.gateway.max_concurrent_turns
             gateway.handover = await Handover.start(cluster, gateway, slots)
         started = pid_file.acquire([a.name for a in adapters])

@@ -1,0 +1,85 @@
+"""Cluster mode: only the replica that leads ``telegram`` polls (``context.leadership``);
+the leadership itself (PostgreSQL advisory locks) is tested in core's test_cluster.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from openpista.config import Settings
+from openpista.plugin_context import PluginContext
+from openpista_telegram.adapter import TelegramAdapter
+from openpista_telegram.settings import parse_settings
+from openpista_telegram.testing import TelegramEmulator, User
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.gateways import Gateways
+from openpista_testing.polling import eventually
+
+
+class Roles:
+    """The leadership of one replica, switched by the test (the cluster's part)."""
+
+    def __init__(self) -> None:
+        self.led: set[str] = set()
+        self.asked: set[str] = set()
+        self._changes: dict[str, asyncio.Event] = {}
+
+    def leading(self, role: str) -> bool:
+        self.asked.add(role)
+        return role in self.led
+
+    async def changed(self, role: str) -> None:
+        await self._changes.setdefault(role, asyncio.Event()).wait()
+
+    def switch(self, role: str, led: bool) -> None:
+        (self.led.add if led else self.led.discard)(role)
+        change = self._changes.pop(role, None)
+        if change is not None:
+            change.set()
+
+
+async def test_only_the_leading_replica_polls_and_a_new_leader_takes_over(
+    settings: Settings,
+    telegram: TelegramEmulator,
+    gateways: Gateways,
+    llm_emulator: LlmEmulator,
+    table: Any,
+    alice: User,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="openpista_telegram")
+    llm_emulator.default_reply = lambda body: "polled"
+    roles = Roles()
+    context = PluginContext(settings)
+    context.leadership = roles
+    adapter = TelegramAdapter(parse_settings(table()), context=context)
+    await gateways.start(settings, adapter)
+    await eventually(lambda: "telegram" in roles.asked)  # a candidate, waiting
+    telegram.send_text(alice.id, "hello", user=alice)
+    assert "getUpdates" not in telegram.requests  # another replica leads: it polls
+    assert "deleteWebhook" not in telegram.requests
+    roles.switch("telegram", True)
+    await telegram.wait_for_sent(1, chat_id=alice.id)
+    assert telegram.texts(alice.id) == ["polled"]
+    roles.switch("telegram", False)  # lost (its PostgreSQL connection): it stops polling
+    await eventually(lambda: "another replica polls now" in caplog.text)
+    polls = telegram.requests.count("getUpdates")
+    telegram.send_text(alice.id, "again", user=alice)
+    await asyncio.sleep(0)
+    assert telegram.requests.count("getUpdates") == polls
+    assert telegram.pending_updates() == 1
+    roles.switch("telegram", True)  # leads again: the waiting message is read
+    await telegram.wait_for_sent(2, chat_id=alice.id)
+    assert telegram.texts(alice.id) == ["polled", "polled"]
+
+
+async def test_without_a_cluster_the_channel_polls_at_once(
+    settings: Settings, telegram: TelegramEmulator, gateways: Gateways, table: Any, alice: User
+) -> None:
+    adapter = TelegramAdapter(parse_settings(table()), context=PluginContext(settings))
+    await gateways.start(settings, adapter)
+    telegram.send_text(alice.id, "hello", user=alice)
+    await telegram.wait_for_sent(1, chat_id=alice.id)
