@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from openpista.channels import Capabilities
 from openpista.control.client import DaemonError, DaemonGoneError
 from openpista.control.protocol import HEADER, Frame, body_length, decode, encode
 from openpista.control.server import ControlChannel, bind_control
@@ -50,7 +51,7 @@ class Client:
 
 @pytest.fixture
 def loop_adapter() -> LoopbackAdapter:
-    return LoopbackAdapter()
+    return LoopbackAdapter(capabilities=Capabilities(streaming=True, max_message_length=100))
 
 
 @pytest.fixture
@@ -107,6 +108,12 @@ async def test_send_reaches_a_served_chat_and_reports_a_refusal(
         "data": {"channel": "loop:ada", "served_by": "loop"},
     }
     assert loop_adapter.texts("ada") == ["backup done"]
+    await client.send({"type": "send", "channel": "loop:bob", "text": "log line " * 30})
+    assert (await client.receive())["type"] == "result"
+    parts = loop_adapter.texts("bob")
+    assert len(parts) == 3
+    assert all(len(part) <= 100 for part in parts)  # within the channel's limit
+    assert " ".join(parts).split() == ["log", "line"] * 30
     await client.send({"type": "send", "channel": "refuse:1", "text": "hello"})
     refused = await client.receive()
     assert refused["message"] == (

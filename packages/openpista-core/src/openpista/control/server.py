@@ -350,7 +350,8 @@ class ControlChannel(ChannelAdapter):
                 "a channel id is the channel's prefix and a chat, e.g. telegram:123"
             )
         try:
-            await adapter.send(Answer(channel_id=channel_id, text=text))
+            for part in adapter.capabilities.split(Answer(channel_id=channel_id, text=text)):
+                await adapter.send(part)
         except Exception as exc:  # the channel's own refusal (unknown chat, ...)
             problem = channel_problem(exc)
             raise BadRequest(f"{adapter.name} could not deliver it: {problem}") from None
