@@ -4,6 +4,7 @@ subprocesses on a real SQLite database."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from openpista.memory import MemoryStore, Speaker
@@ -76,3 +77,86 @@ async def test_export_and_import(tmp_path: Path, llm_emulator: LlmEmulator) -> N
     assert broken.stderr.startswith("❌ cannot import -:")
     found = json.loads(cli("sessions", "search", "tuesday", "--json").stdout)
     assert {hit["session_id"] for hit in found} == {"ann-s", "copy"}
+
+
+def _editor(path: Path, body: str) -> str:
+    """An editor command: a Python script that runs ``body`` with ``text`` (the file's
+    content) and ``path`` (the file) set."""
+    path.write_text(
+        f"#!{sys.executable}\nimport sys, pathlib\npath = pathlib.Path(sys.argv[1])\n"
+        f"text = path.read_text(encoding='utf-8')\n{body}\n",
+        encoding="utf-8",
+    )
+    path.chmod(0o755)
+    return str(path)
+
+
+async def test_link_and_edit_in_the_editor(tmp_path: Path, llm_emulator: LlmEmulator) -> None:
+    cli = Cli.isolated(tmp_path, llm_emulator)
+    await _fill(tmp_path)
+    async with await MemoryStore.open(f"sqlite:///{tmp_path / 'memory.db'}") as store:
+        await store.remember("telegram:1", "#1 priority: tea")
+
+    linked = cli("memory", "link", "web:ann", "telegram:1")
+    assert linked.stdout == "✓ linked telegram:1, web:ann: one person\n", linked.stderr
+    shown = cli("memory", "show", "web:ann").stdout
+    assert shown.startswith("web:ann is linked with telegram:1.\n")
+    assert "prefers mornings" in shown
+    assert "#1 priority: tea" in shown
+
+    # The editor sees the notes of both identities, oldest first; a '#' note is escaped.
+    rewrite = _editor(
+        tmp_path / "rewrite",
+        "assert 'notes of web:ann, telegram:1:' in text, text\n"
+        "assert text.endswith('prefers mornings\\n\\\\#1 priority: tea\\n'), text\n"
+        "path.write_text(text.replace('prefers mornings', 'prefers evenings') + 'new one\\n')",
+    )
+    cli.env.update(VISUAL="", EDITOR=rewrite)
+    edited = cli("memory", "edit", "web:ann")
+    assert edited.stdout == "✓ notes of web:ann: 1 kept, 2 added, 1 forgotten\n", edited.stderr
+
+    # VISUAL wins over EDITOR; a failing editor, a bad note, or no change saves nothing.
+    cli.env.update(VISUAL=_editor(tmp_path / "fails", "sys.exit(3)"))
+    failed = cli("memory", "edit", "web:ann")
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("❌ the editor")
+    assert "status 3" in failed.stderr
+    cli.env.update(VISUAL=_editor(tmp_path / "long", "path.write_text(text + 'x' * 1001)"))
+    too_long = cli("memory", "edit", "web:ann")
+    assert too_long.stderr.startswith("❌ the notes were not saved: line 9: the note is 1001")
+    cli.env.update(VISUAL=_editor(tmp_path / "same", "pass"))
+    assert cli("memory", "edit", "web:ann").stdout == "no change to the notes of web:ann\n"
+    listed = json.loads(cli("memory", "show", "telegram:1", "--json").stdout)
+    assert [(n["person"], n["text"]) for n in listed] == [
+        ("web:ann", "new one"),
+        ("web:ann", "prefers evenings"),
+        ("telegram:1", "#1 priority: tea"),
+    ]
+
+    unlinked = cli("memory", "unlink", "telegram:1")
+    assert unlinked.stdout == "✓ unlinked telegram:1 from web:ann\n"
+    assert cli("memory", "unlink", "telegram:1").stderr == (
+        "❌ telegram:1 is not linked with anyone\n"
+    )
+
+
+async def test_edit_without_an_editor(tmp_path: Path, llm_emulator: LlmEmulator) -> None:
+    cli = Cli.isolated(tmp_path, llm_emulator)
+    cli.env.update(VISUAL="/nonexistent/editor")
+    assert cli("memory", "edit", "telegram:2").stderr.startswith("❌ cannot run the editor")
+    assert "2 added" in cli("memory", "edit", "telegram:2", "--set", "a", "--set", "b").stdout
+    piped = cli("memory", "edit", "telegram:2", "--from", "-", stdin="# c\nb\n\\#c\n\n")
+    assert piped.stdout == "✓ notes of telegram:2: 1 kept, 1 added, 1 forgotten\n"
+    listed = json.loads(cli("memory", "show", "telegram:2", "--json").stdout)
+    assert [n["text"] for n in listed] == ["#c", "b"]
+    big = "".join("y" * 999 + f"{i}\n" for i in range(3))
+    (tmp_path / "big.txt").write_text(big, encoding="utf-8")
+    warned = cli("memory", "edit", "telegram:2", "--from", str(tmp_path / "big.txt"))
+    assert warned.stdout.endswith(
+        "⚠ only the newest 1 fit in the system prompt (2000 characters)\n"
+    )
+    missing = cli("memory", "edit", "telegram:2", "--from", str(tmp_path / "absent"))
+    assert missing.stderr.startswith("❌ the notes were not saved: cannot read")
+    blank = cli("memory", "edit", "telegram:2", "--set", " \t")
+    assert blank.stderr == "❌ a note must not be empty\n"
+    assert len(json.loads(cli("memory", "show", "telegram:2", "--json").stdout)) == 3

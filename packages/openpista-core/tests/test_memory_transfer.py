@@ -152,7 +152,7 @@ async def test_purge_deletes_a_person_and_keeps_shared_conversations(store: Memo
     await store.remember("telegram:1", "ann's note")
     await store.remember("telegram:2", "bob's note")
 
-    assert await store.purge("telegram:1") == (1, 1)
+    assert await store.purge("telegram:1") == (1, 1, 1)
     assert await store.get_session("ann-private") is None
     assert await store.notes_of("telegram:1") == []
     assert [n.text for n in await store.notes_of("telegram:2")] == ["bob's note"]
@@ -165,7 +165,7 @@ async def test_purge_deletes_a_person_and_keeps_shared_conversations(store: Memo
     }
     assert await store.search("secret") == []
     # A group chat purged: its sessions go, its members' own chats stay.
-    assert await store.purge("telegram:-100") == (1, 0)
+    assert await store.purge("telegram:-100") == (1, 0, 0)
     assert await store.get_session("group") is None
     assert await store.get_session("bob-private") is not None
-    assert await store.purge("telegram:404") == (0, 0)
+    assert await store.purge("telegram:404") == (0, 0, 0)

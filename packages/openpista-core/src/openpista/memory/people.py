@@ -3,13 +3,29 @@
 
 The agent records the speaker of every turn; searches and notes scoped to a person use it,
 so that one person never reads another's sessions or notes through the agent.
+
+Only the owner (``openpista memory link``) joins identities into one person (revision
+``0011``): each linked identity is a row of ``person_links`` naming its group by the group's
+first identity in sort order; searches and notes of any of them span the whole group.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, ForeignKey, Index, String, and_, or_, select, union
+from sqlalchemy import (
+    Connection,
+    ForeignKey,
+    Index,
+    String,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    union,
+    update,
+)
 
 from openpista.memory.checks import MemoryStoreError, check_channel_id
 from openpista.memory.engine import upsert
@@ -43,6 +59,17 @@ class SessionPersonRow(Base):
         Index("ix_session_people_person", "person"),
         Index("ix_session_people_channel_id", "channel_id"),
     )
+
+
+class PersonLinkRow(Base):
+    """The identity ``identity`` belongs to the linked group named ``person``."""
+
+    __tablename__ = "person_links"
+
+    identity: Mapped[str] = mapped_column(String(PERSON_MAX_LENGTH), primary_key=True)
+    person: Mapped[str] = mapped_column(String(PERSON_MAX_LENGTH), nullable=False)
+
+    __table_args__ = (Index("ix_person_links_person", "person"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +123,35 @@ def sessions_only_of(conn: Connection, target: str) -> list[str]:
     ).subquery()
     ids = select(involved.c.session_id).except_(select(others.c.session_id))
     return sorted(conn.scalars(ids))
+
+
+def identities_of(conn: Connection, person: str) -> list[str]:
+    """``person`` and every identity linked with it, sorted."""
+    group = select(PersonLinkRow.person).where(PersonLinkRow.identity == person)
+    linked = select(PersonLinkRow.identity).where(PersonLinkRow.person == group.scalar_subquery())
+    return sorted({person, *conn.scalars(linked)})
+
+
+def link_people(conn: Connection, first: str, second: str) -> list[str]:
+    """Join ``first`` and ``second`` (with whatever each is linked to already) into one
+    person; the identities of that person, sorted."""
+    if first == second:
+        raise MemoryStoreError(f"cannot link {first} with itself")
+    members = sorted({*identities_of(conn, first), *identities_of(conn, second)})
+    conn.execute(delete(PersonLinkRow).where(PersonLinkRow.identity.in_(members)))
+    conn.execute(
+        insert(PersonLinkRow), [{"identity": one, "person": members[0]} for one in members]
+    )
+    return members
+
+
+def unlink_person(conn: Connection, identity: str) -> list[str]:
+    """Make ``identity`` a person of its own again; the identities it was linked with."""
+    others = [one for one in identities_of(conn, identity) if one != identity]
+    rows = PersonLinkRow
+    if len(others) <= 1:  # a group of one is no link
+        conn.execute(delete(rows).where(rows.identity.in_([identity, *others])))
+    else:
+        conn.execute(delete(rows).where(rows.identity == identity))
+        conn.execute(update(rows).where(rows.identity.in_(others)).values(person=others[0]))
+    return others

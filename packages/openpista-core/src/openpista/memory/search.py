@@ -47,7 +47,8 @@ class SearchScope:
     """Which sessions a search looks in; every condition given applies (none: all).
 
     ``channel_id``: the sessions that chat took part in or is bound to. ``person``: the
-    sessions that person (``telegram:123``) spoke in, or whose private chat is theirs.
+    sessions that person (``telegram:123``), or an identity the owner linked with it, spoke
+    in, or whose private chat is theirs.
     """
 
     session_id: str | None = None
@@ -139,7 +140,9 @@ def scope_filter(scope: SearchScope) -> tuple[str, dict[str, Any]]:
         params["scope_chat"] = scope.channel_id
     if scope.person is not None:
         clauses.append(
-            "m.session_id IN (SELECT session_id FROM session_people WHERE person = :scope_person)"
+            "m.session_id IN (SELECT session_id FROM session_people WHERE person = :scope_person"
+            " OR person IN (SELECT identity FROM person_links WHERE person ="
+            " (SELECT person FROM person_links WHERE identity = :scope_person)))"
         )
         params["scope_person"] = scope.person
     return "".join(f" AND {clause}" for clause in clauses), params

@@ -24,10 +24,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Row, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from openpista.memory.checks import (
     MemoryStoreError,
@@ -54,13 +65,24 @@ from openpista.memory.embeddings import (
 from openpista.memory.engine import Database, upsert
 from openpista.memory.hybrid import hybrid_search
 from openpista.memory.indexer import EmbeddingIndexer
-from openpista.memory.notes import Note, check_note, delete_notes, insert_note, select_notes
+from openpista.memory.notes import (
+    Note,
+    NotesEdit,
+    check_note,
+    delete_notes,
+    insert_note,
+    replace_notes,
+    select_notes,
+)
 from openpista.memory.people import (
     SessionPersonRow,
     Speaker,
     check_person,
+    identities_of,
+    link_people,
     record_speaker,
     sessions_only_of,
+    unlink_person,
 )
 from openpista.memory.schema import migrate
 from openpista.memory.search import SearchHit, SearchScope, query_terms, search_messages
@@ -82,10 +104,19 @@ from openpista.models import Message, utc_now
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MemoryStore", "SessionInfo", "recent_window", "title_from"]
+__all__ = ["MemoryStore", "Purged", "SessionInfo", "recent_window", "title_from"]
 
 TITLE_LENGTH = 60
 """Longest title a session gets from its first message (longer ones are cut, with …)."""
+
+
+class Purged(NamedTuple):
+    """What :meth:`MemoryStore.purge` deleted: sessions, notes, and the person's messages
+    in sessions shared with others."""
+
+    sessions: int
+    notes: int
+    messages: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,22 +264,24 @@ class MemoryStore:
         self._stored()
         return sid
 
-    async def purge(self, target: str) -> tuple[int, int]:
+    async def purge(self, target: str) -> Purged:
         """Delete what is stored about ``target``, a person or a chat (``telegram:123``):
-        their notes, the sessions in which only they took part (with everything in them),
-        their chat bindings, and the record of them in sessions shared with others (what
-        they said there stays: it is part of the others' conversation). Returns how many
-        sessions and notes were deleted."""
+        their notes and links, the sessions in which only they took part (with everything
+        in them), their chat bindings, and in sessions shared with others the messages they
+        wrote (with their search index entries) and the record of them; the rest of those
+        conversations stays."""
         who = check_channel_id(target)
 
-        def work(conn: Connection) -> tuple[int, int]:
+        def work(conn: Connection) -> Purged:
             sessions = sessions_only_of(conn, who)
             for sid in sessions:
                 _delete_session(conn, sid)
             people = SessionPersonRow
             conn.execute(delete(people).where((people.person == who) | (people.channel_id == who)))
             conn.execute(delete(ChannelSessionRow).where(ChannelSessionRow.channel_id == who))
-            return len(sessions), delete_notes(conn, who, None)
+            unlink_person(conn, who)
+            said = delete_said(conn, who)
+            return Purged(len(sessions), delete_notes(conn, [who], None), said)
 
         return await self._db.run(work, f"purging {who!r}", write=True)
 
@@ -323,6 +356,8 @@ class MemoryStore:
         sid = check_session_id(session_id)
         window = None if history_limit is None else check_limit(history_limit)
         row = _message_row(sid, message, 0)
+        if speaker is not None and message.role == "user":
+            row["sender"] = speaker.person
         title = title_from(message.content) if message.role == "user" else None
         now = self._now()
 
@@ -479,10 +514,25 @@ class MemoryStore:
         )
 
     async def notes_of(self, person: str) -> list[Note]:
-        """The notes of ``person``, newest first."""
+        """The notes of ``person`` and of the identities linked with it, newest first."""
         who = check_person(person)
         return await self._db.run(
-            lambda conn: select_notes(conn, who), f"reading the notes of {who}", write=False
+            lambda conn: select_notes(conn, identities_of(conn, who)),
+            f"reading the notes of {who}",
+            write=False,
+        )
+
+    async def replace_notes(self, person: str, notes: list[str]) -> NotesEdit:
+        """Make ``notes`` (oldest first) the notes of ``person`` and its linked identities,
+        in one transaction: unchanged notes stay as they were, new ones become
+        ``person``'s; every note is checked before anything is written."""
+        who = check_person(person)
+        texts = [check_note(note) for note in notes]
+        now = self._now()
+        return await self._db.run(
+            lambda conn: replace_notes(conn, who, identities_of(conn, who), texts, now),
+            f"editing the notes of {who}",
+            write=True,
         )
 
     async def forget(self, person: str, note_id: int | None = None) -> int:
@@ -492,7 +542,38 @@ class MemoryStore:
         if note_id is not None and (not isinstance(note_id, int) or note_id < 1):
             raise MemoryStoreError(f"a note id is a positive number, not {note_id!r}")
         return await self._db.run(
-            lambda conn: delete_notes(conn, who, note_id), f"forgetting for {who}", write=True
+            lambda conn: delete_notes(conn, identities_of(conn, who), note_id),
+            f"forgetting for {who}",
+            write=True,
+        )
+
+    # -- linked identities --------------------------------------------------------------------
+
+    async def link(self, first: str, second: str) -> list[str]:
+        """Join the identities ``first`` and ``second`` (``telegram:1``, ``web:alice``, with
+        whatever each is linked to already) into one person, whose searches and notes span
+        all of them; returns that person's identities. The owner's decision only: nothing
+        a chat says may call this."""
+        one, other = check_person(first), check_person(second)
+        return await self._db.run(
+            lambda conn: link_people(conn, one, other), f"linking {one} and {other}", write=True
+        )
+
+    async def unlink(self, person: str) -> list[str]:
+        """Make ``person`` a person of its own again; the identities it was linked with
+        (empty: it was not linked)."""
+        who = check_person(person)
+        return await self._db.run(
+            lambda conn: unlink_person(conn, who), f"unlinking {who}", write=True
+        )
+
+    async def linked(self, person: str) -> list[str]:
+        """The identities linked with ``person``, sorted, without ``person`` itself."""
+        who = check_person(person)
+        return await self._db.run(
+            lambda conn: [one for one in identities_of(conn, who) if one != who],
+            f"reading the links of {who}",
+            write=False,
         )
 
     # -- tool decisions -----------------------------------------------------------------------
@@ -719,6 +800,19 @@ def _delete_session(conn: Connection, sid: str) -> bool:
     for table in (MessageRow, ChannelSessionRow, ToolDecisionRow, SessionPersonRow, SummaryRow):
         conn.execute(delete(table).where(table.session_id == sid))
     return conn.execute(delete(SessionRow).where(SessionRow.id == sid)).rowcount > 0
+
+
+def delete_said(conn: Connection, person: str) -> int:
+    """Delete the messages ``person`` wrote, with their vectors (FTS5 rows go by trigger,
+    PostgreSQL's stored tsvector with the row); how many."""
+    conn.execute(_DELETE_VECTORS_OF_SENDER, {"sender": person})
+    return int(conn.execute(delete(MessageRow).where(MessageRow.sender == person)).rowcount)
+
+
+_DELETE_VECTORS_OF_SENDER = text(
+    "DELETE FROM message_embeddings WHERE message_id IN "
+    "(SELECT id FROM messages WHERE sender = :sender)"
+)
 
 
 def _require_session(conn: Connection, sid: str, action: str) -> None:
