@@ -3,9 +3,10 @@
 The orchestrator (a tool such as ``container.run``) opens a task, hands the worker the task
 id and a short-lived secret, and waits for the report. A worker delivers its report through
 whatever endpoint the daemon offers: the versioned reports of :mod:`openpista.worker_protocol`
-go to :mod:`openpista.worker_service` (``POST /api/worker-report``, QUIC), which stores them
-and hands the final one to :meth:`WorkerHub.deliver`; the docker plugin's local socket calls
-:meth:`WorkerHub.submit`. Either checks the secret before accepting anything. The secret is
+go to :mod:`openpista.worker_service` (``POST /api/worker-report``, QUIC, the docker plugin's
+socket), which stores them and hands the final one to :meth:`WorkerHub.deliver`; an endpoint
+that stores nothing itself may call :meth:`WorkerHub.submit`. Either checks the secret
+before accepting anything. The secret is
 revoked when the task ends, whatever the outcome::
 
     hub = worker_hub()
