@@ -6,7 +6,7 @@ import io
 import os
 from typing import ClassVar
 
-from openpista.channels import ChannelAdapter
+from openpista.channels import Capabilities, ChannelAdapter
 from openpista.config import SystemRunSettings
 from openpista.gateway.cli_adapter import CliAdapter
 from openpista.models import Answer, ApprovalPrompt
@@ -40,6 +40,14 @@ class TestLoopbackChannelContract(ChannelContract):
             for m in sent
             if isinstance(m, Answer | ApprovalPrompt)
         ]
+
+
+class TestLimitedLoopbackChannelContract(TestLoopbackChannelContract):
+    """A channel holding 300 characters a message, counting each one twice."""
+
+    async def make_adapter(self) -> ChannelAdapter:
+        capabilities = Capabilities(max_message_length=300, measure=lambda text: 2 * len(text))
+        return LoopbackAdapter("contract:", capabilities=capabilities)
 
 
 class TestCliChannelContract(ChannelContract):

@@ -170,6 +170,34 @@ class ChannelContract:
         finally:
             await adapter.stop()
 
+    async def test_a_long_answer_arrives_within_the_limit(self) -> None:
+        """With ``max_message_length``, what the gateway sends of a long answer (Markdown,
+        a code block, escapes, characters outside the BMP) fits ``measure`` and is shown."""
+        adapter = await self.make_adapter()
+        capabilities = adapter.capabilities
+        limit = capabilities.max_message_length
+        if limit is None:
+            return  # the channel holds any length: nothing is cut
+        ctx = QueueContext()
+        await adapter.start(ctx)
+        try:
+            await self.deliver(adapter, "contract long")
+            event = await asyncio.wait_for(ctx.events.get(), self.timeout)
+            paragraph = "Contract **words** 🙂 a<b & c. " * 8
+            count = 3 * limit // capabilities.measure(paragraph) + 1
+            code = "\n".join(f"step({n})" for n in range(limit // 20 + 1))
+            text = "\n\n".join([paragraph] * count) + f"\n\n```python\n{code}\n```\ncontract end"
+            parts = capabilities.split(Answer(channel_id=event.channel_id, text=text))
+            assert len(parts) > 3
+            for part in parts:
+                assert isinstance(part, Answer)
+                assert 0 < capabilities.measure(part.text) <= limit
+                await adapter.send(part)
+            await self._shown(adapter, "contract end")
+            assert all(len(shown) <= limit for shown in await self.received(adapter))
+        finally:
+            await adapter.stop()
+
     async def _shown(self, adapter: ChannelAdapter, text: str) -> None:
         for _ in range(int(self.timeout / 0.05)):
             if any(text in shown for shown in await self.received(adapter)):
