@@ -5,6 +5,7 @@ gateway against the LLM emulator where it matters who is asking."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,24 @@ async def test_existing_database_is_folded_by_the_migration(database_url: str) -
         assert await store.purge("telegram:1") == (0, 0, 0)  # old messages: no sender
         await store.start_turn("old", Message(role="user", content="a new cafe"))
         assert len(await store.search("café")) == 2
+
+
+@pytest.mark.postgres
+async def test_without_unaccent_search_works_unfolded(fresh_postgres_url: str) -> None:
+    # A role that may create tables but not extensions: revision 0011 falls back to plain
+    # 'simple', and search still works (accents count there).
+    role = f"plain_{uuid.uuid4().hex[:12]}"
+    async with database(fresh_postgres_url) as engine, engine.begin() as conn:
+        await conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+        await conn.execute(sa.text(f"GRANT CREATE ON SCHEMA public TO {role}"))
+    try:
+        url = fresh_postgres_url.replace("://openpista@", f"://{role}@", 1)
+        assert url != fresh_postgres_url
+        async with await MemoryStore.open(url) as store:
+            await store.start_turn("s", Message(role="user", content="un café au lait"))
+            assert len(await store.search("café lait")) == 1
+            assert await store.search("cafe") == []
+    finally:
+        async with database(fresh_postgres_url) as engine, engine.begin() as conn:
+            await conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            await conn.execute(sa.text(f"DROP ROLE {role}"))
