@@ -3,7 +3,9 @@
 Every call acts for the person who wrote the turn's message
 (:attr:`~openpista.tools.context.TurnContext.person`), never for anyone named in its
 arguments: a search looks only in the sessions that person spoke in (without a known
-person: the current session only), and notes are only ever the asking person's own.
+person: the current session only), and notes are only ever the asking person's own. The
+identities the owner linked with that person (``openpista memory link``) count as theirs;
+no tool links.
 """
 
 from __future__ import annotations
