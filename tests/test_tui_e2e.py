@@ -270,33 +270,52 @@ def _store_reports(cli: Cli, task_id: str, *reports: dict[str, object]) -> None:
     asyncio.run(store())
 
 
-def test_the_worker_dashboard_shows_runs_and_updates_live(terminal: Terminal, cli: Cli) -> None:
-    terminal.wait_for("w workers")
+def test_the_worker_dashboard_shows_runs_and_updates_live(cli: Cli) -> None:
+    """Attached to a daemon serving ``[workers]``: a report the daemon accepts reaches the
+    open dashboard through its worker feed (nothing polls the database)."""
+    import httpx
+
+    cli.write_config(
+        cli.config.read_text() + '\n[workers]\nenabled = true\nport = 0\napi_token = "t"\n'
+    )
     _store_reports(cli, "cafe0001", {"kind": "started"}, {"kind": "finished", "exit_code": 0})
     _store_reports(cli, "cafe0002", {"kind": "failed", "exit_code": 3})
     _store_reports(cli, "cafe0003", {"kind": "progress", "log": ["step one"], "percent": 40})
-    terminal.send("w")
-    screen = terminal.wait_for("Failed (1)")
-    assert "Active (1)" in screen
-    assert "Completed (1)" in screen
-    assert re.search(r"cafe0001\s+finished\s+1\.0 s\s+exit 0\s+telegram:42", screen), screen
-    assert re.search(r"cafe0002\s+failed\s+0\.0 s\s+exit 3", screen), screen
-    assert re.search(r"cafe0003\s+running\s+40%", screen), screen
-    assert "step one" in screen  # the selected (first) run's log lines
-    # Live: a report stored while the dashboard is open appears without a key press.
-    _store_reports(
-        cli,
-        "cafe0003",
-        {"kind": "progress", "log": ["step one"]},
-        {"kind": "progress", "log": ["step two, live"], "percent": 80},
-    )
-    screen = terminal.wait_for("step two, live")
-    assert re.search(r"cafe0003\s+running\s+80%", screen), screen
-    terminal.send("\x1b")
-    terminal.wait_for("+ new session")
-    terminal.send("q")
-    assert terminal.wait_exit() == 0
-    assert b"Traceback" not in terminal.raw
+    daemon = Daemon(cli)
+    terminal: Terminal | None = None
+    try:
+        line = daemon.wait_for("worker endpoint listens on http://127.0.0.1:")
+        report_url = line.rsplit(" ", 1)[1].strip() + "/api/worker-report"
+        daemon.wait_for("openpista is ready")
+        terminal = Terminal(cli, "tui")
+        terminal.wait_for("w workers")
+        terminal.send("w")
+        screen = terminal.wait_for("Failed (1)")
+        assert "Active (1)" in screen
+        assert "Completed (1)" in screen
+        assert re.search(r"cafe0001\s+finished\s+1\.0 s\s+exit 0\s+telegram:42", screen), screen
+        assert re.search(r"cafe0002\s+failed\s+0\.0 s\s+exit 3", screen), screen
+        assert re.search(r"cafe0003\s+running\s+40%", screen), screen
+        assert "step one" in screen  # the selected (first) run's log lines
+        # Live: a report the daemon stores while the dashboard is open appears at once.
+        live = {"v": 1, "task_id": "cafe0003", "report_id": "live", "kind": "progress"}
+        answer = httpx.post(
+            report_url,
+            json={**live, "log": ["step two, live"], "percent": 80},
+            headers={"Authorization": "Bearer x"},  # the stored task's credential
+        )
+        assert answer.json()["result"] == "accepted", answer.text
+        screen = terminal.wait_for("step two, live")
+        assert re.search(r"cafe0003\s+running\s+80%", screen), screen
+        terminal.send("\x1b")
+        terminal.wait_for("+ new session")
+        terminal.send("q")
+        assert terminal.wait_exit() == 0
+        assert b"Traceback" not in terminal.raw
+    finally:
+        if terminal is not None:
+            terminal.close()
+        daemon.kill()
 
 
 # -- attached to a running daemon -----------------------------------------------------------

@@ -284,6 +284,25 @@ async def test_reload_and_workers_answer_the_model_and_the_dashboard_rows(
     assert row["logs"] == ["step one"]
 
 
+async def test_workers_with_follow_pushes_the_worker_feed_until_the_client_leaves(
+    client: Client, control: ControlChannel
+) -> None:
+    from openpista.worker_service import worker_feed
+
+    feed = worker_feed()
+    before = len(feed._queues)
+    assert (await request(client, {"type": "workers", "follow": True}))["data"] == []
+    await request(client, {"type": "workers", "follow": True})  # shown again: one follower
+    assert len(feed._queues) == before + 1
+    event = {"v": 1, "event": "progress", "task_id": "t1", "log": ["live"], "percent": 7}
+    feed.publish(event)
+    assert await client.receive() == {"type": "worker_event", "event": event}
+    client.writer.close()
+    await eventually(lambda: not control._connections)
+    feed.publish(event)  # the follower finds its client gone and leaves the feed
+    await eventually(lambda: len(feed._queues) == before)
+
+
 @pytest.mark.parametrize(
     ("frame", "message"),
     [

@@ -3,6 +3,8 @@ the effect that reads a real worker log."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,10 +25,13 @@ from openpista.tui.state import (
     ShowWorkers,
     State,
     Submit,
+    WorkerEventReceived,
     WorkerRow,
     WorkersLoaded,
 )
 from openpista.tui.update import update
+from openpista.worker_service import worker_feed
+from openpista_testing.polling import eventually
 
 ROWS = (
     WorkerRow("aaaa", "running", percent=40, logs=("step 1", "step 2")),
@@ -114,3 +119,60 @@ async def test_the_dashboard_reads_the_worker_log_with_the_log_lines(tmp_path: P
         "t1", "running", "", None, None, "cli:local", 5, ("a", "b")
     )
     await worker_log.close()
+
+
+def local(at: str) -> str:
+    return datetime.fromisoformat(at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_the_dashboard_follows_the_feed_without_reading_again() -> None:
+    state, _ = run(State(), ShowWorkers(), WorkersLoaded(ROWS))
+    at, later = "2026-12-03T10:00:00+00:00", "2026-12-03T10:00:04+00:00"
+    events: list[dict[str, Any]] = [
+        {"event": "created", "task_id": "eeee", "channel_id": "web:alice", "at": at},
+        {"event": "started", "task_id": "eeee", "at": at, "log": [], "percent": None},
+        {"event": "progress", "task_id": "eeee", "at": at, "log": ["half"], "percent": 50},
+        {"event": "progress", "task_id": "aaaa", "at": at, "log": ["step 3"], "percent": 90},
+        {"event": "finished", "task_id": "eeee", "at": later, "exit_code": 0, "log": []},
+        {"event": "ended", "task_id": "eeee", "at": later},  # after its final report
+        {"event": "ended", "task_id": "zzzz", "at": at},  # a task never seen: nothing
+        {"event": "progress", "task_id": 5, "log": ["x"]},  # not a task id: nothing
+        {"event": "progress", "task_id": "aaaa", "log": "not a list", "at": "never"},
+    ]
+    followed, effects = run(state, *(WorkerEventReceived(event) for event in events))
+    assert effects == []  # nothing is read again
+    rows = {row.task_id: row for row in followed.workers}
+    assert rows["eeee"] == WorkerRow(
+        "eeee", "finished", local(at), 4.0, 0, "web:alice", 50, ("half",)
+    )
+    assert (rows["aaaa"].status, rows["aaaa"].percent) == ("running", 90)
+    assert rows["aaaa"].logs == ("step 1", "step 2", "step 3")
+    assert "zzzz" not in rows
+    shown = text(followed)
+    assert "Completed (2)" in shown
+    assert re.search(r"eeee\s+finished\s+4\.0 s\s+exit 0\s+web:alice", shown), shown
+    # A running task whose credential ends without a final report is failed ("ended").
+    ended, _ = run(followed, WorkerEventReceived({"event": "ended", "task_id": "aaaa"}))
+    assert [row.task_id for row in ended.workers if row.status == "ended"] == ["aaaa"]
+    assert "Failed (2)" in text(ended)
+
+
+async def test_the_local_dashboard_follows_this_process_s_feed(tmp_path: Path) -> None:
+    worker_log = await WorkerLog.open(f"sqlite+aiosqlite:///{tmp_path}/memory.db")
+    actions: list[Action] = []
+    runner = EffectRunner(None, None, actions.append, "tester", lambda: None)  # type: ignore[arg-type]
+    runner.worker_log = worker_log
+    try:
+        await runner.run(LoadWorkers())
+        await runner.run(LoadWorkers())  # shown again: still one subscription
+        assert actions == [WorkersLoaded(()), WorkersLoaded(())]
+        event = {"v": 1, "event": "progress", "task_id": "t1", "log": ["live"], "percent": 7}
+        worker_feed().publish(event)
+        await eventually(lambda: len(actions) > 2)
+        assert actions[2:] == [WorkerEventReceived(event)]
+    finally:
+        await runner.close()
+        await worker_log.close()
+    worker_feed().publish({**event, "log": ["after close"]})
+    await asyncio.sleep(0)  # a subscriber left would be handed it now
+    assert len(actions) == 3

@@ -8,6 +8,7 @@ attachments, long texts cut) and its newest messages up to :data:`HISTORY_BUDGET
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,7 @@ class ChatRequests:
     def __init__(self, channel: ControlChannel) -> None:
         self.channel = channel
         self._worker_log: WorkerLog | None = None
+        self._followers: dict[str, asyncio.Task[None]] = {}  # chat -> its worker feed
 
     async def home(self, channel_id: str, frame: Frame) -> Frame:
         """The TUI's home screen: recent sessions, the model, today's spend, the chat
@@ -131,10 +133,14 @@ class ChatRequests:
         )
 
     async def workers(self, channel_id: str, frame: Frame) -> Frame:
-        """The worker dashboard's rows: the newest tasks with their log lines."""
+        """The worker dashboard's rows: the newest tasks with their log lines. With
+        ``"follow": true`` the client is then sent each event of the daemon's worker feed
+        as a ``{"type": "worker_event", "event": {...}}`` frame until it leaves."""
         from openpista.memory import WorkerLog
         from openpista.tui.effects import worker_rows
 
+        if frame.get("follow") is True and channel_id not in self._followers:
+            self._follow(channel_id)  # subscribed before the read: no event falls between
         if self._worker_log is None:
             self._worker_log = await WorkerLog.open(
                 self.channel.gateway.runtime.settings.database.url
@@ -147,7 +153,29 @@ class ChatRequests:
         self.channel.gateway.reload_model()
         return _result({"model": self._model()})
 
+    def _follow(self, channel_id: str) -> None:
+        from openpista.worker_service import worker_feed
+
+        feed = worker_feed()
+        queue = feed.subscribe()
+
+        async def forward() -> None:
+            try:
+                while await self.channel.push(
+                    channel_id, {"type": "worker_event", "event": await queue.get()}
+                ):
+                    pass
+            finally:
+                feed.unsubscribe(queue)
+                self._followers.pop(channel_id, None)
+
+        self._followers[channel_id] = asyncio.get_running_loop().create_task(forward())
+
     async def close(self) -> None:
+        followers = list(self._followers.values())
+        for follower in followers:
+            follower.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
         if self._worker_log is not None:
             await self._worker_log.close()
             self._worker_log = None

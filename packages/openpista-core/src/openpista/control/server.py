@@ -204,6 +204,15 @@ class ControlChannel(ChannelAdapter):
         if connection is not None:
             await connection.write(_outbound(message))
 
+    async def push(self, channel_id: str, frame: Frame) -> bool:
+        """Send ``frame`` to the client of ``channel_id`` unasked (a worker feed event);
+        ``False`` once that client has gone."""
+        connection = self._connections.get(channel_id)
+        if connection is None or connection.closed:
+            return False
+        await connection.write(frame)
+        return not connection.closed
+
     # -- one client ---------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

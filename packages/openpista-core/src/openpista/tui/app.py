@@ -30,7 +30,6 @@ from openpista.tui.state import (
     Interrupt,
     LeaveWorkers,
     LoadHome,
-    LoadWorkers,
     MoveSelection,
     NewSession,
     OpenSelected,
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
     from openpista.control.client import ControlClient
 
 PAGE = 10  # lines per PageUp/PageDown
-WORKERS_REFRESH = 1.0  # seconds between two readings of the worker dashboard
 LEAVE_DEADLINE = 2.0  # seconds a running turn gets to finish when the user quits
 
 
@@ -106,7 +104,6 @@ class TuiApp:
         self.spawn(LoadHome())
         if session_id is not None:
             self.spawn(OpenSession(session_id))
-        self._track(self._refresh_workers())
         try:
             await self.application.run_async()
         finally:
@@ -114,13 +111,6 @@ class TuiApp:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _refresh_workers(self) -> None:
-        """Keep the worker dashboard live while it is shown."""
-        while True:
-            await asyncio.sleep(WORKERS_REFRESH)
-            if self.state.screen == "workers":
-                await self.effects.run(LoadWorkers())
 
     def _exit(self) -> None:
         future = self.application.future
@@ -327,6 +317,7 @@ async def run_tui(
                 await app.run(session_id)
         finally:
             await gateway.stop(deadline=LEAVE_DEADLINE)  # the user asked to leave
+            await runner.close()
             await recorder.close()
     finally:
         await runtime.close()

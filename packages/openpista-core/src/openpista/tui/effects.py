@@ -12,6 +12,7 @@ from openpista.observability.report import today_spend
 from openpista.tui.adapter import CHANNEL_ID
 from openpista.tui.login import login_in_terminal
 from openpista.tui.state import (
+    WORKER_TIME,
     Action,
     CancelTurns,
     CommandAnswered,
@@ -31,6 +32,7 @@ from openpista.tui.state import (
     SessionOpened,
     SessionRow,
     TurnsCancelled,
+    WorkerEventReceived,
     WorkerRow,
     WorkersLoaded,
 )
@@ -79,7 +81,7 @@ async def worker_rows(log: WorkerLog) -> tuple[WorkerRow, ...]:
             WorkerRow(
                 task_id=task.task_id,
                 status=task.status,
-                created=task.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+                created=task.created_at.astimezone().strftime(WORKER_TIME),
                 duration=task.duration,
                 exit_code=task.exit_code,
                 channel_id=task.channel_id,
@@ -110,6 +112,7 @@ class EffectRunner:
         self._turns: set[asyncio.Task[Any]] = set()
         self.worker_log: WorkerLog | None = None
         """Where the dashboard reads worker tasks (set by :func:`~openpista.tui.app.run_tui`)."""
+        self._following: asyncio.Task[None] | None = None
 
     async def run(self, effect: Effect) -> None:
         """Run ``effect``; a failure becomes a :class:`Failed` action, never a crash."""
@@ -216,10 +219,32 @@ class EffectRunner:
         return HomeLoaded(rows, model_info(self.runtime, self.gateway), spend)
 
     async def load_workers(self) -> Action:
-        """The newest worker tasks with their log lines, for the dashboard."""
+        """The newest worker tasks with their log lines, for the dashboard; from then on
+        each event of this process's worker feed is dispatched as it happens."""
         if self.worker_log is None:
             return Failed("the worker history is not available here")
+        if self._following is None:  # subscribed before the read: no event falls between
+            from openpista.worker_service import worker_feed
+
+            queue = worker_feed().subscribe()
+            self._following = asyncio.get_running_loop().create_task(self._follow(queue))
         return WorkersLoaded(await worker_rows(self.worker_log))
+
+    async def close(self) -> None:
+        """Stop following the worker feed."""
+        following, self._following = self._following, None
+        if following is not None:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+
+    async def _follow(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        from openpista.worker_service import worker_feed
+
+        try:
+            while True:
+                self.dispatch(WorkerEventReceived(await queue.get()))
+        finally:
+            worker_feed().unsubscribe(queue)
 
     async def open_session(self, session_id: str | None, notice: str = "") -> SessionOpened:
         """Open ``session_id`` (a new id when ``None``) and load its stored messages.

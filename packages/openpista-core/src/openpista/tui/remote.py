@@ -41,6 +41,7 @@ from openpista.tui.state import (
     SessionOpened,
     SessionRow,
     TurnsCancelled,
+    WorkerEventReceived,
     WorkerRow,
     WorkersLoaded,
 )
@@ -122,8 +123,8 @@ class RemoteEffects:
                 return Failed(f"login did not complete (exit status {code}); try /login again")
             reloaded = await self.connection.request({"type": "reload"})
             return ModelChanged(_model(reloaded["model"]))
-        if isinstance(effect, LoadWorkers):
-            rows = await self.connection.request({"type": "workers"})
+        if isinstance(effect, LoadWorkers):  # and follow the daemon's worker feed
+            rows = await self.connection.request({"type": "workers", "follow": True})
             return WorkersLoaded(tuple(_worker(row) for row in rows))
         if isinstance(effect, Exit):
             self.exit_app()
@@ -193,13 +194,17 @@ class RemoteEffects:
             self._session = None
 
     def _received(self, frame: Frame | None) -> None:
-        """A frame of the running turn (``None``: the daemon has gone)."""
+        """A frame of the running turn or of the worker feed (``None``: the daemon has
+        gone)."""
         if frame is None:
             self._end_turn(DAEMON_GONE)
         elif frame["type"] == "cancelled":
             self._answered.set()
         elif frame["type"] == "error":  # the turn did not start
             self._end_turn(str(frame.get("message")))
+        elif frame["type"] == "worker_event":
+            if isinstance(event := frame.get("event"), dict):
+                self.dispatch(WorkerEventReceived(event))
         elif frame["type"] == "outbound":
             try:
                 message = _OUTBOUND.validate_python(frame.get("message"))

@@ -10,7 +10,7 @@ terminal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from openpista.models import Message, Outbound
 
@@ -42,6 +42,8 @@ WORKER_SECTIONS = (
     ("Failed", ("failed", "ended")),
 )
 """The worker dashboard's sections, in screen order, and the task statuses of each."""
+WORKER_TIME = "%Y-%m-%d %H:%M:%S"
+"""How a worker row's ``created`` is written (local time)."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,14 @@ class WorkersLoaded:
 
 
 @dataclass(frozen=True)
+class WorkerEventReceived:
+    """One event of the live worker feed (:func:`openpista.worker_service.worker_feed`, in
+    this process or the daemon's): the dashboard's rows follow it without reading again."""
+
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class LeaveWorkers:
     """Escape (or ``q``) on the dashboard: back where it was opened from."""
 
@@ -269,6 +279,7 @@ Action = (
     | TurnsCancelled
     | ShowWorkers
     | WorkersLoaded
+    | WorkerEventReceived
     | LeaveWorkers
 )
 

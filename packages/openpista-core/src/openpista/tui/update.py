@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import datetime
 from functools import singledispatch
+from typing import Any
 
 from openpista.models import (
     Answer,
@@ -17,6 +19,7 @@ from openpista.models import (
     ToolResult,
 )
 from openpista.tui.state import (
+    WORKER_TIME,
     Action,
     CancelTurns,
     CommandAnswered,
@@ -49,6 +52,8 @@ from openpista.tui.state import (
     State,
     Submit,
     TurnsCancelled,
+    WorkerEventReceived,
+    WorkerRow,
     WorkersLoaded,
 )
 
@@ -223,6 +228,62 @@ def _(action: TurnsCancelled, state: State) -> Result:
 @_update.register
 def _(action: ShowWorkers, state: State) -> Result:
     return _show_workers(state)
+
+
+@_update.register
+def _(action: WorkerEventReceived, state: State) -> Result:
+    return _update(WorkersLoaded(followed(state.workers, action.event)), state)
+
+
+def followed(rows: tuple[WorkerRow, ...], event: dict[str, Any]) -> tuple[WorkerRow, ...]:
+    """``rows`` after one event of the worker feed: a ``created`` task comes first, a
+    report moves its row on (status, percent, log lines, exit code, duration)."""
+    task_id, kind = event.get("task_id"), event.get("event")
+    if not isinstance(task_id, str):
+        return rows
+    at = _local_time(event.get("at"))
+    row = next((r for r in rows if r.task_id == task_id), None)
+    if row is None:
+        if kind == "ended":
+            return rows
+        created = at.strftime(WORKER_TIME) if at else ""
+        row = WorkerRow(task_id, "created", created, channel_id=str(event.get("channel_id", "")))
+        rows = (row, *rows)
+    lines = event.get("log")
+    logs = tuple(str(line) for line in lines) if isinstance(lines, list) else ()
+    percent = event.get("percent")
+    moved = replace(
+        row,
+        logs=row.logs + logs,
+        percent=percent if isinstance(percent, int | float) else row.percent,
+    )
+    if kind in ("started", "progress") and row.status == "created":
+        moved = replace(moved, status="running")
+    elif kind in ("finished", "failed") or (kind == "ended" and row.section == 0):
+        exit_code = event.get("exit_code")
+        moved = replace(
+            moved,
+            status=str(kind),
+            exit_code=exit_code if isinstance(exit_code, int) else row.exit_code,
+            duration=_seconds_since(row.created, at),
+        )
+    return tuple(moved if r.task_id == task_id else r for r in rows)
+
+
+def _local_time(value: object) -> datetime | None:
+    """An ISO-8601 time as a naive local time (as the dashboard's rows show it)."""
+    try:
+        return datetime.fromisoformat(str(value)).astimezone().replace(tzinfo=None)
+    except ValueError:
+        return None
+
+
+def _seconds_since(created: str, at: datetime | None) -> float | None:
+    try:
+        start = datetime.strptime(created, WORKER_TIME)
+    except ValueError:
+        return None
+    return None if at is None else max(0.0, (at - start).total_seconds())
 
 
 @_update.register
