@@ -180,7 +180,7 @@ def embed(state: CliState) -> None:
 
     async def work(store: MemoryStore) -> tuple[str, int]:
         indexer = store.embeddings
-        assert indexer is not None, "_with_semantic_store(required=True) fails without it"
+        assert indexer is not None, "_with_semantic_store(required=True) fails without it"  # noqa: S101  an invariant for mypy
         try:
             return indexer.embedder.model, await indexer.index(shown)
         except ProviderError as exc:
