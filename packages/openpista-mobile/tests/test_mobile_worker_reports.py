@@ -78,6 +78,9 @@ async def test_an_original_worker_report_is_stored_before_its_ack_and_once(
             await worker.report("wrong-token", WorkerReport(task_id=grant.task_id, output="x"))
         assert refused.value.code == ErrorCode.WORKER_REFUSED
         assert refused.value.message == "unknown_task: unknown task or wrong credential"
+        with pytest.raises(MobileError) as hostile:
+            await worker.report(grant.token, WorkerReport(task_id="../../etc", output="x"))
+        assert hostile.value.message.startswith("invalid: invalid report: task_id"), hostile
         report = WorkerReport(task_id=grant.task_id, output="42 files", exit_code=0)
         await worker.report(grant.token, report)
         # Stored when acknowledged: no write is left to wait for.
