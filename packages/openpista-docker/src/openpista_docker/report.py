@@ -9,7 +9,9 @@ library, so any image with ``python3`` can use it::
     python3 /run/openpista/report --file /out/chart.png "chart attached"
 
 It reads ``OPENPISTA_TASK_ID``, ``OPENPISTA_TASK_TOKEN`` and ``OPENPISTA_REPORT_SOCKET`` from
-the environment, POSTs the report to the unix socket and exits 0 when it was accepted.
+the environment, POSTs the report to the unix socket (the task's final report, ``report_id``
+``final``), prints the ACK and exits 0 when it is stored (``accepted``, or ``duplicate`` for
+a resend), 1 otherwise (a NACK, or 503: nothing stored, run it again).
 """
 
 import argparse
@@ -34,7 +36,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def main(argv: "list[str] | None" = None) -> int:
-    """Parse the command line, send the report, print the answer; 0 when accepted."""
+    """Parse the command line, send the report, print the ACK; 0 when it is stored."""
     parser = argparse.ArgumentParser(description="Report this task's result to openpista.")
     parser.add_argument("output", help="the result text, or - to read it from stdin")
     parser.add_argument("--status", choices=("ok", "error"), default="ok")
