@@ -12,8 +12,9 @@ import asyncpg
 import pytest
 
 from openpista.cluster import ClusterMember, cluster_dsn
+from openpista.cluster_approvals import ClusterApprovals
 from openpista.cluster_handover import Handover
-from openpista.config import ClusterSettings, DatabaseSettings, Settings
+from openpista.config import ClusterSettings, DatabaseSettings, PolicySettings, Settings
 from openpista.gateway.gateway import Gateway
 from openpista.models import Answer
 from openpista_testing.adapters import LoopbackAdapter
@@ -52,7 +53,7 @@ async def replicas(
 ) -> AsyncIterator[Start]:
     members: list[ClusterMember] = []
 
-    async def start(name: str, *, http: bool = False) -> Replica:
+    async def start(name: str, *, http: bool = False, approvals: bool = False) -> Replica:
         settings: Settings = emulator_settings(answering, tmp_path / name)
         settings.database = DatabaseSettings(url=fresh_postgres_url)
         settings.cluster = ClusterSettings(enabled=True, replica_id=name, heartbeat=0.05)
@@ -60,9 +61,14 @@ async def replicas(
         members.append(member)
         adapter = LoopbackAdapter("chat:")
         adapter.replies_anywhere = http
-        gateway = await gateways.start(settings, adapter, approvals=False)
+        settings.policy = PolicySettings(remote="ask", approval_timeout=30)
+        gateway = await gateways.start(settings, adapter, approvals=approvals)
         gateway.router.leases = member
         gateway.handover = await Handover.start(member, gateway, 8)
+        if gateway.approvals is not None:
+            elsewhere = ClusterApprovals(member, gateway.handover.pool, gateway.approvals)
+            await elsewhere.start()
+            gateway.approvals_elsewhere = elsewhere
         return gateway, member, adapter
 
     yield start
@@ -138,3 +144,28 @@ async def test_a_message_left_by_a_stopped_replica_is_answered_by_another(
     await until(lambda: _false(stored_events(fresh_postgres_url)), "the message is deleted")
     assert a_chat.texts("bob") == ["answer to still there?"]  # once
     assert b_chat.texts("bob") == []
+
+
+async def test_an_approval_asked_on_one_replica_is_answered_on_another(
+    replicas: Start, answering: LlmEmulator, tmp_path: Path
+) -> None:
+    (a, _, a_chat), (b, _, b_chat) = (
+        await replicas("a", approvals=True),
+        await replicas("b", approvals=True),
+    )
+    marker = tmp_path / "approved"
+    answering.reply_tool_calls([("system_run", {"command": f"touch {marker}"})])
+    await a_chat.say("alice", "make the file")
+    prompt = await a_chat.prompt("alice")  # the turn runs on a, and waits
+    request = prompt.request.id
+    assert b.approval_pending("chat:alice", request)  # not asked on b: may wait elsewhere
+    await b_chat.say("alice", f"/approve {request}")  # the button press reaches b
+    reply = await b_chat.answer("alice")
+    assert (reply.text, reply.is_error) == (f"✅ approved system.run ({request})", False)
+    await a_chat.answer("alice")  # a's turn went on
+    assert marker.exists()
+    assert not a.approval_pending("chat:alice", request)
+    await b_chat.say("alice", f"/approve {request}")  # again: nobody has it any more
+    again = await b_chat.answer("alice")
+    assert again.is_error
+    assert again.text.startswith(f"❌ no approval request '{request}' is waiting here")

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from openpista.channels import ChatCommand, CommandCall, CommandReply
+from openpista.cluster_approvals import resolves
 from openpista.memory import MemoryStoreError
 from openpista.models import error_text
 
@@ -176,6 +177,12 @@ class ChatCommands:
     async def _approval(self, call: CommandCall) -> CommandReply:
         broker = self.gateway.approvals
         typed = f"/{call.name} {call.argument}".strip()
-        reply = broker.answer(call.channel_id, typed) if broker is not None else None
+        elsewhere = self.gateway.approvals_elsewhere
+        reply = None
+        if broker is not None and elsewhere is not None:  # cluster: here, else on its replica
+            reply = resolves(broker, call.channel_id, typed)
+            reply = reply or await elsewhere.answer(call.channel_id, typed)
+        if reply is None and broker is not None:
+            reply = broker.answer(call.channel_id, typed)
         text = reply or NOTHING_WAITS
         return CommandReply(text, is_error=text.startswith("❌"))

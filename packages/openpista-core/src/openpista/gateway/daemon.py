@@ -232,12 +232,15 @@ async def _serve(
         broker = ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
         gateway = Gateway(runtime, [*adapters, control], approvals=broker)
         if cluster is not None:
+            from openpista.cluster_approvals import ClusterApprovals
             from openpista.cluster_handover import Handover
 
             gateway.router.leases = cluster
             runtime.context.leadership = cluster
             slots = settings.gateway.max_concurrent_turns
             gateway.handover = await Handover.start(cluster, gateway, slots)
+            gateway.approvals_elsewhere = ClusterApprovals(cluster, gateway.handover.pool, broker)
+            await gateway.approvals_elsewhere.start()
         started = pid_file.acquire([a.name for a in adapters])
         try:
             leads = None if cluster is None else (lambda: cluster.leads)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ from openpista.providers.base import TextDelta, warm_up
 
 if TYPE_CHECKING:
     from openpista.agent import Agent, ToolGuard
+    from openpista.cluster_approvals import ClusterApprovals
     from openpista.cluster_handover import Handover
     from openpista.gateway.approvals import ApprovalBroker
     from openpista.runtime import Runtime
@@ -74,6 +76,9 @@ def channel_problem(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {text}"
 
+
+_PROMPTED_KEPT = 10_000
+"""Approval ids asked here that :meth:`Gateway.approval_pending` remembers (cluster mode)."""
 
 Choice = tuple[str | None, str | None]
 """``(provider, model)`` as asked for; ``None`` is the ``[agent]`` default."""
@@ -113,6 +118,9 @@ class Gateway:
         self.recorder.watch(self)
         self.handover: Handover | None = None
         """Cluster mode: turns are stored and run by the replica leasing the session."""
+        self.approvals_elsewhere: ClusterApprovals | None = None
+        """Cluster mode: approvals waiting on other replicas, answered from here."""
+        self._prompted: OrderedDict[str, None] = OrderedDict()  # approval ids asked here
 
     # -- model ----------------------------------------------------------------------------
 
@@ -287,8 +295,13 @@ class Gateway:
         return await self.commands.run(channel_id, session_id, text)
 
     def approval_pending(self, channel_id: str, request_id: str) -> bool:
-        """Whether approval request ``request_id`` still waits for an answer there."""
-        return self.approvals is not None and self.approvals.is_pending(channel_id, request_id)
+        """Whether approval request ``request_id`` still waits for an answer there (in
+        cluster mode, one not asked here may: it is answered on its replica)."""
+        if self.approvals is None:
+            return False
+        if self.approvals.is_pending(channel_id, request_id):
+            return True
+        return self.approvals_elsewhere is not None and request_id.lower() not in self._prompted
 
     def metrics(self, accept: str) -> tuple[bytes, str] | None:
         """The recorder's metrics as ``accept`` asks (``None``: metrics off)."""
@@ -437,6 +450,9 @@ class Gateway:
             return None
 
         async def deliver(prompt: ApprovalPrompt) -> None:
+            self._prompted[prompt.request.id] = None
+            while len(self._prompted) > _PROMPTED_KEPT:
+                self._prompted.popitem(last=False)
             await send(prompt.model_copy(update={"request_id": request_id}))
 
         tools = self.runtime.toolbox.tools
