@@ -145,7 +145,7 @@ async def test_another_persons_similar_message_is_never_returned(semantic: Memor
     chat = SearchScope(channel_id="chat-garden")
     assert set(await _sessions(semantic, "postgres autovacuum", chat)) <= {"garden"}
     one = SearchScope(session_id="tuning")
-    assert await _sessions(semantic, "bob vault postgres", one) == ["tuning"]
+    assert await _sessions(semantic, "bob postgres autovacuum", one) == ["tuning"]
     nobody = SearchScope(person="test:mallory")
     assert await _sessions(semantic, "postgres autovacuum vault tomatoes", nobody) == []
 

@@ -3,7 +3,7 @@
 :func:`hashed_embedding` is no language model. A text's features are its words (letters
 and digits, case folded) and each word's character trigrams (``"<vacuum>"`` gives
 ``<va``, ``vac``, …, ``um>``); every feature adds ±1 to one of ``dimensions`` coordinates
-chosen by a hash of it (the sign too), and the sum is L2-normalised. So two
+chosen by its CRC-32 (the sign by the top bit), and the sum is L2-normalised. So two
 texts are similar exactly when they share words or parts of words ("vacuuming" is near
 "vacuum", "db" is not near "database"): enough to test that vector search finds what
 all-words full-text search misses, honestly and the same on every run.
@@ -12,10 +12,10 @@ all-words full-text search misses, honestly and the same on every run.
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import re
 import struct
+import zlib
 from typing import Any
 
 DEFAULT_DIMENSIONS = 256
@@ -31,9 +31,8 @@ def hashed_embedding(text: str, dimensions: int = DEFAULT_DIMENSIONS) -> list[fl
     for word in _WORD.findall(text.casefold()):
         marked = f"<{word}>"
         for feature in [word, *(marked[i : i + 3] for i in range(len(marked) - 2))]:
-            digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
-            number = int.from_bytes(digest, "little")
-            vector[number % dimensions] += 1.0 if number >> 63 else -1.0
+            number = zlib.crc32(feature.encode())
+            vector[number % dimensions] += 1.0 if number >> 31 else -1.0
     length = math.sqrt(sum(x * x for x in vector))
     return [x / length for x in vector] if length else vector
 

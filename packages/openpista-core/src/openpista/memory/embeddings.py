@@ -14,7 +14,8 @@ the same on both databases (:data:`VECTOR_BACKEND`).
 from __future__ import annotations
 
 import math
-import struct
+import sys
+from array import array
 from collections.abc import Sequence
 from operator import mul
 from typing import Any, Protocol
@@ -75,14 +76,13 @@ class StoredVector(TypeDecorator[list[float]]):
     def process_bind_param(self, value: list[float] | None, dialect: Dialect) -> Any:
         if value is None or dialect.name == "postgresql":
             return value
-        return struct.pack(f"<{len(value)}f", *value)
+        packed = array("f", value)
+        if sys.byteorder == "big":
+            packed.byteswap()
+        return packed.tobytes()
 
     def process_result_value(self, value: Any, dialect: Dialect) -> list[float] | None:
-        if value is None:
-            return None
-        if dialect.name == "postgresql":
-            return [float(x) for x in value]
-        return list(struct.unpack(f"<{len(value) // 4}f", value))
+        return None if value is None else list(_floats(value))
 
 
 class MessageEmbeddingRow(Base):
@@ -184,15 +184,28 @@ def nearest_messages(
         "SELECT e.message_id, e.vector FROM message_embeddings AS e "  # noqa: S608  only constant SQL fragments; values are bound parameters
         "JOIN messages AS m ON m.id = e.message_id "
         f"WHERE e.model = :model{where} ORDER BY e.message_id DESC LIMIT :scanned"
-    ).columns(vector=StoredVector())
-    scored = [
-        (int(row.message_id), math.fsum(map(mul, query, row.vector)))
-        for row in conn.execute(statement, params)
-        if len(row.vector) == len(query)
-    ]
-    scored = [hit for hit in scored if hit[1] >= min_similarity]
+    )
+    scored = []
+    for message_id, stored in conn.execute(statement, params):
+        vector = _floats(stored)
+        if len(vector) == len(query):
+            similarity = math.fsum(map(mul, query, vector))
+            if similarity >= min_similarity:
+                scored.append((int(message_id), similarity))
     scored.sort(key=lambda hit: (-hit[1], -hit[0]))
     return scored[:limit]
+
+
+def _floats(stored: Any) -> Sequence[float]:
+    """A stored vector as numbers: SQLite's BLOB of little-endian float32 (read in C, the
+    scan's hot path), PostgreSQL's ``real[]`` as the driver returns it."""
+    if not isinstance(stored, bytes | memoryview):
+        return [float(x) for x in stored]
+    numbers = array("f")
+    numbers.frombytes(bytes(stored)[: len(stored) // 4 * 4])
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    return numbers
 
 
 def _kind(value: object) -> str:
