@@ -169,3 +169,20 @@ async def test_an_approval_asked_on_one_replica_is_answered_on_another(
     again = await b_chat.answer("alice")
     assert again.is_error
     assert again.text.startswith(f"❌ no approval request '{request}' is waiting here")
+
+
+async def test_a_model_chosen_on_one_replica_answers_the_session_on_every_replica(
+    replicas: Start, answering: LlmEmulator
+) -> None:
+    (_, _, a_chat), (_, _, b_chat) = await replicas("a"), await replicas("b")
+    await b_chat.say("alice", "/model openai/gpt-chosen")
+    assert (await b_chat.answer("alice")).text == "model: openai/gpt-chosen (this session)"
+    await a_chat.say("alice", "/model")
+    assert (await a_chat.answer("alice")).text.startswith("model: openai/gpt-chosen\n")
+    await a_chat.say("alice", "hello")  # run on a
+    assert (await a_chat.answer("alice")).text == "answer to hello"
+    [request] = [r.json for r in answering.requests if r.path.endswith("/chat/completions")]
+    assert request["model"] == "gpt-chosen"
+    await a_chat.say("bob", "hello")  # another session: the default
+    await a_chat.answer("bob")
+    assert answering.requests[-1].json["model"] != "gpt-chosen"

@@ -79,6 +79,11 @@ class Turns(Protocol):
     async def deliver(self, message: Outbound) -> None:
         """Send ``message`` to the adapter of its channel on this replica."""
 
+    def set_session_model(
+        self, session_id: str, provider: str | None, model: str | None
+    ) -> tuple[str, str]:
+        """Answer ``session_id`` with ``provider``/``model`` (``/model``; raises if unusable)."""
+
 
 @dataclass(frozen=True)
 class _Stored:
@@ -245,6 +250,7 @@ class Handover:
                 await self._publish(reply_to, stored.id, message)
 
         async with self._slots:
+            await self.load_model(session_id)
             answer = await self.turns.run_turn(stored.event, session_id, send)
         # Answered: a lease lost now must not run it again.
         await asyncio.shield(self._done(stored.id, answer))
@@ -254,6 +260,31 @@ class Handover:
         waiter = self._waiting.get(stored)
         if waiter is not None and answer is not None and not waiter.done():
             waiter.set_result(answer)
+
+    # -- /model ----------------------------------------------------------------------------
+
+    async def store_model(self, session_id: str, provider: str | None, model: str | None) -> None:
+        """Keep ``session_id``'s ``/model`` choice for every replica."""
+        await self.pool.execute(
+            "INSERT INTO cluster_session_models (session_id, provider, model) VALUES ($1, $2, $3) "
+            "ON CONFLICT (session_id) DO UPDATE SET provider = $2, model = $3, changed_at = now()",
+            session_id,
+            provider,
+            model,
+        )
+
+    async def load_model(self, session_id: str) -> None:
+        """Answer ``session_id`` with the model chosen for it on any replica, if any."""
+        row = await self.pool.fetchrow(
+            "SELECT provider, model FROM cluster_session_models WHERE session_id = $1",
+            session_id,
+        )
+        if row is None:
+            return
+        try:
+            self.turns.set_session_model(session_id, row["provider"], row["model"])
+        except Exception as exc:  # configured on another replica only: the default answers
+            log.warning("❌ session %s: its model cannot be used here: %s", session_id, exc)
 
     async def _sweep(self) -> None:
         while True:

@@ -105,6 +105,8 @@ class ChatCommands:
 
     async def _model(self, call: CommandCall) -> CommandReply:
         gateway, argument = self.gateway, call.argument
+        if gateway.handover is not None:  # cluster: chosen on any replica
+            await gateway.handover.load_model(call.session_id)
         try:
             current, current_model = gateway.model_of(call.session_id)
         except Exception as exc:  # no provider configured: say why
@@ -122,6 +124,8 @@ class ChatCommands:
             now_provider, now_model = gateway.set_session_model(
                 call.session_id, provider or None, model or None
             )
+            if gateway.handover is not None:
+                await gateway.handover.store_model(call.session_id, provider or None, model or None)
         except Exception as exc:
             return reply_error(f"cannot switch to {argument}: {exc}")
         return CommandReply(f"model: {now_provider}/{now_model} (this session)")
