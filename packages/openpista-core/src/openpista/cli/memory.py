@@ -132,7 +132,7 @@ def _edit_in_editor(text: str) -> str | None:
         path.write_text(text, encoding="utf-8")
         try:
             # The user's own editor setting, run as they would run it themselves.
-            status = subprocess.call([*shlex.split(command), str(path)])  # noqa: S603
+            status = subprocess.call([*shlex.split(command), str(path)])  # noqa: S603  own editor
         except (OSError, ValueError) as exc:
             fail(f"cannot run the editor {command!r}: {exc}")
         if status != 0:
