@@ -53,7 +53,9 @@ async def replicas(
 ) -> AsyncIterator[Start]:
     members: list[ClusterMember] = []
 
-    async def start(name: str, *, http: bool = False, approvals: bool = False) -> Replica:
+    async def start(
+        name: str, *, http: bool = False, approvals: bool = False, handover: bool = True
+    ) -> Replica:
         settings: Settings = emulator_settings(answering, tmp_path / name)
         settings.database = DatabaseSettings(url=fresh_postgres_url)
         settings.cluster = ClusterSettings(enabled=True, replica_id=name, heartbeat=0.05)
@@ -64,6 +66,8 @@ async def replicas(
         settings.policy = PolicySettings(remote="ask", approval_timeout=30)
         gateway = await gateways.start(settings, adapter, approvals=approvals)
         gateway.router.leases = member
+        if not handover:  # turns wait for the lease (a message with files saved here)
+            return gateway, member, adapter
         gateway.handover = await Handover.start(member, gateway, 8)
         if gateway.approvals is not None:
             elsewhere = ClusterApprovals(member, gateway.handover.pool, gateway.approvals)
@@ -186,3 +190,29 @@ async def test_a_model_chosen_on_one_replica_answers_the_session_on_every_replic
     await a_chat.say("bob", "hello")  # another session: the default
     await a_chat.answer("bob")
     assert answering.requests[-1].json["model"] != "gpt-chosen"
+
+
+async def test_a_turn_whose_lease_is_lost_is_answered_with_one_error(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str
+) -> None:
+    a, member, chat = await replicas("a", handover=False)
+    answering.reply_text("too late", delay=20)
+    await chat.say("alice", "slow")
+    session = await a.session_for("chat:alice")
+    await until(lambda: _holds(member, session), "the turn holds its lease")
+    admin = await asyncpg.connect(member.dsn)
+    try:  # what a partition looks like once the server gives up on the replica
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'openpista replica a'"
+        )
+    finally:
+        await admin.close()
+    answer = await chat.answer("alice")
+    assert answer.is_error
+    assert answer.text.startswith("❌ this answer was cancelled: this openpista replica lost")
+    assert chat.texts("alice") == [answer.text]  # once, and not "too late"
+
+
+async def _holds(member: ClusterMember, session: str) -> bool:
+    return session in member._holders

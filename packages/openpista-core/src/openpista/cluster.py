@@ -61,6 +61,8 @@ QUERY_TIMEOUT = 10.0
 RETRY_AFTER = 0.25
 """Seconds between attempts to take a session leased elsewhere when no release is announced
 (its holder died: PostgreSQL dropped the lease, nobody said so)."""
+LEASE_LOST = "openpista: the session's lease is lost"
+"""The message of the cancellation of a turn whose lease was lost (the gateway says so)."""
 RELEASED = "openpista_leases"
 """The ``LISTEN/NOTIFY`` channel where a replica announces a session lease it gave back
 (payload: the md5 of the session id's bytes), so that a waiting replica asks again at once."""
@@ -370,7 +372,7 @@ class ClusterMember:
         holders, self._holders = self._holders, {}
         for session_id, turn in holders.items():
             log.error("❌ the turn of session %s is cancelled: its lease is lost", session_id)
-            turn.cancel()
+            turn.cancel(LEASE_LOST)
 
 
 @dataclass(frozen=True)

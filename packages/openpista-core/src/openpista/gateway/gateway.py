@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from openpista.agent import AgentEvent, ToolFinished, ToolStarted
 from openpista.channels import ChannelAdapter, ChatCommand, CommandReply, GatewayClosedError
+from openpista.cluster import LEASE_LOST
 from openpista.config import ConfigError
 from openpista.gateway.commands import ChatCommands
 from openpista.gateway.router import ChannelRouter, TurnTicket
@@ -63,6 +64,10 @@ log = logging.getLogger(__name__)
 STOPPING_NOTICE = (
     f"{ERROR_PREFIX}openpista is restarting or stopping and did not take this message; "
     "send it again in a moment."
+)
+LEASE_LOST_NOTICE = (
+    f"{ERROR_PREFIX}this answer was cancelled: this openpista replica lost its database "
+    "connection, and with it this chat's turn. Send your message again."
 )
 CANCELLED_NOTICE = (
     f"{ERROR_PREFIX}openpista is restarting or stopping: this answer was cancelled at the "
@@ -366,6 +371,16 @@ class Gateway:
         try:
             with self.recorder.tracing.span("openpista.turn", described):
                 return await self._handle(event, ticket)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if LEASE_LOST not in exc.args or task is None or task.cancelling() > 1:
+                raise
+            task.uncancel()  # the cluster stopped this turn, not its caller: say so
+            answer = Answer.error(
+                LEASE_LOST_NOTICE, channel_id=event.channel_id, request_id=_request_id(event)
+            )
+            await self.deliver(answer)
+            return answer
         finally:
             ticket.pass_on()
 
