@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import pytest
 from pydantic import Field, SecretStr, model_validator
 
 from openpista import ConfigError, PluginSettings, hookimpl
 from openpista.config import Settings
+from openpista.plugin_context import PluginContext
 from openpista.plugins import PluginHost
-from openpista.runtime import check_settings
+from openpista.runtime import channel_factories, check_settings
+from openpista_testing.adapters import LoopbackAdapter
 
 
 class PigeonSettings(PluginSettings):
@@ -127,3 +129,74 @@ def test_openpista_plugins_checks_registered_tables_and_reports_a_twin() -> None
     assert host.reports["twin"].errors == [
         "settings [channels.pigeon] are already registered by pigeon"
     ]
+
+
+class PigeonChannel:
+    """Registers the pigeon settings and a channel factory that records what it is handed."""
+
+    def __init__(self) -> None:
+        self.handed: list[object] = []
+
+    @hookimpl
+    def register_settings(self, register: Callable[[type[PluginSettings]], None]) -> None:
+        register(PigeonSettings)
+
+    @hookimpl
+    def register_channels(self, register: Callable[[str, Any], None]) -> None:
+        def factory(options: object, config: Settings) -> Any:
+            self.handed.append(options)
+            return LoopbackAdapter("pigeon:")
+
+        register("pigeon", factory)
+
+
+def test_a_channel_factory_is_handed_its_table_validated_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PIGEON_TOKEN", "from-env")
+    plugin = PigeonChannel()
+    host = PluginHost.load(builtins=False, entry_points=False)
+    host.add("pigeon", plugin)
+    config = Settings.model_validate({"channels": {"pigeon": {"enabled": True, "port": 9}}})
+    context = PluginContext(config)
+    check_settings(host, config, context)
+    factory = channel_factories(host, context)["pigeon"]
+    factory(config.channels["pigeon"], config)
+    factory(config.channels["pigeon"], config)
+    first, second = plugin.handed
+    assert isinstance(first, PigeonSettings)
+    assert first is second is context.settings(PigeonSettings)  # validated once
+    assert first.port == 9
+    assert first.token is not None
+    assert first.token.get_secret_value() == "from-env"  # the declared override
+
+
+def test_an_invalid_channel_table_raises_the_one_error_and_never_reaches_the_factory() -> None:
+    plugin = PigeonChannel()
+    host = PluginHost.load(builtins=False, entry_points=False)
+    host.add("pigeon", plugin)
+    config = Settings.model_validate({"channels": {"pigeon": {"enabled": True, "colour": 1}}})
+    context = PluginContext(config)
+    check_settings(host, config, context)
+    expected = "[channels.pigeon] colour: unknown option; see config.example.toml"
+    assert host.reports["pigeon"].errors == [expected]
+    factory = channel_factories(host, context)["pigeon"]
+    for _ in range(2):  # the same error each time, from one validation
+        with pytest.raises(ConfigError, match=r"^\[channels\.pigeon\] colour: unknown option"):
+            factory(config.channels["pigeon"], config)
+    assert plugin.handed == []
+
+
+def test_a_channel_without_a_settings_model_gets_its_raw_table() -> None:
+    class Bare:
+        handed: ClassVar[list[object]] = []
+
+        @hookimpl
+        def register_channels(self, register: Callable[[str, Any], None]) -> None:
+            register("bare", lambda options, config: Bare.handed.append(options))
+
+    host = PluginHost.load(builtins=False, entry_points=False)
+    host.add("bare", Bare())
+    config = Settings.model_validate({"channels": {"bare": {"enabled": True, "x": 1}}})
+    channel_factories(host, PluginContext(config))["bare"](config.channels["bare"], config)
+    assert Bare.handed == [{"enabled": True, "x": 1}]

@@ -231,4 +231,4 @@ def test_tokens_as_a_list_and_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert settings.token_table()["default"] == "z" * 20
     monkeypatch.delenv("OPENPISTA_MOBILE_TOKEN")
     with pytest.raises(ConfigError, match="no device may connect"):
-        create_mobile_adapter({"enabled": True}, None)  # type: ignore[arg-type]
+        create_mobile_adapter(MobileSettings.from_table({"enabled": True}), None)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from openpista_testing.contracts import ChannelContract
 from openpista_web.adapter import WebAdapter
 from openpista_web.auth import token_file
 from openpista_web.plugin import create_web_adapter
+from openpista_web.settings import WebSettings
 from openpista_web.testing import greeted, next_frame, open_socket
 
 TOKEN = "contract-token-8Rt2"
@@ -28,7 +29,9 @@ class TestWebChannelContract(ChannelContract):
         self.shown: list[str] = []
 
     async def make_adapter(self) -> ChannelAdapter:
-        return create_web_adapter({"enabled": True, "port": 0, "token": TOKEN}, Settings())
+        return create_web_adapter(
+            WebSettings.from_table({"enabled": True, "port": 0, "token": TOKEN}), Settings()
+        )
 
     async def deliver(self, adapter: ChannelAdapter, text: str) -> None:
         assert isinstance(adapter, WebAdapter)
@@ -54,7 +57,7 @@ class TestWebChannelContract(ChannelContract):
 
 
 def test_factory_generates_a_token_when_none_is_configured(web_home: Path) -> None:
-    adapter = create_web_adapter({"enabled": True}, Settings())
+    adapter = create_web_adapter(WebSettings.from_table({"enabled": True}), Settings())
     assert isinstance(adapter, WebAdapter)
     assert token_file().read_text().strip()
     assert adapter.settings.port == 8765
@@ -63,7 +66,7 @@ def test_factory_generates_a_token_when_none_is_configured(web_home: Path) -> No
 def test_factory_reads_the_environment(web_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENPISTA_WEB_PORT", "9100")
     monkeypatch.setenv("OPENPISTA_WEB_TOKEN", "env-token")
-    adapter = create_web_adapter({"enabled": True}, Settings())
+    adapter = create_web_adapter(WebSettings.from_table({"enabled": True}), Settings())
     assert isinstance(adapter, WebAdapter)
     assert adapter.settings.port == 9100
     assert not token_file().exists()

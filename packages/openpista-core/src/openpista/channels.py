@@ -186,5 +186,8 @@ class ChannelAdapter(ABC):
         """Release everything :meth:`start` opened; the default has nothing to release."""
 
 
-ChannelFactory = Callable[[dict[str, Any], "Settings"], ChannelAdapter]
-"""Builds an adapter from its ``[channels.<name>]`` table and the whole configuration."""
+ChannelFactory = Callable[[Any, "Settings"], ChannelAdapter]
+"""Builds an adapter from its options and the whole configuration. The options are the
+plugin's settings model of ``[channels.<name>]`` (registered with ``register_settings``),
+validated once by core, env overrides applied; a channel without one gets the raw table
+(a ``dict``)."""

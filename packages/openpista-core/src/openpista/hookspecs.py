@@ -60,8 +60,10 @@ def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
 
     Call ``register(PigeonSettings)`` for each :class:`~openpista.PluginSettings` subclass
     (its ``section`` names the table, its ``env`` the environment variables overriding
-    options). ``openpista plugins`` validates every registered table and lists what is
-    wrong; a section two plugins register is reported against the later one.
+    options). Core validates each table once per runtime: read it with
+    ``context.settings(PigeonSettings)`` in your hooks; a channel factory is handed it.
+    ``openpista plugins`` lists what is wrong; a section two plugins register is reported
+    against the later one.
     """
 
 
@@ -86,8 +88,10 @@ def register_channels(
     """Offer channel adapters to the gateway.
 
     Call ``register(name, factory)``; the gateway builds the adapter with
-    ``factory(config.channels[name], config)`` when ``[channels.<name>]`` has
-    ``enabled = true``. See :class:`openpista.channels.ChannelAdapter` for the contract.
+    ``factory(options, config)`` when ``[channels.<name>]`` has ``enabled = true``:
+    ``options`` is your settings model of that table (``register_settings``), validated
+    once by core, else the raw table. See :class:`openpista.channels.ChannelAdapter` for
+    the contract.
     A name another plugin registered first is reported by ``openpista plugins`` and left out.
     """
 

@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
-    from openpista.config import PolicyRule, PolicySettings, Settings
+    from openpista.config import ConfigError, PolicyRule, PolicySettings, Settings
     from openpista.memory import MemoryStore
     from openpista.models import ChannelEvent
+    from openpista.plugin_settings import PluginSettings
     from openpista.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+S = TypeVar("S", bound="PluginSettings")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class PluginContext:
         ``None`` otherwise: this process is the only one, and plays every role."""
         self._policy_rules: list[PolicyRule] = []
         self._shared: dict[Callable[[PluginContext], Any], Any] = {}
+        self._settings: dict[type[PluginSettings], PluginSettings | ConfigError] = {}
         self._on_close: list[Callable[[], Awaitable[None] | None]] = []
         self._closed = False
 
@@ -82,6 +85,23 @@ class PluginContext:
         if factory not in self._shared:
             self._shared[factory] = factory(self)
         return cast(T, self._shared[factory])
+
+    def settings(self, model: type[S]) -> S:
+        """``model``'s table of this runtime's configuration, validated once (its ``env``
+        overrides applied; see :class:`~openpista.PluginSettings`): every hook and channel
+        factory asking gets the same object, and an invalid table raises the same
+        :class:`~openpista.ConfigError` each time."""
+        from openpista.config import ConfigError
+
+        if model not in self._settings:
+            try:
+                self._settings[model] = model.from_config(self.config)
+            except ConfigError as exc:
+                self._settings[model] = exc
+        found = self._settings[model]
+        if isinstance(found, ConfigError):
+            raise found
+        return cast(S, found)
 
     def add_policy_rules(self, rules: Iterable[PolicyRule]) -> None:
         """Policy rules a plugin brings for its tools (an MCP server's ``policy``): tried

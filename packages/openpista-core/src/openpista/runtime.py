@@ -16,9 +16,10 @@ from openpista.skills.loader import SkillLoader, SkillScan, skill_tools, system_
 from openpista.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
-    from openpista.channels import ChannelFactory
+    from openpista.channels import ChannelAdapter, ChannelFactory
     from openpista.config import Settings
     from openpista.memory import MemoryStore
+    from openpista.plugin_settings import PluginSettings
     from openpista.skills.base import SkillRunner
 
 
@@ -86,35 +87,64 @@ def build_providers(host: PluginHost) -> ProviderRegistry:
     return registry
 
 
-def check_settings(host: PluginHost, settings: Settings) -> None:
-    """Validate the configuration table of every registered settings model; a problem is
-    reported against the plugin that registered the model, as is a section registered by
-    an earlier plugin already."""
+def settings_models(host: PluginHost) -> dict[str, tuple[str, type[PluginSettings]]]:
+    """The settings models the plugins register, by section: ``(plugin name, model)``; a
+    section registered by an earlier plugin already is reported against the later one."""
+    models: dict[str, tuple[str, type[PluginSettings]]] = {}
+    for plugin_name, model in host.collect("register_settings", _settings_label):
+        if model.section in models:
+            owner = models[model.section][0]
+            host.report_error(
+                plugin_name, f"settings [{model.section}] are already registered by {owner}"
+            )
+            continue
+        models[model.section] = (plugin_name, model)
+    return models
+
+
+def check_settings(
+    host: PluginHost, settings: Settings, context: PluginContext | None = None
+) -> None:
+    """Validate the configuration table of every registered settings model (once per
+    ``context``: :meth:`PluginContext.settings`); a problem is reported against the plugin
+    that registered the model."""
     from openpista.config import ConfigError
 
-    owners: dict[str, str] = {}
-    for plugin_name, model in host.collect("register_settings", _settings_label):
-        if model.section in owners:
-            taken = f"settings [{model.section}] are already registered by {owners[model.section]}"
-            host.report_error(plugin_name, taken)
-            continue
-        owners[model.section] = plugin_name
+    context = context or PluginContext(settings)
+    for plugin_name, model in settings_models(host).values():
         try:
-            model.from_config(settings)
+            context.settings(model)
         except ConfigError as exc:
             host.report_error(plugin_name, str(exc))
 
 
 def channel_factories(host: PluginHost, context: PluginContext) -> dict[str, ChannelFactory]:
     """The channel factories offered by all plugins, by channel name; a name registered
-    earlier by another plugin is reported against the later one, which is left out."""
+    earlier by another plugin is reported against the later one, which is left out.
+
+    A channel whose plugin registered the settings model of ``[channels.<name>]`` is built
+    from that model, validated once for ``context`` (the factory's first argument), instead
+    of the raw table; its table's problems raise :class:`~openpista.ConfigError`."""
+    models = settings_models(host)
     factories: dict[str, ChannelFactory] = {}
     for plugin_name, (name, factory) in host.collect("register_channels", _channel_label, context):
         if name in factories:
             host.report_error(plugin_name, f"channel {name!r} is already provided")
             continue
-        factories[name] = factory
+        model = models.get(f"channels.{name}")
+        factories[name] = factory if model is None else _validated(factory, model[1], context)
     return factories
+
+
+def _validated(
+    factory: ChannelFactory, model: type[PluginSettings], context: PluginContext
+) -> ChannelFactory:
+    """``factory`` handed ``model`` validated for ``context`` in place of the raw table."""
+
+    def build(table: Any, config: Settings) -> ChannelAdapter:
+        return factory(context.settings(model), config)
+
+    return build
 
 
 class Runtime:

@@ -44,7 +44,7 @@ from openpista.models import (
 )
 from openpista.quietlog import QuietLog
 from openpista_discord import logs
-from openpista_discord.settings import SECTION, TOKEN_VARIABLE, DiscordSettings, parse_settings
+from openpista_discord.settings import SECTION, TOKEN_VARIABLE, DiscordSettings, checked
 from openpista_discord.text import MESSAGE_LIMIT, split_message
 
 if TYPE_CHECKING:
@@ -646,6 +646,7 @@ def _file_bytes(attachment: Attachment, limit: int) -> bytes:
     raise ValueError("it has no content")
 
 
-def create_discord_adapter(table: dict[str, Any], config: Settings) -> DiscordAdapter:
-    """The ``[channels.discord]`` factory (options: config.example.toml)."""
-    return DiscordAdapter(parse_settings(table))
+def create_discord_adapter(settings: DiscordSettings, config: Settings) -> DiscordAdapter:
+    """The ``[channels.discord]`` factory (options: config.example.toml), handed them
+    validated by core."""
+    return DiscordAdapter(checked(settings))

@@ -86,23 +86,27 @@ class DiscordSettings(PluginSettings):
 
 
 def parse_settings(table: dict[str, Any] | None, *, need_token: bool = True) -> DiscordSettings:
-    """Validate ``[channels.discord]`` (``DISCORD_BOT_TOKEN`` overrides ``token``) and,
-    with ``need_token``, that the bot token is there and well formed.
+    """Validate ``[channels.discord]`` (``DISCORD_BOT_TOKEN`` overrides ``token``), then,
+    with ``need_token``, :func:`checked`."""
+    settings = DiscordSettings.from_table(table)
+    return checked(settings) if need_token else settings
+
+
+def checked(settings: DiscordSettings) -> DiscordSettings:
+    """``settings`` once its bot token is there and well formed.
 
     Raises :class:`~openpista.ConfigError` naming the bad option (never the token).
     """
-    settings = DiscordSettings.from_table(table)
-    if need_token:
-        token = settings.secret().strip()
-        if not token:
-            raise ConfigError(
-                f"[{SECTION}] token: missing; copy it from the Developer Portal (Bot -> Reset "
-                f"Token) into this option or the {TOKEN_VARIABLE} environment variable"
-            )
-        if not _TOKEN_SHAPE.match(token):
-            raise ConfigError(
-                f"[{SECTION}] token: does not look like a bot token (three dot-separated "
-                "parts, as the Developer Portal shows it)"
-            )
-        settings.token = SecretStr(token)
+    token = settings.secret().strip()
+    if not token:
+        raise ConfigError(
+            f"[{SECTION}] token: missing; copy it from the Developer Portal (Bot -> Reset "
+            f"Token) into this option or the {TOKEN_VARIABLE} environment variable"
+        )
+    if not _TOKEN_SHAPE.match(token):
+        raise ConfigError(
+            f"[{SECTION}] token: does not look like a bot token (three dot-separated "
+            "parts, as the Developer Portal shows it)"
+        )
+    settings.token = SecretStr(token)
     return settings

@@ -220,9 +220,8 @@ def _save(device_id: str, attachment: Attachment) -> Attachment:
     )
 
 
-def create_mobile_adapter(table: dict[str, Any], config: Settings) -> MobileAdapter:
-    """The ``[channels.mobile]`` factory."""
-    settings = MobileSettings.from_table(table)
+def create_mobile_adapter(settings: MobileSettings, config: Settings) -> MobileAdapter:
+    """The ``[channels.mobile]`` factory, handed its options validated by core."""
     adapter = MobileAdapter(settings)
     if not len(adapter.tokens):
         raise ConfigError(

@@ -41,7 +41,7 @@ from openpista.models import (
 )
 from openpista_slack import media
 from openpista_slack.api import SDK_LOGGER, Redact, explain, redact, web_client
-from openpista_slack.settings import SlackSettings, parse_settings
+from openpista_slack.settings import SlackSettings, checked
 from openpista_slack.stream import StreamedMessage
 from openpista_slack.text import MESSAGE_LIMIT, escape, mrkdwn_length, split, to_mrkdwn
 from openpista_slack.webhook import EventsReceiver
@@ -660,6 +660,7 @@ def _start_error(method: str, error: Exception, api_base: str | None) -> Excepti
     return ConnectionError(f"cannot reach {where}: {line}")
 
 
-def create_slack_adapter(table: dict[str, Any], config: Settings) -> SlackAdapter:
-    """The ``[channels.slack]`` factory (options: config.example.toml)."""
-    return SlackAdapter(parse_settings(table))
+def create_slack_adapter(settings: SlackSettings, config: Settings) -> SlackAdapter:
+    """The ``[channels.slack]`` factory (options: config.example.toml), handed them
+    validated by core."""
+    return SlackAdapter(checked(settings))

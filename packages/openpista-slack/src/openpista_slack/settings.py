@@ -114,12 +114,14 @@ class SlackSettings(PluginSettings):
 
 
 def parse_settings(table: dict[str, Any] | None, *, need_tokens: bool = True) -> SlackSettings:
-    """Validate ``[channels.slack]`` and, with ``need_tokens``, that the mode's tokens are
-    there and well formed. Raises :class:`~openpista.ConfigError` naming the option (never
-    a value)."""
+    """Validate ``[channels.slack]`` and, with ``need_tokens``, :func:`checked`."""
     settings = SlackSettings.from_table(table)
-    if not need_tokens:
-        return settings
+    return checked(settings) if need_tokens else settings
+
+
+def checked(settings: SlackSettings) -> SlackSettings:
+    """``settings`` once the mode's tokens are there and well formed. Raises
+    :class:`~openpista.ConfigError` naming the option (never a value)."""
     _require(settings.bot(), "bot_token", BOT_TOKEN_VARIABLE, "xoxb-", "Bot User OAuth Token")
     if settings.mode == "socket":
         _require(settings.app(), "app_token", APP_TOKEN_VARIABLE, "xapp-", "App-Level Token")

@@ -42,7 +42,7 @@ from openpista_telegram.api import (
     redact,
     save_bot_info,
 )
-from openpista_telegram.settings import SECTION, TOKEN_VARIABLE, TelegramSettings, parse_settings
+from openpista_telegram.settings import SECTION, TOKEN_VARIABLE, TelegramSettings, checked
 from openpista_telegram.text import MESSAGE_LIMIT, split_message, utf16_length
 from openpista_telegram.webhook import ALLOWED_UPDATES, WebhookReceiver
 
@@ -736,7 +736,8 @@ def _approval_buttons(request_id: str) -> InlineKeyboardMarkup:
 
 
 def create_telegram_adapter(
-    table: dict[str, Any], config: Settings, context: PluginContext | None = None
+    settings: TelegramSettings, config: Settings, context: PluginContext | None = None
 ) -> TelegramAdapter:
-    """The ``[channels.telegram]`` factory (options: config.example.toml)."""
-    return TelegramAdapter(parse_settings(table), context=context)
+    """The ``[channels.telegram]`` factory (options: config.example.toml), handed them
+    validated by core."""
+    return TelegramAdapter(checked(settings), context=context)

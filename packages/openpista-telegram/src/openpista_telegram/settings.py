@@ -101,12 +101,17 @@ class TelegramSettings(PluginSettings):
 
 
 def parse_settings(table: dict[str, Any] | None, *, need_token: bool = True) -> TelegramSettings:
-    """Validate ``[channels.telegram]`` (``TELEGRAM_BOT_TOKEN`` overrides ``token``) and,
-    with ``need_token``, that the bot token is there and well formed.
+    """Validate ``[channels.telegram]`` (``TELEGRAM_BOT_TOKEN`` overrides ``token``), then
+    :func:`checked`."""
+    return checked(TelegramSettings.from_table(table), need_token=need_token)
+
+
+def checked(settings: TelegramSettings, *, need_token: bool = True) -> TelegramSettings:
+    """``settings`` once, with ``need_token``, its bot token is there and well formed, and
+    a webhook's options are usable.
 
     Raises :class:`~openpista.ConfigError` naming the bad option (never the token).
     """
-    settings = TelegramSettings.from_table(table)
     if need_token:
         token = settings.secret().strip()
         if not token:

@@ -22,13 +22,12 @@ if TYPE_CHECKING:
     from openpista_web.settings import WebSettings
 
 
-def create_web_adapter(table: dict[str, Any], config: Settings) -> ChannelAdapter:
-    """The ``[channels.web]`` factory (options: docs/channels/web.md)."""
+def create_web_adapter(settings: WebSettings, config: Settings) -> ChannelAdapter:
+    """The ``[channels.web]`` factory (options: docs/channels/web.md), handed them
+    validated by core."""
     from openpista_web.adapter import WebAdapter
     from openpista_web.auth import resolve_token
-    from openpista_web.settings import WebSettings
 
-    settings = WebSettings.from_table(table)
     token, _ = resolve_token(settings)
     return WebAdapter(settings, token, metrics=metrics_mount(settings, config))
 

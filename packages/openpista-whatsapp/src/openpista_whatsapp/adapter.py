@@ -48,7 +48,7 @@ from openpista_whatsapp.payload import (
     Status,
     parse_webhook,
 )
-from openpista_whatsapp.settings import WhatsAppSettings, load_whatsapp_config
+from openpista_whatsapp.settings import WhatsAppSettings, checked
 from openpista_whatsapp.signature import HEADER, verify
 from openpista_whatsapp.state import ConversationWindows, StatusLog, TtlSet
 
@@ -455,6 +455,7 @@ class WhatsAppAdapter(ChannelAdapter):
             await self._ctx.deliver(notice)
 
 
-def create_whatsapp_adapter(table: dict[str, Any], config: Settings) -> WhatsAppAdapter:
-    """The ``[channels.whatsapp]`` factory (options in config.example.toml)."""
-    return WhatsAppAdapter(load_whatsapp_config(table))
+def create_whatsapp_adapter(settings: WhatsAppSettings, config: Settings) -> WhatsAppAdapter:
+    """The ``[channels.whatsapp]`` factory (options in config.example.toml), handed them
+    validated by core."""
+    return WhatsAppAdapter(checked(settings))

@@ -18,12 +18,13 @@ if TYPE_CHECKING:
     from openpista.channels import ChannelAdapter, ChannelFactory
     from openpista.doctor import DoctorCheck
     from openpista.starter import StarterPrompt
+    from openpista_whatsapp.settings import WhatsAppSettings
 
 
-def _factory(table: dict[str, Any], config: Settings) -> ChannelAdapter:
+def _factory(settings: WhatsAppSettings, config: Settings) -> ChannelAdapter:
     from openpista_whatsapp.adapter import create_whatsapp_adapter
 
-    return create_whatsapp_adapter(table, config)
+    return create_whatsapp_adapter(settings, config)
 
 
 @hookimpl

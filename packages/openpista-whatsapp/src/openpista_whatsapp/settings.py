@@ -125,11 +125,16 @@ class WhatsAppSettings(PluginSettings):
 
 
 def load_whatsapp_config(table: dict[str, Any]) -> WhatsAppSettings:
-    """Validate ``[channels.whatsapp]`` with the environment overrides applied.
+    """Validate ``[channels.whatsapp]`` with the environment overrides applied, then
+    :func:`checked`."""
+    return checked(WhatsAppSettings.from_table(table))
 
-    Raises :class:`ConfigError` naming the option (and its variable) that is missing or wrong.
+
+def checked(config: WhatsAppSettings) -> WhatsAppSettings:
+    """``config`` once every secret and a phone number are there.
+
+    Raises :class:`ConfigError` naming the option (and its variable) that is missing.
     """
-    config = WhatsAppSettings.from_table(table)
     missing = [
         f"channels.whatsapp.{option} (or ${variable})"
         for option, variable in REQUIRED_SECRETS.items()

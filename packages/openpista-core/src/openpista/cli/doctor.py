@@ -108,8 +108,8 @@ def run_checks(config_path: str | None, timeout: float = ONLINE_TIMEOUT) -> Iter
     from openpista.runtime import check_settings
 
     host = PluginHost.load()
-    check_settings(host, settings)
     context = PluginContext(settings)
+    check_settings(host, settings, context)
     try:
         yield check_provider(host, settings)
         yield from check_channels(host, context, settings)
@@ -189,7 +189,7 @@ def check_channels(host: PluginHost, context: PluginContext, settings: Settings)
             continue
         try:
             factory(table, settings)
-            options = models[f"channels.{name}"].from_config(settings) if name != "cli" else None
+            options = context.settings(models[f"channels.{name}"]) if name != "cli" else None
         except KeyError:
             options = None
         except Exception as exc:

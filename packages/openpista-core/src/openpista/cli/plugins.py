@@ -50,7 +50,7 @@ def _list(state: CliState, as_json: bool) -> None:
     settings = state.settings()
     context = PluginContext(settings)
     host = PluginHost.load()
-    check_settings(host, settings)
+    check_settings(host, settings, context)
     build_toolbox(host, settings, context)
     build_providers(host)
     channel_factories(host, context)
