@@ -296,3 +296,68 @@ def test_a_hung_token_check_is_cut_by_the_timeout_option(cli: Cli) -> None:
         "    fix: check the network, or [channels.telegram] api_base (the Bot API server)\n"
     ) in done.stdout
     assert TELEGRAM_TOKEN not in done.stdout + done.stderr
+
+
+def executable(folder: Path, name: str) -> Path:
+    """A program that does nothing, named ``name``, in ``folder``."""
+    path = folder / name
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_the_programs_of_loaded_tool_plugins_are_looked_for(cli: Cli, tmp_path: Path) -> None:
+    programs = tmp_path / "bin"
+    programs.mkdir()
+    tesseract = executable(programs, "tesseract")
+    cli.env.update(OPENPISTA_LOAD_PLUGINS="browser,desktop", PATH=str(programs))
+    cli.env.pop("DISPLAY", None)
+    config = cli.config.read_text()
+
+    _, checks = doctor_json(private(cli))
+
+    assert checks["chromium"] == {
+        "name": "chromium",
+        "ok": False,
+        "detail": "not found on PATH (looked for chromium, chromium-browser, google-chrome, "
+        "google-chrome-stable)",
+        "fix": "install chromium, or set [tools.browser] executable",
+    }
+    assert checks["display"]["ok"] is False
+    assert checks["display"]["detail"] == "not found on PATH (looked for Xvfb)"
+    assert "start `Xvfb :99` with DISPLAY=:99" in checks["display"]["fix"]
+    assert checks["tesseract"] == {
+        "name": "tesseract",
+        "ok": True,
+        "detail": str(tesseract),
+        "fix": "install tesseract-ocr (screen OCR)",
+    }
+
+    xvfb = executable(programs, "Xvfb")
+    tesseract.unlink()
+    browser = executable(tmp_path, "my browser")
+    cli.write_config(config + f'\n[tools.browser]\nexecutable = "{browser}"\n')
+
+    _, checks = doctor_json(cli)
+
+    assert checks["chromium"]["ok"] is True
+    assert checks["chromium"]["detail"] == str(browser)
+    assert checks["display"]["ok"] is False
+    assert (
+        checks["display"]["detail"] == f"no DISPLAY; Xvfb found at {xvfb}: start it and set DISPLAY"
+    )
+    assert checks["tesseract"]["ok"] is False
+    assert checks["tesseract"]["detail"] == "not found on PATH (looked for tesseract)"
+
+
+def test_no_program_is_looked_for_when_its_plugin_is_off(cli: Cli, tmp_path: Path) -> None:
+    cli.env.update(OPENPISTA_LOAD_PLUGINS="browser,desktop", PATH=str(tmp_path))
+    cli.write_config(
+        cli.config.read_text()
+        + "\n[tools.browser]\nenabled = false\n\n[tools.desktop]\nenabled = false\n"
+    )
+
+    _, checks = doctor_json(private(cli))
+
+    assert {"browser", "desktop"} <= set(checks["plugins"]["detail"].split(": ")[1].split(", "))
+    assert not {"chromium", "display", "tesseract"} & set(checks)
