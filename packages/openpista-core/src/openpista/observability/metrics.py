@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from openpista.models import Usage
 
 MAX_LABEL_VALUES = 64
+MAX_CACHED_CHILDREN = 4096
+"""Label combinations whose metric child is kept at hand (past it: looked up each time)."""
 ACTIVE_WINDOW = 15 * 60.0
 """A session counts as active for this many seconds after its last turn."""
 _CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -152,7 +154,23 @@ class PrometheusRecorder(Recorder):
             "openpista_channel_restarts", "Channel restarts.", ["channel"], registry=registry
         )
         self._up: dict[str, bool] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         registry.register(_GatewayCollector(self))
+
+    def _child(self, metric: Any, kinds: tuple[str | None, ...], values: tuple[str, ...]) -> Any:
+        """``metric``'s child for label ``values`` (each capped by :meth:`_label` under its
+        kind; ``None``: a fixed set, such as outcomes), cached: a message's metrics cost a
+        dict lookup each, not a ``labels()`` call."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            capped = [
+                v if k is None else self._label(k, v) for k, v in zip(kinds, values, strict=True)
+            ]
+            child = metric.labels(*capped)
+            if len(self._children) < MAX_CACHED_CHILDREN:  # hostile names stay uncached
+                self._children[key] = child
+        return child
 
     def _label(self, kind: str, value: str) -> str:
         seen = self._seen.setdefault(kind, set())
@@ -165,42 +183,42 @@ class PrometheusRecorder(Recorder):
 
     def turn(self, channel: str, session_id: str, seconds: float, outcome: str) -> None:
         self._active[session_id] = time.monotonic()
-        self._turns.labels(self._label("channel", channel), outcome).observe(seconds)
+        self._child(self._turns, ("channel", None), (channel, outcome)).observe(seconds)
 
     def llm_call(
         self, provider: str, model: str, seconds: float, first_token: float | None, outcome: str
     ) -> None:
-        provider, model = self._label("provider", provider), self._label("model", model)
-        self._llm.labels(provider, model, self._label("outcome", outcome)).observe(seconds)
+        labels = (provider, model, outcome)
+        self._child(self._llm, ("provider", "model", "outcome"), labels).observe(seconds)
         if first_token is not None:
-            self._first_token.labels(provider, model).observe(first_token)
+            kinds = ("provider", "model")
+            self._child(self._first_token, kinds, (provider, model)).observe(first_token)
 
     def tokens(
         self, provider: str, model: str, channel: str, usage: Usage, cost: float | None
     ) -> None:
-        labels = (
-            self._label("provider", provider),
-            self._label("model", model),
-            self._label("channel", channel),
+        kinds = ("provider", "model", "channel", None)
+        self._child(self._tokens, kinds, (provider, model, channel, "input")).inc(
+            usage.prompt_tokens
         )
-        self._tokens.labels(*labels, "input").inc(usage.prompt_tokens)
-        self._tokens.labels(*labels, "output").inc(usage.completion_tokens)
+        self._child(self._tokens, kinds, (provider, model, channel, "output")).inc(
+            usage.completion_tokens
+        )
         if cost is not None:
-            self._cost.labels(*labels).inc(cost)
+            self._child(self._cost, kinds[:3], (provider, model, channel)).inc(cost)
 
     def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
-        tool = self._label("tool", tool)
-        self._tool_calls.labels(tool, outcome).inc()
-        self._tool_seconds.labels(tool).observe(seconds)
+        self._child(self._tool_calls, ("tool", None), (tool, outcome)).inc()
+        self._child(self._tool_seconds, ("tool",), (tool,)).observe(seconds)
 
     def error(self, kind: str) -> None:
-        self._errors.labels(self._label("error", kind)).inc()
+        self._child(self._errors, ("error",), (kind,)).inc()
 
     def channel_up(self, channel: str, up: bool) -> None:
         self._up[self._label("channel", channel)] = up
 
     def channel_restart(self, channel: str) -> None:
-        self._restarts.labels(self._label("channel", channel)).inc()
+        self._child(self._restarts, ("channel",), (channel,)).inc()
 
     def watch(self, gateway: Any) -> None:
         self._gateway = gateway
