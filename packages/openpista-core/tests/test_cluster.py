@@ -479,3 +479,60 @@ async def test_status_says_leads_only_of_cron(
 
 def cluster_settings_of(member: ClusterMember) -> Settings:
     return Settings(database=DatabaseSettings(url=member.dsn), cluster=ClusterSettings())
+
+
+@pytest.mark.parametrize("fired_before", [False, True], ids=["missed", "fired-by-old-leader"])
+async def test_the_last_run_due_while_no_replica_led_fires_once_when_one_leads(
+    fired_before: bool,
+) -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    entry = CronEntry(schedule="* * * * * *", channel="cron:x", message="tick")
+    second = timedelta(seconds=1)
+    clock = [now]
+    recorded = {now + 3 * second} if fired_before else set()  # by the leader that died
+    claimed: list[datetime] = []
+    fired: list[str] = []
+
+    async def tick(delay: float) -> None:  # wakes every half second at most
+        await asyncio.sleep(0)  # the runs fired go first, as in a real sleep
+        clock[0] += timedelta(seconds=min(max(delay, 0.25), 0.5))
+        if clock[0] > now + 6 * second:
+            raise asyncio.CancelledError
+
+    async def claim(key: str, due: datetime) -> bool:
+        assert key == "#0\x1f* * * * * *\x1fcron:x\x1ftick"
+        if due in recorded:
+            return False
+        recorded.add(due)
+        claimed.append(due)
+        return True
+
+    async def dispatch(entry: CronEntry) -> None:
+        fired.append(entry.message)
+
+    scheduler = CronScheduler(
+        [entry],
+        dispatch,
+        clock=lambda: clock[0],
+        sleep=tick,
+        leads=lambda: clock[0] >= now + 3.5 * second,  # this replica leads from 3.5 s on
+        claim=claim,
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await scheduler.run()
+    later = [now + k * second for k in (4, 5, 6)]
+    assert claimed == (later if fired_before else [now + 3 * second, *later])
+    assert len(fired) == len(claimed)  # 1 s and 2 s are not replayed: the last missed run is
+
+
+async def test_a_cron_run_is_claimed_once_across_replicas(
+    members: Callable[[str], Awaitable[ClusterMember]],
+) -> None:
+    a, b = await members("a"), await members("b")
+    due = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert await a.claim_run("tick", due)
+    assert not await b.claim_run("tick", due)  # fired already, on a
+    assert not await b.claim_run("tick", due - timedelta(seconds=1))  # an older run
+    assert await b.claim_run("tick", due + timedelta(seconds=1))
+    for hostile in HOSTILE_IDS[2:]:  # NUL and lone surrogates are no PostgreSQL text
+        assert await a.claim_run(hostile, due)

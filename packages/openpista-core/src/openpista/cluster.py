@@ -37,6 +37,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from openpista.config import ConfigError
@@ -328,6 +329,24 @@ class ClusterMember:
                 )
             except Exception as exc:  # a lease kept would block its session everywhere:
                 self._lost(exc)  # drop the connection, and every lease with it
+
+    async def claim_run(self, key: str, due: datetime) -> bool:
+        """Record that the cron run ``due`` of entry ``key`` fires; whether no replica had
+        recorded it (or a later one) before. Unreachable database: ``False`` (not fired)."""
+        async with self._io:
+            try:
+                claimed = await self._live().fetchval(
+                    "INSERT INTO cluster_cron_runs (entry, due) VALUES ($1, $2) "
+                    "ON CONFLICT (entry) DO UPDATE SET due = EXCLUDED.due "
+                    "WHERE cluster_cron_runs.due < EXCLUDED.due RETURNING 1",
+                    key,
+                    due,
+                    timeout=QUERY_TIMEOUT,
+                )
+            except Exception as exc:  # no run rather than one run twice
+                log.error("❌ cron run %s not fired: %s", due, exc)
+                return False
+        return claimed is not None
 
     def _live(self) -> asyncpg.Connection[Any]:
         conn = self._conn

@@ -32,6 +32,9 @@ Dispatch = Callable[[CronEntry], Awaitable[None]]
 #: The longest single sleep of :class:`CronScheduler`, in seconds. Sleeping in slices lets
 #: it notice a suspend/resume or a wall-clock change within this delay.
 MAX_SLEEP = 30.0
+REPLAY_CHECK = 1.0
+"""Seconds between checks of a replica that does not lead whether it leads now (cluster
+mode), so that a run missed during a leader change fires soon after it."""
 
 _FIELDS_HELP = (
     "5 fields (minute hour day-of-month month day-of-week) "
@@ -155,7 +158,11 @@ class CronScheduler:
 
     ``leads`` (cluster mode: whether this replica is the cron leader now) is asked at each
     due run; a replica that does not lead keeps the schedule but fires nothing, so each
-    run fires once across replicas.
+    run fires once across replicas. ``claim(key, due)`` (cluster mode: records the run
+    ``due`` of the entry ``key`` in the shared database; whether no replica had) is asked
+    before each run fires: a run fires once even while two replicas think they lead, and a
+    replica that becomes the leader fires once each entry's last run that came due while
+    nobody led (a leader change), at once.
     """
 
     def __init__(
@@ -167,9 +174,12 @@ class CronScheduler:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         tz: tzinfo | None = None,
         leads: Callable[[], bool] | None = None,
+        claim: Callable[[str, datetime], Awaitable[bool]] | None = None,
     ) -> None:
         validate_cron(entries)
         self._leads = leads
+        self._claim = claim
+        self._missed: dict[int, datetime] = {}  # entry -> its last run due while not leading
         self._entries = [(i, e) for i, e in enumerate(entries) if e.enabled]
         self._dispatch = dispatch
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -203,9 +213,10 @@ class CronScheduler:
             while True:
                 soonest = min(due.values())
                 now = self._clock()
+                self._replay_missed(now, due)
                 if now < soonest:
                     delay = (soonest - now).total_seconds()
-                    await self._sleep(min(delay, MAX_SLEEP))
+                    await self._sleep(min(delay, REPLAY_CHECK if self._missed else MAX_SLEEP))
                     continue
                 for index, entry in self._entries:
                     if due[index] <= now:
@@ -233,19 +244,32 @@ class CronScheduler:
             await asyncio.wait(set(self._running.values()), timeout=grace)
         await self._cancel_running()
 
+    def _replay_missed(self, now: datetime, due: dict[int, datetime]) -> None:
+        """Become the leader: fire each entry's last run that came due while another
+        replica led (or none did), unless its next run is due now anyway; :meth:`_guarded`
+        claims it, so a run the old leader fired does not fire again."""
+        if not self._missed or self._leads is None or not self._leads():
+            return
+        missed, self._missed = self._missed, {}
+        for index, entry in self._entries:
+            if index in missed and due[index] > now:
+                self._fire(index, entry, missed[index], now)
+
     def _fire(self, index: int, entry: CronEntry, due: datetime, now: datetime) -> None:
         label = entry_label(entry, index)
         if self._leads is not None and not self._leads():
             log.debug("cron %s: another replica leads cron; not firing %s", label, due)
+            if self._claim is not None:
+                self._missed[index] = due
             return
+        self._missed.pop(index, None)
         previous = self._running.get(index)
         if previous is not None and not previous.done():
             log.warning("cron %s: previous run still in progress; skipping %s", label, due)
             return
         if now - due > timedelta(seconds=MAX_SLEEP + 1):
             log.info("cron %s: running late (due %s), missed runs are not replayed", label, due)
-        log.info("cron %s: sending to %s", label, entry.channel)
-        task = asyncio.create_task(self._guarded(label, entry), name=f"cron {label}")
+        task = asyncio.create_task(self._guarded(label, entry, due), name=f"cron {label}")
         self._running[index] = task
         task.add_done_callback(lambda done: self._forget(index, done))
 
@@ -253,8 +277,14 @@ class CronScheduler:
         if self._running.get(index) is task:
             del self._running[index]
 
-    async def _guarded(self, label: str, entry: CronEntry) -> None:
+    async def _guarded(self, label: str, entry: CronEntry, due: datetime) -> None:
         try:
+            if self._claim is not None:
+                key = f"{label}\x1f{entry.schedule}\x1f{entry.channel}\x1f{entry.message}"
+                if not await self._claim(key, due):
+                    log.info("cron %s: the run due %s fired on another replica", label, due)
+                    return
+            log.info("cron %s: sending to %s", label, entry.channel)
             await self._dispatch(entry)
         except Exception:
             log.exception("cron %s: dispatch to %s failed", label, entry.channel)

@@ -244,7 +244,8 @@ async def _serve(
         started = pid_file.acquire([a.name for a in adapters])
         try:
             leads = None if cluster is None else (lambda: cluster.leads)
-            scheduler = partial(CronScheduler, leads=leads)
+            claim = None if cluster is None else cluster.claim_run
+            scheduler = partial(CronScheduler, leads=leads, claim=claim)
             return await _run(gateway, settings, stopped, scheduler, pid_file, started)
         finally:
             pid_file.release()
