@@ -89,6 +89,7 @@ class TelegramAdapter(ChannelAdapter):
 
     name = CHANNEL
     channel_prefix = PREFIX
+    replies_anywhere = True  # its API answers a chat from any replica
     capabilities = Capabilities(
         files=True, buttons=True, max_message_length=MESSAGE_LIMIT, measure=utf16_length
     )
