@@ -19,6 +19,7 @@ import pytest
 
 from openpista.config import Settings
 from openpista.models import ToolCall
+from openpista.plugin_context import PluginContext
 from openpista.tools.base import Tool
 from openpista.tools.registry import ToolRegistry
 from openpista_desktop import plugin
@@ -72,7 +73,7 @@ def unused_display_number() -> int:
 def registered(config: Settings) -> list[str]:
     """The names the plugin's register_tools hook registers with ``config`` now."""
     tools: list[Tool] = []
-    plugin.register_tools(register=tools.append, config=config)
+    plugin.register_tools(register=tools.append, context=PluginContext(config))
     return [item.name for item in tools]
 
 

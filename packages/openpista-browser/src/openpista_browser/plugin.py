@@ -29,7 +29,7 @@ def register_tools(register: Callable[[Tool], None], context: PluginContext) -> 
     from openpista_browser.settings import BrowserSettings
     from openpista_browser.tools import make_browser_tools
 
-    settings = BrowserSettings.from_config(context.config)
+    settings = context.settings(BrowserSettings)
     if not settings.enabled:
         return
     manager = BrowserManager(settings)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from openpista import hookimpl
 
 if TYPE_CHECKING:
-    from openpista import PluginSettings, Settings, Tool
+    from openpista import PluginContext, PluginSettings, Tool
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,13 @@ def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
 
 
 @hookimpl
-def register_tools(register: Callable[[Tool], None], config: Settings) -> None:
+def register_tools(register: Callable[[Tool], None], context: PluginContext) -> None:
     """Register the desktop tools this session can use, unless ``[tools.desktop] enabled =
     false``; mouse and keyboard only with ``allow_input = true``."""
     from openpista_desktop.settings import DesktopSettings
     from openpista_desktop.tools import usable_desktop_tools
 
-    settings = DesktopSettings.from_config(config)
+    settings = context.settings(DesktopSettings)
     if not settings.enabled:
         return
     usable, left_out = usable_desktop_tools(settings, os.environ)

@@ -30,7 +30,7 @@ def make_sandbox(context: PluginContext) -> DockerSandbox:
 
     config = context.config
     sandbox = DockerSandbox(
-        DockerSettings.from_config(config),
+        context.settings(DockerSettings),
         config.workspace,
         env_passthrough=config.tools.env_passthrough,
         database_url=config.database.url,

@@ -75,7 +75,7 @@ def _runner(context: PluginContext) -> WasmSkillRunner:
     from openpista_wasm.runner import WasmSkillRunner
     from openpista_wasm.settings import WasmSettings
 
-    settings = WasmSettings.from_config(context.config)
+    settings = context.settings(WasmSettings)
     runner = WasmSkillRunner(settings, workspace=context.config.workspace)
     context.on_close(runner.close)
     return runner
