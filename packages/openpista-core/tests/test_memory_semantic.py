@@ -117,6 +117,7 @@ async def test_vectors_find_what_every_word_full_text_misses(
     paths = {request.path for request in emulator.requests}
     assert paths == {"/v1/embeddings"}
     assert emulator.requests[-1].json["input"] == ["vacuuming postgres"]
+    assert emulator.requests[-1].json["encoding_format"] == "base64"  # not 10 µs a float
 
 
 async def test_a_message_found_both_ways_ranks_first(semantic: MemoryStore) -> None:
@@ -251,6 +252,20 @@ async def test_vectors_of_another_length_are_skipped(store: MemoryStore) -> None
     indexer = store.enable_embeddings(_Garbage([[[1.0, 0.0, 0.0]], [[1.0, 0.0]]]))
     assert await indexer.index() == 1
     assert await store.search("other words") == []  # 2-dimensional query, 3-dimensional vector
+
+
+def test_embeddings_answers_are_read_as_base64_or_numbers() -> None:
+    import base64
+    import binascii
+    import struct
+
+    from openpista.providers.litellm_provider import _embedding
+
+    assert _embedding(base64.b64encode(struct.pack("<2f", 0.5, -2.0)).decode()) == [0.5, -2.0]
+    assert _embedding([1, 2.5]) == [1.0, 2.5]
+    for hostile in ("not base64!", base64.b64encode(b"12345").decode()):
+        with pytest.raises((ValueError, binascii.Error)):
+            _embedding(hostile)
 
 
 def test_normalized_scales_to_unit_length() -> None:
