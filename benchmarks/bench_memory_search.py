@@ -6,7 +6,13 @@ in most messages and others in a few, then times ``--queries`` searches of each 
 common word, a rare word, two words, and a rare word scoped to one person. The median and
 p95 per search are printed, with the time the fill took (the triggers keep the index).
 
+``--semantic`` then embeds every message (real litellm against the LLM emulator's hashed
+bag-of-words ``/v1/embeddings``, see docs/memory.md "Semantic search"), printing how long
+the backfill took, and times hybrid searches (the query embedded over HTTP, the vector scan,
+reciprocal rank fusion with the full-text hits).
+
     .venv/bin/python benchmarks/bench_memory_search.py [--messages 100000] [--queries 200]
+    .venv/bin/python benchmarks/bench_memory_search.py --semantic
     .venv/bin/python benchmarks/bench_memory_search.py --url postgresql+asyncpg://me@127.0.0.1/db
 
 ``--url`` names an empty database to fill (default: a SQLite file in a temporary directory).
@@ -69,7 +75,41 @@ def report(name: str, latencies: list[float]) -> None:
     print(f"{name:<28} p50 {statistics.median(ordered) * 1000:8.2f} ms   p95 {p95 * 1000:8.2f} ms")
 
 
-async def main(url: str, messages: int, sessions: int, queries: int) -> None:
+async def semantic(store: MemoryStore, sessions: int, queries: int, home: Path) -> None:
+    """Embed every message through the emulator, then time hybrid searches."""
+    from openpista.plugins import PluginHost
+    from openpista.providers.embedder import enable_semantic_search
+    from openpista.runtime import build_providers
+    from openpista_testing.cli import emulator_settings
+    from openpista_testing.emulator import LlmEmulator
+
+    with LlmEmulator() as emulator:
+        settings = emulator_settings(emulator, home).model_copy(deep=True)
+        settings.memory.embeddings.model = "hash-embed"
+        settings.memory.embeddings.batch = 256
+        problem = enable_semantic_search(store, settings, build_providers(PluginHost.load()))
+        indexer = store.embeddings
+        if problem is not None or indexer is None:
+            raise SystemExit(problem)
+        started = time.perf_counter()
+        count = await indexer.index()
+        print(f"embedded {count} messages in {time.perf_counter() - started:.1f} s")
+        common, rare = VOCABULARY[:20], VOCABULARY[5_000:15_000]
+        kinds: dict[str, Callable[[int], Awaitable[object]]] = {
+            "hybrid, common word": lambda i: store.search(common[i % len(common)]),
+            "hybrid, two words": lambda i: store.search(f"{common[i % 20]} {rare[i % len(rare)]}"),
+            "hybrid, one person": lambda i: store.search(
+                rare[i * 37 % len(rare)], SearchScope(person=f"bench:{i % sessions}")
+            ),
+        }
+        for name, search in kinds.items():
+            await timed(5, search)
+            report(name, await timed(queries, search))
+
+
+async def main(
+    url: str, messages: int, sessions: int, queries: int, embed: bool, home: Path
+) -> None:
     rng = random.Random(23)
     async with await MemoryStore.open(url) as store:
         seconds = await fill(store, messages, sessions, rng)
@@ -87,6 +127,8 @@ async def main(url: str, messages: int, sessions: int, queries: int) -> None:
         for name, search in kinds.items():
             await timed(5, search)  # warm up caches
             report(name, await timed(queries, search))
+        if embed:
+            await semantic(store, sessions, queries, home)
 
 
 if __name__ == "__main__":
@@ -95,7 +137,9 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--semantic", action="store_true", help="also time hybrid search")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         target = args.url or f"sqlite:///{Path(tmp) / 'memory.db'}"
-        asyncio.run(main(target, args.messages, args.sessions, args.queries))
+        run = main(target, args.messages, args.sessions, args.queries, args.semantic, Path(tmp))
+        asyncio.run(run)
