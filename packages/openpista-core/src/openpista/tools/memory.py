@@ -48,8 +48,9 @@ def memory_tools(memory: Callable[[], MemoryStore | None]) -> list[Tool]:
         limit: Annotated[int, Field(ge=1, le=SEARCH_LIMIT)] = 10,
     ) -> str:
         """Search the earlier conversations of the person you are talking to (full-text:
-        every word must appear, taken literally; use a few distinctive words). Returns
-        matching messages with their session, time and a snippet, most relevant first."""
+        every word must appear, taken literally; use a few distinctive words; where semantic
+        search is on, messages close in meaning are found too). Returns matching messages
+        with their session, time and a snippet, most relevant first."""
         from openpista.memory import MemoryStoreError, SearchScope
 
         turn = current_turn()
