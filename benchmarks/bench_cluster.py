@@ -4,8 +4,9 @@ Starts a throw-away PostgreSQL server and the LLM emulator (an instant "OK"), th
 replica count a fresh database and that many ``openpista start`` daemons with ``[cluster]
 enabled``. ``--sessions`` sessions send ``--messages`` messages each, one after the other,
 message k of session s to replica (s + k) mod n through its control socket, so that a
-session's turns move between replicas (each waits for the session's lease). Prints the
-messages answered per second for each count (docs/scale-out.md).
+session's messages are handed over between replicas (stored, run by the replica leasing the
+session, answered through the replica holding the connection). Prints the messages answered
+per second for each count (docs/scale-out.md).
 
     .venv/bin/python benchmarks/bench_cluster.py [--sessions 30] [--messages 5] [--replicas 1,2,3]
 
