@@ -3,6 +3,7 @@ last tag fails unless the CHANGELOG announces it; private and engine modules do 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,22 @@ def test_private_names_and_engine_modules_may_change(repo: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_a_reexported_engine_name_is_public_and_leaving_all_is_a_break(repo: Path) -> None:
+    init = repo / "src" / "pkg" / "__init__.py"
+    init.write_text(RELEASED + '\nfrom pkg.gateway import run\n\n__all__ = ["greet", "run"]\n')
+    git(repo, "commit", "-q", "-am", "two")
+    git(repo, "tag", "-f", "v1.0.0")
+    (repo / "src" / "pkg" / "gateway.py").write_text("def run(a: int, b: int) -> None:\n    pass\n")
+    init.write_text(init.read_text().replace('["greet", "run"]', '["run"]'))
+
+    done = check(repo)
+
+    assert done.returncode == 1
+    assert "run(b): Parameter was added as required" in done.stdout
+    assert "pkg.greet: Public object is no longer exported (__all__)" in done.stdout
+    assert done.stderr.startswith("❌ 2 break(s)")
+
+
 def test_without_a_release_tag_there_is_nothing_to_compare(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
 
@@ -97,6 +114,42 @@ def test_without_a_release_tag_there_is_nothing_to_compare(tmp_path: Path) -> No
 
     assert done.returncode == 0
     assert "no release tag yet" in done.stdout
+
+
+@pytest.fixture
+def released(tmp_path: Path) -> Path:
+    """A repository whose tag v1.0.0 holds this checkout's contract packages as they are."""
+    for package in ("openpista-core", "openpista-testing"):
+        source = Path("packages", package, "src")
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(REPO / source, tmp_path / source, ignore=ignore)
+    (tmp_path / "CHANGELOG.md").write_text("# Changelog\n\n## Unreleased\n\n## 1.0.0\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "release")
+    git(tmp_path, "tag", "v1.0.0")
+    return tmp_path
+
+
+def test_the_real_contract_is_what_is_checked(released: Path) -> None:
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(CHECK), "--root", str(released)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    unchanged = run()
+    core = released / "packages" / "openpista-core" / "src" / "openpista"
+    main = core / "cli" / "main.py"  # an engine module; openpista.cli exports its fail()
+    main.write_text(main.read_text().replace("def fail(message: str,", "def fail(text: str,"))
+    doctor = core / "doctor.py"
+    doctor.write_text(doctor.read_text().replace(', "request_json"]', "]"))
+    broken = run()
+
+    assert unchanged.stdout == "✓ public API compatible with v1.0.0\n", unchanged.stderr
+    assert broken.returncode == 1
+    assert "fail(message): Parameter was removed" in broken.stdout
+    assert "openpista.doctor.request_json: Public object is no longer exported" in broken.stdout
 
 
 def test_the_checkout_keeps_the_api_of_its_last_release() -> None:
