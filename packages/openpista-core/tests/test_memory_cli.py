@@ -135,9 +135,6 @@ async def test_link_and_edit_in_the_editor(tmp_path: Path, llm_emulator: LlmEmul
 
     unlinked = cli("memory", "unlink", "telegram:1")
     assert unlinked.stdout == "✓ unlinked telegram:1 from web:ann\n"
-    assert cli("memory", "unlink", "telegram:1").stderr == (
-        "❌ telegram:1 is not linked with anyone\n"
-    )
 
 
 async def test_edit_without_an_editor(tmp_path: Path, llm_emulator: LlmEmulator) -> None:
@@ -157,6 +154,4 @@ async def test_edit_without_an_editor(tmp_path: Path, llm_emulator: LlmEmulator)
     )
     missing = cli("memory", "edit", "telegram:2", "--from", str(tmp_path / "absent"))
     assert missing.stderr.startswith("❌ the notes were not saved: cannot read")
-    blank = cli("memory", "edit", "telegram:2", "--set", " \t")
-    assert blank.stderr == "❌ a note must not be empty\n"
     assert len(json.loads(cli("memory", "show", "telegram:2", "--json").stdout)) == 3
