@@ -4,6 +4,8 @@ fails the build)."""
 
 from __future__ import annotations
 
+import importlib
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +14,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The modules whose __all__ is the contract (docs/api-stability.md): each name has its entry.
+CONTRACT = ("openpista", "openpista.tools", "openpista.skills", "openpista.doctor", "openpista.cli")
+# A version string and pluggy's marker: the hook specifications' introduction shows them.
+UNDOCUMENTED = {"__version__", "hookimpl"}
+
+
+def testing_modules() -> set[str]:
+    """The ``openpista_testing`` modules that the plugin packages' tests import."""
+    plugins = set(REPO.glob("packages/openpista-*/tests/**/*.py")) - set(
+        REPO.glob("packages/openpista-core/tests/**/*.py")
+    )
+    found = (
+        re.findall(r"^\s*from (openpista_testing\.\w+) import", p.read_text(), re.M) for p in plugins
+    )
+    return {module for modules in found for module in modules}
 
 
 def build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
@@ -48,8 +65,14 @@ def test_the_site_builds_strict_with_every_page_and_the_api_reference(tmp_path: 
         built = site / ("index.html" if relative.name == "index" else relative / "index.html")
         assert built.is_file(), page
     api = (site / "api" / "index.html").read_text()
-    for name in ("register_tools", "ChannelAdapter", "PluginSettings", "LlmEmulator", "ToolCall"):
-        assert f'id="{name}' in api or f".{name}" in api, name
+    documented = {anchor.rsplit(".", 1)[-1] for anchor in re.findall(r'id="([\w.]+)"', api)}
+    for module in CONTRACT:
+        names = set(importlib.import_module(module).__all__) - UNDOCUMENTED
+        assert names - documented == set(), module
+    assert {"register_tools", "doctor_checks", "LlmEmulator", "ChannelContract"} <= documented
+    testing = testing_modules()
+    assert {"openpista_testing.emulator", "openpista_testing.gateways"} <= testing
+    assert {m for m in testing if f'id="{m}"' not in api} == set()
     config = (site / "configuration" / "index.html").read_text()
     # The project names no repository URL: a link to a repository file becomes its text.
     assert "<code>config.example.toml</code>" in config

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 __all__ = ["UNREACHABLE_FIX", "DoctorCheck", "Finding", "Unreachable", "request_json"]
 
 UNREACHABLE_FIX = "check the network (a proxy, a firewall) and the service's address"
+"""The fix a :class:`DoctorCheck` shows by default when its service does not answer."""
 REQUEST_TIMEOUT = 60.0
 """The longest :func:`request_json` waits by itself (``--timeout`` cuts it sooner)."""
 
