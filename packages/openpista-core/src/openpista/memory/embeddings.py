@@ -31,7 +31,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import REAL, TypeDecorator
 
 from openpista.memory.checks import MemoryStoreError
@@ -70,6 +69,8 @@ class StoredVector(TypeDecorator[list[float]]):
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
         if dialect.name == "postgresql":
+            from sqlalchemy.dialects import postgresql  # not on SQLite's cold path
+
             return dialect.type_descriptor(postgresql.ARRAY(REAL()))
         return dialect.type_descriptor(LargeBinary())
 
