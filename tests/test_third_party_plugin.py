@@ -276,7 +276,7 @@ def test_the_docs_channel_example_passes_the_channel_contract(
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 passed" in done.stdout
+    assert "3 passed" in done.stdout
 
 
 def test_the_docs_channel_example_chats_through_a_real_daemon(
