@@ -200,3 +200,10 @@ def test_a_channel_without_a_settings_model_gets_its_raw_table() -> None:
     config = Settings.model_validate({"channels": {"bare": {"enabled": True, "x": 1}}})
     channel_factories(host, PluginContext(config))["bare"](config.channels["bare"], config)
     assert Bare.handed == [{"enabled": True, "x": 1}]
+
+
+def test_a_factory_still_calling_from_table_gets_the_validated_settings_back() -> None:
+    validated = PigeonSettings.from_table({"port": 7}, environ={})
+    assert PigeonSettings.from_table(validated) is validated  # what a factory is handed now
+    with pytest.raises(ConfigError, match="must be a table of options"):
+        PigeonSettings.from_table(Settings())

@@ -3,7 +3,7 @@
 A plugin declares its options as a :class:`PluginSettings` subclass in its ``settings.py``
 (named ``<Name>Settings``), names its table in ``section`` and the environment variables
 that override options in ``env``, and registers the model with the ``register_settings``
-hook so that ``openpista plugins`` checks the table::
+hook: core validates the table once per runtime (``openpista plugins`` lists its problems)::
 
     class PigeonSettings(PluginSettings):
         section: ClassVar[str] = "channels.pigeon"
@@ -12,7 +12,7 @@ hook so that ``openpista plugins`` checks the table::
         enabled: bool = False
         token: SecretStr | None = None
 
-    settings = PigeonSettings.from_config(config)   # or .from_table(table) in a factory
+    settings = context.settings(PigeonSettings)   # validated once; a channel factory is handed it
 
 Every plugin's errors then read the same: ``[channels.pigeon] token: problem (from the
 environment variable PIGEON_TOKEN)``, with several problems joined by ``; ``, and never a
@@ -45,7 +45,11 @@ class PluginSettings(BaseModel):
     @classmethod
     def from_table(cls, table: object, environ: Mapping[str, str] | None = None) -> Self:
         """Validate ``table`` (``None``: the defaults) with :attr:`env` applied from
-        ``environ`` (default ``os.environ``); raises :class:`~openpista.ConfigError`."""
+        ``environ`` (default ``os.environ``); raises :class:`~openpista.ConfigError`.
+        Settings validated already (what core hands a channel factory) are returned as
+        they are."""
+        if isinstance(table, cls):
+            return table
         return plugin_options(cls.section, table, cls, env=cls.env, environ=environ)
 
     @classmethod
