@@ -281,6 +281,7 @@ async def test_a_session_cap_set_live_unblocks_that_session_only(
     assert report["data"]["sessions"] == [{"session": first.session_id, "usd": 2.0, "spent": 0.6}]
     llm_emulator.reply_text("raised")
     assert await turn(chat, "1", "again") == "raised"
+    assert "of the budget set with `openpista budget` = $2\n" in await turn(chat, "1", "/usage")
     assert await gateway.runtime.memory.budget_limits() == [("session", first.session_id, 2.0)]
     await budget_request(meter, {"type": "budget", "session": first.session_id, "usd": None})
     assert "per_session_usd = 0.5" in await turn(chat, "1", "and now")

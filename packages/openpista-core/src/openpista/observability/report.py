@@ -14,6 +14,7 @@ from openpista.observability.budget import start_of_day
 if TYPE_CHECKING:
     from openpista.runtime import Runtime
 
+SET = "the budget set with `openpista budget`"
 _SINCE = re.compile(r"^(\d{1,6})([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -52,20 +53,26 @@ def describe(totals: Sequence[UsageTotal]) -> str:
 async def usage_reply(runtime: Runtime, session_id: str) -> str:
     """The ``/usage`` answer: this session's usage, then today's of every session, against
     the budgets that are set."""
-    memory, budget = runtime.memory, runtime.settings.budget
-    mine = await memory.usage_totals(UsageFilter(session_id=session_id))
+    mine = await runtime.memory.usage_totals(UsageFilter(session_id=session_id))
     line = f"session {session_id}: {describe(mine)}"
-    if budget.per_session_usd is not None:
-        line += f" of [budget] per_session_usd = ${budget.per_session_usd:g}"
+    limits = await runtime.meter.limits()
+    capped = limits.session_usd(session_id)
+    if capped is not None:
+        where = SET if session_id in limits.sessions else "[budget] per_session_usd"
+        line += f" of {where} = ${capped[0]:g}"
     return f"{line}\ntoday (UTC), every session: {await today_spend(runtime)}"
 
 
 async def today_spend(runtime: Runtime) -> str:
-    """What every session used today (UTC), against ``[budget] daily_usd`` when set (the
+    """What every session used today (UTC), against the daily budget when one is set (the
     TUI's home screen shows it)."""
     today = await runtime.memory.usage_totals(UsageFilter(since=start_of_day(utc_now())))
-    daily = runtime.settings.budget.daily_usd
-    return describe(today) + (f" of [budget] daily_usd = ${daily:g}" if daily is not None else "")
+    limits = await runtime.meter.limits()
+    capped = limits.daily_usd()
+    if capped is None:
+        return describe(today)
+    where = SET if limits.daily is not None else "[budget] daily_usd"
+    return f"{describe(today)} of {where} = ${capped[0]:g}"
 
 
 def totals_table(totals: Sequence[UsageTotal]) -> list[tuple[str, ...]]:
