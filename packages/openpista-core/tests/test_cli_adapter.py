@@ -188,14 +188,25 @@ async def test_interleaved_answers_never_share_a_line(terminal: Terminal) -> Non
 
 
 def test_factory_and_plugin_registration() -> None:
-    settings = Settings()
-    adapter = create_cli_adapter({"enabled": True, "sender": "grace"}, settings)
+    from openpista import ConfigError
+    from openpista.gateway.cli_adapter import CliSettings
+    from openpista.plugin_context import PluginContext
+    from openpista.plugins import PluginHost
+    from openpista.runtime import channel_factories
+
+    settings = Settings.model_validate({"channels": {"cli": {"sender": "grace"}}})
+    factory = channel_factories(PluginHost.load(entry_points=False), PluginContext(settings))
+    adapter = factory["cli"](settings.channels["cli"], settings)
+    assert isinstance(adapter, CliAdapter)
     assert (adapter.name, adapter.channel_prefix) == ("cli", "cli:")
     assert adapter.capabilities == Capabilities(streaming=True)
     assert adapter.sender == "grace"
     registered: list[tuple[str, Callable[..., object]]] = []
     channels.register_channels(lambda name, factory: registered.append((name, factory)), settings)
     assert registered == [("cli", create_cli_adapter)]
+    wrong = Settings.model_validate({"channels": {"cli": {"sendr": "grace"}}})
+    with pytest.raises(ConfigError, match=r"^\[channels\.cli\] sendr: unknown option"):
+        CliSettings.from_config(wrong)
 
 
 async def test_piped_lines_are_answered_through_the_gateway_before_it_closes(

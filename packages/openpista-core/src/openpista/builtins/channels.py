@@ -10,6 +10,14 @@ from openpista import hookimpl
 if TYPE_CHECKING:
     from openpista.channels import ChannelFactory
     from openpista.config import Settings
+    from openpista.plugin_settings import PluginSettings
+
+
+@hookimpl
+def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
+    from openpista.gateway.cli_adapter import CliSettings
+
+    register(CliSettings)
 
 
 @hookimpl

@@ -22,11 +22,12 @@ import select
 import sys
 import threading
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.cli.console import Console, clip
 from openpista.models import Answer, ApprovalPrompt, ChannelEvent, Outbound, TextChunk
+from openpista.plugin_settings import PluginSettings
 
 if TYPE_CHECKING:
     from openpista.config import Settings
@@ -142,10 +143,19 @@ class CliAdapter(ChannelAdapter):
                 self._close_task = asyncio.ensure_future(outcome)
 
 
-def create_cli_adapter(table: dict[str, Any], config: Settings) -> CliAdapter:
-    """The ``[channels.cli]`` factory: options ``enabled`` (default true) and ``sender``."""
-    sender = table.get("sender")
-    return CliAdapter(sender=str(sender) if sender else None)
+class CliSettings(PluginSettings):
+    """``[channels.cli]``: ``enabled`` (default true) and ``sender``, the name the terminal's
+    user speaks as (default: the login name)."""
+
+    section: ClassVar[str] = "channels.cli"
+
+    enabled: bool = True
+    sender: str | None = None
+
+
+def create_cli_adapter(settings: CliSettings, config: Settings) -> CliAdapter:
+    """The ``[channels.cli]`` factory, handed its options validated by core."""
+    return CliAdapter(sender=settings.sender or None)
 
 
 def _read_lines(
