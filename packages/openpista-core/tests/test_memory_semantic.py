@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
@@ -27,6 +29,7 @@ from openpista.memory.embeddings import (
     normalized,
 )
 from openpista.memory.hybrid import RRF_K, fuse
+from openpista.memory.schema import HEAD_REVISION
 from openpista.memory.tables import VERSION_TABLE, Base
 from openpista.models import Message
 from openpista.providers.base import ProviderError
@@ -35,6 +38,7 @@ from openpista.runtime import build_providers
 from openpista_testing.cli import emulator_settings
 from openpista_testing.embeddings import hashed_embedding
 from openpista_testing.emulator import ErrorReply, LlmEmulator
+from openpista_testing.memory import database, schema_revision, upgrade_database
 
 MODEL = "hash-embed"
 
@@ -365,3 +369,31 @@ async def test_the_model_matches_the_migrations(store: MemoryStore) -> None:
         return [d for d in found if MessageEmbeddingRow.__tablename__ in repr(d)]
 
     assert await store._db.run(differences, "comparing", write=False) == []
+
+
+async def test_a_database_from_before_revision_0009_is_backfilled(
+    database_url: str, emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    await upgrade_database(database_url, "0008")
+    stamp = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with database(database_url) as engine, engine.begin() as conn:
+        await conn.execute(
+            sa.text("INSERT INTO sessions (id, created_at, updated_at) VALUES ('old', :t, :t)"),
+            {"t": stamp},
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO messages (session_id, role, content, created_at) "
+                "VALUES ('old', 'user', :c, :t)"
+            ),
+            [{"c": f"zucchinis stored before vectors, {i}", "t": stamp} for i in range(5)],
+        )
+    async with await MemoryStore.open(database_url) as store:
+        assert await schema_revision(database_url) == HEAD_REVISION
+        indexer = store.enable_embeddings(_embedder(emulator, tmp_path), batch=2)
+        assert await indexer.pending() == 5
+        assert await indexer.index() == 5
+        hits = await store.search("zucchini")  # no full-text match: vectors only
+        assert [hit.session_id for hit in hits] == ["old"] * 5
+        assert hits[0].snippet.startswith("zucchinis stored before vectors")
+        assert hits[0].created_at == stamp
