@@ -16,6 +16,7 @@ from openpista import hookimpl
 
 if TYPE_CHECKING:
     from openpista import PluginContext, PluginSettings, Tool
+    from openpista.doctor import DoctorCheck
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +43,12 @@ def register_tools(register: Callable[[Tool], None], context: PluginContext) -> 
         log.info("desktop tools left out: %s", left_out)
     for item in usable:
         register(item)
+
+
+@hookimpl
+def doctor_checks(register: Callable[[DoctorCheck], None], context: PluginContext) -> None:
+    """``openpista doctor``: whether an X server answers on the desktop tools' display."""
+    from openpista_desktop.doctor import display_checks
+
+    for check in display_checks(context, os.environ):
+        register(check)

@@ -1,9 +1,9 @@
 """``openpista doctor``: check the installation, one ✓/✗ line per check with the fix.
 
 The checks run in order: configuration, plugins, the provider (a one-word round trip),
-every enabled channel, the online checks plugins add (``doctor_checks``: a channel's
-token), the system programs that loaded tool plugins need, the memory database and its
-migrations, and the permissions of the state files. Heavy modules
+every enabled channel, the checks plugins add (``doctor_checks``: a channel's token,
+the desktop's X display), the system programs that loaded tool plugins need, the memory
+database and its migrations, and the permissions of the state files. Heavy modules
 (litellm, SQLAlchemy) are imported only by the check that needs them.
 """
 
@@ -69,7 +69,7 @@ class Check:
 @click.pass_obj
 def doctor(state: CliState, as_json: bool, timeout: float) -> None:
     """Check the configuration, the provider (one short round trip), every enabled
-    channel and its token (online), Docker, Chromium, Xvfb, tesseract (when a loaded
+    channel and its token (online), Docker, Chromium, an X display, tesseract (when a loaded
     plugin needs them), the database and its migrations, and the permissions of
     ~/.openpista.
 
@@ -280,26 +280,15 @@ def check_programs(host: PluginHost, settings: Settings) -> Iterator[Check]:
         yield _program_check(
             "chromium", names, "install chromium, or set [tools.browser] executable"
         )
-    if wanted("desktop"):
-        display = (tools.get("desktop") or {}).get("display") or os.environ.get("DISPLAY")
-        if display:
-            yield Check("display", True, f"X display {display}")
-        else:
-            yield _program_check(
-                "display",
-                ("Xvfb",),
-                "set DISPLAY, or install xvfb and start `Xvfb :99` with DISPLAY=:99",
-                "no DISPLAY; Xvfb found at {}: start it and set DISPLAY",
-            )
+    if wanted("desktop"):  # its display: the desktop plugin's own doctor check
         yield _program_check("tesseract", ("tesseract",), "install tesseract-ocr (screen OCR)")
 
 
-def _program_check(name: str, programs: tuple[str, ...], fix: str, found: str = "{}") -> Check:
+def _program_check(name: str, programs: tuple[str, ...], fix: str) -> Check:
     for program in programs:
         path = shutil.which(program)
         if path:
-            ok = found == "{}"
-            return Check(name, ok, found.format(path), fix)
+            return Check(name, True, path, fix)
     return Check(name, False, f"not found on PATH (looked for {', '.join(programs)})", fix)
 
 
