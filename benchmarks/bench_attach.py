@@ -37,12 +37,35 @@ READY_TARGET = 1.0
 WEB = '\n[channels.web]\nenabled = true\nport = 0\ntoken = "bench-token"\n'
 
 
+COLD_CLIENTS = {"http": "cold", "litellm": "cold litellm", "anthropic": "cold anthropic"}
+"""The cold figures by provider client (docs/providers.md): ``cold`` the openai preset
+through openpista's httpx client (what ``client = "auto"`` picks), ``cold litellm`` the same
+through litellm, ``cold anthropic`` the anthropic preset (Messages API, litellm only)."""
+
+
+def cold_cli(home: Path, emulator: LlmEmulator, client: str) -> Cli:
+    """A CLI answering through ``client`` (a :data:`COLD_CLIENTS` key) to ``emulator``."""
+    cli = Cli.isolated(home, emulator)
+    config = cli.config.read_text()
+    if client == "litellm":
+        config += '\nclient = "litellm"\n'  # the last table is [providers.openai]
+    elif client == "anthropic":
+        config = (
+            config.replace('provider = "openai"', 'provider = "anthropic"')
+            .replace("[providers.openai]", "[providers.anthropic]")
+            .replace(emulator.openai_base_url, emulator.anthropic_base_url)
+            .replace('model = "gpt-4o-mini"', 'model = "claude-3-5-haiku-latest"')
+        )
+    cli.write_config(config)
+    return cli
+
+
 def report(name: str, samples: list[tuple[float, int]], target: tuple[float, float]) -> None:
     wall = statistics.median(t for t, _ in samples)
     rss = max(r for _, r in samples) / 1024
     seconds, mib = target
     print(
-        f'openpista run -e "hi", {name:<9} median {wall * 1000:7.1f} ms (target <= '
+        f'openpista run -e "hi", {name:<14} median {wall * 1000:7.1f} ms (target <= '
         f"{seconds * 1000:.0f} ms)   peak RSS {rss:6.1f} MiB (target <= {mib:.0f} MiB)"
         f"   (n={len(samples)})   {machine()}"
     )
@@ -85,7 +108,7 @@ def daemon_start(cli: Cli) -> tuple[float, float]:
 
 def report_seconds(name: str, samples: list[float], target: str) -> None:
     print(
-        f"{name:<32} median {statistics.median(samples) * 1000:7.1f} ms ({target})"
+        f"{name:<37} median {statistics.median(samples) * 1000:7.1f} ms ({target})"
         f"   (n={len(samples)})   {machine()}"
     )
 
@@ -98,7 +121,7 @@ def bench_overhead(messages: int) -> None:
     p50 = statistics.median(latencies) * 1000
     p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))] * 1000
     print(
-        f"{'gateway overhead per message':<32} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms"
+        f"{'gateway overhead per message':<37} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms"
         f"   (target: none set by the issue; web channel, instant LLM, SQLite,"
         f" n={len(latencies)})   {machine()}"
     )
@@ -111,11 +134,17 @@ def main() -> None:
     with LlmEmulator() as emulator, tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         cli = Cli.isolated(Path(tmp) / "home", emulator)
         hi = [str(OPENPISTA), "run", "-e", "hi"]
-        run_measured([str(OPENPISTA), "--no-daemon", *hi[1:]], cli.env)  # creates the database
-        cold = [
-            run_measured([str(OPENPISTA), "--no-daemon", *hi[1:]], cli.env)
-            for _ in range(args.repeat)
-        ]
+        # Cold through each provider client, alternately: openpista's httpx client (what
+        # `auto` picks for OpenAI's API), litellm for the same API, litellm for Anthropic's.
+        colds = {name: cold_cli(Path(tmp) / name, emulator, name) for name in COLD_CLIENTS}
+        for other in colds.values():
+            run_measured([str(OPENPISTA), "--no-daemon", *hi[1:]], other.env)  # the database
+        samples: dict[str, list[tuple[float, int]]] = {name: [] for name in colds}
+        for _ in range(args.repeat):
+            for name, other in colds.items():
+                samples[name].append(
+                    run_measured([str(OPENPISTA), "--no-daemon", *hi[1:]], other.env)
+                )
         daemon = Daemon(cli)
         try:
             wait_ready(cli, daemon)
@@ -127,10 +156,11 @@ def main() -> None:
         cli.env["OPENPISTA_LOAD_PLUGINS"] = "web"
         starts = [daemon_start(cli) for _ in range(args.repeat)]
     report("attached", attached, TARGETS["attached"])
-    report("cold", cold, TARGETS["cold"])
+    for name, label in COLD_CLIENTS.items():
+        report(label, samples[name], TARGETS["cold"])
     wall = statistics.median(t for t, _ in helps)
     print(
-        f"openpista --help{'':<16} median {wall * 1000:7.1f} ms (target <= "
+        f"openpista --help{'':<21} median {wall * 1000:7.1f} ms (target <= "
         f"{HELP_TARGET * 1000:.0f} ms)   peak RSS {max(r for _, r in helps) / 1024:6.1f} MiB"
         f"   (n={len(helps)})   {machine()}"
     )
