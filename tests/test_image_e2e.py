@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -29,6 +28,7 @@ import pytest
 
 from openpista_docker.testing import PrivateDockerd, busybox_rootfs
 from openpista_testing.emulator import LlmEmulator
+from openpista_testing.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -101,12 +101,6 @@ def image(engine: PrivateDockerd, tmp_path_factory: pytest.TempPathFactory) -> s
     finally:
         client.close()
     return TAG
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_for(condition: Any, timeout: float, what: str) -> Any:
