@@ -10,6 +10,7 @@ vectors from the model."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from openpista.config import Settings
+from openpista.config import PolicyRule, Settings
 from openpista.memory import MemoryStore, MemoryStoreError, SearchScope, Speaker
 from openpista.memory.embeddings import (
     MessageEmbeddingRow,
@@ -31,13 +32,15 @@ from openpista.memory.embeddings import (
 from openpista.memory.hybrid import RRF_K, fuse
 from openpista.memory.schema import HEAD_REVISION
 from openpista.memory.tables import VERSION_TABLE, Base
-from openpista.models import Message
+from openpista.models import Answer, ChannelEvent, Message
 from openpista.providers.base import ProviderError
 from openpista.providers.embedder import ProviderEmbedder, build_embedder, enable_semantic_search
 from openpista.runtime import build_providers
+from openpista_testing.adapters import LoopbackAdapter
 from openpista_testing.cli import emulator_settings
 from openpista_testing.embeddings import hashed_embedding
 from openpista_testing.emulator import ErrorReply, LlmEmulator
+from openpista_testing.gateways import Gateways
 from openpista_testing.memory import database, schema_revision, upgrade_database
 
 MODEL = "hash-embed"
@@ -397,3 +400,42 @@ async def test_a_database_from_before_revision_0009_is_backfilled(
         assert [hit.session_id for hit in hits] == ["old"] * 5
         assert hits[0].snippet.startswith("zucchinis stored before vectors")
         assert hits[0].created_at == stamp
+
+
+async def test_through_the_gateway_turns_never_wait_for_or_fail_on_embeddings(
+    gateways: Gateways, emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    settings = _settings(emulator, tmp_path)
+    settings.policy.rules = [PolicyRule(tool="memory.*", action="allow")]
+    adapter = LoopbackAdapter("t:")
+    gateway = await gateways.start(settings, adapter)
+    memory = gateway.runtime.memory
+    assert memory.embeddings is not None
+    emulator.embeddings_error = ErrorReply(503, "embeddings are down")
+    answer = await _chat(adapter, "ann", "my locker code is 4711")
+    assert not answer.is_error
+    assert answer.text == "OK"
+    await _chat(adapter, "bob", "the lockers are being repainted, code 1234")
+    await _settled(memory)
+    assert await memory.embeddings.pending() == 4  # both chats' messages and answers
+    emulator.embeddings_error = None
+    await _chat(adapter, "ann", "thanks")
+    await _settled(memory)
+    assert await memory.embeddings.pending() == 0
+    # "lockers" is in no message of ann's: her locker message is found by its vector, and
+    # bob's message holding the very word is not hers to find.
+    found = (await _chat(adapter, "ann", "/search lockers")).text
+    assert "4711" in found
+    assert "repainted" not in found
+    emulator.reply_tool_calls([("memory_search", {"query": "locker code 4711 ann"})])
+    emulator.reply_text("done")
+    await _chat(adapter, "bob", "what was ann's locker code?")
+    result = json.dumps(emulator.requests[-1].json["messages"][-1], ensure_ascii=False)
+    assert "repainted" in result  # bob's own message, near in meaning
+    assert "4711" not in result
+
+
+async def _chat(adapter: LoopbackAdapter, chat: str, text: str) -> Answer:
+    assert adapter.ctx is not None
+    await adapter.ctx.submit(ChannelEvent(channel_id="t:" + chat, sender=chat, text=text))
+    return await adapter.answer(chat)
