@@ -476,3 +476,31 @@ async def test_a_malformed_chat_request_is_an_error_and_an_oversized_one_ends_th
     refused = await client.receive()
     assert refused["message"].startswith("❌ frame too large")
     assert await client.reader.read() == b""  # closed: its body was not read
+
+
+async def test_an_unreadable_answer_of_the_daemon_is_one_line_in_the_tui(tmp_path: Path) -> None:
+    from openpista.control.stream import StreamClient
+    from openpista.tui.remote import RemoteEffects
+    from openpista.tui.state import Failed, LoadHome, OpenSession
+
+    async def odd_daemon(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:  # answers every request with data of the wrong shape
+            try:
+                header = await reader.readexactly(HEADER.size)
+            except asyncio.IncompleteReadError:
+                return
+            request = decode(await reader.readexactly(body_length(header)))
+            data = {"sessions": 5, "messages": [{"role": "nobody"}], "model": {}}
+            writer.write(encode({"type": "result", "ref": request["ref"], "data": data}))
+
+    path = tmp_path / "odd.sock"
+    server = await asyncio.start_unix_server(odd_daemon, str(path))
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    actions: list[Any] = []
+    effects = RemoteEffects(StreamClient(reader, writer), actions.append, "t", lambda: None)
+    await effects.run(LoadHome())
+    await effects.run(OpenSession("s"))
+    assert all(isinstance(a, Failed) for a in actions)
+    assert [a.message.split(":")[0] for a in actions] == ["the daemon's answer is unreadable"] * 2
+    await effects.connection.close()
+    server.close()

@@ -96,6 +96,8 @@ class RemoteEffects:
             outcome = Failed(DAEMON_GONE)
         except DaemonError as exc:
             outcome = Failed(str(exc))
+        except Exception as exc:  # an answer this client cannot read (a newer daemon)
+            outcome = Failed(f"the daemon's answer is unreadable: {type(exc).__name__}: {exc}")
         if outcome is not None:
             self.dispatch(outcome)
 
@@ -137,6 +139,10 @@ class RemoteEffects:
         if self._session is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._answered.wait(), deadline)
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
 
     async def load_home(self) -> HomeLoaded:
         """The daemon's recent sessions, its model and today's spend."""
