@@ -368,3 +368,30 @@ def test_no_program_is_looked_for_when_its_plugin_is_off(cli: Cli, tmp_path: Pat
 
     assert {"browser", "desktop"} <= set(checks["plugins"]["detail"].split(": ")[1].split(", "))
     assert not {"chromium", "display", "tesseract"} & set(checks)
+
+
+def test_a_quic_channel_port_is_checked_as_udp(cli: Cli) -> None:
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    port = udp.getsockname()[1]
+    mobile = (
+        f"\n[channels.mobile]\nenabled = true\nport = {port}\n"
+        'tokens = { phone = "a-device-token-of-enough-length-0123" }\n'
+    )
+    cli.write_config(cli.config.read_text() + mobile)
+    cli.env.update(OPENPISTA_LOAD_PLUGINS="mobile")
+
+    with udp:
+        _, busy = doctor_json(private(cli))
+    with socket.create_server(("127.0.0.1", port)):  # TCP on that port: not what QUIC needs
+        _, free = doctor_json(cli)
+
+    assert busy["channel mobile"]["ok"] is False
+    assert busy["channel mobile"]["detail"] == f"port 127.0.0.1:{port}/udp is in use"
+    assert "[channels.mobile] port" in busy["channel mobile"]["fix"]
+    assert free["channel mobile"] == {
+        "name": "channel mobile",
+        "ok": True,
+        "detail": f"settings valid, 127.0.0.1:{port}/udp free",
+        "fix": "",
+    }

@@ -22,7 +22,7 @@ value (an option may be a secret).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,6 +41,9 @@ class PluginSettings(BaseModel):
     """The table, ``"channels.<name>"``, ``"tools.<name>"`` or ``"skills.<mode>"``."""
     env: ClassVar[Mapping[str, str]] = {}
     """Environment variable -> option it overrides when set and not blank."""
+    transport: ClassVar[Literal["tcp", "udp"]] = "tcp"
+    """What the addresses of the ``host``/``port`` options (``webhook_*``, ``http_*``)
+    listen on: ``"udp"`` for QUIC. ``openpista doctor`` checks that kind of port is free."""
 
     @classmethod
     def from_table(cls, table: object, environ: Mapping[str, str] | None = None) -> Self:

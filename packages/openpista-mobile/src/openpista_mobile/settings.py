@@ -7,7 +7,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -25,6 +25,7 @@ class MobileSettings(PluginSettings):
     adds a device to ``tokens`` (:meth:`token_table`)."""
 
     section: ClassVar[str] = "channels.mobile"
+    transport: ClassVar[Literal["tcp", "udp"]] = "udp"  # QUIC
 
     enabled: bool = False
     host: str = "127.0.0.1"

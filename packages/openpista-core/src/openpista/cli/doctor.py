@@ -221,22 +221,34 @@ async def _online(check: DoctorCheck, seconds: float) -> Check:
 
 
 def _port_check(label: str, name: str, options: Any, settings: Settings) -> Check:
-    """Whether every address the channel listens on is free (or held by the daemon)."""
+    """Whether every address the channel listens on is free (or held by the daemon), as a
+    TCP port or, for a settings model whose ``transport`` is ``"udp"`` (QUIC), a UDP one."""
+    udp = getattr(options, "transport", "tcp") == "udp"
     free = []
     for option, host, port in _listeners(options):
+        address = f"{host}:{port}" + ("/udp" if udp else "")
         try:
-            with socket.create_server((host, port)):
-                pass
+            _bind(host, port, udp)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 fix = f"set [channels.{name}] {option}host to an address of this machine"
-                return Check(label, False, f"cannot listen on {host}:{port}: {exc.strerror}", fix)
+                return Check(label, False, f"cannot listen on {address}: {exc.strerror}", fix)
             if _daemon_serves(settings, name):
-                return Check(label, True, f"served by the running daemon on {host}:{port}")
+                return Check(label, True, f"served by the running daemon on {address}")
             fix = f"stop what listens there, or set [channels.{name}] {option}port to a free one"
-            return Check(label, False, f"port {host}:{port} is in use", fix)
-        free.append(f"{host}:{port}")
+            return Check(label, False, f"port {address} is in use", fix)
+        free.append(address)
     return Check(label, True, ", ".join(["settings valid", *(f"{a} free" for a in free)]))
+
+
+def _bind(host: str, port: int, udp: bool) -> None:
+    """Bind ``host:port`` for a moment (TCP, or UDP); raises the OSError of a failure."""
+    if not udp:
+        with socket.create_server((host, port)):
+            return
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.bind(address)
 
 
 def _listeners(options: Any) -> Iterator[tuple[str, str, int]]:
