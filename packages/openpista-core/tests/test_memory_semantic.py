@@ -75,7 +75,9 @@ def _options(options: str) -> dict[str, object]:
 def _embedder(emulator: LlmEmulator, tmp_path: Path) -> ProviderEmbedder:
     from openpista.plugins import PluginHost
 
-    embedder = build_embedder(_settings(emulator, tmp_path), build_providers(PluginHost.load()))
+    embedder = build_embedder(
+        _settings(emulator, tmp_path), build_providers(PluginHost.load(entry_points=False))
+    )
     assert embedder is not None
     return embedder
 
@@ -344,7 +346,7 @@ async def test_configuration_off_by_default_and_problems_named(
 ) -> None:
     from openpista.plugins import PluginHost
 
-    registry = build_providers(PluginHost.load())
+    registry = build_providers(PluginHost.load(entry_points=False))
     assert build_embedder(Settings(), registry) is None
     assert enable_semantic_search(store, Settings(), registry) is None
     assert _model(store) is None
