@@ -216,3 +216,19 @@ async def test_a_turn_whose_lease_is_lost_is_answered_with_one_error(
 
 async def _holds(member: ClusterMember, session: str) -> bool:
     return session in member._holders
+
+
+@pytest.mark.parametrize("text", ["nul \x00 byte", "lone \ud800 half", "'); DROP TABLE x; --"])
+async def test_any_text_is_handed_over(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str, text: str
+) -> None:
+    (a, a_member, _), (_, _, b_chat) = await replicas("a"), await replicas("b")
+    session = await a.session_for("chat:alice")
+    assert await a_member.try_acquire(session)  # a holds alice's session: b hands over
+    await b_chat.say("alice", text)
+    await until(lambda: _true(stored_events(fresh_postgres_url)), "the message is stored")
+    a.handover.claim(session)  # type: ignore[union-attr]
+    answer = await b_chat.answer("alice")
+    assert not answer.is_error, answer.text
+    assert answer.text == "answer to " + text.replace("\x00", "\ufffd").replace("\ud800", "\ufffd")
+    await a_member.release(session)

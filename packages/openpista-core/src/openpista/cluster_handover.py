@@ -158,10 +158,10 @@ class Handover:
         try:
             stored = await self.pool.fetchval(
                 "WITH e AS (INSERT INTO cluster_inbox (session_id, event, origin, reply_to) "
-                "VALUES ($1, $2::jsonb, $3, $4) RETURNING id) "
+                "VALUES ($1, $2, $3, $4) RETURNING id) "
                 "SELECT id, pg_notify($5, $1) FROM e",
                 session_id,
-                event.model_dump_json(),
+                json.dumps(event.model_dump(mode="json")),  # ASCII: a NUL is escaped too
                 self.member.replica_id,
                 self.member.replica_id if here else None,
                 INBOX,
@@ -221,7 +221,7 @@ class Handover:
         )
         if row is None:
             return None
-        event = ChannelEvent.model_validate_json(row["event"])
+        event = ChannelEvent.model_validate(json.loads(row["event"]))
         return _Stored(row["id"], event, row["reply_to"])
 
     async def _pending(self, session_id: str) -> bool:
@@ -306,7 +306,7 @@ class Handover:
     async def _publish(self, replica_id: str, stored: int, message: Outbound) -> None:
         payload = json.dumps({"stored": stored, "message": message.model_dump(mode="json")})
         await self.pool.execute(
-            "WITH a AS (INSERT INTO cluster_outbox (replica_id, message) VALUES ($1, $2::jsonb)) "
+            "WITH a AS (INSERT INTO cluster_outbox (replica_id, message) VALUES ($1, $2)) "
             "SELECT pg_notify($3, $1)",
             replica_id,
             payload,
