@@ -438,3 +438,17 @@ async def _chat(adapter: LoopbackAdapter, chat: str, text: str) -> Answer:
     assert adapter.ctx is not None
     await adapter.ctx.submit(ChannelEvent(channel_id="t:" + chat, sender=chat, text=text))
     return await adapter.answer(chat)
+
+
+async def test_the_scan_is_bounded_to_the_newest_vectors(
+    semantic: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import openpista.memory.embeddings
+
+    await semantic.start_turn("old", Message(role="user", content="zucchinis, first"))
+    await semantic.start_turn("new", Message(role="user", content="zucchinis, second"))
+    await semantic.append_message("new", Message(role="user", content="zucchinis, third"))
+    await _settled(semantic)
+    assert len(await semantic.search("zucchini")) == 3
+    monkeypatch.setattr(openpista.memory.embeddings, "MAX_SCANNED_VECTORS", 2)
+    assert await _sessions(semantic, "zucchini") == ["new", "new"]

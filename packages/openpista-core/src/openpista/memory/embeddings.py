@@ -38,7 +38,7 @@ from openpista.memory.engine import upsert
 from openpista.memory.search import SearchScope, scope_filter
 from openpista.memory.tables import Base, Mapped, MessageId, MessageRow, mapped_column
 
-MAX_SCANNED_VECTORS = 20_000
+MAX_SCANNED_VECTORS = 5_000
 """Most vectors one search compares with the query (the newest ones in its scope)."""
 MAX_EMBEDDED_CHARACTERS = 8_000
 """How much of a message's text is embedded (its start)."""
