@@ -20,15 +20,13 @@ CONTRACT = ("openpista", "openpista.tools", "openpista.skills", "openpista.docto
 UNDOCUMENTED = {"__version__", "hookimpl"}
 
 
-def testing_modules() -> set[str]:
+def support_modules() -> set[str]:
     """The ``openpista_testing`` modules that the plugin packages' tests import."""
     plugins = set(REPO.glob("packages/openpista-*/tests/**/*.py")) - set(
         REPO.glob("packages/openpista-core/tests/**/*.py")
     )
-    found = (
-        re.findall(r"^\s*from (openpista_testing\.\w+) import", p.read_text(), re.M) for p in plugins
-    )
-    return {module for modules in found for module in modules}
+    imports = re.compile(r"^\s*from (openpista_testing\.\w+) import", re.M)
+    return {module for path in plugins for module in imports.findall(path.read_text())}
 
 
 def build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
@@ -70,7 +68,7 @@ def test_the_site_builds_strict_with_every_page_and_the_api_reference(tmp_path: 
         names = set(importlib.import_module(module).__all__) - UNDOCUMENTED
         assert names - documented == set(), module
     assert {"register_tools", "doctor_checks", "LlmEmulator", "ChannelContract"} <= documented
-    testing = testing_modules()
+    testing = support_modules()
     assert {"openpista_testing.emulator", "openpista_testing.gateways"} <= testing
     assert {m for m in testing if f'id="{m}"' not in api} == set()
     config = (site / "configuration" / "index.html").read_text()
