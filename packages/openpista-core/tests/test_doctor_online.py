@@ -104,3 +104,18 @@ async def test_a_silent_server_waits_until_cancelled() -> None:
     with silent_port() as port, pytest.raises(TimeoutError):
         async with asyncio.timeout(0.3):
             await request_json("GET", f"http://127.0.0.1:{port}/")
+
+
+async def hostile() -> Finding:
+    return Finding(False, "refused:\n\x1b[2J\x1b]0;owned\x07 bye\r\n" + "x" * 2000, "a\tfix\x9b")
+
+
+async def test_what_a_service_answered_is_one_printable_line() -> None:
+    (found,) = await run_online([DoctorCheck("name\x1b[31m", hostile, "down\nfix")], 1)
+
+    assert found.name == "name [31m"
+    assert found.detail.startswith("refused: [2J ]0;owned bye xxx")
+    assert len(found.detail) == 500
+    assert found.fix == "a fix"
+    shown = found.name + found.detail + found.fix
+    assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in shown)

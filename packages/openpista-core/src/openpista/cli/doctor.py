@@ -39,6 +39,8 @@ ONLINE_TIMEOUT = 10.0
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DOCKER_SOCKET = "/var/run/docker.sock"
 LISTENER_PREFIXES = ("", "webhook_", "http_")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+MAX_LINE = 500
 SECRET_OPTION = re.compile(r"^\s*\w*(key|token|secret|password)\w*\s*=", re.MULTILINE)
 
 
@@ -206,18 +208,24 @@ async def run_online(checks: list[DoctorCheck], seconds: float) -> list[Check]:
 async def _online(check: DoctorCheck, seconds: float) -> Check:
     from openpista.doctor import Unreachable
 
+    name, fix = _one_line(check.name), _one_line(check.unreachable_fix)
     try:
         async with asyncio.timeout(seconds):
             found = await check.run()
     except Unreachable as exc:
-        return Check(check.name, False, str(exc), check.unreachable_fix)
+        return Check(name, False, _one_line(str(exc)), fix)
     except TimeoutError:
-        detail = f"no answer within {seconds:g} s"
-        return Check(check.name, False, detail, check.unreachable_fix)
+        return Check(name, False, f"no answer within {seconds:g} s", fix)
     except Exception as exc:  # a plugin's bug: its line says so, the other checks run
-        detail = f"the check failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
-        return Check(check.name, False, detail, "report it to the plugin's author")
-    return Check(check.name, found.ok, found.detail, found.fix)
+        detail = f"the check failed: {type(exc).__name__}: {_one_line(str(exc))}"
+        return Check(name, False, detail, "report it to the plugin's author")
+    return Check(name, found.ok, _one_line(found.detail), _one_line(found.fix))
+
+
+def _one_line(text: str) -> str:
+    """``text`` as one printable line: what a service answered (a token check quotes its
+    error) reaches the terminal without control characters or escape sequences."""
+    return " ".join(CONTROL.sub(" ", text).split())[:MAX_LINE]
 
 
 def _port_check(label: str, name: str, options: Any, settings: Settings) -> Check:
