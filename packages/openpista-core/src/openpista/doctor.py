@@ -12,10 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-__all__ = ["UNREACHABLE_FIX", "DoctorCheck", "Finding", "Unreachable", "request_json"]
+if TYPE_CHECKING:
+    from openpista.config import Settings
+
+__all__ = [
+    "UNREACHABLE_FIX",
+    "DoctorCheck",
+    "Finding",
+    "Unreachable",
+    "enabled_channel",
+    "request_json",
+]
+
+SettingsT = TypeVar("SettingsT")
 
 UNREACHABLE_FIX = "check the network (a proxy, a firewall) and the service's address"
 """The fix a :class:`DoctorCheck` shows by default when its service does not answer."""
@@ -74,3 +86,20 @@ async def request_json(
     except ValueError:
         body = None
     return response.status_code, body
+
+
+def enabled_channel(
+    config: Settings, name: str, parse: Callable[[dict[str, Any]], SettingsT]
+) -> SettingsT | None:
+    """``[channels.NAME]`` as ``parse`` reads it when the channel is enabled and its table
+    valid; None otherwise (nothing to check online: the channel's own doctor line reports
+    an invalid table)."""
+    from openpista.config import ConfigError
+
+    table = config.channels.get(name) or {}
+    if not table.get("enabled"):
+        return None
+    try:
+        return parse(table)
+    except ConfigError:
+        return None

@@ -5,8 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from openpista import ConfigError
-from openpista.doctor import DoctorCheck, Finding, request_json
+from openpista.doctor import DoctorCheck, Finding, enabled_channel, request_json
 from openpista_discord.settings import SECTION, TOKEN_VARIABLE, DiscordSettings, parse_settings
 
 if TYPE_CHECKING:
@@ -16,12 +15,8 @@ if TYPE_CHECKING:
 def token_checks(config: Settings) -> list[DoctorCheck]:
     """The token check when ``[channels.discord]`` is enabled and valid (the channel's own
     doctor line reports an invalid table)."""
-    table = config.channels.get("discord") or {}
-    if not table.get("enabled"):
-        return []
-    try:
-        settings = parse_settings(table)
-    except ConfigError:
+    settings = enabled_channel(config, "discord", parse_settings)
+    if settings is None:
         return []
     fix = f"check the network, or [{SECTION}] api_base"
     return [DoctorCheck("channel discord token", partial(users_me, settings), fix)]

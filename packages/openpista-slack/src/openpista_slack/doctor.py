@@ -6,8 +6,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from openpista import ConfigError
-from openpista.doctor import DoctorCheck, Finding, request_json
+from openpista.doctor import DoctorCheck, Finding, enabled_channel, request_json
 from openpista_slack.api import DEFAULT_API
 from openpista_slack.settings import (
     APP_TOKEN_VARIABLE,
@@ -26,12 +25,8 @@ REFUSED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_re
 def token_checks(config: Settings) -> list[DoctorCheck]:
     """The token checks when ``[channels.slack]`` is enabled and valid (the channel's own
     doctor line reports an invalid table)."""
-    table = config.channels.get("slack") or {}
-    if not table.get("enabled"):
-        return []
-    try:
-        settings = parse_settings(table)
-    except ConfigError:
+    settings = enabled_channel(config, "slack", parse_settings)
+    if settings is None:
         return []
     fix = f"check the network, or [{SECTION}] api_base"
     checks = [DoctorCheck("channel slack bot token", partial(call, settings, bot=True), fix)]

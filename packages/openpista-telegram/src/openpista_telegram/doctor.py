@@ -6,8 +6,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from openpista import ConfigError
-from openpista.doctor import DoctorCheck, Finding, request_json
+from openpista.doctor import DoctorCheck, Finding, enabled_channel, request_json
 from openpista_telegram.settings import SECTION, TOKEN_VARIABLE, TelegramSettings, parse_settings
 
 if TYPE_CHECKING:
@@ -19,12 +18,8 @@ BOT_API = "https://api.telegram.org"
 def token_checks(config: Settings) -> list[DoctorCheck]:
     """The token check when ``[channels.telegram]`` is enabled and valid (the channel's
     own doctor line reports an invalid table)."""
-    table = config.channels.get("telegram") or {}
-    if not table.get("enabled"):
-        return []
-    try:
-        settings = parse_settings(table)
-    except ConfigError:
+    settings = enabled_channel(config, "telegram", parse_settings)
+    if settings is None:
         return []
     fix = f"check the network, or [{SECTION}] api_base (the Bot API server)"
     checks = [DoctorCheck("channel telegram token", partial(get_me, settings), fix)]

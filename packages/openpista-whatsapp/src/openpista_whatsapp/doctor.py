@@ -7,8 +7,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from openpista import ConfigError
-from openpista.doctor import DoctorCheck, Finding, request_json
+from openpista.doctor import DoctorCheck, Finding, enabled_channel, request_json
 from openpista_whatsapp.settings import WhatsAppSettings, load_whatsapp_config
 
 if TYPE_CHECKING:
@@ -21,12 +20,8 @@ FIELDS = "display_phone_number,verified_name"
 def token_checks(config: Settings) -> list[DoctorCheck]:
     """One check per phone number when ``[channels.whatsapp]`` is enabled and valid (the
     channel's own doctor line reports an invalid table)."""
-    table = config.channels.get("whatsapp") or {}
-    if not table.get("enabled"):
-        return []
-    try:
-        settings = load_whatsapp_config(table)
-    except ConfigError:
+    settings = enabled_channel(config, "whatsapp", load_whatsapp_config)
+    if settings is None:
         return []
     fix = f"check the network, or [{SECTION}] base_url"
     return [
