@@ -68,6 +68,10 @@ def test_the_site_builds_strict_with_every_page_and_the_api_reference(tmp_path: 
         names = set(importlib.import_module(module).__all__) - UNDOCUMENTED
         assert names - documented == set(), module
     assert {"register_tools", "doctor_checks", "LlmEmulator", "ChannelContract"} <= documented
+    # Docstrings' Sphinx roles become code, linking to the entry (scripts/docs_roles.py).
+    assert re.search(r":(class|func|meth|attr|data|mod|exc):<code>", api) is None
+    link = '<a href="#openpista.plugin_context.PluginContext"><code>PluginContext</code></a>'
+    assert link in api
     testing = support_modules()
     assert {"openpista_testing.emulator", "openpista_testing.gateways"} <= testing
     assert {m for m in testing if f'id="{m}"' not in api} == set()
