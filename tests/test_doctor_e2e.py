@@ -250,13 +250,13 @@ api_base = "http://127.0.0.1:{free_port()}"
         assert "[channels.telegram] webhook_port" in telegram["fix"]
 
 
-def telegram_config(cli: Cli, api_base: str) -> None:
+def telegram_config(cli: Cli, api_base: str, token: str = TELEGRAM_TOKEN) -> None:
     cli.write_config(
         cli.config.read_text()
         + f"""
 [channels.telegram]
 enabled = true
-token = "{TELEGRAM_TOKEN}"
+token = "{token}"
 allowed_users = [42]
 api_base = "{api_base}"
 """
@@ -281,6 +281,23 @@ def test_a_channel_token_is_checked_online_through_the_plugin_hook(
     }
     assert telegram.requests == ["getMe"]
     assert code == 0, checks
+
+
+def test_a_refused_token_is_a_cross_that_does_not_show_it(cli: Cli) -> None:
+    revoked = "987654321:AAE-revoked-token-of-this-bot"
+    with TelegramEmulator() as telegram:
+        telegram_config(cli, telegram.base_url, revoked)
+
+        done = private(cli)("doctor")
+
+    assert done.returncode == 1
+    assert (
+        "✗ channel telegram token: Telegram refused the token: HTTP 401 Unauthorized\n"
+        "    fix: copy the token again from @BotFather (/token) into [channels.telegram] token "
+        "or $TELEGRAM_BOT_TOKEN\n"
+    ) in done.stdout
+    assert "revoked" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_hung_token_check_is_cut_by_the_timeout_option(cli: Cli) -> None:
