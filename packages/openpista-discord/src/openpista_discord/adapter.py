@@ -26,6 +26,7 @@ import io
 import logging
 import re
 import uuid
+from asyncio import FIRST_COMPLETED
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     import discord
 
     from openpista.config import Settings
+    from openpista.plugin_context import Leadership, PluginContext
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +109,17 @@ class DiscordAdapter(ChannelAdapter):
         streaming=True, files=True, buttons=True, max_message_length=MESSAGE_LIMIT
     )
 
-    def __init__(self, settings: DiscordSettings, pairing: PairingBook | None = None) -> None:
+    def __init__(
+        self,
+        settings: DiscordSettings,
+        pairing: PairingBook | None = None,
+        context: PluginContext | None = None,
+    ) -> None:
+        """``context``: in a cluster (``context.leadership``) only the replica that leads
+        ``discord`` holds a gateway connection (Discord sends each event to every connection
+        of an unsharded bot); every replica sends over REST."""
         self.settings = settings
+        self.context = context
         self.access = AccessControl(
             CHANNEL,
             settings.allowed_users,
@@ -129,10 +140,9 @@ class DiscordAdapter(ChannelAdapter):
 
     async def start(self, ctx: ChannelContext) -> None:
         """Log in (``GET /users/@me``), register the slash commands, connect to the
-        gateway ``GET /gateway/bot`` names and return once READY."""
+        gateway ``GET /gateway/bot`` names and return once READY (in a cluster: connect
+        in the background while this replica leads ``discord``)."""
         import discord
-
-        from openpista_discord.commands import build_tree
 
         self._ctx, self._stopping = ctx, False
         logs.install()
@@ -140,6 +150,32 @@ class DiscordAdapter(ChannelAdapter):
         # for the API version): the one supported switch for another Discord front end.
         discord.http.Route.BASE = self.settings.rest_base
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # no voice here
+        client, ready, tree = self._new_client()
+        self._client = client
+        leadership = None if self.context is None else self.context.leadership
+        try:
+            await self._login(client)
+            await self._point_gateway(client)
+            await self._sync(tree)
+            if leadership is None:
+                await self._connect(client, ready)
+            else:
+                self._connection = asyncio.create_task(
+                    self._receive_while_leading(leadership), name="openpista-discord-gateway"
+                )
+        except BaseException as exc:
+            await self._close()
+            raise _start_problem(exc) from None
+        self.bot_id = client.user.id if client.user else None
+        log.info("discord: %s as %s", "connected" if leadership is None else "ready", client.user)
+
+    def _new_client(self) -> tuple[discord.AutoShardedClient, asyncio.Event, Any]:
+        """A discord.py client with this adapter's handlers and slash commands, an event
+        set when its gateway connection gets READY, and its command tree."""
+        import discord
+
+        from openpista_discord.commands import build_tree
+
         intents = discord.Intents.none()
         intents.guilds = intents.guild_messages = intents.dm_messages = True
         intents.message_content = self.settings.message_content
@@ -154,30 +190,49 @@ class DiscordAdapter(ChannelAdapter):
         client.on_connect = _setter(ready)  # type: ignore[attr-defined]
         client.on_message = self._on_message  # type: ignore[attr-defined]
         client.on_interaction = self._on_interaction  # type: ignore[attr-defined]
-        tree = build_tree(client, self)
-        self._client = client
-        try:
-            await self._login(client)
-            await self._point_gateway(client)
-            await self._sync(tree)
-            self._connection = asyncio.create_task(
-                client.connect(reconnect=True), name="openpista-discord-gateway"
-            )
-            waiter = asyncio.create_task(ready.wait())
-            done, _ = await asyncio.wait(
-                {self._connection, waiter}, timeout=_READY_WAIT, return_when="FIRST_COMPLETED"
-            )
-            waiter.cancel()
-            if self._connection in done:
-                self._connection.result()  # raises what ended it
-                raise ConnectionError("discord: the gateway closed before READY")
-            if not done:
-                raise ConnectionError(f"discord: no READY from the gateway in {_READY_WAIT:.0f} s")
-        except BaseException as exc:
-            await self._close()
-            raise _start_problem(exc) from None
-        self.bot_id = client.user.id if client.user else None
-        log.info("discord: connected as %s", client.user)
+        return client, ready, build_tree(client, self)
+
+    async def _connect(self, client: discord.AutoShardedClient, ready: asyncio.Event) -> None:
+        """Connect ``client`` to the gateway in the background; return once READY."""
+        self._connection = asyncio.create_task(
+            client.connect(reconnect=True), name="openpista-discord-gateway"
+        )
+        waiter = asyncio.create_task(ready.wait())
+        done, _ = await asyncio.wait(
+            {self._connection, waiter}, timeout=_READY_WAIT, return_when=FIRST_COMPLETED
+        )
+        waiter.cancel()
+        if self._connection in done:
+            self._connection.result()  # raises what ended it
+            raise ConnectionError("discord: the gateway closed before READY")
+        if not done:
+            raise ConnectionError(f"discord: no READY from the gateway in {_READY_WAIT:.0f} s")
+
+    async def _receive_while_leading(self, leadership: Leadership) -> None:
+        """Cluster mode: hold a gateway connection (its own client) while this replica
+        leads ``discord``, none while another replica does."""
+        while True:
+            while not leadership.leading(CHANNEL):
+                await leadership.changed(CHANNEL)
+            log.info("discord: this replica connects to the gateway (it leads discord)")
+            gateway, _, _ = self._new_client()
+            lost = asyncio.create_task(leadership.changed(CHANNEL))
+            connection: asyncio.Task[None] | None = None
+            try:
+                await self._login(gateway)
+                connection = asyncio.create_task(gateway.connect(reconnect=True))
+                done, _ = await asyncio.wait({connection, lost}, return_when=FIRST_COMPLETED)
+            finally:
+                lost.cancel()
+                with contextlib.suppress(Exception):
+                    await gateway.close()  # closes its connection: the new leader connects
+                if connection is not None:
+                    connection.cancel()
+                    await asyncio.gather(connection, return_exceptions=True)
+            if connection in done:
+                connection.result()  # ended on its own: so does this; a failure raises
+                return
+            log.info("discord: another replica holds the gateway connection now")
 
     async def _login(self, client: discord.AutoShardedClient) -> None:
         import aiohttp
@@ -646,7 +701,9 @@ def _file_bytes(attachment: Attachment, limit: int) -> bytes:
     raise ValueError("it has no content")
 
 
-def create_discord_adapter(settings: DiscordSettings, config: Settings) -> DiscordAdapter:
+def create_discord_adapter(
+    settings: DiscordSettings, config: Settings, context: PluginContext | None = None
+) -> DiscordAdapter:
     """The ``[channels.discord]`` factory (options: config.example.toml), handed them
     validated by core."""
-    return DiscordAdapter(checked(settings))
+    return DiscordAdapter(checked(settings), context=context)

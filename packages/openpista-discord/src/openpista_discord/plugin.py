@@ -14,7 +14,7 @@ from openpista import hookimpl
 if TYPE_CHECKING:
     import click
 
-    from openpista import PluginSettings, Settings
+    from openpista import PluginContext, PluginSettings, Settings
     from openpista.channels import ChannelFactory
     from openpista.doctor import DoctorCheck
     from openpista.starter import StarterPrompt
@@ -28,10 +28,14 @@ def register_settings(register: Callable[[type[PluginSettings]], None]) -> None:
 
 
 @hookimpl
-def register_channels(register: Callable[[str, ChannelFactory], None], config: Settings) -> None:
+def register_channels(
+    register: Callable[[str, ChannelFactory], None], config: Settings, context: PluginContext
+) -> None:
+    from functools import partial
+
     from openpista_discord.adapter import create_discord_adapter
 
-    register("discord", create_discord_adapter)
+    register("discord", partial(create_discord_adapter, context=context))
 
 
 @hookimpl

@@ -124,6 +124,10 @@ class DiscordEmulator(ThreadedServer):
         """``"global"`` or a guild id -> the application commands last registered there."""
         self.threads: dict[int, dict[str, Any]] = {}
         self.identifies = 0
+        self.connections = 0
+        """Gateway WebSockets open now."""
+        self.peak_connections = 0
+        """The most gateway WebSockets that were open at once."""
         self.resumes = 0
         self.early_retries = 0
         self.rate_limited = 0
@@ -549,14 +553,17 @@ class DiscordEmulator(ThreadedServer):
 
         self._loop = asyncio.get_running_loop()
         await ws.accept()
-        await ws.send_json({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_MS}, "s": None})
+        self.connections += 1
+        self.peak_connections = max(self.peak_connections, self.connections)
         try:
+            await ws.send_json({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_MS}, "s": None})
             while True:
                 raw = await ws.receive_text()
                 await self._on_frame(ws, json.loads(raw))
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            self.connections -= 1
             if self._ws is ws:
                 self._ws = None
                 self._session = None
