@@ -200,6 +200,8 @@ def nearest_messages(
 def _floats(stored: Any) -> Sequence[float]:
     """A stored vector as numbers: SQLite's BLOB of little-endian float32 (read in C, the
     scan's hot path), PostgreSQL's ``real[]`` as the driver returns it."""
+    if isinstance(stored, list):  # asyncpg's real[]: Python floats already
+        return stored
     if not isinstance(stored, bytes | memoryview):
         return [float(x) for x in stored]
     numbers = array("f")
