@@ -108,8 +108,8 @@ async def test_only_the_leader_connects_and_another_replica_takes_over(
     await eventually(lambda: discord_emulator.texts(dm) == ["echo: one"])
 
     election.elect(None)  # the leader lost the role (its PostgreSQL connection, say)
+    await eventually(lambda: "another replica holds the gateway connection now" in caplog.text)
     await eventually(lambda: discord_emulator.connections == 0)
-    assert "another replica holds the gateway connection now" in caplog.text
     election.elect("b")  # the next heartbeat elects the other replica
     await eventually(discord_emulator.connected)
     discord_emulator.send_message(dm, "two", alice)
@@ -145,4 +145,4 @@ async def test_a_refused_intent_on_the_leaders_gateway_is_one_clear_error(
     assert "Discord refused the Message Content intent" in caplog.text
     assert "Traceback" not in caplog.text
     assert adapter.bot_id == discord_emulator.bot.id
-    assert discord_emulator.connections == 0
+    await eventually(lambda: discord_emulator.connections == 0)

@@ -13,7 +13,8 @@ registered as application commands and answered ephemerally, except ``/ask``. Ap
 requests get Approve / Deny buttons that only the user whose message asked may press.
 discord.py itself waits out 429s (per route and global), and reconnects and resumes after
 gateway disconnects; a refused token or missing privileged intent is a
-:class:`~openpista.ConfigError` (one ``❌`` line, not retried).
+:class:`~openpista.ConfigError` (one ``❌`` line, not retried). In a cluster only the replica
+that leads ``discord`` connects to the gateway; every replica sends over REST.
 """
 
 from __future__ import annotations
