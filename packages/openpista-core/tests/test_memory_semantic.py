@@ -229,7 +229,7 @@ class _Garbage:
         return self.answers.pop(0)  # type: ignore[return-value]
 
 
-HOSTILE_ANSWERS: list[object] = [
+HOSTILE_ANSWERS: list[list[object]] = [
     [],  # no vector
     [[0.0, 0.0]],  # zero
     [[math.nan, 1.0]],
@@ -246,11 +246,23 @@ async def test_hostile_vectors_are_refused_and_stored_nowhere(store: MemoryStore
     await store.start_turn("s", Message(role="user", content="hello"))
     for answer in HOSTILE_ANSWERS:
         indexer = store.enable_embeddings(_Garbage([answer, answer]))
-        with pytest.raises(MemoryStoreError):
-            await indexer.index()
+        if len(answer) == 1:  # one answer that is no vector: left out, pending
+            assert await indexer.index() == 0
+        else:  # as many vectors as texts is the least an answer must be
+            with pytest.raises(MemoryStoreError):
+                await indexer.index()
         assert await indexer.pending() == 1, answer
         assert await _vectors(store, "garbage") == 0
         assert await _sessions(store, "hello") == ["s"]  # the query vector is refused too
+
+
+async def test_one_bad_vector_does_not_hold_up_the_others(store: MemoryStore) -> None:
+    await store.start_turn("s", Message(role="user", content="first"))
+    await store.append_message("s", Message(role="user", content="second"))
+    indexer = store.enable_embeddings(_Garbage([[[0.0, 0.0], [1.0, 1.0]]]))
+    assert await indexer.index() == 1
+    assert await indexer.pending() == 1
+    assert await _vectors(store, "garbage") == 1
 
 
 async def test_vectors_of_another_length_are_skipped(store: MemoryStore) -> None:

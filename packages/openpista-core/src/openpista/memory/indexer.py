@@ -20,6 +20,7 @@ from openpista.memory.embeddings import (
     DEFAULT_MIN_SIMILARITY,
     Embedder,
     count_pending,
+    normalized,
     pending_messages,
     store_vectors,
 )
@@ -93,7 +94,7 @@ class EmbeddingIndexer:
                         f"the embedding model returned {len(vectors)} vectors for "
                         f"{len(batch)} texts"
                     )
-                pairs = [(mid, vector) for (mid, _), vector in zip(batch, vectors, strict=True)]
+                pairs = _usable([mid for mid, _ in batch], vectors)
                 done += await self._db.run(
                     partial(store_vectors, model=model, vectors=pairs),
                     "storing vectors",
@@ -127,3 +128,17 @@ class EmbeddingIndexer:
             async with self._changed:
                 self._completed = target
                 self._changed.notify_all()
+
+
+def _usable(ids: list[int], vectors: list[list[float]]) -> list[tuple[int, list[float]]]:
+    """The messages' normalised vectors, leaving out (with a warning) those that are not
+    vectors: such a message stays pending, and one bad answer does not hold up the rest."""
+    usable, refused = [], []
+    for message_id, vector in zip(ids, vectors, strict=True):
+        try:
+            usable.append((message_id, normalized(vector)))
+        except MemoryStoreError as exc:
+            refused.append(str(exc))
+    if refused:
+        log.warning("❌ %d message(s) got no usable vector: %s", len(refused), refused[0])
+    return usable
