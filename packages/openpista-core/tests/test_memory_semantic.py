@@ -464,3 +464,20 @@ async def test_the_scan_is_bounded_to_the_newest_vectors(
     assert len(await semantic.search("zucchini")) == 3
     monkeypatch.setattr(openpista.memory.embeddings, "MAX_SCANNED_VECTORS", 2)
     assert await _sessions(semantic, "zucchini") == ["new", "new"]
+
+
+async def test_the_runtime_warns_when_the_embedder_cannot_be_built(
+    emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    from openpista.plugins import PluginHost
+    from openpista.runtime import Runtime
+
+    (tmp_path / "workspace").mkdir(exist_ok=True)
+    settings = _settings(emulator, tmp_path, 'provider = "no-such-provider"')
+    runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
+    try:
+        assert runtime.memory.embeddings is None
+        [problem] = [p for p in runtime.problems if "semantic search" in p]
+        assert problem.startswith("❌ semantic search is off: unknown provider 'no-such-provider'")
+    finally:
+        await runtime.close()
