@@ -209,12 +209,22 @@ async def test_purge_removes_what_a_person_said_in_shared_sessions(
     await store.link("telegram:1", "web:ann")
     await _add_vectors(database_url)
     assert await _vectors(database_url) == 4
+    await store.summarize("group", 1, "ann said alpha plan")
+    await _said(store, "bob-alone", "telegram:2", "2", "bob alone")
+    await store.append_message("bob-alone", Message(role="assistant", content="hi bob"))
+    await store.summarize("bob-alone", 1, "bob greeted")
 
     assert await store.purge("telegram:1") == (1, 1, 1)
     assert [m.content for m in await store.load_messages("group")] == [
         "noted, the plan",
         "bob in the group: beta plan",
     ]
+    # The group's summary quoted ann: gone, the next turn sees the messages left.
+    group_turn = await store.start_turn("group", Message(role="user", content="next"), 50)
+    assert [m.role for m in group_turn] == ["user"]
+    assert group_turn[0].content == "bob in the group: beta plan"
+    bob_turn = await store.start_turn("bob-alone", Message(role="user", content="next"), 50)
+    assert any("bob greeted" in m.content for m in bob_turn)
     assert await store.search("alpha") == []
     assert _sessions(await store.search("plan")) == {"group"}
     assert len(await store.search("plan")) == 2

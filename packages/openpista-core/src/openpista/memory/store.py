@@ -37,6 +37,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    union,
     update,
 )
 
@@ -268,7 +269,9 @@ class MemoryStore:
         """Delete what is stored about ``target``, a person or a chat (``telegram:123``):
         their notes and links, the sessions in which only they took part (with everything
         in them), their chat bindings, and in sessions shared with others the messages they
-        wrote (with their search index entries) and the record of them; the rest of those
+        wrote (with their search index entries), the record of them and the summaries of
+        those sessions (a summary may repeat their words; the messages it stood for stay
+        stored, so the next turn that needs one summarises what is left); the rest of those
         conversations stays."""
         who = check_channel_id(target)
 
@@ -277,6 +280,11 @@ class MemoryStore:
             for sid in sessions:
                 _delete_session(conn, sid)
             people = SessionPersonRow
+            spoke_in = union(
+                select(people.session_id).where(people.person == who),
+                select(MessageRow.session_id).where(MessageRow.sender == who),
+            )
+            conn.execute(delete(SummaryRow).where(SummaryRow.session_id.in_(spoke_in)))
             conn.execute(delete(people).where((people.person == who) | (people.channel_id == who)))
             conn.execute(delete(ChannelSessionRow).where(ChannelSessionRow.channel_id == who))
             unlink_person(conn, who)
