@@ -4,7 +4,6 @@ advisory locks) is tested in core's test_cluster.py."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -17,44 +16,12 @@ from openpista_discord.adapter import DiscordAdapter
 from openpista_discord.settings import parse_settings
 from openpista_discord.testing import DiscordEmulator, User
 from openpista_testing.cli import emulator_settings
+from openpista_testing.cluster import Election
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
 from openpista_testing.polling import eventually
 
 ROLE = "discord"
-
-
-class Election:
-    """One role shared by several replicas, held by at most one at a time (the cluster's
-    part): :meth:`elect` moves it, :meth:`replica` is one replica's ``context.leadership``."""
-
-    def __init__(self) -> None:
-        self.leader: str | None = None
-        self.candidates: set[str] = set()
-        self._change = asyncio.Event()
-
-    def replica(self, name: str) -> _Seat:
-        return _Seat(self, name)
-
-    def elect(self, name: str | None) -> None:
-        self.leader = name
-        change, self._change = self._change, asyncio.Event()
-        change.set()
-
-
-class _Seat:
-    def __init__(self, election: Election, name: str) -> None:
-        self.election, self.name = election, name
-
-    def leading(self, role: str) -> bool:
-        assert role == ROLE
-        self.election.candidates.add(self.name)
-        return self.election.leader == self.name
-
-    async def changed(self, role: str) -> None:
-        was = self.leading(role)
-        while self.leading(role) == was:
-            await self.election._change.wait()
 
 
 async def replica(
@@ -93,7 +60,7 @@ async def test_only_the_leader_connects_and_another_replica_takes_over(
 ) -> None:
     caplog.set_level(logging.INFO, logger="openpista_discord")
     llm_emulator.default_reply = lambda body: "echo: " + body["messages"][-1]["content"]
-    election = Election()
+    election = Election(ROLE)
     serving = (tmp_path, llm_emulator, discord_emulator, gateways, alice.id)
     first = await replica("a", election, *serving)
     second = await replica("b", election, *serving)
@@ -136,7 +103,7 @@ async def test_a_refused_intent_on_the_leaders_gateway_is_one_clear_error(
     gateways: Gateways,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    election = Election()
+    election = Election(ROLE)
     adapter = await replica("a", election, tmp_path, llm_emulator, discord_emulator, gateways)
     await eventually(lambda: election.candidates == {"a"})
     discord_emulator.granted_intents = 0  # Message Content not granted: 4014 on IDENTIFY

@@ -14,31 +14,10 @@ from openpista.plugin_context import PluginContext
 from openpista_telegram.adapter import TelegramAdapter
 from openpista_telegram.settings import parse_settings
 from openpista_telegram.testing import TelegramEmulator, User
+from openpista_testing.cluster import Election
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
 from openpista_testing.polling import eventually
-
-
-class Roles:
-    """The leadership of one replica, switched by the test (the cluster's part)."""
-
-    def __init__(self) -> None:
-        self.led: set[str] = set()
-        self.asked: set[str] = set()
-        self._changes: dict[str, asyncio.Event] = {}
-
-    def leading(self, role: str) -> bool:
-        self.asked.add(role)
-        return role in self.led
-
-    async def changed(self, role: str) -> None:
-        await self._changes.setdefault(role, asyncio.Event()).wait()
-
-    def switch(self, role: str, led: bool) -> None:
-        (self.led.add if led else self.led.discard)(role)
-        change = self._changes.pop(role, None)
-        if change is not None:
-            change.set()
 
 
 async def test_only_the_leading_replica_polls_and_a_new_leader_takes_over(
@@ -52,26 +31,26 @@ async def test_only_the_leading_replica_polls_and_a_new_leader_takes_over(
 ) -> None:
     caplog.set_level(logging.INFO, logger="openpista_telegram")
     llm_emulator.default_reply = lambda body: "polled"
-    roles = Roles()
+    election = Election("telegram")
     context = PluginContext(settings)
-    context.leadership = roles
+    context.leadership = election.replica("a")
     adapter = TelegramAdapter(parse_settings(table()), context=context)
     await gateways.start(settings, adapter)
-    await eventually(lambda: "telegram" in roles.asked)  # a candidate, waiting
+    await eventually(lambda: election.candidates == {"a"})  # a candidate, waiting
     telegram.send_text(alice.id, "hello", user=alice)
     assert "getUpdates" not in telegram.requests  # another replica leads: it polls
     assert "deleteWebhook" not in telegram.requests
-    roles.switch("telegram", True)
+    election.elect("a")
     await telegram.wait_for_sent(1, chat_id=alice.id)
     assert telegram.texts(alice.id) == ["polled"]
-    roles.switch("telegram", False)  # lost (its PostgreSQL connection): it stops polling
+    election.elect(None)  # lost (its PostgreSQL connection): it stops polling
     await eventually(lambda: "another replica polls now" in caplog.text)
     polls = telegram.requests.count("getUpdates")
     telegram.send_text(alice.id, "again", user=alice)
     await asyncio.sleep(0)
     assert telegram.requests.count("getUpdates") == polls
     assert telegram.pending_updates() == 1
-    roles.switch("telegram", True)  # leads again: the waiting message is read
+    election.elect("a")  # leads again: the waiting message is read
     await telegram.wait_for_sent(2, chat_id=alice.id)
     assert telegram.texts(alice.id) == ["polled", "polled"]
 
