@@ -232,3 +232,41 @@ async def test_any_text_is_handed_over(
     assert not answer.is_error, answer.text
     assert answer.text == "answer to " + text.replace("\x00", "\ufffd").replace("\ud800", "\ufffd")
     await a_member.release(session)
+
+
+async def test_a_turn_cut_short_and_run_again_stores_the_users_message_once(
+    replicas: Start, answering: LlmEmulator
+) -> None:
+    a, member, chat = await replicas("a", http=True)
+    await chat.say("alice", "before")  # an earlier turn: kept as it is
+    assert (await chat.answer("alice")).text == "answer to before"
+    answering.reply_text("too late", delay=20)
+    await chat.say("alice", "hello")
+    session = await a.session_for("chat:alice")
+    await until(lambda: _asked(answering, "hello"), "the turn asks the LLM")
+    admin = await asyncpg.connect(member.dsn)
+    try:  # the replica's connection dies mid-turn (as when it is killed): the lease goes
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'openpista replica a'"
+        )
+    finally:
+        await admin.close()
+    answer = await chat.answer("alice")  # run again once the replica has reconnected
+    assert answer.text == "answer to hello"
+    stored = [(m.role, m.content) for m in await a.runtime.memory.load_messages(session)]
+    assert stored == [
+        ("user", "before"),
+        ("assistant", "answer to before"),
+        ("user", "hello"),
+        ("assistant", "answer to hello"),
+    ]
+    assert chat.texts("alice") == ["answer to before", "answer to hello"]
+
+
+async def _asked(emulator: LlmEmulator, text: str) -> bool:
+    return any(
+        r.json["messages"][-1]["content"] == text
+        for r in emulator.requests
+        if r.path.endswith("/chat/completions")
+    )

@@ -8,7 +8,9 @@ events one by one in the order they were stored, and deletes each only after its
 (and answer) is stored. A replica that dies mid-turn leaves its events in the table, and
 its lease goes with its connection: every replica looks for such leftovers each
 ``[cluster] heartbeat`` (events of sessions nobody leases) and the first to take the lease
-runs them. Nothing stored is lost; a turn cut short runs again on the new owner.
+runs them. Nothing stored is lost; a turn cut short runs again on the new owner, which
+first drops what the first run stored (each event remembers where its turn began, ``mark``),
+so the user's message is in the history once.
 
 Answers go back through the replica that holds the user's connection (the control socket,
 web, QUIC): the event names it (``reply_to``) and the replica running the turn writes the
@@ -68,6 +70,26 @@ AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = $1 |
 """
 """Answers for a replica that has been gone a while (with it, the connections they were for)."""
 ORPHANED_AFTER = 60.0
+_MARK = """
+UPDATE cluster_inbox SET mark = coalesce(
+    (SELECT max(m.id) FROM messages m WHERE m.session_id = $2), 0)
+WHERE id = $1
+"""
+"""Record where the event's turn begins (the session's newest message id, 0 for none)."""
+_CUT_SHORT = """
+WITH first AS (SELECT id, role FROM messages WHERE session_id = $1 AND id > $2
+               ORDER BY id LIMIT 1),
+     later AS (SELECT min(m.id) AS id FROM messages m, first f
+               WHERE m.session_id = $1 AND m.id > f.id AND m.role = 'user'),
+     gone AS (DELETE FROM messages m USING first f
+              WHERE f.role = 'user' AND m.session_id = $1 AND m.id >= f.id
+              AND m.id < coalesce((SELECT id FROM later), m.id + 1)
+              RETURNING 1)
+SELECT count(*) FROM gone
+"""
+"""Delete what a turn begun after ``$2`` and cut short stored: its user message and the
+replies after it, up to the next user message (nothing if no user message of it is stored:
+it was refused, or cut short before storing)."""
 
 
 class Turns(Protocol):
@@ -90,6 +112,8 @@ class _Stored:
     id: int
     event: ChannelEvent
     reply_to: str | None
+    mark: int | None
+    """Where its turn began: the session's newest message id then (``None``: not begun)."""
 
 
 class Handover:
@@ -215,14 +239,14 @@ class Handover:
 
     async def _next(self, session_id: str) -> _Stored | None:
         row = await self.pool.fetchrow(
-            "SELECT id, event, reply_to FROM cluster_inbox WHERE session_id = $1 "
+            "SELECT id, event, reply_to, mark FROM cluster_inbox WHERE session_id = $1 "
             "ORDER BY id LIMIT 1",
             session_id,
         )
         if row is None:
             return None
         event = ChannelEvent.model_validate(json.loads(row["event"]))
-        return _Stored(row["id"], event, row["reply_to"])
+        return _Stored(row["id"], event, row["reply_to"], row["mark"])
 
     async def _pending(self, session_id: str) -> bool:
         found = await self.pool.fetchval(
@@ -251,9 +275,26 @@ class Handover:
 
         async with self._slots:
             await self.load_model(session_id)
+            await self._begin(session_id, stored)
             answer = await self.turns.run_turn(stored.event, session_id, send)
         # Answered: a lease lost now must not run it again.
         await asyncio.shield(self._done(stored.id, answer))
+
+    async def _begin(self, session_id: str, stored: _Stored) -> None:
+        """Mark where the turn of ``stored`` begins; when it began before (its replica died
+        mid-turn), first drop what that run stored, so its run now stores the user's
+        message once."""
+        if stored.mark is None:
+            await self.pool.execute(_MARK, stored.id, session_id)
+            return
+        dropped = await self.pool.fetchval(_CUT_SHORT, session_id, stored.mark)
+        if dropped:
+            log.warning(
+                "session %s: the turn cut short on another replica runs again here "
+                "(%d message(s) it stored are replaced)",
+                session_id,
+                dropped,
+            )
 
     async def _done(self, stored: int, answer: Answer | None) -> None:
         await self.pool.execute("DELETE FROM cluster_inbox WHERE id = $1", stored)
