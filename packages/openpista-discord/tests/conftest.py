@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from openpista.config import GatewaySettings, PolicySettings, Settings
+from openpista.config import PolicySettings, Settings
 from openpista_discord.adapter import DiscordAdapter
 from openpista_discord.settings import parse_settings
 from openpista_discord.testing import DiscordEmulator, User
-from openpista_testing.cli import emulator_settings
+from openpista_testing.cli import channel_settings
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
 from openpista_testing.polling import eventually
@@ -75,10 +75,7 @@ def discord_table(emulator: DiscordEmulator, **options: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def settings(tmp_path: Path, llm_emulator: LlmEmulator) -> Settings:
-    settings = emulator_settings(llm_emulator, tmp_path)
-    settings.gateway = GatewaySettings(restart_max_delay=1)
-    settings.policy = PolicySettings(remote="allow", approval_timeout=30)
-    return settings
+    return channel_settings(llm_emulator, tmp_path)
 
 
 @pytest.fixture

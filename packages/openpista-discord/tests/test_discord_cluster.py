@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from openpista.config import GatewaySettings, PolicySettings
 from openpista.models import Answer
 from openpista.plugin_context import PluginContext
 from openpista_discord.adapter import DiscordAdapter
 from openpista_discord.settings import parse_settings
 from openpista_discord.testing import DiscordEmulator, User
-from openpista_testing.cli import emulator_settings
+from openpista_testing.cli import channel_settings
 from openpista_testing.cluster import Election
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
@@ -35,9 +34,7 @@ async def replica(
 ) -> DiscordAdapter:
     """A daemon (its own database) whose Discord channel is a candidate for the role and
     lets ``allowed`` users in."""
-    settings = emulator_settings(llm_emulator, tmp_path / name)
-    settings.gateway = GatewaySettings(restart_max_delay=1)
-    settings.policy = PolicySettings(remote="allow", approval_timeout=30)
+    settings = channel_settings(llm_emulator, tmp_path / name)
     context = PluginContext(settings)
     context.leadership = election.replica(name)
     table = {

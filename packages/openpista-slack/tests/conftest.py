@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from openpista.config import GatewaySettings, PolicySettings, Settings
+from openpista.config import PolicySettings, Settings
 from openpista_slack.adapter import SlackAdapter
 from openpista_slack.settings import parse_settings
 from openpista_slack.testing import SlackEmulator, User
-from openpista_testing.cli import emulator_settings
+from openpista_testing.cli import channel_settings
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.gateways import Gateways
 from openpista_testing.ports import free_port
@@ -72,10 +72,7 @@ def table(slack: SlackEmulator) -> Callable[..., dict[str, Any]]:
 
 @pytest.fixture
 def settings(tmp_path: Path, llm_emulator: LlmEmulator) -> Settings:
-    settings = emulator_settings(llm_emulator, tmp_path)
-    settings.gateway = GatewaySettings(restart_max_delay=1)
-    settings.policy = PolicySettings(remote="allow", approval_timeout=30)
-    return settings
+    return channel_settings(llm_emulator, tmp_path)
 
 
 @pytest.fixture

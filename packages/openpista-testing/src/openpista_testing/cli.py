@@ -31,6 +31,17 @@ def emulator_settings(emulator: LlmEmulator, home: Path, agent_options: str = ""
     return Settings(**tomllib.loads(emulator_config(emulator, home, agent_options)))
 
 
+def channel_settings(emulator: LlmEmulator, home: Path) -> Settings:
+    """:func:`emulator_settings` for a channel served by a gateway: a failed channel restarts
+    within a second, remote chats may use tools (an approval request waits 30 s)."""
+    from openpista.config import GatewaySettings, PolicySettings
+
+    settings = emulator_settings(emulator, home)
+    settings.gateway = GatewaySettings(restart_max_delay=1)
+    settings.policy = PolicySettings(remote="allow", approval_timeout=30)
+    return settings
+
+
 def emulator_config(emulator: LlmEmulator, home: Path, agent_options: str = "") -> str:
     """A config file that sends every request to ``emulator`` through the ``openai`` preset."""
     return f"""
