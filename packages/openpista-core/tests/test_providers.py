@@ -1,6 +1,5 @@
-"""Providers against the LLM emulator, in OpenAI and Anthropic wire formats: OpenAI chat
-completions through both clients (openpista's httpx path and the real litellm), Anthropic
-through litellm."""
+"""Providers against the LLM emulator, in OpenAI and Anthropic wire formats, each through
+both clients (openpista's httpx path and the real litellm)."""
 
 from __future__ import annotations
 
@@ -93,8 +92,13 @@ async def ask(provider: LlmProvider, streaming: bool) -> ChatResult:
 
 
 @pytest.fixture(
-    params=[("openai", "http"), ("openai", "litellm"), ("anthropic", "auto")],
-    ids=["openai-http", "openai-litellm", "anthropic"],
+    params=[
+        ("openai", "http"),
+        ("openai", "litellm"),
+        ("anthropic", "http"),
+        ("anthropic", "litellm"),
+    ],
+    ids=["openai-http", "openai-litellm", "anthropic-http", "anthropic-litellm"],
 )
 def api(request: pytest.FixtureRequest) -> Api:
     return preset(*request.param)
@@ -620,4 +624,9 @@ class TestOpenAILiteLLMContract(ProviderContract):
 
 class TestAnthropicContract(ProviderContract):
     def make_provider(self, emulator: LlmEmulator, api_key: str) -> LlmProvider:
-        return make(emulator, "anthropic", api_key=api_key)
+        return make(emulator, preset("anthropic", "http"), api_key=api_key)
+
+
+class TestAnthropicLiteLLMContract(ProviderContract):
+    def make_provider(self, emulator: LlmEmulator, api_key: str) -> LlmProvider:
+        return make(emulator, preset("anthropic", "litellm"), api_key=api_key)

@@ -1,5 +1,6 @@
 """The built-in provider presets, served by :class:`LiteLLMProvider` or, for those whose API
-speaks OpenAI chat completions, by :class:`HttpChatProvider` (``[providers.<name>] client``).
+speaks OpenAI chat completions or Anthropic messages, by :class:`HttpChatProvider` or
+:class:`AnthropicMessagesProvider` (``[providers.<name>] client``).
 
 A preset is a name users write in ``[agent] provider = "..."``; it fixes litellm's model
 prefix, where the API key comes from and the default URL. Nothing here imports litellm.
@@ -34,10 +35,13 @@ def litellm_preset(
     keyless_placeholder: bool = True,
     responses: bool = False,
     chat_completions: bool = False,
+    messages_api: bool = False,
 ) -> ProviderPreset:
     """A :class:`ProviderPreset` whose factory builds a :class:`LiteLLMProvider`, or with
     ``chat_completions`` (the API is OpenAI-compatible chat completions at
-    ``{base_url}/chat/completions``) an :class:`HttpChatProvider` unless ``client = "litellm"``.
+    ``{base_url}/chat/completions``) an :class:`HttpChatProvider`, with ``messages_api``
+    (Anthropic's ``{base_url}/v1/messages``) an :class:`AnthropicMessagesProvider`, unless
+    ``client = "litellm"``.
     """
     backend = Backend(
         preset=name,
@@ -56,14 +60,19 @@ def litellm_preset(
         if settings.base_url is None and base_url is not None:
             settings = settings.model_copy(update={"base_url": base_url})
         chosen = model or settings.model or default_model
-        lean = chat_completions and not (responses and settings.api == "responses")
+        wants_responses = responses and settings.api == "responses"
+        lean = messages_api or (chat_completions and not wants_responses)
         if settings.client == "http" and not lean:
             raise ProviderError("config", _litellm_only(name, settings.api))
         if lean and (settings.client == "http" or (settings.client == "auto" and AUTO_HTTP)):
+            if messages_api:
+                from openpista.providers.anthropic_messages import AnthropicMessagesProvider
+
+                return AnthropicMessagesProvider(backend, settings, chosen)
             from openpista.providers.openai_chat import HttpChatProvider
 
             return HttpChatProvider(backend, settings, chosen)
-        if responses and settings.api == "responses":
+        if wants_responses:
             from openpista.providers.responses import ResponsesProvider
 
             return ResponsesProvider(backend, settings, chosen)
@@ -91,8 +100,8 @@ CPU per message and start-up (the figures are in docs/providers.md)."""
 def _litellm_only(name: str, api: str) -> str:
     what = "the Responses API" if api == "responses" else f"{name}'s API"
     return (
-        f'[providers.{name}] client = "http" serves OpenAI-compatible chat completions only, '
-        f'and {what} is not: remove the line or set client = "litellm"'
+        f'[providers.{name}] client = "http" serves OpenAI-compatible chat completions and '
+        f'Anthropic messages only, and {what} is neither: remove the line or set client = "litellm"'
     )
 
 
@@ -200,10 +209,11 @@ def _core_presets() -> list[ProviderPreset]:
             description="Anthropic API (Claude models)",
             aliases=("claude",),
             api_key_env=("ANTHROPIC_API_KEY",),
-            # litellm's Anthropic api_base is the server root: it appends /v1/messages.
+            # The server root, as litellm's Anthropic api_base: both append /v1/messages.
             base_url="https://api.anthropic.com",
             models_api="anthropic",
             models=("claude-3-5-haiku-latest", "claude-sonnet-4-0", "claude-opus-4-0"),
+            messages_api=True,
         ),
         litellm_preset(
             "together",
