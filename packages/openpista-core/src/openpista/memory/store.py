@@ -89,7 +89,7 @@ from openpista.memory.schema import migrate
 from openpista.memory.search import SearchHit, SearchScope, query_terms, search_messages
 from openpista.memory.summaries import SummaryRow, insert_summary, latest_summary
 from openpista.memory.tables import ChannelSessionRow, MessageRow, SessionRow, ToolDecisionRow
-from openpista.memory.transfer import SessionDocument
+from openpista.memory.transfer import SessionDocument, check_senders
 from openpista.memory.usage import (
     UsageFilter,
     UsageTotal,
@@ -236,17 +236,24 @@ class MemoryStore:
                 raise SessionNotFoundError(f"cannot export session {sid!r}: no such session")
             info = _session_info(row)
             messages = _history(conn, sid, None)
-            return SessionDocument(sid, info.title, info.created_at, info.updated_at, messages)
+            senders = conn.scalars(_SENDERS, {"sid": sid})
+            written = {i: sender for i, sender in enumerate(senders) if sender is not None}
+            return SessionDocument(
+                sid, info.title, info.created_at, info.updated_at, messages, written
+            )
 
         return await self._db.run(work, f"exporting session {sid!r}", write=False)
 
     async def import_session(self, document: SessionDocument, session_id: str = "") -> str:
         """Store ``document`` as a new session (``session_id``, else the exported id) with
-        its title, times and messages, in one transaction; returns its id. An existing
-        session of that id is never overwritten: the import is refused."""
+        its title, times, messages and their senders, in one transaction; returns its id. An
+        existing session of that id is never overwritten: the import is refused."""
         sid = check_session_id(session_id or document.id)
         title = None if document.title is None else title_from(document.title)
         rows = [_message_row(sid, message, i) for i, message in enumerate(document.messages)]
+        senders = check_senders(document.messages, document.senders)
+        for index, row in enumerate(rows):
+            row["sender"] = senders.get(index)
         session = {
             "id": sid,
             "title": title,
@@ -753,6 +760,11 @@ _MESSAGE_COLUMNS = (
 _ALL_MESSAGES = (
     select(*_MESSAGE_COLUMNS)
     .where(MessageRow.session_id == bindparam("sid"), MessageRow.id > bindparam("after"))
+    .order_by(MessageRow.id)
+)
+_SENDERS = (
+    select(MessageRow.sender)
+    .where(MessageRow.session_id == bindparam("sid"))
     .order_by(MessageRow.id)
 )
 _NEWEST_MESSAGES = (
