@@ -4,6 +4,7 @@ emulator, real ``openpista run`` clients on each replica's control socket."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +45,8 @@ def asked(body: dict[str, Any]) -> str:
 
 @pytest.fixture
 def gate(tmp_path: Path) -> Iterator[Path]:
-    """A directory where blocked tool calls say they started and wait for ``go``."""
+    """A directory where blocked tool calls say they started and wait for ``go`` (all of
+    them) or ``NAME.go`` (``block-NAME``'s)."""
     directory = tmp_path / "gate"
     directory.mkdir()
     yield directory
@@ -60,7 +62,8 @@ def scripted(llm_emulator: LlmEmulator, gate: Path) -> LlmEmulator:
         if question.startswith("block-") and body["messages"][-1]["role"] == "user":
             command = (
                 f"touch {gate}/{question}.started; "
-                f"for i in $(seq 1200); do [ -f {gate}/go ] && exit 0; sleep 0.05; done"
+                f"for i in $(seq 1200); do [ -f {gate}/go ] || [ -f {gate}/{question}.go ] "
+                "&& exit 0; sleep 0.05; done"
             )
             return ToolCallsReply([("system_run", {"command": command})])
         return f"answer to {question}"
@@ -280,3 +283,34 @@ def test_30_sessions_of_5_messages_moving_between_3_replicas_are_answered_once_i
         asked_in = users_asked(scripted, f"s{s}-")
         # Each message answered once, having seen every earlier one of its session in order.
         assert asked_in == [[f"s{s}-m{k}" for k in range(n + 1)] for n in range(per_session)]
+
+
+def test_ctrl_c_on_one_replica_stops_the_turn_where_it_runs_or_waits(
+    replicas: Start, scripted: LlmEmulator, gate: Path
+) -> None:
+    a, b = replicas("a"), replicas("b")
+    first = spawn(a.cli, "run", "-s", "shared", "-e", "block-first")
+    until(lambda: (gate / "block-first.started").exists())  # a holds the session's lease
+    waiting = spawn(b.cli, "run", "-s", "shared", "-e", "block-waiting")
+    b.daemon.wait_for("session shared is leased by another replica; handed over")
+    running = spawn(b.cli, "run", "-s", "shared", "-e", "block-running")
+    b.daemon.wait_for("session shared is leased by another replica; handed over")
+    waiting.send_signal(signal.SIGINT)  # Ctrl-C while it waits in the inbox: never runs
+    code, _, err = finished(waiting)
+    assert (code, err.strip()) == (130, "❌ cancelled: the turn was stopped in the daemon")
+    (gate / "block-first.go").touch()
+    assert finished(first)[:2] == (0, "answer to block-first\n")
+    until(lambda: (gate / "block-running.started").exists())  # runs on a, answers b
+    running.send_signal(signal.SIGINT)  # Ctrl-C on b: a stops the turn
+    code, _, err = finished(running)
+    assert (code, err.strip()) == (130, "❌ cancelled: the turn was stopped in the daemon")
+    a.daemon.wait_for("session shared: a turn was cancelled by its user")
+    # Its tool never finished (no gate opened), yet the session takes the next turn.
+    assert finished(spawn(b.cli, "run", "-s", "shared", "-e", "after"))[:2] == (
+        0,
+        "answer to after\n",
+    )
+    assert requests_asking(scripted, "block-waiting") == []
+    assert len(requests_asking(scripted, "block-running")) == 1  # the tool call only
+    [after] = requests_asking(scripted, "after")
+    assert "answer to block-running" not in json.dumps(after["messages"])

@@ -18,6 +18,10 @@ answer and its approval prompts to ``cluster_outbox`` and announces them on ``NO
 :data:`OUTBOX`; that replica delivers them. Channels that answer over HTTP (Telegram,
 WhatsApp, Slack, Discord: :attr:`~openpista.channels.ChannelAdapter.replies_anywhere`) are
 answered by whichever replica runs the turn, streaming included.
+
+A turn its user cancels on the replica holding their connection (Ctrl-C of ``openpista
+run``) is deleted from the inbox if it has not begun, and stopped where it runs: that
+replica is told on ``NOTIFY`` :data:`CANCEL`.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ if TYPE_CHECKING:
     from openpista.cluster import ClusterMember
     from openpista.gateway.router import TurnTicket
 
-__all__ = ["INBOX", "OUTBOX", "Handover", "Turns"]
+__all__ = ["CANCEL", "INBOX", "OUTBOX", "Handover", "Turns"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,8 @@ INBOX = "openpista_inbox"
 """``NOTIFY`` channel of a stored event (payload: its session id)."""
 OUTBOX = "openpista_outbox"
 """``NOTIFY`` channel of a stored answer (payload: the replica id that delivers it)."""
+CANCEL = "openpista_cancel"
+"""``NOTIFY`` channel of a turn its user cancelled (payload: its stored event's id)."""
 POOL_SIZE = 4
 """Connections for the inbox and outbox (the lease connection is kept for the leases)."""
 
@@ -73,9 +79,10 @@ ORPHANED_AFTER = 60.0
 _MARK = """
 UPDATE cluster_inbox SET mark = coalesce(
     (SELECT max(m.id) FROM messages m WHERE m.session_id = $2), 0)
-WHERE id = $1
+WHERE id = $1 RETURNING id
 """
 """Record where the event's turn begins (the session's newest message id, 0 for none)."""
+_STILL_STORED = "SELECT EXISTS (SELECT 1 FROM cluster_inbox WHERE id = $1)"
 _CUT_SHORT = """
 WITH first AS (SELECT id, role FROM messages WHERE session_id = $1 AND id > $2
                ORDER BY id LIMIT 1),
@@ -129,6 +136,7 @@ class Handover:
         self._drainers: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()  # sessions stored to while their drainer ran
         self._waiting: dict[int, asyncio.Future[Answer]] = {}  # stored id -> its answer
+        self._running: dict[int, asyncio.Future[Answer | None]] = {}  # stored id -> its turn
         self._outbox = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -148,6 +156,7 @@ class Handover:
         await pool.execute("DELETE FROM cluster_outbox WHERE replica_id = $1", member.replica_id)
         await member.listen(INBOX, handover._stored)
         await member.listen(OUTBOX, handover._answered)
+        await member.listen(CANCEL, handover._cancelled)
         handover._tasks = [
             asyncio.create_task(handover._sweep(), name="cluster inbox sweep"),
             asyncio.create_task(handover._deliver_outbox(), name="cluster outbox"),
@@ -200,8 +209,32 @@ class Handover:
             return Answer(text="", channel_id=event.channel_id, session_id=session_id)
         try:
             return await answered
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # its client cancelled it
+                await asyncio.shield(self._withdraw(stored))
+            raise
         finally:
             self._waiting.pop(stored, None)
+
+    async def _withdraw(self, stored: int) -> None:
+        """Cancel the turn of event ``stored``: deleted if it has not begun, stopped on the
+        replica where it runs (told on ``NOTIFY`` :data:`CANCEL`)."""
+        self._cancelled(str(stored))
+        try:
+            await self.pool.execute(
+                "WITH gone AS (DELETE FROM cluster_inbox WHERE id = $1) SELECT pg_notify($2, $3)",
+                stored,
+                CANCEL,
+                str(stored),
+            )
+        except Exception as exc:  # the turn runs on, its answer goes nowhere
+            log.warning("❌ a cancelled turn could not be stopped in the cluster: %s", exc)
+
+    def _cancelled(self, payload: str) -> None:
+        turn = self._running.get(int(payload)) if payload.isdecimal() else None
+        if turn is not None:
+            turn.cancel()
 
     def _stored(self, session_id: str) -> None:
         if session_id in self._drainers:
@@ -275,18 +308,38 @@ class Handover:
 
         async with self._slots:
             await self.load_model(session_id)
-            await self._begin(session_id, stored)
-            answer = await self.turns.run_turn(stored.event, session_id, send)
-        # Answered: a lease lost now must not run it again.
-        await asyncio.shield(self._done(stored.id, answer))
+            # A task of its own, which its user's cancel stops (see :meth:`_withdraw`).
+            turn = asyncio.ensure_future(self._turn(session_id, stored, send))
+            self._running[stored.id] = turn
+            try:
+                await asyncio.wait({turn})
+            except asyncio.CancelledError:  # the lease is lost, or the replica stops
+                turn.cancel()
+                await asyncio.wait({turn})
+                raise
+            finally:
+                self._running.pop(stored.id, None)
+        if turn.cancelled():  # by its user: the event is deleted already
+            log.info("session %s: a turn was cancelled by its user", session_id)
+            return
+        answer = turn.result()
+        if answer is not None:  # answered: a lease lost now must not run it again
+            await asyncio.shield(self._done(stored.id, answer))
 
-    async def _begin(self, session_id: str, stored: _Stored) -> None:
+    async def _turn(self, session_id: str, stored: _Stored, send: Send) -> Answer | None:
+        """Run the turn of ``stored``; ``None`` if its user cancelled it before it began."""
+        if not await self._begin(session_id, stored):
+            return None
+        return await self.turns.run_turn(stored.event, session_id, send)
+
+    async def _begin(self, session_id: str, stored: _Stored) -> bool:
         """Mark where the turn of ``stored`` begins; when it began before (its replica died
         mid-turn), first drop what that run stored, so its run now stores the user's
-        message once."""
+        message once. Whether it is still stored (``False``: cancelled by its user)."""
         if stored.mark is None:
-            await self.pool.execute(_MARK, stored.id, session_id)
-            return
+            return await self.pool.fetchval(_MARK, stored.id, session_id) is not None
+        if not await self.pool.fetchval(_STILL_STORED, stored.id):
+            return False
         dropped = await self.pool.fetchval(_CUT_SHORT, session_id, stored.mark)
         if dropped:
             log.warning(
@@ -295,6 +348,7 @@ class Handover:
                 session_id,
                 dropped,
             )
+        return True
 
     async def _done(self, stored: int, answer: Answer | None) -> None:
         await self.pool.execute("DELETE FROM cluster_inbox WHERE id = $1", stored)
