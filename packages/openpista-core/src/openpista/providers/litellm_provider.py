@@ -760,6 +760,12 @@ def _describe(failure: _Failure, provider: BackendProvider) -> ProviderError:
             f"retries: wait a minute and try again, or raise {section} max_retries ({detail})"
         )
         return ProviderError("rate_limit", message, status=status)
+    if status == 529 or "overloaded_error" in failure.codes:
+        message = (
+            f"{preset} is overloaded (HTTP {status or 529}): the service is busy for everyone, "
+            f"not only this key; try again in a minute ({detail})"
+        )
+        return ProviderError("other", message, status=status or 529)
     if status in (400, 413, 422):
         return ProviderError(
             "bad_request", f"{preset} rejected the request (HTTP {status}): {detail}", status=status
