@@ -69,12 +69,21 @@ async def test_export_and_import(tmp_path: Path, llm_emulator: LlmEmulator) -> N
     exported = tmp_path / "ann.json"
     done = cli("memory", "export", "ann-s", "-o", str(exported))
     assert done.returncode == 0, done.stderr
-    assert "# ann asks about the dentist" in cli("memory", "export", "ann-s", "--markdown").stdout
+    markdown = cli("memory", "export", "ann-s", "--markdown").stdout
+    assert "# ann asks about the dentist" in markdown
+    assert "## user `telegram:1` · " in markdown
     assert cli("memory", "import", str(exported)).stderr.startswith("❌ session 'ann-s' exists")
     imported = cli("memory", "import", "--as", "copy", "-", stdin=exported.read_text())
     assert imported.stdout.startswith("✓ imported session copy (2 messages)"), imported.stderr
     broken = cli("memory", "import", "-", stdin="{not json")
     assert broken.stderr.startswith("❌ cannot import -:")
+    hostile = json.loads(exported.read_text())
+    assert hostile["messages"][0]["sender"] == "telegram:1"
+    hostile["messages"][0]["sender"] = "telegram:\x1b[31m"
+    refused = cli("memory", "import", "--as", "evil", "-", stdin=json.dumps(hostile))
+    assert refused.stderr.startswith("❌ cannot import -: invalid session export: sender of")
+    assert "\x1b" not in refused.stderr
+    assert "Traceback" not in refused.stderr
     found = json.loads(cli("sessions", "search", "tuesday", "--json").stdout)
     assert {hit["session_id"] for hit in found} == {"ann-s", "copy"}
 
