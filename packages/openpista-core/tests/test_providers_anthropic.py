@@ -387,7 +387,7 @@ async def test_malformed_events_are_one_clear_error(
 
 
 async def test_hostile_fields_are_ignored_not_crashed_on(llm_emulator: LlmEmulator) -> None:
-    hostile = [
+    hostile: list[dict[str, Any]] = [
         {"type": "message_start", "message": "not an object"},
         {"type": "content_block_start", "index": "x", "content_block": ["bad"]},
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": 5}},
