@@ -5,6 +5,7 @@ themselves are in test_cluster_e2e.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import threading
@@ -246,14 +247,14 @@ def test_the_example_config_documents_every_cluster_option() -> None:
 
 
 @pytest.fixture
-def config_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+def config_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     monkeypatch.setenv("HOME", str(tmp_path))
     path = tmp_path / "config.toml"
     monkeypatch.setenv("OPENPISTA_CONFIG", str(path))
     monkeypatch.delenv("OPENPISTA_DATABASE_URL", raising=False)
 
-    def write(url: str) -> None:
-        path.write_text(f'[database]\nurl = "{url}"\n[cluster]\nenabled = true\n')
+    def write(url: str, extra: str = "") -> None:
+        path.write_text(f'[database]\nurl = "{url}"\n[cluster]\nenabled = true\n{extra}')
 
     return write
 
@@ -270,15 +271,15 @@ def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def test_status_cluster_lists_the_replicas_their_leader_and_leases(
-    config_for: Callable[[str], None],
+def test_status_cluster_lists_the_replicas_their_roles_leases_and_the_inbox(
+    config_for: Callable[..., None],
     fresh_postgres_url: str,
     loop_thread: asyncio.AbstractEventLoop,
 ) -> None:
     def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, loop_thread).result(WAIT)
 
-    config_for(fresh_postgres_url)
+    config_for(fresh_postgres_url, "[channels.telegram]\nenabled = false\n")
     empty = CliRunner().invoke(cli, ["status", "--cluster"])
     assert empty.exit_code == 3, empty.output
     assert empty.stdout == "no openpista replica is connected to the cluster's database.\n"
@@ -291,25 +292,51 @@ def test_status_cluster_lists_the_replicas_their_leader_and_leases(
             for name in ("gw-1", "gw-2")
         ]
         await joined[1].acquire("busy-session")
+        joined[1].leading("telegram")  # configured: named
+        joined[0].leading("discord")  # not configured here: "?"
+        await until(lambda: joined[1].leading("telegram"), "gw-2 leads telegram")
+        await until(lambda: joined[0].leading("discord"), "gw-1 leads discord")
+        conn = await asyncpg.connect(joined[0].dsn)
+        try:  # two events wait for their turn
+            await conn.execute(
+                "INSERT INTO cluster_inbox (session_id, event, origin) "
+                "VALUES ('busy-session', '{}', 'gw-2'), ('busy-session', '{}', 'gw-2')"
+            )
+        finally:
+            await conn.close()
         return joined
 
     joined = run(join())
     try:
         listed = CliRunner().invoke(cli, ["status", "--cluster"])
+        as_json = CliRunner().invoke(cli, ["status", "--cluster", "--json"])
     finally:
         for member in joined:
             run(member.close())
     assert listed.exit_code == 0, listed.output
     lines = listed.stdout.splitlines()
     assert re.fullmatch(
-        r"gw-1: from 127\.0\.0\.1 since \S+ \S+ UTC, cron leader, 0 turn\(s\) running", lines[0]
+        r"gw-1: from 127\.0\.0\.1 since \S+ \S+ UTC, 0 turn\(s\) running, leads: \?, cron",
+        lines[0],
     )
-    assert re.fullmatch(r"gw-2: from 127\.0\.0\.1 since \S+ \S+ UTC, 1 turn\(s\) running", lines[1])
-    assert lines[2:] == ["  lease: busy-session"]
+    assert re.fullmatch(
+        r"gw-2: from 127\.0\.0\.1 since \S+ \S+ UTC, 1 turn\(s\) running, leads: telegram",
+        lines[1],
+    )
+    assert lines[2:] == ["  lease: busy-session", "inbox: 2 event(s) waiting"]
+    assert as_json.exit_code == 0, as_json.output
+    shown = json.loads(as_json.stdout)
+    assert shown["waiting"] == 2
+    assert [
+        (r["replica_id"], r["leads"], r["roles"], r["sessions"]) for r in shown["replicas"]
+    ] == [
+        ("gw-1", True, ["?", "cron"], []),
+        ("gw-2", False, ["telegram"], ["busy-session"]),
+    ]
 
 
 def test_status_cluster_on_sqlite_is_one_error_line(
-    config_for: Callable[[str], None], tmp_path: Path
+    config_for: Callable[..., None], tmp_path: Path
 ) -> None:
     config_for(f"sqlite+aiosqlite:///{tmp_path}/memory.db")
     done = CliRunner().invoke(cli, ["status", "--cluster"])

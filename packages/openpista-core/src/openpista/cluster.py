@@ -47,7 +47,15 @@ if TYPE_CHECKING:
 
     from openpista.config import Settings
 
-__all__ = ["ClusterError", "ClusterMember", "ReplicaInfo", "cluster_dsn", "list_replicas"]
+__all__ = [
+    "ClusterError",
+    "ClusterMember",
+    "ClusterOverview",
+    "ReplicaInfo",
+    "cluster_dsn",
+    "cluster_overview",
+    "list_replicas",
+]
 
 log = logging.getLogger(__name__)
 
@@ -412,18 +420,30 @@ class ReplicaInfo:
     address: str
     since: str
     leads: bool
+    """Whether it leads cron."""
     sessions: list[str] = field(default_factory=list)
     """Sessions whose turn runs on it now (its load); ``?`` for one not stored yet."""
+    roles: list[str] = field(default_factory=list)
+    """The roles it leads (``cron``, channels such as ``telegram``), sorted; ``?`` for one
+    of a name not configured where the list was asked for."""
+
+
+@dataclass(frozen=True)
+class ClusterOverview:
+    """What ``openpista status --cluster`` shows: the replicas and the inbox."""
+
+    replicas: list[ReplicaInfo]
+    waiting: int
+    """Events stored in the inbox, waiting for (or in) their turn on some replica."""
 
 
 _REPLICAS = """
 SELECT substr(a.application_name, $1) AS replica_id,
        coalesce(host(a.client_addr), 'local') AS address,
        to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') AS since,
-       EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'
-               AND l.granted AND l.classid = $2::oid
-               AND l.objid = (hashtext(encode($5::bytea, 'hex'))::bigint & 4294967295)::oid
-              ) AS leads,
+       ARRAY(SELECT l.objid::bigint FROM pg_locks l
+             WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+             AND l.classid = $2::oid) AS led,
        ARRAY(SELECT l.objid::bigint FROM pg_locks l
              WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
              AND l.classid = $3::oid) AS keys
@@ -431,6 +451,11 @@ FROM pg_stat_activity a
 WHERE a.application_name LIKE $4
 ORDER BY 1
 """
+_ROLES = """
+SELECT convert_from(r, 'UTF8') AS role, hashtext(encode(r, 'hex'))::bigint & 4294967295 AS key
+FROM unnest($1::bytea[]) AS r
+"""
+"""The lease keys of role names (as ``pg_locks`` shows them)."""
 _SESSION_KEY = "(hashtext(encode(convert_to(id, 'UTF8'), 'hex'))::bigint & 4294967295)"
 _SESSIONS = f"SELECT {_SESSION_KEY} AS key, id FROM sessions WHERE {_SESSION_KEY} = ANY($1)"  # noqa: S608  only constant SQL fragments; values are bound parameters
 """Stored session ids of lease keys (``pg_locks`` shows a key as an unsigned ``oid``)."""
@@ -438,6 +463,12 @@ _SESSIONS = f"SELECT {_SESSION_KEY} AS key, id FROM sessions WHERE {_SESSION_KEY
 
 async def list_replicas(settings: Settings) -> list[ReplicaInfo]:
     """The replicas connected to the cluster's database now, with their leases."""
+    return (await cluster_overview(settings)).replicas
+
+
+async def cluster_overview(settings: Settings) -> ClusterOverview:
+    """The replicas connected to the cluster's database now, with their leases and roles
+    (``cron`` and the channels configured in ``settings``), and the inbox's depth."""
     import asyncpg
 
     dsn = cluster_dsn(settings)
@@ -445,28 +476,38 @@ async def list_replicas(settings: Settings) -> list[ReplicaInfo]:
         conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise ClusterError(f"cannot reach the cluster's PostgreSQL: {exc}") from exc
+    candidates = sorted({CRON, *settings.channels})
     try:
         like = APPLICATION_PREFIX + "%"  # no LIKE wildcard in the prefix
         rows = await conn.fetch(
-            _REPLICAS, len(APPLICATION_PREFIX) + 1, LEADER_SPACE, SESSION_SPACE, like, _bytes(CRON)
+            _REPLICAS, len(APPLICATION_PREFIX) + 1, LEADER_SPACE, SESSION_SPACE, like
         )
+        roles = {
+            r["key"]: r["role"] for r in await conn.fetch(_ROLES, [_bytes(c) for c in candidates])
+        }
         keys = sorted({key for row in rows for key in row["keys"]})
         names: dict[int, str] = {}
+        waiting = 0
+        # A database no replica has migrated yet has no sessions to name, nor an inbox.
+        with contextlib.suppress(asyncpg.UndefinedTableError):
+            waiting = int(await conn.fetchval("SELECT count(*) FROM cluster_inbox"))
         if keys:
-            # A database no replica has migrated yet has no sessions to name.
             with contextlib.suppress(asyncpg.UndefinedTableError):
                 names = {r["key"]: r["id"] for r in await conn.fetch(_SESSIONS, keys)}
     except asyncpg.PostgresError as exc:
         raise ClusterError(f"cannot list the replicas: {exc}") from exc
     finally:
         await conn.close()
-    return [
+    cron = next(key for key, role in roles.items() if role == CRON)
+    replicas = [
         ReplicaInfo(
             r["replica_id"],
             r["address"],
             r["since"],
-            r["leads"],
+            cron in r["led"],
             sorted(names.get(key, "?") for key in r["keys"]),
+            sorted(roles.get(key, "?") for key in r["led"]),
         )
         for r in rows
     ]
+    return ClusterOverview(replicas, waiting)

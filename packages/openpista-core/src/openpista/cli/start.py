@@ -74,8 +74,9 @@ def status(state: CliState, as_json: bool, cluster: bool) -> None:
     listens on, and whether it is ready (its provider warmed up). The running daemon
     answers through its control socket; --no-daemon (before `status`) reads its PID file.
 
-    With --cluster: every replica connected to the shared PostgreSQL, whether it leads cron
-    and the sessions whose turn runs on it now (docs/scale-out.md).
+    With --cluster: every replica connected to the shared PostgreSQL, the roles it leads
+    (cron, Telegram polling, ...), the sessions whose turn runs on it now, and how many
+    events wait in the inbox (docs/scale-out.md).
 
     Exits 0 when it runs (with --cluster: when a replica runs) and 3 when it does not.
     """
@@ -111,27 +112,31 @@ def status(state: CliState, as_json: bool, cluster: bool) -> None:
 
 
 def cluster_status(state: CliState, as_json: bool) -> None:
-    """``status --cluster``: the replicas, one line each (or JSON); exits 0, 3 with none."""
+    """``status --cluster``: the replicas, one line each, and the inbox's depth (or JSON);
+    exits 0, 3 with no replica."""
     from dataclasses import asdict
 
-    from openpista.cluster import ClusterError, list_replicas
+    from openpista.cluster import ClusterError, cluster_overview
 
     try:
-        replicas = asyncio.run(list_replicas(state.settings()))
+        overview = asyncio.run(cluster_overview(state.settings()))
     except ClusterError as exc:
         fail(str(exc))
+    replicas = overview.replicas
     if as_json:
-        click.echo(json.dumps({"replicas": [asdict(r) for r in replicas]}))
+        click.echo(json.dumps(asdict(overview)))
     elif not replicas:
         click.echo("no openpista replica is connected to the cluster's database.")
     for replica in [] if as_json else replicas:
-        role = ", cron leader" if replica.leads else ""
+        roles = f", leads: {', '.join(replica.roles)}" if replica.roles else ""
         click.echo(
-            f"{replica.replica_id}: from {replica.address} since {replica.since}{role}, "
-            f"{len(replica.sessions)} turn(s) running"
+            f"{replica.replica_id}: from {replica.address} since {replica.since}, "
+            f"{len(replica.sessions)} turn(s) running{roles}"
         )
         for session_id in replica.sessions:
             click.echo(f"  lease: {session_id}")
+    if not as_json and (replicas or overview.waiting):
+        click.echo(f"inbox: {overview.waiting} event(s) waiting")
     sys.exit(0 if replicas else 3)
 
 
