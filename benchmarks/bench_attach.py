@@ -37,19 +37,25 @@ READY_TARGET = 1.0
 WEB = '\n[channels.web]\nenabled = true\nport = 0\ntoken = "bench-token"\n'
 
 
-COLD_CLIENTS = {"http": "cold", "litellm": "cold litellm", "anthropic": "cold anthropic"}
+COLD_CLIENTS = {
+    "http": "cold",
+    "litellm": "cold litellm",
+    "anthropic": "cold anthropic",
+    "anthropic-litellm": "cold anth. litellm",
+}
 """The cold figures by provider client (docs/providers.md): ``cold`` the openai preset
 through openpista's httpx client (what ``client = "auto"`` picks), ``cold litellm`` the same
-through litellm, ``cold anthropic`` the anthropic preset (Messages API, litellm only)."""
+through litellm, ``cold anthropic`` the anthropic preset (Messages API) through httpx (what
+``auto`` picks), ``cold anth. litellm`` the same through litellm."""
 
 
 def cold_cli(home: Path, emulator: LlmEmulator, client: str) -> Cli:
     """A CLI answering through ``client`` (a :data:`COLD_CLIENTS` key) to ``emulator``."""
     cli = Cli.isolated(home, emulator)
     config = cli.config.read_text()
-    if client == "litellm":
-        config += '\nclient = "litellm"\n'  # the last table is [providers.openai]
-    elif client == "anthropic":
+    if client.endswith("litellm"):
+        config += '\nclient = "litellm"\n'  # the last table is the provider's
+    if client.startswith("anthropic"):
         config = (
             config.replace('provider = "openai"', 'provider = "anthropic"')
             .replace("[providers.openai]", "[providers.anthropic]")
@@ -135,7 +141,7 @@ def main() -> None:
         cli = Cli.isolated(Path(tmp) / "home", emulator)
         hi = [str(OPENPISTA), "run", "-e", "hi"]
         # Cold through each provider client, alternately: openpista's httpx client (what
-        # `auto` picks for OpenAI's API), litellm for the same API, litellm for Anthropic's.
+        # `auto` picks) and litellm, for OpenAI's API and for Anthropic's.
         colds = {name: cold_cli(Path(tmp) / name, emulator, name) for name in COLD_CLIENTS}
         for other in colds.values():
             run_measured([str(OPENPISTA), "--no-daemon", *hi[1:]], other.env)  # the database

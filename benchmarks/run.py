@@ -204,16 +204,21 @@ def bench_gateway(
         print_figures(f"gateway, {sessions} concurrent sessions", run, 1, llm)
 
 
-async def _provider_round(base_url: str, client: str, requests: int, at_once: int) -> float:
-    """CPU seconds of this process per streamed request of the ``openpista`` preset through
-    ``client``, ``at_once`` requests in flight, to an emulator in another process."""
+async def _provider_round(
+    base_url: str, client: str, requests: int, at_once: int, preset: str = "openai"
+) -> float:
+    """CPU seconds of this process per streamed request of ``preset`` (openai: ``base_url``
+    is the OpenAI base URL; anthropic: its server root) through ``client``, ``at_once``
+    requests in flight, to an emulator in another process."""
     from openpista.config import AgentSettings, ProviderSettings, Settings
     from openpista.models import Message
     from openpista.plugins import PluginHost
     from openpista.runtime import build_providers
 
+    if preset == "anthropic":
+        base_url = base_url.removesuffix("/v1")
     section = ProviderSettings(base_url=base_url, api_key="k", client=client)  # type: ignore[arg-type]
-    settings = Settings(agent=AgentSettings(provider="openai"), providers={"openai": section})
+    settings = Settings(agent=AgentSettings(provider=preset), providers={preset: section})
     registry = build_providers(PluginHost.load(entry_points=False))
     provider = registry.build(settings)
     conversation = [Message(role="user", content="hello")]
@@ -250,13 +255,15 @@ def emulator_process() -> Iterator[str]:
         emulator.wait()
 
 
-def bench_provider(base_url: str, clients: list[str], requests: int = 600) -> None:
-    """The provider path alone: its CPU per streamed message through each client to the
-    emulator at ``base_url`` (in its own process)."""
+def bench_provider(
+    base_url: str, clients: list[str], requests: int = 600, preset: str = "openai"
+) -> None:
+    """The provider path alone: its CPU per streamed message of ``preset`` through each
+    client to the emulator at ``base_url`` (in its own process)."""
     for client in clients:
         for at_once in (10, 100):
-            cpu = asyncio.run(_provider_round(base_url, client, requests, at_once))
-            label = f"provider alone, {client}, {at_once} at once"
+            cpu = asyncio.run(_provider_round(base_url, client, requests, at_once, preset))
+            label = f"provider alone, {preset} {client}, {at_once} at once"
             print(f"{label:<38} CPU {cpu * 1000:6.2f} ms/msg   {machine()}")
 
 
@@ -276,6 +283,12 @@ def main() -> None:
         choices=("http", "litellm"),
         help="the provider clients measured (repeatable; default both, litellm last)",
     )
+    parser.add_argument(
+        "--preset",
+        choices=("openai", "anthropic"),
+        default="openai",
+        help="the preset of the provider-alone figures (its API: chat completions or messages)",
+    )
     args = parser.parse_args()
     parts = set(args.only or PARTS)
     # litellm last: once imported it stays (docs/providers.md).
@@ -292,10 +305,10 @@ def main() -> None:
         if "gateway" in parts:
             bench_gateway((1, 100, 1000))
         if parts & {"gateway-llm", "provider"}:
-            bench_clients(clients, emulator.openai_base_url, parts)
+            bench_clients(clients, emulator.openai_base_url, parts, args.preset)
 
 
-def bench_clients(clients: list[str], in_process: str, parts: set[str]) -> None:
+def bench_clients(clients: list[str], in_process: str, parts: set[str], preset: str) -> None:
     """The gateway through each provider client (to the emulator at ``in_process``, then to
     one in its own process) and the provider path alone, as ``parts`` selects."""
     with emulator_process() as own:
@@ -305,7 +318,7 @@ def bench_clients(clients: list[str], in_process: str, parts: set[str]) -> None:
                 bench_gateway((100,), in_process, client, "in-process")
                 bench_gateway((100,), own, client, "own process")
             if "provider" in parts:
-                bench_provider(own, [client])
+                bench_provider(own, [client], preset=preset)
 
 
 if __name__ == "__main__":
