@@ -71,7 +71,8 @@ class ProviderSettings(_Section):
     api_version: str | None = None
     client: Literal["auto", "litellm", "http"] = "auto"
     """What carries the requests: "http" openpista's own httpx client (OpenAI-compatible
-    chat completions only), "litellm", or "auto" (http where it can, else litellm)."""
+    chat completions and Anthropic messages only), "litellm", or "auto" (http where it can,
+    else litellm)."""
 
 
 class AgentSettings(_Section):
