@@ -314,3 +314,19 @@ def test_ctrl_c_on_one_replica_stops_the_turn_where_it_runs_or_waits(
     assert len(requests_asking(scripted, "block-running")) == 1  # the tool call only
     [after] = requests_asking(scripted, "after")
     assert "answer to block-running" not in json.dumps(after["messages"])
+
+
+def test_a_budget_set_on_one_replica_applies_on_the_others_at_once(replicas: Start) -> None:
+    a, b = replicas("a"), replicas("b")
+
+    def daily(cli: Cli) -> Any:
+        done = cli("budget", "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["daily"]
+
+    assert daily(b.cli)["usd"] is None  # read (and kept) by b before the change
+    done = a.cli("budget", "set", "--daily", "0.5")
+    assert done.returncode == 0, done.stderr
+    until(lambda: daily(b.cli) == {"usd": 0.5, "set": True, "spent_today": 0.0})
+    assert a.cli("budget", "unset", "--daily").returncode == 0
+    until(lambda: daily(b.cli)["set"] is False)

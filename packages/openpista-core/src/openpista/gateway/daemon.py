@@ -233,6 +233,7 @@ async def _serve(
         gateway = Gateway(runtime, [*adapters, control], approvals=broker)
         if cluster is not None:
             from openpista.cluster_approvals import ClusterApprovals
+            from openpista.cluster_budget import share_budget_limits
             from openpista.cluster_handover import Handover
 
             gateway.router.leases = cluster
@@ -241,6 +242,7 @@ async def _serve(
             gateway.handover = await Handover.start(cluster, gateway, slots)
             gateway.approvals_elsewhere = ClusterApprovals(cluster, gateway.handover.pool, broker)
             await gateway.approvals_elsewhere.start()
+            await share_budget_limits(cluster, gateway.handover.pool, runtime.meter)
         started = pid_file.acquire([a.name for a in adapters])
         try:
             leads = None if cluster is None else (lambda: cluster.leads)

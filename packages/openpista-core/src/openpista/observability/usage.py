@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from openpista.memory.checks import MemoryStoreError
@@ -38,19 +39,35 @@ class UsageMeter:
         self.prices = PriceBook(budget.prices)
         self._prices_read = False
         self._limits: BudgetLimits | None = None
+        self._forgotten = 0  # how many times the limits were forgotten (a load started
+        # before the last time is not kept)
+        self.limits_changed: Callable[[], Awaitable[None]] | None = None
+        """Called after :meth:`set_limit` (cluster mode: tells the other replicas)."""
 
     async def limits(self) -> BudgetLimits:
         """The caps in force: ``[budget]`` and the stored limits (read once, then kept
         up to date by :meth:`set_limit`)."""
-        if self._limits is None:
-            self._limits = await BudgetLimits.load(self.memory, self.budget)
-        return self._limits
+        limits = self._limits
+        if limits is None:
+            forgotten = self._forgotten
+            limits = await BudgetLimits.load(self.memory, self.budget)
+            if forgotten == self._forgotten:
+                self._limits = limits
+        return limits
+
+    def forget_limits(self) -> None:
+        """Read the stored limits again before the next request (another replica of a
+        cluster changed them)."""
+        self._limits = None
+        self._forgotten += 1
 
     async def set_limit(self, kind: str, session_id: str, usd: float | None) -> None:
         """Store a ``daily`` or ``session`` limit (``usd`` ``None``: remove it) and apply it
         from the next LLM request on; :class:`MemoryStoreError` when refused."""
         await self.memory.set_budget_limit(kind, session_id, usd)
         (await self.limits()).apply(kind, session_id, usd)
+        if self.limits_changed is not None:
+            await self.limits_changed()
 
     async def refusal(self, session_id: str) -> str | None:
         """Why ``session_id`` may not call the LLM now (one ❌ line), or ``None``."""
