@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from openpista.access import PAIRED, REFUSAL, PairingBook
+from openpista.buttons import ANSWERED
 from openpista.config import PolicySettings
 from openpista.models import Answer, Attachment, TextChunk, ToolCall, ToolProgress
-from openpista_slack.adapter import ANSWERED, APPROVE, DENY, NOT_YOURS, SlackAdapter
+from openpista_slack.adapter import APPROVE, DENY, NOT_YOURS, SlackAdapter
 from openpista_slack.settings import parse_settings
 from openpista_slack.stream import CURSOR
 from openpista_slack.testing import TEAM, Posted, SlackEmulator, User

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from openpista.buttons import ANSWERED
 from openpista.config import PolicySettings
-from openpista_telegram.adapter import ANSWERED, TelegramAdapter
+from openpista_telegram.adapter import TelegramAdapter
 from openpista_telegram.testing import SentMessage, TelegramEmulator, User
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.polling import eventually

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from openpista import ConfigError
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
+from openpista.buttons import ANSWERED, BUTTONS, STALE, button_id, pressed, verdict
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.models import (
     ERROR_PREFIX,
@@ -62,9 +63,7 @@ PREFIX = "discord:"
 UNSUPPORTED = f"{ERROR_PREFIX}openpista reads text and files; this message had neither."
 INBOUND_LIMIT = 4000  # the longest message Discord lets anyone write (with Nitro)
 TOO_LONG = f"{ERROR_PREFIX}that message is longer than Discord allows; nothing was sent on."
-ANSWERED = "This request was already answered or has expired."
 NOT_YOURS = "⛔ Only the person whose message asked for this can answer it."
-_BUTTON = re.compile(r"^(approve|deny):([0-9A-Za-z]{1,32})$")
 _CHANNEL = re.compile(rf"^{PREFIX}(\d{{1,20}})$")
 _READY_WAIT = 60.0
 DISCORD_GATEWAY = "wss://gateway.discord.gg/"  # discord.py's DiscordWebSocket.DEFAULT_GATEWAY
@@ -394,13 +393,10 @@ class DiscordAdapter(ChannelAdapter):
         request = prompt.request
         asker = self._chat(channel_id).turns.get(prompt.request_id or "", "")
         view = discord.ui.View(timeout=None)
-        for verb, label, style in (
-            ("approve", "✅ Approve", discord.ButtonStyle.success),
-            ("deny", "🚫 Deny", discord.ButtonStyle.danger),
-        ):
-            view.add_item(
-                discord.ui.Button(label=label, style=style, custom_id=f"{verb}:{request.id}")
-            )
+        styles = {"approve": discord.ButtonStyle.success, "deny": discord.ButtonStyle.danger}
+        for verb, label in BUTTONS:
+            custom_id = button_id(verb, request.id)
+            view.add_item(discord.ui.Button(label=label, style=styles[verb], custom_id=custom_id))
         record = self._prompts[request.id] = _Prompt(asker)
         try:
             record.message = await channel.send(split_message(request.prompt())[0], view=view)
@@ -524,17 +520,14 @@ class DiscordAdapter(ChannelAdapter):
     async def _press(self, interaction: discord.Interaction) -> None:
         user = interaction.user
         data: dict[str, Any] = dict(interaction.data or {})
-        custom_id = str(data.get("custom_id", ""))
-        match = _BUTTON.match(custom_id)
+        button = pressed(str(data.get("custom_id", "")))
         if not self.is_allowed(user):
             await interaction.response.send_message(REFUSAL, ephemeral=True)
             return
-        if match is None or interaction.channel_id is None:
-            await interaction.response.send_message(
-                "This button is no longer valid.", ephemeral=True
-            )
+        if button is None or interaction.channel_id is None:
+            await interaction.response.send_message(STALE, ephemeral=True)
             return
-        verb, request_id = match.groups()
+        verb, request_id = button
         channel_id = interaction.channel_id
         prompt = self._prompts.get(request_id)
         if prompt is not None and prompt.asker and prompt.asker != str(user.id):
@@ -545,10 +538,10 @@ class DiscordAdapter(ChannelAdapter):
         self._prompts.pop(request_id, None)
         if prompt is not None and prompt.expiry is not None:
             prompt.expiry.cancel()
-        verdict = ("✅ Approved" if verb == "approve" else "🚫 Denied") + f" by <@{user.id}>"
+        decided = verdict(verb, f"<@{user.id}>") if waiting else ANSWERED
         original = interaction.message.content if interaction.message else ""
         await interaction.response.edit_message(
-            content=f"{original}\n\n{verdict if waiting else ANSWERED}"[:MESSAGE_LIMIT], view=None
+            content=f"{original}\n\n{decided}"[:MESSAGE_LIMIT], view=None
         )
         if waiting:
             await self.forward(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from openpista import ConfigError
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
+from openpista.buttons import ANSWERED, BUTTONS, verdict
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.models import (
     ERROR_PREFIX,
@@ -59,7 +60,6 @@ CHANNEL = "slack"
 PREFIX = "slack:"
 COMMAND = "/openpista"
 APPROVE, DENY = "openpista_approve", "openpista_deny"
-ANSWERED = "This request was already answered or has expired."
 NOT_YOURS = "⛔ Only <@{user}> can answer this request."
 _SEEN_LIMIT = 2048
 _THREADS_LIMIT = 4096
@@ -357,13 +357,13 @@ class SlackAdapter(ChannelAdapter):
             if prompt.target == target and not pending:
                 await self._retire(request_id, "⌛ answered or expired")
 
-    async def _retire(self, request_id: str, verdict: str) -> None:
+    async def _retire(self, request_id: str, decided: str) -> None:
         prompt = self._prompts.pop(request_id, None)
         if prompt is None or self._client is None:
             return
         blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "mrkdwn", "text": prompt.text}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": verdict}]},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": decided}]},
         ]
         try:
             await self._client.chat_update(
@@ -610,10 +610,8 @@ class SlackAdapter(ChannelAdapter):
             return
         verb = "approve" if action_id == APPROVE else "deny"
         reply = await self._run_command(prompt.target, f"/{verb} {request_id}")
-        verdict = ("✅ Approved" if verb == "approve" else "🚫 Denied") + f" by <@{user}>"
-        if reply.startswith(ERROR_PREFIX):
-            verdict = escape(reply)
-        await self._retire(request_id, verdict)
+        decided = escape(reply) if reply.startswith(ERROR_PREFIX) else verdict(verb, f"<@{user}>")
+        await self._retire(request_id, decided)
 
     async def _on_error(self, error: Exception) -> None:
         log.warning("slack: a handler failed: %s", explain("handler", error))
@@ -629,18 +627,12 @@ def _approval_blocks(text: str, request_id: str, asker: str | None) -> list[dict
             "elements": [
                 {
                     "type": "button",
-                    "action_id": APPROVE,
-                    "text": {"type": "plain_text", "text": "✅ Approve"},
-                    "style": "primary",
+                    "action_id": APPROVE if verb == "approve" else DENY,
+                    "text": {"type": "plain_text", "text": label},
+                    "style": "primary" if verb == "approve" else "danger",
                     "value": request_id,
-                },
-                {
-                    "type": "button",
-                    "action_id": DENY,
-                    "text": {"type": "plain_text", "text": "🚫 Deny"},
-                    "style": "danger",
-                    "value": request_id,
-                },
+                }
+                for verb, label in BUTTONS
             ],
         },
         {"type": "context", "elements": [{"type": "mrkdwn", "text": who}]},

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
+from openpista.buttons import ANSWERED, BUTTONS, STALE, button_id, pressed
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.models import (
     ERROR_PREFIX,
@@ -59,7 +60,6 @@ CHANNEL = "telegram"
 PREFIX = "telegram:"
 GREETING = "👋 openpista is listening: send a message, a photo or a document."
 UNSUPPORTED = f"{ERROR_PREFIX}openpista reads text, photos and documents; not this kind of message."
-_BUTTON = re.compile(r"^(approve|deny):([0-9A-Za-z]{1,32})$")
 _TYPING_LIMIT = 30 * 60.0  # a turn that takes longer stops showing "typing"
 _STOP_WAIT = 10.0
 _REDACTED_LOGGERS = (
@@ -68,7 +68,6 @@ _REDACTED_LOGGERS = (
     "openpista_telegram.api",
     "openpista_telegram.webhook",
 )
-ANSWERED = "This request was already answered or has expired."
 
 Target = tuple[int, int | None]
 """Where an answer goes: (chat id, forum topic id or ``None``)."""
@@ -551,15 +550,15 @@ class TelegramAdapter(ChannelAdapter):
         if self._bot is None:
             return
         user, message = query.from_user, query.message
-        match = _BUTTON.match(query.data or "")
+        button = pressed(query.data or "")
         if not self.access.is_allowed(user.id, user.username):
             log.info("telegram: refused a button press by user %s", user.id)
             await self._answer_press(query, REFUSAL[:200])
             return
-        if match is None or message is None:
-            await self._answer_press(query, "This button is no longer valid.")
+        if button is None or message is None:
+            await self._answer_press(query, STALE)
             return
-        verb, request_id = match.groups()
+        verb, request_id = button
         target = _target(message) if isinstance(message, Message) else (message.chat.id, None)
         waiting = self._waiting(target, request_id)  # in this chat: as if typed here
         if waiting:
@@ -726,14 +725,11 @@ def _target(message: Message) -> Target:
 def _approval_buttons(request_id: str) -> InlineKeyboardMarkup:
     from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(text="✅ Approve", callback_data=f"approve:{request_id}"),
-                InlineKeyboardButton(text="🚫 Deny", callback_data=f"deny:{request_id}"),
-            ]
-        ]
-    )
+    row = [
+        InlineKeyboardButton(text=label, callback_data=button_id(verb, request_id))
+        for verb, label in BUTTONS
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=[row])
 
 
 def create_telegram_adapter(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from openpista.buttons import BUTTONS, button_id
 from openpista.models import ApprovalRequest
 
 TEXT_LIMIT = 4096
@@ -151,7 +152,7 @@ def approval_message(to: str, request: ApprovalRequest) -> dict[str, Any]:
     return buttons_message(
         to,
         request.prompt(),
-        [(f"approve:{request.id}", "✅ Approve"), (f"deny:{request.id}", "🚫 Deny")],
+        [(button_id(verb, request.id), label) for verb, label in BUTTONS],
         footer=f"Approval {request.id}",
     )
 
