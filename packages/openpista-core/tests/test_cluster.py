@@ -171,6 +171,8 @@ async def test_a_lost_connection_drops_the_leases_and_the_replica_reconnects(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     a, b = await members("a"), await members("b")
+    reconnections: list[None] = []
+    a.on_reconnect(lambda: reconnections.append(None))
 
     async def turn() -> None:
         await a.acquire("held")
@@ -196,6 +198,7 @@ async def test_a_lost_connection_drops_the_leases_and_the_replica_reconnects(
         await asyncio.wait_for(running, WAIT)
     assert "the turn of session held is cancelled: its lease is lost" in caplog.text
     await until(lambda: "replica a reconnected" in caplog.text, "a reconnects")
+    assert reconnections == [None]  # told once, when it was back
     await until(lambda: a.leads or b.leads, "a replica leads cron again")
     await a.acquire("other")  # a takes turns again
     listed = await list_replicas(cluster_settings(fresh_postgres_url, "x"))

@@ -146,6 +146,7 @@ class ClusterMember:
         self._wakers: dict[str, asyncio.Event] = {}  # md5 of a session waited for -> event
         self._holders: dict[str, asyncio.Task[Any]] = {}  # leased session -> its turn's task
         self._listeners: dict[str, _Listener] = {}  # NOTIFY channel -> callback
+        self._reconnected: list[Callable[[], object]] = []
 
     @classmethod
     async def join(cls, settings: Settings) -> ClusterMember:
@@ -241,6 +242,11 @@ class ClusterMember:
         async with self._io:
             if self.connected:
                 await self._live().add_listener(channel, self._listeners[channel])
+
+    def on_reconnect(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` each time the lease connection is back after a loss (what
+        was announced meanwhile was missed)."""
+        self._reconnected.append(callback)
 
     @property
     def connected(self) -> bool:
@@ -380,6 +386,8 @@ class ClusterMember:
                 if self._conn is None:
                     await self._connect()
                     log.warning("replica %s reconnected to PostgreSQL", self.replica_id)
+                    for callback in self._reconnected:
+                        callback()
                 async with self._io:
                     await self._live().fetchval("SELECT 1", timeout=QUERY_TIMEOUT)
                 await self._try_lead()

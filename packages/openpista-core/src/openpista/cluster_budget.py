@@ -3,7 +3,8 @@
 ``openpista budget set`` reaches one replica, which stores the limit in ``budget_limits``
 (the shared database) and announces it with ``NOTIFY`` :data:`CHANNEL`; every other replica
 then reads the stored limits again before its next LLM request, so the change applies on all
-of them at once, not only at their next start.
+of them at once, not only at their next start. A replica that lost its connection to
+PostgreSQL reads them again once it is back (it may have missed an announcement).
 """
 
 from __future__ import annotations
@@ -41,4 +42,5 @@ async def share_budget_limits(
             meter.forget_limits()
 
     meter.limits_changed = announce
+    member.on_reconnect(meter.forget_limits)
     await member.listen(CHANNEL, heard)
