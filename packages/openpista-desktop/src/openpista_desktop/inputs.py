@@ -18,7 +18,6 @@ from types import ModuleType
 
 from openpista.tools import ToolError
 
-BUTTONS = ("left", "middle", "right")
 FAIL_SAFE = (
     "stopped by pyautogui's fail-safe: the mouse pointer is in a corner of the screen "
     "(someone moved it there to stop the agent); move it away and try again"
