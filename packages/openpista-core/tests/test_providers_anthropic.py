@@ -351,9 +351,8 @@ async def test_an_html_502_page(llm_emulator: LlmEmulator) -> None:
         sse(START, *text_block(0, "half an ans")),
         sse(START, *text_block(0, "half"))[:3],
         sse(START, *text_block(0, "done"), *end(2)),
-        (),
     ],
-    ids=["no-message-stop", "cut-mid-block", "no-message-stop-after-delta", "empty-body"],
+    ids=["no-message-stop", "cut-mid-block", "no-message-stop-after-delta"],
 )
 async def test_a_truncated_stream_is_an_error_not_a_short_answer(
     llm_emulator: LlmEmulator, chunks: tuple[bytes, ...]
@@ -373,8 +372,10 @@ async def test_a_truncated_stream_is_an_error_not_a_short_answer(
         (b"event: message_start\ndata: {not json}\n\n",),
         (b"data: [1, 2]\n\n",),
         (b"data: " + b"[" * 100_000 + b"\n\n",),
+        (),
+        (b"<html>captive portal</html>",),
     ],
-    ids=["not-json", "not-an-object", "deeply-nested"],
+    ids=["not-json", "not-an-object", "deeply-nested", "empty-body", "an-html-page"],
 )
 async def test_malformed_events_are_one_clear_error(
     llm_emulator: LlmEmulator, chunks: tuple[bytes, ...]

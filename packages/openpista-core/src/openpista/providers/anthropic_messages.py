@@ -103,8 +103,9 @@ class AnthropicMessagesProvider(HttpProvider):
         text: list[str] = []
         calls = _ToolCallAssembler(names)
         prompt = completion = 0
-        stopped = False
+        seen = stopped = False
         async for event in self._events(response):
+            seen = True
             kind = event.get("type")
             index = event.get("index")
             if kind == "message_start":
@@ -140,6 +141,8 @@ class AnthropicMessagesProvider(HttpProvider):
                     prompt = usage.prompt_tokens or prompt
             elif kind == "message_stop":
                 stopped = True
+        if not seen:  # a page or a body that is no event stream at all: not this API
+            raise self._malformed("no server-sent event at all")
         if not stopped:
             raise ProviderError(
                 "other",
