@@ -270,3 +270,23 @@ async def _asked(emulator: LlmEmulator, text: str) -> bool:
         for r in emulator.requests
         if r.path.endswith("/chat/completions")
     )
+
+
+@pytest.mark.parametrize("payload", ["", "x", "-1", "١٢", "9" * 400, "1; DROP TABLE x"])
+async def test_a_hostile_cancel_notification_stops_nothing(
+    replicas: Start, answering: LlmEmulator, payload: str
+) -> None:
+    a, member, chat = await replicas("a", http=True)
+    answering.reply_text("on time", delay=0.5)
+    await chat.say("alice", "hello")
+    session = await a.session_for("chat:alice")
+    await until(lambda: _asked(answering, "hello"), "the turn asks the LLM")
+    admin = await asyncpg.connect(member.dsn)
+    try:
+        await admin.execute("SELECT pg_notify('openpista_cancel', $1)", payload)
+    finally:
+        await admin.close()
+    assert (await chat.answer("alice")).text == "on time"
+    assert member.connected
+    stored = [m.content for m in await a.runtime.memory.load_messages(session)]
+    assert stored == ["hello", "on time"]
