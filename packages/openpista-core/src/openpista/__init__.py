@@ -50,7 +50,7 @@ if TYPE_CHECKING:
         parse_outbound,
     )
     from openpista.plugin_context import DaemonServices, PluginContext
-    from openpista.plugin_settings import PluginSettings
+    from openpista.plugin_settings import HttpRoot, PluginSettings
     from openpista.providers.base import LlmProvider, ProviderError, ProviderPreset, ToolSpec
     from openpista.serving import EmbeddedServer, WebhookPath, bind_tcp, bind_unix
     from openpista.skills import MAX_ARGV_JSON_BYTES, Skill, SkillRunner, skill_output
@@ -74,6 +74,7 @@ _EXPORTS = {
     "PluginContext": "openpista.plugin_context",
     "DaemonServices": "openpista.plugin_context",
     "PluginSettings": "openpista.plugin_settings",
+    "HttpRoot": "openpista.plugin_settings",
     "ConfigError": "openpista.config",
     "Settings": "openpista.config",
     "home_dir": "openpista.config",
@@ -133,6 +134,7 @@ __all__ = [  # noqa: RUF022 (grouped like _EXPORTS)
     "PluginContext",
     "DaemonServices",
     "PluginSettings",
+    "HttpRoot",
     "ConfigError",
     "Settings",
     "home_dir",
