@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, model_validator
 from openpista import ConfigError, PluginSettings, hookimpl
 from openpista.config import Settings
 from openpista.plugin_context import PluginContext
+from openpista.plugin_settings import HttpRoot
 from openpista.plugins import PluginHost
 from openpista.runtime import channel_factories, check_settings
 from openpista_testing.adapters import LoopbackAdapter
@@ -65,6 +66,47 @@ def test_a_check_of_the_whole_table_reads_like_the_others() -> None:
     with pytest.raises(ConfigError) as caught:
         PigeonSettings.from_table({"relay": "r"}, environ={})
     assert str(caught.value) == "[channels.pigeon] relay needs a token"
+
+
+class RelaySettings(PluginSettings):
+    section: ClassVar[str] = "channels.relay"
+
+    api_base: HttpRoot | None = None
+    token: SecretStr | None = None
+
+
+def test_secret_is_the_value_of_a_secret_option_or_blank_when_unset() -> None:
+    assert RelaySettings.from_table({"token": "t0k"}).secret("token") == "t0k"
+    assert RelaySettings.from_table({}).secret("token") == ""
+
+
+def test_an_http_root_is_kept_without_its_trailing_slash() -> None:
+    settings = RelaySettings.from_table({"api_base": "https://127.0.0.1:8080/bot/"})
+    assert settings.api_base == "https://127.0.0.1:8080/bot"
+    assert RelaySettings.from_table({"api_base": "http://h"}).api_base == "http://h"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "127.0.0.1:8080",
+        "ftp://h",
+        "http://",
+        "http:///path",
+        " http://h",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "http:// h",
+        "HTTP://h",
+    ],
+)
+def test_an_http_root_that_is_not_an_http_url_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RelaySettings.from_table({"api_base": url})
+    assert str(caught.value).startswith(
+        "[channels.relay] api_base: Value error, must be an http(s) URL"
+    )
 
 
 @pytest.mark.parametrize("table", [3, "text", ["a"]])

@@ -168,4 +168,4 @@ def test_init_writes_a_valid_table(
     document = tomllib.loads(cli.config.read_text())
     table = document["channels"]["discord"]
     assert table == {"enabled": True, "token": discord_emulator.token}
-    assert parse_settings(table).secret() == discord_emulator.token
+    assert parse_settings(table).secret("token") == discord_emulator.token

@@ -36,7 +36,7 @@ def test_config_example_documents_every_option() -> None:
 def test_the_environment_token_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISCORD_BOT_TOKEN", DEFAULT_TOKEN)
     settings = parse_settings({"token": "x.y.z"})
-    assert settings.secret() == DEFAULT_TOKEN
+    assert settings.secret("token") == DEFAULT_TOKEN
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ def test_split_counts_utf16_units() -> None:
 def test_token_from_environment_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
     settings = parse_settings({"enabled": True, "token": "1:overridden"})
-    assert settings.secret() == TOKEN
+    assert settings.secret("token") == TOKEN
     assert settings.mode == "polling"
     assert not settings.open_to_all
     assert settings.downloads.name == "files"

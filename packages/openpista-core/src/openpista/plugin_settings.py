@@ -21,10 +21,11 @@ value (an option may be a secret).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr
 
 from openpista.config import plugin_options
 
@@ -59,6 +60,23 @@ class PluginSettings(BaseModel):
     def from_config(cls, config: Settings, environ: Mapping[str, str] | None = None) -> Self:
         """Read and validate :attr:`section` of ``config`` (see :meth:`from_table`)."""
         return cls.from_table(table_of(config, cls.section), environ)
+
+    def secret(self, option: str) -> str:
+        """The value of the secret option ``option`` (a ``SecretStr | None`` field), ``""``
+        when it is unset."""
+        value: SecretStr | None = getattr(self, option)
+        return value.get_secret_value() if value is not None else ""
+
+
+def _http_root(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be an http(s) URL such as http://127.0.0.1:8080")
+    return value.rstrip("/")
+
+
+HttpRoot = Annotated[str, AfterValidator(_http_root)]
+"""A settings field holding the root URL of an HTTP API (``http(s)://host...``, such as a
+local server or an emulator standing in for the service), kept without a trailing ``/``."""
 
 
 def table_of(config: Settings, section: str) -> object:

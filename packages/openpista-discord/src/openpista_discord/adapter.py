@@ -239,7 +239,7 @@ class DiscordAdapter(ChannelAdapter):
         import discord
 
         try:
-            await client.login(self.settings.secret())
+            await client.login(self.settings.secret("token"))
         except discord.LoginFailure:
             raise ConfigError(
                 f"Discord refused the bot token (401 Unauthorized): check [{SECTION}] token "

@@ -27,7 +27,7 @@ async def users_me(settings: DiscordSettings) -> Finding:
     status, body = await request_json(
         "GET",
         f"{settings.rest_base}/users/@me",
-        headers={"Authorization": f"Bot {settings.secret()}"},
+        headers={"Authorization": f"Bot {settings.secret('token')}"},
     )
     answer = body if isinstance(body, dict) else {}
     if status == 200 and "id" in answer:

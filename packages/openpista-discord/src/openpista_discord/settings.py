@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 
-from openpista import ConfigError, PluginSettings, home_dir
+from openpista import ConfigError, HttpRoot, PluginSettings, home_dir
 
 SECTION = "channels.discord"
 TOKEN_VARIABLE = "DISCORD_BOT_TOKEN"  # noqa: S105  an environment variable's name
@@ -28,7 +28,7 @@ class DiscordSettings(PluginSettings):
 
     enabled: bool = False
     token: SecretStr | None = None
-    api_base: str | None = None
+    api_base: HttpRoot | None = None
     """Discord's HTTP root (default ``https://discord.com``); REST goes to
     ``{api_base}/api/v10``, the gateway to the URL ``GET /gateway/bot`` names."""
     allowed_users: list[int | str] = Field(default_factory=list)
@@ -55,13 +55,6 @@ class DiscordSettings(PluginSettings):
     """Pictures up to this size are also shown to the LLM inline (base64)."""
     max_upload_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
 
-    @field_validator("api_base")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8080")
-        return value.rstrip("/") if value else None
-
     @field_validator("allowed_users", "allowed_roles", "command_guilds")
     @classmethod
     def _ids(cls, value: list[int | str]) -> list[int | str]:
@@ -80,10 +73,6 @@ class DiscordSettings(PluginSettings):
         """Where received attachments are saved."""
         return (self.files_dir or home_dir() / "discord" / "files").expanduser()
 
-    def secret(self) -> str:
-        """The bot token (checked to be present by :func:`parse_settings`)."""
-        return self.token.get_secret_value() if self.token else ""
-
 
 def parse_settings(table: dict[str, Any] | None, *, need_token: bool = True) -> DiscordSettings:
     """Validate ``[channels.discord]`` (``DISCORD_BOT_TOKEN`` overrides ``token``), then,
@@ -97,7 +86,7 @@ def checked(settings: DiscordSettings) -> DiscordSettings:
 
     Raises :class:`~openpista.ConfigError` naming the bad option (never the token).
     """
-    token = settings.secret().strip()
+    token = settings.secret("token").strip()
     if not token:
         raise ConfigError(
             f"[{SECTION}] token: missing; copy it from the Developer Portal (Bot -> Reset "

@@ -116,7 +116,7 @@ class TelegramAdapter(ChannelAdapter):
         """Chats whose user blocked the bot (403); cleared when they write again."""
         self.username: str | None = None
         self.bot_id: int | None = None
-        self._token = settings.secret()
+        self._token = settings.secret("token")
         self._redact = RedactToken(self._token)
         self._bot: Bot | None = None
         self._dispatcher: Dispatcher | None = None

@@ -60,7 +60,7 @@ async def webhook(settings: TelegramSettings) -> Finding:
 async def _call(settings: TelegramSettings, method: str) -> tuple[int, object]:
     """A Bot API call: its status and ``result``, or the error's description (a str)."""
     base = settings.api_base or BOT_API
-    status, body = await request_json("GET", f"{base}/bot{settings.secret()}/{method}")
+    status, body = await request_json("GET", f"{base}/bot{settings.secret('token')}/{method}")
     answer = body if isinstance(body, dict) else {}
     if status == 200 and answer.get("ok") is True and "result" in answer:
         return status, answer["result"]

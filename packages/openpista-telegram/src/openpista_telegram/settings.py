@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from openpista import ConfigError, PluginSettings, WebhookPath, home_dir, write_private
+from openpista import ConfigError, HttpRoot, PluginSettings, WebhookPath, home_dir, write_private
 
 SECTION = "channels.telegram"
 TOKEN_VARIABLE = "TELEGRAM_BOT_TOKEN"  # noqa: S105  an environment variable's name
@@ -28,7 +28,7 @@ class TelegramSettings(PluginSettings):
 
     enabled: bool = False
     token: SecretStr | None = None
-    api_base: str | None = None
+    api_base: HttpRoot | None = None
     """Bot API server root (default: Telegram's own); a local Bot API server or an emulator."""
     allowed_users: list[str | int] = Field(default_factory=list)
     open_to_all: bool = False
@@ -52,13 +52,6 @@ class TelegramSettings(PluginSettings):
     request_timeout: float = Field(default=60.0, gt=0)
     typing_interval: float = Field(default=4.0, gt=0)
 
-    @field_validator("api_base")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8081")
-        return value.rstrip("/") if value else None
-
     @field_validator("webhook_secret")
     @classmethod
     def _secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -78,10 +71,6 @@ class TelegramSettings(PluginSettings):
     def downloads(self) -> Path:
         """Where received photos and documents are saved."""
         return (self.files_dir or home_dir() / "telegram" / "files").expanduser()
-
-    def secret(self) -> str:
-        """The bot token (checked to be present by :func:`parse_settings`)."""
-        return self.token.get_secret_value() if self.token else ""
 
     def webhook_token(self) -> str:
         """``webhook_secret``, else the one kept in ``home_dir()/telegram/webhook_secret``
@@ -113,7 +102,7 @@ def checked(settings: TelegramSettings, *, need_token: bool = True) -> TelegramS
     Raises :class:`~openpista.ConfigError` naming the bad option (never the token).
     """
     if need_token:
-        token = settings.secret().strip()
+        token = settings.secret("token").strip()
         if not token:
             raise ConfigError(
                 f"[{SECTION}] token: missing; create a bot with @BotFather and put its token "

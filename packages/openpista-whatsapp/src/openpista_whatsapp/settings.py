@@ -118,11 +118,6 @@ class WhatsAppSettings(PluginSettings):
             found.setdefault(number.phone_number_id, number)
         return list(found.values())
 
-    def secret(self, name: str) -> str:
-        """The value of secret option ``name`` (checked by :func:`load_whatsapp_config`)."""
-        value: SecretStr | None = getattr(self, name)
-        return value.get_secret_value() if value is not None else ""
-
 
 def load_whatsapp_config(table: dict[str, Any]) -> WhatsAppSettings:
     """Validate ``[channels.whatsapp]`` with the environment overrides applied, then
