@@ -80,7 +80,7 @@ def test_tokens_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-env")
     monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-env")
     settings = parse_settings({"enabled": True})
-    assert (settings.bot(), settings.app()) == ("xoxb-env", "xapp-env")
+    assert (settings.secret("bot_token"), settings.secret("app_token")) == ("xoxb-env", "xapp-env")
     assert "xoxb-env" not in repr(settings)
 
 

@@ -41,7 +41,7 @@ from openpista.models import (
     ToolProgress,
 )
 from openpista_slack import media
-from openpista_slack.api import SDK_LOGGER, Redact, explain, redact, web_client
+from openpista_slack.api import DEFAULT_API, SDK_LOGGER, Redact, explain, redact, web_client
 from openpista_slack.settings import SlackSettings, checked
 from openpista_slack.stream import StreamedMessage
 from openpista_slack.text import MESSAGE_LIMIT, escape, mrkdwn_length, split, to_mrkdwn
@@ -215,7 +215,7 @@ class SlackAdapter(ChannelAdapter):
 
         app = AsyncApp(
             client=client,
-            signing_secret=self.settings.signing() or "unused-in-socket-mode",
+            signing_secret=self.settings.secret("signing_secret") or "unused-in-socket-mode",
             process_before_response=False,
             request_verification_enabled=self.settings.mode == "http",
             logger=logging.getLogger(SDK_LOGGER),
@@ -234,14 +234,14 @@ class SlackAdapter(ChannelAdapter):
 
         # apps.connections.open is called with the app-level token on the same Web API root
         opener = AsyncWebClient(
-            base_url=self.settings.api_base or "https://slack.com/api/",
+            base_url=self.settings.api_base or DEFAULT_API,
             timeout=self.settings.request_timeout,
             retry_handlers=app.client.retry_handlers,
             logger=logging.getLogger(SDK_LOGGER),
         )
         handler = AsyncSocketModeHandler(
             app,
-            self.settings.app(),
+            self.settings.secret("app_token"),
             web_client=opener,
             ping_interval=self.settings.ping_interval,
         )

@@ -53,7 +53,7 @@ def web_client(settings: SlackSettings) -> AsyncWebClient:
     from slack_sdk.web.async_client import AsyncWebClient
 
     return AsyncWebClient(
-        token=settings.bot(),
+        token=settings.secret("bot_token"),
         base_url=settings.api_base or DEFAULT_API,
         timeout=settings.request_timeout,
         retry_handlers=retry_handlers(settings),

@@ -40,21 +40,21 @@ def token_checks(config: Settings) -> list[DoctorCheck]:
 async def call(settings: SlackSettings, *, bot: bool) -> Finding:
     """``auth.test`` with the bot token, or ``apps.connections.open`` with the app token:
     who the token is, or why Slack refused it."""
-    method, token = (
-        ("auth.test", settings.bot()) if bot else ("apps.connections.open", settings.app())
+    method = "auth.test" if bot else "apps.connections.open"
+    option, variable = (
+        ("bot_token", BOT_TOKEN_VARIABLE) if bot else ("app_token", APP_TOKEN_VARIABLE)
     )
     base = settings.api_base or DEFAULT_API
     status, body = await request_json(
-        "POST", f"{base.rstrip('/')}/{method}", headers={"Authorization": f"Bearer {token}"}
+        "POST",
+        f"{base.rstrip('/')}/{method}",
+        headers={"Authorization": f"Bearer {settings.secret(option)}"},
     )
     answer: dict[str, Any] = body if isinstance(body, dict) else {}
     if answer.get("ok") is True:
         who = f"bot {answer.get('user')} in {answer.get('team')}" if bot else "Socket Mode open"
         return Finding(True, f"valid: {who}")
     error = str(answer.get("error") or f"HTTP {status}, no Web API answer")[:200]
-    option, variable = (
-        ("bot_token", BOT_TOKEN_VARIABLE) if bot else ("app_token", APP_TOKEN_VARIABLE)
-    )
     if error in REFUSED:
         page = "OAuth & Permissions" if bot else "Basic Information, App-Level Tokens"
         return Finding(

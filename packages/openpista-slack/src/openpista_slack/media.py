@@ -54,7 +54,7 @@ async def download(files: list[Any], settings: SlackSettings, folder: str) -> li
         raise MediaError(f"at most {settings.max_files} files per message")
     attachments = []
     timeout = aiohttp.ClientTimeout(total=settings.request_timeout)
-    headers = {"Authorization": f"Bearer {settings.bot()}"}
+    headers = {"Authorization": f"Bearer {settings.secret('bot_token')}"}
     async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         for item in found:
             attachments.append(await _one(session, item, settings, folder))

@@ -96,21 +96,9 @@ class SlackSettings(PluginSettings):
         """Where shared files are saved."""
         return (self.files_dir or home_dir() / "slack" / "files").expanduser()
 
-    def bot(self) -> str:
-        """The bot token (checked by :func:`parse_settings`)."""
-        return self.bot_token.get_secret_value() if self.bot_token else ""
-
-    def app(self) -> str:
-        """The app-level token (Socket Mode)."""
-        return self.app_token.get_secret_value() if self.app_token else ""
-
-    def signing(self) -> str:
-        """The signing secret (HTTP mode)."""
-        return self.signing_secret.get_secret_value() if self.signing_secret else ""
-
     def secrets(self) -> list[str]:
         """Every secret set, to keep out of logs."""
-        return [s for s in (self.bot(), self.app(), self.signing()) if s]
+        return [s for s in map(self.secret, ("bot_token", "app_token", "signing_secret")) if s]
 
 
 def parse_settings(table: dict[str, Any] | None, *, need_tokens: bool = True) -> SlackSettings:
@@ -122,10 +110,10 @@ def parse_settings(table: dict[str, Any] | None, *, need_tokens: bool = True) ->
 def checked(settings: SlackSettings) -> SlackSettings:
     """``settings`` once the mode's tokens are there and well formed. Raises
     :class:`~openpista.ConfigError` naming the option (never a value)."""
-    _require(settings.bot(), "bot_token", BOT_TOKEN_VARIABLE, "xoxb-", "Bot User OAuth Token")
+    _require(settings, "bot_token", BOT_TOKEN_VARIABLE, "xoxb-", "Bot User OAuth Token")
     if settings.mode == "socket":
-        _require(settings.app(), "app_token", APP_TOKEN_VARIABLE, "xapp-", "App-Level Token")
-    elif not settings.signing().strip():
+        _require(settings, "app_token", APP_TOKEN_VARIABLE, "xapp-", "App-Level Token")
+    elif not settings.secret("signing_secret").strip():
         raise ConfigError(
             f'[{SECTION}] signing_secret: mode = "http" needs the app\'s Signing Secret (Basic '
             f"Information page), here or in {SIGNING_SECRET_VARIABLE}"
@@ -133,7 +121,8 @@ def checked(settings: SlackSettings) -> SlackSettings:
     return settings
 
 
-def _require(value: str, option: str, variable: str, prefix: str, label: str) -> None:
+def _require(settings: SlackSettings, option: str, variable: str, prefix: str, label: str) -> None:
+    value = settings.secret(option)
     if not value.strip():
         raise ConfigError(
             f"[{SECTION}] {option}: missing; put the app's {label} ({prefix}...) here or in "

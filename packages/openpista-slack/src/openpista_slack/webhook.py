@@ -51,7 +51,7 @@ class EventsReceiver:
         self.settings = settings
         self.port = 0
         """The TCP port listened on (after :meth:`start`)."""
-        self._secret = settings.signing()
+        self._secret = settings.secret("signing_secret")
         self._dispatch = dispatch
         self._server: EmbeddedServer | None = None
         self._refusals = QuietLog()
