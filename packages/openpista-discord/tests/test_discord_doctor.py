@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
 
 from openpista.cli.doctor import Check, run_online
-from openpista.config import Settings
-from openpista.doctor import DoctorCheck
 from openpista_discord import plugin
 from openpista_discord.testing import DEFAULT_TOKEN, DiscordEmulator
+from openpista_testing.doctor import channel_checks
 from openpista_testing.ports import free_port, silent_port
 
 NAME = "channel discord token"
 WRONG = "MTA5ODc2NTQzMjEwOTg3NjU0.GWrong.wrong-token-wrong-token_0123456789"
 
 
-def checks(table: dict[str, Any]) -> list[DoctorCheck]:
-    found: list[DoctorCheck] = []
-    plugin.doctor_checks(register=found.append, config=Settings(channels={"discord": table}))
-    return found
+checks = partial(channel_checks, plugin, "discord")
 
 
 async def doctor(api_base: str, token: str = DEFAULT_TOKEN, seconds: float = 10) -> Check:

@@ -3,22 +3,19 @@ against the Slack emulator."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from openpista.cli.doctor import Check, run_online
-from openpista.config import Settings
-from openpista.doctor import DoctorCheck
 from openpista_slack import plugin
 from openpista_slack.testing import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, SlackEmulator
+from openpista_testing.doctor import channel_checks
 from openpista_testing.ports import free_port, silent_port
 
 FIX = "check the network, or [channels.slack] api_base"
 
 
-def checks(table: dict[str, Any]) -> list[DoctorCheck]:
-    found: list[DoctorCheck] = []
-    plugin.doctor_checks(register=found.append, config=Settings(channels={"slack": table}))
-    return found
+checks = partial(channel_checks, plugin, "slack")
 
 
 async def doctor(api_base: str, seconds: float = 10, **options: Any) -> list[Check]:

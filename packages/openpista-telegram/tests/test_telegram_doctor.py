@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
 
 import httpx
 
 from openpista.cli.doctor import Check, run_online
-from openpista.config import Settings
-from openpista.doctor import DoctorCheck
 from openpista_telegram import plugin
 from openpista_telegram.testing import DEFAULT_TOKEN, TelegramEmulator
+from openpista_testing.doctor import channel_checks
 from openpista_testing.polling import eventually
 from openpista_testing.ports import free_port, silent_port
 
 NAME = "channel telegram token"
 
 
-def checks(table: dict[str, Any]) -> list[DoctorCheck]:
-    found: list[DoctorCheck] = []
-    plugin.doctor_checks(register=found.append, config=Settings(channels={"telegram": table}))
-    return found
+checks = partial(channel_checks, plugin, "telegram")
 
 
 async def doctor(api_base: str, token: str = DEFAULT_TOKEN, seconds: float = 10) -> Check:

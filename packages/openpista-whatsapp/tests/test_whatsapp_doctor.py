@@ -4,11 +4,11 @@ the Graph API emulator."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from openpista.cli.doctor import Check, run_online
-from openpista.config import Settings
-from openpista.doctor import DoctorCheck
+from openpista_testing.doctor import channel_checks
 from openpista_testing.ports import free_port, silent_port
 from openpista_whatsapp import plugin
 from openpista_whatsapp.testing import WhatsAppEmulator
@@ -17,10 +17,7 @@ Table = Callable[..., dict[str, Any]]
 FIX = "check the network, or [channels.whatsapp] base_url"
 
 
-def checks(table: dict[str, Any]) -> list[DoctorCheck]:
-    found: list[DoctorCheck] = []
-    plugin.doctor_checks(register=found.append, config=Settings(channels={"whatsapp": table}))
-    return found
+checks = partial(channel_checks, plugin, "whatsapp")
 
 
 async def test_the_token_is_valid_for_every_configured_number(
