@@ -5,6 +5,8 @@ outgrows the window, tool calls stay with their results, and the user is told on
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,24 @@ def test_the_kept_part_starts_at_a_user_message() -> None:
     ]
     assert split_point(history, 1000) == 3
     assert split_point(history[:3], 1000) is None  # one turn: nothing older to summarise
+
+
+def test_the_models_window_comes_from_litellms_local_map_without_importing_litellm() -> None:
+    script = """
+import asyncio, sys
+from openpista.compaction import model_context_window
+from openpista.models import Message
+
+short = [Message(role="user", content="hi")]
+long = [Message(role="user", content="word " * 2000)]
+print(asyncio.run(model_context_window("gpt-4o", short)))
+print(asyncio.run(model_context_window("gpt-4o", long)))
+print(asyncio.run(model_context_window("openrouter/openai/gpt-4o", long)))
+print(asyncio.run(model_context_window("no-such-model-4711", long)))
+print("litellm" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "128000", "128000", "None", "False"]

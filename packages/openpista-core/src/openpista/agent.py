@@ -225,7 +225,7 @@ class Agent:
     async def _ask(
         self, history: list[Message], specs: list[ToolSpec], on_event: EventSink | None
     ) -> ChatResult:
-        window = self.context_window or model_context_window(self.provider.model)
+        window = self.context_window or await model_context_window(self.provider.model, history)
         if window is not None:
             await self._fit(history, window)
         system = self._system_message()

@@ -10,10 +10,11 @@ every provider accepts.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sys
 from collections.abc import Sequence
 
+from openpista.model_map import context_window, litellm_model_map
 from openpista.models import Message
 
 CHARS_PER_TOKEN = 4
@@ -37,24 +38,19 @@ SUMMARY_PROMPT = (
 )
 
 
-_WINDOWS: dict[str, int | None] = {}
+LOOKUP_FROM = 1024
+"""Estimated tokens below which no request needs compaction: the model's window is looked
+up (and litellm's model map parsed) only for a history longer than this."""
 
 
-def model_context_window(model: str) -> int | None:
-    """The input-token limit litellm's model map gives ``model``; ``None`` when it has none,
-    or before litellm is loaded (its import takes seconds: it is never imported here)."""
-    if model in _WINDOWS:
-        return _WINDOWS[model]
-    litellm = sys.modules.get("litellm")
-    if litellm is None:
+async def model_context_window(model: str, history: Sequence[Message]) -> int | None:
+    """The input-token limit of ``model`` from litellm's local model map (never importing
+    litellm; the map is parsed once, in a thread), ``None`` when it has none or when
+    ``history`` is too short to need it (:data:`LOOKUP_FROM`)."""
+    if estimate_tokens(history) < LOOKUP_FROM:
         return None
-    try:
-        info = litellm.get_model_info(model)
-        limit = info.get("max_input_tokens") or info.get("max_tokens")
-    except Exception:  # an unknown model: litellm raises
-        limit = None
-    _WINDOWS[model] = int(limit) if isinstance(limit, int) and limit > 0 else None
-    return _WINDOWS[model]
+    await asyncio.to_thread(litellm_model_map)
+    return context_window(model)
 
 
 def estimate_tokens(messages: Sequence[Message]) -> int:

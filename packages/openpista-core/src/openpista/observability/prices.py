@@ -1,28 +1,21 @@
 """What an LLM response cost: ``[budget.prices]`` first, else litellm's local price map.
 
-The price map is the JSON file litellm ships (``model_prices_and_context_window_backup
-.json``); it is read from disk, never downloaded, and litellm itself is not imported: the
-file is found beside the package without running its ``__init__``. It is read once, on the
-first cost asked for.
+The price map is litellm's local model map (:mod:`openpista.model_map`): read from disk,
+never downloaded, litellm itself not imported.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
-import json
-import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from openpista.model_map import litellm_model_map, model_names
 
 if TYPE_CHECKING:
     from openpista.config import ModelPrice
     from openpista.models import Usage
 
-log = logging.getLogger(__name__)
-
-PRICE_MAP_FILE = "model_prices_and_context_window_backup.json"
 PER_MILLION = 1_000_000
 
 Price = tuple[float, float]
@@ -33,20 +26,8 @@ Price = tuple[float, float]
 def litellm_prices() -> dict[str, Price]:
     """litellm's price map as ``model -> (input, output)`` USD per token (empty when
     litellm or its map is missing or unreadable: costs are then unknown, and logged once)."""
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or spec.origin is None:
-        log.warning("litellm is not installed: LLM costs are unknown")
-        return {}
-    path = Path(spec.origin).parent / PRICE_MAP_FILE
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read litellm's price map %s: %s", path, exc)
-        return {}
     prices: dict[str, Price] = {}
-    for name, entry in entries.items() if isinstance(entries, dict) else ():
-        if not isinstance(entry, dict):
-            continue
+    for name, entry in litellm_model_map().items():
         cost_in, cost_out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
         if isinstance(cost_in, int | float) and isinstance(cost_out, int | float):
             prices[name] = (float(cost_in), float(cost_out))
@@ -69,7 +50,7 @@ class PriceBook:
         (``openrouter/openai/gpt-4o`` is priced as ``gpt-4o`` when nothing closer is known);
         a configured price wins over litellm's for the same name.
         """
-        names = [f"{provider}/{model}", model, model.rsplit("/", 1)[-1]]
+        names = model_names(model, provider)
         for name in names:
             if name in self._overrides:
                 return self._overrides[name]
