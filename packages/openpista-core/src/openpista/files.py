@@ -5,9 +5,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
+
+_UNSAFE = re.compile(r"[^\w.\-]+")
+
+
+def safe_name(name: str, limit: int = 100) -> str:
+    """``name`` (a file name a peer sent) as a name that stays inside its folder: no
+    directories (``/`` or ``\\``), no dot file, only letters, digits, ``.``, ``_`` and ``-``,
+    the last ``limit`` characters (the extension stays); ``"file"`` when nothing is left."""
+    base = _UNSAFE.sub("_", Path(name.replace("\\", "/")).name).strip("._") or "file"
+    return base[-limit:]
 
 
 def write_private(path: Path, data: str | bytes) -> None:

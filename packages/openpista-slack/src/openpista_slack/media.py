@@ -11,29 +11,21 @@ from __future__ import annotations
 
 import base64
 import mimetypes
-import re
 import secrets
 import urllib.parse
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from openpista.files import safe_name
 from openpista.models import Attachment
 
 if TYPE_CHECKING:
     from openpista_slack.settings import SlackSettings
 
 FILE_HOST = "files.slack.com"
-_UNSAFE = re.compile(r"[^\w.\-]+")
 
 
 class MediaError(Exception):
     """A shared file could not be taken; the message says why (one line, no token)."""
-
-
-def safe_name(name: str) -> str:
-    """``name`` as a harmless file name (no directories, no dot files)."""
-    cleaned = _UNSAFE.sub("_", Path(name).name).strip("._")
-    return cleaned[:120] or "file"
 
 
 def allowed_host(url: str, settings: SlackSettings) -> bool:
@@ -64,7 +56,7 @@ async def download(files: list[Any], settings: SlackSettings, folder: str) -> li
 async def _one(
     session: Any, item: dict[str, Any], settings: SlackSettings, folder: str
 ) -> Attachment:
-    name = safe_name(str(item.get("name") or item.get("id") or "file"))
+    name = safe_name(str(item.get("name") or item.get("id") or "file"), 120)
     url = str(item.get("url_private_download") or item.get("url_private") or "")
     limit = settings.max_download_bytes
     size = item.get("size")
@@ -81,7 +73,7 @@ async def _one(
             if len(data) > limit:
                 raise MediaError(f"{name} is larger than {limit} bytes")
     mime = str(item.get("mimetype") or mimetypes.guess_type(name)[0] or "application/octet-stream")
-    directory = settings.downloads / safe_name(folder)
+    directory = settings.downloads / safe_name(folder, 120)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / f"{secrets.token_hex(4)}-{name}"
     path.write_bytes(bytes(data))

@@ -6,12 +6,12 @@ from __future__ import annotations
 import base64
 import io
 import mimetypes
-import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openpista.files import safe_name
 from openpista.models import Attachment
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 # What sendPhoto takes; other pictures (SVG, TIFF, ...) go as documents.
 PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 PHOTO_LIMIT = 10 * 1024 * 1024
-_UNSAFE = re.compile(r"[^\w.\-]+")
 
 
 class MediaError(Exception):
@@ -136,12 +135,6 @@ def outgoing(attachment: Attachment) -> tuple[str, bytes | str]:
     if isinstance(content, bytes) and len(content) > PHOTO_LIMIT:
         is_photo = False
     return ("sendPhoto" if is_photo else "sendDocument"), content
-
-
-def safe_name(name: str) -> str:
-    """A file name that stays inside its folder: no path, no odd characters, not too long."""
-    base = _UNSAFE.sub("_", Path(name.replace("\\", "/")).name).strip("._") or "file"
-    return base[-100:]
 
 
 def _mb(size: int) -> str:
