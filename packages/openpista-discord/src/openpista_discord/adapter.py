@@ -36,6 +36,7 @@ from openpista import ConfigError
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
 from openpista.buttons import ANSWERED, BUTTONS, STALE, button_id, pressed, verdict
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
+from openpista.files import safe_name
 from openpista.models import (
     ERROR_PREFIX,
     Answer,
@@ -586,7 +587,7 @@ class DiscordAdapter(ChannelAdapter):
                 raise ValueError(f"{item.filename} is bigger than announced")
             folder = self.settings.downloads
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path = folder / f"{item.id}-{_safe_name(item.filename)}"
+            path = folder / f"{item.id}-{safe_name(item.filename)}"
             path.write_bytes(content)
             mime = item.content_type or "application/octet-stream"
             inline = mime.startswith("image/") and len(content) <= self.settings.inline_image_bytes
@@ -670,10 +671,6 @@ def _target_of(channel_id: str) -> int | None:
 def _thread_name(text: str) -> str:
     first = " ".join(text.split())[:80]
     return first or "openpista"
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[:100] or "file"
 
 
 def _file_bytes(attachment: Attachment, limit: int) -> bytes:
