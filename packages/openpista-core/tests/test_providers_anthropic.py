@@ -8,9 +8,6 @@ httpx path does itself."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from typing import Any
 
 import pluggy
@@ -118,35 +115,6 @@ def test_auto_and_http_use_the_messages_api_and_litellm_stays_available() -> Non
         assert isinstance(build(emu), AnthropicMessagesProvider)
         assert isinstance(build(emu, client="http"), AnthropicMessagesProvider)
         assert type(build(emu, client="litellm")) is LiteLLMProvider
-
-
-def test_the_http_path_imports_neither_litellm_nor_an_sdk() -> None:
-    code = textwrap.dedent(
-        """
-        import asyncio, sys
-        from openpista.config import AgentSettings, ProviderSettings, Settings
-        from openpista.models import Message
-        from openpista.runtime import build_providers
-        from openpista.plugins import PluginHost
-        from openpista_testing.emulator import LlmEmulator
-
-        async def main(emu):
-            section = ProviderSettings(base_url=emu.anthropic_base_url, api_key="k")
-            settings = Settings(agent=AgentSettings(provider="anthropic"),
-                                providers={"anthropic": section})
-            providers = build_providers(PluginHost.load(entry_points=False))
-            provider = providers.build(settings)
-            events = [e async for e in provider.stream([Message(role="user", content="hi")], [])]
-            assert events[-1].text == "lean", events
-            await providers.aclose()
-
-        with LlmEmulator(default_reply="lean") as emu:
-            asyncio.run(main(emu))
-        heavy = [m for m in ("litellm", "openai", "anthropic", "tiktoken") if m in sys.modules]
-        assert not heavy, heavy
-        """
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 # -- the request in Anthropic's format ----------------------------------------------------------

@@ -114,7 +114,8 @@ def test_the_responses_api_stays_on_litellm() -> None:
     assert "the Responses API is neither" in str(caught.value)
 
 
-def test_the_http_path_imports_neither_litellm_nor_the_openai_sdk() -> None:
+@pytest.mark.parametrize("preset", ["openai", "anthropic"])
+def test_the_http_path_imports_neither_litellm_nor_an_sdk(preset: str) -> None:
     code = textwrap.dedent(
         """
         import asyncio, sys
@@ -124,10 +125,10 @@ def test_the_http_path_imports_neither_litellm_nor_the_openai_sdk() -> None:
         from openpista.plugins import PluginHost
         from openpista_testing.emulator import LlmEmulator
 
-        async def main(emu):
-            section = ProviderSettings(base_url=emu.openai_base_url, api_key="k")
-            settings = Settings(agent=AgentSettings(provider="openai"),
-                                providers={"openai": section})
+        async def main(emu, preset):
+            base_url = getattr(emu, f"{preset}_base_url")
+            section = ProviderSettings(base_url=base_url, api_key="k")
+            settings = Settings(agent=AgentSettings(provider=preset), providers={preset: section})
             providers = build_providers(PluginHost.load(entry_points=False))
             provider = providers.build(settings)
             events = [e async for e in provider.stream([Message(role="user", content="hi")], [])]
@@ -135,12 +136,13 @@ def test_the_http_path_imports_neither_litellm_nor_the_openai_sdk() -> None:
             await providers.aclose()
 
         with LlmEmulator(default_reply="lean") as emu:
-            asyncio.run(main(emu))
-        heavy = [m for m in ("litellm", "openai", "tiktoken", "tokenizers") if m in sys.modules]
-        assert not heavy, heavy
+            asyncio.run(main(emu, sys.argv[1]))
+        heavy = ("litellm", "openai", "anthropic", "tiktoken", "tokenizers")
+        loaded = [m for m in heavy if m in sys.modules]
+        assert not loaded, loaded
         """
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code, preset], check=True, timeout=120)
 
 
 # -- one connection pool per provider ---------------------------------------------------------
