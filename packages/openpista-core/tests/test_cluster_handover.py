@@ -150,6 +150,27 @@ async def test_a_message_left_by_a_stopped_replica_is_answered_by_another(
     assert b_chat.texts("bob") == []
 
 
+async def test_the_sweep_leaves_a_just_stored_message_to_the_replica_it_reached(
+    replicas: Start, fresh_postgres_url: str
+) -> None:
+    b, _, _ = await replicas("b")
+    conn = await asyncpg.connect(
+        cluster_dsn(Settings(database=DatabaseSettings(url=fresh_postgres_url)))
+    )
+    try:  # stored by a, which has not taken its lease yet: a's to run, not the sweep's
+        await conn.execute(
+            "INSERT INTO cluster_inbox (session_id, event, origin, reply_to) "
+            "VALUES ('fresh', '{}', 'a', 'a')"
+        )
+        assert await b.handover.leftovers() == []  # type: ignore[union-attr]
+        # Stored a while ago and still not leased: whoever stored it died.
+        await conn.execute("UPDATE cluster_inbox SET created_at = now() - interval '1 minute'")
+        assert await b.handover.leftovers() == ["fresh"]  # type: ignore[union-attr]
+        await conn.execute("DELETE FROM cluster_inbox")
+    finally:
+        await conn.close()
+
+
 async def test_an_approval_asked_on_one_replica_is_answered_on_another(
     replicas: Start, answering: LlmEmulator, tmp_path: Path
 ) -> None:

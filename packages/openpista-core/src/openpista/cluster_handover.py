@@ -64,10 +64,14 @@ Send = Callable[[Outbound], Awaitable[None]]
 _KEY = "(hashtext(encode(convert_to(i.session_id, 'UTF8'), 'hex'))::bigint & 4294967295)"
 _LEFTOVERS = f"""
 SELECT DISTINCT i.session_id FROM cluster_inbox i
-WHERE NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
-                  AND l.classid = $1::oid AND l.objid = {_KEY}::oid)
+WHERE i.created_at < now() - make_interval(secs => $2)
+AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+                AND l.classid = $1::oid AND l.objid = {_KEY}::oid)
 """  # noqa: S608  only constant SQL fragments; values are bound parameters
-"""Sessions with stored events whose lease nobody holds (their replica died)."""
+"""Sessions with events stored a while ago whose lease nobody holds (their replica died)."""
+LEFTOVER_AFTER = 5.0
+"""Seconds an event is left to the replica that stored it: it takes the lease right after
+(a sweep taking it first would run the turn away from its user's connection)."""
 _CONNECTED = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1)"
 _ORPHANS = """
 DELETE FROM cluster_outbox o
@@ -389,12 +393,18 @@ class Handover:
                 continue
             try:
                 await self.pool.execute(_ORPHANS, APPLICATION_PREFIX, ORPHANED_AFTER)
-                rows = await self.pool.fetch(_LEFTOVERS, SESSION_SPACE)
+                sessions = await self.leftovers()
             except Exception as exc:  # the next sweep tries again
                 log.debug("the inbox sweep failed: %s", exc)
                 continue
-            for row in rows:
-                self.claim(row["session_id"])
+            for session_id in sessions:
+                self.claim(session_id)
+
+    async def leftovers(self) -> list[str]:
+        """Sessions the sweep runs: with events stored over :data:`LEFTOVER_AFTER` seconds
+        ago, and no replica holding their lease (the one that held it died)."""
+        rows = await self.pool.fetch(_LEFTOVERS, SESSION_SPACE, LEFTOVER_AFTER)
+        return [row["session_id"] for row in rows]
 
     # -- outbound ---------------------------------------------------------------------------
 
