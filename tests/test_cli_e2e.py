@@ -319,6 +319,16 @@ def test_an_in_process_run_remembers_a_note_for_the_local_user(
     assert "likes green tea" in shown.stdout
 
 
+def test_an_in_process_run_is_refused_in_cluster_mode(cli: Cli, llm_emulator: LlmEmulator) -> None:
+    with cli.config.open("a") as config:
+        config.write("\n[cluster]\nenabled = true\n")
+    done = cli("--no-daemon", "run", "-e", "hello")
+    assert done.returncode == 1
+    assert done.stderr.startswith("❌ [cluster] is enabled: a turn runs only in a replica")
+    assert "Traceback" not in done.stderr
+    assert llm_emulator.requests == []
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

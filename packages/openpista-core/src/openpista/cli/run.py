@@ -75,6 +75,11 @@ def run(
     import asyncio
 
     settings = state.settings()
+    if settings.cluster.enabled:
+        fail(
+            "[cluster] is enabled: a turn runs only in a replica, which holds its session's "
+            "lease (start `openpista start` here; -p/-m would run it in this process)"
+        )
     sys.exit(asyncio.run(_run(settings, text, session_id, provider, model, printer)))
 
 
