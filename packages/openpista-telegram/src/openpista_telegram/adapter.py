@@ -188,6 +188,7 @@ class TelegramAdapter(ChannelAdapter):
             polling_timeout=self.settings.poll_timeout,
             handle_as_tasks=False,  # one update at a time: a chat's messages keep order
             handle_signals=False,  # the daemon owns SIGINT/SIGTERM
+            close_bot_session=False,  # stop() closes it: replies in flight outlive a lost role
             allowed_updates=list(ALLOWED_UPDATES),
         )
 
