@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
 from openpista.buttons import ANSWERED, BUTTONS, STALE, button_id, pressed
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
+from openpista.files import safe_name
 from openpista.models import (
     ERROR_PREFIX,
     Answer,
@@ -432,7 +433,7 @@ class TelegramAdapter(ChannelAdapter):
         except (OSError, ValueError, media.MediaError) as exc:
             await self._notice(bot, target, f"could not send {attachment.name}: {exc}")
             return
-        name = media.safe_name(attachment.name)
+        name = safe_name(attachment.name)
         file: Any = BufferedInputFile(content, name) if isinstance(content, bytes) else content
         if method == "sendPhoto":
             try:
