@@ -18,11 +18,15 @@ def home_dir() -> Path:
     Plugins keep their files here too (certificates, caches, downloads), each in a
     sub-directory named after the plugin. The directory is not created.
     """
-    return Path(os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME).expanduser()
+    return _home().expanduser()
 
 
 def in_home(name: str) -> Path:
     """``name`` inside the state directory, not expanded: ``~/.openpista/NAME`` by default
     (shown to users that way), ``$OPENPISTA_HOME/NAME`` when it is set. Read at call time, so
     a default built from it follows ``OPENPISTA_HOME``."""
-    return Path(os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME) / name
+    return _home() / name
+
+
+def _home() -> Path:
+    return Path(os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME)
