@@ -35,11 +35,7 @@ class Gateways:
         from openpista.runtime import Runtime
 
         runtime = await Runtime.open(settings, PluginHost.load(entry_points=False))
-        broker = (
-            ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
-            if approvals
-            else None
-        )
+        broker = ApprovalBroker.for_runtime(runtime) if approvals else None
         gateway = Gateway(runtime, adapters, approvals=broker)
         self.opened.append(gateway)
         await gateway.start()

@@ -193,7 +193,7 @@ def _terminal_guard(runtime: Any, session_id: str, printer: TurnPrinter) -> Any:
     from openpista.gateway.approvals import ApprovalBroker
     from openpista.models import ApprovalPrompt
 
-    broker = ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
+    broker = ApprovalBroker.for_runtime(runtime)
 
     async def ask(prompt: ApprovalPrompt) -> None:
         request = prompt.request

@@ -28,6 +28,7 @@ from openpista.policy import COMMAND_TOOL, ToolPolicy
 if TYPE_CHECKING:
     from openpista.config import PolicySettings
     from openpista.memory import MemoryStore
+    from openpista.runtime import Runtime
 
 __all__ = ["ApprovalBroker", "Send", "Warnings"]
 
@@ -81,6 +82,12 @@ class ApprovalBroker:
     def from_settings(cls, memory: MemoryStore, settings: PolicySettings) -> ApprovalBroker:
         """The broker for ``[policy]``: its rules, defaults and approval timeout."""
         return cls(memory, ToolPolicy(settings), settings.approval_timeout)
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime) -> ApprovalBroker:
+        """The broker for ``runtime``: its memory and its policy as merged with the plugins'
+        rules (not the bare ``[policy]`` of the config)."""
+        return cls.from_settings(runtime.memory, runtime.settings.policy)
 
     def guard(
         self, session_id: str, channel_id: str, send: Send, warnings: Warnings | None = None

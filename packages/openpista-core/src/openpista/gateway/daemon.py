@@ -229,7 +229,7 @@ async def _serve(
         except ControlSocketError as exc:
             print(f"❌ {exc}", file=sys.stderr)
             return 1
-        broker = ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
+        broker = ApprovalBroker.for_runtime(runtime)
         gateway = Gateway(runtime, [*adapters, control], approvals=broker)
         if cluster is not None:
             from openpista.cluster_approvals import ClusterApprovals

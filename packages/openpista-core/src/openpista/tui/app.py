@@ -285,7 +285,7 @@ async def run_tui(
 
     runtime = await Runtime.open(settings)
     try:
-        approvals = ApprovalBroker.from_settings(runtime.memory, runtime.settings.policy)
+        approvals = ApprovalBroker.for_runtime(runtime)
         gateway = Gateway(runtime, approvals=approvals)
         problems = list(runtime.problems)
         if provider or model:
