@@ -26,6 +26,7 @@ import pluggy
 from openpista import hookspecs
 
 if TYPE_CHECKING:
+    from openpista.entry_points import EntryPoint
     from openpista.plugin_context import PluginContext
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,16 @@ class PluginReport:
     name: str
     module: str
     builtin: bool
-    distribution: str | None = None
-    version: str | None = None
+    origin: EntryPoint | None = None
+    """The entry point it was loaded from (``None``: built in or added directly)."""
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def distribution(self) -> tuple[str | None, str | None]:
+        """The name and version of the distribution that installed it (read on use)."""
+        return (None, None) if self.origin is None else self.origin.distribution()
 
     @property
     def loaded(self) -> bool:
@@ -64,12 +70,13 @@ class PluginReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form used by ``openpista plugins --json``."""
+        distribution, version = self.distribution
         return {
             "name": self.name,
             "module": self.module,
             "builtin": self.builtin,
-            "distribution": self.distribution,
-            "version": self.version,
+            "distribution": distribution,
+            "version": version,
             "hooks": self.hooks,
             "registered": self.registered,
             "errors": self.errors,
@@ -112,18 +119,16 @@ class PluginHost:
     def _load_entry_points(self, allowed: set[str] | None) -> None:
         if allowed is not None and not allowed:
             return  # none selected: the scan of every installed distribution is skipped
-        from importlib import metadata  # ~40 ms with its email parser, off `--help` without plugins
+        from openpista.entry_points import entry_points
 
-        for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        for entry_point in entry_points(ENTRY_POINT_GROUP):
             if allowed is not None and entry_point.name not in allowed:
                 continue
-            dist = entry_point.dist
             report = PluginReport(
                 name=entry_point.name,
                 module=entry_point.value,
                 builtin=False,
-                distribution=dist.name if dist else None,
-                version=dist.version if dist else None,
+                origin=entry_point,
             )
             try:
                 plugin = entry_point.load()

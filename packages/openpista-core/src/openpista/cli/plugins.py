@@ -65,7 +65,8 @@ def _list(state: CliState, as_json: bool) -> None:
         if report.builtin:
             origin = f"built in, openpista-core {__version__}"
         else:
-            origin = f"{report.distribution or '?'} {report.version or '?'}"
+            distribution, version = report.distribution
+            origin = f"{distribution or '?'} {version or '?'}"
         click.echo(f"{report.name}  ({origin}; {report.module})")
         for kind, names in report.registered.items():
             if names:
@@ -193,11 +194,9 @@ def _pip_install(spec: str, yes: bool) -> None:
 
 def _entry_points() -> list[str]:
     """The names of the ``openpista`` entry points installed now (read afresh)."""
-    import importlib
-    from importlib.metadata import entry_points
+    from openpista.entry_points import entry_points
 
-    importlib.invalidate_caches()
-    return [point.name for point in entry_points(group="openpista")]
+    return [point.name for point in entry_points("openpista")]
 
 
 def _install_directory(source: Path, yes: bool, replace: bool) -> None:
