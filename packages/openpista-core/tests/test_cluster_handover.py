@@ -13,10 +13,10 @@ import pytest
 
 from openpista.cluster import ClusterMember, cluster_dsn
 from openpista.cluster_approvals import ClusterApprovals
-from openpista.cluster_handover import Handover
+from openpista.cluster_handover import Handover, outbox_channel
 from openpista.config import ClusterSettings, DatabaseSettings, PolicySettings, Settings
 from openpista.gateway.gateway import Gateway
-from openpista.models import Answer
+from openpista.models import Answer, TextChunk, ToolProgress
 from openpista_testing.adapters import LoopbackAdapter
 from openpista_testing.cli import emulator_settings
 from openpista_testing.emulator import LlmEmulator
@@ -311,3 +311,113 @@ async def test_a_hostile_cancel_notification_stops_nothing(
     assert member.connected
     stored = [m.content for m in await a.runtime.memory.load_messages(session)]
     assert stored == ["hello", "on time"]
+
+
+async def _handed_to(replicas: Start, fresh_postgres_url: str, text: str) -> LoopbackAdapter:
+    """Replica a leases alice's session while ``text`` reaches b's connection; a runs it."""
+    (a, a_member, _), (_, _, b_chat) = await replicas("a"), await replicas("b")
+    session = await a.session_for("chat:alice")
+    assert await a_member.try_acquire(session)
+    await b_chat.say("alice", text)
+    await until(lambda: _true(stored_events(fresh_postgres_url)), "the message is stored")
+    a.handover.claim(session)  # type: ignore[union-attr]
+    await a_member.release(session)
+    return b_chat
+
+
+def _streamed(chat: LoopbackAdapter, name: str) -> tuple[list[str], str, str]:
+    """The kinds sent to chat ``name`` (adjacent chunks as one), the chunks' text joined
+    and the answer's text."""
+    sent = chat.sent["chat:" + name]
+    every: list[str] = [m.kind for m in sent]
+    kinds = [k for i, k in enumerate(every) if k != "chunk" or i == 0 or every[i - 1] != "chunk"]
+    chunks = "".join(m.text for m in sent if isinstance(m, TextChunk))
+    answers = [m.text for m in sent if isinstance(m, Answer)]
+    return kinds, chunks, answers[-1] if answers else ""
+
+
+async def test_a_handed_over_turn_streams_its_tool_progress_and_chunks_to_the_connection(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    wait = f"for i in $(seq 600); do [ -f {go} ] && exit 0; sleep 0.05; done; exit 1"
+    answering.reply_tool_calls([("system_run", {"command": wait})])
+    text = "streamed through replica b, piece by piece, as the LLM writes it"
+    answering.reply_text(text, chunk_size=3)
+    b_chat = await _handed_to(replicas, fresh_postgres_url, "run it")
+
+    async def started() -> bool:
+        return any(isinstance(m, ToolProgress) for m in b_chat.sent["chat:alice"])
+
+    await until(started, "b's connection is told the tool started, while it runs")
+    [progress] = b_chat.sent["chat:alice"]
+    assert isinstance(progress, ToolProgress)
+    assert progress.result is None
+    go.touch()
+    answer = await b_chat.answer("alice")
+    assert answer.text == text
+    kinds, chunks, last = _streamed(b_chat, "alice")
+    assert kinds == ["tool", "tool", "chunk", "answer"]  # in order, the answer last
+    assert (chunks, last) == (text, text)
+
+
+async def test_a_delta_too_large_for_a_notification_is_streamed_through_the_outbox(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str
+) -> None:
+    text = 'é"' * 2000 + "end"  # escaped: 16 kB, over NOTIFY_MAX bytes in one delta
+    answering.reply_text(text, chunk_size=len(text))
+    b_chat = await _handed_to(replicas, fresh_postgres_url, "a long one")
+    answer = await b_chat.answer("alice")
+    kinds, chunks, _ = _streamed(b_chat, "alice")
+    assert kinds == ["chunk", "answer"]
+    assert chunks == answer.text == text
+
+
+HOSTILE_OUTBOX = [
+    "",
+    "x",
+    "9" * 400,
+    "١٢",
+    "[1]",
+    "{}",
+    '{"stored": "1", "messages": []}',
+    '{"stored": 1, "messages": [{"kind": "nope"}]}',
+    '{"stored": 1, "messages": {"kind": "chunk"}}',
+    '{"stored": 1, "messages": [{"kind": "chunk", "channel_id": "chat:alice", "text": 5}]}',
+    "{" * 3000,
+    "[" * 7000,
+]
+
+
+async def test_hostile_outbox_notifications_and_rows_are_dropped(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str
+) -> None:
+    (_, _, _), (b, b_member, b_chat) = await replicas("a"), await replicas("b")
+    channel = outbox_channel("b")
+    admin = await asyncpg.connect(b_member.dsn)
+    try:
+        for payload in HOSTILE_OUTBOX:
+            await admin.execute("SELECT pg_notify($1, $2)", channel, payload)
+            row = await admin.fetchval(
+                "INSERT INTO cluster_outbox (replica_id, message) VALUES ('b', $1) RETURNING id",
+                payload or "null",
+            )
+            await admin.execute("SELECT pg_notify($1, $2)", channel, str(row))
+        for _ in HOSTILE_OUTBOX:  # and rows never announced, found by the sweep
+            await admin.execute(
+                "INSERT INTO cluster_outbox (replica_id, message, created_at) "
+                "VALUES ('b', '{\"stored\": 1}', now() - interval '1 minute')"
+            )
+
+        async def emptied() -> bool:
+            return not await admin.fetchval("SELECT count(*) FROM cluster_outbox")
+
+        await until(emptied, "every hostile row is taken")
+    finally:
+        await admin.close()
+    await b_chat.say("alice", "still fine?")  # b delivers what is handed over, as before
+    assert (await b_chat.answer("alice")).text == "answer to still fine?"
+    assert b_member.connected
+    assert [m.kind for m in b_chat.sent["chat:alice"]][-1] == "answer"
+    assert b.handover is not None
+    assert not b.handover._announced

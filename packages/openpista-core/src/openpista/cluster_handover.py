@@ -14,10 +14,15 @@ so the user's message is in the history once.
 
 Answers go back through the replica that holds the user's connection (the control socket,
 web, QUIC): the event names it (``reply_to``) and the replica running the turn writes the
-answer and its approval prompts to ``cluster_outbox`` and announces them on ``NOTIFY``
-:data:`OUTBOX`; that replica delivers them. Channels that answer over HTTP (Telegram,
-WhatsApp, Slack, Discord: :attr:`~openpista.channels.ChannelAdapter.replies_anywhere`) are
-answered by whichever replica runs the turn, streaming included.
+answer and its approval prompts to ``cluster_outbox`` and announces each row's id on that
+replica's own ``NOTIFY`` channel (:func:`outbox_channel`), which delivers them. The turn's
+text chunks and tool progress go the same way as they come, in the ``NOTIFY`` payload itself
+(:class:`_Stream`: what comes while one is on its way is sent with the next, adjacent chunks
+joined; a batch over :data:`NOTIFY_MAX` bytes is stored as an outbox row instead). One
+channel read by one task keeps them in order, the answer last. Channels that answer over
+HTTP (Telegram, WhatsApp, Slack, Discord:
+:attr:`~openpista.channels.ChannelAdapter.replies_anywhere`) are answered by whichever
+replica runs the turn, streaming included.
 
 A turn its user cancels on the replica holding their connection (Ctrl-C of ``openpista
 run``) is deleted from the inbox if it has not begun, and stopped where it runs: that
@@ -28,16 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from openpista.cluster import APPLICATION_PREFIX, QUERY_TIMEOUT, SESSION_SPACE, ClusterError
-from openpista.models import Answer, ChannelEvent, Outbound
+from openpista.models import Answer, ChannelEvent, Outbound, TextChunk
 
 if TYPE_CHECKING:
     import asyncpg
@@ -45,21 +51,31 @@ if TYPE_CHECKING:
     from openpista.cluster import ClusterMember
     from openpista.gateway.router import TurnTicket
 
-__all__ = ["CANCEL", "INBOX", "OUTBOX", "Handover", "Turns"]
+__all__ = ["CANCEL", "INBOX", "OUTBOX", "Handover", "Turns", "outbox_channel"]
 
 log = logging.getLogger(__name__)
 
 INBOX = "openpista_inbox"
 """``NOTIFY`` channel of a stored event (payload: its session id)."""
 OUTBOX = "openpista_outbox"
-"""``NOTIFY`` channel of a stored answer (payload: the replica id that delivers it)."""
+"""The prefix of each replica's ``NOTIFY`` channel of what it delivers (:func:`outbox_channel`)."""
+NOTIFY_MAX = 7999
+"""Bytes a ``NOTIFY`` payload may hold (PostgreSQL's limit: shorter than 8000)."""
 CANCEL = "openpista_cancel"
 """``NOTIFY`` channel of a turn its user cancelled (payload: its stored event's id)."""
 POOL_SIZE = 4
 """Connections for the inbox and outbox (the lease connection is kept for the leases)."""
 
-_OUTBOUND: TypeAdapter[Outbound] = TypeAdapter(Outbound)
+_OUTBOUNDS: TypeAdapter[list[Outbound]] = TypeAdapter(list[Outbound])
 Send = Callable[[Outbound], Awaitable[None]]
+
+
+def outbox_channel(replica_id: str) -> str:
+    """The ``NOTIFY`` channel of what replica ``replica_id`` delivers: an outbox row's id,
+    or a JSON ``{"stored": id, "messages": [...]}`` of streamed messages (an identifier
+    fits in 63 bytes whatever the replica id)."""
+    return f"{OUTBOX}_{hashlib.sha256(replica_id.encode()).hexdigest()[:32]}"
+
 
 _KEY = "(hashtext(encode(convert_to(i.session_id, 'UTF8'), 'hex'))::bigint & 4294967295)"
 _LEFTOVERS = f"""
@@ -80,6 +96,10 @@ AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = $1 |
 """
 """Answers for a replica that has been gone a while (with it, the connections they were for)."""
 ORPHANED_AFTER = 60.0
+MISSED_AFTER = 2.0
+"""Seconds after which the sweep delivers an outbox row it was never told of (its ``NOTIFY``
+was missed while the connection was down); earlier, its announcement may still be on its way
+behind the chunks before it."""
 _MARK = """
 UPDATE cluster_inbox SET mark = coalesce(
     (SELECT max(m.id) FROM messages m WHERE m.session_id = $2), 0)
@@ -106,8 +126,11 @@ it was refused, or cut short before storing)."""
 class Turns(Protocol):
     """What the hand-over needs of the gateway."""
 
-    async def run_turn(self, event: ChannelEvent, session_id: str, send: Send) -> Answer:
-        """Run the turn of ``event`` now and send what it says with ``send``."""
+    async def run_turn(
+        self, event: ChannelEvent, session_id: str, send: Send, stream: Send
+    ) -> Answer:
+        """Run the turn of ``event`` now: its answer and approval prompts go to ``send``,
+        its text chunks and tool progress to ``stream``."""
 
     async def deliver(self, message: Outbound) -> None:
         """Send ``message`` to the adapter of its channel on this replica."""
@@ -141,7 +164,8 @@ class Handover:
         self._again: set[str] = set()  # sessions stored to while their drainer ran
         self._waiting: dict[int, asyncio.Future[Answer]] = {}  # stored id -> its answer
         self._running: dict[int, asyncio.Future[Answer | None]] = {}  # stored id -> its turn
-        self._outbox = asyncio.Event()
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()  # announced; None: sweep
+        self._announced: set[int] = set()  # outbox rows announced and not delivered yet
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -159,7 +183,7 @@ class Handover:
         # Answers kept for an earlier run of this replica id: their connections are gone.
         await pool.execute("DELETE FROM cluster_outbox WHERE replica_id = $1", member.replica_id)
         await member.listen(INBOX, handover._stored)
-        await member.listen(OUTBOX, handover._answered)
+        await member.listen(outbox_channel(member.replica_id), handover._answered)
         await member.listen(CANCEL, handover._cancelled)
         handover._tasks = [
             asyncio.create_task(handover._sweep(), name="cluster inbox sweep"),
@@ -294,6 +318,8 @@ class Handover:
     async def _run(self, session_id: str, stored: _Stored) -> None:
         reply_to = stored.reply_to
         send: Send = self.turns.deliver
+        stream: Send = self.turns.deliver
+        streamed: _Stream | None = None
         if reply_to is not None and reply_to != self.member.replica_id:
             if not await self.pool.fetchval(_CONNECTED, APPLICATION_PREFIX + reply_to):
                 # Its user's connection went with that replica, and was told so: a turn
@@ -307,13 +333,17 @@ class Handover:
                 await self._done(stored.id, None)
                 return
 
+            streamed = _Stream(self, reply_to, stored.id)
+            stream = streamed.put
+
             async def send(message: Outbound) -> None:
-                await self._publish(reply_to, stored.id, message)
+                await streamed.flush()  # its chunks first
+                await self._publish(reply_to, stored.id, [message])
 
         async with self._slots:
             await self.load_model(session_id)
             # A task of its own, which its user's cancel stops (see :meth:`_withdraw`).
-            turn = asyncio.ensure_future(self._turn(session_id, stored, send))
+            turn = asyncio.ensure_future(self._turn(session_id, stored, send, stream))
             self._running[stored.id] = turn
             try:
                 await asyncio.wait({turn})
@@ -323,6 +353,8 @@ class Handover:
                 raise
             finally:
                 self._running.pop(stored.id, None)
+                if streamed is not None:
+                    streamed.close()
         if turn.cancelled():  # by its user: the event is deleted already
             log.info("session %s: a turn was cancelled by its user", session_id)
             return
@@ -330,11 +362,13 @@ class Handover:
         if answer is not None:  # answered: a lease lost now must not run it again
             await asyncio.shield(self._done(stored.id, answer))
 
-    async def _turn(self, session_id: str, stored: _Stored, send: Send) -> Answer | None:
+    async def _turn(
+        self, session_id: str, stored: _Stored, send: Send, stream: Send
+    ) -> Answer | None:
         """Run the turn of ``stored``; ``None`` if its user cancelled it before it began."""
         if not await self._begin(session_id, stored):
             return None
-        return await self.turns.run_turn(stored.event, session_id, send)
+        return await self.turns.run_turn(stored.event, session_id, send, stream)
 
     async def _begin(self, session_id: str, stored: _Stored) -> bool:
         """Mark where the turn of ``stored`` begins; when it began before (its replica died
@@ -388,7 +422,7 @@ class Handover:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(self.member.heartbeat)
-            self._outbox.set()  # answers announced while the connection was down
+            self._outbox.put_nowait(None)  # answers announced while the connection was down
             if not self.member.connected:
                 continue
             try:
@@ -408,37 +442,136 @@ class Handover:
 
     # -- outbound ---------------------------------------------------------------------------
 
-    async def _publish(self, replica_id: str, stored: int, message: Outbound) -> None:
-        payload = json.dumps({"stored": stored, "message": message.model_dump(mode="json")})
+    async def _publish(self, replica_id: str, stored: int, messages: list[Outbound]) -> None:
+        """Store ``messages`` (of event ``stored``) for ``replica_id`` and announce the row."""
         await self.pool.execute(
-            "WITH a AS (INSERT INTO cluster_outbox (replica_id, message) VALUES ($1, $2)) "
-            "SELECT pg_notify($3, $1)",
+            "WITH a AS (INSERT INTO cluster_outbox (replica_id, message) VALUES ($1, $2) "
+            "RETURNING id) SELECT pg_notify($3, a.id::text) FROM a",
             replica_id,
-            payload,
-            OUTBOX,
+            _envelope(stored, messages),
+            outbox_channel(replica_id),
         )
 
-    def _answered(self, replica_id: str) -> None:
-        if replica_id == self.member.replica_id:
-            self._outbox.set()
+    async def _stream(self, replica_id: str, stored: int, messages: list[Outbound]) -> None:
+        """Send ``messages`` to ``replica_id`` in a ``NOTIFY`` payload, or as an outbox row
+        when they do not fit in one; in order with what was announced to it before."""
+        payload = _envelope(stored, messages)
+        if len(payload) > NOTIFY_MAX:
+            await self._publish(replica_id, stored, messages)
+            return
+        await self.pool.execute("SELECT pg_notify($1, $2)", outbox_channel(replica_id), payload)
+
+    def _answered(self, payload: str) -> None:
+        row_id = _row_id(payload)
+        if row_id is not None:
+            self._announced.add(row_id)
+        self._outbox.put_nowait(payload)
 
     async def _deliver_outbox(self) -> None:
+        """Deliver what is announced to this replica, one at a time in announcement order."""
         while True:
-            await self._outbox.wait()
-            self._outbox.clear()
+            payload = await self._outbox.get()
             try:
-                rows = await self.pool.fetch(
-                    "DELETE FROM cluster_outbox WHERE replica_id = $1 RETURNING id, message",
-                    self.member.replica_id,
-                )
-            except Exception as exc:  # the next sweep sets the event again
+                for envelope in await self._fetch(payload):
+                    await self._deliver(envelope)
+            except Exception as exc:  # the sweep fetches a stored row again
                 log.debug("the outbox could not be read: %s", exc)
-                continue
-            for row in sorted(rows, key=lambda r: r["id"]):
-                item = json.loads(row["message"])
-                message = _OUTBOUND.validate_python(item["message"])
-                with contextlib.suppress(Exception):
-                    await self.turns.deliver(message)
-                waiter = self._waiting.get(item["stored"])
-                if isinstance(message, Answer) and waiter is not None and not waiter.done():
-                    waiter.set_result(message)
+
+    async def _fetch(self, payload: str | None) -> list[str]:
+        """The envelopes ``payload`` announces: itself, its outbox row, or (``None``, the
+        sweep) the rows stored a while ago and never announced (the connection was down)."""
+        if payload is None:
+            rows = await self.pool.fetch(
+                "DELETE FROM cluster_outbox WHERE replica_id = $1 AND NOT id = ANY($2::bigint[]) "
+                "AND created_at < now() - make_interval(secs => $3) RETURNING id, message",
+                self.member.replica_id,
+                list(self._announced),
+                MISSED_AFTER,
+            )
+            return [row["message"] for row in sorted(rows, key=lambda r: r["id"])]
+        row_id = _row_id(payload)
+        if row_id is None:
+            return [payload]
+        try:
+            message = await self.pool.fetchval(
+                "DELETE FROM cluster_outbox WHERE id = $1 AND replica_id = $2 RETURNING message",
+                row_id,
+                self.member.replica_id,
+            )
+        finally:
+            self._announced.discard(row_id)
+        return [] if message is None else [message]
+
+    async def _deliver(self, envelope: str) -> None:
+        """Send the messages of ``envelope`` here; a malformed one is dropped with a line."""
+        try:
+            item = json.loads(envelope)
+            stored = item["stored"]
+            messages = _OUTBOUNDS.validate_python(item["messages"])
+            if not isinstance(stored, int):
+                raise TypeError("its event id is not a number")
+        except (ValueError, TypeError, KeyError, RecursionError, ValidationError) as exc:
+            log.warning("❌ a malformed cluster outbox message is dropped: %.200s", exc)
+            return
+        for message in messages:
+            with contextlib.suppress(Exception):
+                await self.turns.deliver(message)
+            waiter = self._waiting.get(stored)
+            if isinstance(message, Answer) and waiter is not None and not waiter.done():
+                waiter.set_result(message)
+
+
+def _row_id(payload: str) -> int | None:
+    """The outbox row id ``payload`` announces (``None``: it is no row id)."""
+    if payload.isascii() and payload.isdecimal() and len(payload) <= 18:
+        return int(payload)
+    return None
+
+
+def _envelope(stored: int, messages: list[Outbound]) -> str:
+    """``messages`` of event ``stored`` as ASCII JSON (a NUL or lone surrogate escaped)."""
+    dumped = [message.model_dump(mode="json") for message in messages]
+    return json.dumps({"stored": stored, "messages": dumped})
+
+
+class _Stream:
+    """The chunks and tool progress of a turn run here for a connection on another replica,
+    sent as they come without holding the turn up: what comes while one batch is on its way
+    goes with the next, adjacent text chunks joined. Lost ones are lost (the answer holds
+    the whole text)."""
+
+    def __init__(self, handover: Handover, replica_id: str, stored: int) -> None:
+        self._handover = handover
+        self._replica_id = replica_id
+        self._stored = stored
+        self._pending: list[Outbound] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    async def put(self, message: Outbound) -> None:
+        """Send ``message`` after those put before."""
+        last = self._pending[-1] if self._pending else None
+        if isinstance(message, TextChunk) and isinstance(last, TextChunk):
+            self._pending[-1] = last.model_copy(update={"text": last.text + message.text})
+        else:
+            self._pending.append(message)
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send())
+
+    async def flush(self) -> None:
+        """Return once everything put has been sent (or failed to)."""
+        if self._sending is not None:
+            await asyncio.shield(self._sending)
+
+    def close(self) -> None:
+        """Send nothing more (the turn is over)."""
+        self._pending.clear()
+        if self._sending is not None:
+            self._sending.cancel()
+
+    async def _send(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._handover._stream(self._replica_id, self._stored, batch)
+            except Exception as exc:  # deltas are not precious: the answer follows
+                log.warning("streamed messages for replica %s lost: %s", self._replica_id, exc)

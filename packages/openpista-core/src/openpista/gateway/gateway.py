@@ -25,6 +25,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from openpista.agent import AgentEvent, ToolFinished, ToolStarted
@@ -414,18 +415,24 @@ class Gateway:
         event: ChannelEvent,
         session_id: str,
         send: Callable[[Outbound], Awaitable[None]] | None = None,
+        stream: Callable[[Outbound], Awaitable[None]] | None = None,
         *,
         began: float | None = None,
     ) -> Answer:
         """Run the turn of ``event`` in ``session_id`` now (the caller holds the session's
-        turn lock or lease) and send its answer and approval prompts with ``send`` (default
-        :meth:`deliver`; only that one streams chunks); returns the answer."""
+        turn lock or lease) and send its answer and approval prompts with ``send``, its
+        text chunks and tool progress with ``stream`` (by default both to the channel's
+        adapter here, through :meth:`deliver`); returns the answer."""
         began = time.monotonic() if began is None else began
         request_id = _request_id(event)
-        streams = send is None
-        send = self.deliver if send is None else send
-        adapter = self.adapter_for(event.channel_id) if streams else None
-        on_event = self._forwarder(event.channel_id, session_id, adapter, request_id)
+        adapter = self.adapter_for(event.channel_id)
+        if send is None:
+            send = self.deliver
+            stream = None if adapter is None else partial(self._send, adapter)
+        streams = adapter is None or adapter.capabilities.streaming
+        on_event = self._forwarder(
+            event.channel_id, session_id, stream if streams else None, request_id
+        )
         guard = self._guard(session_id, event.channel_id, request_id, send)
         try:
             agent = self.agent_for(session_id)
@@ -477,10 +484,10 @@ class Gateway:
         self,
         channel_id: str,
         session_id: str,
-        adapter: ChannelAdapter | None,
+        stream: Callable[[Outbound], Awaitable[None]] | None,
         request_id: str | None,
     ) -> Callable[[AgentEvent], Awaitable[None]] | None:
-        if adapter is None or not adapter.capabilities.streaming:
+        if stream is None:
             return None
 
         async def forward(event: AgentEvent) -> None:
@@ -496,7 +503,7 @@ class Gateway:
                 progress = ToolProgress(**base, call=event.call)
             elif isinstance(event, ToolFinished):
                 progress = ToolProgress(**base, call=event.call, result=event.result)
-            await self._send(adapter, progress)
+            await stream(progress)
 
         return forward
 
