@@ -111,6 +111,17 @@ def test_help_loads_plugins_but_no_event_loop_nor_models(cli: Cli) -> None:
     assert [m for m in heavy if loaded(modules, m)] == []
 
 
+def test_help_with_every_installed_plugin_imports_no_plugin_runtime(cli: Cli) -> None:
+    # As a user has them: every plugin of the workspace adds its commands, which are listed
+    # (so each plugin's command module is imported), but what the commands run is not.
+    cli.env.pop("OPENPISTA_LOAD_PLUGINS")
+    output, modules = openpista(cli, "--help")
+    assert all(f"\n  {name} " in output for name in ("connect", "mcp", "telegram", "web"))
+    heavy = ("asyncio", "pydantic", "httpx", "importlib.metadata", "pathlib", "openpista.access")
+    plugin_runtime = ("openpista_mobile.terminal", "openpista_mobile.client", "aioquic", "mcp")
+    assert [m for m in (*heavy, *plugin_runtime, *NEVER) if loaded(modules, m)] == []
+
+
 def test_the_memory_models_are_core_tables_without_the_orm() -> None:
     # The models declared with openpista.memory.tables' mapped_column; none may import the
     # ORM (the modules that import it are named, as the last openpista frame of the import).

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from openpista._lazy import lazy_exports
 from openpista._version import __version__
-from openpista.hookspecs import hookimpl
 
 # httpx imports its command-line client (rich and pygments, ~30 ms of every start) when they
 # are installed; no openpista process runs it, so httpx takes its fallback ``main`` instead.
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
     )
     from openpista.config import ConfigError, Settings, home_dir
     from openpista.files import write_private
+    from openpista.hookspecs import hookimpl  # pluggy: loaded with the first plugin
     from openpista.models import (
         ERROR_PREFIX,
         Answer,
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
+    "hookimpl": "openpista.hookspecs",
     "PluginContext": "openpista.plugin_context",
     "DaemonServices": "openpista.plugin_context",
     "PluginSettings": "openpista.plugin_settings",

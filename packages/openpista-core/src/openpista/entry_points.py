@@ -18,7 +18,6 @@ import re
 import sys
 from dataclasses import dataclass
 from importlib import import_module
-from pathlib import Path
 
 __all__ = ["EntryPoint", "entry_points"]
 
@@ -33,7 +32,7 @@ class EntryPoint:
     name: str
     value: str
     group: str
-    metadata_dir: Path | None = None
+    metadata_dir: str | None = None
     """The distribution's ``.dist-info`` / ``.egg-info`` directory, when known."""
     known: tuple[str | None, str | None] | None = None
     """The distribution's name and version, when they were read with the entry point."""
@@ -51,8 +50,9 @@ class EntryPoint:
         if self.known is not None or self.metadata_dir is None:
             return self.known or (None, None)
         from importlib.metadata import PathDistribution
+        from pathlib import Path
 
-        dist = PathDistribution(self.metadata_dir)
+        dist = PathDistribution(Path(self.metadata_dir))
         return dist.name, dist.version
 
 
@@ -64,7 +64,7 @@ def entry_points(group: str) -> list[EntryPoint]:
     seen: set[str] = set()
     for entry in sys.path:
         for metadata_dir in _metadata_dirs(entry or "."):
-            stem = metadata_dir.name.rsplit(".", 1)[0].split("-", 1)[0]
+            stem = os.path.basename(metadata_dir).rsplit(".", 1)[0].split("-", 1)[0]
             name = _NAME_SEPARATORS.sub("_", stem).lower()
             if name in seen:
                 continue
@@ -84,21 +84,22 @@ def _plain_path() -> bool:
     return all(not os.path.isfile(entry) for entry in sys.path if entry)
 
 
-def _metadata_dirs(directory: str) -> list[Path]:
+def _metadata_dirs(directory: str) -> list[str]:
     try:
         with os.scandir(directory) as entries:
             names = sorted(e.name for e in entries if e.name.endswith(_METADATA_SUFFIXES))
     except OSError:  # missing, not a directory, unreadable: nothing installed there
         return []
-    return [Path(directory, name) for name in names]
+    return [os.path.join(directory, name) for name in names]
 
 
-def _parse(metadata_dir: Path, group: str) -> list[EntryPoint]:
+def _parse(metadata_dir: str, group: str) -> list[EntryPoint]:
     """The ``group`` section of ``entry_points.txt``: ``[section]`` headers, ``name = value``
     lines, ``#``/``;`` comments; a value's ``[extras]`` are dropped. Unreadable files and
     lines that are not ``name = value`` are skipped, as importlib.metadata does."""
     try:
-        text = (metadata_dir / "entry_points.txt").read_text(encoding="utf-8")
+        with open(os.path.join(metadata_dir, "entry_points.txt"), encoding="utf-8") as file:
+            text = file.read()
     except (OSError, UnicodeDecodeError):
         return []
     found = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -116,17 +115,19 @@ def test_server(state: CliState, name: str) -> None:
 
 
 @mcp.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.pass_obj
-def import_servers(state: CliState, file: Path) -> None:
+def import_servers(state: CliState, file: str) -> None:
     """Add the servers of FILE (the "mcpServers" JSON of other MCP clients) to config.toml."""
+    from pathlib import Path  # off `openpista --help`
+
     from openpista.config import ConfigError, default_config_path
     from openpista_mcp.importer import append_servers, read_mcp_servers
 
     settings = state.settings()
     target = Path(state.config_path).expanduser() if state.config_path else default_config_path()
     try:
-        servers = read_mcp_servers(file)
+        servers = read_mcp_servers(Path(file))
         added = append_servers(target, servers, existing=set(settings.mcp.get("servers") or {}))
     except ConfigError as exc:
         fail(str(exc), code=2)

@@ -4,10 +4,12 @@ offers, built once (:func:`pairing_commands`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
-from openpista.access import PairingBook
+if TYPE_CHECKING:
+    from openpista.access import PairingBook
 
 MAX_TTL = 7 * 24 * 3600
 
@@ -33,6 +35,11 @@ def pairing_commands(
     writes a stored (lower-case) user id.
     """
 
+    def book() -> PairingBook:
+        from openpista.access import PairingBook  # hashing and JSON: off `openpista --help`
+
+        return PairingBook(channel)
+
     @group.command()
     @click.option(
         "--ttl",
@@ -43,7 +50,7 @@ def pairing_commands(
     )
     def pair(ttl: int) -> None:
         try:
-            code = PairingBook(channel).new_code(ttl=ttl)
+            code = book().new_code(ttl=ttl)
         except OSError as exc:
             raise click.ClickException(f"cannot store the pairing code: {exc}") from None
         click.echo(f"Pairing code: {code}   (valid {ttl // 60} min, once)")
@@ -59,7 +66,7 @@ def pairing_commands(
     @group.command(help=f"List the {title} users who paired (by user id).")
     def paired() -> None:
         try:
-            users = PairingBook(channel).paired()
+            users = book().paired()
         except OSError as exc:
             raise click.ClickException(str(exc)) from None
         if not users:
@@ -71,7 +78,7 @@ def pairing_commands(
     @click.argument("user")
     def unpair(user: str) -> None:
         try:
-            removed = PairingBook(channel).unpair(user)
+            removed = book().unpair(user)
         except OSError as exc:
             raise click.ClickException(str(exc)) from None
         if not removed:
