@@ -1,7 +1,9 @@
 """Every figure of issue 16 with its target: ``openpista run -e "hi"`` through a running
 daemon's control socket and cold (no daemon), ``openpista --help``, the daemon's start until
 its web channel answers HTTP (and until it is ready), and the gateway's per-message overhead
-through the web channel against an instant LLM (p50, p95).
+through the web channel against an instant LLM (p50, p95). Beside the cold figure: nanobot's
+single shot (``nanobot agent -m "hi"``, benchmarks/nanobot.py), its runs interleaved with
+openpista's (``--no-nanobot`` leaves it out).
 
 Run with ``nox --no-venv -s bench`` (or ``.venv/bin/python benchmarks/bench_attach.py``).
 The runs go against the LLM emulator, side by side in one run; a process figure is the
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from bench_web import web_round
 from channel_load import machine
+from nanobot import VERSION, Shots, compared
 from run import run_measured
 
 from openpista_testing.cli import OPENPISTA, Cli
@@ -75,6 +78,24 @@ def report(name: str, samples: list[tuple[float, int]], target: tuple[float, flo
         f"{seconds * 1000:.0f} ms)   peak RSS {rss:6.1f} MiB (target <= {mib:.0f} MiB)"
         f"   (n={len(samples)})   {machine()}"
     )
+
+
+def report_nanobot(shots: Shots, cold: list[tuple[float, int]]) -> None:
+    """nanobot's single shot (or why it is missing) next to openpista's ``cold`` figure."""
+    label = f'nanobot {VERSION} agent -m "hi"'
+    if shots.failure or not shots.samples:
+        print(f"{label:<37} not measured: {shots.failure or 'no samples'}")
+        return
+    figures = [
+        (statistics.median(t for t, _ in runs), max(r for _, r in runs) / 1024)
+        for runs in (shots.samples, cold)
+    ]
+    wall, rss = figures[0]
+    print(
+        f"{label:<37} median {wall * 1000:7.1f} ms{'':<20}   peak RSS {rss:6.1f} MiB{'':<18}"
+        f"   (n={len(shots.samples)})   {machine()}"
+    )
+    print(f"{'':<37} {compared(figures[1], figures[0])} (cold, same run)")
 
 
 def wait_ready(cli: Cli, daemon: Daemon) -> None:
@@ -136,6 +157,7 @@ def bench_overhead(messages: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--repeat", type=int, default=5, help="samples per measurement")
+    parser.add_argument("--no-nanobot", action="store_true", help="leave out nanobot's single shot")
     args, _ = parser.parse_known_args()
     with LlmEmulator() as emulator, tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         cli = Cli.isolated(Path(tmp) / "home", emulator)
@@ -145,12 +167,20 @@ def main() -> None:
         colds = {name: cold_cli(Path(tmp) / name, emulator, name) for name in COLD_CLIENTS}
         for other in colds.values():
             run_measured([str(OPENPISTA), "--no-daemon", *hi[1:]], other.env)  # the database
+        nanobot = (
+            Shots(None, failure="left out (--no-nanobot)")
+            if args.no_nanobot
+            else Shots.start(Path(tmp) / "nanobot", emulator, hi[-1])
+        )
         samples: dict[str, list[tuple[float, int]]] = {name: [] for name in colds}
         for _ in range(args.repeat):
             for name, other in colds.items():
                 samples[name].append(
                     run_measured([str(OPENPISTA), "--no-daemon", *hi[1:]], other.env)
                 )
+                if name == "http":
+                    nanobot.shoot()  # right after `cold`, under the same load
+        nanobot.stop()
         daemon = Daemon(cli)
         try:
             wait_ready(cli, daemon)
@@ -164,6 +194,8 @@ def main() -> None:
     report("attached", attached, TARGETS["attached"])
     for name, label in COLD_CLIENTS.items():
         report(label, samples[name], TARGETS["cold"])
+        if name == "http":
+            report_nanobot(nanobot, samples[name])
     wall = statistics.median(t for t, _ in helps)
     print(
         f"openpista --help{'':<21} median {wall * 1000:7.1f} ms (target <= "
