@@ -134,3 +134,14 @@ async def test_plugin_rules_come_after_the_users_and_before_the_defaults(tmp_pat
         assert (await served.call("demo.hello", {"name": "a"})).output == "hello a"
         elsewhere = ToolService(runtime.toolbox.tools, runtime.settings.policy, CHANNEL)
         assert elsewhere.tools() == []
+
+
+async def test_tools_that_need_a_conversation_are_neither_listed_nor_run(tmp_path: Path) -> None:
+    # memory.remember outside a conversation would only say "who is asking?": not offered.
+    async with open_tool_service(settings(tmp_path, remote="allow"), CHANNEL) as served:
+        names = [t.name for t in served.tools()]
+        assert "system.run" in names
+        assert [n for n in names if n.startswith("memory.")] == []
+        refused = await served.call("memory.remember", {"text": "a note"})
+    assert refused.is_error
+    assert refused.output.startswith("unknown tool 'memory.remember'")

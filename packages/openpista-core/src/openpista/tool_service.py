@@ -39,10 +39,14 @@ class ToolService:
 
     def tools(self) -> list[Tool]:
         """The tools offered: all but those the policy denies to this channel whatever the
-        arguments (``system.run`` stays while an allow or ask rule names a command)."""
+        arguments (``system.run`` stays while an allow or ask rule names a command), and
+        those that work only in a conversation (:attr:`Tool.conversation_only`)."""
         return [tool for tool in self._tools.tools() if not self._denied(tool.name)]
 
     def _denied(self, name: str) -> bool:
+        found = self._tools.get(name)
+        if found is None or found.conversation_only:
+            return True
         if self._policy.decide(name, {}, self.channel_id).action != "deny":
             return False
         return name != COMMAND_TOOL or not any(
@@ -53,7 +57,7 @@ class ToolService:
         """Run tool ``name`` if the policy allows it; every refusal or failure is an error
         result (as :meth:`ToolRegistry.dispatch`). Only cancellation propagates."""
         call = ToolCall(id=f"call-{uuid.uuid4().hex[:12]}", name=name, arguments=arguments)
-        if self._tools.get(name) is None or self._denied(name):
+        if self._denied(name):
             shown = ", ".join(tool.name for tool in self.tools()) or "none"
             return _refused(call, f"unknown tool '{name}'; available tools: {shown}")
         decision = self._policy.decide(name, arguments, self.channel_id)

@@ -52,3 +52,6 @@ class Tool:
     """Asked, with the call's arguments, before the user is asked to approve a call: what the
     approval request must warn about (``None``: nothing), e.g. that the call would run
     outside its sandbox. It runs before the call is approved, so it must not act."""
+    conversation_only: bool = False
+    """It works only in a conversation with a known speaker (``memory.remember``: whose
+    note?): callers outside one, such as ``openpista mcp serve``, neither list nor run it."""

@@ -11,6 +11,7 @@ no tool links.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
@@ -105,4 +106,4 @@ def memory_tools(memory: Callable[[], MemoryStore | None]) -> list[Tool]:
             raise ToolError(f"this person has no note {note_id}")
         return f"Forgot note {note_id}."
 
-    return [search, remember, forget]
+    return [replace(t, conversation_only=True) for t in (search, remember, forget)]
