@@ -113,17 +113,36 @@ def normalized(vector: object) -> list[float]:
     return [float(x) / length for x in vector]
 
 
-def pending_messages(conn: Connection, model: str, after: int, batch: int) -> list[tuple[int, str]]:
+def pending_messages(
+    conn: Connection, model: str, after: int, batch: int, *, claim: bool = False
+) -> list[tuple[int, str]]:
     """Up to ``batch`` messages after id ``after`` (oldest first) with text but no vector by
-    ``model``: their ids and the start of their text."""
+    ``model``: their ids and the start of their text. With ``claim`` (PostgreSQL) they are
+    locked until the transaction ends, skipping those locked by another (``FOR NO KEY UPDATE
+    SKIP LOCKED``), and those another transaction gave a vector meanwhile are left out."""
     start = func.substr(MessageRow.content, 1, MAX_EMBEDDED_CHARACTERS)
-    rows = conn.execute(
-        _unembedded(model, [MessageRow.id, start])
-        .where(MessageRow.id > after)
-        .order_by(MessageRow.id)
-        .limit(batch)
-    ).all()
-    return [(int(row[0]), str(row[1])) for row in rows]
+    e = MessageEmbeddingRow
+    while True:
+        query = (
+            _unembedded(model, [MessageRow.id, start])
+            .where(MessageRow.id > after)
+            .order_by(MessageRow.id)
+            .limit(batch)
+        )
+        if claim:
+            query = query.with_for_update(of=MessageRow, skip_locked=True, key_share=True)
+        rows = [(int(row[0]), str(row[1])) for row in conn.execute(query).all()]
+        if not claim or not rows:
+            return rows
+        # Locked now: a second look (a later snapshot) sees the vectors stored by a
+        # transaction that held a row until after this query began.
+        ids = [mid for mid, _ in rows]
+        done = set(
+            conn.scalars(select(e.message_id).where(e.message_id.in_(ids), e.model == model))
+        )
+        if fresh := [row for row in rows if row[0] not in done]:
+            return fresh
+        after = rows[-1][0]
 
 
 def count_pending(conn: Connection, model: str) -> int:

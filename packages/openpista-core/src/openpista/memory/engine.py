@@ -12,10 +12,11 @@ event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     # PostgreSQL's dialect and the async engines are imported when a PostgreSQL URL (or
     # create_engine_for) needs them: a SQLite store runs without them.
     from sqlalchemy.dialects import postgresql
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from openpista.memory.tables import Base
 
@@ -127,12 +128,23 @@ class Database:
         failures become :class:`MemoryStoreError` naming ``action``."""
         try:
             return await self.transaction(work, write=write)
-        except IntegrityError as exc:
-            raise MemoryStoreError(
-                f"database constraint violated while {action}: {describe(exc)}"
-            ) from exc
         except (SQLAlchemyError, OSError) as exc:
-            raise MemoryStoreError(f"database error while {action}: {describe(exc)}") from exc
+            raise _failed(exc, action) from exc
+
+    @contextlib.asynccontextmanager
+    async def held(self, action: str) -> AsyncIterator[Held]:
+        """A :class:`Held` transaction, committed when the block ends (rolled back if it
+        raises); database failures become :class:`MemoryStoreError` naming ``action``."""
+        if self._async is None:
+            yield Held(self, action, None)
+            return
+        if self._closed:
+            raise MemoryStoreError("the memory store is closed")
+        try:
+            async with self._async.begin() as conn:
+                yield Held(self, action, conn)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _failed(exc, action) from exc
 
     async def transaction(self, work: Callable[[Connection], T], *, write: bool) -> T:
         """``work(connection)`` in one transaction, errors as the driver raised them."""
@@ -163,6 +175,33 @@ class Database:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         engine.dispose()
+
+
+class Held:
+    """The work of one :meth:`Database.held` block. On PostgreSQL its :meth:`run` calls share
+    one transaction, kept open across whatever the block awaits in between: the row locks
+    they take (``FOR UPDATE SKIP LOCKED`` claims) hold until the block ends. On SQLite each
+    call is a write transaction of its own (SQLite has no row locks to hold)."""
+
+    def __init__(self, database: Database, action: str, conn: AsyncConnection | None) -> None:
+        self._database = database
+        self._action = action
+        self._conn = conn
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """``work(connection)`` in the block's transaction (see the class documentation)."""
+        if self._conn is None:
+            return await self._database.run(work, self._action, write=True)
+        try:
+            return await self._conn.run_sync(work)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _failed(exc, self._action) from exc
+
+
+def _failed(exc: SQLAlchemyError | OSError, action: str) -> MemoryStoreError:
+    if isinstance(exc, IntegrityError):
+        return MemoryStoreError(f"database constraint violated while {action}: {describe(exc)}")
+    return MemoryStoreError(f"database error while {action}: {describe(exc)}")
 
 
 def dump_json(value: Any) -> str:

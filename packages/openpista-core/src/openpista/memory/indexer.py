@@ -75,34 +75,40 @@ class EmbeddingIndexer:
 
     async def index(self, progress: Progress | None = None) -> int:
         """Embed every message that has no vector by the model yet; returns how many were
-        stored. Errors of the embedder or the database propagate."""
-        model = self.embedder.model
+        stored. Errors of the embedder or the database propagate.
+
+        On PostgreSQL each batch is claimed while it is embedded (see
+        :func:`~openpista.memory.embeddings.pending_messages`): replicas, or a ``sessions
+        embed`` next to the daemon, sharing the database embed each message once."""
         async with self._lock:
             total = await self.pending() if progress is not None else 0
             done = after = 0
-            while True:
-                batch = await self._db.run(
-                    partial(pending_messages, model=model, after=after, batch=self.batch),
-                    "reading messages to embed",
-                    write=False,
-                )
-                if not batch:
-                    return done
-                vectors = await self.embedder.embed([content for _, content in batch])
-                if len(vectors) != len(batch):
-                    raise MemoryStoreError(
-                        f"the embedding model returned {len(vectors)} vectors for "
-                        f"{len(batch)} texts"
-                    )
-                pairs = _usable([mid for mid, _ in batch], vectors)
-                done += await self._db.run(
-                    partial(store_vectors, model=model, vectors=pairs),
-                    "storing vectors",
-                    write=True,
-                )
-                after = batch[-1][0]
+            while (batch := await self._batch(after)) is not None:
+                done += batch[1]
+                after = batch[0]
                 if progress is not None:
                     progress(done, max(total, done))
+            return done
+
+    async def _batch(self, after: int) -> tuple[int, int] | None:
+        """Embed and store the next batch of pending messages after id ``after``: the last
+        id of the batch and how many vectors were stored (``None``: none left)."""
+        model = self.embedder.model
+        async with self._db.held("embedding messages") as held:
+            claimed = self._db.dialect == "postgresql"
+            batch = await held.run(
+                partial(pending_messages, model=model, after=after, batch=self.batch, claim=claimed)
+            )
+            if not batch:
+                return None
+            vectors = await self.embedder.embed([content for _, content in batch])
+            if len(vectors) != len(batch):
+                raise MemoryStoreError(
+                    f"the embedding model returned {len(vectors)} vectors for {len(batch)} texts"
+                )
+            pairs = _usable([mid for mid, _ in batch], vectors)
+            stored = await held.run(partial(store_vectors, model=model, vectors=pairs))
+        return batch[-1][0], stored
 
     async def close(self) -> None:
         """Stop the background task (a batch being embedded is abandoned)."""
