@@ -30,3 +30,14 @@ def in_home(name: str) -> Path:
 
 def _home() -> Path:
     return Path(os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME)
+
+
+def local_user() -> str:
+    """The name of the user running openpista here (who a terminal chat's sender is):
+    their login name, or ``local`` where the system has none for them (some containers)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry and no LOGNAME/USER
+        return "local"

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from openpista.cli.main import CliState, fail
+from openpista.home import local_user
 
 
 @click.command()
@@ -74,6 +75,9 @@ def run(
         sys.exit(_attached(client, text, session_id, printer))
     import asyncio
 
+    from openpista import collector
+
+    collector.pause()  # until the turn starts: start-up builds no garbage worth a pass
     settings = state.settings()
     if settings.cluster.enabled:
         fail(
@@ -144,6 +148,7 @@ async def _run(
     model: str | None,
     printer: TurnPrinter,
 ) -> int:
+    from openpista import collector
     from openpista.agent import AgentEvent, ToolFinished, ToolStarted
     from openpista.cli.database import database_problem
     from openpista.config import ConfigError, Settings
@@ -173,8 +178,14 @@ async def _run(
         except (ProviderError, ConfigError) as exc:
             fail(str(exc))
         guard = _terminal_guard(runtime, session_id, printer)
+        collector.resume()
         response = await agent.run_turn(
-            session_id, text, on_event=show, guard=guard, channel_id=RUN_CHANNEL, sender=_user()
+            session_id,
+            text,
+            on_event=show,
+            guard=guard,
+            channel_id=RUN_CHANNEL,
+            sender=local_user(),
         )
     finally:
         await runtime.close()
@@ -210,7 +221,7 @@ def _attached(client: Any, text: str, session_id: str, printer: TurnPrinter) -> 
     from openpista.control.client import DaemonError, DaemonGoneError
 
     try:
-        client.send({"type": "run", "text": text, "session": session_id, "sender": _user()})
+        client.send({"type": "run", "text": text, "session": session_id, "sender": local_user()})
         cancelled = False
         while True:
             try:
@@ -277,15 +288,6 @@ def _ask(printer: TurnPrinter, prompt: str) -> bool:
     if not answer.endswith("\n"):
         click.echo(err=True)  # the end of input: finish the question's line
     return answer.strip().lower() in ("y", "yes")
-
-
-def _user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return "local"
 
 
 def _clip(text: str, limit: int = 120) -> str:

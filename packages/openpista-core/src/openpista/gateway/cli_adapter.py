@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import getpass
 import json
 import os
 import select
@@ -26,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.cli.console import Console, clip
+from openpista.home import local_user
 from openpista.models import Answer, ApprovalPrompt, ChannelEvent, Outbound, TextChunk
 from openpista.plugin_settings import PluginSettings
 
@@ -60,7 +60,7 @@ class CliAdapter(ChannelAdapter):
     ) -> None:
         self.stdin = sys.stdin if stdin is None else stdin
         self.console = Console(stdout or sys.stdout, stderr or sys.stderr)
-        self.sender = sender or _user_name()
+        self.sender = sender or local_user()
         self.on_close = on_close
         self._closed = asyncio.Event()
         self._stopping = threading.Event()
@@ -189,10 +189,3 @@ def _read_lines(
     except (OSError, ValueError):
         pass  # a closed descriptor is the end of input
     hand_over(None)
-
-
-def _user_name() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return "local"

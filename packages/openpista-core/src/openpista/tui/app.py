@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import logging
 from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,6 +18,7 @@ from prompt_toolkit.layout import ConditionalContainer, HSplit, Layout, Window
 from prompt_toolkit.layout.controls import BufferControl, FormattedTextControl
 from prompt_toolkit.layout.dimension import Dimension
 
+from openpista.home import local_user
 from openpista.tui import view
 from openpista.tui.state import (
     Action,
@@ -300,7 +300,7 @@ async def run_tui(
         )
         app = TuiApp(
             lambda dispatch, exit_app: EffectRunner(
-                runtime, gateway, dispatch, _user_name(), exit_app
+                runtime, gateway, dispatch, local_user(), exit_app
             ),
             state,
         )
@@ -340,7 +340,7 @@ async def run_attached(
         )
         app = TuiApp(
             lambda dispatch, exit_app: RemoteEffects(
-                connection, dispatch, _user_name(), exit_app, config
+                connection, dispatch, local_user(), exit_app, config
             ),
             state,
         )
@@ -374,10 +374,3 @@ class ChatLogHandler(logging.Handler):
         action = Failed(f"{record.levelname.lower()}: {record.getMessage()}")
         with contextlib.suppress(RuntimeError):  # the loop has closed
             self.loop.call_soon_threadsafe(self.app.dispatch, action)
-
-
-def _user_name() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return "local"
