@@ -314,7 +314,7 @@ def test_an_in_process_run_remembers_a_note_for_the_local_user(
     done = cli("--no-daemon", "run", "-e", "remember that I like green tea")
     assert done.returncode == 0, done.stderr
     assert "noted" in done.stdout
-    shown = cli("memory", "show", f"cli:{getpass.getuser()}", "--json")
+    shown = cli("memory", "show", f"local:{getpass.getuser()}", "--json")  # every terminal
     assert shown.returncode == 0, shown.stderr
     assert "likes green tea" in shown.stdout
 

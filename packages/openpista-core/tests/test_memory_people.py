@@ -318,3 +318,60 @@ async def test_without_unaccent_search_works_unfolded(fresh_postgres_url: str) -
         async with database(fresh_postgres_url) as engine, engine.begin() as conn:
             await conn.execute(sa.text(f"DROP OWNED BY {role}"))
             await conn.execute(sa.text(f"DROP ROLE {role}"))
+
+
+def test_the_machines_own_terminals_are_one_local_person() -> None:
+    # openpista run (cli:run), the in-process TUI (tui:local) and the daemon's control socket
+    # (local:<random>): the same user; cron and remote channels keep their kind.
+    persons = {Speaker.of(chat, "ann").person for chat in ("cli:run", "tui:local", "local:3f2a")}
+    assert persons == {"local:ann"}
+    assert Speaker.of("cron:daily", "ann").person == "cron:ann"
+    assert Speaker.of("telegram:7", "7").person == "telegram:7"
+    assert Speaker.of("cli:run", "ann").channel_id == "cli:run"
+
+
+async def test_the_migration_makes_terminal_speakers_one_local_person(database_url: str) -> None:
+    # A database left at revision 0017: ann spoke and took notes from openpista run (cli:),
+    # the TUI (tui:) and the daemon (local:); she had linked cli:ann and tui:ann with her
+    # Telegram identity; bob only ever used the TUI.
+    await upgrade_database(database_url, "0017")
+    stamp = datetime(2026, 1, 2, tzinfo=UTC)
+    spoke = [("s-cli", "cli:run", "cli:ann"), ("s-tui", "tui:local", "tui:ann")]
+    spoke += [("s-daemon", "local:1", "local:ann"), ("s-bob", "tui:local", "tui:bob")]
+    spoke.append(("s-tg", "telegram:7", "telegram:7"))
+    links = [("cli:ann", "cli:ann"), ("telegram:7", "cli:ann"), ("tui:ann", "cli:ann")]
+    async with database(database_url) as engine, engine.begin() as conn:
+        t = stamp if conn.dialect.name == "postgresql" else "2026-01-02 00:00:00.000000"
+        for sid, chat, person in spoke:
+            await conn.execute(
+                sa.text("INSERT INTO sessions (id, created_at, updated_at) VALUES (:s, :t, :t)"),
+                {"s": sid, "t": t},
+            )
+            await conn.execute(
+                sa.text("INSERT INTO session_people VALUES (:s, :c, :p)"),
+                {"s": sid, "c": chat, "p": person},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO messages (session_id, role, content, created_at, sender) "
+                    "VALUES (:s, 'user', :c, :t, :p)"
+                ),
+                {"s": sid, "c": f"{person} says 4711", "t": t, "p": person},
+            )
+            await conn.execute(
+                sa.text("INSERT INTO notes (person, text, created_at) VALUES (:p, :n, :t)"),
+                {"p": person, "n": f"note of {person}", "t": t},
+            )
+        for identity, person in links:
+            await conn.execute(
+                sa.text("INSERT INTO person_links VALUES (:i, :p)"), {"i": identity, "p": person}
+            )
+    async with await MemoryStore.open(database_url) as store:
+        ann = {n.text for n in await store.notes_of("local:ann")}
+        assert ann == {f"note of {p}" for p in ("cli:ann", "tui:ann", "local:ann", "telegram:7")}
+        assert await store.linked("local:ann") == ["telegram:7"]
+        assert {n.text for n in await store.notes_of("local:bob")} == {"note of tui:bob"}
+        assert await store.notes_of("cli:ann") == []
+        found = await store.search("4711", scope=SearchScope(person="local:ann"))
+        assert _sessions(found) == {"s-cli", "s-tui", "s-daemon", "s-tg"}
+        assert (await store.export_session("s-tui")).senders == {0: "local:ann"}

@@ -40,6 +40,9 @@ from openpista.memory.tables import (
 
 PERSON_MAX_LENGTH = 255
 """Longest person id stored (``telegram:123``)."""
+TERMINAL_KINDS = frozenset({"cli", "tui", "local"})
+"""Channel kinds of the machine's own terminals (``openpista run``, the TUI, the daemon's
+control socket): their user is one person, ``local:<user>`` (revision ``0018``)."""
 
 
 class SessionPersonRow(Base):
@@ -83,9 +86,11 @@ class Speaker:
     @classmethod
     def of(cls, channel_id: str, sender: str) -> Speaker:
         """The speaker ``sender`` of ``channel_id``: the person is the sender prefixed with
-        the channel's kind (the part of the channel id before the first ``:``)."""
+        the channel's kind (the part of the channel id before the first ``:``); the
+        machine's own terminals (:data:`TERMINAL_KINDS`) are one kind, ``local``."""
         cid = check_channel_id(channel_id)
         kind = cid.partition(":")[0]
+        kind = "local" if kind in TERMINAL_KINDS else kind
         return cls(cid, check_person(f"{kind}:{sender}"))
 
 
