@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from pydantic import ValidationError
 from sqlalchemy import (
@@ -64,8 +64,6 @@ from openpista.memory.embeddings import (
     normalized,
 )
 from openpista.memory.engine import Database, upsert
-from openpista.memory.hybrid import hybrid_search
-from openpista.memory.indexer import EmbeddingIndexer
 from openpista.memory.notes import (
     Note,
     NotesEdit,
@@ -89,7 +87,6 @@ from openpista.memory.schema import migrate
 from openpista.memory.search import SearchHit, SearchScope, query_terms, search_messages
 from openpista.memory.summaries import SummaryRow, insert_summary, latest_summary
 from openpista.memory.tables import ChannelSessionRow, MessageRow, SessionRow, ToolDecisionRow
-from openpista.memory.transfer import SessionDocument, check_senders
 from openpista.memory.usage import (
     UsageFilter,
     UsageTotal,
@@ -102,6 +99,11 @@ from openpista.memory.usage import (
     usage_row,
 )
 from openpista.models import Message, utc_now
+
+if TYPE_CHECKING:
+    # Imported on use: semantic search, export and import are not part of a turn.
+    from openpista.memory.indexer import EmbeddingIndexer
+    from openpista.memory.transfer import SessionDocument
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,8 @@ class MemoryStore:
         the background (see :class:`~openpista.memory.indexer.EmbeddingIndexer`), and
         :meth:`search` fuses full-text results with the messages whose vectors have at
         least ``min_similarity`` to the query's."""
+        from openpista.memory.indexer import EmbeddingIndexer
+
         self.embeddings = EmbeddingIndexer(self._db, embedder, batch, min_similarity)
         return self.embeddings
 
@@ -228,6 +232,8 @@ class MemoryStore:
 
         Raises :class:`SessionNotFoundError` if the session does not exist.
         """
+        from openpista.memory.transfer import SessionDocument
+
         sid = check_session_id(session_id)
 
         def work(conn: Connection) -> SessionDocument:
@@ -248,6 +254,8 @@ class MemoryStore:
         """Store ``document`` as a new session (``session_id``, else the exported id) with
         its title, times, messages and their senders, in one transaction; returns its id. An
         existing session of that id is never overwritten: the import is refused."""
+        from openpista.memory.transfer import check_senders
+
         sid = check_session_id(session_id or document.id)
         title = None if document.title is None else title_from(document.title)
         rows = [_message_row(sid, message, i) for i, message in enumerate(document.messages)]
@@ -513,6 +521,8 @@ class MemoryStore:
             return await self._db.run(
                 lambda conn: search_messages(conn, terms, scope, most), "searching", write=False
             )
+        from openpista.memory.hybrid import hybrid_search
+
         model, floor = indexer.embedder.model, indexer.min_similarity
         return await self._db.run(
             lambda conn: hybrid_search(conn, terms, model, vector, scope, most, floor),

@@ -13,6 +13,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import openpista.memory.store
+import openpista.memory.worker_reports  # noqa: F401  (with store: every table in Base.metadata)
 from openpista.memory.tables import VERSION_TABLE, Base
 
 config = context.config
