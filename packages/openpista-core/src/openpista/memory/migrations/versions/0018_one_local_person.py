@@ -25,35 +25,29 @@ down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_TERMINAL = "(({column} LIKE 'cli:%') OR ({column} LIKE 'tui:%'))"
-_LOCAL = "'local:' || SUBSTR({column}, 5)"  # both prefixes are four characters long
-
-
-def _rename(table: str, column: str) -> str:
-    where = _TERMINAL.format(column=column)
-    return f"UPDATE {table} SET {column} = {_LOCAL.format(column=column)} WHERE {where}"
+# An identity already present as local: keeps its row; of cli:X and tui:X, tui:X goes.
+_UPGRADE = (
+    "DELETE FROM person_links WHERE (identity LIKE 'cli:%' OR identity LIKE 'tui:%') "
+    "AND 'local:' || SUBSTR(identity, 5) IN (SELECT identity FROM person_links)",
+    "DELETE FROM person_links WHERE identity LIKE 'tui:%' "
+    "AND 'cli:' || SUBSTR(identity, 5) IN (SELECT identity FROM person_links)",
+    # both prefixes are four characters long
+    "UPDATE person_links SET identity = 'local:' || SUBSTR(identity, 5) "
+    "WHERE identity LIKE 'cli:%' OR identity LIKE 'tui:%'",
+    "UPDATE person_links SET person = 'local:' || SUBSTR(person, 5) "
+    "WHERE person LIKE 'cli:%' OR person LIKE 'tui:%'",
+    "UPDATE session_people SET person = 'local:' || SUBSTR(person, 5) "
+    "WHERE person LIKE 'cli:%' OR person LIKE 'tui:%'",
+    "UPDATE notes SET person = 'local:' || SUBSTR(person, 5) "
+    "WHERE person LIKE 'cli:%' OR person LIKE 'tui:%'",
+    "UPDATE messages SET sender = 'local:' || SUBSTR(sender, 5) "
+    "WHERE sender LIKE 'cli:%' OR sender LIKE 'tui:%'",
+)
 
 
 def upgrade() -> None:
-    # person_links.identity is the key: an identity already present as local: wins.
-    op.execute(
-        f"DELETE FROM person_links WHERE {_TERMINAL.format(column='identity')} AND "
-        f"{_LOCAL.format(column='identity')} IN (SELECT identity FROM person_links)"
-    )
-    op.execute(
-        "DELETE FROM person_links WHERE "
-        f"{_TERMINAL.format(column='identity')} AND identity IN ("
-        f"SELECT MIN(identity) FROM person_links WHERE {_TERMINAL.format(column='identity')} "
-        f"GROUP BY {_LOCAL.format(column='identity')} HAVING COUNT(*) > 1)"
-    )
-    for table, column in (
-        ("person_links", "identity"),
-        ("person_links", "person"),
-        ("session_people", "person"),
-        ("notes", "person"),
-        ("messages", "sender"),
-    ):
-        op.execute(_rename(table, column))
+    for statement in _UPGRADE:
+        op.execute(statement)
 
 
 def downgrade() -> None:
