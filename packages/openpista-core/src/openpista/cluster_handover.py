@@ -66,6 +66,13 @@ CANCEL = "openpista_cancel"
 POOL_SIZE = 4
 """Connections for the inbox and outbox (the lease connection is kept for the leases)."""
 
+
+async def _unchanged(_conn: asyncpg.Connection[Any]) -> None:
+    """What the pool runs on a connection given back instead of asyncpg's reset query (a
+    round trip per query): the pool runs single statements only, which leave no session
+    state (no ``LISTEN``, lock or ``SET``; asyncpg rolls back an open transaction itself)."""
+
+
 _OUTBOUNDS: TypeAdapter[list[Outbound]] = TypeAdapter(list[Outbound])
 Send = Callable[[Outbound], Awaitable[None]]
 
@@ -175,7 +182,11 @@ class Handover:
 
         try:
             pool = await asyncpg.create_pool(
-                member.dsn, min_size=1, max_size=POOL_SIZE, command_timeout=QUERY_TIMEOUT
+                member.dsn,
+                min_size=1,
+                max_size=POOL_SIZE,
+                command_timeout=QUERY_TIMEOUT,
+                reset=_unchanged,
             )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the cluster's PostgreSQL: {exc}") from exc
