@@ -264,17 +264,17 @@ def test_messages_handed_to_a_replica_killed_mid_turn_run_once_on_another_in_ord
     assert dropped in b.daemon.output() + c.daemon.output()
 
 
-def test_30_sessions_of_5_messages_moving_between_3_replicas_are_answered_once_in_order(
+def test_300_sessions_of_5_messages_moving_between_3_replicas_are_answered_once_in_order(
     replicas: Start, scripted: LlmEmulator
 ) -> None:
     started = [replicas(name) for name in ("a", "b", "c")]
     sockets = [r.cli.home / ".openpista" / "control.sock" for r in started]
-    sessions, per_session = 30, 5
+    sessions, per_session = 300, 5
 
     def talk(s: int) -> list[str]:  # message k of session s goes to replica (s + k) mod 3
         return [ask(sockets[(s + k) % 3], f"s{s}", f"s{s}-m{k}") for k in range(per_session)]
 
-    with ThreadPoolExecutor(30) as pool:
+    with ThreadPoolExecutor(sessions) as pool:
         answers = list(pool.map(talk, range(sessions)))
     assert answers == [
         [f"answer to s{s}-m{k}" for k in range(per_session)] for s in range(sessions)
