@@ -4,6 +4,7 @@ own lease connection, inbox and outbox (docs/scale-out.md). Daemons: test_cluste
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,13 @@ import pytest
 from openpista.cluster import ClusterMember, cluster_dsn
 from openpista.cluster_approvals import ClusterApprovals
 from openpista.cluster_handover import Handover, outbox_channel
+from openpista.cluster_media import pack
 from openpista.config import ClusterSettings, DatabaseSettings, PolicySettings, Settings
 from openpista.gateway.gateway import Gateway
-from openpista.models import Answer, TextChunk, ToolProgress
+from openpista.models import Answer, Attachment, ChannelEvent, TextChunk, ToolProgress
 from openpista_testing.adapters import LoopbackAdapter
 from openpista_testing.cli import emulator_settings
-from openpista_testing.emulator import LlmEmulator
+from openpista_testing.emulator import LlmEmulator, Reply, ToolCallsReply
 from openpista_testing.gateways import Gateways
 
 pytestmark = pytest.mark.postgres
@@ -63,6 +65,7 @@ async def replicas(
         members.append(member)
         adapter = LoopbackAdapter("chat:")
         adapter.replies_anywhere = http
+        adapter.media_dir = tmp_path / name / "media"
         settings.policy = PolicySettings(remote="ask", approval_timeout=30)
         gateway = await gateways.start(settings, adapter, approvals=approvals)
         gateway.router.leases = member
@@ -421,3 +424,125 @@ async def test_hostile_outbox_notifications_and_rows_are_dropped(
     assert [m.kind for m in b_chat.sent["chat:alice"]][-1] == "answer"
     assert b.handover is not None
     assert not b.handover._announced
+
+
+def _saved(chat: LoopbackAdapter, name: str, content: bytes) -> str:
+    """Save ``content`` as channel ``chat`` does with what a user sends; its path."""
+    assert chat.media_dir is not None
+    path = chat.media_dir / "alice" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return str(path)
+
+
+async def test_a_file_sent_through_one_replica_is_read_on_the_replica_running_its_turn(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    (a, a_member, a_chat), (_, _, b_chat) = await replicas("a"), await replicas("b")
+    session = await a.session_for("chat:alice")
+    assert await a_member.try_acquire(session)  # a runs alice's turns
+    content = "the report's content: 42 é"
+    saved = _saved(b_chat, "report.txt", content.encode())
+
+    def reply(body: dict[str, Any]) -> Reply | str:
+        last = body["messages"][-1]
+        if last["role"] == "user":  # the tool reads the file where the turn runs
+            path = str(last["content"]).split(" at ", 1)[1].rstrip("]")
+            return ToolCallsReply([("system_run", {"command": f"cat {path}"})])
+        return "read"
+
+    answering.default_reply = reply
+    assert b_chat.ctx is not None
+    event = ChannelEvent(
+        channel_id="chat:alice",
+        sender="alice",
+        text="read my file",
+        attachments=[Attachment(name="../../report.txt", mime_type="text/plain", path=saved)],
+    )
+    await b_chat.ctx.submit(event)
+    await until(lambda: _true(stored_events(fresh_postgres_url)), "the message is stored")
+    await asyncio.to_thread(
+        Path(saved).unlink
+    )  # the bytes travel in the stored event, not as a path
+    a.handover.claim(session)  # type: ignore[union-attr]
+    await a_member.release(session)
+    assert (await b_chat.answer("alice")).text == "read"
+    first, second = [r.json for r in answering.requests if r.path.endswith("/chat/completions")]
+    path = str(first["messages"][-1]["content"]).split(" at ", 1)[1].rstrip("]")
+    assert a_chat.media_dir is not None
+    assert Path(path).parent.parent == a_chat.media_dir / "handed-over"  # a's own directory
+    assert content in str(second["messages"][-1]["content"])  # the tool read the bytes
+    await until(lambda: _false(stored_events(fresh_postgres_url)), "the event (and file) is gone")
+
+
+FORGED = {
+    "a path": [{"name": "passwd", "path": "/etc/passwd"}],
+    "a relative path": [{"name": "passwd", "path": "../../../../etc/passwd"}],
+}
+FORGED_FILES: dict[str, Any] = {
+    "files not a list": {"attachment": 0},
+    "no attachment": [{"attachment": 1, "data": "aGk="}],
+    "a boolean position": [{"attachment": True, "data": "aGk="}],
+    "not base64": [{"attachment": 0, "data": "!!!!"}],
+    "too large": [{"attachment": 0, "data": "A" * (30 * 1024 * 1024)}],
+    "twice": [{"attachment": 0, "data": "aGk="}, {"attachment": 0, "data": "aGk="}],
+}
+
+
+@pytest.mark.parametrize("forged", [*FORGED, *FORGED_FILES])
+async def test_a_forged_stored_event_with_a_path_or_bad_files_is_refused(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str, forged: str
+) -> None:
+    a, member, chat = await replicas("a")
+    event: dict[str, Any] = {"channel_id": "chat:mallory", "sender": "mallory", "text": "x"}
+    event["attachments"] = FORGED.get(forged, [{"name": "f.txt"}])
+    if forged in FORGED_FILES:
+        event["files"] = FORGED_FILES[forged]
+    admin = await asyncpg.connect(member.dsn)
+    try:
+        await admin.execute(
+            "INSERT INTO cluster_inbox (session_id, event, origin, reply_to) "
+            "VALUES ('forged', $1, 'nobody', NULL)",
+            json.dumps(event),
+        )
+        a.handover.claim("forged")  # type: ignore[union-attr]
+        await until(lambda: _false(stored_events(fresh_postgres_url)), "the event is dropped")
+    finally:
+        await admin.close()
+    assert not [r for r in answering.requests if r.path.endswith("/chat/completions")]
+    assert chat.sent["chat:mallory"] == []
+    assert chat.media_dir is not None
+    assert not (chat.media_dir / "handed-over").exists()  # nothing written either
+    await chat.say("alice", "and now?")  # the session's drain goes on with others
+    assert (await chat.answer("alice")).text == "answer to and now?"
+
+
+def test_only_regular_files_under_the_channels_media_dir_travel(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    (media / "chat").mkdir(parents=True)
+    (media / "chat" / "ok.txt").write_bytes(b"ok")
+    (media / "chat" / "big.bin").write_bytes(b"x" * 11)
+    (media / "chat" / "link").symlink_to("/etc/passwd")
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"no")
+
+    def packed(path: Path | str, media_dir: Path | None = media) -> dict[str, Any] | None:
+        file = Attachment(name="f", path=str(path))
+        event = ChannelEvent(channel_id="c:1", sender="u", text="t", attachments=[file])
+        return pack(event, media_dir, 10)
+
+    stored = packed(media / "chat" / "ok.txt")
+    assert stored is not None
+    assert stored["files"] == [{"attachment": 0, "data": "b2s="}]
+    assert stored["attachments"][0]["path"] is None
+    for refused in (
+        outside,
+        "/etc/passwd",
+        media / "chat" / ".." / ".." / "outside.txt",
+        media / "chat" / "link",
+        media / "chat" / "big.bin",  # over the channel's limit
+        media / "chat" / "missing",
+        media / "chat",
+    ):
+        assert packed(refused) is None, refused
+    assert packed(media / "chat" / "ok.txt", None) is None  # a channel that names no media dir

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -164,6 +165,13 @@ class ChannelAdapter(ABC):
     """Whether any process serving this channel can answer a chat (HTTP APIs: Telegram,
     Slack, ...); ``False`` when answers go through the connection the message came in on
     (in cluster mode they are sent back to the replica holding it, docs/scale-out.md)."""
+    media_dir: Path | None = None
+    """Where this channel saves the files users send (their ``Attachment.path``). In cluster
+    mode a message's files saved under it, up to :attr:`max_media_bytes` each, travel with
+    the message to the replica that runs its turn (:mod:`openpista.cluster_media`); a
+    message with other saved files waits for its session's lease where it arrived."""
+    max_media_bytes: int = 20 * 1024 * 1024
+    """The largest file of a user's this channel saves (and takes from another replica)."""
     on_close: Callable[[], object] | None = None
     """Called (once) by adapters whose user can end the conversation (the terminal) when
     they do; the daemon sets it when that is its only channel. It may return an awaitable."""

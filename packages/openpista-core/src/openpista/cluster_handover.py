@@ -43,9 +43,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import TypeAdapter, ValidationError
 
 from openpista.cluster import APPLICATION_PREFIX, QUERY_TIMEOUT, SESSION_SPACE, ClusterError
+from openpista.cluster_media import unpack
 from openpista.models import Answer, ChannelEvent, Outbound, TextChunk
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import asyncpg
 
     from openpista.cluster import ClusterMember
@@ -147,6 +150,9 @@ class Turns(Protocol):
     ) -> tuple[str, str]:
         """Answer ``session_id`` with ``provider``/``model`` (``/model``; raises if unusable)."""
 
+    def handed_over_media(self, channel_id: str) -> tuple[Path, int]:
+        """Where files handed over for ``channel_id`` are written here; the largest taken."""
+
 
 @dataclass(frozen=True)
 class _Stored:
@@ -221,11 +227,17 @@ class Handover:
     # -- inbound ----------------------------------------------------------------------------
 
     async def hand(
-        self, event: ChannelEvent, session_id: str, ticket: TurnTicket, here: bool
+        self,
+        event: ChannelEvent,
+        stored_event: dict[str, Any],
+        session_id: str,
+        ticket: TurnTicket,
+        here: bool,
     ) -> Answer:
-        """Store ``event`` (after the chat's earlier events: ``ticket``) and have its turn
-        run by the session's owner. With ``here`` (its channel's connection is on this
-        replica) return its answer once it has been delivered; else return once stored."""
+        """Store ``event`` as ``stored_event`` (:func:`openpista.cluster_media.pack`), after
+        the chat's earlier events (``ticket``), and have its turn run by the session's
+        owner. With ``here`` (its channel's connection is on this replica) return its answer
+        once it has been delivered; else return once stored."""
         await ticket.wait()
         try:
             stored = await self.pool.fetchval(
@@ -233,7 +245,7 @@ class Handover:
                 "VALUES ($1, $2, $3, $4) RETURNING id) "
                 "SELECT id, pg_notify($5, $1) FROM e",
                 session_id,
-                json.dumps(event.model_dump(mode="json")),  # ASCII: a NUL is escaped too
+                json.dumps(stored_event),  # ASCII: a NUL is escaped too
                 self.member.replica_id,
                 self.member.replica_id if here else None,
                 INBOX,
@@ -310,15 +322,24 @@ class Handover:
             log.exception("the hand-over of session %s failed; the sweep retries", session_id)
 
     async def _next(self, session_id: str) -> _Stored | None:
-        row = await self.pool.fetchrow(
-            "SELECT id, event, reply_to, mark FROM cluster_inbox WHERE session_id = $1 "
-            "ORDER BY id LIMIT 1",
-            session_id,
-        )
-        if row is None:
-            return None
-        event = ChannelEvent.model_validate(json.loads(row["event"]))
-        return _Stored(row["id"], event, row["reply_to"], row["mark"])
+        """The session's first stored event, its files written here; a forged one (no
+        replica wrote it) is deleted with a log line."""
+        while True:
+            row = await self.pool.fetchrow(
+                "SELECT id, event, reply_to, mark FROM cluster_inbox WHERE session_id = $1 "
+                "ORDER BY id LIMIT 1",
+                session_id,
+            )
+            if row is None:
+                return None
+            try:
+                stored = json.loads(row["event"])
+                event = unpack(stored, self.turns.handed_over_media, str(row["id"]))
+            except (ValueError, RecursionError) as exc:  # ForgedEventError, bad JSON
+                log.warning("❌ a stored event of session %s is refused: %.200s", session_id, exc)
+                await self._done(row["id"], None)
+                continue
+            return _Stored(row["id"], event, row["reply_to"], row["mark"])
 
     async def _pending(self, session_id: str) -> bool:
         found = await self.pool.fetchval(

@@ -26,14 +26,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openpista.agent import AgentEvent, ToolFinished, ToolStarted
 from openpista.channels import ChannelAdapter, ChatCommand, CommandReply, GatewayClosedError
 from openpista.cluster import LEASE_LOST
+from openpista.cluster_media import pack
 from openpista.config import ConfigError
 from openpista.gateway.commands import ChatCommands
 from openpista.gateway.router import ChannelRouter, TurnTicket
+from openpista.home import home_dir
 from openpista.memory import SessionNotFoundError
 from openpista.models import (
     ERROR_PREFIX,
@@ -402,11 +405,12 @@ class Gateway:
                 await self.deliver(answer)
                 return answer
         adapter = self.adapter_for(event.channel_id)
-        if self.handover is not None and not any(a.path for a in event.attachments):
-            # Cluster mode: stored, then run by the replica leasing the session (files saved
-            # on this machine stay here: such a turn waits for the lease instead).
+        stored = None if self.handover is None else pack(event, *self.media_for(adapter))
+        if self.handover is not None and stored is not None:
+            # Cluster mode: stored (with the files saved here), then run by the replica
+            # leasing the session (a file that cannot travel waits for the lease here).
             here = adapter is None or not adapter.replies_anywhere
-            return await self.handover.hand(event, session_id, ticket, here)
+            return await self.handover.hand(event, stored, session_id, ticket, here)
         async with self.router.lock(session_id, ticket):
             return await self.run_turn(event, session_id, began=began)
 
@@ -508,6 +512,19 @@ class Gateway:
         return forward
 
     # -- adapters -------------------------------------------------------------------------
+
+    @staticmethod
+    def media_for(adapter: ChannelAdapter | None) -> tuple[Path | None, int]:
+        """Where ``adapter``'s channel saves users' files here, and its largest file."""
+        if adapter is None:
+            return None, ChannelAdapter.max_media_bytes
+        return adapter.media_dir, adapter.max_media_bytes
+
+    def handed_over_media(self, channel_id: str) -> tuple[Path, int]:
+        """Where files handed over for ``channel_id`` are written here (the channel's media
+        directory, else ``media`` in openpista's home), and the largest one taken."""
+        directory, limit = self.media_for(self.adapter_for(channel_id))
+        return directory or home_dir() / "media", limit
 
     def adapter_for(self, channel_id: str) -> ChannelAdapter | None:
         """The adapter owning ``channel_id`` (longest matching prefix), if any."""
