@@ -303,7 +303,9 @@ def test_ctrl_c_on_one_replica_stops_the_turn_where_it_runs_or_waits(
     until(lambda: (gate / "block-running.started").exists())  # runs on a, answers b
     running.send_signal(signal.SIGINT)  # Ctrl-C on b: a stops the turn
     code, _, err = finished(running)
-    assert (code, err.strip()) == (130, "❌ cancelled: the turn was stopped in the daemon")
+    *progress, last = err.strip().splitlines()
+    assert (code, last) == (130, "❌ cancelled: the turn was stopped in the daemon")
+    assert progress[0].startswith("⚙ system.run")  # its tool's start, streamed from a
     a.daemon.wait_for("session shared: a turn was cancelled by its user")
     # Its tool never finished (no gate opened), yet the session takes the next turn.
     assert finished(spawn(b.cli, "run", "-s", "shared", "-e", "after"))[:2] == (
