@@ -121,6 +121,8 @@ class DiscordAdapter(ChannelAdapter):
         of an unsharded bot); every replica sends over REST."""
         self.settings = settings
         self.context = context
+        self.media_dir = settings.downloads  # in a cluster its files go where the turn runs
+        self.max_media_bytes = settings.max_download_bytes
         self.access = AccessControl(
             CHANNEL,
             settings.allowed_users,

@@ -156,6 +156,8 @@ class SlackAdapter(ChannelAdapter):
 
     def __init__(self, settings: SlackSettings, pairing: PairingBook | None = None) -> None:
         self.settings = settings
+        self.media_dir = settings.downloads  # in a cluster its files go where the turn runs
+        self.max_media_bytes = settings.max_download_bytes
         self.access = AccessControl(
             CHANNEL,
             [*settings.allowed_users, *settings.allowed_teams],

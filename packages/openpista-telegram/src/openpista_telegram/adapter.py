@@ -104,6 +104,8 @@ class TelegramAdapter(ChannelAdapter):
         ``telegram`` polls (Telegram allows one poller per bot); webhooks work on all."""
         self.settings = settings
         self.context = context
+        self.media_dir = settings.downloads  # in a cluster its files go where the turn runs
+        self.max_media_bytes = settings.max_download_bytes
         self.access = AccessControl(
             CHANNEL,
             settings.allowed_users,
