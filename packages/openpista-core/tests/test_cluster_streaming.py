@@ -7,24 +7,18 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from openpista.control.client import ControlClient
 from openpista_testing.cli import OPENPISTA
 from openpista_testing.daemon import DEADLINE
-from openpista_testing.emulator import LlmEmulator, Reply, TextReply, ToolCallsReply
-from openpista_testing.replicas import ClusterReplicas
+from openpista_testing.emulator import LlmEmulator
+from openpista_testing.replicas import ClusterReplicas, gated_turns
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 STREAMED = "written on replica b, three letters at a time, read on replica a"
-
-
-def wait_for_file(path: Path) -> str:
-    """A shell command that ends once ``path`` exists."""
-    return f"for i in $(seq 1200); do [ -f {path} ] && exit 0; sleep 0.05; done; exit 1"
 
 
 @pytest.fixture
@@ -40,15 +34,7 @@ def gate(tmp_path: Path) -> Iterator[Path]:
 def cluster(
     tmp_path: Path, llm_emulator: LlmEmulator, fresh_postgres_url: str, gate: Path
 ) -> Iterator[ClusterReplicas]:
-    def reply(body: dict[str, Any]) -> Reply | str:
-        question = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
-        name = "first" if "first" in str(question) else "second"
-        if body["messages"][-1]["role"] == "user":  # a tool that waits for the gate
-            wait = f"touch {gate}/{name}.started; {wait_for_file(gate / f'{name}.go')}"
-            return ToolCallsReply([("system_run", {"command": wait})])
-        return TextReply(STREAMED if name == "second" else "first done", chunk_size=3)
-
-    llm_emulator.default_reply = reply
+    llm_emulator.default_reply = gated_turns(gate, {"second": STREAMED})
     replicas = ClusterReplicas(tmp_path, llm_emulator, fresh_postgres_url)
     yield replicas
     replicas.close()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from openpista_testing.cli import Cli
 from openpista_testing.daemon import Daemon
-from openpista_testing.emulator import LlmEmulator
+from openpista_testing.emulator import LlmEmulator, Reply, ReplyFunction, TextReply, ToolCallsReply
 
 
 @dataclass
@@ -33,9 +34,13 @@ class ClusterReplicas:
     database_url: str
     started: list[Replica] = field(default_factory=list)
 
-    def start(self, name: str, extra: str = "", heartbeat: float = 0.2) -> Replica:
-        """Start replica ``name`` (``extra``: more config text) and wait until it serves."""
+    def start(
+        self, name: str, extra: str = "", heartbeat: float = 0.2, plugins: str = ""
+    ) -> Replica:
+        """Start replica ``name`` (``extra``: more config text; ``plugins``: those it loads,
+        comma-separated) and wait until it serves."""
         cli = Cli.isolated(self.root / name, self.emulator)
+        cli.env["OPENPISTA_LOAD_PLUGINS"] = plugins
         config = cli.config.read_text()
         sqlite = config.split('url = "', 1)[1].split('"', 1)[0]
         cli.write_config(
@@ -53,3 +58,24 @@ class ClusterReplicas:
         """Kill every replica started."""
         for replica in self.started:
             replica.daemon.kill()
+
+
+def gated_turns(gate: Path, answers: dict[str, str]) -> ReplyFunction:
+    """LLM replies for turns that wait: the user message ``... NAME`` (its first line's last
+    word) first runs a tool that touches ``gate/NAME.started`` and waits for
+    ``gate/NAME.go``, then is answered with ``answers[NAME]`` (default ``NAME done``),
+    streamed three letters at a time."""
+
+    def reply(body: dict[str, Any]) -> Reply | str:
+        asked = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        text = asked if isinstance(asked, str) else " ".join(p.get("text", "") for p in asked)
+        words = (text.splitlines() or [""])[0].split()  # the files are named on lines after
+        name = words[-1] if words else "turn"
+        if body["messages"][-1]["role"] == "user":
+            go = gate / f"{name}.go"
+            wait = f"for i in $(seq 1200); do [ -f {go} ] && exit 0; sleep 0.05; done; exit 1"
+            command = f"touch {gate / name}.started; {wait}"
+            return ToolCallsReply([("system_run", {"command": command})])
+        return TextReply(answers.get(name, f"{name} done"), chunk_size=3)
+
+    return reply

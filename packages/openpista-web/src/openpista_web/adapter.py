@@ -99,6 +99,8 @@ class WebAdapter(ChannelAdapter):
         self.settings = settings
         self.hub = ClientHub()
         self.upload_dir = upload_dir or home_dir() / "web" / "uploads"
+        self.media_dir = self.upload_dir  # in a cluster its uploads go where the turn runs
+        self.max_media_bytes = settings.max_image_bytes
         self.limits = Limits(
             settings.max_frame_bytes, settings.max_image_bytes, settings.max_attachments
         )
