@@ -64,6 +64,8 @@ class MobileAdapter(ChannelAdapter):
 
     def __init__(self, settings: MobileSettings) -> None:
         self.settings = settings
+        self.media_dir = state_dir() / "uploads"  # in a cluster its files go where turns run
+        self.max_media_bytes = settings.max_frame_bytes
         self.tokens = TokenBook(settings.token_table())
         self.server: QuicServer | None = None
         self.fingerprint = ""
