@@ -279,10 +279,14 @@ def test_300_sessions_of_5_messages_moving_between_3_replicas_are_answered_once_
     assert answers == [
         [f"answer to s{s}-m{k}" for k in range(per_session)] for s in range(sessions)
     ]
+    asked_in: dict[str, list[list[str]]] = {}  # session -> the user messages of each request
+    for users in users_asked(scripted, "s"):
+        asked_in.setdefault(users[-1].split("-")[0], []).append(users)
     for s in range(sessions):
-        asked_in = users_asked(scripted, f"s{s}-")
         # Each message answered once, having seen every earlier one of its session in order.
-        assert asked_in == [[f"s{s}-m{k}" for k in range(n + 1)] for n in range(per_session)]
+        expected = [[f"s{s}-m{k}" for k in range(n + 1)] for n in range(per_session)]
+        assert asked_in.pop(f"s{s}") == expected
+    assert asked_in == {}
 
 
 def test_ctrl_c_on_one_replica_stops_the_turn_where_it_runs_or_waits(

@@ -1,9 +1,10 @@
 """Turns handed over between replicas through PostgreSQL (docs/scale-out.md).
 
 In cluster mode every inbound event is first written to the durable ``cluster_inbox``
-table (revision 0010) and announced on ``NOTIFY`` :data:`INBOX`; then the replica it
-arrived at tries to take its session's lease. The replica holding the lease (this one, or
-the one whose turn of the session runs now) *drains* the session: it runs the session's
+table (revision 0010); then the replica it arrived at tries to take its session's lease.
+The replica holding the lease (this one, or the one whose turn of the session runs now)
+*drains* the session (reading the table after each turn, and once more after letting the
+lease go, so no ``NOTIFY`` is needed): it runs the session's
 events one by one in the order they were stored, and deletes each only after its turn
 (and answer) is stored. A replica that dies mid-turn leaves its events in the table, and
 its lease goes with its connection: every replica looks for such leftovers each
@@ -54,12 +55,10 @@ if TYPE_CHECKING:
     from openpista.cluster import ClusterMember
     from openpista.gateway.router import TurnTicket
 
-__all__ = ["CANCEL", "INBOX", "OUTBOX", "Handover", "Turns", "outbox_channel"]
+__all__ = ["CANCEL", "OUTBOX", "Handover", "Turns", "outbox_channel"]
 
 log = logging.getLogger(__name__)
 
-INBOX = "openpista_inbox"
-"""``NOTIFY`` channel of a stored event (payload: its session id)."""
 OUTBOX = "openpista_outbox"
 """The prefix of each replica's ``NOTIFY`` channel of what it delivers (:func:`outbox_channel`)."""
 NOTIFY_MAX = 7999
@@ -98,7 +97,15 @@ AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.gra
 LEFTOVER_AFTER = 5.0
 """Seconds an event is left to the replica that stored it: it takes the lease right after
 (a sweep taking it first would run the turn away from its user's connection)."""
-_CONNECTED = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1)"
+_NEXT = """
+SELECT i.id, i.event, i.reply_to, i.mark, m.session_id IS NOT NULL AS chosen, m.provider, m.model,
+       i.reply_to IS NULL OR EXISTS (SELECT 1 FROM pg_stat_activity a
+                                     WHERE a.application_name = $2 || i.reply_to) AS connected
+FROM cluster_inbox i LEFT JOIN cluster_session_models m ON m.session_id = i.session_id
+WHERE i.session_id = $1 ORDER BY i.id LIMIT 1
+"""
+"""A session's first stored event, whether the replica holding its connection is there, and
+the session's ``/model`` (one round trip per turn)."""
 _ORPHANS = """
 DELETE FROM cluster_outbox o
 WHERE o.created_at < now() - make_interval(secs => $2)
@@ -161,6 +168,10 @@ class _Stored:
     reply_to: str | None
     mark: int | None
     """Where its turn began: the session's newest message id then (``None``: not begun)."""
+    connected: bool
+    """Whether the replica holding its user's connection (``reply_to``) is there."""
+    model: tuple[str | None, str | None] | None
+    """The session's ``/model`` (provider, model) chosen on any replica, if any."""
 
 
 class Handover:
@@ -174,7 +185,7 @@ class Handover:
         self.pool = pool
         self._slots = asyncio.Semaphore(slots)
         self._drainers: dict[str, asyncio.Task[None]] = {}
-        self._again: set[str] = set()  # sessions stored to while their drainer ran
+        self._again: set[str] = set()  # sessions stored to here while their drainer ran
         self._waiting: dict[int, asyncio.Future[Answer]] = {}  # stored id -> its answer
         self._running: dict[int, asyncio.Future[Answer | None]] = {}  # stored id -> its turn
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()  # announced; None: sweep
@@ -199,7 +210,6 @@ class Handover:
         handover = cls(member, turns, pool, slots)
         # Answers kept for an earlier run of this replica id: their connections are gone.
         await pool.execute("DELETE FROM cluster_outbox WHERE replica_id = $1", member.replica_id)
-        await member.listen(INBOX, handover._stored)
         await member.listen(outbox_channel(member.replica_id), handover._answered)
         await member.listen(CANCEL, handover._cancelled)
         handover._tasks = [
@@ -240,15 +250,15 @@ class Handover:
         once it has been delivered; else return once stored."""
         await ticket.wait()
         try:
+            # No NOTIFY: the session's holder reads the inbox after each turn and once it
+            # has let the lease go (a NOTIFY per event woke every replica for nothing).
             stored = await self.pool.fetchval(
-                "WITH e AS (INSERT INTO cluster_inbox (session_id, event, origin, reply_to) "
-                "VALUES ($1, $2, $3, $4) RETURNING id) "
-                "SELECT id, pg_notify($5, $1) FROM e",
+                "INSERT INTO cluster_inbox (session_id, event, origin, reply_to) "
+                "VALUES ($1, $2, $3, $4) RETURNING id",
                 session_id,
                 json.dumps(stored_event),  # ASCII: a NUL is escaped too
                 self.member.replica_id,
                 self.member.replica_id if here else None,
-                INBOX,
             )
         finally:
             ticket.pass_on()
@@ -287,10 +297,6 @@ class Handover:
         if turn is not None:
             turn.cancel()
 
-    def _stored(self, session_id: str) -> None:
-        if session_id in self._drainers:
-            self._again.add(session_id)
-
     def claim(self, session_id: str) -> None:
         """Drain ``session_id`` here if no replica holds its lease (no-op if this one is)."""
         if session_id in self._drainers:
@@ -325,11 +331,7 @@ class Handover:
         """The session's first stored event, its files written here; a forged one (no
         replica wrote it) is deleted with a log line."""
         while True:
-            row = await self.pool.fetchrow(
-                "SELECT id, event, reply_to, mark FROM cluster_inbox WHERE session_id = $1 "
-                "ORDER BY id LIMIT 1",
-                session_id,
-            )
+            row = await self.pool.fetchrow(_NEXT, session_id, APPLICATION_PREFIX)
             if row is None:
                 return None
             try:
@@ -339,7 +341,8 @@ class Handover:
                 log.warning("❌ a stored event of session %s is refused: %.200s", session_id, exc)
                 await self._done(row["id"], None)
                 continue
-            return _Stored(row["id"], event, row["reply_to"], row["mark"])
+            model = (row["provider"], row["model"]) if row["chosen"] else None
+            return _Stored(row["id"], event, row["reply_to"], row["mark"], row["connected"], model)
 
     async def _pending(self, session_id: str) -> bool:
         found = await self.pool.fetchval(
@@ -353,7 +356,7 @@ class Handover:
         stream: Send = self.turns.deliver
         streamed: _Stream | None = None
         if reply_to is not None and reply_to != self.member.replica_id:
-            if not await self.pool.fetchval(_CONNECTED, APPLICATION_PREFIX + reply_to):
+            if not stored.connected:
                 # Its user's connection went with that replica, and was told so: a turn
                 # run now would answer nobody, and run twice when the user sends it again.
                 log.warning(
@@ -373,7 +376,8 @@ class Handover:
                 await self._publish(reply_to, stored.id, [message])
 
         async with self._slots:
-            await self.load_model(session_id)
+            if stored.model is not None:
+                self._use_model(session_id, *stored.model)
             # A task of its own, which its user's cancel stops (see :meth:`_withdraw`).
             turn = asyncio.ensure_future(self._turn(session_id, stored, send, stream))
             self._running[stored.id] = turn
@@ -444,10 +448,12 @@ class Handover:
             "SELECT provider, model FROM cluster_session_models WHERE session_id = $1",
             session_id,
         )
-        if row is None:
-            return
+        if row is not None:
+            self._use_model(session_id, row["provider"], row["model"])
+
+    def _use_model(self, session_id: str, provider: str | None, model: str | None) -> None:
         try:
-            self.turns.set_session_model(session_id, row["provider"], row["model"])
+            self.turns.set_session_model(session_id, provider, model)
         except Exception as exc:  # configured on another replica only: the default answers
             log.warning("❌ session %s: its model cannot be used here: %s", session_id, exc)
 
