@@ -26,11 +26,18 @@ NEVER = (
     "pygments",
     "tenacity",
     "sqlalchemy.orm",
+    "sqlalchemy.dialects.postgresql",
+    "asyncpg",
+    "openpista.memory.worker_reports",
+    "openpista.memory.transfer",
+    "openpista.memory.hybrid",
+    "openpista.memory.indexer",
 )
 """Not needed by one turn over the httpx provider path against a database at head (the
 ``OPENPISTA_*`` variables are read by ``openpista.envconfig``; rich and pygments are httpx's
 command-line client, which ``import openpista`` keeps httpx from loading; the memory models
-are Core tables)."""
+are Core tables; a SQLite URL needs no PostgreSQL dialect; worker reports, export/import
+and semantic search are not part of a turn)."""
 
 
 def cold_run(cli: Cli, text: str) -> tuple[str, set[str]]:
