@@ -42,6 +42,9 @@ def start(state: CliState, no_terminal: bool, verbose: bool, log_format: str | N
       printf 'what time is it?\\n' | openpista start
       openpista start --no-terminal      # with Telegram, web, ... enabled
     """
+    from openpista import collector
+
+    collector.pause()  # until the daemon serves (gateway.daemon resumes it)
     from openpista.cli.database import database_problem
     from openpista.gateway.daemon import DaemonRunningError, serve
     from openpista.memory import MemoryStoreError

@@ -23,8 +23,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from openpista import collector
 from openpista.models import ChannelEvent
-from openpista.observability.metrics_server import serve_metrics
 from openpista.plugin_context import DaemonServices
 from openpista.serving import Listener
 
@@ -319,13 +319,22 @@ async def _run(
     # Plugins' chat commands may use the services from the first message a channel reads.
     gateway.runtime.context.services = services
     await gateway.start()
-    metrics = serve_metrics(gateway.runtime.recorder, settings.metrics, channels)
-    workers = await _start_worker_endpoint(settings)
+    metrics = None
+    if settings.metrics.enabled:  # wsgiref's server imported only then
+        from openpista.observability.metrics_server import serve_metrics
+
+        metrics = serve_metrics(gateway.runtime.recorder, settings.metrics, channels)
+    # The worker log opens before the announcement only when its endpoint listens (its
+    # address is announced); else right after: the channels already take messages anyway.
+    workers = await _start_worker_endpoint(settings) if settings.workers.enabled else None
     cron_task = asyncio.create_task(scheduler.run())
     await gateway.runtime.daemon_started(services)
     serving = _announce_serving(gateway, pid_file, started)
+    collector.resume()  # paused by `openpista start` for its start-up
     readiness = asyncio.create_task(_announce_ready(gateway, pid_file, serving))
     try:
+        if not settings.workers.enabled:
+            workers = await _start_worker_endpoint(settings)
         await stopped.wait()
     finally:
         readiness.cancel()
