@@ -20,10 +20,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-
-from croniter import CroniterBadDateError, CroniterError, croniter
+from typing import TYPE_CHECKING
 
 from openpista.config import ConfigError, CronEntry
+
+if TYPE_CHECKING:
+    from croniter import croniter
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ def entry_label(entry: CronEntry, index: int) -> str:
 
 
 def _cron(schedule: str, start: datetime) -> croniter[datetime]:
+    from croniter import croniter  # on use: a daemon without cron entries never needs it
+
     return croniter(schedule, start, ret_type=datetime, second_at_beginning=True)
 
 
@@ -63,6 +67,8 @@ def _schedule_problem(schedule: str) -> str | None:
             return "unknown shorthand; use " + ", ".join(sorted(_SHORTHANDS))
     elif len(fields) not in (5, 6):
         return f"expected {_FIELDS_HELP}, got {len(fields)}"
+    from croniter import CroniterBadDateError, CroniterError
+
     try:
         _cron(expr, datetime(2000, 1, 1)).get_next()
     except CroniterBadDateError:
