@@ -98,14 +98,16 @@ LEFTOVER_AFTER = 5.0
 """Seconds an event is left to the replica that stored it: it takes the lease right after
 (a sweep taking it first would run the turn away from its user's connection)."""
 _NEXT = """
+WITH finished AS (DELETE FROM cluster_inbox WHERE id = $3)
 SELECT i.id, i.event, i.reply_to, i.mark, m.session_id IS NOT NULL AS chosen, m.provider, m.model,
        i.reply_to IS NULL OR EXISTS (SELECT 1 FROM pg_stat_activity a
                                      WHERE a.application_name = $2 || i.reply_to) AS connected
 FROM cluster_inbox i LEFT JOIN cluster_session_models m ON m.session_id = i.session_id
-WHERE i.session_id = $1 ORDER BY i.id LIMIT 1
+WHERE i.session_id = $1 AND i.id IS DISTINCT FROM $3 ORDER BY i.id LIMIT 1
 """
-"""A session's first stored event, whether the replica holding its connection is there, and
-the session's ``/model`` (one round trip per turn)."""
+"""Delete the event ``$3`` whose turn is over (if any) and read the session's next stored
+event, whether the replica holding its connection is there, and the session's ``/model``:
+one round trip per turn."""
 _ORPHANS = """
 DELETE FROM cluster_outbox o
 WHERE o.created_at < now() - make_interval(secs => $2)
@@ -159,6 +161,10 @@ class Turns(Protocol):
 
     def handed_over_media(self, channel_id: str) -> tuple[Path, int]:
         """Where files handed over for ``channel_id`` are written here; the largest taken."""
+
+
+_Over = tuple[int, Answer | None]
+"""A stored event whose turn is over, to delete, and its answer (``None``: none to give)."""
 
 
 @dataclass(frozen=True)
@@ -315,8 +321,11 @@ class Handover:
                     log.info("session %s is leased by another replica; handed over", session_id)
                     return
                 try:
-                    while (stored := await self._next(session_id)) is not None:
-                        await self._run(session_id, stored)
+                    over: _Over | None = None
+                    while (
+                        stored := await asyncio.shield(self._next(session_id, over))
+                    ) is not None:
+                        over = await self._run(session_id, stored)
                 finally:
                     await self.member.release(session_id)
                 # Stored while we let go (its replica saw our lease): ours to run.
@@ -327,11 +336,17 @@ class Handover:
         except Exception:
             log.exception("the hand-over of session %s failed; the sweep retries", session_id)
 
-    async def _next(self, session_id: str) -> _Stored | None:
-        """The session's first stored event, its files written here; a forged one (no
+    async def _next(self, session_id: str, over: _Over | None) -> _Stored | None:
+        """Delete the event whose turn is ``over`` (then its answer goes to its waiter here)
+        and return the session's next stored event, its files written here; a forged one (no
         replica wrote it) is deleted with a log line."""
         while True:
-            row = await self.pool.fetchrow(_NEXT, session_id, APPLICATION_PREFIX)
+            row = await self.pool.fetchrow(
+                _NEXT, session_id, APPLICATION_PREFIX, None if over is None else over[0]
+            )
+            if over is not None:
+                self._answered_here(*over)
+                over = None
             if row is None:
                 return None
             try:
@@ -339,7 +354,7 @@ class Handover:
                 event = unpack(stored, self.turns.handed_over_media, str(row["id"]))
             except (ValueError, RecursionError) as exc:  # ForgedEventError, bad JSON
                 log.warning("❌ a stored event of session %s is refused: %.200s", session_id, exc)
-                await self._done(row["id"], None)
+                over = (row["id"], None)
                 continue
             model = (row["provider"], row["model"]) if row["chosen"] else None
             return _Stored(row["id"], event, row["reply_to"], row["mark"], row["connected"], model)
@@ -350,7 +365,9 @@ class Handover:
         )
         return bool(found)
 
-    async def _run(self, session_id: str, stored: _Stored) -> None:
+    async def _run(self, session_id: str, stored: _Stored) -> _Over | None:
+        """Run the turn of ``stored``; what to delete once it is over (``None``: its user
+        cancelled it, and it is deleted already)."""
         reply_to = stored.reply_to
         send: Send = self.turns.deliver
         stream: Send = self.turns.deliver
@@ -365,8 +382,7 @@ class Handover:
                     session_id,
                     reply_to,
                 )
-                await self._done(stored.id, None)
-                return
+                return stored.id, None
 
             streamed = _Stream(self, reply_to, stored.id)
             stream = streamed.put
@@ -393,10 +409,11 @@ class Handover:
                     streamed.close()
         if turn.cancelled():  # by its user: the event is deleted already
             log.info("session %s: a turn was cancelled by its user", session_id)
-            return
+            return None
         answer = turn.result()
-        if answer is not None:  # answered: a lease lost now must not run it again
-            await asyncio.shield(self._done(stored.id, answer))
+        # Answered: deleted by the next read of the inbox, which a lost lease does not stop
+        # (shielded), so that it never runs again.
+        return None if answer is None else (stored.id, answer)
 
     async def _turn(
         self, session_id: str, stored: _Stored, send: Send, stream: Send
@@ -424,8 +441,8 @@ class Handover:
             )
         return True
 
-    async def _done(self, stored: int, answer: Answer | None) -> None:
-        await self.pool.execute("DELETE FROM cluster_inbox WHERE id = $1", stored)
+    def _answered_here(self, stored: int, answer: Answer | None) -> None:
+        """Event ``stored`` is deleted: its answer goes to whoever waits for it here."""
         waiter = self._waiting.get(stored)
         if waiter is not None and answer is not None and not waiter.done():
             waiter.set_result(answer)
