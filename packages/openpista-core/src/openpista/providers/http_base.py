@@ -35,10 +35,12 @@ MAX_EVENT_BYTES = MAX_UNSTREAMED_BYTES
 """Largest server-sent event (or line) read: one event is never larger than a whole answer."""
 MAX_ERROR_BYTES = 64 * 1024
 """What is read of an error answer's body (the message is cut to one line anyway)."""
-LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=4)
 """The openai SDK's pool size: enough for every session of a busy daemon at once (the pool
 is :class:`~openpista.providers.http_pool.LeanConnectionPool`, whose cost per request does
-not grow with it)."""
+not grow with it). Idle connections are not reused after 4 s: servers on uvicorn (vLLM, the
+LiteLLM proxy, the LLM emulator) close them at 5 s, and a request sent on one as it closes
+failed with a connection reset ("cannot reach"); httpx's default was those same 5 s."""
 
 
 class HttpStatusError(Exception):
