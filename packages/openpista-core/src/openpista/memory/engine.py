@@ -181,17 +181,18 @@ class Held:
     """The work of one :meth:`Database.held` block. On PostgreSQL its :meth:`run` calls share
     one transaction, kept open across whatever the block awaits in between: the row locks
     they take (``FOR UPDATE SKIP LOCKED`` claims) hold until the block ends. On SQLite each
-    call is a write transaction of its own (SQLite has no row locks to hold)."""
+    call is a transaction of its own (SQLite has no row locks to hold)."""
 
     def __init__(self, database: Database, action: str, conn: AsyncConnection | None) -> None:
         self._database = database
         self._action = action
         self._conn = conn
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
-        """``work(connection)`` in the block's transaction (see the class documentation)."""
+    async def run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        """``work(connection)`` in the block's transaction (see the class documentation);
+        ``write`` as in :meth:`Database.run` (SQLite only: a read goes to a reader thread)."""
         if self._conn is None:
-            return await self._database.run(work, self._action, write=True)
+            return await self._database.run(work, self._action, write=write)
         try:
             return await self._conn.run_sync(work)
         except (SQLAlchemyError, OSError) as exc:

@@ -97,7 +97,10 @@ class EmbeddingIndexer:
         async with self._db.held("embedding messages") as held:
             claimed = self._db.dialect == "postgresql"
             batch = await held.run(
-                partial(pending_messages, model=model, after=after, batch=self.batch, claim=claimed)
+                partial(
+                    pending_messages, model=model, after=after, batch=self.batch, claim=claimed
+                ),
+                write=False,  # a locking read on PostgreSQL (where write is not used)
             )
             if not batch:
                 return None
@@ -107,7 +110,7 @@ class EmbeddingIndexer:
                     f"the embedding model returned {len(vectors)} vectors for {len(batch)} texts"
                 )
             pairs = _usable([mid for mid, _ in batch], vectors)
-            stored = await held.run(partial(store_vectors, model=model, vectors=pairs))
+            stored = await held.run(partial(store_vectors, model=model, vectors=pairs), write=True)
         return batch[-1][0], stored
 
     async def close(self) -> None:
