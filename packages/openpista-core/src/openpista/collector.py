@@ -6,7 +6,9 @@ of them garbage; with the collector on, each of its passes walks them all again,
 tenth of a cold single shot here (docs/development.md). :func:`pause` turns it off;
 :func:`resume` moves what start-up built to the permanent generation (``gc.freeze``: never
 walked again, freed by reference counting as usual) and turns the collector back on before
-the real work starts.
+the real work starts. The price: the few cycles start-up left unreachable (~1,000 objects of
+~70,000 here, mostly import-time tracebacks) are never freed; collecting them first would
+cost a full pass (~50 ms).
 """
 
 from __future__ import annotations
