@@ -78,13 +78,18 @@ def run(
     from openpista import collector
 
     collector.pause()  # until the turn starts: start-up builds no garbage worth a pass
-    settings = state.settings()
-    if settings.cluster.enabled:
-        fail(
-            "[cluster] is enabled: a turn runs only in a replica, which holds its session's "
-            "lease (start `openpista start` here; -p/-m would run it in this process)"
-        )
-    sys.exit(asyncio.run(_run(settings, text, session_id, provider, model, printer)))
+    try:
+        settings = state.settings()
+        if settings.cluster.enabled:
+            fail(
+                "[cluster] is enabled: a turn runs only in a replica, which holds its "
+                "session's lease (start `openpista start` here; -p/-m would run it in this "
+                "process)"
+            )
+        code = asyncio.run(_run(settings, text, session_id, provider, model, printer))
+    finally:
+        collector.resume()  # (done as the turn starts; here when it never started)
+    sys.exit(code)
 
 
 class TurnPrinter:

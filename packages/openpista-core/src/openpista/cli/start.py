@@ -45,22 +45,25 @@ def start(state: CliState, no_terminal: bool, verbose: bool, log_format: str | N
     from openpista import collector
 
     collector.pause()  # until the daemon serves (gateway.daemon resumes it)
-    from openpista.cli.database import database_problem
-    from openpista.gateway.daemon import DaemonRunningError, serve
-    from openpista.memory import MemoryStoreError
-    from openpista.observability.logs import setup_logging
-
-    settings = state.settings()
-    level = logging.INFO if verbose else logging.WARNING
-    setup_logging(settings, level=level, log_format=log_format)  # type: ignore[arg-type]
     try:
-        code = asyncio.run(serve(settings, terminal=not no_terminal))
-    except DaemonRunningError as exc:
-        fail(str(exc))
-    except MemoryStoreError as exc:
-        fail(database_problem(exc, settings.database.url) or str(exc))
-    except Exception as exc:  # a clear last word instead of a trace
-        fail(f"{type(exc).__name__}: {exc}")
+        from openpista.cli.database import database_problem
+        from openpista.gateway.daemon import DaemonRunningError, serve
+        from openpista.memory import MemoryStoreError
+        from openpista.observability.logs import setup_logging
+
+        settings = state.settings()
+        level = logging.INFO if verbose else logging.WARNING
+        setup_logging(settings, level=level, log_format=log_format)  # type: ignore[arg-type]
+        try:
+            code = asyncio.run(serve(settings, terminal=not no_terminal))
+        except DaemonRunningError as exc:
+            fail(str(exc))
+        except MemoryStoreError as exc:
+            fail(database_problem(exc, settings.database.url) or str(exc))
+        except Exception as exc:  # a clear last word instead of a trace
+            fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        collector.resume()  # (done once it serves; here when it never did)
     sys.exit(code)
 
 
