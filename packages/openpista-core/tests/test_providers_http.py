@@ -485,3 +485,70 @@ def test_the_backoff_doubles_up_to_a_ceiling_and_honours_retry_after() -> None:
     assert _backoff(asked, 0.5, 0) == 3.0
     greedy = HttpStatusError(httpx.Response(429, headers={"retry-after": "86400"}))
     assert _backoff(greedy, 0.5, 0) == MAX_BACKOFF
+
+
+@contextlib.asynccontextmanager
+async def closing_server(closes: Any) -> AsyncIterator[tuple[str, list[int]]]:
+    """An OpenAI-compatible server on 127.0.0.1 that answers ``fine``, except that it
+    closes the connection without an answer when ``closes(connection, its requests so
+    far)`` says so; yields its base URL and the connection number of each request."""
+    body = b"".join(sse(delta(content="fine"), {"choices": [], "usage": None}))
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+    answer += b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    requests: list[int] = []
+    opened = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal opened
+        opened += 1
+        connection = opened
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                fields = dict(
+                    line.split(b":", 1) for line in head.lower().split(b"\r\n") if b":" in line
+                )
+                await reader.readexactly(int(fields[b"content-length"]))
+                requests.append(connection)
+                if closes(connection, requests.count(connection)):
+                    break
+                writer.write(answer)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", requests
+
+
+def provider_at(url: str) -> Any:
+    section = ProviderSettings.model_validate(
+        {"base_url": url, "api_key": KEY, "max_retries": 0, "timeout": 10}
+    )
+    settings = Settings(agent=AgentSettings(provider="openai"), providers={"openai": section})
+    return registry().build(settings)
+
+
+async def test_a_kept_alive_connection_closed_as_a_request_goes_out_is_retried_once() -> None:
+    # The race of every keep-alive client: the server closes an idle connection just as
+    # the next request is written on it (uvicorn at its 5 s keep-alive): "disconnected
+    # without sending a response". The request goes again, once, on a new connection.
+    async with closing_server(lambda connection, n: connection == 1 and n == 2) as (url, seen):
+        provider = provider_at(url)
+        try:
+            assert (await stream_text(provider))[0] == "fine"
+            assert (await stream_text(provider))[0] == "fine"
+        finally:
+            await provider.aclose()
+    assert seen == [1, 1, 2]
+
+
+async def test_a_server_that_always_hangs_up_is_asked_twice_then_one_error() -> None:
+    async with closing_server(lambda connection, n: True) as (url, seen):
+        provider = provider_at(url)
+        try:
+            error = await stream_error(provider)
+        finally:
+            await provider.aclose()
+    assert seen == [1, 2]
+    assert "disconnected without sending a response" in str(error)

@@ -156,7 +156,12 @@ class HttpProvider(BackendProvider):
     async def _post(self, content: bytes) -> httpx.Response:
         client = self._http()
         request = client.build_request("POST", self._url, content=content, headers=self._auth())
-        response = await client.send(request, stream=True)
+        try:
+            response = await client.send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.WriteError):
+            # A kept-alive connection the server closed as the request went out (it
+            # "disconnected without sending a response"): once more, on a new connection.
+            response = await client.send(request, stream=True)
         if response.status_code < 400:
             return response
         try:
