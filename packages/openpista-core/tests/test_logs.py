@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+import openpista
 from openpista.config import LoggingSettings, ProviderSettings
 from openpista.models import Outbound
 from openpista.observability.logs import (
@@ -131,3 +133,80 @@ async def test_json_lines_of_a_turn_carry_its_ids_and_no_secret(
     assert "RuntimeError: send failed for" in failed["exception"]
     for secret in (KEY, BOT, CHANNEL_SECRET, BOT.split(":")[1]):
         assert secret not in err
+
+
+@pytest.fixture
+def plugin_log() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A library's logger with the public filter a plugin adds, written to a text stream."""
+    logger = logging.getLogger("openpista.tests.plugin_library")
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    redact = openpista.redacting_filter(CHANNEL_SECRET, "", after=["proto.token."])
+    logger.addFilter(redact)
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    yield logger, out
+    logger.removeFilter(redact)
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def test_a_plugin_filter_keeps_its_secret_out_of_messages_args_and_tracebacks(
+    plugin_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, out = plugin_log
+    half = len(CHANNEL_SECRET) // 2
+    logger.info("url /bot%s%s/getMe", CHANNEL_SECRET[:half], CHANNEL_SECRET[half:])
+    logger.info("offered %s", "openpista.v1, proto.token.peer-sent-0123, x")
+    try:
+        raise ConnectionError(f"cannot post to /hook?s={CHANNEL_SECRET}")
+    except ConnectionError:
+        logger.exception("delivery failed")
+    written = out.getvalue()
+    assert written.count(REDACTED) == 3
+    assert "ConnectionError: cannot post to /hook?s=" in written  # the traceback is kept
+    assert "proto.token.[REDACTED], x" in written
+    for secret in (CHANNEL_SECRET, "peer-sent-0123"):
+        assert secret not in written
+
+
+class Records(logging.Handler):
+    """Keeps the records it is handed, as a later handler sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_plugin_filter_survives_bad_format_args_and_hands_no_raw_exception_on(
+    plugin_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, out = plugin_log
+    catcher = Records()
+    seen = catcher.records
+    logger.addHandler(catcher)
+    try:
+        logger.warning("two %s %s", CHANNEL_SECRET)  # one argument short: no exception
+        try:
+            raise ValueError(CHANNEL_SECRET)
+        except ValueError:
+            logger.error("boom", exc_info=True)
+    finally:
+        logger.removeHandler(catcher)
+    assert "two %s %s" in out.getvalue()
+    assert CHANNEL_SECRET not in out.getvalue()
+    assert [record.exc_info for record in seen] == [None, None]  # only the redacted text
+    assert seen[1].exc_text is not None
+    assert "ValueError: [REDACTED]" in seen[1].exc_text
+    assert CHANNEL_SECRET not in logging.Formatter().format(seen[1])
+
+
+def test_a_filter_error_text_redaction_matches_its_log_lines() -> None:
+    redact = openpista.redacting_filter(CHANNEL_SECRET).redact
+    assert redact(f"refused: {CHANNEL_SECRET}!") == f"refused: {REDACTED}!"
+    assert redact("nothing secret, token_url kept") == "nothing secret, token_url kept"

@@ -57,22 +57,30 @@ def bind_turn(session_id: str | None, channel_id: str | None, request_id: str | 
 
 
 class Redactor:
-    """Replaces secrets in text: the given values, and the patterns of the module docs."""
+    """Replaces secrets in text: the given values, the patterns of the module docs, and
+    whatever follows one of the ``after`` markers (a prefix of tokens a peer may send, e.g.
+    ``"openpista.token."``) up to a space, quote, ``,`` or ``&``."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Iterable[str] = (), *, after: Iterable[str] = ()) -> None:
         known = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
         self._known = re.compile("|".join(map(re.escape, known))) if known else None
+        markers = "|".join(map(re.escape, sorted(set(after) - {""}, key=len, reverse=True)))
+        self._patterns = [*_PATTERNS]
+        if markers:
+            self._patterns.append(re.compile(f"({markers})[^\\s\"',&}}]+"))
 
     def __call__(self, text: str) -> str:
         if self._known is not None:
             text = self._known.sub(REDACTED, text)
-        for pattern in _PATTERNS:
+        for pattern in self._patterns:
             text = pattern.sub(lambda found: found[1] + REDACTED, text)
         return text
 
 
 class RedactingFilter(logging.Filter):
-    """A handler filter that redacts each record's message and exception text in place."""
+    """A handler or logger filter that redacts each record's message, exception and stack
+    text in place; the exception is kept only as its redacted text (``exc_text``), so no
+    formatter can print it unredacted."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
@@ -87,11 +95,20 @@ class RedactingFilter(logging.Filter):
         record.msg, record.args = self.redact(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = self._formatter.formatException(record.exc_info)
+        record.exc_info = None
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         return True
+
+
+def redacting_filter(*secrets: str, after: Iterable[str] = ()) -> RedactingFilter:
+    """A logging filter keeping ``secrets`` (values of at least ``MIN_SECRET_LENGTH``
+    characters; empty ones are ignored), what looks like a secret, and the tokens after the
+    ``after`` markers out of log records (see :class:`Redactor`); add it to the loggers of
+    the libraries a plugin drives. Its ``redact(text)`` cleans an error text the same way."""
+    return RedactingFilter(Redactor(secrets, after=after))
 
 
 class JsonFormatter(logging.Formatter):
