@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         error_text,
         parse_outbound,
     )
+    from openpista.observability.logs import redacting_filter
     from openpista.plugin_context import DaemonServices, PluginContext
     from openpista.plugin_settings import HttpRoot, PluginSettings
     from openpista.providers.base import LlmProvider, ProviderError, ProviderPreset, ToolSpec
@@ -80,6 +81,7 @@ _EXPORTS = {
     "Settings": "openpista.config",
     "home_dir": "openpista.config",
     "write_private": "openpista.files",
+    "redacting_filter": "openpista.observability.logs",
     "ChannelAdapter": "openpista.channels",
     "ChannelContext": "openpista.channels",
     "Capabilities": "openpista.channels",
@@ -140,6 +142,7 @@ __all__ = [  # noqa: RUF022 (grouped like _EXPORTS)
     "Settings",
     "home_dir",
     "write_private",
+    "redacting_filter",
     "ChannelAdapter",
     "ChannelContext",
     "Capabilities",
