@@ -23,6 +23,7 @@ from asyncio import FIRST_COMPLETED
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from openpista import redacting_filter
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
 from openpista.buttons import ANSWERED, BUTTONS, STALE, button_id, pressed
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
@@ -39,9 +40,7 @@ from openpista.models import (
 from openpista_telegram import media
 from openpista_telegram.api import (
     AIOGRAM_LOGGERS,
-    RedactToken,
     Retrying,
-    redact,
     save_bot_info,
 )
 from openpista_telegram.settings import SECTION, TOKEN_VARIABLE, TelegramSettings, checked
@@ -120,7 +119,7 @@ class TelegramAdapter(ChannelAdapter):
         self.username: str | None = None
         self.bot_id: int | None = None
         self._token = settings.secret("token")
-        self._redact = RedactToken(self._token)
+        self._redact = redacting_filter(self._token)
         self._bot: Bot | None = None
         self._dispatcher: Dispatcher | None = None
         self._polling: asyncio.Task[None] | None = None
@@ -228,8 +227,9 @@ class TelegramAdapter(ChannelAdapter):
             secret = self.settings.webhook_token()
         except OSError as exc:
             raise RuntimeError(f"telegram: cannot keep the webhook secret: {exc}") from None
-        if secret not in self._redact.secrets:
-            self._redact.secrets.append(secret)
+        self._remove_redaction()
+        self._redact = redacting_filter(self._token, secret)
+        self._install_redaction()
         self._webhook = WebhookReceiver(self.settings, secret, self._feed)
         await self._webhook.start()
         url = self.settings.webhook_url or ""
@@ -244,7 +244,7 @@ class TelegramAdapter(ChannelAdapter):
                 "setWebhook",
             )
         except TelegramAPIError as exc:
-            detail = redact(redact(str(exc), self._token), secret)
+            detail = self._redact.redact(str(exc))
             raise ConnectionError(f"Telegram refused the webhook {url}: {detail}") from None
 
     async def _feed(self, raw: dict[str, Any]) -> None:
@@ -349,7 +349,7 @@ class TelegramAdapter(ChannelAdapter):
         from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter, TelegramServerError
 
         chat_id, topic = target
-        reason = redact(f"{type(failure).__name__}: {failure}", self._token)
+        reason = self._redact.redact(f"{type(failure).__name__}: {failure}")
         log.warning(
             "telegram: answer to chat %s not delivered after %d tries: %s",
             chat_id,
@@ -364,7 +364,7 @@ class TelegramAdapter(ChannelAdapter):
             why = "the connection failed"
         text = f"{ERROR_PREFIX}this answer could not be delivered (Telegram: {why}); ask again."
         try:
-            await bot.send_message(chat_id, redact(text, self._token), message_thread_id=topic)
+            await bot.send_message(chat_id, self._redact.redact(text), message_thread_id=topic)
         except TelegramAPIError as exc:
             log.warning("telegram: chat %s: the error line failed too (%s)", chat_id, exc)
 
@@ -512,7 +512,7 @@ class TelegramAdapter(ChannelAdapter):
         try:
             attachments = await media.download(bot, message, self.settings, self.retrying)
         except Exception as exc:  # too big, download failed: say so, forward nothing
-            reason = redact(str(exc), self._token)
+            reason = self._redact.redact(str(exc))
             log.warning("telegram: file from chat %s not taken: %s", chat.id, reason)
             await self._api(
                 lambda: message.answer(f"{ERROR_PREFIX}could not take your file: {reason}"),
@@ -688,7 +688,7 @@ class TelegramAdapter(ChannelAdapter):
             ) from None
         except TelegramAPIError as exc:
             where = self.settings.api_base or "the Telegram Bot API"
-            detail = redact(f"{type(exc).__name__}: {exc}", self._token)
+            detail = self._redact.redact(f"{type(exc).__name__}: {exc}")
             raise ConnectionError(f"cannot reach {where}: {detail}") from None
 
     def _install_redaction(self) -> None:

@@ -1,5 +1,5 @@
-"""Calling the Bot API: retries (429 ``retry_after``, 5xx and network errors with backoff)
-and keeping the bot token out of every log line."""
+"""Calling the Bot API: retries (429 ``retry_after``, 5xx and network errors with backoff);
+the loggers that may print the bot token (kept out by the adapter's redacting filter)."""
 
 from __future__ import annotations
 
@@ -71,36 +71,6 @@ class Retrying:
             with attempt:
                 return await make()
         raise AssertionError("unreachable: tenacity re-raises the last failure")
-
-
-class RedactToken(logging.Filter):
-    """Replaces the bot token (and other ``secrets``) in log records with ``<token>``."""
-
-    def __init__(self, *secrets: str) -> None:
-        super().__init__()
-        self.secrets = [secret for secret in secrets if secret]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            record.msg, record.args = _hide(message, self.secrets), None
-        if record.exc_info and record.exc_info[1] is not None:
-            text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info, record.exc_text = None, _hide(text, self.secrets)
-        return True
-
-
-def _hide(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "<token>")
-    return text
-
-
-def redact(text: str, token: str) -> str:
-    """``text`` without ``token``."""
-    return text.replace(token, "<token>") if token else text
 
 
 def _brief(exc: BaseException | None) -> str:
