@@ -25,7 +25,7 @@ from openpista.memory import (
     expand_database_url,
 )
 from openpista.memory.schema import HEAD_REVISION
-from openpista.memory.store import title_from
+from openpista.memory.store import INTERRUPTED, title_from
 from openpista.memory.tables import VERSION_TABLE, UTCDateTime
 from openpista.models import Message, ToolCall, ToolResult
 from openpista_testing.memory import database, new_session, schema_revision, upgrade_database
@@ -231,6 +231,13 @@ async def test_older_schema_is_upgraded_in_place(database_url: str) -> None:
             Message(
                 role="assistant",
                 tool_calls=[ToolCall(id="c", name="system.run", arguments={"command": "ls"})],
+                created_at=stamp,
+            ),
+            Message(  # its result was never stored: told interrupted (well_formed)
+                role="tool",
+                tool_result=ToolResult(
+                    call_id="c", name="system.run", output=INTERRUPTED, is_error=True
+                ),
                 created_at=stamp,
             ),
         ]
@@ -466,11 +473,11 @@ async def test_huge_and_odd_content_round_trips(store: MemoryStore) -> None:
     await new_session(store, "s")
     huge = ("0123456789abcdef" * 65_536) + "끝"  # a little over 1 MiB
     odd_arguments = {"lone surrogate": "\ud800", "nul": "a\x00b", "emoji": "🧪" * 1000}
-    messages = [
+    messages = [  # a call and its result (a result of no call is left out: well_formed)
+        Message(role="assistant", tool_calls=[ToolCall(id="c", name="x", arguments=odd_arguments)]),
         Message(
             role="tool", content=huge, tool_result=ToolResult(call_id="c", name="x", output=huge)
         ),
-        Message(role="assistant", tool_calls=[ToolCall(id="c", name="x", arguments=odd_arguments)]),
         Message(role="user", content=""),
     ]
     await store.append_messages("s", messages)

@@ -3,7 +3,11 @@
 One turn: the user's text is stored, the LLM is asked with the session's history and the
 tools, the tool calls it makes run (concurrently within a round) and their results are
 stored and sent back, until the LLM answers with text or ``max_tool_rounds`` is reached.
-Every message, tool call and tool result is persisted before the answer is returned.
+Every message is persisted as it comes: an assistant message's tool calls before they run,
+each tool result once it is there. So a turn cut short (its replica died) is continued
+where it stopped (``run_turn(..., resume=True)``): a finished tool call is never run again,
+and one that was running is shown to the LLM as interrupted
+(:func:`openpista.memory.store.well_formed`).
 """
 
 from __future__ import annotations
@@ -127,6 +131,7 @@ class Agent:
         attachments: Sequence[Attachment] = (),
         channel_id: str = "",
         sender: str = "",
+        resume: bool = False,
     ) -> Answer:
         """Answer ``text`` in session ``session_id`` (created when missing).
 
@@ -141,23 +146,36 @@ class Agent:
         Provider failures come back as a response with ``is_error`` set and a message that
         starts with ❌; the history stays as stored so far. Over ``[budget]``, nothing is
         stored and the LLM is not asked: the response says why.
+
+        With ``resume``, the turn of ``text`` was begun before and cut short (its user
+        message is stored, ``text`` and ``attachments`` are not stored again): it continues
+        from what it stored, its tool rounds counted, and one already answered returns its
+        stored answer without asking the LLM.
         """
         refusal = await self.meter.refusal(session_id) if self.meter else None
         if refusal is not None:
             return Answer.error(refusal, session_id=session_id)
-        content = "\n".join([text, *(a.describe() for a in attachments)])
-        user = Message(role="user", content=storable(content), attachments=list(attachments))
         speaker = _speaker(channel_id, sender)
-        history = await self.memory.start_turn(
-            session_id, user, self.history_window, speaker=speaker
-        )
-        history.append(user)
+        rounds = 0
+        if resume:
+            history = await self.memory.resume_turn(session_id, self.history_window)
+            last = history[-1] if history else None
+            if last is not None and last.role == "assistant" and not last.tool_calls:
+                return Answer(session_id=session_id, text=last.content)  # answered already
+            rounds = _rounds_begun(history)
+        else:
+            content = "\n".join([text, *(a.describe() for a in attachments)])
+            user = Message(role="user", content=storable(content), attachments=list(attachments))
+            history = await self.memory.start_turn(
+                session_id, user, self.history_window, speaker=speaker
+            )
+            history.append(user)
         turn = TurnContext(session_id, channel_id)
         if speaker is not None:
             turn = await self._with_notes(turn, speaker.person)
         token = set_turn(turn)
         try:
-            answer = await self._loop(session_id, channel_id, history, on_event, guard)
+            answer = await self._loop(session_id, channel_id, history, on_event, guard, rounds)
         finally:
             reset_turn(token)
         if session_id in self._compacted:  # the user is told once, with this answer
@@ -178,12 +196,12 @@ class Agent:
         history: list[Message],
         on_event: EventSink | None,
         guard: ToolGuard | None,
+        rounds: int,
     ) -> Answer:
         usage = Usage()
         produced: list[Attachment] = []
         specs = self.tools.specs()
         try:
-            rounds = 0
             while True:
                 refusal = await self.meter.refusal(session_id) if self.meter and rounds else None
                 if refusal is not None:  # spent during this turn: stop before the next request
@@ -208,14 +226,15 @@ class Agent:
                         usage=usage,
                         attachments=produced,
                     )
-                if rounds == self.max_tool_rounds:
+                if rounds >= self.max_tool_rounds:
                     break  # the unanswered calls are not stored: history stays well-formed
                 rounds += 1
-                results = await self._run_tools(result.tool_calls, on_event, guard)
+                # Stored before its calls run, each result as it comes: a turn cut short
+                # continues from there, and never runs a finished call again.
+                await self.memory.append_message(session_id, reply)
+                results = await self._run_tools(session_id, result.tool_calls, on_event, guard)
                 produced += [a for r in results for a in r.attachments]
-                tool_messages = [Message(role="tool", tool_result=r) for r in results]
-                await self.memory.append_messages(session_id, [reply, *tool_messages])
-                history.extend([reply, *tool_messages])
+                history.extend([reply, *(Message(role="tool", tool_result=r) for r in results)])
         except ProviderError as exc:
             return Answer.error(str(exc), session_id=session_id, usage=usage, attachments=produced)
         notice = Message(role="assistant", content=round_limit_message(self.max_tool_rounds))
@@ -300,12 +319,23 @@ class Agent:
             recorder.error(outcome)
 
     async def _run_tools(
-        self, calls: list[ToolCall], on_event: EventSink | None, guard: ToolGuard | None
+        self,
+        session_id: str,
+        calls: list[ToolCall],
+        on_event: EventSink | None,
+        guard: ToolGuard | None,
     ) -> list[ToolResult]:
+        """Run ``calls`` concurrently, storing each result as soon as it is there."""
+
+        async def run(call: ToolCall) -> ToolResult:
+            result = await self._run_tool(call, guard)
+            await self.memory.append_message(session_id, Message(role="tool", tool_result=result))
+            return result
+
         if on_event is not None:
             for call in calls:
                 await _emit(on_event, ToolStarted(call))
-        results = await asyncio.gather(*(self._run_tool(call, guard) for call in calls))
+        results = await asyncio.gather(*(run(call) for call in calls))
         if on_event is not None:
             for call, result in zip(calls, results, strict=True):
                 await _emit(on_event, ToolFinished(call, result))
@@ -340,6 +370,16 @@ def tool_outcome(result: ToolResult) -> str:
     if not result.is_error:
         return "ok"
     return "timeout" if "timed out" in result.output.lower() else "error"
+
+
+def _rounds_begun(history: list[Message]) -> int:
+    """The tool rounds of the turn ``history`` ends with (after its last user message)."""
+    rounds = 0
+    for message in reversed(history):
+        if message.role == "user":
+            break
+        rounds += bool(message.role == "assistant" and message.tool_calls)
+    return rounds
 
 
 def _speaker(channel_id: str, sender: str) -> Speaker | None:

@@ -9,9 +9,11 @@ events one by one in the order they were stored, and deletes each only after its
 (and answer) is stored. A replica that dies mid-turn leaves its events in the table, and
 its lease goes with its connection: every replica looks for such leftovers each
 ``[cluster] heartbeat`` (events of sessions nobody leases) and the first to take the lease
-runs them. Nothing stored is lost; a turn cut short runs again on the new owner, which
-first drops what the first run stored (each event remembers where its turn began, ``mark``),
-so the user's message is in the history once.
+runs them. Nothing stored is lost; a turn cut short is continued by the new owner when its
+user message was stored (each event remembers where its turn began, ``mark``): the agent
+stores each tool call before it runs and each result as it comes, so a finished call never
+runs again and one cut short is shown to the LLM as interrupted; a turn cut before storing
+anything runs from the start.
 
 Answers go back through the replica that holds the user's connection (the control socket,
 web, QUIC): the event names it (``reply_to``) and the replica running the turn writes the
@@ -125,31 +127,25 @@ UPDATE cluster_inbox SET mark = coalesce(
 WHERE id = $1 RETURNING id
 """
 """Record where the event's turn begins (the session's newest message id, 0 for none)."""
-_STILL_STORED = "SELECT EXISTS (SELECT 1 FROM cluster_inbox WHERE id = $1)"
-_CUT_SHORT = """
-WITH first AS (SELECT id, role FROM messages WHERE session_id = $1 AND id > $2
-               ORDER BY id LIMIT 1),
-     later AS (SELECT min(m.id) AS id FROM messages m, first f
-               WHERE m.session_id = $1 AND m.id > f.id AND m.role = 'user'),
-     gone AS (DELETE FROM messages m USING first f
-              WHERE f.role = 'user' AND m.session_id = $1 AND m.id >= f.id
-              AND m.id < coalesce((SELECT id FROM later), m.id + 1)
-              RETURNING 1)
-SELECT count(*) FROM gone
+_BEGUN = """
+SELECT EXISTS (SELECT 1 FROM cluster_inbox WHERE id = $1) AS stored,
+       EXISTS (SELECT 1 FROM messages WHERE session_id = $2 AND id > $3 AND role = 'user')
+       AS begun
 """
-"""Delete what a turn begun after ``$2`` and cut short stored: its user message and the
-replies after it, up to the next user message (nothing if no user message of it is stored:
-it was refused, or cut short before storing)."""
+"""Whether event ``$1`` is still stored, and whether its turn, begun after message ``$3``,
+stored its user message (then it is continued; if not, it was refused or cut short before
+storing, and runs from the start)."""
 
 
 class Turns(Protocol):
     """What the hand-over needs of the gateway."""
 
     async def run_turn(
-        self, event: ChannelEvent, session_id: str, send: Send, stream: Send
+        self, event: ChannelEvent, session_id: str, send: Send, stream: Send, *, resume: bool
     ) -> Answer:
         """Run the turn of ``event`` now: its answer and approval prompts go to ``send``,
-        its text chunks and tool progress to ``stream``."""
+        its text chunks and tool progress to ``stream``; with ``resume``, continue it from
+        what an earlier run of it stored."""
 
     async def deliver(self, message: Outbound) -> None:
         """Send ``message`` to the adapter of its channel on this replica."""
@@ -419,27 +415,24 @@ class Handover:
         self, session_id: str, stored: _Stored, send: Send, stream: Send
     ) -> Answer | None:
         """Run the turn of ``stored``; ``None`` if its user cancelled it before it began."""
-        if not await self._begin(session_id, stored):
+        begun = await self._begin(session_id, stored)
+        if begun is None:
             return None
-        return await self.turns.run_turn(stored.event, session_id, send, stream)
+        return await self.turns.run_turn(stored.event, session_id, send, stream, resume=begun)
 
-    async def _begin(self, session_id: str, stored: _Stored) -> bool:
-        """Mark where the turn of ``stored`` begins; when it began before (its replica died
-        mid-turn), first drop what that run stored, so its run now stores the user's
-        message once. Whether it is still stored (``False``: cancelled by its user)."""
+    async def _begin(self, session_id: str, stored: _Stored) -> bool | None:
+        """Mark where the turn of ``stored`` begins; whether it began before and stored its
+        user message (its replica died mid-turn: it is continued, see the module
+        documentation); ``None`` when it is no longer stored (cancelled by its user)."""
         if stored.mark is None:
-            return await self.pool.fetchval(_MARK, stored.id, session_id) is not None
-        if not await self.pool.fetchval(_STILL_STORED, stored.id):
-            return False
-        dropped = await self.pool.fetchval(_CUT_SHORT, session_id, stored.mark)
-        if dropped:
-            log.warning(
-                "session %s: the turn cut short on another replica runs again here "
-                "(%d message(s) it stored are replaced)",
-                session_id,
-                dropped,
-            )
-        return True
+            marked = await self.pool.fetchval(_MARK, stored.id, session_id)
+            return None if marked is None else False
+        row = await self.pool.fetchrow(_BEGUN, stored.id, session_id, stored.mark)
+        if row is None or not row["stored"]:
+            return None
+        if row["begun"]:
+            log.warning("session %s: a turn cut short elsewhere continues here", session_id)
+        return bool(row["begun"])
 
     def _answered_here(self, stored: int, answer: Answer | None) -> None:
         """Event ``stored`` is deleted: its answer goes to whoever waits for it here."""

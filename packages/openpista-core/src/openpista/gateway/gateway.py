@@ -422,11 +422,13 @@ class Gateway:
         stream: Callable[[Outbound], Awaitable[None]] | None = None,
         *,
         began: float | None = None,
+        resume: bool = False,
     ) -> Answer:
         """Run the turn of ``event`` in ``session_id`` now (the caller holds the session's
         turn lock or lease) and send its answer and approval prompts with ``send``, its
         text chunks and tool progress with ``stream`` (by default both to the channel's
-        adapter here, through :meth:`deliver`); returns the answer."""
+        adapter here, through :meth:`deliver`); returns the answer. With ``resume``, the
+        turn was cut short on another replica: it continues (``Agent.run_turn``)."""
         began = time.monotonic() if began is None else began
         request_id = _request_id(event)
         adapter = self.adapter_for(event.channel_id)
@@ -451,6 +453,7 @@ class Gateway:
                 attachments=event.attachments,
                 channel_id=event.channel_id,
                 sender=event.sender,
+                resume=resume,
             )
         response = response.model_copy(
             update={

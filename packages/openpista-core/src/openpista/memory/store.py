@@ -98,7 +98,7 @@ from openpista.memory.usage import (
     select_totals,
     usage_row,
 )
-from openpista.models import Message, utc_now
+from openpista.models import Message, ToolResult, utc_now
 
 if TYPE_CHECKING:
     # Imported on use: semantic search, export and import are not part of a turn.
@@ -107,7 +107,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MemoryStore", "Purged", "SessionInfo", "recent_window", "title_from"]
+__all__ = [
+    "INTERRUPTED",
+    "MemoryStore",
+    "Purged",
+    "SessionInfo",
+    "recent_window",
+    "title_from",
+    "well_formed",
+]
 
 TITLE_LENGTH = 60
 """Longest title a session gets from its first message (longer ones are cut, with …)."""
@@ -342,7 +350,8 @@ class MemoryStore:
         await self.append_messages(session_id, [message])
 
     async def load_messages(self, session_id: str, limit: int | None = None) -> list[Message]:
-        """Every message of the session, in insertion order, exactly as appended.
+        """Every message of the session, in insertion order, as appended; each tool call
+        followed by its result (see :func:`well_formed`: one cut short is told interrupted).
 
         With ``limit``, only the newest ones: at most ``limit``, oldest first, starting at a
         user message (see :func:`recent_window`), read from the tail (the
@@ -388,17 +397,27 @@ class MemoryStore:
             conn.execute(_open_session(conn), {"sid": sid, "title": title, "now": now})
             if speaker is not None:
                 record_speaker(conn, sid, speaker)
-            summary = latest_summary(conn, sid)
-            if summary is None:
-                history = _history(conn, sid, window)
-            else:  # compacted: the summary stands for what it covers
-                history = [summary[1], *_history(conn, sid, window, summary[0])]
+            history = _turn_history(conn, sid, window)
             conn.execute(_INSERT_MESSAGE, row)
             return history
 
         history = await self._db.run(work, f"starting a turn in {sid!r}", write=True)
         self._stored()
         return history
+
+    async def resume_turn(self, session_id: str, history_limit: int | None = None) -> list[Message]:
+        """The history a turn cut short continues from: as :meth:`start_turn` returns it,
+        with the turn's own user message and what it stored so far (a tool call cut short
+        has its :data:`INTERRUPTED` result, see :func:`well_formed`); nothing is stored.
+        Raises :class:`SessionNotFoundError` if the session does not exist."""
+        sid = check_session_id(session_id)
+        window = None if history_limit is None else check_limit(history_limit)
+
+        def work(conn: Connection) -> list[Message]:
+            _require_session(conn, sid, "cannot resume a turn in")
+            return _turn_history(conn, sid, window)
+
+        return await self._db.run(work, f"resuming a turn in {sid!r}", write=False)
 
     async def summarize(self, session_id: str, keep_last: int, summary: str) -> bool:
         """Store ``summary`` as standing for every message of the session but the newest
@@ -735,6 +754,46 @@ def recent_window(messages: list[Message]) -> list[Message]:
     return messages[start:]
 
 
+INTERRUPTED = (
+    "❌ interrupted: this tool call was still running when openpista stopped (its replica "
+    "died or the turn was cancelled); it may or may not have taken effect, and it was not "
+    "run again."
+)
+"""The result a tool call stored without one is given (:func:`well_formed`)."""
+
+
+def well_formed(messages: list[Message]) -> list[Message]:
+    """``messages`` with each assistant message's tool calls followed by exactly their
+    results, in call order: a call without a stored result (it was running when its turn
+    was cut short) gets an :data:`INTERRUPTED` error result; a result of no call, or a
+    second one, is left out. What every provider accepts, whatever was stored."""
+    shaped: list[Message] = []
+    index = 0
+    while index < len(messages):
+        message = messages[index]
+        index += 1
+        if message.role == "tool":
+            continue  # a result of no call: its assistant message is not here
+        shaped.append(message)
+        if not message.tool_calls:
+            continue
+        results: dict[str, Message] = {}
+        while index < len(messages) and messages[index].role == "tool":
+            result = messages[index].tool_result
+            if result is not None:
+                results.setdefault(result.call_id, messages[index])
+            index += 1
+        for call in message.tool_calls:
+            found = results.get(call.id)
+            if found is None:
+                interrupted = ToolResult(
+                    call_id=call.id, name=call.name, output=INTERRUPTED, is_error=True
+                )
+                found = Message(role="tool", tool_result=interrupted, created_at=message.created_at)
+            shaped.append(found)
+    return shaped
+
+
 def title_from(text: str) -> str | None:
     """A session title made of ``text`` (a first message): its words on one line, cut to
     :data:`TITLE_LENGTH` characters with an ellipsis; ``None`` when there are no words.
@@ -854,9 +913,18 @@ def _history(conn: Connection, sid: str, limit: int | None, after: int = 0) -> l
     """The messages of ``sid`` (the newest ``limit``) whose id is above ``after``."""
     if limit is None:
         rows = conn.execute(_ALL_MESSAGES, {"sid": sid, "after": after})
-        return [_to_message(sid, row) for row in rows]
+        return well_formed([_to_message(sid, row) for row in rows])
     tail = conn.execute(_NEWEST_MESSAGES, {"sid": sid, "limit": limit, "after": after}).all()
-    return recent_window([_to_message(sid, row) for row in reversed(tail)])
+    return well_formed(recent_window([_to_message(sid, row) for row in reversed(tail)]))
+
+
+def _turn_history(conn: Connection, sid: str, limit: int | None) -> list[Message]:
+    """What a turn of ``sid`` is asked with: the newest summary (if compacted) standing for
+    what it covers, and the (newest ``limit``) messages after it."""
+    summary = latest_summary(conn, sid)
+    if summary is None:
+        return _history(conn, sid, limit)
+    return [summary[1], *_history(conn, sid, limit, summary[0])]
 
 
 def _message_row(sid: str, message: object, index: int) -> dict[str, Any]:

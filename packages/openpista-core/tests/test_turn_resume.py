@@ -1,0 +1,198 @@
+"""A turn cut short is continued, never re-run: tool calls stored before they run, results
+as they come, histories made well-formed on load (the real agent, SQLite and the emulator).
+Across replicas: test_cluster_handover.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openpista.agent import Agent, round_limit_message
+from openpista.memory import MemoryStore
+from openpista.memory.store import INTERRUPTED, well_formed
+from openpista.models import Message, ToolCall, ToolResult
+from openpista.plugins import PluginHost
+from openpista.runtime import build_providers
+from openpista.tools.registry import ToolRegistry, tool
+from openpista_testing.cli import emulator_settings
+from openpista_testing.emulator import LlmEmulator
+
+WAIT = 30.0
+runs: list[str] = []
+release = asyncio.Event()
+
+
+@tool("test.count")
+async def count(name: str) -> str:
+    """Count a run."""
+    runs.append(name)
+    return f"counted {name}"
+
+
+@tool("test.slow")
+async def slow() -> str:
+    """Wait until released."""
+    await release.wait()
+    return "slow done"
+
+
+@pytest.fixture
+async def memory(tmp_path: Path) -> AsyncIterator[MemoryStore]:
+    store = await MemoryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'resume.db'}")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def agent(llm_emulator: LlmEmulator, memory: MemoryStore) -> Agent:
+    runs.clear()
+    release.clear()
+    settings = emulator_settings(llm_emulator, Path("/nonexistent"))
+    provider = build_providers(PluginHost.load(entry_points=False)).build(settings, "openai")
+    return Agent(provider, ToolRegistry([count, slow]), memory, max_tool_rounds=2)
+
+
+def call(call_id: str, name: str = "test.count", **arguments: Any) -> ToolCall:
+    return ToolCall(id=call_id, name=name, arguments=arguments)
+
+
+def result(call_id: str, output: str, name: str = "test.count") -> Message:
+    return Message(role="tool", tool_result=ToolResult(call_id=call_id, name=name, output=output))
+
+
+def unmatched(messages: list[dict[str, Any]]) -> list[str]:
+    """Tool call ids of an OpenAI request without a result right after their message."""
+    missing: list[str] = []
+    for index, message in enumerate(messages):
+        asked = {c["id"] for c in message.get("tool_calls") or []}
+        answered = set()
+        for later in messages[index + 1 :]:
+            if later["role"] != "tool":
+                break
+            answered.add(later["tool_call_id"])
+        missing += sorted(asked - answered)
+    return missing
+
+
+async def cut_short(memory: MemoryStore) -> None:
+    """A turn whose round of two calls was cut short: ``a`` finished, ``b`` was running."""
+    await memory.start_turn("s", Message(role="user", content="count twice"))
+    calls = [call("a", name="a"), call("b", name="b")]
+    await memory.append_messages(
+        "s", [Message(role="assistant", tool_calls=calls), result("a", "counted a")]
+    )
+
+
+async def test_a_turn_cut_short_continues_without_running_a_finished_call_again(
+    agent: Agent, memory: MemoryStore, llm_emulator: LlmEmulator
+) -> None:
+    await cut_short(memory)
+    llm_emulator.reply_text("a counted, b perhaps")
+    answer = await agent.run_turn("s", "count twice", resume=True)
+    assert (answer.text, answer.is_error) == ("a counted, b perhaps", False)
+    assert runs == []  # nothing ran again
+    [request] = llm_emulator.requests
+    sent = request.json["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == ["count twice"]  # once
+    tools = {m["tool_call_id"]: m["content"] for m in sent if m["role"] == "tool"}
+    assert tools == {"a": "counted a", "b": INTERRUPTED}
+    assert unmatched(sent) == []
+    stored = await memory.load_messages("s")
+    assert [(m.role, m.content) for m in stored] == [
+        ("user", "count twice"),
+        ("assistant", ""),
+        ("tool", ""),
+        ("tool", ""),
+        ("assistant", "a counted, b perhaps"),
+    ]
+    assert [m.tool_result.output for m in stored if m.tool_result] == ["counted a", INTERRUPTED]
+
+
+async def test_a_turn_cut_short_after_storing_its_answer_is_not_asked_again(
+    agent: Agent, memory: MemoryStore, llm_emulator: LlmEmulator
+) -> None:
+    await memory.start_turn("s", Message(role="user", content="hi"))
+    await memory.append_message("s", Message(role="assistant", content="hello"))
+    answer = await agent.run_turn("s", "hi", resume=True)
+    assert answer.text == "hello"
+    assert llm_emulator.requests == []
+    assert len(await memory.load_messages("s")) == 2
+
+
+async def test_a_resumed_turn_counts_the_rounds_it_ran_before(
+    agent: Agent, memory: MemoryStore, llm_emulator: LlmEmulator
+) -> None:
+    await cut_short(memory)  # one round of max_tool_rounds = 2 ran
+    llm_emulator.reply_tool_calls([("test_count", {"name": "c"})])
+    llm_emulator.reply_tool_calls([("test_count", {"name": "d"})])
+    answer = await agent.run_turn("s", "count twice", resume=True)
+    assert runs == ["c"]  # the second round; the third is over the limit
+    assert answer.text == round_limit_message(2)
+
+
+async def test_tool_calls_are_stored_before_they_run_and_each_result_as_it_comes(
+    agent: Agent, memory: MemoryStore, llm_emulator: LlmEmulator
+) -> None:
+    llm_emulator.reply_tool_calls([("test_slow", {}), ("test_count", {"name": "quick"})])
+    llm_emulator.reply_text("both done")
+    turn = asyncio.create_task(agent.run_turn("s", "go"))
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not runs:  # the quick call finished; the slow one runs
+        assert asyncio.get_running_loop().time() < deadline, "the quick call never ran"
+        await asyncio.sleep(0.01)
+    while len(stored := await memory.load_messages("s")) < 4 or stored[3].tool_result is None:
+        assert asyncio.get_running_loop().time() < deadline, "the quick result is not stored"
+        await asyncio.sleep(0.01)
+    outputs = [m.tool_result.output for m in stored if m.tool_result]
+    # What a replica taking over would see now: the running call told interrupted.
+    assert outputs == [INTERRUPTED, "counted quick"]
+    release.set()
+    assert (await asyncio.wait_for(turn, WAIT)).text == "both done"
+    stored = await memory.load_messages("s")
+    outputs = [m.tool_result.output for m in stored if m.tool_result]
+    assert outputs == ["slow done", "counted quick"]  # in call order, stored as they came
+    assert unmatched(llm_emulator.requests[-1].json["messages"]) == []
+
+
+def test_a_history_with_unmatched_or_stray_tool_messages_is_made_well_formed() -> None:
+    user = Message(role="user", content="hi")
+    asking = Message(role="assistant", tool_calls=[call("x"), call("y"), call("z")])
+    history = [
+        result("stray", "before any call"),
+        user,
+        asking,
+        result("z", "z done"),
+        result("nobody", "a result of no call of this message"),
+        result("x", "x done"),
+        result("x", "x twice"),
+        Message(role="assistant", content="later"),
+        result("x", "after the round"),
+    ]
+    shaped = well_formed(history)
+    assert shaped[:2] == [user, asking]
+    assert [(m.tool_result.call_id, m.tool_result.output) for m in shaped[2:5]] == [  # type: ignore[union-attr]
+        ("x", "x done"),
+        ("y", INTERRUPTED),
+        ("z", "z done"),
+    ]
+    assert shaped[3].tool_result.is_error  # type: ignore[union-attr]
+    assert shaped[5:] == [history[7]]
+    assert well_formed(shaped) == shaped
+    assert well_formed([]) == []
+
+
+async def test_a_later_turn_and_the_export_never_hold_an_unmatched_call(
+    agent: Agent, memory: MemoryStore, llm_emulator: LlmEmulator
+) -> None:
+    await cut_short(memory)  # then the user wrote again: a new turn, not a resumed one
+    agent.history_window = 3  # a window of the newest messages is repaired too
+    llm_emulator.reply_text("fine")
+    await agent.run_turn("s", "and now?")
+    sent = llm_emulator.requests[-1].json["messages"]
+    assert unmatched(sent) == []
+    document = await memory.export_session("s")
+    assert [m.tool_result.call_id for m in document.messages if m.tool_result] == ["a", "b"]
