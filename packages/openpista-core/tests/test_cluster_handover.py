@@ -18,6 +18,7 @@ from openpista.cluster_handover import Handover, outbox_channel
 from openpista.cluster_media import pack
 from openpista.config import ClusterSettings, DatabaseSettings, PolicySettings, Settings
 from openpista.gateway.gateway import Gateway
+from openpista.memory.store import INTERRUPTED
 from openpista.models import Answer, Attachment, ChannelEvent, TextChunk, ToolProgress
 from openpista_testing.adapters import LoopbackAdapter
 from openpista_testing.cli import emulator_settings
@@ -258,7 +259,7 @@ async def test_any_text_is_handed_over(
     await a_member.release(session)
 
 
-async def test_a_turn_cut_short_and_run_again_stores_the_users_message_once(
+async def test_a_turn_cut_short_and_continued_stores_the_users_message_once(
     replicas: Start, answering: LlmEmulator
 ) -> None:
     a, member, chat = await replicas("a", http=True)
@@ -276,7 +277,7 @@ async def test_a_turn_cut_short_and_run_again_stores_the_users_message_once(
         )
     finally:
         await admin.close()
-    answer = await chat.answer("alice")  # run again once the replica has reconnected
+    answer = await chat.answer("alice")  # continued once the replica has reconnected
     assert answer.text == "answer to hello"
     stored = [(m.role, m.content) for m in await a.runtime.memory.load_messages(session)]
     assert stored == [
@@ -286,6 +287,63 @@ async def test_a_turn_cut_short_and_run_again_stores_the_users_message_once(
         ("assistant", "answer to hello"),
     ]
     assert chat.texts("alice") == ["answer to before", "answer to hello"]
+
+
+async def test_a_turn_cut_short_by_a_dead_replica_continues_on_another_without_rerunning(
+    replicas: Start, answering: LlmEmulator, tmp_path: Path
+) -> None:
+    (a, a_member, a_chat), (b, _, b_chat) = (
+        await replicas("a", http=True),
+        await replicas("b", http=True),
+    )
+    runs, started, go = tmp_path / "runs", tmp_path / "started", tmp_path / "go"
+    waits = f"touch {started}; for i in $(seq 1200); do [ -f {go} ] && exit 0; sleep 0.05; done"
+
+    def reply(body: dict[str, Any]) -> Reply | str:
+        last = body["messages"][-1]
+        if last["role"] == "user" and last["content"] == "do both":
+            command = f"echo ran >> {runs}"
+            return ToolCallsReply(
+                [("system_run", {"command": command}), ("system_run", {"command": waits})]
+            )
+        if last["role"] == "user":
+            return f"answer to {last['content']}"
+        return "handled"
+
+    answering.default_reply = reply
+    await a_chat.say("alice", "do both")
+    session = await a.session_for("chat:alice")
+
+    async def first_result_stored() -> bool:
+        stored = await b.runtime.memory.load_messages(session)
+        done = [m for m in stored if m.tool_result and m.tool_result.output != INTERRUPTED]
+        return started.exists() and len(done) == 1
+
+    try:
+        await until(first_result_stored, "the first call is done, the second runs")
+        await a.stop(0)  # killed: its turn stops mid-call,
+        await a_member.close()  # and its lease goes with its connection
+        answer = await b_chat.answer("alice")  # b's sweep took the session over
+        assert answer.text == "handled"
+        assert runs.read_text() == "ran\n"  # the finished call did not run again
+        asked_again = [
+            r.json["messages"] for r in answering.requests if r.path.endswith("/chat/completions")
+        ]
+        assert sum(m[-1]["content"] == "do both" for m in asked_again) == 1
+        sent = asked_again[-1]
+        calls = [c["id"] for m in sent for c in m.get("tool_calls") or []]
+        results = {m["tool_call_id"]: m["content"] for m in sent if m["role"] == "tool"}
+        assert list(results) == calls
+        assert results[calls[0]] != INTERRUPTED
+        assert results[calls[1]] == INTERRUPTED  # told to the LLM, not run again
+        await b_chat.say("alice", "next")
+        assert (await b_chat.answer("alice")).text == "answer to next"
+        later = answering.requests[-1].json["messages"]
+        assert [m["tool_call_id"] for m in later if m["role"] == "tool"] == calls
+        assert b_chat.texts("alice") == ["handled", "answer to next"]  # once each
+        assert a_chat.texts("alice") == []
+    finally:
+        go.touch()
 
 
 async def _asked(emulator: LlmEmulator, text: str) -> bool:
