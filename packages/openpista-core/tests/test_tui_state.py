@@ -12,6 +12,7 @@ import pytest
 
 from openpista.gateway.approvals import ApprovalBroker
 from openpista.gateway.gateway import Gateway
+from openpista.memory.store import INTERRUPTED
 from openpista.models import (
     Answer,
     ApprovalPrompt,
@@ -496,7 +497,10 @@ async def test_cancel_stops_the_running_turn_and_the_next_one_runs(
     assert actions[-1] == TurnsCancelled()
     await eventually(lambda: not effects._turns)
     stored = await effects.runtime.memory.load_messages("tui-c")
-    assert [m.role for m in stored] == ["user"]  # no half tool round
+    # The call was stored before it ran; cut short, it is told interrupted (not run again).
+    assert [m.role for m in stored] == ["user", "assistant", "tool"]
+    assert stored[-1].tool_result is not None
+    assert stored[-1].tool_result.output == INTERRUPTED
     llm_emulator.reply_text("after the cancel")
     await effects.run(SendMessage("tui-c", "again"))
 
