@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from openpista import ConfigError
+from openpista import ConfigError, redacting_filter
 from openpista.access import PAIRED, PAIRING_FAILED, REFUSAL, AccessControl, PairingBook
 from openpista.buttons import ANSWERED, BUTTONS, verdict
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
@@ -41,7 +41,7 @@ from openpista.models import (
     ToolProgress,
 )
 from openpista_slack import media
-from openpista_slack.api import DEFAULT_API, SDK_LOGGER, Redact, explain, redact, web_client
+from openpista_slack.api import DEFAULT_API, SDK_LOGGER, explain, web_client
 from openpista_slack.settings import SlackSettings, checked
 from openpista_slack.stream import StreamedMessage
 from openpista_slack.text import MESSAGE_LIMIT, escape, mrkdwn_length, split, to_mrkdwn
@@ -166,7 +166,7 @@ class SlackAdapter(ChannelAdapter):
         )
         self.team: str | None = None
         self.bot_user: str | None = None
-        self._redact = Redact(settings.secrets())
+        self._redact = redacting_filter(*settings.secrets())
         self._ctx: ChannelContext | None = None
         self._client: AsyncWebClient | None = None
         self._app: AsyncApp | None = None
@@ -456,7 +456,7 @@ class SlackAdapter(ChannelAdapter):
         try:
             return await media.download(files, self.settings, target.channel)
         except Exception as exc:  # too big, not Slack's, download failed: say so
-            reason = redact(str(exc) or type(exc).__name__, self.settings.secrets())
+            reason = self._redact.redact(str(exc) or type(exc).__name__)
             log.warning("slack: file in %s not taken: %s", target.channel, reason)
             line = escape(f"{ERROR_PREFIX}could not take your file: {reason}")
             with contextlib.suppress(Exception):

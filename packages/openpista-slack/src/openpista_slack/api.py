@@ -25,29 +25,6 @@ _TRANSIENT = frozenset({500, 502, 503, 504})
 DEFAULT_API = "https://slack.com/api/"
 
 
-class Redact(logging.Filter):
-    """Replaces the tokens and the signing secret in every record with ``[redacted]``."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        cleaned = redact(text, self.secrets)
-        if cleaned != text:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """``text`` without any of ``secrets``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
-
-
 def web_client(settings: SlackSettings) -> AsyncWebClient:
     """A Web API client for the bot token, retrying as the module docstring says."""
     from slack_sdk.web.async_client import AsyncWebClient
