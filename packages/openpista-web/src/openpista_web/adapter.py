@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from openpista import redacting_filter
 from openpista.channels import Capabilities, ChannelAdapter, ChannelContext
 from openpista.config import home_dir
 from openpista.files import write_private
@@ -53,28 +53,9 @@ CHANNEL_PREFIX = "web:"
 HISTORY_MESSAGES = 100  # messages of the session shown to a browser that (re)loads
 WORKER_FIELDS = ("task_id", "event", "session_id", "percent", "log", "exit_code", "at")
 """What a ``worker`` frame carries of a worker event (not its output)."""
-_SECRET_IN_TEXT = re.compile(r"(token=|" + re.escape(TOKEN_PREFIX) + r")[^&\s\"']*")
 
 
-class RedactTokens:
-    """A logging filter that blanks tokens in uvicorn's lines (they log request paths)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _SECRET_IN_TEXT.sub(r"\1***", message)
-        if redacted != message:
-            record.msg, record.args = redacted, ()
-        return True
-
-
-_REDACT = RedactTokens()
-
-
-def _redact_uvicorn_logs() -> None:
-    for name in ("uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        if _REDACT not in logger.filters:
-            logger.addFilter(_REDACT)
+_UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")  # they log request paths and headers
 
 
 class WebAdapter(ChannelAdapter):
@@ -108,6 +89,7 @@ class WebAdapter(ChannelAdapter):
             settings.max_auth_failures, settings.auth_failure_window
         )
         self._token = token
+        self._redact = redacting_filter(token, after=[TOKEN_PREFIX])
         self._metrics = metrics
         self._ctx: ChannelContext | None = None
         self._server: EmbeddedServer | None = None
@@ -136,7 +118,8 @@ class WebAdapter(ChannelAdapter):
 
         self._ctx = ctx
         settings = self.settings
-        _redact_uvicorn_logs()
+        for name in _UVICORN_LOGGERS:
+            logging.getLogger(name).addFilter(self._redact)
         server = EmbeddedServer(
             build_app(
                 settings,
@@ -173,6 +156,8 @@ class WebAdapter(ChannelAdapter):
         server, self._server = self._server, None
         if server is not None:
             await server.stop()
+        for name in _UVICORN_LOGGERS:
+            logging.getLogger(name).removeFilter(self._redact)
 
     # -- outbound -------------------------------------------------------------------------
 
