@@ -9,11 +9,61 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import IO
 
 from openpista_testing.cli import OPENPISTA, Cli
 
 DEADLINE = 60.0
+_DRAIN = 2.0  # s, for the rest of a pipe once its writer exited
+
+
+class Lines:
+    """The lines ``process`` writes to ``pipes`` (say its stdout and stderr), each pipe read
+    by a thread as they come; ``read`` holds every line of each pipe so far."""
+
+    def __init__(self, process: subprocess.Popen[str], *pipes: IO[str] | None) -> None:
+        self.process = process
+        self.read: list[list[str]] = [[] for _ in pipes]
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._readers: list[threading.Thread] = []
+        for pipe, sink in zip(pipes, self.read, strict=True):
+            assert pipe is not None, "the process was not started with this pipe"
+            reader = threading.Thread(target=self._pump, args=(pipe, sink), daemon=True)
+            reader.start()
+            self._readers.append(reader)
+
+    def _pump(self, pipe: IO[str], sink: list[str]) -> None:
+        for line in pipe:
+            sink.append(line)
+            self._queue.put(line)
+
+    def wait_for(self, needle: str, timeout: float = DEADLINE) -> str:
+        """Wait until a line (of any of the pipes) contains ``needle``; return that line.
+        Fails with everything read once the process exited without writing it."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self.ended() and self._queue.empty():
+                    break
+                continue
+            if needle in line:
+                return line
+        raise AssertionError(f"{needle!r} never appeared; output:\n{self.output()}")
+
+    def ended(self) -> bool:
+        """Whether the process exited; then what it wrote before is read (``read`` is all,
+        unless a child it left running still holds a pipe: that one is waited for 2 s)."""
+        if self.process.poll() is None:
+            return False
+        for reader in self._readers:
+            reader.join(timeout=_DRAIN)
+        return True
+
+    def output(self) -> str:
+        """Everything read, pipe after pipe (the second one, stderr, so marked)."""
+        return "\n--- stderr ---\n".join("".join(lines) for lines in self.read)
 
 
 class Daemon:
@@ -28,17 +78,8 @@ class Daemon:
             text=True,
             env=cli.env,
         )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        streams = ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))
-        for stream, sink in streams:
-            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
-
-    def _pump(self, stream: Any, sink: list[str]) -> None:
-        for line in stream:
-            sink.append(line)
-            self.lines.put(line)
+        self.lines = Lines(self.process, self.process.stdout, self.process.stderr)
+        self.stdout, self.stderr = self.lines.read
 
     def send(self, text: str) -> None:
         """Type one line on the daemon's terminal channel."""
@@ -48,20 +89,20 @@ class Daemon:
 
     def wait_for(self, needle: str, timeout: float = DEADLINE) -> str:
         """Wait until a line of stdout or stderr contains ``needle``; return that line."""
+        return self.lines.wait_for(needle, timeout)
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float = DEADLINE) -> None:
+        """Poll ``ready()`` (e.g. a health check) until it holds; fails with the output if
+        the daemon exits or ``timeout`` passes first."""
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None and self.lines.empty():
-                    break
-                continue
-            if needle in line:
-                return line
-        raise AssertionError(f"{needle!r} never appeared; output:\n{self.output()}")
+        while not ready():
+            if self.lines.ended() or time.monotonic() > end:
+                raise AssertionError(f"the daemon never got ready; output:\n{self.output()}")
+            time.sleep(0.1)
 
     def output(self) -> str:
-        return "".join(self.stdout) + "\n--- stderr ---\n" + "".join(self.stderr)
+        """stdout, then stderr (marked), as read so far."""
+        return self.lines.output()
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
         """Signal the daemon and return its exit code."""
