@@ -12,6 +12,7 @@ import pytest
 from openpista.channels import Capabilities, ChannelContext
 from openpista.config import GatewaySettings, Settings
 from openpista.gateway.gateway import Gateway, GatewayClosedError
+from openpista.memory.store import INTERRUPTED
 from openpista.models import Answer, ApprovalPrompt, ChannelEvent, Outbound, TextChunk
 from openpista.plugins import PluginHost
 from openpista.runtime import Runtime
@@ -247,7 +248,9 @@ async def test_shutdown_cancels_stuck_turns_and_keeps_history_consistent(
     with pytest.raises(GatewayClosedError):
         await gateway.submit(ChannelEvent(channel_id="d:1", sender="1", text="late"))
     stored = await gateway.runtime.memory.load_messages(session)
-    assert [m.role for m in stored] == ["user"]  # no tool call without its result
+    assert [m.role for m in stored] == ["user", "assistant", "tool"]  # each call its result
+    assert stored[-1].tool_result is not None
+    assert stored[-1].tool_result.output == INTERRUPTED  # cut short: said so, not run again
     assert adapter.stopped
 
 
