@@ -5,18 +5,16 @@ missing server and an untrusted certificate."""
 from __future__ import annotations
 
 import asyncio
-import queue
 import signal
 import subprocess
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from openpista_mobile.adapter import MobileAdapter
 from openpista_testing.cli import OPENPISTA, Cli
+from openpista_testing.daemon import Daemon, Lines
 from openpista_testing.emulator import LlmEmulator, TextReply
 from openpista_testing.polling import eventually
 
@@ -28,64 +26,15 @@ NOT_RUNNING = "is `openpista start` running with [channels.mobile] enabled?"
 DEADLINE = 90.0
 
 
-class Lines:
-    """The lines a process writes to one of its pipes, read by a thread."""
-
-    def __init__(self, pipe: object) -> None:
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str] = queue.Queue()
-
-        def read() -> None:
-            for line in pipe:  # type: ignore[attr-defined]
-                self._queue.put(line.rstrip("\n"))
-
-        threading.Thread(target=read, daemon=True).start()
-
-    def wait_for(self, needle: str) -> str:
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if needle in line:
-                return line
-        raise AssertionError(f"no line with {needle!r} in {self.seen!r}")
-
-
-class Daemon:
-    """``openpista start --no-terminal`` serving the mobile channel on ``port``."""
-
-    def __init__(self, cli: Cli) -> None:
-        self.process = subprocess.Popen(
-            [str(OPENPISTA), "start", "--no-terminal"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli.env,
-        )
-        self.stderr = Lines(self.process.stderr)
-        self.fingerprint = self.stderr.wait_for("certificate SHA-256").rsplit(" ", 1)[1]
-
-    def stop(self, signum: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        self.process.wait(timeout=DEADLINE)
+def start_daemon(daemons: Callable[..., Daemon], cli: Cli) -> tuple[Daemon, str]:
+    """``openpista start --no-terminal`` serving the mobile channel (a daemon of the shared
+    ``daemons`` fixture: killed at the test's end), and its certificate's fingerprint."""
+    daemon = daemons(cli, "--no-terminal")
+    return daemon, daemon.wait_for("certificate SHA-256", DEADLINE).split()[-1]
 
 
 def daemon_cli(tmp_path: Path, llm_emulator: LlmEmulator, port: int) -> Cli:
     return mobile_daemon_cli(tmp_path, llm_emulator, port, TOKEN)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Daemons a test started; killed at its end."""
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.stop(signal.SIGKILL)
 
 
 def assert_one_error_line(stderr: str) -> None:
@@ -101,16 +50,15 @@ def connect_args(port: int, fingerprint: str) -> list[str]:
 
 @pytest.mark.e2e
 def test_a_message_unanswered_when_the_daemon_is_killed_is_sent_to_its_restart(
-    tmp_path: Path, llm_emulator: LlmEmulator, daemons: list[Daemon]
+    tmp_path: Path, llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
 ) -> None:
     port = free_udp_port()
     cli = daemon_cli(tmp_path, llm_emulator, port)
-    daemons.append(Daemon(cli))
-    first = daemons[0]
+    first, fingerprint = start_daemon(daemons, cli)
     llm_emulator.reply(TextReply("the killed daemon never sends this", delay=600))
     llm_emulator.reply_text("answered after the restart")
     client = subprocess.Popen(
-        [str(OPENPISTA), *connect_args(port, first.fingerprint)],
+        [str(OPENPISTA), *connect_args(port, fingerprint)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -118,21 +66,22 @@ def test_a_message_unanswered_when_the_daemon_is_killed_is_sent_to_its_restart(
         env=cli.env,
     )
     try:
-        out, err = Lines(client.stdout), Lines(client.stderr)
-        err.wait_for("connected to")
+        out, err = Lines(client, client.stdout), Lines(client, client.stderr)
+        err.wait_for("connected to", DEADLINE)
         assert client.stdin is not None
         client.stdin.write("are you there?\n")
         client.stdin.flush()
         asyncio.run(eventually(lambda: len(llm_emulator.requests) == 1, wait=DEADLINE))
         first.stop(signal.SIGKILL)  # no goodbye: the client must notice by itself
-        daemons.append(Daemon(cli))  # the same port and certificate
-        lost = err.wait_for("lost the connection")
+        start_daemon(daemons, cli)  # the same port and certificate
+        lost = err.wait_for("lost the connection", DEADLINE).rstrip("\n")
         assert lost.endswith("reconnecting…")
         # Noticed by itself, not by waiting out QUIC's idle timeout: the port refused
         # (before the restart) or the restarted daemon answered a new connection.
         assert "nothing listens on udp" in lost or "it answers new connections" in lost, lost
-        assert out.wait_for("answered after the restart").endswith("answered after the restart")
-        err.wait_for("reconnected")
+        answer = out.wait_for("answered after the restart", DEADLINE)
+        assert answer.rstrip("\n").endswith("answered after the restart")
+        err.wait_for("reconnected", DEADLINE)
         client.stdin.write("/quit\n")
         client.stdin.flush()
         assert client.wait(timeout=DEADLINE) == 0
@@ -143,17 +92,17 @@ def test_a_message_unanswered_when_the_daemon_is_killed_is_sent_to_its_restart(
     assert len(llm_emulator.requests) == 2
     last = llm_emulator.requests[1].json["messages"][-1]
     assert last == {"role": "user", "content": "are you there?"}
-    assert not any("Traceback" in line for line in err.seen)
+    assert "Traceback" not in err.output()
 
 
 @pytest.mark.e2e
 def test_piped_input_answers_approvals_denies_at_its_end_and_quits(
-    tmp_path: Path, llm_emulator: LlmEmulator, daemons: list[Daemon]
+    tmp_path: Path, llm_emulator: LlmEmulator, daemons: Callable[..., Daemon]
 ) -> None:
     port = free_udp_port()
     cli = daemon_cli(tmp_path, llm_emulator, port)
-    daemons.append(Daemon(cli))
-    args = connect_args(port, daemons[0].fingerprint)
+    _, fingerprint = start_daemon(daemons, cli)
+    args = connect_args(port, fingerprint)
     touched, untouched = tmp_path / "approved", tmp_path / "denied"
 
     llm_emulator.reply_tool_calls([("system_run", {"command": f"touch {touched}"})])

@@ -7,16 +7,15 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from openpista_testing.cli import OPENPISTA, Cli, emulator_config
+from openpista_testing.cli import Cli, emulator_config
+from openpista_testing.daemon import Daemon
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.ports import free_port
 from openpista_web.testing import CHROMIUM, CHROMIUM_FLAGS
@@ -27,63 +26,47 @@ TOKEN = "e2e-token-4hQ9xWm2"
 DEADLINE = 30_000  # ms, for the browser's waits
 
 
-class Daemon:
-    """``openpista start --no-terminal`` with the web channel on ``port``."""
-
-    def __init__(self, cli: Cli, port: int) -> None:
-        self.cli, self.port = cli, port
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        log = open(self.cli.home / "daemon.log", "a")  # noqa: SIM115 (closed with the process)
-        self.process = subprocess.Popen(
-            [str(OPENPISTA), "start", "--no-terminal", "-v"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.cli.env,
-            text=True,
-        )
-        log.close()
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            assert self.process.poll() is None, self.output()
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/api/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError("the web channel never answered:\n" + self.output())
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def output(self) -> str:
-        return (self.cli.home / "daemon.log").read_text()
+def healthy(port: int) -> bool:
+    """Whether the web channel on ``port`` answers its health check."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture
-def daemon(llm_emulator: LlmEmulator, tmp_path: Path) -> Iterator[Daemon]:
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def start_daemon(
+    llm_emulator: LlmEmulator, tmp_path: Path, port: int
+) -> Iterator[Callable[[], Daemon]]:
+    """Start ``openpista start --no-terminal -v`` with the web channel on ``port`` (again
+    after a stop: the same home); returns once it answers. None may log the token."""
     cli = Cli.isolated(tmp_path, llm_emulator)
     cli.env["OPENPISTA_LOAD_PLUGINS"] = "web"
-    port = free_port()
     cli.write_config(
         emulator_config(llm_emulator, tmp_path)
         + f'\n[channels.web]\nenabled = true\nport = {port}\ntoken = "{TOKEN}"\n'
     )
-    running = Daemon(cli, port)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-    assert TOKEN not in running.output()
+    started: list[Daemon] = []
+
+    def start() -> Daemon:
+        daemon = Daemon(cli, "--no-terminal", "-v")
+        started.append(daemon)
+        daemon.wait_until(lambda: healthy(port))
+        return daemon
+
+    yield start
+    for daemon in started:
+        try:
+            daemon.stop()
+        finally:
+            daemon.kill()
+    for daemon in started:
+        assert TOKEN not in daemon.output()
 
 
 @pytest.fixture
@@ -115,11 +98,16 @@ def save_artifact(page: Any, tmp_path: Path, name: str) -> Path:
 
 
 def test_chat_in_a_real_browser(
-    daemon: Daemon, page: Any, llm_emulator: LlmEmulator, tmp_path: Path
+    start_daemon: Callable[[], Daemon],
+    port: int,
+    page: Any,
+    llm_emulator: LlmEmulator,
+    tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect
 
-    base = f"http://127.0.0.1:{daemon.port}/"
+    daemon = start_daemon()
+    base = f"http://127.0.0.1:{port}/"
     page.goto(base + f"#token={TOKEN}")
     status = page.locator("#status")
     expect(status).to_have_text("online", timeout=DEADLINE)
@@ -156,7 +144,7 @@ def test_chat_in_a_real_browser(
     # The daemon goes away: the page says so, then reconnects on its own.
     daemon.stop()
     expect(status).to_have_attribute("data-state", "offline", timeout=DEADLINE)
-    daemon.start()
+    start_daemon()
     expect(status).to_have_text("online", timeout=DEADLINE)
     llm_emulator.reply(lambda body: f"back with {len(body['messages'])} messages")
     page.locator("#input").fill("are you back?")
@@ -188,10 +176,13 @@ def test_chat_in_a_real_browser(
     assert shot.stat().st_size > 1000
 
 
-def test_wrong_token_asks_to_sign_in(daemon: Daemon, page: Any) -> None:
+def test_wrong_token_asks_to_sign_in(
+    start_daemon: Callable[[], Daemon], port: int, page: Any
+) -> None:
     from playwright.sync_api import expect
 
-    page.goto(f"http://127.0.0.1:{daemon.port}/#token=not-the-token")
+    start_daemon()
+    page.goto(f"http://127.0.0.1:{port}/#token=not-the-token")
     expect(page.locator("#status")).to_have_attribute("data-state", "signed-out", timeout=DEADLINE)
     expect(page.locator("#login")).to_be_visible()
     expect(page.locator("#login-error")).to_contain_text("refused")
