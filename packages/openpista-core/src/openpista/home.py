@@ -7,7 +7,10 @@ control socket from here without importing pydantic. :mod:`openpista.config` re-
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DEFAULT_HOME = "~/.openpista"
 
@@ -28,8 +31,19 @@ def in_home(name: str) -> Path:
     return _home() / name
 
 
+def home_text() -> str:
+    """:func:`home_dir` as text, without importing pathlib (``openpista --help`` uses it)."""
+    return os.path.expanduser(_home_setting())
+
+
 def _home() -> Path:
-    return Path(os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME)
+    from pathlib import Path
+
+    return Path(_home_setting())
+
+
+def _home_setting() -> str:
+    return os.environ.get("OPENPISTA_HOME") or DEFAULT_HOME
 
 
 def local_user() -> str:

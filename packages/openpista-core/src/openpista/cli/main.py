@@ -44,16 +44,20 @@ class LazyGroup(click.Group):
         super().__init__(*args, **kwargs)
         self._plugins_loaded = False
 
-    def _load_plugin_commands(self) -> None:
+    def _load_plugin_commands(self) -> list[str]:
+        """Add the plugins' commands (once); returns the warnings of plugins that failed
+        (printed on stderr the first time)."""
         if self._plugins_loaded:
-            return
+            return []
         self._plugins_loaded = True
         from openpista.plugins import PluginHost
 
         host = PluginHost.load(builtins=False)
         host.collect("register_commands", lambda *_: "", cli=self)
-        for problem in host.problems:
-            click.echo(f"warning: {problem}", err=True)
+        warnings = [f"warning: {problem}" for problem in host.problems]
+        for warning in warnings:
+            click.echo(warning, err=True)
+        return warnings
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
@@ -69,11 +73,24 @@ class LazyGroup(click.Group):
         return self.commands.get(cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        self._load_plugin_commands()
+        from openpista.cli.command_index import plugin_rows
+
         rows = [(name, short) for name, (_, short) in BUILTIN_COMMANDS.items()]
-        rows += [(name, cmd.get_short_help_str()) for name, cmd in self.commands.items()]
+        plugin, warnings = plugin_rows(self._plugin_rows)
+        if self._plugins_loaded is False:  # read from the index: the same warnings again
+            for warning in warnings:
+                click.echo(warning, err=True)
         with formatter.section("Commands"):
-            formatter.write_dl(sorted(rows))
+            formatter.write_dl(sorted(rows + plugin))
+
+    def _plugin_rows(self) -> tuple[list[tuple[str, str]], list[str], list[str] | None]:
+        """The plugins' command rows, their warnings, and the modules imported to find them
+        (``None`` when they were loaded before: then the rows are not kept in the index)."""
+        loaded_before = self._plugins_loaded
+        before = set(sys.modules)
+        warnings = self._load_plugin_commands()
+        rows = [(name, command.get_short_help_str()) for name, command in self.commands.items()]
+        return rows, warnings, None if loaded_before else sorted(set(sys.modules) - before)
 
 
 class CliState:
