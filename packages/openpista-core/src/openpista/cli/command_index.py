@@ -5,8 +5,8 @@ with pluggy and its command module: about a third of ``openpista --help`` with t
 workspace's plugins. The first listing writes what it found to
 ``~/.openpista/cache/commands.json`` (in the state directory,
 :func:`openpista.home.home_dir`); later listings read it while nothing it came from has
-changed: the installed ``openpista`` entry points (each distribution's metadata directory,
-by modification time), ``OPENPISTA_LOAD_PLUGINS``, openpista's version, and every source
+changed: the installed ``openpista`` entry points (each ``entry_points.txt`` by
+modification time), ``OPENPISTA_LOAD_PLUGINS``, openpista's version, and every source
 file of the plugins and command modules it was read from (by modification time, so an
 edited help text shows at once in an editable install). An unreadable or stale index is
 rebuilt; one that cannot be written is only not kept. Running a plugin command always
@@ -56,7 +56,9 @@ def plugin_rows(load: Loader) -> tuple[Rows, list[str]]:
 def _installed() -> list[object]:
     """What the index depends on besides its source files."""
     points = [
-        [p.name, p.value, _mtime(p.metadata_dir) if p.metadata_dir else None]
+        [p.name, p.value, _mtime(os.path.join(p.metadata_dir, "entry_points.txt"))]
+        if p.metadata_dir
+        else [p.name, p.value, None]
         for p in entry_points(_GROUP)
     ]
     return [_VERSION, __version__, os.environ.get(_SELECTION), sys.prefix, points]
