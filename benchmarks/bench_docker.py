@@ -71,4 +71,4 @@ async def main(rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="tasks per mode (default 20)")
-    asyncio.run(main(parser.parse_args().rounds))
+    asyncio.run(main(parser.parse_known_args()[0].rounds))

@@ -138,7 +138,7 @@ if __name__ == "__main__":
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--semantic", action="store_true", help="also time hybrid search")
-    args = parser.parse_args()
+    args = parser.parse_known_args()[0]
     with tempfile.TemporaryDirectory() as tmp:
         target = args.url or f"sqlite:///{Path(tmp) / 'memory.db'}"
         run = main(target, args.messages, args.sessions, args.queries, args.semantic, Path(tmp))

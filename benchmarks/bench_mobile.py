@@ -207,7 +207,7 @@ def main() -> None:
         default=[13, 64],
         help="unauthenticated connections parking unfinished frames (none: skip)",
     )
-    args = parser.parse_args()
+    args = parser.parse_known_args()[0]
     bench_mobile(tuple(args.clients), args.messages)
     bench_web_for_comparison(tuple(args.clients), args.messages)
     bench_hostile(tuple(args.hostile))

@@ -105,7 +105,7 @@ def native_skill(root: Path) -> Skill:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--repeat", type=int, default=5, help="samples per measurement")
-    args = parser.parse_args()
+    args = parser.parse_known_args()[0]
     with tempfile.TemporaryDirectory(prefix="openpista-bench-wasm-") as temp:
         samples = asyncio.run(measure(max(args.repeat, 1), Path(temp)))
     print(f"hello-wasm ({(HELLO / 'hello.wasm').stat().st_size:,} bytes), median of samples:")

@@ -67,7 +67,7 @@ def main() -> None:
         "-c", "--clients", type=int, nargs="+", default=[100, 1000], help="concurrent clients"
     )
     parser.add_argument("-m", "--messages", type=int, default=5, help="messages per client")
-    args = parser.parse_args()
+    args = parser.parse_known_args()[0]
     bench_web(tuple(args.clients), args.messages)
 
 

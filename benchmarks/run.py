@@ -289,7 +289,7 @@ def main() -> None:
         default="openai",
         help="the preset of the provider-alone figures (its API: chat completions or messages)",
     )
-    args = parser.parse_args()
+    args = parser.parse_known_args()[0]
     parts = set(args.only or PARTS)
     # litellm last: once imported it stays (docs/providers.md).
     clients = sorted(set(args.client or ("http", "litellm")), key=("http", "litellm").index)
