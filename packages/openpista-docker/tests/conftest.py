@@ -105,7 +105,7 @@ def call() -> Call:
     agent calls it."""
 
     async def dispatch(sandbox: DockerSandbox, **arguments: Any) -> ToolResult:
-        registry = ToolRegistry([make_container_run_tool(sandbox)])
+        registry = ToolRegistry([make_container_run_tool(sandbox.settings, lambda: sandbox)])
         return await registry.dispatch(ToolCall(id="c1", name="container.run", arguments=arguments))
 
     return dispatch

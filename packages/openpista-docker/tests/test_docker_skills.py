@@ -36,7 +36,7 @@ async def test_a_docker_skill_gets_its_arguments_on_stdin_and_runs_in_its_folder
     options = {"docker_host": f"unix://{tmp_path}/none.sock", "fallback": "subprocess"}
     sandbox = make_sandbox(**(options if fallback else {}))
     skill = load_skill(write_skill(tmp_path / "echo", image))
-    output = await DockerSkillRunner(sandbox).run(skill, {"text": "héllo"}, timeout=30)
+    output = await DockerSkillRunner(lambda: sandbox).run(skill, {"text": "héllo"}, timeout=30)
     arguments = json.dumps({"text": "héllo"}, ensure_ascii=False)
     folder = str(skill.path) if fallback else "/skill"
     assert f"argv: {arguments}\nstdin: {arguments}\ncwd: {folder}, skill at {folder}" in output
@@ -48,5 +48,5 @@ async def test_large_arguments_travel_on_stdin_only(
     script = 'echo "argv: $1"; echo "stdin: $(wc -c) bytes"\n'
     skill = load_skill(write_skill(tmp_path / "echo", image, script))
     arguments = {"text": "x" * (MAX_ARGV_JSON_BYTES + 10)}
-    output = await DockerSkillRunner(sandbox).run(skill, arguments, timeout=30)
+    output = await DockerSkillRunner(lambda: sandbox).run(skill, arguments, timeout=30)
     assert output == f"argv: -\nstdin: {len(json.dumps(arguments))} bytes"

@@ -4,7 +4,8 @@ Registers the ``container.run`` tool and the ``docker`` skill runner (both on on
 :class:`~openpista_docker.sandbox.DockerSandbox` per runtime, shared through the
 :class:`~openpista.PluginContext`), removes orphan containers and task directories when the
 daemon starts, and stops the worker endpoint when the runtime closes.
-The docker SDK, starlette and uvicorn are imported only when a task runs.
+Registering loads only the settings and the tool's schema: the sandbox (and its worker
+service) is made when a task first runs, the docker SDK, starlette and uvicorn imported then.
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ def register_tools(register: Callable[[Tool], None], context: PluginContext) -> 
     """Register ``container.run`` unless ``[tools.docker] enabled = false``."""
     if not _enabled(context.config):
         return
+    from openpista_docker.settings import DockerSettings
     from openpista_docker.tool import make_container_run_tool
 
-    register(make_container_run_tool(context.shared(make_sandbox)))
+    settings = context.settings(DockerSettings)
+    register(make_container_run_tool(settings, lambda: context.shared(make_sandbox)))
 
 
 @hookimpl
@@ -69,8 +72,10 @@ def register_skill_runners(
     if not _enabled(context.config):
         return
     from openpista_docker.runner import DockerSkillRunner
+    from openpista_docker.settings import DockerSettings
 
-    register("docker", DockerSkillRunner(context.shared(make_sandbox)))
+    context.settings(DockerSettings)  # a bad [tools.docker] table is reported now
+    register("docker", DockerSkillRunner(lambda: context.shared(make_sandbox)))
 
 
 @hookimpl

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from openpista.models import Attachment
 from openpista.tools import ToolError, format_result
-from openpista_docker.sandbox import OUT_DIR, TaskResult
-from openpista_docker.settings import SandboxLimits
+from openpista_docker.layout import OUT_DIR
+
+if TYPE_CHECKING:
+    from openpista_docker.sandbox import TaskResult
+    from openpista_docker.settings import SandboxLimits
 
 
 def check_memory(result: TaskResult, limits: SandboxLimits, max_chars: int) -> None:

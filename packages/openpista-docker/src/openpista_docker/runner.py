@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from openpista.skills import MAX_ARGV_JSON_BYTES, Skill, skill_output
 from openpista.tools import ToolError, current_turn
 from openpista_docker.render import check_memory, collected_sections
-from openpista_docker.sandbox import DockerSandbox, Mount, TaskSpec
 from openpista_docker.settings import limits_for_skill
+
+if TYPE_CHECKING:
+    from openpista_docker.sandbox import DockerSandbox
 
 SKILL_DIR = "/skill"
 
@@ -29,19 +32,24 @@ class DockerSkillRunner:
     also cut to the ``[skills] timeout``. Stdout is the result.
     """
 
-    def __init__(self, sandbox: DockerSandbox) -> None:
-        self.sandbox = sandbox
+    def __init__(self, sandbox: Callable[[], DockerSandbox]) -> None:
+        """Skills run in ``sandbox()``, first called (and the sandbox's modules loaded) when
+        a skill is about to run."""
+        self._sandbox = sandbox
 
     async def approval_warning(self, skill: Skill) -> str | None:
         """That ``skill`` would run UNSANDBOXED on the host (see the sandbox), or ``None``."""
-        return await self.sandbox.unsandboxed_warning()
+        return await self._sandbox().unsandboxed_warning()
 
     # ``timeout`` belongs to the SkillRunner contract; the sandbox enforces it.
     async def run(self, skill: Skill, arguments: dict[str, Any], timeout: float) -> str:  # noqa: ASYNC109
         """Run ``skill`` in a container; a failure, OOM or timeout raises :class:`ToolError`."""
         if skill.entry is None:
             raise ToolError(f"skill {skill.name} has no run.sh or main.py to run")
-        limits = limits_for_skill(skill, self.sandbox.settings)
+        from openpista_docker.sandbox import Mount, TaskSpec
+
+        sandbox = self._sandbox()
+        limits = limits_for_skill(skill, sandbox.settings)
         limits = limits.model_copy(update={"timeout": min(limits.timeout, timeout)})
         payload = json.dumps(arguments, ensure_ascii=False)
         encoded = payload.encode()
@@ -64,12 +72,12 @@ class DockerSkillRunner:
             stdin=encoded,
         )
         turn = current_turn()
-        result = await self.sandbox.run(
+        result = await sandbox.run(
             spec,
             turn.session_id if turn else f"skill.{skill.name}",
             turn.channel_id if turn else "",
         )
-        max_chars = self.sandbox.settings.max_output_chars
+        max_chars = sandbox.settings.max_output_chars
         check_memory(result, limits, max_chars)
         output = skill_output(skill.name, result.process, limits.timeout)
         return "\n".join([*result.warnings, output, *collected_sections(result)])

@@ -37,6 +37,7 @@ from openpista.tools import ProcessResult, StreamCapture, ToolError, run_process
 from openpista.worker_service import WorkerReports, own_reports
 from openpista.workers import WorkerHub, WorkerReport, worker_hub
 from openpista_docker.endpoint import CONTAINER_DIR, WorkerEndpoint
+from openpista_docker.layout import OUT_DIR, WORKSPACE_DIR
 from openpista_docker.settings import DockerSettings, SandboxLimits
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ log = logging.getLogger(__name__)
 
 TASK_LABEL = "openpista.task"
 OWNER_LABEL = "openpista.owner"
-OUT_DIR = "/out"
-WORKSPACE_DIR = "/workspace"
 _LOG_MAX_SIZE = "20m"
 _REPORT_GRACE = 60.0
 """Seconds a credential outlives the time limit (it is revoked at the end anyway)."""

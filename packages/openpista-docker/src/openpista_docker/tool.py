@@ -3,14 +3,19 @@
 # No ``from __future__ import annotations``: the tool's annotations are evaluated by the
 # ``@tool`` decorator and refer to names of the factory.
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
 from openpista.tools import Tool, ToolError, ToolOutput, current_turn, tool
+from openpista_docker.layout import OUT_DIR, WORKSPACE_DIR
 from openpista_docker.render import attachments, check_memory, render
-from openpista_docker.sandbox import OUT_DIR, WORKSPACE_DIR, DockerSandbox, TaskSpec
+from openpista_docker.settings import DockerSettings
+
+if TYPE_CHECKING:
+    from openpista_docker.sandbox import DockerSandbox
 
 NAME = "container.run"
 DESCRIPTION = (
@@ -24,10 +29,11 @@ DESCRIPTION = (
 )
 
 
-def make_container_run_tool(sandbox: DockerSandbox) -> Tool:
-    """Build ``container.run`` on ``sandbox`` (its settings give the defaults)."""
-    settings = sandbox.settings
-
+def make_container_run_tool(
+    settings: DockerSettings, sandbox: Callable[[], "DockerSandbox"]
+) -> Tool:
+    """Build ``container.run`` with the defaults of ``settings``; its calls run in
+    ``sandbox()``, first called (and the sandbox's modules loaded) by the first call."""
     allowed = settings.allowed_images()
     described = DESCRIPTION.format(images=", ".join(allowed), timeout=settings.timeout)
 
@@ -77,6 +83,8 @@ def make_container_run_tool(sandbox: DockerSandbox) -> Tool:
                     f"maximum of {settings.timeout:g} s applies"
                 )
             overrides["timeout"] = min(timeout, settings.timeout)
+        from openpista_docker.sandbox import TaskSpec
+
         limits = settings.limits().model_copy(update=overrides)
         spec = TaskSpec(
             argv=["/bin/sh", "-c", command],
@@ -86,7 +94,7 @@ def make_container_run_tool(sandbox: DockerSandbox) -> Tool:
             host_argv=["/bin/sh", "-c", command],
         )
         turn = current_turn()
-        result = await sandbox.run(
+        result = await sandbox().run(
             spec, turn.session_id if turn else "container.run", turn.channel_id if turn else ""
         )
         check_memory(result, limits, settings.max_output_chars)
@@ -96,6 +104,6 @@ def make_container_run_tool(sandbox: DockerSandbox) -> Tool:
         )
 
     async def warn(arguments: dict[str, object]) -> str | None:
-        return await sandbox.unsandboxed_warning()
+        return await sandbox().unsandboxed_warning()
 
     return replace(container_run, approval_warning=warn)
