@@ -174,7 +174,7 @@ async def manager(browser_settings: BrowserSettings) -> AsyncIterator[BrowserMan
 @pytest.fixture
 def registry(manager: BrowserManager) -> ToolRegistry:
     """A tool registry holding the browser tools (errors come back as the LLM sees them)."""
-    return ToolRegistry(make_browser_tools(manager))
+    return ToolRegistry(make_browser_tools(manager.settings, lambda: manager))
 
 
 def _chromium_pids() -> list[int]:

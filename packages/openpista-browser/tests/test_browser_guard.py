@@ -34,7 +34,7 @@ async def open_browser() -> AsyncIterator[Any]:
     def make(**options: Any) -> ToolRegistry:
         manager = BrowserManager(BrowserSettings(timeout=10, element_timeout=1, **options))
         managers.append(manager)
-        return ToolRegistry(make_browser_tools(manager))
+        return ToolRegistry(make_browser_tools(manager.settings, lambda: manager))
 
     yield make
     for manager in managers:

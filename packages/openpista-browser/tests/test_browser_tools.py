@@ -117,7 +117,7 @@ async def test_screenshot_is_a_png_of_the_page(registry: ToolRegistry, site: str
 
 async def test_long_text_is_cut_in_the_middle(manager: BrowserManager, site: str) -> None:
     manager.settings.max_text_chars = 1000
-    registry = ToolRegistry(make_browser_tools(manager))
+    registry = ToolRegistry(make_browser_tools(manager.settings, lambda: manager))
     await ok(registry, "browser.navigate", url=site + "/long")
     text = (await ok(registry, "browser.text")).output
     body = text.split("\n\n", 1)[1]
@@ -148,7 +148,7 @@ async def test_navigation_timeout_is_a_clear_error(manager: BrowserManager, site
     # the page of the session below is made afterwards, with the short one.
     await manager.run(url_of, session="warm-up")
     manager.settings.timeout = 1
-    registry = ToolRegistry(make_browser_tools(manager))
+    registry = ToolRegistry(make_browser_tools(manager.settings, lambda: manager))
     result = await call(registry, "browser.navigate", url=site + "/slow")
     assert result.is_error
     assert result.output.startswith(f"cannot open {site}/slow: timed out (Timeout 1000ms")
@@ -225,7 +225,7 @@ async def test_idle_pages_and_then_the_browser_are_closed(
     manager = BrowserManager(
         BrowserSettings(idle_close=0.2, element_timeout=1, allow_hosts=SITE_HOSTS)
     )
-    registry = ToolRegistry(make_browser_tools(manager))
+    registry = ToolRegistry(make_browser_tools(manager.settings, lambda: manager))
     try:
         await ok(registry, "browser.navigate", url=site + "/")
         assert manager.sessions == ["shared"]
@@ -244,7 +244,7 @@ async def test_idle_pages_and_then_the_browser_are_closed(
 
 async def test_missing_executable_is_a_clear_error() -> None:
     manager = BrowserManager(BrowserSettings(executable="/nonexistent/chrome"))
-    registry = ToolRegistry(make_browser_tools(manager))
+    registry = ToolRegistry(make_browser_tools(manager.settings, lambda: manager))
     try:
         result = await call(registry, "browser.navigate", url="about:blank")
     finally:
@@ -259,7 +259,7 @@ async def test_with_a_display_the_browser_window_is_shown(site: str, virtual_dis
     )
     try:
         assert not manager.settings.is_headless
-        registry = ToolRegistry(make_browser_tools(manager))
+        registry = ToolRegistry(make_browser_tools(manager.settings, lambda: manager))
         await ok(registry, "browser.navigate", url=site + "/red")
         windows = await asyncio.to_thread(
             subprocess.run,

@@ -13,11 +13,12 @@ from pydantic import Field
 
 from openpista.models import Attachment
 from openpista.tools import CapturedText, Tool, ToolError, ToolOutput, tool
-from openpista_browser.manager import BrowserManager
-from openpista_browser.proxy import BLOCKED_HEADER, UNREACHABLE_HEADER
+from openpista_browser.settings import BrowserSettings
 
 if TYPE_CHECKING:
     from playwright.async_api import Locator, Page
+
+    from openpista_browser.manager import BrowserManager
 
 T = TypeVar("T")
 
@@ -28,9 +29,11 @@ _HOST_FIRST = re.compile(r"^[\w.-]+(:\d+)?(/|$)")  # "example.org/x", "localhost
 _API_PREFIX = re.compile(r"^\w+\.\w+: ")  # "Page.goto: " in front of Playwright's messages
 
 
-def make_browser_tools(manager: BrowserManager) -> list[Tool]:
-    """The five browser tools, all driving the pages of ``manager``."""
-    settings = manager.settings
+def make_browser_tools(
+    settings: BrowserSettings, browser: Callable[[], "BrowserManager"]
+) -> list[Tool]:
+    """The five browser tools (``settings`` gives their limits), all driving the pages of
+    ``browser()``, first called (and the manager's modules loaded) by the first call."""
     element_wait = f"{settings.element_timeout:g} s"
 
     @tool("browser.navigate")
@@ -49,14 +52,14 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
         host, port = _host_port(target)
         if host is not None:
             try:
-                await manager.check(host, port)
+                await browser().check(host, port)
             except ToolError as exc:
                 raise ToolError(f"cannot open {target}: {exc}") from None
 
         async def go(page: "Page") -> str:
-            return await _open(manager, page, target, host)
+            return await _open(browser(), page, target, host)
 
-        return await _on_page(manager, go, f"cannot open {target}", navigates=True)
+        return await _on_page(browser(), go, f"cannot open {target}", navigates=True)
 
     @tool("browser.click")
     async def click(
@@ -83,7 +86,7 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
             await page.wait_for_load_state("load", timeout=settings.timeout * 1000)
             return f"Clicked the element with {described}; now at {page.url}"
 
-        return await _on_page(manager, press, f"cannot click {described}")
+        return await _on_page(browser(), press, f"cannot click {described}")
 
     @tool("browser.type")
     async def type_text(
@@ -107,7 +110,7 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
             await page.wait_for_load_state("load", timeout=settings.timeout * 1000)
             return f"{done} and pressed Enter; now at {page.url}"
 
-        return await _on_page(manager, fill, f"cannot type into {described}")
+        return await _on_page(browser(), fill, f"cannot type into {described}")
 
     @tool("browser.screenshot")
     async def screenshot(
@@ -120,7 +123,7 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
         async def shoot(page: "Page") -> tuple[str, bytes]:
             return page.url, await page.screenshot(type="png", full_page=full_page)
 
-        url, png = await _on_page(manager, shoot, "cannot take a screenshot")
+        url, png = await _on_page(browser(), shoot, "cannot take a screenshot")
         picture = Attachment(
             name="screenshot.png",
             mime_type="image/png",
@@ -148,13 +151,13 @@ def make_browser_tools(manager: BrowserManager) -> list[Tool]:
             return header + _clip(body, settings.max_text_chars)
 
         what = "cannot read the page" if selector is None else f"cannot read selector {selector!r}"
-        return await _on_page(manager, read, what)
+        return await _on_page(browser(), read, what)
 
     return [navigate, click, type_text, screenshot, page_text]
 
 
 async def _on_page(
-    manager: BrowserManager,
+    manager: "BrowserManager",
     action: Callable[["Page"], Awaitable[T]],
     what: str,
     *,
@@ -181,9 +184,11 @@ async def _visible_text(page: "Page", selector: str | None, element_wait: str) -
     return "\n".join(await target.all_inner_texts())
 
 
-async def _open(manager: BrowserManager, page: "Page", target: str, host: str | None) -> str:
+async def _open(manager: "BrowserManager", page: "Page", target: str, host: str | None) -> str:
     """Go to ``target``; a refusal of the guarding proxy becomes a ToolError saying why."""
     from playwright.async_api import Error as PlaywrightError
+
+    from openpista_browser.proxy import BLOCKED_HEADER, UNREACHABLE_HEADER
 
     try:
         response = await page.goto(target, wait_until="load")
