@@ -1,4 +1,8 @@
-"""The desktop tools: screen.*, mouse.*, keyboard.*, system.clipboard and system.notify."""
+"""The desktop tools: screen.*, mouse.*, keyboard.*, system.clipboard and system.notify.
+
+Building them needs only the settings; the modules that capture, type and notify are
+imported by the first call.
+"""
 
 # No ``from __future__ import annotations``: the tool decorator evaluates the parameter
 # annotations, which use names of this module.
@@ -6,17 +10,17 @@
 import asyncio
 import base64
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
 from openpista.models import Attachment
 from openpista.tools import CapturedText, Tool, ToolOutput, tool, tool_environment
-from openpista_desktop import inputs, screen
 from openpista_desktop.availability import NO_SESSION_BUS, display_problem, session_bus
-from openpista_desktop.clipboard import read_clipboard, write_clipboard
-from openpista_desktop.notify import notify
 from openpista_desktop.settings import DesktopSettings
+
+if TYPE_CHECKING:
+    from openpista_desktop.screen import Region
 
 RegionArgument = Annotated[
     list[int] | None,
@@ -78,6 +82,8 @@ def _screen_tools(settings: DesktopSettings) -> list[Tool]:
 
         Coordinates in the picture are screen pixels unless it was scaled down (see result).
         """
+        from openpista_desktop import screen
+
         display = settings.display_name()
         shot = await asyncio.to_thread(screen.grab, display, _region(region))
         limit = max_width if max_width is not None else settings.max_width
@@ -101,6 +107,8 @@ def _screen_tools(settings: DesktopSettings) -> list[Tool]:
     @tool("screen.ocr")
     async def ocr(region: RegionArgument = None) -> str:
         """Read the text shown on the screen (or in a region) with OCR (Tesseract)."""
+        from openpista_desktop import screen
+
         display = settings.display_name()
         shot = await asyncio.to_thread(screen.grab, display, _region(region))
         text = await screen.read_text(shot.image, settings.ocr_language, settings.timeout)
@@ -122,6 +130,8 @@ def _clipboard_tool(settings: DesktopSettings) -> Tool:
         ] = None,
     ) -> str:
         """Read the clipboard's text, or replace it with `text`."""
+        from openpista_desktop.clipboard import read_clipboard, write_clipboard
+
         env = settings.environment()
         if text is None:
             current = await read_clipboard(env, settings.timeout)
@@ -142,6 +152,8 @@ def _notify_tool(settings: DesktopSettings) -> Tool:
         ] = "normal",
     ) -> str:
         """Show a desktop notification to the user sitting at this computer."""
+        from openpista_desktop.notify import notify
+
         await notify(title, body, urgency, tool_environment(), settings.timeout)
         return f"Notification shown: {title}"
 
@@ -152,6 +164,8 @@ def _input_tools(settings: DesktopSettings) -> list[Tool]:
     lock = asyncio.Lock()  # one input action at a time: pyautogui is not thread-safe
 
     async def drive(action: str, *args: object) -> str:
+        from openpista_desktop import inputs
+
         gui = await asyncio.to_thread(inputs.pyautogui_for, settings.display_name())
         async with lock:
             return str(await asyncio.to_thread(getattr(inputs, action), gui, *args))
@@ -193,7 +207,7 @@ def _input_tools(settings: DesktopSettings) -> list[Tool]:
     return [mouse_move, mouse_click, keyboard_type, keyboard_press]
 
 
-def _region(region: list[int] | None) -> screen.Region | None:
+def _region(region: list[int] | None) -> "Region | None":
     if not region:
         return None
     x, y, width, height = region  # validated: exactly four
