@@ -40,6 +40,35 @@ are Core tables; a SQLite URL needs no PostgreSQL dialect; worker reports, expor
 and semantic search are not part of a turn)."""
 
 
+REGISTERED = (
+    "openpista_docker.tool",
+    "openpista_docker.runner",
+    "openpista_browser.tools",
+    "openpista_desktop.tools",
+    "openpista_wasm.runner",
+)
+"""What the workspace plugins import to register their tools and skill runners."""
+CALL_TIME = (
+    "docker",
+    "openpista_docker.sandbox",
+    "openpista_docker.endpoint",
+    "openpista.worker_service",
+    "openpista.workers",
+    "openpista_browser.manager",
+    "openpista_browser.proxy",
+    "playwright",
+    "openpista_desktop.screen",
+    "openpista_desktop.inputs",
+    "openpista_desktop.clipboard",
+    "openpista_desktop.notify",
+    "wasmtime",
+    "openpista_wasm.sandbox",
+    "openpista_wasm.cache",
+)
+"""What only a call of those tools needs (the sandbox, its worker service, the browser and
+its proxy, the screen, input and clipboard backends, the WASM engine)."""
+
+
 def cold_run(cli: Cli, text: str) -> tuple[str, set[str]]:
     """``openpista run -q -e TEXT`` in a fresh interpreter: its answer, the modules it loaded."""
     return openpista(cli, "run", "-q", "-e", text)
@@ -106,6 +135,9 @@ def test_installed_plugins_bring_neither_alembic_nor_litellm(
     answer, modules = cold_run(cli, "hi")
     assert answer == "OK\n"
     assert [m for m in NEVER if loaded(modules, m)] == []
+    # The plugins registered their tools, yet what only a call needs stayed unloaded.
+    assert all(loaded(modules, m) for m in REGISTERED)
+    assert [m for m in CALL_TIME if loaded(modules, m)] == []
 
 
 def test_help_loads_plugins_but_no_event_loop_nor_models(cli: Cli) -> None:
