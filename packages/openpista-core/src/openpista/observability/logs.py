@@ -12,7 +12,8 @@ with :func:`bind_turn`; ``null`` outside a turn), plus ``exception`` when there 
 formatted exception before any formatter sees them: every configured secret value
 (provider keys, channel tokens, the metrics token, ...), and whatever looks like one
 (``Authorization`` headers, ``Bearer`` tokens, ``sk-...`` keys, Telegram bot tokens,
-``api_key=...``/``"token": "..."`` pairs).
+``api_key=...``/``"token": "..."`` pairs). Channel plugins put the same filter on the
+loggers of the libraries they drive with :func:`redacting_filter` (``openpista.redacting_filter``).
 """
 
 from __future__ import annotations
