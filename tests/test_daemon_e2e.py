@@ -100,13 +100,17 @@ def test_sigterm_mid_turn_leaves_a_consistent_history(
     daemon.wait_for("⚙ system.run")
     assert daemon.stop() == 0, daemon.output()
     [session] = json.loads(cli("sessions", "--json").stdout)
-    assert session["messages"] == 1  # the user's message; no tool call without its result
+    assert session["messages"] == 2  # the user's message and the call begun (stored first)
     llm_emulator.reply_text("back again")
     again = cli("start", stdin="still there?\n")
     assert again.returncode == 0, again.stderr
     assert "back again" in again.stdout
-    history = [m["content"] for m in llm_emulator.requests[-1].json["messages"][1:]]
-    assert history == ["sleep for a while", "still there?"]
+    history = llm_emulator.requests[-1].json["messages"][1:]
+    assert [m["role"] for m in history] == ["user", "assistant", "tool", "user"]
+    [call] = history[1]["tool_calls"]
+    assert history[2]["tool_call_id"] == call["id"]  # no tool call without its result:
+    assert "interrupted" in history[2]["content"]  # the LLM is told it may have run
+    assert [history[0]["content"], history[3]["content"]] == ["sleep for a while", "still there?"]
 
 
 def test_restart_keeps_the_terminal_on_its_session(cli: Cli, llm_emulator: LlmEmulator) -> None:
