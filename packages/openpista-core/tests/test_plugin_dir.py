@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from openpista.home import plugins_dir
 from openpista.plugin_dir import (
     DISABLED_MARKER,
     PluginDirError,
@@ -68,6 +69,17 @@ def test_a_good_plugin_installs_lists_disables_and_goes(tmp_path: Path) -> None:
     for bad in ("textstats", "../etc", "a/b"):
         with pytest.raises(PluginDirError, match="no plugin"):
             remove(bad, root)
+
+
+def test_by_default_plugins_live_in_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENPISTA_HOME", str(tmp_path / "state"))
+    assert plugins_dir() == tmp_path / "state" / "plugins"
+    assert discover() == []  # no directory yet
+    install(plugin_folder(tmp_path))
+    assert (tmp_path / "state" / "plugins" / "textstats" / "plugin.toml").is_file()
+    assert [p.name for p in discover()] == ["textstats"]
 
 
 def test_the_user_is_asked_before_anything_is_copied(tmp_path: Path) -> None:

@@ -31,6 +31,11 @@ def in_home(name: str) -> Path:
     return _home() / name
 
 
+def plugins_dir() -> Path:
+    """``<home>/plugins``: where directory plugins live (:mod:`openpista.plugin_dir`)."""
+    return home_dir() / "plugins"
+
+
 def home_text() -> str:
     """:func:`home_dir` as text, without importing pathlib (``openpista --help`` uses it)."""
     return os.path.expanduser(_home_setting())

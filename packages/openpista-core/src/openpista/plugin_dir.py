@@ -49,6 +49,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from openpista.home import plugins_dir
 from openpista.tools.schema import object_schema
 
 MANIFEST = "plugin.toml"
@@ -149,13 +150,6 @@ class DirectoryPlugin:
     def module(self) -> Path:
         assert self.manifest is not None  # noqa: S101  an invariant for mypy, not a check
         return self.folder / self.manifest.module
-
-
-def plugins_dir() -> Path:
-    """``<home>/plugins``: where directory plugins live."""
-    from openpista.home import home_dir
-
-    return home_dir() / "plugins"
 
 
 def read_plugin(folder: Path) -> DirectoryPlugin:
