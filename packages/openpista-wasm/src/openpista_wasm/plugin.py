@@ -37,10 +37,12 @@ def register_tools(
     register: Callable[[Tool], None], config: Settings, context: PluginContext
 ) -> None:
     """The tools of the enabled directory plugins (``openpista plugins install``)."""
-    from openpista.plugin_dir import discover, plugins_dir
+    from openpista.home import plugins_dir
 
     if not plugins_dir().is_dir():
-        return  # no directory plugin: wasmtime and jsonschema stay unloaded
+        return  # no directory plugin: plugin_dir, wasmtime and jsonschema stay unloaded
+    from openpista.plugin_dir import discover
+
     for tool in _directory_tools(context, discover()):
         register(tool)
 
@@ -48,7 +50,7 @@ def register_tools(
 @hookimpl
 async def daemon_started(config: Settings, context: PluginContext) -> None:
     """Reload the directory plugins' tools when the plugins directory changes."""
-    from openpista.plugin_dir import plugins_dir
+    from openpista.home import plugins_dir
     from openpista_wasm.directory import PluginWatcher
 
     registry = context.tools
