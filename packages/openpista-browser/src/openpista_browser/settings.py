@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, field_validator
 
 from openpista import PluginSettings
-from openpista_browser.guard import HostRules
+
+if TYPE_CHECKING:
+    from openpista_browser.guard import HostRules
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 """Executables looked up on ``PATH`` when ``executable`` is not set, in this order."""
@@ -38,6 +40,8 @@ class BrowserSettings(PluginSettings):
     @field_validator("allow_hosts", "deny_hosts")
     @classmethod
     def _hosts(cls, entries: list[str]) -> list[str]:
+        from openpista_browser.guard import HostRules  # loaded only when hosts are set
+
         HostRules.parse(entries, [])
         return entries
 
@@ -54,6 +58,8 @@ class BrowserSettings(PluginSettings):
 
     def host_rules(self) -> HostRules:
         """The parsed ``allow_hosts`` and ``deny_hosts``."""
+        from openpista_browser.guard import HostRules
+
         return HostRules.parse(self.allow_hosts, self.deny_hosts)
 
     @property
