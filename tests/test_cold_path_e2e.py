@@ -54,6 +54,7 @@ CALL_TIME = (
     "openpista_docker.endpoint",
     "openpista.worker_service",
     "openpista.workers",
+    "openpista_browser.guard",
     "openpista_browser.manager",
     "openpista_browser.proxy",
     "playwright",
@@ -62,11 +63,13 @@ CALL_TIME = (
     "openpista_desktop.clipboard",
     "openpista_desktop.notify",
     "wasmtime",
+    "openpista.plugin_dir",
     "openpista_wasm.sandbox",
     "openpista_wasm.cache",
 )
 """What only a call of those tools needs (the sandbox, its worker service, the browser and
-its proxy, the screen, input and clipboard backends, the WASM engine)."""
+its proxy and address guard, the screen, input and clipboard backends, the WASM engine and
+the directory plugins' manifests when there are none)."""
 
 
 def cold_run(cli: Cli, text: str) -> tuple[str, set[str]]:
