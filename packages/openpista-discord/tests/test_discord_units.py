@@ -76,6 +76,25 @@ def test_the_plugin_module_does_not_import_discord_py() -> None:
     assert done.stdout.split() == ["False", "False"]
 
 
+def test_the_bot_token_never_reaches_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    from openpista_discord import logs
+
+    token = "MTIz.bot-token-0123456789"
+    logs.install(token)
+    try:
+        try:
+            raise ConnectionError(f"refused with Authorization: Bot {token}")
+        except ConnectionError:
+            logging.getLogger("discord.http").exception("request with %s failed", token)
+        logging.getLogger("discord.gateway").warning("IDENTIFY %s%s", token[:6], token[6:])
+    finally:
+        logs.remove()
+    assert len(caplog.records) == 2
+    assert token not in caplog.text
+    assert all(r.exc_info is None for r in caplog.records)
+    assert "[REDACTED]" in caplog.records[1].getMessage()
+
+
 def test_discord_py_tracebacks_become_one_line(caplog: pytest.LogCaptureFixture) -> None:
     from openpista_discord import logs
 

@@ -148,7 +148,7 @@ class DiscordAdapter(ChannelAdapter):
         import discord
 
         self._ctx, self._stopping = ctx, False
-        logs.install()
+        logs.install(self.settings.secret("token"))
         # discord.py builds every REST URL from this class attribute (it sets it itself
         # for the API version): the one supported switch for another Discord front end.
         discord.http.Route.BASE = self.settings.rest_base

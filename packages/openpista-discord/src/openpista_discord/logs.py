@@ -1,4 +1,5 @@
-"""discord.py's log records as one line each: a traceback becomes ``(Error: message)``.
+"""discord.py's log records as one line each: a traceback becomes ``(Error: message)``,
+with the bot token (and what looks like a secret) redacted.
 
 discord.py logs reconnects, failed shard connects and exceptions in event handlers with
 ``log.exception`` (a traceback); the daemon's log shows them as one readable line instead.
@@ -7,6 +8,8 @@ discord.py logs reconnects, failed shard connects and exceptions in event handle
 from __future__ import annotations
 
 import logging
+
+from openpista import redacting_filter
 
 DISCORD_LOGGERS = (
     "discord.client",
@@ -34,15 +37,22 @@ class OneLine(logging.Filter):
 
 
 _FILTER = OneLine()
+_installed: list[logging.Filter] = []
 
 
-def install() -> None:
-    """Fold discord.py's tracebacks (idempotent)."""
+def install(token: str = "") -> None:
+    """Fold discord.py's tracebacks and keep ``token`` out of its records (a second call
+    replaces the first)."""
+    remove()
+    _installed[:] = [_FILTER, redacting_filter(token)]  # folded first, then redacted
     for name in DISCORD_LOGGERS:
-        logging.getLogger(name).addFilter(_FILTER)
+        for installed in _installed:
+            logging.getLogger(name).addFilter(installed)
 
 
 def remove() -> None:
     """Undo :func:`install`."""
     for name in DISCORD_LOGGERS:
-        logging.getLogger(name).removeFilter(_FILTER)
+        for installed in _installed:
+            logging.getLogger(name).removeFilter(installed)
+    _installed.clear()
