@@ -4,6 +4,7 @@ own lease connection, inbox and outbox (docs/scale-out.md). Daemons: test_cluste
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,10 +21,13 @@ from openpista.config import ClusterSettings, DatabaseSettings, PolicySettings, 
 from openpista.gateway.gateway import Gateway
 from openpista.memory.store import INTERRUPTED
 from openpista.models import Answer, Attachment, ChannelEvent, TextChunk, ToolProgress
+from openpista.outbox import inlined
+from openpista.tools.base import Tool
 from openpista_testing.adapters import LoopbackAdapter
 from openpista_testing.cli import emulator_settings
 from openpista_testing.emulator import LlmEmulator, Reply, ToolCallsReply
 from openpista_testing.gateways import Gateways
+from openpista_testing.hostile import ALLOWED, HOSTILE_NAMES, attachment_tool
 
 pytestmark = pytest.mark.postgres
 
@@ -374,9 +378,14 @@ async def test_a_hostile_cancel_notification_stops_nothing(
     assert stored == ["hello", "on time"]
 
 
-async def _handed_to(replicas: Start, fresh_postgres_url: str, text: str) -> LoopbackAdapter:
-    """Replica a leases alice's session while ``text`` reaches b's connection; a runs it."""
+async def _handed_to(
+    replicas: Start, fresh_postgres_url: str, text: str, *tools: Tool
+) -> LoopbackAdapter:
+    """Replica a (with ``tools`` too) leases alice's session while ``text`` reaches b's
+    connection; a runs it."""
     (a, a_member, _), (_, _, b_chat) = await replicas("a"), await replicas("b")
+    for extra in tools:
+        a.runtime.toolbox.tools.register(extra)
     session = await a.session_for("chat:alice")
     assert await a_member.try_acquire(session)
     await b_chat.say("alice", text)
@@ -604,3 +613,48 @@ def test_only_regular_files_under_the_channels_media_dir_travel(tmp_path: Path) 
     ):
         assert packed(refused) is None, refused
     assert packed(media / "chat" / "ok.txt", None) is None  # a channel that names no media dir
+
+
+async def test_a_file_a_handed_over_turn_sends_travels_as_its_bytes(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    # Replica a runs the turn, b holds the connection: b cannot open a's outbox, so the file
+    # a tool wrote there reaches b as its bytes; the host files it named never leave a.
+    hostile = attachment_tool(tmp_path)
+    answering.reply_tool_calls([(hostile.wire_name, {})])
+    answering.reply_text("here are the files")
+    b_chat = await _handed_to(replicas, fresh_postgres_url, "attach them", hostile.tool)
+    answer = await b_chat.answer("alice")
+    [sent] = answer.attachments
+    assert (sent.name, sent.path) == ("chart.png", None)
+    assert base64.b64decode(sent.data or "") == ALLOWED
+    everything = "".join(m.model_dump_json() for m in b_chat.sent["chat:alice"])
+    assert not [s for s in hostile.secrets if base64.b64encode(s).decode()[:24] in everything]
+    assert answer.text.count("was not sent") == len(HOSTILE_NAMES)
+
+
+def test_inlined_refuses_what_screen_would_and_files_over_the_limit(tmp_path: Path) -> None:
+    from openpista.files import turn_output_dir
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENPISTA_HOME", str(tmp_path / "home"))
+        outbox = turn_output_dir("s")
+        (outbox / "small.txt").write_bytes(b"small")
+        (outbox / "large.bin").write_bytes(b"x" * 101)
+        answer = Answer(
+            session_id="s",
+            text="files",
+            attachments=[
+                Attachment(name="small.txt", path=str(outbox / "small.txt")),
+                Attachment(name="large.bin", path=str(outbox / "large.bin")),
+                Attachment(name="passwd", path="/etc/passwd"),
+                Attachment(name="inline.txt", data=base64.b64encode(b"inline").decode()),
+            ],
+        )
+        sent = inlined(answer, 100)
+    assert isinstance(sent, Answer)
+    assert [(a.name, a.path, a.data) for a in sent.attachments] == [
+        ("small.txt", None, base64.b64encode(b"small").decode()),
+        ("inline.txt", None, base64.b64encode(b"inline").decode()),
+    ]
+    assert sent.text.count("was not sent") == 2

@@ -48,6 +48,7 @@ from pydantic import TypeAdapter, ValidationError
 from openpista.cluster import APPLICATION_PREFIX, QUERY_TIMEOUT, SESSION_SPACE, ClusterError
 from openpista.cluster_media import unpack
 from openpista.models import Answer, ChannelEvent, Outbound, TextChunk
+from openpista.outbox import inlined
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -67,6 +68,9 @@ NOTIFY_MAX = 7999
 """Bytes a ``NOTIFY`` payload may hold (PostgreSQL's limit: shorter than 8000)."""
 CANCEL = "openpista_cancel"
 """``NOTIFY`` channel of a turn its user cancelled (payload: its stored event's id)."""
+FILE_MAX = 20 * 1024 * 1024
+"""The largest file an answer (or a tool's progress) takes along to the replica holding its
+user's connection: that replica cannot open this one's files, so their bytes travel."""
 POOL_SIZE = 4
 """Connections for the inbox and outbox (the lease connection is kept for the leases)."""
 
@@ -385,7 +389,7 @@ class Handover:
 
             async def send(message: Outbound) -> None:
                 await streamed.flush()  # its chunks first
-                await self._publish(reply_to, stored.id, [message])
+                await self._publish(reply_to, stored.id, [inlined(message, FILE_MAX)])
 
         async with self._slots:
             if stored.model is not None:
@@ -597,6 +601,7 @@ class _Stream:
 
     async def put(self, message: Outbound) -> None:
         """Send ``message`` after those put before."""
+        message = inlined(message, FILE_MAX)  # the files of a tool's progress too
         last = self._pending[-1] if self._pending else None
         if isinstance(message, TextChunk) and isinstance(last, TextChunk):
             self._pending[-1] = last.model_copy(update={"text": last.text + message.text})

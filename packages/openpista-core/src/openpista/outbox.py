@@ -11,6 +11,9 @@ that no channel ever opens a path or fetches a URL that an LLM, a tool or a work
   other URL is dropped.
 
 A dropped attachment is named, with the reason, in a short note appended to the answer.
+
+:func:`inlined` goes one step further for a message another machine delivers (a cluster
+replica holding the user's connection): each kept file travels as its bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import binascii
 import logging
 import os
 
-from openpista.files import ConfinementError, open_confined, turn_output_dir
+from openpista.files import ConfinementError, open_confined, read_confined, turn_output_dir
 from openpista.models import Answer, Attachment, Outbound, ToolProgress
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,47 @@ def screen(message: Outbound) -> Outbound:
             update = {"result": result.model_copy(update={"attachments": tool_kept})}
             return message.model_copy(update=update)
     return message
+
+
+def inlined(message: Outbound, max_bytes: int) -> Outbound:
+    """``message`` :func:`screen`-ed, with each kept file's bytes inline instead of its path
+    (a file over ``max_bytes`` is dropped with a note), for a machine that cannot open this
+    one's files."""
+    message = screen(message)
+    if isinstance(message, Answer) and any(a.path for a in message.attachments):
+        kept, notes = _inline(message.attachments, message.session_id, max_bytes)
+        text = "\n\n".join(part for part in (message.text, "\n".join(notes)) if part)
+        return message.model_copy(update={"attachments": kept, "text": text})
+    if isinstance(message, ToolProgress) and message.result and message.result.attachments:
+        result = message.result
+        kept, _ = _inline(result.attachments, message.session_id, max_bytes)
+        update = {"result": result.model_copy(update={"attachments": kept})}
+        return message.model_copy(update=update)
+    return message
+
+
+def _inline(
+    attachments: list[Attachment], session_id: str, max_bytes: int
+) -> tuple[list[Attachment], list[str]]:
+    kept: list[Attachment] = []
+    notes: list[str] = []
+    for item in attachments:
+        if item.path is None:
+            kept.append(item)
+            continue
+        root = turn_output_dir(session_id)
+        prefix = f"{root}{os.sep}"
+        try:
+            if not item.path.startswith(prefix):
+                raise ConfinementError("only files openpista wrote for this chat are sent")
+            data = read_confined(root, item.path[len(prefix) :], max_bytes)
+        except (ConfinementError, OSError) as exc:
+            log.warning("outbound attachment %r dropped: %s", item.name[:80], exc)
+            notes.append(f"❌ attachment {item.name[:80]!r} was not sent: {exc}")
+            continue
+        update = {"data": base64.b64encode(data).decode(), "path": None}
+        kept.append(item.model_copy(update=update))
+    return kept, notes
 
 
 def _screened(attachments: list[Attachment], session_id: str) -> tuple[list[Attachment], list[str]]:
