@@ -100,3 +100,39 @@ def test_load_imports_the_module_and_its_attribute(
     inner = EntryPoint("i", "ep_sample_mod:Hooks.Inner", "openpista").load()
     assert module is sys.modules["ep_sample_mod"]
     assert inner is sys.modules["ep_sample_mod"].Hooks.Inner
+
+
+def test_with_the_importlib_metadata_backport_installed_the_scan_is_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Libraries import the backport, which adds its own finder to sys.meta_path: it lists
+    # the same sys.path distributions, so the direct scan goes on (and a damaged file is
+    # skipped, not raised).
+    importlib_metadata = pytest.importorskip("importlib_metadata")
+    dist_info(tmp_path, "good-1.0.dist-info", "[openpista]\n; a comment\ngood = good.plugin\n")
+    dist_info(tmp_path, "bad-1.0.dist-info", b"[openpista]\nbad = \xff\xfe\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, importlib_metadata.MetadataPathFinder])
+    assert as_pairs(entry_points("openpista")) == [("good", "good.plugin")]
+
+
+def test_another_import_hook_listing_distributions_is_asked_and_a_broken_one_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Hook:
+        """An import hook with distributions of its own (as a zip importer would have)."""
+
+        @staticmethod
+        def find_spec(*_: object) -> None:
+            return None
+
+        @staticmethod
+        def find_distributions(*_: object, **__: object) -> list[object]:
+            return [importlib.metadata.PathDistribution(tmp_path / "hooked-1.0.dist-info")]
+
+    dist_info(tmp_path, "hooked-1.0.dist-info", "[openpista]\nhooked = hooked.plugin\n")
+    dist_info(tmp_path / "path", "bad-1.0.dist-info", b"[openpista]\nbad = \xff\xfe\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "path")])
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, Hook])
+    [point] = entry_points("openpista")
+    assert (point.name, point.value) == ("hooked", "hooked.plugin")

@@ -23,6 +23,8 @@ __all__ = ["EntryPoint", "entry_points"]
 
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
 _NAME_SEPARATORS = re.compile(r"[-_.]+")
+_PATH_FINDERS = frozenset({"PathFinder", "MetadataPathFinder"})
+"""Finders that list the distributions of sys.path directories, as this module does."""
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,11 @@ def entry_points(group: str) -> list[EntryPoint]:
 
 def _plain_path() -> bool:
     """Whether every distribution is found by this module's scan: only directories (or
-    missing entries) on sys.path, and no import hook that lists distributions of its own."""
-    from importlib.machinery import PathFinder
-
-    hooks = (f for f in sys.meta_path if f is not PathFinder and hasattr(f, "find_distributions"))
-    if next(hooks, None) is not None:
+    missing entries) on sys.path, and no import hook that lists distributions of its own
+    (the ``importlib_metadata`` backport's finder, which some libraries install, reads
+    sys.path as the standard one does)."""
+    hooks = (f for f in sys.meta_path if hasattr(f, "find_distributions"))
+    if any(getattr(f, "__name__", type(f).__name__) not in _PATH_FINDERS for f in hooks):
         return False
     return all(not os.path.isfile(entry) for entry in sys.path if entry)
 
@@ -120,9 +122,20 @@ def _parse(metadata_dir: str, group: str) -> list[EntryPoint]:
 
 def _from_importlib(group: str) -> list[EntryPoint]:
     import importlib.metadata
+    import logging
 
     found = []
-    for point in importlib.metadata.entry_points(group=group):
-        known = (point.dist.name, point.dist.version) if point.dist else (None, None)
-        found.append(EntryPoint(point.name, point.value, group, known=known))
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        try:
+            name = dist.metadata["Name"] or ""
+            if _NAME_SEPARATORS.sub("_", name).lower() in seen:
+                continue
+            seen.add(_NAME_SEPARATORS.sub("_", name).lower())
+            points = [p for p in dist.entry_points if p.group == group]
+            known = (name, dist.version)
+        except Exception as exc:  # one distribution's broken metadata hides only it
+            logging.getLogger(__name__).debug("unreadable distribution metadata: %s", exc)
+            continue
+        found += [EntryPoint(p.name, p.value, group, known=known) for p in points]
     return found
