@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from openpista.cli.command_index import INDEX_NAME
+from openpista.cli.command_index import index_name
 
 PLUGIN = '''
 import click
@@ -57,7 +57,7 @@ class Install:
 
     @property
     def index(self) -> Path:
-        return self.home / "cache" / INDEX_NAME
+        return self.home / "cache" / index_name(self.env["OPENPISTA_LOAD_PLUGINS"])
 
     def write(self, help_text: str, crash: str = "") -> None:
         stamp = self.module.stat().st_mtime_ns if self.module.exists() else 0
@@ -123,6 +123,13 @@ def test_an_edited_plugin_a_removed_one_and_another_selection_are_seen_at_once(
     assert listed(install.help()[0])["fake"] == "Second help line."
     (install.metadata / "entry_points.txt").unlink()
     assert "fake" not in listed(install.help()[0])
+    # Another distribution installed beside it (a new directory in the site): seen at once.
+    install.env["OPENPISTA_LOAD_PLUGINS"] = "other"
+    assert "fake" not in listed(install.help()[0])
+    other = install.site / "otherplug-1.0.dist-info"
+    other.mkdir()
+    (other / "entry_points.txt").write_text("[openpista]\nother = fakeplug_mod\n")
+    assert listed(install.help()[0])["fake"] == "Second help line."
 
 
 def test_a_broken_plugins_warning_is_shown_every_time(install: Install) -> None:

@@ -5,10 +5,11 @@ with pluggy and its command module: about a third of ``openpista --help`` with t
 workspace's plugins. The first listing writes what it found to
 ``~/.openpista/cache/commands.json`` (in the state directory,
 :func:`openpista.home.home_dir`); later listings read it while nothing it came from has
-changed: the installed ``openpista`` entry points (each ``entry_points.txt`` by
-modification time), ``OPENPISTA_LOAD_PLUGINS``, openpista's version, and every source
-file of the plugins and command modules it was read from (by modification time, so an
-edited help text shows at once in an editable install). An unreadable or stale index is
+changed: the directories of ``sys.path`` (a distribution installed or removed changes its
+directory's time), each installed ``entry_points.txt``, openpista's version, and every
+source file of the plugins and command modules it was read from (by modification time, so
+an edited help text shows at once in an editable install); one index per
+``OPENPISTA_LOAD_PLUGINS`` selection. An unreadable or stale index is
 rebuilt; one that cannot be written is only not kept. Running a plugin command always
 loads the plugins themselves.
 """
@@ -19,16 +20,17 @@ import contextlib
 import json
 import os
 import sys
+import zlib
 from collections.abc import Callable, Iterable
 
 from openpista._version import __version__
-from openpista.entry_points import entry_points
 from openpista.home import home_text
 
-__all__ = ["INDEX_NAME", "plugin_rows"]
+__all__ = ["INDEX_NAME", "index_name", "plugin_rows"]
 
 INDEX_NAME = "commands.json"
-"""The index's file name inside ``<home>/cache``."""
+"""The index's file name inside ``<home>/cache`` with every plugin selected (see
+:func:`index_name`)."""
 _VERSION = 1
 _GROUP = "openpista"  # openpista.plugins.ENTRY_POINT_GROUP, without importing pluggy
 _SELECTION = "OPENPISTA_LOAD_PLUGINS"  # openpista.plugins.LOAD_PLUGINS_ENV
@@ -42,26 +44,39 @@ and the names of the modules imported to find them (``None``: not known, do not 
 def plugin_rows(load: Loader) -> tuple[Rows, list[str]]:
     """The plugin command rows and warnings: from the index while it is current, else from
     ``load()`` (and written to the index)."""
-    path = os.path.join(home_text(), "cache", INDEX_NAME)
-    installed = _installed()
+    selection = os.environ.get(_SELECTION)
+    name = (
+        INDEX_NAME if selection is None else f"commands-{zlib.crc32(selection.encode()):08x}.json"
+    )
+    path = os.path.join(home_text(), "cache", name)
+    installed = _installed(selection)
     kept = _read(path, installed)
     if kept is not None:
         return kept
     rows, warnings, modules = load()
     if modules is not None:
-        _write(path, installed, rows, warnings, _files(modules))
+        from openpista.entry_points import entry_points  # on a rebuild only
+
+        points = [p.metadata_dir for p in entry_points(_GROUP) if p.metadata_dir]
+        listed = [os.path.join(folder, "entry_points.txt") for folder in points]
+        # Read again: loading may have changed a directory (its first __pycache__).
+        _write(path, _installed(selection), rows, warnings, _files(modules, listed))
     return rows, warnings
 
 
-def _installed() -> list[object]:
-    """What the index depends on besides its source files."""
-    points = [
-        [p.name, p.value, _mtime(os.path.join(p.metadata_dir, "entry_points.txt"))]
-        if p.metadata_dir
-        else [p.name, p.value, None]
-        for p in entry_points(_GROUP)
-    ]
-    return [_VERSION, __version__, os.environ.get(_SELECTION), sys.prefix, points]
+def index_name(selection: str | None) -> str:
+    """The index's file name for the ``OPENPISTA_LOAD_PLUGINS`` value ``selection``."""
+    if selection is None:
+        return INDEX_NAME
+    return INDEX_NAME.replace(".json", f"-{zlib.crc32(selection.encode()):08x}.json")
+
+
+def _installed(selection: str | None) -> list[object]:
+    """What the index depends on besides its source files: openpista's version, the plugin
+    selection, and each ``sys.path`` directory by modification time (a distribution
+    installed or removed there changes it)."""
+    folders = [[entry, _mtime(entry or ".")] for entry in sys.path]
+    return [_VERSION, __version__, selection, sys.prefix, folders]
 
 
 def _mtime(path: str) -> int | None:
@@ -71,8 +86,8 @@ def _mtime(path: str) -> int | None:
         return None
 
 
-def _files(modules: Iterable[str]) -> dict[str, int | None]:
-    files = {}
+def _files(modules: Iterable[str], others: Iterable[str]) -> dict[str, int | None]:
+    files = {name: _mtime(name) for name in others}
     for name in modules:
         source = getattr(sys.modules.get(name), "__file__", None)
         if isinstance(source, str):
