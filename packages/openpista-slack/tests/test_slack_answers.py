@@ -133,6 +133,23 @@ async def test_only_the_asker_may_press_the_buttons(
     assert slack.responses[1]["text"] == ANSWERED
 
 
+async def test_a_press_before_the_prompts_post_is_answered_waits_for_it(
+    serve: Serve, slack: SlackEmulator, llm_emulator: LlmEmulator, alice: User
+) -> None:
+    # The prompt shows in the chat before chat.postMessage answers the bot with its ts: a
+    # quick press then must not be told "already answered" (the buttons would stay).
+    slack.slow_next("chat.postMessage", 1.0, lambda params: "blocks" in params)
+    llm_emulator.reply_tool_calls([("system_run", {"command": "echo approved-run"})])
+    llm_emulator.reply(lambda body: "tool said: " + body["messages"][-1]["content"])
+    await serve(policy=PolicySettings(remote="ask", approval_timeout=30))
+    slack.dm(alice, "run it")
+    prompt = await slack.wait_until(lambda: next((m for m in slack.messages if m.buttons), None))
+    slack.press(alice, prompt, APPROVE)
+    await slack.wait_until(lambda: not prompt.buttons)
+    assert f"✅ Approved by <@{alice.id}>" in str(prompt.blocks)
+    assert not slack.responses  # no ephemeral "already answered"
+
+
 async def test_deny_stops_the_tool(
     serve: Serve, slack: SlackEmulator, llm_emulator: LlmEmulator, alice: User
 ) -> None:

@@ -180,6 +180,7 @@ class SlackAdapter(ChannelAdapter):
         self._turns: dict[str, StreamedMessage] = {}  # request id -> its message
         self._askers: dict[str, str] = {}  # channel id -> user of its last turn
         self._prompts: dict[str, _Prompt] = {}  # approval request id -> its buttons
+        self._posting: dict[str, asyncio.Event] = {}  # request id -> set once it is posted
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -345,11 +346,17 @@ class SlackAdapter(ChannelAdapter):
     ) -> None:
         text = split(request.prompt())[0]
         blocks = _approval_blocks(text, request.id, asker)
+        # The message shows before chat.postMessage answers with its ts: a press that
+        # quick waits for it (see _on_button).
+        posted = self._posting[request.id] = asyncio.Event()
         try:
             ts = await self._post(target, text, blocks=blocks)
+            self._prompts[request.id] = _Prompt(target, ts, asker, text)
         except Exception as exc:
             raise ConnectionError(explain("chat.postMessage", exc)) from None
-        self._prompts[request.id] = _Prompt(target, ts, asker, text)
+        finally:
+            posted.set()
+            self._posting.pop(request.id, None)
 
     async def _retire_resolved(self, target: Target) -> None:
         """Remove the buttons of this chat's requests that no longer wait."""
@@ -598,6 +605,9 @@ class SlackAdapter(ChannelAdapter):
         user = str((body.get("user") or {}).get("id", ""))
         actions = body.get("actions") or [{}]
         action_id, request_id = str(actions[0].get("action_id")), str(actions[0].get("value"))
+        posting = self._posting.get(request_id)
+        if posting is not None:  # pressed before chat.postMessage answered
+            await posting.wait()
         prompt = self._prompts.get(request_id)
         if not self.access.is_allowed(user, (body.get("team") or {}).get("id")):
             await respond(text=REFUSAL, response_type="ephemeral", replace_original=False)

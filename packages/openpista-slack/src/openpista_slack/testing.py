@@ -42,6 +42,7 @@ import queue
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -159,6 +160,7 @@ class SlackEmulator(ThreadedServer):
         self._ids = itertools.count(1)
         self._clock = itertools.count(1)
         self._errors: dict[str, list[tuple[int, dict[str, Any], float | None]]] = {}
+        self._slow: dict[str, tuple[float, Callable[[dict[str, Any]], bool]]] = {}
         self._retry_until: dict[str, float] = {}
         self._socket: WebSocket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -477,6 +479,15 @@ class SlackEmulator(ThreadedServer):
             queue = self._errors.setdefault(method, [])
             queue.extend([(status, {"ok": False, "error": error}, retry_after)] * times)
 
+    def slow_next(
+        self, method: str, seconds: float, matching: Callable[[dict[str, Any]], bool] = bool
+    ) -> None:
+        """Answer the next call of ``method`` whose parameters ``matching`` accepts
+        ``seconds`` late, after doing it (a message posted shows in the chat before its
+        ``chat.postMessage`` answer arrives)."""
+        with self._lock:
+            self._slow[method] = (seconds, matching)
+
     def revoke_scope(self, scope: str) -> None:
         """The app no longer has ``scope``: calls that need it fail with ``missing_scope``."""
         self.scopes.discard(scope)
@@ -554,7 +565,16 @@ class SlackEmulator(ThreadedServer):
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return JSONResponse({"ok": False, "error": "unknown_method"}, 404)
-        return JSONResponse(handler(params))
+        answer = handler(params)
+        with self._lock:
+            late, matching = self._slow.get(method, (0.0, bool))
+            if late and matching(params):
+                del self._slow[method]
+            else:
+                late = 0.0
+        if late:
+            await asyncio.sleep(late)
+        return JSONResponse(answer)
 
     def _m_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
