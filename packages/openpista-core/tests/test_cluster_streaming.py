@@ -14,7 +14,7 @@ from openpista.control.client import ControlClient
 from openpista_testing.cli import OPENPISTA
 from openpista_testing.daemon import DEADLINE
 from openpista_testing.emulator import LlmEmulator
-from openpista_testing.replicas import ClusterReplicas, gated_turns
+from openpista_testing.replicas import ClusterReplicas, gated_turns, gates
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -23,11 +23,8 @@ STREAMED = "written on replica b, three letters at a time, read on replica a"
 
 @pytest.fixture
 def gate(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "gate"
-    directory.mkdir()
-    yield directory
-    for name in ("first.go", "second.go"):  # tools of a failed test end too
-        (directory / name).touch()
+    with gates(tmp_path) as directory:
+        yield directory
 
 
 @pytest.fixture

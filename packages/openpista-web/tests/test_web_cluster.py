@@ -17,7 +17,7 @@ from openpista_testing.daemon import DEADLINE
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.ports import free_port
 from openpista_testing.postgres import PostgresServer
-from openpista_testing.replicas import ClusterReplicas, Replica, gated_turns
+from openpista_testing.replicas import ClusterReplicas, Replica, gated_turns, gates
 from openpista_web.testing import greeted, next_frame, open_socket
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
@@ -35,11 +35,8 @@ PIXEL = base64.b64encode(
 
 @pytest.fixture
 def gate(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "gate"
-    directory.mkdir()
-    yield directory
-    for name in ("first", "second"):  # tools of a failed test end too
-        (directory / f"{name}.go").touch()
+    with gates(tmp_path) as directory:
+        yield directory
 
 
 @pytest.fixture

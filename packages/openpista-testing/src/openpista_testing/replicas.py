@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,19 @@ class ClusterReplicas:
         """Kill every replica started."""
         for replica in self.started:
             replica.daemon.kill()
+
+
+@contextlib.contextmanager
+def gates(root: Path, names: tuple[str, ...] = ("first", "second")) -> Iterator[Path]:
+    """A fresh ``root/gate`` directory for :func:`gated_turns`; on exit every gate of
+    ``names`` is opened, so the tools of a failed test end too."""
+    directory = root / "gate"
+    directory.mkdir()
+    try:
+        yield directory
+    finally:
+        for name in names:
+            (directory / f"{name}.go").touch()
 
 
 def gated_turns(gate: Path, answers: dict[str, str]) -> ReplyFunction:
