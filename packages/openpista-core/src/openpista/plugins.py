@@ -14,7 +14,6 @@ Built-in plugins always load.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from openpista import hookspecs
+from openpista.plugin_selection import ENTRY_POINT_GROUP, selected_plugin_names
 
 if TYPE_CHECKING:
     from openpista.entry_points import EntryPoint
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "openpista"
-LOAD_PLUGINS_ENV = "OPENPISTA_LOAD_PLUGINS"
 BUILTIN_MODULES = (
     "openpista.builtins.providers",
     "openpista.builtins.tools",
@@ -81,14 +79,6 @@ class PluginReport:
             "registered": self.registered,
             "errors": self.errors,
         }
-
-
-def selected_plugin_names(environ: Mapping[str, str] | None = None) -> set[str] | None:
-    """Entry-point names allowed by ``OPENPISTA_LOAD_PLUGINS``; ``None`` means all."""
-    value = (os.environ if environ is None else environ).get(LOAD_PLUGINS_ENV)
-    if value is None:
-        return None
-    return {part.strip() for part in value.split(",") if part.strip()}
 
 
 class PluginHost:

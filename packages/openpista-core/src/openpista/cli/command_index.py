@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 
 from openpista._version import __version__
 from openpista.home import home_text
+from openpista.plugin_selection import ENTRY_POINT_GROUP, LOAD_PLUGINS_ENV
 
 __all__ = ["INDEX_NAME", "index_name", "plugin_rows"]
 
@@ -32,8 +33,6 @@ INDEX_NAME = "commands.json"
 """The index's file name inside ``<home>/cache`` with every plugin selected (see
 :func:`index_name`)."""
 _VERSION = 1
-_GROUP = "openpista"  # openpista.plugins.ENTRY_POINT_GROUP, without importing pluggy
-_SELECTION = "OPENPISTA_LOAD_PLUGINS"  # openpista.plugins.LOAD_PLUGINS_ENV
 
 Rows = list[tuple[str, str]]
 Loader = Callable[[], tuple[Rows, list[str], list[str] | None]]
@@ -44,7 +43,7 @@ and the names of the modules imported to find them (``None``: not known, do not 
 def plugin_rows(load: Loader) -> tuple[Rows, list[str]]:
     """The plugin command rows and warnings: from the index while it is current, else from
     ``load()`` (and written to the index)."""
-    selection = os.environ.get(_SELECTION)
+    selection = os.environ.get(LOAD_PLUGINS_ENV)
     name = (
         INDEX_NAME if selection is None else f"commands-{zlib.crc32(selection.encode()):08x}.json"
     )
@@ -57,7 +56,7 @@ def plugin_rows(load: Loader) -> tuple[Rows, list[str]]:
     if modules is not None:
         from openpista.entry_points import entry_points  # on a rebuild only
 
-        points = [p.metadata_dir for p in entry_points(_GROUP) if p.metadata_dir]
+        points = [p.metadata_dir for p in entry_points(ENTRY_POINT_GROUP) if p.metadata_dir]
         listed = [os.path.join(folder, "entry_points.txt") for folder in points]
         # Read again: loading may have changed a directory (its first __pycache__).
         _write(path, _installed(selection), rows, warnings, _files(modules, listed))
