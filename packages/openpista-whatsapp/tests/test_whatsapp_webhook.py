@@ -15,6 +15,7 @@ import pytest
 
 from openpista import jsonsafe
 from openpista.access import PAIRED, REFUSAL, PairingBook
+from openpista.cluster_media import pack, unpack
 from openpista.models import Answer, ApprovalPrompt, ApprovalRequest, Attachment
 from openpista_whatsapp.testing import (
     WhatsAppEmulator,
@@ -287,6 +288,32 @@ async def test_media_round_trip(
     assert graph.media[sent[2].body["document"]["id"]].data == b"a,b\n1,2\n"
     assert sent[2].body["document"]["filename"] == "report.csv"
     assert sent[3].body["image"] == {"link": "https://example.org/x.jpg"}
+
+
+async def test_a_photo_travels_with_its_stored_event_to_the_replica_running_its_turn(
+    start_adapter: Start, graph: WhatsAppEmulator, isolated_home: Path, tmp_path: Path
+) -> None:
+    # In a cluster a message whose files lie under the channel's media_dir (each within
+    # max_media_bytes) is stored with their bytes and runs wherever its session's lease is.
+    wa = await start_adapter(max_media_bytes=4096)
+    assert (wa.adapter.media_dir, wa.adapter.max_media_bytes) == (
+        isolated_home / "whatsapp" / "media",
+        4096,
+    )
+    photo = message(wa.user, "image", {"id": graph.add_media(PNG, "image/png"), "caption": "?"})
+    await wa.post(webhook_payload(wa.number, [photo]))
+    event = await wa.event()
+    stored = pack(event, wa.adapter.media_dir, wa.adapter.max_media_bytes)
+    assert stored is not None, "the photo would wait for the lease where it arrived"
+    assert stored["attachments"][0]["path"] is None  # no path of this machine in the table
+    elsewhere = tmp_path / "other-replica" / "media"
+    handed = unpack(json.loads(json.dumps(stored)), lambda _: (elsewhere, 4096), "7")
+    (attachment,) = handed.attachments
+    assert attachment.path is not None
+    assert Path(attachment.path).parent == elsewhere / "handed-over" / "7"
+    assert await asyncio.to_thread(Path(attachment.path).read_bytes) == PNG
+    assert base64.b64decode(attachment.data or "") == PNG  # still shown to the LLM
+    assert pack(event, wa.adapter.media_dir, len(PNG) - 1) is None  # over the limit: waits
 
 
 async def test_media_over_the_size_cap_is_not_downloaded(

@@ -86,6 +86,8 @@ class WhatsAppAdapter(ChannelAdapter):
         self.config = config
         self.numbers = [n.phone_number_id for n in config.numbers]
         self.state_dir = state_dir or home_dir() / "whatsapp"
+        self.media_dir: Path = self.state_dir / "media"  # in a cluster: go where the turn runs
+        self.max_media_bytes = config.max_media_bytes
         self.access = AccessControl(
             "whatsapp",
             config.allowed_numbers,
@@ -328,7 +330,7 @@ class WhatsAppAdapter(ChannelAdapter):
     async def _fetch(self, message: Inbound) -> Attachment:
         assert self._graph is not None  # noqa: S101  an invariant for mypy, not a check
         assert message.media is not None  # noqa: S101  an invariant for mypy, not a check
-        folder = self.state_dir / "media"
+        folder = self.media_dir
         return await fetch_attachment(self._graph, self.config, message, message.media, folder)
 
     async def _refuse(self, message: Inbound) -> None:
