@@ -5,6 +5,9 @@ Across replicas: test_cluster_handover.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,14 +15,16 @@ from typing import Any
 import pytest
 
 from openpista.agent import Agent, round_limit_message
+from openpista.files import turn_output_dir
 from openpista.memory import MemoryStore
 from openpista.memory.store import INTERRUPTED, well_formed
-from openpista.models import Message, ToolCall, ToolResult
+from openpista.models import Attachment, Message, ToolCall, ToolResult
 from openpista.plugins import PluginHost
 from openpista.runtime import build_providers
 from openpista.tools.registry import ToolRegistry, tool
 from openpista_testing.cli import emulator_settings
 from openpista_testing.emulator import LlmEmulator
+from openpista_testing.hostile import ALLOWED, SECRET
 
 WAIT = 30.0
 runs: list[str] = []
@@ -196,3 +201,142 @@ async def test_a_later_turn_and_the_export_never_hold_an_unmatched_call(
     assert unmatched(sent) == []
     document = await memory.export_session("s")
     assert [m.tool_result.call_id for m in document.messages if m.tool_result] == ["a", "b"]
+
+
+PNG = b"\x89PNG\r\n\x1a\n the user's photo"
+opened: list[str] | None = None  # while a list: every path this process opens goes here
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open" and opened is not None:
+        opened.append(str(args[0]))
+
+
+sys.addaudithook(_audit)  # for the process (hooks cannot be removed): inert unless recording
+
+
+async def test_a_resumed_turn_shows_the_llm_the_users_picture_where_it_is_written_here(
+    agent: Agent, memory: MemoryStore, llm_emulator: LlmEmulator, tmp_path: Path
+) -> None:
+    # The first attempt ran on a replica that wrote the photo under its own media directory
+    # and stored the user message naming that path; the pictures themselves are not stored.
+    there = Attachment(name="cat.png", mime_type="image/png", path="/dead/replica/media/cat.png")
+    stored_text = "what is this?\n" + there.describe()
+    await memory.start_turn("s", Message(role="user", content=stored_text))
+    await memory.append_messages(
+        "s", [Message(role="assistant", tool_calls=[call("a")]), result("a", "counted a")]
+    )
+    here = tmp_path / "media" / "handed-over" / "7" / "0-cat.png"
+    photo = Attachment(
+        name="cat.png",
+        mime_type="image/png",
+        path=str(here),
+        data=base64.b64encode(PNG).decode(),
+    )
+    llm_emulator.reply_text("a cat")
+    answer = await agent.run_turn("s", "what is this?", attachments=[photo], resume=True)
+    assert answer.text == "a cat"
+    [request] = llm_emulator.requests
+    [user] = [m for m in request.json["messages"] if m["role"] == "user"]
+    text, image = user["content"]  # as in a fresh turn: the text, then the picture inline
+    assert text == {"type": "text", "text": f"what is this?\n{photo.describe()}"}
+    assert "/dead/replica" not in json.dumps(request.json)  # no path read from the table
+    assert image["image_url"]["url"] == photo.data_url()
+    assert [m["tool_call_id"] for m in request.json["messages"] if m["role"] == "tool"] == ["a"]
+    stored = await memory.load_messages("s")
+    assert [m.content for m in stored if m.role == "user"] == [stored_text]  # stored once
+
+
+def _made(outbox: Path, tmp_path: Path) -> list[Attachment]:
+    """What a tool of the first attempt named: one file of the outbox that is here, one that
+    is not (written on the dead replica), and forged or escaping paths."""
+    (outbox / "chart.png").write_bytes(ALLOWED)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(SECRET)
+    (outbox / "link.png").symlink_to(secret)
+    climb = "/".join([".."] * len(outbox.parts))
+    named = {
+        "chart.png": str(outbox / "chart.png"),
+        "gone.png": str(outbox / "gone.png"),
+        "gone-too.txt": str(outbox / "sub" / "gone-too.txt"),
+        "passwd": "/etc/passwd",
+        "climb.png": f"{outbox}/{climb}{secret}",
+        "relative.png": "../../../../etc/passwd",
+        "link.png": str(outbox / "link.png"),
+    }
+    return [Attachment(name=name, mime_type="image/png", path=path) for name, path in named.items()]
+
+
+@pytest.mark.parametrize("answered", [False, True], ids=["asking", "answered-already"])
+async def test_files_the_earlier_rounds_made_go_with_the_continued_turns_answer(
+    agent: Agent,
+    memory: MemoryStore,
+    llm_emulator: LlmEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    answered: bool,
+) -> None:
+    global opened
+    monkeypatch.setenv("OPENPISTA_HOME", str(tmp_path / "home"))
+    outbox = turn_output_dir("s")
+    made = ToolResult(call_id="a", name="a", output="made", attachments=_made(outbox, tmp_path))
+    await memory.start_turn("s", Message(role="user", content="make files"))
+    calls = [Message(role="assistant", tool_calls=[call("a", name="a")])]
+    await memory.append_messages("s", [*calls, Message(role="tool", tool_result=made)])
+    if answered:  # the replica died after storing the answer, before sending it
+        await memory.append_message("s", Message(role="assistant", content="made them"))
+    else:
+        llm_emulator.reply_text("made them")
+    opened = []
+    try:
+        answer = await agent.run_turn("s", "make files", resume=True)
+    finally:
+        touched, opened = opened, None
+    assert [(a.name, a.path) for a in answer.attachments] == [
+        ("chart.png", str(outbox / "chart.png"))
+    ]
+    assert len(llm_emulator.requests) == (0 if answered else 1)
+    first, *notes = answer.text.split("\n\n")
+    assert first == "made them"
+    lines = "\n".join(notes).splitlines()
+    [absent] = [line for line in lines if "not here" in line]
+    assert absent == (
+        "❌ not sent, made before this turn moved to this replica and not here: "
+        "'gone.png', 'gone-too.txt'"
+    )
+    refused = [line for line in lines if line != absent]
+    assert [line.split("'")[1] for line in refused] == [
+        "passwd",
+        "climb.png",
+        "relative.png",
+        "link.png",
+    ]
+    assert all(line.startswith("❌ attachment ") for line in refused)
+    assert str(outbox) not in answer.text  # names only
+    # Stored paths are data: nothing outside the outbox was opened, no symlink followed.
+    assert str(outbox) in touched  # (the hook sees the opens: the outbox, then each name)
+    assert not [p for p in touched if "passwd" in p or "secret" in p]
+    assert not [p for p in touched if p.startswith("/") and not p.startswith(str(outbox))]
+
+
+async def test_a_resumed_turn_of_many_absent_files_names_ten_and_counts_the_rest(
+    agent: Agent,
+    memory: MemoryStore,
+    llm_emulator: LlmEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENPISTA_HOME", str(tmp_path / "home"))
+    outbox = turn_output_dir("s")
+    gone = [Attachment(name=f"{n}\n.png", path=str(outbox / f"{n}.png")) for n in range(13)]
+    made = ToolResult(call_id="a", name="a", output="made", attachments=gone)
+    await memory.start_turn("s", Message(role="user", content="make files"))
+    calls = [Message(role="assistant", tool_calls=[call("a", name="a")])]
+    await memory.append_messages("s", [*calls, Message(role="tool", tool_result=made)])
+    llm_emulator.reply_text("made them")
+    answer = await agent.run_turn("s", "make files", resume=True)
+    assert answer.attachments == []
+    said, line = answer.text.split("\n\n")
+    assert said == "made them"
+    assert line.endswith("'9\\n.png' and 3 more")  # one line: a name's newline is escaped
+    assert line.count(".png") == 10

@@ -28,6 +28,7 @@ from openpista.compaction import (
 )
 from openpista.models import Answer, Attachment, Message, ToolCall, ToolResult, Usage
 from openpista.observability.tracing import NO_TRACING, Tracing
+from openpista.outbox import carried_over
 from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolSpec
 from openpista.tools.context import TurnContext, current_turn, reset_turn, set_turn
 
@@ -150,22 +151,29 @@ class Agent:
         With ``resume``, the turn of ``text`` was begun before and cut short (its user
         message is stored, ``text`` and ``attachments`` are not stored again): it continues
         from what it stored, its tool rounds counted, and one already answered returns its
-        stored answer without asking the LLM.
+        stored answer without asking the LLM. The LLM sees the turn's user message as the
+        first attempt did, with ``attachments`` (the files as written here: their paths, their
+        pictures); the files its earlier rounds' tools produced go with the answer when they
+        are here (:func:`openpista.outbox.carried_over`), the others are named in it.
         """
         refusal = await self.meter.refusal(session_id) if self.meter else None
         if refusal is not None:
             return Answer.error(refusal, session_id=session_id)
         speaker = _speaker(channel_id, sender)
         rounds = 0
+        produced: list[Attachment] = []
+        notes: list[str] = []
         if resume:
             history = await self.memory.resume_turn(session_id, self.history_window)
+            produced, notes = _carried_over(history, session_id)
             last = history[-1] if history else None
             if last is not None and last.role == "assistant" and not last.tool_calls:
-                return Answer(session_id=session_id, text=last.content)  # answered already
+                answered = Answer(session_id=session_id, text=last.content, attachments=produced)
+                return _noted(answered, notes)  # answered already
+            _show_files(history, _user_message(text, attachments))
             rounds = _rounds_begun(history)
         else:
-            content = "\n".join([text, *(a.describe() for a in attachments)])
-            user = Message(role="user", content=storable(content), attachments=list(attachments))
+            user = _user_message(text, attachments)
             history = await self.memory.start_turn(
                 session_id, user, self.history_window, speaker=speaker
             )
@@ -175,9 +183,12 @@ class Agent:
             turn = await self._with_notes(turn, speaker.person)
         token = set_turn(turn)
         try:
-            answer = await self._loop(session_id, channel_id, history, on_event, guard, rounds)
+            answer = await self._loop(
+                session_id, channel_id, history, on_event, guard, rounds, produced
+            )
         finally:
             reset_turn(token)
+        answer = _noted(answer, notes)
         if session_id in self._compacted:  # the user is told once, with this answer
             self._compacted.discard(session_id)
             answer = answer.model_copy(update={"text": f"{NOTICE}\n\n{answer.text}"})
@@ -197,9 +208,12 @@ class Agent:
         on_event: EventSink | None,
         guard: ToolGuard | None,
         rounds: int,
+        produced: list[Attachment],
     ) -> Answer:
+        """Ask and run tool rounds until an answer; ``produced``: the files of the rounds
+        before (a continued turn's), which the answer carries with those of its own rounds."""
         usage = Usage()
-        produced: list[Attachment] = []
+        produced = list(produced)
         specs = self.tools.specs()
         try:
             while True:
@@ -372,14 +386,55 @@ def tool_outcome(result: ToolResult) -> str:
     return "timeout" if "timed out" in result.output.lower() else "error"
 
 
+def _user_message(text: str, attachments: Sequence[Attachment]) -> Message:
+    """The user message of a turn: ``text``, each file named (with its path) on a line of its
+    own, the files attached (their pictures are shown to the LLM)."""
+    content = "\n".join([text, *(a.describe() for a in attachments)])
+    return Message(role="user", content=storable(content), attachments=list(attachments))
+
+
+def _turn_start(history: list[Message]) -> int:
+    """Where the turn ``history`` ends with begins: its last user message (0: none in it)."""
+    for index in range(len(history) - 1, -1, -1):
+        if history[index].role == "user":
+            return index
+    return 0
+
+
+def _show_files(history: list[Message], user: Message) -> None:
+    """Show the LLM ``user`` (the resumed turn's user message as this replica has its files:
+    their paths here, their pictures) in place of the stored one (which names paths of the
+    replica the turn began on, and carries no pictures: they are not stored)."""
+    start = _turn_start(history)
+    if not user.attachments or start >= len(history) or history[start].role != "user":
+        return  # no files, or the window begins after the turn's user message
+    history[start] = user.model_copy(update={"created_at": history[start].created_at})
+
+
+def _carried_over(history: list[Message], session_id: str) -> tuple[list[Attachment], list[str]]:
+    """The files the stored tool results of the turn ``history`` ends with name, as they
+    may go with its answer here, and the notes about those that may not."""
+    named = [
+        attachment
+        for message in history[_turn_start(history) :]
+        if message.tool_result is not None
+        for attachment in message.tool_result.attachments
+    ]
+    return carried_over(named, session_id) if named else ([], [])
+
+
+def _noted(answer: Answer, notes: list[str]) -> Answer:
+    """``answer`` with ``notes`` (about files it does not carry) after its text."""
+    if not notes:
+        return answer
+    text = "\n\n".join(part for part in (answer.text, "\n".join(notes)) if part)
+    return answer.model_copy(update={"text": text})
+
+
 def _rounds_begun(history: list[Message]) -> int:
     """The tool rounds of the turn ``history`` ends with (after its last user message)."""
-    rounds = 0
-    for message in reversed(history):
-        if message.role == "user":
-            break
-        rounds += bool(message.role == "assistant" and message.tool_calls)
-    return rounds
+    turn = history[_turn_start(history) :]
+    return sum(bool(message.role == "assistant" and message.tool_calls) for message in turn)
 
 
 def _speaker(channel_id: str, sender: str) -> Speaker | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -47,6 +48,10 @@ class ConfinementError(ValueError):
     """A path names no regular file inside its directory (``..``, a symlink, a device...)."""
 
 
+class AbsentFileError(ConfinementError):
+    """A plain path inside the directory, with no file (or directory on the way) there."""
+
+
 def confined_parts(relative: str) -> tuple[str, ...]:
     """The components of ``relative``, a plain relative path; raises :class:`ConfinementError`
     for an absolute or empty path, ``.`` or ``..`` components, NUL bytes or backslashes."""
@@ -66,7 +71,8 @@ def open_confined(root: Path, relative: str) -> int:
 
     Raises :class:`ConfinementError` for a path that leaves ``root``, goes through a symlink,
     or names something other than a regular file with a single link (hard links to files
-    elsewhere are refused too); the caller closes the descriptor.
+    elsewhere are refused too), :class:`AbsentFileError` when nothing is there; the caller
+    closes the descriptor.
     """
     parts = confined_parts(relative)
     nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -83,8 +89,10 @@ def open_confined(root: Path, relative: str) -> int:
         part = parts[-1]
         fd = os.open(part, nofollow | os.O_NONBLOCK, dir_fd=directory)
     except OSError as exc:
-        reason = "a symlink" if _is_symlink(part, directory) else exc.strerror
-        raise ConfinementError(f"{relative[:80]!r} cannot be opened ({reason})") from None
+        symlink = _is_symlink(part, directory)
+        reason = "a symlink" if symlink else exc.strerror
+        error = AbsentFileError if exc.errno == errno.ENOENT and not symlink else ConfinementError
+        raise error(f"{relative[:80]!r} cannot be opened ({reason})") from None
     finally:
         os.close(directory)
     info = os.fstat(fd)

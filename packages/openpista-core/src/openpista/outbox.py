@@ -12,6 +12,9 @@ that no channel ever opens a path or fetches a URL that an LLM, a tool or a work
 
 A dropped attachment is named, with the reason, in a short note appended to the answer.
 
+:func:`carried_over` screens the files a turn cut short on another replica produced before
+the cut (named by its stored tool results) for the answer of the turn continuing it here.
+
 :func:`inlined` goes one step further for a message another machine delivers (a cluster
 replica holding the user's connection): each kept file travels as its bytes.
 """
@@ -23,7 +26,13 @@ import binascii
 import logging
 import os
 
-from openpista.files import ConfinementError, open_confined, read_confined, turn_output_dir
+from openpista.files import (
+    AbsentFileError,
+    ConfinementError,
+    open_confined,
+    read_confined,
+    turn_output_dir,
+)
 from openpista.models import Answer, Attachment, Outbound, ToolProgress
 
 log = logging.getLogger(__name__)
@@ -64,6 +73,33 @@ def inlined(message: Outbound, max_bytes: int) -> Outbound:
     return message
 
 
+SHOWN_ABSENT = 10
+"""How many names of files not on this replica :func:`carried_over` lists (then a count)."""
+
+
+def carried_over(
+    attachments: list[Attachment], session_id: str
+) -> tuple[list[Attachment], list[str]]:
+    """The files a turn's earlier rounds produced (``attachments``, from its stored tool
+    results: data, never trusted) that may go with the answer of the turn continuing it
+    here, and the notes for its text.
+
+    Each is screened as :func:`screen` screens a fresh turn's files (a path is kept only as
+    a regular file of ``session_id``'s outbox, opened one component at a time, never through
+    a symlink or ``..``; a refused one gets its note). Those written on the replica the turn
+    began on, not here, are named together in one line.
+    """
+    absent: list[str] = []
+    kept, notes = _screened(attachments, session_id, absent)
+    if absent:
+        more = len(absent) - SHOWN_ABSENT
+        names = ", ".join(absent[:SHOWN_ABSENT]) + (f" and {more} more" if more > 0 else "")
+        notes.append(
+            f"❌ not sent, made before this turn moved to this replica and not here: {names}"
+        )
+    return kept, notes
+
+
 def _inline(
     attachments: list[Attachment], session_id: str, max_bytes: int
 ) -> tuple[list[Attachment], list[str]]:
@@ -88,13 +124,20 @@ def _inline(
     return kept, notes
 
 
-def _screened(attachments: list[Attachment], session_id: str) -> tuple[list[Attachment], list[str]]:
+def _screened(
+    attachments: list[Attachment], session_id: str, absent: list[str] | None = None
+) -> tuple[list[Attachment], list[str]]:
+    """The attachments that may be sent and a note for each other one; with ``absent``, the
+    names of those with no file there go to it instead of a note each."""
     kept: list[Attachment] = []
     notes: list[str] = []
     for item in attachments:
         try:
             kept.append(_checked(item, session_id))
         except ConfinementError as exc:
+            if absent is not None and isinstance(exc, AbsentFileError):
+                absent.append(repr(item.name[:80]))
+                continue
             log.warning("outbound attachment %r dropped: %s", item.name[:80], exc)
             notes.append(f"❌ attachment {item.name[:80]!r} was not sent: {exc}")
     return kept, notes
