@@ -18,11 +18,14 @@ from openpista.cluster_approvals import ClusterApprovals
 from openpista.cluster_handover import Handover, outbox_channel
 from openpista.cluster_media import pack
 from openpista.config import ClusterSettings, DatabaseSettings, PolicySettings, Settings
+from openpista.files import turn_output_dir
 from openpista.gateway.gateway import Gateway
 from openpista.memory.store import INTERRUPTED
 from openpista.models import Answer, Attachment, ChannelEvent, TextChunk, ToolProgress
 from openpista.outbox import inlined
-from openpista.tools.base import Tool
+from openpista.tools.base import Tool, ToolOutput
+from openpista.tools.context import current_turn
+from openpista.tools.registry import tool
 from openpista_testing.adapters import LoopbackAdapter
 from openpista_testing.cli import emulator_settings
 from openpista_testing.emulator import LlmEmulator, Reply, ToolCallsReply
@@ -61,7 +64,12 @@ async def replicas(
     members: list[ClusterMember] = []
 
     async def start(
-        name: str, *, http: bool = False, approvals: bool = False, handover: bool = True
+        name: str,
+        *,
+        http: bool = False,
+        approvals: bool = False,
+        handover: bool = True,
+        slots: int = 8,
     ) -> Replica:
         settings: Settings = emulator_settings(answering, tmp_path / name)
         settings.database = DatabaseSettings(url=fresh_postgres_url)
@@ -76,7 +84,7 @@ async def replicas(
         gateway.router.leases = member
         if not handover:  # turns wait for the lease (a message with files saved here)
             return gateway, member, adapter
-        gateway.handover = await Handover.start(member, gateway, 8)
+        gateway.handover = await Handover.start(member, gateway, slots)
         if gateway.approvals is not None:
             elsewhere = ClusterApprovals(member, gateway.handover.pool, gateway.approvals)
             await elsewhere.start()
@@ -348,6 +356,98 @@ async def test_a_turn_cut_short_by_a_dead_replica_continues_on_another_without_r
         assert a_chat.texts("alice") == []
     finally:
         go.touch()
+
+
+PHOTO = b"\x89PNG\r\n\x1a\n alice's photo"
+
+
+@tool("test.chart")
+async def chart() -> ToolOutput:
+    """Draw a chart into the session's outbox."""
+    turn = current_turn()
+    drawn = turn_output_dir(turn.session_id if turn else "") / "chart.png"
+    drawn.write_bytes(ALLOWED)
+    return ToolOutput(
+        "drawn", [Attachment(name="chart.png", mime_type="image/png", path=str(drawn))]
+    )
+
+
+def _completions(emulator: LlmEmulator) -> list[list[dict[str, Any]]]:
+    return [r.json["messages"] for r in emulator.requests if r.path.endswith("/chat/completions")]
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["chart-here", "chart-not-here"])
+async def test_a_continued_turn_shows_the_users_photo_and_answers_with_the_earlier_files(
+    replicas: Start,
+    answering: LlmEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    moved: bool,
+) -> None:
+    monkeypatch.setenv("OPENPISTA_HOME", str(tmp_path / "home"))
+    (a, a_member, a_chat), (b, _, b_chat) = (
+        await replicas("a", http=True),
+        await replicas("b", http=True),
+    )
+    for gateway in (a, b):
+        gateway.runtime.toolbox.tools.register(chart)
+    started, go = tmp_path / "started", tmp_path / "go"
+    waits = f"touch {started}; for i in $(seq 1200); do [ -f {go} ] && exit 0; sleep 0.05; done"
+
+    def reply(body: dict[str, Any]) -> Reply | str:
+        if body["messages"][-1]["role"] == "user":
+            return ToolCallsReply([("test_chart", {}), ("system_run", {"command": waits})])
+        return "a chart of your photo"
+
+    answering.default_reply = reply
+    photo = Attachment(
+        name="photo.png",
+        mime_type="image/png",
+        path=_saved(a_chat, "photo.png", PHOTO),
+        data=base64.b64encode(PHOTO).decode(),
+    )
+    assert a_chat.ctx is not None
+    event = ChannelEvent(
+        channel_id="chat:alice", sender="alice", text="chart this", attachments=[photo]
+    )
+    await a_chat.ctx.submit(event)
+    session = await a.session_for("chat:alice")
+
+    async def chart_stored() -> bool:
+        stored = await b.runtime.memory.load_messages(session)
+        done = [m for m in stored if m.tool_result and m.tool_result.output == "drawn"]
+        return started.exists() and len(done) == 1
+
+    try:
+        await until(chart_stored, "the chart is drawn, the second call runs")
+        await a.stop(0)  # killed mid-call: its lease goes with its connection
+        await a_member.close()
+        drawn = turn_output_dir(session) / "chart.png"
+        if moved:  # drawn on a's disk, which b does not have
+            drawn.unlink()
+        answer = await b_chat.answer("alice")  # b's sweep continues the turn
+    finally:
+        go.touch()
+    first, resumed = _completions(answering)
+    [asked_first] = [m for m in first if m["role"] == "user"]
+    [asked_again] = [m for m in resumed if m["role"] == "user"]
+    text, image = asked_again["content"]  # the picture is shown again, inline
+    assert image == asked_first["content"][1]
+    assert image["image_url"]["url"] == photo.data_url()
+    assert b_chat.media_dir is not None
+    written = str(text["text"]).split(" at ", 1)[1].rstrip("]")
+    assert Path(written).parent.parent == b_chat.media_dir / "handed-over"  # b's own file
+    assert await asyncio.to_thread(Path(written).read_bytes) == PHOTO
+    assert [m["content"] for m in resumed if m["role"] == "tool"] == ["drawn", INTERRUPTED]
+    assert answer.text.split("\n\n")[0] == "a chart of your photo"
+    if moved:
+        assert answer.attachments == []
+        assert answer.text.endswith("moved to this replica and not here: 'chart.png'")
+    else:
+        assert [(a.name, a.path) for a in answer.attachments] == [("chart.png", str(drawn))]
+        assert answer.text == "a chart of your photo"
+    assert b_chat.texts("alice") == [answer.text]
+    assert a_chat.texts("alice") == []
 
 
 async def _asked(emulator: LlmEmulator, text: str) -> bool:
@@ -658,3 +758,127 @@ def test_inlined_refuses_what_screen_would_and_files_over_the_limit(tmp_path: Pa
         ("inline.txt", None, base64.b64encode(b"inline").decode()),
     ]
     assert sent.text.count("was not sent") == 2
+
+
+class Gates:
+    """A ``test.gate`` tool whose call waits until the test opens its session's gate: the
+    message ``wait`` runs it (then is answered ``done``), any other is answered at once."""
+
+    def __init__(self, emulator: LlmEmulator, *gateways: Gateway) -> None:
+        self.started: dict[str, asyncio.Event] = {}
+        self.opened: dict[str, asyncio.Event] = {}
+
+        @tool("test.gate")
+        async def gate() -> str:
+            """Wait for the test."""
+            turn = current_turn()
+            session = turn.session_id if turn else ""
+            self._event(self.started, session).set()
+            await self._event(self.opened, session).wait()
+            return "opened"
+
+        for gateway in gateways:
+            gateway.runtime.toolbox.tools.register(gate)
+
+        def reply(body: dict[str, Any]) -> Reply | str:
+            last = body["messages"][-1]
+            if last["role"] != "user":
+                return "done"
+            if last["content"] == "wait":
+                return ToolCallsReply([("test_gate", {})])
+            return f"answer to {last['content']}"
+
+        emulator.default_reply = reply
+
+    @staticmethod
+    def _event(events: dict[str, asyncio.Event], session: str) -> asyncio.Event:
+        return events.setdefault(session, asyncio.Event())
+
+    async def running(self, session: str) -> None:
+        """Return once the turn of ``session`` waits at its gate."""
+        await asyncio.wait_for(self._event(self.started, session).wait(), WAIT)
+
+    def open(self, session: str) -> None:
+        self._event(self.opened, session).set()
+
+
+async def test_a_message_reaching_a_busy_replica_runs_at_once_on_one_with_a_free_slot(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str
+) -> None:
+    (a, a_member, a_chat), (b, _, _) = (
+        await replicas("a", slots=1),
+        await replicas("b", slots=1),
+    )
+    gates = Gates(answering, a, b)
+    await a_chat.say("alice", "wait")  # a's one turn slot is alice's now
+    alice = await a.session_for("chat:alice")
+    await gates.running(alice)
+    assert await _holds(a_member, alice)
+    await a_chat.say("bob", "hello")  # b is idle: b runs it, a's connection gets the answer
+    answer = await a_chat.answer("bob")
+    assert answer.text == "answer to hello"
+    assert a_chat.texts("alice") == []  # alice's turn still runs on a
+    gates.open(alice)
+    assert (await a_chat.answer("alice")).text == "done"
+    await until(lambda: _false(stored_events(fresh_postgres_url)), "both are deleted")
+    assert (a_chat.texts("alice"), a_chat.texts("bob")) == (["done"], ["answer to hello"])
+
+
+async def test_a_sessions_next_message_waits_for_a_slot_without_its_lease_and_runs_where_one_frees(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str
+) -> None:
+    (a, a_member, a_chat), (b, b_member, b_chat) = (
+        await replicas("a", slots=1),
+        await replicas("b", slots=1),
+    )
+    gates = Gates(answering, a, b)
+    await b_chat.say("dave", "wait")  # b is busy
+    dave = await b.session_for("chat:dave")
+    await gates.running(dave)
+    await a_chat.say("alice", "wait")  # a is busy
+    alice = await a.session_for("chat:alice")
+    await gates.running(alice)
+    await a_chat.say("alice", "hello")  # after alice's turn, on a
+    await until(lambda: _count(stored_events(fresh_postgres_url), 3), "alice's next is stored")
+    await a_chat.say("bob", "wait")  # waits for a's slot: b has none free either
+    bob = await a.session_for("chat:bob")
+    await until(lambda: _count(stored_events(fresh_postgres_url), 4), "bob's is stored")
+    gates.open(alice)  # a's slot is bob's turn: alice's next lets her lease go
+    assert (await a_chat.answer("alice")).text == "done"
+    await gates.running(bob)
+    assert await _holds(a_member, bob)
+    assert not await _holds(a_member, alice)
+    gates.open(dave)  # b's slot frees: alice's next runs there, while bob's turn runs on a
+    assert (await b_chat.answer("dave")).text == "done"
+    assert (await a_chat.answer("alice")).text == "answer to hello"
+    assert a_chat.texts("bob") == []
+    assert await _holds(a_member, bob)
+    gates.open(bob)
+    assert (await a_chat.answer("bob")).text == "done"
+    await until(lambda: _false(stored_events(fresh_postgres_url)), "all are deleted")
+    assert a_chat.texts("alice") == ["done", "answer to hello"]  # once each, in order
+    assert b_chat.texts("alice") == []
+    assert not await _holds(b_member, alice)
+
+
+async def _count(count: Awaitable[int], expected: int) -> bool:
+    return await count == expected
+
+
+@pytest.mark.parametrize(
+    "payload", ["", "not json", "42", '["s"]', "[" * 5000 + "]" * 5000, '"' + "x" * 7000 + '"']
+)
+async def test_a_hostile_offer_is_dropped_and_the_replica_serves_on(
+    replicas: Start, answering: LlmEmulator, fresh_postgres_url: str, payload: str
+) -> None:
+    a, member, chat = await replicas("a", slots=1)
+    admin = await asyncpg.connect(member.dsn)
+    try:  # a session nobody stored anything for is offered too: nothing to run
+        await admin.execute("SELECT pg_notify('openpista_offered', $1)", payload)
+        await admin.execute("SELECT pg_notify('openpista_offered', $1)", '"no such session"')
+    finally:
+        await admin.close()
+    await chat.say("alice", "hello")
+    assert (await chat.answer("alice")).text == "answer to hello"
+    assert member.connected
+    await until(lambda: _false(stored_events(fresh_postgres_url)), "it is deleted")
