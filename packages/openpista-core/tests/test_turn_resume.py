@@ -248,8 +248,9 @@ async def test_a_resumed_turn_shows_the_llm_the_users_picture_where_it_is_writte
 
 
 def _made(outbox: Path, tmp_path: Path) -> list[Attachment]:
-    """What a tool of the first attempt named: one file of the outbox that is here, one that
-    is not (written on the dead replica), and forged or escaping paths."""
+    """What a tool of the first attempt named: one file of the outbox that is here, some that
+    are not (written on the dead replica, or inline bytes, which are not stored), and forged
+    or escaping paths."""
     (outbox / "chart.png").write_bytes(ALLOWED)
     secret = tmp_path / "secret.png"
     secret.write_bytes(SECRET)
@@ -264,7 +265,9 @@ def _made(outbox: Path, tmp_path: Path) -> list[Attachment]:
         "relative.png": "../../../../etc/passwd",
         "link.png": str(outbox / "link.png"),
     }
-    return [Attachment(name=name, mime_type="image/png", path=path) for name, path in named.items()]
+    made = [Attachment(name=name, mime_type="image/png", path=path) for name, path in named.items()]
+    inline = base64.b64encode(b"held by the dead replica only").decode()
+    return [*made, Attachment(name="screenshot.png", mime_type="image/png", data=inline)]
 
 
 @pytest.mark.parametrize("answered", [False, True], ids=["asking", "answered-already"])
@@ -302,7 +305,7 @@ async def test_files_the_earlier_rounds_made_go_with_the_continued_turns_answer(
     [absent] = [line for line in lines if "not here" in line]
     assert absent == (
         "❌ not sent, made before this turn moved to this replica and not here: "
-        "'gone.png', 'gone-too.txt'"
+        "'gone.png', 'gone-too.txt', 'screenshot.png'"
     )
     refused = [line for line in lines if line != absent]
     assert [line.split("'")[1] for line in refused] == [

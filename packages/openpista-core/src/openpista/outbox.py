@@ -86,8 +86,9 @@ def carried_over(
 
     Each is screened as :func:`screen` screens a fresh turn's files (a path is kept only as
     a regular file of ``session_id``'s outbox, opened one component at a time, never through
-    a symlink or ``..``; a refused one gets its note). Those written on the replica the turn
-    began on, not here, are named together in one line.
+    a symlink or ``..``; a refused one gets its note). Those that are not here are named
+    together in one line: written on the replica the turn began on, or held there as bytes
+    (a screenshot's inline data is not stored with its tool result).
     """
     absent: list[str] = []
     kept, notes = _screened(attachments, session_id, absent)
@@ -135,12 +136,18 @@ def _screened(
         try:
             kept.append(_checked(item, session_id))
         except ConfinementError as exc:
-            if absent is not None and isinstance(exc, AbsentFileError):
+            if absent is not None and (isinstance(exc, AbsentFileError) or _held(item)):
                 absent.append(repr(item.name[:80]))
                 continue
             log.warning("outbound attachment %r dropped: %s", item.name[:80], exc)
             notes.append(f"❌ attachment {item.name[:80]!r} was not sent: {exc}")
     return kept, notes
+
+
+def _held(item: Attachment) -> bool:
+    """Whether ``item`` is named only: its bytes were held inline (by a turn on another
+    replica; they are not stored)."""
+    return item.data is None and item.path is None and item.url is None
 
 
 def _checked(item: Attachment, session_id: str) -> Attachment:
