@@ -12,7 +12,8 @@ token is ``401 Unauthorized``.
 
 Tests act as users with :meth:`TelegramEmulator.send_text`, :meth:`~TelegramEmulator.send_photo`,
 :meth:`~TelegramEmulator.send_document`, :meth:`~TelegramEmulator.press_button` and
-:meth:`~TelegramEmulator.inject` (any raw update), read what the bot did in
+:meth:`~TelegramEmulator.inject` (any raw update), or post an update where they choose
+(:meth:`~TelegramEmulator.text_update`, :meth:`~TelegramEmulator.post`), read what the bot did in
 :attr:`~TelegramEmulator.sent`, :attr:`~TelegramEmulator.actions` and
 :attr:`~TelegramEmulator.callback_answers`, and script failures with
 :meth:`~TelegramEmulator.fail_next` (``429`` with ``retry_after``: a request that comes back
@@ -200,6 +201,23 @@ class TelegramEmulator(ThreadedServer):
         """A user writes ``text`` in chat ``chat_id`` (``@mentions`` and ``/commands`` get
         their entities); ``reply_to_bot`` makes it a reply to the bot's last message there;
         ``topic`` writes it in that topic of a forum supergroup."""
+        update = self.text_update(
+            chat_id, text, user=user, chat_type=chat_type, reply_to_bot=reply_to_bot, topic=topic
+        )
+        return self.inject(update)
+
+    def text_update(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        user: User | None = None,
+        chat_type: str = "private",
+        reply_to_bot: bool = False,
+        topic: int | None = None,
+    ) -> dict[str, Any]:
+        """The update of :meth:`send_text`, with its ``update_id``, not queued: a test
+        delivers it itself with :meth:`post` (to the replica it chooses)."""
         message = self._message(chat_id, user, chat_type, topic)
         message["text"] = text
         entities = _entities(text)
@@ -207,7 +225,7 @@ class TelegramEmulator(ThreadedServer):
             message["entities"] = entities
         if reply_to_bot:
             message["reply_to_message"] = self._bot_message(chat_id)
-        return self.inject({"message": message})
+        return {"update_id": next(self._ids) + 1000, "message": message}
 
     def send_photo(
         self,
@@ -384,6 +402,18 @@ class TelegramEmulator(ThreadedServer):
     ) -> tuple[int, str]:
         """POST ``body`` (a dict is sent as JSON) to the registered webhook URL; ``headers``
         replace the default ones (the registered secret token). Returns (status, text)."""
+        return await asyncio.to_thread(self.post, body, headers=headers)
+
+    def post(
+        self,
+        body: bytes | dict[str, Any],
+        *,
+        headers: dict[str, str] | None = None,
+        url: str | None = None,
+    ) -> tuple[int, str]:
+        """:meth:`post_to_webhook` in the calling thread; ``url`` instead of the registered
+        one is where a load balancer in front of several replicas would send it (one of
+        them)."""
         with self._lock:
             webhook = self.webhook
         if webhook is None:
@@ -391,7 +421,7 @@ class TelegramEmulator(ThreadedServer):
         data = json.dumps(body).encode() if isinstance(body, dict) else body
         if headers is None:
             headers = _secret_header(webhook)
-        return await asyncio.to_thread(_post, webhook["url"], data, headers)
+        return _post(url or webhook["url"], data, headers)
 
     async def wait_for_webhook(self, wait: float = 30.0) -> dict[str, Any]:
         """Wait until the bot registered a webhook; returns it."""
