@@ -200,8 +200,12 @@ def test_a_replica_killed_waiting_for_the_llm_after_a_tool_leaves_the_turn_to_an
     assert asked[1] == asked[2]  # the same request again, from what a stored
     [result] = tool_results(asked[2]).values()
     assert not result.startswith("❌")
-    took_over = [r for r in survivors if "continues here" in r.daemon.output()]
-    assert len(took_over) == 1
+
+    def took_over() -> list[Replica]:  # its log line may still be on its way to us
+        return [r for r in survivors if "cut short elsewhere continues" in r.daemon.output()]
+
+    c.daemon.wait_until(lambda: bool(took_over()))
+    assert len(took_over()) == 1
 
     deliver(telegram, c_url, alice, "and then")
     c.daemon.wait_until(lambda: len(telegram.texts(alice.id)) == 2)
