@@ -300,9 +300,12 @@ async def test_a_photo_travels_with_its_stored_event_to_the_replica_running_its_
         isolated_home / "whatsapp" / "media",
         4096,
     )
-    photo = message(wa.user, "image", {"id": graph.add_media(PNG, "image/png"), "caption": "?"})
+    content = {"id": graph.add_media(PNG, "image/png"), "caption": "?"}
+    climbing = "wamid.../../../../../tmp/escaped"  # the id names the saved file: kept inside
+    photo = message(wa.user, "image", content, message_id=climbing)
     await wa.post(webhook_payload(wa.number, [photo]))
     event = await wa.event()
+    assert Path(event.attachments[0].path or "").parent == wa.adapter.media_dir
     stored = pack(event, wa.adapter.media_dir, wa.adapter.max_media_bytes)
     assert stored is not None, "the photo would wait for the lease where it arrived"
     assert stored["attachments"][0]["path"] is None  # no path of this machine in the table
