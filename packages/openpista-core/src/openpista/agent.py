@@ -28,7 +28,7 @@ from openpista.compaction import (
 )
 from openpista.models import Answer, Attachment, Message, ToolCall, ToolResult, Usage
 from openpista.observability.tracing import NO_TRACING, Tracing
-from openpista.outbox import carried_over
+from openpista.outbox import carried_over, noted
 from openpista.providers.base import ChatResult, ProviderError, TextDelta, ToolSpec
 from openpista.tools.context import TurnContext, current_turn, reset_turn, set_turn
 
@@ -169,7 +169,7 @@ class Agent:
             last = history[-1] if history else None
             if last is not None and last.role == "assistant" and not last.tool_calls:
                 answered = Answer(session_id=session_id, text=last.content, attachments=produced)
-                return _noted(answered, notes)  # answered already
+                return noted(answered, notes)  # answered already
             _show_files(history, _user_message(text, attachments))
             rounds = _rounds_begun(history)
         else:
@@ -188,7 +188,7 @@ class Agent:
             )
         finally:
             reset_turn(token)
-        answer = _noted(answer, notes)
+        answer = noted(answer, notes)
         if session_id in self._compacted:  # the user is told once, with this answer
             self._compacted.discard(session_id)
             answer = answer.model_copy(update={"text": f"{NOTICE}\n\n{answer.text}"})
@@ -421,14 +421,6 @@ def _carried_over(history: list[Message], session_id: str) -> tuple[list[Attachm
         for attachment in message.tool_result.attachments
     ]
     return carried_over(named, session_id) if named else ([], [])
-
-
-def _noted(answer: Answer, notes: list[str]) -> Answer:
-    """``answer`` with ``notes`` (about files it does not carry) after its text."""
-    if not notes:
-        return answer
-    text = "\n\n".join(part for part in (answer.text, "\n".join(notes)) if part)
-    return answer.model_copy(update={"text": text})
 
 
 def _rounds_begun(history: list[Message]) -> int:

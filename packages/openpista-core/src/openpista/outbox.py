@@ -45,8 +45,7 @@ def screen(message: Outbound) -> Outbound:
         kept, notes = _screened(message.attachments, message.session_id)
         if not notes and kept == message.attachments:
             return message
-        text = "\n\n".join(part for part in (message.text, "\n".join(notes)) if part)
-        return message.model_copy(update={"attachments": kept, "text": text})
+        return noted(message, notes).model_copy(update={"attachments": kept})
     if isinstance(message, ToolProgress) and message.result and message.result.attachments:
         result = message.result
         tool_kept, _ = _screened(result.attachments, message.session_id)
@@ -63,14 +62,21 @@ def inlined(message: Outbound, max_bytes: int) -> Outbound:
     message = screen(message)
     if isinstance(message, Answer) and any(a.path for a in message.attachments):
         kept, notes = _inline(message.attachments, message.session_id, max_bytes)
-        text = "\n\n".join(part for part in (message.text, "\n".join(notes)) if part)
-        return message.model_copy(update={"attachments": kept, "text": text})
+        return noted(message, notes).model_copy(update={"attachments": kept})
     if isinstance(message, ToolProgress) and message.result and message.result.attachments:
         result = message.result
         kept, _ = _inline(result.attachments, message.session_id, max_bytes)
         update = {"result": result.model_copy(update={"attachments": kept})}
         return message.model_copy(update=update)
     return message
+
+
+def noted(answer: Answer, notes: list[str]) -> Answer:
+    """``answer`` with ``notes`` (about files it does not carry), one a line, after its text."""
+    if not notes:
+        return answer
+    text = "\n\n".join(part for part in (answer.text, "\n".join(notes)) if part)
+    return answer.model_copy(update={"text": text})
 
 
 SHOWN_ABSENT = 10
