@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -68,6 +69,12 @@ NOTIFY_MAX = 7999
 """Bytes a ``NOTIFY`` payload may hold (PostgreSQL's limit: shorter than 8000)."""
 CANCEL = "openpista_cancel"
 """``NOTIFY`` channel of a turn its user cancelled (payload: its stored event's id)."""
+OFFERED = "openpista_offered"
+"""``NOTIFY`` channel of a session whose stored events wait for a turn slot on a busy replica
+(payload: its id as a JSON string): a replica with a free slot takes its lease and runs them."""
+OFFERS_KEPT = 1000
+"""Sessions offered while this replica's slots were full that it remembers, to look at once
+one frees (the oldest forgotten first: their replica runs them, or the sweep)."""
 FILE_MAX = 20 * 1024 * 1024
 """The largest file an answer (or a tool's progress) takes along to the replica holding its
 user's connection: that replica cannot open this one's files, so their bytes travel."""
@@ -103,6 +110,15 @@ AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.gra
 LEFTOVER_AFTER = 5.0
 """Seconds an event is left to the replica that stored it: it takes the lease right after
 (a sweep taking it first would run the turn away from its user's connection)."""
+_OFFERS = f"""
+SELECT i.session_id FROM cluster_inbox i
+WHERE i.session_id = ANY($2::text[])
+AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+                AND l.classid = $1::oid AND l.objid = {_KEY}::oid)
+GROUP BY i.session_id ORDER BY min(i.id)
+"""  # noqa: S608  only constant SQL fragments; values are bound parameters
+"""Of the sessions offered, those with events still stored and nobody holding their lease,
+the longest waiting first."""
 _NEXT = """
 WITH finished AS (DELETE FROM cluster_inbox WHERE id = $3)
 SELECT i.id, i.event, i.reply_to, i.mark, m.session_id IS NOT NULL AS chosen, m.provider, m.model,
@@ -114,6 +130,11 @@ WHERE i.session_id = $1 AND i.id IS DISTINCT FROM $3 ORDER BY i.id LIMIT 1
 """Delete the event ``$3`` whose turn is over (if any) and read the session's next stored
 event, whether the replica holding its connection is there, and the session's ``/model``:
 one round trip per turn."""
+_FINISH = """
+WITH finished AS (DELETE FROM cluster_inbox WHERE id = $2)
+SELECT EXISTS (SELECT 1 FROM cluster_inbox WHERE session_id = $1 AND id IS DISTINCT FROM $2)
+"""
+"""Delete the event ``$2`` whose turn is over (if any); whether the session has more stored."""
 _ORPHANS = """
 DELETE FROM cluster_outbox o
 WHERE o.created_at < now() - make_interval(secs => $2)
@@ -189,7 +210,9 @@ class Handover:
         self.member = member
         self.turns = turns
         self.pool = pool
-        self._slots = asyncio.Semaphore(slots)
+        self._slots = _Slots(slots)
+        self._offers: OrderedDict[str, None] = OrderedDict()  # offered while our slots were full
+        self._pulling: asyncio.Task[None] | None = None  # looking at the offers (a slot is free)
         self._drainers: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()  # sessions stored to here while their drainer ran
         self._waiting: dict[int, asyncio.Future[Answer]] = {}  # stored id -> its answer
@@ -218,6 +241,7 @@ class Handover:
         await pool.execute("DELETE FROM cluster_outbox WHERE replica_id = $1", member.replica_id)
         await member.listen(outbox_channel(member.replica_id), handover._answered)
         await member.listen(CANCEL, handover._cancelled)
+        await member.listen(OFFERED, handover._offered)
         handover._tasks = [
             asyncio.create_task(handover._sweep(), name="cluster inbox sweep"),
             asyncio.create_task(handover._deliver_outbox(), name="cluster outbox"),
@@ -227,9 +251,10 @@ class Handover:
     async def close(self, deadline: float | None) -> None:
         """Let the turns running here end within ``deadline`` seconds, then cancel them
         (their events stay stored: another replica runs them) and close the pool."""
-        for task in self._tasks:
+        tasks = [*self._tasks, *([] if self._pulling is None else [self._pulling])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         drainers = set(self._drainers.values())
         if drainers:
             _, late = await asyncio.wait(drainers, timeout=deadline)
@@ -303,38 +328,132 @@ class Handover:
         if turn is not None:
             turn.cancel()
 
-    def claim(self, session_id: str) -> None:
-        """Drain ``session_id`` here if no replica holds its lease (no-op if this one is)."""
+    def claim(self, session_id: str, *, offer: bool = True) -> None:
+        """Drain ``session_id`` here if no replica holds its lease (no-op if this one is).
+        With every turn slot here taken, its lease is left alone until one frees, and the
+        session is offered (``offer``) to the replicas with a free slot, which may run it
+        first (docs/scale-out.md)."""
         if session_id in self._drainers:
             self._again.add(session_id)
             return
-        task = asyncio.create_task(self._drain(session_id), name=f"drain {session_id}")
+        self._start(session_id, held=self._slots.take_now(), offer=offer)
+
+    def _start(self, session_id: str, *, held: bool, offer: bool) -> None:
+        drain = self._drain(session_id, held=held, offer=offer)
+        task = asyncio.create_task(drain, name=f"drain {session_id}")
         self._drainers[session_id] = task
         task.add_done_callback(lambda _: self._drainers.pop(session_id, None))
 
-    async def _drain(self, session_id: str) -> None:
+    async def _drain(self, session_id: str, *, held: bool, offer: bool) -> None:
+        """Run the session's stored events in a turn slot of this replica (``held``: taken
+        already), under its lease; wait for a slot without the lease, offered to the other
+        replicas (``offer``; always when it lets go of events still stored)."""
         try:
             while True:
-                self._again.discard(session_id)
-                if not await self.member.try_acquire(session_id):
-                    # Its holder drains it, and looks again once it lets go.
-                    log.info("session %s is leased by another replica; handed over", session_id)
-                    return
+                if not held:
+                    if offer:
+                        await self._offer(session_id)
+                    await self._slots.take()
                 try:
-                    over: _Over | None = None
-                    while (
-                        stored := await asyncio.shield(self._next(session_id, over))
-                    ) is not None:
-                        over = await self._run(session_id, stored)
+                    self._again.discard(session_id)
+                    drained = await self._drain_leased(session_id)
                 finally:
-                    await self.member.release(session_id)
-                # Stored while we let go (its replica saw our lease): ours to run.
-                if session_id not in self._again and not await self._pending(session_id):
+                    self._give()
+                if drained is None:  # its holder drains it, and looks again once it lets go
                     return
+                # Stored while we let go (its replica saw our lease): ours to run.
+                if (
+                    drained
+                    and session_id not in self._again
+                    and not await self._pending(session_id)
+                ):
+                    return
+                held, offer = self._slots.take_now(), True
         except ClusterError as exc:  # no lease connection: the sweep resumes it later
             log.warning("session %s waits for the cluster: %s", session_id, exc)
         except Exception:
             log.exception("the hand-over of session %s failed; the sweep retries", session_id)
+
+    async def _drain_leased(self, session_id: str) -> bool | None:
+        """Run the session's stored events under its lease, in the slot the caller holds;
+        ``None`` when another replica holds the lease, ``False`` when it let the lease go
+        with events still stored because other sessions wait for the slot (their turn
+        first), ``True`` when none was left."""
+        if not await self.member.try_acquire(session_id):
+            log.info("session %s is leased by another replica; handed over", session_id)
+            return None
+        try:
+            over: _Over | None = None
+            while (stored := await asyncio.shield(self._next(session_id, over))) is not None:
+                over = await self._run(session_id, stored)
+                if self._slots.waiting:
+                    return not await asyncio.shield(self._finish(session_id, over))
+            return True
+        finally:
+            await self.member.release(session_id)
+
+    async def _finish(self, session_id: str, over: _Over | None) -> bool:
+        """Delete the event whose turn is ``over`` (then its answer goes to its waiter here);
+        whether the session has more events stored."""
+        more = await self.pool.fetchval(_FINISH, session_id, None if over is None else over[0])
+        if over is not None:
+            self._answered_here(*over)
+        return bool(more)
+
+    def _give(self) -> None:
+        """Give a turn slot back; a free one looks at the sessions offered meanwhile."""
+        self._slots.give()
+        if self._offers and self._slots.free and self._pulling is None:
+            self._pulling = asyncio.create_task(self._pull(), name="cluster offers")
+
+    async def _offer(self, session_id: str) -> None:
+        """Tell the replicas with a free turn slot that ``session_id`` waits for one here."""
+        payload = json.dumps(session_id)  # ASCII
+        if len(payload) > NOTIFY_MAX:  # its turn waits for a slot here, or the sweep
+            return
+        try:
+            await self.pool.execute("SELECT pg_notify($1, $2)", OFFERED, payload)
+        except Exception as exc:  # it waits for a slot here
+            log.debug("session %s could not be offered: %s", session_id, exc)
+
+    def _offered(self, payload: str) -> None:
+        """Another replica has no free slot for ``payload``'s session: run it if one is free
+        here, else remember it for when one frees."""
+        try:
+            session_id = json.loads(payload)
+        except (ValueError, RecursionError):
+            session_id = None
+        if not isinstance(session_id, str):
+            log.warning("❌ a malformed cluster offer is dropped: %.200r", payload)
+            return
+        if session_id in self._drainers:
+            return
+        if self._slots.take_now():
+            self._start(session_id, held=True, offer=False)
+            return
+        self._offers[session_id] = None
+        self._offers.move_to_end(session_id)
+        while len(self._offers) > OFFERS_KEPT:
+            self._offers.popitem(last=False)
+
+    async def _pull(self) -> None:
+        """Run the offered sessions still waiting (stored, nobody holding their lease), the
+        longest waiting first, in the slots free here."""
+        try:
+            offered, self._offers = list(self._offers), OrderedDict()
+            rows = await self.pool.fetch(_OFFERS, SESSION_SPACE, offered)
+            for row in rows:
+                session_id = row["session_id"]
+                if session_id in self._drainers:
+                    continue
+                if self._slots.take_now():
+                    self._start(session_id, held=True, offer=True)
+                else:  # for the next free slot
+                    self._offers[session_id] = None
+        except Exception as exc:  # their replicas run them, or the sweep
+            log.debug("the offered sessions could not be read: %s", exc)
+        finally:
+            self._pulling = None
 
     async def _next(self, session_id: str, over: _Over | None) -> _Stored | None:
         """Delete the event whose turn is ``over`` (then its answer goes to its waiter here)
@@ -391,22 +510,21 @@ class Handover:
                 await streamed.flush()  # its chunks first
                 await self._publish(reply_to, stored.id, [inlined(message, FILE_MAX)])
 
-        async with self._slots:
-            if stored.model is not None:
-                self._use_model(session_id, *stored.model)
-            # A task of its own, which its user's cancel stops (see :meth:`_withdraw`).
-            turn = asyncio.ensure_future(self._turn(session_id, stored, send, stream))
-            self._running[stored.id] = turn
-            try:
-                await asyncio.wait({turn})
-            except asyncio.CancelledError:  # the lease is lost, or the replica stops
-                turn.cancel()
-                await asyncio.wait({turn})
-                raise
-            finally:
-                self._running.pop(stored.id, None)
-                if streamed is not None:
-                    streamed.close()
+        if stored.model is not None:
+            self._use_model(session_id, *stored.model)
+        # A task of its own, which its user's cancel stops (see :meth:`_withdraw`).
+        turn = asyncio.ensure_future(self._turn(session_id, stored, send, stream))
+        self._running[stored.id] = turn
+        try:
+            await asyncio.wait({turn})
+        except asyncio.CancelledError:  # the lease is lost, or the replica stops
+            turn.cancel()
+            await asyncio.wait({turn})
+            raise
+        finally:
+            self._running.pop(stored.id, None)
+            if streamed is not None:
+                streamed.close()
         if turn.cancelled():  # by its user: the event is deleted already
             log.info("session %s: a turn was cancelled by its user", session_id)
             return None
@@ -484,7 +602,7 @@ class Handover:
                 log.debug("the inbox sweep failed: %s", exc)
                 continue
             for session_id in sessions:
-                self.claim(session_id)
+                self.claim(session_id, offer=False)  # every replica's sweep finds it
 
     async def leftovers(self) -> list[str]:
         """Sessions the sweep runs: with events stored over :data:`LEFTOVER_AFTER` seconds
@@ -571,6 +689,52 @@ class Handover:
             waiter = self._waiting.get(stored)
             if isinstance(message, Answer) and waiter is not None and not waiter.done():
                 waiter.set_result(message)
+
+
+class _Slots:
+    """The turn slots of this replica, given in the order they were asked for; one free
+    is taken at once (:meth:`take_now`) or not at all."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """How many wait for a slot."""
+        return len(self._waiters)
+
+    def take_now(self) -> bool:
+        """Take a slot if one is free (nobody waits then); whether it was taken."""
+        if self.free > 0:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Return holding a slot, after those that asked before."""
+        if self.take_now():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # given one as it was cancelled
+                self.give()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        """Give a slot back: to the first waiting, else free."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
 
 
 def _row_id(payload: str) -> int | None:
