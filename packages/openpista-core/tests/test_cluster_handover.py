@@ -69,7 +69,7 @@ async def replicas(
         http: bool = False,
         approvals: bool = False,
         handover: bool = True,
-        slots: int = 8,
+        slots: int | None = None,
     ) -> Replica:
         settings: Settings = emulator_settings(answering, tmp_path / name)
         settings.database = DatabaseSettings(url=fresh_postgres_url)
@@ -80,11 +80,13 @@ async def replicas(
         adapter.replies_anywhere = http
         adapter.media_dir = tmp_path / name / "media"
         settings.policy = PolicySettings(remote="ask", approval_timeout=30)
+        if slots is not None:  # the dispatcher's and the hand-over's, as in the daemon
+            settings.gateway.max_concurrent_turns = slots
         gateway = await gateways.start(settings, adapter, approvals=approvals)
         gateway.router.leases = member
         if not handover:  # turns wait for the lease (a message with files saved here)
             return gateway, member, adapter
-        gateway.handover = await Handover.start(member, gateway, slots)
+        gateway.handover = await Handover.start(member, gateway, slots or 8)
         if gateway.approvals is not None:
             elsewhere = ClusterApprovals(member, gateway.handover.pool, gateway.approvals)
             await elsewhere.start()

@@ -274,11 +274,14 @@ class Handover:
         session_id: str,
         ticket: TurnTicket,
         here: bool,
+        *,
+        stored_here: Callable[[], object] | None = None,
     ) -> Answer:
         """Store ``event`` as ``stored_event`` (:func:`openpista.cluster_media.pack`), after
         the chat's earlier events (``ticket``), and have its turn run by the session's
         owner. With ``here`` (its channel's connection is on this replica) return its answer
-        once it has been delivered; else return once stored."""
+        once it has been delivered; else return once stored. ``stored_here()`` is called
+        once it is stored (the gateway's dispatcher gives its slot back)."""
         await ticket.wait()
         try:
             # No NOTIFY: the session's holder reads the inbox after each turn and once it
@@ -293,6 +296,8 @@ class Handover:
             )
         finally:
             ticket.pass_on()
+        if stored_here is not None:
+            stored_here()
         answered: asyncio.Future[Answer] | None = None
         if here:
             answered = self._waiting[stored] = asyncio.get_running_loop().create_future()

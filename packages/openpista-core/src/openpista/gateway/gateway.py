@@ -4,7 +4,9 @@ Every event is routed to its chat's session (:class:`ChannelRouter`); one turn r
 time per session and turns of different sessions run concurrently, up to
 ``[gateway] max_concurrent_turns``. When that many turns are in flight the dispatcher stops
 taking events, the queue fills up and adapters wait in :meth:`Gateway.submit`: backpressure
-instead of unbounded growth.
+instead of unbounded growth. In cluster mode a turn's slot is given back once its event is
+stored in the cluster's inbox: the hand-over's own turn slots bound the turns that run, and a
+replica with a free one may run it (docs/scale-out.md).
 
 Each adapter is started with the gateway as its :class:`~openpista.channels.ChannelContext`
 and is sent only the message kinds its capabilities accept. Chat commands (``/help``,
@@ -115,6 +117,7 @@ class Gateway:
         self.commands = ChatCommands(self, _plugin_commands(runtime))
         self._slots = asyncio.Semaphore(settings.max_concurrent_turns)
         self._turns: dict[asyncio.Task[Answer], ChannelEvent] = {}
+        self._stored: set[asyncio.Task[Answer]] = set()  # turns whose slot is given back
         self._unstarted: list[ChannelEvent] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -333,7 +336,18 @@ class Gateway:
 
     def _turn_done(self, turn: asyncio.Task[Answer]) -> None:
         del self._turns[turn]
-        self._slots.release()
+        if turn in self._stored:
+            self._stored.discard(turn)
+        else:
+            self._slots.release()
+
+    def _handed_over(self) -> None:
+        """Cluster mode: the current turn's event is stored in the inbox; the dispatcher's
+        slot goes back (the turn waits for its answer, which any replica may give)."""
+        turn = asyncio.current_task()
+        if turn in self._turns and turn not in self._stored:
+            self._stored.add(turn)
+            self._slots.release()
 
     async def _refuse_while_stopping(self) -> None:
         await self._refuse_queued()
@@ -410,7 +424,9 @@ class Gateway:
             # Cluster mode: stored (with the files saved here), then run by the replica
             # leasing the session (a file that cannot travel waits for the lease here).
             here = adapter is None or not adapter.replies_anywhere
-            return await self.handover.hand(event, stored, session_id, ticket, here)
+            return await self.handover.hand(
+                event, stored, session_id, ticket, here, stored_here=self._handed_over
+            )
         async with self.router.lock(session_id, ticket):
             return await self.run_turn(event, session_id, began=began)
 
