@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import TypeAdapter, ValidationError
 
 from openpista.cluster import APPLICATION_PREFIX, QUERY_TIMEOUT, SESSION_SPACE, ClusterError
+from openpista.cluster_deliveries import STORE, ClusterDeliveries, store_arguments
 from openpista.cluster_media import unpack
 from openpista.models import Answer, ChannelEvent, Outbound, TextChunk
 from openpista.outbox import inlined
@@ -220,6 +221,8 @@ class Handover:
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()  # announced; None: sweep
         self._announced: set[int] = set()  # outbox rows announced and not delivered yet
         self._tasks: list[asyncio.Task[None]] = []
+        self.deliveries = ClusterDeliveries(pool)
+        """Messages delivered across the cluster (``context.deliveries``)."""
 
     @classmethod
     async def start(cls, member: ClusterMember, turns: Turns, slots: int) -> Handover:
@@ -287,15 +290,22 @@ class Handover:
             # No NOTIFY: the session's holder reads the inbox after each turn and once it
             # has let the lease go (a NOTIFY per event woke every replica for nothing).
             stored = await self.pool.fetchval(
-                "INSERT INTO cluster_inbox (session_id, event, origin, reply_to) "
-                "VALUES ($1, $2, $3, $4) RETURNING id",
+                STORE,  # and its delivery id, in the same statement
                 session_id,
                 json.dumps(stored_event),  # ASCII: a NUL is escaped too
                 self.member.replica_id,
                 self.member.replica_id if here else None,
+                *store_arguments(event),
             )
         finally:
             ticket.pass_on()
+        if stored is None:  # that message was stored before: its turn ran or runs
+            log.info(
+                "%s: message %.80r was delivered before: dropped",
+                event.channel_id,
+                event.delivery_id,
+            )
+            return Answer(text="", channel_id=event.channel_id, session_id=session_id)
         if stored_here is not None:
             stored_here()
         answered: asyncio.Future[Answer] | None = None
@@ -602,6 +612,7 @@ class Handover:
                 continue
             try:
                 await self.pool.execute(_ORPHANS, APPLICATION_PREFIX, ORPHANED_AFTER)
+                await self.deliveries.prune()
                 sessions = await self.leftovers()
             except Exception as exc:  # the next sweep tries again
                 log.debug("the inbox sweep failed: %s", exc)

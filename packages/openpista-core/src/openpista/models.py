@@ -134,6 +134,11 @@ class ChannelEvent(BaseModel):
     text: str
     attachments: list[Attachment] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    delivery_id: str | None = None
+    """The messenger's id of this message (Discord's message id, Telegram's update id),
+    unique within the channel, not only the chat. In a cluster an event whose channel and
+    delivery id were stored before (a webhook retried, a message fetched again) is dropped:
+    no turn, nothing sent (docs/scale-out.md). ``None``: never dropped."""
 
 
 class ApprovalRequest(BaseModel):

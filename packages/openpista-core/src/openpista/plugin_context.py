@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -52,6 +52,19 @@ class Leadership(Protocol):
         """Return the next time :meth:`leading` of ``role`` changes."""
 
 
+class Deliveries(Protocol):
+    """The messages a cluster's replicas stored, by their ``ChannelEvent.delivery_id``
+    (``context.deliveries``): what a channel that fetches missed messages again (after its
+    gateway moved to another replica) starts from. ``channel`` is the channel's name."""
+
+    async def newest(self, channel: str, within: float) -> dict[str, str]:
+        """For each chat (its channel id) of ``channel`` with a message stored in the last
+        ``within`` seconds: the delivery id of the newest one stored."""
+
+    async def delivered(self, channel: str, delivery_ids: Sequence[str]) -> set[str]:
+        """Those of ``delivery_ids`` stored before (their events are dropped if sent again)."""
+
+
 class PluginContext:
     """The configuration, shared state and close callbacks of one runtime."""
 
@@ -69,6 +82,9 @@ class PluginContext:
         self.leadership: Leadership | None = None
         """Set in a daemon that is one replica of a cluster (before its channels start);
         ``None`` otherwise: this process is the only one, and plays every role."""
+        self.deliveries: Deliveries | None = None
+        """Set with :attr:`leadership` (before the channels start): the messages stored
+        across the cluster, by delivery id; ``None`` outside a cluster."""
         self._policy_rules: list[PolicyRule] = []
         self._shared: dict[Callable[[PluginContext], Any], Any] = {}
         self._settings: dict[type[PluginSettings], PluginSettings | ConfigError] = {}

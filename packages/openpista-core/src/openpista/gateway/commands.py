@@ -21,6 +21,7 @@ from openpista.models import error_text
 
 if TYPE_CHECKING:
     from openpista.gateway.gateway import Gateway
+    from openpista.models import ChannelEvent
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,16 @@ class ChatCommands:
             raise KeyError(text)
         word, _, argument = text.strip().partition(" ")
         return self._run[word[1:].lower()], argument.strip()
+
+    def is_command(self, event: ChannelEvent) -> bool:
+        """Whether the gateway answers ``event`` as a chat command (text, no files)."""
+        if event.attachments:
+            return False
+        try:
+            self.find(event.text)
+        except KeyError:
+            return False
+        return True
 
     async def run(self, channel_id: str, session_id: str, text: str) -> CommandReply | None:
         """Answer ``text`` if it is a command (``None`` if not); a command that fails

@@ -240,6 +240,7 @@ async def _serve(
             runtime.context.leadership = cluster
             slots = settings.gateway.max_concurrent_turns
             gateway.handover = await Handover.start(cluster, gateway, slots)
+            runtime.context.deliveries = gateway.handover.deliveries
             gateway.approvals_elsewhere = ClusterApprovals(cluster, gateway.handover.pool, broker)
             await gateway.approvals_elsewhere.start()
             await share_budget_limits(cluster, gateway.handover.pool, runtime.meter)

@@ -407,6 +407,17 @@ class Gateway:
         request_id = _request_id(event)
         session_id = event.session_id or await self.router.session_for(event.channel_id)
         bind_turn(session_id, event.channel_id, request_id)
+        adapter = self.adapter_for(event.channel_id)
+        stored = None if self.handover is None else pack(event, *self.media_for(adapter))
+        # An event the inbox does not store (whose insert records its delivery id): apart.
+        apart = self.handover is not None and (stored is None or self.commands.is_command(event))
+        if apart and self.handover is not None and not await self.handover.deliveries.first(event):
+            log.info(
+                "%s: message %.80r was delivered before: dropped",
+                event.channel_id,
+                event.delivery_id,
+            )
+            return Answer(channel_id=event.channel_id, session_id=session_id)
         if not event.attachments:
             reply = await self.commands.run(event.channel_id, session_id, event.text)
             if reply is not None:
@@ -418,8 +429,6 @@ class Gateway:
                 )
                 await self.deliver(answer)
                 return answer
-        adapter = self.adapter_for(event.channel_id)
-        stored = None if self.handover is None else pack(event, *self.media_for(adapter))
         if self.handover is not None and stored is not None:
             # Cluster mode: stored (with the files saved here), then run by the replica
             # leasing the session (a file that cannot travel waits for the lease here).

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_LOCATION = "openpista.memory:migrations"
-HEAD_REVISION = "0018"
+HEAD_REVISION = "0019"
 """The newest revision in ``migrations/versions``; a new revision updates it (a test checks
 it against Alembic's head)."""
 # Arbitrary constant: the key of the PostgreSQL advisory lock held while migrating.
