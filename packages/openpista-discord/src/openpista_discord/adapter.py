@@ -14,7 +14,12 @@ requests get Approve / Deny buttons that only the user whose message asked may p
 discord.py itself waits out 429s (per route and global), and reconnects and resumes after
 gateway disconnects; a refused token or missing privileged intent is a
 :class:`~openpista.ConfigError` (one ``❌`` line, not retried). In a cluster only the replica
-that leads ``discord`` connects to the gateway; every replica sends over REST.
+that leads ``discord`` connects to the gateway; every replica sends over REST. A replica
+that takes the gateway over fetches, once READY, the messages written while no replica held
+it (``GET /channels/{id}/messages?after=``), in each chat with a message delivered in the
+last ``catch_up_hours`` (its newest one: ``context.deliveries``), at most
+``catch_up_limit`` per chat, and handles them as gateway messages; each event carries its
+message id as ``delivery_id``, so one the old leader stored is dropped by core.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ _READY_WAIT = 60.0
 DISCORD_GATEWAY = "wss://gateway.discord.gg/"  # discord.py's DiscordWebSocket.DEFAULT_GATEWAY
 _TYPING_LIMIT = 30 * 60.0
 _ELLIPSIS = " …"
+_SEEN = 10_000  # message ids remembered: one handled live is not handled again by catch-up
 
 
 @dataclass
@@ -138,6 +144,7 @@ class DiscordAdapter(ChannelAdapter):
         self._prompts: dict[str, _Prompt] = {}
         self._stopping = False
         self._quiet = QuietLog()  # what a peer can trigger at will
+        self._seen: dict[int, None] = {}  # message ids handled here, oldest first
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -218,15 +225,21 @@ class DiscordAdapter(ChannelAdapter):
             while not leadership.leading(CHANNEL):
                 await leadership.changed(CHANNEL)
             log.info("discord: this replica connects to the gateway (it leads discord)")
-            gateway, _, _ = self._new_client()
+            gateway, ready, _ = self._new_client()
             lost = asyncio.create_task(leadership.changed(CHANNEL))
             connection: asyncio.Task[None] | None = None
+            catch_up: asyncio.Task[None] | None = None
             try:
                 await self._login(gateway)
+                missed = await self._newest_delivered()  # before READY: no live one counted
                 connection = asyncio.create_task(gateway.connect(reconnect=True))
+                catch_up = asyncio.create_task(self._catch_up(gateway, ready, missed))
                 done, _ = await asyncio.wait({connection, lost}, return_when=FIRST_COMPLETED)
             finally:
                 lost.cancel()
+                if catch_up is not None:
+                    catch_up.cancel()
+                    await asyncio.gather(catch_up, return_exceptions=True)
                 with contextlib.suppress(Exception):
                     await gateway.close()  # closes its connection: the new leader connects
                 if connection is not None:
@@ -236,6 +249,106 @@ class DiscordAdapter(ChannelAdapter):
                 connection.result()  # ended on its own: so does this; a failure raises
                 return
             log.info("discord: another replica holds the gateway connection now")
+
+    async def _newest_delivered(self) -> dict[int, int]:
+        """Discord channel id -> the newest message delivered there in the last
+        ``catch_up_hours`` (across the cluster: ``context.deliveries``)."""
+        deliveries = None if self.context is None else self.context.deliveries
+        if deliveries is None or not self.settings.catch_up_hours:
+            return {}
+        try:
+            newest = await deliveries.newest(CHANNEL, self.settings.catch_up_hours * 3600)
+        except Exception as exc:  # the database is unwell: live messages still work
+            log.warning("❌ discord: no catch-up of missed messages: %s", exc)
+            return {}
+        found: dict[int, int] = {}
+        for chat, delivery in newest.items():
+            channel_id = _target_of(chat)
+            if channel_id is not None and delivery.isascii() and delivery.isdigit():
+                found[channel_id] = int(delivery)
+            else:
+                self._quiet.warning(log, "bad-delivery", f"discord: {chat!r}: no catch-up")
+        return found
+
+    async def _catch_up(
+        self, gateway: discord.AutoShardedClient, ready: asyncio.Event, missed: dict[int, int]
+    ) -> None:
+        """Once READY, handle what was written in each of ``missed``'s channels after its
+        newest delivered message (its own task: live messages do not wait for it). With
+        ``thread_per_conversation`` also in the channels the bot's threads were opened from,
+        after the newest of them (a thread opened from a message has that message's id)."""
+        import discord
+
+        if not missed:
+            return
+        await ready.wait()
+        channels: dict[int, tuple[Any, int]] = {}
+        for channel_id, after in missed.items():
+            channel = await self._missed_channel(gateway, channel_id)
+            if channel is not None:
+                channels[channel_id] = (channel, after)
+        if self.settings.thread_per_conversation:
+            opened: dict[int, int] = {}
+            for channel, _ in channels.values():
+                if isinstance(channel, discord.Thread) and channel.owner_id == self.bot_id:
+                    opened[channel.parent_id] = max(opened.get(channel.parent_id, 0), channel.id)
+            for parent_id, after in opened.items():
+                known = channels.get(parent_id)
+                channel = known[0] if known else await self._missed_channel(gateway, parent_id)
+                if channel is not None:
+                    channels[parent_id] = (channel, max(after, known[1] if known else 0))
+        caught = 0
+        for channel, after in channels.values():
+            caught += await self._catch_up_on(channel, after)
+        log.info("discord: caught up on %d channel(s), %d message(s)", len(channels), caught)
+
+    async def _missed_channel(self, gateway: discord.AutoShardedClient, channel_id: int) -> Any:
+        """The channel ``channel_id`` (cached, else ``GET /channels/{id}``); ``None``, with
+        one log line, when it cannot be had."""
+        import discord
+
+        try:
+            return gateway.get_channel(channel_id) or await gateway.fetch_channel(channel_id)
+        except (discord.HTTPException, discord.InvalidData, ValueError, KeyError, TypeError) as exc:
+            log.warning("discord: cannot fetch the messages missed in %s: %s", channel_id, exc)
+            return None
+
+    async def _catch_up_on(self, channel: Any, after: int) -> int:
+        """Handle the messages of ``channel`` after message ``after`` (at most
+        ``catch_up_limit``, oldest first); how many were fetched. A failure is one line."""
+        import discord
+
+        limit = self.settings.catch_up_limit
+        try:
+            found = await _missed(
+                channel.history(after=discord.Object(id=after), limit=None), limit
+            )
+        except (discord.HTTPException, discord.InvalidData, ValueError, KeyError, TypeError) as exc:
+            log.warning("discord: cannot fetch the messages missed in %s: %s", channel.id, exc)
+            return 0
+        if len(found) > limit:
+            log.warning(
+                "discord: over %d messages were written in %s while no replica held the "
+                "gateway; the first %d are handled, the rest are not",
+                limit,
+                channel.id,
+                limit,
+            )
+            found = found[:limit]
+        deliveries = None if self.context is None else self.context.deliveries
+        try:
+            done = (
+                set()
+                if deliveries is None
+                else await deliveries.delivered(CHANNEL, [str(message.id) for message in found])
+            )
+        except Exception as exc:  # core drops a duplicate anyway
+            log.debug("discord: deliveries not read: %s", exc)
+            done = set()
+        for message in found:
+            if str(message.id) not in done:
+                await self._on_message(message)
+        return len(found)
 
     async def _login(self, client: discord.AutoShardedClient) -> None:
         import aiohttp
@@ -430,13 +543,16 @@ class DiscordAdapter(ChannelAdapter):
         import discord
 
         author, client = message.author, self._client
-        if author.bot or client is None or client.user is None:
+        if author.bot or client is None or client.user is None or self._handled(message.id):
             return
         private = message.guild is None
         if not private and not self._addressed(message):
             return
         text = self._strip_mention(message.content)
         if not self.is_allowed(author):
+            if self.allowed_roles and not private and not isinstance(author, discord.Member):
+                log.info("discord: a missed message of %s is not handled: roles unknown", author.id)
+                return  # fetched over REST (a catch-up), which names no roles: not refused
             outcome = self.access.try_pair(author.id, text) if private else None
             reply = {True: PAIRED, False: PAIRING_FAILED, None: REFUSAL}[outcome]
             log.info(
@@ -471,7 +587,19 @@ class DiscordAdapter(ChannelAdapter):
         metadata = {"username": author.name, "message_id": message.id}
         if message.guild is not None:
             metadata["guild_id"] = message.guild.id
-        await self.forward(channel_id, str(author.id), text, attachments, metadata)
+        await self.forward(
+            channel_id, str(author.id), text, attachments, metadata, delivery_id=str(message.id)
+        )
+
+    def _handled(self, message_id: int) -> bool:
+        """Whether message ``message_id`` was handled here already (live and fetched
+        again by a catch-up); remembers it."""
+        if message_id in self._seen:
+            return True
+        self._seen[message_id] = None
+        if len(self._seen) > _SEEN:
+            del self._seen[next(iter(self._seen))]
+        return False
 
     def is_allowed(self, user: discord.User | discord.Member) -> bool:
         """Whether ``user`` may reach the agent: allowed or paired id, or an allowed role."""
@@ -485,9 +613,11 @@ class DiscordAdapter(ChannelAdapter):
         text: str,
         attachments: list[Attachment] | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        delivery_id: str | None = None,
     ) -> None:
         """Hand what ``sender`` wrote in ``channel_id`` to the agent; "typing" shows
-        until the answer is sent."""
+        until the answer is sent. ``delivery_id``: the Discord message's id."""
         ctx = self._ctx
         if ctx is None:
             return
@@ -498,6 +628,7 @@ class DiscordAdapter(ChannelAdapter):
             text=text,
             attachments=attachments or [],
             metadata={**(metadata or {}), "request_id": request_id},
+            delivery_id=delivery_id,
         )
         self._start_working(channel_id, request_id, sender)
         await ctx.submit(event)
@@ -631,6 +762,23 @@ class DiscordAdapter(ChannelAdapter):
             except discord.HTTPException as exc:  # cosmetic: never fatal
                 log.debug("discord: typing in %s failed: %s", channel_id, exc)
             await asyncio.sleep(self.settings.typing_interval)
+
+
+async def _missed(history: Any, limit: int) -> list[discord.Message]:
+    """The first ``limit + 1`` messages of ``history`` not written by a bot (the bot's
+    own answers are in it too), reading at most ``10 * limit`` of the bot's."""
+    found: list[discord.Message] = []
+    skipped = 0
+    async for message in history:
+        if message.author.bot:
+            skipped += 1
+            if skipped > 10 * limit:
+                break
+            continue
+        found.append(message)
+        if len(found) > limit:
+            break
+    return found
 
 
 def _setter(event: asyncio.Event) -> Any:

@@ -49,6 +49,12 @@ class DiscordSettings(PluginSettings):
     max_retry_after: float = Field(default=60.0, ge=30)
     """A 429 asking to wait longer than this fails that request instead of waiting
     (discord.py's ``max_ratelimit_timeout``; it takes no less than 30 s)."""
+    catch_up_hours: float = Field(default=24.0, ge=0)
+    """In a cluster, the replica that takes the gateway over fetches the messages written
+    while no replica held it, in the chats with a message delivered this many hours back
+    (0: none)."""
+    catch_up_limit: int = Field(default=100, ge=1, le=1000)
+    """The most messages fetched per chat that way; a longer backlog is cut (one log line)."""
     files_dir: Path | None = None
     max_download_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     inline_image_bytes: int = Field(default=5 * 1024 * 1024, ge=0)

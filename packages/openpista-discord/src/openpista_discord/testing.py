@@ -3,7 +3,10 @@
 REST under ``/api/v10``: ``GET /users/@me``, ``GET /oauth2/applications/@me``,
 ``GET /gateway/bot`` (names this server's gateway), ``POST /channels/{id}/messages`` (JSON
 or multipart with files; content of at most 2,000 characters), ``PATCH`` of a message,
-``POST /channels/{id}/typing``, ``POST /channels/{id}/messages/{id}/threads`` (dispatches
+``POST /channels/{id}/typing``, ``GET /channels/{id}`` and ``GET /channels/{id}/messages``
+(``before``, ``after`` or ``around`` a message id, ``limit`` 1..100 (default 50), newest
+first, as Discord answers; a channel in :attr:`~DiscordEmulator.unreadable` is ``403``
+Missing Access), ``POST /channels/{id}/messages/{id}/threads`` (dispatches
 ``THREAD_CREATE``), ``POST /users/@me/channels`` (DM channel), interaction callbacks and
 follow-ups (``/interactions/{id}/{token}/callback``, ``/webhooks/{app}/{token}...``) and
 ``PUT`` of global or guild application commands. A wrong ``Authorization`` is ``401``;
@@ -123,6 +126,8 @@ class DiscordEmulator(ThreadedServer):
         self.commands: dict[str, list[dict[str, Any]]] = {}
         """``"global"`` or a guild id -> the application commands last registered there."""
         self.threads: dict[int, dict[str, Any]] = {}
+        self.unreadable: set[int] = set()
+        """Channels whose history the bot may not read (``403`` Missing Access, 50001)."""
         self.identifies = 0
         self.connections = 0
         """Gateway WebSockets open now."""
@@ -146,6 +151,7 @@ class DiscordEmulator(ThreadedServer):
         self._interactions: dict[str, int] = {}  # token -> interaction id
         self._bot_messages: dict[int, dict[str, Any]] = {}
         self._files: dict[int, bytes] = {}  # attachment id -> content (the "CDN")
+        self._history: dict[int, list[dict[str, Any]]] = {}  # channel -> users' messages
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- acting as users ------------------------------------------------------------------
@@ -192,11 +198,18 @@ class DiscordEmulator(ThreadedServer):
         if reply_to is not None:
             data["message_reference"] = {"message_id": str(reply_to), "channel_id": str(channel_id)}
             data["referenced_message"] = self._bot_messages.get(reply_to)
+        self.store(channel_id, dict(data))  # REST has no guild_id or member (gateway only)
         if in_guild:
             data["guild_id"] = str(self.guild_id)
             data["member"] = self._member(user, with_user=False)
         self.dispatch("MESSAGE_CREATE", data)
         return data
+
+    def store(self, channel_id: int, data: dict[str, Any]) -> None:
+        """Put the message ``data`` (REST shape) in ``channel_id``'s history without
+        dispatching it (:meth:`send_message` does both); a test may store a malformed one."""
+        with self._lock:
+            self._history.setdefault(channel_id, []).append(data)
 
     def open_thread(self, owner: User, name: str = "a thread") -> int:
         """``owner`` opens a thread in :attr:`text_channel` (THREAD_CREATE); its id."""
@@ -372,9 +385,9 @@ class DiscordEmulator(ThreadedServer):
             return limited
         try:
             body = await _body(request)
-            result = self._route(method, parts, body)
+            result = self._route(method, parts, body, dict(request.query_params))
         except _ApiError as exc:
-            return _error(exc.status, exc.message, exc.code)
+            return _error(exc.status, exc.message, exc.code, exc.errors)
         if result is None:
             return Response(status_code=204)
         return JSONResponse(result)
@@ -411,7 +424,9 @@ class DiscordEmulator(ThreadedServer):
         body = {"message": "You are being rate limited.", "retry_after": wait, "global": scope}
         return JSONResponse(body, status_code=429, headers=headers)
 
-    def _route(self, method: str, parts: list[str], body: dict[str, Any]) -> Any:
+    def _route(
+        self, method: str, parts: list[str], body: dict[str, Any], query: dict[str, str]
+    ) -> Any:
         match method, parts:
             case "GET", ["users", "@me"]:
                 return self.bot.as_json() | {"bot": True, "verified": True, "flags": 0}
@@ -424,6 +439,9 @@ class DiscordEmulator(ThreadedServer):
             case "POST", ["users", "@me", "channels"]:
                 user = int(body.get("recipient_id", 0))
                 return _dm(self.dm_channel(User(user)), User(user))
+            case "GET", ["channels", channel, *rest] if rest in ([], ["messages"]):
+                read = self._messages if rest else self._channel
+                return read(_snowflake(channel, "channel_id"), query)
             case "POST", ["channels", channel, "messages"]:
                 return self._post_message(int(channel), body)
             case "PATCH", ["channels", channel, "messages", message]:
@@ -466,6 +484,53 @@ class DiscordEmulator(ThreadedServer):
             self.messages.append(sent)
             self._bot_messages[sent.id] = data
         return data
+
+    def _channel(self, channel_id: int, _query: dict[str, str] | None = None) -> Any:
+        if channel_id in self.unreadable:
+            raise _ApiError(403, "Missing Access", 50001)
+        if channel_id == self.text_channel:
+            return self._guild()["channels"][0] | {"guild_id": str(self.guild_id)}
+        if channel_id in self.threads:
+            return self.threads[channel_id]
+        for user_id, dm in self._dm_channels.items():
+            if dm == channel_id:
+                return _dm(dm, User(user_id))
+        raise _ApiError(404, "Unknown Channel", 10003)
+
+    def _messages(self, channel_id: int, query: dict[str, str] | None = None) -> Any:
+        """Discord's ``GET /channels/{id}/messages``: at most ``limit`` messages before,
+        after or around a message id (else the newest), newest first."""
+        self._channel(channel_id)  # 403 / 404 as Discord
+        query = query or {}
+        limit = _limit_of(query.get("limit", "50"))
+        given = [key for key in ("around", "before", "after") if key in query]
+        if len(given) > 1:
+            raise _ApiError(400, "Invalid Form Body")  # Discord takes only one of them
+        with self._lock:
+            history = list(self._history.get(channel_id, []))
+            history += [
+                self._bot_messages[m.id] for m in self.messages if m.channel_id == channel_id
+            ]
+        ids, written = [], 0  # a malformed id sorts where it was stored
+        for message in history:
+            written = max(written, _snowflake(str(message["id"]), "id", strict=False))
+            ids.append(written)
+        order = sorted(range(len(history)), key=ids.__getitem__)
+        history, ids = [history[i] for i in order], [ids[i] for i in order]
+        if not given:
+            chosen = history[-limit:]
+        else:
+            at = _snowflake(query[given[0]], given[0])
+            if given[0] == "before":
+                chosen = [m for m, i in zip(history, ids, strict=True) if i < at][-limit:]
+            elif given[0] == "after":
+                chosen = [m for m, i in zip(history, ids, strict=True) if i > at][:limit]
+            else:
+                older = [m for m, i in zip(history, ids, strict=True) if i < at]
+                newer = [m for m, i in zip(history, ids, strict=True) if i >= at]
+                chosen = older[-(limit // 2) :] if limit > 1 else []
+                chosen += newer[: limit - len(chosen)]
+        return list(reversed(chosen))
 
     def _edit_message(self, channel_id: int, message_id: int, body: dict[str, Any]) -> Any:
         found = [m for m in self.messages if m.id == message_id and m.channel_id == channel_id]
@@ -800,12 +865,43 @@ class _ApiError(Exception):
     def __init__(self, status: int, message: str, code: int = 50035) -> None:
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
+        self.errors: dict[str, Any] | None = None
 
 
-def _error(status: int, message: str, code: int) -> Response:
+def _error(status: int, message: str, code: int, errors: dict[str, Any] | None = None) -> Response:
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"message": message, "code": code}, status_code=status)
+    body: dict[str, Any] = {"message": message, "code": code}
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status)
+
+
+def _form_error(field: str, message: str) -> _ApiError:
+    error = _ApiError(400, "Invalid Form Body", 50035)
+    error.errors = {field: {"_errors": [{"code": "BASE_TYPE_BAD", "message": message}]}}
+    return error
+
+
+def _limit_of(raw: str) -> int:
+    """A ``limit`` query parameter as Discord takes it: an integer from 1 to 100."""
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise _form_error("limit", "Value is not int.") from None
+    if not 1 <= limit <= 100:
+        raise _form_error("limit", "int value should be between 1 and 100.")
+    return limit
+
+
+def _snowflake(raw: str, field: str, *, strict: bool = True) -> int:
+    """A snowflake of a path or query (``400`` if it is none); with ``strict=False``, a
+    stored message's id (``-1`` for a malformed one)."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 20:
+        return int(raw)
+    if not strict:
+        return -1
+    raise _form_error(field, "Value is not snowflake.")
 
 
 def _dm(channel_id: int, user: User) -> dict[str, Any]:

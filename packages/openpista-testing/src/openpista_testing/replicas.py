@@ -11,6 +11,7 @@ from typing import Any
 from openpista_testing.cli import Cli
 from openpista_testing.daemon import Daemon
 from openpista_testing.emulator import LlmEmulator, Reply, ReplyFunction, TextReply, ToolCallsReply
+from openpista_testing.postgres import PostgresServer
 
 
 @dataclass
@@ -60,6 +61,21 @@ class ClusterReplicas:
         """Kill every replica started."""
         for replica in self.started:
             replica.daemon.kill()
+
+
+@contextlib.contextmanager
+def fresh_cluster(
+    postgres: PostgresServer, root: Path, emulator: LlmEmulator, prefix: str
+) -> Iterator[ClusterReplicas]:
+    """Replicas (in ``root``) on a new database of ``postgres`` named after ``prefix`` and
+    ``root``; on exit they are killed and the database dropped."""
+    name = f"{prefix}_{root.name}".lower().replace("-", "_")
+    replicas = ClusterReplicas(root, emulator, postgres.create_database(name))
+    try:
+        yield replicas
+    finally:
+        replicas.close()
+        postgres.drop_database(name)
 
 
 @contextlib.contextmanager
