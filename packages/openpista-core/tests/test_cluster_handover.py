@@ -257,6 +257,49 @@ async def _holds(member: ClusterMember, session: str) -> bool:
     return session in member._holders
 
 
+async def test_an_http_channels_message_is_stored_before_submit_returns(
+    replicas: Start, fresh_postgres_url: str
+) -> None:
+    """What a webhook acknowledges once ``submit`` returned survives its replica: stored
+    by then, not left in memory for the gateway's dispatcher (stopped here, as if the
+    replica died right after the acknowledgement)."""
+    (a, a_member, a_chat), (b, _, b_chat) = (
+        await replicas("a", http=True),
+        await replicas("b", http=True),
+    )
+    [dispatcher] = [t for t in b._tasks if t.get_coro().__qualname__ == "Gateway._dispatch"]
+    dispatcher.cancel()
+    session = await b.session_for("chat:alice")
+    assert await a_member.try_acquire(session)  # a turn of alice's runs on a
+    await b_chat.say("alice", "kept")
+    assert await stored_events(fresh_postgres_url) == 1
+    a.handover.claim(session)  # type: ignore[union-attr]  # a's turn ends: it drains alice
+    assert (await a_chat.answer("alice")).text == "answer to kept"
+    await a_member.release(session)
+    assert b_chat.texts("alice") == []
+
+
+async def test_a_message_that_cannot_be_stored_raises_from_submit_and_the_next_one_is(
+    replicas: Start, fresh_postgres_url: str
+) -> None:
+    """A webhook is told (an error from ``submit``) so that the messenger delivers the message
+    again; the replica serves on."""
+    a, _, chat = await replicas("a", http=True)
+    handover = a.handover
+    assert handover is not None
+    pool = handover.pool
+    closed = await asyncpg.create_pool(handover.member.dsn, min_size=0, max_size=1)
+    await closed.close()
+    handover.pool = closed  # what a dead PostgreSQL connection pool looks like to a store
+    with pytest.raises(asyncpg.InterfaceError):
+        await chat.say("alice", "lost?")
+    assert await stored_events(fresh_postgres_url) == 0
+    assert chat.texts("alice") == []  # not answered as if it had been taken
+    handover.pool = pool
+    await chat.say("alice", "again")
+    assert (await chat.answer("alice")).text == "answer to again"
+
+
 @pytest.mark.parametrize("text", ["nul \x00 byte", "lone \ud800 half", "'); DROP TABLE x; --"])
 async def test_any_text_is_handed_over(
     replicas: Start, answering: LlmEmulator, fresh_postgres_url: str, text: str

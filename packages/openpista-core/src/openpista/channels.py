@@ -112,7 +112,11 @@ class ChannelContext(Protocol):
     async def submit(self, event: ChannelEvent) -> None:
         """Hand what a user wrote to the agent; waits while the gateway is busy. While the
         gateway stops, the chat is told so; once it has stopped, :class:`GatewayClosedError`
-        is raised."""
+        is raised. In cluster mode a channel that :attr:`~ChannelAdapter.replies_anywhere`
+        has its message stored in the cluster once this returns (acknowledge it to the
+        messenger only then); an error raised means it was not stored: have the messenger
+        deliver it again (a webhook answers 5xx), with the event's ``delivery_id`` set so
+        that a message stored after all is not run twice."""
         ...
 
     async def deliver(self, message: Outbound) -> None:

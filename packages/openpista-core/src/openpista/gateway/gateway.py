@@ -278,10 +278,29 @@ class Gateway:
     async def submit(self, event: ChannelEvent) -> None:
         """Queue an event for the agent; waits while the queue is full. While the gateway
         stops, the event's chat is told so (:data:`STOPPING_NOTICE`); once it has stopped,
-        :class:`GatewayClosedError` is raised."""
+        :class:`GatewayClosedError` is raised.
+
+        In cluster mode a message of a channel that answers from any replica (Telegram,
+        WhatsApp, Slack, Discord) is stored in the cluster's inbox before this returns, so
+        what its channel acknowledges survives this replica; the store's error is raised
+        when it cannot be stored (the channel then has the messenger deliver it again)."""
         if self._stopped:
             raise GatewayClosedError("openpista is shutting down")
+        stored = self._stored_on_submit(event)
+        if stored is not None:
+            await self._traced(event, stored)
+            return
         await self.queue.put(event)
+
+    def _stored_on_submit(self, event: ChannelEvent) -> dict[str, Any] | None:
+        """The event as the inbox stores it, when :meth:`submit` stores it itself: cluster
+        mode, an HTTP channel's message that is no chat command and whose files travel."""
+        if self.handover is None or self._closing:
+            return None
+        adapter = self.adapter_for(event.channel_id)
+        if adapter is None or not adapter.replies_anywhere or self.commands.is_command(event):
+            return None
+        return pack(event, *self.media_for(adapter))
 
     async def session_for(self, channel_id: str) -> str:
         """The session of the chat ``channel_id`` (created on first use)."""
@@ -384,11 +403,15 @@ class Gateway:
         (``/help``, ``/approve``, ...) is answered at once instead, outside the session's
         turn order (an approval is answered while its turn waits).
         """
+        return await self._traced(event, None)
+
+    async def _traced(self, event: ChannelEvent, stored: dict[str, Any] | None) -> Answer:
+        """:meth:`handle`, with the event as stored when the caller packed it already."""
         ticket = self.router.ticket(event.channel_id)  # before any await: arrival order
         described = {"openpista.channel": channel_name(event.channel_id)}
         try:
             with self.recorder.tracing.span("openpista.turn", described):
-                return await self._handle(event, ticket)
+                return await self._handle(event, ticket, stored)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if LEASE_LOST not in exc.args or task is None or task.cancelling() > 1:
@@ -402,13 +425,16 @@ class Gateway:
         finally:
             ticket.pass_on()
 
-    async def _handle(self, event: ChannelEvent, ticket: TurnTicket) -> Answer:
+    async def _handle(
+        self, event: ChannelEvent, ticket: TurnTicket, stored: dict[str, Any] | None
+    ) -> Answer:
         began = time.monotonic()
         request_id = _request_id(event)
         session_id = event.session_id or await self.router.session_for(event.channel_id)
         bind_turn(session_id, event.channel_id, request_id)
         adapter = self.adapter_for(event.channel_id)
-        stored = None if self.handover is None else pack(event, *self.media_for(adapter))
+        if stored is None and self.handover is not None:
+            stored = pack(event, *self.media_for(adapter))
         # An event the inbox does not store (whose insert records its delivery id): apart.
         apart = self.handover is not None and (stored is None or self.commands.is_command(event))
         if apart and self.handover is not None and not await self.handover.deliveries.first(event):
