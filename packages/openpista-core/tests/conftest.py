@@ -56,3 +56,10 @@ async def store(database_url: str) -> AsyncIterator[MemoryStore]:
     """A migrated store on :func:`database_url`, closed after the test."""
     async with await MemoryStore.open(database_url) as opened:
         yield opened
+
+
+@pytest.fixture
+async def memory(tmp_path: Path) -> AsyncIterator[MemoryStore]:
+    """A migrated SQLite store in the test's own directory, closed after the test."""
+    async with await MemoryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'memory.db'}") as opened:
+        yield opened

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,6 @@ from openpista_testing.cli import emulator_settings
 from openpista_testing.emulator import LlmEmulator
 
 MakeAgent = Callable[..., Agent]
-
-
-@pytest.fixture
-async def memory(tmp_path: Path) -> AsyncIterator[MemoryStore]:
-    store = await MemoryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}")
-    yield store
-    await store.close()
 
 
 @pytest.fixture

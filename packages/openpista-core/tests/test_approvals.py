@@ -4,7 +4,6 @@ emulator: denied commands never run, approved ones do, and every decision is on 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,9 @@ SESSION = "s1"
 
 
 @pytest.fixture
-async def memory(tmp_path: Path) -> AsyncIterator[MemoryStore]:
-    store = await MemoryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'approvals.db'}")
-    await store.bind_channel(CHANNEL, SESSION)
-    yield store
-    await store.close()
+async def memory(memory: MemoryStore) -> MemoryStore:
+    await memory.bind_channel(CHANNEL, SESSION)
+    return memory
 
 
 class Chat:

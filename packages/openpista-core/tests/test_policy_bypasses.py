@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -140,11 +139,9 @@ def test_known_bypasses_are_not_allowed(command: str) -> None:
 
 
 @pytest.fixture
-async def memory(tmp_path: Path) -> AsyncIterator[MemoryStore]:
-    store = await MemoryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'bypass.db'}")
-    await store.bind_channel(CHANNEL, SESSION)
-    yield store
-    await store.close()
+async def memory(memory: MemoryStore) -> MemoryStore:
+    await memory.bind_channel(CHANNEL, SESSION)
+    return memory
 
 
 async def test_known_bypasses_never_run_unasked(memory: MemoryStore, tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,6 @@ async def slow() -> str:
     """Wait until released."""
     await release.wait()
     return "slow done"
-
-
-@pytest.fixture
-async def memory(tmp_path: Path) -> AsyncIterator[MemoryStore]:
-    store = await MemoryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'resume.db'}")
-    yield store
-    await store.close()
 
 
 @pytest.fixture
