@@ -20,7 +20,7 @@ from openpista_telegram.testing import SECRET_HEADER, TelegramEmulator, User
 from openpista_testing.emulator import LlmEmulator, Reply, TextReply, ToolCallsReply
 from openpista_testing.ports import free_port
 from openpista_testing.postgres import PostgresServer
-from openpista_testing.replicas import ClusterReplicas, Replica
+from openpista_testing.replicas import ClusterReplicas, Replica, fresh_cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -39,13 +39,8 @@ def postgres() -> Iterator[PostgresServer]:
 def cluster(
     tmp_path: Path, llm_emulator: LlmEmulator, postgres: PostgresServer
 ) -> Iterator[ClusterReplicas]:
-    name = f"telegram_{tmp_path.name}".lower().replace("-", "_")
-    replicas = ClusterReplicas(tmp_path, llm_emulator, postgres.create_database(name))
-    try:
+    with fresh_cluster(postgres, tmp_path, llm_emulator, "telegram") as replicas:
         yield replicas
-    finally:
-        replicas.close()
-        postgres.drop_database(name)
 
 
 def telegram_replica(
