@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from openpista.access import REFUSAL
 from openpista_discord.testing import DiscordEmulator, User
 from openpista_testing.emulator import LlmEmulator
 from openpista_testing.postgres import PostgresServer
@@ -37,7 +38,12 @@ def cluster(
 
 
 def discord_replica(
-    cluster: ClusterReplicas, name: str, discord: DiscordEmulator, alice: User, more: str = ""
+    cluster: ClusterReplicas,
+    name: str,
+    discord: DiscordEmulator,
+    alice: User,
+    more: str = "",
+    limit: int = 3,
 ) -> Replica:
     extra = f"""
 [channels.discord]
@@ -45,7 +51,7 @@ enabled = true
 token = "{discord.token}"
 api_base = "{discord.base_url}"
 allowed_users = [{alice.id}]
-catch_up_limit = 3
+catch_up_limit = {limit}
 {more}
 """
     return cluster.start(name, extra=extra, plugins="discord")
@@ -65,7 +71,10 @@ def kill(cluster: ClusterReplicas, replica: Replica, discord: DiscordEmulator) -
     go with it."""
     settle(cluster)
     replica.daemon.kill()
-    replica.daemon.wait_until(lambda: not discord.connected())
+    deadline = time.monotonic() + 30  # not wait_until: it gives up once the daemon's output ends
+    while discord.connected():
+        assert time.monotonic() < deadline, "the killed replica's gateway connection stayed"
+        time.sleep(0.05)
 
 
 def settle(cluster: ClusterReplicas) -> None:
@@ -190,3 +199,107 @@ def test_with_a_thread_per_conversation_the_channel_threads_were_opened_from_is_
     assert sorted(discord.threads) == sorted([first, second])
     assert sorted(answered(llm_emulator)) == ["first", "more", "second"]
     assert discord.texts(general) == []
+
+
+def test_a_missed_message_of_a_user_let_in_by_a_role_is_answered_after_a_member_lookup(
+    cluster: ClusterReplicas,
+    llm_emulator: LlmEmulator,
+    discord_emulator: DiscordEmulator,
+    alice: User,
+    bob: User,
+) -> None:
+    discord, general = discord_emulator, discord_emulator.text_channel
+    role = bob.roles[0]  # the emulator's guild has it
+    roles = f"allowed_roles = [{role}]"
+    carol = User(4203, "carol")  # a member without the role
+    dave = User(4204, "dave", roles=(role,))  # leaves the guild meanwhile
+    eve = User(4205, "eve", roles=(role,))  # her lookup is answered malformed
+    a = leader(cluster, discord, alice, roles)
+    discord.send_message(general, "bob live", bob, mention_bot=True)
+    a.daemon.wait_until(lambda: discord.texts(general) == ["echo: bob live"])
+    kill(cluster, a, discord)
+    discord.send_message(general, "bob missed 1", bob, mention_bot=True)
+    discord.send_message(general, "carol missed", carol, mention_bot=True)
+    discord.send_message(general, "dave missed", dave, mention_bot=True)
+    discord.leave(dave)
+    discord.send_message(general, "eve missed", eve, mention_bot=True)
+    discord.member_answers[eve.id] = {"user": eve.as_json(), "roles": f"{role}"}
+    discord.send_message(general, "bob missed 2", bob, mention_bot=True)
+
+    b = discord_replica(cluster, "b", discord, alice, roles, limit=10)
+    b.daemon.wait_for("discord: caught up on 1 channel(s), 5 message(s)")
+    want = ["echo: bob live", "echo: bob missed 1", "echo: bob missed 2"]
+    b.daemon.wait_until(lambda: [t for t in discord.texts(general) if t != REFUSAL] == want)
+    assert discord.texts(general).count(REFUSAL) == 1  # carol's, as the gateway refuses her
+    output = b.daemon.output()
+    assert f"a missed message of {dave.id} is not handled: no member of guild" in output
+    assert "Unknown Member" in output
+    assert f"a missed message of {eve.id} is not handled: no member of guild" in output
+    assert f"refused user {carol.id}" in output
+    lookups = [path for _, path in discord.requests if "/members/" in path]
+    assert sorted(lookups) == sorted(
+        f"/guilds/{discord.guild_id}/members/{user.id}" for user in (bob, carol, dave, eve)
+    )  # one per user
+    assert answered(llm_emulator) == ["bob live", "bob missed 1", "bob missed 2"]
+    assert "Traceback" not in output
+
+
+def test_a_live_message_of_a_chat_being_caught_up_is_answered_after_its_missed_ones(
+    cluster: ClusterReplicas,
+    llm_emulator: LlmEmulator,
+    discord_emulator: DiscordEmulator,
+    alice: User,
+) -> None:
+    discord = discord_emulator
+    dm, general = discord.dm_channel(alice), discord.text_channel
+    a = leader(cluster, discord, alice)
+    discord.send_message(dm, "one", alice)
+    discord.send_message(general, "two", alice, mention_bot=True)
+    a.daemon.wait_until(lambda: discord.texts(dm) == ["echo: one"])
+    a.daemon.wait_until(lambda: discord.texts(general) == ["echo: two"])
+    kill(cluster, a, discord)
+    discord.send_message(dm, "missed", alice)
+    discord.held_history.add(dm)  # the catch-up's history call of the DM hangs
+
+    b = discord_replica(cluster, "b", discord, alice)
+    b.daemon.wait_until(lambda: ("GET", f"/channels/{dm}/messages") in discord.requests)
+    discord.send_message(dm, "live", alice)
+    b.daemon.wait_for(f"discord: a live message in {dm} waits until its chat is caught up")
+    discord.send_message(general, "elsewhere", alice, mention_bot=True)  # does not wait
+    b.daemon.wait_until(lambda: discord.texts(general) == ["echo: two", "echo: elsewhere"])
+    assert discord.texts(dm) == ["echo: one"]
+    discord.held_history.discard(dm)
+    b.daemon.wait_until(lambda: discord.texts(dm) == ["echo: one", "echo: missed", "echo: live"])
+    b.daemon.wait_for("discord: caught up on 2 channel(s)")
+    asked = answered(llm_emulator)
+    assert sorted(asked[:2]) == ["one", "two"]  # two chats of the first leader: any order
+    assert asked[2:] == ["elsewhere", "missed", "live"]
+    assert "takes over" not in b.daemon.output()
+    assert "Traceback" not in b.daemon.output()
+
+
+def test_a_catch_up_stuck_on_rest_lets_live_messages_go_after_catch_up_wait(
+    cluster: ClusterReplicas,
+    llm_emulator: LlmEmulator,
+    discord_emulator: DiscordEmulator,
+    alice: User,
+) -> None:
+    discord, short = discord_emulator, "catch_up_wait = 0.5"
+    dm = discord.dm_channel(alice)
+    a = leader(cluster, discord, alice, short)
+    discord.send_message(dm, "one", alice)
+    a.daemon.wait_until(lambda: discord.texts(dm) == ["echo: one"])
+    kill(cluster, a, discord)
+    discord.send_message(dm, "missed", alice)
+    discord.held_history.add(dm)
+
+    b = discord_replica(cluster, "b", discord, alice, short)
+    b.daemon.wait_until(lambda: ("GET", f"/channels/{dm}/messages") in discord.requests)
+    discord.send_message(dm, "live", alice)
+    b.daemon.wait_for(f"discord: the catch-up of {dm} takes over 0 s")
+    b.daemon.wait_until(lambda: discord.texts(dm) == ["echo: one", "echo: live"])
+    discord.held_history.discard(dm)
+    b.daemon.wait_until(lambda: discord.texts(dm) == ["echo: one", "echo: live", "echo: missed"])
+    b.daemon.wait_for("discord: caught up on 1 channel(s), 2 message(s)")  # live: not again
+    assert answered(llm_emulator) == ["one", "live", "missed"]
+    assert "Traceback" not in b.daemon.output()

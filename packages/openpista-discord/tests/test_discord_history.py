@@ -110,3 +110,29 @@ async def test_an_unreadable_or_unknown_channel_is_refused(
     with pytest.raises(discord.NotFound) as unknown:
         await client.http.logs_from(1999999999999999999, 10)
     assert unknown.value.code == 10003
+
+
+async def test_a_guild_member_is_answered_as_discord_documents_it(
+    discord_emulator: DiscordEmulator, client: discord.Client, bob: User
+) -> None:
+    guild = discord_emulator.guild_id
+    with pytest.raises(discord.NotFound) as unknown:  # never wrote in the guild
+        await client.http.get_member(guild, bob.id)
+    assert unknown.value.code == 10007
+    discord_emulator.join(bob)
+    member = await client.http.get_member(guild, bob.id)
+    assert member["user"]["id"] == str(bob.id)
+    assert member["roles"] == [str(role) for role in bob.roles]
+    assert member["joined_at"]
+    discord_emulator.leave(bob)
+    with pytest.raises(discord.NotFound) as left:
+        await client.http.get_member(guild, bob.id)
+    assert left.value.code == 10007
+    with pytest.raises(discord.NotFound) as no_guild:
+        await client.http.get_member(1999999999999999999, bob.id)
+    assert no_guild.value.code == 10004
+    headers = {"Authorization": f"Bot {discord_emulator.token}"}
+    url = f"{discord_emulator.base_url}/api/v10/guilds/{guild}/members/me;DROP"
+    async with httpx.AsyncClient() as http:
+        response = await http.get(url, headers=headers)
+    assert (response.status_code, response.json()["code"]) == (400, 50035)

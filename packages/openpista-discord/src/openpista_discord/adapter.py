@@ -19,7 +19,11 @@ that takes the gateway over fetches, once READY, the messages written while no r
 it (``GET /channels/{id}/messages?after=``), in each chat with a message delivered in the
 last ``catch_up_hours`` (its newest one: ``context.deliveries``), at most
 ``catch_up_limit`` per chat, and handles them as gateway messages; each event carries its
-message id as ``delivery_id``, so one the old leader stored is dropped by core.
+message id as ``delivery_id``, so one the old leader stored is dropped by core. A fetched
+guild message names no roles: for an author not allowed by id, its guild member is looked up
+(``GET /guilds/{id}/members/{user_id}``, once per user and catch-up). While a chat is caught
+up, its live messages wait (at most ``catch_up_wait`` seconds) until its missed ones were
+handed on; other chats' do not.
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ DISCORD_GATEWAY = "wss://gateway.discord.gg/"  # discord.py's DiscordWebSocket.D
 _TYPING_LIMIT = 30 * 60.0
 _ELLIPSIS = " …"
 _SEEN = 10_000  # message ids remembered: one handled live is not handled again by catch-up
+
+
+_Members = dict[int, "set[int] | str"]  # user id -> its role ids, or why it is no member
 
 
 @dataclass
@@ -145,6 +152,7 @@ class DiscordAdapter(ChannelAdapter):
         self._stopping = False
         self._quiet = QuietLog()  # what a peer can trigger at will
         self._seen: dict[int, None] = {}  # message ids handled here, oldest first
+        self._gates: dict[int, asyncio.Event] = {}  # chat id -> set once it is caught up
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -198,7 +206,7 @@ class DiscordAdapter(ChannelAdapter):
         ready = asyncio.Event()
         # READY received (not on_ready, which waits guild_ready_timeout for more guilds)
         client.on_connect = _setter(ready)  # type: ignore[attr-defined]
-        client.on_message = self._on_message  # type: ignore[attr-defined]
+        client.on_message = self._on_live_message  # type: ignore[attr-defined]
         client.on_interaction = self._on_interaction  # type: ignore[attr-defined]
         return client, ready, build_tree(client, self)
 
@@ -232,6 +240,7 @@ class DiscordAdapter(ChannelAdapter):
             try:
                 await self._login(gateway)
                 missed = await self._newest_delivered()  # before READY: no live one counted
+                self._gates = {channel_id: asyncio.Event() for channel_id in missed}
                 connection = asyncio.create_task(gateway.connect(reconnect=True))
                 catch_up = asyncio.create_task(self._catch_up(gateway, ready, missed))
                 done, _ = await asyncio.wait({connection, lost}, return_when=FIRST_COMPLETED)
@@ -240,6 +249,7 @@ class DiscordAdapter(ChannelAdapter):
                 if catch_up is not None:
                     catch_up.cancel()
                     await asyncio.gather(catch_up, return_exceptions=True)
+                self._open_gates()
                 with contextlib.suppress(Exception):
                     await gateway.close()  # closes its connection: the new leader connects
                 if connection is not None:
@@ -276,31 +286,55 @@ class DiscordAdapter(ChannelAdapter):
         """Once READY, handle what was written in each of ``missed``'s channels after its
         newest delivered message (its own task: live messages do not wait for it). With
         ``thread_per_conversation`` also in the channels the bot's threads were opened from,
-        after the newest of them (a thread opened from a message has that message's id)."""
+        after the newest of them (a thread opened from a message has that message's id).
+        Each chat's gate (:meth:`_on_live_message`) opens once its messages were handed on,
+        every one when this ends, however it ends."""
         import discord
 
         if not missed:
             return
-        await ready.wait()
-        channels: dict[int, tuple[Any, int]] = {}
-        for channel_id, after in missed.items():
-            channel = await self._missed_channel(gateway, channel_id)
-            if channel is not None:
-                channels[channel_id] = (channel, after)
-        if self.settings.thread_per_conversation:
-            opened: dict[int, int] = {}
-            for channel, _ in channels.values():
-                if isinstance(channel, discord.Thread) and channel.owner_id == self.bot_id:
-                    opened[channel.parent_id] = max(opened.get(channel.parent_id, 0), channel.id)
-            for parent_id, after in opened.items():
-                known = channels.get(parent_id)
-                channel = known[0] if known else await self._missed_channel(gateway, parent_id)
+        try:
+            await ready.wait()
+            channels: dict[int, tuple[Any, int]] = {}
+            for channel_id, after in missed.items():
+                channel = await self._missed_channel(gateway, channel_id)
                 if channel is not None:
-                    channels[parent_id] = (channel, max(after, known[1] if known else 0))
-        caught = 0
-        for channel, after in channels.values():
-            caught += await self._catch_up_on(channel, after)
-        log.info("discord: caught up on %d channel(s), %d message(s)", len(channels), caught)
+                    channels[channel_id] = (channel, after)
+                else:
+                    self._open_gate(channel_id)
+            if self.settings.thread_per_conversation:
+                opened: dict[int, int] = {}
+                for channel, _ in channels.values():
+                    if isinstance(channel, discord.Thread) and channel.owner_id == self.bot_id:
+                        parent = channel.parent_id
+                        opened[parent] = max(opened.get(parent, 0), channel.id)
+                for parent_id, after in opened.items():
+                    self._gates.setdefault(parent_id, asyncio.Event())
+                    known = channels.get(parent_id)
+                    channel = known[0] if known else await self._missed_channel(gateway, parent_id)
+                    if channel is not None:
+                        channels[parent_id] = (channel, max(after, known[1] if known else 0))
+                    else:
+                        self._open_gate(parent_id)
+            caught, members = 0, _Members()
+            for channel_id, (channel, after) in channels.items():
+                try:
+                    caught += await self._catch_up_on(gateway, channel, after, members)
+                finally:
+                    self._open_gate(channel_id)
+            log.info("discord: caught up on %d channel(s), %d message(s)", len(channels), caught)
+        finally:
+            self._open_gates()
+
+    def _open_gate(self, channel_id: int) -> None:
+        """Let the live messages of chat ``channel_id`` go: it is caught up."""
+        gate = self._gates.pop(channel_id, None)
+        if gate is not None:
+            gate.set()
+
+    def _open_gates(self) -> None:
+        for channel_id in list(self._gates):
+            self._open_gate(channel_id)
 
     async def _missed_channel(self, gateway: discord.AutoShardedClient, channel_id: int) -> Any:
         """The channel ``channel_id`` (cached, else ``GET /channels/{id}``); ``None``, with
@@ -313,9 +347,12 @@ class DiscordAdapter(ChannelAdapter):
             log.warning("discord: cannot fetch the messages missed in %s: %s", channel_id, exc)
             return None
 
-    async def _catch_up_on(self, channel: Any, after: int) -> int:
+    async def _catch_up_on(
+        self, gateway: discord.AutoShardedClient, channel: Any, after: int, members: _Members
+    ) -> int:
         """Handle the messages of ``channel`` after message ``after`` (at most
-        ``catch_up_limit``, oldest first); how many were fetched. A failure is one line."""
+        ``catch_up_limit``, oldest first); how many were fetched. A failure is one line.
+        ``members``: the guild members looked up in this catch-up."""
         import discord
 
         limit = self.settings.catch_up_limit
@@ -346,9 +383,47 @@ class DiscordAdapter(ChannelAdapter):
             log.debug("discord: deliveries not read: %s", exc)
             done = set()
         for message in found:
-            if str(message.id) not in done:
-                await self._on_message(message)
+            if str(message.id) in done:
+                continue
+            member, allowed = await self._missed_author(gateway, message, members)
+            if member:
+                await self._on_message(message, allowed=allowed)
         return len(found)
+
+    async def _missed_author(
+        self, gateway: discord.AutoShardedClient, message: discord.Message, members: _Members
+    ) -> tuple[bool, bool | None]:
+        """Whether the author of the fetched ``message`` is one to handle, and whether
+        it may reach the agent by a role in ``allowed_roles`` (REST messages name no
+        roles): in a guild, for an author not allowed by id, its guild member's roles
+        (``GET /guilds/{id}/members/{user_id}``, once per user in ``members``), read from
+        the answer (the guild's roles may not be cached yet right after READY). ``None``:
+        no lookup needed (a DM, a bot, no ``allowed_roles``, allowed by id). Not one to
+        handle, with one log line, when the user is no member (``404``: left the guild) or
+        cannot be looked up (``403``, a malformed answer)."""
+        import discord
+
+        author, guild = message.author, message.guild
+        if guild is None or author.bot or not self.allowed_roles or self.is_allowed(author):
+            return True, None
+        if author.id not in members:
+            try:
+                data: Any = await gateway.http.get_member(guild.id, author.id)
+                members[author.id] = _role_ids(data["roles"])
+            except (discord.HTTPException, discord.RateLimited) as exc:
+                members[author.id] = str(exc)
+            except (KeyError, TypeError, ValueError) as exc:
+                members[author.id] = f"malformed member answer ({type(exc).__name__})"
+        roles = members[author.id]
+        if isinstance(roles, str):
+            log.info(
+                "discord: a missed message of %s is not handled: no member of guild %s: %s",
+                author.id,
+                guild.id,
+                roles[:200],
+            )
+            return False, False
+        return True, self._allowed(author.id, roles)
 
     async def _login(self, client: discord.AutoShardedClient) -> None:
         import aiohttp
@@ -531,15 +606,37 @@ class DiscordAdapter(ChannelAdapter):
 
     # -- in -------------------------------------------------------------------------------
 
-    async def _on_message(self, message: discord.Message) -> None:
+    async def _on_live_message(self, message: discord.Message) -> None:
+        """A gateway MESSAGE_CREATE, handled once its chat is caught up (when a catch-up
+        runs for it), or after ``catch_up_wait`` seconds (one log line)."""
+        chat = message.channel.id
+        gate = self._gates.get(chat)
+        if gate is not None and not gate.is_set() and not message.author.bot:
+            log.info("discord: a live message in %s waits until its chat is caught up", chat)
+            try:
+                await asyncio.wait_for(gate.wait(), self.settings.catch_up_wait)
+            except TimeoutError:
+                log.warning(
+                    "discord: the catch-up of %s takes over %.0f s; a live message there is "
+                    "handled before the missed ones",
+                    chat,
+                    self.settings.catch_up_wait,
+                )
+        await self._on_message(message)
+
+    async def _on_message(self, message: discord.Message, *, allowed: bool | None = None) -> None:
         import discord
 
         try:
-            await self._handle_message(message)
+            await self._handle_message(message, allowed=allowed)
         except (discord.HTTPException, discord.RateLimited) as exc:  # one line, no traceback
             log.warning("discord: reply in %s failed: %s", message.channel.id, exc)
 
-    async def _handle_message(self, message: discord.Message) -> None:
+    async def _handle_message(
+        self, message: discord.Message, *, allowed: bool | None = None
+    ) -> None:
+        """``allowed``: whether the author may reach the agent, when known otherwise than
+        by :meth:`is_allowed` (a catch-up's member lookup)."""
         import discord
 
         author, client = message.author, self._client
@@ -549,10 +646,7 @@ class DiscordAdapter(ChannelAdapter):
         if not private and not self._addressed(message):
             return
         text = self._strip_mention(message.content)
-        if not self.is_allowed(author):
-            if self.allowed_roles and not private and not isinstance(author, discord.Member):
-                log.info("discord: a missed message of %s is not handled: roles unknown", author.id)
-                return  # fetched over REST (a catch-up), which names no roles: not refused
+        if not (self.is_allowed(author) if allowed is None else allowed):
             outcome = self.access.try_pair(author.id, text) if private else None
             reply = {True: PAIRED, False: PAIRING_FAILED, None: REFUSAL}[outcome]
             log.info(
@@ -603,8 +697,10 @@ class DiscordAdapter(ChannelAdapter):
 
     def is_allowed(self, user: discord.User | discord.Member) -> bool:
         """Whether ``user`` may reach the agent: allowed or paired id, or an allowed role."""
-        roles = {role.id for role in getattr(user, "roles", ())}
-        return bool(roles & self.allowed_roles) or self.access.is_allowed(user.id)
+        return self._allowed(user.id, {role.id for role in getattr(user, "roles", ())})
+
+    def _allowed(self, user_id: int, roles: set[int]) -> bool:
+        return bool(roles & self.allowed_roles) or self.access.is_allowed(user_id)
 
     async def forward(
         self,
@@ -779,6 +875,15 @@ async def _missed(history: Any, limit: int) -> list[discord.Message]:
         if len(found) > limit:
             break
     return found
+
+
+def _role_ids(raw: Any) -> set[int]:
+    """A guild member's ``roles`` (snowflake strings); ``ValueError`` for anything else."""
+    if not isinstance(raw, list) or len(raw) > 1000:
+        raise ValueError("roles is not a list of ids")
+    if not all(isinstance(role, str) and role.isascii() and role.isdigit() for role in raw):
+        raise ValueError("roles is not a list of ids")
+    return {int(role) for role in raw}
 
 
 def _setter(event: asyncio.Event) -> Any:

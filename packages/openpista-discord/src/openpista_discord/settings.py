@@ -55,6 +55,9 @@ class DiscordSettings(PluginSettings):
     (0: none)."""
     catch_up_limit: int = Field(default=100, ge=1, le=1000)
     """The most messages fetched per chat that way; a longer backlog is cut (one log line)."""
+    catch_up_wait: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a live message of a chat being caught up waits for that chat's missed
+    messages to be handed on first; past it (REST is slow) it goes ahead (one log line)."""
     files_dir: Path | None = None
     max_download_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     inline_image_bytes: int = Field(default=5 * 1024 * 1024, ge=0)

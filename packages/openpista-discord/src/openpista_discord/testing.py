@@ -6,7 +6,10 @@ or multipart with files; content of at most 2,000 characters), ``PATCH`` of a me
 ``POST /channels/{id}/typing``, ``GET /channels/{id}`` and ``GET /channels/{id}/messages``
 (``before``, ``after`` or ``around`` a message id, ``limit`` 1..100 (default 50), newest
 first, as Discord answers; a channel in :attr:`~DiscordEmulator.unreadable` is ``403``
-Missing Access), ``POST /channels/{id}/messages/{id}/threads`` (dispatches
+Missing Access; one in :attr:`~DiscordEmulator.held_history` answers once taken out of it),
+``GET /guilds/{id}/members/{user_id}`` (the guild member object; a user who never wrote in
+the guild or :meth:`~DiscordEmulator.leave` s it is ``404`` Unknown Member, 10007),
+``POST /channels/{id}/messages/{id}/threads`` (dispatches
 ``THREAD_CREATE``), ``POST /users/@me/channels`` (DM channel), interaction callbacks and
 follow-ups (``/interactions/{id}/{token}/callback``, ``/webhooks/{app}/{token}...``) and
 ``PUT`` of global or guild application commands. A wrong ``Authorization`` is ``401``;
@@ -128,6 +131,13 @@ class DiscordEmulator(ThreadedServer):
         self.threads: dict[int, dict[str, Any]] = {}
         self.unreadable: set[int] = set()
         """Channels whose history the bot may not read (``403`` Missing Access, 50001)."""
+        self.held_history: set[int] = set()
+        """Channels whose ``GET /channels/{id}/messages`` answer waits while they are in
+        it (a slow REST call)."""
+        self.members: dict[int, User] = {}
+        """The guild's members besides the bot (a user joins by writing in the guild)."""
+        self.member_answers: dict[int, Any] = {}
+        """User id -> what its member lookup answers instead (a test's forged answer)."""
         self.identifies = 0
         self.connections = 0
         """Gateway WebSockets open now."""
@@ -200,10 +210,21 @@ class DiscordEmulator(ThreadedServer):
             data["referenced_message"] = self._bot_messages.get(reply_to)
         self.store(channel_id, dict(data))  # REST has no guild_id or member (gateway only)
         if in_guild:
+            self.join(user)
             data["guild_id"] = str(self.guild_id)
             data["member"] = self._member(user, with_user=False)
         self.dispatch("MESSAGE_CREATE", data)
         return data
+
+    def join(self, user: User) -> None:
+        """``user`` joins the guild (with its :attr:`User.roles`)."""
+        with self._lock:
+            self.members[user.id] = user
+
+    def leave(self, user: User) -> None:
+        """``user`` leaves the guild (its member lookup is ``404`` Unknown Member)."""
+        with self._lock:
+            self.members.pop(user.id, None)
 
     def store(self, channel_id: int, data: dict[str, Any]) -> None:
         """Put the message ``data`` (REST shape) in ``channel_id``'s history without
@@ -383,6 +404,11 @@ class DiscordEmulator(ThreadedServer):
         limited = self._limit(method, parts)
         if limited is not None:
             return limited
+        if method == "GET" and len(parts) == 3 and parts[0::2] == ["channels", "messages"]:
+            held = _snowflake(parts[1], "channel_id", strict=False)
+            # a set the test's thread changes: polled (one membership test at a time)
+            while held in self.held_history:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
         try:
             body = await _body(request)
             result = self._route(method, parts, body, dict(request.query_params))
@@ -428,20 +454,17 @@ class DiscordEmulator(ThreadedServer):
         self, method: str, parts: list[str], body: dict[str, Any], query: dict[str, str]
     ) -> Any:
         match method, parts:
-            case "GET", ["users", "@me"]:
-                return self.bot.as_json() | {"bot": True, "verified": True, "flags": 0}
-            case "GET", ["oauth2", "applications", "@me"]:
-                return self._application()
-            case "GET", ["gateway", "bot"]:
-                limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-                url = self.base_url.replace("http", "ws", 1) + "/gateway"
-                return {"url": url, "shards": 1, "session_start_limit": limit}
+            case "GET", ["users", "@me"] | ["oauth2", "applications", "@me"] | ["gateway", "bot"]:
+                return self._about(parts[0])
             case "POST", ["users", "@me", "channels"]:
                 user = int(body.get("recipient_id", 0))
                 return _dm(self.dm_channel(User(user)), User(user))
             case "GET", ["channels", channel, *rest] if rest in ([], ["messages"]):
                 read = self._messages if rest else self._channel
                 return read(_snowflake(channel, "channel_id"), query)
+            case "GET", ["guilds", guild, "members", user]:
+                guild_id, user_id = _snowflake(guild, "guild_id"), _snowflake(user, "user_id")
+                return self._guild_member(guild_id, user_id)
             case "POST", ["channels", channel, "messages"]:
                 return self._post_message(int(channel), body)
             case "PATCH", ["channels", channel, "messages", message]:
@@ -462,6 +485,16 @@ class DiscordEmulator(ThreadedServer):
             case "PUT", ["applications", _app, "guilds", guild, "commands"]:
                 return self._commands(guild, body)
         raise _ApiError(404, "404: Not Found", 0)
+
+    def _about(self, what: str) -> dict[str, Any]:
+        """``GET /users/@me``, ``/oauth2/applications/@me`` or ``/gateway/bot``."""
+        if what == "users":
+            return self.bot.as_json() | {"bot": True, "verified": True, "flags": 0}
+        if what == "oauth2":
+            return self._application()
+        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+        url = self.base_url.replace("http", "ws", 1) + "/gateway"
+        return {"url": url, "shards": 1, "session_start_limit": limit}
 
     def _post_message(self, channel_id: int, body: dict[str, Any]) -> dict[str, Any]:
         content = str(body.get("content") or "")
@@ -531,6 +564,18 @@ class DiscordEmulator(ThreadedServer):
                 chosen = older[-(limit // 2) :] if limit > 1 else []
                 chosen += newer[: limit - len(chosen)]
         return list(reversed(chosen))
+
+    def _guild_member(self, guild_id: int, user_id: int) -> Any:
+        """Discord's ``GET /guilds/{id}/members/{user_id}``: the guild member object."""
+        if guild_id != self.guild_id:
+            raise _ApiError(404, "Unknown Guild", 10004)
+        with self._lock:
+            if user_id in self.member_answers:
+                return self.member_answers[user_id]
+            user = self.bot if user_id == self.bot.id else self.members.get(user_id)
+        if user is None:
+            raise _ApiError(404, "Unknown Member", 10007)
+        return self._member(user, with_user=True)
 
     def _edit_message(self, channel_id: int, message_id: int, body: dict[str, Any]) -> Any:
         found = [m for m in self.messages if m.id == message_id and m.channel_id == channel_id]
@@ -804,8 +849,12 @@ class DiscordEmulator(ThreadedServer):
 
     def _member(self, user: User, *, with_user: bool) -> dict[str, Any]:
         member: dict[str, Any] = {
+            "nick": None,
+            "avatar": None,
             "roles": [str(r) for r in user.roles],
             "joined_at": _TIMESTAMP,
+            "premium_since": None,
+            "pending": False,
             "deaf": False,
             "mute": False,
             "flags": 0,
