@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
 
 from openpista.config import PolicySettings
 from openpista_slack.adapter import APPROVE, SlackAdapter
+from openpista_slack.settings import parse_settings
 from openpista_slack.testing import SlackEmulator, User
+from openpista_testing.adapters import HeldContext
 from openpista_testing.emulator import LlmEmulator
 
 Serve = Callable[..., Awaitable[SlackAdapter]]
@@ -149,3 +156,78 @@ async def test_a_question_where_the_app_cannot_post_is_answered_privately(
     slack.slash_command(alice, "C0ELSEWHERE", "what is up?")
     await slack.wait_until(lambda: slack.responses)
     assert slack.responses[0]["text"] == "❌ slack: chat.postMessage failed: not_in_channel"
+
+
+async def start_held(
+    table: Callable[..., dict[str, Any]], ctx: HeldContext, **options: Any
+) -> SlackAdapter:
+    adapter = SlackAdapter(parse_settings(table(mode="http", **options)))
+    await adapter.start(ctx)
+    return adapter
+
+
+async def test_an_event_is_answered_only_after_submit_returned(
+    slack: SlackEmulator, table: Callable[..., dict[str, Any]], alice: User
+) -> None:
+    ctx = HeldContext()
+    ctx.release.clear()
+    adapter = await start_held(table, ctx, event_answer_timeout=30)
+    try:
+        posting = asyncio.create_task(slack.post_signed(dm_event(alice, "keep me")))
+        await asyncio.wait_for(ctx.called.wait(), 20)
+        await asyncio.sleep(0.2)
+        assert not posting.done()  # submit has not returned: no answer yet
+        ctx.release.set()
+        assert (await asyncio.wait_for(posting, 20))[0] == 200
+        event = ctx.events.get_nowait()
+        assert (event.text, event.delivery_id) == ("keep me", f"{alice.dm}:1700000000.000100")
+    finally:
+        await adapter.stop()
+
+
+async def test_a_failed_submit_is_answered_500_and_the_retry_is_handled(
+    slack: SlackEmulator,
+    table: Callable[..., dict[str, Any]],
+    alice: User,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="openpista_slack")
+    ctx = HeldContext()
+    ctx.failures.append(ConnectionError("database unreachable"))
+    adapter = await start_held(table, ctx)
+    try:
+        body = dm_event(alice, "store me", event_id="Ev0FAIL")
+        assert (await slack.post_signed(body))[0] == 500
+        lines = [r for r in caplog.records if "Slack sends it again" in r.getMessage()]
+        assert len(lines) == 1
+        assert "database unreachable" in lines[0].getMessage()
+        retry = {"Content-Type": "application/json", "X-Slack-Retry-Num": "1", **slack.sign(body)}
+        assert (await slack.post_signed(body, retry))[0] == 200
+        event = ctx.events.get_nowait()
+        first, second = ctx.calls
+        assert first.delivery_id == second.delivery_id == event.delivery_id
+        assert (await slack.post_signed(body, retry))[0] == 200  # handled: acked at once
+        assert len(ctx.calls) == 2
+        slack.dm(alice, "next")  # the channel keeps serving
+        assert (await asyncio.wait_for(ctx.events.get(), 20)).text == "next"
+    finally:
+        await adapter.stop()
+
+
+async def test_a_slow_event_is_answered_500_and_its_retry_waits_for_it(
+    slack: SlackEmulator, table: Callable[..., dict[str, Any]], alice: User
+) -> None:
+    ctx = HeldContext()
+    ctx.release.clear()
+    adapter = await start_held(table, ctx, event_answer_timeout=0.3)
+    try:
+        body = dm_event(alice, "slow", event_id="Ev0SLOW")
+        assert (await slack.post_signed(body))[0] == 500
+        retry = asyncio.create_task(slack.post_signed(body))  # joins the handling under way
+        await asyncio.sleep(0.1)
+        ctx.release.set()
+        assert (await retry)[0] == 200
+        assert ctx.events.get_nowait().text == "slow"
+        assert len(ctx.calls) == 1
+    finally:
+        await adapter.stop()

@@ -18,8 +18,9 @@ from openpista import jsonsafe
 from openpista.access import REFUSAL
 from openpista_telegram.adapter import TelegramAdapter
 from openpista_telegram.testing import SECRET_HEADER, TelegramEmulator, User
-from openpista_testing.adapters import QueueContext
+from openpista_testing.adapters import HeldContext, QueueContext
 from openpista_testing.emulator import LlmEmulator
+from openpista_testing.polling import eventually
 from openpista_testing.ports import free_port
 
 Serve = Callable[..., Awaitable[TelegramAdapter]]
@@ -232,3 +233,107 @@ async def test_deeply_nested_json_is_refused_with_400_and_one_log_line(
     telegram.send_text(alice.id, "still there?", user=alice)
     [reply] = await telegram.wait_for_sent(1, chat_id=alice.id)
     assert reply.text == "unharmed"
+
+
+async def start_held(
+    table: Callable[..., dict[str, Any]], ctx: HeldContext, **options: Any
+) -> TelegramAdapter:
+    from openpista_telegram.settings import parse_settings
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/webhook"
+    adapter = TelegramAdapter(
+        parse_settings(table(mode="webhook", webhook_url=url, webhook_port=port, **options))
+    )
+    await adapter.start(ctx)
+    return adapter
+
+
+async def test_the_post_is_answered_only_after_submit_returned(
+    telegram: TelegramEmulator, table: Callable[..., dict[str, Any]], alice: User
+) -> None:
+    ctx = HeldContext()
+    ctx.release.clear()
+    adapter = await start_held(table, ctx)
+    try:
+        await telegram.wait_for_webhook()
+        update = telegram.text_update(alice.id, "keep me", user=alice)
+        posting = asyncio.create_task(telegram.post_to_webhook(update))
+        await asyncio.wait_for(ctx.called.wait(), 20)
+        await asyncio.sleep(0.2)
+        assert not posting.done()  # submit has not returned: no answer yet
+        ctx.release.set()
+        assert await asyncio.wait_for(posting, 20) == (200, "ok")
+        event = ctx.events.get_nowait()
+        chat, message_id = alice.id, update["message"]["message_id"]
+        assert (event.text, event.delivery_id) == ("keep me", f"{chat}:{message_id}")
+    finally:
+        await adapter.stop()
+
+
+async def test_a_failed_submit_is_answered_503_and_delivered_again(
+    telegram: TelegramEmulator,
+    table: Callable[..., dict[str, Any]],
+    alice: User,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="openpista_telegram")
+    ctx = HeldContext()
+    ctx.failures.append(ConnectionError("database unreachable"))
+    adapter = await start_held(table, ctx)
+    try:
+        update = telegram.send_text(alice.id, "store me", user=alice)  # the emulator resends
+        event = await asyncio.wait_for(ctx.events.get(), 20)
+        assert event.text == "store me"
+        first, second = ctx.calls
+        assert first.delivery_id == second.delivery_id == event.delivery_id
+        statuses = [503, 200]
+        await eventually(
+            lambda: [s for u, s in telegram.deliveries if u == update["update_id"]] == statuses
+        )
+        lines = [r for r in caplog.records if "send it again" in r.getMessage()]
+        assert len(lines) == 1
+        assert "database unreachable" in lines[0].getMessage()
+        assert lines[0].exc_info is None  # one line, no traceback
+        telegram.send_text(alice.id, "next", user=alice)  # the channel keeps serving
+        assert (await asyncio.wait_for(ctx.events.get(), 20)).text == "next"
+    finally:
+        await adapter.stop()
+
+
+async def test_handling_past_the_timeout_is_cancelled_and_answered_503(
+    telegram: TelegramEmulator, table: Callable[..., dict[str, Any]], alice: User
+) -> None:
+    ctx = HeldContext()
+    ctx.release.clear()  # the first submit never returns on its own
+    adapter = await start_held(table, ctx, webhook_answer_timeout=0.3)
+    try:
+        await telegram.wait_for_webhook()
+        update = telegram.text_update(alice.id, "slow", user=alice)
+        assert (await telegram.post_to_webhook(update))[0] == 503
+        assert len(ctx.calls) == 1
+        ctx.release.set()
+        await asyncio.sleep(0.2)
+        assert ctx.events.empty()  # the timed-out handling was cancelled, not submitted late
+        assert await telegram.post_to_webhook(update) == (200, "ok")  # Telegram's retry
+        event = ctx.events.get_nowait()
+        assert event.delivery_id == ctx.calls[0].delivery_id
+    finally:
+        await adapter.stop()
+
+
+async def test_a_button_press_carries_its_query_id_as_delivery_id(
+    telegram: TelegramEmulator, table: Callable[..., dict[str, Any]], alice: User
+) -> None:
+    from openpista.buttons import button_id
+
+    ctx = HeldContext()
+    ctx.pending.add((f"telegram:{alice.id}", "req1"))
+    adapter = await start_held(table, ctx)
+    try:
+        update = telegram.press_button(alice.id, 77, button_id("approve", "req1"), user=alice)
+        event = await asyncio.wait_for(ctx.events.get(), 20)
+        assert event.text == "/approve req1"
+        assert event.delivery_id == f"press:{update['callback_query']['id']}"
+    finally:
+        await adapter.stop()

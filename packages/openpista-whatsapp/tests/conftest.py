@@ -114,9 +114,10 @@ async def start_adapter(
     """``await start_adapter(**options)``: a started adapter, stopped after the test."""
     running: list[Running] = []
 
-    async def start(**overrides: Any) -> Running:
+    async def start(ctx: QueueContext | None = None, **overrides: Any) -> Running:
+        """``ctx``: the context to start with (default: a new :class:`QueueContext`)."""
         adapter = WhatsAppAdapter(load_whatsapp_config(options(graph, **overrides)))
-        ctx = QueueContext()
+        ctx = ctx or QueueContext()
         await adapter.start(ctx)
         running.append(Running(adapter, ctx))
         return running[-1]

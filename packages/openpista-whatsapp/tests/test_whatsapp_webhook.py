@@ -17,6 +17,7 @@ from openpista import jsonsafe
 from openpista.access import PAIRED, REFUSAL, PairingBook
 from openpista.cluster_media import pack, unpack
 from openpista.models import Answer, ApprovalPrompt, ApprovalRequest, Attachment
+from openpista_testing.adapters import HeldContext
 from openpista_whatsapp.testing import (
     WhatsAppEmulator,
     message,
@@ -471,3 +472,66 @@ async def test_stop_frees_the_port_and_restart_works(start_adapter: Start) -> No
     )
     assert answer.status_code == 403
     assert port
+
+
+async def test_the_post_is_answered_only_after_submit_returned(start_adapter: Start) -> None:
+    ctx = HeldContext()
+    ctx.release.clear()
+    wa = await start_adapter(ctx)
+    payload = text_payload(wa.number, wa.user, "keep me", message_id="wamid.KEEP")
+    posting = asyncio.create_task(wa.post(payload))
+    await asyncio.wait_for(ctx.called.wait(), 10)
+    await asyncio.sleep(0.2)
+    assert not posting.done()  # submit has not returned: no answer yet
+    ctx.release.set()
+    answer = await asyncio.wait_for(posting, 10)
+    assert (answer.status_code, answer.text) == (200, "EVENT_RECEIVED")
+    event = await wa.event()
+    assert (event.text, event.delivery_id) == ("keep me", "wamid.KEEP")
+
+
+async def test_a_failed_submit_is_answered_503_and_the_redelivery_is_handled(
+    start_adapter: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="openpista_whatsapp")
+    ctx = HeldContext()
+    ctx.failures.append(ConnectionError("database unreachable"))
+    wa = await start_adapter(ctx)
+    first = message(wa.user, "text", {"body": "one"}, message_id="wamid.ONE")
+    second = message(wa.user, "text", {"body": "two"}, message_id="wamid.TWO")
+    payload = webhook_payload(wa.number, [first, second])
+    assert (await wa.post(payload)).status_code == 503
+    assert [e.text for e in [await wa.event()]] == ["two"]  # the other message went on
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1
+    assert "wamid.ONE not stored" in lines[0].getMessage()
+    assert "database unreachable" in lines[0].getMessage()
+    assert lines[0].exc_info is None
+    answer = await wa.post(payload)  # Meta delivers the POST again
+    assert (answer.status_code, answer.text) == (200, "EVENT_RECEIVED")
+    event = await wa.event()
+    assert (event.text, event.delivery_id) == ("one", "wamid.ONE")
+    assert wa.inbound.empty()  # "two" was not submitted twice
+    assert [e.delivery_id for e in ctx.calls] == ["wamid.ONE", "wamid.TWO", "wamid.ONE"]
+    assert (await wa.post(text_payload(wa.number, wa.user, "more"))).status_code == 200
+
+
+async def test_a_slow_message_is_answered_503_and_its_redelivery_waits_for_it(
+    start_adapter: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="openpista_whatsapp")
+    ctx = HeldContext()
+    ctx.release.clear()
+    wa = await start_adapter(ctx, webhook_answer_timeout=0.3)
+    payload = text_payload(wa.number, wa.user, "slow", message_id="wamid.SLOW")
+    assert (await wa.post(payload)).status_code == 503
+    assert "not handled within 0.3 s" in caplog.text
+    retry = asyncio.create_task(wa.post(payload))  # joins the handling under way
+    await asyncio.sleep(0.1)
+    ctx.release.set()
+    assert (await retry).status_code == 200
+    assert (await wa.event()).delivery_id == "wamid.SLOW"
+    assert len(ctx.calls) == 1  # handled once
+    assert (await wa.post(payload)).status_code == 200  # a late copy: a duplicate
+    await wa.settle()
+    assert wa.inbound.empty()

@@ -10,6 +10,17 @@ replaces as it is written (``chat.update``, at most every ``stream_interval`` se
 answers are cut at Slack's size, Markdown is turned into mrkdwn. Approval requests get Block
 Kit buttons only the asking user may press. ``/openpista`` runs chat commands. Retries and
 Slack's errors: :mod:`openpista_slack.api`.
+
+An event (a message, a mention) is acknowledged (the HTTP answer, or the Socket Mode
+envelope's ack) only once its event was submitted (``ctx.submit`` returned: in a cluster,
+stored) or needed none. A submit that fails, or handling not done within
+``event_answer_timeout`` seconds (Slack wants an answer within 3), is answered 500 (no ack)
+with one log line and Slack delivers the event again (``X-Slack-Retry-Num``, up to 3 times):
+a retry of one still being handled (a slow download goes on) waits for it again, one of a
+failed handling is handled anew, one of a handled event is acknowledged at once. Each event
+carries ``{channel}:{ts}`` of its message as ``delivery_id`` (the same for the ``message``
+and ``app_mention`` twins), so core drops a second copy. Slash commands and button presses
+are acknowledged at once (Slack does not retry them) and handled after.
 """
 
 from __future__ import annotations
@@ -108,6 +119,10 @@ class _Seen:
         self.limit = limit
         self._keys: collections.OrderedDict[str, None] = collections.OrderedDict()
 
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (it is new again)."""
+        self._keys.pop(key, None)
+
     def first(self, key: str) -> bool:
         """Whether ``key`` is new (and remember it)."""
         if key in self._keys:
@@ -175,6 +190,7 @@ class SlackAdapter(ChannelAdapter):
         self._closed: asyncio.Event = asyncio.Event()
         self._line = _Line()
         self._events = _Seen(_SEEN_LIMIT)
+        self._handling: dict[str, asyncio.Task[None]] = {}  # event id -> its handling
         self._messages = _Seen(_SEEN_LIMIT)
         self._threads: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._turns: dict[str, StreamedMessage] = {}  # request id -> its message
@@ -219,15 +235,15 @@ class SlackAdapter(ChannelAdapter):
         app = AsyncApp(
             client=client,
             signing_secret=self.settings.secret("signing_secret") or "unused-in-socket-mode",
-            process_before_response=False,
+            process_before_response=True,  # an event is acked once submitted
             request_verification_enabled=self.settings.mode == "http",
             logger=logging.getLogger(SDK_LOGGER),
         )
         app.event("message")(self._on_event)
         app.event("app_mention")(self._on_event)
         app.event("app_home_opened")(self._on_home)
-        app.command(COMMAND)(self._on_command)
-        app.action(re.compile(f"^({APPROVE}|{DENY})$"))(self._on_button)
+        app.command(COMMAND)(ack=_ack, lazy=[self._on_command])  # acked at once
+        app.action(re.compile(f"^({APPROVE}|{DENY})$"))(ack=_ack, lazy=[self._on_button])
         app.error(self._on_error)
         return app
 
@@ -405,10 +421,38 @@ class SlackAdapter(ChannelAdapter):
     # -- in -------------------------------------------------------------------------------
 
     async def _on_event(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        """A ``message`` or ``app_mention`` event (retries and the message twin of a mention
-        are dropped)."""
-        if not self._events.first(str(body.get("event_id") or uuid.uuid4())):
-            return
+        """A ``message`` or ``app_mention`` event; returns (bolt acks it) once handled;
+        raises :class:`_NotHandledError` (no ack: Slack sends it again) when its handling
+        failed or goes on past ``event_answer_timeout``."""
+        key = str(body.get("event_id") or uuid.uuid4())
+        handling = self._handling.get(key)
+        if handling is None:
+            if not self._events.first(key):
+                return  # a retry of an event handled already
+            handling = asyncio.create_task(self._handle_event(body, event))
+            self._handling[key] = handling
+            handling.add_done_callback(lambda done: self._handled(key, done))
+        timeout = self.settings.event_answer_timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(handling), timeout)
+        except TimeoutError:
+            raise _NotHandledError(
+                f"event {key} not handled within {timeout:g} s; Slack sends it again"
+            ) from None
+        except Exception as exc:
+            raise _NotHandledError(
+                f"event {key} not handled ({type(exc).__name__}: {exc}); Slack sends it again"
+            ) from exc
+
+    def _handled(self, key: str, handling: asyncio.Task[None]) -> None:
+        if self._handling.get(key) is handling:
+            del self._handling[key]
+        if handling.cancelled() or handling.exception() is not None:
+            self._events.discard(key)  # Slack's retry is handled anew
+
+    async def _handle_event(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        """A ``message`` or ``app_mention`` event (the message twin of a mention is
+        dropped)."""
         user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
         if event.get("subtype") not in (None, "file_share", "thread_broadcast"):
             return
@@ -418,6 +462,15 @@ class SlackAdapter(ChannelAdapter):
             return
         if not self._messages.first(f"{channel}/{ts}"):
             return
+        try:
+            await self._handle_message(body, event, user, channel, ts)
+        except BaseException:
+            self._messages.discard(f"{channel}/{ts}")  # its retry (or twin) is handled anew
+            raise
+
+    async def _handle_message(
+        self, body: dict[str, Any], event: dict[str, Any], user: str, channel: str, ts: str
+    ) -> None:
         text = str(event.get("text") or "")
         mention = f"<@{self.bot_user}>"
         direct = event.get("channel_type") == "im"
@@ -455,7 +508,10 @@ class SlackAdapter(ChannelAdapter):
         if attachments is None or (not text and not attachments):
             return
         metadata = {"ts": event["ts"], "channel_type": event.get("channel_type")}
-        await self._forward(target, user, text, metadata, attachments, after=turn)
+        delivery = f"{target.channel}:{event['ts']}"
+        await self._forward(
+            target, user, text, metadata, attachments, after=turn, delivery=delivery
+        )
 
     async def _take_files(self, target: Target, files: list[Any]) -> list[Attachment] | None:
         """The shared files saved as attachments; ``None`` (the user told why) if one
@@ -531,10 +587,12 @@ class SlackAdapter(ChannelAdapter):
         metadata: dict[str, Any],
         attachments: list[Attachment] | None = None,
         after: asyncio.Future[None] | None = None,
+        delivery: str | None = None,
     ) -> str | None:
         """Post the "thinking" placeholder, then hand the message to the agent (once
-        ``after`` is done: the chat's previous message went first); the ❌ line when the
-        placeholder could not be posted (then nothing is handed on)."""
+        ``after`` is done: the chat's previous message went first; ``delivery``: its
+        ``delivery_id``); the ❌ line when the placeholder could not be posted (then nothing
+        is handed on). A failed submit raises."""
         ctx, client = self._ctx, self._client
         if ctx is None or client is None:
             return f"{ERROR_PREFIX}openpista is not ready yet"
@@ -559,15 +617,15 @@ class SlackAdapter(ChannelAdapter):
             text=text,
             attachments=attachments or [],
             metadata={**metadata, "request_id": request_id, "team": target.team},
+            delivery_id=delivery,
         )
         if after is not None:
             await asyncio.shield(after)
         await ctx.submit(event)
         return None
 
-    async def _on_command(self, ack: Any, command: dict[str, Any], respond: AsyncRespond) -> None:
+    async def _on_command(self, command: dict[str, Any], respond: AsyncRespond) -> None:
         """``/openpista [ask] TEXT | model | session | clear | usage | help | pair CODE``."""
-        await ack()
         user, channel = str(command.get("user_id", "")), str(command.get("channel_id", ""))
         team = str(command.get("team_id") or self.team or "")
         word, _, rest = str(command.get("text") or "").strip().partition(" ")
@@ -599,9 +657,8 @@ class SlackAdapter(ChannelAdapter):
         reply = await ctx.run_command(target.channel_id, text)
         return reply.text if reply is not None else f"{ERROR_PREFIX}unknown command {text}"
 
-    async def _on_button(self, ack: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def _on_button(self, body: dict[str, Any], respond: AsyncRespond) -> None:
         """An Approve / Deny press: only the user who asked may decide."""
-        await ack()
         user = str((body.get("user") or {}).get("id", ""))
         actions = body.get("actions") or [{}]
         action_id, request_id = str(actions[0].get("action_id")), str(actions[0].get("value"))
@@ -627,6 +684,15 @@ class SlackAdapter(ChannelAdapter):
 
     async def _on_error(self, error: Exception) -> None:
         log.warning("slack: a handler failed: %s", explain("handler", error))
+
+
+class _NotHandledError(Exception):
+    """An event not handled (in time): not acknowledged, Slack sends it again."""
+
+
+async def _ack(ack: Any) -> None:
+    """Acknowledge a slash command or a button press at once (handled after, lazily)."""
+    await ack()
 
 
 def _approval_blocks(text: str, request_id: str, asker: str | None) -> list[dict[str, Any]]:

@@ -49,6 +49,9 @@ class SlackSettings(PluginSettings):
     http_port: int = Field(default=3000, ge=0, le=65535)
     http_path: WebhookPath = "/slack/events"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    event_answer_timeout: float = Field(default=2.5, gt=0, le=30)
+    """Seconds an event waits to be submitted before it is answered 500 (Socket Mode: not
+    acked) and Slack sends it again; Slack wants an answer within 3 s."""
     signature_window: int = Field(default=300, ge=1, le=3600)
     """Seconds a signed request's timestamp may be off (Slack: 5 minutes, against replay)."""
     stream_interval: float = Field(default=1.0, ge=0)

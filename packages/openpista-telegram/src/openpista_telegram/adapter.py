@@ -527,7 +527,8 @@ class TelegramAdapter(ChannelAdapter):
             "chat_type": chat.type,
             "message_id": message.message_id,
         }
-        await self._forward(_target(message), str(user.id), text, attachments, metadata)
+        delivery = f"{chat.id}:{message.message_id}"
+        await self._forward(_target(message), str(user.id), text, attachments, metadata, delivery)
 
     async def _refuse(
         self, bot: Bot, message: Message, user: User, text: str, private: bool
@@ -572,6 +573,7 @@ class TelegramAdapter(ChannelAdapter):
                 f"/{verb} {request_id}",
                 [],
                 {"username": user.username, "callback": True},
+                f"press:{query.id}",
             )
         prompt = self._prompts.get(request_id)
         if prompt is not None and prompt.target == target:
@@ -602,7 +604,11 @@ class TelegramAdapter(ChannelAdapter):
         text: str,
         attachments: list[Attachment],
         metadata: dict[str, Any],
+        delivery_id: str,
     ) -> None:
+        """Submit the event; ``delivery_id``: ``{chat_id}:{message_id}`` of a message,
+        ``press:{callback query id}`` of a button press (the same for an update delivered
+        again, by webhook or polling). A failed submit raises (the webhook answers 503)."""
         ctx = self._ctx
         if ctx is None:
             return
@@ -612,9 +618,14 @@ class TelegramAdapter(ChannelAdapter):
             text=text,
             attachments=attachments,
             metadata=metadata,
+            delivery_id=delivery_id,
         )
         self._start_working(target)
-        await ctx.submit(event)
+        try:
+            await ctx.submit(event)
+        except BaseException:
+            self._done_working(target)  # no turn: no "typing"
+            raise
 
     # -- groups ---------------------------------------------------------------------------
 

@@ -41,6 +41,9 @@ class TelegramSettings(PluginSettings):
     webhook_secret: SecretStr | None = None
     """Sent as ``secret_token``; generated and kept under ``home_dir()/telegram/`` if unset."""
     max_webhook_bytes: int = Field(default=1024 * 1024, ge=1024)
+    webhook_answer_timeout: float = Field(default=50.0, gt=0, le=300)
+    """Seconds a webhook POST waits for its update to be handled (its event submitted)
+    before it is answered 503 (Telegram sends it again); Telegram waits about a minute."""
     poll_timeout: int = Field(default=30, ge=1, le=50)
     files_dir: Path | None = None
     max_download_bytes: int = Field(default=20 * 1024 * 1024, gt=0)

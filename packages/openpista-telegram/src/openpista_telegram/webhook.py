@@ -3,9 +3,13 @@
 The endpoint (uvicorn in the daemon's loop, :class:`openpista.serving.EmbeddedServer`) checks
 ``X-Telegram-Bot-Api-Secret-Token`` first (missing: 401, wrong: 403, nothing is read further),
 then the body size (413 above ``max_webhook_bytes``) and the JSON (400 when malformed or
-nested deeper than :data:`openpista.jsonsafe.MAX_DEPTH`), and answers 200 at
-once. Accepted updates wait in a bounded queue (full: 503, Telegram delivers again later) and
-are handed one at a time, in arrival order, to the same handling as long polling.
+nested deeper than :data:`openpista.jsonsafe.MAX_DEPTH`). Accepted updates wait in a bounded
+queue (full: 503, Telegram delivers again later) and are handed one at a time, in arrival
+order, to the same handling as long polling. A POST is answered 200 only once its update was
+handled: its event submitted (``ctx.submit`` returned: in a cluster, stored), or no event was
+due (a refusal, a bot's message, ...). Handling that fails, or does not end within
+``webhook_answer_timeout`` seconds (then it is cancelled), is answered 503 with one log line:
+Telegram delivers the update again (the event's ``delivery_id`` lets core drop a second copy).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class WebhookReceiver:
         """The TCP port listened on (after :meth:`start`)."""
         self._secret = secret.encode()
         self._feed = feed
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]]
+        self._queue = asyncio.Queue(QUEUE_LIMIT)
         self._server: EmbeddedServer | None = None
         self._worker: asyncio.Task[None] | None = None
 
@@ -121,17 +126,46 @@ class WebhookReceiver:
         if not any(kind in update for kind in ALLOWED_UPDATES):
             log.debug("telegram: ignored update %s of another kind", update["update_id"])
             return PlainTextResponse("ignored")
+        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(update)
+            self._queue.put_nowait((update, handled))
         except asyncio.QueueFull:
             log.warning("telegram: %d updates waiting; asking Telegram to resend", QUEUE_LIMIT)
             return PlainTextResponse("busy, send again later", status_code=503)
-        return PlainTextResponse("ok")
+        timeout = self.settings.webhook_answer_timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(handled), timeout)
+        except TimeoutError:
+            reason = f"not handled within {timeout:g} s"
+        except Exception as exc:  # one bad update must not stop the others
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            return PlainTextResponse("ok")
+        finally:
+            handled.cancel()  # given up (a timeout, the connection or server closed): skipped
+        log.warning(
+            "telegram: update %s %s; asking Telegram to send it again", update["update_id"], reason
+        )
+        return PlainTextResponse("not handled, send again", status_code=503)
 
     async def _work(self) -> None:
+        """Hand the queued updates to ``feed`` one at a time; an update whose POST gave up
+        is skipped, or its handling cancelled."""
         while True:
-            update = await self._queue.get()
+            update, handled = await self._queue.get()
+            if handled.done():
+                continue
+            handling = asyncio.ensure_future(self._feed(update))
+            handled.add_done_callback(lambda _, task=handling: task.cancel())  # type: ignore[misc]
             try:
-                await self._feed(update)
-            except Exception:  # one bad update must not stop the others
-                log.exception("telegram: update %s could not be handled", update.get("update_id"))
+                await asyncio.wait([handling])
+            finally:
+                handling.cancel()  # the worker stopped: so does the update's handling
+            if handled.done():
+                continue  # its POST gave up: answered 503
+            if handling.cancelled():
+                handled.set_exception(RuntimeError("its handling was cancelled"))
+            elif (failure := handling.exception()) is not None:
+                handled.set_exception(failure)
+            else:
+                handled.set_result(None)

@@ -109,3 +109,26 @@ class QueueContext:
 
     def metrics(self, accept: str) -> tuple[bytes, str] | None:
         return None
+
+
+class HeldContext(QueueContext):
+    """A :class:`QueueContext` whose ``submit`` is controlled, for tests of when a channel
+    acknowledges a message: it waits while :attr:`release` is clear, raises the first of
+    :attr:`failures` while there are any (like a cluster that cannot store the event), and
+    records every call in :attr:`calls` (:attr:`called` is set at the first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.release.set()
+        self.failures: list[Exception] = []
+        self.calls: list[ChannelEvent] = []
+        self.called = asyncio.Event()
+
+    async def submit(self, event: ChannelEvent) -> None:
+        self.calls.append(event)
+        self.called.set()
+        await self.release.wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        await super().submit(event)

@@ -5,11 +5,17 @@ only) when one business number is configured, and ``whatsapp:{phone_number_id}:{
 when there are several, so that the same person writing to two numbers has two
 conversations and every reply goes out from the number the message arrived on.
 
-The webhook (starlette on uvicorn, in the daemon's event loop) answers Meta within
-milliseconds: it checks the size, then the ``X-Hub-Signature-256`` signature of the raw body,
-then parses (:func:`openpista.jsonsafe.loads`: malformed or too deeply nested JSON is a
-400), and leaves the work (media downloads, access checks, queueing for the agent) to a
-background task.
+The webhook (starlette on uvicorn, in the daemon's event loop) checks the size, then the
+``X-Hub-Signature-256`` signature of the raw body, then parses
+(:func:`openpista.jsonsafe.loads`: malformed or too deeply nested JSON is a 400), then
+handles the POST's messages in order (media downloads, access checks, ``ctx.submit``) and
+answers ``200 EVENT_RECEIVED`` only once each was submitted (in a cluster: stored) or needed
+no event. A submit that fails, or handling not done within ``webhook_answer_timeout``
+seconds, is answered 503 with one log line, and Meta delivers the POST again: a message
+submitted meanwhile is not submitted twice, one still being handled (a slow download goes
+on) is waited for again, a failed one is handled anew. Each event carries the message's
+``wamid`` as ``delivery_id`` (core drops a second copy, e.g. the retry reaching another
+replica).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +112,7 @@ class WhatsAppAdapter(ChannelAdapter):
         self._ctx: ChannelContext | None = None
         self._server: EmbeddedServer | None = None
         self._work: set[asyncio.Task[None]] = set()
+        self._handling: dict[str, asyncio.Task[None]] = {}  # message key -> its handling
         self._stopping = False
 
     # -- channel ids ----------------------------------------------------------------------
@@ -232,25 +240,83 @@ class WhatsAppAdapter(ChannelAdapter):
         for reason in delivery.ignored:
             log.warning("whatsapp: ignored %s", reason)
         if delivery.messages or delivery.statuses or delivery.errors:
-            task = asyncio.create_task(self._process(delivery))
-            self._work.add(task)
-            task.add_done_callback(self._work.discard)
+            processing = self._background(self._process(delivery))
+            timeout = self.config.webhook_answer_timeout
+            try:
+                await asyncio.wait_for(asyncio.shield(processing), timeout)
+            except _NotStoredError:  # logged for each message
+                return PlainTextResponse("not stored, send again", status_code=503)
+            except TimeoutError:  # the handling goes on: the retry waits for it again
+                log.warning(
+                    "whatsapp: a webhook POST not handled within %g s; asking Meta to send it "
+                    "again",
+                    timeout,
+                )
+                return PlainTextResponse("not handled yet, send again", status_code=503)
         return PlainTextResponse("EVENT_RECEIVED")
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """``work`` as a task that :meth:`stop` cancels; its failure is retrieved here (it
+        was logged where it happened)."""
+        task = asyncio.create_task(work)
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return task
 
     # -- incoming -------------------------------------------------------------------------
 
     async def _process(self, delivery: Delivery) -> None:
+        """Errors, statuses, then each message in order; raises :class:`_NotStoredError`
+        (after the others were handled) when a message's event could not be submitted."""
         for error in delivery.errors:
             await self._report_error(error)
         for status in delivery.statuses:
             self._record_status(status)
+        failed = None
         for message in delivery.messages:
             try:
-                await self._handle(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad message must not stop the others
-                log.exception("whatsapp: failed to handle message %s", message.message_id)
+                await asyncio.shield(self._handling_of(message))
+            except _NotStoredError as exc:
+                failed = exc
+        if failed is not None:
+            raise failed
+
+    def _handling_of(self, message: Inbound) -> asyncio.Task[None]:
+        """The handling of ``message``: the one under way if it was delivered before and
+        is not done yet, else a new one (which skips a message handled before)."""
+        key = f"{message.phone_number_id}:{message.message_id}"
+        task = self._handling.get(key)
+        if task is None:
+            task = self._background(self._handle_once(key, message))
+            self._handling[key] = task
+            task.add_done_callback(self._handled)
+        return task
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        for key, handling in list(self._handling.items()):
+            if handling is task:
+                del self._handling[key]
+
+    async def _handle_once(self, key: str, message: Inbound) -> None:
+        if not self.seen.add(key):
+            log.info("whatsapp: duplicate delivery of %s ignored", message.message_id)
+            return
+        try:
+            await self._handle(message)
+        except _NotStoredError as exc:
+            self.seen.discard(key)  # Meta delivers it again: handled anew
+            log.warning(
+                "whatsapp: message %s not stored (%s); asking Meta to send it again",
+                message.message_id,
+                exc,
+            )
+            raise
+        except asyncio.CancelledError:
+            self.seen.discard(key)
+            raise
+        except Exception:  # one bad message must not stop the others; never resent
+            log.exception("whatsapp: failed to handle message %s", message.message_id)
 
     async def _report_error(self, error: ReportedError) -> None:
         """Log a system-level error Meta reported, and tell ``operator_channel`` (at most one
@@ -288,9 +354,6 @@ class WhatsAppAdapter(ChannelAdapter):
 
     async def _handle(self, message: Inbound) -> None:
         number, sender = message.phone_number_id, message.sender
-        if not self.seen.add(f"{number}:{message.message_id}"):
-            log.info("whatsapp: duplicate delivery of %s ignored", message.message_id)
-            return
         if number not in self.numbers:
             log.warning("whatsapp: message for unconfigured phone number id %s ignored", number)
             return
@@ -323,9 +386,13 @@ class WhatsAppAdapter(ChannelAdapter):
             text=text,
             attachments=attachments,
             metadata={k: v for k, v in metadata.items() if v is not None},
+            delivery_id=message.message_id,
         )
         assert self._ctx is not None  # noqa: S101  an invariant for mypy, not a check
-        await self._ctx.submit(event)
+        try:
+            await self._ctx.submit(event)
+        except Exception as exc:
+            raise _NotStoredError(f"{type(exc).__name__}: {exc}") from exc
 
     async def _fetch(self, message: Inbound) -> Attachment:
         assert self._graph is not None  # noqa: S101  an invariant for mypy, not a check
@@ -455,6 +522,10 @@ class WhatsAppAdapter(ChannelAdapter):
         notice = self.notices.notice(key, text)
         if notice is not None:
             await self._ctx.deliver(notice)
+
+
+class _NotStoredError(Exception):
+    """A message's event could not be submitted: its webhook POST is answered 503."""
 
 
 def create_whatsapp_adapter(settings: WhatsAppSettings, config: Settings) -> WhatsAppAdapter:

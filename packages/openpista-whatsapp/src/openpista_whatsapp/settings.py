@@ -73,6 +73,9 @@ class WhatsAppSettings(PluginSettings):
     template_language: str = "en_US"
     template_text_parameter: bool = False
     max_body_bytes: int = Field(default=3 * 1024 * 1024, ge=1024)
+    webhook_answer_timeout: float = Field(default=15.0, gt=0, le=120)
+    """Seconds a webhook POST waits for its messages to be submitted before it is answered
+    503 (Meta delivers it again; the handling goes on): keep it under Meta's own wait."""
     max_media_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_inline_image_bytes: int = Field(default=4 * 1024 * 1024, ge=0)
     refusal_interval: float = Field(default=3600.0, ge=0)

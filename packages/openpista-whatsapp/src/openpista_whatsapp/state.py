@@ -47,6 +47,10 @@ class TtlSet:
         self._keys[key] = now
         return True
 
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (its next :meth:`add` is ``True`` again)."""
+        self._keys.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._keys)
 
