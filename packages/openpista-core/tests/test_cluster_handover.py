@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from openpista import cluster_handover
 from openpista.cluster import ClusterMember, cluster_dsn
 from openpista.cluster_approvals import ClusterApprovals
 from openpista.cluster_handover import Handover, outbox_channel
@@ -927,3 +928,68 @@ async def test_a_hostile_offer_is_dropped_and_the_replica_serves_on(
     assert (await chat.answer("alice")).text == "answer to hello"
     assert member.connected
     await until(lambda: _false(stored_events(fresh_postgres_url)), "it is deleted")
+
+
+async def _claimed(handover: Handover, session: str) -> bool:
+    """Whether a claim of ``session`` reached its drainer here (which then looks again)."""
+    return session in handover._again
+
+
+async def test_a_message_stored_while_its_drainer_looks_for_the_last_time_runs_without_the_sweep(
+    replicas: Start, fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_handover, "LEFTOVER_AFTER", 3600.0)  # no sweep runs it
+    a, _, chat = await replicas("a")
+    handover = a.handover
+    assert handover is not None
+    alice = await a.session_for("chat:alice")
+    looked = handover._pending
+    hooked: list[bool] = []
+
+    async def pending(session_id: str) -> bool:
+        found = await looked(session_id)  # her first is over: nothing stored, it seems...
+        if not hooked:
+            hooked.append(found)  # ... when her next is stored and claimed here
+            await chat.say("alice", "second")
+            await until(lambda: _claimed(handover, alice), "the second is claimed")
+        return found
+
+    monkeypatch.setattr(handover, "_pending", pending)
+    await chat.say("alice", "first")
+    assert (await chat.answer("alice")).text == "answer to first"
+    assert (await chat.answer("alice")).text == "answer to second"
+    assert hooked == [False]
+    await until(lambda: _false(stored_events(fresh_postgres_url)), "both are deleted")
+    assert chat.texts("alice") == ["answer to first", "answer to second"]  # once each
+
+
+async def test_a_message_stored_while_its_lease_is_refused_runs_once_its_holder_let_go(
+    replicas: Start, fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_handover, "LEFTOVER_AFTER", 3600.0)  # no sweep runs it
+    (a, a_member, chat), (_, b_member, _) = await replicas("a"), await replicas("b")
+    handover = a.handover
+    assert handover is not None
+    alice = await a.session_for("chat:alice")
+    assert await b_member.try_acquire(alice)  # a turn of alice's runs on b
+    tried = a_member.try_acquire
+    refused: list[bool] = []
+
+    async def try_acquire(session_id: str) -> bool:
+        taken = await tried(session_id)
+        if not refused:
+            refused.append(taken)
+            # b's turn ends and b looks at the inbox for the last time (nothing stored),
+            # then her message is stored here and claimed while a's answer is on its way.
+            await b_member.release(alice)
+            assert not await _true(stored_events(fresh_postgres_url))
+            await chat.say("alice", "hello")
+            await until(lambda: _claimed(handover, alice), "the message is claimed")
+        return taken
+
+    monkeypatch.setattr(a_member, "try_acquire", try_acquire)
+    handover.claim(alice)  # a drains alice: b holds her lease
+    assert (await chat.answer("alice")).text == "answer to hello"
+    assert refused == [False]
+    await until(lambda: _false(stored_events(fresh_postgres_url)), "it is deleted")
+    assert chat.texts("alice") == ["answer to hello"]

@@ -357,7 +357,12 @@ class Handover:
         drain = self._drain(session_id, held=held, offer=offer)
         task = asyncio.create_task(drain, name=f"drain {session_id}")
         self._drainers[session_id] = task
-        task.add_done_callback(lambda _: self._drainers.pop(session_id, None))
+        task.add_done_callback(lambda _: self._forget(session_id, task))  # cancelled unstarted
+
+    def _forget(self, session_id: str, task: asyncio.Task[None] | None) -> None:
+        """``task`` no longer drains ``session_id``: the next claim starts a drainer."""
+        if self._drainers.get(session_id) is task:
+            del self._drainers[session_id]
 
     async def _drain(self, session_id: str, *, held: bool, offer: bool) -> None:
         """Run the session's stored events in a turn slot of this replica (``held``: taken
@@ -374,20 +379,21 @@ class Handover:
                     drained = await self._drain_leased(session_id)
                 finally:
                     self._give()
-                if drained is None:  # its holder drains it, and looks again once it lets go
-                    return
-                # Stored while we let go (its replica saw our lease): ours to run.
+                # Its holder drains it, and looks again once it lets go (``None``); stored
+                # while we let go (its replica saw our lease): ours to run. Claimed here
+                # meanwhile (``_again``, read last: after the look), maybe stored after its
+                # holder's last look or ours: we look again.
                 if (
-                    drained
-                    and session_id not in self._again
-                    and not await self._pending(session_id)
-                ):
+                    drained is None or (drained and not await self._pending(session_id))
+                ) and session_id not in self._again:
                     return
                 held, offer = self._slots.take_now(), True
         except ClusterError as exc:  # no lease connection: the sweep resumes it later
             log.warning("session %s waits for the cluster: %s", session_id, exc)
         except Exception:
             log.exception("the hand-over of session %s failed; the sweep retries", session_id)
+        finally:  # now, not once the task's callbacks run: a claim until then is lost
+            self._forget(session_id, asyncio.current_task())
 
     async def _drain_leased(self, session_id: str) -> bool | None:
         """Run the session's stored events under its lease, in the slot the caller holds;
