@@ -30,7 +30,7 @@ from openpista.models import ChannelEvent
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["KEPT", "STORE", "ClusterDeliveries", "delivery_key"]
+__all__ = ["KEPT", "STORE", "ClusterDeliveries", "delivery_key", "dropped"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,11 @@ def store_arguments(event: ChannelEvent) -> tuple[str, str | None, str]:
     """``$5``, ``$6`` and ``$7`` of :data:`STORE` for ``event``."""
     key = None if event.delivery_id is None else delivery_key(event.delivery_id)
     return _channel(event.channel_id), key, event.channel_id.replace("\x00", "")
+
+
+def dropped(event: ChannelEvent) -> None:
+    """Say (one log line) that ``event`` is dropped: its delivery was recorded before."""
+    log.info("%s: message %.80r was delivered before: dropped", event.channel_id, event.delivery_id)
 
 
 def _channel(channel_id: str) -> str:

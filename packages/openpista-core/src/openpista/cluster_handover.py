@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import TypeAdapter, ValidationError
 
 from openpista.cluster import APPLICATION_PREFIX, QUERY_TIMEOUT, SESSION_SPACE, ClusterError
-from openpista.cluster_deliveries import STORE, ClusterDeliveries, store_arguments
+from openpista.cluster_deliveries import STORE, ClusterDeliveries, dropped, store_arguments
 from openpista.cluster_media import unpack
 from openpista.models import Answer, ChannelEvent, Outbound, TextChunk
 from openpista.outbox import inlined
@@ -300,11 +300,7 @@ class Handover:
         finally:
             ticket.pass_on()
         if stored is None:  # that message was stored before: its turn ran or runs
-            log.info(
-                "%s: message %.80r was delivered before: dropped",
-                event.channel_id,
-                event.delivery_id,
-            )
+            dropped(event)
             return Answer(text="", channel_id=event.channel_id, session_id=session_id)
         if stored_here is not None:
             stored_here()

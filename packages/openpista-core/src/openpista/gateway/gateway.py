@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from openpista.agent import AgentEvent, ToolFinished, ToolStarted
 from openpista.channels import ChannelAdapter, ChatCommand, CommandReply, GatewayClosedError
 from openpista.cluster import LEASE_LOST
+from openpista.cluster_deliveries import dropped
 from openpista.cluster_media import pack
 from openpista.config import ConfigError
 from openpista.gateway.commands import ChatCommands
@@ -438,11 +439,7 @@ class Gateway:
         # An event the inbox does not store (whose insert records its delivery id): apart.
         apart = self.handover is not None and (stored is None or self.commands.is_command(event))
         if apart and self.handover is not None and not await self.handover.deliveries.first(event):
-            log.info(
-                "%s: message %.80r was delivered before: dropped",
-                event.channel_id,
-                event.delivery_id,
-            )
+            dropped(event)
             return Answer(channel_id=event.channel_id, session_id=session_id)
         if not event.attachments:
             reply = await self.commands.run(event.channel_id, session_id, event.text)
